@@ -1,0 +1,188 @@
+//! The command line, declared with clap derive. Global flags fall back to `PAAS_SERVER`,
+//! `PAAS_TOKEN` and the config file.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "paas",
+    version,
+    about = "A self-hosted platform-as-a-service: deploy apps to your own servers."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Control plane URL (default: from the config file).
+    #[arg(long, global = true, env = "PAAS_SERVER")]
+    pub server: Option<String>,
+    /// API token (default: from the config file).
+    #[arg(long, global = true, env = "PAAS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CLI config file (default: $XDG_CONFIG_HOME/paas/config.toml).
+    #[arg(long, global = true, env = "PAAS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run control plane, node agent and ingress in one process (single machine).
+    Up(UpArgs),
+    /// Run the control plane only (agents join it with `paas agent`).
+    Server(ServerArgs),
+    /// Run a node agent that joins a control plane.
+    Agent(AgentArgs),
+    /// Check `--server` and `--token` (read from standard input when omitted) and save them to
+    /// the CLI config.
+    Login,
+    /// Create, list and delete apps.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Deploy a directory (built from its Dockerfile) or an existing image.
+    Deploy(DeployArgs),
+    /// Show the release history of an environment.
+    Releases(AppEnv),
+    /// Show the containers of an environment.
+    Ps(AppEnv),
+    /// List the nodes of the cluster.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+}
+
+impl Command {
+    /// Long-running server commands log at info by default; user commands stay quiet.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, Self::Up(_) | Self::Server(_) | Self::Agent(_))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataDir {
+    /// State directory (default: $XDG_DATA_HOME/paas).
+    #[arg(long, env = "PAAS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Apps are served at <app>.<base-domain> and <app>-<env>.<base-domain>.
+    #[arg(long, default_value = "localhost")]
+    pub base_domain: String,
+    /// Seconds a new release may take to become healthy before its deploy fails.
+    #[arg(long, default_value_t = 120)]
+    pub deploy_timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeOpts {
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Address app containers publish their ports on; keep it private.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub private_addr: IpAddr,
+    /// Docker network mode for image builds, e.g. `host` when the Docker bridge has no egress.
+    #[arg(long, env = "PAAS_BUILD_NETWORK")]
+    pub build_network: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    #[command(flatten)]
+    pub node: NodeOpts,
+    /// Where the API and the console listen.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub api_addr: SocketAddr,
+    /// Where the ingress serves apps over HTTP (the public address).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Do not write the CLI config file.
+    #[arg(long)]
+    pub no_write_config: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub api_addr: SocketAddr,
+    /// Port the ingress nodes serve HTTP on, for the URLs shown to users.
+    #[arg(long, default_value_t = 8080)]
+    pub ingress_http_port: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Control plane URL.
+    #[arg(long)]
+    pub join: String,
+    /// Agent join token (printed by `paas server`, kept in its data dir as `agent-token`).
+    #[arg(long = "join-token", env = "PAAS_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: String,
+    #[command(flatten)]
+    pub node: NodeOpts,
+    /// Serve the ingress on this address (makes this an ingress node).
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// Agent state directory (default: $XDG_DATA_HOME/paas-agent).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppsCommand {
+    /// Create an app (with its production environment).
+    Create { name: String },
+    /// List apps with their environments.
+    List,
+    /// Delete an app, its environments, releases and containers.
+    Delete {
+        name: String,
+        /// Repeat the app name to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AppEnv {
+    #[arg(long, short = 'a')]
+    pub app: String,
+    #[arg(long, short = 'e', default_value = "production")]
+    pub env: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Directory with a Dockerfile (default: the current directory).
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: AppEnv,
+    /// Deploy this existing image instead of building the directory.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Return once the deploy has started instead of following it.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodesCommand {
+    /// List nodes and their status.
+    List,
+}

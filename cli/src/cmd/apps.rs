@@ -1,0 +1,56 @@
+//! `paas apps create|list|delete`.
+
+use crate::args::{AppsCommand, Global};
+use crate::output::{emit, table};
+use protocol::AppName;
+use std::process::ExitCode;
+
+pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
+    let client = super::client(g)?;
+    match cmd {
+        AppsCommand::Create { name } => {
+            // Checked here too so a bad name fails before any network round trip.
+            AppName::new(name.as_str())?;
+            let app = client.create_app(&name).await?;
+            emit(g.output, &app, |app| {
+                let url = app.envs.first().map(|e| e.url.as_str()).unwrap_or("");
+                println!("Created app {} (production will be served at {url})", app.name);
+            })?;
+        }
+        AppsCommand::List => {
+            let apps = client.list_apps().await?;
+            emit(g.output, &apps, |apps| {
+                let rows: Vec<Vec<String>> = apps
+                    .iter()
+                    .flat_map(|a| {
+                        a.envs.iter().map(move |e| {
+                            vec![
+                                a.name.clone(),
+                                e.name.clone(),
+                                e.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                                e.status.clone(),
+                                format!("{}/{}", e.healthy_replicas, e.replicas),
+                                e.url.clone(),
+                            ]
+                        })
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    println!("No apps yet. Create one with `paas apps create NAME`.");
+                } else {
+                    table(&["APP", "ENV", "RELEASE", "STATUS", "REPLICAS", "URL"], &rows);
+                }
+            })?;
+        }
+        AppsCommand::Delete { name, confirm } => {
+            if confirm.as_deref() != Some(name.as_str()) {
+                anyhow::bail!(
+                    "deleting app {name:?} stops its containers and removes its releases; confirm with --confirm {name}"
+                );
+            }
+            let done = client.delete_app(&name).await?;
+            emit(g.output, &done, |_| println!("Deleted app {name}"))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,76 @@
+//! Read-only views: `paas releases`, `paas ps`, `paas nodes list`.
+
+use crate::args::{AppEnv, Global, NodesCommand};
+use crate::output::{emit, table};
+use std::process::ExitCode;
+
+fn short_image(id: &Option<String>) -> String {
+    id.as_deref()
+        .map(|i| i.strip_prefix("sha256:").unwrap_or(i).chars().take(12).collect())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn releases(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
+    let releases = super::client(g)?.releases(&t.app, &t.env).await?;
+    emit(g.output, &releases, |rs| {
+        let rows: Vec<Vec<String>> = rs
+            .iter()
+            .map(|r| {
+                vec![
+                    format!("v{}", r.version),
+                    r.status.as_str().to_string(),
+                    r.source.clone(),
+                    short_image(&r.image_id),
+                    r.created_at.clone(),
+                    r.created_by.clone(),
+                    r.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string(),
+                ]
+            })
+            .collect();
+        table(&["VERSION", "STATUS", "SOURCE", "IMAGE", "CREATED", "BY", "ERROR"], &rows);
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ps(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
+    let procs = super::client(g)?.processes(&t.app, &t.env).await?;
+    emit(g.output, &procs, |ps| {
+        let rows: Vec<Vec<String>> = ps
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    format!("v{}", p.release),
+                    p.node.clone(),
+                    p.state.clone(),
+                    if p.healthy { "healthy" } else { "unhealthy" }.to_string(),
+                    p.address.clone().unwrap_or_else(|| "-".into()),
+                    p.restarts.to_string(),
+                ]
+            })
+            .collect();
+        table(&["NAME", "RELEASE", "NODE", "STATE", "HEALTH", "ADDRESS", "RESTARTS"], &rows);
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
+    let NodesCommand::List = cmd;
+    let nodes = super::client(g)?.nodes().await?;
+    emit(g.output, &nodes, |ns| {
+        let rows: Vec<Vec<String>> = ns
+            .iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.status.clone(),
+                    n.private_addr.clone(),
+                    if n.ingress { "yes" } else { "no" }.to_string(),
+                    n.last_seen.clone(),
+                ]
+            })
+            .collect();
+        table(&["NODE", "STATUS", "PRIVATE ADDRESS", "INGRESS", "LAST SEEN"], &rows);
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,47 @@
+//! Dispatch to one module per command; each has a thin `exec`.
+
+mod apps;
+mod deploy;
+mod info;
+mod login;
+mod up;
+
+use crate::args::{Cli, Command, Global};
+use crate::config;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Up(args) => up::up(&g, args).await,
+        Command::Server(args) => up::server(args).await,
+        Command::Agent(args) => up::agent(args).await,
+        Command::Login => login::exec(&g).await,
+        Command::Apps(cmd) => apps::exec(&g, cmd).await,
+        Command::Deploy(args) => deploy::exec(&g, args).await,
+        Command::Releases(target) => info::releases(&g, target).await,
+        Command::Ps(target) => info::ps(&g, target).await,
+        Command::Nodes(cmd) => info::nodes(&g, cmd).await,
+    }
+}
+
+pub fn config_path(g: &Global) -> anyhow::Result<PathBuf> {
+    match &g.config {
+        Some(p) => Ok(p.clone()),
+        None => config::default_path(),
+    }
+}
+
+/// The API client from flags, environment or the config file, in that order.
+pub fn client(g: &Global) -> anyhow::Result<protocol::Client> {
+    let file = config::load(&config_path(g)?)?;
+    let server = g
+        .server
+        .clone()
+        .or(file.server)
+        .context("no paas server configured: run `paas up`, or `paas login --server URL`")?;
+    let token = g.token.clone().or(file.token).context("no API token configured: run `paas login`")?;
+    Ok(protocol::Client::new(server, token))
+}

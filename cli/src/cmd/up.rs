@@ -1,0 +1,159 @@
+//! `paas up` (control plane + agent + ingress in one process), `paas server` and `paas agent`.
+
+use crate::args::{AgentArgs, DataDir, Global, NodeOpts, Output, ServerArgs, UpArgs};
+use crate::config::{self, CliConfig};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {what}; is another paas running? choose another address")
+    })
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM, so shutdown is ordered.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down; app containers keep running");
+        token.cancel();
+    });
+}
+
+fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Result<control_plane::Config> {
+    let data_dir = match &data.data_dir {
+        Some(d) => d.clone(),
+        None => config::default_data_dir("paas")?,
+    };
+    anyhow::ensure!(data.deploy_timeout > 0, "--deploy-timeout must be at least 1 second");
+    anyhow::ensure!(
+        !data.base_domain.is_empty() && !data.base_domain.starts_with('.'),
+        "--base-domain {:?} is not a domain name",
+        data.base_domain
+    );
+    Ok(control_plane::Config {
+        data_dir,
+        base_domain: data.base_domain.to_lowercase(),
+        ingress_http_port,
+        deploy_timeout: Duration::from_secs(data.deploy_timeout),
+    })
+}
+
+fn node_name(opts: &NodeOpts) -> String {
+    opts.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".into())
+    })
+}
+
+pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
+    let api = bind(args.api_addr, "API").await?;
+    let http = bind(args.http_addr, "ingress").await?;
+    let api_url = format!("http://{}", api.local_addr()?);
+    let http_addr = http.local_addr()?;
+    let cp_config = control_plane_config(&args.data, http_addr.port())?;
+    let data_dir = cp_config.data_dir.clone();
+    let cp = control_plane::ControlPlane::open(cp_config).await?;
+
+    let config_path = super::config_path(g)?;
+    if !args.no_write_config {
+        config::save(
+            &config_path,
+            &CliConfig { server: Some(api_url.clone()), token: Some(cp.admin_token.clone()) },
+        )?;
+    }
+    let agent_config = node_agent::Config {
+        server: api_url.clone(),
+        token: cp.agent_token.clone(),
+        node_name: node_name(&args.node),
+        private_addr: args.node.private_addr,
+        build_network: args.node.build_network.clone(),
+        state_dir: data_dir.join("agent"),
+    };
+    let ready = serde_json::json!({
+        "api_url": api_url,
+        "console_url": format!("{api_url}/"),
+        "ingress_addr": http_addr.to_string(),
+        "data_dir": data_dir,
+        "config": if args.no_write_config { None } else { Some(&config_path) },
+        "node": agent_config.node_name,
+    });
+    match g.output {
+        Output::Json => println!("{ready}"),
+        Output::Text => {
+            println!("paas is up");
+            println!("  API and console: {api_url}/");
+            println!("  Apps are served at http://<app>.{}:{}/", args.data.base_domain, http_addr.port());
+            println!("  Data directory:  {}", data_dir.display());
+            if !args.no_write_config {
+                println!("  CLI config:      {} (the CLI is ready to use)", config_path.display());
+            }
+            println!("Press Ctrl-C to stop; running apps keep running.");
+        }
+    }
+
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let cp_task = tokio::spawn(cp.serve(api, shutdown.clone()));
+    let agent_result = node_agent::run(agent_config, Some(http), shutdown.clone()).await;
+    shutdown.cancel();
+    let cp_result = cp_task.await.context("control plane task")?;
+    agent_result?;
+    cp_result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let api = bind(args.api_addr, "API").await?;
+    let cp =
+        control_plane::ControlPlane::open(control_plane_config(&args.data, args.ingress_http_port)?).await?;
+    let api_url = format!("http://{}", api.local_addr()?);
+    println!("paas control plane at {api_url}/");
+    println!(
+        "Join nodes with: paas agent --join {api_url} --join-token <the agent-token file in the data dir>"
+    );
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    cp.serve(api, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let http = match args.http_addr {
+        Some(addr) => Some(bind(addr, "ingress").await?),
+        None => None,
+    };
+    let state_dir = match args.state_dir {
+        Some(d) => d,
+        None => config::default_data_dir("paas-agent")?,
+    };
+    let config = node_agent::Config {
+        server: args.join,
+        token: args.join_token,
+        node_name: node_name(&args.node),
+        private_addr: args.node.private_addr,
+        build_network: args.node.build_network,
+        state_dir,
+    };
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    node_agent::run(config, http, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}

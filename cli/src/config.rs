@@ -1,0 +1,70 @@
+//! The CLI config file (`$XDG_CONFIG_HOME/paas/config.toml`): server URL and token, written by
+//! `paas up` and `paas login`, read by every other command.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct CliConfig {
+    pub server: Option<String>,
+    pub token: Option<String>,
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+}
+
+/// `$XDG_CONFIG_HOME/paas/config.toml`, falling back to `~/.config`.
+pub fn default_path() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".config")))
+        .context("cannot find a config directory: set XDG_CONFIG_HOME or HOME")?;
+    Ok(base.join("paas").join("config.toml"))
+}
+
+/// `$XDG_DATA_HOME/<name>`, falling back to `~/.local/share/<name>`.
+pub fn default_data_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".local").join("share")))
+        .context("cannot find a data directory: set XDG_DATA_HOME, HOME or pass --data-dir")?;
+    Ok(base.join(name))
+}
+
+pub fn load(path: &Path) -> anyhow::Result<CliConfig> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text)
+            .with_context(|| format!("the CLI config {} is not valid TOML", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CliConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading the CLI config {}", path.display())),
+    }
+}
+
+/// Writes the config readable by its owner only: it holds a token.
+pub fn save(path: &Path, config: &CliConfig) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = toml::to_string(config)?;
+    let tmp = path.with_extension("toml.tmp");
+    write_private(&tmp, text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}

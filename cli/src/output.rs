@@ -1,0 +1,46 @@
+//! Printing results: aligned tables for people, JSON with `--output json`, and errors as one
+//! sentence.
+
+use crate::args::Output;
+use serde::Serialize;
+
+/// Prints `value` as JSON, or runs `text` to print it for people.
+pub fn emit<T: Serialize>(mode: Output, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
+    match mode {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Text => text(value),
+    }
+    Ok(())
+}
+
+/// Prints rows under a header with columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> =
+            cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// The error chain as one sentence: the outermost context, then the root cause when it adds
+/// something.
+pub fn error_sentence(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

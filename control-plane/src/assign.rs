@@ -1,0 +1,152 @@
+//! Scheduling: where a release's containers and builds go, and what each node is assigned
+//! (containers, builds, and for ingress nodes the route table).
+
+use crate::state::AppState;
+use crate::store::{InstanceRow, NodeRow};
+use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, Route};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// A node that has not reported for this long is not given new work.
+pub const NODE_READY_WINDOW: Duration = Duration::from_secs(30);
+
+pub fn node_is_ready(node: &NodeRow) -> bool {
+    let Ok(seen) =
+        time::OffsetDateTime::parse(&node.last_seen, &time::format_description::well_known::Rfc3339)
+    else {
+        return false;
+    };
+    let age = time::OffsetDateTime::now_utc() - seen;
+    age.whole_seconds() <= NODE_READY_WINDOW.as_secs() as i64
+}
+
+pub async fn ready_nodes(state: &AppState) -> anyhow::Result<Vec<NodeRow>> {
+    Ok(state.store.list_nodes().await?.into_iter().filter(node_is_ready).collect())
+}
+
+/// Spreads `replicas` containers of a release over the ready nodes, least loaded first.
+pub async fn place(
+    state: &AppState,
+    app: &str,
+    env: &str,
+    process: &str,
+    release: u32,
+    replicas: u32,
+) -> anyhow::Result<Vec<InstanceRow>> {
+    let nodes = ready_nodes(state).await?;
+    anyhow::ensure!(!nodes.is_empty(), "no node is available to run containers; is a node agent running?");
+    let mut load: HashMap<String, usize> = nodes.iter().map(|n| (n.name.clone(), 0)).collect();
+    for i in state.store.all_instances().await? {
+        if let Some(n) = load.get_mut(&i.node) {
+            *n += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for replica in 1..=replicas {
+        let node = nodes
+            .iter()
+            .min_by_key(|n| (load[&n.name], n.name.clone()))
+            .expect("nodes is not empty")
+            .name
+            .clone();
+        *load.get_mut(&node).expect("node has a load entry") += 1;
+        out.push(InstanceRow {
+            name: protocol::container_name(app, env, process, release, replica),
+            app: app.to_string(),
+            env: env.to_string(),
+            process: process.to_string(),
+            release,
+            replica,
+            node,
+            state: "pending".into(),
+            healthy: false,
+            host_port: None,
+            restarts: 0,
+            log_tail: Vec::new(),
+            updated_at: String::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// Picks the node that builds (or resolves) a release's image.
+pub async fn build_node(state: &AppState) -> anyhow::Result<String> {
+    let nodes = ready_nodes(state).await?;
+    nodes
+        .first()
+        .map(|n| n.name.clone())
+        .ok_or_else(|| anyhow::anyhow!("no node is available to build on; is a node agent running?"))
+}
+
+/// Everything `node` should be doing now.
+pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignment> {
+    let store = &state.store;
+    let mut containers = Vec::new();
+    let envs: HashMap<(String, String), _> =
+        store.all_envs().await?.into_iter().map(|e| ((e.app.clone(), e.name.clone()), e)).collect();
+    for i in store.instances_for_node(node).await? {
+        let Some(env) = envs.get(&(i.app.clone(), i.env.clone())) else { continue };
+        let release = store.get_release(&i.app, &i.env, i.release).await?;
+        let Some(image) = release.image_id else { continue };
+        let mut env_vars = BTreeMap::new();
+        env_vars.insert("PORT".to_string(), env.port.to_string());
+        containers.push(ContainerSpec {
+            name: i.name.clone(),
+            app: i.app.clone(),
+            env: i.env.clone(),
+            process: i.process.clone(),
+            release: i.release,
+            replica: i.replica,
+            image,
+            command: None,
+            port: env.port,
+            env_vars,
+        });
+    }
+    let builds = store
+        .pending_builds(node)
+        .await?
+        .into_iter()
+        .map(|r| BuildTask {
+            tag: format!("paas/{}-{}:v{}", r.app, r.env, r.version),
+            kind: if r.source == "build" {
+                BuildKind::Dockerfile
+            } else {
+                BuildKind::Image { reference: r.source.clone() }
+            },
+            app: r.app,
+            env: r.env,
+            release: r.version,
+        })
+        .collect();
+    let nodes = store.list_nodes().await?;
+    let is_ingress = nodes.iter().any(|n| n.name == node && n.ingress);
+    let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
+    Ok(Assignment { containers, builds, routes })
+}
+
+/// The route table: every environment with a served release, to its healthy replicas.
+pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<Route>> {
+    let addr: HashMap<&str, &str> =
+        nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
+    let mut by_env: HashMap<(String, String, u32), Vec<String>> = HashMap::new();
+    for i in state.store.all_instances().await? {
+        if let (true, Some(port), Some(a)) = (i.healthy, i.host_port, addr.get(i.node.as_str())) {
+            by_env.entry((i.app, i.env, i.release)).or_default().push(format!("{a}:{port}"));
+        }
+    }
+    let mut routes = Vec::new();
+    for env in state.store.all_envs().await? {
+        let Some(current) = env.current_release else { continue };
+        let mut backends = by_env.remove(&(env.app.clone(), env.name.clone(), current)).unwrap_or_default();
+        backends.sort();
+        routes.push(Route {
+            host: protocol::hostname(&env.app, &env.name, &state.config.base_domain),
+            app: env.app,
+            env: env.name,
+            release: current,
+            backends,
+        });
+    }
+    Ok(routes)
+}

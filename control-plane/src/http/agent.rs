@@ -1,0 +1,110 @@
+//! `/agent/v1`: node registration, the long-polled assignment watch, status reports, and the
+//! build hand-off (source download, build output, result).
+
+use super::error::{ApiError, ApiResult};
+use crate::assign;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use protocol::agent::{BuildLog, BuildResult, NodeReport, RegisterNode, WatchResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/nodes", post(register))
+        .route("/nodes/{node}/watch", get(watch))
+        .route("/nodes/{node}/report", post(report))
+        .route("/builds/{app}/{env}/{release}/source", get(source))
+        .route("/builds/{app}/{env}/{release}/log", post(build_log))
+        .route("/builds/{app}/{env}/{release}/result", post(build_result))
+}
+
+async fn register(State(state): State<AppState>, Json(node): Json<RegisterNode>) -> ApiResult<Json<Value>> {
+    protocol::names::check_node(&node.name).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    node.private_addr
+        .parse::<std::net::IpAddr>()
+        .map_err(|_| ApiError::Unprocessable(format!("{:?} is not an IP address", node.private_addr)))?;
+    state.store.upsert_node(&node.name, &node.private_addr, node.ingress).await?;
+    tracing::info!(node = %node.name, addr = %node.private_addr, ingress = node.ingress, "node registered");
+    state.bump();
+    Ok(Json(json!({ "registered": node.name })))
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    wait: u64,
+}
+
+/// Blocking query: answers at once when the state index is past `index` (or the agent's index
+/// is from another run of the control plane), otherwise when it changes or `wait` runs out.
+async fn watch(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    Query(q): Query<WatchQuery>,
+) -> ApiResult<Json<WatchResponse>> {
+    state.store.touch_node(&node).await?;
+    if q.index != 0 && q.index <= state.index() {
+        state.wait_past(q.index, Duration::from_secs(q.wait.min(120))).await;
+    }
+    let index = state.index();
+    let assignment = assign::assignment(&state, &node).await?;
+    Ok(Json(WatchResponse { index, assignment }))
+}
+
+async fn report(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    Json(report): Json<NodeReport>,
+) -> ApiResult<Json<Value>> {
+    state.store.touch_node(&node).await?;
+    if state.store.apply_report(&node, &report.containers).await? {
+        state.bump();
+    }
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn source(
+    State(state): State<AppState>,
+    Path((app, env, release)): Path<(String, String, u32)>,
+) -> ApiResult<impl IntoResponse> {
+    let path = state.sources_dir().join(&app).join(&env).join(format!("{release}.tar.gz"));
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no source bundle for {app}/{env} v{release}")))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], body))
+}
+
+async fn build_log(
+    State(state): State<AppState>,
+    Path((app, env, release)): Path<(String, String, u32)>,
+    Json(log): Json<BuildLog>,
+) -> ApiResult<Json<Value>> {
+    state.deploy_event(&app, &env, release, "build", &log.lines).await;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn build_result(
+    State(state): State<AppState>,
+    Path((app, env, release)): Path<(String, String, u32)>,
+    Json(result): Json<BuildResult>,
+) -> ApiResult<Json<Value>> {
+    let error = match (&result.image_id, &result.error) {
+        (_, Some(e)) => Some(e.as_str()),
+        (Some(_), None) => None,
+        (None, None) => Some("the build finished without an image"),
+    };
+    state.store.set_build_result(&app, &env, release, result.image_id.as_deref(), error).await?;
+    tracing::info!(app = %app, env = %env, release, ok = error.is_none(), "build finished");
+    state.bump();
+    Ok(Json(json!({ "ok": true })))
+}

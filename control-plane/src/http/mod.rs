@@ -1,0 +1,33 @@
+//! HTTP surface of the control plane: one routes file per resource, merged here with their
+//! authentication, plus the web console at `/`.
+
+mod agent;
+mod apps;
+pub mod auth;
+mod deploys;
+pub mod error;
+mod nodes;
+
+use crate::state::AppState;
+use axum::middleware::from_fn_with_state;
+use axum::Router;
+
+pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
+    let api = Router::new()
+        .merge(apps::routes())
+        .merge(deploys::routes())
+        .merge(nodes::routes())
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), auth::require_user));
+    let agent =
+        agent::routes().fallback(not_found).layer(from_fn_with_state(state.clone(), auth::require_agent));
+    let console = web::router(web::WebConfig { api_url: api_url.to_string() })?;
+    Ok(Router::new()
+        .nest("/api/v1", api.with_state(state.clone()))
+        .nest("/agent/v1", agent.with_state(state))
+        .merge(console))
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::NotFound("no such API route".into())
+}

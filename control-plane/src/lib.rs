@@ -1,0 +1,70 @@
+//! The paas control plane: the only writer of desired state. Serves the REST API (`/api/v1`),
+//! the agent protocol (`/agent/v1`) and the web console, and runs deploy orchestration.
+
+pub mod assign;
+pub mod deploy;
+pub mod http;
+pub mod state;
+pub mod store;
+mod tokens;
+
+pub use state::AppState;
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Everything the control plane needs to start; built by the CLI from flags and validated there.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds the state database, uploaded sources and the bootstrap tokens.
+    pub data_dir: PathBuf,
+    /// Apps are served at `<app>.<base_domain>` and `<app>-<env>.<base_domain>`.
+    pub base_domain: String,
+    /// Port the ingress serves plain HTTP on, for the URLs shown to users (omitted when 80).
+    pub ingress_http_port: u16,
+    /// How long a new release may take to become healthy before the deploy fails.
+    pub deploy_timeout: Duration,
+}
+
+/// A control plane whose data directory is opened and whose tokens exist, not yet serving.
+pub struct ControlPlane {
+    state: AppState,
+    /// Token with full API access, written to the CLI config by `paas up`.
+    pub admin_token: String,
+    /// Token agents use to join.
+    pub agent_token: String,
+}
+
+impl ControlPlane {
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+        let store = store::Store::open(&config.data_dir.join("state.db")).await?;
+        let admin_token = tokens::ensure(&store, &config.data_dir, "admin-token", "admin", "user").await?;
+        let agent_token = tokens::ensure(&store, &config.data_dir, "agent-token", "agent", "agent").await?;
+        let state = AppState::new(store, Arc::new(config));
+        deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
+        Ok(Self { state, admin_token, agent_token })
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets requests finish and
+    /// closes the store.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        let api_url = format!("http://{addr}");
+        let router = http::router(self.state.clone(), &api_url)?;
+        tracing::info!(%addr, "control plane listening");
+        let stop = shutdown.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("serving the API")?;
+        self.state.store.close().await;
+        tracing::info!("control plane stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! Shared state of the control plane's handlers and tasks: cheap clones only.
+
+use crate::store::Store;
+use crate::Config;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    /// State index: bumped on every change of desired or observed state. Agents long-poll on it.
+    index: Arc<watch::Sender<u64>>,
+    /// Bumped whenever deploy events are appended; deploy followers long-poll on it.
+    events: Arc<watch::Sender<u64>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Arc<Config>) -> Self {
+        // Start above any index a previous run handed out, so agents that kept an old index do
+        // not block on a value this run has not reached yet.
+        let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
+        Self {
+            store,
+            config,
+            index: Arc::new(watch::channel(start).0),
+            events: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    pub fn sources_dir(&self) -> PathBuf {
+        self.config.data_dir.join("sources")
+    }
+
+    pub fn index(&self) -> u64 {
+        *self.index.borrow()
+    }
+
+    /// Wakes every watcher: something in the desired or observed state changed.
+    pub fn bump(&self) {
+        self.index.send_modify(|i| *i += 1);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.index.subscribe()
+    }
+
+    pub fn events_changed(&self) {
+        self.events.send_modify(|i| *i += 1);
+    }
+
+    pub fn subscribe_events(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// Waits until the state index passes `index`, or `wait` elapses.
+    pub async fn wait_past(&self, index: u64, wait: Duration) {
+        let mut rx = self.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > index)).await;
+    }
+
+    pub fn url_for(&self, app: &str, env: &str) -> String {
+        let host = protocol::hostname(app, env, &self.config.base_domain);
+        match self.config.ingress_http_port {
+            80 => format!("http://{host}/"),
+            port => format!("http://{host}:{port}/"),
+        }
+    }
+
+    /// Appends deploy progress lines and wakes followers.
+    pub async fn deploy_event(&self, app: &str, env: &str, version: u32, kind: &str, lines: &[String]) {
+        if let Err(e) = self.store.append_events(app, env, version, kind, lines).await {
+            tracing::error!(app, env, release = version, error = %e, "recording deploy progress failed");
+        }
+        self.events_changed();
+    }
+}

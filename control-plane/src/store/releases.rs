@@ -1,0 +1,437 @@
+//! Releases, the containers placed for them (with the agents' reports), and deploy progress.
+
+use super::{now, Result, Store, StoreError};
+use protocol::agent::ContainerStatus;
+use protocol::api::{DeployEvent, Process, Release, ReleaseStatus};
+use sqlx::Row;
+
+pub type ReleaseRow = Release;
+
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub name: String,
+    pub app: String,
+    pub env: String,
+    pub process: String,
+    pub release: u32,
+    pub replica: u32,
+    pub node: String,
+    pub state: String,
+    pub healthy: bool,
+    pub host_port: Option<u16>,
+    pub restarts: u32,
+    pub log_tail: Vec<String>,
+    pub updated_at: String,
+}
+
+fn release_row(r: &sqlx::sqlite::SqliteRow) -> Release {
+    let status: String = r.get("status");
+    Release {
+        app: r.get("app"),
+        env: r.get("env"),
+        version: r.get::<i64, _>("version") as u32,
+        status: ReleaseStatus::parse(&status).unwrap_or(ReleaseStatus::Failed),
+        source: r.get("source"),
+        image_id: r.get("image_id"),
+        created_at: r.get("created_at"),
+        created_by: r.get("created_by"),
+        error: r.get("error"),
+    }
+}
+
+fn instance_row(r: &sqlx::sqlite::SqliteRow) -> InstanceRow {
+    let tail: String = r.get("log_tail");
+    InstanceRow {
+        name: r.get("name"),
+        app: r.get("app"),
+        env: r.get("env"),
+        process: r.get("process"),
+        release: r.get::<i64, _>("release") as u32,
+        replica: r.get::<i64, _>("replica") as u32,
+        node: r.get("node"),
+        state: r.get("state"),
+        healthy: r.get("healthy"),
+        host_port: r.get::<Option<i64>, _>("host_port").map(|p| p as u16),
+        restarts: r.get::<i64, _>("restarts") as u32,
+        log_tail: serde_json::from_str(&tail).unwrap_or_default(),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+impl InstanceRow {
+    pub fn to_process(&self, private_addr: Option<&str>) -> Process {
+        Process {
+            name: self.name.clone(),
+            app: self.app.clone(),
+            env: self.env.clone(),
+            process: self.process.clone(),
+            release: self.release,
+            replica: self.replica,
+            node: self.node.clone(),
+            state: self.state.clone(),
+            healthy: self.healthy,
+            address: match (private_addr, self.host_port) {
+                (Some(addr), Some(port)) => Some(format!("{addr}:{port}")),
+                _ => None,
+            },
+            restarts: self.restarts,
+            updated_at: self.updated_at.clone(),
+        }
+    }
+}
+
+impl Store {
+    /// Records a new release in `building` state. Refuses while another deploy of the same
+    /// environment is unfinished, so two deploys never race for one environment.
+    pub async fn create_release(
+        &self,
+        app: &str,
+        env: &str,
+        source: &str,
+        created_by: &str,
+        build_node: &str,
+    ) -> Result<Release> {
+        let mut tx = self.pool.begin().await?;
+        let busy: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM releases WHERE app = ? AND env = ? AND status IN ('building', 'deploying')",
+        )
+        .bind(app)
+        .bind(env)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(v) = busy {
+            return Err(StoreError::Conflict(format!(
+                "a deploy of {app}/{env} is in progress (release v{v}); wait for it to finish"
+            )));
+        }
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app = ? AND env = ?",
+        )
+        .bind(app)
+        .bind(env)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO releases (app, env, version, status, source, build_node, created_at, created_by)
+             VALUES (?, ?, ?, 'building', ?, ?, ?, ?)",
+        )
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .bind(source)
+        .bind(build_node)
+        .bind(now())
+        .bind(created_by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.get_release(app, env, version as u32).await
+    }
+
+    pub async fn get_release(&self, app: &str, env: &str, version: u32) -> Result<Release> {
+        sqlx::query("SELECT * FROM releases WHERE app = ? AND env = ? AND version = ?")
+            .bind(app)
+            .bind(env)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| release_row(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
+    }
+
+    pub async fn list_releases(&self, app: &str, env: &str) -> Result<Vec<Release>> {
+        let rows = sqlx::query("SELECT * FROM releases WHERE app = ? AND env = ? ORDER BY version DESC")
+            .bind(app)
+            .bind(env)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(release_row).collect())
+    }
+
+    /// Releases a node must build: still building, assigned to it, with no result yet.
+    pub async fn pending_builds(&self, node: &str) -> Result<Vec<Release>> {
+        let rows = sqlx::query(
+            "SELECT * FROM releases WHERE build_node = ? AND status = 'building' AND image_id IS NULL AND error IS NULL",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(release_row).collect())
+    }
+
+    /// Records the outcome of a build (an image id, or why it failed).
+    pub async fn set_build_result(
+        &self,
+        app: &str,
+        env: &str,
+        version: u32,
+        image_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE releases SET image_id = ?, error = ? WHERE app = ? AND env = ? AND version = ? AND status = 'building'",
+        )
+        .bind(image_id)
+        .bind(error)
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_release_status(
+        &self,
+        app: &str,
+        env: &str,
+        version: u32,
+        status: ReleaseStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE releases SET status = ?, error = COALESCE(?, error) WHERE app = ? AND env = ? AND version = ?",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Places the containers of a release being rolled out and marks it the environment's target.
+    pub async fn start_rollout(
+        &self,
+        app: &str,
+        env: &str,
+        version: u32,
+        instances: &[InstanceRow],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for i in instances {
+            sqlx::query(
+                "INSERT OR REPLACE INTO instances (name, app, env, process, release, replica, node, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&i.name)
+            .bind(&i.app)
+            .bind(&i.env)
+            .bind(&i.process)
+            .bind(i.release)
+            .bind(i.replica)
+            .bind(&i.node)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE releases SET status = 'deploying' WHERE app = ? AND env = ? AND version = ?")
+            .bind(app)
+            .bind(env)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE envs SET target_release = ? WHERE app = ? AND name = ?")
+            .bind(version)
+            .bind(app)
+            .bind(env)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The switch: `version` becomes the served release, the previous one is superseded and its
+    /// containers are unassigned (agents drain and remove them).
+    pub async fn finish_rollout(&self, app: &str, env: &str, version: u32) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE releases SET status = 'superseded' WHERE app = ? AND env = ? AND status = 'active'",
+        )
+        .bind(app)
+        .bind(env)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE releases SET status = 'active' WHERE app = ? AND env = ? AND version = ?")
+            .bind(app)
+            .bind(env)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE envs SET current_release = ?, target_release = NULL WHERE app = ? AND name = ?")
+            .bind(version)
+            .bind(app)
+            .bind(env)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND release != ?")
+            .bind(app)
+            .bind(env)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A rollout that failed: its containers go, the served release stays untouched.
+    pub async fn abort_rollout(&self, app: &str, env: &str, version: u32, error: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND release = ?")
+            .bind(app)
+            .bind(env)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE envs SET target_release = NULL WHERE app = ? AND name = ? AND target_release = ?",
+        )
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE releases SET status = 'failed', error = ? WHERE app = ? AND env = ? AND version = ?",
+        )
+        .bind(error)
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Releases left unfinished by a previous run of the control plane.
+    pub async fn unfinished_releases(&self) -> Result<Vec<Release>> {
+        let rows = sqlx::query("SELECT * FROM releases WHERE status IN ('building', 'deploying')")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(release_row).collect())
+    }
+
+    // --- instances ---
+
+    pub async fn instances_for_node(&self, node: &str) -> Result<Vec<InstanceRow>> {
+        let rows = sqlx::query("SELECT * FROM instances WHERE node = ? ORDER BY name")
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(instance_row).collect())
+    }
+
+    pub async fn instances_for_env(&self, app: &str, env: &str) -> Result<Vec<InstanceRow>> {
+        let rows = sqlx::query("SELECT * FROM instances WHERE app = ? AND env = ? ORDER BY release, replica")
+            .bind(app)
+            .bind(env)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(instance_row).collect())
+    }
+
+    pub async fn all_instances(&self) -> Result<Vec<InstanceRow>> {
+        let rows = sqlx::query("SELECT * FROM instances").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(instance_row).collect())
+    }
+
+    /// Applies an agent's report; returns whether anything that matters for routing or deploys
+    /// changed, so callers only wake watchers when needed.
+    pub async fn apply_report(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
+        let mut changed = false;
+        let mut tx = self.pool.begin().await?;
+        for s in statuses {
+            let tail = serde_json::to_string(&s.log_tail).unwrap_or_else(|_| "[]".into());
+            let done = sqlx::query(
+                "UPDATE instances SET state = ?, healthy = ?, host_port = ?, restarts = ?, log_tail = ?, updated_at = ?
+                 WHERE name = ? AND node = ?
+                   AND (state != ? OR healthy != ? OR host_port IS NOT ? OR restarts != ? OR log_tail != ?)",
+            )
+            .bind(&s.state)
+            .bind(s.healthy)
+            .bind(s.host_port.map(i64::from))
+            .bind(s.restarts)
+            .bind(&tail)
+            .bind(now())
+            .bind(&s.name)
+            .bind(node)
+            .bind(&s.state)
+            .bind(s.healthy)
+            .bind(s.host_port.map(i64::from))
+            .bind(s.restarts)
+            .bind(&tail)
+            .execute(&mut *tx)
+            .await?;
+            changed |= done.rows_affected() > 0;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    // --- deploy events ---
+
+    pub async fn append_events(
+        &self,
+        app: &str,
+        env: &str,
+        version: u32,
+        kind: &str,
+        lines: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let mut seq: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) FROM deploy_events WHERE app = ? AND env = ? AND version = ?",
+        )
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .fetch_one(&mut *tx)
+        .await?;
+        for line in lines {
+            seq += 1;
+            sqlx::query(
+                "INSERT INTO deploy_events (app, env, version, seq, kind, text) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(app)
+            .bind(env)
+            .bind(version)
+            .bind(seq)
+            .bind(kind)
+            .bind(line)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn events_after(
+        &self,
+        app: &str,
+        env: &str,
+        version: u32,
+        after: u64,
+    ) -> Result<Vec<DeployEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, text FROM deploy_events WHERE app = ? AND env = ? AND version = ? AND seq > ?
+             ORDER BY seq LIMIT 1000",
+        )
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .bind(after as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeployEvent {
+                seq: r.get::<i64, _>("seq") as u64,
+                kind: r.get("kind"),
+                text: r.get("text"),
+            })
+            .collect())
+    }
+}

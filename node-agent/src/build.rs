@@ -1,0 +1,130 @@
+//! Image builds: for each build task in the assignment, fetch the uploaded source, build its
+//! Dockerfile (or resolve an existing image), stream the output to the control plane and
+//! report the image id.
+
+use crate::docker::DockerClient;
+use protocol::agent::{Assignment, BuildKind, BuildLog, BuildResult, BuildTask};
+use protocol::{labels, Client};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub struct Builder {
+    docker: DockerClient,
+    client: Client,
+    network: Option<String>,
+}
+
+impl Builder {
+    pub fn new(docker: DockerClient, client: Client, network: Option<String>) -> Self {
+        Self { docker, client, network }
+    }
+
+    pub async fn run(self, mut assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
+        let mut started: HashSet<(String, String, u32)> = HashSet::new();
+        loop {
+            let builds =
+                assignment.borrow_and_update().as_ref().map(|a| a.builds.clone()).unwrap_or_default();
+            for task in builds {
+                let key = (task.app.clone(), task.env.clone(), task.release);
+                if started.insert(key) {
+                    let (docker, client, network) =
+                        (self.docker.clone(), self.client.clone(), self.network.clone());
+                    let span = tracing::info_span!("build", app = %task.app, env = %task.env, release = task.release);
+                    tokio::spawn(build_one(docker, client, network, task).instrument(span));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = assignment.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+async fn build_one(docker: DockerClient, client: Client, network: Option<String>, task: BuildTask) {
+    tracing::info!("build started");
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let shipper = tokio::spawn(ship_logs(client.clone(), task.clone(), rx));
+    let on_line = |line: String| {
+        let _ = tx.send(line);
+    };
+    let result = match &task.kind {
+        BuildKind::Image { reference } => docker.resolve_image(reference, on_line).await,
+        BuildKind::Dockerfile => match fetch_source(&client, &task).await {
+            Ok(context) => {
+                let image_labels = HashMap::from([
+                    (labels::MANAGED.to_string(), "true".to_string()),
+                    (labels::APP.to_string(), task.app.clone()),
+                    (labels::ENV.to_string(), task.env.clone()),
+                    (labels::RELEASE.to_string(), task.release.to_string()),
+                ]);
+                docker.build(context, &task.tag, image_labels, network.as_deref(), on_line).await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    drop(tx);
+    let _ = shipper.await;
+    let report = match result {
+        Ok(id) => {
+            tracing::info!(image = %id, "build finished");
+            BuildResult { image_id: Some(id), error: None }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::warn!(error = %msg, "build failed");
+            BuildResult { image_id: None, error: Some(msg) }
+        }
+    };
+    // The result must arrive, or the deploy would wait for nothing: retry for a while.
+    for attempt in 0..30 {
+        match client.build_result(&task.app, &task.env, task.release, &report).await {
+            Ok(_) => return,
+            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => {
+                tracing::warn!(error = %e, "the control plane refused the build result");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "sending the build result failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn fetch_source(client: &Client, task: &BuildTask) -> anyhow::Result<bytes::Bytes> {
+    let resp = client.build_source(&task.app, &task.env, task.release).await?;
+    Ok(resp.bytes().await?)
+}
+
+/// Sends build output in batches, so a chatty build does not cost a request per line.
+async fn ship_logs(client: Client, task: BuildTask, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut batch = Vec::new();
+    loop {
+        let closed = tokio::select! {
+            line = rx.recv() => match line {
+                Some(l) => { batch.push(l); false }
+                None => true,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() => false,
+        };
+        while batch.len() < 200 {
+            match rx.try_recv() {
+                Ok(l) => batch.push(l),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() && (closed || batch.len() >= 50 || rx.is_empty()) {
+            let lines = std::mem::take(&mut batch);
+            if let Err(e) = client.build_log(&task.app, &task.env, task.release, &BuildLog { lines }).await {
+                tracing::debug!(error = %e, "sending build output failed");
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Thin wrapper over bollard: the only place the agent speaks the Docker API. Every object it
+//! creates carries the paas labels, and every listing is filtered by this node's label.
+
+use anyhow::Context;
+use bollard::container::{
+    Config as ContainerConfig, CreateContainerOptions, ListContainersOptions, LogOutput, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use bollard::image::{BuildImageOptions, CreateImageOptions};
+use bollard::models::{HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::Docker;
+use futures_util::StreamExt;
+use protocol::agent::ContainerSpec;
+use protocol::labels;
+use std::collections::HashMap;
+
+/// json-file caps: a chatty app can never fill the disk (DESIGN.md section 5).
+pub const LOG_MAX_SIZE: &str = "10m";
+pub const LOG_MAX_FILE: &str = "3";
+
+/// What the agent needs to know about one of its containers.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub name: String,
+    pub state: String,
+    pub labels: HashMap<String, String>,
+    /// Host port published for the process port, on the node's private address.
+    pub host_port: Option<u16>,
+    /// Port the process listens on inside the container.
+    pub port: Option<u16>,
+    /// The container's address on its Docker network: health checks go there, past Docker's
+    /// port proxy, which accepts connections even when the app does not listen.
+    pub ip: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct DockerClient {
+    docker: Docker,
+    node: String,
+    private_addr: String,
+}
+
+impl DockerClient {
+    /// Connects with local defaults and negotiates the API version, so engines as old as API
+    /// 1.41 work.
+    pub async fn connect(node: &str, private_addr: &str) -> anyhow::Result<Self> {
+        let docker = Docker::connect_with_local_defaults()
+            .context("connecting to the Docker engine")?
+            .negotiate_version()
+            .await
+            .context("talking to the Docker engine; is it running and is its socket readable?")?;
+        Ok(Self { docker, node: node.to_string(), private_addr: private_addr.to_string() })
+    }
+
+    pub fn raw(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Containers of this node (and only those), running or not.
+    pub async fn list(&self) -> anyhow::Result<Vec<Observed>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .context("listing containers")?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names?.first()?.trim_start_matches('/').to_string();
+                let labels = c.labels.unwrap_or_default();
+                let port: Option<u16> = labels.get("paas.port").and_then(|p| p.parse().ok());
+                let host_port = c
+                    .ports
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|p| Some(p.private_port) == port && p.public_port.is_some())
+                    .and_then(|p| p.public_port);
+                let ip = c.network_settings.and_then(|n| n.networks).and_then(|nets| {
+                    nets.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))
+                });
+                Some(Observed { name, state: c.state.unwrap_or_default(), labels, host_port, port, ip })
+            })
+            .collect())
+    }
+
+    /// Creates and starts a container for `spec`, published on the private address only.
+    pub async fn create_and_start(&self, spec: &ContainerSpec) -> anyhow::Result<()> {
+        let port_key = format!("{}/tcp", spec.port);
+        let labels = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::APP.to_string(), spec.app.clone()),
+            (labels::ENV.to_string(), spec.env.clone()),
+            (labels::PROCESS.to_string(), spec.process.clone()),
+            (labels::RELEASE.to_string(), spec.release.to_string()),
+            (labels::REPLICA.to_string(), spec.replica.to_string()),
+            (labels::NODE.to_string(), self.node.clone()),
+            ("paas.port".to_string(), spec.port.to_string()),
+        ]);
+        let env: Vec<String> = spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let host_config = HostConfig {
+            port_bindings: Some(HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some(self.private_addr.clone()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                    ("max-file".to_string(), LOG_MAX_FILE.to_string()),
+                ])),
+            }),
+            // The agent restarts crashed containers itself (with backoff, and reporting it).
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            // A tiny init as PID 1 forwards SIGTERM and reaps zombies for apps that do not.
+            init: Some(true),
+            ..Default::default()
+        };
+        let config = ContainerConfig {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
+        self.docker
+            .create_container(Some(opts), config)
+            .await
+            .with_context(|| format!("creating {}", spec.name))?;
+        self.start(&spec.name).await
+    }
+
+    pub async fn start(&self, name: &str) -> anyhow::Result<()> {
+        self.docker
+            .start_container(name, None::<StartContainerOptions<String>>)
+            .await
+            .with_context(|| format!("starting {name}"))
+    }
+
+    /// SIGTERM, up to `grace_secs` to exit, then removal.
+    pub async fn stop_and_remove(&self, name: &str, grace_secs: i64) -> anyhow::Result<()> {
+        let _ = self.docker.stop_container(name, Some(StopContainerOptions { t: grace_secs })).await;
+        self.docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }),
+            )
+            .await
+            .with_context(|| format!("removing {name}"))
+    }
+
+    /// Last `n` lines the container wrote (stdout and stderr).
+    pub async fn log_tail(&self, name: &str, n: usize) -> Vec<String> {
+        let opts =
+            LogsOptions::<String> { stdout: true, stderr: true, tail: n.to_string(), ..Default::default() };
+        let mut stream = self.docker.logs(name, Some(opts));
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            match chunk {
+                LogOutput::StdOut { message }
+                | LogOutput::StdErr { message }
+                | LogOutput::Console { message } => out.push_str(&String::from_utf8_lossy(&message)),
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// Builds the gzipped tar `context`; every output line goes to `on_line`. Returns the image id.
+    pub async fn build(
+        &self,
+        context: bytes::Bytes,
+        tag: &str,
+        image_labels: HashMap<String, String>,
+        network: Option<&str>,
+        mut on_line: impl FnMut(String),
+    ) -> anyhow::Result<String> {
+        let opts = BuildImageOptions::<String> {
+            dockerfile: "Dockerfile".into(),
+            t: tag.to_string(),
+            rm: true,
+            forcerm: true,
+            labels: image_labels,
+            networkmode: network.unwrap_or("default").to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.build_image(opts, None, Some(context));
+        let mut last_error = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.or(info.status) {
+                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                            on_line(line.to_string());
+                        }
+                    }
+                    if let Some(e) = info.error {
+                        on_line(e.clone());
+                        last_error = Some(e);
+                    }
+                }
+                Err(e) => {
+                    let msg = docker_message(&e);
+                    on_line(msg.clone());
+                    last_error = Some(msg);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = last_error {
+            anyhow::bail!("the image build failed: {}", e.trim());
+        }
+        self.image_id(tag)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the build finished but produced no image {tag}"))
+    }
+
+    /// The id of a local image, `None` when the engine does not have it.
+    pub async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => Ok(img.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(e).context("inspecting an image"),
+        }
+    }
+
+    /// Resolves an image reference to an id, pulling it when the engine lacks it.
+    pub async fn resolve_image(
+        &self,
+        reference: &str,
+        mut on_line: impl FnMut(String),
+    ) -> anyhow::Result<String> {
+        if let Some(id) = self.image_id(reference).await? {
+            return Ok(id);
+        }
+        on_line(format!("Pulling {reference}"));
+        let opts = CreateImageOptions::<String> { from_image: reference.to_string(), ..Default::default() };
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                anyhow::bail!(
+                    "image {reference} is not on this node and pulling it failed: {}",
+                    docker_message(&e)
+                );
+            }
+        }
+        self.image_id(reference).await?.ok_or_else(|| anyhow::anyhow!("image {reference} could not be found"))
+    }
+}
+
+/// The engine's own message for an API error, without bollard's wrapping.
+pub fn docker_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}

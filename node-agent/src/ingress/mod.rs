@@ -1,0 +1,194 @@
+//! The node agent's ingress: an HTTP/1.1 reverse proxy that routes by Host header to the healthy
+//! replicas of an app. This file owns the route table ([`IngressHandle`]) and the accept loop with
+//! graceful shutdown; forwarding lives in `proxy`, the built-in error pages in `pages`.
+
+mod pages;
+mod proxy;
+#[cfg(test)]
+mod tests;
+
+use protocol::agent::Route;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use proxy::Proxy;
+
+/// How long in-flight requests may run after shutdown starts before their connections are cut.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds slow or idle clients: a request head must arrive within this long.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shared, cheaply clonable access to the ingress route table.
+#[derive(Clone)]
+pub struct IngressHandle {
+    // Readers clone the inner `Arc` and drop the lock at once, so a request always works on one
+    // complete table and `set_routes` swaps the whole table in a single write.
+    table: Arc<RwLock<Arc<Table>>>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_host: HashMap<String, Arc<RouteEntry>>,
+    /// The routes as given, for [`IngressHandle::routes`].
+    routes: Vec<Route>,
+}
+
+pub(crate) struct RouteEntry {
+    pub(crate) route: Route,
+    /// Round-robin position; carried over across table swaps so a busy host keeps rotating.
+    pub(crate) next: AtomicUsize,
+}
+
+impl IngressHandle {
+    pub fn new() -> Self {
+        Self { table: Arc::new(RwLock::new(Arc::new(Table::default()))) }
+    }
+
+    /// Atomically replaces the whole route table.
+    pub fn set_routes(&self, routes: &[Route]) {
+        let old = self.current();
+        let mut by_host = HashMap::with_capacity(routes.len());
+        for route in routes {
+            let host = normalize_host(&route.host);
+            if by_host.contains_key(&host) {
+                tracing::warn!(host = %host, app = %route.app, "duplicate ingress route ignored");
+                continue;
+            }
+            let next = old.by_host.get(&host).map_or(0, |e| e.next.load(Ordering::Relaxed));
+            let entry = RouteEntry { route: route.clone(), next: AtomicUsize::new(next) };
+            by_host.insert(host, Arc::new(entry));
+        }
+        let table = Arc::new(Table { by_host, routes: routes.to_vec() });
+        *self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+    }
+
+    pub fn routes(&self) -> Vec<Route> {
+        self.current().routes.clone()
+    }
+
+    /// The route for an already normalized host.
+    pub(crate) fn lookup(&self, host: &str) -> Option<Arc<RouteEntry>> {
+        self.current().by_host.get(host).cloned()
+    }
+
+    fn current(&self) -> Arc<Table> {
+        // A poisoned lock only means a writer panicked between statements that cannot leave the
+        // `Arc` half-written, so the value is still a whole table.
+        self.table.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+impl Default for IngressHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reduces a Host header (or route host) to the form routes are keyed by: no port, lowercase,
+/// no trailing dot (`Example.COM.:8080` -> `example.com`).
+pub(crate) fn normalize_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let host = if raw.starts_with('[') {
+        // IPv6 literal: the port, if any, follows the closing bracket.
+        match raw.find(']') {
+            Some(end) => &raw[..=end],
+            None => raw,
+        }
+    } else {
+        match raw.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => raw,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Serves until `shutdown` is cancelled; then stops accepting and lets in-flight requests finish
+/// (for at most [`DRAIN_TIMEOUT`]).
+pub async fn serve(
+    listener: TcpListener,
+    handle: IngressHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // Upgraded connections (WebSockets) leave hyper's connection future, so they are not covered by
+    // the drain below; they get their own token, cancelled once the drain is over.
+    let tunnels = CancellationToken::new();
+    let proxy = Arc::new(Proxy::new(handle, tunnels.clone()));
+    let mut conns = JoinSet::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "ingress listening");
+    }
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(serve_connection(stream, peer, proxy.clone(), shutdown.clone()));
+                }
+                Err(err) => {
+                    // Usually fd exhaustion; pausing keeps the loop from spinning on it.
+                    tracing::warn!(error = %err, "ingress accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            // Reap finished connection tasks so the set does not grow without bound.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+
+    drop(listener);
+    tracing::info!(connections = conns.len(), "ingress draining");
+    let drained =
+        tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(connections = conns.len(), "ingress drain timed out; closing connections");
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
+    tunnels.cancel();
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+) {
+    // Proxied responses are often small writes; Nagle would only add latency.
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            // Finishes the request in flight (if any), then closes instead of keeping alive.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "ingress connection ended with an error");
+    }
+}

@@ -1,0 +1,91 @@
+//! The small HTML pages the ingress answers with itself (unknown host, no healthy replica, backend
+//! failure, malformed request), so a visitor sees why instead of an empty response.
+
+use super::proxy::RespBody;
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+/// 404: no route matches the Host header.
+pub(crate) fn not_found(host: &str) -> Response<RespBody> {
+    page(StatusCode::NOT_FOUND, "No app here", &format!("No app is served at <code>{}</code>.", escape(host)))
+}
+
+/// 503: the route exists but no replica is healthy (deploying, crashed or scaled to zero).
+pub(crate) fn no_replica(app: &str) -> Response<RespBody> {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "No healthy replica",
+        &format!("<code>{}</code> has no healthy replica right now. Try again in a moment.", escape(app)),
+    )
+}
+
+/// 502: every backend we tried refused or broke the connection.
+pub(crate) fn bad_gateway(app: &str) -> Response<RespBody> {
+    page(
+        StatusCode::BAD_GATEWAY,
+        "Bad gateway",
+        &format!("<code>{}</code> did not answer. Try again in a moment.", escape(app)),
+    )
+}
+
+/// 400: the request cannot be routed at all (no Host).
+pub(crate) fn bad_request(message: &str) -> Response<RespBody> {
+    page(StatusCode::BAD_REQUEST, "Bad request", &escape(message))
+}
+
+/// `message_html` must already be escaped; everything else on the page is constant.
+fn page(status: StatusCode, title: &str, message_html: &str) -> Response<RespBody> {
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\n\
+         <body style=\"font-family: sans-serif; margin: 3em;\"><h1>{code} {title}</h1>\n<p>{message_html}</p>\n\
+         </body></html>\n",
+        code = status.as_u16(),
+    );
+    let body = Full::new(Bytes::from(html)).map_err(|never| match never {}).boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    // These answers describe a transient state of the cluster; a cached 503 would outlive it.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Escapes text for use in HTML element content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[tokio::test]
+    async fn pages_are_html_and_uncached() {
+        let resp = not_found("<evil>");
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("&lt;evil&gt;") && !body.contains("<evil>"));
+    }
+}

@@ -1,0 +1,341 @@
+//! Forwarding of one request to a backend: backend choice and failover, proxy header rewriting,
+//! body streaming and HTTP upgrade (WebSocket) tunnelling.
+
+use super::{normalize_host, pages, IngressHandle};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, UPGRADE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Body type of every response the ingress sends: a streamed backend body or one of our pages.
+pub(crate) type RespBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Upstream keep-alive connections idle longer than this are closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A replica that does not accept a TCP connection within this long is treated as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers that describe one connection rather than the message (RFC 9110 7.6.1), plus the
+/// legacy `Keep-Alive` / `Proxy-Connection`.
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+pub(crate) struct Proxy {
+    handle: IngressHandle,
+    /// Shared so upstream connections are pooled and kept alive across requests.
+    client: Client<HttpConnector, ReplayBody>,
+    /// Cancelled when the ingress has finished draining; closes WebSocket tunnels.
+    tunnels: CancellationToken,
+}
+
+impl Proxy {
+    pub(crate) fn new(handle: IngressHandle, tunnels: CancellationToken) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Self { handle, client, tunnels }
+    }
+
+    pub(crate) async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+        let raw_host = match req.headers().get(HOST) {
+            Some(value) => value.to_str().ok().map(str::to_owned),
+            None => req.uri().authority().map(|a| a.as_str().to_owned()),
+        };
+        let Some(raw_host) = raw_host.filter(|h| !h.is_empty()) else {
+            return pages::bad_request("The request has no usable Host header.");
+        };
+        let host = normalize_host(&raw_host);
+        let Some(entry) = self.handle.lookup(&host) else {
+            return pages::not_found(&host);
+        };
+        let route = &entry.route;
+        if route.backends.is_empty() {
+            return pages::no_replica(&route.app);
+        }
+
+        let upgrade = upgrade_protocol(req.headers());
+        // Must be taken before the request is consumed; it resolves once our 101 is written.
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let headers = upstream_headers(&parts.headers, upgrade, peer, &raw_host);
+        // Re-sending a request the backend may already have seen is only safe when there is no body
+        // to lose and the method allows repetition.
+        let resend_ok = body.is_end_stream() && is_idempotent(&parts.method);
+        let slot = Arc::new(Mutex::new(Some(body)));
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+
+        let backends = &route.backends;
+        let start = entry.next.fetch_add(1, Ordering::Relaxed);
+        for attempt in 0..backends.len() {
+            let backend = &backends[(start + attempt) % backends.len()];
+            let uri = match Uri::builder()
+                .scheme("http")
+                .authority(backend.as_str())
+                .path_and_query(path)
+                .build()
+            {
+                Ok(uri) => uri,
+                Err(err) => {
+                    tracing::warn!(host = %host, backend = %backend, error = %err, "invalid backend address");
+                    continue;
+                }
+            };
+            let mut out = Request::new(ReplayBody { slot: slot.clone(), body: None });
+            *out.method_mut() = parts.method.clone();
+            *out.uri_mut() = uri;
+            *out.version_mut() = Version::HTTP_11;
+            *out.headers_mut() = headers.clone();
+
+            match self.client.request(out).await {
+                Ok(resp) => return self.respond(resp, client_upgrade, &host, backend, &route.app),
+                Err(err) => {
+                    // A failed connect sent nothing, so even a request with a body can go elsewhere
+                    // as long as nobody started reading that body.
+                    let unsent = err.is_connect() && slot.lock().is_ok_and(|s| s.is_some());
+                    let retry = unsent || resend_ok;
+                    tracing::debug!(host = %host, backend = %backend, error = %err, retry, "backend request failed");
+                    if !retry {
+                        tracing::warn!(host = %host, backend = %backend, error = %err, "backend request failed");
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::warn!(host = %host, app = %route.app, "no backend answered");
+        pages::bad_gateway(&route.app)
+    }
+
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        client_upgrade: Option<OnUpgrade>,
+        host: &str,
+        backend: &str,
+        app: &str,
+    ) -> Response<RespBody> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                tracing::warn!(host = %host, backend = %backend, "backend switched protocols unasked");
+                return pages::bad_gateway(app);
+            };
+            let backend_upgrade = hyper::upgrade::on(&mut resp);
+            let protocol = resp.headers().get(UPGRADE).cloned();
+            strip_hop_by_hop(resp.headers_mut());
+            resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(protocol) = protocol {
+                resp.headers_mut().insert(UPGRADE, protocol);
+            }
+            spawn_tunnel(client_upgrade, backend_upgrade, self.tunnels.clone(), host, backend);
+        } else {
+            strip_hop_by_hop(resp.headers_mut());
+        }
+        resp.map(|body| body.boxed_unsync())
+    }
+}
+
+/// Copies bytes both ways between the upgraded client and backend connections until either closes.
+fn spawn_tunnel(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    stop: CancellationToken,
+    host: &str,
+    backend_addr: &str,
+) {
+    let (host, backend_addr) = (host.to_owned(), backend_addr.to_owned());
+    tokio::spawn(async move {
+        let (client, backend) = match tokio::try_join!(client, backend) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::debug!(host = %host, backend = %backend_addr, error = %err, "upgrade failed");
+                return;
+            }
+        };
+        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+        tokio::select! {
+            result = tokio::io::copy_bidirectional(&mut client, &mut backend) => match result {
+                Ok((up, down)) => tracing::debug!(host = %host, backend = %backend_addr, up, down, "tunnel closed"),
+                Err(err) => tracing::debug!(host = %host, backend = %backend_addr, error = %err, "tunnel broke"),
+            },
+            _ = stop.cancelled() => tracing::debug!(host = %host, backend = %backend_addr, "tunnel closed by shutdown"),
+        }
+    });
+}
+
+/// The protocol asked for when the request is an HTTP/1.1 upgrade (`Connection: upgrade` plus
+/// `Upgrade: <protocol>`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+}
+
+/// Headers for the backend request: hop-by-hop ones removed (bar an upgrade), `Host` kept as the
+/// client sent it, `X-Forwarded-*` added.
+fn upstream_headers(
+    original: &HeaderMap,
+    upgrade: Option<HeaderValue>,
+    peer: SocketAddr,
+    raw_host: &str,
+) -> HeaderMap {
+    let mut headers = original.clone();
+    strip_hop_by_hop(&mut headers);
+    // hyper already sent `100 Continue` to the client when we started reading the body.
+    headers.remove(EXPECT);
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+
+    let ip = peer.ip().to_canonical().to_string();
+    let previous: Vec<&str> =
+        original.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let chain = if previous.is_empty() { ip.clone() } else { format!("{}, {ip}", previous.join(", ")) };
+    let forwarded_for = HeaderValue::from_str(&chain).or_else(|_| HeaderValue::from_str(&ip));
+    if let Ok(value) = forwarded_for {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    if let Ok(value) = HeaderValue::from_str(raw_host) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), value);
+    }
+    headers
+}
+
+/// Removes the connection-specific headers, including any the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Request body for one attempt. The client's body stays in the shared slot until the backend
+/// connection first reads it, so when the connect fails the body is still there for the next
+/// backend; once taken, it belongs to this attempt alone.
+pub(crate) struct ReplayBody {
+    slot: Arc<Mutex<Option<Incoming>>>,
+    body: Option<Incoming>,
+}
+
+impl ReplayBody {
+    fn with_pending<T>(&self, f: impl FnOnce(Option<&Incoming>) -> T) -> T {
+        match &self.body {
+            Some(body) => f(Some(body)),
+            None => match self.slot.lock() {
+                Ok(slot) => f(slot.as_ref()),
+                Err(_) => f(None),
+            },
+        }
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.body.is_none() {
+            this.body = this.slot.lock().ok().and_then(|mut slot| slot.take());
+        }
+        match this.body.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            // Only reachable for an empty body (a non-empty one is never re-sent once taken).
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.with_pending(|body| body.is_none_or(Body::is_end_stream))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.with_pending(|body| body.map_or_else(|| SizeHint::with_exact(0), Body::size_hint))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::TRANSFER_ENCODING;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Private"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-private", HeaderValue::from_static("secret"));
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-app"], "kept");
+    }
+
+    #[test]
+    fn upstream_headers_add_forwarding_and_keep_upgrade() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("App.example:8080"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let upgrade = upgrade_protocol(&headers);
+        assert_eq!(upgrade.as_ref().unwrap(), "websocket");
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let out = upstream_headers(&headers, upgrade, peer, "App.example:8080");
+        assert_eq!(out[HOST], "App.example:8080");
+        assert_eq!(out[CONNECTION], "upgrade");
+        assert_eq!(out[UPGRADE], "websocket");
+        assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-forwarded-host"], "App.example:8080");
+    }
+
+    #[test]
+    fn plain_requests_are_not_upgrades() {
+        let mut headers = HeaderMap::new();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(upgrade_protocol(&headers).is_none());
+    }
+}

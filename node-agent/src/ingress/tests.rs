@@ -1,0 +1,344 @@
+//! End-to-end tests of the ingress over real sockets on 127.0.0.1: routing, failover, round-robin,
+//! streaming, table swaps, upgrades and graceful shutdown.
+
+use super::*;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Notify};
+
+type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+
+fn route(host: &str, backends: &[SocketAddr]) -> Route {
+    Route {
+        host: host.to_owned(),
+        app: "shop".to_owned(),
+        env: "production".to_owned(),
+        release: 1,
+        backends: backends.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+async fn start_ingress(routes: &[Route]) -> (SocketAddr, IngressHandle, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = IngressHandle::new();
+    handle.set_routes(routes);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, handle.clone(), shutdown.clone()));
+    (addr, handle, shutdown)
+}
+
+/// A hyper HTTP/1.1 server calling `handler` for every request.
+async fn spawn_backend<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+fn text(body: impl Into<Bytes>) -> Response<TestBody> {
+    Response::new(Full::new(body.into()).boxed_unsync())
+}
+
+/// A backend that answers its name (and, for a body, `name:body`), echoing some request headers.
+async fn named_backend(name: &'static str) -> SocketAddr {
+    spawn_backend(move |req: Request<Incoming>| async move {
+        let seen: Vec<(String, String)> =
+            ["host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]
+                .iter()
+                .filter_map(|h| {
+                    req.headers().get(*h).map(|v| (format!("seen-{h}"), v.to_str().unwrap().to_owned()))
+                })
+                .collect();
+        let hop = req.headers().contains_key("x-hop") || req.headers().contains_key("connection");
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let mut resp = if body.is_empty() {
+            text(name)
+        } else {
+            text(format!("{name}:{}", String::from_utf8_lossy(&body)))
+        };
+        for (k, v) in seen {
+            resp.headers_mut()
+                .insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        if hop {
+            resp.headers_mut().insert("seen-hop", "yes".parse().unwrap());
+        }
+        resp
+    })
+    .await
+}
+
+/// An address nothing listens on: bound, then released.
+async fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+async fn send(ingress: SocketAddr, req: http::request::Builder, body: &str) -> Response<Incoming> {
+    let req = req.uri(format!("http://{ingress}/path?q=1")).body(Full::new(Bytes::from(body.to_owned())));
+    tokio::time::timeout(Duration::from_secs(10), client().request(req.unwrap())).await.unwrap().unwrap()
+}
+
+async fn get(ingress: SocketAddr, host: &str) -> (StatusCode, String) {
+    let resp = send(ingress, Request::get("/").header("host", host), "").await;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[test]
+fn normalizes_hosts() {
+    assert_eq!(normalize_host("Example.COM.:8080"), "example.com");
+    assert_eq!(normalize_host("app.test"), "app.test");
+    assert_eq!(normalize_host("[::1]:80"), "[::1]");
+}
+
+#[tokio::test]
+async fn unknown_host_gets_404_page() {
+    let (ingress, _, shutdown) = start_ingress(&[]).await;
+    let resp = send(ingress, Request::get("/").header("host", "nope.test"), "").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("nope.test"));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn route_without_backends_gets_503() {
+    let (ingress, _, shutdown) = start_ingress(&[route("app.test", &[])]).await;
+    let (status, body) = get(ingress, "app.test").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("shop"), "{body}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn only_dead_backend_gets_502() {
+    let (ingress, _, shutdown) = start_ingress(&[route("app.test", &[dead_addr().await])]).await;
+    let (status, body) = get(ingress, "app.test").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(!body.is_empty());
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn dead_backend_is_skipped() {
+    let live = named_backend("live").await;
+    let (ingress, _, shutdown) = start_ingress(&[route("app.test", &[dead_addr().await, live])]).await;
+    for _ in 0..6 {
+        assert_eq!(get(ingress, "app.test").await, (StatusCode::OK, "live".to_owned()));
+    }
+    // A body is not lost when the connect to the dead backend fails first.
+    for _ in 0..2 {
+        let resp = send(ingress, Request::post("/").header("host", "app.test"), "payload").await;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "live:payload");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn round_robin_alternates() {
+    let (a, b) = (named_backend("a").await, named_backend("b").await);
+    let (ingress, _, shutdown) = start_ingress(&[route("app.test", &[a, b])]).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = get(ingress, "APP.test:80").await;
+        assert_eq!(status, StatusCode::OK);
+        seen.push(body);
+    }
+    assert_ne!(seen[0], seen[1]);
+    assert_eq!(seen[0], seen[2]);
+    assert_eq!(seen[1], seen[3]);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn forwards_proxy_headers() {
+    let backend = named_backend("a").await;
+    let (ingress, _, shutdown) = start_ingress(&[route("app.test", &[backend])]).await;
+    let req = Request::get("/")
+        .header("host", "App.Test:8080")
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("connection", "x-hop")
+        .header("x-hop", "1");
+    let resp = send(ingress, req, "").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers();
+    assert_eq!(h["seen-host"], "App.Test:8080");
+    assert_eq!(h["seen-x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    assert_eq!(h["seen-x-forwarded-host"], "App.Test:8080");
+    assert_eq!(h["seen-x-forwarded-proto"], "http");
+    assert!(!h.contains_key("seen-hop"));
+    shutdown.cancel();
+}
+
+/// A backend whose response sends one chunk, then waits for `release` before the last one.
+async fn streaming_backend(release: Arc<Notify>) -> SocketAddr {
+    spawn_backend(move |_req| {
+        let release = release.clone();
+        async move {
+            let (tx, rx) = mpsc::channel::<Bytes>(1);
+            tokio::spawn(async move {
+                tx.send(Bytes::from_static(b"first ")).await.unwrap();
+                release.notified().await;
+                tx.send(Bytes::from_static(b"last")).await.unwrap();
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| (Ok::<_, Infallible>(Frame::data(chunk)), rx))
+            });
+            Response::new(StreamBody::new(stream).boxed_unsync())
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn streams_responses_without_buffering() {
+    let release = Arc::new(Notify::new());
+    let backend = streaming_backend(release.clone()).await;
+    let (ingress, _, shutdown) = start_ingress(&[route("stream.test", &[backend])]).await;
+    let resp = send(ingress, Request::get("/").header("host", "stream.test"), "").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    // The first chunk must arrive while the backend is still holding back the rest.
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first ");
+    release.notify_one();
+    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect()).await.unwrap().unwrap();
+    assert_eq!(rest.to_bytes(), "last");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn set_routes_switches_backends() {
+    let (a, b) = (named_backend("a").await, named_backend("b").await);
+    let (ingress, handle, shutdown) = start_ingress(&[route("app.test", &[a])]).await;
+    assert_eq!(get(ingress, "app.test").await.1, "a");
+    let table = vec![route("app.test", &[b]), route("other.test", &[a])];
+    handle.set_routes(&table);
+    assert_eq!(handle.routes(), table);
+    assert_eq!(get(ingress, "app.test").await.1, "b");
+    assert_eq!(get(ingress, "other.test").await.1, "a");
+    handle.set_routes(&[]);
+    assert_eq!(get(ingress, "app.test").await.0, StatusCode::NOT_FOUND);
+    shutdown.cancel();
+}
+
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "connection closed mid-head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn upgrade_round_trips_bytes() {
+    // Raw backend: answers 101 to an upgrade request, then echoes whatever it receives.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let head = read_head(&mut stream).await.to_ascii_lowercase();
+        assert!(head.contains("upgrade: websocket") && head.contains("connection: upgrade"), "{head}");
+        stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let (mut rd, mut wr) = stream.split();
+        let _ = tokio::io::copy(&mut rd, &mut wr).await;
+    });
+
+    let (ingress, _, shutdown) = start_ingress(&[route("ws.test", &[backend])]).await;
+    let mut client = TcpStream::connect(ingress).await.unwrap();
+    client
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut client)).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    for message in [&b"hello"[..], b"second message"] {
+        client.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut echoed)).await.unwrap().unwrap();
+        assert_eq!(echoed, message);
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let release = Arc::new(Notify::new());
+    let backend = streaming_backend(release.clone()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ingress = listener.local_addr().unwrap();
+    let handle = IngressHandle::new();
+    handle.set_routes(&[route("stream.test", &[backend])]);
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, handle, shutdown.clone()));
+
+    let resp = send(ingress, Request::get("/").header("host", "stream.test"), "").await;
+    let mut body = resp.into_body();
+    body.frame().await.unwrap().unwrap();
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!server.is_finished(), "serve returned with a request in flight");
+    // New connections are refused once shutdown started.
+    assert!(TcpStream::connect(ingress).await.is_err());
+    release.notify_one();
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "last");
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn missing_host_gets_400() {
+    let (ingress, _, shutdown) = start_ingress(&[]).await;
+    let mut stream = TcpStream::connect(ingress).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.0 400") || response.starts_with("HTTP/1.1 400"), "{response}");
+    shutdown.cancel();
+}
+
+#[test]
+fn handle_is_cheap_shared_state() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<IngressHandle>();
+}

@@ -1,0 +1,101 @@
+//! The paas node agent: registers with the control plane, long-polls its assignment, makes
+//! Docker match it, builds images, reports what runs, and (with the ingress role) serves the
+//! public HTTP traffic.
+
+mod build;
+pub mod docker;
+pub mod ingress;
+mod reconcile;
+mod sync;
+
+use anyhow::Context;
+use protocol::agent::{Assignment, NodeReport, RegisterNode};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Control plane URL, e.g. `http://127.0.0.1:7070`.
+    pub server: String,
+    /// Agent join token.
+    pub token: String,
+    pub node_name: String,
+    /// Address app containers publish on; never the public one.
+    pub private_addr: IpAddr,
+    /// Docker network mode for image builds (`host` where the bridge has no egress).
+    pub build_network: Option<String>,
+    /// Keeps the last route table so the ingress serves at once after a restart, even before
+    /// the control plane answers.
+    pub state_dir: PathBuf,
+}
+
+/// Runs the agent until `shutdown`; `ingress` is the public listener when this node serves
+/// traffic. App containers are left running on shutdown: they do not depend on the agent.
+pub async fn run(
+    config: Config,
+    ingress: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    protocol::names::check_node(&config.node_name)?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating the agent state directory {}", config.state_dir.display()))?;
+    let docker = docker::DockerClient::connect(&config.node_name, &config.private_addr.to_string()).await?;
+    let client = protocol::Client::new(&config.server, &config.token);
+    let registration = RegisterNode {
+        name: config.node_name.clone(),
+        private_addr: config.private_addr.to_string(),
+        ingress: ingress.is_some(),
+    };
+
+    let routes = ingress::IngressHandle::new();
+    let cache = config.state_dir.join("routes.json");
+    if let Some(cached) = sync::load_routes(&cache) {
+        tracing::info!(
+            routes = cached.len(),
+            "serving the cached route table until the control plane answers"
+        );
+        routes.set_routes(&cached);
+    }
+
+    let (assignment_tx, assignment_rx) = watch::channel::<Option<Assignment>>(None);
+    let (report_tx, report_rx) = watch::channel(NodeReport::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = ingress {
+        let (handle, stop) = (routes.clone(), shutdown.clone());
+        tasks.spawn(async move { ingress::serve(listener, handle, stop).await.context("ingress") });
+    }
+    let reconciler = reconcile::Reconciler::new(docker.clone(), assignment_rx.clone(), report_tx);
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        reconciler.run(stop).await;
+        Ok(())
+    });
+    let builder = build::Builder::new(docker, client.clone(), config.build_network.clone());
+    let stop = shutdown.clone();
+    let rx = assignment_rx.clone();
+    tasks.spawn(async move {
+        builder.run(rx, stop).await;
+        Ok(())
+    });
+    let syncer = sync::Syncer { client, registration, routes, cache, assignment: assignment_tx };
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        syncer.run(report_rx, stop).await;
+        Ok(())
+    });
+
+    tracing::info!(node = %config.node_name, addr = %config.private_addr, "node agent running");
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::error!(error = %format!("{e:#}"), "agent task failed");
+            shutdown.cancel();
+            result = Err(e);
+        }
+    }
+    tracing::info!("node agent stopped");
+    result
+}

@@ -1,0 +1,130 @@
+//! The agent's link to the control plane: registration, the long-polled assignment watch, and
+//! reports. When the control plane is away the agent keeps its last assignment and routes.
+
+use crate::ingress::IngressHandle;
+use protocol::agent::{Assignment, NodeReport, RegisterNode, Route};
+use protocol::Client;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long one watch blocks on the server; below the node-ready window so it doubles as the
+/// heartbeat.
+const WATCH_WAIT: Duration = Duration::from_secs(20);
+/// Reports go out on change, and at least this often as a heartbeat.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Syncer {
+    pub client: Client,
+    pub registration: RegisterNode,
+    pub routes: IngressHandle,
+    pub cache: PathBuf,
+    pub assignment: watch::Sender<Option<Assignment>>,
+}
+
+pub fn load_routes(path: &Path) -> Option<Vec<Route>> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn save_routes(path: &Path, routes: &[Route]) {
+    let tmp = path.with_extension("tmp");
+    let ok = serde_json::to_vec(routes).ok().and_then(|b| std::fs::write(&tmp, b).ok()).is_some();
+    if !ok || std::fs::rename(&tmp, path).is_err() {
+        tracing::warn!(path = %path.display(), "could not cache the route table");
+    }
+}
+
+impl Syncer {
+    pub async fn run(self, reports: watch::Receiver<NodeReport>, shutdown: CancellationToken) {
+        self.register(&shutdown).await;
+        let reporter = tokio::spawn(report_loop(
+            self.client.clone(),
+            self.registration.clone(),
+            reports,
+            shutdown.clone(),
+        ));
+        let mut index = 0u64;
+        let mut backoff = Duration::from_millis(250);
+        let node = self.registration.name.clone();
+        loop {
+            let watch = self.client.watch(&node, index, WATCH_WAIT);
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = watch => r,
+            };
+            match result {
+                Ok(resp) => {
+                    backoff = Duration::from_millis(250);
+                    index = resp.index;
+                    let a = resp.assignment;
+                    // Routes first: old containers are only removed after the switch.
+                    if self.registration.ingress && self.routes.routes() != a.routes {
+                        self.routes.set_routes(&a.routes);
+                        save_routes(&self.cache, &a.routes);
+                    }
+                    self.assignment.send_if_modified(|cur| {
+                        let changed = cur.as_ref() != Some(&a);
+                        *cur = Some(a);
+                        changed
+                    });
+                }
+                Err(e) => {
+                    if e.status == Some(404) {
+                        // The control plane lost us (new data dir): register again.
+                        self.register(&shutdown).await;
+                        index = 0;
+                        continue;
+                    }
+                    tracing::warn!(error = %e, "watching the assignment failed; keeping the last one");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        reporter.abort();
+    }
+
+    async fn register(&self, shutdown: &CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.client.register(&self.registration).await {
+                Ok(_) => {
+                    tracing::info!(node = %self.registration.name, "registered with the control plane");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "registering with the control plane failed; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+async fn report_loop(
+    client: Client,
+    registration: RegisterNode,
+    mut reports: watch::Receiver<NodeReport>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let report = reports.borrow_and_update().clone();
+        if let Err(e) = client.report(&registration.name, &report).await {
+            if e.status == Some(404) {
+                let _ = client.register(&registration).await;
+            }
+            tracing::debug!(error = %e, "sending the node report failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = reports.changed() => {}
+            _ = tokio::time::sleep(REPORT_EVERY) => {}
+        }
+    }
+}

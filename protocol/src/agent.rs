@@ -1,0 +1,110 @@
+//! The agent protocol under `/agent/v1`: agents register, long-poll their assignment (a blocking
+//! query on a state index, as Nomad does), fetch build sources and report what Docker runs.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterNode {
+    pub name: String,
+    /// Address app containers publish on; only the node itself and its peers reach it.
+    pub private_addr: String,
+    /// Whether this node runs the ingress and so needs the route table.
+    pub ingress: bool,
+}
+
+/// Everything one node should be doing. Returned whole on every change so that the agent's
+/// reconcile loop is a pure comparison of desired and observed state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Containers that should exist and run on this node.
+    pub containers: Vec<ContainerSpec>,
+    /// Images this node should build or resolve.
+    pub builds: Vec<BuildTask>,
+    /// The ingress route table (empty for nodes without the ingress role).
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchResponse {
+    /// State index this assignment reflects; pass it back to block until something changes.
+    pub index: u64,
+    pub assignment: Assignment,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub app: String,
+    pub env: String,
+    pub process: String,
+    pub release: u32,
+    pub replica: u32,
+    /// Image id to run (resolved by the build step, so every node runs the same digest).
+    pub image: String,
+    /// Command override; `None` runs the image's own.
+    pub command: Option<Vec<String>>,
+    /// Port the process listens on inside the container (passed as `PORT`).
+    pub port: u16,
+    pub env_vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildTask {
+    pub app: String,
+    pub env: String,
+    pub release: u32,
+    /// Tag to give the built image.
+    pub tag: String,
+    pub kind: BuildKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum BuildKind {
+    /// Build the Dockerfile of the uploaded source bundle (fetch it from the source URL).
+    Dockerfile,
+    /// Use an existing image (pull it if the node lacks it).
+    Image { reference: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub host: String,
+    pub app: String,
+    pub env: String,
+    pub release: u32,
+    /// `addr:port` of every healthy replica.
+    pub backends: Vec<String>,
+}
+
+/// Build output, sent in batches while the build runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildLog {
+    pub lines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildResult {
+    pub image_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What the agent observes; sent when something changes and as the heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub containers: Vec<ContainerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    /// Docker's state: `created`, `running`, `exited`, ...
+    pub state: String,
+    pub healthy: bool,
+    /// Port published on the node's private address.
+    pub host_port: Option<u16>,
+    pub restarts: u32,
+    /// Last lines the container printed, sent while it is not healthy so a failed deploy can say why.
+    pub log_tail: Vec<String>,
+}

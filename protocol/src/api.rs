@@ -1,0 +1,156 @@
+//! Resources of the public REST API under `/api/v1`, used by the CLI and the web console alike.
+
+use serde::{Deserialize, Serialize};
+
+/// Body of every 4xx/5xx answer: one sentence a user can act on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateApp {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct App {
+    pub name: String,
+    pub created_at: String,
+    pub envs: Vec<EnvSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvSummary {
+    pub name: String,
+    pub hostname: String,
+    /// Where the ingress serves this environment.
+    pub url: String,
+    /// The release the ingress routes to, if any.
+    pub current_release: Option<u32>,
+    /// A release being rolled out, if any.
+    pub target_release: Option<u32>,
+    /// `idle` (nothing deployed), `running`, `deploying` or `degraded` (fewer healthy replicas
+    /// than desired).
+    pub status: String,
+    pub replicas: u32,
+    pub healthy_replicas: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    /// Image being built or resolved.
+    Building,
+    /// Containers starting, waiting to become healthy.
+    Deploying,
+    /// Serving traffic now.
+    Active,
+    /// Served earlier, replaced by a later release.
+    Superseded,
+    /// Never served: the build or the start failed.
+    Failed,
+}
+
+impl ReleaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Building => "building",
+            Self::Deploying => "deploying",
+            Self::Active => "active",
+            Self::Superseded => "superseded",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "building" => Self::Building,
+            "deploying" => Self::Deploying,
+            "active" => Self::Active,
+            "superseded" => Self::Superseded,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Active | Self::Superseded | Self::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Release {
+    pub app: String,
+    pub env: String,
+    pub version: u32,
+    pub status: ReleaseStatus,
+    /// What the user asked for: `build` (source upload) or the image reference given.
+    pub source: String,
+    /// Image id (digest) the release runs, once known.
+    pub image_id: Option<String>,
+    pub created_at: String,
+    pub created_by: String,
+    /// Why the release failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Asks for a release from an existing image instead of a source upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployImage {
+    pub image: String,
+}
+
+/// One line of deploy progress: build output or a stage of the rollout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployEvent {
+    pub seq: u64,
+    /// `build` for build output, `stage` for rollout progress, `error` for a failure's detail.
+    pub kind: String,
+    pub text: String,
+}
+
+/// A page of deploy events; `release.status` tells whether more will come.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployEvents {
+    pub events: Vec<DeployEvent>,
+    /// Pass as `after` to get the next page.
+    pub next: u64,
+    pub release: Release,
+    /// Where the environment is served, for the final message.
+    pub url: String,
+}
+
+/// A running (or crashed) container of an app, as the agents report it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Process {
+    pub name: String,
+    pub app: String,
+    pub env: String,
+    pub process: String,
+    pub release: u32,
+    pub replica: u32,
+    pub node: String,
+    /// Docker's state (`running`, `exited`, ...) or `pending` before the agent reported it.
+    pub state: String,
+    pub healthy: bool,
+    /// `private_addr:port` where the container is published, once running.
+    pub address: Option<String>,
+    pub restarts: u32,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub private_addr: String,
+    pub ingress: bool,
+    /// `ready` while heartbeats arrive, `down` after they stop.
+    pub status: String,
+    pub last_seen: String,
+}
+
+/// What `GET /api/v1/whoami` answers: proves a token works.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub user: String,
+    pub server_version: String,
+}

@@ -1,0 +1,214 @@
+//! Typed HTTP client for the paas API and agent protocol. The CLI, the web console and the node
+//! agent all go through it, so there is one place that knows URLs and error bodies.
+
+use crate::agent::{BuildLog, BuildResult, NodeReport, RegisterNode, WatchResponse};
+use crate::api::{App, CreateApp, DeployEvents, DeployImage, ErrorBody, Node, Process, Release, WhoAmI};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+/// An API call that failed, carrying the server's one-sentence explanation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    /// HTTP status, `None` when the server could not be reached.
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl ClientError {
+    fn transport(base: &str, err: reqwest::Error) -> Self {
+        let message = if err.is_connect() {
+            format!("cannot reach the paas server at {base}: is `paas up` running?")
+        } else if err.is_timeout() {
+            format!("the paas server at {base} did not answer in time")
+        } else {
+            format!("request to the paas server at {base} failed: {err}")
+        };
+        Self { status: None, message }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` is the server URL (`http://127.0.0.1:7070`), `token` a bearer token.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("building an HTTP client without TLS cannot fail");
+        Self { base: base.into().trim_end_matches('/').to_string(), token: token.into(), http }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let resp =
+            req.bearer_auth(&self.token).send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError {
+                status: Some(status.as_u16()),
+                message: format!("the server sent an answer this client does not understand: {e}"),
+            });
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| format!("the server answered {status}"));
+        Err(ClientError { status: Some(status.as_u16()), message })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    // --- public API ---
+
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        self.get("/api/v1/whoami").await
+    }
+
+    pub async fn create_app(&self, name: &str) -> Result<App, ClientError> {
+        self.post("/api/v1/apps", &CreateApp { name: name.to_string() }).await
+    }
+
+    pub async fn list_apps(&self) -> Result<Vec<App>, ClientError> {
+        self.get("/api/v1/apps").await
+    }
+
+    pub async fn get_app(&self, app: &str) -> Result<App, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}")).await
+    }
+
+    pub async fn delete_app(&self, app: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.delete(self.url(&format!("/api/v1/apps/{app}")))).await
+    }
+
+    /// Uploads a gzipped tar of the source and starts a release that builds it.
+    pub async fn deploy_source(
+        &self,
+        app: &str,
+        env: &str,
+        body: reqwest::Body,
+    ) -> Result<Release, ClientError> {
+        let req = self
+            .http
+            .post(self.url(&format!("/api/v1/apps/{app}/envs/{env}/deploys")))
+            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .body(body);
+        self.send(req).await
+    }
+
+    /// Starts a release that runs an existing image.
+    pub async fn deploy_image(&self, app: &str, env: &str, image: &str) -> Result<Release, ClientError> {
+        let body = DeployImage { image: image.to_string() };
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/deploys"), &body).await
+    }
+
+    /// Deploy progress after event `after`; blocks up to `wait` for new events.
+    pub async fn deploy_events(
+        &self,
+        app: &str,
+        env: &str,
+        version: u32,
+        after: u64,
+        wait: Duration,
+    ) -> Result<DeployEvents, ClientError> {
+        let path = format!(
+            "/api/v1/apps/{app}/envs/{env}/releases/{version}/events?after={after}&wait={}",
+            wait.as_secs()
+        );
+        self.get(&path).await
+    }
+
+    pub async fn releases(&self, app: &str, env: &str) -> Result<Vec<Release>, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/releases")).await
+    }
+
+    pub async fn processes(&self, app: &str, env: &str) -> Result<Vec<Process>, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/processes")).await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<Node>, ClientError> {
+        self.get("/api/v1/nodes").await
+    }
+
+    // --- agent protocol ---
+
+    pub async fn register(&self, node: &RegisterNode) -> Result<serde_json::Value, ClientError> {
+        self.post("/agent/v1/nodes", node).await
+    }
+
+    /// Blocks until the state index passes `index` or `wait` runs out.
+    pub async fn watch(&self, node: &str, index: u64, wait: Duration) -> Result<WatchResponse, ClientError> {
+        let path = format!("/agent/v1/nodes/{node}/watch?index={index}&wait={}", wait.as_secs());
+        let req = self.http.get(self.url(&path)).timeout(wait + Duration::from_secs(10));
+        self.send(req).await
+    }
+
+    pub async fn report(&self, node: &str, report: &NodeReport) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/v1/nodes/{node}/report"), report).await
+    }
+
+    /// The gzipped tar uploaded for a release, as a byte stream.
+    pub async fn build_source(
+        &self,
+        app: &str,
+        env: &str,
+        release: u32,
+    ) -> Result<reqwest::Response, ClientError> {
+        let path = format!("/agent/v1/builds/{app}/{env}/{release}/source");
+        let resp = self
+            .http
+            .get(self.url(&path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::transport(&self.base, e))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            return Err(ClientError {
+                status: Some(status.as_u16()),
+                message: format!("fetching the build source failed: {status}"),
+            });
+        }
+        Ok(resp)
+    }
+
+    pub async fn build_log(
+        &self,
+        app: &str,
+        env: &str,
+        release: u32,
+        log: &BuildLog,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/v1/builds/{app}/{env}/{release}/log"), log).await
+    }
+
+    pub async fn build_result(
+        &self,
+        app: &str,
+        env: &str,
+        release: u32,
+        result: &BuildResult,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/v1/builds/{app}/{env}/{release}/result"), result).await
+    }
+}
