@@ -9,12 +9,19 @@ use tracing::Instrument;
 
 /// Longest a build may run before the deploy gives up on it.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long the switch waits for ingress nodes to apply the new route table.
+const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
 /// A new replica that restarted this often while the deploy waits is crash-looping.
 const CRASH_LOOP_RESTARTS: u32 = 3;
 
 /// Marks deploys a previous run left unfinished as failed, and unassigns their containers.
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
     for r in state.store.unfinished_releases().await? {
+        // Switched already, only the confirmation was pending: it serves.
+        if state.store.get_env(&r.app, &r.env).await?.current_release == Some(r.version) {
+            state.store.set_release_status(&r.app, &r.env, r.version, ReleaseStatus::Active, None).await?;
+            continue;
+        }
         let why = "the control plane restarted during this deploy; deploy again";
         tracing::warn!(app = %r.app, env = %r.env, release = r.version, "{why}");
         state.store.abort_rollout(&r.app, &r.env, r.version, why).await?;
@@ -62,6 +69,19 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     stage(format!("All replicas of v{version} are healthy; switching traffic")).await;
 
     state.store.finish_rollout(app, env, version).await?;
+    state.bump();
+    // Report the release live only once every ingress serves it, so the first request after
+    // `paas deploy` returns already reaches the new release.
+    let switch = state.index();
+    let ingress: Vec<String> =
+        assign::ready_nodes(state).await?.into_iter().filter(|n| n.ingress).map(|n| n.name).collect();
+    tracing::info!(app, env, release = version, index = switch, nodes = ?ingress, "waiting for ingress nodes to apply the switch");
+    let late = state.wait_applied(&ingress, switch, ROUTE_PROPAGATION).await;
+    if !late.is_empty() {
+        tracing::warn!(nodes = ?late, "ingress nodes did not confirm the new routes in time");
+        stage(format!("Ingress node(s) {} have not confirmed the switch yet", late.join(", "))).await;
+    }
+    state.store.set_release_status(app, env, version, ReleaseStatus::Active, None).await?;
     state.bump();
     Ok(())
 }

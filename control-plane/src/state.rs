@@ -2,6 +2,7 @@
 
 use crate::store::Store;
 use crate::Config;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +16,9 @@ pub struct AppState {
     index: Arc<watch::Sender<u64>>,
     /// Bumped whenever deploy events are appended; deploy followers long-poll on it.
     events: Arc<watch::Sender<u64>>,
+    /// Per node, the highest state index it has applied (it asks to watch past it only after
+    /// applying it). A deploy is reported live once every ingress node applied the switch.
+    applied: Arc<watch::Sender<HashMap<String, u64>>>,
 }
 
 impl AppState {
@@ -27,6 +31,7 @@ impl AppState {
             config,
             index: Arc::new(watch::channel(start).0),
             events: Arc::new(watch::channel(0).0),
+            applied: Arc::new(watch::channel(HashMap::new()).0),
         }
     }
 
@@ -59,6 +64,26 @@ impl AppState {
     pub async fn wait_past(&self, index: u64, wait: Duration) {
         let mut rx = self.subscribe();
         let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > index)).await;
+    }
+
+    /// Records that `node` applied the state at `index`.
+    pub fn node_applied(&self, node: &str, index: u64) {
+        self.applied.send_if_modified(|m| {
+            let entry = m.entry(node.to_string()).or_default();
+            let newer = index > *entry;
+            *entry = (*entry).max(index);
+            newer
+        });
+    }
+
+    /// Waits until every node in `nodes` applied the state at `index`; returns the ones that
+    /// did not within `wait`.
+    pub async fn wait_applied(&self, nodes: &[String], index: u64, wait: Duration) -> Vec<String> {
+        let mut rx = self.applied.subscribe();
+        let all = |m: &HashMap<String, u64>| nodes.iter().all(|n| m.get(n).is_some_and(|i| *i >= index));
+        let _ = tokio::time::timeout(wait, rx.wait_for(all)).await;
+        let m = rx.borrow();
+        nodes.iter().filter(|n| m.get(*n).is_none_or(|i| *i < index)).cloned().collect()
     }
 
     pub fn url_for(&self, app: &str, env: &str) -> String {

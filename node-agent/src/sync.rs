@@ -60,6 +60,7 @@ impl Syncer {
                     let a = resp.assignment;
                     // Routes first: old containers are only removed after the switch.
                     if self.registration.ingress && self.routes.routes() != a.routes {
+                        tracing::info!(index, routes = a.routes.len(), "applying a new route table");
                         self.routes.set_routes(&a.routes);
                         save_routes(&self.cache, &a.routes);
                     }

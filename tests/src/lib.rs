@@ -1,1 +1,277 @@
-//! placeholder
+//! Test harness: starts the real `paas` binary (`paas up`) on free ports with its own data dir,
+//! config and node name, runs CLI commands against it, speaks HTTP to its ingress, and removes
+//! only the Docker objects it created (by its node label and its apps' labels).
+
+pub mod http;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+/// Builds the `paas` binary once per test process (a no-op when it is up to date) and the
+/// local base images (there is no registry to pull them from).
+pub fn paas_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "paas-cli", "--bin", "paas"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the paas binary failed");
+        let status = Command::new("bash")
+            .arg(root.join("scripts/base-images.sh"))
+            .status()
+            .expect("running base-images.sh");
+        assert!(status.success(), "building the base images failed");
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("paas")
+    })
+}
+
+pub fn rand_suffix() -> String {
+    format!("{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// A copy of `examples/<name>` in a temporary directory, safe to modify.
+pub fn example_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&workspace_root().join("examples").join(name), dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The result of one CLI invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+    #[track_caller]
+    pub fn expect_ok(self) -> Self {
+        assert!(self.ok, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+    /// Asserts a clean failure: non-zero exit and an `error:` sentence mentioning `needle`.
+    #[track_caller]
+    pub fn expect_err(self, needle: &str) -> Self {
+        assert!(!self.ok, "command unexpectedly succeeded:\n{}\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stderr.contains("error: ") && self.stderr.contains(needle),
+            "stderr does not explain with {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// One `paas up` with its own data dir, config, node name and ports.
+pub struct Platform {
+    pub dir: tempfile::TempDir,
+    pub node: String,
+    pub api_url: String,
+    pub ingress: String,
+    api_addr: String,
+    child: Option<Child>,
+    apps: Vec<String>,
+    extra: Vec<String>,
+}
+
+impl Platform {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts `paas up` with extra flags (e.g. `--deploy-timeout 20`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        paas_bin();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut p = Platform {
+            dir,
+            node: format!("test-{}", rand_suffix()),
+            api_url: String::new(),
+            ingress: "127.0.0.1:0".into(),
+            api_addr: "127.0.0.1:0".into(),
+            child: None,
+            apps: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        p.launch();
+        p
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new(paas_bin());
+        cmd.args(["up", "--output", "json", "--api-addr", &self.api_addr, "--http-addr", &self.ingress])
+            .args(["--node-name", &self.node, "--build-network", "host"])
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(&self.extra)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("PAAS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::create(self.dir.path().join("up.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            );
+        let mut child = cmd.spawn().expect("starting paas up");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("reading paas up output");
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("paas up did not start ({e}): {line}\n{}", self.log()));
+        self.api_url = ready["api_url"].as_str().unwrap().to_string();
+        self.api_addr = self.api_url.trim_start_matches("http://").to_string();
+        self.ingress = ready["ingress_addr"].as_str().unwrap().to_string();
+        self.child = Some(child);
+    }
+
+    /// The platform's own log (stderr of `paas up`), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    /// Stops `paas up` the way Ctrl-C does and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "paas up exited with {status}:\n{}", self.log());
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            panic!("paas up did not stop within 20s after SIGINT:\n{}", self.log());
+        }
+    }
+
+    /// Starts `paas up` again on the same data dir and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// A fresh app name this platform cleans up after.
+    pub fn app_name(&mut self, prefix: &str) -> String {
+        let name = format!("{prefix}-{}", rand_suffix());
+        self.apps.push(name.clone());
+        name
+    }
+
+    /// Runs `paas ARGS` against this platform.
+    pub fn paas(&self, args: &[&str]) -> Run {
+        self.paas_env(args, &[])
+    }
+
+    pub fn paas_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(paas_bin());
+        cmd.args(args).env("XDG_CONFIG_HOME", self.dir.path().join("config")).env_remove("PAAS_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("running paas").into()
+    }
+
+    pub fn host(&self, app: &str) -> String {
+        format!("{app}.localhost")
+    }
+
+    /// GET through the ingress with the given Host header.
+    pub fn get(&self, host: &str, path: &str) -> http::Response {
+        http::get(&self.ingress, host, path)
+    }
+
+    /// Polls the ingress until `host` answers 200 with a body containing `needle`.
+    #[track_caller]
+    pub fn wait_for_body(&self, host: &str, needle: &str, timeout: Duration) -> http::Response {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.get(host, "/");
+            if r.status == 200 && r.body.contains(needle) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{host} never served {needle:?}; last answer {r:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Only what this platform made: containers with its node label, images of its apps.
+        docker_rm_labelled("container", &format!("paas.node={}", self.node));
+        for app in &self.apps {
+            docker_rm_labelled("image", &format!("paas.app={app}"));
+        }
+    }
+}
+
+fn docker_rm_labelled(kind: &str, label: &str) {
+    let list = match kind {
+        "container" => docker(&["ps", "-aq", "--filter", &format!("label={label}")]),
+        _ => docker(&["images", "-q", "--filter", &format!("label={label}")]),
+    };
+    let ids: Vec<&str> = list.split_whitespace().collect();
+    if ids.is_empty() {
+        return;
+    }
+    let mut args = if kind == "container" { vec!["rm", "-f"] } else { vec!["rmi", "-f"] };
+    args.extend(ids);
+    docker(&args);
+}
+
+/// Runs the docker CLI, returning stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("running docker");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

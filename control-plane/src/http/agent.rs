@@ -52,6 +52,8 @@ async fn watch(
     Query(q): Query<WatchQuery>,
 ) -> ApiResult<Json<WatchResponse>> {
     state.store.touch_node(&node).await?;
+    // The agent asks to watch past `index` only after applying it.
+    state.node_applied(&node, q.index);
     if q.index != 0 && q.index <= state.index() {
         state.wait_past(q.index, Duration::from_secs(q.wait.min(120))).await;
     }

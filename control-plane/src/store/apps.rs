@@ -35,7 +35,7 @@ fn env_row(r: &sqlx::sqlite::SqliteRow) -> EnvRow {
 impl Store {
     /// Creates an app with its `production` environment.
     pub async fn create_app(&self, name: &str) -> Result<String> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -99,7 +99,7 @@ impl Store {
     /// Deletes an app and everything it owns; its containers go once agents see their
     /// assignment shrink.
     pub async fn delete_app(&self, name: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM instances WHERE app = ?").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM deploy_events WHERE app = ?").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM releases WHERE app = ?").bind(name).execute(&mut *tx).await?;

@@ -91,7 +91,7 @@ impl Store {
         created_by: &str,
         build_node: &str,
     ) -> Result<Release> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let busy: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM releases WHERE app = ? AND env = ? AND status IN ('building', 'deploying')",
         )
@@ -210,7 +210,7 @@ impl Store {
         version: u32,
         instances: &[InstanceRow],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for i in instances {
             sqlx::query(
                 "INSERT OR REPLACE INTO instances (name, app, env, process, release, replica, node, updated_at)
@@ -244,9 +244,10 @@ impl Store {
     }
 
     /// The switch: `version` becomes the served release, the previous one is superseded and its
-    /// containers are unassigned (agents drain and remove them).
+    /// containers are unassigned (agents drain and remove them). The release itself turns
+    /// `active` once the ingress nodes confirm (see `deploy`).
     pub async fn finish_rollout(&self, app: &str, env: &str, version: u32) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE releases SET status = 'superseded' WHERE app = ? AND env = ? AND status = 'active'",
         )
@@ -278,7 +279,7 @@ impl Store {
 
     /// A rollout that failed: its containers go, the served release stays untouched.
     pub async fn abort_rollout(&self, app: &str, env: &str, version: u32, error: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND release = ?")
             .bind(app)
             .bind(env)
@@ -342,7 +343,7 @@ impl Store {
     /// changed, so callers only wake watchers when needed.
     pub async fn apply_report(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
         let mut changed = false;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for s in statuses {
             let tail = serde_json::to_string(&s.log_tail).unwrap_or_else(|_| "[]".into());
             let done = sqlx::query(
@@ -381,7 +382,7 @@ impl Store {
         kind: &str,
         lines: &[String],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut seq: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(seq), 0) FROM deploy_events WHERE app = ? AND env = ? AND version = ?",
         )

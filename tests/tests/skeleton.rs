@@ -1,0 +1,183 @@
+//! The walking skeleton end to end: `paas up`, `paas apps create`, `paas deploy` of
+//! examples/hello, HTTP through the ingress, restarts of crashed containers and of the
+//! platform itself, and clear errors for bad input.
+
+use paas_tests::{docker, http, Platform};
+use std::time::Duration;
+
+const SERVE: Duration = Duration::from_secs(60);
+
+#[test]
+fn deploy_serves_through_ingress_and_redeploy_bumps_the_release() {
+    let mut p = Platform::start();
+    let app = p.app_name("hello");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let src = paas_tests::example_copy("hello");
+    let dir = src.path().to_str().unwrap();
+
+    let out = p.paas(&["deploy", dir, "--app", &app]).expect_ok();
+    assert!(
+        out.stdout.contains(&format!("http://{app}.localhost:")),
+        "deploy ends with the URL: {}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("Step 1/"), "build output reaches the user: {}", out.stderr);
+    let r = p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
+    assert_eq!(r.status, 200);
+
+    std::fs::write(src.path().join("message.txt"), "Second release\n").unwrap();
+    let out = p.paas(&["deploy", dir, "--app", &app, "--output", "json"]).expect_ok();
+    assert_eq!(out.json()["version"], 2);
+    assert_eq!(out.json()["status"], "active");
+    // The switch happened before deploy returned: the very next request sees v2.
+    let r = p.get(&p.host(&app), "/");
+    assert!(r.body.contains("Second release"), "{r:?}\n{}", p.log());
+
+    let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
+    let statuses: Vec<(u64, &str)> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["version"].as_u64().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, vec![(2, "active"), (1, "superseded")]);
+
+    // Only v2's container is left once the old one has drained.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let names =
+            docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("label=paas.app={app}")]);
+        let names: Vec<&str> = names.lines().collect();
+        if names == vec![format!("paas-{app}-production-web-2-1").as_str()] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "old containers linger: {names:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let apps = p.paas(&["apps", "list", "-o", "json"]).expect_ok().json();
+    assert_eq!(apps[0]["envs"][0]["current_release"], 2);
+    assert_eq!(apps[0]["envs"][0]["status"], "running");
+}
+
+#[test]
+fn a_killed_container_is_restarted_and_a_restarted_platform_adopts_running_containers() {
+    let mut p = Platform::start();
+    let app = p.app_name("hello");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let src = paas_tests::example_copy("hello");
+    p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+    p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
+    let container = format!("paas-{app}-production-web-1-1");
+
+    docker(&["kill", &container]);
+    p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
+    let ps = p.paas(&["ps", "--app", &app, "-o", "json"]).expect_ok().json();
+    assert!(ps[0]["restarts"].as_u64().unwrap() >= 1, "the agent counted the restart: {ps}");
+
+    let id = docker(&["inspect", "-f", "{{.Id}}", &container]);
+    p.stop();
+    // With the platform down the app's container keeps running.
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &container]).trim(), "true");
+    p.restart();
+    p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Id}}", &container]),
+        id,
+        "the container was adopted, not recreated"
+    );
+    let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
+    assert_eq!(releases[0]["status"], "active", "state survived the restart: {releases}");
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_disturbs_nothing() {
+    let mut p = Platform::start_with(&["--deploy-timeout", "30"]);
+    let app = p.app_name("hello");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let src = paas_tests::example_copy("hello");
+    let dir = src.path().to_str().unwrap();
+    p.paas(&["deploy", dir, "--app", &app]).expect_ok();
+    p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
+
+    p.paas(&["apps", "create", "Bad_Name"]).expect_err("invalid app name");
+    p.paas(&["apps", "create", &app]).expect_err("already exists");
+    p.paas(&["deploy", dir, "--app", "no-such-app"]).expect_err("no app named");
+    p.paas(&["deploy", dir, "--app", &app, "--env", "nope"]).expect_err("no environment named");
+    p.paas(&["apps", "delete", &app]).expect_err("--confirm");
+
+    let empty = tempfile::tempdir().unwrap();
+    p.paas(&["deploy", empty.path().to_str().unwrap(), "--app", &app]).expect_err("no Dockerfile");
+
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(
+        broken.path().join("Dockerfile"),
+        "FROM debian:bookworm-slim\nRUN echo about to fail && false\n",
+    )
+    .unwrap();
+    let out = p.paas(&["deploy", broken.path().to_str().unwrap(), "--app", &app]).expect_err("build failed");
+    assert!(out.stderr.contains("about to fail"), "the build output reaches the user: {}", out.stderr);
+    assert!(out.stderr.contains("non-zero code"), "the build error reaches the user: {}", out.stderr);
+
+    // An image whose process exits at once: the deploy fails and says why, v1 keeps serving.
+    let image = docker(&["inspect", "-f", "{{.Id}}", &format!("paas/{app}-production:v1")]);
+    let crash = tempfile::tempdir().unwrap();
+    std::fs::write(
+        crash.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nCMD [\"python3\", \"-c\", \"print('cannot start: no config'); raise SystemExit(3)\"]\n",
+            image.trim()
+        ),
+    )
+    .unwrap();
+    let out = p.paas(&["deploy", crash.path().to_str().unwrap(), "--app", &app]).expect_err("crash-looping");
+    assert!(
+        out.stderr.contains("cannot start: no config"),
+        "the app's last log lines are shown: {}",
+        out.stderr
+    );
+
+    let unknown_token = p.paas_env(&["apps", "list"], &[("PAAS_TOKEN", "paas_wrong")]);
+    unknown_token.expect_err("not valid");
+    let api = p.api_url.trim_start_matches("http://").to_string();
+    let raw = http::get(&api, "localhost", "/api/v1/apps");
+    assert_eq!(raw.status, 401, "{raw:?}");
+    assert!(raw.body.contains("needs an API token"), "{raw:?}");
+
+    // Nothing above disturbed the running release.
+    let r = p.get(&p.host(&app), "/");
+    assert!(r.status == 200 && r.body.contains("Hello from paas!"), "{r:?}");
+    let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
+    let statuses: Vec<&str> =
+        releases.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["failed", "failed", "active"], "{releases}");
+}
+
+#[test]
+fn image_deploys_unknown_hosts_and_app_deletion() {
+    let mut p = Platform::start();
+    let app = p.app_name("hello");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let src = paas_tests::example_copy("hello");
+    p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+    let image = format!("paas/{app}-production:v1");
+
+    let other = p.app_name("img");
+    p.paas(&["apps", "create", &other]).expect_ok();
+    p.paas(&["deploy", "--app", &other, "--image", &image]).expect_ok();
+    p.wait_for_body(&p.host(&other), "Hello from paas!", SERVE);
+    p.paas(&["deploy", "--app", &other, "--image", "paas-test/does-not-exist:1"])
+        .expect_err("pulling it failed");
+
+    let r = p.get("nothing-here.localhost", "/");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("nothing-here.localhost"), "{r:?}");
+
+    p.paas(&["apps", "delete", &other, "--confirm", &other]).expect_ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !docker(&["ps", "-aq", "--filter", &format!("label=paas.app={other}")]).trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "deleting the app did not remove its containers");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(p.get(&p.host(&other), "/").status, 404);
+    assert!(p.get(&p.host(&app), "/").body.contains("Hello from paas!"), "the other app is untouched");
+}
