@@ -13,6 +13,11 @@ use tracing::Instrument;
 
 /// How often the loop looks at Docker even when nothing tells it to.
 const TICK: Duration = Duration::from_secs(1);
+/// While a freshly started container is not healthy yet, look this often, so a deploy switches
+/// as soon as the app listens rather than up to a whole tick later.
+const FAST_TICK: Duration = Duration::from_millis(100);
+/// How long after a (re)start the fast tick applies.
+const FAST_WINDOW: Duration = Duration::from_secs(30);
 /// Unassigned containers keep running this long after the route switch, so requests the
 /// ingress already sent them can finish.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -35,6 +40,7 @@ struct Tracked {
     healthy_since: Option<Instant>,
     log_tail: Vec<String>,
     tail_fetched: Option<Instant>,
+    started_at: Option<Instant>,
 }
 
 pub struct Reconciler {
@@ -72,11 +78,25 @@ impl Reconciler {
             if let Err(e) = self.pass().await {
                 tracing::warn!(error = %format!("{e:#}"), "reconcile pass failed");
             }
+            let tick = self.next_tick();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = self.assignment.changed() => if changed.is_err() { break },
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(tick) => {}
             }
+        }
+    }
+
+    fn next_tick(&self) -> Duration {
+        let now = Instant::now();
+        let starting = self
+            .tracked
+            .values()
+            .any(|t| !t.healthy && t.started_at.is_some_and(|at| now.duration_since(at) < FAST_WINDOW));
+        if starting {
+            FAST_TICK
+        } else {
+            TICK
         }
     }
 
@@ -156,6 +176,7 @@ impl Reconciler {
         t.retry_at = Some(now + delay);
         t.healthy = false;
         t.healthy_since = None;
+        t.started_at = Some(now);
         if let Err(e) = result {
             let msg = format!("{e:#}");
             span.in_scope(|| tracing::warn!(error = %msg, "starting container failed"));
