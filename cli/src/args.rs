@@ -58,6 +58,10 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Show the release history of an environment.
     Releases(AppEnv),
+    /// Deploy an earlier release again (the one before the current without --to).
+    Rollback(RollbackArgs),
+    /// Set the number of replicas of processes, e.g. `web=3`.
+    Scale(ScaleArgs),
     /// Show the containers of an environment.
     Ps(AppEnv),
     /// List the nodes of the cluster.
@@ -80,9 +84,6 @@ pub struct DataDir {
     /// Apps are served at <app>.<base-domain> and <app>-<env>.<base-domain>.
     #[arg(long, default_value = "localhost")]
     pub base_domain: String,
-    /// Seconds a new release may take to become healthy before its deploy fails.
-    #[arg(long, default_value_t = 120)]
-    pub deploy_timeout: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -179,6 +180,30 @@ pub struct DeployArgs {
     /// Return once the deploy has started instead of following it.
     #[arg(long)]
     pub detach: bool,
+    /// When another deploy of the environment is in progress, wait for it instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub target: AppEnv,
+    /// The release to return to, e.g. 3 or v3.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// When another deploy of the environment is in progress, wait for it instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    pub target: AppEnv,
+    /// PROCESS=REPLICAS pairs, e.g. web=3 worker=1.
+    #[arg(required = true)]
+    pub formation: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

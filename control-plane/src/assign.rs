@@ -24,14 +24,15 @@ pub async fn ready_nodes(state: &AppState) -> anyhow::Result<Vec<NodeRow>> {
     Ok(state.store.list_nodes().await?.into_iter().filter(node_is_ready).collect())
 }
 
-/// Spreads `replicas` containers of a release over the ready nodes, least loaded first.
+/// Spreads the given replica numbers of a release's process over the ready nodes, least loaded
+/// first.
 pub async fn place(
     state: &AppState,
     app: &str,
     env: &str,
     process: &str,
     release: u32,
-    replicas: u32,
+    replicas: std::ops::RangeInclusive<u32>,
 ) -> anyhow::Result<Vec<InstanceRow>> {
     let nodes = ready_nodes(state).await?;
     anyhow::ensure!(!nodes.is_empty(), "no node is available to run containers; is a node agent running?");
@@ -42,7 +43,7 @@ pub async fn place(
         }
     }
     let mut out = Vec::new();
-    for replica in 1..=replicas {
+    for replica in replicas {
         let node = nodes
             .iter()
             .min_by_key(|n| (load[&n.name], n.name.clone()))
@@ -82,14 +83,12 @@ pub async fn build_node(state: &AppState) -> anyhow::Result<String> {
 pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignment> {
     let store = &state.store;
     let mut containers = Vec::new();
-    let envs: HashMap<(String, String), _> =
-        store.all_envs().await?.into_iter().map(|e| ((e.app.clone(), e.name.clone()), e)).collect();
     for i in store.instances_for_node(node).await? {
-        let Some(env) = envs.get(&(i.app.clone(), i.env.clone())) else { continue };
         let release = store.get_release(&i.app, &i.env, i.release).await?;
         let Some(image) = release.image_id else { continue };
+        let Some(process) = release.manifest.processes.get(&i.process) else { continue };
         let mut env_vars = BTreeMap::new();
-        env_vars.insert("PORT".to_string(), env.port.to_string());
+        env_vars.insert("PORT".to_string(), process.port.to_string());
         containers.push(ContainerSpec {
             name: i.name.clone(),
             app: i.app.clone(),
@@ -98,9 +97,12 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             release: i.release,
             replica: i.replica,
             image,
-            command: None,
-            port: env.port,
+            command: process.command.clone(),
+            port: process.port,
             env_vars,
+            healthcheck: process.healthcheck.clone(),
+            drain_timeout_ms: release.manifest.deploy.drain_timeout_ms,
+            stop_grace_ms: release.manifest.deploy.stop_grace_ms,
         });
     }
     let builds = store
@@ -131,6 +133,9 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
         nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
     let mut by_env: HashMap<(String, String, u32), Vec<String>> = HashMap::new();
     for i in state.store.all_instances().await? {
+        if i.process != "web" {
+            continue;
+        }
         if let (true, Some(port), Some(a)) = (i.healthy, i.host_port, addr.get(i.node.as_str())) {
             by_env.entry((i.app, i.env, i.release)).or_default().push(format!("{a}:{port}"));
         }

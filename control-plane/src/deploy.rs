@@ -1,8 +1,10 @@
 //! Deploy orchestration: one task per release walks it from build to serving (or to failed),
-//! recording every stage as a deploy event the CLI streams.
+//! blue/green: new replicas start beside the old ones, must all pass their health checks and
+//! stay up through the stability window, then the ingress switches and the old ones drain.
 
 use crate::assign;
 use crate::state::AppState;
+use crate::store::InstanceRow;
 use protocol::api::{Release, ReleaseStatus};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -14,11 +16,11 @@ const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
 /// A new replica that restarted this often while the deploy waits is crash-looping.
 const CRASH_LOOP_RESTARTS: u32 = 3;
 
-/// Marks deploys a previous run left unfinished as failed, and unassigns their containers.
+/// Settles deploys a previous run left unfinished: a switched one is active, others failed.
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
     for r in state.store.unfinished_releases().await? {
-        // Switched already, only the confirmation was pending: it serves.
         if state.store.get_env(&r.app, &r.env).await?.current_release == Some(r.version) {
+            state.store.retire_others(&r.app, &r.env, r.version).await?;
             state.store.set_release_status(&r.app, &r.env, r.version, ReleaseStatus::Active, None).await?;
             continue;
         }
@@ -29,19 +31,19 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drives a freshly created release to the end; spawned by the deploy handler.
+/// Drives a freshly created release to the end; spawned by the deploy handlers.
 pub fn spawn(state: AppState, release: Release) {
     let span =
         tracing::info_span!("deploy", app = %release.app, env = %release.env, release = release.version);
     let task = async move {
         let (app, env, version) = (release.app.clone(), release.env.clone(), release.version);
         match run(&state, &release).await {
-            Ok(()) => tracing::info!(app = %app, env = %env, release = version, "release is live"),
+            Ok(()) => tracing::info!("release is live"),
             Err(e) => {
                 let msg = format!("{e:#}");
-                tracing::warn!(app = %app, env = %env, release = version, error = %msg, "deploy failed");
+                tracing::warn!(error = %msg, "deploy failed");
                 if let Err(db) = state.store.abort_rollout(&app, &env, version, &msg).await {
-                    tracing::error!(app = %app, env = %env, release = version, error = %db, "recording the failed deploy failed");
+                    tracing::error!(error = %db, "recording the failed deploy failed");
                 }
                 state.bump();
                 state.deploy_event(&app, &env, version, "error", &[msg]).await;
@@ -60,29 +62,43 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     stage(format!("Image {} ready", short_id(&image))).await;
 
     let env_row = state.store.get_env(app, env).await?;
-    let instances = assign::place(state, app, env, "web", version, env_row.replicas).await?;
+    let mut instances = Vec::new();
+    for process in release.manifest.processes.keys() {
+        let n = env_row.replicas(&release.manifest, process);
+        instances.extend(assign::place(state, app, env, process, version, 1..=n).await?);
+    }
+    anyhow::ensure!(!instances.is_empty(), "the release has no replicas to run; scale a process above 0");
     state.store.start_rollout(app, env, version, &instances).await?;
     state.bump();
-    stage(format!("Starting {} replica(s) of release v{version}", instances.len())).await;
+    stage(format!("Starting {} replica(s) of v{version} beside the running release", instances.len())).await;
 
-    wait_healthy(state, app, env, version, env_row.replicas).await?;
-    stage(format!("All replicas of v{version} are healthy; switching traffic")).await;
+    let settings = &release.manifest.deploy;
+    wait_healthy(state, app, env, version, instances.len(), settings.timeout()).await?;
+    let window = settings.stability_window();
+    if !window.is_zero() {
+        stage(format!("All replicas of v{version} are healthy; watching them for {}s", window.as_secs_f64()))
+            .await;
+        stay_healthy(state, app, env, version, instances.len(), window).await?;
+    }
+    stage(format!("Switching traffic to v{version}")).await;
 
-    state.store.finish_rollout(app, env, version).await?;
+    state.store.switch_release(app, env, version).await?;
     state.bump();
-    // Report the release live only once every ingress serves it, so the first request after
-    // `paas deploy` returns already reaches the new release.
+    // The old replicas are unassigned (and start draining) only once every ingress routes to
+    // the new ones, and the release is reported live only then, so the first request after
+    // `paas deploy` returns reaches the new release.
     let switch = state.index();
     let ingress: Vec<String> =
         assign::ready_nodes(state).await?.into_iter().filter(|n| n.ingress).map(|n| n.name).collect();
-    tracing::info!(app, env, release = version, index = switch, nodes = ?ingress, "waiting for ingress nodes to apply the switch");
     let late = state.wait_applied(&ingress, switch, ROUTE_PROPAGATION).await;
     if !late.is_empty() {
         tracing::warn!(nodes = ?late, "ingress nodes did not confirm the new routes in time");
         stage(format!("Ingress node(s) {} have not confirmed the switch yet", late.join(", "))).await;
     }
+    state.store.retire_others(app, env, version).await?;
     state.store.set_release_status(app, env, version, ReleaseStatus::Active, None).await?;
     state.bump();
+    stage(format!("v{version} serves; the previous release drains and stops")).await;
     Ok(())
 }
 
@@ -116,56 +132,106 @@ async fn wait_for_image(state: &AppState, app: &str, env: &str, version: u32) ->
     }
 }
 
-/// Waits until every new replica is healthy; fails on timeout or a crash loop, with the
-/// replicas' last log lines so the user sees why.
+async fn release_instances(
+    state: &AppState,
+    app: &str,
+    env: &str,
+    version: u32,
+) -> anyhow::Result<Vec<InstanceRow>> {
+    let mine: Vec<_> =
+        state.store.instances_for_env(app, env).await?.into_iter().filter(|i| i.release == version).collect();
+    anyhow::ensure!(!mine.is_empty(), "the release's containers were removed while it was deploying");
+    Ok(mine)
+}
+
+/// The failure message for a replica: what happened, then its last log lines.
+fn explain(head: String, replica: &InstanceRow) -> anyhow::Error {
+    let tail = if replica.log_tail.is_empty() {
+        "(the container printed nothing)".to_string()
+    } else {
+        replica.log_tail.join("\n")
+    };
+    anyhow::anyhow!("{head}; the old release keeps serving. Last log lines of {}:\n{tail}", replica.name)
+}
+
+/// Waits until every new replica is healthy; fails on timeout or a crash loop.
 async fn wait_healthy(
     state: &AppState,
     app: &str,
     env: &str,
     version: u32,
-    replicas: u32,
+    replicas: usize,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
-    let timeout = state.config.deploy_timeout;
     let deadline = Instant::now() + timeout;
     let mut rx = state.subscribe();
     loop {
-        let mine: Vec<_> = state
-            .store
-            .instances_for_env(app, env)
-            .await?
-            .into_iter()
-            .filter(|i| i.release == version)
-            .collect();
-        anyhow::ensure!(!mine.is_empty(), "the release's containers were removed while it was deploying");
-        if mine.len() as u32 >= replicas && mine.iter().all(|i| i.healthy) {
+        let mine = release_instances(state, app, env, version).await?;
+        if mine.len() >= replicas && mine.iter().all(|i| i.healthy) {
             return Ok(());
         }
-        let crashed = mine.iter().find(|i| i.restarts >= CRASH_LOOP_RESTARTS);
-        let expired = Instant::now() >= deadline;
-        if crashed.is_some() || expired {
-            let worst =
-                crashed.or_else(|| mine.iter().find(|i| !i.healthy)).expect("some replica is unhealthy");
-            let head = if let Some(c) = crashed {
+        if let Some(c) = mine.iter().find(|i| i.restarts >= CRASH_LOOP_RESTARTS) {
+            return Err(explain(
                 format!(
-                    "release v{version} is crash-looping: replica {} exited and was restarted {} times",
-                    c.replica, c.restarts
-                )
-            } else {
+                    "release v{version} is crash-looping: {} exited and was restarted {} times",
+                    c.process, c.restarts
+                ),
+                c,
+            ));
+        }
+        if Instant::now() >= deadline {
+            let worst = mine.iter().find(|i| !i.healthy).expect("some replica is unhealthy");
+            return Err(explain(
                 format!(
-                    "release v{version} did not become healthy within {}s: replica {} is {} and its port does not accept connections",
+                    "release v{version} did not pass its health check within {}s ({} replica {} is {})",
                     timeout.as_secs(),
+                    worst.process,
                     worst.replica,
                     worst.state
-                )
-            };
-            let tail = if worst.log_tail.is_empty() {
-                "(the container printed nothing)".to_string()
-            } else {
-                worst.log_tail.join("\n")
-            };
-            anyhow::bail!("{head}; the old release keeps serving. Last log lines:\n{tail}");
+                ),
+                worst,
+            ));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(left.min(Duration::from_secs(2)), rx.changed()).await;
+    }
+}
+
+/// The stability window: every new replica must stay running and healthy, without restarts.
+async fn stay_healthy(
+    state: &AppState,
+    app: &str,
+    env: &str,
+    version: u32,
+    replicas: usize,
+    window: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + window;
+    let start = release_instances(state, app, env, version).await?;
+    let mut rx = state.subscribe();
+    loop {
+        let mine = release_instances(state, app, env, version).await?;
+        let bad = mine.iter().find(|i| {
+            let before = start.iter().find(|s| s.name == i.name).map_or(0, |s| s.restarts);
+            !i.healthy || i.state != "running" || i.restarts > before
+        });
+        if let Some(b) = bad.or(if mine.len() < replicas { mine.first() } else { None }) {
+            return Err(explain(
+                format!(
+                    "release v{version} failed during the {}s stability window: {} replica {} is {}{}",
+                    window.as_secs_f64(),
+                    b.process,
+                    b.replica,
+                    b.state,
+                    if b.healthy { "" } else { " and unhealthy" }
+                ),
+                b,
+            ));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), rx.changed()).await;
     }
 }

@@ -4,6 +4,7 @@
 pub mod assign;
 pub mod deploy;
 pub mod http;
+pub mod source;
 pub mod state;
 pub mod store;
 mod tokens;
@@ -13,7 +14,6 @@ pub use state::AppState;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +26,6 @@ pub struct Config {
     pub base_domain: String,
     /// Port the ingress serves plain HTTP on, for the URLs shown to users (omitted when 80).
     pub ingress_http_port: u16,
-    /// How long a new release may take to become healthy before the deploy fails.
-    pub deploy_timeout: Duration,
 }
 
 /// A control plane whose data directory is opened and whose tokens exist, not yet serving.

@@ -1,11 +1,21 @@
-"""hello: the example app for paas. Serves a greeting on $PORT (set by the platform)."""
+"""hello: the example app for paas. Serves a greeting on $PORT (set by the platform).
+
+Endpoints: / (greeting), /healthz (health check), /slow?seconds=N (a long request),
+and POST /health/fail and /health/ok to make this
+replica's health check fail or pass (to watch the platform take it out of rotation).
+"""
 import os
 import signal
 import socket
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+HEALTHY = threading.Event()
+HEALTHY.set()
 
 
 def message():
@@ -16,16 +26,35 @@ def message():
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self):
-        if self.path == "/healthz":
-            body = b"ok\n"
-        else:
-            body = f"{message()}\nserved by {socket.gethostname()}\n".encode()
-        self.send_response(200)
+    def reply(self, status, body):
+        body = body.encode()
+        self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        if url.path == "/healthz":
+            self.reply(200 if HEALTHY.is_set() else 503, "ok\n" if HEALTHY.is_set() else "failing\n")
+        elif url.path == "/slow":
+            seconds = float(parse_qs(url.query).get("seconds", ["3"])[0])
+            time.sleep(seconds)
+            self.reply(200, f"{message()}\nslow request done after {seconds}s by {socket.gethostname()}\n")
+        else:
+            self.reply(200, f"{message()}\nserved by {socket.gethostname()}\n")
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        if self.path == "/health/fail":
+            HEALTHY.clear()
+        elif self.path == "/health/ok":
+            HEALTHY.set()
+        else:
+            return self.reply(404, "not found\n")
+        self.reply(200, f"healthy={HEALTHY.is_set()} on {socket.gethostname()}\n")
 
     def log_message(self, fmt, *args):
         sys.stdout.write("%s %s\n" % (self.address_string(), fmt % args))

@@ -18,6 +18,11 @@ use std::collections::HashMap;
 pub const LOG_MAX_SIZE: &str = "10m";
 pub const LOG_MAX_FILE: &str = "3";
 
+/// Agent-private labels: the process port, and how to retire the container.
+pub const LABEL_PORT: &str = "paas.port";
+pub const LABEL_DRAIN_MS: &str = "paas.drain_ms";
+pub const LABEL_STOP_GRACE_MS: &str = "paas.stop_grace_ms";
+
 /// What the agent needs to know about one of its containers.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -76,7 +81,7 @@ impl DockerClient {
             .filter_map(|c| {
                 let name = c.names?.first()?.trim_start_matches('/').to_string();
                 let labels = c.labels.unwrap_or_default();
-                let port: Option<u16> = labels.get("paas.port").and_then(|p| p.parse().ok());
+                let port: Option<u16> = labels.get(LABEL_PORT).and_then(|p| p.parse().ok());
                 let host_port = c
                     .ports
                     .unwrap_or_default()
@@ -102,7 +107,10 @@ impl DockerClient {
             (labels::RELEASE.to_string(), spec.release.to_string()),
             (labels::REPLICA.to_string(), spec.replica.to_string()),
             (labels::NODE.to_string(), self.node.clone()),
-            ("paas.port".to_string(), spec.port.to_string()),
+            (LABEL_PORT.to_string(), spec.port.to_string()),
+            // Read back when the container is retired, after it left the assignment.
+            (LABEL_DRAIN_MS.to_string(), spec.drain_timeout_ms.to_string()),
+            (LABEL_STOP_GRACE_MS.to_string(), spec.stop_grace_ms.to_string()),
         ]);
         let env: Vec<String> = spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let host_config = HostConfig {
@@ -271,5 +279,24 @@ pub fn docker_message(e: &bollard::errors::Error) -> String {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         bollard::errors::Error::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
+    }
+}
+
+impl DockerClient {
+    /// Runs `cmd` inside a running container and returns its exit code (output is discarded).
+    pub async fn exec(&self, name: &str, cmd: &[String]) -> anyhow::Result<i64> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let opts = CreateExecOptions::<String> {
+            cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(name, opts).await.context("creating the health command")?;
+        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await? {
+            while output.next().await.is_some() {}
+        }
+        let done = self.docker.inspect_exec(&exec.id).await?;
+        Ok(done.exit_code.unwrap_or(-1))
     }
 }

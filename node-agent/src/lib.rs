@@ -4,6 +4,7 @@
 
 mod build;
 pub mod docker;
+mod health;
 pub mod ingress;
 mod reconcile;
 mod sync;
@@ -67,7 +68,14 @@ pub async fn run(
         let (handle, stop) = (routes.clone(), shutdown.clone());
         tasks.spawn(async move { ingress::serve(listener, handle, stop).await.context("ingress") });
     }
-    let reconciler = reconcile::Reconciler::new(docker.clone(), assignment_rx.clone(), report_tx);
+    let local_ingress = registration.ingress.then(|| routes.clone());
+    let reconciler = reconcile::Reconciler::new(
+        docker.clone(),
+        local_ingress,
+        config.private_addr.to_string(),
+        assignment_rx.clone(),
+        report_tx,
+    );
     let stop = shutdown.clone();
     tasks.spawn(async move {
         reconciler.run(stop).await;

@@ -1,33 +1,31 @@
 //! The reconcile loop: the one task that owns this node's app containers. It compares the
 //! assignment (desired) with what Docker runs (observed), creates, restarts with backoff and
-//! removes containers, health-checks them, and publishes the node report.
+//! retires containers (draining them first), runs their health checks, and publishes the node
+//! report.
 
-use crate::docker::{DockerClient, Observed};
+use crate::docker::{DockerClient, Observed, LABEL_DRAIN_MS, LABEL_STOP_GRACE_MS};
+use crate::health;
+use crate::ingress::IngressHandle;
 use protocol::agent::{Assignment, ContainerSpec, ContainerStatus, NodeReport};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// How often the loop looks at Docker even when nothing tells it to.
 const TICK: Duration = Duration::from_secs(1);
-/// While a freshly started container is not healthy yet, look this often, so a deploy switches
-/// as soon as the app listens rather than up to a whole tick later.
-const FAST_TICK: Duration = Duration::from_millis(100);
-/// How long after a (re)start the fast tick applies.
-const FAST_WINDOW: Duration = Duration::from_secs(30);
-/// Unassigned containers keep running this long after the route switch, so requests the
-/// ingress already sent them can finish.
-const DRAIN: Duration = Duration::from_secs(3);
-/// SIGTERM grace before Docker kills a container being removed.
-const STOP_GRACE_SECS: i64 = 10;
+/// While a freshly started container is not healthy yet, probe this often, so a deploy
+/// switches as soon as the app answers rather than a whole interval later.
+const FAST_PROBE: Duration = Duration::from_millis(100);
+/// How long after a (re)start the fast probing applies.
+const FAST_WINDOW: Duration = Duration::from_secs(60);
+/// A retired container keeps running at least this long after it left the assignment, for
+/// requests other ingress nodes routed to it just before their switch.
+const MIN_DRAIN: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A container that ran healthy this long is no longer considered crash-looping.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
-/// Consecutive failed checks before a healthy replica is declared unhealthy.
-const UNHEALTHY_AFTER: u32 = 2;
 const LOG_TAIL_LINES: usize = 20;
 
 #[derive(Default)]
@@ -35,38 +33,48 @@ struct Tracked {
     restarts: u32,
     backoff_level: u32,
     retry_at: Option<Instant>,
+    started_at: Option<Instant>,
     healthy: bool,
+    passes: u32,
     failures: u32,
     healthy_since: Option<Instant>,
+    next_probe: Option<Instant>,
+    last_failure: Option<String>,
     log_tail: Vec<String>,
     tail_fetched: Option<Instant>,
-    started_at: Option<Instant>,
 }
 
 pub struct Reconciler {
     docker: DockerClient,
+    /// This node's ingress, to see when a retiring replica has no requests left.
+    ingress: Option<IngressHandle>,
+    private_addr: String,
     assignment: watch::Receiver<Option<Assignment>>,
     reports: watch::Sender<NodeReport>,
     tracked: HashMap<String, Tracked>,
-    undesired_since: HashMap<String, Instant>,
+    retiring_since: HashMap<String, Instant>,
     removing: HashSet<String>,
-    removed_tx: tokio::sync::mpsc::UnboundedSender<String>,
-    removed_rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    removed_tx: mpsc::UnboundedSender<String>,
+    removed_rx: mpsc::UnboundedReceiver<String>,
 }
 
 impl Reconciler {
     pub fn new(
         docker: DockerClient,
+        ingress: Option<IngressHandle>,
+        private_addr: String,
         assignment: watch::Receiver<Option<Assignment>>,
         reports: watch::Sender<NodeReport>,
     ) -> Self {
-        let (removed_tx, removed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (removed_tx, removed_rx) = mpsc::unbounded_channel();
         Self {
             docker,
+            ingress,
+            private_addr,
             assignment,
             reports,
             tracked: HashMap::new(),
-            undesired_since: HashMap::new(),
+            retiring_since: HashMap::new(),
             removing: HashSet::new(),
             removed_tx,
             removed_rx,
@@ -87,17 +95,20 @@ impl Reconciler {
         }
     }
 
+    /// Sleep until the next probe is due (or the regular tick), and poll quickly while
+    /// retiring containers wait for their last requests.
     fn next_tick(&self) -> Duration {
         let now = Instant::now();
-        let starting = self
-            .tracked
-            .values()
-            .any(|t| !t.healthy && t.started_at.is_some_and(|at| now.duration_since(at) < FAST_WINDOW));
-        if starting {
-            FAST_TICK
-        } else {
-            TICK
+        let mut tick = TICK;
+        for t in self.tracked.values() {
+            if let Some(at) = t.next_probe {
+                tick = tick.min(at.saturating_duration_since(now));
+            }
         }
+        if !self.retiring_since.is_empty() {
+            tick = tick.min(FAST_PROBE);
+        }
+        tick.max(Duration::from_millis(20))
     }
 
     async fn pass(&mut self) -> anyhow::Result<()> {
@@ -117,28 +128,27 @@ impl Reconciler {
         for spec in &desired.containers {
             self.converge(spec, observed.get(&spec.name)).await;
         }
-        self.remove_unwanted(&observed, &wanted);
+        self.retire_unwanted(&observed, &wanted);
         self.check_health(&desired.containers, &observed).await;
         self.tracked.retain(|name, _| wanted.contains_key(name.as_str()));
 
-        let report = NodeReport {
-            containers: desired
-                .containers
-                .iter()
-                .map(|spec| {
-                    let t = self.tracked.get(&spec.name);
-                    let o = observed.get(&spec.name);
-                    ContainerStatus {
-                        name: spec.name.clone(),
-                        state: o.map(|o| o.state.clone()).unwrap_or_else(|| "creating".into()),
-                        healthy: t.is_some_and(|t| t.healthy),
-                        host_port: o.and_then(|o| o.host_port),
-                        restarts: t.map_or(0, |t| t.restarts),
-                        log_tail: t.map(|t| t.log_tail.clone()).unwrap_or_default(),
-                    }
-                })
-                .collect(),
-        };
+        let containers = desired
+            .containers
+            .iter()
+            .map(|spec| {
+                let t = self.tracked.get(&spec.name);
+                let o = observed.get(&spec.name);
+                ContainerStatus {
+                    name: spec.name.clone(),
+                    state: o.map(|o| o.state.clone()).unwrap_or_else(|| "creating".into()),
+                    healthy: t.is_some_and(|t| t.healthy),
+                    host_port: o.and_then(|o| o.host_port),
+                    restarts: t.map_or(0, |t| t.restarts),
+                    log_tail: t.map(|t| t.log_tail.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let report = NodeReport { containers };
         self.reports.send_if_modified(|r| {
             let changed = r.containers != report.containers;
             *r = report;
@@ -154,6 +164,9 @@ impl Reconciler {
         if observed.is_some_and(|o| o.state == "running") {
             return;
         }
+        t.healthy = false;
+        t.passes = 0;
+        t.healthy_since = None;
         if t.retry_at.is_some_and(|at| now < at) {
             return;
         }
@@ -174,9 +187,8 @@ impl Reconciler {
         let delay = Duration::from_secs(1u64 << t.backoff_level.min(6)).min(MAX_BACKOFF);
         t.backoff_level += 1;
         t.retry_at = Some(now + delay);
-        t.healthy = false;
-        t.healthy_since = None;
         t.started_at = Some(now);
+        t.next_probe = Some(now + Duration::from_millis(spec.healthcheck.start_period_ms).max(FAST_PROBE));
         if let Err(e) = result {
             let msg = format!("{e:#}");
             span.in_scope(|| tracing::warn!(error = %msg, "starting container failed"));
@@ -184,28 +196,44 @@ impl Reconciler {
         }
     }
 
-    fn remove_unwanted(
+    /// Retires containers that left the assignment: once the ingress has no request left on
+    /// them (or their drain timeout ran out), SIGTERM, stop grace, removal.
+    fn retire_unwanted(
         &mut self,
         observed: &HashMap<String, Observed>,
         wanted: &HashMap<&str, &ContainerSpec>,
     ) {
         let now = Instant::now();
-        self.undesired_since
+        self.retiring_since
             .retain(|name, _| observed.contains_key(name) && !wanted.contains_key(name.as_str()));
-        for name in observed.keys() {
+        for (name, o) in observed {
             if wanted.contains_key(name.as_str()) || self.removing.contains(name) {
                 continue;
             }
-            let since = *self.undesired_since.entry(name.clone()).or_insert(now);
-            if now.duration_since(since) < DRAIN {
+            let since = *self.retiring_since.entry(name.clone()).or_insert(now);
+            let waited = now.duration_since(since);
+            let label_ms = |key: &str, default: u64| {
+                Duration::from_millis(o.labels.get(key).and_then(|v| v.parse().ok()).unwrap_or(default))
+            };
+            let drain = label_ms(LABEL_DRAIN_MS, 30_000);
+            let busy = match (&self.ingress, o.host_port) {
+                (Some(ingress), Some(port)) => ingress.in_flight(&format!("{}:{port}", self.private_addr)),
+                // Without a local ingress the requests other nodes send cannot be seen: wait
+                // the whole drain timeout.
+                _ => usize::MAX,
+            };
+            let running = o.state == "running";
+            if running && waited < drain && (waited < MIN_DRAIN || busy > 0) {
                 continue;
             }
             self.removing.insert(name.clone());
+            self.retiring_since.remove(name);
+            let grace = label_ms(LABEL_STOP_GRACE_MS, 10_000).as_secs().max(1) as i64;
             let (docker, name, done) = (self.docker.clone(), name.clone(), self.removed_tx.clone());
             // Stopping waits for the container to exit; do it aside so the loop keeps going.
             tokio::spawn(async move {
-                tracing::info!(container = %name, "stopping and removing unassigned container");
-                if let Err(e) = docker.stop_and_remove(&name, STOP_GRACE_SECS).await {
+                tracing::info!(container = %name, drained_ms = waited.as_millis() as u64, "stopping retired container");
+                if let Err(e) = docker.stop_and_remove(&name, grace).await {
                     tracing::warn!(container = %name, error = %format!("{e:#}"), "removing container failed");
                 }
                 let _ = done.send(name);
@@ -213,55 +241,80 @@ impl Reconciler {
         }
     }
 
+    /// Runs the probes that are due, concurrently, and applies the thresholds.
     async fn check_health(&mut self, specs: &[ContainerSpec], observed: &HashMap<String, Observed>) {
-        let checks = specs.iter().map(|spec| {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for spec in specs {
+            let t = self.tracked.entry(spec.name.clone()).or_default();
             let target = observed
                 .get(&spec.name)
                 .filter(|o| o.state == "running")
                 .and_then(|o| o.ip.clone())
                 .map(|ip| format!("{ip}:{}", spec.port));
-            async move {
-                let ok = match target {
-                    Some(addr) => {
-                        matches!(
-                            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&addr)).await,
-                            Ok(Ok(_))
-                        )
-                    }
-                    None => false,
-                };
-                (spec.name.clone(), ok)
-            }
-        });
-        let results = futures_util::future::join_all(checks).await;
-        let now = Instant::now();
-        for (name, ok) in results {
-            let running = observed.get(&name).is_some_and(|o| o.state == "running");
-            let t = self.tracked.entry(name.clone()).or_default();
-            if ok {
-                t.failures = 0;
-                if !t.healthy {
-                    tracing::info!(container = %name, "container is healthy");
-                    t.log_tail.clear();
-                }
-                t.healthy = true;
-                let since = *t.healthy_since.get_or_insert(now);
-                if now.duration_since(since) >= BACKOFF_RESET_AFTER {
-                    t.backoff_level = 0;
-                }
-            } else {
-                t.failures += 1;
-                if t.healthy && (!running || t.failures >= UNHEALTHY_AFTER) {
-                    tracing::warn!(container = %name, "container is unhealthy");
+            match target {
+                Some(addr) if t.next_probe.is_none_or(|at| now >= at) => due.push((spec, addr)),
+                Some(_) => {}
+                None => {
                     t.healthy = false;
-                    t.healthy_since = None;
-                }
-                let stale = t.tail_fetched.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(2));
-                if !t.healthy && stale && observed.contains_key(&name) {
-                    t.tail_fetched = Some(now);
-                    t.log_tail = self.docker.log_tail(&name, LOG_TAIL_LINES).await;
+                    t.passes = 0;
                 }
             }
+        }
+        let docker = &self.docker;
+        let results = futures_util::future::join_all(due.into_iter().map(|(spec, addr)| async move {
+            (spec, health::probe(docker, &spec.name, &addr, &spec.healthcheck).await)
+        }))
+        .await;
+        let now = Instant::now();
+        for (spec, result) in results {
+            let check = &spec.healthcheck;
+            let t = self.tracked.entry(spec.name.clone()).or_default();
+            match result {
+                Ok(()) => {
+                    t.passes += 1;
+                    t.failures = 0;
+                    t.last_failure = None;
+                    if !t.healthy && t.passes >= check.healthy_threshold {
+                        tracing::info!(container = %spec.name, "container is healthy");
+                        t.healthy = true;
+                        t.log_tail.clear();
+                    }
+                    if t.healthy {
+                        let since = *t.healthy_since.get_or_insert(now);
+                        if now.duration_since(since) >= BACKOFF_RESET_AFTER {
+                            t.backoff_level = 0;
+                        }
+                    }
+                }
+                Err(why) => {
+                    t.failures += 1;
+                    t.passes = 0;
+                    if t.healthy && t.failures >= check.unhealthy_threshold {
+                        tracing::warn!(container = %spec.name, reason = %why, "container is unhealthy; out of rotation");
+                        t.healthy = false;
+                        t.healthy_since = None;
+                    }
+                    t.last_failure = Some(why);
+                }
+            }
+            let starting = !t.healthy && t.started_at.is_some_and(|at| now.duration_since(at) < FAST_WINDOW);
+            let interval = Duration::from_millis(check.interval_ms);
+            t.next_probe = Some(now + if starting { FAST_PROBE.min(interval) } else { interval });
+        }
+        // Keep the last log lines of unhealthy containers, so a failed deploy can say why.
+        for spec in specs {
+            let Some(t) = self.tracked.get_mut(&spec.name) else { continue };
+            let stale = t.tail_fetched.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(2));
+            if t.healthy || !stale || !observed.contains_key(&spec.name) {
+                continue;
+            }
+            t.tail_fetched = Some(now);
+            let mut tail = self.docker.log_tail(&spec.name, LOG_TAIL_LINES).await;
+            if let Some(why) = &t.last_failure {
+                tail.push(format!("[paas] health check: {why}"));
+            }
+            t.log_tail = tail;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The agent protocol under `/agent/v1`: agents register, long-poll their assignment (a blocking
 //! query on a state index, as Nomad does), fetch build sources and report what Docker runs.
 
+use crate::manifest::HealthCheck;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -47,6 +48,11 @@ pub struct ContainerSpec {
     /// Port the process listens on inside the container (passed as `PORT`).
     pub port: u16,
     pub env_vars: BTreeMap<String, String>,
+    pub healthcheck: HealthCheck,
+    /// Once unassigned: how long in-flight requests may take before SIGTERM.
+    pub drain_timeout_ms: u64,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

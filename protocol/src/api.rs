@@ -1,5 +1,6 @@
 //! Resources of the public REST API under `/api/v1`, used by the CLI and the web console alike.
 
+use crate::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
 /// Body of every 4xx/5xx answer: one sentence a user can act on.
@@ -91,18 +92,49 @@ pub struct Release {
     pub created_by: String,
     /// Why the release failed, when it did.
     pub error: Option<String>,
+    /// What changed: "Deploy of a source upload", "Rollback to v3", ...
+    pub description: String,
+    /// Processes, health checks and deploy settings this release runs with.
+    pub manifest: Manifest,
 }
 
 /// Asks for a release from an existing image instead of a source upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployImage {
     pub image: String,
+    /// The parsed `paas.toml`, when the user has one; defaults apply otherwise.
+    #[serde(default)]
+    pub manifest: Option<Manifest>,
+}
+
+/// Deploys an earlier release again (as a new release with the same image and settings).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The version to return to; the one before the current when `None`.
+    pub to: Option<u32>,
+}
+
+/// Sets the number of replicas of one process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scale {
+    pub process: String,
+    pub replicas: u32,
+}
+
+/// Replicas per process of an environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Formation {
+    pub app: String,
+    pub env: String,
+    pub processes: std::collections::BTreeMap<String, u32>,
 }
 
 /// One line of deploy progress: build output or a stage of the rollout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployEvent {
     pub seq: u64,
+    /// RFC 3339 time the event was recorded.
+    pub at: String,
     /// `build` for build output, `stage` for rollout progress, `error` for a failure's detail.
     pub kind: String,
     pub text: String,

@@ -2,7 +2,11 @@
 //! agent all go through it, so there is one place that knows URLs and error bodies.
 
 use crate::agent::{BuildLog, BuildResult, NodeReport, RegisterNode, WatchResponse};
-use crate::api::{App, CreateApp, DeployEvents, DeployImage, ErrorBody, Node, Process, Release, WhoAmI};
+use crate::api::{
+    App, CreateApp, DeployEvents, DeployImage, ErrorBody, Formation, Node, Process, Release, Rollback, Scale,
+    WhoAmI,
+};
+use crate::manifest::Manifest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
@@ -117,9 +121,31 @@ impl Client {
     }
 
     /// Starts a release that runs an existing image.
-    pub async fn deploy_image(&self, app: &str, env: &str, image: &str) -> Result<Release, ClientError> {
-        let body = DeployImage { image: image.to_string() };
+    pub async fn deploy_image(
+        &self,
+        app: &str,
+        env: &str,
+        image: &str,
+        manifest: Option<Manifest>,
+    ) -> Result<Release, ClientError> {
+        let body = DeployImage { image: image.to_string(), manifest };
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/deploys"), &body).await
+    }
+
+    /// Starts a release that runs an earlier one's image and settings again.
+    pub async fn rollback(&self, app: &str, env: &str, to: Option<u32>) -> Result<Release, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/rollback"), &Rollback { to }).await
+    }
+
+    pub async fn scale(
+        &self,
+        app: &str,
+        env: &str,
+        process: &str,
+        replicas: u32,
+    ) -> Result<Formation, ClientError> {
+        let body = Scale { process: process.to_string(), replicas };
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/scale"), &body).await
     }
 
     /// Deploy progress after event `after`; blocks up to `wait` for new events.

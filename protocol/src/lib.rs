@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod api;
 pub mod client;
+pub mod manifest;
 pub mod names;
 
 pub use client::{Client, ClientError};

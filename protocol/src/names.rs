@@ -84,6 +84,21 @@ macro_rules! name_type {
 name_type!(AppName, "app");
 name_type!(EnvName, "environment");
 
+/// Process names (`web`, `worker`) become part of container names: lowercase letters, digits
+/// and '-', starting with a letter, at most 20 characters.
+pub fn check_process(name: &str) -> Result<(), NameError> {
+    let err = |reason| NameError { kind: "process", name: name.to_string(), reason };
+    if name.is_empty() || name.len() > 20 {
+        return Err(err("it must be 1 to 20 characters long"));
+    }
+    if !name.as_bytes()[0].is_ascii_lowercase()
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err("use lowercase letters, digits and '-', starting with a letter"));
+    }
+    Ok(())
+}
+
 /// Node names become Docker label values and URL path segments: same rules as apps, but up
 /// to 63 characters.
 pub fn check_node(name: &str) -> Result<(), NameError> {

@@ -91,7 +91,7 @@ fn a_killed_container_is_restarted_and_a_restarted_platform_adopts_running_conta
 
 #[test]
 fn bad_input_gets_clear_errors_and_disturbs_nothing() {
-    let mut p = Platform::start_with(&["--deploy-timeout", "30"]);
+    let mut p = Platform::start();
     let app = p.app_name("hello");
     p.paas(&["apps", "create", &app]).expect_ok();
     let src = paas_tests::example_copy("hello");

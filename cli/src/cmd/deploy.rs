@@ -1,14 +1,15 @@
 //! `paas deploy`: packs and uploads the source (or names an image), then follows the deploy,
 //! printing build output and rollout stages, and ends with the URL or the reason it failed.
 
-use crate::args::{DeployArgs, Global, Output};
+use crate::args::{DeployArgs, Global, Output, RollbackArgs};
 use crate::bundle;
 use anyhow::Context;
 use futures_util::stream;
-use protocol::api::ReleaseStatus;
+use protocol::api::{Release, ReleaseStatus};
+use protocol::manifest::{self, Manifest};
 use protocol::{AppName, EnvName};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -19,38 +20,120 @@ pub async fn exec(g: &Global, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     let human = g.output == Output::Text;
     let started = Instant::now();
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    // Checked here so a bad manifest fails before any upload; the server checks it again.
+    let manifest = read_manifest(&dir, env.as_str())?;
     let release = match &args.image {
         Some(image) => {
-            anyhow::ensure!(args.dir.is_none(), "give either a directory to build or --image, not both");
-            client.deploy_image(app.as_str(), env.as_str(), image).await?
+            let image = image.clone();
+            let manifest = manifest.clone();
+            start(args.wait, human, || {
+                client.deploy_image(app.as_str(), env.as_str(), &image, manifest.clone())
+            })
+            .await?
         }
         None => {
-            let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
             let b = bundle::pack(&dir)?;
-            let total = b.bytes.len();
-            if human {
-                eprint!("-----> Uploading {} ({} files, {})", dir.display(), b.files, human_bytes(total));
-            }
-            let body = upload_body(b.bytes, human);
-            let release = client.deploy_source(app.as_str(), env.as_str(), body).await;
-            if human {
-                eprintln!();
-            }
-            release?
+            let bytes = bytes::Bytes::from(b.bytes);
+            start(args.wait, human, || {
+                if human {
+                    eprint!(
+                        "-----> Uploading {} ({} files, {})",
+                        dir.display(),
+                        b.files,
+                        human_bytes(bytes.len())
+                    );
+                }
+                let body = upload_body(bytes.clone(), human);
+                let (client, app, env) = (&client, &app, &env);
+                async move {
+                    let r = client.deploy_source(app.as_str(), env.as_str(), body).await;
+                    if human {
+                        eprintln!();
+                    }
+                    r
+                }
+            })
+            .await?
         }
     };
-    if human {
-        eprintln!("-----> Release v{} of {app}/{env}", release.version);
-    }
     if args.detach {
         crate::output::emit(g.output, &release, |r| println!("Deploy of v{} started", r.version))?;
         return Ok(ExitCode::SUCCESS);
     }
+    follow(g, &client, &release, started).await
+}
 
+pub async fn rollback(g: &Global, args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let (app, env) = (AppName::new(args.target.app.as_str())?, EnvName::new(args.target.env.as_str())?);
+    let to = match &args.to {
+        Some(v) => Some(
+            v.trim_start_matches('v')
+                .parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("--to {v:?} is not a release version like 3 or v3"))?,
+        ),
+        None => None,
+    };
+    let client = super::client(g)?;
+    let started = Instant::now();
+    let human = g.output == Output::Text;
+    let release = start(args.wait, human, || client.rollback(app.as_str(), env.as_str(), to)).await?;
+    follow(g, &client, &release, started).await
+}
+
+/// `paas.toml` of `dir` parsed for `env`, if there is one.
+fn read_manifest(dir: &Path, env: &str) -> anyhow::Result<Option<Manifest>> {
+    let path = dir.join("paas.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(manifest::parse(&text, env)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Starts a release; with `wait`, retries while another deploy of the environment runs.
+async fn start<F, Fut>(wait: bool, human: bool, mut call: F) -> anyhow::Result<Release>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Release, protocol::ClientError>>,
+{
+    let mut told = false;
+    loop {
+        match call().await {
+            Err(e) if wait && e.status == Some(409) && e.message.contains("in progress") => {
+                if human && !told {
+                    eprintln!("-----> {}; waiting", e.message.split(';').next().unwrap_or(&e.message));
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => {
+                let release = other?;
+                if human {
+                    eprintln!(
+                        "-----> Release v{} of {}/{}: {}",
+                        release.version, release.app, release.env, release.description
+                    );
+                }
+                return Ok(release);
+            }
+        }
+    }
+}
+
+/// Streams the deploy's progress until it ends; the exit code says how it ended.
+async fn follow(
+    g: &Global,
+    client: &protocol::Client,
+    release: &Release,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    let human = g.output == Output::Text;
+    let (app, env) = (release.app.as_str(), release.env.as_str());
     let mut after = 0;
     loop {
         let page = client
-            .deploy_events(app.as_str(), env.as_str(), release.version, after, Duration::from_secs(30))
+            .deploy_events(app, env, release.version, after, Duration::from_secs(30))
             .await
             .context("following the deploy")?;
         after = page.next;
@@ -82,9 +165,8 @@ pub async fn exec(g: &Global, args: DeployArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The upload as a stream of chunks, printing progress dots as they go out.
-fn upload_body(bytes: Vec<u8>, progress: bool) -> reqwest::Body {
-    let total = bytes.len();
-    let data = bytes::Bytes::from(bytes);
+fn upload_body(data: bytes::Bytes, progress: bool) -> reqwest::Body {
+    let total = data.len();
     let chunks: Vec<bytes::Bytes> =
         (0..total).step_by(CHUNK).map(|i| data.slice(i..(i + CHUNK).min(total))).collect();
     let n = chunks.len();

@@ -19,7 +19,7 @@ pub async fn releases(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
                 vec![
                     format!("v{}", r.version),
                     r.status.as_str().to_string(),
-                    r.source.clone(),
+                    r.description.clone(),
                     short_image(&r.image_id),
                     r.created_at.clone(),
                     r.created_by.clone(),
@@ -27,7 +27,7 @@ pub async fn releases(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        table(&["VERSION", "STATUS", "SOURCE", "IMAGE", "CREATED", "BY", "ERROR"], &rows);
+        table(&["VERSION", "STATUS", "DESCRIPTION", "IMAGE", "CREATED", "BY", "ERROR"], &rows);
     })?;
     Ok(ExitCode::SUCCESS)
 }

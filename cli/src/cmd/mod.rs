@@ -4,6 +4,7 @@ mod apps;
 mod deploy;
 mod info;
 mod login;
+mod scale;
 mod up;
 
 use crate::args::{Cli, Command, Global};
@@ -22,6 +23,8 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apps(cmd) => apps::exec(&g, cmd).await,
         Command::Deploy(args) => deploy::exec(&g, args).await,
         Command::Releases(target) => info::releases(&g, target).await,
+        Command::Rollback(args) => deploy::rollback(&g, args).await,
+        Command::Scale(args) => scale::exec(&g, args).await,
         Command::Ps(target) => info::ps(&g, target).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
     }

@@ -5,7 +5,6 @@ use crate::config::{self, CliConfig};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,18 +38,12 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         Some(d) => d.clone(),
         None => config::default_data_dir("paas")?,
     };
-    anyhow::ensure!(data.deploy_timeout > 0, "--deploy-timeout must be at least 1 second");
     anyhow::ensure!(
         !data.base_domain.is_empty() && !data.base_domain.starts_with('.'),
         "--base-domain {:?} is not a domain name",
         data.base_domain
     );
-    Ok(control_plane::Config {
-        data_dir,
-        base_domain: data.base_domain.to_lowercase(),
-        ingress_http_port,
-        deploy_timeout: Duration::from_secs(data.deploy_timeout),
-    })
+    Ok(control_plane::Config { data_dir, base_domain: data.base_domain.to_lowercase(), ingress_http_port })
 }
 
 fn node_name(opts: &NodeOpts) -> String {

@@ -25,13 +25,19 @@ pub(super) async fn app_view(state: &AppState, name: &str, created_at: String) -
     let mut envs = Vec::new();
     for e in state.store.list_envs(name).await? {
         let instances = state.store.instances_for_env(name, &e.name).await?;
-        let healthy =
-            instances.iter().filter(|i| Some(i.release) == e.current_release && i.healthy).count() as u32;
+        let healthy = instances
+            .iter()
+            .filter(|i| Some(i.release) == e.current_release && i.process == "web" && i.healthy)
+            .count() as u32;
+        let replicas = match e.current_release {
+            Some(v) => e.replicas(&state.store.get_release(name, &e.name, v).await?.manifest, "web"),
+            None => e.formation.get("web").copied().unwrap_or(1),
+        };
         let status = if e.target_release.is_some() {
             "deploying"
         } else if e.current_release.is_none() {
             "idle"
-        } else if healthy < e.replicas {
+        } else if healthy < replicas {
             "degraded"
         } else {
             "running"
@@ -42,7 +48,7 @@ pub(super) async fn app_view(state: &AppState, name: &str, created_at: String) -
             current_release: e.current_release,
             target_release: e.target_release,
             status: status.to_string(),
-            replicas: e.replicas,
+            replicas,
             healthy_replicas: healthy,
             name: e.name,
         });

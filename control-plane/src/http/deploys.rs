@@ -4,7 +4,8 @@
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::{assign, deploy};
+use crate::store::NewRelease;
+use crate::{assign, deploy, source};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -12,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use protocol::api::{DeployEvents, DeployImage, Process, Release};
+use protocol::manifest;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,8 +40,16 @@ async fn create(
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let node = assign::build_node(&state).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let new = |source: &str, manifest, description: String| NewRelease {
+        source: source.to_string(),
+        created_by: caller.user.clone(),
+        build_node: node.clone(),
+        manifest,
+        description,
+        image_id: None,
+    };
     let release = if content_type.starts_with("application/json") {
-        let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        let bytes = axum::body::to_bytes(req.into_body(), 256 * 1024)
             .await
             .map_err(|e| ApiError::BadRequest(format!("reading the request failed: {e}")))?;
         let body: DeployImage = serde_json::from_slice(&bytes)
@@ -48,7 +58,10 @@ async fn create(
         if image.is_empty() || image.chars().any(char::is_whitespace) || image == "build" {
             return Err(ApiError::Unprocessable(format!("{image:?} is not an image reference")));
         }
-        state.store.create_release(&app, &env, image, &caller.user, &node).await?
+        let manifest = body.manifest.unwrap_or_default();
+        manifest::validate(&manifest).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        let n = new(image, manifest, format!("Deploy of image {image}"));
+        state.store.create_release(&app, &env, &n).await?
     } else if content_type.starts_with("application/gzip") {
         // Stream the upload to disk first so a broken upload never creates a release.
         let dir = state.sources_dir().join(&app).join(&env);
@@ -58,7 +71,19 @@ async fn create(
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
-        match state.store.create_release(&app, &env, "build", &caller.user, &node).await {
+        let (path, env_name) = (tmp.clone(), env.clone());
+        let parsed = tokio::task::spawn_blocking(move || source::manifest_from_bundle(&path, &env_name))
+            .await
+            .map_err(anyhow::Error::from)?;
+        let manifest = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(ApiError::Unprocessable(e.to_string()));
+            }
+        };
+        let n = new("build", manifest, "Deploy of a source upload".into());
+        match state.store.create_release(&app, &env, &n).await {
             Ok(r) => {
                 tokio::fs::rename(&tmp, dir.join(format!("{}.tar.gz", r.version)))
                     .await

@@ -6,6 +6,7 @@ mod apps;
 pub mod auth;
 mod deploys;
 pub mod error;
+mod formation;
 mod nodes;
 
 use crate::state::AppState;
@@ -16,6 +17,7 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
     let api = Router::new()
         .merge(apps::routes())
         .merge(deploys::routes())
+        .merge(formation::routes())
         .merge(nodes::routes())
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), auth::require_user));

@@ -7,10 +7,21 @@ use sqlx::Row;
 pub struct EnvRow {
     pub app: String,
     pub name: String,
-    pub replicas: u32,
-    pub port: u16,
     pub current_release: Option<u32>,
     pub target_release: Option<u32>,
+    /// Replicas per process set with `scale`; they override the manifest's counts.
+    pub formation: std::collections::BTreeMap<String, u32>,
+}
+
+impl EnvRow {
+    /// How many replicas of `process` run: `scale` wins over the manifest.
+    pub fn replicas(&self, manifest: &protocol::manifest::Manifest, process: &str) -> u32 {
+        self.formation
+            .get(process)
+            .copied()
+            .or_else(|| manifest.processes.get(process).map(|p| p.replicas))
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -25,10 +36,9 @@ fn env_row(r: &sqlx::sqlite::SqliteRow) -> EnvRow {
     EnvRow {
         app: r.get("app"),
         name: r.get("name"),
-        replicas: r.get::<i64, _>("replicas") as u32,
-        port: r.get::<i64, _>("port") as u16,
         current_release: r.get::<Option<i64>, _>("current_release").map(|v| v as u32),
         target_release: r.get::<Option<i64>, _>("target_release").map(|v| v as u32),
+        formation: serde_json::from_str(&r.get::<String, _>("formation")).unwrap_or_default(),
     }
 }
 

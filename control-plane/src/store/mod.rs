@@ -5,7 +5,7 @@ mod apps;
 mod releases;
 
 pub use apps::{EnvRow, NodeRow};
-pub use releases::{InstanceRow, ReleaseRow};
+pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -28,7 +28,8 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Embedded migrations, applied in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/0001_initial.sql"), include_str!("../../migrations/0002_manifest.sql")];
 
 #[derive(Clone)]
 pub struct Store {

@@ -7,6 +7,19 @@ use sqlx::Row;
 
 pub type ReleaseRow = Release;
 
+/// What a new release is made of.
+pub struct NewRelease {
+    /// `build`, or the image reference deployed.
+    pub source: String,
+    pub created_by: String,
+    /// Node that builds or resolves the image (unused when `image_id` is known already).
+    pub build_node: String,
+    pub manifest: protocol::manifest::Manifest,
+    pub description: String,
+    /// Known up front for rollbacks: the earlier release's image.
+    pub image_id: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
     pub name: String,
@@ -26,7 +39,10 @@ pub struct InstanceRow {
 
 fn release_row(r: &sqlx::sqlite::SqliteRow) -> Release {
     let status: String = r.get("status");
+    let manifest: String = r.get("manifest");
     Release {
+        description: r.get("description"),
+        manifest: serde_json::from_str(&manifest).unwrap_or_default(),
         app: r.get("app"),
         env: r.get("env"),
         version: r.get::<i64, _>("version") as u32,
@@ -83,14 +99,7 @@ impl InstanceRow {
 impl Store {
     /// Records a new release in `building` state. Refuses while another deploy of the same
     /// environment is unfinished, so two deploys never race for one environment.
-    pub async fn create_release(
-        &self,
-        app: &str,
-        env: &str,
-        source: &str,
-        created_by: &str,
-        build_node: &str,
-    ) -> Result<Release> {
+    pub async fn create_release(&self, app: &str, env: &str, new: &NewRelease) -> Result<Release> {
         let mut tx = self.write_tx().await?;
         let busy: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM releases WHERE app = ? AND env = ? AND status IN ('building', 'deploying')",
@@ -111,17 +120,22 @@ impl Store {
         .bind(env)
         .fetch_one(&mut *tx)
         .await?;
+        let manifest = serde_json::to_string(&new.manifest).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query(
-            "INSERT INTO releases (app, env, version, status, source, build_node, created_at, created_by)
-             VALUES (?, ?, ?, 'building', ?, ?, ?, ?)",
+            "INSERT INTO releases (app, env, version, status, source, build_node, created_at, created_by,
+                                   image_id, manifest, description)
+             VALUES (?, ?, ?, 'building', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(app)
         .bind(env)
         .bind(version)
-        .bind(source)
-        .bind(build_node)
+        .bind(&new.source)
+        .bind(&new.build_node)
         .bind(now())
-        .bind(created_by)
+        .bind(&new.created_by)
+        .bind(&new.image_id)
+        .bind(manifest)
+        .bind(&new.description)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -202,6 +216,43 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the replicas of one process: records the formation, places added replicas and
+    /// unassigns the ones past the new count (agents drain and remove them).
+    pub async fn scale(
+        &self,
+        app: &str,
+        env: &str,
+        process: &str,
+        replicas: u32,
+        added: &[InstanceRow],
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let formation: String = sqlx::query_scalar("SELECT formation FROM envs WHERE app = ? AND name = ?")
+            .bind(app)
+            .bind(env)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut formation: std::collections::BTreeMap<String, u32> =
+            serde_json::from_str(&formation).unwrap_or_default();
+        formation.insert(process.to_string(), replicas);
+        sqlx::query("UPDATE envs SET formation = ? WHERE app = ? AND name = ?")
+            .bind(serde_json::to_string(&formation).unwrap_or_else(|_| "{}".into()))
+            .bind(app)
+            .bind(env)
+            .execute(&mut *tx)
+            .await?;
+        insert_instances(&mut tx, added).await?;
+        sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND process = ? AND replica > ?")
+            .bind(app)
+            .bind(env)
+            .bind(process)
+            .bind(replicas)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Places the containers of a release being rolled out and marks it the environment's target.
     pub async fn start_rollout(
         &self,
@@ -211,22 +262,7 @@ impl Store {
         instances: &[InstanceRow],
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        for i in instances {
-            sqlx::query(
-                "INSERT OR REPLACE INTO instances (name, app, env, process, release, replica, node, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&i.name)
-            .bind(&i.app)
-            .bind(&i.env)
-            .bind(&i.process)
-            .bind(i.release)
-            .bind(i.replica)
-            .bind(&i.node)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_instances(&mut tx, instances).await?;
         sqlx::query("UPDATE releases SET status = 'deploying' WHERE app = ? AND env = ? AND version = ?")
             .bind(app)
             .bind(env)
@@ -243,10 +279,9 @@ impl Store {
         Ok(())
     }
 
-    /// The switch: `version` becomes the served release, the previous one is superseded and its
-    /// containers are unassigned (agents drain and remove them). The release itself turns
-    /// `active` once the ingress nodes confirm (see `deploy`).
-    pub async fn finish_rollout(&self, app: &str, env: &str, version: u32) -> Result<()> {
+    /// The switch: `version` becomes the served release and the previous one is superseded. Old
+    /// containers stay assigned until the ingress nodes confirm ([`Self::retire_others`]).
+    pub async fn switch_release(&self, app: &str, env: &str, version: u32) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE releases SET status = 'superseded' WHERE app = ? AND env = ? AND status = 'active'",
@@ -255,25 +290,24 @@ impl Store {
         .bind(env)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE releases SET status = 'active' WHERE app = ? AND env = ? AND version = ?")
-            .bind(app)
-            .bind(env)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("UPDATE envs SET current_release = ?, target_release = NULL WHERE app = ? AND name = ?")
             .bind(version)
             .bind(app)
             .bind(env)
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Unassigns the containers of every release but `version` (agents drain and remove them).
+    pub async fn retire_others(&self, app: &str, env: &str, version: u32) -> Result<()> {
         sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND release != ?")
             .bind(app)
             .bind(env)
             .bind(version)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -417,7 +451,7 @@ impl Store {
         after: u64,
     ) -> Result<Vec<DeployEvent>> {
         let rows = sqlx::query(
-            "SELECT seq, kind, text FROM deploy_events WHERE app = ? AND env = ? AND version = ? AND seq > ?
+            "SELECT seq, kind, text, at FROM deploy_events WHERE app = ? AND env = ? AND version = ? AND seq > ?
              ORDER BY seq LIMIT 1000",
         )
         .bind(app)
@@ -430,9 +464,30 @@ impl Store {
             .iter()
             .map(|r| DeployEvent {
                 seq: r.get::<i64, _>("seq") as u64,
+                at: r.get("at"),
                 kind: r.get("kind"),
                 text: r.get("text"),
             })
             .collect())
     }
+}
+
+async fn insert_instances(tx: &mut sqlx::SqliteConnection, instances: &[InstanceRow]) -> Result<()> {
+    for i in instances {
+        sqlx::query(
+            "INSERT OR REPLACE INTO instances (name, app, env, process, release, replica, node, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&i.name)
+        .bind(&i.app)
+        .bind(&i.env)
+        .bind(&i.process)
+        .bind(i.release)
+        .bind(i.replica)
+        .bind(&i.node)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! replicas of an app. This file owns the route table ([`IngressHandle`]) and the accept loop with
 //! graceful shutdown; forwarding lives in `proxy`, the built-in error pages in `pages`.
 
+mod inflight;
 mod pages;
 mod proxy;
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub struct IngressHandle {
     // Readers clone the inner `Arc` and drop the lock at once, so a request always works on one
     // complete table and `set_routes` swaps the whole table in a single write.
     table: Arc<RwLock<Arc<Table>>>,
+    inflight: Arc<inflight::InFlight>,
 }
 
 #[derive(Default)]
@@ -52,7 +54,7 @@ pub(crate) struct RouteEntry {
 
 impl IngressHandle {
     pub fn new() -> Self {
-        Self { table: Arc::new(RwLock::new(Arc::new(Table::default()))) }
+        Self { table: Arc::new(RwLock::new(Arc::new(Table::default()))), inflight: Arc::default() }
     }
 
     /// Atomically replaces the whole route table.
@@ -71,6 +73,11 @@ impl IngressHandle {
         }
         let table = Arc::new(Table { by_host, routes: routes.to_vec() });
         *self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+    }
+
+    /// Requests (and WebSocket tunnels) this ingress has open to `backend` (`addr:port`).
+    pub fn in_flight(&self, backend: &str) -> usize {
+        self.inflight.get(backend)
     }
 
     pub fn routes(&self) -> Vec<Route> {

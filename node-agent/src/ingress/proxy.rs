@@ -1,6 +1,7 @@
 //! Forwarding of one request to a backend: backend choice and failover, proxy header rewriting,
 //! body streaming and HTTP upgrade (WebSocket) tunnelling.
 
+use super::inflight::{Guard, GuardedBody};
 use super::{normalize_host, pages, IngressHandle};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, UPGRADE};
@@ -103,8 +104,9 @@ impl Proxy {
             *out.version_mut() = Version::HTTP_11;
             *out.headers_mut() = headers.clone();
 
+            let guard = self.handle.inflight.enter(backend);
             match self.client.request(out).await {
-                Ok(resp) => return self.respond(resp, client_upgrade, &host, backend, &route.app),
+                Ok(resp) => return self.respond(resp, client_upgrade, &host, backend, &route.app, guard),
                 Err(err) => {
                     // A failed connect sent nothing, so even a request with a body can go elsewhere
                     // as long as nobody started reading that body.
@@ -129,6 +131,7 @@ impl Proxy {
         host: &str,
         backend: &str,
         app: &str,
+        guard: Guard,
     ) -> Response<RespBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -142,11 +145,11 @@ impl Proxy {
             if let Some(protocol) = protocol {
                 resp.headers_mut().insert(UPGRADE, protocol);
             }
-            spawn_tunnel(client_upgrade, backend_upgrade, self.tunnels.clone(), host, backend);
-        } else {
-            strip_hop_by_hop(resp.headers_mut());
+            spawn_tunnel(client_upgrade, backend_upgrade, self.tunnels.clone(), host, backend, guard);
+            return resp.map(|body| body.boxed_unsync());
         }
-        resp.map(|body| body.boxed_unsync())
+        strip_hop_by_hop(resp.headers_mut());
+        resp.map(|inner| GuardedBody { inner, guard: Some(guard) }.boxed_unsync())
     }
 }
 
@@ -157,9 +160,12 @@ fn spawn_tunnel(
     stop: CancellationToken,
     host: &str,
     backend_addr: &str,
+    guard: Guard,
 ) {
     let (host, backend_addr) = (host.to_owned(), backend_addr.to_owned());
     tokio::spawn(async move {
+        // The tunnel counts as in flight until it closes.
+        let _guard = guard;
         let (client, backend) = match tokio::try_join!(client, backend) {
             Ok(pair) => pair,
             Err(err) => {

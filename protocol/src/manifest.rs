@@ -1,0 +1,394 @@
+//! The `paas.toml` manifest: processes (command, port, replicas), health checks, deploy settings
+//! and per-environment overrides. Parsing is here, with no IO, so the CLI (before upload) and the
+//! control plane (from a pushed or uploaded source) report the same errors, naming line and key.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a release runs: every process and how to check and roll it out. Stored with the release
+/// (the formation snapshot), so a rollback runs exactly what ran before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub processes: BTreeMap<String, ProcessSpec>,
+    pub deploy: DeploySettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// argv; `None` runs the image's own command.
+    pub command: Option<Vec<String>>,
+    /// Port the process listens on (`PORT`); only `web` is routed by the ingress.
+    pub port: u16,
+    pub replicas: u32,
+    pub healthcheck: HealthCheck,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Probe {
+    /// The port accepts TCP connections.
+    Tcp,
+    /// `GET path` answers `expect_status` (any 2xx/3xx when `None`).
+    Http { path: String, expect_status: Option<u16> },
+    /// The command, run inside the container, exits 0.
+    Command { command: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive passes before a replica counts as healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before a healthy replica is taken out of rotation.
+    pub unhealthy_threshold: u32,
+    /// Failures in this window after a start do not count against the replica.
+    pub start_period_ms: u64,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            probe: Probe::Tcp,
+            interval_ms: 2_000,
+            timeout_ms: 2_000,
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            start_period_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySettings {
+    /// How long new replicas may take to become healthy.
+    pub timeout_ms: u64,
+    /// After all new replicas are healthy, they must stay up this long before the switch.
+    pub stability_window_ms: u64,
+    /// How long retired replicas get to finish in-flight requests before SIGTERM.
+    pub drain_timeout_ms: u64,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace_ms: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 120_000,
+            stability_window_ms: 3_000,
+            drain_timeout_ms: 30_000,
+            stop_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        let web = ProcessSpec {
+            command: None,
+            port: crate::DEFAULT_PORT,
+            replicas: 1,
+            healthcheck: HealthCheck::default(),
+        };
+        Self { processes: BTreeMap::from([("web".to_string(), web)]), deploy: DeploySettings::default() }
+    }
+}
+
+impl Manifest {
+    pub fn web(&self) -> Option<&ProcessSpec> {
+        self.processes.get("web")
+    }
+}
+
+/// Why a manifest was refused: says where, when the TOML parser knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("paas.toml{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct ManifestError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+// --- the file format (what users write) ---
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    processes: BTreeMap<String, FileProcess>,
+    #[serde(default)]
+    deploy: FileDeploy,
+    /// Per-environment overrides, same shape as the top level.
+    #[serde(default)]
+    env: BTreeMap<String, FileOverride>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileOverride {
+    #[serde(default)]
+    processes: BTreeMap<String, FileProcess>,
+    #[serde(default)]
+    deploy: FileDeploy,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileProcess {
+    command: Option<Vec<String>>,
+    port: Option<u16>,
+    replicas: Option<u32>,
+    healthcheck: Option<FileHealth>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    path: Option<String>,
+    expect_status: Option<u16>,
+    command: Option<Vec<String>>,
+    interval: Option<DurationValue>,
+    timeout: Option<DurationValue>,
+    healthy_threshold: Option<u32>,
+    unhealthy_threshold: Option<u32>,
+    start_period: Option<DurationValue>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileDeploy {
+    timeout: Option<DurationValue>,
+    stability_window: Option<DurationValue>,
+    drain_timeout: Option<DurationValue>,
+    stop_grace: Option<DurationValue>,
+}
+
+/// `"500ms"`, `"2s"`, `"1m"`, or a number of seconds.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+fn parse_duration(key: &str, v: &DurationValue) -> Result<u64, ManifestError> {
+    let bad = || ManifestError {
+        line: None,
+        message: format!("{key} must be a duration like \"500ms\", \"2s\" or \"1m\""),
+    };
+    match v {
+        DurationValue::Seconds(s) => Ok(s * 1000),
+        DurationValue::Text(t) => {
+            let t = t.trim();
+            let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
+                (n, 1)
+            } else if let Some(n) = t.strip_suffix('s') {
+                (n, 1000)
+            } else if let Some(n) = t.strip_suffix('m') {
+                (n, 60_000)
+            } else {
+                return Err(bad());
+            };
+            num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| bad())
+        }
+    }
+}
+
+/// Parses `paas.toml` for environment `env`: the top level, then `[env.<env>]` on top.
+pub fn parse(text: &str, env: &str) -> Result<Manifest, ManifestError> {
+    let file: File = toml::from_str(text).map_err(|e| ManifestError {
+        line: e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().trim().to_string(),
+    })?;
+    let mut m = Manifest::default();
+    apply(&mut m, &file.processes, &file.deploy, "")?;
+    if let Some(o) = file.env.get(env) {
+        apply(&mut m, &o.processes, &o.deploy, &format!("env.{env}."))?;
+    }
+    validate(&m)?;
+    Ok(m)
+}
+
+fn apply(
+    m: &mut Manifest,
+    processes: &BTreeMap<String, FileProcess>,
+    deploy: &FileDeploy,
+    prefix: &str,
+) -> Result<(), ManifestError> {
+    for (name, p) in processes {
+        crate::names::check_process(name)
+            .map_err(|e| ManifestError { line: None, message: e.to_string() })?;
+        let key = format!("{prefix}processes.{name}");
+        let entry = m.processes.entry(name.clone()).or_insert_with(|| ProcessSpec {
+            command: None,
+            port: crate::DEFAULT_PORT,
+            replicas: 1,
+            healthcheck: HealthCheck::default(),
+        });
+        if let Some(c) = &p.command {
+            if c.is_empty() {
+                return Err(ManifestError {
+                    line: None,
+                    message: format!("{key}.command must not be empty"),
+                });
+            }
+            entry.command = Some(c.clone());
+        }
+        if let Some(port) = p.port {
+            entry.port = port;
+        }
+        if let Some(r) = p.replicas {
+            entry.replicas = r;
+        }
+        if let Some(h) = &p.healthcheck {
+            apply_health(&mut entry.healthcheck, h, &format!("{key}.healthcheck"))?;
+        }
+    }
+    let d = &mut m.deploy;
+    let k = |s: &str| format!("{prefix}deploy.{s}");
+    if let Some(v) = &deploy.timeout {
+        d.timeout_ms = parse_duration(&k("timeout"), v)?;
+    }
+    if let Some(v) = &deploy.stability_window {
+        d.stability_window_ms = parse_duration(&k("stability_window"), v)?;
+    }
+    if let Some(v) = &deploy.drain_timeout {
+        d.drain_timeout_ms = parse_duration(&k("drain_timeout"), v)?;
+    }
+    if let Some(v) = &deploy.stop_grace {
+        d.stop_grace_ms = parse_duration(&k("stop_grace"), v)?;
+    }
+    Ok(())
+}
+
+fn apply_health(h: &mut HealthCheck, f: &FileHealth, key: &str) -> Result<(), ManifestError> {
+    let err = |message: String| ManifestError { line: None, message };
+    let kind = f.kind.as_deref().unwrap_or(match (&f.path, &f.command) {
+        (Some(_), _) => "http",
+        (None, Some(_)) => "command",
+        _ => "tcp",
+    });
+    h.probe = match kind {
+        "tcp" => Probe::Tcp,
+        "http" => {
+            let path = f.path.clone().unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') {
+                return Err(err(format!("{key}.path must start with '/'")));
+            }
+            Probe::Http { path, expect_status: f.expect_status }
+        }
+        "command" => match &f.command {
+            Some(c) if !c.is_empty() => Probe::Command { command: c.clone() },
+            _ => return Err(err(format!("{key}.command is required for a command health check"))),
+        },
+        other => {
+            return Err(err(format!("{key}.type {other:?} is not one of \"http\", \"tcp\", \"command\"")))
+        }
+    };
+    if let Some(v) = &f.interval {
+        h.interval_ms = parse_duration(&format!("{key}.interval"), v)?;
+    }
+    if let Some(v) = &f.timeout {
+        h.timeout_ms = parse_duration(&format!("{key}.timeout"), v)?;
+    }
+    if let Some(v) = &f.start_period {
+        h.start_period_ms = parse_duration(&format!("{key}.start_period"), v)?;
+    }
+    if let Some(n) = f.healthy_threshold {
+        h.healthy_threshold = n;
+    }
+    if let Some(n) = f.unhealthy_threshold {
+        h.unhealthy_threshold = n;
+    }
+    Ok(())
+}
+
+/// Checks what the types alone cannot; also run on manifests that arrive as JSON.
+pub fn validate(m: &Manifest) -> Result<(), ManifestError> {
+    let err = |message: String| Err(ManifestError { line: None, message });
+    if m.web().is_none() {
+        return err("a `web` process is required".into());
+    }
+    for (name, p) in &m.processes {
+        if p.port == 0 {
+            return err(format!("processes.{name}.port must be between 1 and 65535"));
+        }
+        if p.replicas > 100 {
+            return err(format!("processes.{name}.replicas must be at most 100"));
+        }
+        let h = &p.healthcheck;
+        if h.interval_ms < 100 || h.timeout_ms < 100 {
+            return err(format!("processes.{name}.healthcheck interval and timeout must be at least 100ms"));
+        }
+        if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+            return err(format!("processes.{name}.healthcheck thresholds must be at least 1"));
+        }
+    }
+    if m.deploy.timeout_ms < 1000 {
+        return err("deploy.timeout must be at least 1s".into());
+    }
+    Ok(())
+}
+
+impl DeploySettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn stability_window(&self) -> Duration {
+        Duration::from_millis(self.stability_window_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_manifest_is_one_web_process_with_a_tcp_check() {
+        let m = parse("", "production").unwrap();
+        assert_eq!(m, Manifest::default());
+        assert_eq!(m.web().unwrap().healthcheck.probe, Probe::Tcp);
+    }
+
+    #[test]
+    fn parses_processes_health_and_overrides() {
+        let text = r#"
+[processes.web]
+command = ["python3", "app.py"]
+port = 5000
+replicas = 2
+healthcheck = { path = "/healthz", interval = "500ms", unhealthy_threshold = 2, start_period = 3 }
+
+[deploy]
+stability_window = "1s"
+drain_timeout = "5s"
+
+[env.staging.processes.web]
+replicas = 1
+"#;
+        let prod = parse(text, "production").unwrap();
+        let web = prod.web().unwrap();
+        assert_eq!((web.port, web.replicas), (5000, 2));
+        assert_eq!(web.healthcheck.probe, Probe::Http { path: "/healthz".into(), expect_status: None });
+        assert_eq!(web.healthcheck.interval_ms, 500);
+        assert_eq!(web.healthcheck.start_period_ms, 3000);
+        assert_eq!(prod.deploy.stability_window_ms, 1000);
+        assert_eq!(parse(text, "staging").unwrap().web().unwrap().replicas, 1);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let e = parse("[processes.web]\nport = \"eighty\"\n", "production").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().contains("paas.toml line 2"), "{e}");
+        let e = parse("[deploy]\ntimeout = \"soon\"\n", "production").unwrap_err();
+        assert!(e.to_string().contains("deploy.timeout"), "{e}");
+        let e = parse("[processes.web]\nhealthcheck = { type = \"ping\" }\n", "production").unwrap_err();
+        assert!(e.to_string().contains("processes.web.healthcheck.type"), "{e}");
+        let e = parse("[procesess.web]\n", "production").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+}
