@@ -62,7 +62,7 @@ async fn rollback(
     };
     let release = state.store.create_release(&app, &env, &new).await?;
     tracing::info!(app = %app, env = %env, release = release.version, to = target.version, user = %caller.user, "rollback started");
-    state.deploy_event(&app, &env, release.version, "stage", &[new.description.clone()]).await;
+    state.deploy_event(&app, &env, release.version, "stage", std::slice::from_ref(&new.description)).await;
     state.bump();
     deploy::spawn(state.clone(), release.clone());
     Ok((StatusCode::ACCEPTED, Json(release)))
