@@ -25,6 +25,9 @@ def message():
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and
+    # delayed ACKs add ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
 
     def reply(self, status, body):
         body = body.encode()
@@ -42,8 +45,10 @@ class Handler(BaseHTTPRequestHandler):
             seconds = float(parse_qs(url.query).get("seconds", ["3"])[0])
             time.sleep(seconds)
             self.reply(200, f"{message()}\nslow request done after {seconds}s by {socket.gethostname()}\n")
-        else:
+        elif url.path == "/":
             self.reply(200, f"{message()}\nserved by {socket.gethostname()}\n")
+        else:
+            self.reply(404, "not found\n")
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)

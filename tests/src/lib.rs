@@ -3,6 +3,7 @@
 //! only the Docker objects it created (by its node label and its apps' labels).
 
 pub mod http;
+pub mod load;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@ use crate::config::{self, CliConfig};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -80,13 +81,31 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         build_network: args.node.build_network.clone(),
         state_dir: data_dir.join("agent"),
     };
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let node = agent_config.node_name.clone();
+    let client = protocol::Client::new(&api_url, &cp.admin_token);
+    let cp_task = tokio::spawn(cp.serve(api, shutdown.clone()));
+    let agent_task = tokio::spawn(node_agent::run(agent_config, Some(http), shutdown.clone()));
+    // Ready means a deploy works: the local node has registered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if client.nodes().await.is_ok_and(|ns| ns.iter().any(|n| n.name == node)) {
+            break;
+        }
+        if agent_task.is_finished() || cp_task.is_finished() || tokio::time::Instant::now() >= deadline {
+            tracing::warn!("the local node agent has not registered yet");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let ready = serde_json::json!({
         "api_url": api_url,
         "console_url": format!("{api_url}/"),
         "ingress_addr": http_addr.to_string(),
         "data_dir": data_dir,
         "config": if args.no_write_config { None } else { Some(&config_path) },
-        "node": agent_config.node_name,
+        "node": node,
     });
     match g.output {
         Output::Json => println!("{ready}"),
@@ -102,10 +121,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    let cp_task = tokio::spawn(cp.serve(api, shutdown.clone()));
-    let agent_result = node_agent::run(agent_config, Some(http), shutdown.clone()).await;
+    let agent_result = agent_task.await.context("node agent task")?;
     shutdown.cancel();
     let cp_result = cp_task.await.context("control plane task")?;
     agent_result?;

@@ -428,7 +428,7 @@ impl Store {
         for line in lines {
             seq += 1;
             sqlx::query(
-                "INSERT INTO deploy_events (app, env, version, seq, kind, text) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO deploy_events (app, env, version, seq, kind, text, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(app)
             .bind(env)
@@ -436,6 +436,7 @@ impl Store {
             .bind(seq)
             .bind(kind)
             .bind(line)
+            .bind(now())
             .execute(&mut *tx)
             .await?;
         }
