@@ -183,6 +183,10 @@ pub struct DeployArgs {
     /// When another deploy of the environment is in progress, wait for it instead of failing.
     #[arg(long)]
     pub wait: bool,
+    /// Health check of the web process, overriding paas.toml: `http:/PATH`, `tcp`, or
+    /// `command:CMD ARGS` (run in the container, no shell).
+    #[arg(long, value_name = "SPEC")]
+    pub health_check: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -13,7 +13,9 @@ pub struct Bundle {
     pub files: usize,
 }
 
-pub fn pack(dir: &Path) -> anyhow::Result<Bundle> {
+/// Packs `dir`; `manifest`, when given, replaces the directory's `paas.toml` in the bundle
+/// (used when flags override it).
+pub fn pack(dir: &Path, manifest: Option<&str>) -> anyhow::Result<Bundle> {
     let meta =
         std::fs::metadata(dir).with_context(|| format!("cannot read the directory {}", dir.display()))?;
     anyhow::ensure!(meta.is_dir(), "{} is not a directory", dir.display());
@@ -29,7 +31,16 @@ pub fn pack(dir: &Path) -> anyhow::Result<Bundle> {
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
     tar.follow_symlinks(false);
     let mut files = 0;
-    add_dir(&mut tar, dir, "", &ignore, &mut files)?;
+    let skip = if manifest.is_some() { Some("paas.toml") } else { None };
+    add_dir(&mut tar, dir, "", &ignore, skip, &mut files)?;
+    if let Some(text) = manifest {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "paas.toml", text.as_bytes())?;
+        files += 1;
+    }
     let bytes = tar.into_inner()?.finish()?;
     Ok(Bundle { bytes, files })
 }
@@ -39,6 +50,7 @@ fn add_dir(
     root: &Path,
     rel: &str,
     ignore: &DockerIgnore,
+    skip: Option<&str>,
     files: &mut usize,
 ) -> anyhow::Result<()> {
     let dir = root.join(rel);
@@ -50,6 +62,9 @@ fn add_dir(
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
         let kind = entry.file_type()?;
+        if skip == Some(path.as_str()) {
+            continue;
+        }
         if ignore.excluded(&path) && !(rel.is_empty() && ALWAYS.contains(&name.as_str())) {
             // A later `!pattern` may re-include something inside an excluded directory.
             if !(kind.is_dir() && might_reinclude(ignore, &path)) {
@@ -57,7 +72,7 @@ fn add_dir(
             }
         }
         if kind.is_dir() {
-            add_dir(tar, root, &path, ignore, files)?;
+            add_dir(tar, root, &path, ignore, None, files)?;
         } else if kind.is_file() || kind.is_symlink() {
             tar.append_path_with_name(entry.path(), &path).with_context(|| format!("adding {path}"))?;
             *files += 1;
@@ -85,7 +100,7 @@ mod tests {
         std::fs::write(dir.join("app.py"), "print()\n").unwrap();
         std::fs::write(dir.join("db.secret"), "x").unwrap();
         std::fs::write(dir.join("logs/a.log"), "x").unwrap();
-        let bundle = pack(&dir).unwrap();
+        let bundle = pack(&dir, None).unwrap();
         let mut names = Vec::new();
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bundle.bytes[..]));
         for e in archive.entries().unwrap() {
@@ -103,7 +118,7 @@ mod tests {
     fn a_directory_without_dockerfile_is_refused() {
         let dir = std::env::temp_dir().join(format!("paas-bundle-nodf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let err = pack(&dir).err().unwrap().to_string();
+        let err = pack(&dir, None).err().unwrap().to_string();
         assert!(err.contains("no Dockerfile"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

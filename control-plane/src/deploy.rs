@@ -13,6 +13,8 @@ use tracing::Instrument;
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long the switch waits for ingress nodes to apply the new route table.
 const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
+/// How long the end of a stability window waits for the agents' next observation.
+const FRESH_REPORT: Duration = Duration::from_secs(15);
 /// A new replica that restarted this often while the deploy waits is crash-looping.
 const CRASH_LOOP_RESTARTS: u32 = 3;
 
@@ -207,8 +209,10 @@ async fn stay_healthy(
     window: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + window;
+    let window_end_ms = unix_ms() + window.as_millis() as u64;
     let start = release_instances(state, app, env, version).await?;
     let mut rx = state.subscribe();
+    let mut fresh = false;
     loop {
         let mine = release_instances(state, app, env, version).await?;
         let bad = mine.iter().find(|i| {
@@ -230,8 +234,27 @@ async fn stay_healthy(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(());
+            if fresh {
+                return Ok(());
+            }
+            // A busy node may not have looked yet: judge the window only on what the agents
+            // saw after it ended, so a crash late in the window is not missed.
+            let mut nodes: Vec<String> = mine.iter().map(|i| i.node.clone()).collect();
+            nodes.sort();
+            nodes.dedup();
+            let late = state.wait_observed(&nodes, window_end_ms, FRESH_REPORT).await;
+            anyhow::ensure!(
+                late.is_empty(),
+                "node(s) {} did not report on release v{version} after its stability window",
+                late.join(", ")
+            );
+            fresh = true;
+            continue;
         }
         let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), rx.changed()).await;
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -19,6 +19,8 @@ pub struct AppState {
     /// Per node, the highest state index it has applied (it asks to watch past it only after
     /// applying it). A deploy is reported live once every ingress node applied the switch.
     applied: Arc<watch::Sender<HashMap<String, u64>>>,
+    /// Per node, when (agent clock, unix ms) its latest report looked at Docker.
+    observed: Arc<watch::Sender<HashMap<String, u64>>>,
 }
 
 impl AppState {
@@ -32,6 +34,7 @@ impl AppState {
             index: Arc::new(watch::channel(start).0),
             events: Arc::new(watch::channel(0).0),
             applied: Arc::new(watch::channel(HashMap::new()).0),
+            observed: Arc::new(watch::channel(HashMap::new()).0),
         }
     }
 
@@ -64,6 +67,25 @@ impl AppState {
     pub async fn wait_past(&self, index: u64, wait: Duration) {
         let mut rx = self.subscribe();
         let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > index)).await;
+    }
+
+    pub fn node_observed(&self, node: &str, at_ms: u64) {
+        self.observed.send_if_modified(|m| {
+            let entry = m.entry(node.to_string()).or_default();
+            let newer = at_ms > *entry;
+            *entry = (*entry).max(at_ms);
+            newer
+        });
+    }
+
+    /// Waits until every node in `nodes` reported an observation made at or after `at_ms`;
+    /// returns the ones that did not within `wait`.
+    pub async fn wait_observed(&self, nodes: &[String], at_ms: u64, wait: Duration) -> Vec<String> {
+        let mut rx = self.observed.subscribe();
+        let all = |m: &HashMap<String, u64>| nodes.iter().all(|n| m.get(n).is_some_and(|t| *t >= at_ms));
+        let _ = tokio::time::timeout(wait, rx.wait_for(all)).await;
+        let m = rx.borrow();
+        nodes.iter().filter(|n| m.get(*n).is_none_or(|t| *t < at_ms)).cloned().collect()
     }
 
     /// Records that `node` applied the state at `index`.

@@ -115,6 +115,9 @@ impl Reconciler {
         while let Ok(name) = self.removed_rx.try_recv() {
             self.removing.remove(&name);
         }
+        let observed_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let observed: HashMap<String, Observed> =
             self.docker.list().await?.into_iter().map(|o| (o.name.clone(), o)).collect();
         // Until the first assignment arrives, only observe: after a restart the agent adopts
@@ -148,7 +151,9 @@ impl Reconciler {
                 }
             })
             .collect();
-        let report = NodeReport { containers };
+        let report = NodeReport { containers, observed_at_ms };
+        // Only a change wakes the reporter at once; the fresh observation time goes out with
+        // the next heartbeat.
         self.reports.send_if_modified(|r| {
             let changed = r.containers != report.containers;
             *r = report;

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 /// How long one watch blocks on the server; below the node-ready window so it doubles as the
 /// heartbeat.
 const WATCH_WAIT: Duration = Duration::from_secs(20);
-/// Reports go out on change, and at least this often as a heartbeat.
-const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// Reports go out on change, and at least this often as a heartbeat (deploys wait for a fresh
+/// one at the end of their stability window).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Syncer {
     pub client: Client,

@@ -100,6 +100,10 @@ pub struct BuildResult {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeReport {
     pub containers: Vec<ContainerStatus>,
+    /// When the agent looked at Docker for this report (unix ms, agent clock), so a deploy can
+    /// insist on an observation made after its stability window ended.
+    #[serde(default)]
+    pub observed_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

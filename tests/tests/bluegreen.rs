@@ -147,10 +147,12 @@ fn releases_that_fail_health_checks_or_crash_never_take_traffic() {
     let v1 = hosts(&app, 1);
     let load = Load::start(&p.ingress, &p.host(&app), 1);
 
+    // The flag overrides the manifest's probe (and keeps its interval).
     let never = manifest_dir(
-        "[processes.web]\nhealthcheck = { path = \"/nope\", interval = \"500ms\" }\n[deploy]\ntimeout = \"6s\"\n",
+        "[processes.web]\nhealthcheck = { path = \"/healthz\", interval = \"500ms\" }\n[deploy]\ntimeout = \"6s\"\n",
     );
-    let out = p.paas(&["deploy", never.path().to_str().unwrap(), "--app", &app, "--image", &image]);
+    let dir = never.path().to_str().unwrap();
+    let out = p.paas(&["deploy", dir, "--app", &app, "--image", &image, "--health-check", "http:/nope"]);
     let out = out.expect_err("did not pass its health check");
     assert!(out.stderr.contains("GET /nope answered 404"), "names the cause: {}", out.stderr);
 
@@ -164,6 +166,7 @@ stability_window = "5s"
 "#,
     );
     let out = p.paas(&["deploy", crash.path().to_str().unwrap(), "--app", &app, "--image", &image]);
+    assert!(!out.ok, "the crashing release went live:\n{}\n{}", out.stderr, p.log());
     let out = out.expect_err("stability window");
     assert!(out.stderr.contains("worker died after 2s"), "shows the last log lines: {}", out.stderr);
 

@@ -6,7 +6,7 @@ use crate::bundle;
 use anyhow::Context;
 use futures_util::stream;
 use protocol::api::{Release, ReleaseStatus};
-use protocol::manifest::{self, Manifest};
+use protocol::manifest;
 use protocol::{AppName, EnvName};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,12 @@ pub async fn exec(g: &Global, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     // Checked here so a bad manifest fails before any upload; the server checks it again.
-    let manifest = read_manifest(&dir, env.as_str())?;
+    let mut text = read_manifest_text(&dir)?;
+    if let Some(spec) = &args.health_check {
+        text = Some(with_health_check(text.as_deref().unwrap_or(""), spec)?);
+    }
+    let manifest = text.as_deref().map(|t| manifest::parse(t, env.as_str())).transpose()?;
+    let replaced = args.health_check.as_ref().and(text.as_deref());
     let release = match &args.image {
         Some(image) => {
             let image = image.clone();
@@ -33,7 +38,7 @@ pub async fn exec(g: &Global, args: DeployArgs) -> anyhow::Result<ExitCode> {
             .await?
         }
         None => {
-            let b = bundle::pack(&dir)?;
+            let b = bundle::pack(&dir, replaced)?;
             let bytes = bytes::Bytes::from(b.bytes);
             start(args.wait, human, || {
                 if human {
@@ -81,14 +86,50 @@ pub async fn rollback(g: &Global, args: RollbackArgs) -> anyhow::Result<ExitCode
     follow(g, &client, &release, started).await
 }
 
-/// `paas.toml` of `dir` parsed for `env`, if there is one.
-fn read_manifest(dir: &Path, env: &str) -> anyhow::Result<Option<Manifest>> {
+/// The text of `dir`'s `paas.toml`, if there is one.
+fn read_manifest_text(dir: &Path) -> anyhow::Result<Option<String>> {
     let path = dir.join("paas.toml");
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(manifest::parse(&text, env)?)),
+        Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// `paas.toml` with the web process's probe replaced by `--health-check SPEC`; its interval,
+/// timeout and thresholds stay as written.
+fn with_health_check(text: &str, spec: &str) -> anyhow::Result<String> {
+    let mut doc: toml::Table =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("paas.toml: {}", e.message()))?;
+    let mut probe = toml::Table::new();
+    match spec.split_once(':') {
+        Some(("http", path)) => {
+            probe.insert("type".into(), "http".into());
+            probe.insert("path".into(), path.into());
+        }
+        Some(("command", cmd)) if !cmd.trim().is_empty() => {
+            let argv: Vec<toml::Value> = cmd.split_whitespace().map(|a| a.into()).collect();
+            probe.insert("type".into(), "command".into());
+            probe.insert("command".into(), argv.into());
+        }
+        None if spec == "tcp" => {
+            probe.insert("type".into(), "tcp".into());
+        }
+        _ => anyhow::bail!("--health-check {spec:?} is not `http:/PATH`, `tcp` or `command:CMD ARGS`"),
+    }
+    fn table<'a>(parent: &'a mut toml::Table, key: &str) -> anyhow::Result<&'a mut toml::Table> {
+        parent
+            .entry(key)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow::anyhow!("paas.toml: `{key}` must be a table"))
+    }
+    let health = table(table(table(&mut doc, "processes")?, "web")?, "healthcheck")?;
+    for key in ["type", "path", "command", "expect_status"] {
+        health.remove(key);
+    }
+    health.extend(probe);
+    Ok(toml::to_string(&doc)?)
 }
 
 /// Starts a release; with `wait`, retries while another deploy of the environment runs.
@@ -185,5 +226,26 @@ fn human_bytes(n: usize) -> String {
         format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
     } else {
         format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_health_check;
+    use protocol::manifest::{parse, Probe};
+
+    #[test]
+    fn the_flag_replaces_only_the_probe() {
+        let text = "[processes.web]\nreplicas = 2\nhealthcheck = { path = \"/old\", interval = \"5s\" }\n";
+        let m = parse(&with_health_check(text, "http:/new").unwrap(), "production").unwrap();
+        let web = m.web().unwrap();
+        assert_eq!(web.healthcheck.probe, Probe::Http { path: "/new".into(), expect_status: None });
+        assert_eq!((web.replicas, web.healthcheck.interval_ms), (2, 5000));
+        let m = parse(&with_health_check("", "command:pg_isready -q").unwrap(), "production").unwrap();
+        assert_eq!(
+            m.web().unwrap().healthcheck.probe,
+            Probe::Command { command: vec!["pg_isready".into(), "-q".into()] }
+        );
+        assert!(with_health_check("", "ping").is_err());
     }
 }

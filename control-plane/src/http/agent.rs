@@ -71,6 +71,8 @@ async fn report(
     if state.store.apply_report(&node, &report.containers).await? {
         state.bump();
     }
+    // After the store has it, so whoever waits on the observation reads it from the store.
+    state.node_observed(&node, report.observed_at_ms);
     Ok(Json(json!({ "ok": true })))
 }
 
