@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod load;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,75 @@
+//! The web console in a real browser (headless Chromium through chromedriver): the sign-in
+//! redirect, a wrong token's error, the apps table after signing in with the CLI's token, a
+//! screenshot of it, and signing out.
+
+use paas_tests::webdriver::Browser;
+use paas_tests::Platform;
+
+/// The token `paas up` wrote to the CLI config (`token = "..."`), read by hand: the tests package
+/// has no TOML parser and the file is two flat string keys.
+fn cli_token(p: &Platform) -> String {
+    let path = p.dir.path().join("config/paas/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "token")
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("no token in {}:\n{text}", path.display()))
+}
+
+#[test]
+fn console_signs_in_lists_apps_and_signs_out() {
+    // The browser first: when Chromium is missing the test fails at once with how to fix it.
+    let b = Browser::start();
+    let mut p = Platform::start();
+    let app = p.app_name("web");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let token = cli_token(&p);
+    let root = format!("{}/", p.api_url);
+    let login = format!("{}/login", p.api_url);
+
+    // Signed out, the console sends the browser to the sign-in form.
+    b.goto(&root);
+    b.wait_for_url(&login);
+    b.wait_for("#token");
+
+    // A wrong token: the form comes back with the API's reason and no cookie is set.
+    b.wait_for("#token").send_keys("paas_wrong");
+    b.wait_for("form[action='/login'] button[type=submit]").click();
+    let error = b.wait_for("#login-error").text();
+    assert!(error.contains("not valid"), "the sign-in error says why: {error:?}");
+    assert_eq!(b.cookie("paas_token"), None, "a wrong token must not be kept");
+
+    // The CLI's token: the apps page, with the new app's production environment, idle.
+    b.wait_for("#token").send_keys(&token);
+    b.wait_for("form[action='/login'] button[type=submit]").click();
+    b.wait_for("#apps");
+    b.wait_for_url(&root);
+    assert_eq!(b.title(), "Apps · paas");
+    let row = b.wait_for(&format!("#apps tr[data-app=\"{app}\"]")).text();
+    for needle in ["production", "idle", &format!("{app}.localhost")] {
+        assert!(row.contains(needle), "the row of {app} shows {needle:?}: {row:?}");
+    }
+    assert_eq!(b.cookie("paas_token").as_deref(), Some(token.as_str()));
+
+    let png = b.screenshot();
+    let shot = p.dir.path().join("console.png");
+    std::fs::write(&shot, &png).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the screenshot is a PNG");
+    assert!(png.len() > 5_000, "a screenshot of a rendered page, not a blank one: {} bytes", png.len());
+    // For a human to look at the page: PAAS_TEST_SCREENSHOT=/tmp/console.png cargo test ...
+    if let Some(keep) = std::env::var_os("PAAS_TEST_SCREENSHOT") {
+        std::fs::copy(&shot, keep).expect("copying the screenshot");
+    }
+
+    // Signing out clears the cookie: the console asks to sign in again.
+    let sign_out = b.wait_for("form[action='/logout'] button");
+    assert_eq!(sign_out.text(), "Sign out");
+    sign_out.click();
+    b.wait_for_url(&login);
+    b.wait_for("#token");
+    assert_eq!(b.cookie("paas_token"), None, "signing out removes the token cookie");
+    b.goto(&root);
+    b.wait_for_url(&login);
+    b.wait_for("#token");
+}
