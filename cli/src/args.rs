@@ -62,6 +62,14 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Set the number of replicas of processes, e.g. `web=3`.
     Scale(ScaleArgs),
+    /// Create, list and delete environments of an app.
+    #[command(subcommand)]
+    Envs(EnvsCommand),
+    /// Set, unset and list config vars (encrypted at rest, injected as environment variables).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Deploy the image one environment runs into another, with the target's own config.
+    Promote(PromoteArgs),
     /// Show the containers of an environment.
     Ps(AppEnv),
     /// List the nodes of the cluster.
@@ -214,4 +222,68 @@ pub struct ScaleArgs {
 pub enum NodesCommand {
     /// List nodes and their status.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvsCommand {
+    /// Create an environment (served at <app>-<env>.<base-domain>).
+    Create {
+        #[arg(long, short = 'a')]
+        app: String,
+        name: String,
+    },
+    /// List an app's environments.
+    List {
+        #[arg(long, short = 'a')]
+        app: String,
+    },
+    /// Delete an environment, its releases and containers.
+    Delete {
+        #[arg(long, short = 'a')]
+        app: String,
+        name: String,
+        /// Repeat the environment name to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Set KEY=VALUE pairs; a running environment gets a new release with them.
+    Set {
+        #[command(flatten)]
+        target: AppEnv,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+        /// Return once the new release has started instead of following it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Remove config vars; a running environment gets a new release without them.
+    Unset {
+        #[command(flatten)]
+        target: AppEnv,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List config vars, masked unless --reveal.
+    List {
+        #[command(flatten)]
+        target: AppEnv,
+        #[arg(long)]
+        reveal: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    #[arg(long, short = 'a')]
+    pub app: String,
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub to: String,
 }

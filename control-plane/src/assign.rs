@@ -89,6 +89,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         let Some(process) = release.manifest.processes.get(&i.process) else { continue };
         let mut env_vars = BTreeMap::new();
         env_vars.insert("PORT".to_string(), process.port.to_string());
+        let (sealed, _) = store.release_inputs(&i.app, &i.env, i.release).await?;
+        let config = state.secrets.open_map(&sealed)?;
         containers.push(ContainerSpec {
             name: i.name.clone(),
             app: i.app.clone(),
@@ -100,6 +102,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             command: process.command.clone(),
             port: process.port,
             env_vars,
+            config,
             healthcheck: process.healthcheck.clone(),
             drain_timeout_ms: release.manifest.deploy.drain_timeout_ms,
             stop_grace_ms: release.manifest.deploy.stop_grace_ms,

@@ -4,6 +4,7 @@
 pub mod assign;
 pub mod deploy;
 pub mod http;
+pub mod secrets;
 pub mod source;
 pub mod state;
 pub mod store;
@@ -44,7 +45,8 @@ impl ControlPlane {
         let store = store::Store::open(&config.data_dir.join("state.db")).await?;
         let admin_token = tokens::ensure(&store, &config.data_dir, "admin-token", "admin", "user").await?;
         let agent_token = tokens::ensure(&store, &config.data_dir, "agent-token", "agent", "agent").await?;
-        let state = AppState::new(store, Arc::new(config));
+        let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
+        let state = AppState::new(store, Arc::new(config), secrets);
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
         Ok(Self { state, admin_token, agent_token })
     }

@@ -16,9 +16,9 @@ pub enum SourceError {
     Manifest(#[from] ManifestError),
 }
 
-/// Reads `paas.toml` from the bundle's top level and parses it for `env`; defaults when the
-/// bundle has none.
-pub fn manifest_from_bundle(path: &Path, env: &str) -> Result<Manifest, SourceError> {
+/// Reads `paas.toml` from the bundle's top level and parses it for `env`; defaults (and an empty
+/// text) when the bundle has none.
+pub fn manifest_from_bundle(path: &Path, env: &str) -> Result<(Manifest, String), SourceError> {
     let file = std::fs::File::open(path).map_err(|e| SourceError::NotATar(e.to_string()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let entries = archive.entries().map_err(|e| SourceError::NotATar(e.to_string()))?;
@@ -32,8 +32,8 @@ pub fn manifest_from_bundle(path: &Path, env: &str) -> Result<Manifest, SourceEr
                 .take(MAX_MANIFEST)
                 .read_to_string(&mut text)
                 .map_err(|_| ManifestError { line: None, message: "paas.toml is not UTF-8 text".into() })?;
-            return Ok(manifest::parse(&text, env)?);
+            return Ok((manifest::parse(&text, env)?, text));
         }
     }
-    Ok(Manifest::default())
+    Ok((Manifest::default(), String::new()))
 }

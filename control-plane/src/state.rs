@@ -1,5 +1,6 @@
 //! Shared state of the control plane's handlers and tasks: cheap clones only.
 
+use crate::secrets::SecretBox;
 use crate::store::Store;
 use crate::Config;
 use std::collections::HashMap;
@@ -12,6 +13,10 @@ use tokio::sync::watch;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
+    /// Seals config vars at rest.
+    pub secrets: Arc<SecretBox>,
+    /// Serialises config changes (read, modify, seal, write) so none is lost.
+    pub config_lock: Arc<tokio::sync::Mutex<()>>,
     /// State index: bumped on every change of desired or observed state. Agents long-poll on it.
     index: Arc<watch::Sender<u64>>,
     /// Bumped whenever deploy events are appended; deploy followers long-poll on it.
@@ -24,18 +29,26 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Arc<Config>) -> Self {
+    pub fn new(store: Store, config: Arc<Config>, secrets: SecretBox) -> Self {
         // Start above any index a previous run handed out, so agents that kept an old index do
         // not block on a value this run has not reached yet.
         let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
         Self {
             store,
             config,
+            secrets: Arc::new(secrets),
+            config_lock: Arc::default(),
             index: Arc::new(watch::channel(start).0),
             events: Arc::new(watch::channel(0).0),
             applied: Arc::new(watch::channel(HashMap::new()).0),
             observed: Arc::new(watch::channel(HashMap::new()).0),
         }
+    }
+
+    /// An environment's config snapshot for a new release: the sealed vars and their names.
+    pub fn config_snapshot(&self, env: &crate::store::EnvRow) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
+        let vars = self.secrets.open_map(&env.config)?;
+        Ok((env.config.clone(), vars.into_keys().collect()))
     }
 
     pub fn sources_dir(&self) -> PathBuf {

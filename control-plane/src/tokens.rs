@@ -25,8 +25,7 @@ pub async fn ensure(store: &Store, dir: &Path, file: &str, user: &str, kind: &st
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
             let token = generate();
-            let mut f = open_private(&path).with_context(|| format!("writing {}", path.display()))?;
-            f.write_all(token.as_bytes())?;
+            write_private(&path, token.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
             token
         }
     };
@@ -34,13 +33,15 @@ pub async fn ensure(store: &Store, dir: &Path, file: &str, user: &str, kind: &st
     Ok(token)
 }
 
+/// Writes a file only its owner can read: tokens and keys.
 #[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
 }
 
 #[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::create(path)
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
 }

@@ -19,6 +19,9 @@ HEALTHY.set()
 
 
 def message():
+    # Config wins: `paas config set --app hello GREETING="Hi"` changes the page.
+    if os.environ.get("GREETING"):
+        return os.environ["GREETING"]
     with open(os.path.join(HERE, "message.txt"), encoding="utf-8") as f:
         return f.read().strip()
 

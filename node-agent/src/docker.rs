@@ -112,7 +112,9 @@ impl DockerClient {
             (LABEL_DRAIN_MS.to_string(), spec.drain_timeout_ms.to_string()),
             (LABEL_STOP_GRACE_MS.to_string(), spec.stop_grace_ms.to_string()),
         ]);
-        let env: Vec<String> = spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // The user's config first, so the platform's own variables (PORT) win.
+        let env: Vec<String> =
+            spec.config.iter().chain(&spec.env_vars).map(|(k, v)| format!("{k}={v}")).collect();
         let host_config = HostConfig {
             port_bindings: Some(HashMap::from([(
                 port_key.clone(),

@@ -47,7 +47,12 @@ pub struct ContainerSpec {
     pub command: Option<Vec<String>>,
     /// Port the process listens on inside the container (passed as `PORT`).
     pub port: u16,
+    /// Platform-set variables (`PORT`).
     pub env_vars: BTreeMap<String, String>,
+    /// The user's config vars: set in the container's environment, and masked wherever the
+    /// agent passes on what the container printed.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
     pub healthcheck: HealthCheck,
     /// Once unassigned: how long in-flight requests may take before SIGTERM.
     pub drain_timeout_ms: u64,

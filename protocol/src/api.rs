@@ -96,15 +96,56 @@ pub struct Release {
     pub description: String,
     /// Processes, health checks and deploy settings this release runs with.
     pub manifest: Manifest,
+    /// Names of the config vars in the release's snapshot (values are never listed here).
+    #[serde(default)]
+    pub config_keys: Vec<String>,
 }
 
 /// Asks for a release from an existing image instead of a source upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployImage {
     pub image: String,
-    /// The parsed `paas.toml`, when the user has one; defaults apply otherwise.
+    /// The text of `paas.toml`, when the user has one; defaults apply otherwise. The server
+    /// parses it for the target environment (and again for promotions).
     #[serde(default)]
-    pub manifest: Option<Manifest>,
+    pub paas_toml: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateEnv {
+    pub name: String,
+}
+
+/// An environment's config vars; values are masked (`****`) unless revealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigVars {
+    pub app: String,
+    pub env: String,
+    pub vars: std::collections::BTreeMap<String, String>,
+    pub revealed: bool,
+}
+
+/// Sets and unsets config vars in one change (one new release).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConfigChange {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+/// What a config change did: the vars now (masked) and the release it started, if the
+/// environment was running one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigChanged {
+    pub vars: ConfigVars,
+    pub release: Option<Release>,
+}
+
+/// Deploys the image another environment runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Promote {
+    pub from: String,
 }
 
 /// Deploys an earlier release again (as a new release with the same image and settings).

@@ -3,10 +3,9 @@
 
 use crate::agent::{BuildLog, BuildResult, NodeReport, RegisterNode, WatchResponse};
 use crate::api::{
-    App, CreateApp, DeployEvents, DeployImage, ErrorBody, Formation, Node, Process, Release, Rollback, Scale,
-    WhoAmI,
+    App, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateEnv, DeployEvents, DeployImage, ErrorBody,
+    Formation, Node, Process, Promote, Release, Rollback, Scale, WhoAmI,
 };
-use crate::manifest::Manifest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
@@ -120,21 +119,47 @@ impl Client {
         self.send(req).await
     }
 
-    /// Starts a release that runs an existing image.
+    /// Starts a release that runs an existing image, with `paas.toml` text if there is one.
     pub async fn deploy_image(
         &self,
         app: &str,
         env: &str,
         image: &str,
-        manifest: Option<Manifest>,
+        paas_toml: Option<String>,
     ) -> Result<Release, ClientError> {
-        let body = DeployImage { image: image.to_string(), manifest };
+        let body = DeployImage { image: image.to_string(), paas_toml };
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/deploys"), &body).await
     }
 
     /// Starts a release that runs an earlier one's image and settings again.
     pub async fn rollback(&self, app: &str, env: &str, to: Option<u32>) -> Result<Release, ClientError> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/rollback"), &Rollback { to }).await
+    }
+
+    pub async fn create_env(&self, app: &str, env: &str) -> Result<App, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs"), &CreateEnv { name: env.to_string() }).await
+    }
+
+    pub async fn delete_env(&self, app: &str, env: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.delete(self.url(&format!("/api/v1/apps/{app}/envs/{env}")))).await
+    }
+
+    pub async fn config(&self, app: &str, env: &str, reveal: bool) -> Result<ConfigVars, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/config?reveal={reveal}")).await
+    }
+
+    pub async fn change_config(
+        &self,
+        app: &str,
+        env: &str,
+        change: &ConfigChange,
+    ) -> Result<ConfigChanged, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/config"), change).await
+    }
+
+    /// Deploys the image `from` runs into `to`, with `to`'s own config.
+    pub async fn promote(&self, app: &str, from: &str, to: &str) -> Result<Release, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{to}/promote"), &Promote { from: from.to_string() }).await
     }
 
     pub async fn scale(

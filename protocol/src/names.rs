@@ -99,6 +99,21 @@ pub fn check_process(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Config var names: environment variable names (`[A-Za-z_][A-Za-z0-9_]*`), not the ones the
+/// platform sets itself.
+pub fn check_config_key(key: &str) -> Result<(), NameError> {
+    let err = |reason| NameError { kind: "config var", name: key.to_string(), reason };
+    let mut bytes = key.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !first_ok || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || key.len() > 200 {
+        return Err(err("use letters, digits and '_', not starting with a digit"));
+    }
+    if key == "PORT" || key.starts_with("PAAS_") {
+        return Err(err("PORT and PAAS_* are set by the platform"));
+    }
+    Ok(())
+}
+
 /// Node names become Docker label values and URL path segments: same rules as apps, but up
 /// to 63 characters.
 pub fn check_node(name: &str) -> Result<(), NameError> {

@@ -26,16 +26,15 @@ pub async fn exec(g: &Global, args: DeployArgs) -> anyhow::Result<ExitCode> {
     if let Some(spec) = &args.health_check {
         text = Some(with_health_check(text.as_deref().unwrap_or(""), spec)?);
     }
-    let manifest = text.as_deref().map(|t| manifest::parse(t, env.as_str())).transpose()?;
+    if let Some(t) = &text {
+        manifest::parse(t, env.as_str())?;
+    }
     let replaced = args.health_check.as_ref().and(text.as_deref());
     let release = match &args.image {
         Some(image) => {
             let image = image.clone();
-            let manifest = manifest.clone();
-            start(args.wait, human, || {
-                client.deploy_image(app.as_str(), env.as_str(), &image, manifest.clone())
-            })
-            .await?
+            start(args.wait, human, || client.deploy_image(app.as_str(), env.as_str(), &image, text.clone()))
+                .await?
         }
         None => {
             let b = bundle::pack(&dir, replaced)?;
@@ -133,7 +132,7 @@ fn with_health_check(text: &str, spec: &str) -> anyhow::Result<String> {
 }
 
 /// Starts a release; with `wait`, retries while another deploy of the environment runs.
-async fn start<F, Fut>(wait: bool, human: bool, mut call: F) -> anyhow::Result<Release>
+pub(super) async fn start<F, Fut>(wait: bool, human: bool, mut call: F) -> anyhow::Result<Release>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Release, protocol::ClientError>>,
@@ -163,7 +162,7 @@ where
 }
 
 /// Streams the deploy's progress until it ends; the exit code says how it ended.
-async fn follow(
+pub(super) async fn follow(
     g: &Global,
     client: &protocol::Client,
     release: &Release,

@@ -2,6 +2,7 @@
 
 mod apps;
 mod deploy;
+mod envs;
 mod info;
 mod login;
 mod scale;
@@ -25,6 +26,9 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Releases(target) => info::releases(&g, target).await,
         Command::Rollback(args) => deploy::rollback(&g, args).await,
         Command::Scale(args) => scale::exec(&g, args).await,
+        Command::Envs(cmd) => envs::envs(&g, cmd).await,
+        Command::Config(cmd) => envs::config(&g, cmd).await,
+        Command::Promote(args) => envs::promote(&g, args).await,
         Command::Ps(target) => info::ps(&g, target).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
     }

@@ -36,17 +36,21 @@ async fn create(
     Path((app, env)): Path<(String, String)>,
     req: Request,
 ) -> ApiResult<(StatusCode, Json<Release>)> {
-    state.store.get_env(&app, &env).await?;
+    let env_row = state.store.get_env(&app, &env).await?;
+    let (config, config_keys) = state.config_snapshot(&env_row)?;
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let node = assign::build_node(&state).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let new = |source: &str, manifest, description: String| NewRelease {
+    let new = |source: &str, manifest, manifest_text, description: String| NewRelease {
         source: source.to_string(),
         created_by: caller.user.clone(),
         build_node: node.clone(),
         manifest,
+        manifest_text,
         description,
         image_id: None,
+        config: config.clone(),
+        config_keys: config_keys.clone(),
     };
     let release = if content_type.starts_with("application/json") {
         let bytes = axum::body::to_bytes(req.into_body(), 256 * 1024)
@@ -58,9 +62,9 @@ async fn create(
         if image.is_empty() || image.chars().any(char::is_whitespace) || image == "build" {
             return Err(ApiError::Unprocessable(format!("{image:?} is not an image reference")));
         }
-        let manifest = body.manifest.unwrap_or_default();
-        manifest::validate(&manifest).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-        let n = new(image, manifest, format!("Deploy of image {image}"));
+        let text = body.paas_toml.unwrap_or_default();
+        let manifest = manifest::parse(&text, &env).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        let n = new(image, manifest, text, format!("Deploy of image {image}"));
         state.store.create_release(&app, &env, &n).await?
     } else if content_type.starts_with("application/gzip") {
         // Stream the upload to disk first so a broken upload never creates a release.
@@ -75,14 +79,14 @@ async fn create(
         let parsed = tokio::task::spawn_blocking(move || source::manifest_from_bundle(&path, &env_name))
             .await
             .map_err(anyhow::Error::from)?;
-        let manifest = match parsed {
+        let (manifest, text) = match parsed {
             Ok(m) => m,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(ApiError::Unprocessable(e.to_string()));
             }
         };
-        let n = new("build", manifest, "Deploy of a source upload".into());
+        let n = new("build", manifest, text, "Deploy of a source upload".into());
         match state.store.create_release(&app, &env, &n).await {
             Ok(r) => {
                 tokio::fs::rename(&tmp, dir.join(format!("{}.tar.gz", r.version)))

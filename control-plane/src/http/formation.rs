@@ -52,13 +52,18 @@ async fn rollback(
         return Err(ApiError::Conflict(format!("v{} never served; pick a release that did", target.version)));
     };
     let node = assign::build_node(&state).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    // The old release's config snapshot comes back with it, not only its image.
+    let (config, manifest_text) = state.store.release_inputs(&app, &env, target.version).await?;
     let new = NewRelease {
         source: target.source.clone(),
         created_by: caller.user.clone(),
         build_node: node,
         manifest: target.manifest.clone(),
+        manifest_text,
         description: format!("Rollback to v{}", target.version),
         image_id: Some(image),
+        config,
+        config_keys: target.config_keys.clone(),
     };
     let release = state.store.create_release(&app, &env, &new).await?;
     tracing::info!(app = %app, env = %env, release = release.version, to = target.version, user = %caller.user, "rollback started");

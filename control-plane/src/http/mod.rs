@@ -5,6 +5,7 @@ mod agent;
 mod apps;
 pub mod auth;
 mod deploys;
+mod envs;
 pub mod error;
 mod formation;
 mod nodes;
@@ -18,6 +19,7 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         .merge(apps::routes())
         .merge(deploys::routes())
         .merge(formation::routes())
+        .merge(envs::routes())
         .merge(nodes::routes())
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), auth::require_user));

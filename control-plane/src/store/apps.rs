@@ -11,6 +11,8 @@ pub struct EnvRow {
     pub target_release: Option<u32>,
     /// Replicas per process set with `scale`; they override the manifest's counts.
     pub formation: std::collections::BTreeMap<String, u32>,
+    /// Config vars, sealed by [`crate::secrets::SecretBox`].
+    pub config: Vec<u8>,
 }
 
 impl EnvRow {
@@ -32,6 +34,11 @@ pub struct NodeRow {
     pub last_seen: String,
 }
 
+/// The first DNS label of an environment's hostname: `app` for production, else `app-env`.
+pub fn host_label(app: &str, env: &str) -> String {
+    protocol::hostname(app, env, "").trim_end_matches('.').to_string()
+}
+
 fn env_row(r: &sqlx::sqlite::SqliteRow) -> EnvRow {
     EnvRow {
         app: r.get("app"),
@@ -39,6 +46,7 @@ fn env_row(r: &sqlx::sqlite::SqliteRow) -> EnvRow {
         current_release: r.get::<Option<i64>, _>("current_release").map(|v| v as u32),
         target_release: r.get::<Option<i64>, _>("target_release").map(|v| v as u32),
         formation: serde_json::from_str(&r.get::<String, _>("formation")).unwrap_or_default(),
+        config: r.get("config"),
     }
 }
 
@@ -53,10 +61,9 @@ impl Store {
         if exists.is_some() {
             return Err(StoreError::Conflict(format!("an app named {name:?} already exists")));
         }
-        // `a-b` production would be served at the hostname of environment `b` of app `a`.
-        if let Some((prefix, suffix)) = self.hostname_clash(&mut tx, name).await? {
+        if let Some((a, e)) = self.label_owner(&mut tx, name).await? {
             return Err(StoreError::Conflict(format!(
-                "app name {name:?} would share its hostname with environment {suffix:?} of app {prefix:?}"
+                "app name {name:?} would share its hostname with environment {e:?} of app {a:?}"
             )));
         }
         let created = now();
@@ -75,23 +82,83 @@ impl Store {
         Ok(created)
     }
 
-    async fn hostname_clash(
+    /// The environment already served under hostname label `label`, if any.
+    async fn label_owner(
         &self,
         tx: &mut sqlx::SqliteConnection,
-        name: &str,
+        label: &str,
     ) -> Result<Option<(String, String)>> {
-        for (i, _) in name.match_indices('-') {
-            let (app, env) = (&name[..i], &name[i + 1..]);
-            let hit: Option<String> = sqlx::query_scalar("SELECT name FROM envs WHERE app = ? AND name = ?")
+        let envs: Vec<(String, String)> =
+            sqlx::query_as("SELECT app, name FROM envs").fetch_all(&mut *tx).await?;
+        Ok(envs.into_iter().find(|(a, e)| host_label(a, e) == label))
+    }
+
+    /// Adds an environment to an app; refused when its hostname is taken.
+    pub async fn create_env(&self, app: &str, env: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE name = ?")
+            .bind(app)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("there is no app named {app:?}")));
+        }
+        let taken: Option<String> = sqlx::query_scalar("SELECT name FROM envs WHERE app = ? AND name = ?")
+            .bind(app)
+            .bind(env)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "app {app:?} already has an environment named {env:?}"
+            )));
+        }
+        let label = host_label(app, env);
+        if let Some((a, e)) = self.label_owner(&mut tx, &label).await? {
+            return Err(StoreError::Conflict(format!(
+                "environment {env:?} of {app:?} would share the hostname {label:?} with environment {e:?} of app {a:?}"
+            )));
+        }
+        sqlx::query("INSERT INTO envs (app, name, created_at) VALUES (?, ?, ?)")
+            .bind(app)
+            .bind(env)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes an environment and all it owns; its containers go once agents see it.
+    pub async fn delete_env(&self, app: &str, env: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for table in ["instances", "deploy_events", "releases"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE app = ? AND env = ?"))
                 .bind(app)
                 .bind(env)
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-            if hit.is_some() {
-                return Ok(Some((app.to_string(), env.to_string())));
-            }
         }
-        Ok(None)
+        let done = sqlx::query("DELETE FROM envs WHERE app = ? AND name = ?")
+            .bind(app)
+            .bind(env)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_env_config(&self, app: &str, env: &str, sealed: &[u8]) -> Result<()> {
+        sqlx::query("UPDATE envs SET config = ? WHERE app = ? AND name = ?")
+            .bind(sealed)
+            .bind(app)
+            .bind(env)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn list_apps(&self) -> Result<Vec<(String, String)>> {

@@ -28,8 +28,11 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Embedded migrations, applied in order; the version is the index + 1.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/0001_initial.sql"), include_str!("../../migrations/0002_manifest.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_manifest.sql"),
+    include_str!("../../migrations/0003_config.sql"),
+];
 
 #[derive(Clone)]
 pub struct Store {

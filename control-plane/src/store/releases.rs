@@ -18,6 +18,11 @@ pub struct NewRelease {
     pub description: String,
     /// Known up front for rollbacks: the earlier release's image.
     pub image_id: Option<String>,
+    /// Sealed snapshot of the config vars the release runs with, and their names.
+    pub config: Vec<u8>,
+    pub config_keys: Vec<String>,
+    /// The `paas.toml` text the manifest came from (empty when there was none).
+    pub manifest_text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +46,7 @@ fn release_row(r: &sqlx::sqlite::SqliteRow) -> Release {
     let status: String = r.get("status");
     let manifest: String = r.get("manifest");
     Release {
+        config_keys: serde_json::from_str(&r.get::<String, _>("config_keys")).unwrap_or_default(),
         description: r.get("description"),
         manifest: serde_json::from_str(&manifest).unwrap_or_default(),
         app: r.get("app"),
@@ -123,8 +129,8 @@ impl Store {
         let manifest = serde_json::to_string(&new.manifest).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query(
             "INSERT INTO releases (app, env, version, status, source, build_node, created_at, created_by,
-                                   image_id, manifest, description)
-             VALUES (?, ?, ?, 'building', ?, ?, ?, ?, ?, ?, ?)",
+                                   image_id, manifest, description, config, config_keys, manifest_text)
+             VALUES (?, ?, ?, 'building', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(app)
         .bind(env)
@@ -136,6 +142,9 @@ impl Store {
         .bind(&new.image_id)
         .bind(manifest)
         .bind(&new.description)
+        .bind(&new.config)
+        .bind(serde_json::to_string(&new.config_keys).unwrap_or_else(|_| "[]".into()))
+        .bind(&new.manifest_text)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -150,6 +159,17 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .map(|r| release_row(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
+    }
+
+    /// A release's sealed config snapshot and its `paas.toml` text.
+    pub async fn release_inputs(&self, app: &str, env: &str, version: u32) -> Result<(Vec<u8>, String)> {
+        sqlx::query_as("SELECT config, manifest_text FROM releases WHERE app = ? AND env = ? AND version = ?")
+            .bind(app)
+            .bind(env)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?
             .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
     }
 
