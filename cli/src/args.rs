@@ -70,6 +70,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Deploy the image one environment runs into another, with the target's own config.
     Promote(PromoteArgs),
+    /// Run a one-off command in a fresh container of the current release, with its config.
+    Run(RunArgs),
     /// Show the containers of an environment.
     Ps(AppEnv),
     /// List the nodes of the cluster.
@@ -286,4 +288,13 @@ pub struct PromoteArgs {
     pub from: String,
     #[arg(long)]
     pub to: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: AppEnv,
+    /// The command and its arguments, after `--` (run as argv, no shell).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }

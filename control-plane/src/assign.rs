@@ -3,7 +3,7 @@
 
 use crate::state::AppState;
 use crate::store::{InstanceRow, NodeRow};
-use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, Route};
+use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -127,7 +127,25 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let nodes = store.list_nodes().await?;
     let is_ingress = nodes.iter().any(|n| n.name == node && n.ingress);
     let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
-    Ok(Assignment { containers, builds, routes })
+    let mut jobs = Vec::new();
+    for j in store.pending_jobs(node).await? {
+        let release = store.get_release(&j.app, &j.env, j.release).await?;
+        let Some(image) = release.image_id else { continue };
+        let (sealed, _) = store.release_inputs(&j.app, &j.env, j.release).await?;
+        let env_vars = BTreeMap::from([("PAAS_RELEASE".to_string(), j.release.to_string())]);
+        jobs.push(JobSpec {
+            id: j.id,
+            app: j.app,
+            env: j.env,
+            release: j.release,
+            image,
+            mask_output: j.kind == "release",
+            command: j.command,
+            env_vars,
+            config: state.secrets.open_map(&sealed)?,
+        });
+    }
+    Ok(Assignment { containers, builds, routes, jobs })
 }
 
 /// The route table: every environment with a served release, to its healthy replicas.

@@ -4,7 +4,7 @@
 
 use crate::assign;
 use crate::state::AppState;
-use crate::store::InstanceRow;
+use crate::store::{InstanceRow, JobRow};
 use protocol::api::{Release, ReleaseStatus};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -13,6 +13,8 @@ use tracing::Instrument;
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long the switch waits for ingress nodes to apply the new route table.
 const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
+/// Longest a release command (a migration, say) may run.
+const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long the end of a stability window waits for the agents' next observation.
 const FRESH_REPORT: Duration = Duration::from_secs(15);
 /// A new replica that restarted this often while the deploy waits is crash-looping.
@@ -63,6 +65,12 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     let image = wait_for_image(state, app, env, version).await?;
     stage(format!("Image {} ready", short_id(&image))).await;
 
+    if let Some(command) = &release.manifest.release_command {
+        stage(format!("Running the release command: {}", command.join(" "))).await;
+        release_phase(state, release, command).await?;
+        stage("The release command succeeded".to_string()).await;
+    }
+
     let env_row = state.store.get_env(app, env).await?;
     let mut instances = Vec::new();
     for process in release.manifest.processes.keys() {
@@ -102,6 +110,57 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     state.bump();
     stage(format!("v{version} serves; the previous release drains and stops")).await;
     Ok(())
+}
+
+/// Runs the release command once for this release (the job id is fixed per release, so retries
+/// and restarts never run it twice) and waits for it.
+async fn release_phase(state: &AppState, release: &Release, command: &[String]) -> anyhow::Result<()> {
+    let (app, env, version) = (release.app.as_str(), release.env.as_str(), release.version);
+    let id = format!("release-{app}-{env}-{version}");
+    let job = JobRow {
+        id: id.clone(),
+        app: app.to_string(),
+        env: env.to_string(),
+        release: version,
+        node: assign::build_node(state).await?,
+        kind: "release".into(),
+        command: command.to_vec(),
+        done: false,
+        exit_code: None,
+        error: None,
+    };
+    state.store.create_job(&job, &release.created_by).await?;
+    state.bump();
+    let deadline = Instant::now() + RELEASE_PHASE_TIMEOUT;
+    let mut rx = state.subscribe();
+    let job = loop {
+        let job = state.store.get_job(&id).await?;
+        if job.done {
+            break job;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(
+            !left.is_zero(),
+            "the release command did not finish within {} minutes",
+            RELEASE_PHASE_TIMEOUT.as_secs() / 60
+        );
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(5)), rx.changed()).await;
+    };
+    match (job.exit_code, job.error) {
+        (Some(0), _) => Ok(()),
+        (code, error) => {
+            let (lines, _) = state.store.job_output_after(&id, 0).await?;
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            let why = match (code, error) {
+                (Some(c), _) => format!("the release command exited with {c}"),
+                (None, Some(e)) => format!("the release command could not run: {e}"),
+                (None, None) => "the release command failed".to_string(),
+            };
+            anyhow::bail!(
+                "{why}; the new release was not started and the old one keeps serving. Last lines:\n{tail}"
+            )
+        }
+    }
 }
 
 fn short_id(image: &str) -> &str {

@@ -8,7 +8,7 @@ pub mod secrets;
 pub mod source;
 pub mod state;
 pub mod store;
-mod tokens;
+pub(crate) mod tokens;
 
 pub use state::AppState;
 

@@ -101,30 +101,14 @@ async fn fetch_source(client: &Client, task: &BuildTask) -> anyhow::Result<bytes
 }
 
 /// Sends build output in batches, so a chatty build does not cost a request per line.
-async fn ship_logs(client: Client, task: BuildTask, mut rx: mpsc::UnboundedReceiver<String>) {
-    let mut batch = Vec::new();
-    loop {
-        let closed = tokio::select! {
-            line = rx.recv() => match line {
-                Some(l) => { batch.push(l); false }
-                None => true,
-            },
-            _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() => false,
-        };
-        while batch.len() < 200 {
-            match rx.try_recv() {
-                Ok(l) => batch.push(l),
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() && (closed || batch.len() >= 50 || rx.is_empty()) {
-            let lines = std::mem::take(&mut batch);
+async fn ship_logs(client: Client, task: BuildTask, rx: mpsc::UnboundedReceiver<String>) {
+    crate::lines::ship(rx, |lines| {
+        let (client, task) = (client.clone(), task.clone());
+        async move {
             if let Err(e) = client.build_log(&task.app, &task.env, task.release, &BuildLog { lines }).await {
                 tracing::debug!(error = %e, "sending build output failed");
             }
         }
-        if closed {
-            return;
-        }
-    }
+    })
+    .await
 }

@@ -22,6 +22,8 @@ pub const LOG_MAX_FILE: &str = "3";
 pub const LABEL_PORT: &str = "paas.port";
 pub const LABEL_DRAIN_MS: &str = "paas.drain_ms";
 pub const LABEL_STOP_GRACE_MS: &str = "paas.stop_grace_ms";
+/// Marks one-off job containers; the reconcile loop leaves them to the job runner.
+pub const LABEL_JOB: &str = "paas.job";
 
 /// What the agent needs to know about one of its containers.
 #[derive(Debug, Clone)]
@@ -81,6 +83,9 @@ impl DockerClient {
             .filter_map(|c| {
                 let name = c.names?.first()?.trim_start_matches('/').to_string();
                 let labels = c.labels.unwrap_or_default();
+                if labels.contains_key(LABEL_JOB) {
+                    return None;
+                }
                 let port: Option<u16> = labels.get(LABEL_PORT).and_then(|p| p.parse().ok());
                 let host_port = c
                     .ports
@@ -300,5 +305,101 @@ impl DockerClient {
         }
         let done = self.docker.inspect_exec(&exec.id).await?;
         Ok(done.exit_code.unwrap_or(-1))
+    }
+}
+
+impl DockerClient {
+    /// The state of the job container labelled `job`, if one exists: (name, running).
+    pub async fn find_job(&self, job: &str) -> anyhow::Result<Option<(String, bool)>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={}", labels::NODE, self.node), format!("{LABEL_JOB}={job}")],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .context("listing job containers")?;
+        Ok(list.into_iter().find_map(|c| {
+            let name = c.names?.first()?.trim_start_matches('/').to_string();
+            Some((name, c.state.as_deref() == Some("running")))
+        }))
+    }
+
+    /// Creates and starts a one-off container for a job: no published ports, capped logs.
+    pub async fn start_job(&self, job: &protocol::agent::JobSpec, name: &str) -> anyhow::Result<()> {
+        let labels = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::APP.to_string(), job.app.clone()),
+            (labels::ENV.to_string(), job.env.clone()),
+            (labels::RELEASE.to_string(), job.release.to_string()),
+            (labels::NODE.to_string(), self.node.clone()),
+            (LABEL_JOB.to_string(), job.id.clone()),
+        ]);
+        let env: Vec<String> =
+            job.config.iter().chain(&job.env_vars).map(|(k, v)| format!("{k}={v}")).collect();
+        let host_config = HostConfig {
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                    ("max-file".to_string(), LOG_MAX_FILE.to_string()),
+                ])),
+            }),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            init: Some(true),
+            ..Default::default()
+        };
+        let config = ContainerConfig {
+            image: Some(job.image.clone()),
+            cmd: Some(job.command.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions { name: name.to_string(), platform: None };
+        self.docker
+            .create_container(Some(opts), config)
+            .await
+            .map_err(|e| anyhow::anyhow!(docker_message(&e)))?;
+        self.docker
+            .start_container(name, None::<StartContainerOptions<String>>)
+            .await
+            .map_err(|e| anyhow::anyhow!(docker_message(&e)))
+    }
+
+    /// Streams what a container prints, line by line, until it exits.
+    pub async fn follow_logs(&self, name: &str, mut on_line: impl FnMut(String)) {
+        let opts = LogsOptions::<String> { follow: true, stdout: true, stderr: true, ..Default::default() };
+        let mut stream = self.docker.logs(name, Some(opts));
+        let mut pending = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            if let LogOutput::StdOut { message }
+            | LogOutput::StdErr { message }
+            | LogOutput::Console { message } = chunk
+            {
+                pending.push_str(&String::from_utf8_lossy(&message));
+                while let Some(i) = pending.find('\n') {
+                    on_line(pending[..i].trim_end_matches('\r').to_string());
+                    pending.drain(..=i);
+                }
+            }
+        }
+        if !pending.is_empty() {
+            on_line(pending);
+        }
+    }
+
+    /// Exit code of a stopped container.
+    pub async fn exit_code(&self, name: &str) -> anyhow::Result<i64> {
+        let info = self.docker.inspect_container(name, None).await.context("inspecting a job container")?;
+        let state = info.state.unwrap_or_default();
+        anyhow::ensure!(!state.running.unwrap_or(false), "the job container is still running");
+        Ok(state.exit_code.unwrap_or(-1))
     }
 }

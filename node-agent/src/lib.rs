@@ -6,6 +6,8 @@ mod build;
 pub mod docker;
 mod health;
 pub mod ingress;
+mod jobs;
+mod lines;
 mod reconcile;
 mod sync;
 
@@ -79,6 +81,12 @@ pub async fn run(
     let stop = shutdown.clone();
     tasks.spawn(async move {
         reconciler.run(stop).await;
+        Ok(())
+    });
+    let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone() };
+    let (stop, rx) = (shutdown.clone(), assignment_rx.clone());
+    tasks.spawn(async move {
+        runner.run(rx, stop).await;
         Ok(())
     });
     let builder = build::Builder::new(docker, client.clone(), config.build_network.clone());

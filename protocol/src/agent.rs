@@ -24,6 +24,43 @@ pub struct Assignment {
     pub builds: Vec<BuildTask>,
     /// The ingress route table (empty for nodes without the ingress role).
     pub routes: Vec<Route>,
+    /// One-off containers to run to completion: release phases and `paas run`.
+    #[serde(default)]
+    pub jobs: Vec<JobSpec>,
+}
+
+/// A one-off container: runs `command` in a release's image with its config, once, streaming
+/// its output back; the container is removed when it exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Unique; also the container's `paas.job` label, so a restarted agent adopts instead of
+    /// running it twice.
+    pub id: String,
+    pub app: String,
+    pub env: String,
+    pub release: u32,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Mask config values in the output: yes for release phases (their output is deploy
+    /// output), no for `paas run`, whose output the user asked to see.
+    #[serde(default)]
+    pub mask_output: bool,
+}
+
+/// Output lines of a job, in batches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobLog {
+    pub lines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    /// `None` when the container could not run at all (`error` says why).
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -227,3 +227,21 @@ pub struct WhoAmI {
     pub user: String,
     pub server_version: String,
 }
+
+/// Runs a one-off command in a fresh container of an environment's current release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunCommand {
+    pub command: Vec<String>,
+}
+
+/// A one-off run and its output after `after`; `exit_code` is set once it finished.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunOutput {
+    pub id: String,
+    pub lines: Vec<String>,
+    /// Pass as `after` to get the next page.
+    pub next: u64,
+    pub finished: bool,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+}

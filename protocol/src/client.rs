@@ -1,10 +1,10 @@
 //! Typed HTTP client for the paas API and agent protocol. The CLI, the web console and the node
 //! agent all go through it, so there is one place that knows URLs and error bodies.
 
-use crate::agent::{BuildLog, BuildResult, NodeReport, RegisterNode, WatchResponse};
+use crate::agent::{BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, WatchResponse};
 use crate::api::{
     App, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateEnv, DeployEvents, DeployImage, ErrorBody,
-    Formation, Node, Process, Promote, Release, Rollback, Scale, WhoAmI,
+    Formation, Node, Process, Promote, Release, Rollback, RunCommand, RunOutput, Scale, WhoAmI,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -160,6 +160,32 @@ impl Client {
     /// Deploys the image `from` runs into `to`, with `to`'s own config.
     pub async fn promote(&self, app: &str, from: &str, to: &str) -> Result<Release, ClientError> {
         self.post(&format!("/api/v1/apps/{app}/envs/{to}/promote"), &Promote { from: from.to_string() }).await
+    }
+
+    /// Starts `command` in a one-off container of the environment's current release.
+    pub async fn run(&self, app: &str, env: &str, command: Vec<String>) -> Result<RunOutput, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/runs"), &RunCommand { command }).await
+    }
+
+    /// A run's output after line `after`; blocks up to `wait` for more.
+    pub async fn run_output(
+        &self,
+        app: &str,
+        env: &str,
+        id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<RunOutput, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/runs/{id}?after={after}&wait={}", wait.as_secs()))
+            .await
+    }
+
+    pub async fn job_log(&self, id: &str, log: &JobLog) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/v1/jobs/{id}/log"), log).await
+    }
+
+    pub async fn job_result(&self, id: &str, result: &JobResult) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/v1/jobs/{id}/result"), result).await
     }
 
     pub async fn scale(

@@ -12,6 +12,10 @@ use std::time::Duration;
 pub struct Manifest {
     pub processes: BTreeMap<String, ProcessSpec>,
     pub deploy: DeploySettings,
+    /// Release phase: argv run once per release in a one-off container of the new image,
+    /// before it takes traffic (database migrations, say). A failure stops the deploy.
+    #[serde(default)]
+    pub release_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +96,11 @@ impl Default for Manifest {
             replicas: 1,
             healthcheck: HealthCheck::default(),
         };
-        Self { processes: BTreeMap::from([("web".to_string(), web)]), deploy: DeploySettings::default() }
+        Self {
+            processes: BTreeMap::from([("web".to_string(), web)]),
+            deploy: DeploySettings::default(),
+            release_command: None,
+        }
     }
 }
 
@@ -122,6 +130,14 @@ struct File {
     /// Per-environment overrides, same shape as the top level.
     #[serde(default)]
     env: BTreeMap<String, FileOverride>,
+    #[serde(default)]
+    release: Option<FileRelease>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileRelease {
+    command: Vec<String>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -204,6 +220,12 @@ pub fn parse(text: &str, env: &str) -> Result<Manifest, ManifestError> {
         message: e.message().trim().to_string(),
     })?;
     let mut m = Manifest::default();
+    if let Some(r) = &file.release {
+        if r.command.is_empty() {
+            return Err(ManifestError { line: None, message: "release.command must not be empty".into() });
+        }
+        m.release_command = Some(r.command.clone());
+    }
     apply(&mut m, &file.processes, &file.deploy, "")?;
     if let Some(o) = file.env.get(env) {
         apply(&mut m, &o.processes, &o.deploy, &format!("env.{env}."))?;
@@ -366,6 +388,9 @@ healthcheck = { path = "/healthz", interval = "500ms", unhealthy_threshold = 2, 
 stability_window = "1s"
 drain_timeout = "5s"
 
+[release]
+command = ["python3", "migrate.py"]
+
 [env.staging.processes.web]
 replicas = 1
 "#;
@@ -377,6 +402,7 @@ replicas = 1
         assert_eq!(web.healthcheck.start_period_ms, 3000);
         assert_eq!(prod.deploy.stability_window_ms, 1000);
         assert_eq!(parse(text, "staging").unwrap().web().unwrap().replicas, 1);
+        assert_eq!(prod.release_command, Some(vec!["python3".to_string(), "migrate.py".to_string()]));
     }
 
     #[test]

@@ -150,3 +150,86 @@ fn secrets_never_show_and_rollback_restores_config() {
         }
     }
 }
+
+fn unix_now() -> String {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string()
+}
+
+/// How many containers Docker created with all of `labels` since `since` (unix seconds).
+fn created(since: &str, labels: &[String]) -> usize {
+    let until = (unix_now().parse::<u64>().unwrap() + 1).to_string();
+    let mut args = vec![
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        "event=create",
+        "--format",
+        "{{.ID}}",
+    ];
+    let filters: Vec<String> = labels.iter().map(|l| format!("label={l}")).collect();
+    for f in &filters {
+        args.push("--filter");
+        args.push(f);
+    }
+    docker(&args).lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+#[test]
+fn release_command_runs_once_per_release_and_one_off_runs_return_their_exit_code() {
+    let mut p = Platform::start();
+    let app = p.app_name("rel");
+    let src = paas_tests::example_copy("hello");
+    let manifest = format!(
+        "{FAST}[release]\ncommand = [\"python3\", \"-c\", \"print('migrating the database', flush=True)\"]\n"
+    );
+    std::fs::write(src.path().join("paas.toml"), &manifest).unwrap();
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let since = unix_now();
+    let out = p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+    assert_eq!(out.stderr.matches("migrating the database").count(), 1, "{}", out.stderr);
+    p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
+    let job = format!("paas.job=release-{app}-production-1");
+    assert_eq!(created(&since, &[job.clone()]), 1, "the release command ran exactly once");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !docker(&["ps", "-aq", "--filter", &format!("label={job}")]).trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the release command's container was not removed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A failing release command stops the deploy before any new replica starts.
+    let failing = tempfile::tempdir().unwrap();
+    std::fs::write(
+        failing.path().join("paas.toml"),
+        format!("{FAST}[release]\ncommand = [\"python3\", \"-c\", \"print('migration failed: no such table', flush=True); raise SystemExit(3)\"]\n"),
+    )
+    .unwrap();
+    let image = format!("paas/{app}-production:v1");
+    let since = unix_now();
+    let out = p.paas(&["deploy", failing.path().to_str().unwrap(), "--app", &app, "--image", &image]);
+    let out = out.expect_err("release command exited with 3");
+    assert!(out.stderr.contains("migration failed: no such table"), "{}", out.stderr);
+    let v2 = [format!("paas.app={app}"), "paas.release=2".to_string()];
+    assert_eq!(created(&since, &v2), 1, "only the release command's container was created for v2");
+    assert!(p.get(&p.host(&app), "/").body.contains("Hello from paas!"), "v1 keeps serving");
+
+    // One-off runs: the release's image and config, output streamed, exit code passed on.
+    p.paas(&["config", "set", "--app", &app, "GREETING=hey there"]).expect_ok();
+    let out = p.paas(&[
+        "run",
+        "--app",
+        &app,
+        "--",
+        "python3",
+        "-c",
+        "import os; print(os.environ['GREETING']); raise SystemExit(7)",
+    ]);
+    assert!(!out.ok && out.stdout.contains("hey there"), "{out:?}");
+    let ok = p.paas(&["run", "--app", &app, "--", "python3", "-c", "print('fine')"]).expect_ok();
+    assert_eq!(ok.stdout.trim(), "fine");
+    let missing = p.paas(&["run", "--app", &app, "--", "no-such-program"]);
+    assert!(!missing.ok && missing.stdout.contains("no-such-program"), "{missing:?}");
+    p.paas(&["run", "--app", &app, "--env", "nope", "--", "true"]).expect_err("no environment named");
+}

@@ -5,6 +5,7 @@ mod deploy;
 mod envs;
 mod info;
 mod login;
+mod run;
 mod scale;
 mod up;
 
@@ -29,6 +30,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Envs(cmd) => envs::envs(&g, cmd).await,
         Command::Config(cmd) => envs::config(&g, cmd).await,
         Command::Promote(args) => envs::promote(&g, args).await,
+        Command::Run(args) => run::exec(&g, args).await,
         Command::Ps(target) => info::ps(&g, target).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
     }

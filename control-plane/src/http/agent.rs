@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use protocol::agent::{BuildLog, BuildResult, NodeReport, RegisterNode, WatchResponse};
+use protocol::agent::{BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, WatchResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -23,6 +23,8 @@ pub fn routes() -> Router<AppState> {
         .route("/builds/{app}/{env}/{release}/source", get(source))
         .route("/builds/{app}/{env}/{release}/log", post(build_log))
         .route("/builds/{app}/{env}/{release}/result", post(build_result))
+        .route("/jobs/{id}/log", post(job_log))
+        .route("/jobs/{id}/result", post(job_result))
 }
 
 async fn register(State(state): State<AppState>, Json(node): Json<RegisterNode>) -> ApiResult<Json<Value>> {
@@ -110,5 +112,33 @@ async fn build_result(
     state.store.set_build_result(&app, &env, release, result.image_id.as_deref(), error).await?;
     tracing::info!(app = %app, env = %env, release, ok = error.is_none(), "build finished");
     state.bump();
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn job_log(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(log): Json<JobLog>,
+) -> ApiResult<Json<Value>> {
+    let job = state.store.get_job(&id).await?;
+    state.store.append_job_output(&id, &log.lines).await?;
+    // A release phase's output is part of its deploy's progress.
+    if job.kind == "release" {
+        state.deploy_event(&job.app, &job.env, job.release, "release", &log.lines).await;
+    }
+    state.events_changed();
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn job_result(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(result): Json<JobResult>,
+) -> ApiResult<Json<Value>> {
+    let job = state.store.get_job(&id).await?;
+    state.store.finish_job(&id, result.exit_code, result.error.as_deref()).await?;
+    tracing::info!(app = %job.app, env = %job.env, release = job.release, job = %id, exit_code = ?result.exit_code, "job finished");
+    state.bump();
+    state.events_changed();
     Ok(Json(json!({ "ok": true })))
 }

@@ -9,6 +9,7 @@ mod envs;
 pub mod error;
 mod formation;
 mod nodes;
+mod runs;
 
 use crate::state::AppState;
 use axum::middleware::from_fn_with_state;
@@ -21,6 +22,7 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         .merge(formation::routes())
         .merge(envs::routes())
         .merge(nodes::routes())
+        .merge(runs::routes())
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), auth::require_user));
     let agent =

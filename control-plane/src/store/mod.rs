@@ -2,9 +2,11 @@
 //! Every read and write of desired state goes through here so another backend can replace it.
 
 mod apps;
+mod jobs;
 mod releases;
 
 pub use apps::{EnvRow, NodeRow};
+pub use jobs::JobRow;
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 
 use anyhow::Context;
@@ -32,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_manifest.sql"),
     include_str!("../../migrations/0003_config.sql"),
+    include_str!("../../migrations/0004_jobs.sql"),
 ];
 
 #[derive(Clone)]

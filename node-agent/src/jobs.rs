@@ -1,0 +1,90 @@
+//! One-off jobs (release phases, `paas run`): each runs once in its own container, its output
+//! streams to the control plane, its exit code is reported, and the container is removed. A
+//! restarted agent finds a job's container by label and follows it instead of starting another.
+
+use crate::docker::DockerClient;
+use protocol::agent::{Assignment, JobLog, JobResult, JobSpec};
+use protocol::Client;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub struct JobRunner {
+    pub docker: DockerClient,
+    pub client: Client,
+}
+
+impl JobRunner {
+    pub async fn run(self, mut assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
+        let mut started: HashSet<String> = HashSet::new();
+        loop {
+            let jobs = assignment.borrow_and_update().as_ref().map(|a| a.jobs.clone()).unwrap_or_default();
+            for job in jobs {
+                if started.insert(job.id.clone()) {
+                    let span = tracing::info_span!("job", app = %job.app, env = %job.env, release = job.release, job = %job.id);
+                    tokio::spawn(run_job(self.docker.clone(), self.client.clone(), job).instrument(span));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = assignment.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+async fn run_job(docker: DockerClient, client: Client, job: JobSpec) {
+    let name = format!("paas-{}-{}-job-{}", job.app, job.env, job.id);
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let (c, id) = (client.clone(), job.id.clone());
+    let shipper = tokio::spawn(crate::lines::ship(rx, move |lines| {
+        let (c, id) = (c.clone(), id.clone());
+        async move {
+            if let Err(e) = c.job_log(&id, &JobLog { lines }).await {
+                tracing::debug!(error = %e, "sending job output failed");
+            }
+        }
+    }));
+    let result = async {
+        match docker.find_job(&job.id).await? {
+            Some(_) => tracing::info!("adopting the job's existing container"),
+            None => {
+                tracing::info!("starting job");
+                docker.start_job(&job, &name).await?;
+            }
+        }
+        let mask =
+            |line: String| if job.mask_output { crate::reconcile::mask(&line, &job.config) } else { line };
+        docker.follow_logs(&name, |line| drop(tx.send(mask(line)))).await;
+        docker.exit_code(&name).await
+    }
+    .await;
+    drop(tx);
+    let _ = shipper.await;
+    let report = match result {
+        Ok(code) => {
+            tracing::info!(exit_code = code, "job finished");
+            JobResult { exit_code: Some(code), error: None }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::warn!(error = %msg, "job failed to run");
+            JobResult { exit_code: None, error: Some(msg) }
+        }
+    };
+    for attempt in 0..30 {
+        match client.job_result(&job.id, &report).await {
+            Ok(_) => break,
+            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "sending the job result failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    if let Err(e) = docker.stop_and_remove(&name, 1).await {
+        tracing::debug!(error = %format!("{e:#}"), "removing the job container failed");
+    }
+}
