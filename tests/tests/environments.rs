@@ -192,7 +192,7 @@ fn release_command_runs_once_per_release_and_one_off_runs_return_their_exit_code
     assert_eq!(out.stderr.matches("migrating the database").count(), 1, "{}", out.stderr);
     p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
     let job = format!("paas.job=release-{app}-production-1");
-    assert_eq!(created(&since, &[job.clone()]), 1, "the release command ran exactly once");
+    assert_eq!(created(&since, std::slice::from_ref(&job)), 1, "the release command ran exactly once");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !docker(&["ps", "-aq", "--filter", &format!("label={job}")]).trim().is_empty() {
         assert!(std::time::Instant::now() < deadline, "the release command's container was not removed");
