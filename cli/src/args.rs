@@ -72,6 +72,14 @@ pub enum Command {
     Promote(PromoteArgs),
     /// Run a one-off command in a fresh container of the current release, with its config.
     Run(RunArgs),
+    /// Print the URL to `git remote add` for `git push` deploys.
+    GitRemote {
+        #[arg(long, short = 'a')]
+        app: String,
+    },
+    /// The pre-receive hook of the app repositories (run by git on the server, not by users).
+    #[command(hide = true)]
+    GitHook,
     /// Show the containers of an environment.
     Ps(AppEnv),
     /// List the nodes of the cluster.

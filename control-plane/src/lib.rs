@@ -56,6 +56,7 @@ impl ControlPlane {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let api_url = format!("http://{addr}");
+        self.state.set_api_url(api_url.clone());
         let router = http::router(self.state.clone(), &api_url)?;
         tracing::info!(%addr, "control plane listening");
         let stop = shutdown.clone();

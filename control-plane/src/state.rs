@@ -17,6 +17,7 @@ pub struct AppState {
     pub secrets: Arc<SecretBox>,
     /// Serialises config changes (read, modify, seal, write) so none is lost.
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
+    api_url: Arc<std::sync::OnceLock<String>>,
     /// State index: bumped on every change of desired or observed state. Agents long-poll on it.
     index: Arc<watch::Sender<u64>>,
     /// Bumped whenever deploy events are appended; deploy followers long-poll on it.
@@ -38,6 +39,7 @@ impl AppState {
             config,
             secrets: Arc::new(secrets),
             config_lock: Arc::default(),
+            api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),
             events: Arc::new(watch::channel(0).0),
             applied: Arc::new(watch::channel(HashMap::new()).0),
@@ -49,6 +51,15 @@ impl AppState {
     pub fn config_snapshot(&self, env: &crate::store::EnvRow) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
         let vars = self.secrets.open_map(&env.config)?;
         Ok((env.config.clone(), vars.into_keys().collect()))
+    }
+
+    /// The control plane's own API URL (set once it listens), for hooks that call back.
+    pub fn api_url(&self) -> String {
+        self.api_url.get().cloned().unwrap_or_default()
+    }
+
+    pub fn set_api_url(&self, url: String) {
+        let _ = self.api_url.set(url);
     }
 
     pub fn sources_dir(&self) -> PathBuf {

@@ -3,6 +3,7 @@
 mod apps;
 mod deploy;
 mod envs;
+mod git;
 mod info;
 mod login;
 mod run;
@@ -31,6 +32,8 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => envs::config(&g, cmd).await,
         Command::Promote(args) => envs::promote(&g, args).await,
         Command::Run(args) => run::exec(&g, args).await,
+        Command::GitRemote { app } => git::remote(&g, &app).await,
+        Command::GitHook => git::hook().await,
         Command::Ps(target) => info::ps(&g, target).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
     }

@@ -8,6 +8,7 @@ mod deploys;
 mod envs;
 pub mod error;
 mod formation;
+mod git;
 mod nodes;
 mod runs;
 
@@ -30,7 +31,8 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
     let console = web::router(web::WebConfig { api_url: api_url.to_string() })?;
     Ok(Router::new()
         .nest("/api/v1", api.with_state(state.clone()))
-        .nest("/agent/v1", agent.with_state(state))
+        .nest("/agent/v1", agent.with_state(state.clone()))
+        .merge(git::routes().with_state(state))
         .merge(console))
 }
 

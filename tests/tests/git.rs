@@ -1,0 +1,95 @@
+//! `git push` deploys end to end: the real `git` client against the control plane's
+//! smart-HTTP server (`git http-backend`), with deploy output as `remote:` lines.
+
+use paas_tests::{docker, Platform, Run};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn git(dir: &Path, args: &[&str]) -> Run {
+    Command::new("git")
+        .args(["-c", "user.email=dev@example.com", "-c", "user.name=Dev", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("running git")
+        .into()
+}
+
+fn token(p: &Platform) -> String {
+    let cfg = std::fs::read_to_string(p.dir.path().join("config/paas/config.toml")).unwrap();
+    cfg.lines().find_map(|l| l.strip_prefix("token = ")).unwrap().trim_matches('"').to_string()
+}
+
+#[test]
+fn pushing_branches_deploys_them_and_a_broken_build_rejects_the_push() {
+    let mut p = Platform::start();
+    let app = p.app_name("git");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    p.paas(&["envs", "create", "--app", &app, "staging"]).expect_ok();
+    let remote = p.paas(&["git-remote", "--app", &app]).expect_ok().stdout.trim().to_string();
+    assert!(remote.ends_with(&format!("/git/{app}.git")), "{remote}");
+    let authed = remote.replacen("http://", &format!("http://anyone:{}@", token(&p)), 1);
+
+    let repo = paas_tests::example_copy("hello");
+    let dir = repo.path();
+    std::fs::write(dir.join("paas.toml"), "[deploy]\nstability_window = \"0s\"\n").unwrap();
+    git(dir, &["init", "-q"]).expect_ok();
+    git(dir, &["add", "-A"]).expect_ok();
+    git(dir, &["commit", "-qm", "first"]).expect_ok();
+
+    let push = git(dir, &["push", &authed, "main"]);
+    assert!(push.ok, "{push:?}");
+    assert!(
+        push.stderr.contains("remote: ") && push.stderr.contains("Step 1/"),
+        "build output streams back: {}",
+        push.stderr
+    );
+    assert!(push.stderr.contains("is live at"), "{}", push.stderr);
+    p.wait_for_body(&p.host(&app), "Hello from paas!", Duration::from_secs(30));
+
+    // A branch named like an environment deploys it; other branches are only stored.
+    git(dir, &["checkout", "-qb", "staging"]).expect_ok();
+    std::fs::write(dir.join("message.txt"), "staging build\n").unwrap();
+    git(dir, &["commit", "-qam", "staging"]).expect_ok();
+    let push = git(dir, &["push", &authed, "staging"]);
+    assert!(push.ok, "{push:?}");
+    p.wait_for_body(&format!("{app}-staging.localhost"), "staging build", Duration::from_secs(30));
+    let push = git(dir, &["push", &authed, "staging:feature-x"]);
+    assert!(push.ok && push.stderr.contains("stored"), "{push:?}");
+    let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
+    assert_eq!(releases.as_array().unwrap().len(), 1, "feature-x deployed nothing");
+
+    // A broken Dockerfile on main: the push is rejected with the build error, v1 keeps serving.
+    git(dir, &["checkout", "-q", "main"]).expect_ok();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM debian:bookworm-slim\nRUN echo compile error here && exit 2\n",
+    )
+    .unwrap();
+    git(dir, &["commit", "-qam", "broken"]).expect_ok();
+    let push = git(dir, &["push", &authed, "main"]);
+    assert!(!push.ok, "the push went through: {push:?}");
+    assert!(
+        push.stderr.contains("compile error here") && push.stderr.contains("rejected"),
+        "{}",
+        push.stderr
+    );
+    assert!(p.get(&p.host(&app), "/").body.contains("Hello from paas!"));
+    let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
+    assert_eq!(releases[0]["status"], "failed");
+    assert_eq!(releases[1]["status"], "active");
+
+    // Without a valid token nothing is readable or writable.
+    let bad = remote.replacen("http://", "http://anyone:paas_wrong@", 1);
+    let push = git(dir, &["push", &bad, "main"]);
+    assert!(!push.ok && push.stderr.contains("Authentication failed"), "{push:?}");
+    let clone_dir = tempfile::tempdir().unwrap();
+    let clone = git(clone_dir.path(), &["clone", "-q", &remote, "x"]);
+    assert!(!clone.ok, "cloned without a token: {clone:?}");
+    let clone = git(clone_dir.path(), &["clone", "-q", &authed, "y"]);
+    assert!(clone.ok, "{clone:?}");
+    assert!(clone_dir.path().join("y/app.py").exists());
+    assert!(!docker(&["ps", "-q", "--filter", &format!("label=paas.app={app}")]).trim().is_empty());
+}
