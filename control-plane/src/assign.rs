@@ -3,7 +3,7 @@
 
 use crate::state::AppState;
 use crate::store::{InstanceRow, NodeRow};
-use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route};
+use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route, StaticRoute};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -127,6 +127,15 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let nodes = store.list_nodes().await?;
     let is_ingress = nodes.iter().any(|n| n.name == node && n.ingress);
     let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
+    let mut static_prefetch = Vec::new();
+    if is_ingress {
+        for env in store.all_envs().await? {
+            let Some(target) = env.target_release else { continue };
+            if let Some(st) = static_route(&store.get_release(&env.app, &env.name, target).await?) {
+                static_prefetch.push(st);
+            }
+        }
+    }
     let mut jobs = Vec::new();
     for j in store.pending_jobs(node).await? {
         let release = store.get_release(&j.app, &j.env, j.release).await?;
@@ -145,7 +154,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             config: state.secrets.open_map(&sealed)?,
         });
     }
-    Ok(Assignment { containers, builds, routes, jobs })
+    Ok(Assignment { containers, builds, routes, jobs, static_prefetch })
 }
 
 /// The route table: every environment with a served release, to its healthy replicas.
@@ -166,13 +175,26 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
         let Some(current) = env.current_release else { continue };
         let mut backends = by_env.remove(&(env.app.clone(), env.name.clone(), current)).unwrap_or_default();
         backends.sort();
+        let static_files = static_route(&state.store.get_release(&env.app, &env.name, current).await?);
         routes.push(Route {
             host: protocol::hostname(&env.app, &env.name, &state.config.base_domain),
             app: env.app,
             env: env.name,
             release: current,
             backends,
+            static_files,
         });
     }
     Ok(routes)
+}
+
+/// Where the ingress gets a release's static files, if its manifest has any.
+pub fn static_route(release: &protocol::api::Release) -> Option<StaticRoute> {
+    let st = release.manifest.static_files.as_ref()?;
+    Some(StaticRoute {
+        image: release.image_id.clone()?,
+        dir: st.dir.clone(),
+        prefix: st.prefix.clone(),
+        max_age_secs: st.max_age_secs,
+    })
 }

@@ -13,6 +13,8 @@ use tracing::Instrument;
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long the switch waits for ingress nodes to apply the new route table.
 const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
+/// How long ingress nodes get to extract a new release's static files.
+const STATIC_EXTRACTION: Duration = Duration::from_secs(60);
 /// Longest a release command (a migration, say) may run.
 const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long the end of a stability window waits for the agents' next observation.
@@ -90,6 +92,18 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
             .await;
         stay_healthy(state, app, env, version, instances.len(), window).await?;
     }
+    // Static files must be servable by every ingress before they route to the new release.
+    let ingress: Vec<String> =
+        assign::ready_nodes(state).await?.into_iter().filter(|n| n.ingress).map(|n| n.name).collect();
+    if let Some(st) = assign::static_route(&state.store.get_release(app, env, version).await?) {
+        let late = state.wait_static(&ingress, &st.key(), STATIC_EXTRACTION).await;
+        anyhow::ensure!(
+            late.is_empty(),
+            "ingress node(s) {} could not extract the static files {} from the image; does that directory exist?",
+            late.join(", "),
+            st.dir
+        );
+    }
     stage(format!("Switching traffic to v{version}")).await;
 
     state.store.switch_release(app, env, version).await?;
@@ -98,8 +112,6 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     // the new ones, and the release is reported live only then, so the first request after
     // `paas deploy` returns reaches the new release.
     let switch = state.index();
-    let ingress: Vec<String> =
-        assign::ready_nodes(state).await?.into_iter().filter(|n| n.ingress).map(|n| n.name).collect();
     let late = state.wait_applied(&ingress, switch, ROUTE_PROPAGATION).await;
     if !late.is_empty() {
         tracing::warn!(nodes = ?late, "ingress nodes did not confirm the new routes in time");

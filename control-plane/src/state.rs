@@ -27,6 +27,8 @@ pub struct AppState {
     applied: Arc<watch::Sender<HashMap<String, u64>>>,
     /// Per node, when (agent clock, unix ms) its latest report looked at Docker.
     observed: Arc<watch::Sender<HashMap<String, u64>>>,
+    /// Per ingress node, the static directories it has extracted.
+    static_ready: Arc<watch::Sender<HashMap<String, Vec<String>>>>,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             events: Arc::new(watch::channel(0).0),
             applied: Arc::new(watch::channel(HashMap::new()).0),
             observed: Arc::new(watch::channel(HashMap::new()).0),
+            static_ready: Arc::new(watch::channel(HashMap::new()).0),
         }
     }
 
@@ -100,6 +103,26 @@ impl AppState {
             *entry = (*entry).max(at_ms);
             newer
         });
+    }
+
+    pub fn node_static_ready(&self, node: &str, keys: Vec<String>) {
+        self.static_ready.send_if_modified(|m| {
+            let changed = m.get(node) != Some(&keys);
+            m.insert(node.to_string(), keys);
+            changed
+        });
+    }
+
+    /// Waits until every node in `nodes` can serve the static files `key`; returns the ones
+    /// that cannot after `wait`.
+    pub async fn wait_static(&self, nodes: &[String], key: &str, wait: Duration) -> Vec<String> {
+        let mut rx = self.static_ready.subscribe();
+        let has = |m: &HashMap<String, Vec<String>>, n: &String| {
+            m.get(n).is_some_and(|k| k.iter().any(|k| k == key))
+        };
+        let _ = tokio::time::timeout(wait, rx.wait_for(|m| nodes.iter().all(|n| has(m, n)))).await;
+        let m = rx.borrow();
+        nodes.iter().filter(|n| !has(&m, n)).cloned().collect()
     }
 
     /// Waits until every node in `nodes` reported an observation made at or after `at_ms`;

@@ -403,3 +403,50 @@ impl DockerClient {
         Ok(state.exit_code.unwrap_or(-1))
     }
 }
+
+impl DockerClient {
+    /// A tar of `path` inside `image`, read from a created (never started) container.
+    pub async fn copy_out(&self, image: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+        use bollard::container::DownloadFromContainerOptions;
+        let name = format!("paas-extract-{}-{}", self.node, std::process::id());
+        let labels = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::NODE.to_string(), self.node.clone()),
+            (LABEL_JOB.to_string(), "extract".to_string()),
+        ]);
+        let config =
+            ContainerConfig { image: Some(image.to_string()), labels: Some(labels), ..Default::default() };
+        let _ = self
+            .docker
+            .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+            .await;
+        self.docker
+            .create_container(Some(CreateContainerOptions { name: name.clone(), platform: None }), config)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("creating a container to copy static files: {}", docker_message(&e))
+            })?;
+        let mut stream = self
+            .docker
+            .download_from_container(&name, Some(DownloadFromContainerOptions { path: path.to_string() }));
+        let mut out = Vec::new();
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => out.extend_from_slice(&bytes),
+                Err(e) => {
+                    failed = Some(docker_message(&e));
+                    break;
+                }
+            }
+        }
+        let _ = self
+            .docker
+            .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+            .await;
+        match failed {
+            Some(e) => anyhow::bail!("copying {path} out of the image: {e}"),
+            None => Ok(out),
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod ingress;
 mod jobs;
 mod lines;
 mod reconcile;
+mod statics;
 mod sync;
 
 use anyhow::Context;
@@ -55,11 +56,13 @@ pub async fn run(
 
     let routes = ingress::IngressHandle::new();
     let cache = config.state_dir.join("routes.json");
+    let statics = statics::Statics::new(docker.clone(), routes.clone(), config.state_dir.join("static"));
     if let Some(cached) = sync::load_routes(&cache) {
         tracing::info!(
             routes = cached.len(),
             "serving the cached route table until the control plane answers"
         );
+        statics.ensure(&cached, &[]);
         routes.set_routes(&cached);
     }
 
@@ -96,7 +99,7 @@ pub async fn run(
         builder.run(rx, stop).await;
         Ok(())
     });
-    let syncer = sync::Syncer { client, registration, routes, cache, assignment: assignment_tx };
+    let syncer = sync::Syncer { client, registration, routes, cache, assignment: assignment_tx, statics };
     let stop = shutdown.clone();
     tasks.spawn(async move {
         syncer.run(report_rx, stop).await;

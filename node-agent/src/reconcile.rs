@@ -151,7 +151,7 @@ impl Reconciler {
                 }
             })
             .collect();
-        let report = NodeReport { containers, observed_at_ms };
+        let report = NodeReport { containers, observed_at_ms, static_ready: Vec::new() };
         // Only a change wakes the reporter at once; the fresh observation time goes out with
         // the next heartbeat.
         self.reports.send_if_modified(|r| {

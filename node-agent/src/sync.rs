@@ -22,6 +22,7 @@ pub struct Syncer {
     pub routes: IngressHandle,
     pub cache: PathBuf,
     pub assignment: watch::Sender<Option<Assignment>>,
+    pub statics: crate::statics::Statics,
 }
 
 pub fn load_routes(path: &Path) -> Option<Vec<Route>> {
@@ -43,6 +44,7 @@ impl Syncer {
             self.client.clone(),
             self.registration.clone(),
             reports,
+            self.statics.clone(),
             shutdown.clone(),
         ));
         let mut index = 0u64;
@@ -59,6 +61,9 @@ impl Syncer {
                     backoff = Duration::from_millis(250);
                     index = resp.index;
                     let a = resp.assignment;
+                    if self.registration.ingress {
+                        self.statics.ensure(&a.routes, &a.static_prefetch);
+                    }
                     // Routes first: old containers are only removed after the switch.
                     if self.registration.ingress && self.routes.routes() != a.routes {
                         tracing::info!(index, routes = a.routes.len(), "applying a new route table");
@@ -113,10 +118,12 @@ async fn report_loop(
     client: Client,
     registration: RegisterNode,
     mut reports: watch::Receiver<NodeReport>,
+    statics: crate::statics::Statics,
     shutdown: CancellationToken,
 ) {
     loop {
-        let report = reports.borrow_and_update().clone();
+        let mut report = reports.borrow_and_update().clone();
+        report.static_ready = statics.ready_keys();
         if let Err(e) = client.report(&registration.name, &report).await {
             if e.status == Some(404) {
                 let _ = client.register(&registration).await;
@@ -126,6 +133,7 @@ async fn report_loop(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = reports.changed() => {}
+            _ = statics.changed.notified() => {}
             _ = tokio::time::sleep(REPORT_EVERY) => {}
         }
     }

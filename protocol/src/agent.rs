@@ -27,6 +27,10 @@ pub struct Assignment {
     /// One-off containers to run to completion: release phases and `paas run`.
     #[serde(default)]
     pub jobs: Vec<JobSpec>,
+    /// Static files of releases being rolled out, for ingress nodes to extract before the
+    /// switch (the deploy waits until they report them ready).
+    #[serde(default)]
+    pub static_prefetch: Vec<StaticRoute>,
 }
 
 /// A one-off container: runs `command` in a release's image with its config, once, streaming
@@ -124,6 +128,27 @@ pub struct Route {
     pub release: u32,
     /// `addr:port` of every healthy replica.
     pub backends: Vec<String>,
+    /// Static files the ingress serves itself for this route.
+    #[serde(default)]
+    pub static_files: Option<StaticRoute>,
+}
+
+/// Where an ingress node gets a route's static files: `dir` of `image`, served under `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticRoute {
+    pub image: String,
+    pub dir: String,
+    pub prefix: String,
+    pub max_age_secs: u64,
+}
+
+impl StaticRoute {
+    /// Names the extracted copy: one per image and directory.
+    pub fn key(&self) -> String {
+        let id = self.image.strip_prefix("sha256:").unwrap_or(&self.image);
+        let dir: String = self.dir.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        format!("{}{dir}", &id[..id.len().min(16)])
+    }
 }
 
 /// Build output, sent in batches while the build runs.
@@ -146,6 +171,9 @@ pub struct NodeReport {
     /// insist on an observation made after its stability window ended.
     #[serde(default)]
     pub observed_at_ms: u64,
+    /// Keys ([`StaticRoute::key`]) of the static directories this node's ingress can serve.
+    #[serde(default)]
+    pub static_ready: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,19 @@ pub struct Manifest {
     /// before it takes traffic (database migrations, say). A failure stops the deploy.
     #[serde(default)]
     pub release_command: Option<Vec<String>>,
+    /// Static files the ingress serves itself, with cache headers, from the release's image.
+    #[serde(default)]
+    pub static_files: Option<StaticFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticFiles {
+    /// Absolute directory inside the image, e.g. `/app/public`.
+    pub dir: String,
+    /// URL path prefix, starting and ending with `/`, e.g. `/static/`.
+    pub prefix: String,
+    /// `Cache-Control: public, max-age=...`
+    pub max_age_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +113,7 @@ impl Default for Manifest {
             processes: BTreeMap::from([("web".to_string(), web)]),
             deploy: DeploySettings::default(),
             release_command: None,
+            static_files: None,
         }
     }
 }
@@ -132,6 +146,16 @@ struct File {
     env: BTreeMap<String, FileOverride>,
     #[serde(default)]
     release: Option<FileRelease>,
+    #[serde(default, rename = "static")]
+    static_files: Option<FileStatic>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileStatic {
+    dir: String,
+    prefix: Option<String>,
+    max_age: Option<DurationValue>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -205,6 +229,8 @@ fn parse_duration(key: &str, v: &DurationValue) -> Result<u64, ManifestError> {
                 (n, 1000)
             } else if let Some(n) = t.strip_suffix('m') {
                 (n, 60_000)
+            } else if let Some(n) = t.strip_suffix('h') {
+                (n, 3_600_000)
             } else {
                 return Err(bad());
             };
@@ -225,6 +251,27 @@ pub fn parse(text: &str, env: &str) -> Result<Manifest, ManifestError> {
             return Err(ManifestError { line: None, message: "release.command must not be empty".into() });
         }
         m.release_command = Some(r.command.clone());
+    }
+    if let Some(st) = &file.static_files {
+        let err = |message: String| ManifestError { line: None, message };
+        if !st.dir.starts_with('/') || st.dir.split('/').any(|c| c == "..") {
+            return Err(err("static.dir must be an absolute path inside the image, without '..'".into()));
+        }
+        let prefix = st.prefix.clone().unwrap_or_else(|| "/static/".into());
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix == "/" {
+            return Err(err(
+                "static.prefix must start and end with '/' and not be \"/\", e.g. \"/static/\"".into()
+            ));
+        }
+        let max_age_ms = match &st.max_age {
+            Some(v) => parse_duration("static.max_age", v)?,
+            None => 3_600_000,
+        };
+        m.static_files = Some(StaticFiles {
+            dir: st.dir.trim_end_matches('/').to_string(),
+            prefix,
+            max_age_secs: max_age_ms / 1000,
+        });
     }
     apply(&mut m, &file.processes, &file.deploy, "")?;
     if let Some(o) = file.env.get(env) {
@@ -391,6 +438,10 @@ drain_timeout = "5s"
 [release]
 command = ["python3", "migrate.py"]
 
+[static]
+dir = "/app/public"
+max_age = "1h"
+
 [env.staging.processes.web]
 replicas = 1
 "#;
@@ -403,6 +454,9 @@ replicas = 1
         assert_eq!(prod.deploy.stability_window_ms, 1000);
         assert_eq!(parse(text, "staging").unwrap().web().unwrap().replicas, 1);
         assert_eq!(prod.release_command, Some(vec!["python3".to_string(), "migrate.py".to_string()]));
+        let st = prod.static_files.unwrap();
+        assert_eq!((st.dir.as_str(), st.prefix.as_str(), st.max_age_secs), ("/app/public", "/static/", 3600));
+        assert!(parse("[static]\ndir = \"public\"\n", "production").is_err());
     }
 
     #[test]

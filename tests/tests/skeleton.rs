@@ -24,6 +24,12 @@ fn deploy_serves_through_ingress_and_redeploy_bumps_the_release() {
     assert!(out.stderr.contains("Step 1/"), "build output reaches the user: {}", out.stderr);
     let r = p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
     assert_eq!(r.status, 200);
+    // The manifest's [static] directory is served by the ingress itself (the app 404s there)
+    // from the moment the release is live.
+    let css = p.get(&p.host(&app), "/static/style.css");
+    assert_eq!(css.status, 200, "{css:?}");
+    assert!(css.headers.to_ascii_lowercase().contains("cache-control: public, max-age=3600"), "{css:?}");
+    assert!(css.body.contains("font-family"), "{css:?}");
 
     std::fs::write(src.path().join("message.txt"), "Second release\n").unwrap();
     let out = p.paas(&["deploy", dir, "--app", &app, "--output", "json"]).expect_ok();

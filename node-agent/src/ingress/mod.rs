@@ -2,6 +2,7 @@
 //! replicas of an app. This file owns the route table ([`IngressHandle`]) and the accept loop with
 //! graceful shutdown; forwarding lives in `proxy`, the built-in error pages in `pages`.
 
+mod files;
 mod inflight;
 mod pages;
 mod proxy;
@@ -37,6 +38,8 @@ pub struct IngressHandle {
     // complete table and `set_routes` swaps the whole table in a single write.
     table: Arc<RwLock<Arc<Table>>>,
     inflight: Arc<inflight::InFlight>,
+    /// Extracted static directories by [`protocol::agent::StaticRoute::key`].
+    static_roots: Arc<RwLock<HashMap<String, std::path::PathBuf>>>,
 }
 
 #[derive(Default)]
@@ -54,7 +57,11 @@ pub(crate) struct RouteEntry {
 
 impl IngressHandle {
     pub fn new() -> Self {
-        Self { table: Arc::new(RwLock::new(Arc::new(Table::default()))), inflight: Arc::default() }
+        Self {
+            table: Arc::new(RwLock::new(Arc::new(Table::default()))),
+            inflight: Arc::default(),
+            static_roots: Arc::default(),
+        }
     }
 
     /// Atomically replaces the whole route table.
@@ -73,6 +80,15 @@ impl IngressHandle {
         }
         let table = Arc::new(Table { by_host, routes: routes.to_vec() });
         *self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+    }
+
+    /// Makes the extracted static files of `key` available to routes that name it.
+    pub fn set_static_root(&self, key: &str, dir: std::path::PathBuf) {
+        self.static_roots.write().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), dir);
+    }
+
+    pub(crate) fn static_root(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.static_roots.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
     /// Requests (and WebSocket tunnels) this ingress has open to `backend` (`addr:port`).

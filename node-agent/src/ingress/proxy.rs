@@ -67,6 +67,14 @@ impl Proxy {
             return pages::not_found(&host);
         };
         let route = &entry.route;
+        if let Some(st) = &route.static_files {
+            if let Some(root) = self.handle.static_root(&st.key()) {
+                let path = req.uri().path().to_string();
+                if let Some(resp) = super::files::serve(&root, st, req.method(), &path, req.headers()).await {
+                    return resp;
+                }
+            }
+        }
         if route.backends.is_empty() {
             return pages::no_replica(&route.app);
         }

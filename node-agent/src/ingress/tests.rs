@@ -23,6 +23,7 @@ fn route(host: &str, backends: &[SocketAddr]) -> Route {
         env: "production".to_owned(),
         release: 1,
         backends: backends.iter().map(|a| a.to_string()).collect(),
+        static_files: None,
     }
 }
 
@@ -341,4 +342,40 @@ async fn missing_host_gets_400() {
 fn handle_is_cheap_shared_state() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<IngressHandle>();
+}
+
+#[tokio::test]
+async fn serves_static_files_itself_with_cache_headers() {
+    let dir = std::env::temp_dir().join(format!("paas-static-test-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("css")).unwrap();
+    std::fs::write(dir.join("css/site.css"), "body{}").unwrap();
+    // No backends: a static hit needs no replica, a miss falls through to the app (503 here).
+    let mut r = route("shop.test", &[]);
+    let st = protocol::agent::StaticRoute {
+        image: "sha256:0123456789abcdef0123".into(),
+        dir: "/app/public".into(),
+        prefix: "/static/".into(),
+        max_age_secs: 60,
+    };
+    r.static_files = Some(st.clone());
+    let (ingress, handle, shutdown) = start_ingress(std::slice::from_ref(&r)).await;
+    handle.set_static_root(&st.key(), dir.clone());
+    let fetch = |path: &str, etag: Option<String>| {
+        let mut req = Request::get(format!("http://{ingress}{path}")).header("host", "shop.test");
+        if let Some(e) = etag {
+            req = req.header("if-none-match", e);
+        }
+        client().request(req.body(Full::new(Bytes::new())).unwrap())
+    };
+    let resp = fetch("/static/css/site.css", None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["cache-control"], "public, max-age=60");
+    assert_eq!(resp.headers()["content-type"], "text/css; charset=utf-8");
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "body{}");
+    assert_eq!(fetch("/static/css/site.css", Some(etag)).await.unwrap().status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(fetch("/static/missing.css", None).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(fetch("/static/../x", None).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    shutdown.cancel();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
