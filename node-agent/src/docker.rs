@@ -63,21 +63,18 @@ impl DockerClient {
         &self.docker
     }
 
+    /// Containers, running or not, carrying every one of `labels` (`key=value`).
+    async fn labelled(&self, labels: Vec<String>) -> anyhow::Result<Vec<bollard::models::ContainerSummary>> {
+        let filters = HashMap::from([("label".to_string(), labels)]);
+        let opts = ListContainersOptions::<String> { all: true, filters, ..Default::default() };
+        self.docker.list_containers(Some(opts)).await.context("listing containers")
+    }
+
     /// Containers of this node (and only those), running or not.
     pub async fn list(&self) -> anyhow::Result<Vec<Observed>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)],
-        )]);
         let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions::<String> {
-                all: true,
-                filters,
-                ..Default::default()
-            }))
-            .await
-            .context("listing containers")?;
+            .labelled(vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)])
+            .await?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
@@ -128,22 +125,12 @@ impl DockerClient {
                     host_port: Some(String::new()),
                 }]),
             )])),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
-                    ("max-file".to_string(), LOG_MAX_FILE.to_string()),
-                ])),
-            }),
             // The agent restarts crashed containers itself (with backoff, and reporting it).
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,
             }),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            // A tiny init as PID 1 forwards SIGTERM and reaps zombies for apps that do not.
-            init: Some(true),
-            ..Default::default()
+            ..base_host_config()
         };
         let config = ContainerConfig {
             image: Some(spec.image.clone()),
@@ -280,6 +267,23 @@ impl DockerClient {
     }
 }
 
+/// What every paas container gets: capped json-file logs, no privilege escalation, and a tiny
+/// init as PID 1 that forwards SIGTERM and reaps zombies for apps that do not.
+fn base_host_config() -> HostConfig {
+    HostConfig {
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                ("max-file".to_string(), LOG_MAX_FILE.to_string()),
+            ])),
+        }),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        init: Some(true),
+        ..Default::default()
+    }
+}
+
 /// The engine's own message for an API error, without bollard's wrapping.
 pub fn docker_message(e: &bollard::errors::Error) -> String {
     match e {
@@ -311,19 +315,9 @@ impl DockerClient {
 impl DockerClient {
     /// The state of the job container labelled `job`, if one exists: (name, running).
     pub async fn find_job(&self, job: &str) -> anyhow::Result<Option<(String, bool)>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}={}", labels::NODE, self.node), format!("{LABEL_JOB}={job}")],
-        )]);
         let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions::<String> {
-                all: true,
-                filters,
-                ..Default::default()
-            }))
-            .await
-            .context("listing job containers")?;
+            .labelled(vec![format!("{}={}", labels::NODE, self.node), format!("{LABEL_JOB}={job}")])
+            .await?;
         Ok(list.into_iter().find_map(|c| {
             let name = c.names?.first()?.trim_start_matches('/').to_string();
             Some((name, c.state.as_deref() == Some("running")))
@@ -342,18 +336,7 @@ impl DockerClient {
         ]);
         let env: Vec<String> =
             job.config.iter().chain(&job.env_vars).map(|(k, v)| format!("{k}={v}")).collect();
-        let host_config = HostConfig {
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
-                    ("max-file".to_string(), LOG_MAX_FILE.to_string()),
-                ])),
-            }),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            init: Some(true),
-            ..Default::default()
-        };
+        let host_config = base_host_config();
         let config = ContainerConfig {
             image: Some(job.image.clone()),
             cmd: Some(job.command.clone()),
