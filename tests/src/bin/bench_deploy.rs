@@ -26,6 +26,8 @@ fn main() {
     let base = p.app_name("bench");
     p.paas(&["apps", "create", &base]).expect_ok();
     let src = paas_tests::example_copy("hello");
+    // The mechanics only: no stability window (the default 3 s would dominate the figure).
+    std::fs::write(src.path().join("paas.toml"), "[deploy]\nstability_window = \"0s\"\n").unwrap();
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &base]).expect_ok();
     let image = format!("paas/{base}-production:v1");
 
@@ -34,7 +36,7 @@ fn main() {
         let app = p.app_name("b");
         p.paas(&["apps", "create", &app]).expect_ok();
         let t = Instant::now();
-        p.paas(&["deploy", "--app", &app, "--image", &image]).expect_ok();
+        p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app, "--image", &image]).expect_ok();
         wait_200(|| p.get(&p.host(&app), "/"));
         via_paas.push(t.elapsed());
         p.paas(&["apps", "delete", &app, "--confirm", &app]).expect_ok();
