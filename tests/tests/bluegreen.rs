@@ -177,10 +177,15 @@ stability_window = "5s"
         &failures(&samples)[..failures(&samples).len().min(5)]
     );
     assert!(samples.iter().all(|s| v1.contains(&s.served_by)), "only v1 served throughout");
+
+    // A command probe runs inside the container (here: the app's file exists) and can pass.
+    let args =
+        ["deploy", dir, "--app", &app, "--image", &image, "--health-check", "command:test -f /app/app.py"];
+    p.paas(&args).expect_ok();
     let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
     let statuses: Vec<&str> =
         releases.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, vec!["failed", "failed", "active"]);
+    assert_eq!(statuses, vec!["active", "failed", "failed", "superseded"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(hosts(&app, 2).is_empty() && hosts(&app, 3).is_empty()) {
         assert!(Instant::now() < deadline, "failed releases left containers behind");

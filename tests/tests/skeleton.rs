@@ -144,6 +144,17 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
 
     let unknown_token = p.paas_env(&["apps", "list"], &[("PAAS_TOKEN", "paas_wrong")]);
     unknown_token.expect_err("not valid");
+    // `paas login` checks the token before saving it, then the CLI works from its config alone.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cfg = elsewhere.path().to_str().unwrap();
+    let token = std::fs::read_to_string(p.dir.path().join("data/admin-token")).unwrap();
+    let login = ["login", "--server", p.api_url.as_str(), "--token"];
+    p.paas_env(&[&login[..], &["paas_wrong"]].concat(), &[("XDG_CONFIG_HOME", cfg)]).expect_err("not valid");
+    p.paas_env(&[&login[..], &[token.trim()]].concat(), &[("XDG_CONFIG_HOME", cfg)]).expect_ok();
+    let listed = p.paas_env(&["apps", "list", "-o", "json"], &[("XDG_CONFIG_HOME", cfg)]).expect_ok();
+    assert_eq!(listed.json()[0]["name"], app.as_str());
+    p.paas_env(&["apps", "list"], &[("XDG_CONFIG_HOME", elsewhere.path().join("none").to_str().unwrap())])
+        .expect_err("no paas server configured");
     let api = p.api_url.trim_start_matches("http://").to_string();
     let raw = http::get(&api, "localhost", "/api/v1/apps");
     assert_eq!(raw.status, 401, "{raw:?}");
