@@ -72,6 +72,9 @@ pub enum Command {
     Promote(PromoteArgs),
     /// Run a one-off command in a fresh container of the current release, with its config.
     Run(RunArgs),
+    /// Managed PostgreSQL for an environment.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Print the URL to `git remote add` for `git push` deploys.
     GitRemote {
         #[arg(long, short = 'a')]
@@ -305,4 +308,26 @@ pub struct RunArgs {
     /// The command and its arguments, after `--` (run as argv, no shell).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Provision PostgreSQL for the environment and set its DATABASE_URL.
+    Create {
+        #[command(flatten)]
+        target: AppEnv,
+        /// PostgreSQL major version.
+        #[arg(long, default_value_t = 15)]
+        version: u32,
+        /// The server's max_connections.
+        #[arg(long)]
+        max_connections: Option<u32>,
+    },
+    /// Show the database: state, address, URLs (password masked unless --reveal).
+    Info {
+        #[command(flatten)]
+        target: AppEnv,
+        #[arg(long)]
+        reveal: bool,
+    },
 }

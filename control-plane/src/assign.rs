@@ -101,6 +101,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             image,
             command: process.command.clone(),
             port: process.port,
+            network: protocol::env_network(&i.app, &i.env),
             env_vars,
             config,
             healthcheck: process.healthcheck.clone(),
@@ -143,18 +144,24 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         let (sealed, _) = store.release_inputs(&j.app, &j.env, j.release).await?;
         let env_vars = BTreeMap::from([("PAAS_RELEASE".to_string(), j.release.to_string())]);
         jobs.push(JobSpec {
+            network: protocol::env_network(&j.app, &j.env),
             id: j.id,
             app: j.app,
             env: j.env,
             release: j.release,
             image,
             mask_output: j.kind == "release",
+
             command: j.command,
             env_vars,
             config: state.secrets.open_map(&sealed)?,
         });
     }
-    Ok(Assignment { containers, builds, routes, jobs, static_prefetch })
+    let mut databases = Vec::new();
+    for db in store.databases_for_node(node).await? {
+        databases.push(database_spec(state, &db)?);
+    }
+    Ok(Assignment { containers, builds, routes, jobs, static_prefetch, databases })
 }
 
 /// The route table: every environment with a served release, to its healthy replicas.
@@ -196,5 +203,27 @@ pub fn static_route(release: &protocol::api::Release) -> Option<StaticRoute> {
         dir: st.dir.clone(),
         prefix: st.prefix.clone(),
         max_age_secs: st.max_age_secs,
+    })
+}
+
+/// The primary's container for a database row (the password unsealed for the agent).
+pub fn database_spec(
+    state: &AppState,
+    db: &crate::store::DatabaseRow,
+) -> anyhow::Result<protocol::agent::DatabaseSpec> {
+    let password = String::from_utf8(state.secrets.open(&db.password)?)?;
+    Ok(protocol::agent::DatabaseSpec {
+        name: format!("paas-{}-{}-db-primary", db.app, db.env),
+        role: "db-primary".into(),
+        image: format!("paas/postgres:{}", db.version),
+        volume: format!("paas-{}-{}-db-primary", db.app, db.env),
+        network: protocol::env_network(&db.app, &db.env),
+        version: db.version,
+        database: db.app.replace('-', "_"),
+        user: db.app.replace('-', "_"),
+        password,
+        max_connections: db.max_connections,
+        app: db.app.clone(),
+        env: db.env.clone(),
     })
 }

@@ -27,6 +27,8 @@ pub struct AppState {
     applied: Arc<watch::Sender<HashMap<String, u64>>>,
     /// Per node, when (agent clock, unix ms) its latest report looked at Docker.
     observed: Arc<watch::Sender<HashMap<String, u64>>>,
+    /// Database containers as their agents last reported them, by container name.
+    db_status: Arc<std::sync::Mutex<HashMap<String, (String, protocol::agent::ContainerStatus)>>>,
     /// Per ingress node, the static directories it has extracted.
     static_ready: Arc<watch::Sender<HashMap<String, Vec<String>>>>,
 }
@@ -47,6 +49,7 @@ impl AppState {
             applied: Arc::new(watch::channel(HashMap::new()).0),
             observed: Arc::new(watch::channel(HashMap::new()).0),
             static_ready: Arc::new(watch::channel(HashMap::new()).0),
+            db_status: Arc::default(),
         }
     }
 
@@ -103,6 +106,18 @@ impl AppState {
             *entry = (*entry).max(at_ms);
             newer
         });
+    }
+
+    pub fn set_db_status(&self, node: &str, statuses: Vec<protocol::agent::ContainerStatus>) {
+        let mut m = self.db_status.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, (n, _)| n != node);
+        for s in statuses {
+            m.insert(s.name.clone(), (node.to_string(), s));
+        }
+    }
+
+    pub fn db_status(&self, name: &str) -> Option<protocol::agent::ContainerStatus> {
+        self.db_status.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(|(_, s)| s.clone())
     }
 
     pub fn node_static_ready(&self, node: &str, keys: Vec<String>) {

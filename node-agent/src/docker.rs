@@ -80,7 +80,7 @@ impl DockerClient {
             .filter_map(|c| {
                 let name = c.names?.first()?.trim_start_matches('/').to_string();
                 let labels = c.labels.unwrap_or_default();
-                if labels.contains_key(LABEL_JOB) {
+                if labels.contains_key(LABEL_JOB) || labels.contains_key(labels::ROLE) {
                     return None;
                 }
                 let port: Option<u16> = labels.get(LABEL_PORT).and_then(|p| p.parse().ok());
@@ -125,6 +125,7 @@ impl DockerClient {
                     host_port: Some(String::new()),
                 }]),
             )])),
+            network_mode: (!spec.network.is_empty()).then(|| spec.network.clone()),
             // The agent restarts crashed containers itself (with backoff, and reporting it).
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),
@@ -192,9 +193,22 @@ impl DockerClient {
         tag: &str,
         image_labels: HashMap<String, String>,
         network: Option<&str>,
+        on_line: impl FnMut(String),
+    ) -> anyhow::Result<String> {
+        self.build_with_args(context, tag, image_labels, HashMap::new(), network, on_line).await
+    }
+
+    pub async fn build_with_args(
+        &self,
+        context: bytes::Bytes,
+        tag: &str,
+        image_labels: HashMap<String, String>,
+        buildargs: HashMap<String, String>,
+        network: Option<&str>,
         mut on_line: impl FnMut(String),
     ) -> anyhow::Result<String> {
         let opts = BuildImageOptions::<String> {
+            buildargs,
             dockerfile: "Dockerfile".into(),
             t: tag.to_string(),
             rm: true,
@@ -336,7 +350,13 @@ impl DockerClient {
         ]);
         let env: Vec<String> =
             job.config.iter().chain(&job.env_vars).map(|(k, v)| format!("{k}={v}")).collect();
-        let host_config = base_host_config();
+        let host_config = HostConfig {
+            network_mode: (!job.network.is_empty()).then(|| job.network.clone()),
+            ..base_host_config()
+        };
+        if !job.network.is_empty() {
+            self.ensure_network(&job.network, &job.app, &job.env).await?;
+        }
         let config = ContainerConfig {
             image: Some(job.image.clone()),
             cmd: Some(job.command.clone()),
@@ -430,6 +450,193 @@ impl DockerClient {
         match failed {
             Some(e) => anyhow::bail!("copying {path} out of the image: {e}"),
             None => Ok(out),
+        }
+    }
+}
+
+impl DockerClient {
+    /// Creates the environment's private network when this node lacks it.
+    pub async fn ensure_network(&self, name: &str, app: &str, env: &str) -> anyhow::Result<()> {
+        use bollard::network::CreateNetworkOptions;
+        if self.docker.inspect_network::<String>(name, None).await.is_ok() {
+            return Ok(());
+        }
+        let labels = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::APP.to_string(), app.to_string()),
+            (labels::ENV.to_string(), env.to_string()),
+            (labels::NODE.to_string(), self.node.clone()),
+        ]);
+        let opts = CreateNetworkOptions {
+            name: name.to_string(),
+            driver: "bridge".to_string(),
+            labels,
+            ..Default::default()
+        };
+        match self.docker.create_network(opts).await {
+            Ok(_) => Ok(()),
+            // Another task created it meanwhile.
+            Err(_) if self.docker.inspect_network::<String>(name, None).await.is_ok() => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("creating network {name}: {}", docker_message(&e))),
+        }
+    }
+
+    /// The database container `name` as observed (any state), if it exists.
+    pub async fn database(&self, name: &str) -> anyhow::Result<Option<Observed>> {
+        let list = self
+            .labelled(vec![format!("{}={}", labels::NODE, self.node), format!("{}", labels::ROLE)])
+            .await?;
+        Ok(list.into_iter().find_map(|c| {
+            let cname = c.names.as_ref()?.first()?.trim_start_matches('/').to_string();
+            if cname != name {
+                return None;
+            }
+            let host_port = c
+                .ports
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .find(|p| p.private_port == 5432)
+                .and_then(|p| p.public_port);
+            let ip = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|nets| nets.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty())));
+            Some(Observed {
+                name: cname,
+                state: c.state.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+                host_port,
+                port: Some(5432),
+                ip,
+            })
+        }))
+    }
+
+    /// Creates and starts a PostgreSQL server: data on its named volume, reachable as its role
+    /// (`db-primary`) on the environment's network and on this node's private address.
+    pub async fn create_database(
+        &self,
+        spec: &protocol::agent::DatabaseSpec,
+        script: &str,
+    ) -> anyhow::Result<()> {
+        use bollard::models::{EndpointSettings, Mount, MountTypeEnum};
+        use bollard::volume::CreateVolumeOptions;
+        self.ensure_network(&spec.network, &spec.app, &spec.env).await?;
+        let labels = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::APP.to_string(), spec.app.clone()),
+            (labels::ENV.to_string(), spec.env.clone()),
+            (labels::NODE.to_string(), self.node.clone()),
+            (labels::ROLE.to_string(), spec.role.clone()),
+        ]);
+        let vol =
+            CreateVolumeOptions { name: spec.volume.clone(), labels: labels.clone(), ..Default::default() };
+        self.docker
+            .create_volume(vol)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating volume: {}", docker_message(&e)))?;
+        let env = vec![
+            format!("PG_MAJOR={}", spec.version),
+            "PGDATA=/var/lib/postgresql/data/pgdata".to_string(),
+            format!("POSTGRES_USER={}", spec.user),
+            format!("POSTGRES_PASSWORD={}", spec.password),
+            format!("POSTGRES_DB={}", spec.database),
+            format!("MAX_CONNECTIONS={}", spec.max_connections),
+        ];
+        let host_config = HostConfig {
+            mounts: Some(vec![Mount {
+                target: Some("/var/lib/postgresql/data".into()),
+                source: Some(spec.volume.clone()),
+                typ: Some(MountTypeEnum::VOLUME),
+                ..Default::default()
+            }]),
+            port_bindings: Some(HashMap::from([(
+                "5432/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some(self.private_addr.clone()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            network_mode: Some(spec.network.clone()),
+            // PostgreSQL's own shared memory needs more than Docker's 64 MB default.
+            shm_size: Some(256 * 1024 * 1024),
+            ..base_host_config()
+        };
+        let endpoint = EndpointSettings { aliases: Some(vec![spec.role.clone()]), ..Default::default() };
+        let config = ContainerConfig {
+            image: Some(spec.image.clone()),
+            cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
+            env: Some(env),
+            labels: Some(labels),
+            user: Some("postgres".into()),
+            // Fast shutdown: SIGINT ends sessions and checkpoints; SIGTERM would wait for clients.
+            stop_signal: Some("SIGINT".into()),
+            exposed_ports: Some(HashMap::from([("5432/tcp".to_string(), HashMap::new())])),
+            host_config: Some(host_config),
+            networking_config: Some(bollard::container::NetworkingConfig {
+                endpoints_config: HashMap::from([(spec.network.clone(), endpoint)]),
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
+        self.docker
+            .create_container(Some(opts), config)
+            .await
+            .map_err(|e| anyhow::anyhow!(docker_message(&e)))?;
+        self.start(&spec.name).await
+    }
+
+    /// Builds the default PostgreSQL image from the embedded Dockerfile.
+    pub async fn build_postgres(
+        &self,
+        tag: &str,
+        version: u32,
+        dockerfile: &str,
+        network: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(dockerfile.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
+        let context = bytes::Bytes::from(tar.into_inner()?);
+        let labels = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            ("paas.image".to_string(), "postgres".to_string()),
+        ]);
+        let args = HashMap::from([("PG_MAJOR".to_string(), version.to_string())]);
+        self.build_with_args(context, tag, labels, args, network, |line| tracing::debug!("{line}"))
+            .await
+            .map(drop)
+    }
+}
+
+impl DockerClient {
+    /// Names of this node's database containers.
+    pub async fn database_names(&self) -> anyhow::Result<Vec<String>> {
+        let list =
+            self.labelled(vec![format!("{}={}", labels::NODE, self.node), labels::ROLE.to_string()]).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| Some(c.names?.first()?.trim_start_matches('/').to_string()))
+            .collect())
+    }
+
+    /// Removes this node's paas networks that nothing needs any more (Docker refuses to remove
+    /// one still in use, which is fine: it is then needed).
+    pub async fn prune_networks(&self, keep: &std::collections::HashSet<String>) {
+        use bollard::network::ListNetworksOptions;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)],
+        )]);
+        let Ok(nets) = self.docker.list_networks(Some(ListNetworksOptions { filters })).await else { return };
+        for name in nets.into_iter().filter_map(|n| n.name) {
+            if !keep.contains(&name) && self.docker.remove_network(&name).await.is_ok() {
+                tracing::info!(network = %name, "removed an unused network");
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! public HTTP traffic.
 
 mod build;
+mod databases;
 pub mod docker;
 mod health;
 pub mod ingress;
@@ -80,6 +81,7 @@ pub async fn run(
         config.private_addr.to_string(),
         assignment_rx.clone(),
         report_tx,
+        config.build_network.clone(),
     );
     let stop = shutdown.clone();
     tasks.spawn(async move {

@@ -56,6 +56,9 @@ pub struct Reconciler {
     removing: HashSet<String>,
     removed_tx: mpsc::UnboundedSender<String>,
     removed_rx: mpsc::UnboundedReceiver<String>,
+    dbs: crate::databases::Databases,
+    /// Counts passes, to prune unused networks now and then rather than on every pass.
+    passes: u64,
 }
 
 impl Reconciler {
@@ -65,9 +68,12 @@ impl Reconciler {
         private_addr: String,
         assignment: watch::Receiver<Option<Assignment>>,
         reports: watch::Sender<NodeReport>,
+        build_network: Option<String>,
     ) -> Self {
         let (removed_tx, removed_rx) = mpsc::unbounded_channel();
         Self {
+            dbs: crate::databases::Databases::new(docker.clone(), build_network),
+            passes: 0,
             docker,
             ingress,
             private_addr,
@@ -151,11 +157,23 @@ impl Reconciler {
                 }
             })
             .collect();
-        let report = NodeReport { containers, observed_at_ms, static_ready: Vec::new() };
+        let databases = self.dbs.pass(&desired.databases).await;
+        self.passes += 1;
+        if self.passes.is_multiple_of(30) {
+            let keep: HashSet<String> = desired
+                .containers
+                .iter()
+                .map(|c| c.network.clone())
+                .chain(desired.databases.iter().map(|d| d.network.clone()))
+                .chain(desired.jobs.iter().map(|j| j.network.clone()))
+                .collect();
+            self.docker.prune_networks(&keep).await;
+        }
+        let report = NodeReport { containers, observed_at_ms, static_ready: Vec::new(), databases };
         // Only a change wakes the reporter at once; the fresh observation time goes out with
         // the next heartbeat.
         self.reports.send_if_modified(|r| {
-            let changed = r.containers != report.containers;
+            let changed = r.containers != report.containers || r.databases != report.databases;
             *r = report;
             changed
         });

@@ -31,6 +31,29 @@ pub struct Assignment {
     /// switch (the deploy waits until they report them ready).
     #[serde(default)]
     pub static_prefetch: Vec<StaticRoute>,
+    /// Managed databases this node runs.
+    #[serde(default)]
+    pub databases: Vec<DatabaseSpec>,
+}
+
+/// A managed PostgreSQL server: the platform drives the binaries itself (initdb on first start,
+/// then postgres) on a named volume, so its data outlives the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSpec {
+    pub app: String,
+    pub env: String,
+    /// `db-primary` (later `db-replica`); also the container's alias on the app's network.
+    pub role: String,
+    pub name: String,
+    pub image: String,
+    pub volume: String,
+    /// The environment's private Docker network, shared with its app containers.
+    pub network: String,
+    pub version: u32,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub max_connections: u32,
 }
 
 /// A one-off container: runs `command` in a release's image with its config, once, streaming
@@ -45,6 +68,9 @@ pub struct JobSpec {
     pub release: u32,
     pub image: String,
     pub command: Vec<String>,
+    /// The environment's private network, so jobs reach its database like the app does.
+    #[serde(default)]
+    pub network: String,
     pub env_vars: BTreeMap<String, String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
@@ -88,6 +114,9 @@ pub struct ContainerSpec {
     pub command: Option<Vec<String>>,
     /// Port the process listens on inside the container (passed as `PORT`).
     pub port: u16,
+    /// The environment's private Docker network (where its database answers).
+    #[serde(default)]
+    pub network: String,
     /// Platform-set variables (`PORT`).
     pub env_vars: BTreeMap<String, String>,
     /// The user's config vars: set in the container's environment, and masked wherever the
@@ -174,6 +203,8 @@ pub struct NodeReport {
     /// Keys ([`StaticRoute::key`]) of the static directories this node's ingress can serve.
     #[serde(default)]
     pub static_ready: Vec<String>,
+    #[serde(default)]
+    pub databases: Vec<ContainerStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -245,3 +245,37 @@ pub struct RunOutput {
     pub exit_code: Option<i64>,
     pub error: Option<String>,
 }
+
+/// Provisions PostgreSQL for an environment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateDatabase {
+    /// PostgreSQL major version (default 15).
+    pub version: Option<u32>,
+    /// `max_connections` (default 100).
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    pub app: String,
+    pub env: String,
+    pub version: u32,
+    pub max_connections: u32,
+    pub primary: DatabaseServer,
+    /// For the app's containers (host `db-primary` on the environment's network); the
+    /// password is masked unless revealed.
+    pub url: String,
+    /// Reachable from the node itself (its private address), masked unless revealed.
+    pub node_url: Option<String>,
+    pub revealed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseServer {
+    pub name: String,
+    pub node: String,
+    pub state: String,
+    pub healthy: bool,
+    /// `private_addr:port` on the node.
+    pub address: Option<String>,
+}

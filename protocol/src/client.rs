@@ -3,8 +3,9 @@
 
 use crate::agent::{BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, WatchResponse};
 use crate::api::{
-    App, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateEnv, DeployEvents, DeployImage, ErrorBody,
-    Formation, Node, Process, Promote, Release, Rollback, RunCommand, RunOutput, Scale, WhoAmI,
+    App, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
+    DeployEvents, DeployImage, ErrorBody, Formation, Node, Process, Promote, Release, Rollback, RunCommand,
+    RunOutput, Scale, WhoAmI,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -186,6 +187,19 @@ impl Client {
 
     pub async fn job_result(&self, id: &str, result: &JobResult) -> Result<serde_json::Value, ClientError> {
         self.post(&format!("/agent/v1/jobs/{id}/result"), result).await
+    }
+
+    pub async fn db_create(
+        &self,
+        app: &str,
+        env: &str,
+        req: &CreateDatabase,
+    ) -> Result<DatabaseInfo, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db"), req).await
+    }
+
+    pub async fn db_info(&self, app: &str, env: &str, reveal: bool) -> Result<DatabaseInfo, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/db?reveal={reveal}")).await
     }
 
     pub async fn scale(

@@ -21,6 +21,8 @@ pub mod labels {
     pub const RELEASE: &str = "paas.release";
     pub const REPLICA: &str = "paas.replica";
     pub const NODE: &str = "paas.node";
+    /// `db-primary` / `db-replica` on database containers.
+    pub const ROLE: &str = "paas.role";
 }
 
 /// The environment every app gets when it is created.
@@ -37,6 +39,11 @@ pub fn hostname(app: &str, env: &str, base_domain: &str) -> String {
     } else {
         format!("{app}-{env}.{base_domain}")
     }
+}
+
+/// The private Docker network of an environment: its app containers and its database.
+pub fn env_network(app: &str, env: &str) -> String {
+    format!("paas-{app}-{env}")
 }
 
 /// Container name convention: `paas-<app>-<env>-<process>-<release>-<n>`.

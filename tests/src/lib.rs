@@ -250,8 +250,11 @@ impl Drop for Platform {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Only what this platform made: containers with its node label, images of its apps.
+        // Only what this platform made: containers, networks and volumes with its node label,
+        // images of its apps.
         docker_rm_labelled("container", &format!("paas.node={}", self.node));
+        docker_rm_labelled("network", &format!("paas.node={}", self.node));
+        docker_rm_labelled("volume", &format!("paas.node={}", self.node));
         for app in &self.apps {
             docker_rm_labelled("image", &format!("paas.app={app}"));
         }
@@ -259,15 +262,17 @@ impl Drop for Platform {
 }
 
 fn docker_rm_labelled(kind: &str, label: &str) {
-    let list = match kind {
-        "container" => docker(&["ps", "-aq", "--filter", &format!("label={label}")]),
-        _ => docker(&["images", "-q", "--filter", &format!("label={label}")]),
+    let filter = format!("label={label}");
+    let (list, mut args) = match kind {
+        "container" => (docker(&["ps", "-aq", "--filter", &filter]), vec!["rm", "-f"]),
+        "network" => (docker(&["network", "ls", "-q", "--filter", &filter]), vec!["network", "rm"]),
+        "volume" => (docker(&["volume", "ls", "-q", "--filter", &filter]), vec!["volume", "rm", "-f"]),
+        _ => (docker(&["images", "-q", "--filter", &filter]), vec!["rmi", "-f"]),
     };
     let ids: Vec<&str> = list.split_whitespace().collect();
     if ids.is_empty() {
         return;
     }
-    let mut args = if kind == "container" { vec!["rm", "-f"] } else { vec!["rmi", "-f"] };
     args.extend(ids);
     docker(&args);
 }

@@ -180,7 +180,7 @@ pub(super) async fn follow(
         if human {
             for ev in &page.events {
                 match ev.kind.as_str() {
-                    "build" => eprintln!("       {}", ev.text),
+                    "build" | "release" => eprintln!("       {}", ev.text),
                     "stage" => eprintln!("-----> {}", ev.text),
                     _ => {}
                 }

@@ -1,6 +1,7 @@
 //! Dispatch to one module per command; each has a thin `exec`.
 
 mod apps;
+mod db;
 mod deploy;
 mod envs;
 mod git;
@@ -33,6 +34,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Promote(args) => envs::promote(&g, args).await,
         Command::Run(args) => run::exec(&g, args).await,
         Command::GitRemote { app } => git::remote(&g, &app).await,
+        Command::Db(cmd) => db::exec(&g, cmd).await,
         Command::GitHook => git::hook().await,
         Command::Ps(target) => info::ps(&g, target).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,

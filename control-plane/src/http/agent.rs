@@ -76,6 +76,7 @@ async fn report(
     // After the store has it, so whoever waits on the observation reads it from the store.
     state.node_observed(&node, report.observed_at_ms);
     state.node_static_ready(&node, report.static_ready);
+    state.set_db_status(&node, report.databases);
     Ok(Json(json!({ "ok": true })))
 }
 

@@ -88,6 +88,21 @@ async fn change_config(
     Path((app, env)): Path<(String, String)>,
     Json(change): Json<ConfigChange>,
 ) -> ApiResult<(StatusCode, Json<ConfigChanged>)> {
+    let changed = apply_config_change(&state, &caller.user, &app, &env, change).await?;
+    let status = if changed.release.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(changed)))
+}
+
+/// Validates and applies a config change; when the environment runs a release, starts a new
+/// release with it. Also used by the database commands to set `DATABASE_URL`.
+pub(super) async fn apply_config_change(
+    state: &AppState,
+    user: &str,
+    app: &str,
+    env: &str,
+    change: ConfigChange,
+) -> ApiResult<ConfigChanged> {
+    let (app, env) = (app.to_string(), env.to_string());
     if change.set.is_empty() && change.unset.is_empty() {
         return Err(ApiError::BadRequest(
             "nothing to change: give KEY=VALUE pairs to set or keys to unset".into(),
@@ -127,10 +142,10 @@ async fn change_config(
         Some(current) => {
             let base = state.store.get_release(&app, &env, current).await?;
             let (_, manifest_text) = state.store.release_inputs(&app, &env, current).await?;
-            let node = assign::build_node(&state).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            let node = assign::build_node(state).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
             let new = NewRelease {
                 source: base.source.clone(),
-                created_by: caller.user.clone(),
+                created_by: user.to_string(),
                 build_node: node,
                 manifest: base.manifest.clone(),
                 manifest_text,
@@ -154,9 +169,8 @@ async fn change_config(
         }
     };
     // Names only: values never reach the log.
-    tracing::info!(app = %app, env = %env, user = %caller.user, change = %what.join("; "), "config changed");
-    let status = if release.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
-    Ok((status, Json(ConfigChanged { vars: masked(&app, &env, vars, false), release })))
+    tracing::info!(app = %app, env = %env, user = %user, change = %what.join("; "), "config changed");
+    Ok(ConfigChanged { vars: masked(&app, &env, vars, false), release })
 }
 
 /// Build once, promote everywhere: the image `from` runs, with the target's own config and

@@ -4,6 +4,7 @@
 mod agent;
 mod apps;
 pub mod auth;
+mod db;
 mod deploys;
 mod envs;
 pub mod error;
@@ -20,6 +21,7 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
     let api = Router::new()
         .merge(apps::routes())
         .merge(deploys::routes())
+        .merge(db::routes())
         .merge(formation::routes())
         .merge(envs::routes())
         .merge(nodes::routes())

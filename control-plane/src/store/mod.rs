@@ -2,10 +2,12 @@
 //! Every read and write of desired state goes through here so another backend can replace it.
 
 mod apps;
+mod databases;
 mod jobs;
 mod releases;
 
 pub use apps::{EnvRow, NodeRow};
+pub use databases::DatabaseRow;
 pub use jobs::JobRow;
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 
@@ -35,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_manifest.sql"),
     include_str!("../../migrations/0003_config.sql"),
     include_str!("../../migrations/0004_jobs.sql"),
+    include_str!("../../migrations/0005_databases.sql"),
 ];
 
 #[derive(Clone)]

@@ -1,0 +1,42 @@
+//! `paas db create|info`: managed PostgreSQL for an environment.
+
+use crate::args::{DbCommand, Global};
+use crate::output::emit;
+use protocol::api::CreateDatabase;
+use std::process::ExitCode;
+
+pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
+    let client = super::client(g)?;
+    match cmd {
+        DbCommand::Create { target, version, max_connections } => {
+            let req = CreateDatabase { version: Some(version), max_connections };
+            let info = client.db_create(&target.app, &target.env, &req).await?;
+            emit(g.output, &info, |i| {
+                println!(
+                    "Created PostgreSQL {} for {}/{} on node {}",
+                    i.version, i.app, i.env, i.primary.node
+                );
+                println!("DATABASE_URL is set in the environment's config: {}", i.url);
+                println!("The first start builds the image and initialises the data; `paas db info` shows when it is up.");
+            })?;
+        }
+        DbCommand::Info { target, reveal } => {
+            let info = client.db_info(&target.app, &target.env, reveal).await?;
+            emit(g.output, &info, |i| {
+                println!("PostgreSQL {} for {}/{}", i.version, i.app, i.env);
+                let health = if i.primary.healthy { "healthy" } else { "not ready" };
+                println!(
+                    "  primary:  {} on {} ({}, {health})",
+                    i.primary.name, i.primary.node, i.primary.state
+                );
+                println!("  address:  {}", i.primary.address.as_deref().unwrap_or("-"));
+                println!("  max_connections: {}", i.max_connections);
+                println!("  url (apps):  {}", i.url);
+                if let Some(u) = &i.node_url {
+                    println!("  url (node):  {u}");
+                }
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

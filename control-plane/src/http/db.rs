@@ -1,0 +1,107 @@
+//! `/api/v1/apps/{app}/envs/{env}/db`: managed PostgreSQL for an environment. Creating one
+//! places its primary on a node, generates credentials (sealed like config) and sets
+//! `DATABASE_URL` in the environment's config, which rolls the app out with it.
+
+use super::auth::Caller;
+use super::envs::apply_config_change;
+use super::error::{ApiError, ApiResult};
+use crate::assign;
+use crate::state::AppState;
+use crate::store::DatabaseRow;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use protocol::api::{ConfigChange, CreateDatabase, DatabaseInfo, DatabaseServer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// PostgreSQL major versions the default image can be built for (Debian bookworm's).
+const VERSIONS: &[u32] = &[15];
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/apps/{app}/envs/{env}/db", get(info).post(create))
+}
+
+fn url(spec: &protocol::agent::DatabaseSpec, host: &str, port: u16, reveal: bool) -> String {
+    let password = if reveal { spec.password.as_str() } else { "****" };
+    format!("postgres://{}:{password}@{host}:{port}/{}", spec.user, spec.database)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+    Json(body): Json<CreateDatabase>,
+) -> ApiResult<(StatusCode, Json<DatabaseInfo>)> {
+    state.store.get_env(&app, &env).await?;
+    let version = body.version.unwrap_or(15);
+    if !VERSIONS.contains(&version) {
+        return Err(ApiError::Unprocessable(format!("PostgreSQL {version} is not available; use 15")));
+    }
+    let max_connections = body.max_connections.unwrap_or(100);
+    if !(10..=10_000).contains(&max_connections) {
+        return Err(ApiError::Unprocessable("max_connections must be between 10 and 10000".into()));
+    }
+    let node = assign::build_node(&state).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let password = crate::tokens::generate().trim_start_matches("paas_").to_string();
+    let row = DatabaseRow {
+        app: app.clone(),
+        env: env.clone(),
+        version,
+        node,
+        password: state.secrets.seal(password.as_bytes()),
+        max_connections,
+    };
+    state.store.create_database(&row).await?;
+    tracing::info!(app = %app, env = %env, version, node = %row.node, user = %caller.user, "database created");
+    state.bump();
+    let spec = assign::database_spec(&state, &row)?;
+    let change = ConfigChange {
+        set: BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, &spec.role, 5432, true))]),
+        unset: Vec::new(),
+    };
+    apply_config_change(&state, &caller.user, &app, &env, change).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &row, false).await?)))
+}
+
+#[derive(Deserialize)]
+struct RevealQuery {
+    #[serde(default)]
+    reveal: bool,
+}
+
+async fn info(
+    State(state): State<AppState>,
+    Path((app, env)): Path<(String, String)>,
+    Query(q): Query<RevealQuery>,
+) -> ApiResult<Json<DatabaseInfo>> {
+    state.store.get_env(&app, &env).await?;
+    let row = state.store.get_database(&app, &env).await?;
+    Ok(Json(view(&state, &row, q.reveal).await?))
+}
+
+async fn view(state: &AppState, row: &DatabaseRow, reveal: bool) -> ApiResult<DatabaseInfo> {
+    let spec = assign::database_spec(state, row)?;
+    let status = state.db_status(&spec.name);
+    let addr =
+        state.store.list_nodes().await?.into_iter().find(|n| n.name == row.node).map(|n| n.private_addr);
+    let host_port = status.as_ref().and_then(|s| s.host_port);
+    let address = addr.as_ref().zip(host_port).map(|(a, p)| format!("{a}:{p}"));
+    Ok(DatabaseInfo {
+        app: row.app.clone(),
+        env: row.env.clone(),
+        version: row.version,
+        max_connections: row.max_connections,
+        url: url(&spec, &spec.role, 5432, reveal),
+        node_url: addr.zip(host_port).map(|(a, p)| url(&spec, &a, p, reveal)),
+        revealed: reveal,
+        primary: DatabaseServer {
+            name: spec.name.clone(),
+            node: row.node.clone(),
+            state: status.as_ref().map_or_else(|| "pending".to_string(), |s| s.state.clone()),
+            healthy: status.is_some_and(|s| s.healthy),
+            address,
+        },
+    })
+}

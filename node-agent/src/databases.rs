@@ -1,0 +1,153 @@
+//! Managed PostgreSQL on this node: builds the default image when missing, keeps each assigned
+//! server's network, volume and container in place (restarting it when it stops), and reports
+//! them. The data lives on a named volume, so removing or recreating the container loses
+//! nothing. Database containers carry `paas.role`, which keeps the app reconcile away from them.
+
+use crate::docker::DockerClient;
+use protocol::agent::{ContainerStatus, DatabaseSpec};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+pub const DOCKERFILE: &str = include_str!("../assets/postgres.Dockerfile");
+pub const START_SCRIPT: &str = include_str!("../assets/postgres-start.sh");
+
+pub struct Databases {
+    docker: DockerClient,
+    build_network: Option<String>,
+    /// Images being built right now (a first build takes a minute; the loop must not wait).
+    building: Arc<Mutex<HashSet<String>>>,
+    build_errors: Arc<Mutex<HashMap<String, String>>>,
+    retry_at: HashMap<String, Instant>,
+    restarts: HashMap<String, u32>,
+}
+
+impl Databases {
+    pub fn new(docker: DockerClient, build_network: Option<String>) -> Self {
+        Self {
+            docker,
+            build_network,
+            building: Arc::default(),
+            build_errors: Arc::default(),
+            retry_at: HashMap::new(),
+            restarts: HashMap::new(),
+        }
+    }
+
+    /// One pass: converge every assigned database, remove the containers of unassigned ones
+    /// (their volumes stay: data is never deleted implicitly), return the statuses.
+    pub async fn pass(&mut self, specs: &[DatabaseSpec]) -> Vec<ContainerStatus> {
+        let mut out = Vec::new();
+        for spec in specs {
+            out.push(self.converge(spec).await);
+        }
+        if let Ok(names) = self.docker.database_names().await {
+            for name in names.into_iter().filter(|n| !specs.iter().any(|s| &s.name == n)) {
+                tracing::info!(container = %name, "stopping an unassigned database (its volume is kept)");
+                if let Err(e) = self.docker.stop_and_remove(&name, 30).await {
+                    tracing::warn!(container = %name, error = %format!("{e:#}"), "removing the database failed");
+                }
+            }
+        }
+        out
+    }
+
+    async fn converge(&mut self, spec: &DatabaseSpec) -> ContainerStatus {
+        let mut status = ContainerStatus {
+            name: spec.name.clone(),
+            state: "pending".into(),
+            healthy: false,
+            host_port: None,
+            restarts: self.restarts.get(&spec.name).copied().unwrap_or(0),
+            log_tail: Vec::new(),
+        };
+        match self.docker.image_id(&spec.image).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.build_image(spec);
+                status.state = "building image".into();
+                if let Some(e) = self.build_errors.lock().unwrap_or_else(|p| p.into_inner()).get(&spec.image)
+                {
+                    status.log_tail = vec![e.clone()];
+                }
+                return status;
+            }
+            Err(e) => {
+                status.log_tail = vec![format!("{e:#}")];
+                return status;
+            }
+        }
+        let observed = match self.docker.database(&spec.name).await {
+            Ok(o) => o,
+            Err(e) => {
+                status.log_tail = vec![format!("{e:#}")];
+                return status;
+            }
+        };
+        let now = Instant::now();
+        let due = self.retry_at.get(&spec.name).is_none_or(|at| now >= *at);
+        match observed {
+            Some(o) if o.state == "running" => {
+                status.state = o.state;
+                status.host_port = o.host_port;
+                status.healthy = match o.ip {
+                    Some(ip) => {
+                        let probe = TcpStream::connect(format!("{ip}:5432"));
+                        matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Ok(_)))
+                    }
+                    None => false,
+                };
+            }
+            Some(o) => {
+                status.state = o.state.clone();
+                if due {
+                    let n = self.restarts.entry(spec.name.clone()).or_default();
+                    *n += 1;
+                    tracing::warn!(app = %spec.app, env = %spec.env, container = %spec.name, state = %o.state, "database is not running; starting it");
+                    if let Err(e) = self.docker.start(&spec.name).await {
+                        status.log_tail = vec![format!("{e:#}")];
+                    }
+                    self.retry_at.insert(spec.name.clone(), now + Duration::from_secs(2));
+                }
+            }
+            None if due => {
+                tracing::info!(app = %spec.app, env = %spec.env, container = %spec.name, "creating database container");
+                if let Err(e) = self.docker.create_database(spec, START_SCRIPT).await {
+                    tracing::warn!(container = %spec.name, error = %format!("{e:#}"), "creating the database failed");
+                    status.log_tail = vec![format!("{e:#}")];
+                }
+                self.retry_at.insert(spec.name.clone(), now + Duration::from_secs(2));
+            }
+            None => {}
+        }
+        if !status.healthy && status.log_tail.is_empty() {
+            status.log_tail = self.docker.log_tail(&spec.name, 10).await;
+        }
+        status
+    }
+
+    fn build_image(&self, spec: &DatabaseSpec) {
+        if !self.building.lock().unwrap_or_else(|p| p.into_inner()).insert(spec.image.clone()) {
+            return;
+        }
+        let (docker, image, version) = (self.docker.clone(), spec.image.clone(), spec.version);
+        let (building, errors, network) =
+            (self.building.clone(), self.build_errors.clone(), self.build_network.clone());
+        tokio::spawn(async move {
+            tracing::info!(image = %image, "building the PostgreSQL image from Debian's packages");
+            match docker.build_postgres(&image, version, DOCKERFILE, network.as_deref()).await {
+                Ok(()) => {
+                    tracing::info!(image = %image, "PostgreSQL image built");
+                    errors.lock().unwrap_or_else(|p| p.into_inner()).remove(&image);
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    tracing::warn!(image = %image, error = %msg, "building the PostgreSQL image failed");
+                    errors.lock().unwrap_or_else(|p| p.into_inner()).insert(image.clone(), msg);
+                }
+            }
+            building.lock().unwrap_or_else(|p| p.into_inner()).remove(&image);
+        });
+    }
+}

@@ -1,0 +1,87 @@
+//! Managed PostgreSQL end to end: `paas db create` builds the image locally, initialises the
+//! data on a named volume and sets DATABASE_URL; examples/notes stores rows through it; the
+//! rows survive the database container's removal; the port is only on the private address.
+
+use paas_tests::{docker, http, Platform};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn wait_db_healthy(p: &Platform, app: &str) -> serde_json::Value {
+    // The first start builds the image from Debian's packages: allow a few minutes.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let info = p.paas(&["db", "info", "--app", app, "-o", "json"]).expect_ok().json();
+        if info["primary"]["healthy"] == true {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "the database never became healthy: {info}\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn count(p: &Platform, app: &str) -> Option<u64> {
+    let r = p.get(&p.host(app), "/");
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    v["count"].as_u64()
+}
+
+#[test]
+fn database_rows_survive_the_container_and_the_port_stays_private() {
+    let mut p = Platform::start();
+    let app = p.app_name("notes");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let out = p.paas(&["db", "create", "--app", &app]).expect_ok();
+    assert!(
+        out.stdout.contains("DATABASE_URL") && out.stdout.contains(":****@db-primary:5432/"),
+        "{}",
+        out.stdout
+    );
+    p.paas(&["db", "create", "--app", &app]).expect_err("already has a database");
+    p.paas(&["db", "create", "--app", &app, "--version", "9"]).expect_err("not available");
+    let listed = p.paas(&["config", "list", "--app", &app]).expect_ok();
+    assert!(listed.stdout.contains("DATABASE_URL=****"), "{}", listed.stdout);
+    wait_db_healthy(&p, &app);
+
+    let src = paas_tests::example_copy("notes");
+    let out = p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+    assert!(
+        out.stderr.contains("notes: schema is up to date"),
+        "the release command migrated: {}",
+        out.stderr
+    );
+    for note in ["alpha", "beta", "gamma"] {
+        let r = http::request(&p.ingress, "POST", &p.host(&app), "/notes", &[], note);
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    assert_eq!(count(&p, &app), Some(3));
+
+    // The data lives on the volume: a removed primary is recreated with every row.
+    let primary = format!("paas-{app}-production-db-primary");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{index .Config.Labels \"paas.role\"}}", &primary]).trim(),
+        "db-primary"
+    );
+    docker(&["rm", "-f", &primary]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while count(&p, &app) != Some(3) {
+        assert!(Instant::now() < deadline, "the rows did not come back:\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Published only on the node's private address; the revealed node URL works from the node.
+    let info = wait_db_healthy(&p, &app);
+    let ports = docker(&["port", &primary, "5432/tcp"]);
+    assert!(!ports.trim().is_empty() && ports.lines().all(|l| l.starts_with("127.0.0.1:")), "{ports}");
+    assert!(info["node_url"].as_str().unwrap().contains(":****@127.0.0.1:"), "{info}");
+    let revealed = p.paas(&["db", "info", "--app", &app, "--reveal", "-o", "json"]).expect_ok().json();
+    let url = revealed["node_url"].as_str().unwrap().to_string();
+    assert!(!url.contains("****"));
+    let psql = Command::new("psql")
+        .args([url.as_str(), "-tAc", "SELECT count(*) FROM notes"])
+        .output()
+        .expect("psql");
+    assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "3", "{psql:?}");
+    p.paas(&["db", "info", "--app", &app, "--env", "nope"]).expect_err("no environment named");
+    p.paas(&["envs", "create", "--app", &app, "staging"]).expect_ok();
+    p.paas(&["db", "info", "--app", &app, "--env", "staging"]).expect_err("has no database");
+}
