@@ -142,6 +142,9 @@ impl DockerClient {
             host_config: Some(host_config),
             ..Default::default()
         };
+        if !spec.network.is_empty() {
+            self.ensure_network(&spec.network, &spec.app, &spec.env).await?;
+        }
         let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
         self.docker
             .create_container(Some(opts), config)
@@ -622,21 +625,5 @@ impl DockerClient {
             .into_iter()
             .filter_map(|c| Some(c.names?.first()?.trim_start_matches('/').to_string()))
             .collect())
-    }
-
-    /// Removes this node's paas networks that nothing needs any more (Docker refuses to remove
-    /// one still in use, which is fine: it is then needed).
-    pub async fn prune_networks(&self, keep: &std::collections::HashSet<String>) {
-        use bollard::network::ListNetworksOptions;
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)],
-        )]);
-        let Ok(nets) = self.docker.list_networks(Some(ListNetworksOptions { filters })).await else { return };
-        for name in nets.into_iter().filter_map(|n| n.name) {
-            if !keep.contains(&name) && self.docker.remove_network(&name).await.is_ok() {
-                tracing::info!(network = %name, "removed an unused network");
-            }
-        }
     }
 }

@@ -57,8 +57,6 @@ pub struct Reconciler {
     removed_tx: mpsc::UnboundedSender<String>,
     removed_rx: mpsc::UnboundedReceiver<String>,
     dbs: crate::databases::Databases,
-    /// Counts passes, to prune unused networks now and then rather than on every pass.
-    passes: u64,
 }
 
 impl Reconciler {
@@ -73,7 +71,6 @@ impl Reconciler {
         let (removed_tx, removed_rx) = mpsc::unbounded_channel();
         Self {
             dbs: crate::databases::Databases::new(docker.clone(), build_network),
-            passes: 0,
             docker,
             ingress,
             private_addr,
@@ -158,17 +155,7 @@ impl Reconciler {
             })
             .collect();
         let databases = self.dbs.pass(&desired.databases).await;
-        self.passes += 1;
-        if self.passes.is_multiple_of(30) {
-            let keep: HashSet<String> = desired
-                .containers
-                .iter()
-                .map(|c| c.network.clone())
-                .chain(desired.databases.iter().map(|d| d.network.clone()))
-                .chain(desired.jobs.iter().map(|j| j.network.clone()))
-                .collect();
-            self.docker.prune_networks(&keep).await;
-        }
+
         let report = NodeReport { containers, observed_at_ms, static_ready: Vec::new(), databases };
         // Only a change wakes the reporter at once; the fresh observation time goes out with
         // the next heartbeat.
@@ -202,7 +189,16 @@ impl Reconciler {
             Some(o) => {
                 t.restarts += 1;
                 span.in_scope(|| tracing::warn!(state = %o.state, restarts = t.restarts, "container is not running; restarting it"));
-                self.docker.start(&spec.name).instrument(span.clone()).await
+                // The network may have been removed since the container was created.
+                let network = if spec.network.is_empty() {
+                    Ok(())
+                } else {
+                    self.docker.ensure_network(&spec.network, &spec.app, &spec.env).await
+                };
+                match network {
+                    Ok(()) => self.docker.start(&spec.name).instrument(span.clone()).await,
+                    Err(e) => Err(e),
+                }
             }
         };
         // Back off on every (re)start, so a crash-looping app costs little; the delay resets
