@@ -322,6 +322,9 @@ pub enum DbCommand {
         /// The server's max_connections.
         #[arg(long)]
         max_connections: Option<u32>,
+        /// Streaming replicas (0 or 1).
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
     },
     /// Show the database: state, address, URLs (password masked unless --reveal).
     Info {

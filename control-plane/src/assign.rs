@@ -159,7 +159,12 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     }
     let mut databases = Vec::new();
     for db in store.databases_for_node(node).await? {
-        databases.push(database_spec(state, &db)?);
+        if db.node == node {
+            databases.push(database_spec(state, &db, "db-primary").await?);
+        }
+        if db.replicas > 0 && db.replica_node == node {
+            databases.push(database_spec(state, &db, "db-replica").await?);
+        }
     }
     Ok(Assignment { containers, builds, routes, jobs, static_prefetch, databases })
 }
@@ -206,23 +211,38 @@ pub fn static_route(release: &protocol::api::Release) -> Option<StaticRoute> {
     })
 }
 
-/// The primary's container for a database row (the password unsealed for the agent).
-pub fn database_spec(
+/// The container of a database row's primary or replica (the password unsealed for the agent).
+pub async fn database_spec(
     state: &AppState,
     db: &crate::store::DatabaseRow,
+    role: &str,
 ) -> anyhow::Result<protocol::agent::DatabaseSpec> {
     let password = String::from_utf8(state.secrets.open(&db.password)?)?;
+    let primary_name = format!("paas-{}-{}-db-primary", db.app, db.env);
+    // On the primary's node the replica reaches it by alias on the environment network;
+    // elsewhere through the primary node's private address.
+    let (primary_host, primary_port) = if role == "db-replica" && db.replica_node != db.node {
+        let nodes = state.store.list_nodes().await?;
+        let addr =
+            nodes.iter().find(|n| n.name == db.node).map(|n| n.private_addr.clone()).unwrap_or_default();
+        let port = state.db_status(&primary_name).and_then(|s| s.host_port).unwrap_or(0);
+        (addr, port)
+    } else {
+        ("db-primary".to_string(), 5432)
+    };
     Ok(protocol::agent::DatabaseSpec {
-        name: format!("paas-{}-{}-db-primary", db.app, db.env),
-        role: "db-primary".into(),
+        name: format!("paas-{}-{}-{role}", db.app, db.env),
+        role: role.to_string(),
         image: format!("paas/postgres:{}", db.version),
-        volume: format!("paas-{}-{}-db-primary", db.app, db.env),
+        volume: format!("paas-{}-{}-{role}", db.app, db.env),
         network: protocol::env_network(&db.app, &db.env),
         version: db.version,
         database: db.app.replace('-', "_"),
         user: db.app.replace('-', "_"),
         password,
         max_connections: db.max_connections,
+        primary_host,
+        primary_port,
         app: db.app.clone(),
         env: db.env.clone(),
     })

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 pub const DOCKERFILE: &str = include_str!("../assets/postgres.Dockerfile");
 pub const START_SCRIPT: &str = include_str!("../assets/postgres-start.sh");
+pub const REPLICA_SCRIPT: &str = include_str!("../assets/postgres-replica-start.sh");
 
 pub struct Databases {
     docker: DockerClient,
@@ -113,7 +114,8 @@ impl Databases {
             }
             None if due => {
                 tracing::info!(app = %spec.app, env = %spec.env, container = %spec.name, "creating database container");
-                if let Err(e) = self.docker.create_database(spec, START_SCRIPT).await {
+                let script = if spec.role == "db-replica" { REPLICA_SCRIPT } else { START_SCRIPT };
+                if let Err(e) = self.docker.create_database(spec, script).await {
                     tracing::warn!(container = %spec.name, error = %format!("{e:#}"), "creating the database failed");
                     status.log_tail = vec![format!("{e:#}")];
                 }

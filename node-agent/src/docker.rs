@@ -539,7 +539,7 @@ impl DockerClient {
             .create_volume(vol)
             .await
             .map_err(|e| anyhow::anyhow!("creating volume: {}", docker_message(&e)))?;
-        let env = vec![
+        let mut env = vec![
             format!("PG_MAJOR={}", spec.version),
             "PGDATA=/var/lib/postgresql/data/pgdata".to_string(),
             format!("POSTGRES_USER={}", spec.user),
@@ -547,6 +547,11 @@ impl DockerClient {
             format!("POSTGRES_DB={}", spec.database),
             format!("MAX_CONNECTIONS={}", spec.max_connections),
         ];
+        if spec.role == "db-replica" {
+            env.push(format!("PRIMARY_HOST={}", spec.primary_host));
+            env.push(format!("PRIMARY_PORT={}", spec.primary_port));
+            env.push(format!("REPLICATION_PASSWORD={}", spec.password));
+        }
         let host_config = HostConfig {
             mounts: Some(vec![Mount {
                 target: Some("/var/lib/postgresql/data".into()),

@@ -54,6 +54,12 @@ pub struct DatabaseSpec {
     pub user: String,
     pub password: String,
     pub max_connections: u32,
+    /// For a replica: where its primary answers (`db-primary` on the shared network, or the
+    /// primary node's private address when the replica runs elsewhere).
+    #[serde(default)]
+    pub primary_host: String,
+    #[serde(default)]
+    pub primary_port: u16,
 }
 
 /// A one-off container: runs `command` in a release's image with its config, once, streaming

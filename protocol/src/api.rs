@@ -253,6 +253,9 @@ pub struct CreateDatabase {
     pub version: Option<u32>,
     /// `max_connections` (default 100).
     pub max_connections: Option<u32>,
+    /// Streaming replicas: 0 or 1 (default 1).
+    #[serde(default)]
+    pub replicas: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -262,6 +265,11 @@ pub struct DatabaseInfo {
     pub version: u32,
     pub max_connections: u32,
     pub primary: DatabaseServer,
+    pub replica: Option<DatabaseServer>,
+    /// The replica's URL for the app (`DATABASE_REPLICA_URL`), masked unless revealed.
+    pub replica_url: Option<String>,
+    /// The replica from the node itself, masked unless revealed.
+    pub replica_node_url: Option<String>,
     /// For the app's containers (host `db-primary` on the environment's network); the
     /// password is masked unless revealed.
     pub url: String,

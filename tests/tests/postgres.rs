@@ -11,7 +11,7 @@ fn wait_db_healthy(p: &Platform, app: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let info = p.paas(&["db", "info", "--app", app, "-o", "json"]).expect_ok().json();
-        if info["primary"]["healthy"] == true {
+        if info["primary"]["healthy"] == true && info["replica"]["healthy"] == true {
             return info;
         }
         assert!(Instant::now() < deadline, "the database never became healthy: {info}\n{}", p.log());
@@ -40,6 +40,7 @@ fn database_rows_survive_the_container_and_the_port_stays_private() {
     p.paas(&["db", "create", "--app", &app, "--version", "9"]).expect_err("not available");
     let listed = p.paas(&["config", "list", "--app", &app]).expect_ok();
     assert!(listed.stdout.contains("DATABASE_URL=****"), "{}", listed.stdout);
+    assert!(listed.stdout.contains("DATABASE_REPLICA_URL=****"), "{}", listed.stdout);
     wait_db_healthy(&p, &app);
 
     let src = paas_tests::example_copy("notes");

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     match cmd {
-        DbCommand::Create { target, version, max_connections } => {
-            let req = CreateDatabase { version: Some(version), max_connections };
+        DbCommand::Create { target, version, max_connections, replicas } => {
+            let req = CreateDatabase { version: Some(version), max_connections, replicas: Some(replicas) };
             let info = client.db_create(&target.app, &target.env, &req).await?;
             emit(g.output, &info, |i| {
                 println!(
@@ -17,6 +17,9 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     i.version, i.app, i.env, i.primary.node
                 );
                 println!("DATABASE_URL is set in the environment's config: {}", i.url);
+                if let Some(r) = &i.replica_url {
+                    println!("DATABASE_REPLICA_URL (streaming replica, read-only): {r}");
+                }
                 println!("The first start builds the image and initialises the data; `paas db info` shows when it is up.");
             })?;
         }
@@ -34,6 +37,14 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 println!("  url (apps):  {}", i.url);
                 if let Some(u) = &i.node_url {
                     println!("  url (node):  {u}");
+                }
+                if let Some(r) = &i.replica {
+                    let health = if r.healthy { "healthy" } else { "not ready" };
+                    println!("  replica:  {} on {} ({}, {health})", r.name, r.node, r.state);
+                    println!("  replica url (apps): {}", i.replica_url.as_deref().unwrap_or("-"));
+                    if let Some(u) = &i.replica_node_url {
+                        println!("  replica url (node): {u}");
+                    }
                 }
             })?;
         }

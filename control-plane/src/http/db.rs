@@ -43,7 +43,18 @@ async fn create(
     if !(10..=10_000).contains(&max_connections) {
         return Err(ApiError::Unprocessable("max_connections must be between 10 and 10000".into()));
     }
-    let node = assign::build_node(&state).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let replicas = body.replicas.unwrap_or(1);
+    if replicas > 1 {
+        return Err(ApiError::Unprocessable(
+            "one streaming replica is supported for now (--replicas 0 or 1)".into(),
+        ));
+    }
+    let nodes = assign::ready_nodes(&state).await.map_err(ApiError::Internal)?;
+    let node = nodes.first().map(|n| n.name.clone()).ok_or_else(|| {
+        ApiError::Unavailable("no node is available to run the database; is a node agent running?".into())
+    })?;
+    // The replica goes on another node when there is one.
+    let replica_node = nodes.iter().find(|n| n.name != node).map_or_else(|| node.clone(), |n| n.name.clone());
     let password = crate::tokens::generate().trim_start_matches("paas_").to_string();
     let row = DatabaseRow {
         app: app.clone(),
@@ -52,15 +63,18 @@ async fn create(
         node,
         password: state.secrets.seal(password.as_bytes()),
         max_connections,
+        replicas,
+        replica_node,
     };
     state.store.create_database(&row).await?;
     tracing::info!(app = %app, env = %env, version, node = %row.node, user = %caller.user, "database created");
     state.bump();
-    let spec = assign::database_spec(&state, &row)?;
-    let change = ConfigChange {
-        set: BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, &spec.role, 5432, true))]),
-        unset: Vec::new(),
-    };
+    let spec = assign::database_spec(&state, &row, "db-primary").await?;
+    let mut set = BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, "db-primary", 5432, true))]);
+    if replicas > 0 {
+        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, "db-replica", 5432, true));
+    }
+    let change = ConfigChange { set, unset: Vec::new() };
     apply_config_change(&state, &caller.user, &app, &env, change).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &row, false).await?)))
 }
@@ -82,26 +96,41 @@ async fn info(
 }
 
 async fn view(state: &AppState, row: &DatabaseRow, reveal: bool) -> ApiResult<DatabaseInfo> {
-    let spec = assign::database_spec(state, row)?;
-    let status = state.db_status(&spec.name);
-    let addr =
-        state.store.list_nodes().await?.into_iter().find(|n| n.name == row.node).map(|n| n.private_addr);
-    let host_port = status.as_ref().and_then(|s| s.host_port);
-    let address = addr.as_ref().zip(host_port).map(|(a, p)| format!("{a}:{p}"));
+    let nodes = state.store.list_nodes().await?;
+    let server = |spec: &protocol::agent::DatabaseSpec, node: &str| {
+        let status = state.db_status(&spec.name);
+        let addr = nodes.iter().find(|n| n.name == node).map(|n| n.private_addr.clone());
+        let host_port = status.as_ref().and_then(|s| s.host_port);
+        let node_url = addr.as_ref().zip(host_port).map(|(a, p)| url(spec, a, p, reveal));
+        let server = DatabaseServer {
+            name: spec.name.clone(),
+            node: node.to_string(),
+            state: status.as_ref().map_or_else(|| "pending".to_string(), |s| s.state.clone()),
+            healthy: status.is_some_and(|s| s.healthy),
+            address: addr.zip(host_port).map(|(a, p)| format!("{a}:{p}")),
+        };
+        (server, node_url)
+    };
+    let primary = assign::database_spec(state, row, "db-primary").await?;
+    let (primary_server, node_url) = server(&primary, &row.node);
+    let (replica, replica_node_url) = if row.replicas > 0 {
+        let spec = assign::database_spec(state, row, "db-replica").await?;
+        let (s, u) = server(&spec, &row.replica_node);
+        (Some(s), u)
+    } else {
+        (None, None)
+    };
     Ok(DatabaseInfo {
         app: row.app.clone(),
         env: row.env.clone(),
         version: row.version,
         max_connections: row.max_connections,
-        url: url(&spec, &spec.role, 5432, reveal),
-        node_url: addr.zip(host_port).map(|(a, p)| url(&spec, &a, p, reveal)),
+        url: url(&primary, "db-primary", 5432, reveal),
+        node_url,
+        replica_url: (row.replicas > 0).then(|| url(&primary, "db-replica", 5432, reveal)),
+        replica_node_url,
         revealed: reveal,
-        primary: DatabaseServer {
-            name: spec.name.clone(),
-            node: row.node.clone(),
-            state: status.as_ref().map_or_else(|| "pending".to_string(), |s| s.state.clone()),
-            healthy: status.is_some_and(|s| s.healthy),
-            address,
-        },
+        primary: primary_server,
+        replica,
     })
 }

@@ -11,6 +11,9 @@ pub struct DatabaseRow {
     pub node: String,
     pub password: Vec<u8>,
     pub max_connections: u32,
+    /// 0 or 1 streaming replica, on `replica_node`.
+    pub replicas: u32,
+    pub replica_node: String,
 }
 
 fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
@@ -21,14 +24,17 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
         node: r.get("node"),
         password: r.get("password"),
         max_connections: r.get::<i64, _>("max_connections") as u32,
+        replicas: r.get::<i64, _>("replicas") as u32,
+        replica_node: r.get("replica_node"),
     }
 }
 
 impl Store {
     pub async fn create_database(&self, db: &DatabaseRow) -> Result<()> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO databases (app, env, version, node, password, max_connections, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO databases
+                 (app, env, version, node, password, max_connections, created_at, replicas, replica_node)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&db.app)
         .bind(&db.env)
@@ -37,6 +43,8 @@ impl Store {
         .bind(&db.password)
         .bind(db.max_connections)
         .bind(now())
+        .bind(db.replicas)
+        .bind(&db.replica_node)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_config.sql"),
     include_str!("../../migrations/0004_jobs.sql"),
     include_str!("../../migrations/0005_databases.sql"),
+    include_str!("../../migrations/0006_replicas.sql"),
 ];
 
 #[derive(Clone)]
