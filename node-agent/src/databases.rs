@@ -4,7 +4,7 @@
 //! nothing. Database containers carry `paas.role`, which keeps the app reconcile away from them.
 
 use crate::docker::DockerClient;
-use protocol::agent::{ContainerStatus, DatabaseSpec};
+use protocol::agent::{ContainerStatus, DatabaseFigures, DatabaseSpec};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,11 @@ pub struct Databases {
     build_errors: Arc<Mutex<HashMap<String, String>>>,
     retry_at: HashMap<String, Instant>,
     restarts: HashMap<String, u32>,
+    /// Last sampled figures per server, refreshed every [`SAMPLE_EVERY`].
+    figures: HashMap<String, (Instant, DatabaseFigures)>,
 }
+
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 impl Databases {
     pub fn new(docker: DockerClient, build_network: Option<String>) -> Self {
@@ -33,6 +37,7 @@ impl Databases {
             build_errors: Arc::default(),
             retry_at: HashMap::new(),
             restarts: HashMap::new(),
+            figures: HashMap::new(),
         }
     }
 
@@ -62,6 +67,7 @@ impl Databases {
             host_port: None,
             restarts: self.restarts.get(&spec.name).copied().unwrap_or(0),
             log_tail: Vec::new(),
+            db: None,
         };
         match self.docker.image_id(&spec.image).await {
             Ok(Some(_)) => {}
@@ -126,7 +132,51 @@ impl Databases {
         if !status.healthy && status.log_tail.is_empty() {
             status.log_tail = self.docker.log_tail(&spec.name, 10).await;
         }
+        if status.healthy {
+            status.db = self.figures(spec).await;
+        }
         status
+    }
+
+    /// Connections, size and (on a replica) lag, sampled with psql inside the container over
+    /// the local socket, at most every few seconds.
+    async fn figures(&mut self, spec: &DatabaseSpec) -> Option<DatabaseFigures> {
+        if let Some((at, f)) = self.figures.get(&spec.name) {
+            if at.elapsed() < SAMPLE_EVERY {
+                return Some(f.clone());
+            }
+        }
+        let mut sql = String::from(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
+             current_setting('max_connections'), pg_database_size(current_database())",
+        );
+        if spec.role == "db-replica" {
+            sql.push_str(
+                ", pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), \
+                 extract(epoch from now() - pg_last_xact_replay_timestamp())",
+            );
+        }
+        let psql = format!("/usr/lib/postgresql/{}/bin/psql", spec.version);
+        let cmd: Vec<String> =
+            [psql.as_str(), "-U", "postgres", "-d", &spec.database, "-tAF", "|", "-c", &sql]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let (code, out) = self.docker.exec_output(&spec.name, &cmd).await.ok()?;
+        if code != 0 {
+            return self.figures.get(&spec.name).map(|(_, f)| f.clone());
+        }
+        let cols: Vec<&str> = out.trim().split('|').collect();
+        let num = |i: usize| cols.get(i).and_then(|v| v.trim().parse::<f64>().ok());
+        let f = DatabaseFigures {
+            connections: num(0)? as u64,
+            max_connections: num(1)? as u64,
+            size_bytes: num(2)? as u64,
+            lag_bytes: num(3).map(|v| v.max(0.0) as u64),
+            lag_seconds: num(4),
+        };
+        self.figures.insert(spec.name.clone(), (Instant::now(), f.clone()));
+        Some(f)
     }
 
     fn build_image(&self, spec: &DatabaseSpec) {

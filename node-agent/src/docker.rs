@@ -313,6 +313,11 @@ pub fn docker_message(e: &bollard::errors::Error) -> String {
 impl DockerClient {
     /// Runs `cmd` inside a running container and returns its exit code (output is discarded).
     pub async fn exec(&self, name: &str, cmd: &[String]) -> anyhow::Result<i64> {
+        Ok(self.exec_output(name, cmd).await?.0)
+    }
+
+    /// Runs `cmd` inside a running container; its exit code and standard output.
+    pub async fn exec_output(&self, name: &str, cmd: &[String]) -> anyhow::Result<(i64, String)> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
         let opts = CreateExecOptions::<String> {
             cmd: Some(cmd.to_vec()),
@@ -320,12 +325,17 @@ impl DockerClient {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = self.docker.create_exec(name, opts).await.context("creating the health command")?;
+        let exec = self.docker.create_exec(name, opts).await.context("creating an exec in the container")?;
+        let mut stdout = String::new();
         if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await? {
-            while output.next().await.is_some() {}
+            while let Some(Ok(chunk)) = output.next().await {
+                if let LogOutput::StdOut { message } = chunk {
+                    stdout.push_str(&String::from_utf8_lossy(&message));
+                }
+            }
         }
         let done = self.docker.inspect_exec(&exec.id).await?;
-        Ok(done.exit_code.unwrap_or(-1))
+        Ok((done.exit_code.unwrap_or(-1), stdout))
     }
 }
 

@@ -151,6 +151,7 @@ impl Reconciler {
                     host_port: o.and_then(|o| o.host_port),
                     restarts: t.map_or(0, |t| t.restarts),
                     log_tail: t.map(|t| t.log_tail.clone()).unwrap_or_default(),
+                    db: None,
                 }
             })
             .collect();

@@ -199,7 +199,7 @@ pub struct BuildResult {
 }
 
 /// What the agent observes; sent when something changes and as the heartbeat.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeReport {
     pub containers: Vec<ContainerStatus>,
     /// When the agent looked at Docker for this report (unix ms, agent clock), so a deploy can
@@ -213,7 +213,7 @@ pub struct NodeReport {
     pub databases: Vec<ContainerStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerStatus {
     pub name: String,
     /// Docker's state: `created`, `running`, `exited`, ...
@@ -224,4 +224,20 @@ pub struct ContainerStatus {
     pub restarts: u32,
     /// Last lines the container printed, sent while it is not healthy so a failed deploy can say why.
     pub log_tail: Vec<String>,
+    /// Database servers only: figures the agent samples with psql inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<DatabaseFigures>,
+}
+
+/// What `paas db info` shows about a server, sampled every few seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseFigures {
+    /// Client connections in use, against `max_connections`.
+    pub connections: u64,
+    pub max_connections: u64,
+    pub size_bytes: u64,
+    /// Replicas: WAL received but not yet replayed.
+    pub lag_bytes: Option<u64>,
+    /// Replicas: age of the last replayed transaction (grows while the primary is idle).
+    pub lag_seconds: Option<f64>,
 }

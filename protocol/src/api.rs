@@ -286,4 +286,7 @@ pub struct DatabaseServer {
     pub healthy: bool,
     /// `private_addr:port` on the node.
     pub address: Option<String>,
+    /// Connections in use vs the limit, size, and (replica) lag, once sampled.
+    #[serde(default)]
+    pub figures: Option<crate::agent::DatabaseFigures>,
 }

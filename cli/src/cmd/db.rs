@@ -34,6 +34,10 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 );
                 println!("  address:  {}", i.primary.address.as_deref().unwrap_or("-"));
                 println!("  max_connections: {}", i.max_connections);
+                if let Some(f) = &i.primary.figures {
+                    println!("  connections: {} of {} in use", f.connections, f.max_connections);
+                    println!("  size: {:.1} MiB", f.size_bytes as f64 / (1 << 20) as f64);
+                }
                 println!("  url (apps):  {}", i.url);
                 if let Some(u) = &i.node_url {
                     println!("  url (node):  {u}");
@@ -42,6 +46,11 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     let health = if r.healthy { "healthy" } else { "not ready" };
                     println!("  replica:  {} on {} ({}, {health})", r.name, r.node, r.state);
                     println!("  replica url (apps): {}", i.replica_url.as_deref().unwrap_or("-"));
+                    if let Some(f) = &r.figures {
+                        let bytes = f.lag_bytes.map_or("-".to_string(), |b| b.to_string());
+                        let secs = f.lag_seconds.map_or("-".to_string(), |s| format!("{s:.1}"));
+                        println!("  replication lag: {bytes} bytes, last replayed transaction {secs}s ago");
+                    }
                     if let Some(u) = &i.replica_node_url {
                         println!("  replica url (node): {u}");
                     }

@@ -106,7 +106,8 @@ async fn view(state: &AppState, row: &DatabaseRow, reveal: bool) -> ApiResult<Da
             name: spec.name.clone(),
             node: node.to_string(),
             state: status.as_ref().map_or_else(|| "pending".to_string(), |s| s.state.clone()),
-            healthy: status.is_some_and(|s| s.healthy),
+            healthy: status.as_ref().is_some_and(|s| s.healthy),
+            figures: status.as_ref().and_then(|s| s.db.clone()),
             address: addr.zip(host_port).map(|(a, p)| format!("{a}:{p}")),
         };
         (server, node_url)
