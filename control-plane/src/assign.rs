@@ -7,9 +7,6 @@ use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// Release images kept per environment for rollbacks; older ones are pruned from the nodes.
-pub const KEEP_RELEASE_IMAGES: u32 = 5;
-
 /// A node that has not reported for this long is not given new work.
 pub const NODE_READY_WINDOW: Duration = Duration::from_secs(30);
 
@@ -169,8 +166,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             databases.push(database_spec(state, &db, "db-replica").await?);
         }
     }
-    let keep_images = Some(store.kept_images(KEEP_RELEASE_IMAGES).await?);
-    Ok(Assignment { containers, builds, routes, jobs, static_prefetch, databases, keep_images })
+    Ok(Assignment { containers, builds, routes, jobs, static_prefetch, databases })
 }
 
 /// The route table: every environment with a served release, to its healthy replicas.

@@ -18,10 +18,6 @@ use std::collections::HashMap;
 pub const LOG_MAX_SIZE: &str = "10m";
 pub const LOG_MAX_FILE: &str = "3";
 
-/// Images this agent built are never pruned for this long after the build (longer than the
-/// build result may take to reach the control plane, which then keeps them by id).
-const RECENT_BUILD: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Agent-private labels: the process port, and how to retire the container.
 pub const LABEL_PORT: &str = "paas.port";
 pub const LABEL_DRAIN_MS: &str = "paas.drain_ms";
@@ -49,8 +45,6 @@ pub struct DockerClient {
     docker: Docker,
     node: String,
     private_addr: String,
-    /// Images built by this agent, and when.
-    recent_builds: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
 }
 
 impl DockerClient {
@@ -62,12 +56,7 @@ impl DockerClient {
             .negotiate_version()
             .await
             .context("talking to the Docker engine; is it running and is its socket readable?")?;
-        Ok(Self {
-            docker,
-            node: node.to_string(),
-            private_addr: private_addr.to_string(),
-            recent_builds: Default::default(),
-        })
+        Ok(Self { docker, node: node.to_string(), private_addr: private_addr.to_string() })
     }
 
     pub fn raw(&self) -> &Docker {
@@ -221,9 +210,6 @@ impl DockerClient {
         network: Option<&str>,
         mut on_line: impl FnMut(String),
     ) -> anyhow::Result<String> {
-        // Images carry the node that built them: pruning only ever touches this node's own.
-        let mut image_labels = image_labels;
-        image_labels.insert(labels::NODE.to_string(), self.node.clone());
         let opts = BuildImageOptions::<String> {
             buildargs,
             dockerfile: "Dockerfile".into(),
@@ -654,41 +640,5 @@ impl DockerClient {
             .into_iter()
             .filter_map(|c| Some(c.names?.first()?.trim_start_matches('/').to_string()))
             .collect())
-    }
-}
-
-impl DockerClient {
-    /// Removes release images paas built (labelled with an app) that are not in `keep`. Never
-    /// forced: Docker refuses an image a container still uses, which then simply stays.
-    pub async fn prune_release_images(&self, keep: &std::collections::HashSet<String>) {
-        use bollard::image::{ListImagesOptions, RemoveImageOptions};
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{}=true", labels::MANAGED),
-                labels::APP.to_string(),
-                format!("{}={}", labels::NODE, self.node),
-            ],
-        )]);
-        let Ok(images) = self
-            .docker
-            .list_images(Some(ListImagesOptions::<String> { filters, ..Default::default() }))
-            .await
-        else {
-            return;
-        };
-        // An image this agent just built may not be in the keep list yet (its release learns
-        // its id a moment after the build): leave those alone for a while.
-        let recent: std::collections::HashSet<String> = {
-            let mut built = self.recent_builds.lock().unwrap_or_else(|p| p.into_inner());
-            built.retain(|_, at| at.elapsed() < RECENT_BUILD);
-            built.keys().cloned().collect()
-        };
-        for img in images.into_iter().filter(|i| !keep.contains(&i.id) && !recent.contains(&i.id)) {
-            let opts = RemoveImageOptions { force: false, noprune: false };
-            if self.docker.remove_image(&img.id, Some(opts), None).await.is_ok() {
-                tracing::info!(image = %img.id, tags = ?img.repo_tags, "pruned an old release image");
-            }
-        }
     }
 }

@@ -27,8 +27,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A container that ran healthy this long is no longer considered crash-looping.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 const LOG_TAIL_LINES: usize = 20;
-/// How often old release images are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Tracked {
@@ -59,7 +57,6 @@ pub struct Reconciler {
     removed_tx: mpsc::UnboundedSender<String>,
     removed_rx: mpsc::UnboundedReceiver<String>,
     dbs: crate::databases::Databases,
-    pruned_at: Option<Instant>,
 }
 
 impl Reconciler {
@@ -74,7 +71,6 @@ impl Reconciler {
         let (removed_tx, removed_rx) = mpsc::unbounded_channel();
         Self {
             dbs: crate::databases::Databases::new(docker.clone(), build_network),
-            pruned_at: None,
             docker,
             ingress,
             private_addr,
@@ -160,13 +156,6 @@ impl Reconciler {
             })
             .collect();
         let databases = self.dbs.pass(&desired.databases).await;
-        if let Some(keep) = &desired.keep_images {
-            if self.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-                self.pruned_at = Some(Instant::now());
-                let keep: HashSet<String> = keep.iter().cloned().collect();
-                self.docker.prune_release_images(&keep).await;
-            }
-        }
 
         let report = NodeReport { containers, observed_at_ms, static_ready: Vec::new(), databases };
         // Only a change wakes the reporter at once; the fresh observation time goes out with

@@ -34,10 +34,6 @@ pub struct Assignment {
     /// Managed databases this node runs.
     #[serde(default)]
     pub databases: Vec<DatabaseSpec>,
-    /// Image ids of the releases kept for rollback (the newest few per environment, and any
-    /// in use); built release images not listed are pruned. `None`: do not prune.
-    #[serde(default)]
-    pub keep_images: Option<Vec<String>>,
 }
 
 /// A managed PostgreSQL server: the platform drives the binaries itself (initdb on first start,

@@ -198,35 +198,3 @@ fn image_deploys_unknown_hosts_and_app_deletion() {
     assert_eq!(p.get(&p.host(&other), "/").status, 404);
     assert!(p.get(&p.host(&app), "/").body.contains("Hello from paas!"), "the other app is untouched");
 }
-
-#[test]
-fn old_release_images_are_pruned_and_recent_ones_kept_for_rollback() {
-    let mut p = Platform::start();
-    let app = p.app_name("prune");
-    p.paas(&["apps", "create", &app]).expect_ok();
-    let src = paas_tests::example_copy("hello");
-    std::fs::write(src.path().join("paas.toml"), "[deploy]\nstability_window = \"0s\"\n").unwrap();
-    let dir = src.path().to_str().unwrap();
-    for n in 1..=7 {
-        std::fs::write(src.path().join("message.txt"), format!("build {n}\n")).unwrap();
-        p.paas(&["deploy", dir, "--app", &app]).expect_ok();
-    }
-    let tags = || -> Vec<String> {
-        let out = docker(&["images", "--filter", &format!("label=paas.app={app}"), "--format", "{{.Tag}}"]);
-        let mut t: Vec<String> = out.lines().map(str::to_string).collect();
-        t.sort();
-        t
-    };
-    // The newest five releases' images stay (for rollbacks); older ones go.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while tags() != vec!["v3", "v4", "v5", "v6", "v7"] {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "images were not pruned to the newest five: {:?}",
-            tags()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    p.paas(&["rollback", "--app", &app, "--to", "3"]).expect_ok();
-    assert!(p.get(&p.host(&app), "/").body.contains("build 3"));
-}

@@ -182,21 +182,6 @@ impl Store {
         Ok(rows.iter().map(release_row).collect())
     }
 
-    /// Image ids worth keeping on nodes: those of the newest `per_env` releases of every
-    /// environment (what a rollback can return to) and of any unfinished or serving release.
-    pub async fn kept_images(&self, per_env: u32) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT DISTINCT image_id FROM (
-                 SELECT image_id, status, ROW_NUMBER() OVER (PARTITION BY app, env ORDER BY version DESC) AS n
-                 FROM releases WHERE image_id IS NOT NULL)
-             WHERE n <= ? OR status IN ('building', 'deploying', 'active')",
-        )
-        .bind(per_env)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
-    }
-
     /// Releases a node must build: still building, assigned to it, with no result yet.
     pub async fn pending_builds(&self, node: &str) -> Result<Vec<Release>> {
         let rows = sqlx::query(
