@@ -77,24 +77,11 @@ impl DockerClient {
             .await?;
         Ok(list
             .into_iter()
-            .filter_map(|c| {
-                let name = c.names?.first()?.trim_start_matches('/').to_string();
-                let labels = c.labels.unwrap_or_default();
-                if labels.contains_key(LABEL_JOB) || labels.contains_key(labels::ROLE) {
-                    return None;
-                }
-                let port: Option<u16> = labels.get(LABEL_PORT).and_then(|p| p.parse().ok());
-                let host_port = c
-                    .ports
-                    .unwrap_or_default()
-                    .iter()
-                    .find(|p| Some(p.private_port) == port && p.public_port.is_some())
-                    .and_then(|p| p.public_port);
-                let ip = c.network_settings.and_then(|n| n.networks).and_then(|nets| {
-                    nets.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))
-                });
-                Some(Observed { name, state: c.state.unwrap_or_default(), labels, host_port, port, ip })
+            .filter(|c| {
+                let labels = c.labels.as_ref();
+                !labels.is_some_and(|l| l.contains_key(LABEL_JOB) || l.contains_key(labels::ROLE))
             })
+            .filter_map(|c| observe(c, None))
             .collect())
     }
 
@@ -301,6 +288,25 @@ fn base_host_config() -> HostConfig {
     }
 }
 
+/// What the agent needs of a listed container. The process port comes from the `paas.port`
+/// label, else `default_port` (databases listen on 5432).
+fn observe(c: bollard::models::ContainerSummary, default_port: Option<u16>) -> Option<Observed> {
+    let name = c.names?.first()?.trim_start_matches('/').to_string();
+    let labels = c.labels.unwrap_or_default();
+    let port = labels.get(LABEL_PORT).and_then(|p| p.parse().ok()).or(default_port);
+    let host_port = c
+        .ports
+        .unwrap_or_default()
+        .iter()
+        .find(|p| Some(p.private_port) == port && p.public_port.is_some())
+        .and_then(|p| p.public_port);
+    let ip = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|nets| nets.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty())));
+    Some(Observed { name, state: c.state.unwrap_or_default(), labels, host_port, port, ip })
+}
+
 /// The engine's own message for an API error, without bollard's wrapping.
 pub fn docker_message(e: &bollard::errors::Error) -> String {
     match e {
@@ -499,31 +505,7 @@ impl DockerClient {
         let list = self
             .labelled(vec![format!("{}={}", labels::NODE, self.node), format!("{}", labels::ROLE)])
             .await?;
-        Ok(list.into_iter().find_map(|c| {
-            let cname = c.names.as_ref()?.first()?.trim_start_matches('/').to_string();
-            if cname != name {
-                return None;
-            }
-            let host_port = c
-                .ports
-                .clone()
-                .unwrap_or_default()
-                .iter()
-                .find(|p| p.private_port == 5432)
-                .and_then(|p| p.public_port);
-            let ip = c
-                .network_settings
-                .and_then(|n| n.networks)
-                .and_then(|nets| nets.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty())));
-            Some(Observed {
-                name: cname,
-                state: c.state.unwrap_or_default(),
-                labels: c.labels.unwrap_or_default(),
-                host_port,
-                port: Some(5432),
-                ip,
-            })
-        }))
+        Ok(list.into_iter().filter_map(|c| observe(c, Some(5432))).find(|o| o.name == name))
     }
 
     /// Creates and starts a PostgreSQL server: data on its named volume, reachable as its role
