@@ -2,6 +2,7 @@
 //! the agent protocol (`/agent/v1`) and the web console, and runs deploy orchestration.
 
 pub mod assign;
+pub mod cron;
 pub mod deploy;
 pub mod http;
 pub mod secrets;
