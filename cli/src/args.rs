@@ -105,6 +105,55 @@ pub struct DataDir {
     /// Apps are served at <app>.<base-domain> and <app>-<env>.<base-domain>.
     #[arg(long, default_value = "localhost")]
     pub base_domain: String,
+    #[command(flatten)]
+    pub backups: BackupStoreArgs,
+}
+
+/// Backup schedule and retention of a database.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BackupSettingsArgs {
+    /// When scheduled backups run: a cron expression in UTC (default "0 3 * * *") or "off".
+    #[arg(long)]
+    pub backup_schedule: Option<String>,
+    /// Keep at most this many backups (default 7).
+    #[arg(long)]
+    pub keep: Option<u32>,
+    /// Delete backups older than this many days (default 30); the newest verified one stays.
+    #[arg(long)]
+    pub keep_days: Option<u32>,
+}
+
+impl BackupSettingsArgs {
+    pub fn to_api(&self) -> protocol::api::DatabaseSettings {
+        protocol::api::DatabaseSettings {
+            backup_schedule: self.backup_schedule.clone(),
+            keep: self.keep,
+            keep_days: self.keep_days,
+        }
+    }
+}
+
+/// Where database backups are kept: a local directory, plus an S3-compatible bucket when
+/// `--backup-s3-bucket` is given. Give the keys in the environment, where `ps` cannot see them.
+#[derive(Args, Debug, Clone)]
+pub struct BackupStoreArgs {
+    /// Local backup directory (default: <data-dir>/backups).
+    #[arg(long, env = "PAAS_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// S3 endpoint URL, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000.
+    #[arg(long, env = "PAAS_BACKUP_S3_ENDPOINT", requires = "backup_s3_bucket")]
+    pub backup_s3_endpoint: Option<String>,
+    #[arg(long, env = "PAAS_BACKUP_S3_BUCKET", requires = "backup_s3_endpoint")]
+    pub backup_s3_bucket: Option<String>,
+    #[arg(long, env = "PAAS_BACKUP_S3_REGION", default_value = "us-east-1")]
+    pub backup_s3_region: String,
+    /// Key prefix inside the bucket.
+    #[arg(long, env = "PAAS_BACKUP_S3_PREFIX", default_value = "")]
+    pub backup_s3_prefix: String,
+    #[arg(long, env = "PAAS_BACKUP_S3_ACCESS_KEY", hide_env_values = true, default_value = "")]
+    pub backup_s3_access_key: String,
+    #[arg(long, env = "PAAS_BACKUP_S3_SECRET_KEY", hide_env_values = true, default_value = "")]
+    pub backup_s3_secret_key: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -325,6 +374,53 @@ pub enum DbCommand {
         /// Streaming replicas (0 or 1).
         #[arg(long, default_value_t = 1)]
         replicas: u32,
+        #[command(flatten)]
+        settings: BackupSettingsArgs,
+    },
+    /// Change the backup schedule and retention.
+    Settings {
+        #[command(flatten)]
+        target: AppEnv,
+        #[command(flatten)]
+        settings: BackupSettingsArgs,
+    },
+    /// Take a backup now (from the replica when there is one) and prove it by a restore.
+    Backup {
+        #[command(flatten)]
+        target: AppEnv,
+        /// Return once the backup has started instead of waiting for it and its verification.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List backups with their size, row counts and verification.
+    Backups(AppEnv),
+    /// Restore a backup into a throwaway database and compare its row counts with the manifest.
+    Verify {
+        #[command(flatten)]
+        target: AppEnv,
+        backup: String,
+    },
+    /// Restore a backup into the environment's database (--confirm; a safety backup is taken
+    /// first) or into a new database beside it (--to-new).
+    Restore {
+        #[command(flatten)]
+        target: AppEnv,
+        backup: String,
+        #[arg(long, conflicts_with = "to_new")]
+        confirm: bool,
+        #[arg(long)]
+        to_new: bool,
+    },
+    /// Run psql inside the database container (no local client needed). Reads a script from
+    /// standard input when it is not a terminal; arguments after `--` go to psql.
+    Psql {
+        #[command(flatten)]
+        target: AppEnv,
+        /// Connect to the streaming replica (read-only) instead of the primary.
+        #[arg(long)]
+        replica: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Show the database: state, address, URLs (password masked unless --reveal).
     Info {

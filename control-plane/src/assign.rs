@@ -3,7 +3,9 @@
 
 use crate::state::AppState;
 use crate::store::{InstanceRow, NodeRow};
-use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route, StaticRoute};
+use protocol::agent::{
+    Assignment, BuildKind, BuildTask, ContainerSpec, DbTaskKind, JobSpec, Route, StaticRoute,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -166,7 +168,28 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             databases.push(database_spec(state, &db, "db-replica").await?);
         }
     }
-    Ok(Assignment { containers, builds, routes, jobs, static_prefetch, databases })
+    let mut db_tasks = Vec::new();
+    for t in store.pending_db_tasks(node).await? {
+        let db = store.get_database(&t.app, &t.env).await?;
+        let s = |k: &str| t.params.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        db_tasks.push(protocol::agent::DbTask {
+            id: t.id.clone(),
+            kind: match t.kind.as_str() {
+                "backup" => DbTaskKind::Backup,
+                "verify" => DbTaskKind::Verify,
+                "restore" => DbTaskKind::Restore,
+                _ => DbTaskKind::Psql,
+            },
+            server: database_spec(state, &db, &t.role).await?,
+            backup: t.backup.clone(),
+            target_database: s("target_database"),
+            create_target: t.params.get("create_target").and_then(|v| v.as_bool()).unwrap_or(false),
+            psql_args: serde_json::from_value(t.params.get("psql_args").cloned().unwrap_or_default())
+                .unwrap_or_default(),
+            input: s("input"),
+        });
+    }
+    Ok(Assignment { containers, builds, routes, jobs, static_prefetch, databases, db_tasks })
 }
 
 /// The route table: every environment with a served release, to its healthy replicas.

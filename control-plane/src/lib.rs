@@ -2,9 +2,11 @@
 //! the agent protocol (`/agent/v1`) and the web console, and runs deploy orchestration.
 
 pub mod assign;
+pub mod backups;
 pub mod cron;
 pub mod deploy;
 pub mod http;
+pub mod s3;
 pub mod secrets;
 pub mod source;
 pub mod state;
@@ -28,6 +30,9 @@ pub struct Config {
     pub base_domain: String,
     /// Port the ingress serves plain HTTP on, for the URLs shown to users (omitted when 80).
     pub ingress_http_port: u16,
+    /// Where database backups are kept, and the S3-compatible bucket they are copied to.
+    pub backup_dir: PathBuf,
+    pub backup_s3: Option<s3::S3Config>,
 }
 
 /// A control plane whose data directory is opened and whose tokens exist, not yet serving.
@@ -47,7 +52,19 @@ impl ControlPlane {
         let admin_token = tokens::ensure(&store, &config.data_dir, "admin-token", "admin", "user").await?;
         let agent_token = tokens::ensure(&store, &config.data_dir, "agent-token", "agent", "agent").await?;
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
-        let state = AppState::new(store, Arc::new(config), secrets);
+        let s3 = match &config.backup_s3 {
+            Some(c) => {
+                let s3 = s3::S3::new(c.clone()).context("the S3 backup store settings")?;
+                s3.create_bucket_if_missing()
+                    .await
+                    .with_context(|| format!("opening the backup store {}", s3.describe()))?;
+                Some(s3)
+            }
+            None => None,
+        };
+        let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3);
+        tracing::info!(store = %storage.describe(), "backups are kept in");
+        let state = AppState::new(store, Arc::new(config), secrets, storage);
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
         Ok(Self { state, admin_token, agent_token })
     }
@@ -60,6 +77,7 @@ impl ControlPlane {
         self.state.set_api_url(api_url.clone());
         let router = http::router(self.state.clone(), &api_url)?;
         tracing::info!(%addr, "control plane listening");
+        tokio::spawn(backups::scheduler(self.state.clone(), shutdown.clone()));
         let stop = shutdown.clone();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })

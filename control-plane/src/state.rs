@@ -15,6 +15,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Seals config vars at rest.
     pub secrets: Arc<SecretBox>,
+    pub backup_storage: crate::backups::BackupStorage,
     /// Serialises config changes (read, modify, seal, write) so none is lost.
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     api_url: Arc<std::sync::OnceLock<String>>,
@@ -34,7 +35,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Arc<Config>, secrets: SecretBox) -> Self {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        secrets: SecretBox,
+        backup_storage: crate::backups::BackupStorage,
+    ) -> Self {
         // Start above any index a previous run handed out, so agents that kept an old index do
         // not block on a value this run has not reached yet.
         let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
@@ -42,6 +48,7 @@ impl AppState {
             store,
             config,
             secrets: Arc::new(secrets),
+            backup_storage,
             config_lock: Arc::default(),
             api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),

@@ -6,21 +6,28 @@ import json
 import os
 import signal
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from psycopg2.pool import ThreadedConnectionPool
 
-POOL = ThreadedConnectionPool(1, int(os.environ.get("DB_POOL_SIZE", "20")), os.environ["DATABASE_URL"])
+# psycopg2's pool raises "connection pool exhausted" when every connection is busy; the
+# semaphore makes extra requests wait their turn instead. Size it under the database's
+# max_connections (`paas db info` shows both) divided by the app's replicas.
+POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "20"))
+POOL = ThreadedConnectionPool(1, POOL_SIZE, os.environ["DATABASE_URL"])
+SLOTS = threading.BoundedSemaphore(POOL_SIZE)
 
 
 def query(sql, args=(), fetch=True):
-    conn = POOL.getconn()
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall() if fetch else None
-    finally:
-        POOL.putconn(conn)
+    with SLOTS:
+        conn = POOL.getconn()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchall() if fetch else None
+        finally:
+            POOL.putconn(conn)
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -24,12 +24,14 @@ pub struct Databases {
     restarts: HashMap<String, u32>,
     /// Last sampled figures per server, refreshed every [`SAMPLE_EVERY`].
     figures: HashMap<String, (Instant, DatabaseFigures)>,
+    /// Replicas a backup paused on purpose; any other paused replica is resumed.
+    paused: crate::dbtasks::Paused,
 }
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 impl Databases {
-    pub fn new(docker: DockerClient, build_network: Option<String>) -> Self {
+    pub fn new(docker: DockerClient, build_network: Option<String>, paused: crate::dbtasks::Paused) -> Self {
         Self {
             docker,
             build_network,
@@ -38,6 +40,7 @@ impl Databases {
             retry_at: HashMap::new(),
             restarts: HashMap::new(),
             figures: HashMap::new(),
+            paused,
         }
     }
 
@@ -48,7 +51,8 @@ impl Databases {
         for spec in specs {
             out.push(self.converge(spec).await);
         }
-        if let Ok(names) = self.docker.database_names().await {
+        for role in ["db-primary", "db-replica"] {
+            let Ok(names) = self.docker.database_names(role).await else { continue };
             for name in names.into_iter().filter(|n| !specs.iter().any(|s| &s.name == n)) {
                 tracing::info!(container = %name, "stopping an unassigned database (its volume is kept)");
                 if let Err(e) = self.docker.stop_and_remove(&name, 30).await {
@@ -153,7 +157,7 @@ impl Databases {
         if spec.role == "db-replica" {
             sql.push_str(
                 ", pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), \
-                 extract(epoch from now() - pg_last_xact_replay_timestamp())",
+                 extract(epoch from now() - pg_last_xact_replay_timestamp()), pg_is_wal_replay_paused()",
             );
         }
         let psql = format!("/usr/lib/postgresql/{}/bin/psql", spec.version);
@@ -175,6 +179,23 @@ impl Databases {
             lag_bytes: num(3).map(|v| v.max(0.0) as u64),
             lag_seconds: num(4),
         };
+        if cols.get(5).map(|v| v.trim()) == Some("t")
+            && !self.paused.lock().unwrap_or_else(|p| p.into_inner()).contains(&spec.name)
+        {
+            // Left paused by a backup that never finished (the agent restarted mid-dump).
+            tracing::warn!(app = %spec.app, env = %spec.env, container = %spec.name, "resuming WAL replay left paused");
+            let resume = [
+                psql.as_str(),
+                "-U",
+                "postgres",
+                "-d",
+                &spec.database,
+                "-c",
+                "SELECT pg_wal_replay_resume()",
+            ]
+            .map(String::from);
+            let _ = self.docker.exec(&spec.name, &resume).await;
+        }
         self.figures.insert(spec.name.clone(), (Instant::now(), f.clone()));
         Some(f)
     }

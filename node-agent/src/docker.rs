@@ -515,22 +515,50 @@ impl DockerClient {
         spec: &protocol::agent::DatabaseSpec,
         script: &str,
     ) -> anyhow::Result<()> {
-        use bollard::models::{EndpointSettings, Mount, MountTypeEnum};
         use bollard::volume::CreateVolumeOptions;
         self.ensure_network(&spec.network, &spec.app, &spec.env).await?;
-        let labels = HashMap::from([
-            (labels::MANAGED.to_string(), "true".to_string()),
-            (labels::APP.to_string(), spec.app.clone()),
-            (labels::ENV.to_string(), spec.env.clone()),
-            (labels::NODE.to_string(), self.node.clone()),
-            (labels::ROLE.to_string(), spec.role.clone()),
-        ]);
+        let labels = self.db_labels(spec, &spec.role);
         let vol =
             CreateVolumeOptions { name: spec.volume.clone(), labels: labels.clone(), ..Default::default() };
         self.docker
             .create_volume(vol)
             .await
             .map_err(|e| anyhow::anyhow!("creating volume: {}", docker_message(&e)))?;
+        self.create_postgres(spec, &spec.name, script, labels, false).await
+    }
+
+    /// A throwaway copy of a database's server for restore drills: same image, names and
+    /// roles, no volume (the container layer), no network at all.
+    pub async fn create_verify_database(
+        &self,
+        spec: &protocol::agent::DatabaseSpec,
+        name: &str,
+        script: &str,
+    ) -> anyhow::Result<()> {
+        let _ = self.stop_and_remove(name, 1).await;
+        let labels = self.db_labels(spec, "db-verify");
+        self.create_postgres(spec, name, script, labels, true).await
+    }
+
+    fn db_labels(&self, spec: &protocol::agent::DatabaseSpec, role: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::APP.to_string(), spec.app.clone()),
+            (labels::ENV.to_string(), spec.env.clone()),
+            (labels::NODE.to_string(), self.node.clone()),
+            (labels::ROLE.to_string(), role.to_string()),
+        ])
+    }
+
+    async fn create_postgres(
+        &self,
+        spec: &protocol::agent::DatabaseSpec,
+        name: &str,
+        script: &str,
+        labels: HashMap<String, String>,
+        throwaway: bool,
+    ) -> anyhow::Result<()> {
+        use bollard::models::{EndpointSettings, Mount, MountTypeEnum};
         let mut env = vec![
             format!("PG_MAJOR={}", spec.version),
             "PGDATA=/var/lib/postgresql/data/pgdata".to_string(),
@@ -539,31 +567,39 @@ impl DockerClient {
             format!("POSTGRES_DB={}", spec.database),
             format!("MAX_CONNECTIONS={}", spec.max_connections),
         ];
-        if spec.role == "db-replica" {
+        if spec.role == "db-replica" && !throwaway {
             env.push(format!("PRIMARY_HOST={}", spec.primary_host));
             env.push(format!("PRIMARY_PORT={}", spec.primary_port));
             env.push(format!("REPLICATION_PASSWORD={}", spec.password));
         }
-        let host_config = HostConfig {
-            mounts: Some(vec![Mount {
+        let mut host_config = HostConfig {
+            // PostgreSQL's own shared memory needs more than Docker's 64 MB default.
+            shm_size: Some(256 * 1024 * 1024),
+            ..base_host_config()
+        };
+        let mut networking = None;
+        if throwaway {
+            host_config.network_mode = Some("none".into());
+        } else {
+            host_config.mounts = Some(vec![Mount {
                 target: Some("/var/lib/postgresql/data".into()),
                 source: Some(spec.volume.clone()),
                 typ: Some(MountTypeEnum::VOLUME),
                 ..Default::default()
-            }]),
-            port_bindings: Some(HashMap::from([(
+            }]);
+            host_config.port_bindings = Some(HashMap::from([(
                 "5432/tcp".to_string(),
                 Some(vec![PortBinding {
                     host_ip: Some(self.private_addr.clone()),
                     host_port: Some(String::new()),
                 }]),
-            )])),
-            network_mode: Some(spec.network.clone()),
-            // PostgreSQL's own shared memory needs more than Docker's 64 MB default.
-            shm_size: Some(256 * 1024 * 1024),
-            ..base_host_config()
-        };
-        let endpoint = EndpointSettings { aliases: Some(vec![spec.role.clone()]), ..Default::default() };
+            )]));
+            host_config.network_mode = Some(spec.network.clone());
+            let endpoint = EndpointSettings { aliases: Some(vec![spec.role.clone()]), ..Default::default() };
+            networking = Some(bollard::container::NetworkingConfig {
+                endpoints_config: HashMap::from([(spec.network.clone(), endpoint)]),
+            });
+        }
         let config = ContainerConfig {
             image: Some(spec.image.clone()),
             cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
@@ -572,19 +608,17 @@ impl DockerClient {
             user: Some("postgres".into()),
             // Fast shutdown: SIGINT ends sessions and checkpoints; SIGTERM would wait for clients.
             stop_signal: Some("SIGINT".into()),
-            exposed_ports: Some(HashMap::from([("5432/tcp".to_string(), HashMap::new())])),
+            exposed_ports: (!throwaway).then(|| HashMap::from([("5432/tcp".to_string(), HashMap::new())])),
             host_config: Some(host_config),
-            networking_config: Some(bollard::container::NetworkingConfig {
-                endpoints_config: HashMap::from([(spec.network.clone(), endpoint)]),
-            }),
+            networking_config: networking,
             ..Default::default()
         };
-        let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
+        let opts = CreateContainerOptions { name: name.to_string(), platform: None };
         self.docker
             .create_container(Some(opts), config)
             .await
             .map_err(|e| anyhow::anyhow!(docker_message(&e)))?;
-        self.start(&spec.name).await
+        self.start(name).await
     }
 
     /// Builds the default PostgreSQL image from the embedded Dockerfile.
@@ -614,10 +648,12 @@ impl DockerClient {
 }
 
 impl DockerClient {
-    /// Names of this node's database containers.
-    pub async fn database_names(&self) -> anyhow::Result<Vec<String>> {
-        let list =
-            self.labelled(vec![format!("{}={}", labels::NODE, self.node), labels::ROLE.to_string()]).await?;
+    /// Names of this node's database containers with `role` (`db-primary`, `db-replica`,
+    /// `db-verify`).
+    pub async fn database_names(&self, role: &str) -> anyhow::Result<Vec<String>> {
+        let list = self
+            .labelled(vec![format!("{}={}", labels::NODE, self.node), format!("{}={role}", labels::ROLE)])
+            .await?;
         Ok(list
             .into_iter()
             .filter_map(|c| Some(c.names?.first()?.trim_start_matches('/').to_string()))

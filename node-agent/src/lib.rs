@@ -4,6 +4,7 @@
 
 mod build;
 mod databases;
+mod dbtasks;
 pub mod docker;
 mod health;
 pub mod ingress;
@@ -75,6 +76,7 @@ pub async fn run(
         tasks.spawn(async move { ingress::serve(listener, handle, stop).await.context("ingress") });
     }
     let local_ingress = registration.ingress.then(|| routes.clone());
+    let paused = dbtasks::Paused::default();
     let reconciler = reconcile::Reconciler::new(
         docker.clone(),
         local_ingress,
@@ -82,6 +84,7 @@ pub async fn run(
         assignment_rx.clone(),
         report_tx,
         config.build_network.clone(),
+        paused.clone(),
     );
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -92,6 +95,12 @@ pub async fn run(
     let (stop, rx) = (shutdown.clone(), assignment_rx.clone());
     tasks.spawn(async move {
         runner.run(rx, stop).await;
+        Ok(())
+    });
+    let db_runner = dbtasks::DbTaskRunner { docker: docker.clone(), client: client.clone(), paused };
+    let (stop, rx) = (shutdown.clone(), assignment_rx.clone());
+    tasks.spawn(async move {
+        db_runner.run(rx, stop).await;
         Ok(())
     });
     let builder = build::Builder::new(docker, client.clone(), config.build_network.clone());

@@ -67,10 +67,11 @@ impl Reconciler {
         assignment: watch::Receiver<Option<Assignment>>,
         reports: watch::Sender<NodeReport>,
         build_network: Option<String>,
+        paused: crate::dbtasks::Paused,
     ) -> Self {
         let (removed_tx, removed_rx) = mpsc::unbounded_channel();
         Self {
-            dbs: crate::databases::Databases::new(docker.clone(), build_network),
+            dbs: crate::databases::Databases::new(docker.clone(), build_network, paused),
             docker,
             ingress,
             private_addr,

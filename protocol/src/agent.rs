@@ -34,6 +34,68 @@ pub struct Assignment {
     /// Managed databases this node runs.
     #[serde(default)]
     pub databases: Vec<DatabaseSpec>,
+    /// Work on managed databases to run once each: backups, restore drills, restores, psql.
+    #[serde(default)]
+    pub db_tasks: Vec<DbTask>,
+}
+
+/// One piece of work on a managed database, run once by the agent of the node its server is on
+/// (verification runs in a throwaway container there). Its id makes it idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbTask {
+    pub id: String,
+    pub kind: DbTaskKind,
+    /// The server it runs against; for a verification, the server whose image and names the
+    /// throwaway copy uses.
+    pub server: DatabaseSpec,
+    /// The backup it produces (backup) or reads (verify, restore).
+    #[serde(default)]
+    pub backup: String,
+    /// Restore: the database restored into, created first when `create_target`.
+    #[serde(default)]
+    pub target_database: String,
+    #[serde(default)]
+    pub create_target: bool,
+    /// psql: its arguments and what it reads on stdin.
+    #[serde(default)]
+    pub psql_args: Vec<String>,
+    #[serde(default)]
+    pub input: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbTaskKind {
+    Backup,
+    Verify,
+    Restore,
+    Psql,
+}
+
+impl DbTaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backup => "backup",
+            Self::Verify => "verify",
+            Self::Restore => "restore",
+            Self::Psql => "psql",
+        }
+    }
+}
+
+/// What a database task found: for backups and verifications the exact row count of every
+/// table (backups at dump time, verifications after the restore).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbTaskResult {
+    /// `None` when it succeeded.
+    pub error: Option<String>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, u64>,
+    /// psql's output and exit code.
+    #[serde(default)]
+    pub output: String,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
 }
 
 /// A managed PostgreSQL server: the platform drives the binaries itself (initdb on first start,

@@ -2,6 +2,7 @@
 
 use crate::manifest::Manifest;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Body of every 4xx/5xx answer: one sentence a user can act on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,6 +257,108 @@ pub struct CreateDatabase {
     /// Streaming replicas: 0 or 1 (default 1).
     #[serde(default)]
     pub replicas: Option<u32>,
+    /// Backup schedule, retention: see [`DatabaseSettings`].
+    #[serde(default, flatten)]
+    pub settings: DatabaseSettings,
+}
+
+/// Backup schedule and retention of a database; unset fields keep their value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DatabaseSettings {
+    /// A 5-field cron expression in UTC (default `0 3 * * *`, daily), or `off`.
+    #[serde(default)]
+    pub backup_schedule: Option<String>,
+    /// Keep at most this many backups (default 7)...
+    #[serde(default)]
+    pub keep: Option<u32>,
+    /// ...and none older than this many days (default 30). The newest verified backup is
+    /// always kept.
+    #[serde(default)]
+    pub keep_days: Option<u32>,
+}
+
+/// A backup: where it came from, its manifest figures, where it is stored, and whether a
+/// restore of it has been proven.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backup {
+    pub id: String,
+    pub app: String,
+    pub env: String,
+    /// `manual`, `scheduled` or `safety` (taken before a restore).
+    pub trigger: String,
+    /// `db-replica`, or `db-primary` when the database has no replica.
+    pub source: String,
+    /// `running`, `stored` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub sha256: Option<String>,
+    /// Exact row count of every table at backup time.
+    pub tables: BTreeMap<String, u64>,
+    /// Where copies are: `local:<path>`, `s3://bucket/key`.
+    pub locations: Vec<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `pending`, `running`, `ok` or `failed`.
+    pub verification: String,
+    pub verification_error: Option<String>,
+    pub verified_at: Option<String>,
+}
+
+/// Restores a backup into the environment's database (`confirm`, after a safety backup) or
+/// into a new database beside it (`to_new`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StartRestore {
+    pub backup: String,
+    #[serde(default)]
+    pub confirm: bool,
+    #[serde(default)]
+    pub to_new: bool,
+}
+
+/// Runs psql inside the primary's (or replica's) container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PsqlCommand {
+    #[serde(default)]
+    pub replica: bool,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Fed to psql on stdin (a script), may be empty.
+    #[serde(default)]
+    pub input: String,
+}
+
+/// A database task (backup, verify, restore, psql) as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DbTaskView {
+    pub id: String,
+    pub kind: String,
+    /// `pending` (includes running), `done` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    pub backup: Option<String>,
+    /// Restores: the backup taken first, and the database restored into.
+    pub safety_backup: Option<String>,
+    pub target_database: Option<String>,
+    /// A restore to a new database: its URL from the app's network, password masked.
+    pub target_url: Option<String>,
+    pub output: String,
+    pub exit_code: Option<i64>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// Something that happened which operators and alerting care about.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    pub app: String,
+    pub env: String,
+    pub kind: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -276,6 +379,16 @@ pub struct DatabaseInfo {
     /// Reachable from the node itself (its private address), masked unless revealed.
     pub node_url: Option<String>,
     pub revealed: bool,
+    /// Cron expression, or `off`.
+    pub backup_schedule: String,
+    pub next_backup_at: Option<String>,
+    pub keep: u32,
+    pub keep_days: u32,
+    pub last_backup: Option<Backup>,
+    /// The newest backup whose restore was proven.
+    pub last_verified: Option<Backup>,
+    /// Loud problems: a failed backup or verification, no verified backup.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

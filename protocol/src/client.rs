@@ -1,11 +1,13 @@
 //! Typed HTTP client for the paas API and agent protocol. The CLI, the web console and the node
 //! agent all go through it, so there is one place that knows URLs and error bodies.
 
-use crate::agent::{BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, WatchResponse};
+use crate::agent::{
+    BuildLog, BuildResult, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode, WatchResponse,
+};
 use crate::api::{
-    App, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
-    DeployEvents, DeployImage, ErrorBody, Formation, Node, Process, Promote, Release, Rollback, RunCommand,
-    RunOutput, Scale, WhoAmI,
+    App, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
+    DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation, Node, Process,
+    Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale, StartRestore, WhoAmI,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -202,6 +204,54 @@ impl Client {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/db?reveal={reveal}")).await
     }
 
+    pub async fn db_settings(
+        &self,
+        app: &str,
+        env: &str,
+        settings: &DatabaseSettings,
+    ) -> Result<DatabaseInfo, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/settings"), settings).await
+    }
+
+    pub async fn db_backup(&self, app: &str, env: &str) -> Result<Backup, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/backups"), &serde_json::json!({})).await
+    }
+
+    pub async fn db_backups(&self, app: &str, env: &str) -> Result<Vec<Backup>, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/db/backups")).await
+    }
+
+    pub async fn db_get_backup(&self, app: &str, env: &str, id: &str) -> Result<Backup, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/db/backups/{id}")).await
+    }
+
+    pub async fn db_verify(&self, app: &str, env: &str, id: &str) -> Result<Backup, ClientError> {
+        let path = format!("/api/v1/apps/{app}/envs/{env}/db/backups/{id}/verify");
+        self.post(&path, &serde_json::json!({})).await
+    }
+
+    pub async fn db_restore(
+        &self,
+        app: &str,
+        env: &str,
+        req: &StartRestore,
+    ) -> Result<DbTaskView, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/restores"), req).await
+    }
+
+    pub async fn db_psql(&self, app: &str, env: &str, req: &PsqlCommand) -> Result<DbTaskView, ClientError> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/psql"), req).await
+    }
+
+    pub async fn db_task(&self, app: &str, env: &str, id: &str) -> Result<DbTaskView, ClientError> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/db/tasks/{id}")).await
+    }
+
+    /// Platform events after `since` (an event id), oldest first.
+    pub async fn events(&self, since: i64) -> Result<Vec<Event>, ClientError> {
+        self.get(&format!("/api/v1/events?since={since}")).await
+    }
+
     pub async fn scale(
         &self,
         app: &str,
@@ -301,5 +351,38 @@ impl Client {
         result: &BuildResult,
     ) -> Result<serde_json::Value, ClientError> {
         self.post(&format!("/agent/v1/builds/{app}/{env}/{release}/result"), result).await
+    }
+
+    /// Streams a backup's dump to the control plane, which stores it and returns its size and
+    /// checksum.
+    pub async fn upload_backup(
+        &self,
+        id: &str,
+        body: reqwest::Body,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.put(self.url(&format!("/agent/v1/backups/{id}/data"))).body(body)).await
+    }
+
+    /// A stored backup's dump as a byte stream, after the control plane checked its checksum.
+    pub async fn download_backup(&self, id: &str) -> Result<reqwest::Response, ClientError> {
+        let req = self.http.get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(&self.token);
+        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| format!("fetching backup {id} failed: {status}"));
+        Err(ClientError { status: Some(status.as_u16()), message })
+    }
+
+    pub async fn db_task_result(
+        &self,
+        id: &str,
+        result: &DbTaskResult,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/v1/db-tasks/{id}/result"), result).await
     }
 }

@@ -10,6 +10,8 @@ pub struct Response {
     pub status: u16,
     pub headers: String,
     pub body: String,
+    /// The body as sent (binary bodies, e.g. objects in S3).
+    pub body_bytes: Vec<u8>,
 }
 
 pub fn get(addr: &str, host: &str, path: &str) -> Response {
@@ -24,7 +26,23 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
-    let failed = |e: std::io::Error| Response { status: 0, headers: String::new(), body: e.to_string() };
+    request_bytes(addr, method, host, path, headers, body.as_bytes())
+}
+
+pub fn request_bytes(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let failed = |e: std::io::Error| Response {
+        status: 0,
+        headers: String::new(),
+        body: e.to_string(),
+        body_bytes: Vec::new(),
+    };
     let mut stream = match TcpStream::connect(addr) {
         Ok(s) => s,
         Err(e) => return failed(e),
@@ -34,8 +52,10 @@ pub fn request(
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    if let Err(e) = stream.write_all(req.as_bytes()) {
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    if let Err(e) = stream.write_all(&bytes) {
         return failed(e);
     }
     let mut raw = Vec::new();
@@ -44,26 +64,30 @@ pub fn request(
             return failed(e);
         }
     }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = match split {
+        Some(i) => (String::from_utf8_lossy(&raw[..i]).into_owned(), &raw[i + 4..]),
+        None => (String::from_utf8_lossy(&raw).into_owned(), &raw[raw.len()..]),
+    };
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body_bytes = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
-        body.to_string()
+        body.to_vec()
     };
-    Response { status, headers: head.to_string(), body }
+    Response { status, headers: head, body: String::from_utf8_lossy(&body_bytes).into_owned(), body_bytes }
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = s.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&s[..i]).trim(), 16).unwrap_or(0);
+        let rest = &s[i + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod load;
+pub mod s3;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
@@ -114,6 +115,7 @@ pub struct Platform {
     child: Option<Child>,
     apps: Vec<String>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Platform {
@@ -123,6 +125,12 @@ impl Platform {
 
     /// Starts `paas up` with extra flags (e.g. `--deploy-timeout 20`).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Platform::start_with`], with environment variables for `paas up` (secrets that
+    /// must not be on its command line).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         paas_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut p = Platform {
@@ -134,6 +142,7 @@ impl Platform {
             child: None,
             apps: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         p.launch();
         p
@@ -146,6 +155,7 @@ impl Platform {
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("PAAS_LOG", "info")
             .stdout(Stdio::piped())
@@ -193,6 +203,29 @@ impl Platform {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// Waits until the app's database primary (and replica, when it has one) is healthy and
+    /// returns `paas db info`. The first start builds the image: allow a few minutes.
+    pub fn wait_db_healthy(&self, app: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let info = self.paas(&["db", "info", "--app", app, "-o", "json"]).expect_ok().json();
+            let replica_ok = info["replica"].is_null() || info["replica"]["healthy"] == true;
+            if info["primary"]["healthy"] == true && replica_ok {
+                return info;
+            }
+            assert!(Instant::now() < deadline, "the database never became healthy: {info}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Runs SQL with `paas db psql` (tuples only) and returns its trimmed output.
+    pub fn psql(&self, app: &str, extra: &[&str], sql: &str) -> String {
+        let mut args = vec!["db", "psql", "--app", app];
+        args.extend_from_slice(extra);
+        args.extend(["--", "-tAc", sql]);
+        self.paas(&args).expect_ok().stdout.trim().to_string()
     }
 
     /// A fresh app name this platform cleans up after.

@@ -6,19 +6,6 @@ use paas_tests::{docker, http, Platform};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn wait_db_healthy(p: &Platform, app: &str) -> serde_json::Value {
-    // The first start builds the image from Debian's packages: allow a few minutes.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let info = p.paas(&["db", "info", "--app", app, "-o", "json"]).expect_ok().json();
-        if info["primary"]["healthy"] == true && info["replica"]["healthy"] == true {
-            return info;
-        }
-        assert!(Instant::now() < deadline, "the database never became healthy: {info}\n{}", p.log());
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn count(p: &Platform, app: &str) -> Option<u64> {
     let r = p.get(&p.host(app), "/");
     let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
@@ -41,7 +28,7 @@ fn database_rows_survive_the_container_and_the_port_stays_private() {
     let listed = p.paas(&["config", "list", "--app", &app]).expect_ok();
     assert!(listed.stdout.contains("DATABASE_URL=****"), "{}", listed.stdout);
     assert!(listed.stdout.contains("DATABASE_REPLICA_URL=****"), "{}", listed.stdout);
-    wait_db_healthy(&p, &app);
+    p.wait_db_healthy(&app);
 
     let src = paas_tests::example_copy("notes");
     let out = p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
@@ -70,7 +57,7 @@ fn database_rows_survive_the_container_and_the_port_stays_private() {
     }
 
     // Published only on the node's private address; the revealed node URL works from the node.
-    let info = wait_db_healthy(&p, &app);
+    let info = p.wait_db_healthy(&app);
     let ports = docker(&["port", &primary, "5432/tcp"]);
     assert!(!ports.trim().is_empty() && ports.lines().all(|l| l.starts_with("127.0.0.1:")), "{ports}");
     assert!(info["node_url"].as_str().unwrap().contains(":****@127.0.0.1:"), "{info}");

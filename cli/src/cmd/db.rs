@@ -1,4 +1,5 @@
-//! `paas db create|info`: managed PostgreSQL for an environment.
+//! `paas db create|info|settings`: managed PostgreSQL for an environment; backups live in
+//! `backups.rs`.
 
 use crate::args::{DbCommand, Global};
 use crate::output::emit;
@@ -8,8 +9,34 @@ use std::process::ExitCode;
 pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     match cmd {
-        DbCommand::Create { target, version, max_connections, replicas } => {
-            let req = CreateDatabase { version: Some(version), max_connections, replicas: Some(replicas) };
+        DbCommand::Backup { target, no_wait } => return super::backups::backup(g, target, no_wait).await,
+        DbCommand::Backups(target) => return super::backups::list(g, target).await,
+        DbCommand::Verify { target, backup } => return super::backups::verify(g, target, backup).await,
+        DbCommand::Restore { target, backup, confirm, to_new } => {
+            return super::backups::restore(g, target, backup, confirm, to_new).await
+        }
+        DbCommand::Psql { target, replica, args } => {
+            return super::backups::psql(g, target, replica, args).await
+        }
+        DbCommand::Settings { target, settings } => {
+            let info = client.db_settings(&target.app, &target.env, &settings.to_api()).await?;
+            emit(g.output, &info, |i| {
+                println!(
+                    "Backups of {}/{}: schedule {} (UTC), keep {} backups, none older than {} days",
+                    i.app, i.env, i.backup_schedule, i.keep, i.keep_days
+                );
+                if let Some(next) = &i.next_backup_at {
+                    println!("Next scheduled backup: {next}");
+                }
+            })?;
+        }
+        DbCommand::Create { target, version, max_connections, replicas, settings } => {
+            let req = CreateDatabase {
+                version: Some(version),
+                max_connections,
+                replicas: Some(replicas),
+                settings: settings.to_api(),
+            };
             let info = client.db_create(&target.app, &target.env, &req).await?;
             emit(g.output, &info, |i| {
                 println!(
@@ -54,6 +81,22 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     if let Some(u) = &i.replica_node_url {
                         println!("  replica url (node): {u}");
                     }
+                }
+                let next = i.next_backup_at.as_deref().unwrap_or("-");
+                println!(
+                    "  backups: schedule {} (UTC), next {next}, keep {} / {} days",
+                    i.backup_schedule, i.keep, i.keep_days
+                );
+                let describe =
+                    |b: &protocol::api::Backup| format!("{} ({}, {})", b.id, b.started_at, b.status);
+                println!("  last backup: {}", i.last_backup.as_ref().map_or("none".into(), describe));
+                let verified = i
+                    .last_verified
+                    .as_ref()
+                    .map(|b| format!("{} (verified {})", b.id, b.verified_at.as_deref().unwrap_or("-")));
+                println!("  last verified restore: {}", verified.as_deref().unwrap_or("none"));
+                for w in &i.warnings {
+                    println!("  WARNING: {w}");
                 }
             })?;
         }

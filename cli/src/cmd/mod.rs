@@ -1,6 +1,7 @@
 //! Dispatch to one module per command; each has a thin `exec`.
 
 mod apps;
+mod backups;
 mod db;
 mod deploy;
 mod envs;

@@ -44,7 +44,31 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         "--base-domain {:?} is not a domain name",
         data.base_domain
     );
-    Ok(control_plane::Config { data_dir, base_domain: data.base_domain.to_lowercase(), ingress_http_port })
+    let b = &data.backups;
+    let backup_s3 = match (&b.backup_s3_endpoint, &b.backup_s3_bucket) {
+        (Some(endpoint), Some(bucket)) => {
+            anyhow::ensure!(
+                !b.backup_s3_access_key.is_empty() && !b.backup_s3_secret_key.is_empty(),
+                "an S3 backup store needs PAAS_BACKUP_S3_ACCESS_KEY and PAAS_BACKUP_S3_SECRET_KEY in the environment"
+            );
+            Some(control_plane::s3::S3Config {
+                endpoint: endpoint.clone(),
+                bucket: bucket.clone(),
+                region: b.backup_s3_region.clone(),
+                access_key: b.backup_s3_access_key.clone(),
+                secret_key: b.backup_s3_secret_key.clone(),
+                prefix: b.backup_s3_prefix.clone(),
+            })
+        }
+        _ => None,
+    };
+    Ok(control_plane::Config {
+        backup_dir: b.backup_dir.clone().unwrap_or_else(|| data_dir.join("backups")),
+        data_dir,
+        base_domain: data.base_domain.to_lowercase(),
+        ingress_http_port,
+        backup_s3,
+    })
 }
 
 fn node_name(opts: &NodeOpts) -> String {

@@ -6,13 +6,14 @@ use super::auth::Caller;
 use super::envs::apply_config_change;
 use super::error::{ApiError, ApiResult};
 use crate::assign;
+use crate::backups;
 use crate::state::AppState;
 use crate::store::DatabaseRow;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use protocol::api::{ConfigChange, CreateDatabase, DatabaseInfo, DatabaseServer};
+use protocol::api::{ConfigChange, CreateDatabase, DatabaseInfo, DatabaseServer, DatabaseSettings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -20,7 +21,9 @@ use std::collections::BTreeMap;
 const VERSIONS: &[u32] = &[15];
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/apps/{app}/envs/{env}/db", get(info).post(create))
+    Router::new()
+        .route("/apps/{app}/envs/{env}/db", get(info).post(create))
+        .route("/apps/{app}/envs/{env}/db/settings", axum::routing::post(settings))
 }
 
 fn url(spec: &protocol::agent::DatabaseSpec, host: &str, port: u16, reveal: bool) -> String {
@@ -49,6 +52,7 @@ async fn create(
             "one streaming replica is supported for now (--replicas 0 or 1)".into(),
         ));
     }
+    let (backup_schedule, keep_count, keep_days) = checked_settings(&body.settings, None)?;
     let nodes = assign::ready_nodes(&state).await.map_err(ApiError::Internal)?;
     let node = nodes.first().map(|n| n.name.clone()).ok_or_else(|| {
         ApiError::Unavailable("no node is available to run the database; is a node agent running?".into())
@@ -65,6 +69,11 @@ async fn create(
         max_connections,
         replicas,
         replica_node,
+        backup_schedule,
+        keep_count,
+        keep_days,
+        last_scheduled_at: 0,
+        created_at: String::new(),
     };
     state.store.create_database(&row).await?;
     tracing::info!(app = %app, env = %env, version, node = %row.node, user = %caller.user, "database created");
@@ -77,6 +86,44 @@ async fn create(
     let change = ConfigChange { set, unset: Vec::new() };
     apply_config_change(&state, &caller.user, &app, &env, change).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &row, false).await?)))
+}
+
+/// Validates settings over the current ones (or the defaults): schedule, keep, keep_days.
+fn checked_settings(s: &DatabaseSettings, current: Option<&DatabaseRow>) -> ApiResult<(String, u32, u32)> {
+    let schedule = s
+        .backup_schedule
+        .clone()
+        .or_else(|| current.map(|c| c.backup_schedule.clone()))
+        .unwrap_or_else(|| backups::DEFAULT_SCHEDULE.to_string());
+    let schedule = match backups::parse_schedule(&schedule) {
+        Ok(Some(cron)) => cron.to_string(),
+        Ok(None) => "off".to_string(),
+        Err(e) => return Err(ApiError::Unprocessable(format!("the backup schedule is not valid: {e}"))),
+    };
+    let keep = s.keep.or(current.map(|c| c.keep_count)).unwrap_or(7);
+    let keep_days = s.keep_days.or(current.map(|c| c.keep_days)).unwrap_or(30);
+    if keep == 0 || keep > 1000 {
+        return Err(ApiError::Unprocessable("--keep must be between 1 and 1000 backups".into()));
+    }
+    if keep_days == 0 || keep_days > 3650 {
+        return Err(ApiError::Unprocessable("--keep-days must be between 1 and 3650".into()));
+    }
+    Ok((schedule, keep, keep_days))
+}
+
+async fn settings(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+    Json(body): Json<DatabaseSettings>,
+) -> ApiResult<Json<DatabaseInfo>> {
+    let row = state.store.get_database(&app, &env).await?;
+    let (schedule, keep, keep_days) = checked_settings(&body, Some(&row))?;
+    state.store.set_database_settings(&app, &env, &schedule, keep, keep_days).await?;
+    tracing::info!(app = %app, env = %env, schedule = %schedule, keep, keep_days, user = %caller.user, "database backup settings changed");
+    backups::retention(&state, &app, &env).await.map_err(ApiError::Internal)?;
+    let row = state.store.get_database(&app, &env).await?;
+    Ok(Json(view(&state, &row, false).await?))
 }
 
 #[derive(Deserialize)]
@@ -121,7 +168,15 @@ async fn view(state: &AppState, row: &DatabaseRow, reveal: bool) -> ApiResult<Da
     } else {
         (None, None)
     };
+    let all = state.store.list_backups(&row.app, &row.env).await?;
     Ok(DatabaseInfo {
+        backup_schedule: row.backup_schedule.clone(),
+        next_backup_at: backups::next_due_text(row),
+        keep: row.keep_count,
+        keep_days: row.keep_days,
+        last_backup: all.first().map(|b| b.view()),
+        last_verified: all.iter().find(|b| b.verify_status == "ok").map(|b| b.view()),
+        warnings: backups::warnings(&all),
         app: row.app.clone(),
         env: row.env.clone(),
         version: row.version,

@@ -4,6 +4,7 @@
 mod agent;
 mod apps;
 pub mod auth;
+mod backups;
 mod db;
 mod deploys;
 mod envs;
@@ -22,14 +23,17 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         .merge(apps::routes())
         .merge(deploys::routes())
         .merge(db::routes())
+        .merge(backups::routes())
         .merge(formation::routes())
         .merge(envs::routes())
         .merge(nodes::routes())
         .merge(runs::routes())
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), auth::require_user));
-    let agent =
-        agent::routes().fallback(not_found).layer(from_fn_with_state(state.clone(), auth::require_agent));
+    let agent = agent::routes()
+        .merge(backups::agent_routes())
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), auth::require_agent));
     let console = web::router(web::WebConfig { api_url: api_url.to_string() })?;
     Ok(Router::new()
         .nest("/api/v1", api.with_state(state.clone()))

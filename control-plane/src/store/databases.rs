@@ -14,6 +14,13 @@ pub struct DatabaseRow {
     /// 0 or 1 streaming replica, on `replica_node`.
     pub replicas: u32,
     pub replica_node: String,
+    /// Cron expression (UTC) or `off`.
+    pub backup_schedule: String,
+    pub keep_count: u32,
+    pub keep_days: u32,
+    /// Unix seconds of the last scheduled backup (0: none yet; count from `created_unix`).
+    pub last_scheduled_at: i64,
+    pub created_at: String,
 }
 
 fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
@@ -26,6 +33,11 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
         max_connections: r.get::<i64, _>("max_connections") as u32,
         replicas: r.get::<i64, _>("replicas") as u32,
         replica_node: r.get("replica_node"),
+        backup_schedule: r.get("backup_schedule"),
+        keep_count: r.get::<i64, _>("keep_count") as u32,
+        keep_days: r.get::<i64, _>("keep_days") as u32,
+        last_scheduled_at: r.get("last_scheduled_at"),
+        created_at: r.get("created_at"),
     }
 }
 
@@ -33,8 +45,9 @@ impl Store {
     pub async fn create_database(&self, db: &DatabaseRow) -> Result<()> {
         let done = sqlx::query(
             "INSERT OR IGNORE INTO databases
-                 (app, env, version, node, password, max_connections, created_at, replicas, replica_node)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (app, env, version, node, password, max_connections, created_at, replicas, replica_node,
+                  backup_schedule, keep_count, keep_days, last_scheduled_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&db.app)
         .bind(&db.env)
@@ -45,6 +58,10 @@ impl Store {
         .bind(now())
         .bind(db.replicas)
         .bind(&db.replica_node)
+        .bind(&db.backup_schedule)
+        .bind(db.keep_count)
+        .bind(db.keep_days)
+        .bind(db.last_scheduled_at)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -69,5 +86,39 @@ impl Store {
         let rows =
             sqlx::query("SELECT * FROM databases WHERE node = ?").bind(node).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(row).collect())
+    }
+
+    pub async fn all_databases(&self) -> Result<Vec<DatabaseRow>> {
+        let rows = sqlx::query("SELECT * FROM databases").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(row).collect())
+    }
+
+    pub async fn set_database_settings(
+        &self,
+        app: &str,
+        env: &str,
+        schedule: &str,
+        keep_count: u32,
+        keep_days: u32,
+    ) -> Result<()> {
+        sqlx::query("UPDATE databases SET backup_schedule = ?, keep_count = ?, keep_days = ? WHERE app = ? AND env = ?")
+            .bind(schedule)
+            .bind(keep_count)
+            .bind(keep_days)
+            .bind(app)
+            .bind(env)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_last_scheduled(&self, app: &str, env: &str, unix: i64) -> Result<()> {
+        sqlx::query("UPDATE databases SET last_scheduled_at = ? WHERE app = ? AND env = ?")
+            .bind(unix)
+            .bind(app)
+            .bind(env)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -2,11 +2,13 @@
 //! Every read and write of desired state goes through here so another backend can replace it.
 
 mod apps;
+mod backups;
 mod databases;
 mod jobs;
 mod releases;
 
 pub use apps::{EnvRow, NodeRow};
+pub use backups::{BackupRow, DbTaskRow};
 pub use databases::DatabaseRow;
 pub use jobs::JobRow;
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
@@ -39,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_jobs.sql"),
     include_str!("../../migrations/0005_databases.sql"),
     include_str!("../../migrations/0006_replicas.sql"),
+    include_str!("../../migrations/0007_backups.sql"),
 ];
 
 #[derive(Clone)]

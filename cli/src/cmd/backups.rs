@@ -1,0 +1,251 @@
+//! `paas db backup|backups|verify|restore|psql`: backups that are proven by a restore, restores,
+//! and psql inside the database container. Long work is followed until it ends.
+
+use crate::args::{AppEnv, Global, Output};
+use crate::output::{emit, table};
+use protocol::api::{Backup, DbTaskView, PsqlCommand, StartRestore};
+use protocol::Client;
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const POLL: Duration = Duration::from_millis(300);
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn source_text(b: &Backup) -> &'static str {
+    if b.source == "db-replica" {
+        "the replica"
+    } else {
+        "the primary (no healthy replica)"
+    }
+}
+
+/// Polls a backup until `done` says so.
+async fn follow(
+    client: &Client,
+    t: &AppEnv,
+    id: &str,
+    done: impl Fn(&Backup) -> bool,
+) -> anyhow::Result<Backup> {
+    loop {
+        let b = client.db_get_backup(&t.app, &t.env, id).await?;
+        if done(&b) {
+            return Ok(b);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits for a verification and reports it; false when it failed.
+async fn follow_verification(g: &Global, client: &Client, t: &AppEnv, id: &str) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let b = follow(client, t, id, |b| matches!(b.verification.as_str(), "ok" | "failed")).await?;
+    let ok = b.verification == "ok";
+    if g.output == Output::Text {
+        let secs = started.elapsed().as_secs_f64();
+        if ok {
+            let rows: u64 = b.tables.values().sum();
+            println!("Verified in {secs:.1}s: restored into a throwaway database, {} tables and {rows} rows match the manifest", b.tables.len());
+        } else {
+            eprintln!("Verification FAILED: {}", b.verification_error.as_deref().unwrap_or("unknown error"));
+        }
+    } else {
+        emit(g.output, &b, |_| {})?;
+    }
+    Ok(ok)
+}
+
+pub async fn backup(g: &Global, t: AppEnv, no_wait: bool) -> anyhow::Result<ExitCode> {
+    let client = super::client(g)?;
+    let started = Instant::now();
+    let b = client.db_backup(&t.app, &t.env).await?;
+    if no_wait {
+        emit(g.output, &b, |b| {
+            println!("Backup {} of {}/{} started from {}", b.id, t.app, t.env, source_text(b))
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if g.output == Output::Text {
+        eprintln!("Backing up {}/{} from {} as {}...", t.app, t.env, source_text(&b), b.id);
+    }
+    let b = follow(&client, &t, &b.id, |b| b.status != "running").await?;
+    if b.status == "failed" {
+        anyhow::bail!("backup {} failed: {}", b.id, b.error.as_deref().unwrap_or("unknown error"));
+    }
+    if g.output == Output::Text {
+        let rows: u64 = b.tables.values().sum();
+        println!(
+            "Backup {} stored in {:.1}s: {}, {} tables, {rows} rows, sha256 {}",
+            b.id,
+            started.elapsed().as_secs_f64(),
+            human(b.size_bytes.unwrap_or(0)),
+            b.tables.len(),
+            b.sha256.as_deref().map_or("-", |s| &s[..s.len().min(16)])
+        );
+        for l in &b.locations {
+            println!("  copy: {l}");
+        }
+        eprintln!("Verifying: restoring it into a throwaway database...");
+    }
+    let ok = follow_verification(g, &client, &t, &b.id).await?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub async fn list(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
+    let client = super::client(g)?;
+    let backups = client.db_backups(&t.app, &t.env).await?;
+    emit(g.output, &backups, |list| {
+        if list.is_empty() {
+            println!("{}/{} has no backups yet; `paas db backup` takes one", t.app, t.env);
+            return;
+        }
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|b| {
+                let verification = match (b.verification.as_str(), &b.verification_error) {
+                    ("failed", Some(e)) => format!("FAILED: {e}"),
+                    (v, _) => v.to_string(),
+                };
+                vec![
+                    b.id.clone(),
+                    b.started_at.clone(),
+                    b.trigger.clone(),
+                    b.source.trim_start_matches("db-").to_string(),
+                    if b.status == "failed" {
+                        format!("failed: {}", b.error.as_deref().unwrap_or(""))
+                    } else {
+                        b.status.clone()
+                    },
+                    b.size_bytes.map_or("-".into(), human),
+                    b.tables.values().sum::<u64>().to_string(),
+                    verification,
+                ]
+            })
+            .collect();
+        table(&["ID", "STARTED", "TRIGGER", "FROM", "STATUS", "SIZE", "ROWS", "VERIFIED"], &rows);
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn verify(g: &Global, t: AppEnv, id: String) -> anyhow::Result<ExitCode> {
+    let client = super::client(g)?;
+    client.db_verify(&t.app, &t.env, &id).await?;
+    if g.output == Output::Text {
+        eprintln!("Verifying backup {id}: checking its copies and restoring it into a throwaway database...");
+    }
+    let ok = follow_verification(g, &client, &t, &id).await?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn follow_task(client: &Client, t: &AppEnv, id: &str) -> anyhow::Result<DbTaskView> {
+    loop {
+        let task = client.db_task(&t.app, &t.env, id).await?;
+        if task.status != "pending" && task.status != "waiting" {
+            return Ok(task);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+pub async fn restore(
+    g: &Global,
+    t: AppEnv,
+    backup: String,
+    confirm: bool,
+    to_new: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = super::client(g)?;
+    let started = Instant::now();
+    let task =
+        client.db_restore(&t.app, &t.env, &StartRestore { backup: backup.clone(), confirm, to_new }).await?;
+    if g.output == Output::Text {
+        if let Some(s) = &task.safety_backup {
+            eprintln!("Taking safety backup {s} of {}/{} first...", t.app, t.env);
+        }
+        eprintln!("Restoring backup {backup}...");
+    }
+    let task = follow_task(&client, &t, &task.id).await?;
+    if task.status == "failed" {
+        anyhow::bail!(
+            "restoring backup {backup} failed: {}",
+            task.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    emit(g.output, &task, |task| {
+        let secs = started.elapsed().as_secs_f64();
+        match (&task.target_url, &task.target_database) {
+            (Some(url), Some(db)) => {
+                println!("Restored backup {backup} into the new database {db} in {secs:.1}s: {url}")
+            }
+            _ => println!("Restored backup {backup} into {}/{}'s database in {secs:.1}s", t.app, t.env),
+        }
+        if let Some(s) = &task.safety_backup {
+            println!("The data it replaced is in safety backup {s}.");
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_psql(
+    client: &Client,
+    t: &AppEnv,
+    replica: bool,
+    args: Vec<String>,
+    input: String,
+) -> anyhow::Result<DbTaskView> {
+    let task = client.db_psql(&t.app, &t.env, &PsqlCommand { replica, args, input }).await?;
+    let task = follow_task(client, t, &task.id).await?;
+    if task.status == "failed" {
+        anyhow::bail!("psql could not run: {}", task.error.as_deref().unwrap_or("unknown error"));
+    }
+    Ok(task)
+}
+
+/// psql in the container. A script on stdin, or arguments, run once; at a terminal without
+/// arguments, a prompt sends each statement as it is completed (each in its own session).
+pub async fn psql(g: &Global, t: AppEnv, replica: bool, args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let client = super::client(g)?;
+    let stdin = std::io::stdin();
+    if !args.is_empty() || !stdin.is_terminal() {
+        let mut input = String::new();
+        if !stdin.is_terminal() {
+            stdin.lock().read_to_string(&mut input)?;
+        }
+        let task = run_psql(&client, &t, replica, args, input).await?;
+        print!("{}", task.output);
+        let code = task.exit_code.unwrap_or(1);
+        return Ok(if code == 0 { ExitCode::SUCCESS } else { ExitCode::from(code.clamp(1, 255) as u8) });
+    }
+    eprintln!(
+        "psql on {}/{} ({}); each statement runs in its own session. \\q quits.",
+        t.app,
+        t.env,
+        if replica { "replica" } else { "primary" }
+    );
+    let mut statement = String::new();
+    loop {
+        eprint!("{}=> ", if statement.is_empty() { t.app.as_str() } else { "" });
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim() == "\\q" {
+            return Ok(ExitCode::SUCCESS);
+        }
+        statement.push_str(&line);
+        let trimmed = statement.trim();
+        if trimmed.is_empty() || !(trimmed.ends_with(';') || trimmed.starts_with('\\')) {
+            continue;
+        }
+        match run_psql(&client, &t, replica, Vec::new(), std::mem::take(&mut statement)).await {
+            Ok(task) => print!("{}", task.output),
+            Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+}

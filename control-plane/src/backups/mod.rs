@@ -1,0 +1,498 @@
+//! Backups of managed databases, end to end: starting one (from the replica when there is one),
+//! turning the agent's upload into a stored backup with a manifest, proving it by a restore into
+//! a throwaway container, restores, retention, the schedule, and loud events when any of it fails.
+
+pub mod storage;
+
+use crate::state::AppState;
+use crate::store::{BackupRow, DatabaseRow, DbTaskRow, StoreError};
+use anyhow::Context;
+use protocol::agent::DbTaskResult;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub use storage::BackupStorage;
+
+/// Default schedule of a new database: daily at 03:00 UTC.
+pub const DEFAULT_SCHEDULE: &str = "0 3 * * *";
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn rfc3339(unix: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Backup ids sort by time and are short enough to type: `20261126-130501-k3f9`.
+fn new_id() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let tag: String = crate::tokens::generate().chars().rev().take(4).collect::<String>().to_lowercase();
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}-{tag}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Validates a schedule: a cron expression or `off`.
+pub fn parse_schedule(s: &str) -> Result<Option<crate::cron::Schedule>, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse::<crate::cron::Schedule>().map(Some)
+}
+
+/// When a database's next scheduled backup is due (unix seconds), if it has a schedule.
+pub fn next_due(db: &DatabaseRow) -> Option<i64> {
+    let schedule = parse_schedule(&db.backup_schedule).ok()??;
+    let from = if db.last_scheduled_at > 0 {
+        db.last_scheduled_at
+    } else {
+        time::OffsetDateTime::parse(&db.created_at, &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp())
+            .unwrap_or_else(|_| unix_now())
+    };
+    schedule.next_after(from)
+}
+
+pub fn next_due_text(db: &DatabaseRow) -> Option<String> {
+    next_due(db).and_then(rfc3339)
+}
+
+async fn task(
+    state: &AppState,
+    db: &DatabaseRow,
+    kind: &str,
+    role: &str,
+    backup: &str,
+    params: serde_json::Value,
+) -> anyhow::Result<DbTaskRow> {
+    let node = if role == "db-replica" { db.replica_node.clone() } else { db.node.clone() };
+    let t = DbTaskRow {
+        id: format!("{kind}-{}", new_id()),
+        kind: kind.to_string(),
+        app: db.app.clone(),
+        env: db.env.clone(),
+        node,
+        role: role.to_string(),
+        backup: backup.to_string(),
+        params,
+        status: "pending".into(),
+        error: None,
+        result: json!({}),
+        created_at: crate::store::now(),
+        finished_at: None,
+    };
+    state.store.insert_db_task(&t).await?;
+    state.bump();
+    Ok(t)
+}
+
+/// Starts a backup: from the replica when it is healthy (the primary is not loaded), else from
+/// the primary, saying so in the log and the backup's `source`.
+pub async fn start_backup(
+    state: &AppState,
+    db: &DatabaseRow,
+    trigger: &str,
+) -> Result<BackupRow, StoreError> {
+    if let Some(running) =
+        state.store.list_backups(&db.app, &db.env).await?.into_iter().find(|b| b.status == "running")
+    {
+        return Err(StoreError::Conflict(format!(
+            "backup {} of {}/{} is still running; wait for it or follow it with `paas db backups`",
+            running.id, db.app, db.env
+        )));
+    }
+    let replica = format!("paas-{}-{}-db-replica", db.app, db.env);
+    let replica_ok = db.replicas > 0 && state.db_status(&replica).is_some_and(|s| s.healthy);
+    let role = if replica_ok { "db-replica" } else { "db-primary" };
+    if !replica_ok {
+        let why = if db.replicas > 0 { "its replica is not healthy" } else { "it has no replica" };
+        tracing::warn!(app = %db.app, env = %db.env, "backing up from the primary: {why}");
+    }
+    let row = BackupRow {
+        id: new_id(),
+        app: db.app.clone(),
+        env: db.env.clone(),
+        trigger: trigger.to_string(),
+        source: role.to_string(),
+        node: if replica_ok { db.replica_node.clone() } else { db.node.clone() },
+        status: "running".into(),
+        error: None,
+        size_bytes: None,
+        sha256: None,
+        tables: BTreeMap::new(),
+        locations: Vec::new(),
+        started_at: crate::store::now(),
+        finished_at: None,
+        verify_status: "pending".into(),
+        verify_error: None,
+        verified_at: None,
+        created_unix: unix_now(),
+    };
+    state.store.insert_backup(&row).await?;
+    task(state, db, "backup", role, &row.id, json!({}))
+        .await
+        .map_err(|e| StoreError::Conflict(format!("{e:#}")))?;
+    tracing::info!(app = %db.app, env = %db.env, backup = %row.id, source = role, trigger, "backup started");
+    Ok(row)
+}
+
+/// Something failed that a person must hear about: an error log and a platform event.
+async fn alarm(state: &AppState, app: &str, env: &str, kind: &str, message: &str) {
+    tracing::error!(app, env, event = kind, "{message}");
+    if let Err(e) = state.store.add_event(app, env, kind, "critical", message).await {
+        tracing::error!(app, env, error = %e, "recording an event failed");
+    }
+}
+
+/// An agent reported a task's end; moves the backup, verification or restore along.
+pub async fn task_finished(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) -> anyhow::Result<()> {
+    let status = if r.error.is_none() { "done" } else { "failed" };
+    let mut result = t.result.clone();
+    result["output"] = json!(r.output);
+    result["exit_code"] = json!(r.exit_code);
+    if !state.store.finish_db_task(&t.id, status, r.error.as_deref(), &result).await? {
+        return Ok(()); // a retried report
+    }
+    match t.kind.as_str() {
+        "backup" => backup_finished(state, &t.backup, r).await?,
+        "verify" => verify_finished(state, &t.backup, r).await?,
+        "restore" => {
+            let outcome = r.error.as_deref().unwrap_or("ok");
+            tracing::info!(app = %t.app, env = %t.env, backup = %t.backup, outcome, "restore finished");
+            if let Some(e) = &r.error {
+                alarm(
+                    state,
+                    &t.app,
+                    &t.env,
+                    "db.restore.failed",
+                    &format!("restoring backup {} failed: {e}", t.backup),
+                )
+                .await;
+            }
+        }
+        _ => {}
+    }
+    state.bump();
+    state.events_changed();
+    Ok(())
+}
+
+async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow::Result<()> {
+    let mut b = state.store.get_backup(id).await?;
+    b.tables = r.tables.clone();
+    let stored = match &r.error {
+        Some(e) => Err(anyhow::anyhow!("{e}")),
+        None => {
+            async {
+                anyhow::ensure!(
+                    b.size_bytes.is_some(),
+                    "the agent reported success but its upload never arrived"
+                );
+                let manifest = json!({
+                    "id": b.id, "app": b.app, "env": b.env, "trigger": b.trigger, "source": b.source,
+                    "node": b.node, "started_at": b.started_at, "finished_at": crate::store::now(),
+                    "format": "pg_dump custom format (-Fc, zlib-compressed)",
+                    "size_bytes": b.size_bytes, "sha256": b.sha256,
+                    "tables": b.tables, "total_rows": b.tables.values().sum::<u64>(),
+                });
+                state.backup_storage.finalize(&b, &manifest).await
+            }
+            .await
+        }
+    };
+    match stored {
+        Ok(locations) => {
+            b.status = "stored".into();
+            b.locations = locations;
+            state.store.finish_backup(&b).await?;
+            tracing::info!(app = %b.app, env = %b.env, backup = %b.id, size = b.size_bytes, "backup stored");
+            // Prove it before anything old is let go.
+            start_verify(state, &b).await?;
+        }
+        Err(e) => {
+            state.backup_storage.discard_partial(&b).await;
+            b.status = "failed".into();
+            b.error = Some(format!("{e:#}"));
+            state.store.finish_backup(&b).await?;
+            let msg = format!("backup {} of {}/{} FAILED: {e:#}", b.id, b.app, b.env);
+            alarm(state, &b.app, &b.env, "db.backup.failed", &msg).await;
+        }
+    }
+    Ok(())
+}
+
+/// The agent's upload of a backup's dump arrived whole: record its size and checksum.
+pub async fn upload_received(state: &AppState, id: &str, size: u64, sha256: &str) -> anyhow::Result<()> {
+    let mut b = state.store.get_backup(id).await?;
+    anyhow::ensure!(b.status == "running", "backup {id} is not running");
+    b.size_bytes = Some(size);
+    b.sha256 = Some(sha256.to_string());
+    state.store.finish_backup(&BackupRow { status: "running".into(), ..b }).await?;
+    Ok(())
+}
+
+/// Proves a backup: checks every copy's checksum, then restores it into a throwaway container
+/// and compares the row counts with the manifest.
+pub async fn start_verify(state: &AppState, b: &BackupRow) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        b.status == "stored",
+        "backup {} was not stored ({}), so there is nothing to verify",
+        b.id,
+        b.status
+    );
+    state.store.set_verification(&b.id, "running", None).await?;
+    state.bump();
+    if let Err(e) = state.backup_storage.check_all(b).await {
+        return verification_failed(state, b, &format!("{e:#}")).await;
+    }
+    let db = state.store.get_database(&b.app, &b.env).await?;
+    task(state, &db, "verify", "db-primary", &b.id, json!({})).await?;
+    Ok(())
+}
+
+async fn verification_failed(state: &AppState, b: &BackupRow, why: &str) -> anyhow::Result<()> {
+    state.store.set_verification(&b.id, "failed", Some(why)).await?;
+    let msg = format!("backup {} of {}/{} FAILED verification: {why}", b.id, b.app, b.env);
+    alarm(state, &b.app, &b.env, "db.verify.failed", &msg).await;
+    state.bump();
+    Ok(())
+}
+
+/// What differs between the manifest's row counts and a restored copy's, if anything.
+pub fn compare_counts(manifest: &BTreeMap<String, u64>, restored: &BTreeMap<String, u64>) -> Option<String> {
+    let mut problems = Vec::new();
+    for (table, rows) in manifest {
+        match restored.get(table) {
+            None => problems.push(format!("table {table} is missing")),
+            Some(n) if n != rows => {
+                problems.push(format!("table {table} has {n} rows, the manifest says {rows}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for table in restored.keys().filter(|t| !manifest.contains_key(*t)) {
+        problems.push(format!("table {table} is not in the manifest"));
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow::Result<()> {
+    let b = state.store.get_backup(id).await?;
+    let problem = match &r.error {
+        Some(e) => Some(format!("the restore failed: {e}")),
+        None => compare_counts(&b.tables, &r.tables),
+    };
+    match problem {
+        Some(why) => verification_failed(state, &b, &why).await?,
+        None => {
+            state.store.set_verification(&b.id, "ok", None).await?;
+            let rows: u64 = r.tables.values().sum();
+            tracing::info!(app = %b.app, env = %b.env, backup = %b.id, tables = r.tables.len(), rows, "backup verified by a restore");
+            retention(state, &b.app, &b.env).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts a restore. Into the environment's database it first takes a safety backup and
+/// restores only once that is stored; `to_new` restores into a new database beside it.
+pub async fn start_restore(
+    state: &AppState,
+    db: &DatabaseRow,
+    b: &BackupRow,
+    to_new: bool,
+) -> anyhow::Result<DbTaskRow> {
+    let database = db.app.replace('-', "_");
+    let short: String = b.id.chars().rev().take(4).collect::<String>().chars().rev().collect();
+    let target = if to_new { format!("{database}_restore_{short}") } else { database };
+    let params = json!({ "target_database": target, "create_target": to_new });
+    let t = DbTaskRow {
+        id: format!("restore-{}", new_id()),
+        kind: "restore".into(),
+        app: db.app.clone(),
+        env: db.env.clone(),
+        node: db.node.clone(),
+        role: "db-primary".into(),
+        backup: b.id.clone(),
+        params,
+        // Held back from the agent until the safety backup is stored.
+        status: if to_new { "pending".into() } else { "waiting".into() },
+        error: None,
+        result: json!({}),
+        created_at: crate::store::now(),
+        finished_at: None,
+    };
+    state.store.insert_db_task(&t).await?;
+    if to_new {
+        let url = format!("postgres://{}:****@db-primary:5432/{target}", db.app.replace('-', "_"));
+        state.store.set_db_task_result(&t.id, &json!({ "target_url": url })).await?;
+    } else {
+        let safety = start_backup(state, db, "safety").await.context("taking the safety backup")?;
+        state.store.set_db_task_result(&t.id, &json!({ "safety_backup": safety.id })).await?;
+        tokio::spawn(release_after_safety(state.clone(), t.id.clone(), safety.id));
+    }
+    state.bump();
+    tracing::info!(app = %db.app, env = %db.env, backup = %b.id, to_new, "restore requested");
+    state.store.get_db_task(&t.id).await.map_err(Into::into)
+}
+
+/// Lets a restore run once its safety backup is stored; fails it if the safety backup fails.
+async fn release_after_safety(state: AppState, task: String, safety: String) {
+    let mut rx = state.subscribe();
+    loop {
+        match state.store.get_backup(&safety).await {
+            Ok(b) if b.status == "stored" => {
+                if let Err(e) = state.store.release_db_task(&task).await {
+                    tracing::error!(task = %task, error = %e, "releasing the restore failed");
+                }
+                state.bump();
+                return;
+            }
+            Ok(b) if b.status == "failed" => {
+                let why = format!(
+                    "the safety backup {safety} failed, so nothing was restored: {}",
+                    b.error.unwrap_or_default()
+                );
+                let _ = state
+                    .store
+                    .finish_db_task(&task, "failed", Some(&why), &json!({ "safety_backup": safety }))
+                    .await;
+                state.bump();
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(task = %task, error = %e, "reading the safety backup failed");
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+    }
+}
+
+/// Keeps at most `keep_count` stored backups and none older than `keep_days`, but never the
+/// newest verified one; failed backups (which hold no data) go after a day.
+pub async fn retention(state: &AppState, app: &str, env: &str) -> anyhow::Result<()> {
+    let db = state.store.get_database(app, env).await?;
+    let all = state.store.list_backups(app, env).await?;
+    let newest_verified =
+        all.iter().find(|b| b.status == "stored" && b.verify_status == "ok").map(|b| b.id.clone());
+    let now = unix_now();
+    let mut kept = 0u32;
+    for b in &all {
+        let old = now - b.created_unix > i64::from(db.keep_days) * 86_400;
+        let drop = match b.status.as_str() {
+            "stored" => {
+                kept += 1;
+                Some(&b.id) != newest_verified.as_ref() && (kept > db.keep_count || old)
+            }
+            "failed" => now - b.created_unix > 86_400,
+            _ => false,
+        };
+        if drop {
+            tracing::info!(app, env, backup = %b.id, "retention: deleting backup");
+            state.backup_storage.delete(b).await.with_context(|| format!("deleting backup {}", b.id))?;
+            state.store.delete_backup(&b.id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs psql in a database's container.
+pub async fn start_psql(
+    state: &AppState,
+    db: &DatabaseRow,
+    replica: bool,
+    args: Vec<String>,
+    input: String,
+) -> anyhow::Result<DbTaskRow> {
+    anyhow::ensure!(!replica || db.replicas > 0, "{}/{} has no replica", db.app, db.env);
+    let role = if replica { "db-replica" } else { "db-primary" };
+    task(state, db, "psql", role, "", json!({ "psql_args": args, "input": input })).await
+}
+
+/// Starts the backups each database's schedule says are due; every minute.
+pub async fn scheduler(state: AppState, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = schedule_pass(&state).await {
+            tracing::warn!(error = %format!("{e:#}"), "the backup schedule pass failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
+    let now = unix_now();
+    for db in state.store.all_databases().await? {
+        let Some(due) = next_due(&db) else { continue };
+        if due > now {
+            continue;
+        }
+        state.store.set_last_scheduled(&db.app, &db.env, now).await?;
+        if let Err(e) = start_backup(state, &db, "scheduled").await {
+            let msg = format!("the scheduled backup of {}/{} could not start: {e}", db.app, db.env);
+            alarm(state, &db.app, &db.env, "db.backup.failed", &msg).await;
+        }
+    }
+    Ok(())
+}
+
+/// What `paas db info` warns about: the newest backup failed or failed verification, or no
+/// backup has been proven by a restore.
+pub fn warnings(backups: &[BackupRow]) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(b) = backups.iter().find(|b| b.status != "running") {
+        if b.status == "failed" {
+            out.push(format!(
+                "the last backup {} FAILED: {}",
+                b.id,
+                b.error.as_deref().unwrap_or("unknown error")
+            ));
+        } else if b.verify_status == "failed" {
+            let why = b.verify_error.as_deref().unwrap_or("unknown error");
+            out.push(format!("the last backup {} FAILED verification: {why}", b.id));
+        }
+    }
+    if !backups.iter().any(|b| b.verify_status == "ok") {
+        out.push(
+            "no backup has been verified by a restore yet (`paas db backup` takes and verifies one)".into(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_compare_table_by_table() {
+        let m = BTreeMap::from([("public.a".to_string(), 3), ("public.b".to_string(), 0)]);
+        assert_eq!(compare_counts(&m, &m.clone()), None);
+        let short = BTreeMap::from([("public.a".to_string(), 2), ("public.c".to_string(), 1)]);
+        let why = compare_counts(&m, &short).unwrap();
+        assert!(why.contains("public.a has 2 rows, the manifest says 3"), "{why}");
+        assert!(why.contains("public.b is missing"), "{why}");
+        assert!(why.contains("public.c is not in the manifest"), "{why}");
+    }
+
+    #[test]
+    fn schedules_are_cron_or_off() {
+        assert!(parse_schedule("off").unwrap().is_none());
+        assert!(parse_schedule("*/5 * * * *").unwrap().is_some());
+        assert!(parse_schedule("61 * * * *").unwrap_err().contains("minute"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Where backups live: a local directory always (it is also where uploads land), plus an
+//! S3-compatible bucket when one is configured. Every read checks the size and SHA-256 the
+//! manifest recorded, so a corrupt or truncated copy is refused by name instead of restored.
+
+use crate::s3::S3;
+use crate::store::BackupRow;
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Clone)]
+pub struct BackupStorage {
+    dir: PathBuf,
+    s3: Option<S3>,
+}
+
+/// A copy of a backup that passed its checksum, ready to stream. Temporary copies (fetched
+/// from S3) are removed when dropped.
+pub struct CheckedCopy {
+    pub path: PathBuf,
+    temporary: bool,
+}
+
+impl Drop for CheckedCopy {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn key(b: &BackupRow, ext: &str) -> String {
+    format!("{}/{}/{}.{ext}", b.app, b.env, b.id)
+}
+
+/// Size and SHA-256 of a file, read in a blocking thread (backups run to gigabytes).
+pub async fn digest_file(path: &Path) -> anyhow::Result<(u64, String)> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let (mut hash, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
+        loop {
+            let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok((size, hex::encode(hash.finalize())))
+    })
+    .await?
+}
+
+/// Compares a copy's figures with the manifest's, in the words a user needs.
+fn check(b: &BackupRow, location: &str, size: u64, sha: &str) -> anyhow::Result<()> {
+    let (want_size, want_sha) = (b.size_bytes.unwrap_or(0), b.sha256.as_deref().unwrap_or(""));
+    if size < want_size {
+        anyhow::bail!("the copy at {location} is truncated: {size} of {want_size} bytes");
+    }
+    if size != want_size || sha != want_sha {
+        anyhow::bail!(
+            "the copy at {location} is corrupt: its SHA-256 is {} but the manifest recorded {} ({size} bytes, manifest {want_size})",
+            &sha[..sha.len().min(16)],
+            &want_sha[..want_sha.len().min(16)]
+        );
+    }
+    Ok(())
+}
+
+impl BackupStorage {
+    pub fn new(dir: PathBuf, s3: Option<S3>) -> Self {
+        Self { dir, s3 }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.s3 {
+            Some(s3) => format!("{} and {}", self.dir.display(), s3.describe()),
+            None => self.dir.display().to_string(),
+        }
+    }
+
+    pub fn local_path(&self, b: &BackupRow) -> PathBuf {
+        self.dir.join(key(b, "dump"))
+    }
+
+    fn partial_path(&self, b: &BackupRow) -> PathBuf {
+        self.dir.join(key(b, "dump.partial"))
+    }
+
+    /// Writes an uploaded dump next to where it will live, hashing as it goes; the caller
+    /// makes it a backup with [`Self::finalize`] once the agent says the dump succeeded.
+    pub async fn receive<E: std::fmt::Display>(
+        &self,
+        b: &BackupRow,
+        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+    ) -> anyhow::Result<(u64, String)> {
+        let path = self.partial_path(b);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let mut file =
+            tokio::fs::File::create(&path).await.with_context(|| format!("creating {}", path.display()))?;
+        let (mut hash, mut size) = (Sha256::new(), 0u64);
+        let result: anyhow::Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| anyhow::anyhow!("the upload broke off: {e}"))?;
+                hash.update(&chunk);
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await.with_context(|| format!("writing {}", path.display()))?;
+            }
+            file.sync_all().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+        Ok((size, hex::encode(hash.finalize())))
+    }
+
+    pub async fn discard_partial(&self, b: &BackupRow) {
+        let _ = tokio::fs::remove_file(self.partial_path(b)).await;
+    }
+
+    /// Makes an uploaded dump a backup: moves it in place, writes its manifest beside it and
+    /// copies both to S3 when configured. Returns where copies now are.
+    pub async fn finalize(&self, b: &BackupRow, manifest: &serde_json::Value) -> anyhow::Result<Vec<String>> {
+        let path = self.local_path(b);
+        tokio::fs::rename(self.partial_path(b), &path)
+            .await
+            .with_context(|| format!("the uploaded dump of backup {} is missing", b.id))?;
+        let manifest = serde_json::to_vec_pretty(manifest)?;
+        tokio::fs::write(self.dir.join(key(b, "manifest.json")), &manifest).await?;
+        let mut locations = vec![format!("local:{}", path.display())];
+        if let Some(s3) = &self.s3 {
+            s3.put_file(&key(b, "dump"), &path).await.context("copying the backup to S3")?;
+            s3.put_bytes(&key(b, "manifest.json"), manifest).await.context("copying the manifest to S3")?;
+            locations.push(format!("s3:{}", key(b, "dump")));
+        }
+        Ok(locations)
+    }
+
+    /// Checks every copy of a backup against its manifest; the first problem is the error.
+    pub async fn check_all(&self, b: &BackupRow) -> anyhow::Result<()> {
+        for location in &b.locations {
+            if let Some(path) = location.strip_prefix("local:") {
+                let (size, sha) = digest_file(Path::new(path))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the copy at {path} is missing"))?;
+                check(b, path, size, &sha)?;
+            } else if let Some(k) = location.strip_prefix("s3:") {
+                let s3 =
+                    self.s3.as_ref().context("the backup has a copy in S3 but no S3 store is configured")?;
+                let mut stream = Box::pin(s3.get_stream(k).await?);
+                let (mut hash, mut size) = (Sha256::new(), 0u64);
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    hash.update(&chunk);
+                    size += chunk.len() as u64;
+                }
+                check(b, &format!("s3:{k}"), size, &hex::encode(hash.finalize()))?;
+            }
+        }
+        if b.locations.is_empty() {
+            anyhow::bail!("backup {} has no stored copy", b.id);
+        }
+        Ok(())
+    }
+
+    /// A checked copy to restore from: the local one when it is sound, else one fetched from S3.
+    pub async fn checked_copy(&self, b: &BackupRow) -> anyhow::Result<CheckedCopy> {
+        let mut problems = Vec::new();
+        for location in &b.locations {
+            if let Some(path) = location.strip_prefix("local:") {
+                let checked = match digest_file(Path::new(path)).await {
+                    Ok((size, sha)) => check(b, path, size, &sha),
+                    Err(_) => Err(anyhow::anyhow!("the copy at {path} is missing")),
+                };
+                match checked {
+                    Ok(()) => return Ok(CheckedCopy { path: PathBuf::from(path), temporary: false }),
+                    Err(e) => problems.push(e.to_string()),
+                }
+            } else if let (Some(k), Some(s3)) = (location.strip_prefix("s3:"), &self.s3) {
+                let tmp = self.dir.join(".fetch").join(format!("{}.dump", b.id));
+                tokio::fs::create_dir_all(tmp.parent().expect("has a parent")).await?;
+                let copy = CheckedCopy { path: tmp, temporary: true };
+                let fetched = async {
+                    s3.get_to_file(k, &copy.path).await?;
+                    let (size, sha) = digest_file(&copy.path).await?;
+                    check(b, &format!("s3:{k}"), size, &sha)
+                }
+                .await;
+                match fetched {
+                    Ok(()) => return Ok(copy),
+                    Err(e) => problems.push(format!("{e:#}")),
+                }
+            }
+        }
+        if problems.is_empty() {
+            anyhow::bail!("backup {} has no stored copy", b.id);
+        }
+        anyhow::bail!("backup {} cannot be read: {}", b.id, problems.join("; "))
+    }
+
+    /// Removes every copy (retention); a copy already gone is not an error.
+    pub async fn delete(&self, b: &BackupRow) -> anyhow::Result<()> {
+        for ext in ["dump", "manifest.json", "dump.partial"] {
+            let _ = tokio::fs::remove_file(self.dir.join(key(b, ext))).await;
+        }
+        if let Some(s3) = &self.s3 {
+            if b.locations.iter().any(|l| l.starts_with("s3:")) {
+                s3.delete(&key(b, "dump")).await?;
+                s3.delete(&key(b, "manifest.json")).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! Backups (with their manifest figures and verification), the database tasks agents run, and
+//! platform events.
+
+use super::{now, Result, Store, StoreError};
+use protocol::api::{Backup, DbTaskView, Event};
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone)]
+pub struct BackupRow {
+    pub id: String,
+    pub app: String,
+    pub env: String,
+    pub trigger: String,
+    pub source: String,
+    pub node: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub sha256: Option<String>,
+    pub tables: BTreeMap<String, u64>,
+    pub locations: Vec<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub verify_status: String,
+    pub verify_error: Option<String>,
+    pub verified_at: Option<String>,
+    pub created_unix: i64,
+}
+
+impl BackupRow {
+    pub fn view(&self) -> Backup {
+        Backup {
+            id: self.id.clone(),
+            app: self.app.clone(),
+            env: self.env.clone(),
+            trigger: self.trigger.clone(),
+            source: self.source.clone(),
+            status: self.status.clone(),
+            error: self.error.clone(),
+            size_bytes: self.size_bytes,
+            sha256: self.sha256.clone(),
+            tables: self.tables.clone(),
+            locations: self.locations.clone(),
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            verification: self.verify_status.clone(),
+            verification_error: self.verify_error.clone(),
+            verified_at: self.verified_at.clone(),
+        }
+    }
+}
+
+fn backup(r: &sqlx::sqlite::SqliteRow) -> BackupRow {
+    BackupRow {
+        id: r.get("id"),
+        app: r.get("app"),
+        env: r.get("env"),
+        trigger: r.get("trigger"),
+        source: r.get("source"),
+        node: r.get("node"),
+        status: r.get("status"),
+        error: r.get("error"),
+        size_bytes: r.get::<Option<i64>, _>("size_bytes").map(|v| v as u64),
+        sha256: r.get("sha256"),
+        tables: serde_json::from_str(r.get::<&str, _>("tables")).unwrap_or_default(),
+        locations: serde_json::from_str(r.get::<&str, _>("locations")).unwrap_or_default(),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+        verify_status: r.get("verify_status"),
+        verify_error: r.get("verify_error"),
+        verified_at: r.get("verified_at"),
+        created_unix: r.get("created_unix"),
+    }
+}
+
+/// A database task; `params` and `result` are the JSON of what the agent is given and returns.
+#[derive(Debug, Clone)]
+pub struct DbTaskRow {
+    pub id: String,
+    pub kind: String,
+    pub app: String,
+    pub env: String,
+    pub node: String,
+    pub role: String,
+    pub backup: String,
+    pub params: serde_json::Value,
+    pub status: String,
+    pub error: Option<String>,
+    pub result: serde_json::Value,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl DbTaskRow {
+    pub fn view(&self) -> DbTaskView {
+        let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        DbTaskView {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            status: self.status.clone(),
+            error: self.error.clone(),
+            backup: (!self.backup.is_empty()).then(|| self.backup.clone()),
+            safety_backup: s(&self.result, "safety_backup"),
+            target_database: s(&self.params, "target_database"),
+            target_url: s(&self.result, "target_url"),
+            output: s(&self.result, "output").unwrap_or_default(),
+            exit_code: self.result.get("exit_code").and_then(|v| v.as_i64()),
+            created_at: self.created_at.clone(),
+            finished_at: self.finished_at.clone(),
+        }
+    }
+}
+
+fn task(r: &sqlx::sqlite::SqliteRow) -> DbTaskRow {
+    let json = |k: &str| serde_json::from_str(r.get::<&str, _>(k)).unwrap_or_default();
+    DbTaskRow {
+        id: r.get("id"),
+        kind: r.get("kind"),
+        app: r.get("app"),
+        env: r.get("env"),
+        node: r.get("node"),
+        role: r.get("role"),
+        backup: r.get("backup"),
+        params: json("params"),
+        status: r.get("status"),
+        error: r.get("error"),
+        result: json("result"),
+        created_at: r.get("created_at"),
+        finished_at: r.get("finished_at"),
+    }
+}
+
+impl Store {
+    pub async fn insert_backup(&self, b: &BackupRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backups (id, app, env, trigger, source, node, status, started_at, created_unix)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.id)
+        .bind(&b.app)
+        .bind(&b.env)
+        .bind(&b.trigger)
+        .bind(&b.source)
+        .bind(&b.node)
+        .bind(&b.status)
+        .bind(&b.started_at)
+        .bind(b.created_unix)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records how a backup ended: `stored` with its figures, or `failed` with why.
+    pub async fn finish_backup(&self, b: &BackupRow) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET status = ?, error = ?, size_bytes = ?, sha256 = ?, tables = ?, locations = ?,
+                 finished_at = ? WHERE id = ?",
+        )
+        .bind(&b.status)
+        .bind(&b.error)
+        .bind(b.size_bytes.map(|v| v as i64))
+        .bind(&b.sha256)
+        .bind(serde_json::to_string(&b.tables).unwrap_or_default())
+        .bind(serde_json::to_string(&b.locations).unwrap_or_default())
+        .bind(now())
+        .bind(&b.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_backup_locations(&self, id: &str, locations: &[String]) -> Result<()> {
+        sqlx::query("UPDATE backups SET locations = ? WHERE id = ?")
+            .bind(serde_json::to_string(locations).unwrap_or_default())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_verification(&self, id: &str, status: &str, error: Option<&str>) -> Result<()> {
+        let at = matches!(status, "ok" | "failed").then(now);
+        sqlx::query("UPDATE backups SET verify_status = ?, verify_error = ?, verified_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(error)
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_backup(&self, id: &str) -> Result<BackupRow> {
+        sqlx::query("SELECT * FROM backups WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| backup(&r))
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("there is no backup {id}; `paas db backups` lists them"))
+            })
+    }
+
+    /// An environment's backups, newest first.
+    pub async fn list_backups(&self, app: &str, env: &str) -> Result<Vec<BackupRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM backups WHERE app = ? AND env = ? ORDER BY created_unix DESC, id DESC",
+        )
+        .bind(app)
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(backup).collect())
+    }
+
+    pub async fn delete_backup(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM backups WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn insert_db_task(&self, t: &DbTaskRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO db_tasks (id, kind, app, env, node, role, backup, params, status, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.kind)
+        .bind(&t.app)
+        .bind(&t.env)
+        .bind(&t.node)
+        .bind(&t.role)
+        .bind(&t.backup)
+        .bind(t.params.to_string())
+        .bind(&t.status)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_db_task(&self, id: &str) -> Result<DbTaskRow> {
+        sqlx::query("SELECT * FROM db_tasks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| task(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("there is no database task {id}")))
+    }
+
+    pub async fn pending_db_tasks(&self, node: &str) -> Result<Vec<DbTaskRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM db_tasks WHERE node = ? AND status = 'pending' ORDER BY created_at")
+                .bind(node)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(task).collect())
+    }
+
+    /// Ends a pending task; false when it had already ended (a retried report).
+    pub async fn finish_db_task(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        result: &serde_json::Value,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE db_tasks SET status = ?, error = ?, result = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'waiting')",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(result.to_string())
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Hands a held-back task (a restore waiting for its safety backup) to its agent.
+    pub async fn release_db_task(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE db_tasks SET status = 'pending' WHERE id = ? AND status = 'waiting'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a task's result while it runs (a restore's safety backup, a new database's URL).
+    pub async fn set_db_task_result(&self, id: &str, result: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE db_tasks SET result = ? WHERE id = ?")
+            .bind(result.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn add_event(
+        &self,
+        app: &str,
+        env: &str,
+        kind: &str,
+        severity: &str,
+        message: &str,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO events (at, app, env, kind, severity, message) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(now())
+            .bind(app)
+            .bind(env)
+            .bind(kind)
+            .bind(severity)
+            .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn events_since(&self, since: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT 1000")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Event {
+                id: r.get("id"),
+                at: r.get("at"),
+                app: r.get("app"),
+                env: r.get("env"),
+                kind: r.get("kind"),
+                severity: r.get("severity"),
+                message: r.get("message"),
+            })
+            .collect())
+    }
+}

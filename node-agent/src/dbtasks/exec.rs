@@ -1,0 +1,160 @@
+//! Commands inside database containers with their streams attached: SQL through psql over the
+//! local socket, dumps read from stdout, restores fed on stdin. argv arrays only, never a shell.
+
+use anyhow::Context;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::pin::Pin;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// A running exec: its stdin (when attached) and its multiplexed output.
+pub struct Exec {
+    id: String,
+    pub input: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    pub output: Output,
+    docker: Docker,
+    /// What the command printed on stderr, kept short for error messages.
+    pub stderr: String,
+    /// Bytes of stdout not yet returned as a line by [`Exec::line`].
+    pending: Vec<u8>,
+}
+
+pub fn bin(version: u32, tool: &str) -> String {
+    format!("/usr/lib/postgresql/{version}/bin/{tool}")
+}
+
+impl Exec {
+    pub async fn start(
+        docker: &Docker,
+        container: &str,
+        cmd: Vec<String>,
+        stdin: bool,
+    ) -> anyhow::Result<Self> {
+        let opts = CreateExecOptions::<String> {
+            cmd: Some(cmd),
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = docker.create_exec(container, opts).await.map_err(|e| {
+            anyhow::anyhow!("cannot run in {container}: {}", crate::docker::docker_message(&e))
+        })?;
+        match docker.start_exec(&exec.id, None).await? {
+            StartExecResults::Attached { output, input } => Ok(Self {
+                id: exec.id,
+                input: stdin.then_some(input),
+                output,
+                docker: docker.clone(),
+                stderr: String::new(),
+                pending: Vec::new(),
+            }),
+            StartExecResults::Detached => anyhow::bail!("the exec in {container} started detached"),
+        }
+    }
+
+    fn keep_stderr(&mut self, message: &[u8]) {
+        if self.stderr.len() < 8192 {
+            self.stderr.push_str(&String::from_utf8_lossy(message));
+        }
+    }
+
+    /// The next chunk of stdout (stderr is kept aside), or `None` at the end.
+    pub async fn next_stdout(&mut self) -> Option<anyhow::Result<Bytes>> {
+        loop {
+            match self.output.next().await? {
+                Ok(LogOutput::StdOut { message }) => return Some(Ok(message)),
+                Ok(LogOutput::StdErr { message }) => self.keep_stderr(&message),
+                Ok(_) => {}
+                Err(e) => return Some(Err(anyhow::anyhow!("reading the command's output failed: {e}"))),
+            }
+        }
+    }
+
+    /// The next line of stdout, or `None` at the end.
+    pub async fn line(&mut self) -> anyhow::Result<Option<String>> {
+        loop {
+            if let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return Ok(Some(String::from_utf8_lossy(&line[..i]).into_owned()));
+            }
+            match self.next_stdout().await {
+                Some(chunk) => self.pending.extend_from_slice(&chunk?),
+                None if self.pending.is_empty() => return Ok(None),
+                None => {
+                    return Ok(Some(String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned()))
+                }
+            }
+        }
+    }
+
+    pub async fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        let input = self.input.as_mut().context("the command's stdin is not attached")?;
+        input.write_all(data).await.context("writing to the command's stdin")?;
+        input.flush().await.context("writing to the command's stdin")
+    }
+
+    /// Ends stdin, so the command sees end of file.
+    pub async fn close_input(&mut self) -> anyhow::Result<()> {
+        if let Some(mut input) = self.input.take() {
+            input.shutdown().await.context("closing the command's stdin")?;
+        }
+        Ok(())
+    }
+
+    /// Reads everything left (stdout returned, stderr kept) and waits for the exit code.
+    pub async fn finish(mut self) -> anyhow::Result<(i64, String, String)> {
+        self.close_input().await?;
+        let mut out = String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned();
+        while let Some(chunk) = self.next_stdout().await {
+            out.push_str(&String::from_utf8_lossy(&chunk?));
+        }
+        let code = self.exit_code().await?;
+        Ok((code, out, self.stderr))
+    }
+
+    pub async fn exit_code(&mut self) -> anyhow::Result<i64> {
+        // The output stream ends a moment before the engine records the exit code.
+        for _ in 0..50 {
+            let done = self.docker.inspect_exec(&self.id).await?;
+            if done.running != Some(true) {
+                return Ok(done.exit_code.unwrap_or(-1));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("the command did not finish")
+    }
+}
+
+/// Runs a SQL script with psql as `user` in `database` (stdin, so psql variables work) and
+/// returns its tuples-only output; a failure carries psql's own message.
+pub async fn sql(
+    docker: &Docker,
+    container: &str,
+    version: u32,
+    user: &str,
+    database: &str,
+    vars: &[(&str, &str)],
+    script: &str,
+) -> anyhow::Result<String> {
+    let mut cmd: Vec<String> =
+        [&bin(version, "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", database]
+            .map(String::from)
+            .to_vec();
+    for (k, v) in vars {
+        cmd.push("-v".into());
+        cmd.push(format!("{k}={v}"));
+    }
+    let mut exec = Exec::start(docker, container, cmd, true).await?;
+    exec.write(script.as_bytes()).await?;
+    let (code, out, err) = exec.finish().await?;
+    if code != 0 {
+        anyhow::bail!("psql failed: {}", err.trim());
+    }
+    Ok(out)
+}

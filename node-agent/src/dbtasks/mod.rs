@@ -1,0 +1,384 @@
+//! Database tasks the control plane hands this node: backups (row counts and `pg_dump` of one
+//! consistent state, streamed to the control plane), verification (a restore into a throwaway
+//! container and a recount), restores, and psql. Each runs once and reports its result.
+
+pub mod exec;
+
+use crate::docker::DockerClient;
+use anyhow::Context;
+use exec::{bin, sql, Exec};
+use futures_util::StreamExt;
+use protocol::agent::{Assignment, DbTask, DbTaskKind, DbTaskResult};
+use protocol::Client;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Replica containers whose WAL replay a backup has paused; the database loop resumes any
+/// other paused replica (left so by a crash mid-backup).
+pub type Paused = Arc<Mutex<HashSet<String>>>;
+
+/// Exact row count of every user table, as `schema.table|rows` lines. A nested query per table
+/// through query_to_xml keeps it one read-only statement, so it runs on a hot standby too.
+const COUNT_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) || '|' || \
+ (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text \
+ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+ AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1;";
+
+fn parse_counts(out: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut tables = BTreeMap::new();
+    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (table, rows) =
+            line.rsplit_once('|').with_context(|| format!("unexpected count line {line:?}"))?;
+        tables.insert(
+            table.to_string(),
+            rows.parse().with_context(|| format!("unexpected count line {line:?}"))?,
+        );
+    }
+    Ok(tables)
+}
+
+pub struct DbTaskRunner {
+    pub docker: DockerClient,
+    pub client: Client,
+    pub paused: Paused,
+}
+
+impl DbTaskRunner {
+    pub async fn run(self, mut assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
+        // No task runs yet, so any throwaway verification server is left from a crash.
+        for name in self.docker.database_names("db-verify").await.unwrap_or_default() {
+            tracing::info!(container = %name, "removing a verification container left by an earlier run");
+            let _ = self.docker.stop_and_remove(&name, 1).await;
+        }
+        let mut started: HashSet<String> = HashSet::new();
+        loop {
+            let tasks =
+                assignment.borrow_and_update().as_ref().map(|a| a.db_tasks.clone()).unwrap_or_default();
+            for task in tasks {
+                if started.insert(task.id.clone()) {
+                    let span = tracing::info_span!("db_task", app = %task.server.app, env = %task.server.env, task = %task.id);
+                    let (docker, client, paused) =
+                        (self.docker.clone(), self.client.clone(), self.paused.clone());
+                    tokio::spawn(run_task(docker, client, paused, task).instrument(span));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = assignment.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+async fn run_task(docker: DockerClient, client: Client, paused: Paused, task: DbTask) {
+    tracing::info!(kind = task.kind.as_str(), backup = %task.backup, "database task started");
+    let started = Instant::now();
+    let outcome = match task.kind {
+        DbTaskKind::Backup => backup(&docker, &client, &paused, &task).await,
+        DbTaskKind::Verify => verify(&docker, &client, &task).await,
+        DbTaskKind::Restore => restore(&docker, &client, &task).await.map(|()| DbTaskResult::default()),
+        DbTaskKind::Psql => psql(&docker, &task).await,
+    };
+    let result =
+        outcome.unwrap_or_else(|e| DbTaskResult { error: Some(format!("{e:#}")), ..Default::default() });
+    let secs = started.elapsed().as_secs_f64();
+    match &result.error {
+        None => tracing::info!(secs, "database task succeeded"),
+        Some(e) => tracing::warn!(secs, error = %e, "database task failed"),
+    }
+    for attempt in 0..30 {
+        match client.db_task_result(&task.id, &result).await {
+            Ok(_) => return,
+            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => return,
+            Err(e) => {
+                tracing::debug!(attempt, error = %e, "reporting the task result failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Counts rows and dumps one consistent state. On a replica, WAL replay is paused for the
+/// duration (no recovery conflict can cancel the dump, counts and dump see the same data); on
+/// a primary, one repeatable-read transaction exports its snapshot to pg_dump.
+async fn backup(
+    docker: &DockerClient,
+    client: &Client,
+    paused: &Paused,
+    task: &DbTask,
+) -> anyhow::Result<DbTaskResult> {
+    let s = &task.server;
+    let raw = docker.raw();
+    let mut dump = vec![
+        bin(s.version, "pg_dump"),
+        "-U".into(),
+        "postgres".into(),
+        "-d".into(),
+        s.database.clone(),
+        "-Fc".into(),
+    ];
+    if s.role == "db-replica" {
+        paused.lock().unwrap_or_else(|p| p.into_inner()).insert(s.name.clone());
+        let result = async {
+            sql(raw, &s.name, s.version, "postgres", &s.database, &[], "SELECT pg_wal_replay_pause();")
+                .await?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let state = sql(
+                    raw,
+                    &s.name,
+                    s.version,
+                    "postgres",
+                    &s.database,
+                    &[],
+                    "SELECT pg_get_wal_replay_pause_state();",
+                )
+                .await?;
+                if state.trim() == "paused" {
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the replica did not pause its WAL replay within a minute"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let tables =
+                parse_counts(&sql(raw, &s.name, s.version, "postgres", &s.database, &[], COUNT_SQL).await?)?;
+            upload_dump(raw, client, &s.name, dump, &task.backup).await?;
+            Ok(DbTaskResult { tables, ..Default::default() })
+        }
+        .await;
+        let resumed =
+            sql(raw, &s.name, s.version, "postgres", &s.database, &[], "SELECT pg_wal_replay_resume();")
+                .await;
+        paused.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.name);
+        if let Err(e) = resumed {
+            tracing::warn!(error = %format!("{e:#}"), "resuming WAL replay failed; the database loop retries");
+        }
+        return result;
+    }
+    let psql = [
+        &bin(s.version, "psql"),
+        "-X",
+        "-q",
+        "-tA",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "postgres",
+        "-d",
+        &s.database,
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut session = Exec::start(raw, &s.name, psql, true).await?;
+    session
+        .write(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n")
+        .await?;
+    let snapshot = session.line().await?.context("psql ended before exporting a snapshot")?;
+    anyhow::ensure!(
+        !snapshot.is_empty() && snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+        "unexpected snapshot id {snapshot:?}: {}",
+        session.stderr
+    );
+    session.write(format!("{COUNT_SQL}\n\\echo paas-counts-end\n").as_bytes()).await?;
+    let mut counts = String::new();
+    loop {
+        match session.line().await? {
+            Some(l) if l == "paas-counts-end" => break,
+            Some(l) => counts.push_str(&format!("{l}\n")),
+            None => anyhow::bail!("counting rows failed: {}", session.stderr.trim()),
+        }
+    }
+    let tables = parse_counts(&counts)?;
+    dump.push(format!("--snapshot={snapshot}"));
+    let dumped = upload_dump(raw, client, &s.name, dump, &task.backup).await;
+    session.write(b"COMMIT;\n").await?;
+    let _ = session.finish().await;
+    dumped?;
+    Ok(DbTaskResult { tables, ..Default::default() })
+}
+
+/// Streams pg_dump's stdout to the control plane. If pg_dump fails the upload is broken off, so
+/// a partial dump is never stored as a backup.
+async fn upload_dump(
+    raw: &bollard::Docker,
+    client: &Client,
+    container: &str,
+    cmd: Vec<String>,
+    backup: &str,
+) -> anyhow::Result<()> {
+    let mut exec = Exec::start(raw, container, cmd, false).await?;
+    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let (c, id) = (client.clone(), backup.to_string());
+    let upload = tokio::spawn(async move { c.upload_backup(&id, body).await });
+    let mut failure = None;
+    while let Some(chunk) = exec.next_stdout().await {
+        match chunk {
+            Ok(bytes) => {
+                if tx.send(Ok(bytes)).await.is_err() {
+                    break; // the upload failed; its error says why
+                }
+            }
+            Err(e) => {
+                failure = Some(format!("{e:#}"));
+                break;
+            }
+        }
+    }
+    let code = exec.exit_code().await.unwrap_or(-1);
+    if code != 0 && failure.is_none() {
+        failure = Some(format!("pg_dump exited with {code}: {}", exec.stderr.trim()));
+    }
+    if let Some(f) = &failure {
+        let _ = tx.send(Err(std::io::Error::other(f.clone()))).await;
+    }
+    drop(tx);
+    let uploaded = upload.await.context("the upload task")?;
+    if let Some(f) = failure {
+        anyhow::bail!(f);
+    }
+    uploaded.map_err(|e| anyhow::anyhow!("uploading the dump failed: {e}"))?;
+    Ok(())
+}
+
+/// Feeds a stored backup (checked by the control plane) to pg_restore in `container`.
+async fn feed_restore(
+    raw: &bollard::Docker,
+    client: &Client,
+    container: &str,
+    cmd: Vec<String>,
+    backup: &str,
+) -> anyhow::Result<()> {
+    let resp = client.download_backup(backup).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut exec = Exec::start(raw, container, cmd, true).await?;
+    let mut input = exec.input.take().context("stdin is attached")?;
+    // Feed stdin while draining the output, so neither side can block the other.
+    let feed = async move {
+        use tokio::io::AsyncWriteExt;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.context("downloading the backup broke off")?;
+            if input.write_all(&chunk).await.is_err() {
+                break; // pg_restore stopped reading; its exit code and stderr say why
+            }
+        }
+        let _ = input.shutdown().await;
+        anyhow::Ok(())
+    };
+    let (fed, finished) = tokio::join!(feed, exec.finish());
+    let (code, _, stderr) = finished?;
+    if code != 0 {
+        let msg = stderr.lines().filter(|l| !l.trim().is_empty()).take(5).collect::<Vec<_>>().join(" / ");
+        anyhow::bail!("pg_restore exited with {code}: {msg}");
+    }
+    fed
+}
+
+/// Restores a backup into a throwaway container (no network) and counts its rows.
+async fn verify(docker: &DockerClient, client: &Client, task: &DbTask) -> anyhow::Result<DbTaskResult> {
+    let s = &task.server;
+    let name = format!("paas-{}-{}-verify-{}", s.app, s.env, task.id.rsplit('-').next().unwrap_or("x"));
+    docker.create_verify_database(s, &name, crate::databases::START_SCRIPT).await?;
+    let result = async {
+        wait_ready(docker.raw(), &name, s.version, &s.database).await?;
+        let restore = vec![
+            bin(s.version, "pg_restore"),
+            "-U".into(),
+            "postgres".into(),
+            "-d".into(),
+            s.database.clone(),
+            "--exit-on-error".into(),
+        ];
+        feed_restore(docker.raw(), client, &name, restore, &task.backup).await?;
+        let counted = sql(docker.raw(), &name, s.version, "postgres", &s.database, &[], COUNT_SQL).await?;
+        Ok(DbTaskResult { tables: parse_counts(&counted)?, ..Default::default() })
+    }
+    .await;
+    if let Err(e) = docker.stop_and_remove(&name, 5).await {
+        tracing::warn!(container = %name, error = %format!("{e:#}"), "removing the verification container failed");
+    }
+    result
+}
+
+/// Waits until the throwaway server runs for good: the start script's temporary server (used
+/// to create roles) listens on no address, the final one on all.
+async fn wait_ready(raw: &bollard::Docker, name: &str, version: u32, database: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = sql(raw, name, version, "postgres", database, &[], "SHOW listen_addresses;").await;
+        if out.is_ok_and(|o| o.trim() == "*") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the verification database did not start within two minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyhow::Result<()> {
+    let s = &task.server;
+    let target = &task.target_database;
+    anyhow::ensure!(!target.is_empty(), "the restore has no target database");
+    if task.create_target {
+        let vars = [("db", target.as_str()), ("owner", s.user.as_str())];
+        sql(
+            docker.raw(),
+            &s.name,
+            s.version,
+            "postgres",
+            "postgres",
+            &vars,
+            "CREATE DATABASE :\"db\" OWNER :\"owner\";",
+        )
+        .await?;
+    }
+    let mut cmd =
+        vec![bin(s.version, "pg_restore"), "-U".into(), "postgres".into(), "-d".into(), target.clone()];
+    if !task.create_target {
+        // Into the live database: drop what the backup holds and recreate it, all or nothing.
+        cmd.extend(["--clean", "--if-exists", "--single-transaction"].map(String::from));
+    }
+    cmd.push("--exit-on-error".into());
+    feed_restore(docker.raw(), client, &s.name, cmd, &task.backup).await
+}
+
+/// psql as the app's own role, so what it creates belongs to the app.
+async fn psql(docker: &DockerClient, task: &DbTask) -> anyhow::Result<DbTaskResult> {
+    let s = &task.server;
+    let mut cmd = vec![
+        bin(s.version, "psql"),
+        "-X".into(),
+        "-U".into(),
+        s.user.clone(),
+        "-d".into(),
+        s.database.clone(),
+    ];
+    cmd.extend(task.psql_args.iter().cloned());
+    let mut exec = Exec::start(docker.raw(), &s.name, cmd, true).await?;
+    exec.write(task.input.as_bytes()).await?;
+    let (code, out, err) = exec.finish().await?;
+    let output = if err.is_empty() { out } else { format!("{out}{err}") };
+    Ok(DbTaskResult { output, exit_code: Some(code), ..Default::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_parse_names_with_pipes() {
+        let t = super::parse_counts("public.a|3\n\"weird|name\".b|0\n\n").unwrap();
+        assert_eq!(t["public.a"], 3);
+        assert_eq!(t["\"weird|name\".b"], 0);
+        assert!(super::parse_counts("public.a|x").is_err());
+    }
+}
