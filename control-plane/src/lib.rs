@@ -4,6 +4,7 @@
 pub mod assign;
 pub mod deploy;
 pub mod http;
+pub mod s3;
 pub mod secrets;
 pub mod source;
 pub mod state;
