@@ -1,6 +1,6 @@
 //! A real S3-compatible server for end-to-end tests: moto's server mode on a free loopback
 //! port, killed when dropped. Objects can be read and overwritten with plain HTTP (moto accepts
-//! unsigned requests unless told otherwise), so a test can check or damage what paas stored.
+//! through boto3 (which moto brings), so a test can check or damage what paas stored.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -40,6 +40,40 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
+    }
+}
+
+/// One object operation through boto3: `get` prints the object, `put` stores stdin.
+const BOTO: &str = r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+op, bucket, key = sys.argv[2:5]
+if op == "get":
+    sys.stdout.buffer.write(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+else:
+    s3.put_object(Bucket=bucket, Key=key, Body=sys.stdin.buffer.read())
+"#;
+
+impl Moto {
+    /// The object's bytes, or `None` when it cannot be read.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let out = Command::new("python3")
+            .args(["-c", BOTO, &self.endpoint, "get", bucket, key])
+            .output()
+            .expect("running python3");
+        out.status.success().then_some(out.stdout)
+    }
+
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        use std::io::Write;
+        let mut child = Command::new("python3")
+            .args(["-c", BOTO, &self.endpoint, "put", bucket, key])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("running python3");
+        child.stdin.take().expect("stdin").write_all(body).expect("writing the object");
+        assert!(child.wait().expect("python3").success(), "putting {key} into moto failed");
     }
 }
 

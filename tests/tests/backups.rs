@@ -35,10 +35,6 @@ fn seq_scans(p: &Platform, app: &str, extra: &[&str]) -> u64 {
     p.psql(app, extra, sql).parse().unwrap_or_else(|_| panic!("no seq_scan for notes"))
 }
 
-fn s3_object(moto: &Moto, bucket: &str, key: &str) -> http::Response {
-    http::request(&moto.addr, "GET", &moto.addr, &format!("/{bucket}/{key}"), &[], "")
-}
-
 #[test]
 fn backups_come_from_the_replica_land_in_both_stores_and_restore() {
     let moto = Moto::start();
@@ -106,12 +102,12 @@ fn backups_come_from_the_replica_land_in_both_stores_and_restore() {
     let bytes = std::fs::read(&local).unwrap();
     assert_eq!(hex(&bytes), sha);
     let key = format!("{app}/production/{id}.dump");
-    let object = s3_object(&moto, &bucket, &key);
-    assert_eq!(object.status, 200, "the backup is not in S3");
-    assert_eq!(object.body_bytes.len() as u64, size);
-    assert_eq!(hex(&object.body_bytes), sha);
-    let manifest = s3_object(&moto, &bucket, &format!("{app}/production/{id}.manifest.json"));
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest.body_bytes).unwrap();
+    let object = moto.get_object(&bucket, &key).expect("the backup is in S3");
+    assert_eq!(object.len() as u64, size);
+    assert_eq!(hex(&object), sha);
+    let manifest =
+        moto.get_object(&bucket, &format!("{app}/production/{id}.manifest.json")).expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
     assert_eq!(manifest["tables"]["public.notes"], 3);
     assert_eq!(manifest["sha256"], sha);
     let info = p.paas(&["db", "info", "--app", &app, "-o", "json"]).expect_ok().json();
@@ -134,7 +130,9 @@ fn backups_come_from_the_replica_land_in_both_stores_and_restore() {
     let out = p.paas(&["db", "restore", &id, "--app", &app, "--to-new", "-o", "json"]).expect_ok().json();
     let new_db = out["target_database"].as_str().unwrap().to_string();
     assert_eq!(count(&p, &app), Some(4));
-    assert_eq!(p.psql(&app, &["-d", &new_db], "SELECT count(*) FROM notes"), "3");
+    let restored =
+        p.paas(&["db", "psql", "--app", &app, "--", "-d", &new_db, "-tAc", "SELECT count(*) FROM notes"]);
+    assert_eq!(restored.expect_ok().stdout.trim(), "3");
 
     // A damaged copy fails verification by name, never "ok": a flipped byte locally...
     let mut damaged = bytes.clone();
@@ -147,20 +145,13 @@ fn backups_come_from_the_replica_land_in_both_stores_and_restore() {
     let info = p.paas(&["db", "info", "--app", &app]).expect_ok();
     assert!(
         info.stdout.contains("WARNING") && info.stdout.contains("FAILED verification"),
-        "{}",
-        info.stdout
+        "{}\n{}",
+        info.stdout,
+        p.paas(&["db", "backups", "--app", &app]).stdout
     );
     // ...and a truncated object in S3.
     std::fs::write(&local, &bytes).unwrap();
-    let put = http::request_bytes(
-        &moto.addr,
-        "PUT",
-        &moto.addr,
-        &format!("/{bucket}/{key}"),
-        &[],
-        &bytes[..bytes.len() / 3],
-    );
-    assert_eq!(put.status, 200, "{put:?}");
+    moto.put_object(&bucket, &key, &bytes[..bytes.len() / 3]);
     let out = p.paas(&["db", "verify", &id, "--app", &app]);
     assert!(!out.ok && out.stderr.contains("truncated"), "{out:?}");
     let events = p.paas(&["db", "backups", "--app", &app]).expect_ok();

@@ -450,21 +450,20 @@ async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `paas db info` warns about: the newest backup failed or failed verification, or no
-/// backup has been proven by a restore.
+/// What `paas db info` warns about: the newest backup failed, a kept backup failed its
+/// verification, or no backup has been proven by a restore.
 pub fn warnings(backups: &[BackupRow]) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(b) = backups.iter().find(|b| b.status != "running") {
-        if b.status == "failed" {
-            out.push(format!(
-                "the last backup {} FAILED: {}",
-                b.id,
-                b.error.as_deref().unwrap_or("unknown error")
-            ));
-        } else if b.verify_status == "failed" {
-            let why = b.verify_error.as_deref().unwrap_or("unknown error");
-            out.push(format!("the last backup {} FAILED verification: {why}", b.id));
-        }
+    if let Some(b) = backups.iter().find(|b| b.status != "running").filter(|b| b.status == "failed") {
+        out.push(format!(
+            "the last backup {} FAILED: {}",
+            b.id,
+            b.error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    for b in backups.iter().filter(|b| b.status == "stored" && b.verify_status == "failed") {
+        let why = b.verify_error.as_deref().unwrap_or("unknown error");
+        out.push(format!("backup {} FAILED verification: {why}", b.id));
     }
     if !backups.iter().any(|b| b.verify_status == "ok") {
         out.push(
