@@ -20,6 +20,11 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// `2026-11-26T13:21:43.91586Z` as `2026-11-26 13:21:43`.
+pub(crate) fn short_time(t: &str) -> String {
+    t.get(..19).map_or_else(|| t.to_string(), |s| s.replace('T', " "))
+}
+
 fn source_text(b: &Backup) -> &'static str {
     if b.source == "db-replica" {
         "the replica"
@@ -116,7 +121,7 @@ pub async fn list(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
                 };
                 vec![
                     b.id.clone(),
-                    b.started_at.clone(),
+                    short_time(&b.started_at),
                     b.trigger.clone(),
                     b.source.trim_start_matches("db-").to_string(),
                     if b.status == "failed" {
@@ -130,7 +135,7 @@ pub async fn list(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        table(&["ID", "STARTED", "TRIGGER", "FROM", "STATUS", "SIZE", "ROWS", "VERIFIED"], &rows);
+        table(&["ID", "STARTED (UTC)", "TRIGGER", "FROM", "STATUS", "SIZE", "ROWS", "VERIFIED"], &rows);
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -87,8 +87,9 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     "  backups: schedule {} (UTC), next {next}, keep {} / {} days",
                     i.backup_schedule, i.keep, i.keep_days
                 );
-                let describe =
-                    |b: &protocol::api::Backup| format!("{} ({}, {})", b.id, b.started_at, b.status);
+                let describe = |b: &protocol::api::Backup| {
+                    format!("{} ({}, {})", b.id, super::backups::short_time(&b.started_at), b.status)
+                };
                 println!("  last backup: {}", i.last_backup.as_ref().map_or("none".into(), describe));
                 let verified = i
                     .last_verified

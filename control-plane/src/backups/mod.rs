@@ -434,8 +434,22 @@ pub async fn scheduler(state: AppState, shutdown: CancellationToken) {
     }
 }
 
+/// A task no agent finished in this long failed (its node is gone): a stuck backup must not
+/// block the next ones forever.
+const TASK_DEADLINE_SECS: i64 = 12 * 3600;
+
 async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
     let now = unix_now();
+    for t in state.store.open_db_tasks().await? {
+        let created =
+            time::OffsetDateTime::parse(&t.created_at, &time::format_description::well_known::Rfc3339)
+                .map(|c| c.unix_timestamp())
+                .unwrap_or(now);
+        if now - created > TASK_DEADLINE_SECS {
+            let error = format!("node {} did not finish the {} task within 12 hours", t.node, t.kind);
+            task_finished(state, &t, &DbTaskResult { error: Some(error), ..Default::default() }).await?;
+        }
+    }
     for db in state.store.all_databases().await? {
         let Some(due) = next_due(&db) else { continue };
         if due > now {

@@ -257,6 +257,14 @@ impl Store {
         Ok(rows.iter().map(task).collect())
     }
 
+    /// Tasks handed to agents that have not ended, on any node.
+    pub async fn open_db_tasks(&self) -> Result<Vec<DbTaskRow>> {
+        let rows = sqlx::query("SELECT * FROM db_tasks WHERE status IN ('pending', 'waiting')")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(task).collect())
+    }
+
     /// Ends a pending task; false when it had already ended (a retried report).
     pub async fn finish_db_task(
         &self,
