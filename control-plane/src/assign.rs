@@ -170,7 +170,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     }
     let mut db_tasks = Vec::new();
     for t in store.pending_db_tasks(node).await? {
-        let db = store.get_database(&t.app, &t.env).await?;
+        // A task of a database deleted since: the scheduler ends it.
+        let Ok(db) = store.get_database(&t.app, &t.env).await else { continue };
         let s = |k: &str| t.params.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
         db_tasks.push(protocol::agent::DbTask {
             id: t.id.clone(),

@@ -445,8 +445,13 @@ async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
             time::OffsetDateTime::parse(&t.created_at, &time::format_description::well_known::Rfc3339)
                 .map(|c| c.unix_timestamp())
                 .unwrap_or(now);
-        if now - created > TASK_DEADLINE_SECS {
-            let error = format!("node {} did not finish the {} task within 12 hours", t.node, t.kind);
+        let gone = matches!(state.store.get_database(&t.app, &t.env).await, Err(StoreError::NotFound(_)));
+        if gone || now - created > TASK_DEADLINE_SECS {
+            let error = if gone {
+                format!("the database of {}/{} was deleted", t.app, t.env)
+            } else {
+                format!("node {} did not finish the {} task within 12 hours", t.node, t.kind)
+            };
             task_finished(state, &t, &DbTaskResult { error: Some(error), ..Default::default() }).await?;
         }
     }
@@ -465,9 +470,21 @@ async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
 }
 
 /// What `paas db info` warns about: the newest backup failed, a kept backup failed its
-/// verification, or no backup has been proven by a restore.
-pub fn warnings(backups: &[BackupRow]) -> Vec<String> {
+/// verification, no backup has been proven by a restore, or none has been for two scheduled
+/// runs (backups that silently stopped).
+pub fn warnings(db: &DatabaseRow, backups: &[BackupRow]) -> Vec<String> {
     let mut out = Vec::new();
+    let schedule = parse_schedule(&db.backup_schedule).ok().flatten();
+    let last_ok = backups.iter().find(|b| b.verify_status == "ok");
+    if let (Some(schedule), Some(b)) = (schedule, last_ok) {
+        let overdue = schedule.next_after(b.created_unix).and_then(|t| schedule.next_after(t));
+        if overdue.is_some_and(|t| unix_now() > t + 3600) {
+            out.push(format!(
+                "the newest verified backup {} is older than two scheduled runs; scheduled backups are not completing",
+                b.id
+            ));
+        }
+    }
     if let Some(b) = backups.iter().find(|b| b.status != "running").filter(|b| b.status == "failed") {
         out.push(format!(
             "the last backup {} FAILED: {}",

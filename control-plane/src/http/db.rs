@@ -176,7 +176,7 @@ async fn view(state: &AppState, row: &DatabaseRow, reveal: bool) -> ApiResult<Da
         keep_days: row.keep_days,
         last_backup: all.first().map(|b| b.view()),
         last_verified: all.iter().find(|b| b.verify_status == "ok").map(|b| b.view()),
-        warnings: backups::warnings(&all),
+        warnings: backups::warnings(row, &all),
         app: row.app.clone(),
         env: row.env.clone(),
         version: row.version,

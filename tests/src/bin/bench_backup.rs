@@ -44,7 +44,8 @@ fn main() {
          md5((g * 13)::text) || repeat('x', 80) || md5((g * 31)::text) FROM generate_series(1, {rows}) g; \
          CREATE INDEX ON events (kind); SELECT pg_size_pretty(pg_database_size(current_database()));"
     );
-    let size = p.psql(&app, &[], &sql);
+    let out = p.psql(&app, &[], &sql);
+    let size = out.lines().last().unwrap_or_default().to_string();
     eprintln!("database size: {size}");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -79,9 +80,11 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    eprintln!("paas backup {backup:?}, verification {verify:?}, {bytes} bytes");
     let t = Instant::now();
     p.paas(&["db", "restore", &id, "--app", &app, "--to-new"]).expect_ok();
     let restore = t.elapsed();
+    eprintln!("paas restore {restore:?}");
 
     let dump_fc = exec(&replica, &format!("/usr/lib/postgresql/15/bin/pg_dump -Fc -d {db} > /tmp/b.dump"));
     let dump_gz =
@@ -92,8 +95,9 @@ fn main() {
     exec(&primary, "/usr/lib/postgresql/15/bin/psql -q -c 'CREATE DATABASE direct_restore'");
     let direct_restore =
         exec(&primary, "/usr/lib/postgresql/15/bin/pg_restore -d direct_restore --exit-on-error /tmp/b.dump");
-    exec(&replica, "rm -f /tmp/b.dump /tmp/b.sql.gz");
-    exec(&primary, "rm -f /tmp/b.dump");
+    // The copied file belongs to root.
+    docker(&["exec", "-u", "root", &replica, "rm", "-f", "/tmp/b.dump", "/tmp/b.sql.gz"]);
+    docker(&["exec", "-u", "root", &primary, "rm", "-f", "/tmp/b.dump"]);
 
     let s = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
