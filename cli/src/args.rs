@@ -140,7 +140,7 @@ pub struct BackupStoreArgs {
     /// Local backup directory (default: <data-dir>/backups).
     #[arg(long, env = "PAAS_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
-    /// S3 endpoint URL, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000.
+    /// S3 endpoint URL, e.g. https://s3.eu-west-1.amazonaws.com or http://10.0.0.5:9000.
     #[arg(long, env = "PAAS_BACKUP_S3_ENDPOINT", requires = "backup_s3_bucket")]
     pub backup_s3_endpoint: Option<String>,
     #[arg(long, env = "PAAS_BACKUP_S3_BUCKET", requires = "backup_s3_endpoint")]
@@ -154,6 +154,9 @@ pub struct BackupStoreArgs {
     pub backup_s3_access_key: String,
     #[arg(long, env = "PAAS_BACKUP_S3_SECRET_KEY", hide_env_values = true, default_value = "")]
     pub backup_s3_secret_key: String,
+    /// PEM file of CA certificates to trust for an https endpoint with a private CA.
+    #[arg(long, env = "PAAS_BACKUP_S3_CA_FILE")]
+    pub backup_s3_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

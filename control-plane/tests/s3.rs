@@ -39,7 +39,77 @@ impl Moto {
         Self::launch(dir, &[])
     }
 
+    /// A lenient server speaking https with a certificate for 127.0.0.1 signed by a private CA
+    /// (made with openssl); returns it and the CA certificate's path.
+    fn start_tls(dir: &Path) -> (Self, PathBuf) {
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        let (ca, ca_key, cert, key, csr, ext) = (
+            path("ca.pem"),
+            path("ca.key"),
+            path("cert.pem"),
+            path("key.pem"),
+            path("cert.csr"),
+            path("ext.cnf"),
+        );
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().expect("running openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=paas test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ]);
+        let mut moto = Self::launch_with(dir, &[], &["-c", &cert, "-k", &key]);
+        moto.endpoint = moto.endpoint.replace("http://", "https://");
+        (moto, PathBuf::from(ca))
+    }
+
     fn launch(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::launch_with(dir, env, &[])
+    }
+
+    fn launch_with(dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Self {
         let (program, args) = moto_command();
         // Bind-and-drop finds a port no one holds; moto binds it again right away.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -48,6 +118,7 @@ impl Moto {
         let child = Command::new(program)
             .args(args)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -118,6 +189,7 @@ impl Moto {
             access_key: self.access_key.clone(),
             secret_key: self.secret_key.clone(),
             prefix: prefix.into(),
+            ca_file: None,
         }
     }
 
@@ -331,6 +403,7 @@ async fn an_unreachable_endpoint_is_named_in_the_error() {
         access_key: "AKIAIOSFODNN7EXAMPLE".into(),
         secret_key: SECRET.into(),
         prefix: String::new(),
+        ca_file: None,
     })
     .unwrap();
     let err = format!("{:#}", s3.put_bytes("x.json", b"{}".to_vec()).await.unwrap_err());
@@ -339,4 +412,18 @@ async fn an_unreachable_endpoint_is_named_in_the_error() {
         "{err}"
     );
     assert!(!err.contains(SECRET), "{err}");
+}
+
+#[tokio::test]
+async fn https_endpoints_work_with_a_private_ca_and_refuse_an_unknown_one() {
+    let dir = TempDir::new("tls");
+    let (moto, cert) = Moto::start_tls(&dir.0);
+    let trusted = S3::new(S3Config { ca_file: Some(cert), ..moto.config("tls/") }).unwrap();
+    trusted.create_bucket_if_missing().await.unwrap();
+    trusted.put_bytes("m.json", b"{\"ok\":true}".to_vec()).await.unwrap();
+    assert_eq!(trusted.get_bytes("m.json").await.unwrap(), b"{\"ok\":true}");
+    // Without the CA, the self-signed certificate is refused: nothing is sent in the clear.
+    let untrusted = moto.client("tls/");
+    let err = format!("{:#}", untrusted.get_bytes("m.json").await.unwrap_err());
+    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
 }

@@ -174,13 +174,13 @@ fn many_clients_get_no_connection_errors_and_a_primary_backup_is_consistent_unde
 
     // 40 concurrent clients: more than the old default pool of 10.
     let load = Load::start(&p.ingress, &p.host(&app), 40);
-    // Writers keep changing the table while a backup runs from the primary (no replica).
+    // A writer keeps changing the table until the backup from the primary (no replica) is done.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (ingress, host) = (p.ingress.clone(), p.host(&app));
+        let (ingress, host, stop) = (p.ingress.clone(), p.host(&app), stop.clone());
         std::thread::spawn(move || {
             let mut n = 0;
-            let until = Instant::now() + Duration::from_secs(8);
-            while Instant::now() < until {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let r = http::request(&ingress, "POST", &host, "/notes", &[], &format!("w{n}"));
                 assert_eq!(r.status, 201, "{r:?}");
                 n += 1;
@@ -191,6 +191,7 @@ fn many_clients_get_no_connection_errors_and_a_primary_backup_is_consistent_unde
     let out = p.paas(&["db", "backup", "--app", &app]).expect_ok();
     assert!(out.stderr.contains("from the primary (no healthy replica)"), "{}", out.stderr);
     assert!(out.stdout.contains("Verified"), "the counts of a dump under writes must match: {}", out.stdout);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.join().unwrap();
     let info = p.paas(&["db", "info", "--app", &app, "-o", "json"]).expect_ok().json();
     let samples = load.finish();
@@ -198,7 +199,7 @@ fn many_clients_get_no_connection_errors_and_a_primary_backup_is_consistent_unde
         samples.iter().filter(|s| s.status != 200).take(5).map(|s| (s.status, s.served_by.clone())).collect();
     assert!(samples.len() > 200, "only {} requests", samples.len());
     assert!(failed.is_empty(), "requests failed under 40 clients: {failed:?}\n{}", p.log());
-    assert!(written > 10, "only {written} writes during the backup");
+    assert!(written > 2, "only {written} writes during the backup");
     let connections = info["primary"]["figures"]["connections"].as_u64().unwrap_or(0);
     assert!(connections > 10, "the app's pool never used more than 10 connections: {info}");
     assert!(connections <= info["max_connections"].as_u64().unwrap(), "{info}");

@@ -58,6 +58,7 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
                 access_key: b.backup_s3_access_key.clone(),
                 secret_key: b.backup_s3_secret_key.clone(),
                 prefix: b.backup_s3_prefix.clone(),
+                ca_file: b.backup_s3_ca_file.clone(),
             })
         }
         _ => None,

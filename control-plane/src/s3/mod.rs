@@ -45,6 +45,9 @@ pub struct S3Config {
     pub secret_key: String,
     /// Prepended as is to every key (`backups/` puts them in a folder); may be empty.
     pub prefix: String,
+    /// PEM file with CA certificates to trust besides the public roots, for an https endpoint
+    /// signed by a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for S3Config {
             .field("access_key", &self.access_key)
             .field("secret_key", &"<redacted>")
             .field("prefix", &self.prefix)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -153,11 +157,9 @@ impl S3 {
             "the S3 endpoint must not contain credentials: give the access and secret keys separately"
         );
         anyhow::ensure!(
-            url.scheme() != "https",
-            "the S3 endpoint {url} uses https, which this build does not support yet: use an http \
-             endpoint (on a private network, or behind a proxy that adds TLS)"
+            matches!(url.scheme(), "http" | "https"),
+            "the S3 endpoint {url} must start with https:// or http://"
         );
-        anyhow::ensure!(url.scheme() == "http", "the S3 endpoint {url} must start with http://");
         anyhow::ensure!(
             url.path() == "/" && url.query().is_none() && url.fragment().is_none(),
             "the S3 endpoint {url} must be only a scheme, host and port: the bucket and prefix are \
@@ -181,11 +183,20 @@ impl S3 {
         // A leading slash would make every key start with an empty path segment.
         config.prefix = config.prefix.trim_start_matches('/').to_string();
         config.endpoint = origin.clone();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .tcp_keepalive(Duration::from_secs(60))
-            .build()
-            .context("building the S3 HTTP client")?;
+            .tcp_keepalive(Duration::from_secs(60));
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the S3 CA certificate file {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|_| anyhow::anyhow!("{} holds no PEM certificate", path.display()))?;
+            anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", path.display());
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().context("building the S3 HTTP client")?;
         Ok(Self { inner: Arc::new(Inner { config, origin, host, http }) })
     }
 
@@ -609,6 +620,7 @@ mod tests {
             access_key: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_key: "very-secret".into(),
             prefix: "/nightly/".into(),
+            ca_file: None,
         }
     }
 
@@ -633,7 +645,10 @@ mod tests {
         assert!(
             bad(S3Config { endpoint: "http://h:9000/bucket".into(), ..config() }).contains("only a scheme")
         );
-        assert!(bad(S3Config { endpoint: "https://s3.example.com".into(), ..config() }).contains("https"));
+        assert!(S3::new(S3Config { endpoint: "https://s3.example.com".into(), ..config() }).is_ok());
+        assert!(bad(S3Config { endpoint: "ftp://s3.example.com".into(), ..config() }).contains("https://"));
+        let missing = S3Config { ca_file: Some("/nonexistent/ca.pem".into()), ..config() };
+        assert!(bad(missing).contains("CA certificate file"));
         let with_key = bad(S3Config { endpoint: "http://AK:very-secret@h".into(), ..config() });
         assert!(with_key.contains("credentials") && !with_key.contains("very-secret"), "{with_key}");
         for bucket in ["", "ab", "Backups", "-backups", "back_ups", "a..b"] {
