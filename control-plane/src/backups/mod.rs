@@ -256,7 +256,10 @@ pub async fn start_verify(state: &AppState, b: &BackupRow) -> anyhow::Result<()>
         return verification_failed(state, b, &format!("{e:#}")).await;
     }
     let db = state.store.get_database(&b.app, &b.env).await?;
-    task(state, &db, "verify", "db-primary", &b.id, json!({})).await?;
+    // The restore drill costs CPU and disk: on the replica's node, like the backup, when there
+    // is one (the throwaway server only borrows the spec's image and names).
+    let role = if db.replicas > 0 { "db-replica" } else { "db-primary" };
+    task(state, &db, "verify", role, &b.id, json!({})).await?;
     Ok(())
 }
 
