@@ -288,6 +288,8 @@ pub struct Backup {
     pub trigger: String,
     /// `db-replica`, or `db-primary` when the database has no replica.
     pub source: String,
+    /// The node whose server it was taken from.
+    pub node: String,
     /// `running`, `stored` or `failed`.
     pub status: String,
     pub error: Option<String>,

@@ -5,9 +5,10 @@
 pub mod storage;
 
 use crate::state::AppState;
-use crate::store::{BackupRow, DatabaseRow, DbTaskRow, StoreError};
+use crate::store::{DatabaseRow, DbTaskRow, StoreError};
 use anyhow::Context;
 use protocol::agent::DbTaskResult;
+use protocol::api::Backup;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,6 +21,12 @@ pub const DEFAULT_SCHEDULE: &str = "0 3 * * *";
 
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// When a backup started, in unix seconds (retention and schedule arithmetic).
+pub fn unix_of(b: &Backup) -> i64 {
+    time::OffsetDateTime::parse(&b.started_at, &time::format_description::well_known::Rfc3339)
+        .map_or(0, |t| t.unix_timestamp())
 }
 
 fn rfc3339(unix: i64) -> Option<String> {
@@ -96,21 +103,21 @@ async fn task(
     Ok(t)
 }
 
+/// One backup of a database at a time; the conflict says what to do (`then`).
+pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str) -> Result<(), StoreError> {
+    match state.store.list_backups(&db.app, &db.env).await?.into_iter().find(|b| b.status == "running") {
+        Some(b) => Err(StoreError::Conflict(format!(
+            "backup {} of {}/{} is still running; {then}",
+            b.id, db.app, db.env
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Starts a backup: from the replica when it is healthy (the primary is not loaded), else from
 /// the primary, saying so in the log and the backup's `source`.
-pub async fn start_backup(
-    state: &AppState,
-    db: &DatabaseRow,
-    trigger: &str,
-) -> Result<BackupRow, StoreError> {
-    if let Some(running) =
-        state.store.list_backups(&db.app, &db.env).await?.into_iter().find(|b| b.status == "running")
-    {
-        return Err(StoreError::Conflict(format!(
-            "backup {} of {}/{} is still running; wait for it or follow it with `paas db backups`",
-            running.id, db.app, db.env
-        )));
-    }
+pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> Result<Backup, StoreError> {
+    refuse_while_running(state, db, "wait for it or follow it with `paas db backups`").await?;
     let replica = format!("paas-{}-{}-db-replica", db.app, db.env);
     let replica_ok = db.replicas > 0 && state.db_status(&replica).is_some_and(|s| s.healthy);
     let role = if replica_ok { "db-replica" } else { "db-primary" };
@@ -118,7 +125,7 @@ pub async fn start_backup(
         let why = if db.replicas > 0 { "its replica is not healthy" } else { "it has no replica" };
         tracing::warn!(app = %db.app, env = %db.env, "backing up from the primary: {why}");
     }
-    let row = BackupRow {
+    let row = Backup {
         id: new_id(),
         app: db.app.clone(),
         env: db.env.clone(),
@@ -133,10 +140,9 @@ pub async fn start_backup(
         locations: Vec::new(),
         started_at: crate::store::now(),
         finished_at: None,
-        verify_status: "pending".into(),
-        verify_error: None,
+        verification: "pending".into(),
+        verification_error: None,
         verified_at: None,
-        created_unix: unix_now(),
     };
     state.store.insert_backup(&row).await?;
     task(state, db, "backup", role, &row.id, json!({}))
@@ -237,13 +243,13 @@ pub async fn upload_received(state: &AppState, id: &str, size: u64, sha256: &str
     anyhow::ensure!(b.status == "running", "backup {id} is not running");
     b.size_bytes = Some(size);
     b.sha256 = Some(sha256.to_string());
-    state.store.finish_backup(&BackupRow { status: "running".into(), ..b }).await?;
+    state.store.finish_backup(&Backup { status: "running".into(), ..b }).await?;
     Ok(())
 }
 
 /// Proves a backup: checks every copy's checksum, then restores it into a throwaway container
 /// and compares the row counts with the manifest.
-pub async fn start_verify(state: &AppState, b: &BackupRow) -> anyhow::Result<()> {
+pub async fn start_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
     anyhow::ensure!(
         b.status == "stored",
         "backup {} was not stored ({}), so there is nothing to verify",
@@ -263,7 +269,7 @@ pub async fn start_verify(state: &AppState, b: &BackupRow) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn verification_failed(state: &AppState, b: &BackupRow, why: &str) -> anyhow::Result<()> {
+async fn verification_failed(state: &AppState, b: &Backup, why: &str) -> anyhow::Result<()> {
     state.store.set_verification(&b.id, "failed", Some(why)).await?;
     let msg = format!("backup {} of {}/{} FAILED verification: {why}", b.id, b.app, b.env);
     alarm(state, &b.app, &b.env, "db.verify.failed", &msg).await;
@@ -312,7 +318,7 @@ async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
 pub async fn start_restore(
     state: &AppState,
     db: &DatabaseRow,
-    b: &BackupRow,
+    b: &Backup,
     to_new: bool,
 ) -> anyhow::Result<DbTaskRow> {
     let database = db.app.replace('-', "_");
@@ -389,17 +395,17 @@ pub async fn retention(state: &AppState, app: &str, env: &str) -> anyhow::Result
     let db = state.store.get_database(app, env).await?;
     let all = state.store.list_backups(app, env).await?;
     let newest_verified =
-        all.iter().find(|b| b.status == "stored" && b.verify_status == "ok").map(|b| b.id.clone());
+        all.iter().find(|b| b.status == "stored" && b.verification == "ok").map(|b| b.id.clone());
     let now = unix_now();
     let mut kept = 0u32;
     for b in &all {
-        let old = now - b.created_unix > i64::from(db.keep_days) * 86_400;
+        let old = now - unix_of(b) > i64::from(db.keep_days) * 86_400;
         let drop = match b.status.as_str() {
             "stored" => {
                 kept += 1;
                 Some(&b.id) != newest_verified.as_ref() && (kept > db.keep_count || old)
             }
-            "failed" => now - b.created_unix > 86_400,
+            "failed" => now - unix_of(b) > 86_400,
             _ => false,
         };
         if drop {
@@ -475,12 +481,12 @@ async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
 /// What `paas db info` warns about: the newest backup failed, a kept backup failed its
 /// verification, no backup has been proven by a restore, or none has been for two scheduled
 /// runs (backups that silently stopped).
-pub fn warnings(db: &DatabaseRow, backups: &[BackupRow]) -> Vec<String> {
+pub fn warnings(db: &DatabaseRow, backups: &[Backup]) -> Vec<String> {
     let mut out = Vec::new();
     let schedule = parse_schedule(&db.backup_schedule).ok().flatten();
-    let last_ok = backups.iter().find(|b| b.verify_status == "ok");
+    let last_ok = backups.iter().find(|b| b.verification == "ok");
     if let (Some(schedule), Some(b)) = (schedule, last_ok) {
-        let overdue = schedule.next_after(b.created_unix).and_then(|t| schedule.next_after(t));
+        let overdue = schedule.next_after(unix_of(b)).and_then(|t| schedule.next_after(t));
         if overdue.is_some_and(|t| unix_now() > t + 3600) {
             out.push(format!(
                 "the newest verified backup {} is older than two scheduled runs; scheduled backups are not completing",
@@ -495,11 +501,11 @@ pub fn warnings(db: &DatabaseRow, backups: &[BackupRow]) -> Vec<String> {
             b.error.as_deref().unwrap_or("unknown error")
         ));
     }
-    for b in backups.iter().filter(|b| b.status == "stored" && b.verify_status == "failed") {
-        let why = b.verify_error.as_deref().unwrap_or("unknown error");
+    for b in backups.iter().filter(|b| b.status == "stored" && b.verification == "failed") {
+        let why = b.verification_error.as_deref().unwrap_or("unknown error");
         out.push(format!("backup {} FAILED verification: {why}", b.id));
     }
-    if !backups.iter().any(|b| b.verify_status == "ok") {
+    if !backups.iter().any(|b| b.verification == "ok") {
         out.push(
             "no backup has been verified by a restore yet (`paas db backup` takes and verifies one)".into(),
         );

@@ -3,10 +3,10 @@
 //! manifest recorded, so a corrupt or truncated copy is refused by name instead of restored.
 
 use crate::s3::S3;
-use crate::store::BackupRow;
 use anyhow::Context;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use protocol::api::Backup;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -32,7 +32,7 @@ impl Drop for CheckedCopy {
     }
 }
 
-fn key(b: &BackupRow, ext: &str) -> String {
+fn key(b: &Backup, ext: &str) -> String {
     format!("{}/{}/{}.{ext}", b.app, b.env, b.id)
 }
 
@@ -57,7 +57,7 @@ pub async fn digest_file(path: &Path) -> anyhow::Result<(u64, String)> {
 }
 
 /// Compares a copy's figures with the manifest's, in the words a user needs.
-fn check(b: &BackupRow, location: &str, size: u64, sha: &str) -> anyhow::Result<()> {
+fn check(b: &Backup, location: &str, size: u64, sha: &str) -> anyhow::Result<()> {
     let (want_size, want_sha) = (b.size_bytes.unwrap_or(0), b.sha256.as_deref().unwrap_or(""));
     if size < want_size {
         anyhow::bail!("the copy at {location} is truncated: {size} of {want_size} bytes");
@@ -84,11 +84,11 @@ impl BackupStorage {
         }
     }
 
-    pub fn local_path(&self, b: &BackupRow) -> PathBuf {
+    pub fn local_path(&self, b: &Backup) -> PathBuf {
         self.dir.join(key(b, "dump"))
     }
 
-    fn partial_path(&self, b: &BackupRow) -> PathBuf {
+    fn partial_path(&self, b: &Backup) -> PathBuf {
         self.dir.join(key(b, "dump.partial"))
     }
 
@@ -96,7 +96,7 @@ impl BackupStorage {
     /// makes it a backup with [`Self::finalize`] once the agent says the dump succeeded.
     pub async fn receive<E: std::fmt::Display>(
         &self,
-        b: &BackupRow,
+        b: &Backup,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
     ) -> anyhow::Result<(u64, String)> {
         let path = self.partial_path(b);
@@ -126,13 +126,13 @@ impl BackupStorage {
         Ok((size, hex::encode(hash.finalize())))
     }
 
-    pub async fn discard_partial(&self, b: &BackupRow) {
+    pub async fn discard_partial(&self, b: &Backup) {
         let _ = tokio::fs::remove_file(self.partial_path(b)).await;
     }
 
     /// Makes an uploaded dump a backup: moves it in place, writes its manifest beside it and
     /// copies both to S3 when configured. Returns where copies now are.
-    pub async fn finalize(&self, b: &BackupRow, manifest: &serde_json::Value) -> anyhow::Result<Vec<String>> {
+    pub async fn finalize(&self, b: &Backup, manifest: &serde_json::Value) -> anyhow::Result<Vec<String>> {
         let path = self.local_path(b);
         tokio::fs::rename(self.partial_path(b), &path)
             .await
@@ -149,7 +149,7 @@ impl BackupStorage {
     }
 
     /// Checks every copy of a backup against its manifest; the first problem is the error.
-    pub async fn check_all(&self, b: &BackupRow) -> anyhow::Result<()> {
+    pub async fn check_all(&self, b: &Backup) -> anyhow::Result<()> {
         for location in &b.locations {
             if let Some(path) = location.strip_prefix("local:") {
                 let (size, sha) = digest_file(Path::new(path))
@@ -176,7 +176,7 @@ impl BackupStorage {
     }
 
     /// A checked copy to restore from: the local one when it is sound, else one fetched from S3.
-    pub async fn checked_copy(&self, b: &BackupRow) -> anyhow::Result<CheckedCopy> {
+    pub async fn checked_copy(&self, b: &Backup) -> anyhow::Result<CheckedCopy> {
         let mut problems = Vec::new();
         for location in &b.locations {
             if let Some(path) = location.strip_prefix("local:") {
@@ -211,7 +211,7 @@ impl BackupStorage {
     }
 
     /// Removes every copy (retention); a copy already gone is not an error.
-    pub async fn delete(&self, b: &BackupRow) -> anyhow::Result<()> {
+    pub async fn delete(&self, b: &Backup) -> anyhow::Result<()> {
         for ext in ["dump", "manifest.json", "dump.partial"] {
             let _ = tokio::fs::remove_file(self.dir.join(key(b, ext))).await;
         }

@@ -6,7 +6,6 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::backups;
 use crate::state::AppState;
-use crate::store::BackupRow;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -39,7 +38,7 @@ pub fn agent_routes() -> Router<AppState> {
 }
 
 /// A backup of this environment, or not found (ids are global; paths are per environment).
-async fn env_backup(state: &AppState, app: &str, env: &str, id: &str) -> ApiResult<BackupRow> {
+async fn env_backup(state: &AppState, app: &str, env: &str, id: &str) -> ApiResult<Backup> {
     let b = state.store.get_backup(id).await?;
     if b.app != app || b.env != env {
         return Err(ApiError::NotFound(format!(
@@ -57,7 +56,7 @@ async fn create(
     let db = state.store.get_database(&app, &env).await?;
     let b = backups::start_backup(&state, &db, "manual").await?;
     tracing::info!(app = %app, env = %env, backup = %b.id, user = %caller.user, "backup requested");
-    Ok((StatusCode::ACCEPTED, Json(b.view())))
+    Ok((StatusCode::ACCEPTED, Json(b)))
 }
 
 async fn list(
@@ -65,14 +64,14 @@ async fn list(
     Path((app, env)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<Backup>>> {
     state.store.get_database(&app, &env).await?;
-    Ok(Json(state.store.list_backups(&app, &env).await?.iter().map(BackupRow::view).collect()))
+    Ok(Json(state.store.list_backups(&app, &env).await?))
 }
 
 async fn show(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Backup>> {
-    Ok(Json(env_backup(&state, &app, &env, &id).await?.view()))
+    Ok(Json(env_backup(&state, &app, &env, &id).await?))
 }
 
 async fn verify(
@@ -80,7 +79,7 @@ async fn verify(
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> ApiResult<(StatusCode, Json<Backup>)> {
     let b = env_backup(&state, &app, &env, &id).await?;
-    if b.verify_status == "running" {
+    if b.verification == "running" {
         return Err(ApiError::Conflict(format!("backup {id} is being verified already")));
     }
     if b.status != "stored" {
@@ -90,7 +89,7 @@ async fn verify(
         )));
     }
     backups::start_verify(&state, &b).await.map_err(ApiError::Internal)?;
-    Ok((StatusCode::ACCEPTED, Json(state.store.get_backup(&id).await?.view())))
+    Ok((StatusCode::ACCEPTED, Json(state.store.get_backup(&id).await?)))
 }
 
 async fn restore(
@@ -112,21 +111,14 @@ async fn restore(
             b.id, b.status
         )));
     }
-    if req.confirm && b.verify_status == "failed" {
+    if req.confirm && b.verification == "failed" {
         return Err(ApiError::Unprocessable(format!(
             "backup {} failed verification ({}); restore it with --to-new to inspect it",
             b.id,
-            b.verify_error.as_deref().unwrap_or("unknown error")
+            b.verification_error.as_deref().unwrap_or("unknown error")
         )));
     }
-    if let Some(running) =
-        state.store.list_backups(&app, &env).await?.into_iter().find(|b| b.status == "running")
-    {
-        return Err(ApiError::Conflict(format!(
-            "backup {} of {app}/{env} is still running; restore once it has finished",
-            running.id
-        )));
-    }
+    backups::refuse_while_running(&state, &db, "restore once it has finished").await?;
     let t = backups::start_restore(&state, &db, &b, req.to_new).await.map_err(ApiError::Internal)?;
     tracing::info!(app = %app, env = %env, backup = %b.id, to_new = req.to_new, user = %caller.user, "restore requested");
     Ok((StatusCode::ACCEPTED, Json(t.view())))

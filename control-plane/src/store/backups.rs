@@ -4,55 +4,9 @@
 use super::{now, Result, Store, StoreError};
 use protocol::api::{Backup, DbTaskView, Event};
 use sqlx::Row;
-use std::collections::BTreeMap;
 
-#[derive(Debug, Clone)]
-pub struct BackupRow {
-    pub id: String,
-    pub app: String,
-    pub env: String,
-    pub trigger: String,
-    pub source: String,
-    pub node: String,
-    pub status: String,
-    pub error: Option<String>,
-    pub size_bytes: Option<u64>,
-    pub sha256: Option<String>,
-    pub tables: BTreeMap<String, u64>,
-    pub locations: Vec<String>,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub verify_status: String,
-    pub verify_error: Option<String>,
-    pub verified_at: Option<String>,
-    pub created_unix: i64,
-}
-
-impl BackupRow {
-    pub fn view(&self) -> Backup {
-        Backup {
-            id: self.id.clone(),
-            app: self.app.clone(),
-            env: self.env.clone(),
-            trigger: self.trigger.clone(),
-            source: self.source.clone(),
-            status: self.status.clone(),
-            error: self.error.clone(),
-            size_bytes: self.size_bytes,
-            sha256: self.sha256.clone(),
-            tables: self.tables.clone(),
-            locations: self.locations.clone(),
-            started_at: self.started_at.clone(),
-            finished_at: self.finished_at.clone(),
-            verification: self.verify_status.clone(),
-            verification_error: self.verify_error.clone(),
-            verified_at: self.verified_at.clone(),
-        }
-    }
-}
-
-fn backup(r: &sqlx::sqlite::SqliteRow) -> BackupRow {
-    BackupRow {
+fn backup(r: &sqlx::sqlite::SqliteRow) -> Backup {
+    Backup {
         id: r.get("id"),
         app: r.get("app"),
         env: r.get("env"),
@@ -67,10 +21,9 @@ fn backup(r: &sqlx::sqlite::SqliteRow) -> BackupRow {
         locations: serde_json::from_str(r.get::<&str, _>("locations")).unwrap_or_default(),
         started_at: r.get("started_at"),
         finished_at: r.get("finished_at"),
-        verify_status: r.get("verify_status"),
-        verify_error: r.get("verify_error"),
+        verification: r.get("verify_status"),
+        verification_error: r.get("verify_error"),
         verified_at: r.get("verified_at"),
-        created_unix: r.get("created_unix"),
     }
 }
 
@@ -132,7 +85,7 @@ fn task(r: &sqlx::sqlite::SqliteRow) -> DbTaskRow {
 }
 
 impl Store {
-    pub async fn insert_backup(&self, b: &BackupRow) -> Result<()> {
+    pub async fn insert_backup(&self, b: &Backup) -> Result<()> {
         sqlx::query(
             "INSERT INTO backups (id, app, env, trigger, source, node, status, started_at, created_unix)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -145,14 +98,14 @@ impl Store {
         .bind(&b.node)
         .bind(&b.status)
         .bind(&b.started_at)
-        .bind(b.created_unix)
+        .bind(crate::backups::unix_of(b))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Records how a backup ended: `stored` with its figures, or `failed` with why.
-    pub async fn finish_backup(&self, b: &BackupRow) -> Result<()> {
+    pub async fn finish_backup(&self, b: &Backup) -> Result<()> {
         sqlx::query(
             "UPDATE backups SET status = ?, error = ?, size_bytes = ?, sha256 = ?, tables = ?, locations = ?,
                  finished_at = ? WHERE id = ?",
@@ -191,7 +144,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_backup(&self, id: &str) -> Result<BackupRow> {
+    pub async fn get_backup(&self, id: &str) -> Result<Backup> {
         sqlx::query("SELECT * FROM backups WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -203,7 +156,7 @@ impl Store {
     }
 
     /// An environment's backups, newest first.
-    pub async fn list_backups(&self, app: &str, env: &str) -> Result<Vec<BackupRow>> {
+    pub async fn list_backups(&self, app: &str, env: &str) -> Result<Vec<Backup>> {
         let rows = sqlx::query(
             "SELECT * FROM backups WHERE app = ? AND env = ? ORDER BY created_unix DESC, id DESC",
         )

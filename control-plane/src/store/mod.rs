@@ -8,7 +8,7 @@ mod jobs;
 mod releases;
 
 pub use apps::{EnvRow, NodeRow};
-pub use backups::{BackupRow, DbTaskRow};
+pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
 pub use jobs::JobRow;
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};

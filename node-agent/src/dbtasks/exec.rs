@@ -24,8 +24,17 @@ pub struct Exec {
     pending: Vec<u8>,
 }
 
-pub fn bin(version: u32, tool: &str) -> String {
-    format!("/usr/lib/postgresql/{version}/bin/{tool}")
+/// `tool` of the image's PostgreSQL `version`, connecting over the local socket as `user` to
+/// `database`, followed by `extra` arguments.
+pub fn tool(version: u32, tool: &str, user: &str, database: &str, extra: &[&str]) -> Vec<String> {
+    let mut cmd = vec![format!("/usr/lib/postgresql/{version}/bin/{tool}")];
+    cmd.extend(["-U", user, "-d", database].iter().chain(extra).map(|a| a.to_string()));
+    cmd
+}
+
+/// psql for scripts: no psqlrc, quiet, tuples only, stop at the first error.
+pub fn script_psql(version: u32, user: &str, database: &str) -> Vec<String> {
+    tool(version, "psql", user, database, &["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1"])
 }
 
 impl Exec {
@@ -142,10 +151,7 @@ pub async fn sql(
     vars: &[(&str, &str)],
     script: &str,
 ) -> anyhow::Result<String> {
-    let mut cmd: Vec<String> =
-        [&bin(version, "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", database]
-            .map(String::from)
-            .to_vec();
+    let mut cmd = script_psql(version, user, database);
     for (k, v) in vars {
         cmd.push("-v".into());
         cmd.push(format!("{k}={v}"));

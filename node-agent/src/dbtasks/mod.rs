@@ -6,7 +6,7 @@ pub mod exec;
 
 use crate::docker::DockerClient;
 use anyhow::Context;
-use exec::{bin, sql, Exec};
+use exec::{script_psql, sql, tool, Exec};
 use futures_util::StreamExt;
 use protocol::agent::{Assignment, DbTask, DbTaskKind, DbTaskResult};
 use protocol::Client;
@@ -114,14 +114,7 @@ async fn backup(
 ) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
     let raw = docker.raw();
-    let mut dump = vec![
-        bin(s.version, "pg_dump"),
-        "-U".into(),
-        "postgres".into(),
-        "-d".into(),
-        s.database.clone(),
-        "-Fc".into(),
-    ];
+    let mut dump = tool(s.version, "pg_dump", "postgres", &s.database, &["-Fc"]);
     if s.role == "db-replica" {
         paused.lock().unwrap_or_else(|p| p.into_inner()).insert(s.name.clone());
         let result = async {
@@ -163,20 +156,7 @@ async fn backup(
         }
         return result;
     }
-    let psql = [
-        &bin(s.version, "psql"),
-        "-X",
-        "-q",
-        "-tA",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "postgres",
-        "-d",
-        &s.database,
-    ]
-    .map(String::from)
-    .to_vec();
+    let psql = script_psql(s.version, "postgres", &s.database);
     let mut session = Exec::start(raw, &s.name, psql, true).await?;
     session
         .write(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n")
@@ -291,14 +271,7 @@ async fn verify(docker: &DockerClient, client: &Client, task: &DbTask) -> anyhow
     docker.create_verify_database(s, &name, crate::databases::START_SCRIPT).await?;
     let result = async {
         wait_ready(docker.raw(), &name, s.version, &s.database).await?;
-        let restore = vec![
-            bin(s.version, "pg_restore"),
-            "-U".into(),
-            "postgres".into(),
-            "-d".into(),
-            s.database.clone(),
-            "--exit-on-error".into(),
-        ];
+        let restore = tool(s.version, "pg_restore", "postgres", &s.database, &["--exit-on-error"]);
         feed_restore(docker.raw(), client, &name, restore, &task.backup).await?;
         let counted = sql(docker.raw(), &name, s.version, "postgres", &s.database, &[], COUNT_SQL).await?;
         Ok(DbTaskResult { tables: parse_counts(&counted)?, ..Default::default() })
@@ -343,8 +316,7 @@ async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyho
         )
         .await?;
     }
-    let mut cmd =
-        vec![bin(s.version, "pg_restore"), "-U".into(), "postgres".into(), "-d".into(), target.clone()];
+    let mut cmd = tool(s.version, "pg_restore", "postgres", target, &[]);
     if !task.create_target {
         // Into the live database: drop what the backup holds and recreate it, all or nothing.
         cmd.extend(["--clean", "--if-exists", "--single-transaction"].map(String::from));
@@ -356,14 +328,7 @@ async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyho
 /// psql as the app's own role, so what it creates belongs to the app.
 async fn psql(docker: &DockerClient, task: &DbTask) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
-    let mut cmd = vec![
-        bin(s.version, "psql"),
-        "-X".into(),
-        "-U".into(),
-        s.user.clone(),
-        "-d".into(),
-        s.database.clone(),
-    ];
+    let mut cmd = tool(s.version, "psql", &s.user, &s.database, &["-X"]);
     cmd.extend(task.psql_args.iter().cloned());
     let mut exec = Exec::start(docker.raw(), &s.name, cmd, true).await?;
     exec.write(task.input.as_bytes()).await?;
