@@ -226,4 +226,26 @@ fn many_clients_get_no_connection_errors_and_a_primary_backup_is_consistent_unde
         samples.iter().filter(|s| s.status != 200).take(5).map(|s| (s.status, s.served_by.clone())).collect();
     assert!(samples.len() > 200, "only {} requests", samples.len());
     assert!(failed.is_empty(), "requests failed under 40 clients: {failed:?}\n{}", p.log());
+
+    // The schedule: every minute (the first run is due at once, the database being older than
+    // a minute); retention then keeps one backup, the newest verified.
+    let manual = b["id"].as_str().unwrap().to_string();
+    p.paas(&["db", "settings", "--app", &app, "--backup-schedule", "60 * * * *"]).expect_err("out of range");
+    p.paas(&["db", "settings", "--app", &app, "--backup-schedule", "* * * * *", "--keep", "1"]).expect_ok();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let scheduled = loop {
+        let list = backups(&p, &app);
+        let done = list.iter().find(|b| b["trigger"] == "scheduled" && b["verification"] == "ok");
+        if let (Some(b), false) = (done, list.iter().any(|b| b["id"] == manual.as_str())) {
+            break b.clone();
+        }
+        assert!(Instant::now() < deadline, "no verified scheduled backup replaced the manual one: {list:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(scheduled["source"], "db-primary");
+    let gone = b["locations"][0].as_str().unwrap().trim_start_matches("local:").to_string();
+    assert!(!std::path::Path::new(&gone).exists(), "retention left {gone}");
+    let info = p.paas(&["db", "info", "--app", &app, "-o", "json"]).expect_ok().json();
+    assert_eq!(info["backup_schedule"], "* * * * *");
+    assert_eq!(info["keep"], 1);
 }

@@ -430,7 +430,7 @@ pub async fn start_psql(
     task(state, db, "psql", role, "", json!({ "psql_args": args, "input": input })).await
 }
 
-/// Starts the backups each database's schedule says are due; every minute.
+/// Starts the backups each database's schedule says are due; looks every 10 s.
 pub async fn scheduler(state: AppState, shutdown: CancellationToken) {
     loop {
         if let Err(e) = schedule_pass(&state).await {
@@ -438,7 +438,7 @@ pub async fn scheduler(state: AppState, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
 }
