@@ -133,7 +133,11 @@ impl Moto {
             secret_key: SECRET.into(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // A loop of connects to a free port can connect to itself (TCP simultaneous open).
+        let listening = || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+        };
+        while !listening() {
             if let Some(status) = moto.child.try_wait().unwrap() {
                 panic!("moto's S3 server exited ({status}) before serving:\n{}", moto.output());
             }

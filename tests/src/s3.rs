@@ -29,7 +29,7 @@ impl Moto {
         let addr = format!("127.0.0.1:{port}");
         let mut moto = Self { child, endpoint: format!("http://{addr}"), addr };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&moto.addr).is_err() {
+        while !listening(&moto.addr) {
             if let Ok(Some(status)) = moto.child.try_wait() {
                 panic!(
                     "moto's S3 server exited ({status}); install it with `pip install 'moto[server]'`:\n{}",
@@ -75,6 +75,13 @@ impl Moto {
         child.stdin.take().expect("stdin").write_all(body).expect("writing the object");
         assert!(child.wait().expect("python3").success(), "putting {key} into moto failed");
     }
+}
+
+/// Whether a server accepts connections at `addr`. A connection to a free loopback port can
+/// succeed by connecting to itself (TCP simultaneous open) when tried in a loop; that one is not
+/// a server.
+pub fn listening(addr: &str) -> bool {
+    TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
 impl Drop for Moto {
