@@ -164,7 +164,10 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         if db.node == node {
             databases.push(database_spec(state, &db, "db-primary").await?);
         }
-        if db.replicas > 0 && db.replica_node == node {
+        // Off the primary's node a replica follows the primary's published port: not before
+        // that port is known.
+        let reachable = db.replica_node == db.node || db.host_port != 0;
+        if db.replicas > 0 && db.replica_node == node && reachable {
             databases.push(database_spec(state, &db, "db-replica").await?);
         }
     }
@@ -242,15 +245,13 @@ pub async fn database_spec(
     role: &str,
 ) -> anyhow::Result<protocol::agent::DatabaseSpec> {
     let password = String::from_utf8(state.secrets.open(&db.password)?)?;
-    let primary_name = format!("paas-{}-{}-db-primary", db.app, db.env);
     // On the primary's node the replica reaches it by alias on the environment network;
     // elsewhere through the primary node's private address.
     let (primary_host, primary_port) = if role == "db-replica" && db.replica_node != db.node {
         let nodes = state.store.list_nodes().await?;
         let addr =
             nodes.iter().find(|n| n.name == db.node).map(|n| n.private_addr.clone()).unwrap_or_default();
-        let port = state.db_status(&primary_name).and_then(|s| s.host_port).unwrap_or(0);
-        (addr, port)
+        (addr, db.host_port)
     } else {
         ("db-primary".to_string(), 5432)
     };
@@ -267,6 +268,7 @@ pub async fn database_spec(
         max_connections: db.max_connections,
         primary_host,
         primary_port,
+        host_port: if role == "db-primary" { db.host_port } else { 0 },
         app: db.app.clone(),
         env: db.env.clone(),
     })

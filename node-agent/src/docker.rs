@@ -591,7 +591,11 @@ impl DockerClient {
                 "5432/tcp".to_string(),
                 Some(vec![PortBinding {
                     host_ip: Some(self.private_addr.clone()),
-                    host_port: Some(String::new()),
+                    host_port: Some(if spec.host_port == 0 {
+                        String::new()
+                    } else {
+                        spec.host_port.to_string()
+                    }),
                 }]),
             )]));
             host_config.network_mode = Some(spec.network.clone());

@@ -122,6 +122,9 @@ pub struct DatabaseSpec {
     pub primary_host: String,
     #[serde(default)]
     pub primary_port: u16,
+    /// Port to publish on the node's private address; 0 lets Docker pick (the first start).
+    #[serde(default)]
+    pub host_port: u16,
 }
 
 /// A one-off container: runs `command` in a release's image with its config, once, streaming

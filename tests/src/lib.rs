@@ -114,6 +114,8 @@ pub struct Platform {
     api_addr: String,
     child: Option<Child>,
     apps: Vec<String>,
+    /// Extra nodes joined with `paas agent`: the process and its node name.
+    agents: Vec<(Child, String)>,
     extra: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -141,6 +143,7 @@ impl Platform {
             api_addr: "127.0.0.1:0".into(),
             child: None,
             apps: Vec::new(),
+            agents: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
@@ -228,6 +231,37 @@ impl Platform {
         self.paas(&args).expect_ok().stdout.trim().to_string()
     }
 
+    /// Joins another node with `paas agent` (no ingress) whose containers publish on
+    /// `private_addr` (another loopback address, like a second machine's private address), and
+    /// waits until the control plane lists it. Returns its node name.
+    pub fn join_agent(&mut self, private_addr: &str) -> String {
+        let node = format!("{}-b{}", self.node, self.agents.len() + 1);
+        let token =
+            std::fs::read_to_string(self.dir.path().join("data").join("agent-token")).expect("agent token");
+        let log = std::fs::File::create(self.dir.path().join(format!("{node}.log"))).expect("agent log");
+        let child = Command::new(paas_bin())
+            .args(["agent", "--join", &self.api_url, "--node-name", &node, "--private-addr", private_addr])
+            .args(["--build-network", "host", "--state-dir"])
+            .arg(self.dir.path().join(&node))
+            .env("PAAS_JOIN_TOKEN", token.trim())
+            .env("PAAS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting paas agent");
+        self.agents.push((child, node.clone()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.paas(&["nodes", "list"]).expect_ok().stdout.contains(&node) {
+            assert!(Instant::now() < deadline, "node {node} did not join:\n{}", self.agent_log(&node));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        node
+    }
+
+    pub fn agent_log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{node}.log"))).unwrap_or_default()
+    }
+
     /// A fresh app name this platform cleans up after.
     pub fn app_name(&mut self, prefix: &str) -> String {
         let name = format!("{prefix}-{}", rand_suffix());
@@ -282,6 +316,13 @@ impl Drop for Platform {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for (mut agent, node) in std::mem::take(&mut self.agents) {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            docker_rm_labelled("container", &format!("paas.node={node}"));
+            docker_rm_labelled("network", &format!("paas.node={node}"));
+            docker_rm_labelled("volume", &format!("paas.node={node}"));
         }
         // Only what this platform made: containers, networks and volumes with its node label,
         // images of its apps.

@@ -74,6 +74,7 @@ async fn create(
         keep_days,
         last_scheduled_at: 0,
         created_at: String::new(),
+        host_port: 0,
     };
     state.store.create_database(&row).await?;
     tracing::info!(app = %app, env = %env, version, node = %row.node, user = %caller.user, "database created");

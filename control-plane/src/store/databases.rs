@@ -21,6 +21,8 @@ pub struct DatabaseRow {
     /// Unix seconds of the last scheduled backup (0: none yet; count from `created_unix`).
     pub last_scheduled_at: i64,
     pub created_at: String,
+    /// The primary's published port once known (0 until its first report).
+    pub host_port: u16,
 }
 
 fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
@@ -38,6 +40,7 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
         keep_days: r.get::<i64, _>("keep_days") as u32,
         last_scheduled_at: r.get("last_scheduled_at"),
         created_at: r.get("created_at"),
+        host_port: r.get::<i64, _>("host_port") as u16,
     }
 }
 
@@ -82,9 +85,13 @@ impl Store {
             })
     }
 
+    /// Databases with their primary or their replica on `node`.
     pub async fn databases_for_node(&self, node: &str) -> Result<Vec<DatabaseRow>> {
-        let rows =
-            sqlx::query("SELECT * FROM databases WHERE node = ?").bind(node).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM databases WHERE node = ? OR replica_node = ?")
+            .bind(node)
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(row).collect())
     }
 
@@ -110,6 +117,18 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Keeps the port Docker first picked for a primary; later reports change nothing.
+    pub async fn keep_database_port(&self, app: &str, env: &str, port: u16) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE databases SET host_port = ? WHERE app = ? AND env = ? AND host_port = 0")
+                .bind(port)
+                .bind(app)
+                .bind(env)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn set_last_scheduled(&self, app: &str, env: &str, unix: i64) -> Result<()> {

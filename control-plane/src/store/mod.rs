@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_databases.sql"),
     include_str!("../../migrations/0006_replicas.sql"),
     include_str!("../../migrations/0007_backups.sql"),
+    include_str!("../../migrations/0008_db_port.sql"),
 ];
 
 #[derive(Clone)]

@@ -1,0 +1,71 @@
+//! A database across two nodes: `paas up` plus a second node joined with `paas agent` on
+//! another private address. The replica goes to the other node and follows the primary through
+//! its private address; backups and their verification run on the replica's node; a recreated
+//! primary comes back on the same port, so the replica keeps following it.
+
+use paas_tests::{docker, Platform};
+use std::time::{Duration, Instant};
+
+fn wait_replica_rows(p: &Platform, app: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = p.paas(&["db", "psql", "--app", app, "--replica", "--", "-tAc", "SELECT count(*) FROM t"]);
+        if got.ok && got.stdout.trim() == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the replica never showed {want} rows: {got:?}\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The host's address on Docker's default bridge: private, and unlike loopback reachable from
+/// containers, as a machine's private address is from containers on the other machines.
+fn bridge_address() -> String {
+    let out =
+        std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cidr =
+        text.split_whitespace().skip_while(|w| *w != "inet").nth(1).expect("docker0 has an IPv4 address");
+    cidr.split('/').next().unwrap().to_string()
+}
+
+#[test]
+fn the_replica_runs_on_another_node_and_backups_are_taken_there() {
+    // The first node's private address must be reachable from the second node's containers.
+    let mut p = Platform::start_with(&["--private-addr", &bridge_address()]);
+    let other = p.join_agent("127.0.0.2");
+    let app = p.app_name("mn");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    p.paas(&["db", "create", "--app", &app]).expect_ok();
+    let info = p.wait_db_healthy(&app);
+    assert_eq!(info["primary"]["node"], p.node.as_str(), "{info}");
+    assert_eq!(info["replica"]["node"], other.as_str(), "{info}");
+    let replica_addr = info["replica"]["address"].as_str().unwrap();
+    assert!(replica_addr.starts_with("127.0.0.2:"), "{info}");
+    let replica = format!("paas-{app}-production-db-replica");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{index .Config.Labels \"paas.node\"}}", &replica]).trim(),
+        other.as_str()
+    );
+
+    p.psql(&app, &[], "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 5)");
+    wait_replica_rows(&p, &app, "5");
+
+    let b = p.paas(&["db", "backup", "--app", &app, "-o", "json"]).expect_ok().json();
+    assert_eq!(b["source"], "db-replica", "{b}");
+    assert_eq!(b["node"], other.as_str(), "{b}");
+    assert_eq!(b["verification"], "ok", "{b}");
+    assert_eq!(b["tables"]["public.t"], 5, "{b}");
+
+    // The primary comes back on the port the replica follows.
+    let primary = format!("paas-{app}-production-db-primary");
+    let port = docker(&["port", &primary, "5432/tcp"]);
+    docker(&["rm", "-f", &primary]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !p.paas(&["db", "psql", "--app", &app, "--", "-c", "INSERT INTO t VALUES (6)"]).ok {
+        assert!(Instant::now() < deadline, "the primary did not come back:\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(docker(&["port", &primary, "5432/tcp"]), port);
+    wait_replica_rows(&p, &app, "6");
+}
