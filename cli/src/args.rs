@@ -88,6 +88,12 @@ pub enum Command {
     /// List the nodes of the cluster.
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Platform events for operators and alerting: failed backups and verifications, ...
+    Events {
+        /// Only events after this id.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+    },
 }
 
 impl Command {

@@ -156,8 +156,13 @@ fn backups_come_from_the_replica_land_in_both_stores_and_restore() {
     moto.put_object(&bucket, &key, &bytes[..bytes.len() / 3]);
     let out = p.paas(&["db", "verify", &id, "--app", &app]);
     assert!(!out.ok && out.stderr.contains("truncated"), "{out:?}");
-    let events = p.paas(&["db", "backups", "--app", &app]).expect_ok();
-    assert!(events.stdout.contains("FAILED: "), "{}", events.stdout);
+    let listed = p.paas(&["db", "backups", "--app", &app]).expect_ok();
+    assert!(listed.stdout.contains("FAILED: "), "{}", listed.stdout);
+    let events = p.paas(&["events", "-o", "json"]).expect_ok().json();
+    let failed: Vec<_> =
+        events.as_array().unwrap().iter().filter(|e| e["kind"] == "db.verify.failed").collect();
+    assert_eq!(failed.len(), 2, "{events}");
+    assert!(failed.iter().all(|e| e["severity"] == "critical" && e["app"] == app.as_str()), "{events}");
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -74,3 +74,24 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn events(g: &Global, since: i64) -> anyhow::Result<ExitCode> {
+    let events = super::client(g)?.events(since).await?;
+    emit(g.output, &events, |es| {
+        let rows: Vec<Vec<String>> = es
+            .iter()
+            .map(|e| {
+                vec![
+                    e.id.to_string(),
+                    super::backups::short_time(&e.at),
+                    e.severity.clone(),
+                    format!("{}/{}", e.app, e.env),
+                    e.kind.clone(),
+                    e.message.clone(),
+                ]
+            })
+            .collect();
+        table(&["ID", "AT (UTC)", "SEVERITY", "APP/ENV", "KIND", "MESSAGE"], &rows);
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

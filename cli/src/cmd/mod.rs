@@ -39,6 +39,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::GitHook => git::hook().await,
         Command::Ps(target) => info::ps(&g, target).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
+        Command::Events { since } => info::events(&g, since).await,
     }
 }
 
