@@ -3,9 +3,7 @@
 
 use crate::state::AppState;
 use crate::store::{InstanceRow, NodeRow};
-use protocol::agent::{
-    Assignment, BuildKind, BuildTask, ContainerSpec, DbTaskKind, JobSpec, Route, StaticRoute,
-};
+use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route, StaticRoute};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -13,13 +11,8 @@ use std::time::Duration;
 pub const NODE_READY_WINDOW: Duration = Duration::from_secs(30);
 
 pub fn node_is_ready(node: &NodeRow) -> bool {
-    let Ok(seen) =
-        time::OffsetDateTime::parse(&node.last_seen, &time::format_description::well_known::Rfc3339)
-    else {
-        return false;
-    };
-    let age = time::OffsetDateTime::now_utc() - seen;
-    age.whole_seconds() <= NODE_READY_WINDOW.as_secs() as i64
+    let Some(seen) = crate::store::unix_seconds(&node.last_seen) else { return false };
+    time::OffsetDateTime::now_utc().unix_timestamp() - seen <= NODE_READY_WINDOW.as_secs() as i64
 }
 
 pub async fn ready_nodes(state: &AppState) -> anyhow::Result<Vec<NodeRow>> {
@@ -175,22 +168,12 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     for t in store.pending_db_tasks(node).await? {
         // A task of a database deleted since: the scheduler ends it.
         let Ok(db) = store.get_database(&t.app, &t.env).await else { continue };
-        let s = |k: &str| t.params.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
         db_tasks.push(protocol::agent::DbTask {
             id: t.id.clone(),
-            kind: match t.kind.as_str() {
-                "backup" => DbTaskKind::Backup,
-                "verify" => DbTaskKind::Verify,
-                "restore" => DbTaskKind::Restore,
-                _ => DbTaskKind::Psql,
-            },
+            kind: t.kind,
             server: database_spec(state, &db, &t.role).await?,
             backup: t.backup.clone(),
-            target_database: s("target_database"),
-            create_target: t.params.get("create_target").and_then(|v| v.as_bool()).unwrap_or(false),
-            psql_args: serde_json::from_value(t.params.get("psql_args").cloned().unwrap_or_default())
-                .unwrap_or_default(),
-            input: s("input"),
+            params: t.params.clone(),
         });
     }
     Ok(Assignment { containers, builds, routes, jobs, static_prefetch, databases, db_tasks })
@@ -262,8 +245,8 @@ pub async fn database_spec(
         volume: format!("paas-{}-{}-{role}", db.app, db.env),
         network: protocol::env_network(&db.app, &db.env),
         version: db.version,
-        database: db.app.replace('-', "_"),
-        user: db.app.replace('-', "_"),
+        database: db.database_name(),
+        user: db.database_name(),
         password,
         max_connections: db.max_connections,
         primary_host,

@@ -115,12 +115,22 @@ impl AppState {
         });
     }
 
-    pub fn set_db_status(&self, node: &str, statuses: Vec<protocol::agent::ContainerStatus>) {
+    /// Records a node's database servers; returns those whose published port is new.
+    pub fn set_db_status(
+        &self,
+        node: &str,
+        statuses: Vec<protocol::agent::ContainerStatus>,
+    ) -> Vec<protocol::agent::ContainerStatus> {
         let mut m = self.db_status.lock().unwrap_or_else(|p| p.into_inner());
+        let new_port = |s: &protocol::agent::ContainerStatus| {
+            s.host_port.is_some() && m.get(&s.name).is_none_or(|(_, old)| old.host_port != s.host_port)
+        };
+        let changed: Vec<_> = statuses.iter().filter(|s| new_port(s)).cloned().collect();
         m.retain(|_, (n, _)| n != node);
         for s in statuses {
             m.insert(s.name.clone(), (node.to_string(), s));
         }
+        changed
     }
 
     pub fn db_status(&self, name: &str) -> Option<protocol::agent::ContainerStatus> {

@@ -3,6 +3,7 @@
 //! them. The data lives on a named volume, so removing or recreating the container loses
 //! nothing. Database containers carry `paas.role`, which keeps the app reconcile away from them.
 
+use crate::dbtasks::exec::tool;
 use crate::docker::DockerClient;
 use protocol::agent::{ContainerStatus, DatabaseFigures, DatabaseSpec};
 use std::collections::{HashMap, HashSet};
@@ -160,12 +161,8 @@ impl Databases {
                  extract(epoch from now() - pg_last_xact_replay_timestamp()), pg_is_wal_replay_paused()",
             );
         }
-        let psql = format!("/usr/lib/postgresql/{}/bin/psql", spec.version);
-        let cmd: Vec<String> =
-            [psql.as_str(), "-U", "postgres", "-d", &spec.database, "-tAF", "|", "-c", &sql]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let psql = |args: &[&str]| tool(spec.version, "psql", "postgres", &spec.database, args);
+        let cmd = psql(&["-tAF", "|", "-c", &sql]);
         let (code, out) = self.docker.exec_output(&spec.name, &cmd).await.ok()?;
         if code != 0 {
             return self.figures.get(&spec.name).map(|(_, f)| f.clone());
@@ -184,17 +181,7 @@ impl Databases {
         {
             // Left paused by a backup that never finished (the agent restarted mid-dump).
             tracing::warn!(app = %spec.app, env = %spec.env, container = %spec.name, "resuming WAL replay left paused");
-            let resume = [
-                psql.as_str(),
-                "-U",
-                "postgres",
-                "-d",
-                &spec.database,
-                "-c",
-                "SELECT pg_wal_replay_resume()",
-            ]
-            .map(String::from);
-            let _ = self.docker.exec(&spec.name, &resume).await;
+            let _ = self.docker.exec(&spec.name, &psql(&["-c", "SELECT pg_wal_replay_resume()"])).await;
         }
         self.figures.insert(spec.name.clone(), (Instant::now(), f.clone()));
         Some(f)

@@ -51,6 +51,13 @@ pub struct DbTask {
     /// The backup it produces (backup) or reads (verify, restore).
     #[serde(default)]
     pub backup: String,
+    #[serde(flatten)]
+    pub params: DbTaskParams,
+}
+
+/// What restores and psql need besides the server; the control plane stores it as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbTaskParams {
     /// Restore: the database restored into, created first when `create_target`.
     #[serde(default)]
     pub target_database: String,

@@ -7,7 +7,7 @@ pub mod storage;
 use crate::state::AppState;
 use crate::store::{DatabaseRow, DbTaskRow, StoreError};
 use anyhow::Context;
-use protocol::agent::DbTaskResult;
+use protocol::agent::{DbTaskKind, DbTaskParams, DbTaskResult};
 use protocol::api::Backup;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -25,8 +25,7 @@ fn unix_now() -> i64 {
 
 /// When a backup started, in unix seconds (retention and schedule arithmetic).
 pub fn unix_of(b: &Backup) -> i64 {
-    time::OffsetDateTime::parse(&b.started_at, &time::format_description::well_known::Rfc3339)
-        .map_or(0, |t| t.unix_timestamp())
+    crate::store::unix_seconds(&b.started_at).unwrap_or(0)
 }
 
 fn rfc3339(unix: i64) -> Option<String> {
@@ -63,9 +62,7 @@ pub fn next_due(db: &DatabaseRow) -> Option<i64> {
     let from = if db.last_scheduled_at > 0 {
         db.last_scheduled_at
     } else {
-        time::OffsetDateTime::parse(&db.created_at, &time::format_description::well_known::Rfc3339)
-            .map(|t| t.unix_timestamp())
-            .unwrap_or_else(|_| unix_now())
+        crate::store::unix_seconds(&db.created_at).unwrap_or_else(unix_now)
     };
     schedule.next_after(from)
 }
@@ -74,25 +71,28 @@ pub fn next_due_text(db: &DatabaseRow) -> Option<String> {
     next_due(db).and_then(rfc3339)
 }
 
+/// A task for the agent of `role`'s node; `waiting` holds it back from the agent until
+/// [`Store::release_db_task`](crate::store::Store::release_db_task).
 async fn task(
     state: &AppState,
     db: &DatabaseRow,
-    kind: &str,
+    kind: DbTaskKind,
     role: &str,
     backup: &str,
-    params: serde_json::Value,
+    params: DbTaskParams,
+    waiting: bool,
 ) -> anyhow::Result<DbTaskRow> {
     let node = if role == "db-replica" { db.replica_node.clone() } else { db.node.clone() };
     let t = DbTaskRow {
-        id: format!("{kind}-{}", new_id()),
-        kind: kind.to_string(),
+        id: format!("{}-{}", kind.as_str(), new_id()),
+        kind,
         app: db.app.clone(),
         env: db.env.clone(),
         node,
         role: role.to_string(),
         backup: backup.to_string(),
         params,
-        status: "pending".into(),
+        status: if waiting { "waiting".into() } else { "pending".into() },
         error: None,
         result: json!({}),
         created_at: crate::store::now(),
@@ -145,7 +145,7 @@ pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> 
         verified_at: None,
     };
     state.store.insert_backup(&row).await?;
-    task(state, db, "backup", role, &row.id, json!({}))
+    task(state, db, DbTaskKind::Backup, role, &row.id, DbTaskParams::default(), false)
         .await
         .map_err(|e| StoreError::Conflict(format!("{e:#}")))?;
     tracing::info!(app = %db.app, env = %db.env, backup = %row.id, source = role, trigger, "backup started");
@@ -169,10 +169,10 @@ pub async fn task_finished(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) ->
     if !state.store.finish_db_task(&t.id, status, r.error.as_deref(), &result).await? {
         return Ok(()); // a retried report
     }
-    match t.kind.as_str() {
-        "backup" => backup_finished(state, &t.backup, r).await?,
-        "verify" => verify_finished(state, &t.backup, r).await?,
-        "restore" => {
+    match t.kind {
+        DbTaskKind::Backup => backup_finished(state, &t.backup, r).await?,
+        DbTaskKind::Verify => verify_finished(state, &t.backup, r).await?,
+        DbTaskKind::Restore => {
             let outcome = r.error.as_deref().unwrap_or("ok");
             tracing::info!(app = %t.app, env = %t.env, backup = %t.backup, outcome, "restore finished");
             if let Some(e) = &r.error {
@@ -186,7 +186,7 @@ pub async fn task_finished(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) ->
                 .await;
             }
         }
-        _ => {}
+        DbTaskKind::Psql => {}
     }
     state.bump();
     state.events_changed();
@@ -222,6 +222,7 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
             b.locations = locations;
             state.store.finish_backup(&b).await?;
             tracing::info!(app = %b.app, env = %b.env, backup = %b.id, size = b.size_bytes, "backup stored");
+            safety_backup_ended(state, &b).await?;
             // Prove it before anything old is let go.
             start_verify(state, &b).await?;
         }
@@ -232,30 +233,23 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
             state.store.finish_backup(&b).await?;
             let msg = format!("backup {} of {}/{} FAILED: {e:#}", b.id, b.app, b.env);
             alarm(state, &b.app, &b.env, "db.backup.failed", &msg).await;
+            safety_backup_ended(state, &b).await?;
         }
     }
     Ok(())
 }
 
 /// The agent's upload of a backup's dump arrived whole: record its size and checksum.
-pub async fn upload_received(state: &AppState, id: &str, size: u64, sha256: &str) -> anyhow::Result<()> {
-    let mut b = state.store.get_backup(id).await?;
-    anyhow::ensure!(b.status == "running", "backup {id} is not running");
+pub async fn upload_received(state: &AppState, mut b: Backup, size: u64, sha256: &str) -> anyhow::Result<()> {
     b.size_bytes = Some(size);
     b.sha256 = Some(sha256.to_string());
-    state.store.finish_backup(&Backup { status: "running".into(), ..b }).await?;
+    state.store.finish_backup(&b).await?;
     Ok(())
 }
 
 /// Proves a backup: checks every copy's checksum, then restores it into a throwaway container
 /// and compares the row counts with the manifest.
 pub async fn start_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        b.status == "stored",
-        "backup {} was not stored ({}), so there is nothing to verify",
-        b.id,
-        b.status
-    );
     state.store.set_verification(&b.id, "running", None).await?;
     state.bump();
     if let Err(e) = state.backup_storage.check_all(b).await {
@@ -265,7 +259,7 @@ pub async fn start_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
     // The restore drill costs CPU and disk: on the replica's node, like the backup, when there
     // is one (the throwaway server only borrows the spec's image and names).
     let role = if db.replicas > 0 { "db-replica" } else { "db-primary" };
-    task(state, &db, "verify", role, &b.id, json!({})).await?;
+    task(state, &db, DbTaskKind::Verify, role, &b.id, DbTaskParams::default(), false).await?;
     Ok(())
 }
 
@@ -313,80 +307,51 @@ async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
     Ok(())
 }
 
-/// Starts a restore. Into the environment's database it first takes a safety backup and
-/// restores only once that is stored; `to_new` restores into a new database beside it.
+/// Starts a restore. Into the environment's database it first takes a safety backup; the
+/// restore waits until that is stored ([`safety_backup_ended`]). `to_new` restores into a new
+/// database beside it.
 pub async fn start_restore(
     state: &AppState,
     db: &DatabaseRow,
     b: &Backup,
     to_new: bool,
 ) -> anyhow::Result<DbTaskRow> {
-    let database = db.app.replace('-', "_");
+    let database = db.database_name();
     let short: String = b.id.chars().rev().take(4).collect::<String>().chars().rev().collect();
-    let target = if to_new { format!("{database}_restore_{short}") } else { database };
-    let params = json!({ "target_database": target, "create_target": to_new });
-    let t = DbTaskRow {
-        id: format!("restore-{}", new_id()),
-        kind: "restore".into(),
-        app: db.app.clone(),
-        env: db.env.clone(),
-        node: db.node.clone(),
-        role: "db-primary".into(),
-        backup: b.id.clone(),
-        params,
-        // Held back from the agent until the safety backup is stored.
-        status: if to_new { "pending".into() } else { "waiting".into() },
-        error: None,
-        result: json!({}),
-        created_at: crate::store::now(),
-        finished_at: None,
-    };
-    state.store.insert_db_task(&t).await?;
-    if to_new {
-        let url = format!("postgres://{}:****@db-primary:5432/{target}", db.app.replace('-', "_"));
-        state.store.set_db_task_result(&t.id, &json!({ "target_url": url })).await?;
+    let target = if to_new { format!("{database}_restore_{short}") } else { database.clone() };
+    let params =
+        DbTaskParams { target_database: target.clone(), create_target: to_new, ..Default::default() };
+    let t = task(state, db, DbTaskKind::Restore, "db-primary", &b.id, params, !to_new).await?;
+    let result = if to_new {
+        json!({ "target_url": format!("postgres://{database}:****@db-primary:5432/{target}") })
     } else {
         let safety = start_backup(state, db, "safety").await.context("taking the safety backup")?;
-        state.store.set_db_task_result(&t.id, &json!({ "safety_backup": safety.id })).await?;
-        tokio::spawn(release_after_safety(state.clone(), t.id.clone(), safety.id));
-    }
-    state.bump();
+        json!({ "safety_backup": safety.id })
+    };
+    state.store.set_db_task_result(&t.id, &result).await?;
     tracing::info!(app = %db.app, env = %db.env, backup = %b.id, to_new, "restore requested");
     state.store.get_db_task(&t.id).await.map_err(Into::into)
 }
 
-/// Lets a restore run once its safety backup is stored; fails it if the safety backup fails.
-async fn release_after_safety(state: AppState, task: String, safety: String) {
-    let mut rx = state.subscribe();
-    loop {
-        match state.store.get_backup(&safety).await {
-            Ok(b) if b.status == "stored" => {
-                if let Err(e) = state.store.release_db_task(&task).await {
-                    tracing::error!(task = %task, error = %e, "releasing the restore failed");
-                }
-                state.bump();
-                return;
-            }
-            Ok(b) if b.status == "failed" => {
-                let why = format!(
-                    "the safety backup {safety} failed, so nothing was restored: {}",
-                    b.error.unwrap_or_default()
-                );
-                let _ = state
-                    .store
-                    .finish_db_task(&task, "failed", Some(&why), &json!({ "safety_backup": safety }))
-                    .await;
-                state.bump();
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(task = %task, error = %e, "reading the safety backup failed");
-                return;
-            }
+/// A backup ended: restores waiting for it as their safety backup go ahead when it was stored,
+/// and fail, restoring nothing, when it was not. Kept in the store, so a restart loses nothing.
+async fn safety_backup_ended(state: &AppState, b: &Backup) -> anyhow::Result<()> {
+    let waiting = state.store.open_db_tasks().await?.into_iter().filter(|t| {
+        t.status == "waiting" && t.result.get("safety_backup").and_then(|v| v.as_str()) == Some(b.id.as_str())
+    });
+    for t in waiting {
+        if b.status == "stored" {
+            state.store.release_db_task(&t.id).await?;
+        } else {
+            let why = format!(
+                "the safety backup {} failed, so nothing was restored: {}",
+                b.id,
+                b.error.as_deref().unwrap_or_default()
+            );
+            state.store.finish_db_task(&t.id, "failed", Some(&why), &t.result).await?;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
     }
+    Ok(())
 }
 
 /// Keeps at most `keep_count` stored backups and none older than `keep_days`, but never the
@@ -425,9 +390,9 @@ pub async fn start_psql(
     args: Vec<String>,
     input: String,
 ) -> anyhow::Result<DbTaskRow> {
-    anyhow::ensure!(!replica || db.replicas > 0, "{}/{} has no replica", db.app, db.env);
     let role = if replica { "db-replica" } else { "db-primary" };
-    task(state, db, "psql", role, "", json!({ "psql_args": args, "input": input })).await
+    let params = DbTaskParams { psql_args: args, input, ..Default::default() };
+    task(state, db, DbTaskKind::Psql, role, "", params, false).await
 }
 
 /// Starts the backups each database's schedule says are due; looks every 10 s.
@@ -450,16 +415,13 @@ const TASK_DEADLINE_SECS: i64 = 12 * 3600;
 async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
     let now = unix_now();
     for t in state.store.open_db_tasks().await? {
-        let created =
-            time::OffsetDateTime::parse(&t.created_at, &time::format_description::well_known::Rfc3339)
-                .map(|c| c.unix_timestamp())
-                .unwrap_or(now);
+        let created = crate::store::unix_seconds(&t.created_at).unwrap_or(now);
         let gone = matches!(state.store.get_database(&t.app, &t.env).await, Err(StoreError::NotFound(_)));
         if gone || now - created > TASK_DEADLINE_SECS {
             let error = if gone {
                 format!("the database of {}/{} was deleted", t.app, t.env)
             } else {
-                format!("node {} did not finish the {} task within 12 hours", t.node, t.kind)
+                format!("node {} did not finish the {} task within 12 hours", t.node, t.kind.as_str())
             };
             task_finished(state, &t, &DbTaskResult { error: Some(error), ..Default::default() }).await?;
         }

@@ -72,6 +72,12 @@ fn check(b: &Backup, location: &str, size: u64, sha: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+async fn check_local(b: &Backup, path: &str) -> anyhow::Result<()> {
+    let (size, sha) =
+        digest_file(Path::new(path)).await.map_err(|_| anyhow::anyhow!("the copy at {path} is missing"))?;
+    check(b, path, size, &sha)
+}
+
 impl BackupStorage {
     pub fn new(dir: PathBuf, s3: Option<S3>) -> Self {
         Self { dir, s3 }
@@ -152,10 +158,7 @@ impl BackupStorage {
     pub async fn check_all(&self, b: &Backup) -> anyhow::Result<()> {
         for location in &b.locations {
             if let Some(path) = location.strip_prefix("local:") {
-                let (size, sha) = digest_file(Path::new(path))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("the copy at {path} is missing"))?;
-                check(b, path, size, &sha)?;
+                check_local(b, path).await?;
             } else if let Some(k) = location.strip_prefix("s3:") {
                 let s3 =
                     self.s3.as_ref().context("the backup has a copy in S3 but no S3 store is configured")?;
@@ -180,11 +183,7 @@ impl BackupStorage {
         let mut problems = Vec::new();
         for location in &b.locations {
             if let Some(path) = location.strip_prefix("local:") {
-                let checked = match digest_file(Path::new(path)).await {
-                    Ok((size, sha)) => check(b, path, size, &sha),
-                    Err(_) => Err(anyhow::anyhow!("the copy at {path} is missing")),
-                };
-                match checked {
+                match check_local(b, path).await {
                     Ok(()) => return Ok(CheckedCopy { path: PathBuf::from(path), temporary: false }),
                     Err(e) => problems.push(e.to_string()),
                 }

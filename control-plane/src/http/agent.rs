@@ -76,17 +76,19 @@ async fn report(
     // After the store has it, so whoever waits on the observation reads it from the store.
     state.node_observed(&node, report.observed_at_ms);
     state.node_static_ready(&node, report.static_ready);
-    // A primary keeps the port Docker first gave it (replicas elsewhere follow that address).
-    for db in state.store.databases_for_node(&node).await?.into_iter().filter(|d| d.node == node) {
-        let name = format!("paas-{}-{}-db-primary", db.app, db.env);
-        let port = report.databases.iter().find(|s| s.name == name).and_then(|s| s.host_port);
-        if let (0, Some(port)) = (db.host_port, port) {
-            if state.store.keep_database_port(&db.app, &db.env, port).await? {
-                state.bump();
+    // A primary keeps the port Docker first gave it (replicas elsewhere follow that address);
+    // the store is asked only when a server's port is new.
+    let new_ports = state.set_db_status(&node, report.databases);
+    if !new_ports.is_empty() {
+        for db in state.store.databases_for_node(&node).await?.into_iter().filter(|d| d.host_port == 0) {
+            let name = format!("paas-{}-{}-db-primary", db.app, db.env);
+            if let Some(port) = new_ports.iter().find(|s| s.name == name).and_then(|s| s.host_port) {
+                if state.store.keep_database_port(&db.app, &db.env, port).await? {
+                    state.bump();
+                }
             }
         }
     }
-    state.set_db_status(&node, report.databases);
     Ok(Json(json!({ "ok": true })))
 }
 

@@ -167,8 +167,8 @@ async fn upload(State(state): State<AppState>, Path(id): Path<String>, body: Bod
     }
     let (size, sha) =
         state.backup_storage.receive(&b, body.into_data_stream()).await.map_err(ApiError::Internal)?;
-    backups::upload_received(&state, &id, size, &sha).await.map_err(ApiError::Internal)?;
     tracing::info!(app = %b.app, env = %b.env, backup = %id, size, "backup upload received");
+    backups::upload_received(&state, b, size, &sha).await.map_err(ApiError::Internal)?;
     Ok(Json(json!({ "size_bytes": size, "sha256": sha })))
 }
 

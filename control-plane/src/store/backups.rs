@@ -2,6 +2,7 @@
 //! platform events.
 
 use super::{now, Result, Store, StoreError};
+use protocol::agent::{DbTaskKind, DbTaskParams};
 use protocol::api::{Backup, DbTaskView, Event};
 use sqlx::Row;
 
@@ -17,8 +18,8 @@ fn backup(r: &sqlx::sqlite::SqliteRow) -> Backup {
         error: r.get("error"),
         size_bytes: r.get::<Option<i64>, _>("size_bytes").map(|v| v as u64),
         sha256: r.get("sha256"),
-        tables: serde_json::from_str(r.get::<&str, _>("tables")).unwrap_or_default(),
-        locations: serde_json::from_str(r.get::<&str, _>("locations")).unwrap_or_default(),
+        tables: json(r, "tables"),
+        locations: json(r, "locations"),
         started_at: r.get("started_at"),
         finished_at: r.get("finished_at"),
         verification: r.get("verify_status"),
@@ -27,17 +28,17 @@ fn backup(r: &sqlx::sqlite::SqliteRow) -> Backup {
     }
 }
 
-/// A database task; `params` and `result` are the JSON of what the agent is given and returns.
+/// A database task: what the agent is given (`params`) and what came back (`result`, JSON).
 #[derive(Debug, Clone)]
 pub struct DbTaskRow {
     pub id: String,
-    pub kind: String,
+    pub kind: DbTaskKind,
     pub app: String,
     pub env: String,
     pub node: String,
     pub role: String,
     pub backup: String,
-    pub params: serde_json::Value,
+    pub params: DbTaskParams,
     pub status: String,
     pub error: Option<String>,
     pub result: serde_json::Value,
@@ -50,12 +51,12 @@ impl DbTaskRow {
         let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         DbTaskView {
             id: self.id.clone(),
-            kind: self.kind.clone(),
+            kind: self.kind.as_str().to_string(),
             status: self.status.clone(),
             error: self.error.clone(),
             backup: (!self.backup.is_empty()).then(|| self.backup.clone()),
             safety_backup: s(&self.result, "safety_backup"),
-            target_database: s(&self.params, "target_database"),
+            target_database: Some(self.params.target_database.clone()).filter(|d| !d.is_empty()),
             target_url: s(&self.result, "target_url"),
             output: s(&self.result, "output").unwrap_or_default(),
             exit_code: self.result.get("exit_code").and_then(|v| v.as_i64()),
@@ -65,20 +66,25 @@ impl DbTaskRow {
     }
 }
 
+/// A JSON column, or its default when it does not parse.
+fn json<T: serde::de::DeserializeOwned + Default>(r: &sqlx::sqlite::SqliteRow, column: &str) -> T {
+    serde_json::from_str(r.get::<&str, _>(column)).unwrap_or_default()
+}
+
 fn task(r: &sqlx::sqlite::SqliteRow) -> DbTaskRow {
-    let json = |k: &str| serde_json::from_str(r.get::<&str, _>(k)).unwrap_or_default();
+    let kind = serde_json::Value::String(r.get("kind"));
     DbTaskRow {
         id: r.get("id"),
-        kind: r.get("kind"),
+        kind: serde_json::from_value(kind).unwrap_or(DbTaskKind::Psql),
         app: r.get("app"),
         env: r.get("env"),
         node: r.get("node"),
         role: r.get("role"),
         backup: r.get("backup"),
-        params: json("params"),
+        params: json(r, "params"),
         status: r.get("status"),
         error: r.get("error"),
-        result: json("result"),
+        result: json(r, "result"),
         created_at: r.get("created_at"),
         finished_at: r.get("finished_at"),
     }
@@ -178,13 +184,13 @@ impl Store {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.id)
-        .bind(&t.kind)
+        .bind(t.kind.as_str())
         .bind(&t.app)
         .bind(&t.env)
         .bind(&t.node)
         .bind(&t.role)
         .bind(&t.backup)
-        .bind(t.params.to_string())
+        .bind(serde_json::to_string(&t.params).unwrap_or_default())
         .bind(&t.status)
         .bind(now())
         .execute(&self.pool)

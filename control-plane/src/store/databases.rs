@@ -25,6 +25,13 @@ pub struct DatabaseRow {
     pub host_port: u16,
 }
 
+impl DatabaseRow {
+    /// The app's database and role name: the app name as a SQL identifier.
+    pub fn database_name(&self) -> String {
+        self.app.replace('-', "_")
+    }
+}
+
 fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
     DatabaseRow {
         app: r.get("app"),

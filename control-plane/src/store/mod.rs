@@ -56,6 +56,13 @@ pub fn now() -> String {
         .expect("formatting the current time as RFC 3339 cannot fail")
 }
 
+/// Unix seconds of a timestamp the store wrote with [`now`].
+pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 impl Store {
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?

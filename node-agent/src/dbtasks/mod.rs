@@ -301,9 +301,9 @@ async fn wait_ready(raw: &bollard::Docker, name: &str, version: u32, database: &
 
 async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyhow::Result<()> {
     let s = &task.server;
-    let target = &task.target_database;
+    let target = &task.params.target_database;
     anyhow::ensure!(!target.is_empty(), "the restore has no target database");
-    if task.create_target {
+    if task.params.create_target {
         let vars = [("db", target.as_str()), ("owner", s.user.as_str())];
         sql(
             docker.raw(),
@@ -317,7 +317,7 @@ async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyho
         .await?;
     }
     let mut cmd = tool(s.version, "pg_restore", "postgres", target, &[]);
-    if !task.create_target {
+    if !task.params.create_target {
         // Into the live database: drop what the backup holds and recreate it, all or nothing.
         cmd.extend(["--clean", "--if-exists", "--single-transaction"].map(String::from));
     }
@@ -329,9 +329,9 @@ async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyho
 async fn psql(docker: &DockerClient, task: &DbTask) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
     let mut cmd = tool(s.version, "psql", &s.user, &s.database, &["-X"]);
-    cmd.extend(task.psql_args.iter().cloned());
+    cmd.extend(task.params.psql_args.iter().cloned());
     let mut exec = Exec::start(docker.raw(), &s.name, cmd, true).await?;
-    exec.write(task.input.as_bytes()).await?;
+    exec.write(task.params.input.as_bytes()).await?;
     let (code, out, err) = exec.finish().await?;
     let output = if err.is_empty() { out } else { format!("{out}{err}") };
     Ok(DbTaskResult { output, exit_code: Some(code), ..Default::default() })
