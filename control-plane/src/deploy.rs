@@ -128,7 +128,8 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
 /// and restarts never run it twice) and waits for it.
 async fn release_phase(state: &AppState, release: &Release, command: &[String]) -> anyhow::Result<()> {
     let (app, env, version) = (release.app.as_str(), release.env.as_str(), release.version);
-    let id = format!("release-{app}-{env}-{version}");
+    // `--` as in Docker names: app `a` env `b-c` and app `a-b` env `c` must not share a job.
+    let id = format!("release-{app}--{env}-{version}");
     let job = JobRow {
         id: id.clone(),
         app: app.to_string(),

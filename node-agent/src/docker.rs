@@ -18,6 +18,9 @@ use std::collections::HashMap;
 pub const LOG_MAX_SIZE: &str = "10m";
 pub const LOG_MAX_FILE: &str = "3";
 
+/// Memory limit of a PostgreSQL container (its shared memory included).
+pub const DB_MEMORY: u64 = 2 << 30;
+
 /// Agent-private labels: the process port, and how to retire the container.
 pub const LABEL_PORT: &str = "paas.port";
 pub const LABEL_DRAIN_MS: &str = "paas.drain_ms";
@@ -38,6 +41,30 @@ pub struct Observed {
     /// The container's address on its Docker network: health checks go there, past Docker's
     /// port proxy, which accepts connections even when the app does not listen.
     pub ip: Option<String>,
+}
+
+impl Observed {
+    /// Whether the container carries every one of the `expected` label values. The agent adopts
+    /// a container of an assigned name only when it does: a container left by another app or
+    /// release under that name is never taken over.
+    pub fn labelled_as(&self, expected: &[(&str, String)]) -> bool {
+        expected.iter().all(|(k, v)| self.labels.get(*k) == Some(v))
+    }
+
+    /// The sentence that says why an existing container of an assigned name is not adopted.
+    pub fn foreign(&self) -> String {
+        let label = |k: &str| self.labels.get(k).cloned().unwrap_or_else(|| "?".into());
+        format!(
+            "a container named {} already exists for {}/{} ({}); paas will not take it over: remove it to go on",
+            self.name,
+            label(labels::APP),
+            label(labels::ENV),
+            self.labels
+                .get(labels::ROLE)
+                .cloned()
+                .unwrap_or_else(|| format!("{} v{}", label(labels::PROCESS), label(labels::RELEASE)))
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -118,7 +145,7 @@ impl DockerClient {
                 name: Some(RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,
             }),
-            ..base_host_config()
+            ..limited_host_config(&spec.limits)
         };
         let config = ContainerConfig {
             image: Some(spec.image.clone()),
@@ -271,8 +298,28 @@ impl DockerClient {
     }
 }
 
-/// What every paas container gets: capped json-file logs, no privilege escalation, and a tiny
-/// init as PID 1 that forwards SIGTERM and reaps zombies for apps that do not.
+/// The only capabilities app containers keep (Docker's default set minus NET_RAW, MKNOD,
+/// AUDIT_WRITE, SETFCAP, SETPCAP and SYS_CHROOT): enough for an image that starts as root to
+/// bind a low port, chown its files and drop to its own user; not enough to forge packets,
+/// make device nodes or hand capabilities on.
+pub const CAP_ALLOW: &[&str] =
+    &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"];
+
+/// [`base_host_config`] with the process's memory (no swap on top), CPU and PID limits.
+fn limited_host_config(limits: &protocol::manifest::Limits) -> HostConfig {
+    let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+    HostConfig {
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        nano_cpus: Some(i64::from(limits.millicpus) * 1_000_000),
+        pids_limit: Some(i64::from(limits.pids)),
+        ..base_host_config()
+    }
+}
+
+/// What every paas container gets: capped json-file logs, no privilege escalation, every
+/// capability dropped but [`CAP_ALLOW`], and a tiny init as PID 1 that forwards SIGTERM and
+/// reaps zombies for apps that do not.
 fn base_host_config() -> HostConfig {
     HostConfig {
         log_config: Some(HostConfigLogConfig {
@@ -283,6 +330,8 @@ fn base_host_config() -> HostConfig {
             ])),
         }),
         security_opt: Some(vec!["no-new-privileges".into()]),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(CAP_ALLOW.iter().map(|c| c.to_string()).collect()),
         init: Some(true),
         ..Default::default()
     }
@@ -371,7 +420,7 @@ impl DockerClient {
             job.config.iter().chain(&job.env_vars).map(|(k, v)| format!("{k}={v}")).collect();
         let host_config = HostConfig {
             network_mode: (!job.network.is_empty()).then(|| job.network.clone()),
-            ..base_host_config()
+            ..limited_host_config(&job.limits)
         };
         if !job.network.is_empty() {
             self.ensure_network(&job.network, &job.app, &job.env).await?;
@@ -572,10 +621,16 @@ impl DockerClient {
             env.push(format!("PRIMARY_PORT={}", spec.primary_port));
             env.push(format!("REPLICATION_PASSWORD={}", spec.password));
         }
+        // A server gets more room than an app process: one backend process per connection.
+        let limits = protocol::manifest::Limits {
+            memory_bytes: DB_MEMORY,
+            millicpus: 2000,
+            pids: (spec.max_connections * 2 + 64).max(512),
+        };
         let mut host_config = HostConfig {
             // PostgreSQL's own shared memory needs more than Docker's 64 MB default.
             shm_size: Some(256 * 1024 * 1024),
-            ..base_host_config()
+            ..limited_host_config(&limits)
         };
         let mut networking = None;
         if throwaway {

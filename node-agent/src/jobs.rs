@@ -36,7 +36,7 @@ impl JobRunner {
 }
 
 async fn run_job(docker: DockerClient, client: Client, job: JobSpec) {
-    let name = format!("paas-{}-{}-job-{}", job.app, job.env, job.id);
+    let name = format!("{}-job-{}", job.network, job.id);
     let (tx, rx) = mpsc::unbounded_channel::<String>();
     let (c, id) = (client.clone(), job.id.clone());
     let shipper = tokio::spawn(crate::lines::ship(rx, move |lines| {

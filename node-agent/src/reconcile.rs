@@ -122,7 +122,7 @@ impl Reconciler {
         let observed_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let observed: HashMap<String, Observed> =
+        let mut observed: HashMap<String, Observed> =
             self.docker.list().await?.into_iter().map(|o| (o.name.clone(), o)).collect();
         // Until the first assignment arrives, only observe: after a restart the agent adopts
         // what runs instead of removing or recreating it.
@@ -131,9 +131,27 @@ impl Reconciler {
         };
         let wanted: HashMap<&str, &ContainerSpec> =
             desired.containers.iter().map(|c| (c.name.as_str(), c)).collect();
+        // A container of an assigned name whose labels say it is something else is left alone
+        // (neither adopted, probed, nor removed) and reported.
+        let mut foreign = HashMap::new();
+        for spec in &desired.containers {
+            if let Some(o) = observed.get(&spec.name).filter(|o| !o.labelled_as(&expected_labels(spec))) {
+                foreign.insert(spec.name.clone(), o.foreign());
+                observed.remove(&spec.name);
+            }
+        }
 
         for spec in &desired.containers {
-            self.converge(spec, observed.get(&spec.name)).await;
+            match foreign.get(&spec.name) {
+                Some(why) => {
+                    let t = self.tracked.entry(spec.name.clone()).or_default();
+                    if t.log_tail.first() != Some(why) {
+                        tracing::warn!(app = %spec.app, env = %spec.env, release = spec.release, "{why}");
+                    }
+                    (t.healthy, t.log_tail) = (false, vec![why.clone()]);
+                }
+                None => self.converge(spec, observed.get(&spec.name)).await,
+            }
         }
         self.retire_unwanted(&observed, &wanted);
         self.check_health(&desired.containers, &observed).await;
@@ -145,9 +163,14 @@ impl Reconciler {
             .map(|spec| {
                 let t = self.tracked.get(&spec.name);
                 let o = observed.get(&spec.name);
+                let state = match (o, foreign.contains_key(&spec.name)) {
+                    (_, true) => "name conflict".to_string(),
+                    (Some(o), false) => o.state.clone(),
+                    (None, false) => "creating".to_string(),
+                };
                 ContainerStatus {
                     name: spec.name.clone(),
-                    state: o.map(|o| o.state.clone()).unwrap_or_else(|| "creating".into()),
+                    state,
                     healthy: t.is_some_and(|t| t.healthy),
                     host_port: o.and_then(|o| o.host_port),
                     restarts: t.map_or(0, |t| t.restarts),
@@ -338,6 +361,18 @@ impl Reconciler {
             t.log_tail = tail.iter().map(|line| mask(line, &spec.config)).collect();
         }
     }
+}
+
+/// The labels an app container made for `spec` carries.
+fn expected_labels(spec: &ContainerSpec) -> [(&'static str, String); 5] {
+    use protocol::labels::{APP, ENV, PROCESS, RELEASE, REPLICA};
+    [
+        (APP, spec.app.clone()),
+        (ENV, spec.env.clone()),
+        (PROCESS, spec.process.clone()),
+        (RELEASE, spec.release.to_string()),
+        (REPLICA, spec.replica.to_string()),
+    ]
 }
 
 /// Replaces config values in what a container printed, so an app that logs its secrets does

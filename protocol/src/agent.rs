@@ -156,6 +156,9 @@ pub struct JobSpec {
     /// output), no for `paas run`, whose output the user asked to see.
     #[serde(default)]
     pub mask_output: bool,
+    /// The release's `web` limits (or the defaults): a one-off is held like the app.
+    #[serde(default)]
+    pub limits: crate::manifest::Limits,
 }
 
 /// Output lines of a job, in batches.
@@ -206,6 +209,8 @@ pub struct ContainerSpec {
     pub drain_timeout_ms: u64,
     /// Between SIGTERM and SIGKILL.
     pub stop_grace_ms: u64,
+    #[serde(default)]
+    pub limits: crate::manifest::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,10 +35,39 @@ pub fn paas_bin() -> &'static Path {
             .status()
             .expect("running base-images.sh");
         assert!(status.success(), "building the base images failed");
+        anchor_build_cache(&root);
         let target =
             std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         target.join("debug").join("paas")
     })
+}
+
+/// Tests build the examples in parallel and remove their own images when done; removing an image
+/// also deletes its untagged parent layers, which a concurrent build may be using as cache. Tag
+/// the examples' shared first layers (same parent, same instruction: the same cached layer), so
+/// they always have a tagged owner that no test removes.
+fn anchor_build_cache(root: &Path) {
+    for example in ["hello", "notes"] {
+        let dockerfile =
+            std::fs::read_to_string(root.join("examples").join(example).join("Dockerfile")).unwrap();
+        // Everything up to the first instruction that depends on the app's files.
+        let prefix: String = dockerfile
+            .lines()
+            .take_while(|l| !l.trim_start().starts_with("COPY") && !l.trim_start().starts_with("ADD"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("Dockerfile"), prefix).unwrap();
+        let status = Command::new("docker")
+            .args(["build", "-q", "--network", "host", "-t", &format!("paas-test/cache-{example}:anchor")])
+            .arg(dir.path())
+            // The classic builder, like paas's own builds: BuildKit keeps a separate cache.
+            .env("DOCKER_BUILDKIT", "0")
+            .stdout(Stdio::null())
+            .status()
+            .expect("running docker build");
+        assert!(status.success(), "building the {example} cache anchor failed");
+    }
 }
 
 pub fn rand_suffix() -> String {
@@ -267,6 +296,12 @@ impl Platform {
         let name = format!("{prefix}-{}", rand_suffix());
         self.apps.push(name.clone());
         name
+    }
+
+    /// `name` as an app this platform cleans up after (for tests that need related names).
+    pub fn app_named(&mut self, name: &str) -> String {
+        self.apps.push(name.to_string());
+        name.to_string()
     }
 
     /// Runs `paas ARGS` against this platform.

@@ -98,6 +98,7 @@ impl InstanceRow {
             },
             restarts: self.restarts,
             updated_at: self.updated_at.clone(),
+            limits: None,
         }
     }
 }
