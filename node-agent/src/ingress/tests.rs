@@ -28,12 +28,19 @@ fn route(host: &str, backends: &[SocketAddr]) -> Route {
 }
 
 async fn start_ingress(routes: &[Route]) -> (SocketAddr, IngressHandle, CancellationToken) {
+    start_ingress_with(routes, Settings::default()).await
+}
+
+async fn start_ingress_with(
+    routes: &[Route],
+    settings: Settings,
+) -> (SocketAddr, IngressHandle, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = IngressHandle::new();
     handle.set_routes(routes);
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, handle.clone(), shutdown.clone()));
+    tokio::spawn(serve(listener, handle.clone(), settings, shutdown.clone()));
     (addr, handle, shutdown)
 }
 
@@ -197,7 +204,8 @@ async fn forwards_proxy_headers() {
     assert_eq!(resp.status(), StatusCode::OK);
     let h = resp.headers();
     assert_eq!(h["seen-host"], "App.Test:8080");
-    assert_eq!(h["seen-x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    // A client's own X-Forwarded-For is replaced, not appended to (no proxy is trusted).
+    assert_eq!(h["seen-x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["seen-x-forwarded-host"], "App.Test:8080");
     assert_eq!(h["seen-x-forwarded-proto"], "http");
     assert!(!h.contains_key("seen-hop"));
@@ -312,7 +320,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let handle = IngressHandle::new();
     handle.set_routes(&[route("stream.test", &[backend])]);
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, handle, shutdown.clone()));
+    let server = tokio::spawn(serve(listener, handle, Settings::default(), shutdown.clone()));
 
     let resp = send(ingress, Request::get("/").header("host", "stream.test"), "").await;
     let mut body = resp.into_body();
