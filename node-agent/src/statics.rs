@@ -120,7 +120,10 @@ impl Statics {
                     }
                     Err(e) => {
                         tracing::warn!(image = %st.image, dir = %st.dir, error = %format!("{e:#}"), "extracting static files failed");
-                        this.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
+                        this.failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key.clone(), Instant::now());
                     }
                 }
                 this.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
@@ -207,7 +210,8 @@ pub(crate) fn unpack(archive: impl Read, dest: &Path, limits: Limits) -> anyhow:
             .mode(0o644)
             .open(&path)
             .with_context(|| format!("writing {}", rel.display()))?;
-        made.bytes += std::io::copy(&mut entry, &mut file).with_context(|| format!("writing {}", rel.display()))?;
+        made.bytes +=
+            std::io::copy(&mut entry, &mut file).with_context(|| format!("writing {}", rel.display()))?;
         if let Ok(mtime) = entry.header().mtime() {
             let _ = file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime));
         }
@@ -338,10 +342,7 @@ mod tests {
         let dest = tmp.path().join("files");
         let made = unpack(&tar[..], &dest, LIMITS).unwrap();
         assert_eq!(tree(&dest), ["css/", "css/a..b.css", "style.css", "sub/", "sub/through.txt"]);
-        assert_eq!(
-            made,
-            Unpacked { files: 3, dirs: 1, bytes: 16, links: 7, special: 2, unsafe_names: 3 },
-        );
+        assert_eq!(made, Unpacked { files: 3, dirs: 1, bytes: 16, links: 7, special: 2, unsafe_names: 3 },);
         assert_eq!(std::fs::read(dest.join("style.css")).unwrap(), b"body{}");
         let meta = std::fs::metadata(dest.join("style.css")).unwrap();
         // No setuid or world-writable bits from the archive; mtime kept for stable ETags.

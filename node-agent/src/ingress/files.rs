@@ -67,7 +67,8 @@ fn percent_decode(s: &str) -> Option<String> {
 pub(crate) fn open_beneath(root: &Path, parts: &[String]) -> Option<std::fs::File> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let (last, dirs) = parts.split_last()?;
-    let mut dir = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut dir =
+        rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     for part in dirs {
         dir = rustix::fs::openat(&dir, part.as_str(), dir_flags, Mode::empty()).ok()?;
     }
@@ -183,9 +184,12 @@ pub(crate) async fn serve(
     };
     let (status, start, count, builder) = match range {
         ByteRange::Whole => (StatusCode::OK, 0, len, builder),
-        ByteRange::Part(a, b) => {
-            (StatusCode::PARTIAL_CONTENT, a, b - a + 1, builder.header(CONTENT_RANGE, format!("bytes {a}-{b}/{len}")))
-        }
+        ByteRange::Part(a, b) => (
+            StatusCode::PARTIAL_CONTENT,
+            a,
+            b - a + 1,
+            builder.header(CONTENT_RANGE, format!("bytes {a}-{b}/{len}")),
+        ),
         ByteRange::Unsatisfiable => {
             let builder = builder.header(CONTENT_RANGE, format!("bytes */{len}"));
             return builder.status(StatusCode::RANGE_NOT_SATISFIABLE).body(empty()).ok();
@@ -272,7 +276,8 @@ mod tests {
         std::fs::hard_link(tmp.path().join("secret.key"), root.join("hard")).unwrap();
         let open = |p: &str| open_beneath(&root, &p.split('/').map(String::from).collect::<Vec<_>>());
         assert!(open("css/a.css").is_some());
-        for refused in ["passwd", "root/etc/passwd", "key", "dirlink/a.css", "inside", "hard", "css", "nope"] {
+        for refused in ["passwd", "root/etc/passwd", "key", "dirlink/a.css", "inside", "hard", "css", "nope"]
+        {
             assert!(open(refused).is_none(), "{refused}");
         }
     }

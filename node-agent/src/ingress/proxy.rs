@@ -35,7 +35,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Headers through which a client names itself or the original request; from anyone but a
 /// trusted proxy they are dropped and the ingress sets its own.
-const FORWARDING: &[&str] = &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"];
+const FORWARDING: &[&str] =
+    &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"];
 
 /// Headers that describe one connection rather than the message (RFC 9110 7.6.1), plus the
 /// legacy `Keep-Alive` / `Proxy-Connection`.
