@@ -38,7 +38,7 @@ pub(crate) struct Unpacked {
     pub(crate) files: u64,
     pub(crate) dirs: u64,
     pub(crate) bytes: u64,
-    /// Symbolic and hard links.
+    /// Symbolic links, and hard links to anything but a file written before.
     pub(crate) links: u64,
     /// Devices, fifos, sparse files and other entry types.
     pub(crate) special: u64,
@@ -156,8 +156,10 @@ impl Statics {
 
 /// Unpacks Docker's archive of one directory (its entries are rooted at the directory's own
 /// name, `public/...`) into `dest`. Only regular files (mode 0644, the archive's mtime kept for
-/// stable ETags) and directories (0755) are written; links, devices, fifos and names that are
-/// absolute or climb with `..` are counted and left out. Fails when the archive exceeds `limits`.
+/// stable ETags) and directories (0755) are written. A hard link to a file written before (Docker
+/// archives a file with several names in the directory once, then links to it) becomes a copy of
+/// that file; symlinks, other hard links, devices, fifos and names that are absolute or climb with
+/// `..` are counted and left out. Fails when the archive exceeds `limits`.
 pub(crate) fn unpack(archive: impl Read, dest: &Path, limits: Limits) -> anyhow::Result<Unpacked> {
     let mut made = Unpacked::default();
     make_dirs(dest)?;
@@ -173,29 +175,45 @@ pub(crate) fn unpack(archive: impl Read, dest: &Path, limits: Limits) -> anyhow:
             made.unsafe_names += 1;
             continue;
         };
-        if kind.is_symlink() || kind.is_hard_link() {
-            made.links += 1;
-            continue;
-        }
         let path = dest.join(&rel);
         if kind.is_dir() {
             make_dirs(&path)?;
             made.dirs += 1;
             continue;
         }
-        if !(kind.is_file() || kind.is_contiguous()) || rel.as_os_str().is_empty() {
+        if rel.as_os_str().is_empty() {
             made.special += 1;
             continue;
         }
-        let size = entry.header().size().context("reading an entry size")?;
+        // What the file's bytes come from: the entry itself, or the earlier file a hard link names.
+        let (size, linked) = if kind.is_file() || kind.is_contiguous() {
+            (entry.header().size().context("reading an entry size")?, None)
+        } else if kind.is_hard_link() {
+            let target = entry.link_name().ok().flatten().and_then(|t| inner_path(&t)).map(|t| dest.join(t));
+            // Nothing under `dest` is a link (none is ever written): a file there is one we wrote.
+            let meta =
+                target.as_ref().and_then(|t| std::fs::symlink_metadata(t).ok()).filter(|m| m.is_file());
+            match (target, meta) {
+                (Some(target), Some(meta)) => (meta.len(), Some(target)),
+                _ => {
+                    made.links += 1;
+                    continue;
+                }
+            }
+        } else if kind.is_symlink() {
+            made.links += 1;
+            continue;
+        } else {
+            made.special += 1;
+            continue;
+        };
         if made.bytes.saturating_add(size) > limits.max_bytes {
             anyhow::bail!("the static directory holds more than {} bytes, the limit", limits.max_bytes);
         }
         if let Some(parent) = path.parent() {
             make_dirs(parent)?;
         }
-        // Nothing under `dest` is a link (none is ever written), so these calls cannot be led
-        // elsewhere; a later entry of the same name replaces an earlier file.
+        // A later entry of the same name replaces an earlier file, never a directory.
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => {
                 made.unsafe_names += 1;
@@ -210,8 +228,13 @@ pub(crate) fn unpack(archive: impl Read, dest: &Path, limits: Limits) -> anyhow:
             .mode(0o644)
             .open(&path)
             .with_context(|| format!("writing {}", rel.display()))?;
-        made.bytes +=
-            std::io::copy(&mut entry, &mut file).with_context(|| format!("writing {}", rel.display()))?;
+        let written = match linked {
+            Some(target) => {
+                std::fs::File::open(&target).and_then(|mut src| std::io::copy(&mut src, &mut file))
+            }
+            None => std::io::copy(&mut entry, &mut file),
+        };
+        made.bytes += written.with_context(|| format!("writing {}", rel.display()))?;
         if let Ok(mtime) = entry.header().mtime() {
             let _ = file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime));
         }
@@ -323,6 +346,9 @@ mod tests {
             link(b, EntryType::Symlink, "public/key", "../../../../data/secret.key");
             link(b, EntryType::Link, "public/hard", "etc/passwd");
             link(b, EntryType::Link, "public/hard2", "public/style.css");
+            link(b, EntryType::Link, "public/hard3", "/etc/passwd");
+            link(b, EntryType::Link, "public/hard4", "public/../../../etc/passwd");
+            link(b, EntryType::Link, "public/hard5", "public/");
             let mut fifo = Header::new_gnu();
             fifo.set_entry_type(EntryType::Fifo);
             fifo.set_size(0);
@@ -341,8 +367,11 @@ mod tests {
         });
         let dest = tmp.path().join("files");
         let made = unpack(&tar[..], &dest, LIMITS).unwrap();
-        assert_eq!(tree(&dest), ["css/", "css/a..b.css", "style.css", "sub/", "sub/through.txt"]);
-        assert_eq!(made, Unpacked { files: 3, dirs: 1, bytes: 16, links: 7, special: 2, unsafe_names: 3 },);
+        assert_eq!(tree(&dest), ["css/", "css/a..b.css", "hard2", "style.css", "sub/", "sub/through.txt"]);
+        assert_eq!(made, Unpacked { files: 4, dirs: 1, bytes: 22, links: 9, special: 2, unsafe_names: 3 });
+        // The hard link inside the directory is a copy, not a second name of the same file.
+        assert_eq!(std::fs::read(dest.join("hard2")).unwrap(), b"body{}");
+        assert_eq!(std::fs::metadata(dest.join("hard2")).unwrap().nlink(), 1);
         assert_eq!(std::fs::read(dest.join("style.css")).unwrap(), b"body{}");
         let meta = std::fs::metadata(dest.join("style.css")).unwrap();
         // No setuid or world-writable bits from the archive; mtime kept for stable ETags.
