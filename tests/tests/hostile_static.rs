@@ -20,7 +20,8 @@ fn hostile_steps(data: &Path) -> String {
         "printf 'three dots' > ...".into(),
         "ln -s /etc/passwd passwd".into(),
         "ln -s / root".into(),
-        "ln -s ../../../../../../ up".into(),
+        // Far enough up to reach `/` from any temporary directory.
+        format!("ln -s {} up", "../".repeat(16)),
         "ln -s ../../../../secret.key key-rel".into(),
         "ln -s ../../../../admin-token token-rel".into(),
         "ln -s ../../../../state.db db-rel".into(),

@@ -563,3 +563,12 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
     shutdown.cancel();
 }
+
+#[test]
+fn parses_trusted_proxies() {
+    assert_eq!(parse_trusted_proxy("10.0.0.0/8").unwrap(), "10.0.0.0/8".parse::<IpNet>().unwrap());
+    assert_eq!(parse_trusted_proxy(" 192.0.2.7 ").unwrap(), "192.0.2.7/32".parse::<IpNet>().unwrap());
+    assert_eq!(parse_trusted_proxy("::1").unwrap(), "::1/128".parse::<IpNet>().unwrap());
+    let err = parse_trusted_proxy("10.0.0.0/33").unwrap_err();
+    assert!(err.contains("neither an IP address nor a CIDR block"), "{err}");
+}
