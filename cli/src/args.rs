@@ -176,6 +176,10 @@ pub struct NodeOpts {
     /// Docker network mode for image builds, e.g. `host` when the Docker bridge has no egress.
     #[arg(long, env = "PAAS_BUILD_NETWORK")]
     pub build_network: Option<String>,
+    /// Proxies in front of the ingress (CIDR blocks or addresses, comma-separated) whose
+    /// X-Forwarded-For/-Proto/-Host and X-Real-IP are believed; from anyone else they are replaced.
+    #[arg(long, value_delimiter = ',', value_parser = node_agent::ingress::parse_trusted_proxy)]
+    pub trusted_proxies: Vec<node_agent::ingress::IpNet>,
 }
 
 #[derive(Args, Debug)]

@@ -476,10 +476,23 @@ impl DockerClient {
 }
 
 impl DockerClient {
-    /// A tar of `path` inside `image`, read from a created (never started) container.
-    pub async fn copy_out(&self, image: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    /// Streams the tar of `path` inside `image` (Docker's archive API on a created, never started
+    /// container) into `consume`, which runs on a blocking thread and reads it as it arrives: the
+    /// archive is never held in memory whole. The container is removed afterwards, whatever
+    /// `consume` returned.
+    pub async fn copy_out<T: Send + 'static>(
+        &self,
+        image: &str,
+        path: &str,
+        consume: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
         use bollard::container::DownloadFromContainerOptions;
-        let name = format!("paas-extract-{}-{}", self.node, std::process::id());
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio_util::io::{StreamReader, SyncIoBridge};
+        // Unique per extraction: two at once on this node must not remove each other's container.
+        static EXTRACTIONS: AtomicU64 = AtomicU64::new(0);
+        let serial = EXTRACTIONS.fetch_add(1, Ordering::Relaxed);
+        let name = format!("paas-extract-{}-{}-{serial}", self.node, std::process::id());
         let labels = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
             (labels::NODE.to_string(), self.node.clone()),
@@ -487,37 +500,25 @@ impl DockerClient {
         ]);
         let config =
             ContainerConfig { image: Some(image.to_string()), labels: Some(labels), ..Default::default() };
-        let _ = self
-            .docker
-            .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
-            .await;
         self.docker
             .create_container(Some(CreateContainerOptions { name: name.clone(), platform: None }), config)
             .await
             .map_err(|e| {
                 anyhow::anyhow!("creating a container to copy static files: {}", docker_message(&e))
             })?;
-        let mut stream = self
+        let stream = self
             .docker
-            .download_from_container(&name, Some(DownloadFromContainerOptions { path: path.to_string() }));
-        let mut out = Vec::new();
-        let mut failed = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => out.extend_from_slice(&bytes),
-                Err(e) => {
-                    failed = Some(docker_message(&e));
-                    break;
-                }
-            }
-        }
+            .download_from_container(&name, Some(DownloadFromContainerOptions { path: path.to_string() }))
+            .map(|chunk| chunk.map_err(|e| std::io::Error::other(docker_message(&e))));
+        let mut reader = SyncIoBridge::new(StreamReader::new(Box::pin(stream)));
+        let consumed = tokio::task::spawn_blocking(move || consume(&mut reader)).await;
         let _ = self
             .docker
             .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
             .await;
-        match failed {
-            Some(e) => anyhow::bail!("copying {path} out of the image: {e}"),
-            None => Ok(out),
+        match consumed {
+            Ok(result) => result.with_context(|| format!("copying {path} out of the image")),
+            Err(e) => anyhow::bail!("copying {path} out of the image: the reading task failed: {e}"),
         }
     }
 }

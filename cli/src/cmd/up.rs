@@ -105,6 +105,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         private_addr: args.node.private_addr,
         build_network: args.node.build_network.clone(),
         state_dir: data_dir.join("agent"),
+        trusted_proxies: args.node.trusted_proxies.clone(),
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -185,6 +186,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         private_addr: args.node.private_addr,
         build_network: args.node.build_network,
         state_dir,
+        trusted_proxies: args.node.trusted_proxies,
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
