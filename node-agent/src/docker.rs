@@ -399,22 +399,17 @@ impl DockerClient {
     pub async fn follow_logs(&self, name: &str, mut on_line: impl FnMut(String)) {
         let opts = LogsOptions::<String> { follow: true, stdout: true, stderr: true, ..Default::default() };
         let mut stream = self.docker.logs(name, Some(opts));
-        let mut pending = String::new();
+        // Holds at most one (cut) line, however long the lines are.
+        let mut lines = crate::lines::Splitter::default();
         while let Some(Ok(chunk)) = stream.next().await {
             if let LogOutput::StdOut { message }
             | LogOutput::StdErr { message }
             | LogOutput::Console { message } = chunk
             {
-                pending.push_str(&String::from_utf8_lossy(&message));
-                while let Some(i) = pending.find('\n') {
-                    on_line(pending[..i].trim_end_matches('\r').to_string());
-                    pending.drain(..=i);
-                }
+                lines.push(&message, &mut on_line);
             }
         }
-        if !pending.is_empty() {
-            on_line(pending);
-        }
+        lines.finish(on_line);
     }
 
     /// Exit code of a stopped container.

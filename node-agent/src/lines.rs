@@ -1,37 +1,426 @@
-//! Batching of output lines (build output, job output) on their way to the control plane, so a
-//! chatty process does not cost one request per line.
+//! Output lines (build output, job output, log tails) on their way to the control plane, bounded
+//! at every step: lines are cut at [`MAX_LINE_BYTES`], at most [`LINES_PER_SECOND`] are kept per
+//! stream, and they wait in an outbox of fixed size while a batch is being sent, so neither a
+//! chatty process nor a slow control plane makes the agent buffer without limit. What is left
+//! out is counted and reported in the stream itself as `[paas] N lines dropped`.
+//!
+//! Hand-written rather than a channel: a bounded channel counts items, not bytes, and cannot
+//! put the count of what it refused back into the stream at the right place.
 
+use protocol::agent::NodeReport;
+use std::collections::VecDeque;
 use std::future::Future;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
-/// Receives lines until the sender is dropped, handing them to `send` in batches: whatever
-/// has arrived whenever the channel runs dry, at most 200 lines at a time.
-pub async fn ship<F, Fut>(mut rx: mpsc::UnboundedReceiver<String>, send: F)
-where
-    F: Fn(Vec<String>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut batch = Vec::new();
-    loop {
-        let closed = tokio::select! {
-            line = rx.recv() => match line {
-                Some(l) => { batch.push(l); false }
-                None => true,
-            },
-            _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() => false,
-        };
-        while batch.len() < 200 {
-            match rx.try_recv() {
-                Ok(l) => batch.push(l),
-                Err(_) => break,
+/// Longest line passed on; the rest of a longer line is replaced by [`CUT_MARKER`].
+pub const MAX_LINE_BYTES: usize = 4096;
+/// Appended where a line was cut.
+pub const CUT_MARKER: &str = " [paas] (line cut)";
+/// Lines kept per second and stream; the rest of each second is dropped and counted.
+pub const LINES_PER_SECOND: usize = 2000;
+/// The outbox: lines waiting while a batch is on its way. Beyond it, lines are dropped.
+const MAX_PENDING_LINES: usize = 5000;
+const MAX_PENDING_BYTES: usize = 1 << 20;
+/// One request carries at most this much.
+const MAX_BATCH_LINES: usize = 200;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// A batch the control plane did not take is retried this often, then counted as dropped.
+const SEND_ATTEMPTS: u32 = 3;
+
+/// `line` cut to at most `max` bytes (on a character boundary) plus [`CUT_MARKER`].
+pub fn cut(mut line: String, max: usize) -> String {
+    if line.len() <= max {
+        return line;
+    }
+    let mut end = max;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line.truncate(end);
+    line.push_str(CUT_MARKER);
+    line
+}
+
+/// The line that stands for `n` lines left out.
+pub fn dropped_marker(n: u64) -> String {
+    format!("[paas] {n} {} dropped", if n == 1 { "line" } else { "lines" })
+}
+
+/// Splits a byte stream into lines without holding more than [`MAX_LINE_BYTES`] of one: the
+/// rest of a longer line is skipped up to its newline.
+#[derive(Default)]
+pub struct Splitter {
+    pending: Vec<u8>,
+    /// The current line was already cut and passed on; skip to its end.
+    skipping: bool,
+}
+
+impl Splitter {
+    pub fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
+        while !bytes.is_empty() {
+            let (chunk, ends_line) = match bytes.iter().position(|b| *b == b'\n') {
+                Some(i) => (&bytes[..i], Some(i + 1)),
+                None => (bytes, None),
+            };
+            if !self.skipping {
+                let room = MAX_LINE_BYTES - self.pending.len();
+                if chunk.len() > room {
+                    self.pending.extend_from_slice(&chunk[..room]);
+                    let mut line = self.take();
+                    line.push_str(CUT_MARKER);
+                    emit(line);
+                    self.skipping = true;
+                } else {
+                    self.pending.extend_from_slice(chunk);
+                    if ends_line.is_some() {
+                        emit(self.take());
+                    }
+                }
+            }
+            match ends_line {
+                Some(next) => {
+                    self.skipping = false;
+                    bytes = &bytes[next..];
+                }
+                None => bytes = &[],
             }
         }
-        if !batch.is_empty() && (closed || batch.len() >= 50 || rx.is_empty()) {
-            send(std::mem::take(&mut batch)).await;
+    }
+
+    /// Passes on a last line that had no newline.
+    pub fn finish(mut self, mut emit: impl FnMut(String)) {
+        if !self.pending.is_empty() {
+            emit(self.take());
         }
-        if closed {
+    }
+
+    fn take(&mut self) -> String {
+        let line = String::from_utf8_lossy(&self.pending).trim_end_matches('\r').to_string();
+        self.pending.clear();
+        line
+    }
+}
+
+#[derive(Default)]
+struct State {
+    lines: VecDeque<String>,
+    bytes: usize,
+    /// Lines left out since the last one kept.
+    dropped: u64,
+    closed: bool,
+    window_start: Option<Instant>,
+    window_kept: usize,
+}
+
+impl State {
+    fn push(&mut self, line: String) {
+        self.bytes += line.len();
+        self.lines.push_back(line);
+    }
+
+    fn flush_dropped(&mut self) {
+        if self.dropped > 0 {
+            let marker = dropped_marker(std::mem::take(&mut self.dropped));
+            self.push(marker);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    ready: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A bounded outbox of lines: [`LineSender::send`] never blocks and never grows it past its
+/// limits; [`ship`] empties it in batches.
+pub fn outbox() -> (LineSender, LineReceiver) {
+    let shared = Arc::new(Shared::default());
+    (LineSender { shared: shared.clone() }, LineReceiver { shared })
+}
+
+/// The producing end; dropping it closes the stream.
+pub struct LineSender {
+    shared: Arc<Shared>,
+}
+
+impl LineSender {
+    /// Queues `line` (cut to [`MAX_LINE_BYTES`]) unless this second's allowance is used up or
+    /// the outbox is full; then it is counted, and the count goes out before the next line kept.
+    pub fn send(&self, line: String) {
+        let line = cut(line, MAX_LINE_BYTES);
+        let now = Instant::now();
+        let mut s = self.shared.lock();
+        if s.window_start.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            s.window_start = Some(now);
+            s.window_kept = 0;
+        }
+        let full = s.lines.len() >= MAX_PENDING_LINES || s.bytes + line.len() > MAX_PENDING_BYTES;
+        if full || s.window_kept >= LINES_PER_SECOND {
+            s.dropped += 1;
             return;
         }
+        s.window_kept += 1;
+        s.flush_dropped();
+        s.push(line);
+        drop(s);
+        self.shared.ready.notify_one();
+    }
+}
+
+impl Drop for LineSender {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        s.flush_dropped();
+        s.closed = true;
+        drop(s);
+        self.shared.ready.notify_one();
+    }
+}
+
+/// The consuming end, read by [`ship`].
+pub struct LineReceiver {
+    shared: Arc<Shared>,
+}
+
+impl LineReceiver {
+    /// The next batch (at most [`MAX_BATCH_LINES`] lines and about [`MAX_BATCH_BYTES`]); waits
+    /// for lines, and answers `None` once the sender is gone and everything was taken.
+    pub async fn next_batch(&mut self) -> Option<Vec<String>> {
+        loop {
+            {
+                let mut s = self.shared.lock();
+                if !s.lines.is_empty() {
+                    let (mut batch, mut bytes) = (Vec::new(), 0);
+                    while let Some(line) = s.lines.front() {
+                        if batch.len() >= MAX_BATCH_LINES
+                            || (!batch.is_empty() && bytes + line.len() > MAX_BATCH_BYTES)
+                        {
+                            break;
+                        }
+                        bytes += line.len();
+                        batch.extend(s.lines.pop_front());
+                    }
+                    s.bytes -= bytes;
+                    return Some(batch);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            self.shared.ready.notified().await;
+        }
+    }
+}
+
+/// Sends everything `rx` receives in batches until the sender is dropped. A batch the control
+/// plane does not take is retried a few times (not after a 4xx), then counted as dropped.
+pub async fn ship<F, Fut>(mut rx: LineReceiver, send: F)
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: Future<Output = Result<(), protocol::ClientError>>,
+{
+    while let Some(batch) = rx.next_batch().await {
+        let n = batch.len() as u64;
+        let mut delivered = false;
+        for attempt in 1..=SEND_ATTEMPTS {
+            match send(batch.clone()).await {
+                Ok(()) => {
+                    delivered = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "sending output lines failed");
+                    if e.status.is_some_and(|s| (400..500).contains(&s)) || attempt == SEND_ATTEMPTS {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                }
+            }
+        }
+        if !delivered {
+            // The stream's sender may be gone already; the count then ends with this batch.
+            let mut s = rx.shared.lock();
+            s.dropped += n;
+            if s.closed {
+                s.flush_dropped();
+            }
+        }
+    }
+}
+
+/// Makes `report` serialize to at most `limit` bytes by leaving out log tails, largest first
+/// (each replaced by one line saying so). Containers are never left out: the control plane
+/// would take a missing one for a gone one. Returns whether it had to leave anything out.
+pub fn fit_report(report: &mut NodeReport, limit: usize) -> bool {
+    let size = |r: &NodeReport| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+    let mut excess = size(report).saturating_sub(limit);
+    if excess == 0 {
+        return false;
+    }
+    let mut tails: Vec<(usize, &mut Vec<String>)> = report
+        .containers
+        .iter_mut()
+        .chain(report.databases.iter_mut())
+        .map(|c| (serde_json::to_vec(&c.log_tail).map_or(0, |v| v.len()), &mut c.log_tail))
+        .collect();
+    tails.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+    let note = "[paas] log lines left out: the report would exceed the size limit".to_string();
+    for (len, tail) in tails {
+        if excess == 0 || len <= note.len() + 4 {
+            break;
+        }
+        *tail = vec![note.clone()];
+        excess = excess.saturating_sub(len - note.len() - 4);
+    }
+    if size(report) > limit {
+        tracing::warn!(
+            containers = report.containers.len(),
+            "the node report is too large even without log lines"
+        );
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut s = Splitter::default();
+        for c in chunks {
+            s.push(c, |l| out.push(l));
+        }
+        s.finish(|l| out.push(l));
+        out
+    }
+
+    #[test]
+    fn splits_lines_across_chunks_and_cuts_long_ones() {
+        assert_eq!(split(&[b"a\r\nb", b"c\n", b"d"]), ["a", "bc", "d"]);
+        let long = vec![b'x'; MAX_LINE_BYTES * 3];
+        let out = split(&[b"start\n", &long, &long, b"\nafter\n"]);
+        assert_eq!(out.len(), 3, "{:?}", out.iter().map(String::len).collect::<Vec<_>>());
+        assert!(out[1].len() <= MAX_LINE_BYTES + CUT_MARKER.len() && out[1].ends_with(CUT_MARKER));
+        assert_eq!((out[0].as_str(), out[2].as_str()), ("start", "after"));
+        // A line of exactly the limit is whole.
+        let exact = "y".repeat(MAX_LINE_BYTES);
+        assert_eq!(split(&[exact.as_bytes(), b"\n"]), [exact]);
+    }
+
+    #[test]
+    fn cuts_on_a_character_boundary() {
+        let line = "é".repeat(10);
+        let out = cut(line, 5);
+        assert_eq!(out, format!("éé{CUT_MARKER}"));
+    }
+
+    #[tokio::test]
+    async fn keeps_a_bounded_number_per_second_and_counts_the_rest() {
+        let (tx, mut rx) = outbox();
+        for i in 0..LINES_PER_SECOND + 500 {
+            tx.send(format!("line {i}"));
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(batch) = rx.next_batch().await {
+            assert!(batch.len() <= MAX_BATCH_LINES);
+            got.extend(batch);
+        }
+        assert_eq!(got.len(), LINES_PER_SECOND + 1);
+        assert_eq!(got.last().unwrap(), "[paas] 500 lines dropped");
+        assert_eq!(got[LINES_PER_SECOND - 1], format!("line {}", LINES_PER_SECOND - 1));
+    }
+
+    #[tokio::test]
+    async fn a_slow_receiver_never_makes_the_outbox_grow_past_its_limits() {
+        let (tx, mut rx) = outbox();
+        let big = "z".repeat(MAX_LINE_BYTES * 2);
+        for _ in 0..LINES_PER_SECOND {
+            tx.send(big.clone());
+            let s = tx.shared.lock();
+            assert!(s.bytes <= MAX_PENDING_BYTES && s.lines.len() <= MAX_PENDING_LINES);
+        }
+        drop(tx);
+        let (mut kept, mut dropped) = (0, 0);
+        while let Some(batch) = rx.next_batch().await {
+            for l in batch {
+                match l.strip_prefix("[paas] ").and_then(|r| r.strip_suffix(" lines dropped")) {
+                    Some(n) => dropped += n.parse::<usize>().unwrap(),
+                    None => {
+                        assert!(l.ends_with(CUT_MARKER) && l.len() <= MAX_LINE_BYTES + CUT_MARKER.len());
+                        kept += 1;
+                    }
+                }
+            }
+        }
+        assert!(kept > 0 && dropped > 0, "{kept} {dropped}");
+        assert_eq!(kept + dropped, LINES_PER_SECOND, "every line is either delivered or counted");
+    }
+
+    #[test]
+    fn reports_are_cut_to_the_size_limit_by_leaving_out_log_tails() {
+        let container = |name: &str, lines: usize| protocol::agent::ContainerStatus {
+            name: name.into(),
+            state: "running".into(),
+            healthy: false,
+            host_port: None,
+            restarts: 0,
+            log_tail: vec!["\u{1}".repeat(1000); lines],
+            db: None,
+        };
+        let mut report = NodeReport {
+            containers: (0..300).map(|i| container(&format!("c{i}"), 20)).collect(),
+            ..Default::default()
+        };
+        report.databases.push(container("db", 10));
+        let limit = protocol::agent::MAX_BODY_BYTES;
+        assert!(serde_json::to_vec(&report).unwrap().len() > 5 * limit, "escaping makes it huge");
+        assert!(fit_report(&mut report, limit));
+        assert!(serde_json::to_vec(&report).unwrap().len() <= limit);
+        assert_eq!(report.containers.len(), 300, "every container is still reported");
+        assert!(report.containers.iter().any(|c| c.log_tail.len() == 20), "only what must go is left out");
+        let mut small = NodeReport { containers: vec![container("a", 2)], ..Default::default() };
+        let before = small.clone();
+        assert!(!fit_report(&mut small, limit));
+        assert_eq!(small, before);
+    }
+
+    #[tokio::test]
+    async fn undelivered_batches_are_counted() {
+        let (tx, rx) = outbox();
+        for i in 0..10 {
+            tx.send(format!("{i}"));
+        }
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (d, c) = (delivered.clone(), calls.clone());
+        let shipper = tokio::spawn(ship(rx, move |batch| {
+            let (d, c) = (d.clone(), c.clone());
+            async move {
+                // The first batch never gets through; later ones do.
+                if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < SEND_ATTEMPTS as usize {
+                    return Err(protocol::ClientError { status: Some(503), message: "busy".into() });
+                }
+                d.lock().unwrap().extend(batch);
+                Ok(())
+            }
+        }));
+        while tx.shared.lock().dropped < 10 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tx.send("after".into());
+        drop(tx);
+        shipper.await.unwrap();
+        assert_eq!(*delivered.lock().unwrap(), ["[paas] 10 lines dropped", "after"]);
     }
 }
