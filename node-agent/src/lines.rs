@@ -2,7 +2,9 @@
 //! at every step: lines are cut at [`MAX_LINE_BYTES`], at most [`LINES_PER_SECOND`] are kept per
 //! stream, and they wait in an outbox of fixed size while a batch is being sent, so neither a
 //! chatty process nor a slow control plane makes the agent buffer without limit. What is left
-//! out is counted and reported in the stream itself as `[paas] N lines dropped`.
+//! out is counted and reported in the stream itself as `[paas] N lines dropped`, followed by
+//! the last [`HELD_LINES`] lines of what was left out: the end of a burst (often the error a
+//! failing command printed last) always gets through.
 //!
 //! Hand-written rather than a channel: a bounded channel counts items, not bytes, and cannot
 //! put the count of what it refused back into the stream at the right place.
@@ -26,6 +28,8 @@ const MAX_PENDING_BYTES: usize = 1 << 20;
 /// One request carries at most this much.
 const MAX_BATCH_LINES: usize = 200;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Of the lines left out, the newest this many are held and sent after the count.
+pub const HELD_LINES: usize = 20;
 /// A batch the control plane did not take is retried this often, then counted as dropped.
 const SEND_ATTEMPTS: u32 = 3;
 
@@ -107,8 +111,10 @@ impl Splitter {
 struct State {
     lines: VecDeque<String>,
     bytes: usize,
-    /// Lines left out since the last one kept.
+    /// Lines left out since the last one kept, besides those held.
     dropped: u64,
+    /// The newest lines left out, sent (after the count) once lines are taken again.
+    held: VecDeque<String>,
     closed: bool,
     window_start: Option<Instant>,
     window_kept: usize,
@@ -120,11 +126,37 @@ impl State {
         self.lines.push_back(line);
     }
 
-    fn flush_dropped(&mut self) {
+    fn hold(&mut self, line: String) {
+        self.held.push_back(line);
+        if self.held.len() > HELD_LINES {
+            self.held.pop_front();
+            self.dropped += 1;
+        }
+    }
+
+    /// Queues the count of the lines left out, then the held ones.
+    fn release_held(&mut self) {
         if self.dropped > 0 {
             let marker = dropped_marker(std::mem::take(&mut self.dropped));
             self.push(marker);
         }
+        while let Some(line) = self.held.pop_front() {
+            self.push(line);
+        }
+    }
+
+    /// Starts a new one-second window when the current one is over; tells whether it did.
+    fn roll_window(&mut self, now: Instant) -> bool {
+        if self.window_start.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            self.window_start = Some(now);
+            self.window_kept = 0;
+            return true;
+        }
+        false
+    }
+
+    fn full(&self, more: usize) -> bool {
+        self.lines.len() >= MAX_PENDING_LINES || self.bytes + more > MAX_PENDING_BYTES
     }
 }
 
@@ -154,22 +186,17 @@ pub struct LineSender {
 
 impl LineSender {
     /// Queues `line` (cut to [`MAX_LINE_BYTES`]) unless this second's allowance is used up or
-    /// the outbox is full; then it is counted, and the count goes out before the next line kept.
+    /// the outbox is full; then it is held or counted, and goes out before the next line kept.
     pub fn send(&self, line: String) {
         let line = cut(line, MAX_LINE_BYTES);
-        let now = Instant::now();
         let mut s = self.shared.lock();
-        if s.window_start.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            s.window_start = Some(now);
-            s.window_kept = 0;
-        }
-        let full = s.lines.len() >= MAX_PENDING_LINES || s.bytes + line.len() > MAX_PENDING_BYTES;
-        if full || s.window_kept >= LINES_PER_SECOND {
-            s.dropped += 1;
+        s.roll_window(Instant::now());
+        if s.full(line.len()) || s.window_kept >= LINES_PER_SECOND {
+            s.hold(line);
             return;
         }
         s.window_kept += 1;
-        s.flush_dropped();
+        s.release_held();
         s.push(line);
         drop(s);
         self.shared.ready.notify_one();
@@ -179,7 +206,7 @@ impl LineSender {
 impl Drop for LineSender {
     fn drop(&mut self) {
         let mut s = self.shared.lock();
-        s.flush_dropped();
+        s.release_held();
         s.closed = true;
         drop(s);
         self.shared.ready.notify_one();
@@ -196,8 +223,13 @@ impl LineReceiver {
     /// for lines, and answers `None` once the sender is gone and everything was taken.
     pub async fn next_batch(&mut self) -> Option<Vec<String>> {
         loop {
-            {
+            let holding = {
                 let mut s = self.shared.lock();
+                // Lines held at the end of a burst go out once the next second starts, even
+                // when nothing follows them.
+                if s.lines.is_empty() && !s.held.is_empty() && s.roll_window(Instant::now()) {
+                    s.release_held();
+                }
                 if !s.lines.is_empty() {
                     let (mut batch, mut bytes) = (Vec::new(), 0);
                     while let Some(line) = s.lines.front() {
@@ -215,8 +247,13 @@ impl LineReceiver {
                 if s.closed {
                     return None;
                 }
+                !s.held.is_empty()
+            };
+            if holding {
+                let _ = tokio::time::timeout(Duration::from_millis(250), self.shared.ready.notified()).await;
+            } else {
+                self.shared.ready.notified().await;
             }
-            self.shared.ready.notified().await;
         }
     }
 }
@@ -251,7 +288,7 @@ where
             let mut s = rx.shared.lock();
             s.dropped += n;
             if s.closed {
-                s.flush_dropped();
+                s.release_held();
             }
         }
     }
@@ -336,9 +373,11 @@ mod tests {
             assert!(batch.len() <= MAX_BATCH_LINES);
             got.extend(batch);
         }
-        assert_eq!(got.len(), LINES_PER_SECOND + 1);
-        assert_eq!(got.last().unwrap(), "[paas] 500 lines dropped");
+        // The allowance, the count of what was left out, and the last lines of the burst.
+        assert_eq!(got.len(), LINES_PER_SECOND + 1 + HELD_LINES);
         assert_eq!(got[LINES_PER_SECOND - 1], format!("line {}", LINES_PER_SECOND - 1));
+        assert_eq!(got[LINES_PER_SECOND], format!("[paas] {} lines dropped", 500 - HELD_LINES));
+        assert_eq!(got.last().unwrap(), &format!("line {}", LINES_PER_SECOND + 499));
     }
 
     #[tokio::test]
@@ -349,6 +388,7 @@ mod tests {
             tx.send(big.clone());
             let s = tx.shared.lock();
             assert!(s.bytes <= MAX_PENDING_BYTES && s.lines.len() <= MAX_PENDING_LINES);
+            assert!(s.held.len() <= HELD_LINES);
         }
         drop(tx);
         let (mut kept, mut dropped) = (0, 0);
@@ -393,6 +433,23 @@ mod tests {
         let before = small.clone();
         assert!(!fit_report(&mut small, limit));
         assert_eq!(small, before);
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_burst_goes_out_while_the_stream_stays_open() {
+        let (tx, mut rx) = outbox();
+        for i in 0..LINES_PER_SECOND + 30 {
+            tx.send(format!("line {i}"));
+        }
+        let last = format!("line {}", LINES_PER_SECOND + 29);
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while got.last() != Some(&last) {
+            let batch = tokio::time::timeout_at(deadline, rx.next_batch()).await;
+            got.extend(batch.expect("the held lines went out").expect("the stream is open"));
+        }
+        assert_eq!(got[LINES_PER_SECOND], "[paas] 10 lines dropped");
+        drop(tx);
     }
 
     #[tokio::test]

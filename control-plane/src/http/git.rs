@@ -9,6 +9,7 @@
 use super::error::ApiError;
 use crate::state::AppState;
 use crate::tokens;
+use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -20,7 +21,6 @@ use futures_util::StreamExt;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
@@ -127,10 +127,8 @@ fn hook_exe() -> PathBuf {
 }
 
 fn too_large(what: &str, limit: u64) -> Response {
-    let text = format!(
-        "{what}; this paas server takes pushes up to {} MiB (--git-max-push-mib)\n",
-        limit >> 20
-    );
+    let text =
+        format!("{what}; this paas server takes pushes up to {} MiB (--git-max-push-mib)\n", limit >> 20);
     (StatusCode::PAYLOAD_TOO_LARGE, text).into_response()
 }
 
@@ -154,7 +152,8 @@ async fn serve(
         return ApiError::from(e).into_response();
     }
     let limit = state.config.git_max_push_bytes;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(n) = declared.filter(|n| *n > limit + COMMANDS_SLACK) {
         return too_large(&format!("the push is {} MiB", n >> 20), limit);
     }

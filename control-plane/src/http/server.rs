@@ -42,7 +42,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     drop(listener);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} });
     if drained.await.is_err() {
-        tracing::warn!(connections = conns.len(), "requests still running after the drain time; closing them");
+        tracing::warn!(
+            connections = conns.len(),
+            "requests still running after the drain time; closing them"
+        );
         conns.shutdown().await;
     }
 }
