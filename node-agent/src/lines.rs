@@ -107,6 +107,69 @@ impl Splitter {
     }
 }
 
+/// Docker log entries read with timestamps (`<RFC 3339 time> <bytes>`) turned into lines, keeping
+/// track of the last entry passed on, so a second read of the same log can pass on only what
+/// the first missed (Docker 20.10's follow can end before a stopped container's last entries).
+#[derive(Default)]
+pub struct LogReader {
+    split: Splitter,
+    /// Sortable time of the last entry passed on, and how many entries had that time.
+    last: Option<String>,
+    at_last: usize,
+    /// While reading again: entries at `last` skipped so far, and whether new ones started.
+    replayed: usize,
+    passing: bool,
+}
+
+impl LogReader {
+    pub fn entry(&mut self, raw: &[u8], emit: impl FnMut(String)) {
+        let (key, message) = log_entry(raw);
+        if self.last.as_deref() == Some(key.as_str()) {
+            self.at_last += 1;
+        } else {
+            self.last = Some(key);
+            self.at_last = 1;
+        }
+        self.split.push(message, emit);
+    }
+
+    /// An entry of a second read of the log: passed on only when the first read did not.
+    pub fn again(&mut self, raw: &[u8], emit: impl FnMut(String)) {
+        if !self.passing {
+            if let Some(last) = &self.last {
+                let (key, _) = log_entry(raw);
+                match key.as_str().cmp(last.as_str()) {
+                    std::cmp::Ordering::Less => return,
+                    std::cmp::Ordering::Equal if self.replayed < self.at_last => {
+                        self.replayed += 1;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            self.passing = true;
+        }
+        self.entry(raw, emit);
+    }
+
+    pub fn finish(self, emit: impl FnMut(String)) {
+        self.split.finish(emit);
+    }
+}
+
+/// Splits `<time> <message>` and makes the time sortable as text: Docker trims trailing zeros
+/// from the fraction, so it is padded to nanoseconds.
+fn log_entry(raw: &[u8]) -> (String, &[u8]) {
+    let (time, message) = match raw.iter().position(|b| *b == b' ') {
+        Some(i) => (&raw[..i], &raw[i + 1..]),
+        None => (&raw[..0], raw),
+    };
+    let time = String::from_utf8_lossy(time);
+    let time = time.trim_end_matches('Z');
+    let (secs, frac) = time.split_once('.').unwrap_or((time, ""));
+    (format!("{secs}.{frac:0<9}"), message)
+}
+
 #[derive(Default)]
 struct State {
     lines: VecDeque<String>,
@@ -359,6 +422,30 @@ mod tests {
         let line = "é".repeat(10);
         let out = cut(line, 5);
         assert_eq!(out, format!("éé{CUT_MARKER}"));
+    }
+
+    #[test]
+    fn a_second_read_of_a_log_passes_on_only_what_the_first_missed() {
+        let log: Vec<&[u8]> = vec![
+            b"2024-05-01T10:00:00Z one\n",
+            b"2024-05-01T10:00:00.5Z two\n",
+            b"2024-05-01T10:00:00.5Z three\n",
+            b"2024-05-01T10:00:00.500000001Z four\n",
+            b"2024-05-01T10:00:01.25Z fi",
+            b"2024-05-01T10:00:01.25Z ve\n",
+        ];
+        for seen in 0..=log.len() {
+            let (mut out, mut r) = (Vec::new(), LogReader::default());
+            for e in &log[..seen] {
+                r.entry(e, |l| out.push(l));
+            }
+            // The second read starts somewhere before where the first stopped.
+            for e in &log[seen.saturating_sub(3)..] {
+                r.again(e, |l| out.push(l));
+            }
+            r.finish(|l| out.push(l));
+            assert_eq!(out, ["one", "two", "three", "four", "five"], "first read saw {seen}");
+        }
     }
 
     #[tokio::test]
