@@ -17,9 +17,22 @@ fn git(dir: &Path, args: &[&str]) -> Run {
         .into()
 }
 
-fn token(p: &Platform) -> String {
-    let cfg = std::fs::read_to_string(p.dir.path().join("config/paas/config.toml")).unwrap();
-    cfg.lines().find_map(|l| l.strip_prefix("token = ")).unwrap().trim_matches('"').to_string()
+/// The app's push URL, and the same with the platform's token as the password.
+fn remotes(p: &Platform, app: &str) -> (String, String) {
+    let remote = p.paas(&["git-remote", "--app", app]).expect_ok().stdout.trim().to_string();
+    let authed = remote.replacen("http://", &format!("http://anyone:{}@", p.token()), 1);
+    (remote, authed)
+}
+
+/// A git repository of `examples/hello` with a quick deploy setting, committed once.
+fn hello_repo() -> tempfile::TempDir {
+    let repo = paas_tests::example_copy("hello");
+    let dir = repo.path();
+    std::fs::write(dir.join("paas.toml"), "[deploy]\nstability_window = \"0s\"\n").unwrap();
+    git(dir, &["init", "-q"]).expect_ok();
+    git(dir, &["add", "-A"]).expect_ok();
+    git(dir, &["commit", "-qm", "first"]).expect_ok();
+    repo
 }
 
 #[test]
@@ -28,16 +41,10 @@ fn pushing_branches_deploys_them_and_a_broken_build_rejects_the_push() {
     let app = p.app_name("git");
     p.paas(&["apps", "create", &app]).expect_ok();
     p.paas(&["envs", "create", "--app", &app, "staging"]).expect_ok();
-    let remote = p.paas(&["git-remote", "--app", &app]).expect_ok().stdout.trim().to_string();
+    let (remote, authed) = remotes(&p, &app);
     assert!(remote.ends_with(&format!("/git/{app}.git")), "{remote}");
-    let authed = remote.replacen("http://", &format!("http://anyone:{}@", token(&p)), 1);
-
-    let repo = paas_tests::example_copy("hello");
+    let repo = hello_repo();
     let dir = repo.path();
-    std::fs::write(dir.join("paas.toml"), "[deploy]\nstability_window = \"0s\"\n").unwrap();
-    git(dir, &["init", "-q"]).expect_ok();
-    git(dir, &["add", "-A"]).expect_ok();
-    git(dir, &["commit", "-qm", "first"]).expect_ok();
 
     let push = git(dir, &["push", &authed, "main"]);
     assert!(push.ok, "{push:?}");
@@ -103,14 +110,9 @@ fn pushes_deploy_after_the_binary_is_replaced_on_disk_and_oversized_pushes_are_r
     let mut p = Platform::start_from(&bin, &["--git-max-push-mib", "1"], &[]);
     let app = p.app_name("upg");
     p.paas(&["apps", "create", &app]).expect_ok();
-    let remote = p.paas(&["git-remote", "--app", &app]).expect_ok().stdout.trim().to_string();
-    let authed = remote.replacen("http://", &format!("http://anyone:{}@", p.token()), 1);
-    let repo = paas_tests::example_copy("hello");
+    let (_, authed) = remotes(&p, &app);
+    let repo = hello_repo();
     let dir = repo.path();
-    std::fs::write(dir.join("paas.toml"), "[deploy]\nstability_window = \"0s\"\n").unwrap();
-    git(dir, &["init", "-q"]).expect_ok();
-    git(dir, &["add", "-A"]).expect_ok();
-    git(dir, &["commit", "-qm", "first"]).expect_ok();
     let push = git(dir, &["push", &authed, "main"]);
     assert!(push.ok && push.stderr.contains("is live at"), "{push:?}");
     let hook = p.dir.path().join(format!("data/git/{app}.git/hooks/pre-receive"));
