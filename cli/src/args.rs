@@ -113,6 +113,12 @@ pub struct DataDir {
     pub base_domain: String,
     #[command(flatten)]
     pub backups: BackupStoreArgs,
+    /// Largest `git push` accepted, in MiB; a larger one is refused with a message.
+    #[arg(long, env = "PAAS_GIT_MAX_PUSH_MIB", default_value_t = 1024)]
+    pub git_max_push_mib: u64,
+    /// Longest a `git push` may take, its build and deploy included, in seconds.
+    #[arg(long, env = "PAAS_GIT_PUSH_TIMEOUT", default_value_t = 3600)]
+    pub git_push_timeout_secs: u64,
 }
 
 /// Backup schedule and retention of a database.

@@ -26,7 +26,10 @@ const MIN_DRAIN: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A container that ran healthy this long is no longer considered crash-looping.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
+/// What a report carries of an unhealthy container's output: its last lines, each cut short,
+/// so reports stay small whatever the container prints.
 const LOG_TAIL_LINES: usize = 20;
+const LOG_TAIL_LINE_BYTES: usize = 1024;
 
 #[derive(Default)]
 struct Tracked {
@@ -236,7 +239,7 @@ impl Reconciler {
         if let Err(e) = result {
             let msg = format!("{e:#}");
             span.in_scope(|| tracing::warn!(error = %msg, "starting container failed"));
-            t.log_tail = vec![msg];
+            t.log_tail = vec![crate::lines::cut(msg, LOG_TAIL_LINE_BYTES)];
         }
     }
 
@@ -358,7 +361,12 @@ impl Reconciler {
             if let Some(why) = &t.last_failure {
                 tail.push(format!("[paas] health check: {why}"));
             }
-            t.log_tail = tail.iter().map(|line| mask(line, &spec.config)).collect();
+            // Masked before cut, so a cut never leaves part of a secret unmasked.
+            let keep = tail.len().saturating_sub(LOG_TAIL_LINES + 1);
+            t.log_tail = tail[keep..]
+                .iter()
+                .map(|line| crate::lines::cut(mask(line, &spec.config), LOG_TAIL_LINE_BYTES))
+                .collect();
         }
     }
 }

@@ -275,6 +275,10 @@ pub struct BuildResult {
     pub error: Option<String>,
 }
 
+/// Largest request body the control plane accepts on `/agent/v1` (backup data, which streams,
+/// aside). Agents keep reports and output batches below it.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
 /// What the agent observes; sent when something changes and as the heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeReport {

@@ -147,6 +147,8 @@ pub struct Platform {
     agents: Vec<(Child, String)>,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// The binary `paas up` runs from (the built one unless a test gives another).
+    bin: PathBuf,
 }
 
 impl Platform {
@@ -162,6 +164,11 @@ impl Platform {
     /// Like [`Platform::start_with`], with environment variables for `paas up` (secrets that
     /// must not be on its command line).
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_from(paas_bin(), extra, env)
+    }
+
+    /// Starts `paas up` from the binary at `bin` (a copy a test may replace while it runs).
+    pub fn start_from(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         paas_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut p = Platform {
@@ -175,13 +182,14 @@ impl Platform {
             agents: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            bin: bin.to_path_buf(),
         };
         p.launch();
         p
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new(paas_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["up", "--output", "json", "--api-addr", &self.api_addr, "--http-addr", &self.ingress])
             .args(["--node-name", &self.node, "--build-network", "host"])
             .arg("--data-dir")
@@ -207,6 +215,27 @@ impl Platform {
         self.api_addr = self.api_url.trim_start_matches("http://").to_string();
         self.ingress = ready["ingress_addr"].as_str().unwrap().to_string();
         self.child = Some(child);
+    }
+
+    /// The process id of `paas up` (control plane, agent and ingress in one process).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("paas up is running").id()
+    }
+
+    /// The API's address (`127.0.0.1:port`).
+    pub fn api_addr(&self) -> &str {
+        &self.api_addr
+    }
+
+    /// The admin API token `paas up` wrote to the CLI config.
+    pub fn token(&self) -> String {
+        let cfg =
+            std::fs::read_to_string(self.dir.path().join("config/paas/config.toml")).expect("CLI config");
+        cfg.lines()
+            .find_map(|l| l.strip_prefix("token = "))
+            .expect("a token in the CLI config")
+            .trim_matches('"')
+            .to_string()
     }
 
     /// The platform's own log (stderr of `paas up`), for failure messages.

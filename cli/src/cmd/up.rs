@@ -69,6 +69,8 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         base_domain: data.base_domain.to_lowercase(),
         ingress_http_port,
         backup_s3,
+        git_max_push_bytes: data.git_max_push_mib.saturating_mul(1 << 20),
+        git_push_timeout: Duration::from_secs(data.git_push_timeout_secs),
     })
 }
 
