@@ -31,8 +31,7 @@ pub fn reserved_role(role: &str) -> Option<String> {
             | "current_user"
             | "current_role"
             | "session_user"
-    )
-        || role.starts_with("pg_");
+    ) || role.starts_with("pg_");
     clash.then(|| {
         format!(
             "an app named {:?} cannot have a managed database: its role and database would be \

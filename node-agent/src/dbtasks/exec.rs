@@ -203,11 +203,7 @@ mod tests {
     fn platform_connections_pin_the_search_path() {
         let cmd = super::tool(15, "pg_dump", "postgres", "it's", &["-Fc"]);
         assert_eq!(cmd[0], "/usr/lib/postgresql/15/bin/pg_dump");
-        assert_eq!(
-            cmd[4],
-            r"dbname='it\'s' options='-c search_path=pg_catalog,pg_temp'",
-            "{cmd:?}"
-        );
+        assert_eq!(cmd[4], r"dbname='it\'s' options='-c search_path=pg_catalog,pg_temp'", "{cmd:?}");
         assert_eq!(cmd[5], "-Fc");
     }
 
