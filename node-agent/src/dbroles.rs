@@ -2,15 +2,26 @@
 //! expects: the app's role owns its database and nothing more, the `postgres` superuser and the
 //! `replicator` have their own passwords, pg_hba lets the superuser in over the local socket
 //! only and the replicator for replication only, and a replica follows its primary as the
-//! replicator. New servers start this way (the start scripts); servers created by an earlier
+//! replicator, its password in a file (`primary_conninfo` holds none, so it is never logged). New servers start this way (the start scripts); servers created by an earlier
 //! release (one password for all, the superuser reachable over the network) are moved over
 //! here, in place, while they run: data and `DATABASE_URL` stay as they are. Every step is
 //! idempotent, so the agent simply runs them again after an interruption.
 
-use crate::dbtasks::exec::{conninfo_value, sql, Exec};
+use crate::dbtasks::exec::{sql, Exec};
 use crate::docker::DockerClient;
 use anyhow::Context;
 use protocol::agent::DatabaseSpec;
+
+/// Where every managed server keeps its data (a directory on its volume).
+pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+
+/// The replica's password file for following its primary (`*:*:*:replicator:<password>`, mode
+/// 0600), named in `primary_conninfo`. The replica start script writes it when it clones; after
+/// that only [`converge`] does, so a new password needs no restart: libpq reads the file on each
+/// connection attempt.
+pub fn passfile() -> String {
+    format!("{PGDATA}/replicator.pgpass")
+}
 
 /// The platform's pg_hba.conf for a server whose app role is `user`. Written by the start
 /// scripts on every start and by [`converge`] into servers from an earlier release.
@@ -28,15 +39,10 @@ pub fn pg_hba(user: &str) -> String {
     )
 }
 
-/// The replica's `primary_conninfo`: its primary, as the replicator.
+/// The replica's `primary_conninfo`: its primary, as the replicator, with the password from
+/// [`passfile`]. No value is quoted (see [`ready`]), so the start script can write it verbatim.
 pub fn primary_conninfo(spec: &DatabaseSpec) -> String {
-    format!(
-        "host={} port={} user=replicator password={} application_name={}",
-        conninfo_value(&spec.primary_host),
-        spec.primary_port,
-        conninfo_value(&spec.replication_password),
-        conninfo_value(&spec.name),
-    )
+    format!("host={} port={} user=replicator passfile={}", spec.primary_host, spec.primary_port, passfile())
 }
 
 /// Session settings for SQL that carries a password: nothing of it reaches the server log, even
@@ -86,8 +92,9 @@ DO $$ BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_hba_file_rules WHERE error IS N
 SELECT pg_catalog.pg_reload_conf();
 ";
 
-/// Whether [`converge`] can run: the control plane gave the platform's secrets (one from an
-/// earlier release gives none) and the app's role is not one of PostgreSQL's own.
+/// Whether a server can be created or converged: the control plane gave the platform's secrets
+/// (one from an earlier release gives none), the app's role is not one of PostgreSQL's own, and
+/// a replica's primary address needs no quoting.
 pub fn ready(spec: &DatabaseSpec) -> Result<(), &'static str> {
     let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
     if !plain(&spec.superuser_password) || !plain(&spec.replication_password) || !plain(&spec.password) {
@@ -95,6 +102,10 @@ pub fn ready(spec: &DatabaseSpec) -> Result<(), &'static str> {
     }
     if matches!(spec.user.as_str(), "postgres" | "replicator") || spec.user.starts_with("pg_") {
         return Err("the app's role is one of PostgreSQL's own");
+    }
+    let host = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':');
+    if spec.role == "db-replica" && (spec.primary_host.is_empty() || !spec.primary_host.bytes().all(host)) {
+        return Err("the primary's address is not a plain host name or IP address");
     }
     Ok(())
 }
@@ -108,8 +119,11 @@ pub async fn converge(docker: &DockerClient, spec: &DatabaseSpec) -> anyhow::Res
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         sql(raw, &spec.name, spec.version, "postgres", "postgres", &vars, &script).await
     };
+    let hba = format!("{PGDATA}/pg_hba.conf");
     if spec.role == "db-replica" {
-        write_hba(raw, &spec.name, &pg_hba(&spec.user)).await?;
+        let password = format!("*:*:*:replicator:{}\n", spec.replication_password);
+        write_file(raw, &spec.name, &passfile(), &password).await?;
+        write_file(raw, &spec.name, &hba, &pg_hba(&spec.user)).await?;
         let vars = vec![("conninfo", primary_conninfo(spec))];
         run(vars, format!("{QUIET}{REPLICA_CONNINFO}{RELOAD}")).await.context("updating primary_conninfo")?;
         return Ok(());
@@ -121,20 +135,22 @@ pub async fn converge(docker: &DockerClient, spec: &DatabaseSpec) -> anyhow::Res
         ("replication_password", spec.replication_password.clone()),
     ];
     run(vars, format!("{QUIET}{PRIMARY_ROLES}")).await.context("setting the roles")?;
-    write_hba(raw, &spec.name, &pg_hba(&spec.user)).await?;
+    write_file(raw, &spec.name, &hba, &pg_hba(&spec.user)).await?;
     run(Vec::new(), RELOAD.to_string()).await.context("reloading pg_hba.conf")?;
     Ok(())
 }
 
-/// Replaces `$PGDATA/pg_hba.conf` in the container atomically (a whole new file renamed over
-/// the old one), so an interruption leaves the old file or the new one, never half of either.
-async fn write_hba(raw: &bollard::Docker, container: &str, content: &str) -> anyhow::Result<()> {
-    let script = r#"t="$PGDATA/pg_hba.conf.paas" && cat > "$t" && { sync "$t" 2>/dev/null || sync; } && mv -f "$t" "$PGDATA/pg_hba.conf""#;
-    let cmd = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+/// Replaces `path` in the container atomically with `content` (mode 0600: a whole new file
+/// synced and renamed over the old one), so an interruption leaves the old file or the new one,
+/// never half of either. The content goes on stdin, never on a command line.
+async fn write_file(raw: &bollard::Docker, container: &str, path: &str, content: &str) -> anyhow::Result<()> {
+    let script =
+        r#"umask 077 && t="$1.paas" && cat > "$t" && { sync "$t" 2>/dev/null || sync; } && mv -f "$t" "$1""#;
+    let cmd = ["sh", "-c", script, "sh", path].map(String::from).to_vec();
     let mut exec = Exec::start(raw, container, cmd, true).await?;
     exec.write(content.as_bytes()).await?;
     let (code, _, err) = exec.finish().await?;
-    anyhow::ensure!(code == 0, "writing pg_hba.conf failed: {}", err.trim());
+    anyhow::ensure!(code == 0, "writing {path} failed: {}", err.trim());
     Ok(())
 }
 
@@ -182,8 +198,7 @@ mod tests {
     fn replicas_follow_as_the_replicator() {
         assert_eq!(
             primary_conninfo(&spec()),
-            "host='db-primary' port=5432 user=replicator password='c3' \
-             application_name='paas-notes-production-db-replica'"
+            "host=db-primary port=5432 user=replicator passfile=/var/lib/postgresql/data/pgdata/replicator.pgpass"
         );
     }
 
@@ -199,5 +214,11 @@ mod tests {
         let mut own = spec();
         own.user = "postgres".into();
         assert!(ready(&own).is_err());
+        let mut quoted = spec();
+        quoted.primary_host = "h' password='x".into();
+        assert!(ready(&quoted).is_err());
+        let mut ipv6 = spec();
+        ipv6.primary_host = "fd00::1".into();
+        assert!(ready(&ipv6).is_ok());
     }
 }

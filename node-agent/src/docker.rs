@@ -563,7 +563,7 @@ impl DockerClient {
         // The start scripts read the passwords and unset them before postgres starts.
         let mut env = vec![
             format!("PG_MAJOR={}", spec.version),
-            "PGDATA=/var/lib/postgresql/data/pgdata".to_string(),
+            format!("PGDATA={}", crate::dbroles::PGDATA),
             format!("POSTGRES_USER={}", spec.user),
             format!("POSTGRES_PASSWORD={}", spec.password),
             format!("POSTGRES_DB={}", spec.database),
@@ -575,6 +575,7 @@ impl DockerClient {
         if spec.role == "db-replica" && !throwaway {
             env.push(format!("PRIMARY_HOST={}", spec.primary_host));
             env.push(format!("PRIMARY_PORT={}", spec.primary_port));
+            env.push(format!("PRIMARY_CONNINFO={}", crate::dbroles::primary_conninfo(spec)));
         }
         let mut host_config = HostConfig {
             // PostgreSQL's own shared memory needs more than Docker's 64 MB default.

@@ -90,6 +90,28 @@ fn set_hba(container: &str, content: &str) {
     superuser_sql(container, "SELECT pg_reload_conf();");
 }
 
+/// Everything a container wrote to its log.
+fn container_log(container: &str) -> String {
+    let out = Command::new("docker").args(["logs", container]).output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The replica follows as the replicator with the password in its own file: none in
+/// `primary_conninfo`, none in the replica's, the primary's or the platform's log.
+fn replication_secret_stays_put(p: &Platform, primary: &str, replica: &str) {
+    let conninfo = superuser_sql(replica, "SHOW primary_conninfo;");
+    assert!(conninfo.contains("user=replicator") && !conninfo.contains("password"), "{conninfo}");
+    let read = ["exec", replica, "sh", "-c", "cat \"$PGDATA/replicator.pgpass\""];
+    let line = docker(&read);
+    let secret = line.trim().strip_prefix("*:*:*:replicator:").expect("the replicator's password file");
+    assert_eq!(secret.len(), 48, "{line}");
+    for (who, log) in
+        [("platform", p.log()), ("primary", container_log(primary)), ("replica", container_log(replica))]
+    {
+        assert!(!log.contains(secret), "the {who}'s log holds the replication password");
+    }
+}
+
 #[track_caller]
 fn wait_until(what: &str, p: &Platform, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -144,8 +166,9 @@ fn the_app_role_owns_its_database_and_nothing_more() {
     refused(&u.with("replicator", &u.db, ""), "SELECT 1", "no pg_hba.conf entry");
     let replication = u.with(&u.user, &u.db, "?replication=true");
     refused(&replication, "IDENTIFY_SYSTEM", "no pg_hba.conf entry for replication connection");
-    let primary = container(&app, "db-primary");
+    let (primary, replica) = (container(&app, "db-primary"), container(&app, "db-replica"));
     replica_streams(&p, &app, &url, &primary);
+    replication_secret_stays_put(&p, &primary, &replica);
     assert_eq!(p.psql(&app, &[], "SELECT current_user"), u.user, "db psql runs as the app's role");
 
     // An app's function that shadows count(*) for every session in its database runs in the
@@ -242,10 +265,8 @@ fn a_database_from_the_previous_release_is_moved_over_in_place() {
     refused(&old_replication, "IDENTIFY_SYSTEM", "password authentication failed");
     refused(&url, "COPY (SELECT 1) TO PROGRAM 'id'", "pg_execute_server_program");
     replica_streams(&p, &app, &url, &primary);
-    let logs = Command::new("docker").args(["logs", &primary]).output().unwrap();
-    let server_log =
-        format!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
-    for (who, log) in [("platform", p.log()), ("primary", server_log)] {
-        assert!(!log.contains(pw.as_str()), "the {who}'s log holds the password");
+    replication_secret_stays_put(&p, &primary, &replica);
+    for (who, log) in [("platform", p.log()), ("primary", container_log(&primary))] {
+        assert!(!log.contains(pw.as_str()), "the {who}'s log holds the app's password");
     }
 }

@@ -45,7 +45,7 @@ pub fn tool(version: u32, tool: &str, user: &str, database: &str, extra: &[&str]
 }
 
 /// A value in a libpq connection string: single-quoted, `\` and `'` escaped.
-pub fn conninfo_value(value: &str) -> String {
+fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
