@@ -50,12 +50,6 @@ impl Url {
     }
 }
 
-/// The revealed URL of the app's primary on the node's private address.
-fn node_url(p: &Platform, app: &str) -> String {
-    let info = p.paas(&["db", "info", "--app", app, "--reveal", "-o", "json"]).expect_ok().json();
-    info["node_url"].as_str().expect("the primary's node URL").to_string()
-}
-
 /// The app's database container with `role`, found by its labels.
 fn container(app: &str, role: &str) -> String {
     let filters = [format!("label=paas.app={app}"), format!("label=paas.role={role}")];
@@ -133,14 +127,22 @@ fn replica_streams(p: &Platform, app: &str, url: &str, primary: &str) {
     wait_until("the replica showing the new row", p, || p.psql(app, &["--replica"], &seen) == "1");
 }
 
-#[test]
-fn the_app_role_owns_its_database_and_nothing_more() {
+/// A platform with a new app whose database (primary and replica) is healthy; the app's name
+/// and the revealed URL of its primary on the node's private address.
+fn platform_with_database(prefix: &str) -> (Platform, String, String) {
     let mut p = Platform::start();
-    let app = p.app_name("roles");
+    let app = p.app_name(prefix);
     p.paas(&["apps", "create", &app]).expect_ok();
     p.paas(&["db", "create", "--app", &app]).expect_ok();
     p.wait_db_healthy(&app);
-    let url = node_url(&p, &app);
+    let info = p.paas(&["db", "info", "--app", &app, "--reveal", "-o", "json"]).expect_ok().json();
+    let url = info["node_url"].as_str().expect("the primary's node URL").to_string();
+    (p, app, url)
+}
+
+#[test]
+fn the_app_role_owns_its_database_and_nothing_more() {
+    let (p, app, url) = platform_with_database("roles");
     let u = Url::parse(&url);
 
     // Migrations work: tables, rows, trusted extensions.
@@ -199,12 +201,7 @@ fn the_app_role_owns_its_database_and_nothing_more() {
 
 #[test]
 fn a_database_from_the_previous_release_is_moved_over_in_place() {
-    let mut p = Platform::start();
-    let app = p.app_name("legacy");
-    p.paas(&["apps", "create", &app]).expect_ok();
-    p.paas(&["db", "create", "--app", &app]).expect_ok();
-    p.wait_db_healthy(&app);
-    let url = node_url(&p, &app);
+    let (mut p, app, url) = platform_with_database("legacy");
     let u = Url::parse(&url);
     let (ok, _, err) =
         psql(&url, "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t SELECT FROM generate_series(1, 3)");
