@@ -62,6 +62,7 @@ impl Databases {
         for spec in specs {
             out.push(self.converge(spec).await);
         }
+        self.roles.retain(|name, _| specs.iter().any(|s| &s.name == name));
         for role in ["db-primary", "db-replica"] {
             let Ok(names) = self.docker.database_names(role).await else { continue };
             for name in names.into_iter().filter(|n| !specs.iter().any(|s| &s.name == n)) {

@@ -142,8 +142,11 @@ fn platform_with_database(prefix: &str) -> (Platform, String, String) {
 
 #[test]
 fn the_app_role_owns_its_database_and_nothing_more() {
-    let (p, app, url) = platform_with_database("roles");
+    let (mut p, app, url) = platform_with_database("roles");
     let u = Url::parse(&url);
+    let reserved = p.app_name("pg");
+    p.paas(&["apps", "create", &reserved]).expect_ok();
+    p.paas(&["db", "create", "--app", &reserved]).expect_err("cannot have a managed database");
 
     // Migrations work: tables, rows, trusted extensions.
     let (ok, _, err) = psql(&url, "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t DEFAULT VALUES");
