@@ -235,13 +235,20 @@ pub fn static_route(release: &protocol::api::Release) -> Option<StaticRoute> {
     })
 }
 
-/// The container of a database row's primary or replica (the password unsealed for the agent).
+/// The container of a database row's primary or replica (the passwords unsealed for the agent).
 pub async fn database_spec(
     state: &AppState,
     db: &crate::store::DatabaseRow,
     role: &str,
 ) -> anyhow::Result<protocol::agent::DatabaseSpec> {
-    let password = String::from_utf8(state.secrets.open(&db.password)?)?;
+    let open = |sealed: &[u8]| -> anyhow::Result<String> {
+        // Empty only in the moment before `dbroles::fill_missing_secrets` ran.
+        if sealed.is_empty() {
+            return Ok(String::new());
+        }
+        Ok(String::from_utf8(state.secrets.open(sealed)?)?)
+    };
+    let password = open(&db.password)?;
     // On the primary's node the replica reaches it by alias on the environment network;
     // elsewhere through the primary node's private address.
     let (primary_host, primary_port) = if role == "db-replica" && db.replica_node != db.node {
@@ -262,6 +269,8 @@ pub async fn database_spec(
         database: db.database_name(),
         user: db.database_name(),
         password,
+        superuser_password: open(&db.superuser_password)?,
+        replication_password: open(&db.replication_password)?,
         max_connections: db.max_connections,
         primary_host,
         primary_port,

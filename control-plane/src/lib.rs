@@ -4,6 +4,7 @@
 pub mod assign;
 pub mod backups;
 pub mod cron;
+pub mod dbroles;
 pub mod deploy;
 pub mod http;
 pub mod s3;
@@ -56,6 +57,9 @@ impl ControlPlane {
         let admin_token = tokens::ensure(&store, &config.data_dir, "admin-token", "admin", "user").await?;
         let agent_token = tokens::ensure(&store, &config.data_dir, "agent-token", "agent", "agent").await?;
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
+        dbroles::fill_missing_secrets(&store, &secrets)
+            .await
+            .context("generating the secrets of databases from an earlier release")?;
         let s3 = match &config.backup_s3 {
             Some(c) => {
                 let s3 = s3::S3::new(c.clone()).context("the S3 backup store settings")?;

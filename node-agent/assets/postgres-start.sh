@@ -1,21 +1,29 @@
 # Start script of a managed PostgreSQL server (a constant: only environment variables vary).
-# First start on an empty volume: initdb, create the app's role and database; then run postgres.
+# First start on an empty volume: initdb (the `postgres` superuser with its own password), the
+# app's role (no superuser, no CREATEDB/CREATEROLE) owning its database, and the `replicator`
+# role with its own password. Every start: the platform's pg_hba.conf (PG_HBA), then postgres,
+# which keeps none of the passwords in its environment.
 set -eu
 export PATH="/usr/lib/postgresql/$PG_MAJOR/bin:$PATH"
+: "${SUPERUSER_PASSWORD:?}" "${REPLICATION_PASSWORD:?}" "${POSTGRES_PASSWORD:?}" "${PG_HBA:?}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile="$(mktemp)"
-  printf '%s' "$POSTGRES_PASSWORD" > "$pwfile"
-  initdb -D "$PGDATA" -U postgres --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 >/dev/null
+  printf '%s' "$SUPERUSER_PASSWORD" > "$pwfile"
+  initdb -D "$PGDATA" -U postgres --pwfile="$pwfile" --auth-local=trust --auth-host=reject --encoding=UTF8 >/dev/null
   rm -f "$pwfile"
-  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
-  echo "host replication replicator all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-  psql -v ON_ERROR_STOP=1 -U postgres -d postgres -v user="$POSTGRES_USER" -v pw="$POSTGRES_PASSWORD" -v db="$POSTGRES_DB" <<'SQL'
-CREATE ROLE :"user" LOGIN PASSWORD :'pw';
+  # Passwords come from the environment (\getenv), never from a command line.
+  psql -X -q -v ON_ERROR_STOP=1 -U postgres -d postgres -v user="$POSTGRES_USER" -v db="$POSTGRES_DB" <<'SQL'
+\getenv pw POSTGRES_PASSWORD
+\getenv rpw REPLICATION_PASSWORD
+CREATE ROLE :"user" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'pw';
 CREATE DATABASE :"db" OWNER :"user";
-CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD :'pw';
+CREATE ROLE replicator LOGIN REPLICATION NOINHERIT PASSWORD :'rpw';
 SQL
   pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   echo "paas: initialised a new database in $PGDATA"
 fi
+printf '%s\n' "$PG_HBA" > "$PGDATA/pg_hba.conf.paas"
+mv -f "$PGDATA/pg_hba.conf.paas" "$PGDATA/pg_hba.conf"
+unset POSTGRES_PASSWORD SUPERUSER_PASSWORD REPLICATION_PASSWORD
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c max_connections="$MAX_CONNECTIONS"

@@ -2,7 +2,11 @@
 //! server's network, volume and container in place (restarting it when it stops), and reports
 //! them. The data lives on a named volume, so removing or recreating the container loses
 //! nothing. Database containers carry `paas.role`, which keeps the app reconcile away from them.
+//! Once per agent run (and whenever the spec's secrets change) each healthy server's roles and
+//! pg_hba.conf are brought to the platform's (`dbroles`), which moves servers created by an
+//! earlier release over in place.
 
+use crate::dbroles;
 use crate::dbtasks::exec::tool;
 use crate::docker::DockerClient;
 use protocol::agent::{ContainerStatus, DatabaseFigures, DatabaseSpec};
@@ -27,6 +31,10 @@ pub struct Databases {
     figures: HashMap<String, (Instant, DatabaseFigures)>,
     /// Replicas a backup paused on purpose; any other paused replica is resumed.
     paused: crate::dbtasks::Paused,
+    /// Servers whose roles were converged this run, with the fingerprint of the spec they were
+    /// converged to; and when a failed attempt may be retried.
+    roles: HashMap<String, u64>,
+    roles_retry_at: HashMap<String, Instant>,
 }
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -42,6 +50,8 @@ impl Databases {
             restarts: HashMap::new(),
             figures: HashMap::new(),
             paused,
+            roles: HashMap::new(),
+            roles_retry_at: HashMap::new(),
         }
     }
 
@@ -52,6 +62,7 @@ impl Databases {
         for spec in specs {
             out.push(self.converge(spec).await);
         }
+        self.roles.retain(|name, _| specs.iter().any(|s| &s.name == name));
         for role in ["db-primary", "db-replica"] {
             let Ok(names) = self.docker.database_names(role).await else { continue };
             for name in names.into_iter().filter(|n| !specs.iter().any(|s| &s.name == n)) {
@@ -145,9 +156,48 @@ impl Databases {
             status.log_tail = self.docker.log_tail(&spec.name, 10).await;
         }
         if status.healthy {
+            self.converge_roles(spec).await;
             status.db = self.figures(spec).await;
         }
         status
+    }
+
+    /// Runs [`dbroles::converge`] on a healthy server unless it already ran for this spec.
+    async fn converge_roles(&mut self, spec: &DatabaseSpec) {
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let s = spec;
+            (&s.role, &s.user, &s.password, &s.superuser_password, &s.replication_password).hash(&mut h);
+            (&s.primary_host, s.primary_port).hash(&mut h);
+            h.finish()
+        };
+        if self.roles.get(&spec.name) == Some(&fingerprint)
+            || self.roles_retry_at.get(&spec.name).is_some_and(|at| Instant::now() < *at)
+        {
+            return;
+        }
+        let (app, env, container) = (&spec.app, &spec.env, &spec.name);
+        if let Err(why) = dbroles::ready(spec) {
+            tracing::warn!(%app, %env, %container, "leaving the database's roles as they are: {why}");
+            self.roles_retry_at.insert(spec.name.clone(), Instant::now() + Duration::from_secs(60));
+            return;
+        }
+        match tokio::time::timeout(Duration::from_secs(60), dbroles::converge(&self.docker, spec)).await {
+            Ok(Ok(())) => {
+                tracing::info!(%app, %env, %container, "database roles and pg_hba.conf are the platform's");
+                self.roles.insert(spec.name.clone(), fingerprint);
+                self.roles_retry_at.remove(&spec.name);
+            }
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    _ => "it did not finish within a minute".to_string(),
+                };
+                tracing::warn!(%app, %env, %container, %error, "setting the database's roles failed; retrying in 10 s");
+                self.roles_retry_at.insert(spec.name.clone(), Instant::now() + Duration::from_secs(10));
+            }
+        }
     }
 
     /// Connections, size and (on a replica) lag, sampled with psql inside the container over
@@ -169,7 +219,7 @@ impl Databases {
             );
         }
         let psql = |args: &[&str]| tool(spec.version, "psql", "postgres", &spec.database, args);
-        let cmd = psql(&["-tAF", "|", "-c", &sql]);
+        let cmd = psql(&["-X", "-tAF", "|", "-c", &sql]);
         let (code, out) = self.docker.exec_output(&spec.name, &cmd).await.ok()?;
         if code != 0 {
             return self.figures.get(&spec.name).map(|(_, f)| f.clone());
@@ -188,7 +238,7 @@ impl Databases {
         {
             // Left paused by a backup that never finished (the agent restarted mid-dump).
             tracing::warn!(app = %spec.app, env = %spec.env, container = %spec.name, "resuming WAL replay left paused");
-            let _ = self.docker.exec(&spec.name, &psql(&["-c", "SELECT pg_wal_replay_resume()"])).await;
+            let _ = self.docker.exec(&spec.name, &psql(&["-X", "-c", "SELECT pg_wal_replay_resume()"])).await;
         }
         self.figures.insert(spec.name.clone(), (Instant::now(), f.clone()));
         Some(f)

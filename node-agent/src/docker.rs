@@ -618,18 +618,23 @@ impl DockerClient {
         throwaway: bool,
     ) -> anyhow::Result<()> {
         use bollard::models::{EndpointSettings, Mount, MountTypeEnum};
+        crate::dbroles::ready(spec).map_err(|why| anyhow::anyhow!("cannot create the database: {why}"))?;
+        // The start scripts read the passwords and unset them before postgres starts.
         let mut env = vec![
             format!("PG_MAJOR={}", spec.version),
-            "PGDATA=/var/lib/postgresql/data/pgdata".to_string(),
+            format!("PGDATA={}", crate::dbroles::PGDATA),
             format!("POSTGRES_USER={}", spec.user),
             format!("POSTGRES_PASSWORD={}", spec.password),
             format!("POSTGRES_DB={}", spec.database),
+            format!("SUPERUSER_PASSWORD={}", spec.superuser_password),
+            format!("REPLICATION_PASSWORD={}", spec.replication_password),
+            format!("PG_HBA={}", crate::dbroles::pg_hba(&spec.user)),
             format!("MAX_CONNECTIONS={}", spec.max_connections),
         ];
         if spec.role == "db-replica" && !throwaway {
             env.push(format!("PRIMARY_HOST={}", spec.primary_host));
             env.push(format!("PRIMARY_PORT={}", spec.primary_port));
-            env.push(format!("REPLICATION_PASSWORD={}", spec.password));
+            env.push(format!("PRIMARY_CONNINFO={}", crate::dbroles::primary_conninfo(spec)));
         }
         // A server gets more room than an app process: one backend process per connection.
         let limits = protocol::manifest::Limits {

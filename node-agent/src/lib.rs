@@ -4,6 +4,7 @@
 
 mod build;
 mod databases;
+mod dbroles;
 mod dbtasks;
 pub mod docker;
 mod health;

@@ -120,8 +120,17 @@ pub struct DatabaseSpec {
     pub network: String,
     pub version: u32,
     pub database: String,
+    /// The app's role (the `DATABASE_URL` user): owns `database`, nothing more.
     pub user: String,
     pub password: String,
+    /// The platform's own secrets: the `postgres` superuser's password (it is only ever used
+    /// over the local socket; pg_hba refuses it over the network) and the `replicator` role's,
+    /// the only role allowed replication connections. Empty from a control plane that has not
+    /// generated them yet: the agent then leaves the server's roles alone.
+    #[serde(default)]
+    pub superuser_password: String,
+    #[serde(default)]
+    pub replication_password: String,
     pub max_connections: u32,
     /// For a replica: where its primary answers (`db-primary` on the shared network, or the
     /// primary node's private address when the replica runs elsewhere).

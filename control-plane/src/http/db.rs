@@ -7,6 +7,7 @@ use super::envs::apply_config_change;
 use super::error::{ApiError, ApiResult};
 use crate::assign;
 use crate::backups;
+use crate::dbroles;
 use crate::state::AppState;
 use crate::store::DatabaseRow;
 use axum::extract::{Path, Query, State};
@@ -59,13 +60,15 @@ async fn create(
     })?;
     // The replica goes on another node when there is one.
     let replica_node = nodes.iter().find(|n| n.name != node).map_or_else(|| node.clone(), |n| n.name.clone());
-    let password = crate::tokens::generate().trim_start_matches("paas_").to_string();
+    let (password, superuser_password, replication_password) = dbroles::new_secrets(&state.secrets);
     let row = DatabaseRow {
         app: app.clone(),
         env: env.clone(),
         version,
         node,
-        password: state.secrets.seal(password.as_bytes()),
+        password,
+        superuser_password,
+        replication_password,
         max_connections,
         replicas,
         replica_node,
@@ -77,6 +80,9 @@ async fn create(
         host_port: 0,
         legacy_names: false,
     };
+    if let Some(why) = dbroles::reserved_role(&row.database_name()) {
+        return Err(ApiError::Unprocessable(why));
+    }
     state.store.create_database(&row).await?;
     // Read back: the environment decides the Docker names.
     let row = state.store.get_database(&app, &env).await?;

@@ -1,4 +1,4 @@
-//! Managed databases: one PostgreSQL per environment, where it runs and its sealed password.
+//! Managed databases: one PostgreSQL per environment, where it runs and its sealed passwords.
 
 use super::{now, Result, Store, StoreError};
 use sqlx::Row;
@@ -9,7 +9,12 @@ pub struct DatabaseRow {
     pub env: String,
     pub version: u32,
     pub node: String,
+    /// The app role's password (in `DATABASE_URL`), sealed.
     pub password: Vec<u8>,
+    /// The `postgres` superuser's and the `replicator` role's passwords, sealed; empty for a
+    /// database from before they had their own until [`Store::fill_database_secrets`] runs.
+    pub superuser_password: Vec<u8>,
+    pub replication_password: Vec<u8>,
     pub max_connections: u32,
     /// 0 or 1 streaming replica, on `replica_node`.
     pub replicas: u32,
@@ -49,6 +54,8 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
         version: r.get::<i64, _>("version") as u32,
         node: r.get("node"),
         password: r.get("password"),
+        superuser_password: r.get("superuser_password"),
+        replication_password: r.get("replication_password"),
         max_connections: r.get::<i64, _>("max_connections") as u32,
         replicas: r.get::<i64, _>("replicas") as u32,
         replica_node: r.get("replica_node"),
@@ -67,8 +74,9 @@ impl Store {
         let done = sqlx::query(
             "INSERT OR IGNORE INTO databases
                  (app, env, version, node, password, max_connections, created_at, replicas, replica_node,
-                  backup_schedule, keep_count, keep_days, last_scheduled_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  backup_schedule, keep_count, keep_days, last_scheduled_at, superuser_password,
+                  replication_password)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&db.app)
         .bind(&db.env)
@@ -83,6 +91,8 @@ impl Store {
         .bind(db.keep_count)
         .bind(db.keep_days)
         .bind(db.last_scheduled_at)
+        .bind(&db.superuser_password)
+        .bind(&db.replication_password)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -147,6 +157,29 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a database from before the platform's own roles its superuser and replication
+    /// secrets (each only if it has none, so a second control plane racing here changes
+    /// nothing the first wrote).
+    pub async fn fill_database_secrets(
+        &self,
+        app: &str,
+        env: &str,
+        superuser_password: &[u8],
+        replication_password: &[u8],
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for (column, value) in
+            [("superuser_password", superuser_password), ("replication_password", replication_password)]
+        {
+            let sql = format!(
+                "UPDATE databases SET {column} = ? WHERE app = ? AND env = ? AND length({column}) = 0"
+            );
+            sqlx::query(&sql).bind(value).bind(app).bind(env).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn set_last_scheduled(&self, app: &str, env: &str, unix: i64) -> Result<()> {

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_backups.sql"),
     include_str!("../../migrations/0008_db_port.sql"),
     include_str!("../../migrations/0013_names.sql"),
+    include_str!("../../migrations/0010_db_roles.sql"),
 ];
 
 #[derive(Clone)]

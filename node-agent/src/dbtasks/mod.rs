@@ -231,6 +231,12 @@ async fn upload_dump(
     Ok(())
 }
 
+/// pg_restore runs as the app's role, never the superuser: a dump holds what the app wrote
+/// (function bodies, index expressions, ...), and every object it creates belongs to the app.
+/// Ownership from the dump is not replayed (`--no-owner`), so a restore needs no role but the
+/// app's.
+const RESTORE_AS_APP: [&str; 2] = ["--no-owner", "--exit-on-error"];
+
 /// Feeds a stored backup (checked by the control plane) to pg_restore in `container`.
 async fn feed_restore(
     raw: &bollard::Docker,
@@ -271,7 +277,7 @@ async fn verify(docker: &DockerClient, client: &Client, task: &DbTask) -> anyhow
     docker.create_verify_database(s, &name, crate::databases::START_SCRIPT).await?;
     let result = async {
         wait_ready(docker.raw(), &name, s.version, &s.database).await?;
-        let restore = tool(s.version, "pg_restore", "postgres", &s.database, &["--exit-on-error"]);
+        let restore = tool(s.version, "pg_restore", &s.user, &s.database, &RESTORE_AS_APP);
         feed_restore(docker.raw(), client, &name, restore, &task.backup).await?;
         let counted = sql(docker.raw(), &name, s.version, "postgres", &s.database, &[], COUNT_SQL).await?;
         Ok(DbTaskResult { tables: parse_counts(&counted)?, ..Default::default() })
@@ -316,19 +322,21 @@ async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyho
         )
         .await?;
     }
-    let mut cmd = tool(s.version, "pg_restore", "postgres", target, &[]);
+    let mut cmd = tool(s.version, "pg_restore", &s.user, target, &RESTORE_AS_APP);
     if !task.params.create_target {
         // Into the live database: drop what the backup holds and recreate it, all or nothing.
         cmd.extend(["--clean", "--if-exists", "--single-transaction"].map(String::from));
     }
-    cmd.push("--exit-on-error".into());
     feed_restore(docker.raw(), client, &s.name, cmd, &task.backup).await
 }
 
-/// psql as the app's own role, so what it creates belongs to the app.
+/// psql as the app's own role, so what it creates belongs to the app. Its search_path is the
+/// app's (not pinned): it runs with no right the app does not have, and `SELECT ... FROM notes`
+/// must find the app's tables.
 async fn psql(docker: &DockerClient, task: &DbTask) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
-    let mut cmd = tool(s.version, "psql", &s.user, &s.database, &["-X"]);
+    let mut cmd = vec![exec::binary(s.version, "psql"), "-X".into()];
+    cmd.extend(["-U", &s.user, "-d", &s.database].map(String::from));
     cmd.extend(task.params.psql_args.iter().cloned());
     let mut exec = Exec::start(docker.raw(), &s.name, cmd, true).await?;
     exec.write(task.params.input.as_bytes()).await?;
