@@ -193,6 +193,17 @@ impl Store {
         Ok(rows.iter().map(release_row).collect())
     }
 
+    /// The node a release's build is assigned to (none for an image deploy).
+    pub async fn build_node(&self, app: &str, env: &str, version: u32) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT build_node FROM releases WHERE app = ? AND env = ? AND version = ?")
+            .bind(app)
+            .bind(env)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
+    }
+
     /// Records the outcome of a build (an image id, or why it failed).
     pub async fn set_build_result(
         &self,
