@@ -45,7 +45,9 @@ pub async fn register_node(
 ) -> Result<Option<String>, StoreError> {
     match by_node {
         Some(caller) => {
-            store.register_node(&node.name, &node.private_addr, node.ingress, Registrar::Node(caller)).await?;
+            store
+                .register_node(&node.name, &node.private_addr, node.ingress, Registrar::Node(caller))
+                .await?;
             Ok(None)
         }
         None => {

@@ -219,11 +219,12 @@ impl Store {
     /// The unfinished tasks of `node` that work on `backup`: what entitles a node to upload or
     /// download that backup's data.
     pub async fn open_tasks_for_backup(&self, backup: &str, node: &str) -> Result<Vec<DbTaskRow>> {
-        let rows = sqlx::query("SELECT * FROM db_tasks WHERE backup = ? AND node = ? AND finished_at IS NULL")
-            .bind(backup)
-            .bind(node)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM db_tasks WHERE backup = ? AND node = ? AND finished_at IS NULL")
+                .bind(backup)
+                .bind(node)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.iter().map(task).collect())
     }
 
