@@ -346,3 +346,49 @@ impl Store {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_and_addresses_are_claimed_once() {
+        let dir = std::env::temp_dir().join(format!("paas-nodes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("state.db")).await.unwrap();
+        let forbidden = |r: Result<()>| assert!(matches!(r, Err(StoreError::Forbidden(_))), "{r:?}");
+        // A node registered before credentials existed is claimed by the join token, once.
+        sqlx::query(
+            "INSERT INTO nodes (name, private_addr, ingress, last_seen) VALUES ('old', '10.0.0.1', 1, '')",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store
+            .register_node("old", "10.0.0.1", true, Registrar::Join { credential_hash: "h1" })
+            .await
+            .unwrap();
+        assert_eq!(store.credential_node("h1").await.unwrap().as_deref(), Some("old"));
+        forbidden(
+            store.register_node("old", "10.0.0.1", true, Registrar::Join { credential_hash: "h2" }).await,
+        );
+        assert_eq!(store.credential_node("h2").await.unwrap(), None);
+        // A new name joins; it cannot take the old node's address, nor register as it.
+        store
+            .register_node("new", "10.0.0.2", false, Registrar::Join { credential_hash: "h3" })
+            .await
+            .unwrap();
+        forbidden(store.register_node("new", "10.0.0.1", false, Registrar::Node("new")).await);
+        forbidden(store.register_node("old", "10.0.0.2", false, Registrar::Node("new")).await);
+        forbidden(
+            store.register_node("x", "10.0.0.1", false, Registrar::Join { credential_hash: "h4" }).await,
+        );
+        // A node moves to a free address with its own credential.
+        store.register_node("new", "10.0.0.3", false, Registrar::Node("new")).await.unwrap();
+        let nodes = store.list_nodes().await.unwrap();
+        let addrs: Vec<_> = nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
+        assert_eq!(addrs, vec![("new", "10.0.0.3"), ("old", "10.0.0.1")]);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
