@@ -113,6 +113,12 @@ pub struct DataDir {
     pub base_domain: String,
     #[command(flatten)]
     pub backups: BackupStoreArgs,
+    /// Largest `git push` accepted, in MiB; a larger one is refused with a message.
+    #[arg(long, env = "PAAS_GIT_MAX_PUSH_MIB", default_value_t = 1024)]
+    pub git_max_push_mib: u64,
+    /// Longest a `git push` may take, its build and deploy included, in seconds.
+    #[arg(long, env = "PAAS_GIT_PUSH_TIMEOUT", default_value_t = 3600)]
+    pub git_push_timeout_secs: u64,
 }
 
 /// Backup schedule and retention of a database.
@@ -176,6 +182,10 @@ pub struct NodeOpts {
     /// Docker network mode for image builds, e.g. `host` when the Docker bridge has no egress.
     #[arg(long, env = "PAAS_BUILD_NETWORK")]
     pub build_network: Option<String>,
+    /// Proxies in front of the ingress (CIDR blocks or addresses, comma-separated) whose
+    /// X-Forwarded-For/-Proto/-Host and X-Real-IP are believed; from anyone else they are replaced.
+    #[arg(long, value_delimiter = ',', value_parser = node_agent::ingress::parse_trusted_proxy)]
+    pub trusted_proxies: Vec<node_agent::ingress::IpNet>,
 }
 
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@
 use crate::state::AppState;
 use crate::store::{InstanceRow, NodeRow};
 use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route, StaticRoute};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 /// A node that has not reported for this long is not given new work.
@@ -31,6 +31,8 @@ pub async fn place(
 ) -> anyhow::Result<Vec<InstanceRow>> {
     let nodes = ready_nodes(state).await?;
     anyhow::ensure!(!nodes.is_empty(), "no node is available to run containers; is a node agent running?");
+    let env_row = state.store.get_env(app, env).await?;
+    let names = env_row.docker_names();
     let mut load: HashMap<String, usize> = nodes.iter().map(|n| (n.name.clone(), 0)).collect();
     for i in state.store.all_instances().await? {
         if let Some(n) = load.get_mut(&i.node) {
@@ -47,7 +49,7 @@ pub async fn place(
             .clone();
         *load.get_mut(&node).expect("node has a load entry") += 1;
         out.push(InstanceRow {
-            name: protocol::container_name(app, env, process, release, replica),
+            name: names.container(process, release, replica),
             app: app.to_string(),
             env: env.to_string(),
             process: process.to_string(),
@@ -77,6 +79,10 @@ pub async fn build_node(state: &AppState) -> anyhow::Result<String> {
 /// Everything `node` should be doing now.
 pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignment> {
     let store = &state.store;
+    let envs = store.all_envs().await?;
+    let legacy: HashSet<(&str, &str)> =
+        envs.iter().filter(|e| e.legacy_names).map(|e| (e.app.as_str(), e.name.as_str())).collect();
+    let is_legacy = |app: &str, env: &str| legacy.contains(&(app, env));
     let mut containers = Vec::new();
     for i in store.instances_for_node(node).await? {
         let release = store.get_release(&i.app, &i.env, i.release).await?;
@@ -96,12 +102,14 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             image,
             command: process.command.clone(),
             port: process.port,
-            network: protocol::env_network(&i.app, &i.env),
+            network: protocol::DockerNames { app: &i.app, env: &i.env, legacy: is_legacy(&i.app, &i.env) }
+                .network(),
             env_vars,
             config,
             healthcheck: process.healthcheck.clone(),
             drain_timeout_ms: release.manifest.deploy.drain_timeout_ms,
             stop_grace_ms: release.manifest.deploy.stop_grace_ms,
+            limits: process.limits,
         });
     }
     let builds = store
@@ -109,7 +117,12 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         .await?
         .into_iter()
         .map(|r| BuildTask {
-            tag: format!("paas/{}-{}:v{}", r.app, r.env, r.version),
+            tag: format!(
+                "{}:v{}",
+                protocol::DockerNames { app: &r.app, env: &r.env, legacy: is_legacy(&r.app, &r.env) }
+                    .image_repo(),
+                r.version
+            ),
             kind: if r.source == "build" {
                 BuildKind::Dockerfile
             } else {
@@ -125,7 +138,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
     let mut static_prefetch = Vec::new();
     if is_ingress {
-        for env in store.all_envs().await? {
+        for env in &envs {
             let Some(target) = env.target_release else { continue };
             if let Some(st) = static_route(&store.get_release(&env.app, &env.name, target).await?) {
                 static_prefetch.push(st);
@@ -139,14 +152,15 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         let (sealed, _) = store.release_inputs(&j.app, &j.env, j.release).await?;
         let env_vars = BTreeMap::from([("PAAS_RELEASE".to_string(), j.release.to_string())]);
         jobs.push(JobSpec {
-            network: protocol::env_network(&j.app, &j.env),
+            network: protocol::DockerNames { app: &j.app, env: &j.env, legacy: is_legacy(&j.app, &j.env) }
+                .network(),
             id: j.id,
             app: j.app,
             env: j.env,
             release: j.release,
             image,
             mask_output: j.kind == "release",
-
+            limits: release.manifest.web().map(|w| w.limits).unwrap_or_default(),
             command: j.command,
             env_vars,
             config: state.secrets.open_map(&sealed)?,
@@ -239,11 +253,11 @@ pub async fn database_spec(
         ("db-primary".to_string(), 5432)
     };
     Ok(protocol::agent::DatabaseSpec {
-        name: format!("paas-{}-{}-{role}", db.app, db.env),
+        name: db.docker_names().database(role),
         role: role.to_string(),
         image: format!("paas/postgres:{}", db.version),
-        volume: format!("paas-{}-{}-{role}", db.app, db.env),
-        network: protocol::env_network(&db.app, &db.env),
+        volume: db.docker_names().database(role),
+        network: db.docker_names().network(),
         version: db.version,
         database: db.database_name(),
         user: db.database_name(),

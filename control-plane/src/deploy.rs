@@ -17,6 +17,8 @@ const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
 const STATIC_EXTRACTION: Duration = Duration::from_secs(60);
 /// Longest a release command (a migration, say) may run.
 const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Lines of a failed release command's output shown in the deploy error.
+const RELEASE_FAILURE_LINES: u32 = 20;
 /// How long the end of a stability window waits for the agents' next observation.
 const FRESH_REPORT: Duration = Duration::from_secs(15);
 /// A new replica that restarted this often while the deploy waits is crash-looping.
@@ -128,7 +130,8 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
 /// and restarts never run it twice) and waits for it.
 async fn release_phase(state: &AppState, release: &Release, command: &[String]) -> anyhow::Result<()> {
     let (app, env, version) = (release.app.as_str(), release.env.as_str(), release.version);
-    let id = format!("release-{app}-{env}-{version}");
+    // `--` as in Docker names: app `a` env `b-c` and app `a-b` env `c` must not share a job.
+    let id = format!("release-{app}--{env}-{version}");
     let job = JobRow {
         id: id.clone(),
         app: app.to_string(),
@@ -161,8 +164,10 @@ async fn release_phase(state: &AppState, release: &Release, command: &[String]) 
     match (job.exit_code, job.error) {
         (Some(0), _) => Ok(()),
         (code, error) => {
-            let (lines, _) = state.store.job_output_after(&id, 0).await?;
-            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            // The command's own last lines (masked by the agent), however much it printed.
+            let lines = state.store.job_output_tail(&id, RELEASE_FAILURE_LINES).await?;
+            let tail =
+                if lines.is_empty() { "(the command printed nothing)".to_string() } else { lines.join("\n") };
             let why = match (code, error) {
                 (Some(c), _) => format!("the release command exited with {c}"),
                 (None, Some(e)) => format!("the release command could not run: {e}"),

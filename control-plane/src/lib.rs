@@ -33,6 +33,10 @@ pub struct Config {
     /// Where database backups are kept, and the S3-compatible bucket they are copied to.
     pub backup_dir: PathBuf,
     pub backup_s3: Option<s3::S3Config>,
+    /// Largest pack a `git push` may send.
+    pub git_max_push_bytes: u64,
+    /// Longest a `git push` may take, its build and deploy included.
+    pub git_push_timeout: std::time::Duration,
 }
 
 /// A control plane whose data directory is opened and whose tokens exist, not yet serving.
@@ -91,11 +95,7 @@ impl ControlPlane {
         let router = http::router(self.state.clone(), &api_url)?;
         tracing::info!(%addr, "control plane listening");
         tokio::spawn(backups::scheduler(self.state.clone(), shutdown.clone()));
-        let stop = shutdown.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .context("serving the API")?;
+        http::server::serve(listener, router, shutdown.clone()).await;
         self.state.store.close().await;
         tracing::info!("control plane stopped");
         Ok(())

@@ -7,7 +7,7 @@ use protocol::agent::{Assignment, BuildKind, BuildLog, BuildResult, BuildTask};
 use protocol::{labels, Client};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -46,11 +46,10 @@ impl Builder {
 
 async fn build_one(docker: DockerClient, client: Client, network: Option<String>, task: BuildTask) {
     tracing::info!("build started");
-    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    // Output waits in a bounded outbox while the control plane takes it (see `lines`).
+    let (tx, rx) = crate::lines::outbox();
     let shipper = tokio::spawn(ship_logs(client.clone(), task.clone(), rx));
-    let on_line = |line: String| {
-        let _ = tx.send(line);
-    };
+    let on_line = |line: String| tx.send(line);
     let result = match &task.kind {
         BuildKind::Image { reference } => docker.resolve_image(reference, on_line).await,
         BuildKind::Dockerfile => match fetch_source(&client, &task).await {
@@ -101,14 +100,10 @@ async fn fetch_source(client: &Client, task: &BuildTask) -> anyhow::Result<bytes
 }
 
 /// Sends build output in batches, so a chatty build does not cost a request per line.
-async fn ship_logs(client: Client, task: BuildTask, rx: mpsc::UnboundedReceiver<String>) {
+async fn ship_logs(client: Client, task: BuildTask, rx: crate::lines::LineReceiver) {
     crate::lines::ship(rx, |lines| {
         let (client, task) = (client.clone(), task.clone());
-        async move {
-            if let Err(e) = client.build_log(&task.app, &task.env, task.release, &BuildLog { lines }).await {
-                tracing::debug!(error = %e, "sending build output failed");
-            }
-        }
+        async move { client.build_log(&task.app, &task.env, task.release, &BuildLog { lines }).await.map(drop) }
     })
     .await
 }

@@ -97,6 +97,13 @@ impl Databases {
                 return status;
             }
         };
+        use protocol::labels::{APP, ENV, ROLE};
+        let expected = [(APP, spec.app.clone()), (ENV, spec.env.clone()), (ROLE, spec.role.clone())];
+        if let Some(o) = observed.as_ref().filter(|o| !o.labelled_as(&expected)) {
+            status.state = "name conflict".into();
+            status.log_tail = vec![o.foreign()];
+            return status;
+        }
         let now = Instant::now();
         let due = self.retry_at.get(&spec.name).is_none_or(|at| now >= *at);
         match observed {

@@ -18,6 +18,9 @@ use std::collections::HashMap;
 pub const LOG_MAX_SIZE: &str = "10m";
 pub const LOG_MAX_FILE: &str = "3";
 
+/// Memory limit of a PostgreSQL container (its shared memory included).
+pub const DB_MEMORY: u64 = 2 << 30;
+
 /// Agent-private labels: the process port, and how to retire the container.
 pub const LABEL_PORT: &str = "paas.port";
 pub const LABEL_DRAIN_MS: &str = "paas.drain_ms";
@@ -38,6 +41,30 @@ pub struct Observed {
     /// The container's address on its Docker network: health checks go there, past Docker's
     /// port proxy, which accepts connections even when the app does not listen.
     pub ip: Option<String>,
+}
+
+impl Observed {
+    /// Whether the container carries every one of the `expected` label values. The agent adopts
+    /// a container of an assigned name only when it does: a container left by another app or
+    /// release under that name is never taken over.
+    pub fn labelled_as(&self, expected: &[(&str, String)]) -> bool {
+        expected.iter().all(|(k, v)| self.labels.get(*k) == Some(v))
+    }
+
+    /// The sentence that says why an existing container of an assigned name is not adopted.
+    pub fn foreign(&self) -> String {
+        let label = |k: &str| self.labels.get(k).cloned().unwrap_or_else(|| "?".into());
+        format!(
+            "a container named {} already exists for {}/{} ({}); paas will not take it over: remove it to go on",
+            self.name,
+            label(labels::APP),
+            label(labels::ENV),
+            self.labels
+                .get(labels::ROLE)
+                .cloned()
+                .unwrap_or_else(|| format!("{} v{}", label(labels::PROCESS), label(labels::RELEASE)))
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -118,7 +145,7 @@ impl DockerClient {
                 name: Some(RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,
             }),
-            ..base_host_config()
+            ..limited_host_config(&spec.limits)
         };
         let config = ContainerConfig {
             image: Some(spec.image.clone()),
@@ -271,8 +298,28 @@ impl DockerClient {
     }
 }
 
-/// What every paas container gets: capped json-file logs, no privilege escalation, and a tiny
-/// init as PID 1 that forwards SIGTERM and reaps zombies for apps that do not.
+/// The only capabilities app containers keep (Docker's default set minus NET_RAW, MKNOD,
+/// AUDIT_WRITE, SETFCAP, SETPCAP and SYS_CHROOT): enough for an image that starts as root to
+/// bind a low port, chown its files and drop to its own user; not enough to forge packets,
+/// make device nodes or hand capabilities on.
+pub const CAP_ALLOW: &[&str] =
+    &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"];
+
+/// [`base_host_config`] with the process's memory (no swap on top), CPU and PID limits.
+fn limited_host_config(limits: &protocol::manifest::Limits) -> HostConfig {
+    let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+    HostConfig {
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        nano_cpus: Some(i64::from(limits.millicpus) * 1_000_000),
+        pids_limit: Some(i64::from(limits.pids)),
+        ..base_host_config()
+    }
+}
+
+/// What every paas container gets: capped json-file logs, no privilege escalation, every
+/// capability dropped but [`CAP_ALLOW`], and a tiny init as PID 1 that forwards SIGTERM and
+/// reaps zombies for apps that do not.
 fn base_host_config() -> HostConfig {
     HostConfig {
         log_config: Some(HostConfigLogConfig {
@@ -283,6 +330,8 @@ fn base_host_config() -> HostConfig {
             ])),
         }),
         security_opt: Some(vec!["no-new-privileges".into()]),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(CAP_ALLOW.iter().map(|c| c.to_string()).collect()),
         init: Some(true),
         ..Default::default()
     }
@@ -371,7 +420,7 @@ impl DockerClient {
             job.config.iter().chain(&job.env_vars).map(|(k, v)| format!("{k}={v}")).collect();
         let host_config = HostConfig {
             network_mode: (!job.network.is_empty()).then(|| job.network.clone()),
-            ..base_host_config()
+            ..limited_host_config(&job.limits)
         };
         if !job.network.is_empty() {
             self.ensure_network(&job.network, &job.app, &job.env).await?;
@@ -395,26 +444,35 @@ impl DockerClient {
             .map_err(|e| anyhow::anyhow!(docker_message(&e)))
     }
 
-    /// Streams what a container prints, line by line, until it exits.
+    /// Streams what a container prints, line by line, until it exits. Docker 20.10's follow
+    /// can end before a stopped container's last entries (seen losing 24 of 30,000 lines), so
+    /// the end of the log is read once more and what the follow missed is passed on too.
     pub async fn follow_logs(&self, name: &str, mut on_line: impl FnMut(String)) {
-        let opts = LogsOptions::<String> { follow: true, stdout: true, stderr: true, ..Default::default() };
-        let mut stream = self.docker.logs(name, Some(opts));
-        let mut pending = String::new();
+        /// Entries read again at the end; far more than the follow was seen to miss.
+        const READ_AGAIN: usize = 5000;
+        let opts = |follow: bool, tail: String| LogsOptions::<String> {
+            follow,
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            tail,
+            ..Default::default()
+        };
+        // Holds at most one (cut) line, however long the lines are.
+        let mut reader = crate::lines::LogReader::default();
+        let mut stream = self.docker.logs(name, Some(opts(true, "all".into())));
         while let Some(Ok(chunk)) = stream.next().await {
-            if let LogOutput::StdOut { message }
-            | LogOutput::StdErr { message }
-            | LogOutput::Console { message } = chunk
-            {
-                pending.push_str(&String::from_utf8_lossy(&message));
-                while let Some(i) = pending.find('\n') {
-                    on_line(pending[..i].trim_end_matches('\r').to_string());
-                    pending.drain(..=i);
-                }
+            if let LogOutput::StdOut { message } | LogOutput::StdErr { message } = chunk {
+                reader.entry(&message, &mut on_line);
             }
         }
-        if !pending.is_empty() {
-            on_line(pending);
+        let mut stream = self.docker.logs(name, Some(opts(false, READ_AGAIN.to_string())));
+        while let Some(Ok(chunk)) = stream.next().await {
+            if let LogOutput::StdOut { message } | LogOutput::StdErr { message } = chunk {
+                reader.again(&message, &mut on_line);
+            }
         }
+        reader.finish(on_line);
     }
 
     /// Exit code of a stopped container.
@@ -427,10 +485,23 @@ impl DockerClient {
 }
 
 impl DockerClient {
-    /// A tar of `path` inside `image`, read from a created (never started) container.
-    pub async fn copy_out(&self, image: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    /// Streams the tar of `path` inside `image` (Docker's archive API on a created, never started
+    /// container) into `consume`, which runs on a blocking thread and reads it as it arrives: the
+    /// archive is never held in memory whole. The container is removed afterwards, whatever
+    /// `consume` returned.
+    pub async fn copy_out<T: Send + 'static>(
+        &self,
+        image: &str,
+        path: &str,
+        consume: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
         use bollard::container::DownloadFromContainerOptions;
-        let name = format!("paas-extract-{}-{}", self.node, std::process::id());
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio_util::io::{StreamReader, SyncIoBridge};
+        // Unique per extraction: two at once on this node must not remove each other's container.
+        static EXTRACTIONS: AtomicU64 = AtomicU64::new(0);
+        let serial = EXTRACTIONS.fetch_add(1, Ordering::Relaxed);
+        let name = format!("paas-extract-{}-{}-{serial}", self.node, std::process::id());
         let labels = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
             (labels::NODE.to_string(), self.node.clone()),
@@ -438,37 +509,25 @@ impl DockerClient {
         ]);
         let config =
             ContainerConfig { image: Some(image.to_string()), labels: Some(labels), ..Default::default() };
-        let _ = self
-            .docker
-            .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
-            .await;
         self.docker
             .create_container(Some(CreateContainerOptions { name: name.clone(), platform: None }), config)
             .await
             .map_err(|e| {
                 anyhow::anyhow!("creating a container to copy static files: {}", docker_message(&e))
             })?;
-        let mut stream = self
+        let stream = self
             .docker
-            .download_from_container(&name, Some(DownloadFromContainerOptions { path: path.to_string() }));
-        let mut out = Vec::new();
-        let mut failed = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => out.extend_from_slice(&bytes),
-                Err(e) => {
-                    failed = Some(docker_message(&e));
-                    break;
-                }
-            }
-        }
+            .download_from_container(&name, Some(DownloadFromContainerOptions { path: path.to_string() }))
+            .map(|chunk| chunk.map_err(|e| std::io::Error::other(docker_message(&e))));
+        let mut reader = SyncIoBridge::new(StreamReader::new(Box::pin(stream)));
+        let consumed = tokio::task::spawn_blocking(move || consume(&mut reader)).await;
         let _ = self
             .docker
             .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
             .await;
-        match failed {
-            Some(e) => anyhow::bail!("copying {path} out of the image: {e}"),
-            None => Ok(out),
+        match consumed {
+            Ok(result) => result.with_context(|| format!("copying {path} out of the image")),
+            Err(e) => anyhow::bail!("copying {path} out of the image: the reading task failed: {e}"),
         }
     }
 }
@@ -572,10 +631,16 @@ impl DockerClient {
             env.push(format!("PRIMARY_PORT={}", spec.primary_port));
             env.push(format!("REPLICATION_PASSWORD={}", spec.password));
         }
+        // A server gets more room than an app process: one backend process per connection.
+        let limits = protocol::manifest::Limits {
+            memory_bytes: DB_MEMORY,
+            millicpus: 2000,
+            pids: (spec.max_connections * 2 + 64).max(512),
+        };
         let mut host_config = HostConfig {
             // PostgreSQL's own shared memory needs more than Docker's 64 MB default.
             shm_size: Some(256 * 1024 * 1024),
-            ..base_host_config()
+            ..limited_host_config(&limits)
         };
         let mut networking = None;
         if throwaway {

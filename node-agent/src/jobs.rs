@@ -7,7 +7,7 @@ use protocol::agent::{Assignment, JobLog, JobResult, JobSpec};
 use protocol::Client;
 use std::collections::HashSet;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -36,16 +36,13 @@ impl JobRunner {
 }
 
 async fn run_job(docker: DockerClient, client: Client, job: JobSpec) {
-    let name = format!("paas-{}-{}-job-{}", job.app, job.env, job.id);
-    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let name = format!("{}-job-{}", job.network, job.id);
+    // Output waits in a bounded outbox while the control plane takes it (see `lines`).
+    let (tx, rx) = crate::lines::outbox();
     let (c, id) = (client.clone(), job.id.clone());
     let shipper = tokio::spawn(crate::lines::ship(rx, move |lines| {
         let (c, id) = (c.clone(), id.clone());
-        async move {
-            if let Err(e) = c.job_log(&id, &JobLog { lines }).await {
-                tracing::debug!(error = %e, "sending job output failed");
-            }
-        }
+        async move { c.job_log(&id, &JobLog { lines }).await.map(drop) }
     }));
     let result = async {
         match docker.find_job(&job.id).await? {
@@ -57,7 +54,7 @@ async fn run_job(docker: DockerClient, client: Client, job: JobSpec) {
         }
         let mask =
             |line: String| if job.mask_output { crate::reconcile::mask(&line, &job.config) } else { line };
-        docker.follow_logs(&name, |line| drop(tx.send(mask(line)))).await;
+        docker.follow_logs(&name, |line| tx.send(mask(line))).await;
         docker.exit_code(&name).await
     }
     .await;

@@ -40,6 +40,9 @@ pub struct Config {
     /// Keeps the node credential, and the last route table so the ingress serves at once after
     /// a restart, even before the control plane answers.
     pub state_dir: PathBuf,
+    /// Proxies in front of the ingress whose `X-Forwarded-*` headers are believed (CIDR blocks);
+    /// from anyone else they are replaced.
+    pub trusted_proxies: Vec<ingress::IpNet>,
 }
 
 /// Runs the agent until `shutdown`; `ingress` is the public listener when this node serves
@@ -85,7 +88,9 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = ingress {
         let (handle, stop) = (routes.clone(), shutdown.clone());
-        tasks.spawn(async move { ingress::serve(listener, handle, stop).await.context("ingress") });
+        let settings =
+            ingress::Settings { trusted_proxies: config.trusted_proxies.clone(), ..Default::default() };
+        tasks.spawn(async move { ingress::serve(listener, handle, settings, stop).await.context("ingress") });
     }
     let local_ingress = registration.ingress.then(|| routes.clone());
     let paused = dbtasks::Paused::default();

@@ -26,7 +26,10 @@ const MIN_DRAIN: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A container that ran healthy this long is no longer considered crash-looping.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
+/// What a report carries of an unhealthy container's output: its last lines, each cut short,
+/// so reports stay small whatever the container prints.
 const LOG_TAIL_LINES: usize = 20;
+const LOG_TAIL_LINE_BYTES: usize = 1024;
 
 #[derive(Default)]
 struct Tracked {
@@ -122,7 +125,7 @@ impl Reconciler {
         let observed_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let observed: HashMap<String, Observed> =
+        let mut observed: HashMap<String, Observed> =
             self.docker.list().await?.into_iter().map(|o| (o.name.clone(), o)).collect();
         // Until the first assignment arrives, only observe: after a restart the agent adopts
         // what runs instead of removing or recreating it.
@@ -131,9 +134,27 @@ impl Reconciler {
         };
         let wanted: HashMap<&str, &ContainerSpec> =
             desired.containers.iter().map(|c| (c.name.as_str(), c)).collect();
+        // A container of an assigned name whose labels say it is something else is left alone
+        // (neither adopted, probed, nor removed) and reported.
+        let mut foreign = HashMap::new();
+        for spec in &desired.containers {
+            if let Some(o) = observed.get(&spec.name).filter(|o| !o.labelled_as(&expected_labels(spec))) {
+                foreign.insert(spec.name.clone(), o.foreign());
+                observed.remove(&spec.name);
+            }
+        }
 
         for spec in &desired.containers {
-            self.converge(spec, observed.get(&spec.name)).await;
+            match foreign.get(&spec.name) {
+                Some(why) => {
+                    let t = self.tracked.entry(spec.name.clone()).or_default();
+                    if t.log_tail.first() != Some(why) {
+                        tracing::warn!(app = %spec.app, env = %spec.env, release = spec.release, "{why}");
+                    }
+                    (t.healthy, t.log_tail) = (false, vec![why.clone()]);
+                }
+                None => self.converge(spec, observed.get(&spec.name)).await,
+            }
         }
         self.retire_unwanted(&observed, &wanted);
         self.check_health(&desired.containers, &observed).await;
@@ -145,9 +166,14 @@ impl Reconciler {
             .map(|spec| {
                 let t = self.tracked.get(&spec.name);
                 let o = observed.get(&spec.name);
+                let state = match (o, foreign.contains_key(&spec.name)) {
+                    (_, true) => "name conflict".to_string(),
+                    (Some(o), false) => o.state.clone(),
+                    (None, false) => "creating".to_string(),
+                };
                 ContainerStatus {
                     name: spec.name.clone(),
-                    state: o.map(|o| o.state.clone()).unwrap_or_else(|| "creating".into()),
+                    state,
                     healthy: t.is_some_and(|t| t.healthy),
                     host_port: o.and_then(|o| o.host_port),
                     restarts: t.map_or(0, |t| t.restarts),
@@ -213,7 +239,7 @@ impl Reconciler {
         if let Err(e) = result {
             let msg = format!("{e:#}");
             span.in_scope(|| tracing::warn!(error = %msg, "starting container failed"));
-            t.log_tail = vec![msg];
+            t.log_tail = vec![crate::lines::cut(msg, LOG_TAIL_LINE_BYTES)];
         }
     }
 
@@ -335,9 +361,26 @@ impl Reconciler {
             if let Some(why) = &t.last_failure {
                 tail.push(format!("[paas] health check: {why}"));
             }
-            t.log_tail = tail.iter().map(|line| mask(line, &spec.config)).collect();
+            // Masked before cut, so a cut never leaves part of a secret unmasked.
+            let keep = tail.len().saturating_sub(LOG_TAIL_LINES + 1);
+            t.log_tail = tail[keep..]
+                .iter()
+                .map(|line| crate::lines::cut(mask(line, &spec.config), LOG_TAIL_LINE_BYTES))
+                .collect();
         }
     }
+}
+
+/// The labels an app container made for `spec` carries.
+fn expected_labels(spec: &ContainerSpec) -> [(&'static str, String); 5] {
+    use protocol::labels::{APP, ENV, PROCESS, RELEASE, REPLICA};
+    [
+        (APP, spec.app.clone()),
+        (ENV, spec.env.clone()),
+        (PROCESS, spec.process.clone()),
+        (RELEASE, spec.release.to_string()),
+        (REPLICA, spec.replica.to_string()),
+    ]
 }
 
 /// Replaces config values in what a container printed, so an app that logs its secrets does

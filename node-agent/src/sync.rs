@@ -134,6 +134,7 @@ async fn report_loop(
     loop {
         let mut report = reports.borrow_and_update().clone();
         report.static_ready = statics.ready_keys();
+        crate::lines::fit_report(&mut report, protocol::agent::MAX_BODY_BYTES);
         if let Err(e) = client.report(&registration.name, &report).await {
             if e.status == Some(404) {
                 let _ = identity.register(&registration).await;

@@ -166,6 +166,9 @@ pub struct JobSpec {
     /// output), no for `paas run`, whose output the user asked to see.
     #[serde(default)]
     pub mask_output: bool,
+    /// The release's `web` limits (or the defaults): a one-off is held like the app.
+    #[serde(default)]
+    pub limits: crate::manifest::Limits,
 }
 
 /// Output lines of a job, in batches.
@@ -216,6 +219,8 @@ pub struct ContainerSpec {
     pub drain_timeout_ms: u64,
     /// Between SIGTERM and SIGKILL.
     pub stop_grace_ms: u64,
+    #[serde(default)]
+    pub limits: crate::manifest::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +284,10 @@ pub struct BuildResult {
     pub image_id: Option<String>,
     pub error: Option<String>,
 }
+
+/// Largest request body the control plane accepts on `/agent/v1` (backup data, which streams,
+/// aside). Agents keep reports and output batches below it.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// What the agent observes; sent when something changes and as the heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

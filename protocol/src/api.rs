@@ -210,6 +210,9 @@ pub struct Process {
     pub address: Option<String>,
     pub restarts: u32,
     pub updated_at: String,
+    /// What each container of the process may use (from its release's manifest).
+    #[serde(default)]
+    pub limits: Option<crate::manifest::Limits>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

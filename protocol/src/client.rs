@@ -51,6 +51,9 @@ impl Client {
     pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // The control plane closes connections idle for 10 s (its header-read timeout);
+            // dropping them sooner here means a request never goes out on one being closed.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("building an HTTP client without TLS cannot fail");
         let token = Arc::new(RwLock::new(token.into()));

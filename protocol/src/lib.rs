@@ -43,14 +43,54 @@ pub fn hostname(app: &str, env: &str, base_domain: &str) -> String {
     }
 }
 
-/// The private Docker network of an environment: its app containers and its database.
-pub fn env_network(app: &str, env: &str) -> String {
-    format!("paas-{app}-{env}")
+/// The Docker object names of one environment: its network, app containers, database
+/// containers and volumes, and the repository its images are tagged in.
+///
+/// App, environment and process names cannot contain `--` (see [`names`]), so `--` between them
+/// makes every name belong to exactly one (app, env, process): app `shop` with environment
+/// `eu-production` and app `shop-eu` with `production` get `paas-shop--eu-production` and
+/// `paas-shop-eu--production`. Environments created before that rule keep their old names
+/// (`legacy`, `paas-<app>-<env>...`) so their running containers and database volumes carry on
+/// after an upgrade; the store marks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DockerNames<'a> {
+    pub app: &'a str,
+    pub env: &'a str,
+    pub legacy: bool,
 }
 
-/// Container name convention: `paas-<app>-<env>-<process>-<release>-<n>`.
-pub fn container_name(app: &str, env: &str, process: &str, release: u32, replica: u32) -> String {
-    format!("paas-{app}-{env}-{process}-{release}-{replica}")
+impl<'a> DockerNames<'a> {
+    pub fn new(app: &'a str, env: &'a str) -> Self {
+        Self { app, env, legacy: false }
+    }
+
+    fn sep(&self) -> &'static str {
+        if self.legacy {
+            "-"
+        } else {
+            "--"
+        }
+    }
+
+    /// The environment's private network (its app containers, jobs and database).
+    pub fn network(&self) -> String {
+        format!("paas-{}{}{}", self.app, self.sep(), self.env)
+    }
+
+    /// An app container: `paas-<app>--<env>--<process>-<release>-<replica>`.
+    pub fn container(&self, process: &str, release: u32, replica: u32) -> String {
+        format!("{}{}{process}-{release}-{replica}", self.network(), self.sep())
+    }
+
+    /// A database server's container and its volume (`role`: `db-primary`, `db-replica`).
+    pub fn database(&self, role: &str) -> String {
+        format!("{}{}{role}", self.network(), self.sep())
+    }
+
+    /// The repository a release's image is tagged in (`paas/<app>--<env>:v<n>`).
+    pub fn image_repo(&self) -> String {
+        format!("paas/{}{}{}", self.app, self.sep(), self.env)
+    }
 }
 
 #[cfg(test)]
@@ -61,6 +101,24 @@ mod tests {
     fn hostnames_follow_the_convention() {
         assert_eq!(hostname("notes", "production", "localhost"), "notes.localhost");
         assert_eq!(hostname("notes", "staging", "example.com"), "notes-staging.example.com");
-        assert_eq!(container_name("notes", "production", "web", 3, 1), "paas-notes-production-web-3-1");
+    }
+
+    #[test]
+    fn docker_names_of_different_environments_never_collide() {
+        let a = DockerNames::new("shop", "eu-production");
+        let b = DockerNames::new("shop-eu", "production");
+        assert_eq!(a.network(), "paas-shop--eu-production");
+        assert_ne!(a.network(), b.network());
+        assert_ne!(a.container("web", 1, 1), b.container("web", 1, 1));
+        assert_ne!(a.database("db-primary"), b.database("db-primary"));
+        assert_ne!(a.image_repo(), b.image_repo());
+        // An environment whose name extends another's by a process-like suffix.
+        let c = DockerNames::new("a", "b-web");
+        let d = DockerNames::new("a", "b");
+        assert_ne!(c.container("x", 1, 1), d.container("web-x", 1, 1));
+        assert_eq!(d.container("web", 3, 1), "paas-a--b--web-3-1");
+        let old = DockerNames { app: "notes", env: "production", legacy: true };
+        assert_eq!(old.container("web", 3, 1), "paas-notes-production-web-3-1");
+        assert_eq!(old.database("db-primary"), "paas-notes-production-db-primary");
     }
 }

@@ -39,6 +39,43 @@ pub struct ProcessSpec {
     pub port: u16,
     pub replicas: u32,
     pub healthcheck: HealthCheck,
+    /// Releases stored before limits existed get the defaults.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What each container of a process may use. Docker enforces it, so a memory hog or a fork
+/// bomb in one app is stopped inside that app's containers and never starves the node, the
+/// platform or other apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory (and, with no swap, memory plus swap); the kernel OOM-kills past it.
+    pub memory_bytes: u64,
+    /// CPU time in thousandths of a CPU (1000 = one core).
+    pub millicpus: u32,
+    /// Processes and threads.
+    pub pids: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_bytes: 512 * MIB, millicpus: 1000, pids: 256 }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Limits {
+    /// `512M, 1 CPU, 256 pids`, as `paas ps` shows it.
+    pub fn describe(&self) -> String {
+        let mem = if self.memory_bytes.is_multiple_of(1024 * MIB) {
+            format!("{}G", self.memory_bytes / (1024 * MIB))
+        } else {
+            format!("{}M", self.memory_bytes / MIB)
+        };
+        let cpus = format!("{}", f64::from(self.millicpus) / 1000.0);
+        format!("{mem}, {cpus} CPU, {} pids", self.pids)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +145,7 @@ impl Default for Manifest {
             port: crate::DEFAULT_PORT,
             replicas: 1,
             healthcheck: HealthCheck::default(),
+            limits: Limits::default(),
         };
         Self {
             processes: BTreeMap::from([("web".to_string(), web)]),
@@ -180,6 +218,17 @@ struct FileProcess {
     port: Option<u16>,
     replicas: Option<u32>,
     healthcheck: Option<FileHealth>,
+    /// `"512M"`, `"1G"`, `"256MiB"`.
+    memory: Option<String>,
+    cpus: Option<Number>,
+    pids: Option<u32>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Float(f64),
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -296,6 +345,7 @@ fn apply(
             port: crate::DEFAULT_PORT,
             replicas: 1,
             healthcheck: HealthCheck::default(),
+            limits: Limits::default(),
         });
         if let Some(c) = &p.command {
             if c.is_empty() {
@@ -315,6 +365,7 @@ fn apply(
         if let Some(h) = &p.healthcheck {
             apply_health(&mut entry.healthcheck, h, &format!("{key}.healthcheck"))?;
         }
+        apply_limits(&mut entry.limits, p, &key)?;
     }
     let d = &mut m.deploy;
     let k = |s: &str| format!("{prefix}deploy.{s}");
@@ -331,6 +382,49 @@ fn apply(
         d.stop_grace_ms = parse_duration(&k("stop_grace"), v)?;
     }
     Ok(())
+}
+
+fn apply_limits(l: &mut Limits, p: &FileProcess, key: &str) -> Result<(), ManifestError> {
+    let err = |message: String| ManifestError { line: None, message };
+    if let Some(m) = &p.memory {
+        l.memory_bytes = parse_memory(m).filter(|b| *b >= 16 * MIB).ok_or_else(|| {
+            err(format!("{key}.memory must be a size of at least 16M, like \"512M\" or \"2G\""))
+        })?;
+    }
+    if let Some(c) = p.cpus {
+        let cpus = match c {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        };
+        if !(0.01..=256.0).contains(&cpus) {
+            return Err(err(format!(
+                "{key}.cpus must be a number of CPUs between 0.01 and 256, like 0.5 or 2"
+            )));
+        }
+        l.millicpus = (cpus * 1000.0).round() as u32;
+    }
+    if let Some(n) = p.pids {
+        if !(16..=1_000_000).contains(&n) {
+            return Err(err(format!("{key}.pids must be between 16 and 1000000")));
+        }
+        l.pids = n;
+    }
+    Ok(())
+}
+
+/// `"512M"`, `"512MB"`, `"512MiB"`, `"1G"`, `"64k"` or a number of bytes, in powers of 1024.
+fn parse_memory(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => MIB,
+        "g" | "gb" | "gib" => 1024 * MIB,
+        _ => return None,
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 fn apply_health(h: &mut HealthCheck, f: &FileHealth, key: &str) -> Result<(), ManifestError> {
@@ -457,6 +551,33 @@ replicas = 1
         let st = prod.static_files.unwrap();
         assert_eq!((st.dir.as_str(), st.prefix.as_str(), st.max_age_secs), ("/app/public", "/static/", 3600));
         assert!(parse("[static]\ndir = \"public\"\n", "production").is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_can_be_set_per_process_and_environment() {
+        let m = parse("", "production").unwrap();
+        assert_eq!(m.web().unwrap().limits, Limits::default());
+        assert_eq!(Limits::default().describe(), "512M, 1 CPU, 256 pids");
+        let text = "[processes.web]\nmemory = \"1G\"\ncpus = 0.5\npids = 64\n\
+                    [env.staging.processes.web]\nmemory = \"256MiB\"\ncpus = 2\n";
+        let l = parse(text, "production").unwrap().web().unwrap().limits;
+        assert_eq!(l, Limits { memory_bytes: 1 << 30, millicpus: 500, pids: 64 });
+        assert_eq!(l.describe(), "1G, 0.5 CPU, 64 pids");
+        let l = parse(text, "staging").unwrap().web().unwrap().limits;
+        assert_eq!(l, Limits { memory_bytes: 256 << 20, millicpus: 2000, pids: 64 });
+        for (bad, why) in [
+            ("memory = \"lots\"", "processes.web.memory"),
+            ("memory = \"1M\"", "at least 16M"),
+            ("cpus = 0", "processes.web.cpus"),
+            ("pids = 2", "processes.web.pids"),
+        ] {
+            let e = parse(&format!("[processes.web]\n{bad}\n"), "production").unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        // A release stored before limits existed reads with the defaults.
+        let old = r#"{"command":null,"port":8080,"replicas":1,"healthcheck":{"probe":{"type":"tcp"},
+            "interval_ms":1,"timeout_ms":1,"healthy_threshold":1,"unhealthy_threshold":1,"start_period_ms":0}}"#;
+        assert_eq!(serde_json::from_str::<ProcessSpec>(old).unwrap().limits, Limits::default());
     }
 
     #[test]

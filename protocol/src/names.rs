@@ -96,6 +96,10 @@ pub fn check_process(name: &str) -> Result<(), NameError> {
     {
         return Err(err("use lowercase letters, digits and '-', starting with a letter"));
     }
+    // `--` separates names in Docker object names (see `DockerNames`).
+    if name.contains("--") || name.ends_with('-') {
+        return Err(err("it must not contain '--' or end with '-'"));
+    }
     Ok(())
 }
 

@@ -35,10 +35,39 @@ pub fn paas_bin() -> &'static Path {
             .status()
             .expect("running base-images.sh");
         assert!(status.success(), "building the base images failed");
+        anchor_build_cache(&root);
         let target =
             std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         target.join("debug").join("paas")
     })
+}
+
+/// Tests build the examples in parallel and remove their own images when done; removing an image
+/// also deletes its untagged parent layers, which a concurrent build may be using as cache. Tag
+/// the examples' shared first layers (same parent, same instruction: the same cached layer), so
+/// they always have a tagged owner that no test removes.
+fn anchor_build_cache(root: &Path) {
+    for example in ["hello", "notes"] {
+        let dockerfile =
+            std::fs::read_to_string(root.join("examples").join(example).join("Dockerfile")).unwrap();
+        // Everything up to the first instruction that depends on the app's files.
+        let prefix: String = dockerfile
+            .lines()
+            .take_while(|l| !l.trim_start().starts_with("COPY") && !l.trim_start().starts_with("ADD"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("Dockerfile"), prefix).unwrap();
+        let status = Command::new("docker")
+            .args(["build", "-q", "--network", "host", "-t", &format!("paas-test/cache-{example}:anchor")])
+            .arg(dir.path())
+            // The classic builder, like paas's own builds: BuildKit keeps a separate cache.
+            .env("DOCKER_BUILDKIT", "0")
+            .stdout(Stdio::null())
+            .status()
+            .expect("running docker build");
+        assert!(status.success(), "building the {example} cache anchor failed");
+    }
 }
 
 pub fn rand_suffix() -> String {
@@ -118,6 +147,8 @@ pub struct Platform {
     agents: Vec<(Child, String)>,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// The binary `paas up` runs from (the built one unless a test gives another).
+    bin: PathBuf,
 }
 
 impl Platform {
@@ -133,6 +164,11 @@ impl Platform {
     /// Like [`Platform::start_with`], with environment variables for `paas up` (secrets that
     /// must not be on its command line).
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_from(paas_bin(), extra, env)
+    }
+
+    /// Starts `paas up` from the binary at `bin` (a copy a test may replace while it runs).
+    pub fn start_from(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         paas_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut p = Platform {
@@ -146,13 +182,14 @@ impl Platform {
             agents: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            bin: bin.to_path_buf(),
         };
         p.launch();
         p
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new(paas_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["up", "--output", "json", "--api-addr", &self.api_addr, "--http-addr", &self.ingress])
             .args(["--node-name", &self.node, "--build-network", "host"])
             .arg("--data-dir")
@@ -178,6 +215,27 @@ impl Platform {
         self.api_addr = self.api_url.trim_start_matches("http://").to_string();
         self.ingress = ready["ingress_addr"].as_str().unwrap().to_string();
         self.child = Some(child);
+    }
+
+    /// The process id of `paas up` (control plane, agent and ingress in one process).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("paas up is running").id()
+    }
+
+    /// The API's address (`127.0.0.1:port`).
+    pub fn api_addr(&self) -> &str {
+        &self.api_addr
+    }
+
+    /// The admin API token `paas up` wrote to the CLI config.
+    pub fn token(&self) -> String {
+        let cfg =
+            std::fs::read_to_string(self.dir.path().join("config/paas/config.toml")).expect("CLI config");
+        cfg.lines()
+            .find_map(|l| l.strip_prefix("token = "))
+            .expect("a token in the CLI config")
+            .trim_matches('"')
+            .to_string()
     }
 
     /// The platform's own log (stderr of `paas up`), for failure messages.
@@ -267,6 +325,12 @@ impl Platform {
         let name = format!("{prefix}-{}", rand_suffix());
         self.apps.push(name.clone());
         name
+    }
+
+    /// `name` as an app this platform cleans up after (for tests that need related names).
+    pub fn app_named(&mut self, name: &str) -> String {
+        self.apps.push(name.to_string());
+        name.to_string()
     }
 
     /// Runs `paas ARGS` against this platform.

@@ -17,7 +17,7 @@ fn first_deploy(p: &Platform, app: &str, manifest: &str) -> (tempfile::TempDir, 
     p.paas(&["apps", "create", app]).expect_ok();
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", app]).expect_ok();
     p.wait_for_body(&p.host(app), "Hello from paas!", SERVE);
-    (src, format!("paas/{app}-production:v1"))
+    (src, format!("paas/{app}--production:v1"))
 }
 
 /// A directory holding only a paas.toml, for `paas deploy DIR --image IMG`.
@@ -237,7 +237,7 @@ drain_timeout = "5s"
     }
 
     // Scaling up leaves the running replicas alone; scaling down under load drops nothing.
-    let before: Vec<String> = (1..=2).map(|n| id(&format!("paas-{app}-production-web-1-{n}"))).collect();
+    let before: Vec<String> = (1..=2).map(|n| id(&format!("paas-{app}--production--web-1-{n}"))).collect();
     p.paas(&["scale", "--app", &app, "web=3"]).expect_ok();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -248,7 +248,7 @@ drain_timeout = "5s"
         assert!(Instant::now() < deadline, "the third replica never became healthy: {ps}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let after: Vec<String> = (1..=2).map(|n| id(&format!("paas-{app}-production-web-1-{n}"))).collect();
+    let after: Vec<String> = (1..=2).map(|n| id(&format!("paas-{app}--production--web-1-{n}"))).collect();
     assert_eq!(before, after, "scaling up recreated running replicas");
     let load = Load::start(&p.ingress, &p.host(&app), 2);
     p.paas(&["scale", "--app", &app, "web=1"]).expect_ok();
@@ -263,7 +263,7 @@ drain_timeout = "5s"
         "scaling down failed requests: {:?}",
         &failures(&samples)[..failures(&samples).len().min(5)]
     );
-    assert_eq!(id(&format!("paas-{app}-production-web-1-1")), before[0]);
+    assert_eq!(id(&format!("paas-{app}--production--web-1-1")), before[0]);
 
     // One deploy per environment at a time.
     let dir = src.path().to_str().unwrap();

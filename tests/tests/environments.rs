@@ -116,7 +116,7 @@ fn secrets_never_show_and_rollback_restores_config() {
         "[processes.web]\ncommand = [\"python3\", \"-c\", \"import os; print('key is', os.environ['API_KEY'], flush=True); raise SystemExit(1)\"]\n",
     )
     .unwrap();
-    let image = format!("paas/{app}-production:v1");
+    let image = format!("paas/{app}--production:v1");
     let failed = p
         .paas(&["deploy", leaky.path().to_str().unwrap(), "--app", &app, "--image", &image])
         .expect_err("crash-looping");
@@ -193,7 +193,7 @@ fn release_command_runs_once_per_release_and_one_off_runs_return_their_exit_code
     let printed = out.stderr.lines().filter(|l| l.trim() == "migrating the database").count();
     assert_eq!(printed, 1, "{}", out.stderr);
     p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
-    let job = format!("paas.job=release-{app}-production-1");
+    let job = format!("paas.job=release-{app}--production-1");
     assert_eq!(created(&since, std::slice::from_ref(&job)), 1, "the release command ran exactly once");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !docker(&["ps", "-aq", "--filter", &format!("label={job}")]).trim().is_empty() {
@@ -208,7 +208,7 @@ fn release_command_runs_once_per_release_and_one_off_runs_return_their_exit_code
         format!("{FAST}[release]\ncommand = [\"python3\", \"-c\", \"print('migration failed: no such table', flush=True); raise SystemExit(3)\"]\n"),
     )
     .unwrap();
-    let image = format!("paas/{app}-production:v1");
+    let image = format!("paas/{app}--production:v1");
     let since = unix_now();
     let out = p.paas(&["deploy", failing.path().to_str().unwrap(), "--app", &app, "--image", &image]);
     let out = out.expect_err("release command exited with 3");

@@ -42,7 +42,7 @@ fn the_replica_runs_on_another_node_and_backups_are_taken_there() {
     assert_eq!(info["replica"]["node"], other.as_str(), "{info}");
     let replica_addr = info["replica"]["address"].as_str().unwrap();
     assert!(replica_addr.starts_with("127.0.0.2:"), "{info}");
-    let replica = format!("paas-{app}-production-db-replica");
+    let replica = format!("paas-{app}--production--db-replica");
     assert_eq!(
         docker(&["inspect", "-f", "{{index .Config.Labels \"paas.node\"}}", &replica]).trim(),
         other.as_str()
@@ -58,7 +58,7 @@ fn the_replica_runs_on_another_node_and_backups_are_taken_there() {
     assert_eq!(b["tables"]["public.t"], 5, "{b}");
 
     // The primary comes back on the port the replica follows.
-    let primary = format!("paas-{app}-production-db-primary");
+    let primary = format!("paas-{app}--production--db-primary");
     let port = docker(&["port", &primary, "5432/tcp"]);
     docker(&["rm", "-f", &primary]);
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -44,7 +44,7 @@ fn database_rows_survive_the_container_and_the_port_stays_private() {
     assert_eq!(count(&p, &app), Some(3));
 
     // The data lives on the volume: a removed primary is recreated with every row.
-    let primary = format!("paas-{app}-production-db-primary");
+    let primary = format!("paas-{app}--production--db-primary");
     assert_eq!(
         docker(&["inspect", "-f", "{{index .Config.Labels \"paas.role\"}}", &primary]).trim(),
         "db-primary"

@@ -54,7 +54,7 @@ fn deploy_serves_through_ingress_and_redeploy_bumps_the_release() {
         let names =
             docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("label=paas.app={app}")]);
         let names: Vec<&str> = names.lines().collect();
-        if names == vec![format!("paas-{app}-production-web-2-1").as_str()] {
+        if names == vec![format!("paas-{app}--production--web-2-1").as_str()] {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "old containers linger: {names:?}");
@@ -73,7 +73,7 @@ fn a_killed_container_is_restarted_and_a_restarted_platform_adopts_running_conta
     let src = paas_tests::example_copy("hello");
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
     p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
-    let container = format!("paas-{app}-production-web-1-1");
+    let container = format!("paas-{app}--production--web-1-1");
 
     docker(&["kill", &container]);
     p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
@@ -125,7 +125,7 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
     assert!(out.stderr.contains("non-zero code"), "the build error reaches the user: {}", out.stderr);
 
     // An image whose process exits at once: the deploy fails and says why, v1 keeps serving.
-    let image = docker(&["inspect", "-f", "{{.Id}}", &format!("paas/{app}-production:v1")]);
+    let image = docker(&["inspect", "-f", "{{.Id}}", &format!("paas/{app}--production:v1")]);
     let crash = tempfile::tempdir().unwrap();
     std::fs::write(
         crash.path().join("Dockerfile"),
@@ -176,7 +176,7 @@ fn image_deploys_unknown_hosts_and_app_deletion() {
     p.paas(&["apps", "create", &app]).expect_ok();
     let src = paas_tests::example_copy("hello");
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
-    let image = format!("paas/{app}-production:v1");
+    let image = format!("paas/{app}--production:v1");
 
     let other = p.app_name("img");
     p.paas(&["apps", "create", &other]).expect_ok();

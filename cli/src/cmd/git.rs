@@ -56,16 +56,10 @@ pub async fn hook() -> anyhow::Result<ExitCode> {
             continue;
         }
         println!("-----> Deploying {branch} ({}) to {app}/{env}", &new[..new.len().min(12)]);
-        // The pushed objects are in git's quarantine, which this process's environment points at.
-        let archive = std::process::Command::new("git")
-            .args(["archive", "--format=tar.gz", &new])
-            .output()
-            .context("running git archive")?;
-        if !archive.status.success() {
-            anyhow::bail!("git archive failed: {}", String::from_utf8_lossy(&archive.stderr).trim());
-        }
         let started = Instant::now();
-        let body = reqwest::Body::from(archive.stdout);
+        let archive = Archive::of(&new)?;
+        let file = tokio::fs::File::open(&archive.0).await.context("reading the archive")?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let release = match client.deploy_source(&app, &env, body).await {
             Ok(r) => r,
             Err(e) => {
@@ -87,4 +81,37 @@ pub async fn hook() -> anyhow::Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+/// A pushed revision as a tar.gz in a temporary file (removed on drop), so a large push is
+/// streamed to the server rather than held in memory.
+struct Archive(std::path::PathBuf);
+
+impl Archive {
+    fn of(rev: &str) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("paas-push-{}-{rev}.tar.gz", std::process::id()));
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let file = open.open(&path).with_context(|| format!("creating {}", path.display()))?;
+        let archive = Self(path);
+        // The pushed objects are in git's quarantine, which this process's environment points at.
+        let out = std::process::Command::new("git")
+            .args(["archive", "--format=tar.gz", rev])
+            .stdout(file)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .context("running git archive")?;
+        if !out.status.success() {
+            anyhow::bail!("git archive failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(archive)
+    }
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

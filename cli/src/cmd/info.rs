@@ -46,10 +46,11 @@ pub async fn ps(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
                     if p.healthy { "healthy" } else { "unhealthy" }.to_string(),
                     p.address.clone().unwrap_or_else(|| "-".into()),
                     p.restarts.to_string(),
+                    p.limits.map_or_else(|| "-".into(), |l| l.describe()),
                 ]
             })
             .collect();
-        table(&["NAME", "RELEASE", "NODE", "STATE", "HEALTH", "ADDRESS", "RESTARTS"], &rows);
+        table(&["NAME", "RELEASE", "NODE", "STATE", "HEALTH", "ADDRESS", "RESTARTS", "LIMITS"], &rows);
     })?;
     Ok(ExitCode::SUCCESS)
 }

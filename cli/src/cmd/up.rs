@@ -69,6 +69,8 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         base_domain: data.base_domain.to_lowercase(),
         ingress_http_port,
         backup_s3,
+        git_max_push_bytes: data.git_max_push_mib.saturating_mul(1 << 20),
+        git_push_timeout: Duration::from_secs(data.git_push_timeout_secs),
     })
 }
 
@@ -109,6 +111,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         private_addr: args.node.private_addr,
         build_network: args.node.build_network.clone(),
         state_dir: data_dir.join("agent"),
+        trusted_proxies: args.node.trusted_proxies.clone(),
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -190,6 +193,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         private_addr: args.node.private_addr,
         build_network: args.node.build_network,
         state_dir,
+        trusted_proxies: args.node.trusted_proxies,
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());

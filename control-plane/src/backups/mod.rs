@@ -118,7 +118,7 @@ pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str
 /// the primary, saying so in the log and the backup's `source`.
 pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> Result<Backup, StoreError> {
     refuse_while_running(state, db, "wait for it or follow it with `paas db backups`").await?;
-    let replica = format!("paas-{}-{}-db-replica", db.app, db.env);
+    let replica = db.docker_names().database("db-replica");
     let replica_ok = db.replicas > 0 && state.db_status(&replica).is_some_and(|s| s.healthy);
     let role = if replica_ok { "db-replica" } else { "db-primary" };
     if !replica_ok {

@@ -105,7 +105,7 @@ async fn report(
     let new_ports = state.set_db_status(&node, report.databases);
     if !new_ports.is_empty() {
         for db in state.store.databases_for_node(&node).await?.into_iter().filter(|d| d.host_port == 0) {
-            let name = format!("paas-{}-{}-db-primary", db.app, db.env);
+            let name = db.docker_names().database("db-primary");
             if let Some(port) = new_ports.iter().find(|s| s.name == name).and_then(|s| s.host_port) {
                 if state.store.keep_database_port(&db.app, &db.env, port).await? {
                     state.bump();

@@ -75,8 +75,11 @@ async fn create(
         last_scheduled_at: 0,
         created_at: String::new(),
         host_port: 0,
+        legacy_names: false,
     };
     state.store.create_database(&row).await?;
+    // Read back: the environment decides the Docker names.
+    let row = state.store.get_database(&app, &env).await?;
     tracing::info!(app = %app, env = %env, version, node = %row.node, user = %caller.user, "database created");
     state.bump();
     let spec = assign::database_spec(&state, &row, "db-primary").await?;

@@ -191,6 +191,15 @@ async fn processes(
     state.store.get_env(&app, &env).await?;
     let nodes: HashMap<String, String> =
         state.store.list_nodes().await?.into_iter().map(|n| (n.name, n.private_addr)).collect();
-    let instances = state.store.instances_for_env(&app, &env).await?;
-    Ok(Json(instances.iter().map(|i| i.to_process(nodes.get(&i.node).map(String::as_str))).collect()))
+    let mut manifests = HashMap::new();
+    let mut out = Vec::new();
+    for i in state.store.instances_for_env(&app, &env).await? {
+        if let std::collections::hash_map::Entry::Vacant(e) = manifests.entry(i.release) {
+            e.insert(state.store.get_release(&app, &env, i.release).await?.manifest);
+        }
+        let mut p = i.to_process(nodes.get(&i.node).map(String::as_str));
+        p.limits = manifests[&i.release].processes.get(&i.process).map(|p| p.limits);
+        out.push(p);
+    }
+    Ok(Json(out))
 }

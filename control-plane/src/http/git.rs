@@ -2,11 +2,14 @@
 //! a CGI program. HTTP basic auth, with an API token as the password (any user name), so git's
 //! credential helpers work. Each repository's pre-receive hook runs `paas git-hook`, which
 //! deploys pushed branches and streams the output back as `remote:` lines; a failed deploy
-//! rejects the push.
+//! rejects the push. A push is bounded in size (`Config::git_max_push_bytes`, also enforced by
+//! git itself as `receive.maxInputSize`, so the pusher reads git's own sentence) and in time
+//! (`Config::git_push_timeout`, build and deploy included).
 
 use super::error::ApiError;
 use crate::state::AppState;
 use crate::tokens;
+use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -15,9 +18,24 @@ use axum::routing::any;
 use axum::Router;
 use base64::Engine;
 use futures_util::StreamExt;
-use std::path::PathBuf;
+use std::path::{Path as FsPath, PathBuf};
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
+
+/// A push that sends nothing for this long is given up.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Room above the pack limit for the ref update commands that precede the pack.
+const COMMANDS_SLACK: u64 = 1 << 20;
+
+/// The pre-receive hook, the same for every repository and every version of paas, so it is
+/// written once. It names no path: the server passes the binary to run on every push (see
+/// [`hook_exe`]).
+const HOOK: &str = "#!/bin/sh
+# Written by paas: deploys pushed branches. The paas server passes its binary in PAAS_HOOK_EXE.
+exec \"${PAAS_HOOK_EXE:?pushes deploy only through the paas git server}\" git-hook
+";
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/git/{repo}/{*rest}", any(serve))
@@ -42,8 +60,8 @@ pub fn repo_dir(state: &AppState, app: &str) -> PathBuf {
     state.config.data_dir.join("git").join(format!("{app}.git"))
 }
 
-/// Creates the bare repository on first use and (re)writes its hook, so it always calls the
-/// running `paas` binary.
+/// Creates the bare repository on first use, and its hook when it is missing or differs
+/// (a repository from an older paas).
 async fn ensure_repo(state: &AppState, app: &str) -> anyhow::Result<PathBuf> {
     let dir = repo_dir(state, app);
     if !dir.join("HEAD").exists() {
@@ -62,18 +80,56 @@ async fn ensure_repo(state: &AppState, app: &str) -> anyhow::Result<PathBuf> {
             .await?;
         anyhow::ensure!(out.status.success(), "git config failed");
     }
-    let exe = std::env::current_exe()?;
     let hook = dir.join("hooks").join("pre-receive");
-    tokio::fs::create_dir_all(dir.join("hooks")).await?;
-    // The binary's path is the only thing interpolated, and it is quoted for sh.
-    let quoted = exe.display().to_string().replace('\'', "'\\''");
-    tokio::fs::write(&hook, format!("#!/bin/sh\nexec '{quoted}' git-hook\n")).await?;
+    if tokio::fs::read_to_string(&hook).await.ok().as_deref() != Some(HOOK) {
+        write_hook(&hook).await?;
+    }
+    Ok(dir)
+}
+
+/// Writes the hook beside its place and renames it there, so a concurrent push runs either
+/// no hook file yet or the whole one, never a half-written one.
+async fn write_hook(hook: &FsPath) -> anyhow::Result<()> {
+    let dir = hook.parent().expect("the hook is inside hooks/");
+    tokio::fs::create_dir_all(dir).await?;
+    let tmp = dir.join(format!(".pre-receive.{:016x}", rand::random::<u64>()));
+    tokio::fs::write(&tmp, HOOK).await?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        tokio::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).await?;
+        tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).await?;
     }
-    Ok(dir)
+    if let Err(e) = tokio::fs::rename(&tmp, hook).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// The program the hook runs: this server's own binary, named anew for every push.
+///
+/// Not the path it was started from: a package upgrade renames a new binary over that path
+/// while the platform runs, after which `current_exe()` names "<path> (deleted)", and a new
+/// binary could disagree with the server it talks to. `/proc/<our pid>/exe` opens the running
+/// binary's file whatever happened to its path, and, being computed per push, always belongs
+/// to the server running now (a pid written into the hook would be wrong after a restart).
+/// Without procfs, the path the binary was started from is the best there is.
+fn hook_exe() -> PathBuf {
+    let running = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    if running.exists() {
+        return running;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("paas"));
+    match exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+        Some(p) => PathBuf::from(p),
+        None => exe,
+    }
+}
+
+fn too_large(what: &str, limit: u64) -> Response {
+    let text =
+        format!("{what}; this paas server takes pushes up to {} MiB (--git-max-push-mib)\n", limit >> 20);
+    (StatusCode::PAYLOAD_TOO_LARGE, text).into_response()
 }
 
 async fn serve(
@@ -95,6 +151,12 @@ async fn serve(
     if let Err(e) = state.store.get_app(app).await {
         return ApiError::from(e).into_response();
     }
+    let limit = state.config.git_max_push_bytes;
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit + COMMANDS_SLACK) {
+        return too_large(&format!("the push is {} MiB", n >> 20), limit);
+    }
     match cgi(&state, app, &rest, &token, req).await {
         Ok(resp) => resp,
         Err(e) => ApiError::Internal(e.context("running git http-backend")).into_response(),
@@ -111,7 +173,12 @@ async fn cgi(state: &AppState, app: &str, rest: &str, token: &str, req: Request)
         parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
     };
     let api = state.api_url();
+    let limit = state.config.git_max_push_bytes;
+    let deadline = Instant::now() + state.config.git_push_timeout;
     let mut child = tokio::process::Command::new("git")
+        // Git refuses a larger pack itself and tells the pusher so.
+        .arg("-c")
+        .arg(format!("receive.maxInputSize={limit}"))
         .arg("http-backend")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -130,20 +197,14 @@ async fn cgi(state: &AppState, app: &str, rest: &str, token: &str, req: Request)
         .env("PAAS_HOOK_SERVER", api)
         .env("PAAS_HOOK_TOKEN", token)
         .env("PAAS_HOOK_APP", app)
+        .env("PAAS_HOOK_EXE", hook_exe())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let mut stdin = child.stdin.take().expect("piped");
-    tokio::spawn(async move {
-        let mut stream = body.into_data_stream();
-        while let Some(Ok(chunk)) = stream.next().await {
-            if stdin.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-    });
+    let stdin = child.stdin.take().expect("piped");
+    tokio::spawn(feed(body, stdin, limit + COMMANDS_SLACK, deadline, app.to_string()));
     let stderr = child.stderr.take().expect("piped");
     let app_name = app.to_string();
     tokio::spawn(async move {
@@ -157,7 +218,8 @@ async fn cgi(state: &AppState, app: &str, rest: &str, token: &str, req: Request)
     let mut builder = Response::builder();
     loop {
         let mut line = String::new();
-        if out.read_line(&mut line).await? == 0 {
+        let read = tokio::time::timeout_at(deadline, (&mut out).take(8192).read_line(&mut line)).await;
+        if read.context("git http-backend did not answer in time")?? == 0 {
             break;
         }
         let line = line.trim_end_matches(['\r', '\n']);
@@ -174,18 +236,51 @@ async fn cgi(state: &AppState, app: &str, rest: &str, token: &str, req: Request)
             }
         }
     }
-    // Keep the child alive until its output is fully sent; it is reaped when the stream ends.
+    // Keep the child alive until its output is fully sent; it is reaped when the stream ends,
+    // and killed (on drop) when the push runs out of time.
     let stream = tokio_util::io::ReaderStream::new(out);
-    let guarded = futures_util::stream::unfold((stream, Some(child)), |(mut s, child)| async move {
-        match s.next().await {
-            Some(item) => Some((item, (s, child))),
-            None => {
-                if let Some(mut c) = child {
-                    let _ = c.wait().await;
-                }
+    let guarded = futures_util::stream::unfold((stream, Some(child)), move |(mut s, child)| async move {
+        let mut child = child?;
+        match tokio::time::timeout_at(deadline, s.next()).await {
+            Ok(Some(item)) => Some((item, (s, Some(child)))),
+            Ok(None) => {
+                let _ = child.wait().await;
                 None
+            }
+            Err(_) => {
+                tracing::warn!("a git push ran out of time; stopping it");
+                let _ = child.kill().await;
+                let err = std::io::Error::new(std::io::ErrorKind::TimedOut, "the push took too long");
+                Some((Err(err), (s, None)))
             }
         }
     });
     Ok(builder.body(Body::from_stream(guarded))?)
+}
+
+/// Copies the request body to git's stdin, at most `max` bytes and only while it keeps coming
+/// (within [`BODY_IDLE_TIMEOUT`] and before `deadline`). Past `max` git gets end of input and
+/// fails the push; a pack over the limit is refused by git itself before that, with a message.
+async fn feed(body: Body, mut stdin: tokio::process::ChildStdin, max: u64, deadline: Instant, app: String) {
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    loop {
+        let wait = deadline.min(Instant::now() + BODY_IDLE_TIMEOUT);
+        let chunk = match tokio::time::timeout_at(wait, stream.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) | Ok(Some(Err(_))) => return,
+            Err(_) => {
+                tracing::warn!(app = %app, received = total, "a git push stopped sending; giving it up");
+                return;
+            }
+        };
+        total += chunk.len() as u64;
+        if total > max {
+            tracing::warn!(app = %app, limit = max, "a git push is larger than the limit; cutting it off");
+            return;
+        }
+        if stdin.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
 }

@@ -13,10 +13,18 @@ mod formation;
 mod git;
 mod nodes;
 mod runs;
+pub mod server;
 
 use crate::state::AppState;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::Router;
+
+/// Largest JSON request on `/api/v1` (a `db psql` script is the largest there is). Source
+/// uploads stream to disk and have their own limit (`deploys.rs`), as do git pushes (`git.rs`).
+const API_BODY_LIMIT: usize = 2 << 20;
+/// The console takes only the sign-in form, from anyone: keep what it reads small.
+const CONSOLE_BODY_LIMIT: usize = 16 << 10;
 
 pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
     let api = Router::new()
@@ -29,12 +37,16 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         .merge(nodes::routes())
         .merge(runs::routes())
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .layer(from_fn_with_state(state.clone(), auth::require_user));
+    // Agents keep their reports and output batches under this (backup data streams).
     let agent = agent::routes()
         .merge(backups::agent_routes())
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(protocol::agent::MAX_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), auth::require_agent));
-    let console = web::router(web::WebConfig { api_url: api_url.to_string() })?;
+    let console = web::router(web::WebConfig { api_url: api_url.to_string() })?
+        .layer(DefaultBodyLimit::max(CONSOLE_BODY_LIMIT));
     Ok(Router::new()
         .nest("/api/v1", api.with_state(state.clone()))
         .nest("/agent/v1", agent.with_state(state.clone()))
@@ -44,4 +56,56 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
 
 async fn not_found() -> error::ApiError {
     error::ApiError::NotFound("no such API route".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    /// What `router` answers to a POST of `size` bytes of JSON (or a form) at `path`.
+    async fn post(router: &axum::Router, path: &str, token: &str, size: usize) -> StatusCode {
+        let form = path == "/login";
+        let body = if form {
+            format!("token={}", "a".repeat(size))
+        } else {
+            format!("{{\"name\": \"{}\"}}", "a".repeat(size))
+        };
+        let content_type = if form { "application/x-www-form-urlencoded" } else { "application/json" };
+        let req = Request::post(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .unwrap();
+        router.clone().oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn bodies_over_each_routes_limit_are_refused() {
+        let dir = std::env::temp_dir().join(format!("paas-limits-{:016x}", rand::random::<u64>()));
+        let config = crate::Config {
+            data_dir: dir.clone(),
+            base_domain: "localhost".into(),
+            ingress_http_port: 8080,
+            backup_dir: dir.join("backups"),
+            backup_s3: None,
+            git_max_push_bytes: 1 << 20,
+            git_push_timeout: std::time::Duration::from_secs(60),
+        };
+        let cp = crate::ControlPlane::open(config).await.unwrap();
+        let router = super::router(cp.state.clone(), "http://127.0.0.1:7070").unwrap();
+        let (user, agent) = (cp.admin_token.as_str(), cp.join_token.as_str());
+
+        assert_eq!(post(&router, "/login", "", 100 << 10).await, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_ne!(post(&router, "/login", "", 10).await, StatusCode::PAYLOAD_TOO_LARGE);
+        let run = "/api/v1/apps/shop/envs/production/runs";
+        assert_eq!(post(&router, run, user, super::API_BODY_LIMIT).await, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_ne!(post(&router, run, user, 10).await, StatusCode::PAYLOAD_TOO_LARGE);
+        let big = protocol::agent::MAX_BODY_BYTES;
+        assert_eq!(post(&router, "/agent/v1/nodes", agent, big).await, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_ne!(post(&router, "/agent/v1/nodes", agent, big / 2).await, StatusCode::PAYLOAD_TOO_LARGE);
+        cp.state.store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -13,9 +13,15 @@ pub struct EnvRow {
     pub formation: std::collections::BTreeMap<String, u32>,
     /// Config vars, sealed by [`crate::secrets::SecretBox`].
     pub config: Vec<u8>,
+    /// Created before Docker names had `--` separators; see [`protocol::DockerNames`].
+    pub legacy_names: bool,
 }
 
 impl EnvRow {
+    pub fn docker_names(&self) -> protocol::DockerNames<'_> {
+        protocol::DockerNames { app: &self.app, env: &self.name, legacy: self.legacy_names }
+    }
+
     /// How many replicas of `process` run: `scale` wins over the manifest.
     pub fn replicas(&self, manifest: &protocol::manifest::Manifest, process: &str) -> u32 {
         self.formation
@@ -55,6 +61,7 @@ fn env_row(r: &sqlx::sqlite::SqliteRow) -> EnvRow {
         target_release: r.get::<Option<i64>, _>("target_release").map(|v| v as u32),
         formation: serde_json::from_str(&r.get::<String, _>("formation")).unwrap_or_default(),
         config: r.get("config"),
+        legacy_names: r.get("legacy_names"),
     }
 }
 

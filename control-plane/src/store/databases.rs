@@ -23,6 +23,8 @@ pub struct DatabaseRow {
     pub created_at: String,
     /// The primary's published port once known (0 until its first report).
     pub host_port: u16,
+    /// The environment's Docker names predate `--` separators (from `envs`).
+    pub legacy_names: bool,
 }
 
 impl DatabaseRow {
@@ -30,7 +32,15 @@ impl DatabaseRow {
     pub fn database_name(&self) -> String {
         self.app.replace('-', "_")
     }
+
+    pub fn docker_names(&self) -> protocol::DockerNames<'_> {
+        protocol::DockerNames { app: &self.app, env: &self.env, legacy: self.legacy_names }
+    }
 }
+
+/// Database rows with their environment's naming.
+const SELECT: &str = "SELECT databases.*, envs.legacy_names FROM databases
+    JOIN envs ON envs.app = databases.app AND envs.name = databases.env";
 
 fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
     DatabaseRow {
@@ -48,6 +58,7 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
         last_scheduled_at: r.get("last_scheduled_at"),
         created_at: r.get("created_at"),
         host_port: r.get::<i64, _>("host_port") as u16,
+        legacy_names: r.get("legacy_names"),
     }
 }
 
@@ -81,7 +92,7 @@ impl Store {
     }
 
     pub async fn get_database(&self, app: &str, env: &str) -> Result<DatabaseRow> {
-        sqlx::query("SELECT * FROM databases WHERE app = ? AND env = ?")
+        sqlx::query(&format!("{SELECT} WHERE databases.app = ? AND databases.env = ?"))
             .bind(app)
             .bind(env)
             .fetch_optional(&self.pool)
@@ -94,7 +105,7 @@ impl Store {
 
     /// Databases with their primary or their replica on `node`.
     pub async fn databases_for_node(&self, node: &str) -> Result<Vec<DatabaseRow>> {
-        let rows = sqlx::query("SELECT * FROM databases WHERE node = ? OR replica_node = ?")
+        let rows = sqlx::query(&format!("{SELECT} WHERE node = ? OR replica_node = ?"))
             .bind(node)
             .bind(node)
             .fetch_all(&self.pool)
@@ -103,7 +114,7 @@ impl Store {
     }
 
     pub async fn all_databases(&self) -> Result<Vec<DatabaseRow>> {
-        let rows = sqlx::query("SELECT * FROM databases").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(SELECT).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(row).collect())
     }
 

@@ -3,6 +3,13 @@
 use super::{now, Result, Store, StoreError};
 use sqlx::Row;
 
+/// Output lines kept per job: the newest ones (a counter of the rest is implied by the first
+/// kept sequence number). The agent sends at most a few thousand lines a second, so a run that
+/// prints without end costs a bounded table, not a growing one.
+pub const MAX_JOB_LINES: i64 = 10_000;
+/// Finished jobs per environment whose output is kept; older ones keep only their exit code.
+const KEEP_JOB_OUTPUTS: i64 = 20;
+
 #[derive(Debug, Clone)]
 pub struct JobRow {
     pub id: String,
@@ -72,18 +79,32 @@ impl Store {
         Ok(rows.iter().map(job_row).collect())
     }
 
+    /// Records a job's end, and drops the output of the environment's older finished jobs.
     pub async fn finish_job(&self, id: &str, exit_code: Option<i64>, error: Option<&str>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE jobs SET status = 'done', exit_code = ?, error = ? WHERE id = ? AND status = 'pending'",
         )
         .bind(exit_code)
         .bind(error)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "DELETE FROM job_output WHERE id IN (
+                 SELECT old.id FROM jobs old JOIN jobs this ON this.id = ?
+                 WHERE old.app = this.app AND old.env = this.env AND old.status = 'done'
+                 ORDER BY old.created_at DESC LIMIT -1 OFFSET ?)",
+        )
+        .bind(id)
+        .bind(KEEP_JOB_OUTPUTS)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
+    /// Appends output lines, keeping only the job's newest [`MAX_JOB_LINES`].
     pub async fn append_job_output(&self, id: &str, lines: &[String]) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let mut seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_output WHERE id = ?")
@@ -99,19 +120,164 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query("DELETE FROM job_output WHERE id = ? AND seq <= ?")
+            .bind(id)
+            .bind(seq - MAX_JOB_LINES)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Output lines after `after`, with the sequence number of the last one.
+    /// Output lines after `after` (at most 1000), with the sequence number of the last one.
+    /// Lines no longer kept are stood for by one `[paas] N earlier lines were not kept` line.
     pub async fn job_output_after(&self, id: &str, after: u64) -> Result<(Vec<String>, u64)> {
+        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM job_output WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut lines = Vec::new();
+        let mut after = after as i64;
+        if let Some(first) = first.filter(|f| *f > after + 1) {
+            lines.push(pruned_marker(first - 1 - after));
+            after = first - 1;
+        }
         let rows =
             sqlx::query("SELECT seq, text FROM job_output WHERE id = ? AND seq > ? ORDER BY seq LIMIT 1000")
                 .bind(id)
-                .bind(after as i64)
+                .bind(after)
                 .fetch_all(&self.pool)
                 .await?;
-        let next = rows.last().map_or(after, |r| r.get::<i64, _>("seq") as u64);
-        Ok((rows.iter().map(|r| r.get("text")).collect(), next))
+        let next = rows.last().map_or(after, |r| r.get::<i64, _>("seq")) as u64;
+        lines.extend(rows.iter().map(|r| r.get::<String, _>("text")));
+        Ok((lines, next))
+    }
+
+    /// The job's last `n` output lines, oldest first.
+    pub async fn job_output_tail(&self, id: &str, n: u32) -> Result<Vec<String>> {
+        let mut lines: Vec<String> =
+            sqlx::query_scalar("SELECT text FROM job_output WHERE id = ? ORDER BY seq DESC LIMIT ?")
+                .bind(id)
+                .bind(n)
+                .fetch_all(&self.pool)
+                .await?;
+        lines.reverse();
+        Ok(lines)
+    }
+}
+
+/// The line that stands for output the store no longer keeps.
+pub(super) fn pruned_marker(n: i64) -> String {
+    format!("[paas] {n} earlier {} not kept", if n == 1 { "line was" } else { "lines were" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store in a fresh temporary directory, removed when dropped.
+    struct TempStore(Store, std::path::PathBuf);
+
+    impl TempStore {
+        async fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("paas-store-{:016x}", rand::random::<u64>()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = Store::open(&dir.join("state.db")).await.unwrap();
+            store.create_app("shop").await.unwrap();
+            Self(store, dir)
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+
+    fn job(id: &str) -> JobRow {
+        JobRow {
+            id: id.into(),
+            app: "shop".into(),
+            env: "production".into(),
+            release: 1,
+            node: "n".into(),
+            kind: "run".into(),
+            command: vec!["yes".into()],
+            done: false,
+            exit_code: None,
+            error: None,
+        }
+    }
+
+    async fn rows(store: &Store, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&store.pool).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn job_output_keeps_the_newest_lines_and_says_how_many_went() {
+        let t = TempStore::new().await;
+        let store = &t.0;
+        store.create_job(&job("run-1"), "admin").await.unwrap();
+        for batch in 0..25 {
+            let lines: Vec<String> = (0..1000).map(|i| format!("line {}", batch * 1000 + i + 1)).collect();
+            store.append_job_output("run-1", &lines).await.unwrap();
+        }
+        assert_eq!(rows(store, "SELECT COUNT(*) FROM job_output").await, MAX_JOB_LINES);
+
+        let (lines, next) = store.job_output_after("run-1", 0).await.unwrap();
+        assert_eq!(lines[0], "[paas] 15000 earlier lines were not kept");
+        assert_eq!(lines[1], "line 15001");
+        assert_eq!((lines.len(), next), (1001, 16000));
+        // A follower that kept up sees no marker; one that fell a little behind sees its gap.
+        let (lines, _) = store.job_output_after("run-1", 16000).await.unwrap();
+        assert_eq!(lines[0], "line 16001");
+        let (lines, _) = store.job_output_after("run-1", 14990).await.unwrap();
+        assert_eq!(lines[0], "[paas] 10 earlier lines were not kept");
+        let tail = store.job_output_tail("run-1", 20).await.unwrap();
+        assert_eq!(tail.len(), 20);
+        assert_eq!((tail[0].as_str(), tail[19].as_str()), ("line 24981", "line 25000"));
+    }
+
+    #[tokio::test]
+    async fn finished_jobs_keep_their_output_only_for_the_newest_of_an_environment() {
+        let t = TempStore::new().await;
+        let store = &t.0;
+        for i in 0..KEEP_JOB_OUTPUTS + 5 {
+            let id = format!("run-{i:03}");
+            store.create_job(&job(&id), "admin").await.unwrap();
+            store.append_job_output(&id, &["out".to_string()]).await.unwrap();
+            store.finish_job(&id, Some(0), None).await.unwrap();
+        }
+        let kept = rows(store, "SELECT COUNT(DISTINCT id) FROM job_output").await;
+        assert_eq!(kept, KEEP_JOB_OUTPUTS);
+        assert_eq!(rows(store, "SELECT COUNT(*) FROM jobs").await, KEEP_JOB_OUTPUTS + 5, "results stay");
+        let newest = format!("run-{:03}", KEEP_JOB_OUTPUTS + 4);
+        assert_eq!(store.job_output_tail(&newest, 5).await.unwrap(), ["out"]);
+    }
+
+    #[tokio::test]
+    async fn deploy_events_are_capped_per_release_and_kept_for_recent_releases() {
+        let t = TempStore::new().await;
+        let store = &t.0;
+        let lines: Vec<String> = (1..=12_000).map(|i| format!("step {i}")).collect();
+        for chunk in lines.chunks(500) {
+            store.append_events("shop", "production", 1, "build", chunk).await.unwrap();
+        }
+        assert_eq!(
+            rows(store, "SELECT COUNT(*) FROM deploy_events").await,
+            super::super::releases::MAX_RELEASE_EVENTS
+        );
+        let events = store.events_after("shop", "production", 1, 0).await.unwrap();
+        assert_eq!(events[0].text, "[paas] 2000 earlier lines were not kept");
+        assert_eq!((events[0].seq, events[0].kind.as_str()), (2000, "build"));
+        assert_eq!(events[1].text, "step 2001");
+        for version in 2..=21 {
+            store
+                .append_events("shop", "production", version, "stage", &["created".to_string()])
+                .await
+                .unwrap();
+        }
+        assert!(store.events_after("shop", "production", 1, 0).await.unwrap().is_empty(), "v1's events went");
+        assert_eq!(store.events_after("shop", "production", 2, 0).await.unwrap().len(), 1);
     }
 }

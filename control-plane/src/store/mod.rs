@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_replicas.sql"),
     include_str!("../../migrations/0007_backups.sql"),
     include_str!("../../migrations/0008_db_port.sql"),
+    include_str!("../../migrations/0013_names.sql"),
     include_str!("../../migrations/0009_node_credentials.sql"),
 ];
 
@@ -138,5 +139,49 @@ impl Store {
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Existing environments keep their Docker names on upgrade, except those whose old names
+    /// already collided with another environment's.
+    #[tokio::test]
+    async fn the_names_migration_keeps_old_names_unless_they_collided() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let at = MIGRATIONS.iter().position(|m| m.contains("ADD COLUMN legacy_names")).unwrap();
+        for sql in &MIGRATIONS[..at] {
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+        }
+        for (app, env) in [("shop", "eu-production"), ("shop-eu", "production"), ("notes", "production")] {
+            sqlx::query("INSERT OR IGNORE INTO apps (name, created_at) VALUES (?, '')")
+                .bind(app)
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO envs (app, name, created_at) VALUES (?, ?, '')")
+                .bind(app)
+                .bind(env)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(MIGRATIONS[at]).execute(&pool).await.unwrap();
+        let rows: Vec<(String, bool)> =
+            sqlx::query_as("SELECT app, legacy_names FROM envs ORDER BY app").fetch_all(&pool).await.unwrap();
+        let expected = [("notes", true), ("shop", false), ("shop-eu", false)];
+        assert_eq!(rows, expected.map(|(a, l)| (a.to_string(), l)).to_vec());
+        // Environments made after the upgrade get the new names.
+        sqlx::query("INSERT INTO envs (app, name, created_at) VALUES ('notes', 'staging', '')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let legacy: bool = sqlx::query_scalar("SELECT legacy_names FROM envs WHERE name = 'staging'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(!legacy);
     }
 }

@@ -7,6 +7,11 @@ use sqlx::Row;
 
 pub type ReleaseRow = Release;
 
+/// Deploy events kept per release (the newest; build output is most of them), and releases per
+/// environment whose events are kept at all: older releases keep their status and error.
+pub const MAX_RELEASE_EVENTS: i64 = 10_000;
+const KEEP_RELEASE_EVENTS: u32 = 20;
+
 /// What a new release is made of.
 pub struct NewRelease {
     /// `build`, or the image reference deployed.
@@ -98,6 +103,7 @@ impl InstanceRow {
             },
             restarts: self.restarts,
             updated_at: self.updated_at.clone(),
+            limits: None,
         }
     }
 }
@@ -474,6 +480,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        sqlx::query(
+            "DELETE FROM deploy_events WHERE app = ? AND env = ? AND (version = ? AND seq <= ? OR version <= ?)",
+        )
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .bind(seq - MAX_RELEASE_EVENTS)
+        .bind(i64::from(version) - i64::from(KEEP_RELEASE_EVENTS))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -485,6 +501,17 @@ impl Store {
         version: u32,
         after: u64,
     ) -> Result<Vec<DeployEvent>> {
+        let first: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(seq) FROM deploy_events WHERE app = ? AND env = ? AND version = ?",
+        )
+        .bind(app)
+        .bind(env)
+        .bind(version)
+        .fetch_one(&self.pool)
+        .await?;
+        // Events no longer kept are stood for by one line, numbered like the last of them.
+        let gap = first.filter(|f| *f > after as i64 + 1).map(|f| (f - 1 - after as i64, f as u64 - 1));
+        let after = gap.map_or(after, |(_, last)| last);
         let rows = sqlx::query(
             "SELECT seq, kind, text, at FROM deploy_events WHERE app = ? AND env = ? AND version = ? AND seq > ?
              ORDER BY seq LIMIT 1000",
@@ -495,7 +522,7 @@ impl Store {
         .bind(after as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        let mut events: Vec<DeployEvent> = rows
             .iter()
             .map(|r| DeployEvent {
                 seq: r.get::<i64, _>("seq") as u64,
@@ -503,7 +530,17 @@ impl Store {
                 kind: r.get("kind"),
                 text: r.get("text"),
             })
-            .collect())
+            .collect();
+        if let (Some((n, seq)), Some(next)) = (gap, events.first()) {
+            let marker = DeployEvent {
+                seq,
+                at: next.at.clone(),
+                kind: next.kind.clone(),
+                text: super::jobs::pruned_marker(n),
+            };
+            events.insert(0, marker);
+        }
+        Ok(events)
     }
 }
 

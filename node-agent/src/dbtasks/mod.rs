@@ -267,7 +267,7 @@ async fn feed_restore(
 /// Restores a backup into a throwaway container (no network) and counts its rows.
 async fn verify(docker: &DockerClient, client: &Client, task: &DbTask) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
-    let name = format!("paas-{}-{}-verify-{}", s.app, s.env, task.id.rsplit('-').next().unwrap_or("x"));
+    let name = format!("{}-verify-{}", s.network, task.id.rsplit('-').next().unwrap_or("x"));
     docker.create_verify_database(s, &name, crate::databases::START_SCRIPT).await?;
     let result = async {
         wait_ready(docker.raw(), &name, s.version, &s.database).await?;

@@ -1,6 +1,7 @@
 //! The node agent's ingress: an HTTP/1.1 reverse proxy that routes by Host header to the healthy
-//! replicas of an app. This file owns the route table ([`IngressHandle`]) and the accept loop with
-//! graceful shutdown; forwarding lives in `proxy`, the built-in error pages in `pages`.
+//! replicas of an app. This file owns the route table ([`IngressHandle`]), the ingress's bounds
+//! ([`Settings`]) and the accept loop with its connection cap and graceful shutdown; forwarding
+//! lives in `proxy`, static files in `files`, the built-in error pages in `pages`.
 
 mod files;
 mod inflight;
@@ -15,21 +16,68 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use ipnet::IpNet;
 use proxy::Proxy;
 
 /// How long in-flight requests may run after shutdown starts before their connections are cut.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bounds slow or idle clients: a request head must arrive within this long.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client connections served at once. Each proxied request holds two descriptors (client and
+/// backend), so the process's open-file limit should allow twice this and some.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// The ingress's bounds and whom it believes; [`Settings::default`] holds the production values
+/// (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Client connections served at once ([`MAX_CONNECTIONS`]). Beyond it the ingress stops
+    /// accepting: new clients wait in the listen backlog until a connection closes.
+    pub max_connections: usize,
+    /// A request head (also the next one on an idle keep-alive connection) must arrive within
+    /// this long, or the connection is closed: slow clients cannot hold connections (slowloris).
+    pub header_read_timeout: Duration,
+    /// A request body may pause this long between chunks; then the request is answered 408.
+    pub body_read_timeout: Duration,
+    /// A backend must accept the TCP connection within this long, or the next one is tried (502
+    /// when none does).
+    pub connect_timeout: Duration,
+    /// A backend must send its response head within this long of the request, or the client gets
+    /// 504.
+    pub response_header_timeout: Duration,
+    /// Peers (proxies in front of the ingress) whose `X-Forwarded-*` headers are kept and
+    /// appended to; everyone else's are replaced. Empty by default.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Parses one `--trusted-proxies` entry: a CIDR block (`10.0.0.0/8`) or a single address.
+pub fn parse_trusted_proxy(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block like 10.0.0.0/8"))
+}
 
 /// Shared, cheaply clonable access to the ingress route table.
 #[derive(Clone)]
@@ -142,23 +190,31 @@ pub(crate) fn normalize_host(raw: &str) -> String {
 pub async fn serve(
     listener: TcpListener,
     handle: IngressHandle,
+    settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Upgraded connections (WebSockets) leave hyper's connection future, so they are not covered by
     // the drain below; they get their own token, cancelled once the drain is over.
     let tunnels = CancellationToken::new();
-    let proxy = Arc::new(Proxy::new(handle, tunnels.clone()));
+    let proxy = Arc::new(Proxy::new(handle, tunnels.clone(), &settings));
     let mut conns = JoinSet::new();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "ingress listening");
+        tracing::info!(%addr, max_connections = settings.max_connections, "ingress listening");
     }
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let mut cap_logged: Option<Instant> = None;
 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            (accepted, permit) = accept_within_cap(&listener, &permits, &mut cap_logged) => match accepted {
                 Ok((stream, peer)) => {
-                    conns.spawn(serve_connection(stream, peer, proxy.clone(), shutdown.clone()));
+                    let (proxy, stop) = (proxy.clone(), shutdown.clone());
+                    let timeout = settings.header_read_timeout;
+                    conns.spawn(async move {
+                        serve_connection(stream, peer, proxy, timeout, stop).await;
+                        drop(permit);
+                    });
                 }
                 Err(err) => {
                     // Usually fd exhaustion; pausing keeps the loop from spinning on it.
@@ -184,10 +240,33 @@ pub async fn serve(
     Ok(())
 }
 
+/// Waits for a free connection slot, then for a client. While every slot is taken nothing is
+/// accepted, so clients queue in the kernel's backlog instead of costing the agent memory; that
+/// is logged at most once a minute.
+async fn accept_within_cap(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    logged: &mut Option<Instant>,
+) -> (std::io::Result<(TcpStream, SocketAddr)>, Option<OwnedSemaphorePermit>) {
+    let permit = match permits.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) => {
+            if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                tracing::warn!("ingress connection cap reached; new connections wait until one closes");
+                *logged = Some(Instant::now());
+            }
+            // The semaphore is never closed, so this only fails if it were.
+            permits.clone().acquire_owned().await.ok()
+        }
+    };
+    (listener.accept().await, permit)
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
+    header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     // Proxied responses are often small writes; Nagle would only add latency.
@@ -199,7 +278,7 @@ async fn serve_connection(
     let conn = http1::Builder::new()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

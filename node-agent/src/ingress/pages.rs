@@ -1,5 +1,5 @@
 //! The small HTML pages the ingress answers with itself (unknown host, no healthy replica, backend
-//! failure, malformed request), so a visitor sees why instead of an empty response.
+//! failure or timeout, malformed or stalled request), so a visitor sees why instead of an empty response.
 
 use super::proxy::RespBody;
 use bytes::Bytes;
@@ -28,6 +28,24 @@ pub(crate) fn bad_gateway(app: &str) -> Response<RespBody> {
         "Bad gateway",
         &format!("<code>{}</code> did not answer. Try again in a moment.", escape(app)),
     )
+}
+
+/// 504: the backend took the request but sent no response head in time.
+pub(crate) fn gateway_timeout(app: &str) -> Response<RespBody> {
+    page(
+        StatusCode::GATEWAY_TIMEOUT,
+        "Gateway timeout",
+        &format!("<code>{}</code> did not answer in time. Try again in a moment.", escape(app)),
+    )
+}
+
+/// 408: the client stopped sending its request body.
+pub(crate) fn request_timeout() -> Response<RespBody> {
+    let mut resp =
+        page(StatusCode::REQUEST_TIMEOUT, "Request timeout", "The request body did not arrive in time.");
+    // The unread rest of the body makes the connection unusable for another request.
+    resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// 400: the request cannot be routed at all (no Host).

@@ -1,8 +1,9 @@
-//! Forwarding of one request to a backend: backend choice and failover, proxy header rewriting,
-//! body streaming and HTTP upgrade (WebSocket) tunnelling.
+//! Forwarding of one request to a backend: backend choice and failover, proxy header rewriting
+//! (`X-Forwarded-*` trusted only from configured proxies), body streaming with a read timeout,
+//! the backend's connect and response-head timeouts, and HTTP upgrade (WebSocket) tunnelling.
 
 use super::inflight::{Guard, GuardedBody};
-use super::{normalize_host, pages, IngressHandle};
+use super::{normalize_host, pages, IngressHandle, Settings};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, UPGRADE};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -13,21 +14,29 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::net::SocketAddr;
+use ipnet::IpNet;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Body type of every response the ingress sends: a streamed backend body or one of our pages.
-pub(crate) type RespBody = UnsyncBoxBody<Bytes, hyper::Error>;
+/// Error of a body the ingress sends or forwards (hyper's, a file read's, a body timeout).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body type of every response the ingress sends: a streamed backend body, a static file or one
+/// of our pages.
+pub(crate) type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Upstream keep-alive connections idle longer than this are closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// A replica that does not accept a TCP connection within this long is treated as down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers through which a client names itself or the original request; from anyone but a
+/// trusted proxy they are dropped and the ingress sets its own.
+const FORWARDING: &[&str] =
+    &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"];
 
 /// Headers that describe one connection rather than the message (RFC 9110 7.6.1), plus the
 /// legacy `Keep-Alive` / `Proxy-Connection`.
@@ -40,18 +49,29 @@ pub(crate) struct Proxy {
     client: Client<HttpConnector, ReplayBody>,
     /// Cancelled when the ingress has finished draining; closes WebSocket tunnels.
     tunnels: CancellationToken,
+    body_read_timeout: Duration,
+    response_header_timeout: Duration,
+    trusted_proxies: Vec<IpNet>,
 }
 
 impl Proxy {
-    pub(crate) fn new(handle: IngressHandle, tunnels: CancellationToken) -> Self {
+    pub(crate) fn new(handle: IngressHandle, tunnels: CancellationToken, settings: &Settings) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // A replica that does not accept within this long is treated as down.
+        connector.set_connect_timeout(Some(settings.connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Self { handle, client, tunnels }
+        Self {
+            handle,
+            client,
+            tunnels,
+            body_read_timeout: settings.body_read_timeout,
+            response_header_timeout: settings.response_header_timeout,
+            trusted_proxies: settings.trusted_proxies.clone(),
+        }
     }
 
     pub(crate) async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
@@ -83,11 +103,12 @@ impl Proxy {
         // Must be taken before the request is consumed; it resolves once our 101 is written.
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let headers = upstream_headers(&parts.headers, upgrade, peer, &raw_host);
+        let headers = upstream_headers(&parts.headers, upgrade, peer, &raw_host, &self.trusted_proxies);
         // Re-sending a request the backend may already have seen is only safe when there is no body
         // to lose and the method allows repetition.
         let resend_ok = body.is_end_stream() && is_idempotent(&parts.method);
         let slot = Arc::new(Mutex::new(Some(body)));
+        let body_timed_out = Arc::new(AtomicBool::new(false));
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
 
         let backends = &route.backends;
@@ -106,16 +127,31 @@ impl Proxy {
                     continue;
                 }
             };
-            let mut out = Request::new(ReplayBody { slot: slot.clone(), body: None });
+            let mut out = Request::new(ReplayBody {
+                slot: slot.clone(),
+                body: None,
+                idle: self.body_read_timeout,
+                timer: None,
+                timed_out: body_timed_out.clone(),
+            });
             *out.method_mut() = parts.method.clone();
             *out.uri_mut() = uri;
             *out.version_mut() = Version::HTTP_11;
             *out.headers_mut() = headers.clone();
 
             let guard = self.handle.inflight.enter(backend);
-            match self.client.request(out).await {
-                Ok(resp) => return self.respond(resp, client_upgrade, &host, backend, &route.app, guard),
-                Err(err) => {
+            let answer = tokio::time::timeout(self.response_header_timeout, self.client.request(out)).await;
+            match answer {
+                Ok(Ok(resp)) => return self.respond(resp, client_upgrade, &host, backend, &route.app, guard),
+                Err(_) => {
+                    tracing::warn!(host = %host, backend = %backend, timeout = ?self.response_header_timeout, "backend sent no response head in time");
+                    return pages::gateway_timeout(&route.app);
+                }
+                Ok(Err(_)) if body_timed_out.load(Ordering::Acquire) => {
+                    tracing::info!(host = %host, %peer, "request body stalled; answered 408");
+                    return pages::request_timeout();
+                }
+                Ok(Err(err)) => {
                     // A failed connect sent nothing, so even a request with a body can go elsewhere
                     // as long as nobody started reading that body.
                     let unsent = err.is_connect() && slot.lock().is_ok_and(|s| s.is_some());
@@ -154,10 +190,10 @@ impl Proxy {
                 resp.headers_mut().insert(UPGRADE, protocol);
             }
             spawn_tunnel(client_upgrade, backend_upgrade, self.tunnels.clone(), host, backend, guard);
-            return resp.map(|body| body.boxed_unsync());
+            return resp.map(|body| body.map_err(BoxError::from).boxed_unsync());
         }
         strip_hop_by_hop(resp.headers_mut());
-        resp.map(|inner| GuardedBody { inner, guard: Some(guard) }.boxed_unsync())
+        resp.map(|inner| GuardedBody { inner, guard: Some(guard) }.map_err(BoxError::from).boxed_unsync())
     }
 }
 
@@ -199,13 +235,23 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     asks.then(|| headers.get(UPGRADE).cloned()).flatten()
 }
 
+/// Whether `ip` is one of the configured proxies whose forwarding headers are believed.
+fn is_trusted(proxies: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    proxies.iter().any(|net| net.contains(&ip))
+}
+
 /// Headers for the backend request: hop-by-hop ones removed (bar an upgrade), `Host` kept as the
-/// client sent it, `X-Forwarded-*` added.
+/// client sent it. The forwarding headers describe the peer: from one of the `trusted` proxies its
+/// `X-Forwarded-For` is extended with the peer and its other forwarding headers kept (`X-Real-IP`
+/// defaults to the last untrusted address of the chain); from anyone else every one of them is
+/// replaced, so a client cannot claim another address.
 fn upstream_headers(
     original: &HeaderMap,
     upgrade: Option<HeaderValue>,
     peer: SocketAddr,
     raw_host: &str,
+    trusted: &[IpNet],
 ) -> HeaderMap {
     let mut headers = original.clone();
     strip_hop_by_hop(&mut headers);
@@ -217,17 +263,42 @@ fn upstream_headers(
     }
 
     let ip = peer.ip().to_canonical().to_string();
-    let previous: Vec<&str> =
-        original.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-    let chain = if previous.is_empty() { ip.clone() } else { format!("{}, {ip}", previous.join(", ")) };
-    let forwarded_for = HeaderValue::from_str(&chain).or_else(|_| HeaderValue::from_str(&ip));
-    if let Ok(value) = forwarded_for {
+    let mut forwarded_for = ip.clone();
+    let mut real_ip = ip.clone();
+    if is_trusted(trusted, peer.ip()) {
+        let previous: Vec<&str> = original
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if !previous.is_empty() {
+            forwarded_for = format!("{}, {ip}", previous.join(", "));
+        }
+        // The client is the last hop no trusted proxy accounts for.
+        let client = previous.iter().rev().find(|a| a.parse().map_or(true, |a| !is_trusted(trusted, a)));
+        if let Some(client) = client {
+            real_ip = client.to_string();
+        }
+    } else {
+        for name in FORWARDING {
+            headers.remove(*name);
+        }
+    }
+    let value = HeaderValue::from_str(&forwarded_for).or_else(|_| HeaderValue::from_str(&ip));
+    if let Ok(value) = value {
         headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
-    if let Ok(value) = HeaderValue::from_str(raw_host) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), value);
-    }
+    let set_default = |headers: &mut HeaderMap, name: &'static str, value: Option<HeaderValue>| {
+        if let (false, Some(value)) = (headers.contains_key(name), value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set_default(&mut headers, "x-real-ip", HeaderValue::from_str(&real_ip).ok());
+    set_default(&mut headers, "x-forwarded-proto", Some(HeaderValue::from_static("http")));
+    set_default(&mut headers, "x-forwarded-host", HeaderValue::from_str(raw_host).ok());
     headers
 }
 
@@ -263,10 +334,14 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// Request body for one attempt. The client's body stays in the shared slot until the backend
 /// connection first reads it, so when the connect fails the body is still there for the next
-/// backend; once taken, it belongs to this attempt alone.
+/// backend; once taken, it belongs to this attempt alone. A client that sends nothing for `idle`
+/// while the body is unfinished breaks the request off (`timed_out` tells the caller to answer 408).
 pub(crate) struct ReplayBody {
     slot: Arc<Mutex<Option<Incoming>>>,
     body: Option<Incoming>,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timed_out: Arc<AtomicBool>,
 }
 
 impl ReplayBody {
@@ -281,9 +356,14 @@ impl ReplayBody {
     }
 }
 
+/// The client stopped sending its request body.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body data for {0:?}")]
+struct BodyTimeout(Duration);
+
 impl Body for ReplayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -293,10 +373,26 @@ impl Body for ReplayBody {
         if this.body.is_none() {
             this.body = this.slot.lock().ok().and_then(|mut slot| slot.take());
         }
-        match this.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
+        let Some(body) = this.body.as_mut() else {
             // Only reachable for an empty body (a non-empty one is never re-sent once taken).
-            None => Poll::Ready(None),
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.timed_out.store(true, Ordering::Release);
+                        Poll::Ready(Some(Err(BodyTimeout(idle).into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -337,13 +433,62 @@ mod tests {
         let upgrade = upgrade_protocol(&headers);
         assert_eq!(upgrade.as_ref().unwrap(), "websocket");
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let out = upstream_headers(&headers, upgrade, peer, "App.example:8080");
+        let out = upstream_headers(&headers, upgrade, peer, "App.example:8080", &[]);
         assert_eq!(out[HOST], "App.example:8080");
         assert_eq!(out[CONNECTION], "upgrade");
         assert_eq!(out[UPGRADE], "websocket");
-        assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(out["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(out["x-real-ip"], "127.0.0.1");
         assert_eq!(out["x-forwarded-proto"], "http");
         assert_eq!(out["x-forwarded-host"], "App.example:8080");
+    }
+
+    fn spoofed() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("bank.example"));
+        headers.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        headers.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        headers
+    }
+
+    #[test]
+    fn forwarding_headers_from_clients_are_replaced() {
+        let peer: SocketAddr = "[::ffff:203.0.113.9]:4000".parse().unwrap();
+        let out = upstream_headers(&spoofed(), None, peer, "shop.example", &[]);
+        assert_eq!(out.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["203.0.113.9"]);
+        assert_eq!(out["x-real-ip"], "203.0.113.9");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-forwarded-host"], "shop.example");
+        assert!(!out.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn forwarding_headers_from_trusted_proxies_are_kept_and_extended() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.0.2.7/32".parse().unwrap()];
+        assert!(is_trusted(&proxies, "10.1.2.3".parse().unwrap()));
+        assert!(is_trusted(&proxies, "::ffff:192.0.2.7".parse().unwrap()));
+        assert!(!is_trusted(&proxies, "192.0.2.8".parse().unwrap()));
+        assert!(!is_trusted(&[], "127.0.0.1".parse().unwrap()));
+        let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let out = upstream_headers(&spoofed(), None, peer, "shop.example", &proxies);
+        assert_eq!(out["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.1.2.3");
+        assert_eq!(out["x-real-ip"], "1.2.3.4");
+        assert_eq!(out["x-forwarded-proto"], "https");
+        assert_eq!(out["x-forwarded-host"], "bank.example");
+        assert_eq!(out["forwarded"], "for=1.2.3.4");
+        // Without X-Real-IP, the client is the last address no trusted proxy added.
+        let mut chain = HeaderMap::new();
+        chain.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1, 203.0.113.5, 10.9.9.9"));
+        let out = upstream_headers(&chain, None, peer, "shop.example", &proxies);
+        assert_eq!(out["x-forwarded-for"], "198.51.100.1, 203.0.113.5, 10.9.9.9, 10.1.2.3");
+        assert_eq!(out["x-real-ip"], "203.0.113.5");
+        // A trusted proxy that sends none of them gets the ingress's own.
+        let out = upstream_headers(&HeaderMap::new(), None, peer, "shop.example", &proxies);
+        assert_eq!(out["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(out["x-real-ip"], "10.1.2.3");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! End-to-end tests of the ingress over real sockets on 127.0.0.1: routing, failover, round-robin,
-//! streaming, table swaps, upgrades and graceful shutdown.
+//! streaming, table swaps, upgrades, graceful shutdown, static files, forwarding headers and the
+//! bounds (connection cap, timeouts).
 
 use super::*;
 use bytes::Bytes;
@@ -28,12 +29,19 @@ fn route(host: &str, backends: &[SocketAddr]) -> Route {
 }
 
 async fn start_ingress(routes: &[Route]) -> (SocketAddr, IngressHandle, CancellationToken) {
+    start_ingress_with(routes, Settings::default()).await
+}
+
+async fn start_ingress_with(
+    routes: &[Route],
+    settings: Settings,
+) -> (SocketAddr, IngressHandle, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = IngressHandle::new();
     handle.set_routes(routes);
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, handle.clone(), shutdown.clone()));
+    tokio::spawn(serve(listener, handle.clone(), settings, shutdown.clone()));
     (addr, handle, shutdown)
 }
 
@@ -197,7 +205,8 @@ async fn forwards_proxy_headers() {
     assert_eq!(resp.status(), StatusCode::OK);
     let h = resp.headers();
     assert_eq!(h["seen-host"], "App.Test:8080");
-    assert_eq!(h["seen-x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    // A client's own X-Forwarded-For is replaced, not appended to (no proxy is trusted).
+    assert_eq!(h["seen-x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["seen-x-forwarded-host"], "App.Test:8080");
     assert_eq!(h["seen-x-forwarded-proto"], "http");
     assert!(!h.contains_key("seen-hop"));
@@ -312,7 +321,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let handle = IngressHandle::new();
     handle.set_routes(&[route("stream.test", &[backend])]);
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, handle, shutdown.clone()));
+    let server = tokio::spawn(serve(listener, handle, Settings::default(), shutdown.clone()));
 
     let resp = send(ingress, Request::get("/").header("host", "stream.test"), "").await;
     let mut body = resp.into_body();
@@ -378,4 +387,188 @@ async fn serves_static_files_itself_with_cache_headers() {
     assert_eq!(fetch("/static/../x", None).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
     shutdown.cancel();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sends `head` (request line and headers, no final blank line) on a fresh connection and
+/// returns the raw response.
+async fn raw_request(ingress: SocketAddr, head: String) -> String {
+    let mut stream = TcpStream::connect(ingress).await.unwrap();
+    stream.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn static_files_answer_ranges_and_never_follow_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("files");
+    std::fs::create_dir_all(dir.join("css")).unwrap();
+    std::fs::write(dir.join("digits.txt"), "0123456789").unwrap();
+    std::fs::write(tmp.path().join("secret.key"), "SECRET").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("../secret.key", dir.join("key")).unwrap();
+    std::os::unix::fs::symlink("/", dir.join("root")).unwrap();
+    std::os::unix::fs::symlink("css", dir.join("css-link")).unwrap();
+    std::fs::hard_link(tmp.path().join("secret.key"), dir.join("css/hard")).unwrap();
+    let mut r = route("shop.test", &[named_backend("app").await]);
+    let st = protocol::agent::StaticRoute {
+        image: "sha256:0123456789abcdef0123".into(),
+        dir: "/app/public".into(),
+        prefix: "/static/".into(),
+        max_age_secs: 60,
+    };
+    r.static_files = Some(st.clone());
+    let (ingress, handle, shutdown) = start_ingress(std::slice::from_ref(&r)).await;
+    handle.set_static_root(&st.key(), dir.clone());
+    let get = |path: &str, extra: &str| {
+        raw_request(ingress, format!("GET {path} HTTP/1.1\r\nHost: shop.test{extra}"))
+    };
+
+    let whole = get("/static/digits.txt", "").await;
+    assert!(whole.starts_with("HTTP/1.1 200"), "{whole}");
+    assert!(whole.to_ascii_lowercase().contains("accept-ranges: bytes"), "{whole}");
+    assert!(whole.ends_with("\r\n\r\n0123456789"), "{whole}");
+    for (range, status, content_range, body) in [
+        ("bytes=2-5", "206", "bytes 2-5/10", "2345"),
+        ("bytes=7-", "206", "bytes 7-9/10", "789"),
+        ("bytes=-2", "206", "bytes 8-9/10", "89"),
+        ("bytes=10-", "416", "bytes */10", ""),
+    ] {
+        let resp = get("/static/digits.txt", &format!("\r\nRange: {range}")).await;
+        assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{range}: {resp}");
+        assert!(resp.to_ascii_lowercase().contains(&format!("content-range: {content_range}")), "{resp}");
+        assert!(resp.ends_with(&format!("\r\n\r\n{body}")), "{range}: {resp}");
+    }
+    // A range for another version of the file (If-Range) gets the whole current one.
+    let resp = get("/static/digits.txt", "\r\nRange: bytes=2-5\r\nIf-Range: \"old\"").await;
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("0123456789"), "{resp}");
+    let head = "HEAD /static/digits.txt HTTP/1.1\r\nHost: shop.test\r\nRange: bytes=0-3";
+    let head = raw_request(ingress, head.to_string()).await;
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-length: 4"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+
+    // Links of every kind are not served: the request goes on to the app.
+    for path in ["passwd", "key", "root/etc/passwd", "css-link/hard", "css/hard", "%2e%2e/secret.key"] {
+        let resp = get(&format!("/static/{path}"), "").await;
+        assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("\r\n\r\napp"), "{path}: {resp}");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn trusted_proxies_keep_their_forwarding_headers() {
+    let backend = named_backend("a").await;
+    let settings = Settings { trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()], ..Default::default() };
+    let (ingress, _, shutdown) = start_ingress_with(&[route("app.test", &[backend])], settings).await;
+    let req = Request::get("/")
+        .header("host", "app.test")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https");
+    let resp = send(ingress, req, "").await;
+    assert_eq!(resp.headers()["seen-x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(resp.headers()["seen-x-forwarded-proto"], "https");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn backend_without_a_response_head_gets_504() {
+    // Accepts and reads, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let settings = Settings { response_header_timeout: Duration::from_millis(300), ..Default::default() };
+    let (ingress, _, shutdown) = start_ingress_with(&[route("app.test", &[backend])], settings).await;
+    let (status, body) = get(ingress, "app.test").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(body.contains("did not answer in time"), "{body}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn backend_that_never_accepts_gets_502_after_the_connect_timeout() {
+    // A listener with a full accept queue: the kernel drops further SYNs, so connects hang.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let backend = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(backend)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let settings = Settings { connect_timeout: Duration::from_millis(300), ..Default::default() };
+    let (ingress, _, shutdown) = start_ingress_with(&[route("app.test", &[backend])], settings).await;
+    let (status, _) = get(ingress, "app.test").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    drop(listener);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn stalled_request_body_gets_408() {
+    let backend = named_backend("a").await;
+    let settings = Settings { body_read_timeout: Duration::from_millis(300), ..Default::default() };
+    let (ingress, _, shutdown) = start_ingress_with(&[route("app.test", &[backend])], settings).await;
+    let mut stream = TcpStream::connect(ingress).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn slow_request_head_is_cut_off() {
+    let settings = Settings { header_read_timeout: Duration::from_millis(300), ..Default::default() };
+    let (ingress, _, shutdown) = start_ingress_with(&[], settings).await;
+    let mut stream = TcpStream::connect(ingress).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: app").await.unwrap();
+    let mut out = Vec::new();
+    // The connection is closed by the ingress (read ends) long before the test's own deadline.
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the ingress kept a half-sent request open");
+    assert!(!String::from_utf8_lossy(&out).contains("200"), "{out:?}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let backend = named_backend("a").await;
+    let settings = Settings { max_connections: 1, ..Default::default() };
+    let (ingress, _, shutdown) = start_ingress_with(&[route("app.test", &[backend])], settings).await;
+    let mut first = TcpStream::connect(ingress).await.unwrap();
+    first.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut first)).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The first connection stays open (keep-alive), so the second is not served...
+    let second = tokio::spawn(get(ingress, "app.test"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "a connection beyond the cap was served");
+    // ...until the first one closes.
+    drop(first);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+    shutdown.cancel();
+}
+
+#[test]
+fn parses_trusted_proxies() {
+    assert_eq!(parse_trusted_proxy("10.0.0.0/8").unwrap(), "10.0.0.0/8".parse::<IpNet>().unwrap());
+    assert_eq!(parse_trusted_proxy(" 192.0.2.7 ").unwrap(), "192.0.2.7/32".parse::<IpNet>().unwrap());
+    assert_eq!(parse_trusted_proxy("::1").unwrap(), "::1/128".parse::<IpNet>().unwrap());
+    let err = parse_trusted_proxy("10.0.0.0/33").unwrap_err();
+    assert!(err.contains("neither an IP address nor a CIDR block"), "{err}");
 }

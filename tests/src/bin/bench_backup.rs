@@ -33,7 +33,7 @@ fn main() {
     p.wait_db_healthy(&app);
     let db = app.replace('-', "_");
     let (primary, replica) =
-        (format!("paas-{app}-production-db-primary"), format!("paas-{app}-production-db-replica"));
+        (format!("paas-{app}--production--db-primary"), format!("paas-{app}--production--db-replica"));
 
     // About 250 bytes per row (a third of it compressible), indexed like a real table.
     let rows = (gb * 4_200_000.0) as u64;

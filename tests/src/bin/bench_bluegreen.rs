@@ -69,7 +69,7 @@ fn main() {
     std::fs::write(src.path().join("paas.toml"), MANIFEST).unwrap();
     let dir = src.path().to_str().unwrap().to_string();
     p.paas(&["deploy", &dir, "--app", &app]).expect_ok();
-    let image = format!("paas/{app}-production:v1");
+    let image = format!("paas/{app}--production:v1");
 
     let names = ["image ready", "replicas placed", "all healthy", "switched", "CLI returned", "old drained"];
     let mut cols: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
@@ -80,7 +80,7 @@ fn main() {
         let total = t.elapsed().as_secs_f64();
         let v = out.json()["version"].as_u64().unwrap();
         let s = stages(&p, &app, v, &["Image", "Starting", "Switching", "v"]);
-        let old = format!("paas-{app}-production-web-{}-1", v - 1);
+        let old = format!("paas-{app}--production--web-{}-1", v - 1);
         while !docker(&["ps", "-aq", "--filter", &format!("name=^{old}$")]).trim().is_empty() {
             std::thread::sleep(Duration::from_millis(20));
         }

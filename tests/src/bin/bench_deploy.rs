@@ -29,7 +29,7 @@ fn main() {
     // The mechanics only: no stability window (the default 3 s would dominate the figure).
     std::fs::write(src.path().join("paas.toml"), "[deploy]\nstability_window = \"0s\"\n").unwrap();
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &base]).expect_ok();
-    let image = format!("paas/{base}-production:v1");
+    let image = format!("paas/{base}--production:v1");
 
     let (mut via_paas, mut via_docker) = (Vec::new(), Vec::new());
     for i in 0..runs {
