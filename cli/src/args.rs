@@ -221,15 +221,16 @@ pub struct AgentArgs {
     /// Control plane URL.
     #[arg(long)]
     pub join: String,
-    /// Agent join token (printed by `paas server`, kept in its data dir as `agent-token`).
+    /// Join token (the `agent-token` file in the server's data dir). Needed only to join: the
+    /// node's own credential is then kept in the state dir and used from then on.
     #[arg(long = "join-token", env = "PAAS_JOIN_TOKEN", hide_env_values = true)]
-    pub join_token: String,
+    pub join_token: Option<String>,
     #[command(flatten)]
     pub node: NodeOpts,
     /// Serve the ingress on this address (makes this an ingress node).
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
-    /// Agent state directory (default: $XDG_DATA_HOME/paas-agent).
+    /// Agent state directory, holding the node credential (default: $XDG_DATA_HOME/paas-agent).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
 }

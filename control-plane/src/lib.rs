@@ -45,17 +45,21 @@ pub struct ControlPlane {
     state: AppState,
     /// Token with full API access, written to the CLI config by `paas up`.
     pub admin_token: String,
-    /// Token agents use to join.
-    pub agent_token: String,
+    /// Token agents join with (`agent-token` in the data directory): it registers new nodes
+    /// and reads nothing else.
+    pub join_token: String,
 }
 
 impl ControlPlane {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)
+        // Keys, tokens, the state database and backups live here: the owner's only.
+        protocol::files::private_dir(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
         let store = store::Store::open(&config.data_dir.join("state.db")).await?;
         let admin_token = tokens::ensure(&store, &config.data_dir, "admin-token", "admin", "user").await?;
-        let agent_token = tokens::ensure(&store, &config.data_dir, "agent-token", "agent", "agent").await?;
+        // The file keeps its old name: data directories from before node credentials still
+        // start, and their agent token is now the join token.
+        let join_token = tokens::ensure(&store, &config.data_dir, "agent-token", "agent", "join").await?;
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
         dbroles::fill_missing_secrets(&store, &secrets)
             .await
@@ -70,11 +74,20 @@ impl ControlPlane {
             }
             None => None,
         };
+        protocol::files::private_dir(&config.backup_dir)
+            .with_context(|| format!("creating the backup directory {}", config.backup_dir.display()))?;
         let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3);
         tracing::info!(store = %storage.describe(), "backups are kept in");
         let state = AppState::new(store, Arc::new(config), secrets, storage);
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
-        Ok(Self { state, admin_token, agent_token })
+        Ok(Self { state, admin_token, join_token })
+    }
+
+    /// A fresh credential for the agent of `node` running in this process (`paas up`), which
+    /// needs no join: it replaces any credential the node had.
+    pub async fn local_node_credential(&self, node: &str) -> anyhow::Result<String> {
+        protocol::names::check_node(node)?;
+        tokens::issue_node_credential(&self.state.store, node).await
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets requests finish and

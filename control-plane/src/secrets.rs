@@ -27,7 +27,7 @@ impl SecretBox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut k = vec![0u8; 32];
                 rand::thread_rng().fill_bytes(&mut k);
-                crate::tokens::write_private(&path, &k)
+                protocol::files::write_private(&path, &k)
                     .with_context(|| format!("writing {}", path.display()))?;
                 k
             }

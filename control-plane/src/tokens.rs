@@ -1,11 +1,13 @@
-//! Bootstrap API tokens: generated on first start, kept in the data directory (mode 0600) so a
-//! restart of `paas up` can rewrite the CLI config; only their sha256 goes into the database.
+//! Tokens and node credentials. The bootstrap tokens (admin, join) are generated on first start
+//! and kept in the data directory (0600) so a restart of `paas up` can rewrite the CLI config;
+//! node credentials are issued when a node joins and shown to it once. Only sha256 hashes go
+//! into the database.
 
-use crate::store::Store;
+use crate::store::{Registrar, Store, StoreError};
 use anyhow::Context;
+use protocol::agent::RegisterNode;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::Path;
 
 pub fn hash(token: &str) -> String {
@@ -25,7 +27,8 @@ pub async fn ensure(store: &Store, dir: &Path, file: &str, user: &str, kind: &st
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
             let token = generate();
-            write_private(&path, token.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            protocol::files::write_private(&path, token.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             token
         }
     };
@@ -33,15 +36,32 @@ pub async fn ensure(store: &Store, dir: &Path, file: &str, user: &str, kind: &st
     Ok(token)
 }
 
-/// Writes a file only its owner can read: tokens and keys.
-#[cfg(unix)]
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(bytes)
+/// Registers a node. `by_node` is the node whose credential made the request, `None` for the
+/// join token; a join returns the new node's credential, which exists nowhere else from then on.
+pub async fn register_node(
+    store: &Store,
+    by_node: Option<&str>,
+    node: &RegisterNode,
+) -> Result<Option<String>, StoreError> {
+    match by_node {
+        Some(caller) => {
+            store
+                .register_node(&node.name, &node.private_addr, node.ingress, Registrar::Node(caller))
+                .await?;
+            Ok(None)
+        }
+        None => {
+            let credential = generate();
+            let by = Registrar::Join { credential_hash: &hash(&credential) };
+            store.register_node(&node.name, &node.private_addr, node.ingress, by).await?;
+            Ok(Some(credential))
+        }
+    }
 }
 
-#[cfg(not(unix))]
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
+/// A fresh credential for `node`, replacing any it had, for an agent in the same process.
+pub async fn issue_node_credential(store: &Store, node: &str) -> anyhow::Result<String> {
+    let credential = generate();
+    store.set_node_credential(node, &hash(&credential)).await?;
+    Ok(credential)
 }

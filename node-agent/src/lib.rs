@@ -3,6 +3,7 @@
 //! public HTTP traffic.
 
 mod build;
+mod credential;
 mod databases;
 mod dbroles;
 mod dbtasks;
@@ -27,15 +28,18 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// Control plane URL, e.g. `http://127.0.0.1:7070`.
     pub server: String,
-    /// Agent join token.
-    pub token: String,
+    /// Join token: registers this node the first time and brings back its own credential; not
+    /// needed once the node has one.
+    pub join_token: Option<String>,
+    /// A node credential issued in-process (`paas up`); it replaces the stored one.
+    pub credential: Option<String>,
     pub node_name: String,
     /// Address app containers publish on; never the public one.
     pub private_addr: IpAddr,
     /// Docker network mode for image builds (`host` where the bridge has no egress).
     pub build_network: Option<String>,
-    /// Keeps the last route table so the ingress serves at once after a restart, even before
-    /// the control plane answers.
+    /// Keeps the node credential, and the last route table so the ingress serves at once after
+    /// a restart, even before the control plane answers.
     pub state_dir: PathBuf,
     /// Proxies in front of the ingress whose `X-Forwarded-*` headers are believed (CIDR blocks);
     /// from anyone else they are replaced.
@@ -50,10 +54,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     protocol::names::check_node(&config.node_name)?;
-    std::fs::create_dir_all(&config.state_dir)
+    // It holds the node's credential: the owner's only.
+    protocol::files::private_dir(&config.state_dir)
         .with_context(|| format!("creating the agent state directory {}", config.state_dir.display()))?;
     let docker = docker::DockerClient::connect(&config.node_name, &config.private_addr.to_string()).await?;
-    let client = protocol::Client::new(&config.server, &config.token);
+    let client = protocol::Client::new(&config.server, "");
+    let identity = std::sync::Arc::new(credential::Identity::new(
+        client.clone(),
+        config.join_token.clone(),
+        config.state_dir.join("node-credential.json"),
+        &config.node_name,
+        config.credential.clone(),
+    ));
     let registration = RegisterNode {
         name: config.node_name.clone(),
         private_addr: config.private_addr.to_string(),
@@ -116,7 +128,8 @@ pub async fn run(
         builder.run(rx, stop).await;
         Ok(())
     });
-    let syncer = sync::Syncer { client, registration, routes, cache, assignment: assignment_tx, statics };
+    let syncer =
+        sync::Syncer { client, identity, registration, routes, cache, assignment: assignment_tx, statics };
     let stop = shutdown.clone();
     tasks.spawn(async move {
         syncer.run(report_rx, stop).await;

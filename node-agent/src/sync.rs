@@ -1,10 +1,12 @@
 //! The agent's link to the control plane: registration, the long-polled assignment watch, and
 //! reports. When the control plane is away the agent keeps its last assignment and routes.
 
+use crate::credential::Identity;
 use crate::ingress::IngressHandle;
 use protocol::agent::{Assignment, NodeReport, RegisterNode, Route};
 use protocol::Client;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Syncer {
     pub client: Client,
+    pub identity: Arc<Identity>,
     pub registration: RegisterNode,
     pub routes: IngressHandle,
     pub cache: PathBuf,
@@ -42,6 +45,7 @@ impl Syncer {
         self.register(&shutdown).await;
         let reporter = tokio::spawn(report_loop(
             self.client.clone(),
+            self.identity.clone(),
             self.registration.clone(),
             reports,
             self.statics.clone(),
@@ -77,8 +81,9 @@ impl Syncer {
                     });
                 }
                 Err(e) => {
-                    if e.status == Some(404) {
-                        // The control plane lost us (new data dir): register again.
+                    if matches!(e.status, Some(401 | 404)) {
+                        // The control plane lost us (node or credential unknown): register
+                        // again, joining again if the credential is no longer valid.
                         self.register(&shutdown).await;
                         index = 0;
                         continue;
@@ -98,24 +103,29 @@ impl Syncer {
     async fn register(&self, shutdown: &CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.client.register(&self.registration).await {
-                Ok(_) => {
+            // A refusal (401/403) needs a person, so it is retried slowly; anything else is
+            // the control plane being away.
+            let mut most = Duration::from_secs(5);
+            match self.identity.register(&self.registration).await {
+                Ok(()) => {
                     tracing::info!(node = %self.registration.name, "registered with the control plane");
                     return;
                 }
+                Err(e) if matches!(e.status, Some(401 | 403)) => most = Duration::from_secs(30),
                 Err(e) => tracing::warn!(error = %e, "registering with the control plane failed; retrying"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(most);
         }
     }
 }
 
 async fn report_loop(
     client: Client,
+    identity: Arc<Identity>,
     registration: RegisterNode,
     mut reports: watch::Receiver<NodeReport>,
     statics: crate::statics::Statics,
@@ -127,7 +137,7 @@ async fn report_loop(
         crate::lines::fit_report(&mut report, protocol::agent::MAX_BODY_BYTES);
         if let Err(e) = client.report(&registration.name, &report).await {
             if e.status == Some(404) {
-                let _ = client.register(&registration).await;
+                let _ = identity.register(&registration).await;
             }
             tracing::debug!(error = %e, "sending the node report failed");
         }

@@ -2,7 +2,8 @@
 //! agent all go through it, so there is one place that knows URLs and error bodies.
 
 use crate::agent::{
-    BuildLog, BuildResult, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode, WatchResponse,
+    BuildLog, BuildResult, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode,
+    WatchResponse,
 };
 use crate::api::{
     App, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
@@ -11,6 +12,7 @@ use crate::api::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// An API call that failed, carrying the server's one-sentence explanation.
@@ -35,10 +37,12 @@ impl ClientError {
     }
 }
 
+/// Clones share the bearer token: a node agent swaps its join token for the node credential
+/// it is given at registration, and every task holding a clone then uses the credential.
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    token: String,
+    token: Arc<RwLock<String>>,
     http: reqwest::Client,
 }
 
@@ -52,11 +56,21 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("building an HTTP client without TLS cannot fail");
-        Self { base: base.into().trim_end_matches('/').to_string(), token: token.into(), http }
+        let token = Arc::new(RwLock::new(token.into()));
+        Self { base: base.into().trim_end_matches('/').to_string(), token, http }
     }
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    fn token(&self) -> String {
+        self.token.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the bearer token for this client and all its clones.
+    pub fn set_token(&self, token: impl Into<String>) {
+        *self.token.write().unwrap_or_else(|e| e.into_inner()) = token.into();
     }
 
     fn url(&self, path: &str) -> String {
@@ -65,7 +79,7 @@ impl Client {
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
         let resp =
-            req.bearer_auth(&self.token).send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+            req.bearer_auth(self.token()).send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.base, e))?;
         if status.is_success() {
@@ -296,7 +310,9 @@ impl Client {
 
     // --- agent protocol ---
 
-    pub async fn register(&self, node: &RegisterNode) -> Result<serde_json::Value, ClientError> {
+    /// Registers with the join token (a new name: the answer holds the node's credential) or
+    /// with the node's own credential (its address or ingress role may have changed).
+    pub async fn register(&self, node: &RegisterNode) -> Result<RegisteredNode, ClientError> {
         self.post("/agent/v1/nodes", node).await
     }
 
@@ -322,7 +338,7 @@ impl Client {
         let resp = self
             .http
             .get(self.url(&path))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .send()
             .await
             .map_err(|e| ClientError::transport(&self.base, e))?;
@@ -368,7 +384,7 @@ impl Client {
 
     /// A stored backup's dump as a byte stream, after the control plane checked its checksum.
     pub async fn download_backup(&self, id: &str) -> Result<reqwest::Response, ClientError> {
-        let req = self.http.get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(&self.token);
+        let req = self.http.get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(self.token());
         let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
         if status.is_success() {

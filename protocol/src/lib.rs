@@ -1,11 +1,13 @@
 //! Wire types shared by every paas component: names, API resources, the agent protocol, and the
 //! typed HTTP client that the CLI, the console and the node agent use.
 //!
-//! This crate performs no IO except inside [`client`]; everything else is plain serde types.
+//! This crate performs no IO except inside [`client`] (HTTP) and [`files`] (private files at
+//! rest); everything else is plain serde types.
 
 pub mod agent;
 pub mod api;
 pub mod client;
+pub mod files;
 pub mod manifest;
 pub mod names;
 

@@ -100,10 +100,14 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             &CliConfig { server: Some(api_url.clone()), token: Some(cp.admin_token.clone()) },
         )?;
     }
+    // The local agent needs no join: it gets its credential in-process, a new one each start.
+    let node = node_name(&args.node);
+    let credential = cp.local_node_credential(&node).await.context("issuing the local node's credential")?;
     let agent_config = node_agent::Config {
         server: api_url.clone(),
-        token: cp.agent_token.clone(),
-        node_name: node_name(&args.node),
+        join_token: Some(cp.join_token.clone()),
+        credential: Some(credential),
+        node_name: node,
         private_addr: args.node.private_addr,
         build_network: args.node.build_network.clone(),
         state_dir: data_dir.join("agent"),
@@ -164,7 +168,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let api_url = format!("http://{}", api.local_addr()?);
     println!("paas control plane at {api_url}/");
     println!(
-        "Join nodes with: paas agent --join {api_url} --join-token <the agent-token file in the data dir>"
+        "Join nodes with: paas agent --join {api_url} --join-token <the agent-token file in the data dir>; each node gets its own credential"
     );
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -183,7 +187,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let config = node_agent::Config {
         server: args.join,
-        token: args.join_token,
+        join_token: args.join_token,
+        credential: None,
         node_name: node_name(&args.node),
         private_addr: args.node.private_addr,
         build_network: args.node.build_network,

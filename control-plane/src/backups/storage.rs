@@ -56,6 +56,16 @@ pub async fn digest_file(path: &Path) -> anyhow::Result<(u64, String)> {
     .await?
 }
 
+/// Creates `dir` and its missing parents 0700 (the backup directory itself is made private
+/// when the control plane opens).
+async fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir).await
+}
+
 /// Compares a copy's figures with the manifest's, in the words a user needs.
 fn check(b: &Backup, location: &str, size: u64, sha: &str) -> anyhow::Result<()> {
     let (want_size, want_sha) = (b.size_bytes.unwrap_or(0), b.sha256.as_deref().unwrap_or(""));
@@ -107,12 +117,15 @@ impl BackupStorage {
     ) -> anyhow::Result<(u64, String)> {
         let path = self.partial_path(b);
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .with_context(|| format!("creating {}", parent.display()))?;
+            private_dirs(parent).await.with_context(|| format!("creating {}", parent.display()))?;
         }
-        let mut file =
-            tokio::fs::File::create(&path).await.with_context(|| format!("creating {}", path.display()))?;
+        // A dump holds the database's data: the owner's only, from its first byte on.
+        let _ = tokio::fs::remove_file(&path).await;
+        let mut open = tokio::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        open.mode(0o600);
+        let mut file = open.open(&path).await.with_context(|| format!("creating {}", path.display()))?;
         let (mut hash, mut size) = (Sha256::new(), 0u64);
         let result: anyhow::Result<()> = async {
             while let Some(chunk) = body.next().await {
@@ -144,7 +157,10 @@ impl BackupStorage {
             .await
             .with_context(|| format!("the uploaded dump of backup {} is missing", b.id))?;
         let manifest = serde_json::to_vec_pretty(manifest)?;
-        tokio::fs::write(self.dir.join(key(b, "manifest.json")), &manifest).await?;
+        let (manifest_path, bytes) = (self.dir.join(key(b, "manifest.json")), manifest.clone());
+        tokio::task::spawn_blocking(move || protocol::files::write_private(&manifest_path, &bytes))
+            .await?
+            .context("writing the backup's manifest")?;
         let mut locations = vec![format!("local:{}", path.display())];
         if let Some(s3) = &self.s3 {
             s3.put_file(&key(b, "dump"), &path).await.context("copying the backup to S3")?;
@@ -189,7 +205,7 @@ impl BackupStorage {
                 }
             } else if let (Some(k), Some(s3)) = (location.strip_prefix("s3:"), &self.s3) {
                 let tmp = self.dir.join(".fetch").join(format!("{}.dump", b.id));
-                tokio::fs::create_dir_all(tmp.parent().expect("has a parent")).await?;
+                private_dirs(tmp.parent().expect("has a parent")).await?;
                 let copy = CheckedCopy { path: tmp, temporary: true };
                 let fetched = async {
                     s3.get_to_file(k, &copy.path).await?;
@@ -221,5 +237,49 @@ impl BackupStorage {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn dumps_and_manifests_are_the_owners_only() {
+        let dir = std::env::temp_dir().join(format!("paas-storage-{}", std::process::id()));
+        let storage = BackupStorage::new(dir.clone(), None);
+        let b = Backup {
+            id: "b1".into(),
+            app: "shop".into(),
+            env: "production".into(),
+            trigger: "manual".into(),
+            source: "db-primary".into(),
+            node: "n".into(),
+            status: "running".into(),
+            error: None,
+            size_bytes: None,
+            sha256: None,
+            tables: Default::default(),
+            locations: Vec::new(),
+            started_at: String::new(),
+            finished_at: None,
+            verification: "pending".into(),
+            verification_error: None,
+            verified_at: None,
+        };
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"PGDMP data"))]);
+        let (size, _) = storage.receive(&b, body).await.unwrap();
+        assert_eq!(size, 10);
+        assert_eq!(mode(&storage.partial_path(&b)), 0o600);
+        assert_eq!(mode(storage.partial_path(&b).parent().unwrap()), 0o700);
+        storage.finalize(&b, &serde_json::json!({ "id": "b1" })).await.unwrap();
+        assert_eq!(mode(&storage.local_path(&b)), 0o600);
+        assert_eq!(mode(&dir.join(key(&b, "manifest.json"))), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,16 +1,21 @@
 //! `/agent/v1`: node registration, the long-polled assignment watch, status reports, and the
-//! build hand-off (source download, build output, result).
+//! build hand-off (source download, build output, result). Every route but registration takes
+//! a [`NodeCaller`] and serves only the node its request concerns.
 
+use super::auth::{AgentCaller, NodeCaller};
 use super::error::{ApiError, ApiResult};
-use crate::assign;
 use crate::state::AppState;
+use crate::{assign, tokens};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use protocol::agent::{BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, WatchResponse};
+use axum::{Extension, Json, Router};
+use protocol::agent::{
+    BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode, WatchResponse,
+};
+use protocol::{AppName, EnvName};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -27,15 +32,30 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{id}/result", post(job_result))
 }
 
-async fn register(State(state): State<AppState>, Json(node): Json<RegisterNode>) -> ApiResult<Json<Value>> {
-    protocol::names::check_node(&node.name).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    node.private_addr
+/// The join token registers a new node and gets its credential back; a node's credential
+/// registers that node again (its address or ingress role may have changed).
+async fn register(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AgentCaller>,
+    Json(mut node): Json<RegisterNode>,
+) -> ApiResult<Json<RegisteredNode>> {
+    protocol::names::check_node(&node.name)?;
+    let addr = node
+        .private_addr
         .parse::<std::net::IpAddr>()
         .map_err(|_| ApiError::Unprocessable(format!("{:?} is not an IP address", node.private_addr)))?;
-    state.store.upsert_node(&node.name, &node.private_addr, node.ingress).await?;
-    tracing::info!(node = %node.name, addr = %node.private_addr, ingress = node.ingress, "node registered");
+    // One spelling per address, so two spellings of one address cannot both be claimed.
+    node.private_addr = addr.to_string();
+    let by_node = match &caller {
+        AgentCaller::Node(n) => Some(n.as_str()),
+        AgentCaller::Join => None,
+    };
+    let credential = tokens::register_node(&state.store, by_node, &node).await.inspect_err(|e| {
+        tracing::warn!(node = %node.name, addr = %node.private_addr, by = ?by_node, error = %e, "node registration refused");
+    })?;
+    tracing::info!(node = %node.name, addr = %node.private_addr, ingress = node.ingress, joined = credential.is_some(), "node registered");
     state.bump();
-    Ok(Json(json!({ "registered": node.name })))
+    Ok(Json(RegisteredNode { name: node.name, credential }))
 }
 
 #[derive(Deserialize)]
@@ -50,9 +70,11 @@ struct WatchQuery {
 /// is from another run of the control plane), otherwise when it changes or `wait` runs out.
 async fn watch(
     State(state): State<AppState>,
+    caller: NodeCaller,
     Path(node): Path<String>,
     Query(q): Query<WatchQuery>,
 ) -> ApiResult<Json<WatchResponse>> {
+    caller.must_be(&node, format_args!("the assignment of node {node:?}"))?;
     state.store.touch_node(&node).await?;
     // The agent asks to watch past `index` only after applying it.
     state.node_applied(&node, q.index);
@@ -66,9 +88,11 @@ async fn watch(
 
 async fn report(
     State(state): State<AppState>,
+    caller: NodeCaller,
     Path(node): Path<String>,
     Json(report): Json<NodeReport>,
 ) -> ApiResult<Json<Value>> {
+    caller.must_be(&node, format_args!("the reports of node {node:?}"))?;
     state.store.touch_node(&node).await?;
     if state.store.apply_report(&node, &report.containers).await? {
         state.bump();
@@ -92,11 +116,30 @@ async fn report(
     Ok(Json(json!({ "ok": true })))
 }
 
+/// Checks that `caller` builds release `release` of `app`/`env`, whose names are validated first
+/// (they become a path under the sources directory).
+async fn check_builder(
+    state: &AppState,
+    caller: &NodeCaller,
+    app: &str,
+    env: &str,
+    release: u32,
+) -> ApiResult<(AppName, EnvName)> {
+    let (app, env) = (AppName::new(app)?, EnvName::new(env)?);
+    let Some(node) = state.store.build_node(app.as_str(), env.as_str(), release).await? else {
+        return Err(ApiError::NotFound(format!("{app}/{env} v{release} is not built from source")));
+    };
+    caller.must_be(&node, format_args!("the build of {app}/{env} v{release}"))?;
+    Ok((app, env))
+}
+
 async fn source(
     State(state): State<AppState>,
+    caller: NodeCaller,
     Path((app, env, release)): Path<(String, String, u32)>,
 ) -> ApiResult<impl IntoResponse> {
-    let path = state.sources_dir().join(&app).join(&env).join(format!("{release}.tar.gz"));
+    let (app, env) = check_builder(&state, &caller, &app, &env, release).await?;
+    let path = state.sources_dir().join(app.as_str()).join(env.as_str()).join(format!("{release}.tar.gz"));
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| ApiError::NotFound(format!("no source bundle for {app}/{env} v{release}")))?;
@@ -106,18 +149,22 @@ async fn source(
 
 async fn build_log(
     State(state): State<AppState>,
+    caller: NodeCaller,
     Path((app, env, release)): Path<(String, String, u32)>,
     Json(log): Json<BuildLog>,
 ) -> ApiResult<Json<Value>> {
+    check_builder(&state, &caller, &app, &env, release).await?;
     state.deploy_event(&app, &env, release, "build", &log.lines).await;
     Ok(Json(json!({ "ok": true })))
 }
 
 async fn build_result(
     State(state): State<AppState>,
+    caller: NodeCaller,
     Path((app, env, release)): Path<(String, String, u32)>,
     Json(result): Json<BuildResult>,
 ) -> ApiResult<Json<Value>> {
+    check_builder(&state, &caller, &app, &env, release).await?;
     let error = match (&result.image_id, &result.error) {
         (_, Some(e)) => Some(e.as_str()),
         (Some(_), None) => None,
@@ -131,10 +178,12 @@ async fn build_result(
 
 async fn job_log(
     State(state): State<AppState>,
+    caller: NodeCaller,
     Path(id): Path<String>,
     Json(log): Json<JobLog>,
 ) -> ApiResult<Json<Value>> {
     let job = state.store.get_job(&id).await?;
+    caller.must_be(&job.node, format_args!("job {id}"))?;
     state.store.append_job_output(&id, &log.lines).await?;
     // A release phase's output is part of its deploy's progress.
     if job.kind == "release" {
@@ -146,10 +195,12 @@ async fn job_log(
 
 async fn job_result(
     State(state): State<AppState>,
+    caller: NodeCaller,
     Path(id): Path<String>,
     Json(result): Json<JobResult>,
 ) -> ApiResult<Json<Value>> {
     let job = state.store.get_job(&id).await?;
+    caller.must_be(&job.node, format_args!("job {id}"))?;
     state.store.finish_job(&id, result.exit_code, result.error.as_deref()).await?;
     tracing::info!(app = %job.app, env = %job.env, release = job.release, job = %id, exit_code = ?result.exit_code, "job finished");
     state.bump();

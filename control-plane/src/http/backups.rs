@@ -2,7 +2,7 @@
 //! backups, run psql, follow database tasks; `/api/v1/events`. `/agent/v1/...`: the agent's
 //! dump upload and download and its task results.
 
-use super::auth::Caller;
+use super::auth::{Caller, NodeCaller};
 use super::error::{ApiError, ApiResult};
 use crate::backups;
 use crate::state::AppState;
@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
-use protocol::agent::DbTaskResult;
+use protocol::agent::{DbTaskKind, DbTaskResult};
 use protocol::api::{Backup, DbTaskView, Event, PsqlCommand, StartRestore};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -160,7 +160,32 @@ async fn events(State(state): State<AppState>, Query(q): Query<Since>) -> ApiRes
     Ok(Json(state.store.events_since(q.since).await?))
 }
 
-async fn upload(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Json<Value>> {
+/// Refuses a node that holds no unfinished task of one of `kinds` for backup `id`: only the
+/// node dumping a backup uploads it, only one verifying or restoring it downloads it.
+async fn check_backup_task(
+    state: &AppState,
+    caller: &NodeCaller,
+    id: &str,
+    kinds: &[DbTaskKind],
+) -> ApiResult<()> {
+    let tasks = state.store.open_tasks_for_backup(id, &caller.0).await?;
+    match tasks.iter().any(|t| kinds.contains(&t.kind)) {
+        true => Ok(()),
+        false => Err(ApiError::Forbidden(format!(
+            "node {:?} holds no {} task for backup {id}, so it cannot read or write that backup's data",
+            caller.0,
+            kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" or ")
+        ))),
+    }
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    check_backup_task(&state, &caller, &id, &[DbTaskKind::Backup]).await?;
     let b = state.store.get_backup(&id).await?;
     if b.status != "running" {
         return Err(ApiError::Conflict(format!("backup {id} is {}, not running", b.status)));
@@ -173,7 +198,12 @@ async fn upload(State(state): State<AppState>, Path(id): Path<String>, body: Bod
 }
 
 /// Streams a checked copy; a corrupt or truncated backup is refused with the reason.
-async fn download(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn download(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    check_backup_task(&state, &caller, &id, &[DbTaskKind::Verify, DbTaskKind::Restore]).await?;
     let b = state.store.get_backup(&id).await?;
     let copy =
         state.backup_storage.checked_copy(&b).await.map_err(|e| ApiError::Unprocessable(format!("{e:#}")))?;
@@ -188,10 +218,12 @@ async fn download(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
 
 async fn task_result(
     State(state): State<AppState>,
+    caller: NodeCaller,
     Path(id): Path<String>,
     Json(result): Json<DbTaskResult>,
 ) -> ApiResult<Json<Value>> {
     let t = state.store.get_db_task(&id).await?;
+    caller.must_be(&t.node, format_args!("database task {id}"))?;
     tracing::info!(app = %t.app, env = %t.env, task = %id, ok = result.error.is_none(), "database task finished");
     backups::task_finished(&state, &t, &result).await.map_err(ApiError::Internal)?;
     Ok(Json(json!({ "ok": true })))

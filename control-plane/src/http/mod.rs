@@ -95,7 +95,7 @@ mod tests {
         };
         let cp = crate::ControlPlane::open(config).await.unwrap();
         let router = super::router(cp.state.clone(), "http://127.0.0.1:7070").unwrap();
-        let (user, agent) = (cp.admin_token.as_str(), cp.agent_token.as_str());
+        let (user, agent) = (cp.admin_token.as_str(), cp.join_token.as_str());
 
         assert_eq!(post(&router, "/login", "", 100 << 10).await, StatusCode::PAYLOAD_TOO_LARGE);
         assert_ne!(post(&router, "/login", "", 10).await, StatusCode::PAYLOAD_TOO_LARGE);

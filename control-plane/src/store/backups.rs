@@ -216,6 +216,18 @@ impl Store {
         Ok(rows.iter().map(task).collect())
     }
 
+    /// The unfinished tasks of `node` that work on `backup`: what entitles a node to upload or
+    /// download that backup's data.
+    pub async fn open_tasks_for_backup(&self, backup: &str, node: &str) -> Result<Vec<DbTaskRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM db_tasks WHERE backup = ? AND node = ? AND finished_at IS NULL")
+                .bind(backup)
+                .bind(node)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(task).collect())
+    }
+
     /// Tasks handed to agents that have not ended, on any node.
     pub async fn open_db_tasks(&self) -> Result<Vec<DbTaskRow>> {
         let rows = sqlx::query("SELECT * FROM db_tasks WHERE status IN ('pending', 'waiting')")

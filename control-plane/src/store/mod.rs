@@ -7,7 +7,7 @@ mod databases;
 mod jobs;
 mod releases;
 
-pub use apps::{EnvRow, NodeRow};
+pub use apps::{EnvRow, NodeRow, Registrar};
 pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
 pub use jobs::JobRow;
@@ -27,6 +27,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The caller is not the one this belongs to (a node acting for another).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -43,8 +46,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_replicas.sql"),
     include_str!("../../migrations/0007_backups.sql"),
     include_str!("../../migrations/0008_db_port.sql"),
-    include_str!("../../migrations/0013_names.sql"),
+    include_str!("../../migrations/0009_names.sql"),
     include_str!("../../migrations/0010_db_roles.sql"),
+    include_str!("../../migrations/0011_node_credentials.sql"),
 ];
 
 #[derive(Clone)]

@@ -168,15 +168,23 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
     }
 
-    /// A release's sealed config snapshot and its `paas.toml` text.
-    pub async fn release_inputs(&self, app: &str, env: &str, version: u32) -> Result<(Vec<u8>, String)> {
-        sqlx::query_as("SELECT config, manifest_text FROM releases WHERE app = ? AND env = ? AND version = ?")
+    /// Some `columns` of one release.
+    async fn release_columns<T>(&self, columns: &str, app: &str, env: &str, version: u32) -> Result<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        sqlx::query_as(&format!("SELECT {columns} FROM releases WHERE app = ? AND env = ? AND version = ?"))
             .bind(app)
             .bind(env)
             .bind(version)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
+    }
+
+    /// A release's sealed config snapshot and its `paas.toml` text.
+    pub async fn release_inputs(&self, app: &str, env: &str, version: u32) -> Result<(Vec<u8>, String)> {
+        self.release_columns("config, manifest_text", app, env, version).await
     }
 
     pub async fn list_releases(&self, app: &str, env: &str) -> Result<Vec<Release>> {
@@ -197,6 +205,12 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(release_row).collect())
+    }
+
+    /// The node a release's build is assigned to (none for an image deploy).
+    pub async fn build_node(&self, app: &str, env: &str, version: u32) -> Result<Option<String>> {
+        let (node,) = self.release_columns("build_node", app, env, version).await?;
+        Ok(node)
     }
 
     /// Records the outcome of a build (an image id, or why it failed).
