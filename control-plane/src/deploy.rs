@@ -124,7 +124,7 @@ pub fn spawn(state: AppState, release: Release) {
                         break;
                     }
                     Ok(_) => {
-                        state.deploy_event(&app, &env, version, "error", &[why.clone()]).await;
+                        state.deploy_event(&app, &env, version, "error", std::slice::from_ref(&why)).await;
                         break;
                     }
                     Err(e) => {

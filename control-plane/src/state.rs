@@ -147,6 +147,13 @@ impl AppState {
         m.entry(id.to_string()).or_insert_with(Instant::now).elapsed()
     }
 
+    /// Pretends the agent of task `id` was last heard of `ago`.
+    #[cfg(test)]
+    pub fn backdate_task_progress(&self, id: &str, ago: Duration) {
+        let when = Instant::now().checked_sub(ago).expect("the clock reaches back that far");
+        self.task_progress.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), when);
+    }
+
     /// Forgets progress of tasks that are no longer open.
     pub fn keep_task_progress(&self, open: &HashSet<&str>) {
         self.task_progress

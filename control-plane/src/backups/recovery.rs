@@ -172,3 +172,208 @@ async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backups::{retention, start_psql, start_restore, BackupStorage};
+    use crate::store::{DatabaseRow, Store};
+    use protocol::api::Backup;
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// A control plane state on a fresh store in a temporary directory, with app `shop` and
+    /// the database of its production environment.
+    async fn state() -> (AppState, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("paas-recovery-{}", crate::tokens::generate()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("state.db")).await.unwrap();
+        store.create_app("shop").await.unwrap();
+        store
+            .create_database(&DatabaseRow {
+                app: "shop".into(),
+                env: "production".into(),
+                version: 15,
+                node: "n1".into(),
+                password: Vec::new(),
+                max_connections: 100,
+                replicas: 0,
+                replica_node: String::new(),
+                backup_schedule: "off".into(),
+                keep_count: 1,
+                keep_days: 30,
+                last_scheduled_at: 0,
+                created_at: crate::store::now(),
+                host_port: 0,
+            })
+            .await
+            .unwrap();
+        let config = crate::Config {
+            data_dir: dir.clone(),
+            base_domain: "example.test".into(),
+            ingress_http_port: 80,
+            backup_dir: dir.join("backups"),
+            backup_s3: None,
+        };
+        let secrets = crate::secrets::SecretBox::load_or_create(&dir).unwrap();
+        let storage = BackupStorage::new(dir.join("backups"), None);
+        (AppState::new(store, Arc::new(config), secrets, storage), dir)
+    }
+
+    async fn db(state: &AppState) -> DatabaseRow {
+        state.store.get_database("shop", "production").await.unwrap()
+    }
+
+    async fn open_task(state: &AppState, backup: &str, kind: DbTaskKind) -> crate::store::DbTaskRow {
+        let open = state.store.open_db_tasks().await.unwrap();
+        open.into_iter().find(|t| t.backup == backup && t.kind == kind).expect("an open task")
+    }
+
+    /// Waits for background steps (they run in spawned tasks) to bring the backup to `done`.
+    async fn until(state: &AppState, id: &str, done: impl Fn(&Backup) -> bool) -> Backup {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let b = state.store.get_backup(id).await.unwrap();
+            if done(&b) {
+                return b;
+            }
+            assert!(Instant::now() < deadline, "backup {id} never got there: {b:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restart_fails_the_backup_it_interrupted_and_the_restore_waiting_for_it() {
+        let (state, dir) = state().await;
+        let db = db(&state).await;
+        let old = start_backup(&state, &db, "manual").await.unwrap();
+        state.store.finish_backup(&Backup { status: "stored".into(), ..old.clone() }).await.unwrap();
+        state
+            .store
+            .finish_db_task(
+                &open_task(&state, &old.id, DbTaskKind::Backup).await.id,
+                "done",
+                None,
+                &json!({}),
+            )
+            .await
+            .unwrap();
+        state.store.set_verification(&old.id, "ok", None).await.unwrap();
+        // A restore took its safety backup; the dump arrived and the agent reported, then the
+        // control plane died while storing it.
+        let restore =
+            start_restore(&state, &db, &state.store.get_backup(&old.id).await.unwrap(), false).await.unwrap();
+        let safety = restore.result["safety_backup"].as_str().unwrap().to_string();
+        let task = open_task(&state, &safety, DbTaskKind::Backup).await;
+        state.store.finish_db_task(&task.id, "done", None, &json!({})).await.unwrap();
+
+        recover(&state).await.unwrap();
+        let b = state.store.get_backup(&safety).await.unwrap();
+        assert_eq!(b.status, "failed");
+        assert!(b.error.as_deref().unwrap().contains("restarted before this backup was stored"), "{b:?}");
+        let r = state.store.get_db_task(&restore.id).await.unwrap();
+        assert_eq!(r.status, "failed");
+        assert!(r.error.as_deref().unwrap().contains("nothing was restored"), "{r:?}");
+        // The next backup is not refused as "still running".
+        start_backup(&state, &db, "manual").await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_agent_went_silent_is_given_up_and_one_that_reports_is_not() {
+        let (state, dir) = state().await;
+        let db = db(&state).await;
+        let b = start_backup(&state, &db, "manual").await.unwrap();
+        let silent = open_task(&state, &b.id, DbTaskKind::Backup).await;
+        let talking = start_psql(&state, &db, false, vec![], String::new()).await.unwrap();
+
+        sweep(&state, false).await.unwrap();
+        assert_eq!(state.store.get_backup(&b.id).await.unwrap().status, "running", "given up too early");
+        state.backdate_task_progress(&silent.id, TASK_SILENCE);
+        state.backdate_task_progress(&talking.id, TASK_SILENCE);
+        state.task_progressed(&talking.id);
+        sweep(&state, false).await.unwrap();
+
+        let b = until(&state, &b.id, |b| b.status != "running").await;
+        assert_eq!(b.status, "failed");
+        let why = b.error.unwrap();
+        assert!(
+            why.contains("node n1 stopped working on the backup task") && why.contains("90 seconds"),
+            "{why}"
+        );
+        assert_eq!(state.store.get_db_task(&talking.id).await.unwrap().status, "pending");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_verification_runs_again() {
+        let (state, dir) = state().await;
+        let db = db(&state).await;
+        let b = start_backup(&state, &db, "manual").await.unwrap();
+        state
+            .store
+            .finish_db_task(&open_task(&state, &b.id, DbTaskKind::Backup).await.id, "done", None, &json!({}))
+            .await
+            .unwrap();
+        // Stored with a local copy, and verification marked running by a run that then died.
+        let path = state.backup_storage.local_path(&b);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"dump").unwrap();
+        let (size, sha) = crate::backups::storage::digest_file(&path).await.unwrap();
+        let stored = Backup {
+            status: "stored".into(),
+            size_bytes: Some(size),
+            sha256: Some(sha),
+            locations: vec![format!("local:{}", path.display())],
+            ..b.clone()
+        };
+        state.store.finish_backup(&stored).await.unwrap();
+        state.store.set_verification(&b.id, "running", None).await.unwrap();
+
+        recover(&state).await.unwrap();
+        // Its copy checked out, so the restore drill is handed to the agent again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !state
+            .store
+            .open_db_tasks()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.backup == b.id && t.kind == DbTaskKind::Verify)
+        {
+            assert!(Instant::now() < deadline, "the verification did not run again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(state.store.get_backup(&b.id).await.unwrap().verification, "running");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_a_backup_a_restore_still_needs() {
+        let (state, dir) = state().await;
+        let db = db(&state).await;
+        let mut ids = Vec::new();
+        for started_at in ["2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z"] {
+            let b = start_backup(&state, &db, "manual").await.unwrap();
+            let task = open_task(&state, &b.id, DbTaskKind::Backup).await;
+            state.store.finish_db_task(&task.id, "done", None, &json!({})).await.unwrap();
+            let b = Backup { status: "stored".into(), started_at: started_at.into(), ..b };
+            state.store.delete_backup(&b.id).await.unwrap();
+            state.store.insert_backup(&b).await.unwrap();
+            state.store.finish_backup(&b).await.unwrap();
+            state.store.set_verification(&b.id, "ok", None).await.unwrap();
+            ids.push(b.id);
+        }
+        // keep_count is 1: the older one goes, unless a restore refers to it.
+        let older = state.store.get_backup(&ids[0]).await.unwrap();
+        let restore = start_restore(&state, &db, &older, true).await.unwrap();
+        retention(&state, "shop", "production").await.unwrap();
+        assert!(state.store.get_backup(&ids[0]).await.is_ok(), "deleted while a restore needs it");
+        state.store.finish_db_task(&restore.id, "done", None, &json!({})).await.unwrap();
+        retention(&state, "shop", "production").await.unwrap();
+        assert!(state.store.get_backup(&ids[0]).await.is_err(), "kept after the restore ended");
+        assert!(state.store.get_backup(&ids[1]).await.is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
