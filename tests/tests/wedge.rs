@@ -137,22 +137,14 @@ fn backups_end_with_a_reason_when_s3_hangs_or_the_control_plane_dies_while_stori
     assert_eq!(failed, 2, "{events}");
 }
 
-const QUICK: &str = r#"
-[processes.web]
-healthcheck = { path = "/healthz", interval = "1s" }
-[deploy]
-stability_window = "500ms"
-"#;
-
-const LONG_WINDOW: &str = r#"
-[processes.web]
-healthcheck = { path = "/healthz", interval = "1s" }
-[deploy]
-stability_window = "60s"
-"#;
-
-fn manifest_dir(manifest: &str) -> tempfile::TempDir {
+/// A directory holding only a paas.toml for hello with the given stability window, for
+/// `paas deploy DIR --image IMG`.
+fn manifest_dir(stability_window: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "[processes.web]\nhealthcheck = {{ path = \"/healthz\", interval = \"1s\" }}\n\
+         [deploy]\nstability_window = \"{stability_window}\"\n"
+    );
     std::fs::write(dir.path().join("paas.toml"), manifest).unwrap();
     dir
 }
@@ -170,14 +162,15 @@ fn a_deploy_killed_in_its_stability_window_ends_failed_and_the_next_deploy_runs(
     let mut p = Platform::start();
     let app = p.app_name("wedge");
     let src = paas_tests::example_copy("hello");
-    std::fs::write(src.path().join("paas.toml"), QUICK).unwrap();
+    let quick = manifest_dir("500ms");
+    std::fs::copy(quick.path().join("paas.toml"), src.path().join("paas.toml")).unwrap();
     p.paas(&["apps", "create", &app]).expect_ok();
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
     p.wait_for_body(&p.host(&app), "Hello from paas!", Duration::from_secs(60));
     let image = format!("paas/{app}-production:v1");
 
     // v2 starts, turns healthy and is watched for 60 s; the control plane dies in that window.
-    let long = manifest_dir(LONG_WINDOW);
+    let long = manifest_dir("60s");
     let dir = long.path().to_str().unwrap();
     p.paas(&["deploy", dir, "--app", &app, "--image", &image, "--detach"]).expect_ok();
     let api = p.api_url.trim_start_matches("http://").to_string();
@@ -203,7 +196,6 @@ fn a_deploy_killed_in_its_stability_window_ends_failed_and_the_next_deploy_runs(
     p.wait_for_body(&p.host(&app), "Hello from paas!", Duration::from_secs(30));
 
     // The environment is not left `deploying`: the next deploy runs and serves.
-    let quick = manifest_dir(QUICK);
     let out =
         p.paas(&["deploy", quick.path().to_str().unwrap(), "--app", &app, "--image", &image, "-o", "json"]);
     assert_eq!(out.expect_ok().json()["version"], 3);
