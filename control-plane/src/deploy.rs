@@ -7,6 +7,7 @@ use crate::state::AppState;
 use crate::store::{InstanceRow, JobRow};
 use protocol::api::{Release, ReleaseStatus};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 /// Longest a build may run before the deploy gives up on it.
@@ -78,65 +79,64 @@ fn panic_text(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// Drives a freshly created release to the end; spawned by the deploy handlers. The work runs
-/// in a task of its own, so whatever ends it (an error, a panic, shutdown) is seen here and
-/// the release is settled: the environment never stays `deploying`.
+/// Drives a freshly created release to the end; spawned by the deploy handlers.
 pub fn spawn(state: AppState, release: Release) {
     let span =
         tracing::info_span!("deploy", app = %release.app, env = %release.env, release = release.version);
-    let (app, env, version) = (release.app.clone(), release.env.clone(), release.version);
-    let stop = state.shutting_down();
-    let mut work = {
-        let state = state.clone();
+    let work = {
+        let (state, release) = (state.clone(), release.clone());
         tokio::spawn(async move { run(&state, &release).await }.instrument(span.clone()))
     };
-    let supervisor = {
-        let state = state.clone();
-        async move {
-            let ending = tokio::select! {
-                joined = &mut work => match joined {
-                    Ok(Ok(())) => Ending::Live,
-                    Ok(Err(e)) => Ending::Failed(format!("{e:#}")),
-                    Err(e) => Ending::Failed(format!("the deploy stopped on an internal error ({}); deploy again", panic_text(e))),
-                },
-                _ = stop.cancelled() => {
-                    // Settled only once the work has stopped, so no write of it lands after.
-                    work.abort();
-                    let _ = (&mut work).await;
-                    Ending::Stopped
-                }
-            };
-            let why = match ending {
-                Ending::Live => {
-                    tracing::info!("release is live");
-                    state.events_changed();
-                    return;
-                }
-                Ending::Failed(msg) => msg,
-                Ending::Stopped => "the control plane shut down during this deploy; deploy again".to_string(),
-            };
-            tracing::warn!(error = %why, "deploy failed");
-            // The store may be briefly busy; the environment must not stay `deploying`.
-            for attempt in 1..=5u64 {
-                match settle(&state, &app, &env, version, &why).await {
-                    Ok(ReleaseStatus::Active) => {
-                        tracing::info!("the release had switched already; it stays live");
-                        break;
-                    }
-                    Ok(_) => {
-                        state.deploy_event(&app, &env, version, "error", std::slice::from_ref(&why)).await;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), attempt, "recording the failed deploy failed");
-                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                    }
-                }
-            }
-            state.events_changed();
+    state.clone().spawn(supervise(state, release, work).instrument(span));
+}
+
+/// Watches a deploy's work, which runs in a task of its own, so whatever ends it (an error, a
+/// panic, shutdown) is seen here and the release is settled: the environment never stays
+/// `deploying`.
+async fn supervise(state: AppState, release: Release, mut work: JoinHandle<anyhow::Result<()>>) {
+    let (app, env, version) = (release.app.as_str(), release.env.as_str(), release.version);
+    let stop = state.shutting_down();
+    let ending = tokio::select! {
+        joined = &mut work => match joined {
+            Ok(Ok(())) => Ending::Live,
+            Ok(Err(e)) => Ending::Failed(format!("{e:#}")),
+            Err(e) => Ending::Failed(format!("the deploy stopped on an internal error ({}); deploy again", panic_text(e))),
+        },
+        _ = stop.cancelled() => {
+            // Settled only once the work has stopped, so no write of it lands after.
+            work.abort();
+            let _ = (&mut work).await;
+            Ending::Stopped
         }
     };
-    state.spawn(supervisor.instrument(span));
+    let why = match ending {
+        Ending::Live => {
+            tracing::info!("release is live");
+            state.events_changed();
+            return;
+        }
+        Ending::Failed(msg) => msg,
+        Ending::Stopped => "the control plane shut down during this deploy; deploy again".to_string(),
+    };
+    tracing::warn!(error = %why, "deploy failed");
+    // The store may be briefly busy; the environment must not stay `deploying`.
+    for attempt in 1..=5u64 {
+        match settle(&state, app, env, version, &why).await {
+            Ok(ReleaseStatus::Active) => {
+                tracing::info!("the release had switched already; it stays live");
+                break;
+            }
+            Ok(_) => {
+                state.deploy_event(app, env, version, "error", std::slice::from_ref(&why)).await;
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), attempt, "recording the failed deploy failed");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+        }
+    }
+    state.events_changed();
 }
 
 async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
@@ -415,4 +415,65 @@ async fn stay_healthy(
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewRelease;
+
+    async fn new_release(state: &AppState) -> Release {
+        let new = NewRelease {
+            source: "build".into(),
+            created_by: "test".into(),
+            build_node: "n1".into(),
+            manifest: Default::default(),
+            description: String::new(),
+            image_id: None,
+            config: Vec::new(),
+            config_keys: Vec::new(),
+            manifest_text: String::new(),
+        };
+        state.store.create_release("shop", "production", &new).await.unwrap()
+    }
+
+    /// Waits until the release has left `building`/`deploying`.
+    async fn settled(state: &AppState, version: u32) -> Release {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = state.store.get_release("shop", "production", version).await.unwrap();
+            if !matches!(r.status, ReleaseStatus::Building | ReleaseStatus::Deploying) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "release v{version} stayed {:?}", r.status);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deploy_that_panics_fails_its_release_and_the_next_deploy_runs() {
+        let (state, dir) = AppState::for_tests().await;
+        let r = new_release(&state).await;
+        let work = tokio::spawn(async { panic!("a bug in the deploy") });
+        state.spawn(supervise(state.clone(), r.clone(), work));
+        let r = settled(&state, r.version).await;
+        assert_eq!(r.status, ReleaseStatus::Failed);
+        let why = r.error.unwrap();
+        assert!(why.contains("internal error (a bug in the deploy)"), "{why}");
+        assert_eq!(new_release(&state).await.version, 2, "the environment stayed busy");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn shutdown_settles_a_deploy_in_flight() {
+        let (state, dir) = AppState::for_tests().await;
+        let r = new_release(&state).await;
+        let work = tokio::spawn(std::future::pending::<anyhow::Result<()>>());
+        state.spawn(supervise(state.clone(), r.clone(), work));
+        assert_eq!(state.drain(Duration::from_secs(10)).await, 0, "the deploy task outlived shutdown");
+        let r = state.store.get_release("shop", "production", r.version).await.unwrap();
+        assert_eq!(r.status, ReleaseStatus::Failed);
+        assert!(r.error.unwrap().contains("shut down during this deploy"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -91,6 +91,26 @@ impl AppState {
         }
     }
 
+    /// A state on a fresh store in a temporary directory (returned, for removal) holding app
+    /// `shop` with its production environment.
+    #[cfg(test)]
+    pub async fn for_tests() -> (Self, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("paas-state-{}", crate::tokens::generate()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let store = Store::open(&dir.join("state.db")).await.expect("a store");
+        store.create_app("shop").await.expect("an app");
+        let config = Config {
+            data_dir: dir.clone(),
+            base_domain: "example.test".into(),
+            ingress_http_port: 80,
+            backup_dir: dir.join("backups"),
+            backup_s3: None,
+        };
+        let secrets = SecretBox::load_or_create(&dir).expect("a key");
+        let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);
+        (Self::new(store, Arc::new(config), secrets, storage), dir)
+    }
+
     /// Runs `work` in the background, tracked so shutdown waits for it (within a bound).
     pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
     where

@@ -176,21 +176,17 @@ async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backups::{retention, start_psql, start_restore, BackupStorage};
-    use crate::store::{DatabaseRow, Store};
+    use crate::backups::{retention, start_psql, start_restore};
+    use crate::store::DatabaseRow;
     use protocol::api::Backup;
     use serde_json::json;
-    use std::sync::Arc;
     use std::time::Instant;
 
-    /// A control plane state on a fresh store in a temporary directory, with app `shop` and
-    /// the database of its production environment.
+    /// A control plane state with app `shop` and the database of its production environment.
     async fn state() -> (AppState, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("paas-recovery-{}", crate::tokens::generate()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("state.db")).await.unwrap();
-        store.create_app("shop").await.unwrap();
-        store
+        let (state, dir) = AppState::for_tests().await;
+        state
+            .store
             .create_database(&DatabaseRow {
                 app: "shop".into(),
                 env: "production".into(),
@@ -209,16 +205,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let config = crate::Config {
-            data_dir: dir.clone(),
-            base_domain: "example.test".into(),
-            ingress_http_port: 80,
-            backup_dir: dir.join("backups"),
-            backup_s3: None,
-        };
-        let secrets = crate::secrets::SecretBox::load_or_create(&dir).unwrap();
-        let storage = BackupStorage::new(dir.join("backups"), None);
-        (AppState::new(store, Arc::new(config), secrets, storage), dir)
+        (state, dir)
     }
 
     async fn db(state: &AppState) -> DatabaseRow {
