@@ -106,20 +106,21 @@ fn backups_end_with_a_reason_when_s3_hangs_or_the_control_plane_dies_while_stori
     assert!(why.contains("copying the backup to S3") && why.contains("did not answer in time"), "{why}");
     assert!(took < Duration::from_secs(120), "the hung S3 held the backup for {took:?}");
 
-    // Killed while copying to S3 (the dump has arrived, storing hangs): after the restart the
-    // backup has failed with the reason, at once.
+    // Killed while copying to S3: the agent has reported the dump, the control plane has moved
+    // it in place and written its manifest, and the copy hangs. After the restart the backup has
+    // failed with the reason, at once.
     let b = p.paas(&["db", "backup", "--app", &app, "--no-wait", "-o", "json"]).expect_ok().json();
     let id = b["id"].as_str().unwrap().to_string();
+    let manifest =
+        p.dir.path().join("data/backups").join(&app).join("production").join(format!("{id}.manifest.json"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    while !manifest.exists() {
         let b = backup(&p, &app, &id);
         assert_eq!(b["status"], "running", "it ended before the kill: {b}");
-        if b["size_bytes"].as_u64().is_some() {
-            break; // uploaded, now stuck in the S3 copy
-        }
-        assert!(Instant::now() < deadline, "the dump never arrived: {b}\n{}", p.log());
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(Instant::now() < deadline, "storing the backup never began: {b}\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(backup(&p, &app, &id)["status"], "running");
     p.kill();
     gate.hang(false);
     p.restart();

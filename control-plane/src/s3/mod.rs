@@ -33,7 +33,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest S3 may stay silent: no answer to a request whose body was sent, no body bytes
 /// taken from us, no bytes of an answer's body. S3 answers within seconds; a peer that accepts
 /// and then says nothing has hung, and the backup fails with the reason instead of waiting.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Completing a multipart upload makes S3 assemble the parts, which can take minutes (AWS
 /// answers at once and then sends spaces while it works; others answer only at the end).
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -671,7 +671,7 @@ fn shorten(message: &str) -> String {
     }
 }
 
-/// "S3 PUT of KEY failed: http://host:port stopped answering: nothing moved for 30 seconds".
+/// "S3 PUT of KEY failed: http://host:port did not answer in time: nothing moved for 20 seconds".
 fn stalled(op: &str, what: &str, endpoint: &str, idle: Duration) -> S3Error {
     S3Error {
         status: None,
