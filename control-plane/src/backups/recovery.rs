@@ -23,6 +23,9 @@ use std::time::Duration;
 /// PostgreSQL is busy; a task not heard of for this long is given up (its agent died, lost the
 /// control plane or hung), so nothing waits on a lost node.
 pub const TASK_SILENCE: Duration = Duration::from_secs(90);
+/// A backstop for work that is alive but stuck (an agent that still heartbeats while a
+/// statement waits on a lock forever): no task runs longer than this.
+const TASK_DEADLINE: Duration = Duration::from_secs(12 * 3600);
 /// How often the sweep and the schedule run.
 const PASS_EVERY: Duration = Duration::from_secs(10);
 
@@ -63,8 +66,12 @@ async fn give_up_silent_tasks(state: &AppState) -> anyhow::Result<()> {
         let gone = matches!(state.store.get_database(&t.app, &t.env).await, Err(StoreError::NotFound(_)));
         // Waiting tasks are held back from agents: they end with their safety backup.
         let silent = t.status == "pending" && state.task_silence(&t.id) >= TASK_SILENCE;
+        let age = unix_now() - crate::store::unix_seconds(&t.created_at).unwrap_or_else(unix_now);
         let error = if gone {
             format!("the database of {}/{} was deleted", t.app, t.env)
+        } else if age > TASK_DEADLINE.as_secs() as i64 {
+            let hours = TASK_DEADLINE.as_secs() / 3600;
+            format!("node {} did not finish the {} task within {hours} hours", t.node, t.kind.as_str())
         } else if silent {
             format!(
                 "node {} stopped working on the {} task: nothing was heard from it for {} seconds (is its agent running?)",

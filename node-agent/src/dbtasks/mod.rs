@@ -49,6 +49,9 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How long a task's result is offered to a control plane that does not take it (restarting,
 /// say). The heartbeat goes on meanwhile, so the task is not given up while it waits.
 const RESULT_DELIVERY: Duration = Duration::from_secs(15 * 60);
+/// A backup download from the control plane that sends nothing for this long has hung (the
+/// heartbeat would otherwise keep the task alive forever).
+const DOWNLOAD_IDLE: Duration = Duration::from_secs(90);
 /// pg_dump waits this long at most for the shared locks it takes on every table; a table held
 /// exclusively for longer fails the backup instead of hanging it.
 const DUMP_LOCK_WAIT: &str = "--lock-wait-timeout=60s";
@@ -285,7 +288,15 @@ async fn feed_restore(
     let feed = async move {
         use tokio::io::AsyncWriteExt;
         let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        loop {
+            // Only the wait for the control plane counts: pg_restore may take its time to read.
+            let next = tokio::time::timeout(DOWNLOAD_IDLE, body.next()).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "downloading the backup stalled: no bytes for {} seconds",
+                    DOWNLOAD_IDLE.as_secs()
+                )
+            })?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.context("downloading the backup broke off")?;
             if input.write_all(&chunk).await.is_err() {
                 break; // pg_restore stopped reading; its exit code and stderr say why
