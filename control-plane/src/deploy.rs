@@ -7,6 +7,7 @@ use crate::state::AppState;
 use crate::store::{InstanceRow, JobRow};
 use protocol::api::{Release, ReleaseStatus};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 /// Longest a build may run before the deploy gives up on it.
@@ -24,42 +25,120 @@ const FRESH_REPORT: Duration = Duration::from_secs(15);
 /// A new replica that restarted this often while the deploy waits is crash-looping.
 const CRASH_LOOP_RESTARTS: u32 = 3;
 
-/// Settles deploys a previous run left unfinished: a switched one is active, others failed.
+/// Ends a deploy that cannot go on (an error, a panic, shutdown, a restart): once the switch
+/// happened the release serves, so it is finished (active, the others retired); before it, the
+/// release fails with `why` and its containers go, the served release untouched. Either way the
+/// environment leaves `deploying`, so the next deploy runs.
+pub async fn settle(
+    state: &AppState,
+    app: &str,
+    env: &str,
+    version: u32,
+    why: &str,
+) -> anyhow::Result<ReleaseStatus> {
+    let status = if state.store.get_env(app, env).await?.current_release == Some(version) {
+        state.store.retire_others(app, env, version).await?;
+        state.store.set_release_status(app, env, version, ReleaseStatus::Active, None).await?;
+        ReleaseStatus::Active
+    } else {
+        state.store.abort_rollout(app, env, version, why).await?;
+        ReleaseStatus::Failed
+    };
+    state.bump();
+    Ok(status)
+}
+
+/// Settles deploys a previous run left unfinished (killed, or shut down before they ended).
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
     for r in state.store.unfinished_releases().await? {
-        if state.store.get_env(&r.app, &r.env).await?.current_release == Some(r.version) {
-            state.store.retire_others(&r.app, &r.env, r.version).await?;
-            state.store.set_release_status(&r.app, &r.env, r.version, ReleaseStatus::Active, None).await?;
-            continue;
-        }
         let why = "the control plane restarted during this deploy; deploy again";
-        tracing::warn!(app = %r.app, env = %r.env, release = r.version, "{why}");
-        state.store.abort_rollout(&r.app, &r.env, r.version, why).await?;
+        let status = settle(state, &r.app, &r.env, r.version, why).await?;
+        tracing::warn!(app = %r.app, env = %r.env, release = r.version, status = status.as_str(), "settled a deploy the last run left unfinished");
+        if status == ReleaseStatus::Failed {
+            state.deploy_event(&r.app, &r.env, r.version, "error", &[why.to_string()]).await;
+        }
     }
     Ok(())
+}
+
+/// How a deploy task ended.
+enum Ending {
+    Live,
+    Failed(String),
+    /// The control plane is shutting down.
+    Stopped,
+}
+
+/// The text of a panic, for the release's error.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string()),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// Drives a freshly created release to the end; spawned by the deploy handlers.
 pub fn spawn(state: AppState, release: Release) {
     let span =
         tracing::info_span!("deploy", app = %release.app, env = %release.env, release = release.version);
-    let task = async move {
-        let (app, env, version) = (release.app.clone(), release.env.clone(), release.version);
-        match run(&state, &release).await {
-            Ok(()) => tracing::info!("release is live"),
+    let work = {
+        let (state, release) = (state.clone(), release.clone());
+        tokio::spawn(async move { run(&state, &release).await }.instrument(span.clone()))
+    };
+    state.clone().spawn(supervise(state, release, work).instrument(span));
+}
+
+/// Watches a deploy's work, which runs in a task of its own, so whatever ends it (an error, a
+/// panic, shutdown) is seen here and the release is settled: the environment never stays
+/// `deploying`.
+async fn supervise(state: AppState, release: Release, mut work: JoinHandle<anyhow::Result<()>>) {
+    let (app, env, version) = (release.app.as_str(), release.env.as_str(), release.version);
+    let stop = state.shutting_down();
+    let ending = tokio::select! {
+        joined = &mut work => match joined {
+            Ok(Ok(())) => Ending::Live,
+            Ok(Err(e)) => Ending::Failed(format!("{e:#}")),
+            Err(e) => Ending::Failed(format!("the deploy stopped on an internal error ({}); deploy again", panic_text(e))),
+        },
+        _ = stop.cancelled() => {
+            // Settled only once the work has stopped, so no write of it lands after.
+            work.abort();
+            let _ = (&mut work).await;
+            Ending::Stopped
+        }
+    };
+    let why = match ending {
+        Ending::Live => {
+            tracing::info!("release is live");
+            state.events_changed();
+            return;
+        }
+        Ending::Failed(msg) => msg,
+        Ending::Stopped => "the control plane shut down during this deploy; deploy again".to_string(),
+    };
+    tracing::warn!(error = %why, "deploy failed");
+    // The store may be briefly busy; the environment must not stay `deploying`.
+    for attempt in 1..=5u64 {
+        match settle(&state, app, env, version, &why).await {
+            Ok(ReleaseStatus::Active) => {
+                tracing::info!("the release had switched already; it stays live");
+                break;
+            }
+            Ok(_) => {
+                state.deploy_event(app, env, version, "error", std::slice::from_ref(&why)).await;
+                break;
+            }
             Err(e) => {
-                let msg = format!("{e:#}");
-                tracing::warn!(error = %msg, "deploy failed");
-                if let Err(db) = state.store.abort_rollout(&app, &env, version, &msg).await {
-                    tracing::error!(error = %db, "recording the failed deploy failed");
-                }
-                state.bump();
-                state.deploy_event(&app, &env, version, "error", &[msg]).await;
+                tracing::error!(error = %format!("{e:#}"), attempt, "recording the failed deploy failed");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
         }
-        state.events_changed();
-    };
-    tokio::spawn(task.instrument(span));
+    }
+    state.events_changed();
 }
 
 async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
@@ -258,17 +337,25 @@ async fn wait_healthy(
             ));
         }
         if Instant::now() >= deadline {
-            let worst = mine.iter().find(|i| !i.healthy).expect("some replica is unhealthy");
-            return Err(explain(
-                format!(
-                    "release v{version} did not pass its health check within {}s ({} replica {} is {})",
-                    timeout.as_secs(),
-                    worst.process,
-                    worst.replica,
-                    worst.state
+            // Read once: a replica may have turned healthy or been removed since the check above.
+            return Err(match mine.iter().find(|i| !i.healthy) {
+                Some(worst) => explain(
+                    format!(
+                        "release v{version} did not pass its health check within {}s ({} replica {} is {})",
+                        timeout.as_secs(),
+                        worst.process,
+                        worst.replica,
+                        worst.state
+                    ),
+                    worst,
                 ),
-                worst,
-            ));
+                None => anyhow::anyhow!(
+                    "release v{version} has {} of its {replicas} replica(s) after {}s: the others were \
+                     removed while it deployed; the old release keeps serving",
+                    mine.len(),
+                    timeout.as_secs()
+                ),
+            });
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(left.min(Duration::from_secs(2)), rx.changed()).await;
@@ -333,4 +420,65 @@ async fn stay_healthy(
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewRelease;
+
+    async fn new_release(state: &AppState) -> Release {
+        let new = NewRelease {
+            source: "build".into(),
+            created_by: "test".into(),
+            build_node: "n1".into(),
+            manifest: Default::default(),
+            description: String::new(),
+            image_id: None,
+            config: Vec::new(),
+            config_keys: Vec::new(),
+            manifest_text: String::new(),
+        };
+        state.store.create_release("shop", "production", &new).await.unwrap()
+    }
+
+    /// Waits until the release has left `building`/`deploying`.
+    async fn settled(state: &AppState, version: u32) -> Release {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = state.store.get_release("shop", "production", version).await.unwrap();
+            if !matches!(r.status, ReleaseStatus::Building | ReleaseStatus::Deploying) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "release v{version} stayed {:?}", r.status);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deploy_that_panics_fails_its_release_and_the_next_deploy_runs() {
+        let (state, dir) = AppState::for_tests().await;
+        let r = new_release(&state).await;
+        let work = tokio::spawn(async { panic!("a bug in the deploy") });
+        state.spawn(supervise(state.clone(), r.clone(), work));
+        let r = settled(&state, r.version).await;
+        assert_eq!(r.status, ReleaseStatus::Failed);
+        let why = r.error.unwrap();
+        assert!(why.contains("internal error (a bug in the deploy)"), "{why}");
+        assert_eq!(new_release(&state).await.version, 2, "the environment stayed busy");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn shutdown_settles_a_deploy_in_flight() {
+        let (state, dir) = AppState::for_tests().await;
+        let r = new_release(&state).await;
+        let work = tokio::spawn(std::future::pending::<anyhow::Result<()>>());
+        state.spawn(supervise(state.clone(), r.clone(), work));
+        assert_eq!(state.drain(Duration::from_secs(10)).await, 0, "the deploy task outlived shutdown");
+        let r = state.store.get_release("shop", "production", r.version).await.unwrap();
+        assert_eq!(r.status, ReleaseStatus::Failed);
+        assert!(r.error.unwrap().contains("shut down during this deploy"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -19,8 +19,13 @@ pub use state::AppState;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for background tasks (deploys settle, backup steps end); what is
+/// still running then is left in the store as unfinished, and the next start ends it.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// Everything the control plane needs to start; built by the CLI from flags and validated there.
 #[derive(Debug, Clone)]
@@ -65,21 +70,25 @@ impl ControlPlane {
             .await
             .context("generating the secrets of databases from an earlier release")?;
         let s3 = match &config.backup_s3 {
-            Some(c) => {
-                let s3 = s3::S3::new(c.clone()).context("the S3 backup store settings")?;
-                s3.create_bucket_if_missing()
-                    .await
-                    .with_context(|| format!("opening the backup store {}", s3.describe()))?;
-                Some(s3)
-            }
+            Some(c) => Some(s3::S3::new(c.clone()).context("the S3 backup store settings")?),
             None => None,
         };
         protocol::files::private_dir(&config.backup_dir)
             .with_context(|| format!("creating the backup directory {}", config.backup_dir.display()))?;
-        let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3);
+        let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3.clone());
         tracing::info!(store = %storage.describe(), "backups are kept in");
         let state = AppState::new(store, Arc::new(config), secrets, storage);
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
+        backups::recover(&state).await.context("recovering backups interrupted by the last shutdown")?;
+        // In the background: an unreachable bucket must not keep the platform (and every app's
+        // deploys) from starting; backups then fail loudly with the reason.
+        if let Some(s3) = s3 {
+            state.spawn(async move {
+                if let Err(e) = s3.create_bucket_if_missing().await {
+                    tracing::error!(store = %s3.describe(), error = %format!("{e:#}"), "the backup bucket cannot be opened; backups will fail until it can");
+                }
+            });
+        }
         Ok(Self { state, admin_token, join_token })
     }
 
@@ -90,16 +99,31 @@ impl ControlPlane {
         tokens::issue_node_credential(&self.state.store, node).await
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting, lets requests finish and
-    /// closes the store.
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets requests finish, gives
+    /// background tasks [`DRAIN`] to end and closes the store.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let api_url = format!("http://{addr}");
         self.state.set_api_url(api_url.clone());
         let router = http::router(self.state.clone(), &api_url)?;
         tracing::info!(%addr, "control plane listening");
-        tokio::spawn(backups::scheduler(self.state.clone(), shutdown.clone()));
+        self.state.spawn(backups::scheduler(self.state.clone()));
+        // Deploys and backup steps hear of shutdown at once, while requests drain.
+        let (stop, tasks) = (shutdown.clone(), self.state.shutting_down());
+        self.state.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => tasks.cancel(),
+                _ = tasks.cancelled() => {}
+            }
+        });
         http::server::serve(listener, router, shutdown.clone()).await;
+        let left = self.state.drain(DRAIN).await;
+        if left > 0 {
+            tracing::warn!(
+                tasks = left,
+                "background tasks still running at shutdown; the next start ends what they left"
+            );
+        }
         self.state.store.close().await;
         tracing::info!("control plane stopped");
         Ok(())

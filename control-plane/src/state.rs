@@ -1,13 +1,19 @@
-//! Shared state of the control plane's handlers and tasks: cheap clones only.
+//! Shared state of the control plane's handlers and tasks: cheap clones only. Also the one
+//! place background work is spawned, so shutdown can wait for it and the next start can tell
+//! work in flight from work a crash abandoned.
 
 use crate::secrets::SecretBox;
 use crate::store::Store;
 use crate::Config;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -32,6 +38,27 @@ pub struct AppState {
     db_status: Arc<std::sync::Mutex<HashMap<String, (String, protocol::agent::ContainerStatus)>>>,
     /// Per ingress node, the static directories it has extracted.
     static_ready: Arc<watch::Sender<HashMap<String, Vec<String>>>>,
+    /// Every background task (deploys, backup steps, the scheduler), drained on shutdown.
+    tasks: TaskTracker,
+    /// Cancelled when the control plane begins to shut down.
+    shutdown: CancellationToken,
+    /// Work this process is doing right now (`backup:<id>`, `verify:<id>`): what is in the store
+    /// as running but not here was abandoned by a crash or a failed step.
+    busy: Arc<Mutex<HashSet<String>>>,
+    /// Per open database task, when its agent last said it is working on it.
+    task_progress: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// Marks a piece of work busy while it lives (dropped on success, error and panic alike).
+pub struct Busy {
+    key: String,
+    set: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
 }
 
 impl AppState {
@@ -57,7 +84,104 @@ impl AppState {
             observed: Arc::new(watch::channel(HashMap::new()).0),
             static_ready: Arc::new(watch::channel(HashMap::new()).0),
             db_status: Arc::default(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            busy: Arc::default(),
+            task_progress: Arc::default(),
         }
+    }
+
+    /// A state on a fresh store in a temporary directory (returned, for removal) holding app
+    /// `shop` with its production environment.
+    #[cfg(test)]
+    pub async fn for_tests() -> (Self, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("paas-state-{}", crate::tokens::generate()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let store = Store::open(&dir.join("state.db")).await.expect("a store");
+        store.create_app("shop").await.expect("an app");
+        let config = Config {
+            data_dir: dir.clone(),
+            base_domain: "example.test".into(),
+            ingress_http_port: 80,
+            backup_dir: dir.join("backups"),
+            backup_s3: None,
+            git_max_push_bytes: 1 << 20,
+            git_push_timeout: std::time::Duration::from_secs(60),
+        };
+        let secrets = SecretBox::load_or_create(&dir).expect("a key");
+        let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);
+        (Self::new(store, Arc::new(config), secrets, storage), dir)
+    }
+
+    /// Runs `work` in the background, tracked so shutdown waits for it (within a bound).
+    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(work)
+    }
+
+    /// Cancelled once shutdown begins; long-running tasks stop and record where they were.
+    pub fn shutting_down(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Begins shutdown and waits up to `bound` for background tasks; returns how many were
+    /// still running (what they were doing is in the store, and the next start ends it).
+    pub async fn drain(&self, bound: Duration) -> usize {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(bound, self.tasks.wait()).await;
+        self.tasks.len()
+    }
+
+    /// Marks `key` busy until the guard is dropped; `None` when it is busy already.
+    pub fn busy(&self, key: String) -> Option<Busy> {
+        let mut set = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key.clone()).then(|| Busy { key, set: self.busy.clone() })
+    }
+
+    /// Marks `key` busy, waiting while someone else holds it (holders keep it for a store
+    /// write or a check, or for a step that ends within its own timeouts).
+    pub async fn busy_wait(&self, key: String) -> Busy {
+        loop {
+            if let Some(b) = self.busy(key.clone()) {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn is_busy(&self, key: &str) -> bool {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(key)
+    }
+
+    /// An agent says it is working on database task `id`.
+    pub fn task_progressed(&self, id: &str) {
+        self.task_progress.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Instant::now());
+    }
+
+    /// How long database task `id` has gone without a sign of progress: counted from the first
+    /// time this process asks, so a restart gives every task a fresh allowance.
+    pub fn task_silence(&self, id: &str) -> Duration {
+        let mut m = self.task_progress.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string()).or_insert_with(Instant::now).elapsed()
+    }
+
+    /// Pretends the agent of task `id` was last heard of `ago`.
+    #[cfg(test)]
+    pub fn backdate_task_progress(&self, id: &str, ago: Duration) {
+        let when = Instant::now().checked_sub(ago).expect("the clock reaches back that far");
+        self.task_progress.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), when);
+    }
+
+    /// Forgets progress of tasks that are no longer open.
+    pub fn keep_task_progress(&self, open: &HashSet<&str>) {
+        self.task_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| open.contains(id.as_str()));
     }
 
     /// An environment's config snapshot for a new release: the sealed vars and their names.

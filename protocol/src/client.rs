@@ -37,6 +37,9 @@ impl ClientError {
     }
 }
 
+/// Bound on the agent's small calls that must not hang a task (results, progress signals).
+const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Clones share the bearer token: a node agent swaps its join token for the node credential
 /// it is given at registration, and every task holding a clone then uses the credential.
 #[derive(Clone)]
@@ -397,11 +400,21 @@ impl Client {
         Err(ClientError { status: Some(status.as_u16()), message })
     }
 
+    /// Reports how a database task ended. Bounded, so a control plane that stopped answering
+    /// is asked again instead of waited on.
     pub async fn db_task_result(
         &self,
         id: &str,
         result: &DbTaskResult,
     ) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/agent/v1/db-tasks/{id}/result"), result).await
+        let req = self.http.post(self.url(&format!("/agent/v1/db-tasks/{id}/result"))).json(result);
+        self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
+    }
+
+    /// Says the agent is still working on a database task; the answer's `open` is false once
+    /// the control plane has given the task up.
+    pub async fn db_task_progress(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        let req = self.http.post(self.url(&format!("/agent/v1/db-tasks/{id}/progress")));
+        self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
 }

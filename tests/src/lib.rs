@@ -260,7 +260,22 @@ impl Platform {
         }
     }
 
-    /// Starts `paas up` again on the same data dir and ports.
+    /// Kills `paas up` with SIGKILL, as a crash or the OOM killer would: no graceful shutdown,
+    /// nothing recorded on the way out. App and database containers keep running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The admin token of this platform, for calling its API directly.
+    pub fn admin_token(&self) -> String {
+        let token = std::fs::read_to_string(self.dir.path().join("data").join("admin-token"));
+        token.expect("the admin token").trim().to_string()
+    }
+
+    /// Starts `paas up` again on the same data dir and ports (stopping it first, if it runs).
     pub fn restart(&mut self) {
         self.stop();
         self.launch();

@@ -178,6 +178,8 @@ fn each_node_reaches_only_its_own_work() {
     let task: Value = serde_json::from_str(&psql.body).unwrap();
     let result = format!("/agent/v1/db-tasks/{}/result", task["id"].as_str().unwrap());
     api.expect(403, "POST", &result, other_tok, &json!({ "error": "forged by another node" }));
+    let progress = format!("/agent/v1/db-tasks/{}/progress", task["id"].as_str().unwrap());
+    api.expect(403, "POST", &progress, other_tok, &json!({}));
 
     // A node joining now gets its own credential, which reads its own assignment only.
     let c = format!("{a}-c");

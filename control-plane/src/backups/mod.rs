@@ -1,7 +1,9 @@
 //! Backups of managed databases, end to end: starting one (from the replica when there is one),
 //! turning the agent's upload into a stored backup with a manifest, proving it by a restore into
 //! a throwaway container, restores, retention, the schedule, and loud events when any of it fails.
+//! `recovery` makes sure none of it stays running after a crash, a lost agent or a hung store.
 
+mod recovery;
 pub mod storage;
 
 use crate::state::AppState;
@@ -11,9 +13,8 @@ use protocol::agent::{DbTaskKind, DbTaskParams, DbTaskResult};
 use protocol::api::Backup;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
+pub use recovery::{recover, scheduler};
 pub use storage::BackupStorage;
 
 /// Default schedule of a new database: daily at 03:00 UTC.
@@ -144,6 +145,8 @@ pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> 
         verification_error: None,
         verified_at: None,
     };
+    // Busy until its task exists, so the sweep never takes the new row for abandoned work.
+    let _busy = state.busy_wait(format!("backup:{}", row.id)).await;
     state.store.insert_backup(&row).await?;
     task(state, db, DbTaskKind::Backup, role, &row.id, DbTaskParams::default(), false)
         .await
@@ -160,37 +163,56 @@ async fn alarm(state: &AppState, app: &str, env: &str, kind: &str, message: &str
     }
 }
 
-/// An agent reported a task's end; moves the backup, verification or restore along.
+/// A task ended (its agent reported, or it was given up on): records it and moves the backup,
+/// verification or restore along in the background (storing a backup copies it to S3, which may
+/// take minutes, and must not hang on the agent's request).
 pub async fn task_finished(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) -> anyhow::Result<()> {
+    if !matches!(t.status.as_str(), "pending" | "waiting") {
+        return Ok(()); // a retried report
+    }
     let status = if r.error.is_none() { "done" } else { "failed" };
     let mut result = t.result.clone();
     result["output"] = json!(r.output);
     result["exit_code"] = json!(r.exit_code);
+    // Busy before the task ends in the store, so the sweep never takes the step for abandoned.
+    let busy = match t.kind {
+        DbTaskKind::Backup => Some(state.busy_wait(format!("backup:{}", t.backup)).await),
+        DbTaskKind::Verify => Some(state.busy_wait(format!("verify:{}", t.backup)).await),
+        DbTaskKind::Restore | DbTaskKind::Psql => None,
+    };
     if !state.store.finish_db_task(&t.id, status, r.error.as_deref(), &result).await? {
         return Ok(()); // a retried report
     }
+    state.bump();
+    state.events_changed();
+    let (bg, t, r) = (state.clone(), t.clone(), r.clone());
+    state.spawn(async move {
+        let _busy = busy;
+        if let Err(e) = task_follow_up(&bg, &t, &r).await {
+            let error = format!("{e:#}");
+            tracing::error!(app = %t.app, env = %t.env, task = %t.id, error, "moving a finished database task along failed; the sweep ends what it left");
+        }
+        bg.bump();
+        bg.events_changed();
+    });
+    Ok(())
+}
+
+async fn task_follow_up(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) -> anyhow::Result<()> {
     match t.kind {
-        DbTaskKind::Backup => backup_finished(state, &t.backup, r).await?,
-        DbTaskKind::Verify => verify_finished(state, &t.backup, r).await?,
+        DbTaskKind::Backup => backup_finished(state, &t.backup, r).await,
+        DbTaskKind::Verify => verify_finished(state, &t.backup, r).await,
         DbTaskKind::Restore => {
             let outcome = r.error.as_deref().unwrap_or("ok");
             tracing::info!(app = %t.app, env = %t.env, backup = %t.backup, outcome, "restore finished");
             if let Some(e) = &r.error {
-                alarm(
-                    state,
-                    &t.app,
-                    &t.env,
-                    "db.restore.failed",
-                    &format!("restoring backup {} failed: {e}", t.backup),
-                )
-                .await;
+                let msg = format!("restoring backup {} failed: {e}", t.backup);
+                alarm(state, &t.app, &t.env, "db.restore.failed", &msg).await;
             }
+            Ok(())
         }
-        DbTaskKind::Psql => {}
+        DbTaskKind::Psql => Ok(()),
     }
-    state.bump();
-    state.events_changed();
-    Ok(())
 }
 
 async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow::Result<()> {
@@ -227,16 +249,22 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
             start_verify(state, &b).await?;
         }
         Err(e) => {
-            state.backup_storage.discard_partial(&b).await;
+            state.backup_storage.discard(&b).await;
             b.status = "failed".into();
             b.error = Some(format!("{e:#}"));
             state.store.finish_backup(&b).await?;
-            let msg = format!("backup {} of {}/{} FAILED: {e:#}", b.id, b.app, b.env);
-            alarm(state, &b.app, &b.env, "db.backup.failed", &msg).await;
-            safety_backup_ended(state, &b).await?;
+            backup_failed(state, &b).await?;
         }
     }
     Ok(())
+}
+
+/// A backup ended without being stored: a loud event, and restores waiting for it fail.
+async fn backup_failed(state: &AppState, b: &Backup) -> anyhow::Result<()> {
+    let why = b.error.as_deref().unwrap_or("unknown error");
+    let msg = format!("backup {} of {}/{} FAILED: {why}", b.id, b.app, b.env);
+    alarm(state, &b.app, &b.env, "db.backup.failed", &msg).await;
+    safety_backup_ended(state, b).await
 }
 
 /// The agent's upload of a backup's dump arrived whole: record its size and checksum.
@@ -248,19 +276,47 @@ pub async fn upload_received(state: &AppState, mut b: Backup, size: u64, sha256:
 }
 
 /// Proves a backup: checks every copy's checksum, then restores it into a throwaway container
-/// and compares the row counts with the manifest.
+/// and compares the row counts with the manifest. Returns once it is marked running; the checks
+/// (which read the S3 copy whole) go on in the background.
 pub async fn start_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
-    state.store.set_verification(&b.id, "running", None).await?;
-    state.bump();
-    if let Err(e) = state.backup_storage.check_all(b).await {
-        return verification_failed(state, b, &format!("{e:#}")).await;
+    let busy = state.busy_wait(format!("verify:{}", b.id)).await;
+    {
+        // Retention holds this while it decides, so it never deletes a backup being verified.
+        let _use = state.busy_wait(format!("use:{}", b.id)).await;
+        state.store.get_backup(&b.id).await?;
+        state.store.set_verification(&b.id, "running", None).await?;
     }
-    let db = state.store.get_database(&b.app, &b.env).await?;
-    // The restore drill costs CPU and disk: on the replica's node, like the backup, when there
-    // is one (the throwaway server only borrows the spec's image and names).
-    let role = if db.replicas > 0 { "db-replica" } else { "db-primary" };
-    task(state, &db, DbTaskKind::Verify, role, &b.id, DbTaskParams::default(), false).await?;
+    state.bump();
+    verify_in_background(state, b, busy);
     Ok(())
+}
+
+/// Runs a verification marked running (holding its busy mark) in the background.
+fn verify_in_background(state: &AppState, b: &Backup, busy: crate::state::Busy) {
+    let (bg, b) = (state.clone(), b.clone());
+    state.spawn(async move {
+        let _busy = busy;
+        if let Err(e) = run_verify(&bg, &b).await {
+            tracing::error!(app = %b.app, env = %b.env, backup = %b.id, error = %format!("{e:#}"), "starting a verification failed; the sweep runs it again");
+        }
+    });
+}
+
+/// The checks before the restore drill; whatever stops them fails the verification with why.
+async fn run_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
+    let started = async {
+        state.backup_storage.check_all(b).await?;
+        let db = state.store.get_database(&b.app, &b.env).await?;
+        // The restore drill costs CPU and disk: on the replica's node, like the backup, when
+        // there is one (the throwaway server only borrows the spec's image and names).
+        let role = if db.replicas > 0 { "db-replica" } else { "db-primary" };
+        task(state, &db, DbTaskKind::Verify, role, &b.id, DbTaskParams::default(), false).await
+    }
+    .await;
+    match started {
+        Ok(_) => Ok(()),
+        Err(e) => verification_failed(state, b, &format!("{e:#}")).await,
+    }
 }
 
 async fn verification_failed(state: &AppState, b: &Backup, why: &str) -> anyhow::Result<()> {
@@ -316,12 +372,17 @@ pub async fn start_restore(
     b: &Backup,
     to_new: bool,
 ) -> anyhow::Result<DbTaskRow> {
+    // Retention holds this while it decides, so it never deletes a backup a restore refers to.
+    let _use = state.busy_wait(format!("use:{}", b.id)).await;
+    state.store.get_backup(&b.id).await?;
     let database = db.database_name();
     let short: String = b.id.chars().rev().take(4).collect::<String>().chars().rev().collect();
     let target = if to_new { format!("{database}_restore_{short}") } else { database.clone() };
     let params =
         DbTaskParams { target_database: target.clone(), create_target: to_new, ..Default::default() };
     let t = task(state, db, DbTaskKind::Restore, "db-primary", &b.id, params, !to_new).await?;
+    // Busy until its safety backup is named, so the sweep does not fail it in between.
+    let _busy = state.busy_wait(format!("restore:{}", t.id)).await;
     let result = if to_new {
         json!({ "target_url": format!("postgres://{database}:****@db-primary:5432/{target}") })
     } else {
@@ -355,7 +416,8 @@ async fn safety_backup_ended(state: &AppState, b: &Backup) -> anyhow::Result<()>
 }
 
 /// Keeps at most `keep_count` stored backups and none older than `keep_days`, but never the
-/// newest verified one; failed backups (which hold no data) go after a day.
+/// newest verified one, nor one a queued or running restore or verification refers to; failed
+/// backups (which hold no data) go after a day.
 pub async fn retention(state: &AppState, app: &str, env: &str) -> anyhow::Result<()> {
     let db = state.store.get_database(app, env).await?;
     let all = state.store.list_backups(app, env).await?;
@@ -373,13 +435,33 @@ pub async fn retention(state: &AppState, app: &str, env: &str) -> anyhow::Result
             "failed" => now - unix_of(b) > 86_400,
             _ => false,
         };
-        if drop {
-            tracing::info!(app, env, backup = %b.id, "retention: deleting backup");
-            state.backup_storage.delete(b).await.with_context(|| format!("deleting backup {}", b.id))?;
-            state.store.delete_backup(&b.id).await?;
+        if !drop {
+            continue;
         }
+        // Decided under the same guard restores and verifications take to start.
+        let _use = state.busy_wait(format!("use:{}", b.id)).await;
+        if let Some(user) = in_use(state, &b.id).await? {
+            tracing::info!(app, env, backup = %b.id, user, "retention keeps a backup in use");
+            continue;
+        }
+        tracing::info!(app, env, backup = %b.id, "retention: deleting backup");
+        state.backup_storage.delete(b).await.with_context(|| format!("deleting backup {}", b.id))?;
+        state.store.delete_backup(&b.id).await?;
     }
     Ok(())
+}
+
+/// What still needs backup `id`: a queued or running restore or verification.
+async fn in_use(state: &AppState, id: &str) -> anyhow::Result<Option<String>> {
+    let b = state.store.get_backup(id).await?;
+    if b.verification == "running" || state.is_busy(&format!("verify:{id}")) {
+        return Ok(Some("its verification".into()));
+    }
+    let open = state.store.open_db_tasks().await?;
+    Ok(open
+        .iter()
+        .find(|t| t.backup == id && matches!(t.kind, DbTaskKind::Restore | DbTaskKind::Verify))
+        .map(|t| format!("task {}", t.id)))
 }
 
 /// Runs psql in a database's container.
@@ -393,51 +475,6 @@ pub async fn start_psql(
     let role = if replica { "db-replica" } else { "db-primary" };
     let params = DbTaskParams { psql_args: args, input, ..Default::default() };
     task(state, db, DbTaskKind::Psql, role, "", params, false).await
-}
-
-/// Starts the backups each database's schedule says are due; looks every 10 s.
-pub async fn scheduler(state: AppState, shutdown: CancellationToken) {
-    loop {
-        if let Err(e) = schedule_pass(&state).await {
-            tracing::warn!(error = %format!("{e:#}"), "the backup schedule pass failed");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-        }
-    }
-}
-
-/// A task no agent finished in this long failed (its node is gone): a stuck backup must not
-/// block the next ones forever.
-const TASK_DEADLINE_SECS: i64 = 12 * 3600;
-
-async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
-    let now = unix_now();
-    for t in state.store.open_db_tasks().await? {
-        let created = crate::store::unix_seconds(&t.created_at).unwrap_or(now);
-        let gone = matches!(state.store.get_database(&t.app, &t.env).await, Err(StoreError::NotFound(_)));
-        if gone || now - created > TASK_DEADLINE_SECS {
-            let error = if gone {
-                format!("the database of {}/{} was deleted", t.app, t.env)
-            } else {
-                format!("node {} did not finish the {} task within 12 hours", t.node, t.kind.as_str())
-            };
-            task_finished(state, &t, &DbTaskResult { error: Some(error), ..Default::default() }).await?;
-        }
-    }
-    for db in state.store.all_databases().await? {
-        let Some(due) = next_due(&db) else { continue };
-        if due > now {
-            continue;
-        }
-        state.store.set_last_scheduled(&db.app, &db.env, now).await?;
-        if let Err(e) = start_backup(state, &db, "scheduled").await {
-            let msg = format!("the scheduled backup of {}/{} could not start: {e}", db.app, db.env);
-            alarm(state, &db.app, &db.env, "db.backup.failed", &msg).await;
-        }
-    }
-    Ok(())
 }
 
 /// What `paas db info` warns about: the newest backup failed, a kept backup failed its

@@ -9,7 +9,12 @@ use futures_util::{Stream, StreamExt};
 use protocol::api::Backup;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+
+/// An upload that sends nothing for this long has hung (pg_dump writes steadily while it
+/// dumps): it fails, and the agent reports the backup failed.
+const UPLOAD_IDLE: Duration = Duration::from_secs(90);
 
 #[derive(Clone)]
 pub struct BackupStorage {
@@ -128,7 +133,14 @@ impl BackupStorage {
         let mut file = open.open(&path).await.with_context(|| format!("creating {}", path.display()))?;
         let (mut hash, mut size) = (Sha256::new(), 0u64);
         let result: anyhow::Result<()> = async {
-            while let Some(chunk) = body.next().await {
+            loop {
+                let next = tokio::time::timeout(UPLOAD_IDLE, body.next()).await.map_err(|_| {
+                    anyhow::anyhow!(
+                        "the upload stalled: no bytes arrived for {} seconds",
+                        UPLOAD_IDLE.as_secs()
+                    )
+                })?;
+                let Some(chunk) = next else { break };
                 let chunk = chunk.map_err(|e| anyhow::anyhow!("the upload broke off: {e}"))?;
                 hash.update(&chunk);
                 size += chunk.len() as u64;
@@ -145,8 +157,12 @@ impl BackupStorage {
         Ok((size, hex::encode(hash.finalize())))
     }
 
-    pub async fn discard_partial(&self, b: &Backup) {
-        let _ = tokio::fs::remove_file(self.partial_path(b)).await;
+    /// Removes the local files of a backup that was not stored (the upload, and the dump and
+    /// manifest when storing got that far).
+    pub async fn discard(&self, b: &Backup) {
+        for ext in ["dump", "manifest.json", "dump.partial"] {
+            let _ = tokio::fs::remove_file(self.dir.join(key(b, ext))).await;
+        }
     }
 
     /// Makes an uploaded dump a backup: moves it in place, writes its manifest beside it and
@@ -225,16 +241,13 @@ impl BackupStorage {
         anyhow::bail!("backup {} cannot be read: {}", b.id, problems.join("; "))
     }
 
-    /// Removes every copy (retention); a copy already gone is not an error.
+    /// Removes every copy (retention); a copy already gone is not an error. S3 is asked even
+    /// when the backup lists no copy there: a failed backup may have left one halfway.
     pub async fn delete(&self, b: &Backup) -> anyhow::Result<()> {
-        for ext in ["dump", "manifest.json", "dump.partial"] {
-            let _ = tokio::fs::remove_file(self.dir.join(key(b, ext))).await;
-        }
+        self.discard(b).await;
         if let Some(s3) = &self.s3 {
-            if b.locations.iter().any(|l| l.starts_with("s3:")) {
-                s3.delete(&key(b, "dump")).await?;
-                s3.delete(&key(b, "manifest.json")).await?;
-            }
+            s3.delete(&key(b, "dump")).await?;
+            s3.delete(&key(b, "manifest.json")).await?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Backups over HTTP. `/api/v1/apps/{app}/envs/{env}/db/...`: take, list, verify and restore
 //! backups, run psql, follow database tasks; `/api/v1/events`. `/agent/v1/...`: the agent's
-//! dump upload and download and its task results.
+//! dump upload and download, its progress signals and its task results.
 
 use super::auth::{Caller, NodeCaller};
 use super::error::{ApiError, ApiResult};
@@ -35,6 +35,7 @@ pub fn agent_routes() -> Router<AppState> {
     Router::new()
         .route("/backups/{id}/data", axum::routing::put(upload).get(download))
         .route("/db-tasks/{id}/result", post(task_result))
+        .route("/db-tasks/{id}/progress", post(task_progress))
 }
 
 /// A backup of this environment, or not found (ids are global; paths are per environment).
@@ -227,4 +228,20 @@ async fn task_result(
     tracing::info!(app = %t.app, env = %t.env, task = %id, ok = result.error.is_none(), "database task finished");
     backups::task_finished(&state, &t, &result).await.map_err(ApiError::Internal)?;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// The agent is still working on a task (sent every few seconds while it runs); the answer says
+/// whether the task is still open, or was given up.
+async fn task_progress(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let t = state.store.get_db_task(&id).await?;
+    caller.must_be(&t.node, format_args!("database task {id}"))?;
+    let open = matches!(t.status.as_str(), "pending" | "waiting");
+    if open {
+        state.task_progressed(&id);
+    }
+    Ok(Json(json!({ "open": open })))
 }

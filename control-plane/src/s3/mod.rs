@@ -1,6 +1,7 @@
 //! S3 client for database backups: streams files to and from any S3-compatible bucket over
 //! path-style URLs signed with SigV4, using multipart uploads for large files. Built on reqwest
-//! alone so the control plane carries no AWS SDK.
+//! alone so the control plane carries no AWS SDK. No call can hang: connecting, every wait for
+//! an answer and every pause in a body sent or received is bounded.
 
 mod sign;
 
@@ -10,9 +11,11 @@ use futures_util::{Stream, StreamExt};
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, ETAG};
 use reqwest::{Method, StatusCode};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// Files up to this size go up in one PUT, larger ones as multipart parts of this size. 64 MiB
 /// keeps the part count low (S3 allows 10,000, so files up to 625 GiB) while a failed part costs
@@ -23,10 +26,18 @@ const MAX_PARTS: u64 = 10_000;
 /// Region used when none is configured; S3-compatible servers generally accept any.
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// Deadline for requests with small or no bodies. Streamed bodies get none: a large backup on a
-/// slow link may legitimately take hours.
+/// slow link may legitimately take hours, as long as bytes keep moving ([`IDLE_TIMEOUT`]).
 const SHORT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Completing a multipart upload makes S3 assemble the parts, which can take minutes.
+/// Connecting to the endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest S3 may stay silent: no answer to a request whose body was sent, no body bytes
+/// taken from us, no bytes of an answer's body. S3 answers within seconds; a peer that accepts
+/// and then says nothing has hung, and the backup fails with the reason instead of waiting.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Completing a multipart upload makes S3 assemble the parts, which can take minutes (AWS
+/// answers at once and then sends spaces while it works; others answer only at the end).
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const COMPLETE_IDLE: Duration = Duration::from_secs(120);
 /// A streamed PUT (whole object or part) is re-read from disk and sent again this many times in
 /// all when S3 is briefly unavailable, so one dropped connection does not lose a long backup.
 const UPLOAD_ATTEMPTS: u32 = 3;
@@ -101,6 +112,37 @@ struct Inner {
     /// the signature must cover exactly.
     host: String,
     http: reqwest::Client,
+    /// [`IDLE_TIMEOUT`]; shorter in tests.
+    idle: Duration,
+}
+
+/// When a request last moved: sent, or body bytes taken by the connection. A request whose
+/// progress stops for the idle timeout has hung.
+#[derive(Clone)]
+struct Progress {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { start: Instant::now(), last_ms: Arc::default() }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing moved for `idle`.
+    async fn stalled(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if last.elapsed() >= idle {
+                return;
+            }
+            tokio::time::sleep_until(last + idle).await;
+        }
+    }
 }
 
 /// One request, described for [`S3::send`].
@@ -114,6 +156,10 @@ struct Call<'a> {
     body: Option<(reqwest::Body, u64)>,
     payload_hash: String,
     timeout: Option<Duration>,
+    /// How long S3 may stay silent before the answer (see [`Progress`]); the client's idle
+    /// timeout unless set.
+    idle: Option<Duration>,
+    progress: Progress,
     /// What errors name: the full key, or `bucket NAME`.
     what: &'a str,
 }
@@ -127,6 +173,8 @@ impl<'a> Call<'a> {
             body: None,
             payload_hash: sign::sha256_hex(b""),
             timeout: Some(SHORT_TIMEOUT),
+            idle: None,
+            progress: Progress::new(),
             what,
         }
     }
@@ -184,7 +232,7 @@ impl S3 {
         config.prefix = config.prefix.trim_start_matches('/').to_string();
         config.endpoint = origin.clone();
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_keepalive(Duration::from_secs(60));
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path)
@@ -197,7 +245,7 @@ impl S3 {
             }
         }
         let http = builder.build().context("building the S3 HTTP client")?;
-        Ok(Self { inner: Arc::new(Inner { config, origin, host, http }) })
+        Ok(Self { inner: Arc::new(Inner { config, origin, host, http, idle: IDLE_TIMEOUT }) })
     }
 
     /// `s3://bucket/prefix at http://host:port`, for logs and messages; never the keys.
@@ -230,7 +278,7 @@ impl S3 {
         tracing::debug!(key = %full, size, parts, "starting a multipart upload");
         let initiated =
             self.send(Call::new(Method::POST, &url_path, &full).query("uploads", "").bytes(vec![]));
-        let answer = read_text(initiated.await?, "POST", &full).await?;
+        let answer = self.read_text(initiated.await?, "POST", &full).await?;
         let upload_id = xml_tag(&answer, "UploadId")
             .with_context(|| format!("S3 POST of {full} failed: the answer carried no UploadId"))?;
         match self.upload_parts(&url_path, &full, &upload_id, path, size).await {
@@ -271,8 +319,9 @@ impl S3 {
         let mut call =
             Call::new(Method::POST, url_path, full).query("uploadId", upload_id).bytes(complete.into_bytes());
         call.timeout = Some(COMPLETE_TIMEOUT);
+        call.idle = Some(COMPLETE_IDLE);
         // S3 may answer 200 and still report a failure in the body, once assembly has begun.
-        let answer = read_text(self.send(call).await?, "POST", full).await?;
+        let answer = self.read_text(self.send(call).await?, "POST", full).await?;
         if answer.contains("<Error>") {
             return Err(s3_error("POST", full, StatusCode::OK, answer.as_bytes()).into());
         }
@@ -296,11 +345,14 @@ impl S3 {
                 .await
                 .with_context(|| format!("opening {} to upload it", file.display()))?;
             handle.seek(std::io::SeekFrom::Start(offset)).await?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(handle.take(len), 256 * 1024);
             let mut call = Call::new(Method::PUT, url_path, full);
             for (name, value) in &query {
                 call = call.query(name, value);
             }
+            // Each chunk the connection takes is progress; a peer that stops reading stalls it.
+            let progress = call.progress.clone();
+            let stream = tokio_util::io::ReaderStream::with_capacity(handle.take(len), 256 * 1024)
+                .inspect(move |_| progress.touch());
             call.body = Some((reqwest::Body::wrap_stream(stream), len));
             call.payload_hash = sign::UNSIGNED_PAYLOAD.to_string();
             call.timeout = None;
@@ -329,10 +381,10 @@ impl S3 {
         let written = async {
             // Network chunks are small; batching them saves a blocking write per chunk.
             let mut out = tokio::io::BufWriter::with_capacity(1024 * 1024, file);
-            let mut stream = resp.bytes_stream();
+            let mut stream = std::pin::pin!(self.body("GET", &full, resp));
             let mut written = 0u64;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| transport_error("GET", &full, &self.inner.origin, e))?;
+                let chunk = chunk?;
                 out.write_all(&chunk).await.with_context(|| format!("writing {}", path.display()))?;
                 written += chunk.len() as u64;
             }
@@ -358,15 +410,12 @@ impl S3 {
     pub async fn get_stream(
         &self,
         key: &str,
-    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Bytes>> + Send + 'static> {
+    ) -> anyhow::Result<futures_util::stream::BoxStream<'static, anyhow::Result<Bytes>>> {
         let (full, url_path) = self.object(key)?;
         let mut call = Call::new(Method::GET, &url_path, &full);
         call.timeout = None;
         let resp = self.send(call).await?;
-        let origin = self.inner.origin.clone();
-        Ok(resp
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|e| transport_error("GET", &full, &origin, e).into())))
+        Ok(self.body("GET", &full, resp).map(|chunk| chunk.map_err(Into::into)).boxed())
     }
 
     /// The object's size, or `None` when there is no such object.
@@ -406,8 +455,7 @@ impl S3 {
     pub async fn get_bytes(&self, key: &str) -> anyhow::Result<Vec<u8>> {
         let (full, url_path) = self.object(key)?;
         let resp = self.send(Call::new(Method::GET, &url_path, &full)).await?;
-        let body = resp.bytes().await.map_err(|e| transport_error("GET", &full, &self.inner.origin, e))?;
-        Ok(body.to_vec())
+        Ok(self.read_all("GET", &full, resp, usize::MAX).await?)
     }
 
     /// Creates the bucket unless it exists (and is ours).
@@ -496,13 +544,67 @@ impl S3 {
             req = req.timeout(timeout);
         }
         tracing::debug!(method = %op, path = call.path, "S3 request");
-        let resp = req.send().await.map_err(|e| transport_error(&op, call.what, &inner.origin, e))?;
+        let idle = call.idle.unwrap_or(inner.idle);
+        call.progress.touch();
+        let resp = tokio::select! {
+            resp = req.send() => resp.map_err(|e| transport_error(&op, call.what, &inner.origin, e))?,
+            () = call.progress.stalled(idle) => return Err(stalled(&op, call.what, &inner.origin, idle)),
+        };
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
-        let body = read_limited(resp).await;
+        // An error body that does not arrive in time leaves only the status to report.
+        let body = self.read_all(&op, call.what, resp, ERROR_BODY_LIMIT).await.unwrap_or_default();
         Err(s3_error(&op, call.what, status, &body))
+    }
+
+    /// An answer's body as it arrives; a pause longer than the idle timeout ends it with an
+    /// error, so a peer that stops sending mid-body cannot hang a download.
+    fn body(
+        &self,
+        op: &str,
+        what: &str,
+        resp: reqwest::Response,
+    ) -> impl Stream<Item = Result<Bytes, S3Error>> + Send + 'static {
+        let (op, what, origin, idle) =
+            (op.to_string(), what.to_string(), self.inner.origin.clone(), self.inner.idle);
+        futures_util::stream::unfold(Some(Box::pin(resp.bytes_stream())), move |stream| {
+            let (op, what, origin) = (op.clone(), what.clone(), origin.clone());
+            async move {
+                let mut stream = stream?;
+                match tokio::time::timeout(idle, stream.next()).await {
+                    Ok(None) => None,
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+                    Ok(Some(Err(e))) => Some((Err(transport_error(&op, &what, &origin, e)), None)),
+                    Err(_) => Some((Err(stalled(&op, &what, &origin, idle)), None)),
+                }
+            }
+        })
+    }
+
+    /// Reads an answer's body into memory, at most `limit` bytes of it.
+    async fn read_all(
+        &self,
+        op: &str,
+        what: &str,
+        resp: reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, S3Error> {
+        let mut body = Vec::new();
+        let mut stream = std::pin::pin!(self.body(op, what, resp));
+        while let Some(chunk) = stream.next().await {
+            body.extend_from_slice(&chunk?);
+            if body.len() >= limit {
+                break;
+            }
+        }
+        Ok(body)
+    }
+
+    async fn read_text(&self, resp: reqwest::Response, op: &str, what: &str) -> Result<String, S3Error> {
+        let body = self.read_all(op, what, resp, usize::MAX).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 }
 
@@ -569,20 +671,16 @@ fn shorten(message: &str) -> String {
     }
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= ERROR_BODY_LIMIT {
-            break;
-        }
+/// "S3 PUT of KEY failed: http://host:port did not answer in time: nothing moved for 20 seconds".
+fn stalled(op: &str, what: &str, endpoint: &str, idle: Duration) -> S3Error {
+    S3Error {
+        status: None,
+        code: None,
+        message: format!(
+            "S3 {op} of {what} failed: {endpoint} did not answer in time: nothing moved for {} seconds",
+            idle.as_secs()
+        ),
     }
-    body
-}
-
-async fn read_text(resp: reqwest::Response, op: &str, what: &str) -> Result<String, S3Error> {
-    let origin = resp.url().origin().ascii_serialization();
-    resp.text().await.map_err(|e| transport_error(op, what, &origin, e))
 }
 
 /// The text of the first `<tag>...</tag>`. S3's answers are flat and predictable enough that this
@@ -658,6 +756,75 @@ mod tests {
         let s3 = S3::new(config()).unwrap();
         assert!(s3.object("").is_err());
         assert!(s3.object("a/../b").is_err());
+    }
+
+    /// A client of a server at `addr` that gives up after `idle` of silence.
+    fn impatient(addr: std::net::SocketAddr, idle: Duration) -> S3 {
+        let mut s3 = S3::new(S3Config { endpoint: format!("http://{addr}"), ..config() }).unwrap();
+        Arc::get_mut(&mut s3.inner).unwrap().idle = idle;
+        s3
+    }
+
+    /// A server that accepts connections (the kernel does) and never reads or answers.
+    fn black_hole() -> (std::net::TcpListener, std::net::SocketAddr) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_fails_the_request_after_the_idle_timeout() {
+        let (_hole, addr) = black_hole();
+        let s3 = impatient(addr, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let err = s3.put_bytes("a/b.manifest.json", b"{}".to_vec()).await.unwrap_err().to_string();
+        assert!(err.contains("did not answer in time"), "{err}");
+        assert!(err.contains("a/b.manifest.json"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stops_reading_a_streamed_body_fails_the_upload() {
+        let (_hole, addr) = black_hole();
+        let s3 = impatient(addr, Duration::from_millis(500));
+        // Far more than the socket buffers hold: once they are full nothing moves.
+        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+        let endless = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+        let (full, path) = s3.object("big.dump").unwrap();
+        let mut call = Call::new(Method::PUT, &path, &full);
+        let progress = call.progress.clone();
+        let body = endless.inspect(move |_| progress.touch());
+        call.body = Some((reqwest::Body::wrap_stream(body), 1 << 40));
+        call.payload_hash = sign::UNSIGNED_PAYLOAD.to_string();
+        call.timeout = None;
+        let started = std::time::Instant::now();
+        let err = s3.send(call).await.unwrap_err();
+        assert!(err.is_transient() && err.to_string().contains("nothing moved"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_download_that_stops_midway_fails_and_leaves_no_file() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await; // and then nothing
+        });
+        let s3 = impatient(addr, Duration::from_millis(300));
+        let path = std::env::temp_dir().join(format!("paas-s3-stall-{}.dump", std::process::id()));
+        let err = s3.get_to_file("x.dump", &path).await.unwrap_err().to_string();
+        assert!(err.contains("nothing moved for"), "{err}");
+        assert!(!path.exists(), "a partial download was left behind");
+        server.abort();
     }
 
     #[test]

@@ -129,6 +129,30 @@ impl Store {
         Ok(())
     }
 
+    /// Fails a backup that is still running (a no-op once it has ended); true when it did.
+    pub async fn fail_running_backup(&self, id: &str, error: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE backups SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(error)
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Backups, on any environment, still being taken or verified, or stored and never verified.
+    pub async fn unfinished_backups(&self) -> Result<Vec<Backup>> {
+        let rows = sqlx::query(
+            "SELECT * FROM backups WHERE status = 'running' OR verify_status = 'running'
+                 OR (status = 'stored' AND verify_status = 'pending') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(backup).collect())
+    }
+
     pub async fn set_backup_locations(&self, id: &str, locations: &[String]) -> Result<()> {
         sqlx::query("UPDATE backups SET locations = ? WHERE id = ?")
             .bind(serde_json::to_string(locations).unwrap_or_default())

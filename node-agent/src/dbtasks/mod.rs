@@ -1,6 +1,7 @@
 //! Database tasks the control plane hands this node: backups (row counts and `pg_dump` of one
 //! consistent state, streamed to the control plane), verification (a restore into a throwaway
-//! container and a recount), restores, and psql. Each runs once and reports its result.
+//! container and a recount), restores, and psql. Each runs once and reports its result; while
+//! it runs, the agent tells the control plane every few seconds that it is still at work.
 
 pub mod exec;
 
@@ -42,6 +43,19 @@ fn parse_counts(out: &str) -> anyhow::Result<BTreeMap<String, u64>> {
     Ok(tables)
 }
 
+/// How often a running task says it is still at work; the control plane gives a task up after
+/// 90 s without a word (so a dead agent cannot hold a backup forever).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long a task's result is offered to a control plane that does not take it (restarting,
+/// say). The heartbeat goes on meanwhile, so the task is not given up while it waits.
+const RESULT_DELIVERY: Duration = Duration::from_secs(15 * 60);
+/// A backup download from the control plane that sends nothing for this long has hung (the
+/// heartbeat would otherwise keep the task alive forever).
+const DOWNLOAD_IDLE: Duration = Duration::from_secs(90);
+/// pg_dump waits this long at most for the shared locks it takes on every table; a table held
+/// exclusively for longer fails the backup instead of hanging it.
+const DUMP_LOCK_WAIT: &str = "--lock-wait-timeout=60s";
+
 pub struct DbTaskRunner {
     pub docker: DockerClient,
     pub client: Client,
@@ -77,6 +91,7 @@ impl DbTaskRunner {
 
 async fn run_task(docker: DockerClient, client: Client, paused: Paused, task: DbTask) {
     tracing::info!(kind = task.kind.as_str(), backup = %task.backup, "database task started");
+    let heartbeat = tokio::spawn(heartbeat(client.clone(), task.id.clone()));
     let started = Instant::now();
     let outcome = match task.kind {
         DbTaskKind::Backup => backup(&docker, &client, &paused, &task).await,
@@ -91,15 +106,33 @@ async fn run_task(docker: DockerClient, client: Client, paused: Paused, task: Db
         None => tracing::info!(secs, "database task succeeded"),
         Some(e) => tracing::warn!(secs, error = %e, "database task failed"),
     }
-    for attempt in 0..30 {
+    let deadline = Instant::now() + RESULT_DELIVERY;
+    let mut wait = Duration::from_secs(1);
+    loop {
         match client.db_task_result(&task.id, &result).await {
-            Ok(_) => return,
-            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => return,
+            Ok(_) => break,
+            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => break,
+            Err(e) if Instant::now() >= deadline => {
+                tracing::warn!(error = %e, "the control plane did not take the task result; giving up");
+                break;
+            }
             Err(e) => {
-                tracing::debug!(attempt, error = %e, "reporting the task result failed; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tracing::debug!(error = %e, "reporting the task result failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
             }
         }
+    }
+    heartbeat.abort();
+}
+
+/// Tells the control plane, now and every [`HEARTBEAT`], that the task is still at work.
+async fn heartbeat(client: Client, id: String) {
+    loop {
+        if let Err(e) = client.db_task_progress(&id).await {
+            tracing::debug!(error = %e, "sending a task heartbeat failed");
+        }
+        tokio::time::sleep(HEARTBEAT).await;
     }
 }
 
@@ -114,7 +147,7 @@ async fn backup(
 ) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
     let raw = docker.raw();
-    let mut dump = tool(s.version, "pg_dump", "postgres", &s.database, &["-Fc"]);
+    let mut dump = tool(s.version, "pg_dump", "postgres", &s.database, &["-Fc", DUMP_LOCK_WAIT]);
     if s.role == "db-replica" {
         paused.lock().unwrap_or_else(|p| p.into_inner()).insert(s.name.clone());
         let result = async {
@@ -200,18 +233,27 @@ async fn upload_dump(
         rx.recv().await.map(|item| (item, rx))
     }));
     let (c, id) = (client.clone(), backup.to_string());
-    let upload = tokio::spawn(async move { c.upload_backup(&id, body).await });
+    let mut upload = tokio::spawn(async move { c.upload_backup(&id, body).await });
     let mut failure = None;
-    while let Some(chunk) = exec.next_stdout().await {
-        match chunk {
-            Ok(bytes) => {
-                if tx.send(Ok(bytes)).await.is_err() {
-                    break; // the upload failed; its error says why
+    loop {
+        tokio::select! {
+            chunk = exec.next_stdout() => match chunk {
+                Some(Ok(bytes)) => {
+                    if tx.send(Ok(bytes)).await.is_err() {
+                        break; // the upload failed; its error says why
+                    }
                 }
-            }
-            Err(e) => {
-                failure = Some(format!("{e:#}"));
-                break;
+                Some(Err(e)) => {
+                    failure = Some(format!("{e:#}"));
+                    break;
+                }
+                None => break,
+            },
+            // The control plane ended the upload first (it refused it, or no bytes came for
+            // too long): stop waiting on pg_dump, which may be stuck.
+            ended = &mut upload => {
+                ended.context("the upload task")?.map_err(|e| anyhow::anyhow!("uploading the dump failed: {e}"))?;
+                anyhow::bail!("the control plane answered the upload before pg_dump finished");
             }
         }
     }
@@ -252,7 +294,15 @@ async fn feed_restore(
     let feed = async move {
         use tokio::io::AsyncWriteExt;
         let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        loop {
+            // Only the wait for the control plane counts: pg_restore may take its time to read.
+            let next = tokio::time::timeout(DOWNLOAD_IDLE, body.next()).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "downloading the backup stalled: no bytes for {} seconds",
+                    DOWNLOAD_IDLE.as_secs()
+                )
+            })?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.context("downloading the backup broke off")?;
             if input.write_all(&chunk).await.is_err() {
                 break; // pg_restore stopped reading; its exit code and stderr say why
