@@ -149,7 +149,7 @@ fn releases_that_fail_health_checks_or_crash_never_take_traffic() {
 
     // The flag overrides the manifest's probe (and keeps its interval).
     let never = manifest_dir(
-        "[processes.web]\nhealthcheck = { path = \"/healthz\", interval = \"500ms\" }\n[deploy]\ntimeout = \"6s\"\n",
+        "[processes.web]\nhealthcheck = { path = \"/healthz\", interval = \"500ms\" }\n[deploy]\ntimeout = \"20s\"\n",
     );
     let dir = never.path().to_str().unwrap();
     let out = p.paas(&["deploy", dir, "--app", &app, "--image", &image, "--health-check", "http:/nope"]);

@@ -168,7 +168,7 @@ fn a_deploy_killed_in_its_stability_window_ends_failed_and_the_next_deploy_runs(
     p.paas(&["apps", "create", &app]).expect_ok();
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
     p.wait_for_body(&p.host(&app), "Hello from paas!", Duration::from_secs(60));
-    let image = format!("paas/{app}-production:v1");
+    let image = format!("paas/{app}--production:v1");
 
     // v2 starts, turns healthy and is watched for 60 s; the control plane dies in that window.
     let long = manifest_dir("60s");
