@@ -82,7 +82,10 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let envs = store.all_envs().await?;
     let legacy: HashSet<(&str, &str)> =
         envs.iter().filter(|e| e.legacy_names).map(|e| (e.app.as_str(), e.name.as_str())).collect();
-    let is_legacy = |app: &str, env: &str| legacy.contains(&(app, env));
+    let names = |app: &str, env: &str| {
+        let names = protocol::DockerNames { app, env, legacy: legacy.contains(&(app, env)) };
+        (names.network(), names.image_repo())
+    };
     let mut containers = Vec::new();
     for i in store.instances_for_node(node).await? {
         let release = store.get_release(&i.app, &i.env, i.release).await?;
@@ -102,8 +105,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             image,
             command: process.command.clone(),
             port: process.port,
-            network: protocol::DockerNames { app: &i.app, env: &i.env, legacy: is_legacy(&i.app, &i.env) }
-                .network(),
+            network: names(&i.app, &i.env).0,
             env_vars,
             config,
             healthcheck: process.healthcheck.clone(),
@@ -117,12 +119,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         .await?
         .into_iter()
         .map(|r| BuildTask {
-            tag: format!(
-                "{}:v{}",
-                protocol::DockerNames { app: &r.app, env: &r.env, legacy: is_legacy(&r.app, &r.env) }
-                    .image_repo(),
-                r.version
-            ),
+            tag: format!("{}:v{}", names(&r.app, &r.env).1, r.version),
             kind: if r.source == "build" {
                 BuildKind::Dockerfile
             } else {
@@ -152,8 +149,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         let (sealed, _) = store.release_inputs(&j.app, &j.env, j.release).await?;
         let env_vars = BTreeMap::from([("PAAS_RELEASE".to_string(), j.release.to_string())]);
         jobs.push(JobSpec {
-            network: protocol::DockerNames { app: &j.app, env: &j.env, legacy: is_legacy(&j.app, &j.env) }
-                .network(),
+            network: names(&j.app, &j.env).0,
             id: j.id,
             app: j.app,
             env: j.env,

@@ -360,15 +360,7 @@ async fn serves_static_files_itself_with_cache_headers() {
     std::fs::write(dir.join("css/site.css"), "body{}").unwrap();
     // No backends: a static hit needs no replica, a miss falls through to the app (503 here).
     let mut r = route("shop.test", &[]);
-    let st = protocol::agent::StaticRoute {
-        image: "sha256:0123456789abcdef0123".into(),
-        dir: "/app/public".into(),
-        prefix: "/static/".into(),
-        max_age_secs: 60,
-    };
-    r.static_files = Some(st.clone());
-    let (ingress, handle, shutdown) = start_ingress(std::slice::from_ref(&r)).await;
-    handle.set_static_root(&st.key(), dir.clone());
+    let (ingress, shutdown) = start_static_ingress(&mut r, &dir).await;
     let fetch = |path: &str, etag: Option<String>| {
         let mut req = Request::get(format!("http://{ingress}{path}")).header("host", "shop.test");
         if let Some(e) = etag {
@@ -412,15 +404,7 @@ async fn static_files_answer_ranges_and_never_follow_links() {
     std::os::unix::fs::symlink("css", dir.join("css-link")).unwrap();
     std::fs::hard_link(tmp.path().join("secret.key"), dir.join("css/hard")).unwrap();
     let mut r = route("shop.test", &[named_backend("app").await]);
-    let st = protocol::agent::StaticRoute {
-        image: "sha256:0123456789abcdef0123".into(),
-        dir: "/app/public".into(),
-        prefix: "/static/".into(),
-        max_age_secs: 60,
-    };
-    r.static_files = Some(st.clone());
-    let (ingress, handle, shutdown) = start_ingress(std::slice::from_ref(&r)).await;
-    handle.set_static_root(&st.key(), dir.clone());
+    let (ingress, shutdown) = start_static_ingress(&mut r, &dir).await;
     let get = |path: &str, extra: &str| {
         raw_request(ingress, format!("GET {path} HTTP/1.1\r\nHost: shop.test{extra}"))
     };
@@ -571,4 +555,18 @@ fn parses_trusted_proxies() {
     assert_eq!(parse_trusted_proxy("::1").unwrap(), "::1/128".parse::<IpNet>().unwrap());
     let err = parse_trusted_proxy("10.0.0.0/33").unwrap_err();
     assert!(err.contains("neither an IP address nor a CIDR block"), "{err}");
+}
+
+/// An ingress serving `r` with static files from `dir` under `/static/`.
+async fn start_static_ingress(r: &mut Route, dir: &std::path::Path) -> (SocketAddr, CancellationToken) {
+    let st = protocol::agent::StaticRoute {
+        image: "sha256:0123456789abcdef0123".into(),
+        dir: "/app/public".into(),
+        prefix: "/static/".into(),
+        max_age_secs: 60,
+    };
+    r.static_files = Some(st.clone());
+    let (ingress, handle, shutdown) = start_ingress(std::slice::from_ref(r)).await;
+    handle.set_static_root(&st.key(), dir.to_path_buf());
+    (ingress, shutdown)
 }
