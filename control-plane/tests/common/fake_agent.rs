@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The private address the fake publishes its containers on.
 pub const ADDR: &str = "127.0.0.1";
-/// How long one watch blocks on the control plane.
-const WATCH_WAIT: Duration = Duration::from_secs(5);
+/// How long one watch blocks on the control plane; short, because a graceful stop lets long
+/// polls in flight finish first.
+const WATCH_WAIT: Duration = Duration::from_secs(1);
 /// Reports go out on change and at least this often (the real agent: every second).
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 
