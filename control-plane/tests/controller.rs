@@ -6,7 +6,7 @@ mod common;
 
 use common::fake_agent::{Applied, FakeAgent, ADDR};
 use common::{deploy, eventually, processes, releases_in_use, settled, DataDir, Plane, ENV};
-use protocol::api::ReleaseStatus;
+use protocol::api::{Release, ReleaseStatus};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -16,7 +16,9 @@ const NODE: &str = "node-1";
 /// Two web replicas, a short stability window; `timeout` bounds how long they may take to
 /// become healthy.
 fn manifest(timeout: &str) -> String {
-    format!("[processes.web]\nreplicas = 2\n[deploy]\ntimeout = \"{timeout}\"\nstability_window = \"200ms\"\n")
+    format!(
+        "[processes.web]\nreplicas = 2\n[deploy]\ntimeout = \"{timeout}\"\nstability_window = \"200ms\"\n"
+    )
 }
 
 /// A control plane with one fake agent and an app whose v1 serves with two replicas.
@@ -34,6 +36,14 @@ async fn serving_v1(dir: &DataDir, app: &str) -> (Plane, FakeAgent) {
 async fn assert_active(p: &Plane, app: &str, version: u32) {
     let r = settled(&p.api, app, version).await;
     assert_eq!((r.status, r.error), (ReleaseStatus::Active, None), "v{version} went live");
+}
+
+/// The environment was not left busy: a healthy deploy, release `version`, goes live.
+async fn next_deploy_goes_live(p: &Plane, agent: &FakeAgent, version: u32) {
+    agent.script(|s| s.unhealthy.clear());
+    assert_eq!(deploy(&p.api, "shop", IMAGE, &manifest("5s")).await, version);
+    assert_active(p, "shop", version).await;
+    serves_only(p, agent, "shop", version, 2).await;
 }
 
 /// Ports of the containers of `version` the fake runs.
@@ -55,14 +65,18 @@ async fn serves_only(p: &Plane, agent: &FakeAgent, app: &str, version: u32, repl
     let summary = p.api.get_app(app).await.unwrap();
     assert_eq!(summary.envs[0].replicas, replicas, "the formation");
     // Replicas a scale just added are healthy once the fake has reported them.
-    let assigned = eventually(&format!("v{version}'s {replicas} healthy replicas alone"), Duration::from_secs(5), || async {
-        let assigned = processes(&p.api, app).await;
-        let numbers: BTreeSet<u32> = assigned.iter().map(|i| i.replica).collect();
-        let ok = assigned.iter().all(|i| i.release == version && i.healthy)
-            && assigned.len() == replicas as usize
-            && numbers == (1..=replicas).collect();
-        ok.then_some(assigned)
-    })
+    let assigned = eventually(
+        &format!("v{version}'s {replicas} healthy replicas alone"),
+        Duration::from_secs(5),
+        || async {
+            let assigned = processes(&p.api, app).await;
+            let numbers: BTreeSet<u32> = assigned.iter().map(|i| i.replica).collect();
+            let ok = assigned.iter().all(|i| i.release == version && i.healthy)
+                && assigned.len() == replicas as usize
+                && numbers == (1..=replicas).collect();
+            ok.then_some(assigned)
+        },
+    )
     .await;
     let addresses: BTreeSet<String> = assigned.iter().filter_map(|i| i.address.clone()).collect();
     let applied = agent
@@ -92,17 +106,16 @@ async fn a_deploy_switches_once_its_replicas_are_healthy_then_retires_the_old_on
     // v2's replicas run but are not healthy yet: v1 keeps serving beside them.
     agent.script(|s| s.unhealthy.insert(2));
     let v2 = deploy(&p.api, "shop", IMAGE, &manifest("5s")).await;
-    let applied =
-        agent.wait_applied("v2's replicas", |a| a.running.values().filter(|r| r.release == 2).count() == 2).await;
+    let applied = agent
+        .wait_applied("v2's replicas", |a| a.running.values().filter(|r| r.release == 2).count() == 2)
+        .await;
     assert_eq!(route_of(&applied, "shop").unwrap().0, 1, "the route stays on v1");
     assert_eq!(releases_in_use(&p.api, "shop").await, (Some(1), Some(2)));
     assert_eq!(ports_of(&applied, 1).len(), 2, "v1's replicas keep running");
 
     agent.script(|s| s.unhealthy.clear());
-    let r = settled(&p.api, "shop", v2).await;
-    assert_eq!((r.status, r.error), (ReleaseStatus::Active, None));
-    let releases = p.api.releases("shop", ENV).await.unwrap();
-    assert_eq!(releases.iter().find(|r| r.version == 1).unwrap().status, ReleaseStatus::Superseded);
+    assert_active(&p, "shop", v2).await;
+    assert_eq!(release(&p, "shop", 1).await.status, ReleaseStatus::Superseded);
     serves_only(&p, &agent, "shop", 2, 2).await;
     never_routed_to_a_stopped_container(&agent, "shop");
     p.stop().await;
@@ -130,11 +143,7 @@ async fn a_replica_that_never_gets_healthy_fails_the_deploy_and_the_old_release_
     }
     never_routed_to_a_stopped_container(&agent, "shop");
 
-    // The environment is not left busy: the next deploy runs.
-    agent.script(|s| s.unhealthy.clear());
-    let v3 = deploy(&p.api, "shop", IMAGE, &manifest("5s")).await;
-    assert_active(&p, "shop", v3).await;
-    serves_only(&p, &agent, "shop", 3, 2).await;
+    next_deploy_goes_live(&p, &agent, 3).await;
     p.stop().await;
 }
 
@@ -175,8 +184,7 @@ async fn scaling_while_a_release_builds_or_rolls_out_leaves_a_consistent_environ
         if p.api.scale("shop", ENV, "web", n).await.is_ok() {
             last = n;
         }
-        let r = p.api.releases("shop", ENV).await.unwrap();
-        if r.iter().any(|r| r.version == v4 && r.status.is_finished()) || began.elapsed().as_secs() >= 5 {
+        if release(&p, "shop", v4).await.status.is_finished() || began.elapsed().as_secs() >= 5 {
             break;
         }
     }
@@ -188,43 +196,47 @@ async fn scaling_while_a_release_builds_or_rolls_out_leaves_a_consistent_environ
     p.stop().await;
 }
 
-#[tokio::test]
-async fn a_control_plane_stopped_mid_rollout_fails_the_release_and_serves_the_old_one() {
-    let dir = DataDir::new();
-    let (p, agent) = serving_v1(&dir, "shop").await;
-
+/// v1 serves and v2 rolls out (its replicas run, never healthy) when the control plane stops,
+/// gracefully or `killed`; returns it started again on the same data directory, and v2.
+async fn restarted_mid_rollout(dir: &DataDir, killed: bool) -> (Plane, FakeAgent, u32) {
+    let (p, agent) = serving_v1(dir, "shop").await;
     agent.script(|s| s.unhealthy.insert(2));
     let v2 = deploy(&p.api, "shop", IMAGE, &manifest("60s")).await;
     agent.wait_applied("v2's replicas", |a| ports_of(a, 2).len() == 2).await;
-    p.stop().await;
-
-    let p = Plane::start(&dir).await;
+    if killed {
+        p.crash().await;
+    } else {
+        p.stop().await;
+    }
+    let p = Plane::start(dir).await;
     agent.reconnect(&p.url);
-    let r = settled(&p.api, "shop", v2).await;
-    assert_eq!(r.status, ReleaseStatus::Failed);
+    (p, agent, v2)
+}
+
+/// Release `version` of `app` as the API lists it.
+async fn release(p: &Plane, app: &str, version: u32) -> Release {
+    let releases = p.api.releases(app, ENV).await.expect("listing releases");
+    releases.into_iter().find(|r| r.version == version).expect("the release exists")
+}
+
+#[tokio::test]
+async fn a_control_plane_stopped_mid_rollout_fails_the_release_and_serves_the_old_one() {
+    let dir = DataDir::new();
+    let (p, agent, v2) = restarted_mid_rollout(&dir, false).await;
+    let r = release(&p, "shop", v2).await;
+    assert_eq!(r.status, ReleaseStatus::Failed, "settled at shutdown");
     assert!(r.error.unwrap().contains("shut down during this deploy"));
     serves_only(&p, &agent, "shop", 1, 2).await;
 
-    agent.script(|s| s.unhealthy.clear());
-    let v3 = deploy(&p.api, "shop", IMAGE, &manifest("5s")).await;
-    assert_active(&p, "shop", v3).await;
-    serves_only(&p, &agent, "shop", 3, 2).await;
+    next_deploy_goes_live(&p, &agent, 3).await;
     p.stop().await;
 }
 
 #[tokio::test]
 async fn a_control_plane_killed_before_the_switch_fails_the_release_at_the_next_start() {
     let dir = DataDir::new();
-    let (p, agent) = serving_v1(&dir, "shop").await;
-
-    agent.script(|s| s.unhealthy.insert(2));
-    let v2 = deploy(&p.api, "shop", IMAGE, &manifest("60s")).await;
-    agent.wait_applied("v2's replicas", |a| ports_of(a, 2).len() == 2).await;
-    p.crash().await;
-
-    let p = Plane::start(&dir).await;
-    agent.reconnect(&p.url);
-    let r = p.api.releases("shop", ENV).await.unwrap().into_iter().find(|r| r.version == v2).unwrap();
+    let (p, agent, v2) = restarted_mid_rollout(&dir, true).await;
+    let r = release(&p, "shop", v2).await;
     assert_eq!(r.status, ReleaseStatus::Failed, "settled before serving");
     assert!(r.error.unwrap().contains("restarted during this deploy"));
     serves_only(&p, &agent, "shop", 1, 2).await;
@@ -244,14 +256,14 @@ async fn a_control_plane_killed_after_the_switch_finishes_the_release_at_the_nex
         (releases_in_use(&p.api, "shop").await == (Some(v2), None)).then_some(())
     })
     .await;
-    let r = p.api.releases("shop", ENV).await.unwrap().into_iter().find(|r| r.version == v2).unwrap();
+    let r = release(&p, "shop", v2).await;
     assert_eq!(r.status, ReleaseStatus::Deploying, "the deploy waits for the ingress");
     p.crash().await;
 
     let p = Plane::start(&dir).await;
     agent.reconnect(&p.url);
     agent.script(|s| s.deaf = false);
-    let r = p.api.releases("shop", ENV).await.unwrap().into_iter().find(|r| r.version == v2).unwrap();
+    let r = release(&p, "shop", v2).await;
     assert_eq!((r.status, r.error), (ReleaseStatus::Active, None), "settled as served");
     serves_only(&p, &agent, "shop", 2, 2).await;
     never_routed_to_a_stopped_container(&agent, "shop");

@@ -318,7 +318,8 @@ impl Store {
             .bind(env)
             .fetch_one(&mut *tx)
             .await?;
-        if serde_json::from_str::<std::collections::BTreeMap<String, u32>>(&now).unwrap_or_default() != *formation {
+        let now: std::collections::BTreeMap<String, u32> = serde_json::from_str(&now).unwrap_or_default();
+        if now != *formation {
             return Ok(false);
         }
         insert_instances(&mut tx, instances).await?;
