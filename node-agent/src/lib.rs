@@ -8,6 +8,7 @@ mod databases;
 mod dbroles;
 mod dbtasks;
 pub mod docker;
+mod handover;
 mod health;
 pub mod ingress;
 mod jobs;
