@@ -6,7 +6,6 @@ use crate::docker::DockerClient;
 use crate::handover::{deliver, start_each_once};
 use protocol::agent::{Assignment, BuildKind, BuildLog, BuildResult, BuildTask};
 use protocol::{labels, Client};
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -44,11 +43,10 @@ async fn build_one(docker: DockerClient, client: Client, network: Option<String>
         BuildKind::Image { reference } => docker.resolve_image(reference, on_line).await,
         BuildKind::Dockerfile => match fetch_source(&client, &task).await {
             Ok(context) => {
-                let image_labels = HashMap::from([
-                    (labels::MANAGED.to_string(), "true".to_string()),
-                    (labels::APP.to_string(), task.app.clone()),
-                    (labels::ENV.to_string(), task.env.clone()),
-                    (labels::RELEASE.to_string(), task.release.to_string()),
+                let image_labels = docker.node_labels(&[
+                    (labels::APP, &task.app),
+                    (labels::ENV, &task.env),
+                    (labels::RELEASE, &task.release.to_string()),
                 ]);
                 docker.build(context, &task.tag, image_labels, network.as_deref(), on_line).await
             }

@@ -97,8 +97,9 @@ impl DockerClient {
         })
     }
 
-    /// The labels every object of this node carries, plus `extra`.
-    fn node_labels(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    /// The labels every object of this node carries (images it builds for releases too, so a
+    /// prune touches only what this node made), plus `extra`.
+    pub fn node_labels(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
         [(labels::MANAGED, "true"), (labels::NODE, self.node.as_str())]
             .iter()
             .chain(extra)

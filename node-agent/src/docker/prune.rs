@@ -95,8 +95,10 @@ impl DockerClient {
                 Err(e) => tracing::debug!(image = %image.id, error = %docker_message(&e), "not pruned"),
             }
         }
-        let managed = format!("{}=true", labels::MANAGED);
-        let filters = HashMap::from([("dangling", vec!["true"]), ("label", vec![managed.as_str()])]);
+        let (managed, node) =
+            (format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node));
+        let filters =
+            HashMap::from([("dangling", vec!["true"]), ("label", vec![managed.as_str(), node.as_str()])]);
         let dangling = self
             .docker
             .prune_images(Some(PruneImagesOptions { filters }))
@@ -109,10 +111,12 @@ impl DockerClient {
         Ok(out)
     }
 
-    /// Images built for a release (they carry app, env and release labels).
+    /// Images this node built for a release (they carry app, env, release and node labels; an
+    /// engine may serve several nodes, whose images are theirs to prune).
     async fn release_images(&self) -> anyhow::Result<Vec<ReleaseImage>> {
-        let managed = format!("{}=true", labels::MANAGED);
-        let filters = HashMap::from([("label", vec![managed.as_str()])]);
+        let (managed, node) =
+            (format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node));
+        let filters = HashMap::from([("label", vec![managed.as_str(), node.as_str()])]);
         let list = self
             .docker
             .list_images(Some(ListImagesOptions { filters, ..Default::default() }))
