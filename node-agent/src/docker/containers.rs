@@ -75,19 +75,24 @@ impl DockerClient {
         if !spec.network.is_empty() {
             self.ensure_network(&spec.network, &spec.app, &spec.env).await?;
         }
-        let opts = CreateContainerOptions { name: spec.name.clone(), platform: None };
+        self.create_started(&spec.name, config).await.with_context(|| format!("creating {}", spec.name))
+    }
+
+    /// Creates container `name` from `config` and starts it; errors carry the engine's message.
+    pub(super) async fn create_started(&self, name: &str, config: ContainerConfig<String>) -> anyhow::Result<()> {
+        let opts = CreateContainerOptions { name: name.to_string(), platform: None };
         self.docker
             .create_container(Some(opts), config)
             .await
-            .with_context(|| format!("creating {}", spec.name))?;
-        self.start(&spec.name).await
+            .map_err(|e| anyhow::anyhow!(docker_message(&e)))?;
+        self.start(name).await
     }
 
     pub async fn start(&self, name: &str) -> anyhow::Result<()> {
         self.docker
             .start_container(name, None::<StartContainerOptions<String>>)
             .await
-            .with_context(|| format!("starting {name}"))
+            .map_err(|e| anyhow::anyhow!("starting {name}: {}", docker_message(&e)))
     }
 
     /// SIGTERM, up to `grace_secs` to exit, then removal.
@@ -154,15 +159,7 @@ impl DockerClient {
             host_config: Some(host_config),
             ..Default::default()
         };
-        let opts = CreateContainerOptions { name: name.to_string(), platform: None };
-        self.docker
-            .create_container(Some(opts), config)
-            .await
-            .map_err(|e| anyhow::anyhow!(docker_message(&e)))?;
-        self.docker
-            .start_container(name, None::<StartContainerOptions<String>>)
-            .await
-            .map_err(|e| anyhow::anyhow!(docker_message(&e)))
+        self.create_started(name, config).await
     }
 
     /// Streams what a container prints, line by line, until it exits. Docker 20.10's follow

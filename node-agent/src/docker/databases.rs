@@ -130,12 +130,7 @@ impl DockerClient {
             networking_config: networking,
             ..Default::default()
         };
-        let opts = CreateContainerOptions { name: name.to_string(), platform: None };
-        self.docker
-            .create_container(Some(opts), config)
-            .await
-            .map_err(|e| anyhow::anyhow!(docker_message(&e)))?;
-        self.start(name).await
+        self.create_started(name, config).await
     }
 
     /// Builds the default PostgreSQL image from the embedded Dockerfile.
