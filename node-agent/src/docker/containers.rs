@@ -79,7 +79,11 @@ impl DockerClient {
     }
 
     /// Creates container `name` from `config` and starts it; errors carry the engine's message.
-    pub(super) async fn create_started(&self, name: &str, config: ContainerConfig<String>) -> anyhow::Result<()> {
+    pub(super) async fn create_started(
+        &self,
+        name: &str,
+        config: ContainerConfig<String>,
+    ) -> anyhow::Result<()> {
         let opts = CreateContainerOptions { name: name.to_string(), platform: None };
         self.docker
             .create_container(Some(opts), config)

@@ -2,7 +2,7 @@
 //! for restore drills, and the image they run.
 
 use super::{docker_message, limited_host_config, observe, DockerClient, Observed, DB_MEMORY};
-use bollard::container::{Config as ContainerConfig, CreateContainerOptions};
+use bollard::container::Config as ContainerConfig;
 use bollard::models::{HostConfig, PortBinding};
 use protocol::labels;
 use std::collections::HashMap;

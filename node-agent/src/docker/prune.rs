@@ -42,7 +42,7 @@ pub fn old_images<'a>(images: &'a [ReleaseImage], keep: &Keep) -> Vec<&'a Releas
     }
     let mut old = Vec::new();
     for (_, mut list) in by_env {
-        list.sort_by(|a, b| b.release.cmp(&a.release));
+        list.sort_by_key(|i| std::cmp::Reverse(i.release));
         old.extend(list.into_iter().skip(keep.newest).filter(|i| !keep.images.contains(&i.id)));
     }
     old
