@@ -184,7 +184,7 @@ impl Reconciler {
             .collect();
         let databases = self.dbs.pass(&desired.databases).await;
 
-        let report = NodeReport { containers, observed_at_ms, static_ready: Vec::new(), databases };
+        let report = NodeReport { containers, observed_at_ms, databases, ..Default::default() };
         // Only a change wakes the reporter at once; the fresh observation time goes out with
         // the next heartbeat.
         self.reports.send_if_modified(|r| {
