@@ -1,6 +1,7 @@
 //! Scheduling: where a release's containers and builds go, and what each node is assigned
 //! (containers, builds, and for ingress nodes the route table).
 
+use crate::error::{DomainError, Result};
 use crate::state::AppState;
 use crate::store::{InstanceRow, NodeRow};
 use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route, StaticRoute};
@@ -15,8 +16,32 @@ pub fn node_is_ready(node: &NodeRow) -> bool {
     time::OffsetDateTime::now_utc().unix_timestamp() - seen <= NODE_READY_WINDOW.as_secs() as i64
 }
 
-pub async fn ready_nodes(state: &AppState) -> anyhow::Result<Vec<NodeRow>> {
+pub async fn ready_nodes(state: &AppState) -> Result<Vec<NodeRow>> {
     Ok(state.store.list_nodes().await?.into_iter().filter(node_is_ready).collect())
+}
+
+/// The ready nodes, or why there is nothing to run `what` on.
+async fn ready_nodes_for(state: &AppState, what: &str) -> Result<Vec<NodeRow>> {
+    let nodes = ready_nodes(state).await?;
+    if nodes.is_empty() {
+        return Err(DomainError::Unavailable(format!(
+            "no node is available to {what}; is a node agent running?"
+        )));
+    }
+    Ok(nodes)
+}
+
+/// The nodes as users see them: ready, or down when they stopped reporting.
+pub async fn nodes(state: &AppState) -> Result<Vec<protocol::api::Node>> {
+    let nodes = state.store.list_nodes().await?;
+    let view = |n: NodeRow| protocol::api::Node {
+        status: if node_is_ready(&n) { "ready" } else { "down" }.to_string(),
+        name: n.name,
+        private_addr: n.private_addr,
+        ingress: n.ingress,
+        last_seen: n.last_seen,
+    };
+    Ok(nodes.into_iter().map(view).collect())
 }
 
 /// Spreads the given replica numbers of a release's process over the ready nodes, least loaded
@@ -28,9 +53,8 @@ pub async fn place(
     process: &str,
     release: u32,
     replicas: std::ops::RangeInclusive<u32>,
-) -> anyhow::Result<Vec<InstanceRow>> {
-    let nodes = ready_nodes(state).await?;
-    anyhow::ensure!(!nodes.is_empty(), "no node is available to run containers; is a node agent running?");
+) -> Result<Vec<InstanceRow>> {
+    let nodes = ready_nodes_for(state, "run containers").await?;
     let env_row = state.store.get_env(app, env).await?;
     let names = env_row.docker_names();
     let mut load: HashMap<String, usize> = nodes.iter().map(|n| (n.name.clone(), 0)).collect();
@@ -67,13 +91,19 @@ pub async fn place(
     Ok(out)
 }
 
-/// Picks the node that builds (or resolves) a release's image.
-pub async fn build_node(state: &AppState) -> anyhow::Result<String> {
-    let nodes = ready_nodes(state).await?;
-    nodes
-        .first()
-        .map(|n| n.name.clone())
-        .ok_or_else(|| anyhow::anyhow!("no node is available to build on; is a node agent running?"))
+/// Picks the node that builds (or resolves) a release's image, or runs a one-off command.
+pub async fn build_node(state: &AppState) -> Result<String> {
+    Ok(ready_nodes_for(state, "build on").await?.swap_remove(0).name)
+}
+
+/// Picks the nodes of a new database's primary and replica: the replica goes on another node
+/// when there is one.
+pub async fn database_nodes(state: &AppState) -> Result<(String, String)> {
+    let nodes = ready_nodes_for(state, "run the database").await?;
+    let primary = nodes[0].name.clone();
+    let replica =
+        nodes.iter().find(|n| n.name != primary).map_or_else(|| primary.clone(), |n| n.name.clone());
+    Ok((primary, replica))
 }
 
 /// Everything `node` should be doing now.

@@ -1,12 +1,18 @@
 //! The paas control plane: the only writer of desired state. Serves the REST API (`/api/v1`),
 //! the agent protocol (`/agent/v1`) and the web console, and runs deploy orchestration.
 
+pub mod apps;
 pub mod assign;
 pub mod backups;
+pub mod config;
 pub mod cron;
+pub mod databases;
 pub mod dbroles;
 pub mod deploy;
+pub mod error;
 pub mod http;
+pub mod releases;
+pub mod runs;
 pub mod s3;
 pub mod secrets;
 pub mod source;

@@ -6,16 +6,17 @@
 mod recovery;
 pub mod storage;
 
+use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use crate::store::{DatabaseRow, DbTaskRow, StoreError};
+use crate::store::{DatabaseRow, DbTaskRow};
 use anyhow::Context;
 use protocol::agent::{DbTaskKind, DbTaskParams, DbTaskResult};
-use protocol::api::Backup;
+use protocol::api::{Backup, PsqlCommand, StartRestore};
 use serde_json::json;
 use std::collections::BTreeMap;
 
 pub use recovery::{recover, scheduler};
-pub use storage::BackupStorage;
+pub use storage::{BackupStorage, CheckedCopy};
 
 /// Default schedule of a new database: daily at 03:00 UTC.
 pub const DEFAULT_SCHEDULE: &str = "0 3 * * *";
@@ -105,9 +106,9 @@ async fn task(
 }
 
 /// One backup of a database at a time; the conflict says what to do (`then`).
-pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str) -> Result<(), StoreError> {
+pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str) -> Result<()> {
     match state.store.list_backups(&db.app, &db.env).await?.into_iter().find(|b| b.status == "running") {
-        Some(b) => Err(StoreError::Conflict(format!(
+        Some(b) => Err(DomainError::Conflict(format!(
             "backup {} of {}/{} is still running; {then}",
             b.id, db.app, db.env
         ))),
@@ -117,7 +118,7 @@ pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str
 
 /// Starts a backup: from the replica when it is healthy (the primary is not loaded), else from
 /// the primary, saying so in the log and the backup's `source`.
-pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> Result<Backup, StoreError> {
+pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> Result<Backup> {
     refuse_while_running(state, db, "wait for it or follow it with `paas db backups`").await?;
     let replica = db.docker_names().database("db-replica");
     let replica_ok = db.replicas > 0 && state.db_status(&replica).is_some_and(|s| s.healthy);
@@ -148,9 +149,7 @@ pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> 
     // Busy until its task exists, so the sweep never takes the new row for abandoned work.
     let _busy = state.busy_wait(format!("backup:{}", row.id)).await;
     state.store.insert_backup(&row).await?;
-    task(state, db, DbTaskKind::Backup, role, &row.id, DbTaskParams::default(), false)
-        .await
-        .map_err(|e| StoreError::Conflict(format!("{e:#}")))?;
+    task(state, db, DbTaskKind::Backup, role, &row.id, DbTaskParams::default(), false).await?;
     tracing::info!(app = %db.app, env = %db.env, backup = %row.id, source = role, trigger, "backup started");
     Ok(row)
 }
@@ -278,7 +277,7 @@ pub async fn upload_received(state: &AppState, mut b: Backup, size: u64, sha256:
 /// Proves a backup: checks every copy's checksum, then restores it into a throwaway container
 /// and compares the row counts with the manifest. Returns once it is marked running; the checks
 /// (which read the S3 copy whole) go on in the background.
-pub async fn start_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
+pub async fn start_verify(state: &AppState, b: &Backup) -> Result<()> {
     let busy = state.busy_wait(format!("verify:{}", b.id)).await;
     {
         // Retention holds this while it decides, so it never deletes a backup being verified.
@@ -371,7 +370,7 @@ pub async fn start_restore(
     db: &DatabaseRow,
     b: &Backup,
     to_new: bool,
-) -> anyhow::Result<DbTaskRow> {
+) -> Result<DbTaskRow> {
     // Retention holds this while it decides, so it never deletes a backup a restore refers to.
     let _use = state.busy_wait(format!("use:{}", b.id)).await;
     state.store.get_backup(&b.id).await?;
@@ -386,12 +385,12 @@ pub async fn start_restore(
     let result = if to_new {
         json!({ "target_url": format!("postgres://{database}:****@db-primary:5432/{target}") })
     } else {
-        let safety = start_backup(state, db, "safety").await.context("taking the safety backup")?;
+        let safety = start_backup(state, db, "safety").await?;
         json!({ "safety_backup": safety.id })
     };
     state.store.set_db_task_result(&t.id, &result).await?;
     tracing::info!(app = %db.app, env = %db.env, backup = %b.id, to_new, "restore requested");
-    state.store.get_db_task(&t.id).await.map_err(Into::into)
+    Ok(state.store.get_db_task(&t.id).await?)
 }
 
 /// A backup ended: restores waiting for it as their safety backup go ahead when it was stored,
@@ -475,6 +474,122 @@ pub async fn start_psql(
     let role = if replica { "db-replica" } else { "db-primary" };
     let params = DbTaskParams { psql_args: args, input, ..Default::default() };
     task(state, db, DbTaskKind::Psql, role, "", params, false).await
+}
+
+// --- what users and agents ask for ---
+
+/// A backup of `app`/`env`, or not found (ids are global; users name them per environment).
+pub async fn env_backup(state: &AppState, app: &str, env: &str, id: &str) -> Result<Backup> {
+    match state.store.get_backup(id).await {
+        Ok(b) if b.app == app && b.env == env => Ok(b),
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => Err(DomainError::NotFound(format!(
+            "{app}/{env} has no backup {id}; `paas db backups` lists them"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A database task of `app`/`env`, or not found.
+pub async fn env_task(state: &AppState, app: &str, env: &str, id: &str) -> Result<DbTaskRow> {
+    let t = state.store.get_db_task(id).await?;
+    if t.app != app || t.env != env {
+        return Err(DomainError::NotFound(format!("{app}/{env} has no database task {id}")));
+    }
+    Ok(t)
+}
+
+/// Verifies a stored backup of `app`/`env` again (see [`start_verify`]).
+pub async fn verify(state: &AppState, app: &str, env: &str, id: &str) -> Result<Backup> {
+    let b = env_backup(state, app, env, id).await?;
+    if b.verification == "running" {
+        return Err(DomainError::Conflict(format!("backup {id} is being verified already")));
+    }
+    if b.status != "stored" {
+        let why = format!("backup {id} is {}, so there is nothing to verify", b.status);
+        return Err(DomainError::Invalid(why));
+    }
+    start_verify(state, &b).await?;
+    Ok(state.store.get_backup(id).await?)
+}
+
+/// Restores a backup of `app`/`env`, into its database (`confirm`) or a new one (`to_new`).
+pub async fn restore(
+    state: &AppState,
+    user: &str,
+    app: &str,
+    env: &str,
+    req: &StartRestore,
+) -> Result<DbTaskRow> {
+    let db = state.store.get_database(app, env).await?;
+    let b = env_backup(state, app, env, &req.backup).await?;
+    if req.confirm == req.to_new {
+        return Err(DomainError::Invalid(
+            "restoring into the environment's database replaces its data: pass --confirm (a safety backup is taken first), or --to-new to restore into a new database".into(),
+        ));
+    }
+    if b.status != "stored" {
+        return Err(DomainError::Invalid(format!(
+            "backup {} is {}, so it cannot be restored",
+            b.id, b.status
+        )));
+    }
+    if req.confirm && b.verification == "failed" {
+        return Err(DomainError::Invalid(format!(
+            "backup {} failed verification ({}); restore it with --to-new to inspect it",
+            b.id,
+            b.verification_error.as_deref().unwrap_or("unknown error")
+        )));
+    }
+    refuse_while_running(state, &db, "restore once it has finished").await?;
+    let t = start_restore(state, &db, &b, req.to_new).await?;
+    tracing::info!(app, env, backup = %b.id, to_new = req.to_new, user, "restore requested");
+    Ok(t)
+}
+
+/// Runs a psql command of a user in the database of `app`/`env`, on its primary or replica.
+pub async fn psql(state: &AppState, app: &str, env: &str, req: PsqlCommand) -> Result<DbTaskRow> {
+    let db = state.store.get_database(app, env).await?;
+    if db.replicas == 0 && req.replica {
+        return Err(DomainError::Invalid(format!("{app}/{env} has no replica")));
+    }
+    Ok(start_psql(state, &db, req.replica, req.args, req.input).await?)
+}
+
+/// Refuses a node that holds no unfinished task of one of `kinds` for backup `id`: only the
+/// node dumping a backup uploads it, only one verifying or restoring it downloads it.
+async fn node_works_on(state: &AppState, node: &str, id: &str, kinds: &[DbTaskKind]) -> Result<Backup> {
+    let tasks = state.store.open_tasks_for_backup(id, node).await?;
+    if !tasks.iter().any(|t| kinds.contains(&t.kind)) {
+        let kinds = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" or ");
+        return Err(DomainError::Forbidden(format!(
+            "node {node:?} holds no {kinds} task for backup {id}, so it cannot read or write that backup's data"
+        )));
+    }
+    Ok(state.store.get_backup(id).await?)
+}
+
+/// Takes in the dump of backup `id` that `node` streams; returns its size and sha256.
+pub async fn receive<E: std::fmt::Display>(
+    state: &AppState,
+    node: &str,
+    id: &str,
+    body: impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+) -> Result<(u64, String)> {
+    let b = node_works_on(state, node, id, &[DbTaskKind::Backup]).await?;
+    if b.status != "running" {
+        return Err(DomainError::Conflict(format!("backup {id} is {}, not running", b.status)));
+    }
+    let (size, sha) = state.backup_storage.receive(&b, body).await?;
+    tracing::info!(app = %b.app, env = %b.env, backup = %id, size, "backup upload received");
+    upload_received(state, b, size, &sha).await?;
+    Ok((size, sha))
+}
+
+/// A checked copy of backup `id` for `node` to verify or restore; a corrupt or truncated
+/// backup is refused with the reason.
+pub async fn checked_copy(state: &AppState, node: &str, id: &str) -> Result<CheckedCopy> {
+    let b = node_works_on(state, node, id, &[DbTaskKind::Verify, DbTaskKind::Restore]).await?;
+    state.backup_storage.checked_copy(&b).await.map_err(|e| DomainError::Invalid(format!("{e:#}")))
 }
 
 /// What `paas db info` warns about: the newest backup failed, a kept backup failed its

@@ -3,6 +3,7 @@
 //! and each agent handler checks that the node is the one its request concerns.
 
 use super::error::ApiError;
+use crate::error::DomainError;
 use crate::state::AppState;
 use crate::tokens;
 use axum::extract::{FromRequestParts, Request, State};
@@ -99,7 +100,8 @@ impl NodeCaller {
         if self.0 == node {
             return Ok(());
         }
-        Err(ApiError::Forbidden(format!("node {:?} cannot use {what}: it belongs to node {node:?}", self.0)))
+        let why = format!("node {:?} cannot use {what}: it belongs to node {node:?}", self.0);
+        Err(DomainError::Forbidden(why).into())
     }
 }
 
@@ -109,9 +111,10 @@ impl<S: Send + Sync> FromRequestParts<S> for NodeCaller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         match parts.extensions.get::<AgentCaller>() {
             Some(AgentCaller::Node(node)) => Ok(Self(node.clone())),
-            Some(AgentCaller::Join) => Err(ApiError::Forbidden(
+            Some(AgentCaller::Join) => Err(DomainError::Forbidden(
                 "the join token only registers nodes; this route needs the node's own credential".into(),
-            )),
+            )
+            .into()),
             None => Err(ApiError::Unauthorized("this route is for node agents".into())),
         }
     }

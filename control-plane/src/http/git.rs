@@ -7,6 +7,7 @@
 //! (`Config::git_push_timeout`, build and deploy included).
 
 use super::error::ApiError;
+use crate::error::DomainError;
 use crate::state::AppState;
 use crate::tokens;
 use anyhow::Context;
@@ -146,7 +147,8 @@ async fn serve(
         Err(e) => return ApiError::from(e).into_response(),
     }
     let Some(app) = repo.strip_suffix(".git") else {
-        return ApiError::NotFound(format!("{repo:?} is not a repository; use <app>.git")).into_response();
+        let why = format!("{repo:?} is not a repository; use <app>.git");
+        return ApiError::from(DomainError::NotFound(why)).into_response();
     };
     if let Err(e) = state.store.get_app(app).await {
         return ApiError::from(e).into_response();
@@ -159,7 +161,7 @@ async fn serve(
     }
     match cgi(&state, app, &rest, &token, req).await {
         Ok(resp) => resp,
-        Err(e) => ApiError::Internal(e.context("running git http-backend")).into_response(),
+        Err(e) => ApiError::from(e.context("running git http-backend")).into_response(),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
 }
 
 async fn not_found() -> error::ApiError {
-    error::ApiError::NotFound("no such API route".into())
+    crate::error::DomainError::NotFound("no such API route".into()).into()
 }
 
 #[cfg(test)]
