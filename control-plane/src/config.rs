@@ -58,14 +58,10 @@ pub async fn change(
     vars.extend(change.set.clone());
     let sealed = state.secrets.seal_map(&vars);
 
-    let mut what = Vec::new();
-    if !change.set.is_empty() {
-        what.push(format!("Set {}", change.set.keys().cloned().collect::<Vec<_>>().join(", ")));
-    }
-    if !change.unset.is_empty() {
-        what.push(format!("Unset {}", change.unset.join(", ")));
-    }
-    let what = what.join("; ");
+    let set = (!change.set.is_empty())
+        .then(|| format!("Set {}", Vec::from_iter(change.set.keys().cloned()).join(", ")));
+    let unset = (!change.unset.is_empty()).then(|| format!("Unset {}", change.unset.join(", ")));
+    let what = Vec::from_iter(set.into_iter().chain(unset)).join("; ");
     let release = match row.current_release {
         Some(current) => {
             let base = state.store.get_release(app, env, current).await?;

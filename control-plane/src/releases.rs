@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Starts a deploy: picks the node that builds (or resolves) the image, records the release
 /// made by `new` from that node (a conflict while another release of the environment is
 /// unfinished), moves an uploaded source `bundle` to where that node fetches it, and hands the
-/// release to its deploy task. A bundle is removed when no release takes it.
+/// release to its deploy task.
 pub async fn start(
     state: &AppState,
     app: &str,
@@ -22,26 +22,12 @@ pub async fn start(
     bundle: Option<&Path>,
     new: impl FnOnce(String) -> NewRelease,
 ) -> Result<Release> {
-    let created = async {
-        let new = new(assign::build_node(state).await?);
-        let release = state.store.create_release(app, env, &new).await?;
-        if let Some(bundle) = bundle {
-            tokio::fs::rename(bundle, bundle_path(state, app, env, release.version))
-                .await
-                .map_err(anyhow::Error::from)?;
-        }
-        Ok::<_, DomainError>((release, new))
+    let new = new(assign::build_node(state).await?);
+    let release = state.store.create_release(app, env, &new).await?;
+    if let Some(bundle) = bundle {
+        let to = bundle_path(state, app, env, release.version);
+        tokio::fs::rename(bundle, to).await.map_err(anyhow::Error::from)?;
     }
-    .await;
-    let (release, new) = match created {
-        Ok(created) => created,
-        Err(e) => {
-            if let Some(bundle) = bundle {
-                let _ = tokio::fs::remove_file(bundle).await;
-            }
-            return Err(e);
-        }
-    };
     tracing::info!(app, env, release = release.version, user = %new.created_by, what = %new.description, "deploy started");
     state.deploy_event(app, env, release.version, "stage", std::slice::from_ref(&new.description)).await;
     state.bump();
@@ -61,22 +47,19 @@ pub async fn deploy_image(
     app: &str,
     env: &str,
     image: &str,
-    paas_toml: Option<String>,
+    toml: Option<String>,
 ) -> Result<Release> {
-    let row = state.store.get_env(app, env).await?;
     let image = image.trim();
     if image.is_empty() || image.chars().any(char::is_whitespace) || image == "build" {
         return Err(DomainError::Invalid(format!("{image:?} is not an image reference")));
     }
-    let text = paas_toml.unwrap_or_default();
+    let text = toml.unwrap_or_default();
     let manifest = manifest::parse(&text, env).map_err(|e| DomainError::Invalid(e.to_string()))?;
-    let description = format!("Deploy of image {image}");
-    let new = snapshot_of(state, &row, user, image, manifest, text, description)?;
-    start(state, app, env, None, new).await
+    deploy(state, user, app, env, image, (manifest, text), None).await
 }
 
-/// Deploys a source bundle saved at `bundle` (a gzipped tar): it is read for its `paas.toml`,
-/// then built on the build node. The bundle is moved or removed either way.
+/// Deploys a source bundle saved at `bundle` (a gzipped tar), read for its `paas.toml` and
+/// built on the build node. The bundle is moved where the build node reads it, or removed.
 pub async fn deploy_upload(
     state: &AppState,
     user: &str,
@@ -84,40 +67,39 @@ pub async fn deploy_upload(
     env: &str,
     bundle: &Path,
 ) -> Result<Release> {
-    let read = async {
-        let row = state.store.get_env(app, env).await?;
+    let deployed = async {
         let (path, env_name) = (bundle.to_path_buf(), env.to_string());
         let parsed = tokio::task::spawn_blocking(move || source::manifest_from_bundle(&path, &env_name))
             .await
             .map_err(anyhow::Error::from)?;
-        let (manifest, text) = parsed.map_err(|e| DomainError::Invalid(e.to_string()))?;
-        let description = "Deploy of a source upload".to_string();
-        snapshot_of(state, &row, user, "build", manifest, text, description)
-    };
-    match read.await {
-        Ok(new) => start(state, app, env, Some(bundle), new).await,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(bundle).await;
-            Err(e)
-        }
+        let parsed = parsed.map_err(|e| DomainError::Invalid(e.to_string()))?;
+        deploy(state, user, app, env, "build", parsed, Some(bundle)).await
     }
+    .await;
+    if deployed.is_err() {
+        let _ = tokio::fs::remove_file(bundle).await;
+    }
+    deployed
 }
 
-/// A new release of `source` with the environment's current config.
-fn snapshot_of(
+/// A new release of `source` (`build` or an image reference) with the environment's config.
+async fn deploy(
     state: &AppState,
-    row: &crate::store::EnvRow,
     user: &str,
+    app: &str,
+    env: &str,
     source: &str,
-    manifest: Manifest,
-    manifest_text: String,
-    description: String,
-) -> Result<impl FnOnce(String) -> NewRelease> {
-    let (config, config_keys) = state.config_snapshot(row)?;
-    let (source, created_by) = (source.to_string(), user.to_string());
-    Ok(move |build_node| NewRelease {
-        source,
-        created_by,
+    (manifest, manifest_text): (Manifest, String),
+    bundle: Option<&Path>,
+) -> Result<Release> {
+    let (config, config_keys) = state.config_snapshot(&state.store.get_env(app, env).await?)?;
+    let description = match source {
+        "build" => "Deploy of a source upload".to_string(),
+        image => format!("Deploy of image {image}"),
+    };
+    start(state, app, env, bundle, |build_node| NewRelease {
+        source: source.to_string(),
+        created_by: user.to_string(),
         build_node,
         manifest,
         manifest_text,
@@ -126,6 +108,7 @@ fn snapshot_of(
         config,
         config_keys,
     })
+    .await
 }
 
 /// A new release with an earlier release's image, manifest and config snapshot (by default the

@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseSettings};
-use serde::Deserialize;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -36,16 +35,10 @@ async fn settings(
     Ok(Json(databases::set_settings(&state, &caller.user, &app, &env, &body).await?))
 }
 
-#[derive(Deserialize)]
-struct RevealQuery {
-    #[serde(default)]
-    reveal: bool,
-}
-
 async fn info(
     State(state): State<AppState>,
     Path((app, env)): Path<(String, String)>,
-    Query(q): Query<RevealQuery>,
+    Query(q): Query<super::Reveal>,
 ) -> ApiResult<Json<DatabaseInfo>> {
     state.store.get_env(&app, &env).await?;
     let row = state.store.get_database(&app, &env).await?;

@@ -12,8 +12,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use protocol::api::{DeployEvents, DeployImage, Process, Release};
-use serde::Deserialize;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Largest source bundle accepted; a bigger one almost always means a missing `.dockerignore`.
@@ -90,22 +88,13 @@ async fn releases(
     Ok(Json(state.store.list_releases(&app, &env).await?))
 }
 
-#[derive(Deserialize)]
-struct EventsQuery {
-    #[serde(default)]
-    after: u64,
-    #[serde(default)]
-    wait: u64,
-}
-
 /// Deploy progress after `after`; waits up to `wait` seconds (max 60).
 async fn events(
     State(state): State<AppState>,
     Path((app, env, version)): Path<(String, String, u32)>,
-    Query(q): Query<EventsQuery>,
+    Query(q): Query<super::Poll>,
 ) -> ApiResult<Json<DeployEvents>> {
-    let wait = Duration::from_secs(q.wait.min(60));
-    Ok(Json(releases::events(&state, &app, &env, version, q.after, wait).await?))
+    Ok(Json(releases::events(&state, &app, &env, version, q.after, q.wait()).await?))
 }
 
 async fn processes(

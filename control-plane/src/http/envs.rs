@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use protocol::api::{App, ConfigChange, ConfigChanged, ConfigVars, CreateEnv, Promote, Release};
-use serde::Deserialize;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -38,17 +37,11 @@ async fn remove(
     Ok(Json(serde_json::json!({ "deleted": format!("{app}/{env}") })))
 }
 
-#[derive(Deserialize)]
-struct RevealQuery {
-    #[serde(default)]
-    reveal: bool,
-}
-
 async fn list_config(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((app, env)): Path<(String, String)>,
-    Query(q): Query<RevealQuery>,
+    Query(q): Query<super::Reveal>,
 ) -> ApiResult<Json<ConfigVars>> {
     Ok(Json(config::vars(&state, &caller.user, &app, &env, q.reveal).await?))
 }

@@ -10,8 +10,6 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use protocol::api::{RunCommand, RunOutput};
-use serde::Deserialize;
-use std::time::Duration;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -30,20 +28,11 @@ async fn start(
     Ok((StatusCode::ACCEPTED, Json(out)))
 }
 
-#[derive(Deserialize)]
-struct OutputQuery {
-    #[serde(default)]
-    after: u64,
-    #[serde(default)]
-    wait: u64,
-}
-
 /// Output after line `after`; waits up to `wait` seconds (max 60).
 async fn output(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
-    Query(q): Query<OutputQuery>,
+    Query(q): Query<super::Poll>,
 ) -> ApiResult<Json<RunOutput>> {
-    let wait = Duration::from_secs(q.wait.min(60));
-    Ok(Json(runs::output(&state, &app, &env, &id, q.after, wait).await?))
+    Ok(Json(runs::output(&state, &app, &env, &id, q.after, q.wait()).await?))
 }
