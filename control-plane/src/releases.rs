@@ -264,3 +264,40 @@ pub async fn events(
         let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::api::ConfigChange;
+    use std::collections::BTreeMap;
+
+    /// Refusals of the release operations, each of the kind that says what to do about it;
+    /// none of them leaves anything behind.
+    #[tokio::test]
+    async fn refusals_say_what_kind_they_are() {
+        let (state, dir) = AppState::for_tests().await;
+        let nothing = rollback(&state, "u", "shop", "production", None).await;
+        assert!(matches!(nothing, Err(DomainError::Conflict(_))), "{nothing:?}");
+        let huge = scale(&state, "u", "shop", "production", "web", 101).await;
+        assert!(matches!(huge, Err(DomainError::Invalid(_))), "{huge:?}");
+        let to_itself = promote(&state, "u", "shop", "production", "production").await;
+        assert!(matches!(to_itself, Err(DomainError::Invalid(_))), "{to_itself:?}");
+        let gone = deploy_image(&state, "u", "shop", "nope", "nginx", None).await;
+        assert!(matches!(gone, Err(DomainError::NotFound(_))), "{gone:?}");
+        // No agent has reported: nothing to build on.
+        let no_node = deploy_image(&state, "u", "shop", "production", "nginx", None).await;
+        assert!(matches!(no_node, Err(DomainError::Unavailable(_))), "{no_node:?}");
+        assert!(state.store.list_releases("shop", "production").await.unwrap().is_empty());
+        let empty = ConfigChange { set: BTreeMap::new(), unset: Vec::new() };
+        let empty = crate::config::change(&state, "u", "shop", "production", empty).await;
+        assert!(matches!(empty, Err(DomainError::Invalid(_))), "{empty:?}");
+        // Without a serving release a config change is only stored.
+        let set = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        let changed =
+            crate::config::change(&state, "u", "shop", "production", ConfigChange { set, unset: Vec::new() });
+        assert!(changed.await.unwrap().release.is_none());
+        let vars = crate::config::vars(&state, "u", "shop", "production", true).await.unwrap();
+        assert_eq!(vars.vars["A"], "1");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

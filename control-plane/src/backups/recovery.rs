@@ -185,7 +185,7 @@ mod tests {
     use super::*;
     use crate::backups::{retention, start_psql, start_restore};
     use crate::store::DatabaseRow;
-    use protocol::api::Backup;
+    use protocol::api::{Backup, PsqlCommand};
     use serde_json::json;
     use std::time::Instant;
 
@@ -371,6 +371,32 @@ mod tests {
         retention(&state, "shop", "production").await.unwrap();
         assert!(state.store.get_backup(&ids[0]).await.is_err(), "kept after the restore ended");
         assert!(state.store.get_backup(&ids[1]).await.is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The answers users get: each refusal is of the kind that says what to do about it.
+    #[tokio::test]
+    async fn refusals_say_what_kind_they_are() {
+        use crate::error::DomainError;
+        use protocol::api::StartRestore;
+        let (state, dir) = state().await;
+        let missing = crate::backups::verify(&state, "shop", "production", "nope").await;
+        assert!(matches!(missing, Err(DomainError::NotFound(_))), "{missing:?}");
+        let b = start_backup(&state, &db(&state).await, "manual").await.unwrap();
+        let busy = start_backup(&state, &db(&state).await, "manual").await;
+        assert!(matches!(busy, Err(DomainError::Conflict(_))), "{busy:?}");
+        let unstored = crate::backups::verify(&state, "shop", "production", &b.id).await;
+        assert!(matches!(unstored, Err(DomainError::Invalid(_))), "{unstored:?}");
+        let other_env = crate::backups::verify(&state, "shop", "staging", &b.id).await;
+        assert!(matches!(other_env, Err(DomainError::NotFound(_))), "{other_env:?}");
+        let req = StartRestore { backup: b.id.clone(), confirm: true, to_new: true };
+        let both = crate::backups::restore(&state, "u", "shop", "production", &req).await;
+        assert!(matches!(both, Err(DomainError::Invalid(_))), "{both:?}");
+        let psql = PsqlCommand { args: vec![], input: String::new(), replica: true };
+        let no_replica = crate::backups::psql(&state, "shop", "production", psql).await;
+        assert!(matches!(no_replica, Err(DomainError::Invalid(_))), "{no_replica:?}");
+        let stranger = crate::backups::checked_copy(&state, "n2", &b.id).await;
+        assert!(matches!(stranger, Err(DomainError::Forbidden(_))), "{:?}", stranger.err());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
