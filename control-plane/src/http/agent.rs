@@ -5,6 +5,7 @@
 use super::auth::{AgentCaller, NodeCaller};
 use super::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::store::JobKind;
 use crate::{assign, tokens};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -13,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use protocol::agent::{
-    BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode, WatchResponse,
+    BuildLog, BuildResult, DbRole, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode, WatchResponse,
 };
 use protocol::{AppName, EnvName};
 use serde::Deserialize;
@@ -105,7 +106,7 @@ async fn report(
     let new_ports = state.set_db_status(&node, report.databases);
     if !new_ports.is_empty() {
         for db in state.store.databases_for_node(&node).await?.into_iter().filter(|d| d.host_port == 0) {
-            let name = db.docker_names().database("db-primary");
+            let name = db.docker_names().database(DbRole::Primary.as_str());
             if let Some(port) = new_ports.iter().find(|s| s.name == name).and_then(|s| s.host_port) {
                 if state.store.keep_database_port(&db.app, &db.env, port).await? {
                     state.bump();
@@ -186,7 +187,7 @@ async fn job_log(
     caller.must_be(&job.node, format_args!("job {id}"))?;
     state.store.append_job_output(&id, &log.lines).await?;
     // A release phase's output is part of its deploy's progress.
-    if job.kind == "release" {
+    if job.kind == JobKind::Release {
         state.deploy_event(&job.app, &job.env, job.release, "release", &log.lines).await;
     }
     state.events_changed();

@@ -14,7 +14,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use protocol::agent::{DbTaskKind, DbTaskResult};
-use protocol::api::{Backup, DbTaskView, Event, PsqlCommand, StartRestore};
+use protocol::api::{
+    Backup, BackupStatus, BackupTrigger, DbTaskView, Event, PsqlCommand, StartRestore, Verification,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -55,7 +57,7 @@ async fn create(
     Path((app, env)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Backup>)> {
     let db = state.store.get_database(&app, &env).await?;
-    let b = backups::start_backup(&state, &db, "manual").await?;
+    let b = backups::start_backup(&state, &db, BackupTrigger::Manual).await?;
     tracing::info!(app = %app, env = %env, backup = %b.id, user = %caller.user, "backup requested");
     Ok((StatusCode::ACCEPTED, Json(b)))
 }
@@ -80,10 +82,10 @@ async fn verify(
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> ApiResult<(StatusCode, Json<Backup>)> {
     let b = env_backup(&state, &app, &env, &id).await?;
-    if b.verification == "running" {
+    if b.verification == Verification::Running {
         return Err(ApiError::Conflict(format!("backup {id} is being verified already")));
     }
-    if b.status != "stored" {
+    if b.status != BackupStatus::Stored {
         return Err(ApiError::Unprocessable(format!(
             "backup {id} is {}, so there is nothing to verify",
             b.status
@@ -106,13 +108,13 @@ async fn restore(
             "restoring into the environment's database replaces its data: pass --confirm (a safety backup is taken first), or --to-new to restore into a new database".into(),
         ));
     }
-    if b.status != "stored" {
+    if b.status != BackupStatus::Stored {
         return Err(ApiError::Unprocessable(format!(
             "backup {} is {}, so it cannot be restored",
             b.id, b.status
         )));
     }
-    if req.confirm && b.verification == "failed" {
+    if req.confirm && b.verification == Verification::Failed {
         return Err(ApiError::Unprocessable(format!(
             "backup {} failed verification ({}); restore it with --to-new to inspect it",
             b.id,
@@ -188,7 +190,7 @@ async fn upload(
 ) -> ApiResult<Json<Value>> {
     check_backup_task(&state, &caller, &id, &[DbTaskKind::Backup]).await?;
     let b = state.store.get_backup(&id).await?;
-    if b.status != "running" {
+    if b.status != BackupStatus::Running {
         return Err(ApiError::Conflict(format!("backup {id} is {}, not running", b.status)));
     }
     let (size, sha) =

@@ -14,7 +14,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use protocol::api::{ConfigChange, CreateDatabase, DatabaseInfo, DatabaseServer, DatabaseSettings};
+use protocol::agent::DbRole;
+use protocol::api::{
+    ConfigChange, CreateDatabase, DatabaseInfo, DatabaseServer, DatabaseSettings, Verification,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -88,10 +91,11 @@ async fn create(
     let row = state.store.get_database(&app, &env).await?;
     tracing::info!(app = %app, env = %env, version, node = %row.node, user = %caller.user, "database created");
     state.bump();
-    let spec = assign::database_spec(&state, &row, "db-primary").await?;
-    let mut set = BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, "db-primary", 5432, true))]);
+    let spec = assign::database_spec(&state, &row, DbRole::Primary).await?;
+    let mut set =
+        BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, DbRole::Primary.as_str(), 5432, true))]);
     if replicas > 0 {
-        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, "db-replica", 5432, true));
+        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, DbRole::Replica.as_str(), 5432, true));
     }
     let change = ConfigChange { set, unset: Vec::new() };
     apply_config_change(&state, &caller.user, &app, &env, change).await?;
@@ -169,10 +173,10 @@ async fn view(state: &AppState, row: &DatabaseRow, reveal: bool) -> ApiResult<Da
         };
         (server, node_url)
     };
-    let primary = assign::database_spec(state, row, "db-primary").await?;
+    let primary = assign::database_spec(state, row, DbRole::Primary).await?;
     let (primary_server, node_url) = server(&primary, &row.node);
     let (replica, replica_node_url) = if row.replicas > 0 {
-        let spec = assign::database_spec(state, row, "db-replica").await?;
+        let spec = assign::database_spec(state, row, DbRole::Replica).await?;
         let (s, u) = server(&spec, &row.replica_node);
         (Some(s), u)
     } else {
@@ -185,15 +189,15 @@ async fn view(state: &AppState, row: &DatabaseRow, reveal: bool) -> ApiResult<Da
         keep: row.keep_count,
         keep_days: row.keep_days,
         last_backup: all.first().cloned(),
-        last_verified: all.iter().find(|b| b.verification == "ok").cloned(),
+        last_verified: all.iter().find(|b| b.verification == Verification::Ok).cloned(),
         warnings: backups::warnings(row, &all),
         app: row.app.clone(),
         env: row.env.clone(),
         version: row.version,
         max_connections: row.max_connections,
-        url: url(&primary, "db-primary", 5432, reveal),
+        url: url(&primary, DbRole::Primary.as_str(), 5432, reveal),
         node_url,
-        replica_url: (row.replicas > 0).then(|| url(&primary, "db-replica", 5432, reveal)),
+        replica_url: (row.replicas > 0).then(|| url(&primary, DbRole::Replica.as_str(), 5432, reveal)),
         replica_node_url,
         revealed: reveal,
         primary: primary_server,

@@ -5,7 +5,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::assign;
 use crate::state::AppState;
-use crate::store::JobRow;
+use crate::store::{JobKind, JobRow, JobStatus};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -44,9 +44,9 @@ async fn start(
         env: env.clone(),
         release,
         node,
-        kind: "run".into(),
+        kind: JobKind::Run,
         command: body.command,
-        done: false,
+        status: JobStatus::Pending,
         exit_code: None,
         error: None,
     };
@@ -79,9 +79,9 @@ async fn output(
             return Err(ApiError::NotFound(format!("{app}/{env} has no run {id:?}")));
         }
         let (lines, next) = state.store.job_output_after(&id, q.after).await?;
-        if !lines.is_empty() || job.done || tokio::time::Instant::now() >= deadline {
+        if !lines.is_empty() || job.done() || tokio::time::Instant::now() >= deadline {
             // Output first: a finished run is reported finished only once its output is read.
-            let finished = job.done && lines.is_empty();
+            let finished = job.done() && lines.is_empty();
             return Ok(Json(RunOutput {
                 id,
                 lines,
