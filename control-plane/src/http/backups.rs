@@ -241,7 +241,7 @@ async fn task_progress(
 ) -> ApiResult<Json<Value>> {
     let t = state.store.get_db_task(&id).await?;
     caller.must_be(&t.node, format_args!("database task {id}"))?;
-    let open = matches!(t.status.as_str(), "pending" | "waiting");
+    let open = t.status.is_open();
     if open {
         state.task_progressed(&id);
     }
