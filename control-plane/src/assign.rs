@@ -3,8 +3,8 @@
 
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use crate::store::{InstanceRow, NodeRow};
-use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route, StaticRoute};
+use crate::store::{InstanceRow, JobKind, NodeRow};
+use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, DbRole, JobSpec, Route, StaticRoute};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -185,7 +185,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             env: j.env,
             release: j.release,
             image,
-            mask_output: j.kind == "release",
+            mask_output: j.kind == JobKind::Release,
             limits: release.manifest.web().map(|w| w.limits).unwrap_or_default(),
             command: j.command,
             env_vars,
@@ -195,13 +195,13 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let mut databases = Vec::new();
     for db in store.databases_for_node(node).await? {
         if db.node == node {
-            databases.push(database_spec(state, &db, "db-primary").await?);
+            databases.push(database_spec(state, &db, DbRole::Primary).await?);
         }
         // Off the primary's node a replica follows the primary's published port: not before
         // that port is known.
         let reachable = db.replica_node == db.node || db.host_port != 0;
         if db.replicas > 0 && db.replica_node == node && reachable {
-            databases.push(database_spec(state, &db, "db-replica").await?);
+            databases.push(database_spec(state, &db, DbRole::Replica).await?);
         }
     }
     let mut db_tasks = Vec::new();
@@ -211,7 +211,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         db_tasks.push(protocol::agent::DbTask {
             id: t.id.clone(),
             kind: t.kind,
-            server: database_spec(state, &db, &t.role).await?,
+            server: database_spec(state, &db, t.role).await?,
             backup: t.backup.clone(),
             params: t.params.clone(),
         });
@@ -265,7 +265,7 @@ pub fn static_route(release: &protocol::api::Release) -> Option<StaticRoute> {
 pub async fn database_spec(
     state: &AppState,
     db: &crate::store::DatabaseRow,
-    role: &str,
+    role: DbRole,
 ) -> anyhow::Result<protocol::agent::DatabaseSpec> {
     let open = |sealed: &[u8]| -> anyhow::Result<String> {
         // Empty only in the moment before `dbroles::fill_missing_secrets` ran.
@@ -277,19 +277,19 @@ pub async fn database_spec(
     let password = open(&db.password)?;
     // On the primary's node the replica reaches it by alias on the environment network;
     // elsewhere through the primary node's private address.
-    let (primary_host, primary_port) = if role == "db-replica" && db.replica_node != db.node {
+    let (primary_host, primary_port) = if role == DbRole::Replica && db.replica_node != db.node {
         let nodes = state.store.list_nodes().await?;
         let addr =
             nodes.iter().find(|n| n.name == db.node).map(|n| n.private_addr.clone()).unwrap_or_default();
         (addr, db.host_port)
     } else {
-        ("db-primary".to_string(), 5432)
+        (DbRole::Primary.to_string(), 5432)
     };
     Ok(protocol::agent::DatabaseSpec {
-        name: db.docker_names().database(role),
+        name: db.docker_names().database(role.as_str()),
         role: role.to_string(),
         image: format!("paas/postgres:{}", db.version),
-        volume: db.docker_names().database(role),
+        volume: db.docker_names().database(role.as_str()),
         network: db.docker_names().network(),
         version: db.version,
         database: db.database_name(),
@@ -300,7 +300,7 @@ pub async fn database_spec(
         max_connections: db.max_connections,
         primary_host,
         primary_port,
-        host_port: if role == "db-primary" { db.host_port } else { 0 },
+        host_port: if role == DbRole::Primary { db.host_port } else { 0 },
         app: db.app.clone(),
         env: db.env.clone(),
     })

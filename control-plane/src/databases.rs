@@ -6,7 +6,7 @@ use crate::error::{DomainError, Result};
 use crate::state::AppState;
 use crate::store::DatabaseRow;
 use crate::{assign, backups, config, dbroles};
-use protocol::agent::{ContainerStatus, DatabaseSpec};
+use protocol::agent::{ContainerStatus, DatabaseSpec, DbRole};
 use protocol::api::{ConfigChange, CreateDatabase, DatabaseInfo, DatabaseServer, DatabaseSettings};
 use std::collections::BTreeMap;
 
@@ -70,10 +70,11 @@ pub async fn create(
     let row = state.store.get_database(app, env).await?;
     tracing::info!(app, env, version, node = %row.node, user, "database created");
     state.bump();
-    let spec = assign::database_spec(state, &row, "db-primary").await?;
-    let mut set = BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, "db-primary", 5432, true))]);
+    let spec = assign::database_spec(state, &row, DbRole::Primary).await?;
+    let mut set =
+        BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, DbRole::Primary.as_str(), 5432, true))]);
     if replicas > 0 {
-        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, "db-replica", 5432, true));
+        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, DbRole::Replica.as_str(), 5432, true));
     }
     config::change(state, user, app, env, ConfigChange { set, unset: Vec::new() }).await?;
     info(state, &row, false).await
@@ -137,10 +138,10 @@ pub async fn info(state: &AppState, row: &DatabaseRow, reveal: bool) -> Result<D
         };
         (server, node_url)
     };
-    let primary = assign::database_spec(state, row, "db-primary").await?;
+    let primary = assign::database_spec(state, row, DbRole::Primary).await?;
     let (primary_server, node_url) = server(&primary, &row.node);
     let (replica, replica_node_url) = if row.replicas > 0 {
-        let spec = assign::database_spec(state, row, "db-replica").await?;
+        let spec = assign::database_spec(state, row, DbRole::Replica).await?;
         let (s, u) = server(&spec, &row.replica_node);
         (Some(s), u)
     } else {
@@ -153,15 +154,15 @@ pub async fn info(state: &AppState, row: &DatabaseRow, reveal: bool) -> Result<D
         keep: row.keep_count,
         keep_days: row.keep_days,
         last_backup: all.first().cloned(),
-        last_verified: all.iter().find(|b| b.verification == "ok").cloned(),
+        last_verified: all.iter().find(|b| b.verification == protocol::api::Verification::Ok).cloned(),
         warnings: backups::warnings(row, &all),
         app: row.app.clone(),
         env: row.env.clone(),
         version: row.version,
         max_connections: row.max_connections,
-        url: url(&primary, "db-primary", 5432, reveal),
+        url: url(&primary, DbRole::Primary.as_str(), 5432, reveal),
         node_url,
-        replica_url: (row.replicas > 0).then(|| url(&primary, "db-replica", 5432, reveal)),
+        replica_url: (row.replicas > 0).then(|| url(&primary, DbRole::Replica.as_str(), 5432, reveal)),
         replica_node_url,
         revealed: reveal,
         primary: primary_server,
@@ -177,7 +178,7 @@ pub async fn observed(state: &AppState, node: &str, servers: Vec<ContainerStatus
         return Ok(());
     }
     for db in state.store.databases_for_node(node).await?.into_iter().filter(|d| d.host_port == 0) {
-        let name = db.docker_names().database("db-primary");
+        let name = db.docker_names().database(DbRole::Primary.as_str());
         if let Some(port) = new_ports.iter().find(|s| s.name == name).and_then(|s| s.host_port) {
             if state.store.keep_database_port(&db.app, &db.env, port).await? {
                 state.bump();

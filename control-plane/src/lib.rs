@@ -26,6 +26,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use store::TokenKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -67,10 +68,12 @@ impl ControlPlane {
         protocol::files::private_dir(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
         let store = store::Store::open(&config.data_dir.join("state.db")).await?;
-        let admin_token = tokens::ensure(&store, &config.data_dir, "admin-token", "admin", "user").await?;
+        let admin_token =
+            tokens::ensure(&store, &config.data_dir, "admin-token", "admin", TokenKind::User).await?;
         // The file keeps its old name: data directories from before node credentials still
         // start, and their agent token is now the join token.
-        let join_token = tokens::ensure(&store, &config.data_dir, "agent-token", "agent", "join").await?;
+        let join_token =
+            tokens::ensure(&store, &config.data_dir, "agent-token", "agent", TokenKind::Join).await?;
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
         dbroles::fill_missing_secrets(&store, &secrets)
             .await

@@ -3,7 +3,7 @@
 
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use crate::store::JobRow;
+use crate::store::{JobKind, JobRow, JobStatus};
 use protocol::api::RunOutput;
 use std::time::Duration;
 
@@ -34,9 +34,9 @@ pub async fn start(
         env: env.to_string(),
         release,
         node,
-        kind: "run".into(),
+        kind: JobKind::Run,
         command,
-        done: false,
+        status: JobStatus::Pending,
         exit_code: None,
         error: None,
     };
@@ -65,9 +65,9 @@ pub async fn output(
             return Err(DomainError::NotFound(format!("{app}/{env} has no run {id:?}")));
         }
         let (lines, next) = state.store.job_output_after(id, after).await?;
-        if !lines.is_empty() || job.done || tokio::time::Instant::now() >= deadline {
+        if !lines.is_empty() || job.done() || tokio::time::Instant::now() >= deadline {
             // Output first: a finished run is reported finished only once its output is read.
-            let finished = job.done && lines.is_empty();
+            let finished = job.done() && lines.is_empty();
             return Ok(RunOutput {
                 id: id.to_string(),
                 lines,

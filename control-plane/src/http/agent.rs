@@ -6,6 +6,7 @@ use super::auth::{AgentCaller, NodeCaller};
 use super::error::ApiResult;
 use crate::error::DomainError;
 use crate::state::AppState;
+use crate::store::JobKind;
 use crate::{assign, tokens};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -175,7 +176,7 @@ async fn job_log(
     caller.must_be(&job.node, format_args!("job {id}"))?;
     state.store.append_job_output(&id, &log.lines).await?;
     // A release phase's output is part of its deploy's progress.
-    if job.kind == "release" {
+    if job.kind == JobKind::Release {
         state.deploy_event(&job.app, &job.env, job.release, "release", &log.lines).await;
     }
     state.events_changed();

@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use crate::error::DomainError;
 use crate::state::AppState;
+use crate::store::TokenKind;
 use crate::tokens;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -15,7 +16,7 @@ use axum::response::Response;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: String,
-    pub kind: String,
+    pub kind: TokenKind,
 }
 
 /// Who made an agent request.
@@ -39,7 +40,7 @@ async fn authenticate_token(state: &AppState, token: Option<String>) -> Result<C
         ApiError::Unauthorized("this request needs an API token: run `paas login` or pass --token".into())
     })?;
     match state.store.token(&tokens::hash(&token)).await? {
-        Some((user, kind)) => Ok(Caller { user, kind }),
+        Some(t) => Ok(Caller { user: t.user, kind: t.kind }),
         None => Err(ApiError::Unauthorized("the API token is not valid".into())),
     }
 }
@@ -51,7 +52,7 @@ pub async fn require_user(
     next: Next,
 ) -> Result<Response, ApiError> {
     let caller = authenticate_token(&state, bearer(&req)).await?;
-    if caller.kind != "user" {
+    if caller.kind != TokenKind::User {
         return Err(ApiError::Unauthorized("agent tokens cannot use the user API".into()));
     }
     req.extensions_mut().insert(caller);
@@ -69,7 +70,7 @@ async fn authenticate_agent(state: &AppState, token: Option<String>) -> Result<A
         return Ok(AgentCaller::Node(node));
     }
     match state.store.token(&hash).await? {
-        Some((_, kind)) if kind == "join" => Ok(AgentCaller::Join),
+        Some(t) if t.kind == TokenKind::Join => Ok(AgentCaller::Join),
         Some(_) => Err(ApiError::Unauthorized("user tokens cannot use the agent API".into())),
         None => Err(ApiError::Unauthorized(
             "this agent credential is not valid: the node was removed or the control plane's data was reset; join again with the join token".into(),

@@ -44,7 +44,7 @@ async fn create(
     Path((app, env)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Backup>)> {
     let db = state.store.get_database(&app, &env).await?;
-    let b = backups::start_backup(&state, &db, "manual").await?;
+    let b = backups::start_backup(&state, &db, protocol::api::BackupTrigger::Manual).await?;
     tracing::info!(app = %app, env = %env, backup = %b.id, user = %caller.user, "backup requested");
     Ok((StatusCode::ACCEPTED, Json(b)))
 }
@@ -154,7 +154,7 @@ async fn task_progress(
 ) -> ApiResult<Json<Value>> {
     let t = state.store.get_db_task(&id).await?;
     caller.must_be(&t.node, format_args!("database task {id}"))?;
-    let open = matches!(t.status.as_str(), "pending" | "waiting");
+    let open = t.status.is_open();
     if open {
         state.task_progressed(&id);
     }

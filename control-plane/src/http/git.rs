@@ -9,6 +9,7 @@
 use super::error::ApiError;
 use crate::error::DomainError;
 use crate::state::AppState;
+use crate::store::TokenKind;
 use crate::tokens;
 use anyhow::Context;
 use axum::body::Body;
@@ -142,7 +143,7 @@ async fn serve(
         return challenge("git over HTTP needs your paas API token as the password");
     };
     match state.store.token(&tokens::hash(&token)).await {
-        Ok(Some((_, kind))) if kind == "user" => {}
+        Ok(Some(t)) if t.kind == TokenKind::User => {}
         Ok(_) => return challenge("the API token is not valid"),
         Err(e) => return ApiError::from(e).into_response(),
     }
