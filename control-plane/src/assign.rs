@@ -1,9 +1,10 @@
 //! Scheduling: where a release's containers and builds go, and what each node is assigned
 //! (containers, builds, and for ingress nodes the route table).
 
+use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use crate::store::{InstanceRow, NodeRow};
-use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, JobSpec, Route, StaticRoute};
+use crate::store::{InstanceRow, JobKind, NodeRow};
+use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, DbRole, JobSpec, Route, StaticRoute};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -15,8 +16,33 @@ pub fn node_is_ready(node: &NodeRow) -> bool {
     time::OffsetDateTime::now_utc().unix_timestamp() - seen <= NODE_READY_WINDOW.as_secs() as i64
 }
 
-pub async fn ready_nodes(state: &AppState) -> anyhow::Result<Vec<NodeRow>> {
+pub async fn ready_nodes(state: &AppState) -> Result<Vec<NodeRow>> {
     Ok(state.store.list_nodes().await?.into_iter().filter(node_is_ready).collect())
+}
+
+/// The ready nodes, or why there is nothing to run `what` on.
+async fn ready_nodes_for(state: &AppState, what: &str) -> Result<Vec<NodeRow>> {
+    let nodes = ready_nodes(state).await?;
+    if nodes.is_empty() {
+        return Err(DomainError::Unavailable(format!(
+            "no node is available to {what}; is a node agent running?"
+        )));
+    }
+    Ok(nodes)
+}
+
+/// The nodes as users see them: ready, or down when they stopped reporting.
+pub async fn nodes(state: &AppState) -> Result<Vec<protocol::api::Node>> {
+    let nodes = state.store.list_nodes().await?;
+    let view = |n: NodeRow| protocol::api::Node {
+        status: if node_is_ready(&n) { "ready" } else { "down" }.to_string(),
+        disk: state.upkeep.disk(&n.name),
+        name: n.name,
+        private_addr: n.private_addr,
+        ingress: n.ingress,
+        last_seen: n.last_seen,
+    };
+    Ok(nodes.into_iter().map(view).collect())
 }
 
 /// Spreads the given replica numbers of a release's process over the ready nodes, least loaded
@@ -28,9 +54,8 @@ pub async fn place(
     process: &str,
     release: u32,
     replicas: std::ops::RangeInclusive<u32>,
-) -> anyhow::Result<Vec<InstanceRow>> {
-    let nodes = ready_nodes(state).await?;
-    anyhow::ensure!(!nodes.is_empty(), "no node is available to run containers; is a node agent running?");
+) -> Result<Vec<InstanceRow>> {
+    let nodes = ready_nodes_for(state, "run containers").await?;
     let env_row = state.store.get_env(app, env).await?;
     let names = env_row.docker_names();
     let mut load: HashMap<String, usize> = nodes.iter().map(|n| (n.name.clone(), 0)).collect();
@@ -67,13 +92,19 @@ pub async fn place(
     Ok(out)
 }
 
-/// Picks the node that builds (or resolves) a release's image.
-pub async fn build_node(state: &AppState) -> anyhow::Result<String> {
-    let nodes = ready_nodes(state).await?;
-    nodes
-        .first()
-        .map(|n| n.name.clone())
-        .ok_or_else(|| anyhow::anyhow!("no node is available to build on; is a node agent running?"))
+/// Picks the node that builds (or resolves) a release's image, or runs a one-off command.
+pub async fn build_node(state: &AppState) -> Result<String> {
+    Ok(ready_nodes_for(state, "build on").await?.swap_remove(0).name)
+}
+
+/// Picks the nodes of a new database's primary and replica: the replica goes on another node
+/// when there is one.
+pub async fn database_nodes(state: &AppState) -> Result<(String, String)> {
+    let nodes = ready_nodes_for(state, "run the database").await?;
+    let primary = nodes[0].name.clone();
+    let replica =
+        nodes.iter().find(|n| n.name != primary).map_or_else(|| primary.clone(), |n| n.name.clone());
+    Ok((primary, replica))
 }
 
 /// Everything `node` should be doing now.
@@ -155,7 +186,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             env: j.env,
             release: j.release,
             image,
-            mask_output: j.kind == "release",
+            mask_output: j.kind == JobKind::Release,
             limits: release.manifest.web().map(|w| w.limits).unwrap_or_default(),
             command: j.command,
             env_vars,
@@ -165,13 +196,13 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let mut databases = Vec::new();
     for db in store.databases_for_node(node).await? {
         if db.node == node {
-            databases.push(database_spec(state, &db, "db-primary").await?);
+            databases.push(database_spec(state, &db, DbRole::Primary).await?);
         }
         // Off the primary's node a replica follows the primary's published port: not before
         // that port is known.
         let reachable = db.replica_node == db.node || db.host_port != 0;
         if db.replicas > 0 && db.replica_node == node && reachable {
-            databases.push(database_spec(state, &db, "db-replica").await?);
+            databases.push(database_spec(state, &db, DbRole::Replica).await?);
         }
     }
     let mut db_tasks = Vec::new();
@@ -181,7 +212,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         db_tasks.push(protocol::agent::DbTask {
             id: t.id.clone(),
             kind: t.kind,
-            server: database_spec(state, &db, &t.role).await?,
+            server: database_spec(state, &db, t.role).await?,
             backup: t.backup.clone(),
             params: t.params.clone(),
         });
@@ -268,7 +299,7 @@ pub fn static_route(release: &protocol::api::Release) -> Option<StaticRoute> {
 pub async fn database_spec(
     state: &AppState,
     db: &crate::store::DatabaseRow,
-    role: &str,
+    role: DbRole,
 ) -> anyhow::Result<protocol::agent::DatabaseSpec> {
     let open = |sealed: &[u8]| -> anyhow::Result<String> {
         // Empty only in the moment before `dbroles::fill_missing_secrets` ran.
@@ -280,19 +311,19 @@ pub async fn database_spec(
     let password = open(&db.password)?;
     // On the primary's node the replica reaches it by alias on the environment network;
     // elsewhere through the primary node's private address.
-    let (primary_host, primary_port) = if role == "db-replica" && db.replica_node != db.node {
+    let (primary_host, primary_port) = if role == DbRole::Replica && db.replica_node != db.node {
         let nodes = state.store.list_nodes().await?;
         let addr =
             nodes.iter().find(|n| n.name == db.node).map(|n| n.private_addr.clone()).unwrap_or_default();
         (addr, db.host_port)
     } else {
-        ("db-primary".to_string(), 5432)
+        (DbRole::Primary.to_string(), 5432)
     };
     Ok(protocol::agent::DatabaseSpec {
-        name: db.docker_names().database(role),
+        name: db.docker_names().database(role.as_str()),
         role: role.to_string(),
         image: format!("paas/postgres:{}", db.version),
-        volume: db.docker_names().database(role),
+        volume: db.docker_names().database(role.as_str()),
         network: db.docker_names().network(),
         version: db.version,
         database: db.database_name(),
@@ -303,7 +334,7 @@ pub async fn database_spec(
         max_connections: db.max_connections,
         primary_host,
         primary_port,
-        host_port: if role == "db-primary" { db.host_port } else { 0 },
+        host_port: if role == DbRole::Primary { db.host_port } else { 0 },
         app: db.app.clone(),
         env: db.env.clone(),
     })

@@ -4,7 +4,7 @@
 
 use crate::assign;
 use crate::state::AppState;
-use crate::store::{InstanceRow, JobRow};
+use crate::store::{InstanceRow, JobKind, JobRow, JobStatus};
 use protocol::api::{Release, ReleaseStatus};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -222,9 +222,9 @@ async fn release_phase(state: &AppState, release: &Release, command: &[String]) 
         env: env.to_string(),
         release: version,
         node: assign::build_node(state).await?,
-        kind: "release".into(),
+        kind: JobKind::Release,
         command: command.to_vec(),
-        done: false,
+        status: JobStatus::Pending,
         exit_code: None,
         error: None,
     };
@@ -234,7 +234,7 @@ async fn release_phase(state: &AppState, release: &Release, command: &[String]) 
     let mut rx = state.subscribe();
     let job = loop {
         let job = state.store.get_job(&id).await?;
-        if job.done {
+        if job.done() {
             break job;
         }
         let left = deadline.saturating_duration_since(Instant::now());

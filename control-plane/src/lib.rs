@@ -1,12 +1,18 @@
 //! The paas control plane: the only writer of desired state. Serves the REST API (`/api/v1`),
 //! the agent protocol (`/agent/v1`) and the web console, and runs deploy orchestration.
 
+pub mod apps;
 pub mod assign;
 pub mod backups;
+pub mod config;
 pub mod cron;
+pub mod databases;
 pub mod dbroles;
 pub mod deploy;
+pub mod error;
 pub mod http;
+pub mod releases;
+pub mod runs;
 pub mod s3;
 pub mod secrets;
 pub mod source;
@@ -21,6 +27,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use store::TokenKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,10 +69,12 @@ impl ControlPlane {
         protocol::files::private_dir(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
         let store = store::Store::open(&config.data_dir.join("state.db")).await?;
-        let admin_token = tokens::ensure(&store, &config.data_dir, "admin-token", "admin", "user").await?;
+        let admin_token =
+            tokens::ensure(&store, &config.data_dir, "admin-token", "admin", TokenKind::User).await?;
         // The file keeps its old name: data directories from before node credentials still
         // start, and their agent token is now the join token.
-        let join_token = tokens::ensure(&store, &config.data_dir, "agent-token", "agent", "join").await?;
+        let join_token =
+            tokens::ensure(&store, &config.data_dir, "agent-token", "agent", TokenKind::Join).await?;
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
         dbroles::fill_missing_secrets(&store, &secrets)
             .await

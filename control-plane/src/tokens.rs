@@ -3,7 +3,7 @@
 //! node credentials are issued when a node joins and shown to it once. Only sha256 hashes go
 //! into the database.
 
-use crate::store::{Registrar, Store, StoreError};
+use crate::store::{Registrar, Store, StoreError, TokenKind};
 use anyhow::Context;
 use protocol::agent::RegisterNode;
 use rand::RngCore;
@@ -21,7 +21,13 @@ pub fn generate() -> String {
 }
 
 /// Reads the token kept in `file`, creating it on first start, and makes sure the store knows it.
-pub async fn ensure(store: &Store, dir: &Path, file: &str, user: &str, kind: &str) -> anyhow::Result<String> {
+pub async fn ensure(
+    store: &Store,
+    dir: &Path,
+    file: &str,
+    user: &str,
+    kind: TokenKind,
+) -> anyhow::Result<String> {
     let path = dir.join(file);
     let token = match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),

@@ -56,3 +56,28 @@ impl NodeUpkeep {
         outcome
     }
 }
+
+/// Asks a ready node to prune now and answers what it removed. The agent waits for builds
+/// running there to end first, so this can take as long as a build.
+pub async fn prune(state: &crate::AppState, node: &str) -> crate::error::Result<PruneOutcome> {
+    use crate::error::DomainError;
+    let nodes = state.store.list_nodes().await?;
+    let row = nodes
+        .iter()
+        .find(|n| n.name == node)
+        .ok_or_else(|| DomainError::NotFound(format!("no node {node:?}")))?;
+    if !crate::assign::node_is_ready(row) {
+        return Err(DomainError::Unavailable(format!(
+            "node {node} is down; it can prune once its agent is back"
+        )));
+    }
+    let id = state.upkeep.request_prune(node);
+    state.bump();
+    match state.upkeep.wait_pruned(node, id, Duration::from_secs(600)).await {
+        Some(PruneOutcome { error: Some(e), .. }) => {
+            Err(DomainError::Unavailable(format!("node {node} could not prune: {e}")))
+        }
+        Some(outcome) => Ok(outcome),
+        None => Err(DomainError::Unavailable(format!("node {node} did not prune within ten minutes"))),
+    }
+}

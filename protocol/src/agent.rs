@@ -88,23 +88,38 @@ pub struct DbTaskParams {
     pub input: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DbTaskKind {
-    Backup,
-    Verify,
-    Restore,
-    Psql,
+crate::string_enum! {
+    pub enum DbTaskKind {
+        Backup = "backup",
+        Verify = "verify",
+        Restore = "restore",
+        Psql = "psql",
+    }
 }
 
-impl DbTaskKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Backup => "backup",
-            Self::Verify => "verify",
-            Self::Restore => "restore",
-            Self::Psql => "psql",
-        }
+crate::string_enum! {
+    /// Where a database task stands: `waiting` is held back from the agent (a restore waiting
+    /// for its safety backup), `pending` is handed to it (and may be running).
+    pub enum DbTaskStatus {
+        Waiting = "waiting",
+        Pending = "pending",
+        Done = "done",
+        Failed = "failed",
+    }
+}
+
+impl DbTaskStatus {
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Waiting | Self::Pending)
+    }
+}
+
+crate::string_enum! {
+    /// A database server's role: also its container's alias on the environment's network and
+    /// its `paas.role` label.
+    pub enum DbRole {
+        Primary = "db-primary",
+        Replica = "db-replica",
     }
 }
 

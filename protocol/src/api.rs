@@ -39,41 +39,22 @@ pub struct EnvSummary {
     pub healthy_replicas: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReleaseStatus {
-    /// Image being built or resolved.
-    Building,
-    /// Containers starting, waiting to become healthy.
-    Deploying,
-    /// Serving traffic now.
-    Active,
-    /// Served earlier, replaced by a later release.
-    Superseded,
-    /// Never served: the build or the start failed.
-    Failed,
+crate::string_enum! {
+    pub enum ReleaseStatus {
+        /// Image being built or resolved.
+        Building = "building",
+        /// Containers starting, waiting to become healthy.
+        Deploying = "deploying",
+        /// Serving traffic now.
+        Active = "active",
+        /// Served earlier, replaced by a later release.
+        Superseded = "superseded",
+        /// Never served: the build or the start failed.
+        Failed = "failed",
+    }
 }
 
 impl ReleaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Building => "building",
-            Self::Deploying => "deploying",
-            Self::Active => "active",
-            Self::Superseded => "superseded",
-            Self::Failed => "failed",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "building" => Self::Building,
-            "deploying" => Self::Deploying,
-            "active" => Self::Active,
-            "superseded" => Self::Superseded,
-            "failed" => Self::Failed,
-            _ => return None,
-        })
-    }
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Active | Self::Superseded | Self::Failed)
     }
@@ -290,14 +271,12 @@ pub struct Backup {
     pub id: String,
     pub app: String,
     pub env: String,
-    /// `manual`, `scheduled` or `safety` (taken before a restore).
-    pub trigger: String,
-    /// `db-replica`, or `db-primary` when the database has no replica.
-    pub source: String,
+    pub trigger: BackupTrigger,
+    /// The replica, or the primary when the database has no healthy replica.
+    pub source: crate::agent::DbRole,
     /// The node whose server it was taken from.
     pub node: String,
-    /// `running`, `stored` or `failed`.
-    pub status: String,
+    pub status: BackupStatus,
     pub error: Option<String>,
     pub size_bytes: Option<u64>,
     pub sha256: Option<String>,
@@ -307,10 +286,36 @@ pub struct Backup {
     pub locations: Vec<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
-    /// `pending`, `running`, `ok` or `failed`.
-    pub verification: String,
+    pub verification: Verification,
     pub verification_error: Option<String>,
     pub verified_at: Option<String>,
+}
+
+crate::string_enum! {
+    pub enum BackupTrigger {
+        Manual = "manual",
+        Scheduled = "scheduled",
+        /// Taken before a restore.
+        Safety = "safety",
+    }
+}
+
+crate::string_enum! {
+    pub enum BackupStatus {
+        Running = "running",
+        Stored = "stored",
+        Failed = "failed",
+    }
+}
+
+crate::string_enum! {
+    /// Whether a restore of the backup proved it.
+    pub enum Verification {
+        Pending = "pending",
+        Running = "running",
+        Ok = "ok",
+        Failed = "failed",
+    }
 }
 
 /// Restores a backup into the environment's database (`confirm`, after a safety backup) or
@@ -340,9 +345,8 @@ pub struct PsqlCommand {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DbTaskView {
     pub id: String,
-    pub kind: String,
-    /// `pending` (includes running), `done` or `failed`.
-    pub status: String,
+    pub kind: crate::agent::DbTaskKind,
+    pub status: crate::agent::DbTaskStatus,
     pub error: Option<String>,
     pub backup: Option<String>,
     /// Restores: the backup taken first, and the database restored into.

@@ -14,6 +14,54 @@ pub mod names;
 pub use client::{Client, ClientError};
 pub use names::{AppName, EnvName, NameError};
 
+/// A string that names no value of a [`string_enum!`]: the store refuses such a row rather than
+/// guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a known {of}")]
+pub struct UnknownValue {
+    pub of: &'static str,
+    pub value: String,
+}
+
+/// A closed set of states or roles that travels (serde) and is stored as fixed strings: the
+/// strings are written once, and `TryFrom<String>` lets the store decode a column strictly
+/// (`#[sqlx(try_from = "String")]`) without this crate knowing sqlx.
+#[macro_export]
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        $vis enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text,)+ }
+            }
+        }
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::UnknownValue;
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err($crate::UnknownValue { of: stringify!($name), value: s.to_string() }),
+                }
+            }
+        }
+        impl ::std::convert::TryFrom<::std::string::String> for $name {
+            type Error = $crate::UnknownValue;
+            fn try_from(s: String) -> ::std::result::Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+    };
+}
+
 /// Labels every Docker object created by paas carries (DESIGN.md invariants).
 pub mod labels {
     pub const MANAGED: &str = "paas.managed";

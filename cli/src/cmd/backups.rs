@@ -3,7 +3,8 @@
 
 use crate::args::{AppEnv, Global, Output};
 use crate::output::{emit, table};
-use protocol::api::{Backup, DbTaskView, PsqlCommand, StartRestore};
+use protocol::agent::{DbRole, DbTaskStatus};
+use protocol::api::{Backup, BackupStatus, DbTaskView, PsqlCommand, StartRestore, Verification};
 use protocol::Client;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -26,7 +27,7 @@ pub(crate) fn short_time(t: &str) -> String {
 }
 
 fn source_text(b: &Backup) -> &'static str {
-    if b.source == "db-replica" {
+    if b.source == DbRole::Replica {
         "the replica"
     } else {
         "the primary (no healthy replica)"
@@ -52,8 +53,9 @@ async fn follow(
 /// Waits for a verification and reports it; false when it failed.
 async fn follow_verification(g: &Global, client: &Client, t: &AppEnv, id: &str) -> anyhow::Result<bool> {
     let started = Instant::now();
-    let b = follow(client, t, id, |b| matches!(b.verification.as_str(), "ok" | "failed")).await?;
-    let ok = b.verification == "ok";
+    let b =
+        follow(client, t, id, |b| matches!(b.verification, Verification::Ok | Verification::Failed)).await?;
+    let ok = b.verification == Verification::Ok;
     if g.output == Output::Text {
         let secs = started.elapsed().as_secs_f64();
         if ok {
@@ -81,8 +83,8 @@ pub async fn backup(g: &Global, t: AppEnv, no_wait: bool) -> anyhow::Result<Exit
     if g.output == Output::Text {
         eprintln!("Backing up {}/{} from {} as {}...", t.app, t.env, source_text(&b), b.id);
     }
-    let b = follow(&client, &t, &b.id, |b| b.status != "running").await?;
-    if b.status == "failed" {
+    let b = follow(&client, &t, &b.id, |b| b.status != BackupStatus::Running).await?;
+    if b.status == BackupStatus::Failed {
         anyhow::bail!("backup {} failed: {}", b.id, b.error.as_deref().unwrap_or("unknown error"));
     }
     if g.output == Output::Text {
@@ -115,19 +117,19 @@ pub async fn list(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
         let rows: Vec<Vec<String>> = list
             .iter()
             .map(|b| {
-                let verification = match (b.verification.as_str(), &b.verification_error) {
-                    ("failed", Some(e)) => format!("FAILED: {e}"),
+                let verification = match (b.verification, &b.verification_error) {
+                    (Verification::Failed, Some(e)) => format!("FAILED: {e}"),
                     (v, _) => v.to_string(),
                 };
                 vec![
                     b.id.clone(),
                     short_time(&b.started_at),
-                    b.trigger.clone(),
-                    b.source.trim_start_matches("db-").to_string(),
-                    if b.status == "failed" {
+                    b.trigger.to_string(),
+                    b.source.as_str().trim_start_matches("db-").to_string(),
+                    if b.status == BackupStatus::Failed {
                         format!("failed: {}", b.error.as_deref().unwrap_or(""))
                     } else {
-                        b.status.clone()
+                        b.status.to_string()
                     },
                     b.size_bytes.map_or("-".into(), human),
                     b.tables.values().sum::<u64>().to_string(),
@@ -153,7 +155,7 @@ pub async fn verify(g: &Global, t: AppEnv, id: String) -> anyhow::Result<ExitCod
 async fn follow_task(client: &Client, t: &AppEnv, id: &str) -> anyhow::Result<DbTaskView> {
     loop {
         let task = client.db_task(&t.app, &t.env, id).await?;
-        if task.status != "pending" && task.status != "waiting" {
+        if !task.status.is_open() {
             return Ok(task);
         }
         tokio::time::sleep(POLL).await;
@@ -178,7 +180,7 @@ pub async fn restore(
         eprintln!("Restoring backup {backup}...");
     }
     let task = follow_task(&client, &t, &task.id).await?;
-    if task.status == "failed" {
+    if task.status == DbTaskStatus::Failed {
         anyhow::bail!(
             "restoring backup {backup} failed: {}",
             task.error.as_deref().unwrap_or("unknown error")
@@ -208,7 +210,7 @@ async fn run_psql(
 ) -> anyhow::Result<DbTaskView> {
     let task = client.db_psql(&t.app, &t.env, &PsqlCommand { replica, args, input }).await?;
     let task = follow_task(client, t, &task.id).await?;
-    if task.status == "failed" {
+    if task.status == DbTaskStatus::Failed {
         anyhow::bail!("psql could not run: {}", task.error.as_deref().unwrap_or("unknown error"));
     }
     Ok(task)

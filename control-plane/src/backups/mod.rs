@@ -6,16 +6,17 @@
 mod recovery;
 pub mod storage;
 
+use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use crate::store::{DatabaseRow, DbTaskRow, StoreError};
+use crate::store::{DatabaseRow, DbTaskRow};
 use anyhow::Context;
-use protocol::agent::{DbTaskKind, DbTaskParams, DbTaskResult};
-use protocol::api::Backup;
+use protocol::agent::{DbRole, DbTaskKind, DbTaskParams, DbTaskResult, DbTaskStatus};
+use protocol::api::{Backup, BackupStatus, BackupTrigger, PsqlCommand, StartRestore, Verification};
 use serde_json::json;
 use std::collections::BTreeMap;
 
 pub use recovery::{recover, scheduler};
-pub use storage::BackupStorage;
+pub use storage::{BackupStorage, CheckedCopy};
 
 /// Default schedule of a new database: daily at 03:00 UTC.
 pub const DEFAULT_SCHEDULE: &str = "0 3 * * *";
@@ -78,22 +79,22 @@ async fn task(
     state: &AppState,
     db: &DatabaseRow,
     kind: DbTaskKind,
-    role: &str,
+    role: DbRole,
     backup: &str,
     params: DbTaskParams,
     waiting: bool,
 ) -> anyhow::Result<DbTaskRow> {
-    let node = if role == "db-replica" { db.replica_node.clone() } else { db.node.clone() };
+    let node = if role == DbRole::Replica { db.replica_node.clone() } else { db.node.clone() };
     let t = DbTaskRow {
         id: format!("{}-{}", kind.as_str(), new_id()),
         kind,
         app: db.app.clone(),
         env: db.env.clone(),
         node,
-        role: role.to_string(),
+        role,
         backup: backup.to_string(),
         params,
-        status: if waiting { "waiting".into() } else { "pending".into() },
+        status: if waiting { DbTaskStatus::Waiting } else { DbTaskStatus::Pending },
         error: None,
         result: json!({}),
         created_at: crate::store::now(),
@@ -105,9 +106,10 @@ async fn task(
 }
 
 /// One backup of a database at a time; the conflict says what to do (`then`).
-pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str) -> Result<(), StoreError> {
-    match state.store.list_backups(&db.app, &db.env).await?.into_iter().find(|b| b.status == "running") {
-        Some(b) => Err(StoreError::Conflict(format!(
+pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str) -> Result<()> {
+    let backups = state.store.list_backups(&db.app, &db.env).await?;
+    match backups.into_iter().find(|b| b.status == BackupStatus::Running) {
+        Some(b) => Err(DomainError::Conflict(format!(
             "backup {} of {}/{} is still running; {then}",
             b.id, db.app, db.env
         ))),
@@ -117,11 +119,11 @@ pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str
 
 /// Starts a backup: from the replica when it is healthy (the primary is not loaded), else from
 /// the primary, saying so in the log and the backup's `source`.
-pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> Result<Backup, StoreError> {
+pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: BackupTrigger) -> Result<Backup> {
     refuse_while_running(state, db, "wait for it or follow it with `paas db backups`").await?;
-    let replica = db.docker_names().database("db-replica");
+    let replica = db.docker_names().database(DbRole::Replica.as_str());
     let replica_ok = db.replicas > 0 && state.db_status(&replica).is_some_and(|s| s.healthy);
-    let role = if replica_ok { "db-replica" } else { "db-primary" };
+    let role = if replica_ok { DbRole::Replica } else { DbRole::Primary };
     if !replica_ok {
         let why = if db.replicas > 0 { "its replica is not healthy" } else { "it has no replica" };
         tracing::warn!(app = %db.app, env = %db.env, "backing up from the primary: {why}");
@@ -130,10 +132,10 @@ pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> 
         id: new_id(),
         app: db.app.clone(),
         env: db.env.clone(),
-        trigger: trigger.to_string(),
-        source: role.to_string(),
+        trigger,
+        source: role,
         node: if replica_ok { db.replica_node.clone() } else { db.node.clone() },
-        status: "running".into(),
+        status: BackupStatus::Running,
         error: None,
         size_bytes: None,
         sha256: None,
@@ -141,17 +143,15 @@ pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: &str) -> 
         locations: Vec::new(),
         started_at: crate::store::now(),
         finished_at: None,
-        verification: "pending".into(),
+        verification: Verification::Pending,
         verification_error: None,
         verified_at: None,
     };
     // Busy until its task exists, so the sweep never takes the new row for abandoned work.
     let _busy = state.busy_wait(format!("backup:{}", row.id)).await;
     state.store.insert_backup(&row).await?;
-    task(state, db, DbTaskKind::Backup, role, &row.id, DbTaskParams::default(), false)
-        .await
-        .map_err(|e| StoreError::Conflict(format!("{e:#}")))?;
-    tracing::info!(app = %db.app, env = %db.env, backup = %row.id, source = role, trigger, "backup started");
+    task(state, db, DbTaskKind::Backup, role, &row.id, DbTaskParams::default(), false).await?;
+    tracing::info!(app = %db.app, env = %db.env, backup = %row.id, source = %role, %trigger, "backup started");
     Ok(row)
 }
 
@@ -167,10 +167,10 @@ async fn alarm(state: &AppState, app: &str, env: &str, kind: &str, message: &str
 /// verification or restore along in the background (storing a backup copies it to S3, which may
 /// take minutes, and must not hang on the agent's request).
 pub async fn task_finished(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) -> anyhow::Result<()> {
-    if !matches!(t.status.as_str(), "pending" | "waiting") {
+    if !t.status.is_open() {
         return Ok(()); // a retried report
     }
-    let status = if r.error.is_none() { "done" } else { "failed" };
+    let status = if r.error.is_none() { DbTaskStatus::Done } else { DbTaskStatus::Failed };
     let mut result = t.result.clone();
     result["output"] = json!(r.output);
     result["exit_code"] = json!(r.exit_code);
@@ -240,7 +240,7 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
     };
     match stored {
         Ok(locations) => {
-            b.status = "stored".into();
+            b.status = BackupStatus::Stored;
             b.locations = locations;
             state.store.finish_backup(&b).await?;
             tracing::info!(app = %b.app, env = %b.env, backup = %b.id, size = b.size_bytes, "backup stored");
@@ -250,7 +250,7 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
         }
         Err(e) => {
             state.backup_storage.discard(&b).await;
-            b.status = "failed".into();
+            b.status = BackupStatus::Failed;
             b.error = Some(format!("{e:#}"));
             state.store.finish_backup(&b).await?;
             backup_failed(state, &b).await?;
@@ -278,13 +278,13 @@ pub async fn upload_received(state: &AppState, mut b: Backup, size: u64, sha256:
 /// Proves a backup: checks every copy's checksum, then restores it into a throwaway container
 /// and compares the row counts with the manifest. Returns once it is marked running; the checks
 /// (which read the S3 copy whole) go on in the background.
-pub async fn start_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
+pub async fn start_verify(state: &AppState, b: &Backup) -> Result<()> {
     let busy = state.busy_wait(format!("verify:{}", b.id)).await;
     {
         // Retention holds this while it decides, so it never deletes a backup being verified.
         let _use = state.busy_wait(format!("use:{}", b.id)).await;
         state.store.get_backup(&b.id).await?;
-        state.store.set_verification(&b.id, "running", None).await?;
+        state.store.set_verification(&b.id, Verification::Running, None).await?;
     }
     state.bump();
     verify_in_background(state, b, busy);
@@ -309,7 +309,7 @@ async fn run_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
         let db = state.store.get_database(&b.app, &b.env).await?;
         // The restore drill costs CPU and disk: on the replica's node, like the backup, when
         // there is one (the throwaway server only borrows the spec's image and names).
-        let role = if db.replicas > 0 { "db-replica" } else { "db-primary" };
+        let role = if db.replicas > 0 { DbRole::Replica } else { DbRole::Primary };
         task(state, &db, DbTaskKind::Verify, role, &b.id, DbTaskParams::default(), false).await
     }
     .await;
@@ -320,7 +320,7 @@ async fn run_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
 }
 
 async fn verification_failed(state: &AppState, b: &Backup, why: &str) -> anyhow::Result<()> {
-    state.store.set_verification(&b.id, "failed", Some(why)).await?;
+    state.store.set_verification(&b.id, Verification::Failed, Some(why)).await?;
     let msg = format!("backup {} of {}/{} FAILED verification: {why}", b.id, b.app, b.env);
     alarm(state, &b.app, &b.env, "db.verify.failed", &msg).await;
     state.bump();
@@ -354,7 +354,7 @@ async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
     match problem {
         Some(why) => verification_failed(state, &b, &why).await?,
         None => {
-            state.store.set_verification(&b.id, "ok", None).await?;
+            state.store.set_verification(&b.id, Verification::Ok, None).await?;
             let rows: u64 = r.tables.values().sum();
             tracing::info!(app = %b.app, env = %b.env, backup = %b.id, tables = r.tables.len(), rows, "backup verified by a restore");
             retention(state, &b.app, &b.env).await?;
@@ -371,7 +371,7 @@ pub async fn start_restore(
     db: &DatabaseRow,
     b: &Backup,
     to_new: bool,
-) -> anyhow::Result<DbTaskRow> {
+) -> Result<DbTaskRow> {
     // Retention holds this while it decides, so it never deletes a backup a restore refers to.
     let _use = state.busy_wait(format!("use:{}", b.id)).await;
     state.store.get_backup(&b.id).await?;
@@ -380,28 +380,29 @@ pub async fn start_restore(
     let target = if to_new { format!("{database}_restore_{short}") } else { database.clone() };
     let params =
         DbTaskParams { target_database: target.clone(), create_target: to_new, ..Default::default() };
-    let t = task(state, db, DbTaskKind::Restore, "db-primary", &b.id, params, !to_new).await?;
+    let t = task(state, db, DbTaskKind::Restore, DbRole::Primary, &b.id, params, !to_new).await?;
     // Busy until its safety backup is named, so the sweep does not fail it in between.
     let _busy = state.busy_wait(format!("restore:{}", t.id)).await;
     let result = if to_new {
         json!({ "target_url": format!("postgres://{database}:****@db-primary:5432/{target}") })
     } else {
-        let safety = start_backup(state, db, "safety").await.context("taking the safety backup")?;
+        let safety = start_backup(state, db, BackupTrigger::Safety).await?;
         json!({ "safety_backup": safety.id })
     };
     state.store.set_db_task_result(&t.id, &result).await?;
     tracing::info!(app = %db.app, env = %db.env, backup = %b.id, to_new, "restore requested");
-    state.store.get_db_task(&t.id).await.map_err(Into::into)
+    Ok(state.store.get_db_task(&t.id).await?)
 }
 
 /// A backup ended: restores waiting for it as their safety backup go ahead when it was stored,
 /// and fail, restoring nothing, when it was not. Kept in the store, so a restart loses nothing.
 async fn safety_backup_ended(state: &AppState, b: &Backup) -> anyhow::Result<()> {
     let waiting = state.store.open_db_tasks().await?.into_iter().filter(|t| {
-        t.status == "waiting" && t.result.get("safety_backup").and_then(|v| v.as_str()) == Some(b.id.as_str())
+        t.status == DbTaskStatus::Waiting
+            && t.result.get("safety_backup").and_then(|v| v.as_str()) == Some(b.id.as_str())
     });
     for t in waiting {
-        if b.status == "stored" {
+        if b.status == BackupStatus::Stored {
             state.store.release_db_task(&t.id).await?;
         } else {
             let why = format!(
@@ -409,7 +410,7 @@ async fn safety_backup_ended(state: &AppState, b: &Backup) -> anyhow::Result<()>
                 b.id,
                 b.error.as_deref().unwrap_or_default()
             );
-            state.store.finish_db_task(&t.id, "failed", Some(&why), &t.result).await?;
+            state.store.finish_db_task(&t.id, DbTaskStatus::Failed, Some(&why), &t.result).await?;
         }
     }
     Ok(())
@@ -421,19 +422,21 @@ async fn safety_backup_ended(state: &AppState, b: &Backup) -> anyhow::Result<()>
 pub async fn retention(state: &AppState, app: &str, env: &str) -> anyhow::Result<()> {
     let db = state.store.get_database(app, env).await?;
     let all = state.store.list_backups(app, env).await?;
-    let newest_verified =
-        all.iter().find(|b| b.status == "stored" && b.verification == "ok").map(|b| b.id.clone());
+    let newest_verified = all
+        .iter()
+        .find(|b| b.status == BackupStatus::Stored && b.verification == Verification::Ok)
+        .map(|b| b.id.clone());
     let now = unix_now();
     let mut kept = 0u32;
     for b in &all {
         let old = now - unix_of(b) > i64::from(db.keep_days) * 86_400;
-        let drop = match b.status.as_str() {
-            "stored" => {
+        let drop = match b.status {
+            BackupStatus::Stored => {
                 kept += 1;
                 Some(&b.id) != newest_verified.as_ref() && (kept > db.keep_count || old)
             }
-            "failed" => now - unix_of(b) > 86_400,
-            _ => false,
+            BackupStatus::Failed => now - unix_of(b) > 86_400,
+            BackupStatus::Running => false,
         };
         if !drop {
             continue;
@@ -454,7 +457,7 @@ pub async fn retention(state: &AppState, app: &str, env: &str) -> anyhow::Result
 /// What still needs backup `id`: a queued or running restore or verification.
 async fn in_use(state: &AppState, id: &str) -> anyhow::Result<Option<String>> {
     let b = state.store.get_backup(id).await?;
-    if b.verification == "running" || state.is_busy(&format!("verify:{id}")) {
+    if b.verification == Verification::Running || state.is_busy(&format!("verify:{id}")) {
         return Ok(Some("its verification".into()));
     }
     let open = state.store.open_db_tasks().await?;
@@ -472,9 +475,125 @@ pub async fn start_psql(
     args: Vec<String>,
     input: String,
 ) -> anyhow::Result<DbTaskRow> {
-    let role = if replica { "db-replica" } else { "db-primary" };
+    let role = if replica { DbRole::Replica } else { DbRole::Primary };
     let params = DbTaskParams { psql_args: args, input, ..Default::default() };
     task(state, db, DbTaskKind::Psql, role, "", params, false).await
+}
+
+// --- what users and agents ask for ---
+
+/// A backup of `app`/`env`, or not found (ids are global; users name them per environment).
+pub async fn env_backup(state: &AppState, app: &str, env: &str, id: &str) -> Result<Backup> {
+    match state.store.get_backup(id).await {
+        Ok(b) if b.app == app && b.env == env => Ok(b),
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => Err(DomainError::NotFound(format!(
+            "{app}/{env} has no backup {id}; `paas db backups` lists them"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A database task of `app`/`env`, or not found.
+pub async fn env_task(state: &AppState, app: &str, env: &str, id: &str) -> Result<DbTaskRow> {
+    let t = state.store.get_db_task(id).await?;
+    if t.app != app || t.env != env {
+        return Err(DomainError::NotFound(format!("{app}/{env} has no database task {id}")));
+    }
+    Ok(t)
+}
+
+/// Verifies a stored backup of `app`/`env` again (see [`start_verify`]).
+pub async fn verify(state: &AppState, app: &str, env: &str, id: &str) -> Result<Backup> {
+    let b = env_backup(state, app, env, id).await?;
+    if b.verification == Verification::Running {
+        return Err(DomainError::Conflict(format!("backup {id} is being verified already")));
+    }
+    if b.status != BackupStatus::Stored {
+        let why = format!("backup {id} is {}, so there is nothing to verify", b.status);
+        return Err(DomainError::Invalid(why));
+    }
+    start_verify(state, &b).await?;
+    Ok(state.store.get_backup(id).await?)
+}
+
+/// Restores a backup of `app`/`env`, into its database (`confirm`) or a new one (`to_new`).
+pub async fn restore(
+    state: &AppState,
+    user: &str,
+    app: &str,
+    env: &str,
+    req: &StartRestore,
+) -> Result<DbTaskRow> {
+    let db = state.store.get_database(app, env).await?;
+    let b = env_backup(state, app, env, &req.backup).await?;
+    if req.confirm == req.to_new {
+        return Err(DomainError::Invalid(
+            "restoring into the environment's database replaces its data: pass --confirm (a safety backup is taken first), or --to-new to restore into a new database".into(),
+        ));
+    }
+    if b.status != BackupStatus::Stored {
+        return Err(DomainError::Invalid(format!(
+            "backup {} is {}, so it cannot be restored",
+            b.id, b.status
+        )));
+    }
+    if req.confirm && b.verification == Verification::Failed {
+        return Err(DomainError::Invalid(format!(
+            "backup {} failed verification ({}); restore it with --to-new to inspect it",
+            b.id,
+            b.verification_error.as_deref().unwrap_or("unknown error")
+        )));
+    }
+    refuse_while_running(state, &db, "restore once it has finished").await?;
+    let t = start_restore(state, &db, &b, req.to_new).await?;
+    tracing::info!(app, env, backup = %b.id, to_new = req.to_new, user, "restore requested");
+    Ok(t)
+}
+
+/// Runs a psql command of a user in the database of `app`/`env`, on its primary or replica.
+pub async fn psql(state: &AppState, app: &str, env: &str, req: PsqlCommand) -> Result<DbTaskRow> {
+    let db = state.store.get_database(app, env).await?;
+    if db.replicas == 0 && req.replica {
+        return Err(DomainError::Invalid(format!("{app}/{env} has no replica")));
+    }
+    Ok(start_psql(state, &db, req.replica, req.args, req.input).await?)
+}
+
+/// Refuses a node that holds no unfinished task of one of `kinds` for backup `id`: only the
+/// node dumping a backup uploads it, only one verifying or restoring it downloads it.
+async fn node_works_on(state: &AppState, node: &str, id: &str, kinds: &[DbTaskKind]) -> Result<Backup> {
+    let tasks = state.store.open_tasks_for_backup(id, node).await?;
+    if !tasks.iter().any(|t| kinds.contains(&t.kind)) {
+        let kinds = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" or ");
+        return Err(DomainError::Forbidden(format!(
+            "node {node:?} holds no {kinds} task for backup {id}, so it cannot read or write that backup's data"
+        )));
+    }
+    Ok(state.store.get_backup(id).await?)
+}
+
+/// Takes in the dump of backup `id` that `node` streams; returns its size and sha256.
+pub async fn receive<E: std::fmt::Display>(
+    state: &AppState,
+    node: &str,
+    id: &str,
+    body: impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+) -> Result<(u64, String)> {
+    let b = node_works_on(state, node, id, &[DbTaskKind::Backup]).await?;
+    if b.status != BackupStatus::Running {
+        return Err(DomainError::Conflict(format!("backup {id} is {}, not running", b.status)));
+    }
+    let (size, sha) = state.backup_storage.receive(&b, body).await?;
+    tracing::info!(app = %b.app, env = %b.env, backup = %id, size, "backup upload received");
+    upload_received(state, b, size, &sha).await?;
+    Ok((size, sha))
+}
+
+/// A checked copy of backup `id` for `node` to verify or restore; a corrupt or truncated
+/// backup is refused with the reason.
+pub async fn checked_copy(state: &AppState, node: &str, id: &str) -> Result<CheckedCopy> {
+    let b = node_works_on(state, node, id, &[DbTaskKind::Verify, DbTaskKind::Restore]).await?;
+    state.backup_storage.checked_copy(&b).await.map_err(|e| DomainError::Invalid(format!("{e:#}")))
 }
 
 /// What `paas db info` warns about: the newest backup failed, a kept backup failed its
@@ -483,7 +602,7 @@ pub async fn start_psql(
 pub fn warnings(db: &DatabaseRow, backups: &[Backup]) -> Vec<String> {
     let mut out = Vec::new();
     let schedule = parse_schedule(&db.backup_schedule).ok().flatten();
-    let last_ok = backups.iter().find(|b| b.verification == "ok");
+    let last_ok = backups.iter().find(|b| b.verification == Verification::Ok);
     if let (Some(schedule), Some(b)) = (schedule, last_ok) {
         let overdue = schedule.next_after(unix_of(b)).and_then(|t| schedule.next_after(t));
         if overdue.is_some_and(|t| unix_now() > t + 3600) {
@@ -493,18 +612,24 @@ pub fn warnings(db: &DatabaseRow, backups: &[Backup]) -> Vec<String> {
             ));
         }
     }
-    if let Some(b) = backups.iter().find(|b| b.status != "running").filter(|b| b.status == "failed") {
+    if let Some(b) = backups
+        .iter()
+        .find(|b| b.status != BackupStatus::Running)
+        .filter(|b| b.status == BackupStatus::Failed)
+    {
         out.push(format!(
             "the last backup {} FAILED: {}",
             b.id,
             b.error.as_deref().unwrap_or("unknown error")
         ));
     }
-    for b in backups.iter().filter(|b| b.status == "stored" && b.verification == "failed") {
+    for b in
+        backups.iter().filter(|b| b.status == BackupStatus::Stored && b.verification == Verification::Failed)
+    {
         let why = b.verification_error.as_deref().unwrap_or("unknown error");
         out.push(format!("backup {} FAILED verification: {why}", b.id));
     }
-    if !backups.iter().any(|b| b.verification == "ok") {
+    if !backups.iter().any(|b| b.verification == Verification::Ok) {
         out.push(
             "no backup has been verified by a restore yet (`paas db backup` takes and verifies one)".into(),
         );

@@ -15,7 +15,8 @@ use super::{
 };
 use crate::state::AppState;
 use crate::store::StoreError;
-use protocol::agent::{DbTaskKind, DbTaskResult};
+use protocol::agent::{DbTaskKind, DbTaskResult, DbTaskStatus};
+use protocol::api::{BackupStatus, BackupTrigger, Verification};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ async fn give_up_silent_tasks(state: &AppState) -> anyhow::Result<()> {
     for t in &open {
         let gone = matches!(state.store.get_database(&t.app, &t.env).await, Err(StoreError::NotFound(_)));
         // Waiting tasks are held back from agents: they end with their safety backup.
-        let silent = t.status == "pending" && state.task_silence(&t.id) >= TASK_SILENCE;
+        let silent = t.status == DbTaskStatus::Pending && state.task_silence(&t.id) >= TASK_SILENCE;
         let age = unix_now() - crate::store::unix_seconds(&t.created_at).unwrap_or_else(unix_now);
         let error = if gone {
             format!("the database of {}/{} was deleted", t.app, t.env)
@@ -95,7 +96,7 @@ async fn end_abandoned(state: &AppState, restarted: bool) -> anyhow::Result<()> 
         let has_task = |open: &[crate::store::DbTaskRow], kind: DbTaskKind| {
             open.iter().any(|t| t.backup == b.id && t.kind == kind)
         };
-        if b.status == "running" {
+        if b.status == BackupStatus::Running {
             let Some(_busy) = state.busy(format!("backup:{}", b.id)) else { continue };
             if has_task(&state.store.open_db_tasks().await?, DbTaskKind::Backup) {
                 continue; // an agent holds it
@@ -111,20 +112,20 @@ async fn end_abandoned(state: &AppState, restarted: bool) -> anyhow::Result<()> 
                 backup_failed(state, &state.store.get_backup(&b.id).await?).await?;
                 state.bump();
             }
-        } else if b.verification == "running" {
+        } else if b.verification == Verification::Running {
             let Some(busy) = state.busy(format!("verify:{}", b.id)) else { continue };
             if has_task(&state.store.open_db_tasks().await?, DbTaskKind::Verify) {
                 continue; // an agent holds it
             }
             let b = state.store.get_backup(&b.id).await?;
-            if b.verification == "running" {
+            if b.verification == Verification::Running {
                 tracing::warn!(app = %b.app, env = %b.env, backup = %b.id, "a verification was interrupted; running it again");
                 verify_in_background(state, &b, busy);
             }
-        } else if b.status == "stored" && b.verification == "pending" {
+        } else if b.status == BackupStatus::Stored && b.verification == Verification::Pending {
             // Stored, but the step that starts its verification never ran.
             let Some(_busy) = state.busy(format!("backup:{}", b.id)) else { continue };
-            if state.store.get_backup(&b.id).await?.verification == "pending" {
+            if state.store.get_backup(&b.id).await?.verification == Verification::Pending {
                 tracing::warn!(app = %b.app, env = %b.env, backup = %b.id, "a stored backup was never verified; verifying it now");
                 start_verify(state, &b).await?;
             }
@@ -135,15 +136,15 @@ async fn end_abandoned(state: &AppState, restarted: bool) -> anyhow::Result<()> 
 
 /// Restores held back for a safety backup that has ended (or never started).
 async fn settle_waiting_restores(state: &AppState, restarted: bool) -> anyhow::Result<()> {
-    for t in state.store.open_db_tasks().await?.into_iter().filter(|t| t.status == "waiting") {
+    for t in state.store.open_db_tasks().await?.into_iter().filter(|t| t.status == DbTaskStatus::Waiting) {
         let Some(_busy) = state.busy(format!("restore:{}", t.id)) else { continue };
         let t = state.store.get_db_task(&t.id).await?;
-        if t.status != "waiting" {
+        if t.status != DbTaskStatus::Waiting {
             continue;
         }
         let why = match t.result.get("safety_backup").and_then(|v| v.as_str()) {
             Some(id) => match state.store.get_backup(id).await {
-                Ok(b) if b.status == "running" => continue,
+                Ok(b) if b.status == BackupStatus::Running => continue,
                 Ok(b) => {
                     safety_backup_ended(state, &b).await?;
                     state.bump();
@@ -158,7 +159,7 @@ async fn settle_waiting_restores(state: &AppState, restarted: bool) -> anyhow::R
             None => "this restore's safety backup never started, so nothing was restored; run the restore again".to_string(),
         };
         tracing::warn!(app = %t.app, env = %t.env, task = %t.id, "{why}");
-        state.store.finish_db_task(&t.id, "failed", Some(&why), &t.result).await?;
+        state.store.finish_db_task(&t.id, DbTaskStatus::Failed, Some(&why), &t.result).await?;
         state.bump();
     }
     Ok(())
@@ -172,7 +173,7 @@ async fn schedule_pass(state: &AppState) -> anyhow::Result<()> {
             continue;
         }
         state.store.set_last_scheduled(&db.app, &db.env, now).await?;
-        if let Err(e) = start_backup(state, &db, "scheduled").await {
+        if let Err(e) = start_backup(state, &db, BackupTrigger::Scheduled).await {
             let msg = format!("the scheduled backup of {}/{} could not start: {e}", db.app, db.env);
             alarm(state, &db.app, &db.env, "db.backup.failed", &msg).await;
         }
@@ -185,7 +186,7 @@ mod tests {
     use super::*;
     use crate::backups::{retention, start_psql, start_restore};
     use crate::store::DatabaseRow;
-    use protocol::api::Backup;
+    use protocol::api::{Backup, PsqlCommand};
     use serde_json::json;
     use std::time::Instant;
 
@@ -244,36 +245,36 @@ mod tests {
     async fn a_restart_fails_the_backup_it_interrupted_and_the_restore_waiting_for_it() {
         let (state, dir) = state().await;
         let db = db(&state).await;
-        let old = start_backup(&state, &db, "manual").await.unwrap();
-        state.store.finish_backup(&Backup { status: "stored".into(), ..old.clone() }).await.unwrap();
+        let old = start_backup(&state, &db, BackupTrigger::Manual).await.unwrap();
+        state.store.finish_backup(&Backup { status: BackupStatus::Stored, ..old.clone() }).await.unwrap();
         state
             .store
             .finish_db_task(
                 &open_task(&state, &old.id, DbTaskKind::Backup).await.id,
-                "done",
+                DbTaskStatus::Done,
                 None,
                 &json!({}),
             )
             .await
             .unwrap();
-        state.store.set_verification(&old.id, "ok", None).await.unwrap();
+        state.store.set_verification(&old.id, Verification::Ok, None).await.unwrap();
         // A restore took its safety backup; the dump arrived and the agent reported, then the
         // control plane died while storing it.
         let restore =
             start_restore(&state, &db, &state.store.get_backup(&old.id).await.unwrap(), false).await.unwrap();
         let safety = restore.result["safety_backup"].as_str().unwrap().to_string();
         let task = open_task(&state, &safety, DbTaskKind::Backup).await;
-        state.store.finish_db_task(&task.id, "done", None, &json!({})).await.unwrap();
+        state.store.finish_db_task(&task.id, DbTaskStatus::Done, None, &json!({})).await.unwrap();
 
         recover(&state).await.unwrap();
         let b = state.store.get_backup(&safety).await.unwrap();
-        assert_eq!(b.status, "failed");
+        assert_eq!(b.status, BackupStatus::Failed);
         assert!(b.error.as_deref().unwrap().contains("restarted before this backup was stored"), "{b:?}");
         let r = state.store.get_db_task(&restore.id).await.unwrap();
-        assert_eq!(r.status, "failed");
+        assert_eq!(r.status, DbTaskStatus::Failed);
         assert!(r.error.as_deref().unwrap().contains("nothing was restored"), "{r:?}");
         // The next backup is not refused as "still running".
-        start_backup(&state, &db, "manual").await.unwrap();
+        start_backup(&state, &db, BackupTrigger::Manual).await.unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -281,25 +282,29 @@ mod tests {
     async fn a_task_whose_agent_went_silent_is_given_up_and_one_that_reports_is_not() {
         let (state, dir) = state().await;
         let db = db(&state).await;
-        let b = start_backup(&state, &db, "manual").await.unwrap();
+        let b = start_backup(&state, &db, BackupTrigger::Manual).await.unwrap();
         let silent = open_task(&state, &b.id, DbTaskKind::Backup).await;
         let talking = start_psql(&state, &db, false, vec![], String::new()).await.unwrap();
 
         sweep(&state, false).await.unwrap();
-        assert_eq!(state.store.get_backup(&b.id).await.unwrap().status, "running", "given up too early");
+        assert_eq!(
+            state.store.get_backup(&b.id).await.unwrap().status,
+            BackupStatus::Running,
+            "given up too early"
+        );
         state.backdate_task_progress(&silent.id, TASK_SILENCE);
         state.backdate_task_progress(&talking.id, TASK_SILENCE);
         state.task_progressed(&talking.id);
         sweep(&state, false).await.unwrap();
 
-        let b = until(&state, &b.id, |b| b.status != "running").await;
-        assert_eq!(b.status, "failed");
+        let b = until(&state, &b.id, |b| b.status != BackupStatus::Running).await;
+        assert_eq!(b.status, BackupStatus::Failed);
         let why = b.error.unwrap();
         assert!(
             why.contains("node n1 stopped working on the backup task") && why.contains("90 seconds"),
             "{why}"
         );
-        assert_eq!(state.store.get_db_task(&talking.id).await.unwrap().status, "pending");
+        assert_eq!(state.store.get_db_task(&talking.id).await.unwrap().status, DbTaskStatus::Pending);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -307,10 +312,15 @@ mod tests {
     async fn an_interrupted_verification_runs_again() {
         let (state, dir) = state().await;
         let db = db(&state).await;
-        let b = start_backup(&state, &db, "manual").await.unwrap();
+        let b = start_backup(&state, &db, BackupTrigger::Manual).await.unwrap();
         state
             .store
-            .finish_db_task(&open_task(&state, &b.id, DbTaskKind::Backup).await.id, "done", None, &json!({}))
+            .finish_db_task(
+                &open_task(&state, &b.id, DbTaskKind::Backup).await.id,
+                DbTaskStatus::Done,
+                None,
+                &json!({}),
+            )
             .await
             .unwrap();
         // Stored with a local copy, and verification marked running by a run that then died.
@@ -319,14 +329,14 @@ mod tests {
         std::fs::write(&path, b"dump").unwrap();
         let (size, sha) = crate::backups::storage::digest_file(&path).await.unwrap();
         let stored = Backup {
-            status: "stored".into(),
+            status: BackupStatus::Stored,
             size_bytes: Some(size),
             sha256: Some(sha),
             locations: vec![format!("local:{}", path.display())],
             ..b.clone()
         };
         state.store.finish_backup(&stored).await.unwrap();
-        state.store.set_verification(&b.id, "running", None).await.unwrap();
+        state.store.set_verification(&b.id, Verification::Running, None).await.unwrap();
 
         recover(&state).await.unwrap();
         // Its copy checked out, so the restore drill is handed to the agent again.
@@ -342,7 +352,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the verification did not run again");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(state.store.get_backup(&b.id).await.unwrap().verification, "running");
+        assert_eq!(state.store.get_backup(&b.id).await.unwrap().verification, Verification::Running);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -352,14 +362,14 @@ mod tests {
         let db = db(&state).await;
         let mut ids = Vec::new();
         for started_at in ["2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z"] {
-            let b = start_backup(&state, &db, "manual").await.unwrap();
+            let b = start_backup(&state, &db, BackupTrigger::Manual).await.unwrap();
             let task = open_task(&state, &b.id, DbTaskKind::Backup).await;
-            state.store.finish_db_task(&task.id, "done", None, &json!({})).await.unwrap();
-            let b = Backup { status: "stored".into(), started_at: started_at.into(), ..b };
+            state.store.finish_db_task(&task.id, DbTaskStatus::Done, None, &json!({})).await.unwrap();
+            let b = Backup { status: BackupStatus::Stored, started_at: started_at.into(), ..b };
             state.store.delete_backup(&b.id).await.unwrap();
             state.store.insert_backup(&b).await.unwrap();
             state.store.finish_backup(&b).await.unwrap();
-            state.store.set_verification(&b.id, "ok", None).await.unwrap();
+            state.store.set_verification(&b.id, Verification::Ok, None).await.unwrap();
             ids.push(b.id);
         }
         // keep_count is 1: the older one goes, unless a restore refers to it.
@@ -367,10 +377,36 @@ mod tests {
         let restore = start_restore(&state, &db, &older, true).await.unwrap();
         retention(&state, "shop", "production").await.unwrap();
         assert!(state.store.get_backup(&ids[0]).await.is_ok(), "deleted while a restore needs it");
-        state.store.finish_db_task(&restore.id, "done", None, &json!({})).await.unwrap();
+        state.store.finish_db_task(&restore.id, DbTaskStatus::Done, None, &json!({})).await.unwrap();
         retention(&state, "shop", "production").await.unwrap();
         assert!(state.store.get_backup(&ids[0]).await.is_err(), "kept after the restore ended");
         assert!(state.store.get_backup(&ids[1]).await.is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The answers users get: each refusal is of the kind that says what to do about it.
+    #[tokio::test]
+    async fn refusals_say_what_kind_they_are() {
+        use crate::error::DomainError;
+        use protocol::api::StartRestore;
+        let (state, dir) = state().await;
+        let missing = crate::backups::verify(&state, "shop", "production", "nope").await;
+        assert!(matches!(missing, Err(DomainError::NotFound(_))), "{missing:?}");
+        let b = start_backup(&state, &db(&state).await, BackupTrigger::Manual).await.unwrap();
+        let busy = start_backup(&state, &db(&state).await, BackupTrigger::Manual).await;
+        assert!(matches!(busy, Err(DomainError::Conflict(_))), "{busy:?}");
+        let unstored = crate::backups::verify(&state, "shop", "production", &b.id).await;
+        assert!(matches!(unstored, Err(DomainError::Invalid(_))), "{unstored:?}");
+        let other_env = crate::backups::verify(&state, "shop", "staging", &b.id).await;
+        assert!(matches!(other_env, Err(DomainError::NotFound(_))), "{other_env:?}");
+        let req = StartRestore { backup: b.id.clone(), confirm: true, to_new: true };
+        let both = crate::backups::restore(&state, "u", "shop", "production", &req).await;
+        assert!(matches!(both, Err(DomainError::Invalid(_))), "{both:?}");
+        let psql = PsqlCommand { args: vec![], input: String::new(), replica: true };
+        let no_replica = crate::backups::psql(&state, "shop", "production", psql).await;
+        assert!(matches!(no_replica, Err(DomainError::Invalid(_))), "{no_replica:?}");
+        let stranger = crate::backups::checked_copy(&state, "n2", &b.id).await;
+        assert!(matches!(stranger, Err(DomainError::Forbidden(_))), "{:?}", stranger.err());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

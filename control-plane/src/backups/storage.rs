@@ -256,6 +256,8 @@ impl BackupStorage {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use protocol::agent::DbRole;
+    use protocol::api::{BackupStatus, BackupTrigger, Verification};
     use std::os::unix::fs::PermissionsExt;
 
     fn mode(p: &Path) -> u32 {
@@ -270,10 +272,10 @@ mod tests {
             id: "b1".into(),
             app: "shop".into(),
             env: "production".into(),
-            trigger: "manual".into(),
-            source: "db-primary".into(),
+            trigger: BackupTrigger::Manual,
+            source: DbRole::Primary,
             node: "n".into(),
-            status: "running".into(),
+            status: BackupStatus::Running,
             error: None,
             size_bytes: None,
             sha256: None,
@@ -281,7 +283,7 @@ mod tests {
             locations: Vec::new(),
             started_at: String::new(),
             finished_at: None,
-            verification: "pending".into(),
+            verification: Verification::Pending,
             verification_error: None,
             verified_at: None,
         };

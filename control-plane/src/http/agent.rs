@@ -3,8 +3,10 @@
 //! a [`NodeCaller`] and serves only the node its request concerns.
 
 use super::auth::{AgentCaller, NodeCaller};
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
+use crate::error::DomainError;
 use crate::state::AppState;
+use crate::store::JobKind;
 use crate::{assign, tokens};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -43,7 +45,7 @@ async fn register(
     let addr = node
         .private_addr
         .parse::<std::net::IpAddr>()
-        .map_err(|_| ApiError::Unprocessable(format!("{:?} is not an IP address", node.private_addr)))?;
+        .map_err(|_| DomainError::Invalid(format!("{:?} is not an IP address", node.private_addr)))?;
     // One spelling per address, so two spellings of one address cannot both be claimed.
     node.private_addr = addr.to_string();
     let by_node = match &caller {
@@ -101,19 +103,7 @@ async fn report(
     state.node_observed(&node, report.observed_at_ms);
     state.node_static_ready(&node, report.static_ready);
     state.upkeep.reported(&node, report.disk, report.pruned);
-    // A primary keeps the port Docker first gave it (replicas elsewhere follow that address);
-    // the store is asked only when a server's port is new.
-    let new_ports = state.set_db_status(&node, report.databases);
-    if !new_ports.is_empty() {
-        for db in state.store.databases_for_node(&node).await?.into_iter().filter(|d| d.host_port == 0) {
-            let name = db.docker_names().database("db-primary");
-            if let Some(port) = new_ports.iter().find(|s| s.name == name).and_then(|s| s.host_port) {
-                if state.store.keep_database_port(&db.app, &db.env, port).await? {
-                    state.bump();
-                }
-            }
-        }
-    }
+    crate::databases::observed(&state, &node, report.databases).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -128,7 +118,7 @@ async fn check_builder(
 ) -> ApiResult<(AppName, EnvName)> {
     let (app, env) = (AppName::new(app)?, EnvName::new(env)?);
     let Some(node) = state.store.build_node(app.as_str(), env.as_str(), release).await? else {
-        return Err(ApiError::NotFound(format!("{app}/{env} v{release} is not built from source")));
+        return Err(DomainError::NotFound(format!("{app}/{env} v{release} is not built from source")).into());
     };
     caller.must_be(&node, format_args!("the build of {app}/{env} v{release}"))?;
     Ok((app, env))
@@ -140,10 +130,10 @@ async fn source(
     Path((app, env, release)): Path<(String, String, u32)>,
 ) -> ApiResult<impl IntoResponse> {
     let (app, env) = check_builder(&state, &caller, &app, &env, release).await?;
-    let path = state.sources_dir().join(app.as_str()).join(env.as_str()).join(format!("{release}.tar.gz"));
+    let path = crate::releases::bundle_path(&state, app.as_str(), env.as_str(), release);
     let file = tokio::fs::File::open(&path)
         .await
-        .map_err(|_| ApiError::NotFound(format!("no source bundle for {app}/{env} v{release}")))?;
+        .map_err(|_| DomainError::NotFound(format!("no source bundle for {app}/{env} v{release}")))?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     Ok(([(header::CONTENT_TYPE, "application/gzip")], body))
 }
@@ -187,7 +177,7 @@ async fn job_log(
     caller.must_be(&job.node, format_args!("job {id}"))?;
     state.store.append_job_output(&id, &log.lines).await?;
     // A release phase's output is part of its deploy's progress.
-    if job.kind == "release" {
+    if job.kind == JobKind::Release {
         state.deploy_event(&job.app, &job.env, job.release, "release", &log.lines).await;
     }
     state.events_changed();

@@ -3,7 +3,9 @@
 //! and each agent handler checks that the node is the one its request concerns.
 
 use super::error::ApiError;
+use crate::error::DomainError;
 use crate::state::AppState;
+use crate::store::TokenKind;
 use crate::tokens;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -14,7 +16,7 @@ use axum::response::Response;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: String,
-    pub kind: String,
+    pub kind: TokenKind,
 }
 
 /// Who made an agent request.
@@ -38,7 +40,7 @@ async fn authenticate_token(state: &AppState, token: Option<String>) -> Result<C
         ApiError::Unauthorized("this request needs an API token: run `paas login` or pass --token".into())
     })?;
     match state.store.token(&tokens::hash(&token)).await? {
-        Some((user, kind)) => Ok(Caller { user, kind }),
+        Some(t) => Ok(Caller { user: t.user, kind: t.kind }),
         None => Err(ApiError::Unauthorized("the API token is not valid".into())),
     }
 }
@@ -50,7 +52,7 @@ pub async fn require_user(
     next: Next,
 ) -> Result<Response, ApiError> {
     let caller = authenticate_token(&state, bearer(&req)).await?;
-    if caller.kind != "user" {
+    if caller.kind != TokenKind::User {
         return Err(ApiError::Unauthorized("agent tokens cannot use the user API".into()));
     }
     req.extensions_mut().insert(caller);
@@ -68,7 +70,7 @@ async fn authenticate_agent(state: &AppState, token: Option<String>) -> Result<A
         return Ok(AgentCaller::Node(node));
     }
     match state.store.token(&hash).await? {
-        Some((_, kind)) if kind == "join" => Ok(AgentCaller::Join),
+        Some(t) if t.kind == TokenKind::Join => Ok(AgentCaller::Join),
         Some(_) => Err(ApiError::Unauthorized("user tokens cannot use the agent API".into())),
         None => Err(ApiError::Unauthorized(
             "this agent credential is not valid: the node was removed or the control plane's data was reset; join again with the join token".into(),
@@ -99,7 +101,8 @@ impl NodeCaller {
         if self.0 == node {
             return Ok(());
         }
-        Err(ApiError::Forbidden(format!("node {:?} cannot use {what}: it belongs to node {node:?}", self.0)))
+        let why = format!("node {:?} cannot use {what}: it belongs to node {node:?}", self.0);
+        Err(DomainError::Forbidden(why).into())
     }
 }
 
@@ -109,9 +112,10 @@ impl<S: Send + Sync> FromRequestParts<S> for NodeCaller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         match parts.extensions.get::<AgentCaller>() {
             Some(AgentCaller::Node(node)) => Ok(Self(node.clone())),
-            Some(AgentCaller::Join) => Err(ApiError::Forbidden(
+            Some(AgentCaller::Join) => Err(DomainError::Forbidden(
                 "the join token only registers nodes; this route needs the node's own credential".into(),
-            )),
+            )
+            .into()),
             None => Err(ApiError::Unauthorized("this route is for node agents".into())),
         }
     }

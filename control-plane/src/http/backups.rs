@@ -3,7 +3,7 @@
 //! dump upload and download, its progress signals and its task results.
 
 use super::auth::{Caller, NodeCaller};
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use crate::backups;
 use crate::state::AppState;
 use axum::body::Body;
@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
-use protocol::agent::{DbTaskKind, DbTaskResult};
+use protocol::agent::DbTaskResult;
 use protocol::api::{Backup, DbTaskView, Event, PsqlCommand, StartRestore};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,24 +38,13 @@ pub fn agent_routes() -> Router<AppState> {
         .route("/db-tasks/{id}/progress", post(task_progress))
 }
 
-/// A backup of this environment, or not found (ids are global; paths are per environment).
-async fn env_backup(state: &AppState, app: &str, env: &str, id: &str) -> ApiResult<Backup> {
-    let b = state.store.get_backup(id).await?;
-    if b.app != app || b.env != env {
-        return Err(ApiError::NotFound(format!(
-            "{app}/{env} has no backup {id}; `paas db backups` lists them"
-        )));
-    }
-    Ok(b)
-}
-
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((app, env)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Backup>)> {
     let db = state.store.get_database(&app, &env).await?;
-    let b = backups::start_backup(&state, &db, "manual").await?;
+    let b = backups::start_backup(&state, &db, protocol::api::BackupTrigger::Manual).await?;
     tracing::info!(app = %app, env = %env, backup = %b.id, user = %caller.user, "backup requested");
     Ok((StatusCode::ACCEPTED, Json(b)))
 }
@@ -72,25 +61,14 @@ async fn show(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Backup>> {
-    Ok(Json(env_backup(&state, &app, &env, &id).await?))
+    Ok(Json(backups::env_backup(&state, &app, &env, &id).await?))
 }
 
 async fn verify(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> ApiResult<(StatusCode, Json<Backup>)> {
-    let b = env_backup(&state, &app, &env, &id).await?;
-    if b.verification == "running" {
-        return Err(ApiError::Conflict(format!("backup {id} is being verified already")));
-    }
-    if b.status != "stored" {
-        return Err(ApiError::Unprocessable(format!(
-            "backup {id} is {}, so there is nothing to verify",
-            b.status
-        )));
-    }
-    backups::start_verify(&state, &b).await.map_err(ApiError::Internal)?;
-    Ok((StatusCode::ACCEPTED, Json(state.store.get_backup(&id).await?)))
+    Ok((StatusCode::ACCEPTED, Json(backups::verify(&state, &app, &env, &id).await?)))
 }
 
 async fn restore(
@@ -99,29 +77,7 @@ async fn restore(
     Path((app, env)): Path<(String, String)>,
     Json(req): Json<StartRestore>,
 ) -> ApiResult<(StatusCode, Json<DbTaskView>)> {
-    let db = state.store.get_database(&app, &env).await?;
-    let b = env_backup(&state, &app, &env, &req.backup).await?;
-    if req.confirm == req.to_new {
-        return Err(ApiError::Unprocessable(
-            "restoring into the environment's database replaces its data: pass --confirm (a safety backup is taken first), or --to-new to restore into a new database".into(),
-        ));
-    }
-    if b.status != "stored" {
-        return Err(ApiError::Unprocessable(format!(
-            "backup {} is {}, so it cannot be restored",
-            b.id, b.status
-        )));
-    }
-    if req.confirm && b.verification == "failed" {
-        return Err(ApiError::Unprocessable(format!(
-            "backup {} failed verification ({}); restore it with --to-new to inspect it",
-            b.id,
-            b.verification_error.as_deref().unwrap_or("unknown error")
-        )));
-    }
-    backups::refuse_while_running(&state, &db, "restore once it has finished").await?;
-    let t = backups::start_restore(&state, &db, &b, req.to_new).await.map_err(ApiError::Internal)?;
-    tracing::info!(app = %app, env = %env, backup = %b.id, to_new = req.to_new, user = %caller.user, "restore requested");
+    let t = backups::restore(&state, &caller.user, &app, &env, &req).await?;
     Ok((StatusCode::ACCEPTED, Json(t.view())))
 }
 
@@ -130,25 +86,14 @@ async fn psql(
     Path((app, env)): Path<(String, String)>,
     Json(req): Json<PsqlCommand>,
 ) -> ApiResult<(StatusCode, Json<DbTaskView>)> {
-    let db = state.store.get_database(&app, &env).await?;
-    if db.replicas == 0 && req.replica {
-        return Err(ApiError::Unprocessable(format!("{app}/{env} has no replica")));
-    }
-    let t = backups::start_psql(&state, &db, req.replica, req.args, req.input)
-        .await
-        .map_err(ApiError::Internal)?;
-    Ok((StatusCode::ACCEPTED, Json(t.view())))
+    Ok((StatusCode::ACCEPTED, Json(backups::psql(&state, &app, &env, req).await?.view())))
 }
 
 async fn task(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<DbTaskView>> {
-    let t = state.store.get_db_task(&id).await?;
-    if t.app != app || t.env != env {
-        return Err(ApiError::NotFound(format!("{app}/{env} has no database task {id}")));
-    }
-    Ok(Json(t.view()))
+    Ok(Json(backups::env_task(&state, &app, &env, &id).await?.view()))
 }
 
 #[derive(Deserialize)]
@@ -161,40 +106,13 @@ async fn events(State(state): State<AppState>, Query(q): Query<Since>) -> ApiRes
     Ok(Json(state.store.events_since(q.since).await?))
 }
 
-/// Refuses a node that holds no unfinished task of one of `kinds` for backup `id`: only the
-/// node dumping a backup uploads it, only one verifying or restoring it downloads it.
-async fn check_backup_task(
-    state: &AppState,
-    caller: &NodeCaller,
-    id: &str,
-    kinds: &[DbTaskKind],
-) -> ApiResult<()> {
-    let tasks = state.store.open_tasks_for_backup(id, &caller.0).await?;
-    match tasks.iter().any(|t| kinds.contains(&t.kind)) {
-        true => Ok(()),
-        false => Err(ApiError::Forbidden(format!(
-            "node {:?} holds no {} task for backup {id}, so it cannot read or write that backup's data",
-            caller.0,
-            kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" or ")
-        ))),
-    }
-}
-
 async fn upload(
     State(state): State<AppState>,
     caller: NodeCaller,
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    check_backup_task(&state, &caller, &id, &[DbTaskKind::Backup]).await?;
-    let b = state.store.get_backup(&id).await?;
-    if b.status != "running" {
-        return Err(ApiError::Conflict(format!("backup {id} is {}, not running", b.status)));
-    }
-    let (size, sha) =
-        state.backup_storage.receive(&b, body.into_data_stream()).await.map_err(ApiError::Internal)?;
-    tracing::info!(app = %b.app, env = %b.env, backup = %id, size, "backup upload received");
-    backups::upload_received(&state, b, size, &sha).await.map_err(ApiError::Internal)?;
+    let (size, sha) = backups::receive(&state, &caller.0, &id, body.into_data_stream()).await?;
     Ok(Json(json!({ "size_bytes": size, "sha256": sha })))
 }
 
@@ -204,11 +122,8 @@ async fn download(
     caller: NodeCaller,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    check_backup_task(&state, &caller, &id, &[DbTaskKind::Verify, DbTaskKind::Restore]).await?;
-    let b = state.store.get_backup(&id).await?;
-    let copy =
-        state.backup_storage.checked_copy(&b).await.map_err(|e| ApiError::Unprocessable(format!("{e:#}")))?;
-    let file = tokio::fs::File::open(&copy.path).await.map_err(|e| ApiError::Internal(e.into()))?;
+    let copy = backups::checked_copy(&state, &caller.0, &id).await?;
+    let file = tokio::fs::File::open(&copy.path).await.map_err(anyhow::Error::from)?;
     // The copy (maybe a temporary fetched from S3) lives as long as the stream.
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 16).map(move |chunk| {
         let _keep = &copy;
@@ -226,7 +141,7 @@ async fn task_result(
     let t = state.store.get_db_task(&id).await?;
     caller.must_be(&t.node, format_args!("database task {id}"))?;
     tracing::info!(app = %t.app, env = %t.env, task = %id, ok = result.error.is_none(), "database task finished");
-    backups::task_finished(&state, &t, &result).await.map_err(ApiError::Internal)?;
+    backups::task_finished(&state, &t, &result).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -239,7 +154,7 @@ async fn task_progress(
 ) -> ApiResult<Json<Value>> {
     let t = state.store.get_db_task(&id).await?;
     caller.must_be(&t.node, format_args!("database task {id}"))?;
-    let open = matches!(t.status.as_str(), "pending" | "waiting");
+    let open = t.status.is_open();
     if open {
         state.task_progressed(&id);
     }

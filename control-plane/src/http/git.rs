@@ -7,7 +7,9 @@
 //! (`Config::git_push_timeout`, build and deploy included).
 
 use super::error::ApiError;
+use crate::error::DomainError;
 use crate::state::AppState;
+use crate::store::TokenKind;
 use crate::tokens;
 use anyhow::Context;
 use axum::body::Body;
@@ -141,12 +143,13 @@ async fn serve(
         return challenge("git over HTTP needs your paas API token as the password");
     };
     match state.store.token(&tokens::hash(&token)).await {
-        Ok(Some((_, kind))) if kind == "user" => {}
+        Ok(Some(t)) if t.kind == TokenKind::User => {}
         Ok(_) => return challenge("the API token is not valid"),
         Err(e) => return ApiError::from(e).into_response(),
     }
     let Some(app) = repo.strip_suffix(".git") else {
-        return ApiError::NotFound(format!("{repo:?} is not a repository; use <app>.git")).into_response();
+        let why = format!("{repo:?} is not a repository; use <app>.git");
+        return ApiError::from(DomainError::NotFound(why)).into_response();
     };
     if let Err(e) = state.store.get_app(app).await {
         return ApiError::from(e).into_response();
@@ -159,7 +162,7 @@ async fn serve(
     }
     match cgi(&state, app, &rest, &token, req).await {
         Ok(resp) => resp,
-        Err(e) => ApiError::Internal(e.context("running git http-backend")).into_response(),
+        Err(e) => ApiError::from(e.context("running git http-backend")).into_response(),
     }
 }
 

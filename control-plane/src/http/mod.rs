@@ -19,6 +19,8 @@ use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::Router;
+use serde::Deserialize;
+use std::time::Duration;
 
 /// Largest JSON request on `/api/v1` (a `db psql` script is the largest there is). Source
 /// uploads stream to disk and have their own limit (`deploys.rs`), as do git pushes (`git.rs`).
@@ -54,8 +56,30 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         .merge(console))
 }
 
+/// `?reveal=true` shows secret values (and is logged).
+#[derive(Deserialize)]
+struct Reveal {
+    #[serde(default)]
+    reveal: bool,
+}
+
+/// A long poll: what came after `after`, waiting up to `wait` seconds (at most 60) for it.
+#[derive(Deserialize)]
+struct Poll {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait: u64,
+}
+
+impl Poll {
+    fn wait(&self) -> Duration {
+        Duration::from_secs(self.wait.min(60))
+    }
+}
+
 async fn not_found() -> error::ApiError {
-    error::ApiError::NotFound("no such API route".into())
+    crate::error::DomainError::NotFound("no such API route".into()).into()
 }
 
 #[cfg(test)]

@@ -1,15 +1,15 @@
 //! Apps, their environments and the nodes of the cluster.
 
 use super::{now, Result, Store, StoreError};
-use sqlx::Row;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EnvRow {
     pub app: String,
     pub name: String,
     pub current_release: Option<u32>,
     pub target_release: Option<u32>,
     /// Replicas per process set with `scale`; they override the manifest's counts.
+    #[sqlx(json)]
     pub formation: std::collections::BTreeMap<String, u32>,
     /// Config vars, sealed by [`crate::secrets::SecretBox`].
     pub config: Vec<u8>,
@@ -40,7 +40,7 @@ pub enum Registrar<'a> {
     Node(&'a str),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NodeRow {
     pub name: String,
     pub private_addr: String,
@@ -51,18 +51,6 @@ pub struct NodeRow {
 /// The first DNS label of an environment's hostname: `app` for production, else `app-env`.
 pub fn host_label(app: &str, env: &str) -> String {
     protocol::hostname(app, env, "").trim_end_matches('.').to_string()
-}
-
-fn env_row(r: &sqlx::sqlite::SqliteRow) -> EnvRow {
-    EnvRow {
-        app: r.get("app"),
-        name: r.get("name"),
-        current_release: r.get::<Option<i64>, _>("current_release").map(|v| v as u32),
-        target_release: r.get::<Option<i64>, _>("target_release").map(|v| v as u32),
-        formation: serde_json::from_str(&r.get::<String, _>("formation")).unwrap_or_default(),
-        config: r.get("config"),
-        legacy_names: r.get("legacy_names"),
-    }
 }
 
 impl Store {
@@ -205,32 +193,29 @@ impl Store {
     }
 
     pub async fn list_envs(&self, app: &str) -> Result<Vec<EnvRow>> {
-        let rows = sqlx::query("SELECT * FROM envs WHERE app = ? ORDER BY name = 'production' DESC, name")
+        Ok(sqlx::query_as("SELECT * FROM envs WHERE app = ? ORDER BY name = 'production' DESC, name")
             .bind(app)
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(env_row).collect())
+            .await?)
     }
 
     pub async fn all_envs(&self) -> Result<Vec<EnvRow>> {
-        let rows = sqlx::query("SELECT * FROM envs ORDER BY app, name").fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(env_row).collect())
+        Ok(sqlx::query_as("SELECT * FROM envs ORDER BY app, name").fetch_all(&self.pool).await?)
     }
 
     pub async fn get_env(&self, app: &str, env: &str) -> Result<EnvRow> {
         self.get_app(app).await?;
-        sqlx::query("SELECT * FROM envs WHERE app = ? AND name = ?")
+        sqlx::query_as("SELECT * FROM envs WHERE app = ? AND name = ?")
             .bind(app)
             .bind(env)
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| env_row(&r))
             .ok_or_else(|| StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")))
     }
 
     pub async fn set_target_release(&self, app: &str, env: &str, target: Option<u32>) -> Result<()> {
         sqlx::query("UPDATE envs SET target_release = ? WHERE app = ? AND name = ?")
-            .bind(target.map(i64::from))
+            .bind(target)
             .bind(app)
             .bind(env)
             .execute(&self.pool)
@@ -341,16 +326,7 @@ impl Store {
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>> {
-        let rows = sqlx::query("SELECT * FROM nodes ORDER BY name").fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(|r| NodeRow {
-                name: r.get("name"),
-                private_addr: r.get("private_addr"),
-                ingress: r.get("ingress"),
-                last_seen: r.get("last_seen"),
-            })
-            .collect())
+        Ok(sqlx::query_as("SELECT * FROM nodes ORDER BY name").fetch_all(&self.pool).await?)
     }
 }
 

@@ -2,45 +2,82 @@
 //! platform events.
 
 use super::{now, Result, Store, StoreError};
-use protocol::agent::{DbTaskKind, DbTaskParams};
-use protocol::api::{Backup, DbTaskView, Event};
-use sqlx::Row;
+use protocol::agent::{DbRole, DbTaskKind, DbTaskParams, DbTaskStatus};
+use protocol::api::{Backup, BackupStatus, BackupTrigger, DbTaskView, Event, Verification};
+use sqlx::types::Json;
+use std::collections::BTreeMap;
 
-fn backup(r: &sqlx::sqlite::SqliteRow) -> Backup {
-    Backup {
-        id: r.get("id"),
-        app: r.get("app"),
-        env: r.get("env"),
-        trigger: r.get("trigger"),
-        source: r.get("source"),
-        node: r.get("node"),
-        status: r.get("status"),
-        error: r.get("error"),
-        size_bytes: r.get::<Option<i64>, _>("size_bytes").map(|v| v as u64),
-        sha256: r.get("sha256"),
-        tables: json(r, "tables"),
-        locations: json(r, "locations"),
-        started_at: r.get("started_at"),
-        finished_at: r.get("finished_at"),
-        verification: r.get("verify_status"),
-        verification_error: r.get("verify_error"),
-        verified_at: r.get("verified_at"),
+/// A `backups` row; [`Backup`] is what the API shows of it.
+#[derive(sqlx::FromRow)]
+struct BackupRecord {
+    id: String,
+    app: String,
+    env: String,
+    #[sqlx(try_from = "String")]
+    trigger: BackupTrigger,
+    #[sqlx(try_from = "String")]
+    source: DbRole,
+    node: String,
+    #[sqlx(try_from = "String")]
+    status: BackupStatus,
+    error: Option<String>,
+    size_bytes: Option<u64>,
+    sha256: Option<String>,
+    #[sqlx(json)]
+    tables: BTreeMap<String, u64>,
+    #[sqlx(json)]
+    locations: Vec<String>,
+    started_at: String,
+    finished_at: Option<String>,
+    #[sqlx(try_from = "String")]
+    verify_status: Verification,
+    verify_error: Option<String>,
+    verified_at: Option<String>,
+}
+
+impl From<BackupRecord> for Backup {
+    fn from(r: BackupRecord) -> Self {
+        Backup {
+            id: r.id,
+            app: r.app,
+            env: r.env,
+            trigger: r.trigger,
+            source: r.source,
+            node: r.node,
+            status: r.status,
+            error: r.error,
+            size_bytes: r.size_bytes,
+            sha256: r.sha256,
+            tables: r.tables,
+            locations: r.locations,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            verification: r.verify_status,
+            verification_error: r.verify_error,
+            verified_at: r.verified_at,
+        }
     }
 }
 
 /// A database task: what the agent is given (`params`) and what came back (`result`, JSON).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DbTaskRow {
     pub id: String,
+    #[sqlx(try_from = "String")]
     pub kind: DbTaskKind,
     pub app: String,
     pub env: String,
     pub node: String,
-    pub role: String,
+    /// The server it runs against.
+    #[sqlx(try_from = "String")]
+    pub role: DbRole,
     pub backup: String,
+    #[sqlx(json)]
     pub params: DbTaskParams,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: DbTaskStatus,
     pub error: Option<String>,
+    #[sqlx(json)]
     pub result: serde_json::Value,
     pub created_at: String,
     pub finished_at: Option<String>,
@@ -51,8 +88,8 @@ impl DbTaskRow {
         let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         DbTaskView {
             id: self.id.clone(),
-            kind: self.kind.as_str().to_string(),
-            status: self.status.clone(),
+            kind: self.kind,
+            status: self.status,
             error: self.error.clone(),
             backup: (!self.backup.is_empty()).then(|| self.backup.clone()),
             safety_backup: s(&self.result, "safety_backup"),
@@ -66,30 +103,6 @@ impl DbTaskRow {
     }
 }
 
-/// A JSON column, or its default when it does not parse.
-fn json<T: serde::de::DeserializeOwned + Default>(r: &sqlx::sqlite::SqliteRow, column: &str) -> T {
-    serde_json::from_str(r.get::<&str, _>(column)).unwrap_or_default()
-}
-
-fn task(r: &sqlx::sqlite::SqliteRow) -> DbTaskRow {
-    let kind = serde_json::Value::String(r.get("kind"));
-    DbTaskRow {
-        id: r.get("id"),
-        kind: serde_json::from_value(kind).unwrap_or(DbTaskKind::Psql),
-        app: r.get("app"),
-        env: r.get("env"),
-        node: r.get("node"),
-        role: r.get("role"),
-        backup: r.get("backup"),
-        params: json(r, "params"),
-        status: r.get("status"),
-        error: r.get("error"),
-        result: json(r, "result"),
-        created_at: r.get("created_at"),
-        finished_at: r.get("finished_at"),
-    }
-}
-
 impl Store {
     pub async fn insert_backup(&self, b: &Backup) -> Result<()> {
         sqlx::query(
@@ -99,10 +112,10 @@ impl Store {
         .bind(&b.id)
         .bind(&b.app)
         .bind(&b.env)
-        .bind(&b.trigger)
-        .bind(&b.source)
+        .bind(b.trigger.as_str())
+        .bind(b.source.as_str())
         .bind(&b.node)
-        .bind(&b.status)
+        .bind(b.status.as_str())
         .bind(&b.started_at)
         .bind(crate::backups::unix_of(b))
         .execute(&self.pool)
@@ -116,12 +129,12 @@ impl Store {
             "UPDATE backups SET status = ?, error = ?, size_bytes = ?, sha256 = ?, tables = ?, locations = ?,
                  finished_at = ? WHERE id = ?",
         )
-        .bind(&b.status)
+        .bind(b.status.as_str())
         .bind(&b.error)
         .bind(b.size_bytes.map(|v| v as i64))
         .bind(&b.sha256)
-        .bind(serde_json::to_string(&b.tables).unwrap_or_default())
-        .bind(serde_json::to_string(&b.locations).unwrap_or_default())
+        .bind(Json(&b.tables))
+        .bind(Json(&b.locations))
         .bind(now())
         .bind(&b.id)
         .execute(&self.pool)
@@ -144,28 +157,28 @@ impl Store {
 
     /// Backups, on any environment, still being taken or verified, or stored and never verified.
     pub async fn unfinished_backups(&self) -> Result<Vec<Backup>> {
-        let rows = sqlx::query(
+        let rows: Vec<BackupRecord> = sqlx::query_as(
             "SELECT * FROM backups WHERE status = 'running' OR verify_status = 'running'
                  OR (status = 'stored' AND verify_status = 'pending') ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(backup).collect())
+        Ok(rows.into_iter().map(Backup::from).collect())
     }
 
     pub async fn set_backup_locations(&self, id: &str, locations: &[String]) -> Result<()> {
         sqlx::query("UPDATE backups SET locations = ? WHERE id = ?")
-            .bind(serde_json::to_string(locations).unwrap_or_default())
+            .bind(Json(locations))
             .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    pub async fn set_verification(&self, id: &str, status: &str, error: Option<&str>) -> Result<()> {
-        let at = matches!(status, "ok" | "failed").then(now);
+    pub async fn set_verification(&self, id: &str, status: Verification, error: Option<&str>) -> Result<()> {
+        let at = matches!(status, Verification::Ok | Verification::Failed).then(now);
         sqlx::query("UPDATE backups SET verify_status = ?, verify_error = ?, verified_at = ? WHERE id = ?")
-            .bind(status)
+            .bind(status.as_str())
             .bind(error)
             .bind(at)
             .bind(id)
@@ -175,11 +188,11 @@ impl Store {
     }
 
     pub async fn get_backup(&self, id: &str) -> Result<Backup> {
-        sqlx::query("SELECT * FROM backups WHERE id = ?")
+        sqlx::query_as::<_, BackupRecord>("SELECT * FROM backups WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| backup(&r))
+            .map(Backup::from)
             .ok_or_else(|| {
                 StoreError::NotFound(format!("there is no backup {id}; `paas db backups` lists them"))
             })
@@ -187,14 +200,14 @@ impl Store {
 
     /// An environment's backups, newest first.
     pub async fn list_backups(&self, app: &str, env: &str) -> Result<Vec<Backup>> {
-        let rows = sqlx::query(
+        let rows: Vec<BackupRecord> = sqlx::query_as(
             "SELECT * FROM backups WHERE app = ? AND env = ? ORDER BY created_unix DESC, id DESC",
         )
         .bind(app)
         .bind(env)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(backup).collect())
+        Ok(rows.into_iter().map(Backup::from).collect())
     }
 
     pub async fn delete_backup(&self, id: &str) -> Result<()> {
@@ -212,10 +225,10 @@ impl Store {
         .bind(&t.app)
         .bind(&t.env)
         .bind(&t.node)
-        .bind(&t.role)
+        .bind(t.role.as_str())
         .bind(&t.backup)
-        .bind(serde_json::to_string(&t.params).unwrap_or_default())
-        .bind(&t.status)
+        .bind(Json(&t.params))
+        .bind(t.status.as_str())
         .bind(now())
         .execute(&self.pool)
         .await?;
@@ -223,57 +236,51 @@ impl Store {
     }
 
     pub async fn get_db_task(&self, id: &str) -> Result<DbTaskRow> {
-        sqlx::query("SELECT * FROM db_tasks WHERE id = ?")
+        sqlx::query_as("SELECT * FROM db_tasks WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| task(&r))
             .ok_or_else(|| StoreError::NotFound(format!("there is no database task {id}")))
     }
 
     pub async fn pending_db_tasks(&self, node: &str) -> Result<Vec<DbTaskRow>> {
-        let rows =
-            sqlx::query("SELECT * FROM db_tasks WHERE node = ? AND status = 'pending' ORDER BY created_at")
-                .bind(node)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.iter().map(task).collect())
+        Ok(sqlx::query_as("SELECT * FROM db_tasks WHERE node = ? AND status = 'pending' ORDER BY created_at")
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The unfinished tasks of `node` that work on `backup`: what entitles a node to upload or
     /// download that backup's data.
     pub async fn open_tasks_for_backup(&self, backup: &str, node: &str) -> Result<Vec<DbTaskRow>> {
-        let rows =
-            sqlx::query("SELECT * FROM db_tasks WHERE backup = ? AND node = ? AND finished_at IS NULL")
-                .bind(backup)
-                .bind(node)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.iter().map(task).collect())
+        Ok(sqlx::query_as("SELECT * FROM db_tasks WHERE backup = ? AND node = ? AND finished_at IS NULL")
+            .bind(backup)
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Tasks handed to agents that have not ended, on any node.
     pub async fn open_db_tasks(&self) -> Result<Vec<DbTaskRow>> {
-        let rows = sqlx::query("SELECT * FROM db_tasks WHERE status IN ('pending', 'waiting')")
+        Ok(sqlx::query_as("SELECT * FROM db_tasks WHERE status IN ('pending', 'waiting')")
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(task).collect())
+            .await?)
     }
 
     /// Ends a pending task; false when it had already ended (a retried report).
     pub async fn finish_db_task(
         &self,
         id: &str,
-        status: &str,
+        status: DbTaskStatus,
         error: Option<&str>,
         result: &serde_json::Value,
     ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE db_tasks SET status = ?, error = ?, result = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'waiting')",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(error)
-        .bind(result.to_string())
+        .bind(Json(result))
         .bind(now())
         .bind(id)
         .execute(&self.pool)
@@ -293,7 +300,7 @@ impl Store {
     /// Sets a task's result while it runs (a restore's safety backup, a new database's URL).
     pub async fn set_db_task_result(&self, id: &str, result: &serde_json::Value) -> Result<()> {
         sqlx::query("UPDATE db_tasks SET result = ? WHERE id = ?")
-            .bind(result.to_string())
+            .bind(Json(result))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -321,20 +328,22 @@ impl Store {
     }
 
     pub async fn events_since(&self, since: i64) -> Result<Vec<Event>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT 1000")
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(i64, String, String, String, String, String, String)> = sqlx::query_as(
+            "SELECT id, at, app, env, kind, severity, message FROM events WHERE id > ? ORDER BY id LIMIT 1000",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
-            .iter()
-            .map(|r| Event {
-                id: r.get("id"),
-                at: r.get("at"),
-                app: r.get("app"),
-                env: r.get("env"),
-                kind: r.get("kind"),
-                severity: r.get("severity"),
-                message: r.get("message"),
+            .into_iter()
+            .map(|(id, at, app, env, kind, severity, message)| Event {
+                id,
+                at,
+                app,
+                env,
+                kind,
+                severity,
+                message,
             })
             .collect())
     }

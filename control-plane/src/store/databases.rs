@@ -1,9 +1,8 @@
 //! Managed databases: one PostgreSQL per environment, where it runs and its sealed passwords.
 
 use super::{now, Result, Store, StoreError};
-use sqlx::Row;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DatabaseRow {
     pub app: String,
     pub env: String,
@@ -47,36 +46,15 @@ impl DatabaseRow {
 const SELECT: &str = "SELECT databases.*, envs.legacy_names FROM databases
     JOIN envs ON envs.app = databases.app AND envs.name = databases.env";
 
-fn row(r: &sqlx::sqlite::SqliteRow) -> DatabaseRow {
-    DatabaseRow {
-        app: r.get("app"),
-        env: r.get("env"),
-        version: r.get::<i64, _>("version") as u32,
-        node: r.get("node"),
-        password: r.get("password"),
-        superuser_password: r.get("superuser_password"),
-        replication_password: r.get("replication_password"),
-        max_connections: r.get::<i64, _>("max_connections") as u32,
-        replicas: r.get::<i64, _>("replicas") as u32,
-        replica_node: r.get("replica_node"),
-        backup_schedule: r.get("backup_schedule"),
-        keep_count: r.get::<i64, _>("keep_count") as u32,
-        keep_days: r.get::<i64, _>("keep_days") as u32,
-        last_scheduled_at: r.get("last_scheduled_at"),
-        created_at: r.get("created_at"),
-        host_port: r.get::<i64, _>("host_port") as u16,
-        legacy_names: r.get("legacy_names"),
-    }
-}
-
 impl Store {
     pub async fn create_database(&self, db: &DatabaseRow) -> Result<()> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO databases
+            "INSERT INTO databases
                  (app, env, version, node, password, max_connections, created_at, replicas, replica_node,
                   backup_schedule, keep_count, keep_days, last_scheduled_at, superuser_password,
                   replication_password)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (app, env) DO NOTHING",
         )
         .bind(&db.app)
         .bind(&db.env)
@@ -102,12 +80,11 @@ impl Store {
     }
 
     pub async fn get_database(&self, app: &str, env: &str) -> Result<DatabaseRow> {
-        sqlx::query(&format!("{SELECT} WHERE databases.app = ? AND databases.env = ?"))
+        sqlx::query_as(&format!("{SELECT} WHERE databases.app = ? AND databases.env = ?"))
             .bind(app)
             .bind(env)
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| row(&r))
             .ok_or_else(|| {
                 StoreError::NotFound(format!("{app}/{env} has no database; create one with `paas db create`"))
             })
@@ -115,17 +92,15 @@ impl Store {
 
     /// Databases with their primary or their replica on `node`.
     pub async fn databases_for_node(&self, node: &str) -> Result<Vec<DatabaseRow>> {
-        let rows = sqlx::query(&format!("{SELECT} WHERE node = ? OR replica_node = ?"))
+        Ok(sqlx::query_as(&format!("{SELECT} WHERE node = ? OR replica_node = ?"))
             .bind(node)
             .bind(node)
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(row).collect())
+            .await?)
     }
 
     pub async fn all_databases(&self) -> Result<Vec<DatabaseRow>> {
-        let rows = sqlx::query(SELECT).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(row).collect())
+        Ok(sqlx::query_as(SELECT).fetch_all(&self.pool).await?)
     }
 
     pub async fn set_database_settings(

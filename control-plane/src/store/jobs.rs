@@ -1,7 +1,7 @@
 //! One-off jobs (release phases, `paas run`): their assignment to a node, output and result.
 
 use super::{now, Result, Store, StoreError};
-use sqlx::Row;
+use sqlx::types::Json;
 
 /// Output lines kept per job: the newest ones (a counter of the rest is implied by the first
 /// kept sequence number). The agent sends at most a few thousand lines a second, so a run that
@@ -10,32 +10,42 @@ pub const MAX_JOB_LINES: i64 = 10_000;
 /// Finished jobs per environment whose output is kept; older ones keep only their exit code.
 const KEEP_JOB_OUTPUTS: i64 = 20;
 
-#[derive(Debug, Clone)]
+protocol::string_enum! {
+    pub enum JobKind {
+        /// A release phase: its output is masked like the release's config.
+        Release = "release",
+        /// `paas run`.
+        Run = "run",
+    }
+}
+
+protocol::string_enum! {
+    pub enum JobStatus {
+        Pending = "pending",
+        Done = "done",
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: String,
     pub app: String,
     pub env: String,
     pub release: u32,
     pub node: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
+    #[sqlx(json)]
     pub command: Vec<String>,
-    pub done: bool,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
 }
 
-fn job_row(r: &sqlx::sqlite::SqliteRow) -> JobRow {
-    JobRow {
-        id: r.get("id"),
-        app: r.get("app"),
-        env: r.get("env"),
-        release: r.get::<i64, _>("release") as u32,
-        node: r.get("node"),
-        kind: r.get("kind"),
-        command: serde_json::from_str(&r.get::<String, _>("command")).unwrap_or_default(),
-        done: r.get::<String, _>("status") == "done",
-        exit_code: r.get("exit_code"),
-        error: r.get("error"),
+impl JobRow {
+    pub fn done(&self) -> bool {
+        self.status == JobStatus::Done
     }
 }
 
@@ -44,16 +54,16 @@ impl Store {
     /// release, whatever retries happen).
     pub async fn create_job(&self, job: &JobRow, created_by: &str) -> Result<()> {
         sqlx::query(
-            "INSERT OR IGNORE INTO jobs (id, app, env, release, node, kind, command, status, created_at, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            "INSERT INTO jobs (id, app, env, release, node, kind, command, status, created_at, created_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&job.id)
         .bind(&job.app)
         .bind(&job.env)
         .bind(job.release)
         .bind(&job.node)
-        .bind(&job.kind)
-        .bind(serde_json::to_string(&job.command).unwrap_or_else(|_| "[]".into()))
+        .bind(job.kind.as_str())
+        .bind(Json(&job.command))
         .bind(now())
         .bind(created_by)
         .execute(&self.pool)
@@ -62,21 +72,18 @@ impl Store {
     }
 
     pub async fn get_job(&self, id: &str) -> Result<JobRow> {
-        sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| job_row(&r))
             .ok_or_else(|| StoreError::NotFound(format!("there is no run {id:?}")))
     }
 
     pub async fn pending_jobs(&self, node: &str) -> Result<Vec<JobRow>> {
-        let rows =
-            sqlx::query("SELECT * FROM jobs WHERE node = ? AND status = 'pending' ORDER BY created_at")
-                .bind(node)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.iter().map(job_row).collect())
+        Ok(sqlx::query_as("SELECT * FROM jobs WHERE node = ? AND status = 'pending' ORDER BY created_at")
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Records a job's end, and drops the output of the environment's older finished jobs.
@@ -92,9 +99,11 @@ impl Store {
         .await?;
         sqlx::query(
             "DELETE FROM job_output WHERE id IN (
-                 SELECT old.id FROM jobs old JOIN jobs this ON this.id = ?
-                 WHERE old.app = this.app AND old.env = this.env AND old.status = 'done'
-                 ORDER BY old.created_at DESC LIMIT -1 OFFSET ?)",
+                 SELECT id FROM (
+                     SELECT old.id, ROW_NUMBER() OVER (ORDER BY old.created_at DESC) AS newest
+                     FROM jobs old JOIN jobs this ON this.id = ?
+                     WHERE old.app = this.app AND old.env = this.env AND old.status = 'done'
+                 ) AS finished WHERE newest > ?)",
         )
         .bind(id)
         .bind(KEEP_JOB_OUTPUTS)
@@ -142,14 +151,15 @@ impl Store {
             lines.push(pruned_marker(first - 1 - after));
             after = first - 1;
         }
-        let rows =
-            sqlx::query("SELECT seq, text FROM job_output WHERE id = ? AND seq > ? ORDER BY seq LIMIT 1000")
-                .bind(id)
-                .bind(after)
-                .fetch_all(&self.pool)
-                .await?;
-        let next = rows.last().map_or(after, |r| r.get::<i64, _>("seq")) as u64;
-        lines.extend(rows.iter().map(|r| r.get::<String, _>("text")));
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, text FROM job_output WHERE id = ? AND seq > ? ORDER BY seq LIMIT 1000",
+        )
+        .bind(id)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        let next = rows.last().map_or(after, |(seq, _)| *seq) as u64;
+        lines.extend(rows.into_iter().map(|(_, text)| text));
         Ok((lines, next))
     }
 
@@ -201,9 +211,9 @@ mod tests {
             env: "production".into(),
             release: 1,
             node: "n".into(),
-            kind: "run".into(),
+            kind: JobKind::Run,
             command: vec!["yes".into()],
-            done: false,
+            status: JobStatus::Pending,
             exit_code: None,
             error: None,
         }

@@ -10,8 +10,11 @@ mod releases;
 pub use apps::{EnvRow, NodeRow, Registrar};
 pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
-pub use jobs::JobRow;
+pub use jobs::{JobKind, JobRow, JobStatus};
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
+
+#[cfg(test)]
+mod tests;
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -36,20 +39,25 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Embedded migrations, applied in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_initial.sql"),
-    include_str!("../../migrations/0002_manifest.sql"),
-    include_str!("../../migrations/0003_config.sql"),
-    include_str!("../../migrations/0004_jobs.sql"),
-    include_str!("../../migrations/0005_databases.sql"),
-    include_str!("../../migrations/0006_replicas.sql"),
-    include_str!("../../migrations/0007_backups.sql"),
-    include_str!("../../migrations/0008_db_port.sql"),
-    include_str!("../../migrations/0009_names.sql"),
-    include_str!("../../migrations/0010_db_roles.sql"),
-    include_str!("../../migrations/0011_node_credentials.sql"),
-];
+/// Embedded migrations (`migrations/NNNN_name.sql`, version NNNN), applied by sqlx's migrator,
+/// which records them in `_sqlx_migrations`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+protocol::string_enum! {
+    /// What an API token may do: use the user API, or register a new node (the join token).
+    pub enum TokenKind {
+        User = "user",
+        Join = "join",
+    }
+}
+
+/// Whose an API token is.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Token {
+    pub user: String,
+    #[sqlx(try_from = "String")]
+    pub kind: TokenKind,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -73,46 +81,67 @@ impl Store {
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
+            .journal_mode(SqliteJournalMode::Wal);
+        Self::connect(opts, SqlitePoolOptions::new().max_connections(4))
             .await
-            .with_context(|| format!("opening the state database {}", path.display()))?;
-        let store = Self { pool };
-        store.migrate().await.context("migrating the state database")?;
+            .with_context(|| format!("opening the state database {}", path.display()))
+    }
+
+    /// A store that lives in memory, for tests: one connection that is never closed (the
+    /// database goes with it).
+    pub async fn open_in_memory() -> anyhow::Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let pool = SqlitePoolOptions::new().max_connections(1).idle_timeout(None).max_lifetime(None);
+        Self::connect(opts, pool).await
+    }
+
+    async fn connect(opts: SqliteConnectOptions, pool: SqlitePoolOptions) -> anyhow::Result<Self> {
+        let opts = opts.foreign_keys(true).busy_timeout(Duration::from_secs(10));
+        let store = Self { pool: pool.connect_with(opts).await? };
+        store.import_old_migrations().await.context("importing the migration history")?;
+        MIGRATOR.run(&store.pool).await.context("migrating the state database")?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&self.pool)
-            .await?;
-        let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&self.pool)
-            .await?;
-        for (i, sql) in MIGRATIONS.iter().enumerate() {
-            let version = i as i64 + 1;
-            if version <= applied {
-                continue;
-            }
-            let mut tx = self.write_tx().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await.with_context(|| format!("migration {version}"))?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, "applied database migration");
+    /// Data directories from before sqlx's migrator list their migrations in
+    /// `schema_migrations` (version = position, the same numbers as the files): those are
+    /// marked applied for the migrator, once, and the old table goes.
+    async fn import_old_migrations(&self) -> anyhow::Result<()> {
+        use sqlx::migrate::Migrate;
+        let mut tx = self.write_tx().await?;
+        // Only SQLite data directories predate the migrator, so its catalogue is the one to ask.
+        let old: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if old.is_none() {
+            return Ok(());
         }
+        let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.ensure_migrations_table().await?;
+        for m in MIGRATOR.iter().filter(|m| m.version <= applied) {
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES (?, ?, TRUE, ?, 0) ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(m.version)
+            .bind(&*m.description)
+            .bind(&*m.checksum)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DROP TABLE schema_migrations").execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(applied, "imported the migration history into sqlx's");
         Ok(())
     }
 
-    /// A write transaction that takes the write lock up front: a deferred one that read first
-    /// fails with SQLITE_BUSY (no retry) when another writer committed in between.
+    /// The one way to open a write transaction. It takes the write lock up front: a deferred
+    /// one that read first fails with SQLITE_BUSY (no retry) when another writer committed in
+    /// between.
     async fn write_tx(&self) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
@@ -123,66 +152,25 @@ impl Store {
 
     // --- tokens ---
 
-    pub async fn insert_token(&self, hash: &str, user: &str, kind: &str) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO tokens (hash, user, kind, created_at) VALUES (?, ?, ?, ?)")
-            .bind(hash)
-            .bind(user)
-            .bind(kind)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
+    pub async fn insert_token(&self, hash: &str, user: &str, kind: TokenKind) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (hash, user, kind, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash)
+        .bind(user)
+        .bind(kind.as_str())
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// The (user, kind) a token hash belongs to.
-    pub async fn token(&self, hash: &str) -> Result<Option<(String, String)>> {
+    /// Whose a token (by its hash) is.
+    pub async fn token(&self, hash: &str) -> Result<Option<Token>> {
         Ok(sqlx::query_as("SELECT user, kind FROM tokens WHERE hash = ?")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MIGRATIONS;
-
-    /// Existing environments keep their Docker names on upgrade, except those whose old names
-    /// already collided with another environment's.
-    #[tokio::test]
-    async fn the_names_migration_keeps_old_names_unless_they_collided() {
-        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
-        let at = MIGRATIONS.iter().position(|m| m.contains("ADD COLUMN legacy_names")).unwrap();
-        for sql in &MIGRATIONS[..at] {
-            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-        }
-        for (app, env) in [("shop", "eu-production"), ("shop-eu", "production"), ("notes", "production")] {
-            sqlx::query("INSERT OR IGNORE INTO apps (name, created_at) VALUES (?, '')")
-                .bind(app)
-                .execute(&pool)
-                .await
-                .unwrap();
-            sqlx::query("INSERT INTO envs (app, name, created_at) VALUES (?, ?, '')")
-                .bind(app)
-                .bind(env)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        sqlx::raw_sql(MIGRATIONS[at]).execute(&pool).await.unwrap();
-        let rows: Vec<(String, bool)> =
-            sqlx::query_as("SELECT app, legacy_names FROM envs ORDER BY app").fetch_all(&pool).await.unwrap();
-        let expected = [("notes", true), ("shop", false), ("shop-eu", false)];
-        assert_eq!(rows, expected.map(|(a, l)| (a.to_string(), l)).to_vec());
-        // Environments made after the upgrade get the new names.
-        sqlx::query("INSERT INTO envs (app, name, created_at) VALUES ('notes', 'staging', '')")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let legacy: bool = sqlx::query_scalar("SELECT legacy_names FROM envs WHERE name = 'staging'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert!(!legacy);
     }
 }

@@ -3,7 +3,7 @@
 use super::{now, Result, Store, StoreError};
 use protocol::agent::ContainerStatus;
 use protocol::api::{DeployEvent, Process, Release, ReleaseStatus};
-use sqlx::Row;
+use sqlx::types::Json;
 
 pub type ReleaseRow = Release;
 
@@ -30,7 +30,7 @@ pub struct NewRelease {
     pub manifest_text: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InstanceRow {
     pub name: String,
     pub app: String,
@@ -43,45 +43,47 @@ pub struct InstanceRow {
     pub healthy: bool,
     pub host_port: Option<u16>,
     pub restarts: u32,
+    #[sqlx(json)]
     pub log_tail: Vec<String>,
     pub updated_at: String,
 }
 
-fn release_row(r: &sqlx::sqlite::SqliteRow) -> Release {
-    let status: String = r.get("status");
-    let manifest: String = r.get("manifest");
-    Release {
-        config_keys: serde_json::from_str(&r.get::<String, _>("config_keys")).unwrap_or_default(),
-        description: r.get("description"),
-        manifest: serde_json::from_str(&manifest).unwrap_or_default(),
-        app: r.get("app"),
-        env: r.get("env"),
-        version: r.get::<i64, _>("version") as u32,
-        status: ReleaseStatus::parse(&status).unwrap_or(ReleaseStatus::Failed),
-        source: r.get("source"),
-        image_id: r.get("image_id"),
-        created_at: r.get("created_at"),
-        created_by: r.get("created_by"),
-        error: r.get("error"),
-    }
+/// A `releases` row; [`Release`] is what the API shows of it.
+#[derive(sqlx::FromRow)]
+struct ReleaseRecord {
+    app: String,
+    env: String,
+    version: u32,
+    #[sqlx(try_from = "String")]
+    status: ReleaseStatus,
+    source: String,
+    image_id: Option<String>,
+    created_at: String,
+    created_by: String,
+    error: Option<String>,
+    description: String,
+    #[sqlx(json)]
+    manifest: protocol::manifest::Manifest,
+    #[sqlx(json)]
+    config_keys: Vec<String>,
 }
 
-fn instance_row(r: &sqlx::sqlite::SqliteRow) -> InstanceRow {
-    let tail: String = r.get("log_tail");
-    InstanceRow {
-        name: r.get("name"),
-        app: r.get("app"),
-        env: r.get("env"),
-        process: r.get("process"),
-        release: r.get::<i64, _>("release") as u32,
-        replica: r.get::<i64, _>("replica") as u32,
-        node: r.get("node"),
-        state: r.get("state"),
-        healthy: r.get("healthy"),
-        host_port: r.get::<Option<i64>, _>("host_port").map(|p| p as u16),
-        restarts: r.get::<i64, _>("restarts") as u32,
-        log_tail: serde_json::from_str(&tail).unwrap_or_default(),
-        updated_at: r.get("updated_at"),
+impl From<ReleaseRecord> for Release {
+    fn from(r: ReleaseRecord) -> Self {
+        Release {
+            app: r.app,
+            env: r.env,
+            version: r.version,
+            status: r.status,
+            source: r.source,
+            image_id: r.image_id,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            error: r.error,
+            description: r.description,
+            manifest: r.manifest,
+            config_keys: r.config_keys,
+        }
     }
 }
 
@@ -113,13 +115,14 @@ impl Store {
     /// environment is unfinished, so two deploys never race for one environment.
     pub async fn create_release(&self, app: &str, env: &str, new: &NewRelease) -> Result<Release> {
         let mut tx = self.write_tx().await?;
-        let busy: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM releases WHERE app = ? AND env = ? AND status IN ('building', 'deploying')",
-        )
-        .bind(app)
-        .bind(env)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let busy: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM releases WHERE app = ? AND env = ? AND status IN (?, ?)")
+                .bind(app)
+                .bind(env)
+                .bind(ReleaseStatus::Building.as_str())
+                .bind(ReleaseStatus::Deploying.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(v) = busy {
             return Err(StoreError::Conflict(format!(
                 "a deploy of {app}/{env} is in progress (release v{v}); wait for it to finish"
@@ -132,7 +135,6 @@ impl Store {
         .bind(env)
         .fetch_one(&mut *tx)
         .await?;
-        let manifest = serde_json::to_string(&new.manifest).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query(
             "INSERT INTO releases (app, env, version, status, source, build_node, created_at, created_by,
                                    image_id, manifest, description, config, config_keys, manifest_text)
@@ -146,10 +148,10 @@ impl Store {
         .bind(now())
         .bind(&new.created_by)
         .bind(&new.image_id)
-        .bind(manifest)
+        .bind(Json(&new.manifest))
         .bind(&new.description)
         .bind(&new.config)
-        .bind(serde_json::to_string(&new.config_keys).unwrap_or_else(|_| "[]".into()))
+        .bind(Json(&new.config_keys))
         .bind(&new.manifest_text)
         .execute(&mut *tx)
         .await?;
@@ -158,13 +160,13 @@ impl Store {
     }
 
     pub async fn get_release(&self, app: &str, env: &str, version: u32) -> Result<Release> {
-        sqlx::query("SELECT * FROM releases WHERE app = ? AND env = ? AND version = ?")
+        sqlx::query_as::<_, ReleaseRecord>("SELECT * FROM releases WHERE app = ? AND env = ? AND version = ?")
             .bind(app)
             .bind(env)
             .bind(version)
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| release_row(&r))
+            .map(Release::from)
             .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
     }
 
@@ -188,23 +190,25 @@ impl Store {
     }
 
     pub async fn list_releases(&self, app: &str, env: &str) -> Result<Vec<Release>> {
-        let rows = sqlx::query("SELECT * FROM releases WHERE app = ? AND env = ? ORDER BY version DESC")
-            .bind(app)
-            .bind(env)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(release_row).collect())
+        let rows: Vec<ReleaseRecord> =
+            sqlx::query_as("SELECT * FROM releases WHERE app = ? AND env = ? ORDER BY version DESC")
+                .bind(app)
+                .bind(env)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Release::from).collect())
     }
 
     /// Releases a node must build: still building, assigned to it, with no result yet.
     pub async fn pending_builds(&self, node: &str) -> Result<Vec<Release>> {
-        let rows = sqlx::query(
-            "SELECT * FROM releases WHERE build_node = ? AND status = 'building' AND image_id IS NULL AND error IS NULL",
+        let rows: Vec<ReleaseRecord> = sqlx::query_as(
+            "SELECT * FROM releases WHERE build_node = ? AND status = ? AND image_id IS NULL AND error IS NULL",
         )
         .bind(node)
+        .bind(ReleaseStatus::Building.as_str())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(release_row).collect())
+        Ok(rows.into_iter().map(Release::from).collect())
     }
 
     /// The node a release's build is assigned to (none for an image deploy).
@@ -267,7 +271,7 @@ impl Store {
         added: &[InstanceRow],
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let (formation, target): (String, Option<u32>) =
+        let (Json(mut formation), target): (Json<std::collections::BTreeMap<String, u32>>, Option<i64>) =
             sqlx::query_as("SELECT formation, target_release FROM envs WHERE app = ? AND name = ?")
                 .bind(app)
                 .bind(env)
@@ -280,11 +284,9 @@ impl Store {
                 "a deploy of {app}/{env} is in progress (release v{t}); scale after it"
             )));
         }
-        let mut formation: std::collections::BTreeMap<String, u32> =
-            serde_json::from_str(&formation).unwrap_or_default();
         formation.insert(process.to_string(), replicas);
         sqlx::query("UPDATE envs SET formation = ? WHERE app = ? AND name = ?")
-            .bind(serde_json::to_string(&formation).unwrap_or_else(|_| "{}".into()))
+            .bind(Json(&formation))
             .bind(app)
             .bind(env)
             .execute(&mut *tx)
@@ -313,12 +315,12 @@ impl Store {
         instances: &[InstanceRow],
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let now: String = sqlx::query_scalar("SELECT formation FROM envs WHERE app = ? AND name = ?")
-            .bind(app)
-            .bind(env)
-            .fetch_one(&mut *tx)
-            .await?;
-        let now: std::collections::BTreeMap<String, u32> = serde_json::from_str(&now).unwrap_or_default();
+        let Json(now): Json<std::collections::BTreeMap<String, u32>> =
+            sqlx::query_scalar("SELECT formation FROM envs WHERE app = ? AND name = ?")
+                .bind(app)
+                .bind(env)
+                .fetch_one(&mut *tx)
+                .await?;
         if now != *formation {
             return Ok(false);
         }
@@ -403,34 +405,33 @@ impl Store {
 
     /// Releases left unfinished by a previous run of the control plane.
     pub async fn unfinished_releases(&self) -> Result<Vec<Release>> {
-        let rows = sqlx::query("SELECT * FROM releases WHERE status IN ('building', 'deploying')")
+        let rows: Vec<ReleaseRecord> = sqlx::query_as("SELECT * FROM releases WHERE status IN (?, ?)")
+            .bind(ReleaseStatus::Building.as_str())
+            .bind(ReleaseStatus::Deploying.as_str())
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(release_row).collect())
+        Ok(rows.into_iter().map(Release::from).collect())
     }
 
     // --- instances ---
 
     pub async fn instances_for_node(&self, node: &str) -> Result<Vec<InstanceRow>> {
-        let rows = sqlx::query("SELECT * FROM instances WHERE node = ? ORDER BY name")
+        Ok(sqlx::query_as("SELECT * FROM instances WHERE node = ? ORDER BY name")
             .bind(node)
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(instance_row).collect())
+            .await?)
     }
 
     pub async fn instances_for_env(&self, app: &str, env: &str) -> Result<Vec<InstanceRow>> {
-        let rows = sqlx::query("SELECT * FROM instances WHERE app = ? AND env = ? ORDER BY release, replica")
+        Ok(sqlx::query_as("SELECT * FROM instances WHERE app = ? AND env = ? ORDER BY release, replica")
             .bind(app)
             .bind(env)
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(instance_row).collect())
+            .await?)
     }
 
     pub async fn all_instances(&self) -> Result<Vec<InstanceRow>> {
-        let rows = sqlx::query("SELECT * FROM instances").fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(instance_row).collect())
+        Ok(sqlx::query_as("SELECT * FROM instances").fetch_all(&self.pool).await?)
     }
 
     /// Applies an agent's report; returns whether anything that matters for routing or deploys
@@ -439,25 +440,25 @@ impl Store {
         let mut changed = false;
         let mut tx = self.write_tx().await?;
         for s in statuses {
-            let tail = serde_json::to_string(&s.log_tail).unwrap_or_else(|_| "[]".into());
+            let tail = Json(&s.log_tail);
             let done = sqlx::query(
                 "UPDATE instances SET state = ?, healthy = ?, host_port = ?, restarts = ?, log_tail = ?, updated_at = ?
                  WHERE name = ? AND node = ?
-                   AND (state != ? OR healthy != ? OR host_port IS NOT ? OR restarts != ? OR log_tail != ?)",
+                   AND (state != ? OR healthy != ? OR host_port IS DISTINCT FROM ? OR restarts != ? OR log_tail != ?)",
             )
             .bind(&s.state)
             .bind(s.healthy)
-            .bind(s.host_port.map(i64::from))
+            .bind(s.host_port)
             .bind(s.restarts)
-            .bind(&tail)
+            .bind(tail)
             .bind(now())
             .bind(&s.name)
             .bind(node)
             .bind(&s.state)
             .bind(s.healthy)
-            .bind(s.host_port.map(i64::from))
+            .bind(s.host_port)
             .bind(s.restarts)
-            .bind(&tail)
+            .bind(tail)
             .execute(&mut *tx)
             .await?;
             changed |= done.rows_affected() > 0;
@@ -532,7 +533,7 @@ impl Store {
         // Events no longer kept are stood for by one line, numbered like the last of them.
         let gap = first.filter(|f| *f > after as i64 + 1).map(|f| (f - 1 - after as i64, f as u64 - 1));
         let after = gap.map_or(after, |(_, last)| last);
-        let rows = sqlx::query(
+        let rows: Vec<(u64, String, String, String)> = sqlx::query_as(
             "SELECT seq, kind, text, at FROM deploy_events WHERE app = ? AND env = ? AND version = ? AND seq > ?
              ORDER BY seq LIMIT 1000",
         )
@@ -542,15 +543,8 @@ impl Store {
         .bind(after as i64)
         .fetch_all(&self.pool)
         .await?;
-        let mut events: Vec<DeployEvent> = rows
-            .iter()
-            .map(|r| DeployEvent {
-                seq: r.get::<i64, _>("seq") as u64,
-                at: r.get("at"),
-                kind: r.get("kind"),
-                text: r.get("text"),
-            })
-            .collect();
+        let mut events: Vec<DeployEvent> =
+            rows.into_iter().map(|(seq, kind, text, at)| DeployEvent { seq, at, kind, text }).collect();
         if let (Some((n, seq)), Some(next)) = (gap, events.first()) {
             let marker = DeployEvent {
                 seq,
@@ -567,8 +561,12 @@ impl Store {
 async fn insert_instances(tx: &mut sqlx::SqliteConnection, instances: &[InstanceRow]) -> Result<()> {
     for i in instances {
         sqlx::query(
-            "INSERT OR REPLACE INTO instances (name, app, env, process, release, replica, node, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO instances (name, app, env, process, release, replica, node, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET app = excluded.app, env = excluded.env,
+                 process = excluded.process, release = excluded.release, replica = excluded.replica,
+                 node = excluded.node, state = 'pending', healthy = FALSE, host_port = NULL,
+                 restarts = 0, log_tail = '[]', updated_at = excluded.updated_at",
         )
         .bind(&i.name)
         .bind(&i.app)

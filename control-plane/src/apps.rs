@@ -1,0 +1,112 @@
+//! Apps and their environments: creating and deleting them, and how they look to users (each
+//! environment's state, and the processes that run).
+
+use crate::error::{DomainError, Result};
+use crate::state::AppState;
+use protocol::api::{App, EnvSummary, Process};
+use protocol::{AppName, EnvName};
+use std::collections::HashMap;
+
+/// An app as users see it: each environment with its releases and replica health.
+pub async fn view(state: &AppState, name: &str) -> Result<App> {
+    let (name, created_at) = state.store.get_app(name).await?;
+    summary(state, name, created_at).await
+}
+
+async fn summary(state: &AppState, name: String, created_at: String) -> Result<App> {
+    let mut envs = Vec::new();
+    for e in state.store.list_envs(&name).await? {
+        let instances = state.store.instances_for_env(&name, &e.name).await?;
+        let healthy = instances
+            .iter()
+            .filter(|i| Some(i.release) == e.current_release && i.process == "web" && i.healthy)
+            .count() as u32;
+        let replicas = match e.current_release {
+            Some(v) => e.replicas(&state.store.get_release(&name, &e.name, v).await?.manifest, "web"),
+            None => e.formation.get("web").copied().unwrap_or(1),
+        };
+        let status = if e.target_release.is_some() {
+            "deploying"
+        } else if e.current_release.is_none() {
+            "idle"
+        } else if healthy < replicas {
+            "degraded"
+        } else {
+            "running"
+        };
+        envs.push(EnvSummary {
+            hostname: protocol::hostname(&name, &e.name, &state.config.base_domain),
+            url: state.url_for(&name, &e.name),
+            current_release: e.current_release,
+            target_release: e.target_release,
+            status: status.to_string(),
+            replicas,
+            healthy_replicas: healthy,
+            name: e.name,
+        });
+    }
+    Ok(App { name, created_at, envs })
+}
+
+pub async fn list(state: &AppState) -> Result<Vec<App>> {
+    let mut out = Vec::new();
+    for (name, created_at) in state.store.list_apps().await? {
+        out.push(summary(state, name, created_at).await?);
+    }
+    Ok(out)
+}
+
+pub async fn create(state: &AppState, user: &str, name: String) -> Result<App> {
+    let name = AppName::new(name)?;
+    state.store.create_app(name.as_str()).await?;
+    tracing::info!(app = %name, user, "app created");
+    state.bump();
+    view(state, name.as_str()).await
+}
+
+/// Deletes an app with its environments; agents remove what ran for it.
+pub async fn delete(state: &AppState, user: &str, app: &str) -> Result<()> {
+    state.store.delete_app(app).await?;
+    let _ = std::fs::remove_dir_all(state.sources_dir().join(app));
+    tracing::info!(app, user, "app deleted");
+    state.bump();
+    Ok(())
+}
+
+pub async fn create_env(state: &AppState, user: &str, app: &str, env: String) -> Result<App> {
+    let env = EnvName::new(env)?;
+    state.store.create_env(app, env.as_str()).await?;
+    tracing::info!(app, env = %env, user, "environment created");
+    state.bump();
+    view(state, app).await
+}
+
+/// Deletes an environment other than production (which goes only with its app).
+pub async fn delete_env(state: &AppState, user: &str, app: &str, env: &str) -> Result<()> {
+    if env == protocol::PRODUCTION {
+        return Err(DomainError::Conflict("production cannot be deleted; delete the app instead".into()));
+    }
+    state.store.delete_env(app, env).await?;
+    let _ = std::fs::remove_dir_all(state.sources_dir().join(app).join(env));
+    tracing::info!(app, env, user, "environment deleted");
+    state.bump();
+    Ok(())
+}
+
+/// The containers placed for an environment, with their nodes' addresses and their limits.
+pub async fn processes(state: &AppState, app: &str, env: &str) -> Result<Vec<Process>> {
+    state.store.get_env(app, env).await?;
+    let nodes: HashMap<String, String> =
+        state.store.list_nodes().await?.into_iter().map(|n| (n.name, n.private_addr)).collect();
+    let mut manifests = HashMap::new();
+    let mut out = Vec::new();
+    for i in state.store.instances_for_env(app, env).await? {
+        if let std::collections::hash_map::Entry::Vacant(e) = manifests.entry(i.release) {
+            e.insert(state.store.get_release(app, env, i.release).await?.manifest);
+        }
+        let mut p = i.to_process(nodes.get(&i.node).map(String::as_str));
+        p.limits = manifests[&i.release].processes.get(&i.process).map(|p| p.limits);
+        out.push(p);
+    }
+    Ok(out)
+}
