@@ -24,12 +24,18 @@ impl PartialEq for Schedule {
     }
 }
 
-const FIELDS: [(&str, &str); 5] =
-    [("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31"), ("month", "1-12"), ("day-of-week", "0-7")];
+const FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12"),
+    ("day-of-week", "0-7"),
+];
 
 fn parse(expr: &str) -> Result<Cron, croner::errors::CronError> {
     // `5/15` (from 5, every 15) is cronie's syntax, which croner calls sloppy.
-    let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).sloppy_ranges(true);
+    let parser =
+        CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).sloppy_ranges(true);
     parser.build().parse(expr)
 }
 
@@ -39,7 +45,8 @@ impl FromStr for Schedule {
     fn from_str(s: &str) -> Result<Self, String> {
         let expr = s.to_ascii_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
         let words: Vec<&str> = expr.split(' ').filter(|w| !w.is_empty()).collect();
-        let expected = "expected 5 fields (minute hour day-of-month month day-of-week) or a macro such as @daily";
+        let expected =
+            "expected 5 fields (minute hour day-of-month month day-of-week) or a macro such as @daily";
         match words.as_slice() {
             [] => return Err(format!("cron expression is empty; {expected}")),
             [word] if word.starts_with('@') => {}
@@ -156,7 +163,11 @@ mod tests {
         assert_eq!(err("0 0 32 * *"), "cron field 3 (day-of-month) `32` is out of range 1-31");
         assert_eq!(err("0 0 * 13 *"), "cron field 4 (month) `13` is out of range 1-12");
         assert_eq!(err("0 0 * * 8"), "cron field 5 (day-of-week) `8` is out of range 0-7");
-        assert!(err("abc * * * *").starts_with("cron field 1 (minute) `abc` is not valid"), "{}", err("abc * * * *"));
+        assert!(
+            err("abc * * * *").starts_with("cron field 1 (minute) `abc` is not valid"),
+            "{}",
+            err("abc * * * *")
+        );
         assert!(err("0 0 * foo *").starts_with("cron field 4 (month) `foo` is not valid"));
         assert!(err("*/0 * * * *").starts_with("cron field 1 (minute)"));
         assert!(err("@reboot").starts_with("cron expression `@reboot` is not valid"), "{}", err("@reboot"));

@@ -6,10 +6,9 @@
 use anyhow::Context;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredential};
 use object_store::client::{HttpClient, HttpConnector, HttpError, HttpErrorKind};
 use object_store::path::Path as Key;
-use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, RetryConfig, WriteMultipart};
 use std::path::Path;
 use std::sync::Arc;
@@ -136,7 +135,8 @@ impl S3 {
         // A request that failed for a reason worth another try (unreachable, 5xx, timed out) is
         // sent again while less than 1.5 idle timeouts have passed since it was first sent: a
         // hung endpoint fails a backup in about two idle timeouts.
-        let retry = RetryConfig { max_retries: 5, retry_timeout: idle * 3 / 2, backoff: BackoffConfig::default() };
+        let retry =
+            RetryConfig { max_retries: 5, retry_timeout: idle * 3 / 2, backoff: BackoffConfig::default() };
         let store = AmazonS3Builder::new()
             .with_endpoint(&config.endpoint)
             .with_bucket_name(&config.bucket)
@@ -219,7 +219,10 @@ impl S3 {
             }
             out.flush().await.with_context(|| format!("writing {}", path.display()))?;
             out.get_ref().sync_all().await.with_context(|| format!("writing {}", path.display()))?;
-            anyhow::ensure!(written == expected, "S3 GET of {full} failed: received {written} of {expected} bytes");
+            anyhow::ensure!(
+                written == expected,
+                "S3 GET of {full} failed: received {written} of {expected} bytes"
+            );
             Ok(written)
         }
         .await;
@@ -271,13 +274,11 @@ impl S3 {
         Ok(got.bytes().await.map_err(|e| self.error("GET", &full, e))?.to_vec())
     }
 
-    /// Creates the bucket unless it exists (and is ours). `object_store` has no bucket calls, so
-    /// these two requests go out presigned by it.
+    /// Creates the bucket unless it exists (and is ours). `object_store` has no bucket calls;
+    /// its signer signs these two requests.
     pub async fn create_bucket_if_missing(&self) -> anyhow::Result<()> {
         let c = &self.config;
-        let what = format!("bucket {}", c.bucket);
-        let status = self.bucket_request(reqwest::Method::HEAD, &what, Vec::new()).await?;
-        if status != 404 {
+        if self.bucket_request(http::Method::HEAD, Vec::new()).await? != 404 {
             return Ok(());
         }
         // Outside us-east-1, S3 wants the region restated in the body.
@@ -291,34 +292,35 @@ impl S3 {
             )
             .into_bytes()
         };
-        self.bucket_request(reqwest::Method::PUT, &what, body).await?;
+        self.bucket_request(http::Method::PUT, body).await?;
         Ok(())
     }
 
-    /// Sends a request for the bucket itself; answers 2xx and 404 (a HEAD's "no such bucket")
-    /// with their status, any other as an error. A bucket we already own counts as created.
-    async fn bucket_request(&self, method: reqwest::Method, what: &str, body: Vec<u8>) -> anyhow::Result<u16> {
-        let op = method.to_string();
-        let url = self
-            .store
-            .signed_url(method.clone(), &Key::default(), Duration::from_secs(300))
-            .await
-            .map_err(|e| self.error(&op, what, e))?;
-        let resp = self.http.request(method, url).body(body).send().await.map_err(|e| {
-            let kind = if e.is_timeout() { HttpErrorKind::Timeout } else { HttpErrorKind::Connect };
-            // Without the URL: it carries a signature.
-            self.error(&op, what, HttpError::new(kind, e.without_url()))
-        })?;
-        let status = resp.status().as_u16();
-        if resp.status().is_success() || (op == "HEAD" && status == 404) {
-            return Ok(status);
+    /// Sends a request for the bucket itself. Answers 2xx and a HEAD's 404 (no such bucket)
+    /// with their status, any other as an error; a bucket we already own counts as created.
+    async fn bucket_request(&self, method: http::Method, body: Vec<u8>) -> anyhow::Result<u16> {
+        let (c, op) = (&self.config, method.to_string());
+        let what = format!("bucket {}", c.bucket);
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}/{}", c.endpoint, c.bucket))
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body.into())?;
+        let credential =
+            AwsCredential { key_id: c.access_key.clone(), secret_key: c.secret_key.clone(), token: None };
+        AwsAuthorizer::new(&credential, "s3", &c.region).authorize(&mut request, None);
+        let client = HttpClient::new(self.http.clone());
+        let resp = client.execute(request).await.map_err(|e| self.error(&op, &what, e))?;
+        let status = resp.status();
+        if status.is_success() || (op == "HEAD" && status == 404) {
+            return Ok(status.as_u16());
         }
-        let body = resp.text().await.unwrap_or_default();
-        let detail = s3_detail(&body).unwrap_or_else(|| resp_reason(status));
+        let text = resp.into_body().bytes().await.unwrap_or_default();
+        let detail = s3_detail(&String::from_utf8_lossy(&text)).unwrap_or_else(|| status.to_string());
         if detail.starts_with("BucketAlreadyOwnedByYou") {
-            return Ok(status);
+            return Ok(status.as_u16());
         }
-        anyhow::bail!("S3 {op} of {what} failed: {status} {detail}")
+        anyhow::bail!("S3 {op} of {what} failed: {detail}")
     }
 
     /// The full key (prefix included) and the location `object_store` addresses it by.
@@ -327,10 +329,9 @@ impl S3 {
         anyhow::ensure!(!key.is_empty(), "an S3 object key cannot be empty");
         anyhow::ensure!(full.len() <= 1024, "the S3 object key {full:?} is longer than 1024 bytes");
         // `.`, `..` and empty segments would address another object, or none.
-        let location = Key::parse(&full)
-            .ok()
-            .filter(|k| k.as_ref() == full)
-            .with_context(|| format!("the S3 object key {full:?} cannot contain `.`, `..` or empty path segments"))?;
+        let location = Key::parse(&full).ok().filter(|k| k.as_ref() == full).with_context(|| {
+            format!("the S3 object key {full:?} cannot contain `.`, `..` or empty path segments")
+        })?;
         Ok((full, location))
     }
 
@@ -344,7 +345,8 @@ impl S3 {
         }
         // Where "connection refused" or a certificate problem is said; cut, as it may hold a
         // whole error page.
-        let innermost: String = chain.last().map(|e| e.to_string()).unwrap_or_default().chars().take(300).collect();
+        let innermost: String =
+            chain.last().map(|e| e.to_string()).unwrap_or_default().chars().take(300).collect();
         let why = if let Some(http) = chain.iter().find_map(|e| e.downcast_ref::<HttpError>()) {
             let why = match http.kind() {
                 HttpErrorKind::Connect => format!("could not reach {endpoint}"),
@@ -376,11 +378,6 @@ fn s3_detail(text: &str) -> Option<String> {
         Some(message) => format!("{} ({})", body.code, message.chars().take(300).collect::<String>()),
         None => body.code,
     })
-}
-
-fn resp_reason(status: u16) -> String {
-    let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason());
-    reason.unwrap_or("error").to_string()
 }
 
 fn check_bucket(bucket: &str) -> anyhow::Result<()> {
