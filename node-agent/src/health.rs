@@ -2,12 +2,12 @@
 //! connect, HTTP GET with an expected status, or a command run inside the container.
 
 use crate::docker::DockerClient;
-use protocol::manifest::{HealthCheck, Probe};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use protocol::manifest::{HealthCheck, Probe};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::net::TcpStream;

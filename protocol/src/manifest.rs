@@ -575,11 +575,14 @@ replicas = 1
 
     #[test]
     fn durations_take_todays_forms_and_more() {
-        let timeout = |v: &str| parse(&format!("[deploy]\ntimeout = {v}\n"), "production").map(|m| m.deploy.timeout_ms);
+        let timeout =
+            |v: &str| parse(&format!("[deploy]\ntimeout = {v}\n"), "production").map(|m| m.deploy.timeout_ms);
         for (v, ms) in [("90", 90_000), ("\"500ms\"", 500), ("\"2s\"", 2000), ("\" 2 s \"", 2000)] {
             assert_eq!(timeout(v).unwrap(), ms, "{v}");
         }
-        for (v, ms) in [("\"1m\"", 60_000), ("\"1h\"", 3_600_000), ("\"1h 30m\"", 5_400_000), ("\"1m30s\"", 90_000)] {
+        for (v, ms) in
+            [("\"1m\"", 60_000), ("\"1h\"", 3_600_000), ("\"1h 30m\"", 5_400_000), ("\"1m30s\"", 90_000)]
+        {
             assert_eq!(timeout(v).unwrap(), ms, "{v}");
         }
         assert!(timeout("\"5\"").is_err() && timeout("\"-1s\"").is_err());
