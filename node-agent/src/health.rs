@@ -2,9 +2,14 @@
 //! connect, HTTP GET with an expected status, or a command run inside the container.
 
 use crate::docker::DockerClient;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use protocol::manifest::{HealthCheck, Probe};
+use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One probe of a container at `addr` (its address on the Docker network and process port).
@@ -40,33 +45,29 @@ pub async fn probe(docker: &DockerClient, name: &str, addr: &str, check: &Health
     }
 }
 
-/// The status code of `GET path`; reads only the status line.
+/// The status code of `GET path`; the body is never read.
 async fn http_status(addr: &str, path: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: paas-health\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await.map_err(|e| format!("sending GET {path}: {e}"))?;
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
-        let n =
-            stream.read(&mut chunk).await.map_err(|e| format!("reading the answer to GET {path}: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let line = String::from_utf8_lossy(&buf);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("GET {path} got no HTTP answer"))
+    type Probes = Client<HttpConnector, Empty<Bytes>>;
+    // No idle connections are kept: every probe connects anew, as a user's first request would.
+    static CLIENT: OnceLock<Probes> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(HttpConnector::new())
+    });
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header(http::header::USER_AGENT, "paas-health")
+        .body(Empty::new())
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let resp = client.request(req).await.map_err(|e| match std::error::Error::source(&e) {
+        Some(cause) if e.is_connect() => format!("connect to {addr}: {cause}"),
+        _ => format!("GET {path} got no HTTP answer: {e}"),
+    })?;
+    Ok(resp.status().as_u16())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn serve_once(status: &'static str) -> String {
@@ -86,6 +87,6 @@ mod tests {
         assert_eq!(http_status(&serve_once("204 No Content").await, "/healthz").await, Ok(204));
         assert_eq!(http_status(&serve_once("503 Service Unavailable").await, "/").await, Ok(503));
         let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
-        assert!(http_status(&dead, "/").await.is_err());
+        assert!(http_status(&dead, "/").await.unwrap_err().starts_with(&format!("connect to {dead}: ")));
     }
 }

@@ -255,7 +255,7 @@ struct FileDeploy {
     stop_grace: Option<DurationValue>,
 }
 
-/// `"500ms"`, `"2s"`, `"1m"`, or a number of seconds.
+/// `"500ms"`, `"2s"`, `"1m"`, `"1h 30m"` (humantime's syntax), or a number of seconds.
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum DurationValue {
@@ -263,29 +263,22 @@ enum DurationValue {
     Text(String),
 }
 
+/// A duration in milliseconds; one too long to count in milliseconds is refused, not wrapped.
 fn parse_duration(key: &str, v: &DurationValue) -> Result<u64, ManifestError> {
-    let bad = || ManifestError {
+    let bad = |why: String| ManifestError {
         line: None,
-        message: format!("{key} must be a duration like \"500ms\", \"2s\" or \"1m\""),
+        message: format!("{key} must be a duration like \"500ms\", \"2s\" or \"1m\": {why}"),
     };
-    match v {
-        DurationValue::Seconds(s) => Ok(s * 1000),
+    let ms = match v {
+        DurationValue::Seconds(s) => s.checked_mul(1000),
+        // Spaces are dropped first: `2 s` has always been accepted, and humantime wants `2s`.
         DurationValue::Text(t) => {
-            let t = t.trim();
-            let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
-                (n, 1)
-            } else if let Some(n) = t.strip_suffix('s') {
-                (n, 1000)
-            } else if let Some(n) = t.strip_suffix('m') {
-                (n, 60_000)
-            } else if let Some(n) = t.strip_suffix('h') {
-                (n, 3_600_000)
-            } else {
-                return Err(bad());
-            };
-            num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| bad())
+            let t: String = t.split_whitespace().collect();
+            let d = humantime::parse_duration(&t).map_err(|e| bad(e.to_string()))?;
+            u64::try_from(d.as_millis()).ok()
         }
-    }
+    };
+    ms.ok_or_else(|| bad("it is too long".into()))
 }
 
 /// Parses `paas.toml` for environment `env`: the top level, then `[env.<env>]` on top.
@@ -581,12 +574,31 @@ replicas = 1
     }
 
     #[test]
+    fn durations_take_todays_forms_and_more() {
+        let timeout =
+            |v: &str| parse(&format!("[deploy]\ntimeout = {v}\n"), "production").map(|m| m.deploy.timeout_ms);
+        for (v, ms) in [("90", 90_000), ("\"1500ms\"", 1500), ("\"2s\"", 2000), ("\" 2 s \"", 2000)] {
+            assert_eq!(timeout(v).unwrap(), ms, "{v}");
+        }
+        for (v, ms) in
+            [("\"1m\"", 60_000), ("\"1h\"", 3_600_000), ("\"1h 30m\"", 5_400_000), ("\"1m30s\"", 90_000)]
+        {
+            assert_eq!(timeout(v).unwrap(), ms, "{v}");
+        }
+        assert!(timeout("\"5\"").is_err() && timeout("\"-1s\"").is_err());
+    }
+
+    #[test]
     fn errors_name_the_line_and_key() {
         let e = parse("[processes.web]\nport = \"eighty\"\n", "production").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.to_string().contains("paas.toml line 2"), "{e}");
         let e = parse("[deploy]\ntimeout = \"soon\"\n", "production").unwrap_err();
         assert!(e.to_string().contains("deploy.timeout"), "{e}");
+        for huge in ["\"99999999999999999999h\"", "\"18446744073709551615s\"", "9223372036854775807"] {
+            let e = parse(&format!("[deploy]\ntimeout = {huge}\n"), "production").unwrap_err();
+            assert!(e.to_string().contains("deploy.timeout must be a duration like"), "{huge}: {e}");
+        }
         let e = parse("[processes.web]\nhealthcheck = { type = \"ping\" }\n", "production").unwrap_err();
         assert!(e.to_string().contains("processes.web.healthcheck.type"), "{e}");
         let e = parse("[procesess.web]\n", "production").unwrap_err();
