@@ -93,6 +93,7 @@ impl Store {
             .bind(&created)
             .execute(&mut *tx)
             .await?;
+        self.allocate_subnet(&mut tx, name, protocol::PRODUCTION).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -140,6 +141,7 @@ impl Store {
             .bind(now())
             .execute(&mut *tx)
             .await?;
+        self.allocate_subnet(&mut tx, app, env).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -6,12 +6,14 @@ mod backups;
 mod databases;
 mod jobs;
 mod releases;
+mod subnets;
 
 pub use apps::{EnvRow, NodeRow, Registrar};
 pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
 pub use jobs::JobRow;
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
+pub use subnets::NetworkPool;
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -49,11 +51,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0009_names.sql"),
     include_str!("../../migrations/0010_db_roles.sql"),
     include_str!("../../migrations/0011_node_credentials.sql"),
+    include_str!("../../migrations/0012_env_subnets.sql"),
 ];
 
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Where new environments' subnets come from.
+    subnets: NetworkPool,
 }
 
 pub fn now() -> String {
@@ -81,7 +86,7 @@ impl Store {
             .connect_with(opts)
             .await
             .with_context(|| format!("opening the state database {}", path.display()))?;
-        let store = Self { pool };
+        let store = Self { pool, subnets: NetworkPool::default() };
         store.migrate().await.context("migrating the state database")?;
         Ok(store)
     }
