@@ -87,7 +87,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         (names.network(), names.image_repo())
     };
     let subnets = store.env_subnets().await?;
-    let subnet = |app: &str, env: &str| subnets.get(&(app.to_string(), env.to_string())).cloned().unwrap_or_default();
+    let subnet =
+        |app: &str, env: &str| subnets.get(&(app.to_string(), env.to_string())).cloned().unwrap_or_default();
     let mut containers = Vec::new();
     for i in store.instances_for_node(node).await? {
         let release = store.get_release(&i.app, &i.env, i.release).await?;

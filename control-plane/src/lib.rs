@@ -62,7 +62,9 @@ impl ControlPlane {
         // Keys, tokens, the state database and backups live here: the owner's only.
         protocol::files::private_dir(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-        let store = store::Store::open(&config.data_dir.join("state.db")).await?.with_network_pool(config.network_pool);
+        let store = store::Store::open(&config.data_dir.join("state.db"))
+            .await?
+            .with_network_pool(config.network_pool);
         tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
         let admin_token = tokens::ensure(&store, &config.data_dir, "admin-token", "admin", "user").await?;
         // The file keeps its old name: data directories from before node credentials still

@@ -551,11 +551,20 @@ impl DockerClient {
                 tag(labels::MANAGED) == Some("true") && tag(labels::APP) == Some(app) && tag(labels::ENV) == Some(env),
                 "a Docker network named {name} exists that paas did not make for {app}/{env}; remove or rename it so the platform can make its own"
             );
-            let has = found.ipam.and_then(|i| i.config).unwrap_or_default().iter().any(|c| c.subnet.as_deref() == Some(subnet));
+            let has = found
+                .ipam
+                .and_then(|i| i.config)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.subnet.as_deref() == Some(subnet));
             if has || found.containers.is_some_and(|c| !c.is_empty()) {
                 return Ok(());
             }
-            tracing::info!(network = name, subnet, "making the environment's network again on its assigned subnet");
+            tracing::info!(
+                network = name,
+                subnet,
+                "making the environment's network again on its assigned subnet"
+            );
             self.docker
                 .remove_network(name)
                 .await
@@ -608,7 +617,9 @@ impl DockerClient {
         let mut left = 0;
         for name in found.into_iter().filter_map(|n| n.name).filter(|n| !wanted(n)) {
             match self.docker.remove_network(&name).await {
-                Ok(()) => tracing::info!(network = %name, "removed the network of an environment this node no longer runs"),
+                Ok(()) => {
+                    tracing::info!(network = %name, "removed the network of an environment this node no longer runs")
+                }
                 Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
                 Err(e) => {
                     tracing::debug!(network = %name, error = %docker_message(&e), "network not removed yet");

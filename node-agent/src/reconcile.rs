@@ -215,7 +215,8 @@ impl Reconciler {
         self.networks = wanted;
         // And what the latest assignment uses: the job runner may be acting on it already.
         let latest = self.assignment.borrow().as_ref().map(networks_of).unwrap_or_default();
-        let left = self.docker.remove_unwanted_networks(|n| self.networks.contains(n) || latest.contains(n)).await;
+        let left =
+            self.docker.remove_unwanted_networks(|n| self.networks.contains(n) || latest.contains(n)).await;
         self.sweep_at = now
             + match left {
                 Ok(0) => NETWORK_SWEEP,

@@ -173,7 +173,8 @@ impl Platform {
     pub fn start_from(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         paas_bin();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         // In the environment, which a binary from before network pools ignores.
         let slot = (!extra.contains(&"--network-pool")).then(|| {
             let (lock, pool) = network_slot();
@@ -442,13 +443,15 @@ fn network_slot() -> (std::fs::File, String) {
         for k in (0..64).map(|i| (start + i) % 64) {
             let prefix = format!("10.{}.", 124 + k / 16);
             let in_slot = |subnet: &str| {
-                let third = subnet.strip_prefix(&prefix).and_then(|r| r.split('.').next()?.parse::<usize>().ok());
+                let third =
+                    subnet.strip_prefix(&prefix).and_then(|r| r.split('.').next()?.parse::<usize>().ok());
                 third.is_some_and(|t| t / 16 == k % 16)
             };
             if used.split_whitespace().any(in_slot) {
                 continue;
             }
-            let file = std::fs::File::create(dir.join(format!("{k}.lock"))).expect("a network slot lock file");
+            let file =
+                std::fs::File::create(dir.join(format!("{k}.lock"))).expect("a network slot lock file");
             if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
                 return (file, format!("{prefix}{}.0/20", (k % 16) * 16));
             }

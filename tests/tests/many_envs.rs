@@ -68,19 +68,25 @@ fn forty_environments_serve_at_once_stay_apart_and_leave_no_network_when_deleted
     }
 
     // Every environment network is the platform's, on its own /26 of the pool.
-    let networks: Vec<String> =
-        std::iter::once("production".to_string()).chain((1..=ENVS).map(env)).map(|e| format!("paas-{app}--{e}")).collect();
+    let networks: Vec<String> = std::iter::once("production".to_string())
+        .chain((1..=ENVS).map(env))
+        .map(|e| format!("paas-{app}--{e}"))
+        .collect();
     let subnets: HashSet<String> =
         networks.iter().map(|n| inspect(n, "{{range .IPAM.Config}}{{.Subnet}}{{end}}")).collect();
     assert_eq!(subnets.len(), ENVS + 1, "one subnet per environment: {subnets:?}");
     assert!(subnets.iter().all(|s| s.starts_with("10.12") && s.ends_with("/26")), "{subnets:?}");
     for n in &networks {
-        assert!(inspect(n, "{{json .Labels}}").contains(&p.node), "network {n} carries the platform's labels");
+        assert!(
+            inspect(n, "{{json .Labels}}").contains(&p.node),
+            "network {n} carries the platform's labels"
+        );
     }
 
     // Environments stay apart: a replica reaches itself but not another environment's.
     let container = |e: &str| format!("paas-{app}--{e}--web-1-1");
-    let address = |e: &str| inspect(&container(e), "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let address =
+        |e: &str| inspect(&container(e), "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
     let (a, b) = (env(1), env(2));
     assert!(connects(&container(&a), &address(&a)), "a replica reaches its own address");
     assert!(!connects(&container(&a), &address(&b)), "a replica must not reach another environment's");
@@ -91,11 +97,15 @@ fn forty_environments_serve_at_once_stay_apart_and_leave_no_network_when_deleted
     p.paas(&["apps", "delete", &app, "--confirm", &app]).expect_ok();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let left = docker(&["network", "ls", "--format", "{{.Name}}", "--filter", &format!("label=paas.app={app}")]);
+        let left =
+            docker(&["network", "ls", "--format", "{{.Name}}", "--filter", &format!("label=paas.app={app}")]);
         if left.trim().is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "networks left 90 s after their environments were deleted:\n{left}");
+        assert!(
+            Instant::now() < deadline,
+            "networks left 90 s after their environments were deleted:\n{left}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!("{ENVS} environments created, served, deleted and cleaned up in {:?}", started.elapsed());

@@ -38,9 +38,9 @@ impl NetworkPool {
 
     /// `range` in CIDR notation (`10.123.0.0/16`), cut into subnets of `prefix` bits.
     pub fn parse(range: &str, prefix: u8) -> anyhow::Result<Self> {
-        let range: Ipv4Net = range
-            .parse()
-            .map_err(|_| anyhow::anyhow!("the network pool {range:?} is not an IPv4 network such as 10.123.0.0/16"))?;
+        let range: Ipv4Net = range.parse().map_err(|_| {
+            anyhow::anyhow!("the network pool {range:?} is not an IPv4 network such as 10.123.0.0/16")
+        })?;
         anyhow::ensure!(
             (range.prefix_len()..=Self::SMALLEST_SUBNET).contains(&prefix),
             "an environment's subnet must be between /{} (the whole pool) and /{}, not /{prefix}",
@@ -78,11 +78,19 @@ impl Store {
     }
 
     /// Gives a new environment its subnet, inside the transaction that creates it.
-    pub(super) async fn allocate_subnet(&self, tx: &mut sqlx::SqliteConnection, app: &str, env: &str) -> Result<()> {
-        let taken: Vec<String> = sqlx::query_scalar("SELECT subnet FROM env_subnets").fetch_all(&mut *tx).await?;
+    pub(super) async fn allocate_subnet(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        app: &str,
+        env: &str,
+    ) -> Result<()> {
+        let taken: Vec<String> =
+            sqlx::query_scalar("SELECT subnet FROM env_subnets").fetch_all(&mut *tx).await?;
         let taken = taken
             .iter()
-            .map(|s| s.parse().map_err(|_| StoreError::Db(sqlx::Error::Decode(format!("bad subnet {s:?}").into()))))
+            .map(|s| {
+                s.parse().map_err(|_| StoreError::Db(sqlx::Error::Decode(format!("bad subnet {s:?}").into())))
+            })
             .collect::<Result<Vec<Ipv4Net>>>()?;
         let Some(subnet) = self.subnets.pick(&taken) else {
             return Err(StoreError::Conflict(format!(
@@ -108,11 +116,12 @@ impl Store {
 
     /// One environment's subnet; empty for an environment from before subnets (Docker picks).
     pub async fn env_subnet(&self, app: &str, env: &str) -> Result<String> {
-        let subnet: Option<String> = sqlx::query_scalar("SELECT subnet FROM env_subnets WHERE app = ? AND env = ?")
-            .bind(app)
-            .bind(env)
-            .fetch_optional(&self.pool)
-            .await?;
+        let subnet: Option<String> =
+            sqlx::query_scalar("SELECT subnet FROM env_subnets WHERE app = ? AND env = ?")
+                .bind(app)
+                .bind(env)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(subnet.unwrap_or_default())
     }
 }
@@ -172,7 +181,10 @@ mod tests {
         store.delete_app("shop").await.unwrap();
         assert!(store.env_subnets().await.unwrap().is_empty());
         // An environment from before subnets has none: Docker picks, as before.
-        sqlx::query("INSERT INTO apps (name, created_at) VALUES ('old', '')").execute(&store.pool).await.unwrap();
+        sqlx::query("INSERT INTO apps (name, created_at) VALUES ('old', '')")
+            .execute(&store.pool)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO envs (app, name, created_at) VALUES ('old', 'production', '')")
             .execute(&store.pool)
             .await

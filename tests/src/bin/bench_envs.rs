@@ -66,7 +66,8 @@ fn main() {
         p.wait_for_body(&format!("{app}-{}.localhost", env(i)), "Hello from paas!", Duration::from_secs(120));
     }
     let deployed = t.elapsed();
-    let networks = docker(&["network", "ls", "-q", "--filter", &format!("label=paas.app={app}")]).lines().count();
+    let networks =
+        docker(&["network", "ls", "-q", "--filter", &format!("label=paas.app={app}")]).lines().count();
 
     // Let the last reports and probes settle, then measure.
     std::thread::sleep(Duration::from_secs(10));
