@@ -63,6 +63,7 @@ fn forty_environments_serve_at_once_stay_apart_and_leave_no_network_when_deleted
         p.paas(&["envs", "create", "--app", &app, &env(i)]).expect_ok();
         p.paas(&["deploy", dir, "--app", &app, "--env", &env(i), "--image", &image]).expect_ok();
     });
+    eprintln!("{ENVS} environments created and deployed after {:?}", started.elapsed());
     for i in 1..=ENVS {
         p.wait_for_body(&format!("{app}-{}.localhost", env(i)), "Hello from paas!", SERVE);
     }
@@ -91,6 +92,7 @@ fn forty_environments_serve_at_once_stay_apart_and_leave_no_network_when_deleted
     assert!(connects(&container(&a), &address(&a)), "a replica reaches its own address");
     assert!(!connects(&container(&a), &address(&b)), "a replica must not reach another environment's");
 
+    eprintln!("all served, on their subnets and apart after {:?}", started.elapsed());
     for_each_env(|i| {
         p.paas(&["envs", "delete", "--app", &app, &env(i), "--confirm", &env(i)]).expect_ok();
     });
