@@ -425,6 +425,22 @@ impl Drop for Platform {
     }
 }
 
+/// Runs `work(i)` for every `i` in `1..=n`, `at_once` at a time.
+pub fn parallel(n: usize, at_once: usize, work: impl Fn(usize) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(1);
+    std::thread::scope(|s| {
+        for _ in 0..at_once {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i > n {
+                    break;
+                }
+                work(i);
+            });
+        }
+    });
+}
+
 /// Platforms of parallel tests share one Docker engine, where two control planes handing out
 /// the same subnets would collide: each takes one of 64 /20s of 10.124.0.0/14 (64 environments
 /// of /26 each), held by a lock file until it is dropped (or its process dies). A /20 still

@@ -4,7 +4,6 @@
 
 use paas_tests::{docker, Platform};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Beyond Docker's default pools (31 networks counting its own bridge).
@@ -14,22 +13,6 @@ const CONCURRENCY: usize = 4;
 const SERVE: Duration = Duration::from_secs(60);
 const FAST: &str =
     "[processes.web]\nhealthcheck = { path = \"/healthz\" }\n[deploy]\nstability_window = \"0s\"\n";
-
-/// Runs `work` for every environment number, `CONCURRENCY` at a time.
-fn for_each_env(work: impl Fn(usize) + Sync) {
-    let next = AtomicUsize::new(1);
-    std::thread::scope(|s| {
-        for _ in 0..CONCURRENCY {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i > ENVS {
-                    break;
-                }
-                work(i);
-            });
-        }
-    });
-}
 
 fn inspect(what: &str, format: &str) -> String {
     docker(&["inspect", "-f", format, what]).trim().to_string()
@@ -59,7 +42,7 @@ fn forty_environments_serve_at_once_stay_apart_and_leave_no_network_when_deleted
     let image = format!("paas/{app}--production:v1");
 
     let env = |i: usize| format!("e{i:02}");
-    for_each_env(|i| {
+    paas_tests::parallel(ENVS, CONCURRENCY, |i| {
         p.paas(&["envs", "create", "--app", &app, &env(i)]).expect_ok();
         p.paas(&["deploy", dir, "--app", &app, "--env", &env(i), "--image", &image]).expect_ok();
     });
@@ -93,7 +76,7 @@ fn forty_environments_serve_at_once_stay_apart_and_leave_no_network_when_deleted
     assert!(!connects(&container(&a), &address(&b)), "a replica must not reach another environment's");
 
     eprintln!("all served, on their subnets and apart after {:?}", started.elapsed());
-    for_each_env(|i| {
+    paas_tests::parallel(ENVS, CONCURRENCY, |i| {
         p.paas(&["envs", "delete", "--app", &app, &env(i), "--confirm", &env(i)]).expect_ok();
     });
     p.paas(&["apps", "delete", &app, "--confirm", &app]).expect_ok();

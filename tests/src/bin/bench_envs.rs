@@ -6,7 +6,6 @@
 //! Run: `cargo run --release -p paas-tests --bin bench-envs -- [N]` (default 300).
 
 use paas_tests::{docker, Platform};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const IDLE: Duration = Duration::from_secs(30);
@@ -25,22 +24,6 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a VmRSS figure")
 }
 
-/// Runs `work` for 1..=n, four at a time.
-fn parallel(n: usize, work: impl Fn(usize) + Sync) {
-    let next = AtomicUsize::new(1);
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i > n {
-                    break;
-                }
-                work(i);
-            });
-        }
-    });
-}
-
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(300);
     // The default pool, as a real installation has it.
@@ -55,7 +38,7 @@ fn main() {
 
     let t = Instant::now();
     let env = |i: usize| format!("e{i:03}");
-    parallel(n, |i| {
+    paas_tests::parallel(n, 4, |i| {
         p.paas(&["envs", "create", "--app", &app, &env(i)]).expect_ok();
         p.paas(&["deploy", dir, "--app", &app, "--env", &env(i), "--image", &image]).expect_ok();
         if i % 25 == 0 {
