@@ -95,3 +95,20 @@ fn forty_environments_serve_at_once_stay_apart_and_leave_no_network_when_deleted
     }
     eprintln!("{ENVS} environments created, served, deleted and cleaned up in {:?}", started.elapsed());
 }
+
+#[test]
+fn a_network_of_an_environments_name_that_paas_did_not_make_is_refused_not_taken_over() {
+    let mut p = Platform::start();
+    let app = p.app_name("netown");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    // Someone else's network under the environment's name (node-labelled only so the harness
+    // removes it afterwards).
+    let net = format!("paas-{app}--production");
+    docker(&["network", "create", "--label", &format!("paas.node={}", p.node), &net]);
+    let src = paas_tests::example_copy("hello");
+    std::fs::write(src.path().join("paas.toml"), format!("{FAST}timeout = \"15s\"\n")).unwrap();
+    p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app])
+        .expect_err(&format!("a Docker network named {net} exists that paas did not make"));
+    let labels = inspect(&net, "{{json .Labels}}");
+    assert!(!labels.contains("paas.managed"), "the network was left as it was: {labels}");
+}
