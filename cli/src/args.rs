@@ -194,6 +194,20 @@ pub struct NodeOpts {
     /// X-Forwarded-For/-Proto/-Host and X-Real-IP are believed; from anyone else they are replaced.
     #[arg(long, value_delimiter = ',', value_parser = node_agent::ingress::parse_trusted_proxy)]
     pub trusted_proxies: Vec<node_agent::ingress::IpNet>,
+    /// Release images a prune keeps per environment, newest first (the current, target and
+    /// rollback releases' images are kept besides).
+    #[arg(long, env = "PAAS_KEEP_IMAGES", default_value_t = 5)]
+    pub keep_images: usize,
+    /// Seconds between prunes of old release images, stopped platform containers and dangling
+    /// platform images; 0: only when `paas nodes prune` asks.
+    #[arg(long, env = "PAAS_PRUNE_EVERY_SECS", default_value_t = 3600)]
+    pub prune_every_secs: u64,
+}
+
+impl NodeOpts {
+    pub fn prune_every(&self) -> Option<std::time::Duration> {
+        (self.prune_every_secs > 0).then(|| std::time::Duration::from_secs(self.prune_every_secs))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -310,8 +324,13 @@ pub struct ScaleArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum NodesCommand {
-    /// List nodes and their status.
+    /// List nodes, their status and the disk their platform objects take.
     List,
+    /// Prune a node now: old release images, stopped platform containers, dangling images.
+    Prune {
+        /// The node (default: every ready node).
+        node: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -154,14 +154,19 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
         stage("The release command succeeded".to_string()).await;
     }
 
-    let env_row = state.store.get_env(app, env).await?;
-    let mut instances = Vec::new();
-    for process in release.manifest.processes.keys() {
-        let n = env_row.replicas(&release.manifest, process);
-        instances.extend(assign::place(state, app, env, process, version, 1..=n).await?);
-    }
-    anyhow::ensure!(!instances.is_empty(), "the release has no replicas to run; scale a process above 0");
-    state.store.start_rollout(app, env, version, &instances).await?;
+    // A scale that lands while the replicas are placed changes their number: place again.
+    let instances = loop {
+        let env_row = state.store.get_env(app, env).await?;
+        let mut instances = Vec::new();
+        for process in release.manifest.processes.keys() {
+            let n = env_row.replicas(&release.manifest, process);
+            instances.extend(assign::place(state, app, env, process, version, 1..=n).await?);
+        }
+        anyhow::ensure!(!instances.is_empty(), "the release has no replicas to run; scale a process above 0");
+        if state.store.start_rollout(app, env, version, &env_row.formation, &instances).await? {
+            break instances;
+        }
+    };
     state.bump();
     stage(format!("Starting {} replica(s) of v{version} beside the running release", instances.len())).await;
 

@@ -13,6 +13,7 @@ pub mod source;
 pub mod state;
 pub mod store;
 pub(crate) mod tokens;
+pub mod upkeep;
 
 pub use state::AppState;
 

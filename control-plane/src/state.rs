@@ -47,6 +47,8 @@ pub struct AppState {
     busy: Arc<Mutex<HashSet<String>>>,
     /// Per open database task, when its agent last said it is working on it.
     task_progress: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Nodes' disk use and prunes asked of them.
+    pub upkeep: Arc<crate::upkeep::NodeUpkeep>,
 }
 
 /// Marks a piece of work busy while it lives (dropped on success, error and panic alike).
@@ -88,6 +90,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             busy: Arc::default(),
             task_progress: Arc::default(),
+            upkeep: Arc::default(),
         }
     }
 

@@ -3,9 +3,9 @@
 //! report the image id.
 
 use crate::docker::DockerClient;
+use crate::handover::{deliver, start_each_once};
 use protocol::agent::{Assignment, BuildKind, BuildLog, BuildResult, BuildTask};
 use protocol::{labels, Client};
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -22,25 +22,14 @@ impl Builder {
         Self { docker, client, network }
     }
 
-    pub async fn run(self, mut assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
-        let mut started: HashSet<(String, String, u32)> = HashSet::new();
-        loop {
-            let builds =
-                assignment.borrow_and_update().as_ref().map(|a| a.builds.clone()).unwrap_or_default();
-            for task in builds {
-                let key = (task.app.clone(), task.env.clone(), task.release);
-                if started.insert(key) {
-                    let (docker, client, network) =
-                        (self.docker.clone(), self.client.clone(), self.network.clone());
-                    let span = tracing::info_span!("build", app = %task.app, env = %task.env, release = task.release);
-                    tokio::spawn(build_one(docker, client, network, task).instrument(span));
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = assignment.changed() => if changed.is_err() { return },
-            }
-        }
+    pub async fn run(self, assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
+        let start = |task: BuildTask| {
+            let (docker, client, network) = (self.docker.clone(), self.client.clone(), self.network.clone());
+            let span = tracing::info_span!("build", app = %task.app, env = %task.env, release = task.release);
+            tokio::spawn(build_one(docker, client, network, task).instrument(span));
+        };
+        let key = |t: &BuildTask| (t.app.clone(), t.env.clone(), t.release);
+        start_each_once(assignment, shutdown, |a| a.builds.clone(), key, start).await
     }
 }
 
@@ -54,11 +43,10 @@ async fn build_one(docker: DockerClient, client: Client, network: Option<String>
         BuildKind::Image { reference } => docker.resolve_image(reference, on_line).await,
         BuildKind::Dockerfile => match fetch_source(&client, &task).await {
             Ok(context) => {
-                let image_labels = HashMap::from([
-                    (labels::MANAGED.to_string(), "true".to_string()),
-                    (labels::APP.to_string(), task.app.clone()),
-                    (labels::ENV.to_string(), task.env.clone()),
-                    (labels::RELEASE.to_string(), task.release.to_string()),
+                let image_labels = docker.node_labels(&[
+                    (labels::APP, &task.app),
+                    (labels::ENV, &task.env),
+                    (labels::RELEASE, &task.release.to_string()),
                 ]);
                 docker.build(context, &task.tag, image_labels, network.as_deref(), on_line).await
             }
@@ -79,19 +67,8 @@ async fn build_one(docker: DockerClient, client: Client, network: Option<String>
         }
     };
     // The result must arrive, or the deploy would wait for nothing: retry for a while.
-    for attempt in 0..30 {
-        match client.build_result(&task.app, &task.env, task.release, &report).await {
-            Ok(_) => return,
-            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => {
-                tracing::warn!(error = %e, "the control plane refused the build result");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "sending the build result failed; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
+    let send = || client.build_result(&task.app, &task.env, task.release, &report);
+    deliver("build result", Duration::from_secs(60), send).await;
 }
 
 async fn fetch_source(client: &Client, task: &BuildTask) -> anyhow::Result<bytes::Bytes> {

@@ -7,7 +7,7 @@
 //! earlier release over in place.
 
 use crate::dbroles;
-use crate::dbtasks::exec::tool;
+use crate::dbtasks::psql::tool;
 use crate::docker::DockerClient;
 use protocol::agent::{ContainerStatus, DatabaseFigures, DatabaseSpec};
 use std::collections::{HashMap, HashSet};

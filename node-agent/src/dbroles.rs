@@ -7,7 +7,7 @@
 //! here, in place, while they run: data and `DATABASE_URL` stay as they are. Every step is
 //! idempotent, so the agent simply runs them again after an interruption.
 
-use crate::dbtasks::exec::{sql, Exec};
+use crate::dbtasks::psql::sql;
 use crate::docker::DockerClient;
 use anyhow::Context;
 use protocol::agent::DatabaseSpec;
@@ -114,16 +114,15 @@ pub fn ready(spec: &DatabaseSpec) -> Result<(), &'static str> {
 /// the spec says. Safe to run any number of times and to interrupt at any point.
 pub async fn converge(docker: &DockerClient, spec: &DatabaseSpec) -> anyhow::Result<()> {
     ready(spec).map_err(anyhow::Error::msg)?;
-    let raw = docker.raw();
     let run = |vars: Vec<(&'static str, String)>, script: String| async move {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        sql(raw, &spec.name, spec.version, "postgres", "postgres", &vars, &script).await
+        sql(docker, &spec.name, spec.version, "postgres", "postgres", &vars, &script).await
     };
     let hba = format!("{PGDATA}/pg_hba.conf");
     if spec.role == "db-replica" {
         let password = format!("*:*:*:replicator:{}\n", spec.replication_password);
-        write_file(raw, &spec.name, &passfile(), &password).await?;
-        write_file(raw, &spec.name, &hba, &pg_hba(&spec.user)).await?;
+        write_file(docker, &spec.name, &passfile(), &password).await?;
+        write_file(docker, &spec.name, &hba, &pg_hba(&spec.user)).await?;
         let vars = vec![("conninfo", primary_conninfo(spec))];
         run(vars, format!("{QUIET}{REPLICA_CONNINFO}{RELOAD}")).await.context("updating primary_conninfo")?;
         return Ok(());
@@ -135,7 +134,7 @@ pub async fn converge(docker: &DockerClient, spec: &DatabaseSpec) -> anyhow::Res
         ("replication_password", spec.replication_password.clone()),
     ];
     run(vars, format!("{QUIET}{PRIMARY_ROLES}")).await.context("setting the roles")?;
-    write_file(raw, &spec.name, &hba, &pg_hba(&spec.user)).await?;
+    write_file(docker, &spec.name, &hba, &pg_hba(&spec.user)).await?;
     run(Vec::new(), RELOAD.to_string()).await.context("reloading pg_hba.conf")?;
     Ok(())
 }
@@ -143,11 +142,11 @@ pub async fn converge(docker: &DockerClient, spec: &DatabaseSpec) -> anyhow::Res
 /// Replaces `path` in the container atomically with `content` (mode 0600: a whole new file
 /// synced and renamed over the old one), so an interruption leaves the old file or the new one,
 /// never half of either. The content goes on stdin, never on a command line.
-async fn write_file(raw: &bollard::Docker, container: &str, path: &str, content: &str) -> anyhow::Result<()> {
+async fn write_file(docker: &DockerClient, container: &str, path: &str, content: &str) -> anyhow::Result<()> {
     let script =
         r#"umask 077 && t="$1.paas" && cat > "$t" && { sync "$t" 2>/dev/null || sync; } && mv -f "$t" "$1""#;
     let cmd = ["sh", "-c", script, "sh", path].map(String::from).to_vec();
-    let mut exec = Exec::start(raw, container, cmd, true).await?;
+    let mut exec = docker.exec_start(container, cmd, true).await?;
     exec.write(content.as_bytes()).await?;
     let (code, _, err) = exec.finish().await?;
     anyhow::ensure!(code == 0, "writing {path} failed: {}", err.trim());

@@ -3,13 +3,16 @@
 //! restarted agent finds a job's container by label and follows it instead of starting another.
 
 use crate::docker::DockerClient;
+use crate::handover::{deliver, start_each_once};
 use protocol::agent::{Assignment, JobLog, JobResult, JobSpec};
 use protocol::Client;
-use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// How long a job's result is offered to a control plane that does not take it.
+const RESULT_DELIVERY: Duration = Duration::from_secs(60);
 
 pub struct JobRunner {
     pub docker: DockerClient,
@@ -17,21 +20,12 @@ pub struct JobRunner {
 }
 
 impl JobRunner {
-    pub async fn run(self, mut assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
-        let mut started: HashSet<String> = HashSet::new();
-        loop {
-            let jobs = assignment.borrow_and_update().as_ref().map(|a| a.jobs.clone()).unwrap_or_default();
-            for job in jobs {
-                if started.insert(job.id.clone()) {
-                    let span = tracing::info_span!("job", app = %job.app, env = %job.env, release = job.release, job = %job.id);
-                    tokio::spawn(run_job(self.docker.clone(), self.client.clone(), job).instrument(span));
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = assignment.changed() => if changed.is_err() { return },
-            }
-        }
+    pub async fn run(self, assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
+        let start = |job: JobSpec| {
+            let span = tracing::info_span!("job", app = %job.app, env = %job.env, release = job.release, job = %job.id);
+            tokio::spawn(run_job(self.docker.clone(), self.client.clone(), job).instrument(span));
+        };
+        start_each_once(assignment, shutdown, |a| a.jobs.clone(), |j| j.id.clone(), start).await
     }
 }
 
@@ -71,16 +65,7 @@ async fn run_job(docker: DockerClient, client: Client, job: JobSpec) {
             JobResult { exit_code: None, error: Some(msg) }
         }
     };
-    for attempt in 0..30 {
-        match client.job_result(&job.id, &report).await {
-            Ok(_) => break,
-            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "sending the job result failed; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
+    deliver("job result", RESULT_DELIVERY, || client.job_result(&job.id, &report)).await;
     if let Err(e) = docker.stop_and_remove(&name, 1).await {
         tracing::debug!(error = %format!("{e:#}"), "removing the job container failed");
     }

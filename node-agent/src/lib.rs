@@ -8,6 +8,7 @@ mod databases;
 mod dbroles;
 mod dbtasks;
 pub mod docker;
+mod handover;
 mod health;
 pub mod ingress;
 mod jobs;
@@ -15,6 +16,7 @@ mod lines;
 mod reconcile;
 mod statics;
 mod sync;
+mod upkeep;
 
 use anyhow::Context;
 use protocol::agent::{Assignment, NodeReport, RegisterNode};
@@ -44,6 +46,12 @@ pub struct Config {
     /// Proxies in front of the ingress whose `X-Forwarded-*` headers are believed (CIDR blocks);
     /// from anyone else they are replaced.
     pub trusted_proxies: Vec<ingress::IpNet>,
+    /// Newest release images a prune keeps per environment (besides the current, target and
+    /// rollback ones).
+    pub keep_images: usize,
+    /// Time between prunes of old images, stopped containers and dangling images; `None`: only
+    /// when `paas nodes prune` asks.
+    pub prune_every: Option<std::time::Duration>,
 }
 
 /// Runs the agent until `shutdown`; `ingress` is the public listener when this node serves
@@ -121,6 +129,14 @@ pub async fn run(
         db_runner.run(rx, stop).await;
         Ok(())
     });
+    let upkeep = upkeep::Upkeep::default();
+    let settings = upkeep::Settings { keep_images: config.keep_images, prune_every: config.prune_every };
+    let (stop, rx, runner) = (shutdown.clone(), assignment_rx.clone(), upkeep.clone());
+    let upkeep_docker = docker.clone();
+    tasks.spawn(async move {
+        runner.run(upkeep_docker, settings, rx, stop).await;
+        Ok(())
+    });
     let builder = build::Builder::new(docker, client.clone(), config.build_network.clone());
     let stop = shutdown.clone();
     let rx = assignment_rx.clone();
@@ -128,8 +144,16 @@ pub async fn run(
         builder.run(rx, stop).await;
         Ok(())
     });
-    let syncer =
-        sync::Syncer { client, identity, registration, routes, cache, assignment: assignment_tx, statics };
+    let syncer = sync::Syncer {
+        client,
+        identity,
+        registration,
+        routes,
+        cache,
+        assignment: assignment_tx,
+        statics,
+        upkeep,
+    };
     let stop = shutdown.clone();
     tasks.spawn(async move {
         syncer.run(report_rx, stop).await;

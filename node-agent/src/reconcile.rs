@@ -194,7 +194,7 @@ impl Reconciler {
         let databases = self.dbs.pass(&desired.databases).await;
         self.sweep_networks(&desired).await;
 
-        let report = NodeReport { containers, observed_at_ms, static_ready: Vec::new(), databases };
+        let report = NodeReport { containers, observed_at_ms, databases, ..Default::default() };
         // Only a change wakes the reporter at once; the fresh observation time goes out with
         // the next heartbeat.
         self.reports.send_if_modified(|r| {

@@ -26,6 +26,7 @@ pub struct Syncer {
     pub cache: PathBuf,
     pub assignment: watch::Sender<Option<Assignment>>,
     pub statics: crate::statics::Statics,
+    pub upkeep: crate::upkeep::Upkeep,
 }
 
 pub fn load_routes(path: &Path) -> Option<Vec<Route>> {
@@ -49,6 +50,7 @@ impl Syncer {
             self.registration.clone(),
             reports,
             self.statics.clone(),
+            self.upkeep.clone(),
             shutdown.clone(),
         ));
         let mut index = 0u64;
@@ -129,11 +131,13 @@ async fn report_loop(
     registration: RegisterNode,
     mut reports: watch::Receiver<NodeReport>,
     statics: crate::statics::Statics,
+    upkeep: crate::upkeep::Upkeep,
     shutdown: CancellationToken,
 ) {
     loop {
         let mut report = reports.borrow_and_update().clone();
         report.static_ready = statics.ready_keys();
+        upkeep.fill(&mut report);
         crate::lines::fit_report(&mut report, protocol::agent::MAX_BODY_BYTES);
         if let Err(e) = client.report(&registration.name, &report).await {
             if e.status == Some(404) {
@@ -145,6 +149,7 @@ async fn report_loop(
             _ = shutdown.cancelled() => return,
             _ = reports.changed() => {}
             _ = statics.changed.notified() => {}
+            _ = upkeep.changed.notified() => {}
             _ = tokio::time::sleep(REPORT_EVERY) => {}
         }
     }

@@ -47,6 +47,14 @@ pub struct Assignment {
     /// Work on managed databases to run once each: backups, restore drills, restores, psql.
     #[serde(default)]
     pub db_tasks: Vec<DbTask>,
+    /// Image ids a prune must keep whatever their age: each environment's current, target and
+    /// rollback (the release that served before the current one) images.
+    #[serde(default)]
+    pub keep_images: Vec<String>,
+    /// The latest prune asked for (`paas nodes prune`); the agent prunes when it grows and
+    /// reports the outcome under this id.
+    #[serde(default)]
+    pub prune: u64,
 }
 
 /// One piece of work on a managed database, run once by the agent of the node its server is on
@@ -323,6 +331,39 @@ pub struct NodeReport {
     pub static_ready: Vec<String>,
     #[serde(default)]
     pub databases: Vec<ContainerStatus>,
+    /// What the platform's objects take on this node's disk, measured every few minutes.
+    #[serde(default)]
+    pub disk: Option<DiskUsage>,
+    /// The outcome of the latest prune the control plane asked for.
+    #[serde(default)]
+    pub pruned: Option<PruneOutcome>,
+}
+
+/// Disk taken by the platform's objects on one node (bytes; `None` where the agent cannot tell).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// Images carrying the platform's labels (layers shared between images count once per image).
+    pub images: u64,
+    /// Database volumes.
+    pub volumes: u64,
+    /// Container logs (json-file), when the engine's directory is readable by the agent.
+    pub logs: Option<u64>,
+    /// Backup dumps kept on this node (the agent keeps none; the control plane keeps its own).
+    pub backups: Option<u64>,
+}
+
+/// What one prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PruneOutcome {
+    /// The [`Assignment::prune`] it answers.
+    pub request: u64,
+    /// Image tags and ids removed (old releases, dangling images).
+    pub images: Vec<String>,
+    /// Stopped containers removed.
+    pub containers: Vec<String>,
+    pub reclaimed_bytes: u64,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

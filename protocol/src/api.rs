@@ -223,6 +223,9 @@ pub struct Node {
     /// `ready` while heartbeats arrive, `down` after they stop.
     pub status: String,
     pub last_seen: String,
+    /// Disk taken by the platform's objects, as the node last measured it.
+    #[serde(default)]
+    pub disk: Option<crate::agent::DiskUsage>,
 }
 
 /// What `GET /api/v1/whoami` answers: proves a token works.

@@ -311,6 +311,11 @@ impl Client {
         self.get("/api/v1/nodes").await
     }
 
+    /// Asks `node` to prune now and waits for what it removed.
+    pub async fn prune_node(&self, node: &str) -> Result<crate::agent::PruneOutcome, ClientError> {
+        self.post(&format!("/api/v1/nodes/{node}/prune"), &serde_json::json!({})).await
+    }
+
     // --- agent protocol ---
 
     /// Registers with the join token (a new name: the answer holds the node's credential) or

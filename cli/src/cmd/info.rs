@@ -1,7 +1,8 @@
-//! Read-only views: `paas releases`, `paas ps`, `paas nodes list`.
+//! Views: `paas releases`, `paas ps`, `paas nodes list`; and `paas nodes prune`.
 
 use crate::args::{AppEnv, Global, NodesCommand};
 use crate::output::{emit, table};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 fn short_image(id: &Option<String>) -> String {
@@ -56,22 +57,55 @@ pub async fn ps(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
-    let NodesCommand::List = cmd;
-    let nodes = super::client(g)?.nodes().await?;
+    let client = super::client(g)?;
+    let nodes = client.nodes().await?;
+    if let NodesCommand::Prune { node } = cmd {
+        let ready = nodes.iter().filter(|n| n.status == "ready").map(|n| n.name.clone());
+        let names: Vec<String> = node.map_or_else(|| ready.collect(), |n| vec![n]);
+        let mut outcomes = BTreeMap::new();
+        for name in names {
+            outcomes.insert(name.clone(), client.prune_node(&name).await?);
+        }
+        emit(g.output, &outcomes, |os| {
+            for (name, o) in os {
+                let freed = super::backups::human(o.reclaimed_bytes);
+                let (images, containers) = (o.images.len(), o.containers.len());
+                println!("{name}: removed {images} images and {containers} containers, {freed} freed");
+            }
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let size = |b: Option<u64>| b.map_or("-".to_string(), super::backups::human);
     emit(g.output, &nodes, |ns| {
         let rows: Vec<Vec<String>> = ns
             .iter()
             .map(|n| {
+                let disk = n.disk.clone();
                 vec![
                     n.name.clone(),
                     n.status.clone(),
                     n.private_addr.clone(),
                     if n.ingress { "yes" } else { "no" }.to_string(),
                     n.last_seen.clone(),
+                    size(disk.as_ref().map(|d| d.images)),
+                    size(disk.as_ref().map(|d| d.volumes)),
+                    size(disk.as_ref().and_then(|d| d.logs)),
+                    size(disk.as_ref().and_then(|d| d.backups)),
                 ]
             })
             .collect();
-        table(&["NODE", "STATUS", "PRIVATE ADDRESS", "INGRESS", "LAST SEEN"], &rows);
+        let head = [
+            "NODE",
+            "STATUS",
+            "PRIVATE ADDRESS",
+            "INGRESS",
+            "LAST SEEN",
+            "IMAGES",
+            "VOLUMES",
+            "LOGS",
+            "BACKUPS",
+        ];
+        table(&head, &rows);
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -113,6 +113,8 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         build_network: args.node.build_network.clone(),
         state_dir: data_dir.join("agent"),
         trusted_proxies: args.node.trusted_proxies.clone(),
+        keep_images: args.node.keep_images,
+        prune_every: args.node.prune_every(),
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -192,6 +194,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         credential: None,
         node_name: node_name(&args.node),
         private_addr: args.node.private_addr,
+        keep_images: args.node.keep_images,
+        prune_every: args.node.prune_every(),
         build_network: args.node.build_network,
         state_dir,
         trusted_proxies: args.node.trusted_proxies,

@@ -100,6 +100,7 @@ async fn report(
     // After the store has it, so whoever waits on the observation reads it from the store.
     state.node_observed(&node, report.observed_at_ms);
     state.node_static_ready(&node, report.static_ready);
+    state.upkeep.reported(&node, report.disk, report.pruned);
     // A primary keeps the port Docker first gave it (replicas elsewhere follow that address);
     // the store is asked only when a server's port is new.
     let new_ports = state.set_db_status(&node, report.databases);

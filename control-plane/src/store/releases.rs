@@ -267,11 +267,19 @@ impl Store {
         added: &[InstanceRow],
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let formation: String = sqlx::query_scalar("SELECT formation FROM envs WHERE app = ? AND name = ?")
-            .bind(app)
-            .bind(env)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (formation, target): (String, Option<u32>) =
+            sqlx::query_as("SELECT formation, target_release FROM envs WHERE app = ? AND name = ?")
+                .bind(app)
+                .bind(env)
+                .fetch_one(&mut *tx)
+                .await?;
+        // Checked again here, under the write lock: a rollout that started after the caller
+        // looked would otherwise lose the replicas past the new count.
+        if let Some(t) = target {
+            return Err(StoreError::Conflict(format!(
+                "a deploy of {app}/{env} is in progress (release v{t}); scale after it"
+            )));
+        }
         let mut formation: std::collections::BTreeMap<String, u32> =
             serde_json::from_str(&formation).unwrap_or_default();
         formation.insert(process.to_string(), replicas);
@@ -294,14 +302,26 @@ impl Store {
     }
 
     /// Places the containers of a release being rolled out and marks it the environment's target.
+    /// Returns false, writing nothing, when the formation is no longer `formation` (the one the
+    /// instances were counted from): a scale landed meanwhile, and the caller places again.
     pub async fn start_rollout(
         &self,
         app: &str,
         env: &str,
         version: u32,
+        formation: &std::collections::BTreeMap<String, u32>,
         instances: &[InstanceRow],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        let now: String = sqlx::query_scalar("SELECT formation FROM envs WHERE app = ? AND name = ?")
+            .bind(app)
+            .bind(env)
+            .fetch_one(&mut *tx)
+            .await?;
+        let now: std::collections::BTreeMap<String, u32> = serde_json::from_str(&now).unwrap_or_default();
+        if now != *formation {
+            return Ok(false);
+        }
         insert_instances(&mut tx, instances).await?;
         sqlx::query("UPDATE releases SET status = 'deploying' WHERE app = ? AND env = ? AND version = ?")
             .bind(app)
@@ -316,7 +336,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// The switch: `version` becomes the served release and the previous one is superseded. Old

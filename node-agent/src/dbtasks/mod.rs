@@ -3,14 +3,15 @@
 //! container and a recount), restores, and psql. Each runs once and reports its result; while
 //! it runs, the agent tells the control plane every few seconds that it is still at work.
 
-pub mod exec;
+pub mod psql;
 
 use crate::docker::DockerClient;
+use crate::handover::{deliver, start_each_once};
 use anyhow::Context;
-use exec::{script_psql, sql, tool, Exec};
 use futures_util::StreamExt;
 use protocol::agent::{Assignment, DbTask, DbTaskKind, DbTaskResult};
 use protocol::Client;
+use psql::{script_psql, sql, tool};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,29 +64,18 @@ pub struct DbTaskRunner {
 }
 
 impl DbTaskRunner {
-    pub async fn run(self, mut assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
+    pub async fn run(self, assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
         // No task runs yet, so any throwaway verification server is left from a crash.
         for name in self.docker.database_names("db-verify").await.unwrap_or_default() {
             tracing::info!(container = %name, "removing a verification container left by an earlier run");
             let _ = self.docker.stop_and_remove(&name, 1).await;
         }
-        let mut started: HashSet<String> = HashSet::new();
-        loop {
-            let tasks =
-                assignment.borrow_and_update().as_ref().map(|a| a.db_tasks.clone()).unwrap_or_default();
-            for task in tasks {
-                if started.insert(task.id.clone()) {
-                    let span = tracing::info_span!("db_task", app = %task.server.app, env = %task.server.env, task = %task.id);
-                    let (docker, client, paused) =
-                        (self.docker.clone(), self.client.clone(), self.paused.clone());
-                    tokio::spawn(run_task(docker, client, paused, task).instrument(span));
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = assignment.changed() => if changed.is_err() { return },
-            }
-        }
+        let start = |task: DbTask| {
+            let span = tracing::info_span!("db_task", app = %task.server.app, env = %task.server.env, task = %task.id);
+            let (docker, client, paused) = (self.docker.clone(), self.client.clone(), self.paused.clone());
+            tokio::spawn(run_task(docker, client, paused, task).instrument(span));
+        };
+        start_each_once(assignment, shutdown, |a| a.db_tasks.clone(), |t| t.id.clone(), start).await
     }
 }
 
@@ -106,23 +96,7 @@ async fn run_task(docker: DockerClient, client: Client, paused: Paused, task: Db
         None => tracing::info!(secs, "database task succeeded"),
         Some(e) => tracing::warn!(secs, error = %e, "database task failed"),
     }
-    let deadline = Instant::now() + RESULT_DELIVERY;
-    let mut wait = Duration::from_secs(1);
-    loop {
-        match client.db_task_result(&task.id, &result).await {
-            Ok(_) => break,
-            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => break,
-            Err(e) if Instant::now() >= deadline => {
-                tracing::warn!(error = %e, "the control plane did not take the task result; giving up");
-                break;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "reporting the task result failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    deliver("task result", RESULT_DELIVERY, || client.db_task_result(&task.id, &result)).await;
     heartbeat.abort();
 }
 
@@ -146,17 +120,16 @@ async fn backup(
     task: &DbTask,
 ) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
-    let raw = docker.raw();
     let mut dump = tool(s.version, "pg_dump", "postgres", &s.database, &["-Fc", DUMP_LOCK_WAIT]);
     if s.role == "db-replica" {
         paused.lock().unwrap_or_else(|p| p.into_inner()).insert(s.name.clone());
         let result = async {
-            sql(raw, &s.name, s.version, "postgres", &s.database, &[], "SELECT pg_wal_replay_pause();")
+            sql(docker, &s.name, s.version, "postgres", &s.database, &[], "SELECT pg_wal_replay_pause();")
                 .await?;
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let state = sql(
-                    raw,
+                    docker,
                     &s.name,
                     s.version,
                     "postgres",
@@ -174,14 +147,15 @@ async fn backup(
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let tables =
-                parse_counts(&sql(raw, &s.name, s.version, "postgres", &s.database, &[], COUNT_SQL).await?)?;
-            upload_dump(raw, client, &s.name, dump, &task.backup).await?;
+            let tables = parse_counts(
+                &sql(docker, &s.name, s.version, "postgres", &s.database, &[], COUNT_SQL).await?,
+            )?;
+            upload_dump(docker, client, &s.name, dump, &task.backup).await?;
             Ok(DbTaskResult { tables, ..Default::default() })
         }
         .await;
         let resumed =
-            sql(raw, &s.name, s.version, "postgres", &s.database, &[], "SELECT pg_wal_replay_resume();")
+            sql(docker, &s.name, s.version, "postgres", &s.database, &[], "SELECT pg_wal_replay_resume();")
                 .await;
         paused.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.name);
         if let Err(e) = resumed {
@@ -190,7 +164,7 @@ async fn backup(
         return result;
     }
     let psql = script_psql(s.version, "postgres", &s.database);
-    let mut session = Exec::start(raw, &s.name, psql, true).await?;
+    let mut session = docker.exec_start(&s.name, psql, true).await?;
     session
         .write(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n")
         .await?;
@@ -211,7 +185,7 @@ async fn backup(
     }
     let tables = parse_counts(&counts)?;
     dump.push(format!("--snapshot={snapshot}"));
-    let dumped = upload_dump(raw, client, &s.name, dump, &task.backup).await;
+    let dumped = upload_dump(docker, client, &s.name, dump, &task.backup).await;
     session.write(b"COMMIT;\n").await?;
     let _ = session.finish().await;
     dumped?;
@@ -221,13 +195,13 @@ async fn backup(
 /// Streams pg_dump's stdout to the control plane. If pg_dump fails the upload is broken off, so
 /// a partial dump is never stored as a backup.
 async fn upload_dump(
-    raw: &bollard::Docker,
+    docker: &DockerClient,
     client: &Client,
     container: &str,
     cmd: Vec<String>,
     backup: &str,
 ) -> anyhow::Result<()> {
-    let mut exec = Exec::start(raw, container, cmd, false).await?;
+    let mut exec = docker.exec_start(container, cmd, false).await?;
     let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
     let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -281,14 +255,14 @@ const RESTORE_AS_APP: [&str; 2] = ["--no-owner", "--exit-on-error"];
 
 /// Feeds a stored backup (checked by the control plane) to pg_restore in `container`.
 async fn feed_restore(
-    raw: &bollard::Docker,
+    docker: &DockerClient,
     client: &Client,
     container: &str,
     cmd: Vec<String>,
     backup: &str,
 ) -> anyhow::Result<()> {
     let resp = client.download_backup(backup).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut exec = Exec::start(raw, container, cmd, true).await?;
+    let mut exec = docker.exec_start(container, cmd, true).await?;
     let mut input = exec.input.take().context("stdin is attached")?;
     // Feed stdin while draining the output, so neither side can block the other.
     let feed = async move {
@@ -326,10 +300,10 @@ async fn verify(docker: &DockerClient, client: &Client, task: &DbTask) -> anyhow
     let name = format!("{}-verify-{}", s.network, task.id.rsplit('-').next().unwrap_or("x"));
     docker.create_verify_database(s, &name, crate::databases::START_SCRIPT).await?;
     let result = async {
-        wait_ready(docker.raw(), &name, s.version, &s.database).await?;
+        wait_ready(docker, &name, s.version, &s.database).await?;
         let restore = tool(s.version, "pg_restore", &s.user, &s.database, &RESTORE_AS_APP);
-        feed_restore(docker.raw(), client, &name, restore, &task.backup).await?;
-        let counted = sql(docker.raw(), &name, s.version, "postgres", &s.database, &[], COUNT_SQL).await?;
+        feed_restore(docker, client, &name, restore, &task.backup).await?;
+        let counted = sql(docker, &name, s.version, "postgres", &s.database, &[], COUNT_SQL).await?;
         Ok(DbTaskResult { tables: parse_counts(&counted)?, ..Default::default() })
     }
     .await;
@@ -341,10 +315,10 @@ async fn verify(docker: &DockerClient, client: &Client, task: &DbTask) -> anyhow
 
 /// Waits until the throwaway server runs for good: the start script's temporary server (used
 /// to create roles) listens on no address, the final one on all.
-async fn wait_ready(raw: &bollard::Docker, name: &str, version: u32, database: &str) -> anyhow::Result<()> {
+async fn wait_ready(docker: &DockerClient, name: &str, version: u32, database: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = sql(raw, name, version, "postgres", database, &[], "SHOW listen_addresses;").await;
+        let out = sql(docker, name, version, "postgres", database, &[], "SHOW listen_addresses;").await;
         if out.is_ok_and(|o| o.trim() == "*") {
             return Ok(());
         }
@@ -362,7 +336,7 @@ async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyho
     if task.params.create_target {
         let vars = [("db", target.as_str()), ("owner", s.user.as_str())];
         sql(
-            docker.raw(),
+            docker,
             &s.name,
             s.version,
             "postgres",
@@ -377,7 +351,7 @@ async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyho
         // Into the live database: drop what the backup holds and recreate it, all or nothing.
         cmd.extend(["--clean", "--if-exists", "--single-transaction"].map(String::from));
     }
-    feed_restore(docker.raw(), client, &s.name, cmd, &task.backup).await
+    feed_restore(docker, client, &s.name, cmd, &task.backup).await
 }
 
 /// psql as the app's own role, so what it creates belongs to the app. Its search_path is the
@@ -385,10 +359,10 @@ async fn restore(docker: &DockerClient, client: &Client, task: &DbTask) -> anyho
 /// must find the app's tables.
 async fn psql(docker: &DockerClient, task: &DbTask) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
-    let mut cmd = vec![exec::binary(s.version, "psql"), "-X".into()];
+    let mut cmd = vec![psql::binary(s.version, "psql"), "-X".into()];
     cmd.extend(["-U", &s.user, "-d", &s.database].map(String::from));
     cmd.extend(task.params.psql_args.iter().cloned());
-    let mut exec = Exec::start(docker.raw(), &s.name, cmd, true).await?;
+    let mut exec = docker.exec_start(&s.name, cmd, true).await?;
     exec.write(task.params.input.as_bytes()).await?;
     let (code, out, err) = exec.finish().await?;
     let output = if err.is_empty() { out } else { format!("{out}{err}") };

@@ -1,6 +1,8 @@
-//! Commands inside database containers with their streams attached: SQL through psql over the
-//! local socket, dumps read from stdout, restores fed on stdin. argv arrays only, never a shell.
+//! The one way the agent runs a command inside a container: an exec with its streams attached
+//! (stdin when asked, stdout streamed or by line, stderr kept short for errors). Health commands,
+//! psql, dumps read from stdout and restores fed on stdin all use it. argv arrays only.
 
+use super::{docker_message, DockerClient};
 use anyhow::Context;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -24,59 +26,10 @@ pub struct Exec {
     pending: Vec<u8>,
 }
 
-/// Options every connection the platform opens as the superuser starts with. They win over
-/// whatever the app set with `ALTER DATABASE ... SET` or `ALTER ROLE ... SET`, so names in the
-/// platform's SQL resolve in `pg_catalog` only (temporary objects last): a function or operator
-/// an app created in its own schema never runs with the superuser's rights.
-pub const PINNED_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp";
-
-/// The path of `tool` in the image's PostgreSQL `version`.
-pub fn binary(version: u32, tool: &str) -> String {
-    format!("/usr/lib/postgresql/{version}/bin/{tool}")
-}
-
-/// `tool` of the image's PostgreSQL `version`, connecting over the local socket as `user` to
-/// `database` with [`PINNED_OPTIONS`], followed by `extra` arguments.
-pub fn tool(version: u32, tool: &str, user: &str, database: &str, extra: &[&str]) -> Vec<String> {
-    let conninfo = format!("dbname={} options={}", conninfo_value(database), conninfo_value(PINNED_OPTIONS));
-    let mut cmd = vec![binary(version, tool)];
-    cmd.extend(["-U", user, "-d", &conninfo].iter().chain(extra).map(|a| a.to_string()));
-    cmd
-}
-
-/// A value in a libpq connection string: single-quoted, `\` and `'` escaped.
-fn conninfo_value(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// psql for scripts: no psqlrc, quiet, tuples only, stop at the first error.
-pub fn script_psql(version: u32, user: &str, database: &str) -> Vec<String> {
-    tool(version, "psql", user, database, &["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1"])
-}
-
-/// `\set name value` for a psql script: the value single-quoted with psql's escapes, so any
-/// text (a password too) arrives unchanged and never on a command line.
-fn psql_set(name: &str, value: &str) -> String {
-    let mut quoted = String::with_capacity(value.len() + 2);
-    for c in value.chars() {
-        match c {
-            '\\' => quoted.push_str("\\\\"),
-            '\'' => quoted.push_str("''"),
-            '\n' => quoted.push_str("\\n"),
-            '\r' => quoted.push_str("\\r"),
-            c => quoted.push(c),
-        }
-    }
-    format!("\\set {name} '{quoted}'\n")
-}
-
-impl Exec {
-    pub async fn start(
-        docker: &Docker,
-        container: &str,
-        cmd: Vec<String>,
-        stdin: bool,
-    ) -> anyhow::Result<Self> {
+impl DockerClient {
+    /// Starts `cmd` in the running `container`, stdin attached when `stdin`.
+    pub async fn exec_start(&self, container: &str, cmd: Vec<String>, stdin: bool) -> anyhow::Result<Exec> {
+        let docker = &self.docker;
         let opts = CreateExecOptions::<String> {
             cmd: Some(cmd),
             attach_stdin: Some(stdin),
@@ -84,11 +37,12 @@ impl Exec {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = docker.create_exec(container, opts).await.map_err(|e| {
-            anyhow::anyhow!("cannot run in {container}: {}", crate::docker::docker_message(&e))
-        })?;
+        let exec = docker
+            .create_exec(container, opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot run in {container}: {}", docker_message(&e)))?;
         match docker.start_exec(&exec.id, None).await? {
-            StartExecResults::Attached { output, input } => Ok(Self {
+            StartExecResults::Attached { output, input } => Ok(Exec {
                 id: exec.id,
                 input: stdin.then_some(input),
                 output,
@@ -100,6 +54,19 @@ impl Exec {
         }
     }
 
+    /// Runs `cmd` inside a running container and returns its exit code (output is discarded).
+    pub async fn exec(&self, name: &str, cmd: &[String]) -> anyhow::Result<i64> {
+        Ok(self.exec_output(name, cmd).await?.0)
+    }
+
+    /// Runs `cmd` inside a running container; its exit code and standard output.
+    pub async fn exec_output(&self, name: &str, cmd: &[String]) -> anyhow::Result<(i64, String)> {
+        let (code, out, _) = self.exec_start(name, cmd.to_vec(), false).await?.finish().await?;
+        Ok((code, out))
+    }
+}
+
+impl Exec {
     fn keep_stderr(&mut self, message: &[u8]) {
         if self.stderr.len() < 8192 {
             self.stderr.push_str(&String::from_utf8_lossy(message));
@@ -170,45 +137,5 @@ impl Exec {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         anyhow::bail!("the command did not finish")
-    }
-}
-
-/// Runs a SQL script with psql as `user` in `database` and returns its tuples-only output; a
-/// failure carries psql's own message. `vars` become psql variables set at the top of the
-/// script on stdin (use them as `:'name'` or `:"name"`), so secrets stay off the command line.
-pub async fn sql(
-    docker: &Docker,
-    container: &str,
-    version: u32,
-    user: &str,
-    database: &str,
-    vars: &[(&str, &str)],
-    script: &str,
-) -> anyhow::Result<String> {
-    let cmd = script_psql(version, user, database);
-    let mut input: String = vars.iter().map(|(k, v)| psql_set(k, v)).collect();
-    input.push_str(script);
-    let mut exec = Exec::start(docker, container, cmd, true).await?;
-    exec.write(input.as_bytes()).await?;
-    let (code, out, err) = exec.finish().await?;
-    if code != 0 {
-        anyhow::bail!("psql failed: {}", err.trim());
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn platform_connections_pin_the_search_path() {
-        let cmd = super::tool(15, "pg_dump", "postgres", "it's", &["-Fc"]);
-        assert_eq!(cmd[0], "/usr/lib/postgresql/15/bin/pg_dump");
-        assert_eq!(cmd[4], r"dbname='it\'s' options='-c search_path=pg_catalog,pg_temp'", "{cmd:?}");
-        assert_eq!(cmd[5], "-Fc");
-    }
-
-    #[test]
-    fn psql_variables_keep_any_text() {
-        assert_eq!(super::psql_set("pw", "a'b\\c\nd"), "\\set pw 'a''b\\\\c\\nd'\n");
     }
 }

@@ -1,0 +1,108 @@
+//! Images: builds from uploaded sources (and the PostgreSQL image), resolving image references,
+//! and the pruning of old release images.
+
+use super::{docker_message, DockerClient};
+use anyhow::Context;
+use bollard::image::{BuildImageOptions, CreateImageOptions};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+
+impl DockerClient {
+    /// Builds the gzipped tar `context`; every output line goes to `on_line`. Returns the image id.
+    pub async fn build(
+        &self,
+        context: bytes::Bytes,
+        tag: &str,
+        image_labels: HashMap<String, String>,
+        network: Option<&str>,
+        on_line: impl FnMut(String),
+    ) -> anyhow::Result<String> {
+        self.build_with_args(context, tag, image_labels, HashMap::new(), network, on_line).await
+    }
+
+    pub async fn build_with_args(
+        &self,
+        context: bytes::Bytes,
+        tag: &str,
+        image_labels: HashMap<String, String>,
+        buildargs: HashMap<String, String>,
+        network: Option<&str>,
+        mut on_line: impl FnMut(String),
+    ) -> anyhow::Result<String> {
+        // Held until the image is tagged: a prune meanwhile could remove the cached layers
+        // this build reuses.
+        let _building = self.builds.read().await;
+        let opts = BuildImageOptions::<String> {
+            buildargs,
+            dockerfile: "Dockerfile".into(),
+            t: tag.to_string(),
+            rm: true,
+            forcerm: true,
+            labels: image_labels,
+            networkmode: network.unwrap_or("default").to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.build_image(opts, None, Some(context));
+        let mut last_error = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.or(info.status) {
+                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                            on_line(line.to_string());
+                        }
+                    }
+                    if let Some(e) = info.error {
+                        on_line(e.clone());
+                        last_error = Some(e);
+                    }
+                }
+                Err(e) => {
+                    let msg = docker_message(&e);
+                    on_line(msg.clone());
+                    last_error = Some(msg);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = last_error {
+            anyhow::bail!("the image build failed: {}", e.trim());
+        }
+        self.image_id(tag)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the build finished but produced no image {tag}"))
+    }
+
+    /// The id of a local image, `None` when the engine does not have it.
+    pub async fn image_id(&self, reference: &str) -> anyhow::Result<Option<String>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => Ok(img.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(e).context("inspecting an image"),
+        }
+    }
+
+    /// Resolves an image reference to an id, pulling it when the engine lacks it.
+    pub async fn resolve_image(
+        &self,
+        reference: &str,
+        mut on_line: impl FnMut(String),
+    ) -> anyhow::Result<String> {
+        if let Some(id) = self.image_id(reference).await? {
+            return Ok(id);
+        }
+        let _building = self.builds.read().await;
+        on_line(format!("Pulling {reference}"));
+        let opts = CreateImageOptions::<String> { from_image: reference.to_string(), ..Default::default() };
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                anyhow::bail!(
+                    "image {reference} is not on this node and pulling it failed: {}",
+                    docker_message(&e)
+                );
+            }
+        }
+        self.image_id(reference).await?.ok_or_else(|| anyhow::anyhow!("image {reference} could not be found"))
+    }
+}

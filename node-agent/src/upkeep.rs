@@ -1,0 +1,102 @@
+//! Disk upkeep on this node: prunes when the control plane asks (`paas nodes prune`) and every
+//! `prune_every`, and measures what the platform's objects take on disk for the reports.
+
+use crate::docker::prune::Keep;
+use crate::docker::DockerClient;
+use protocol::agent::{Assignment, DiskUsage, NodeReport, PruneOutcome};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often disk use is measured (Docker's `df` walks every image and volume).
+const MEASURE_EVERY: Duration = Duration::from_secs(300);
+
+/// What the reports carry from upkeep: the latest disk figures and prune outcome.
+#[derive(Clone, Default)]
+pub struct Upkeep {
+    latest: Arc<Mutex<(Option<DiskUsage>, Option<PruneOutcome>)>>,
+    /// Wakes the reporter when a prune finished, so `paas nodes prune` learns at once.
+    pub changed: Arc<Notify>,
+}
+
+pub struct Settings {
+    /// Newest release images kept per environment besides those the control plane names.
+    pub keep_images: usize,
+    /// Time between unrequested prunes; `None`: only when asked.
+    pub prune_every: Option<Duration>,
+}
+
+impl Upkeep {
+    /// Puts the latest figures into a report.
+    pub fn fill(&self, report: &mut NodeReport) {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        (report.disk, report.pruned) = latest.clone();
+    }
+
+    pub async fn run(
+        self,
+        docker: DockerClient,
+        settings: Settings,
+        mut assignment: watch::Receiver<Option<Assignment>>,
+        shutdown: CancellationToken,
+    ) {
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let mut next_prune = Instant::now() + settings.prune_every.unwrap_or(far);
+        let mut next_measure = Instant::now();
+        let mut served = 0u64;
+        loop {
+            let current = assignment.borrow_and_update().clone();
+            // Nothing is pruned before the first assignment: until then the agent cannot tell
+            // what is still wanted.
+            if let Some(a) = current.filter(|a| a.prune > served || Instant::now() >= next_prune) {
+                let mut outcome = prune(&docker, &a, settings.keep_images).await;
+                if a.prune > served {
+                    outcome.request = a.prune;
+                    served = a.prune;
+                }
+                next_prune = Instant::now() + settings.prune_every.unwrap_or(far);
+                next_measure = Instant::now();
+                self.latest.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(outcome);
+            }
+            if Instant::now() >= next_measure {
+                match docker.disk_usage().await {
+                    Ok(disk) => self.latest.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(disk),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "measuring disk use failed"),
+                }
+                next_measure = Instant::now() + MEASURE_EVERY;
+                self.changed.notify_one();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = assignment.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(next_prune.min(next_measure)) => {}
+            }
+        }
+    }
+}
+
+async fn prune(docker: &DockerClient, a: &Assignment, keep_images: usize) -> PruneOutcome {
+    let images: HashSet<String> = a.keep_images.iter().cloned().collect();
+    let containers: HashSet<String> = a.containers.iter().map(|c| c.name.clone()).collect();
+    let jobs: HashSet<String> = a.jobs.iter().map(|j| j.id.clone()).collect();
+    let keep = Keep { images: &images, newest: keep_images, containers: &containers, jobs: &jobs };
+    match docker.prune(&keep).await {
+        Ok(outcome) => {
+            tracing::info!(
+                images = outcome.images.len(),
+                containers = outcome.containers.len(),
+                reclaimed_bytes = outcome.reclaimed_bytes,
+                "pruned"
+            );
+            outcome
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::warn!(%error, "pruning failed");
+            PruneOutcome { error: Some(error), ..Default::default() }
+        }
+    }
+}
