@@ -119,6 +119,14 @@ pub struct DataDir {
     /// Longest a `git push` may take, its build and deploy included, in seconds.
     #[arg(long, env = "PAAS_GIT_PUSH_TIMEOUT", default_value_t = 3600)]
     pub git_push_timeout_secs: u64,
+    /// Address range each environment's network takes a subnet from; the default is clear of
+    /// Docker's own pools and of the usual LAN, VPN, cloud and cluster ranges.
+    #[arg(long, env = "PAAS_NETWORK_POOL", default_value = control_plane::store::NetworkPool::DEFAULT_RANGE)]
+    pub network_pool: String,
+    /// Prefix length of each environment's subnet (/26: 61 addresses for its containers, and
+    /// 1024 environments in the default pool).
+    #[arg(long, env = "PAAS_NETWORK_PREFIX", default_value_t = control_plane::store::NetworkPool::DEFAULT_PREFIX)]
+    pub network_prefix: u8,
 }
 
 /// Backup schedule and retention of a database.

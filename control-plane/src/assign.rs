@@ -117,6 +117,9 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         let names = protocol::DockerNames { app, env, legacy: legacy.contains(&(app, env)) };
         (names.network(), names.image_repo())
     };
+    let subnets = store.env_subnets().await?;
+    let subnet =
+        |app: &str, env: &str| subnets.get(&(app.to_string(), env.to_string())).cloned().unwrap_or_default();
     let mut containers = Vec::new();
     for i in store.instances_for_node(node).await? {
         let release = store.get_release(&i.app, &i.env, i.release).await?;
@@ -137,6 +140,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             command: process.command.clone(),
             port: process.port,
             network: names(&i.app, &i.env).0,
+            subnet: subnet(&i.app, &i.env),
             env_vars,
             config,
             healthcheck: process.healthcheck.clone(),
@@ -181,6 +185,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         let env_vars = BTreeMap::from([("PAAS_RELEASE".to_string(), j.release.to_string())]);
         jobs.push(JobSpec {
             network: names(&j.app, &j.env).0,
+            subnet: subnet(&j.app, &j.env),
             id: j.id,
             app: j.app,
             env: j.env,
@@ -325,6 +330,7 @@ pub async fn database_spec(
         image: format!("paas/postgres:{}", db.version),
         volume: db.docker_names().database(role.as_str()),
         network: db.docker_names().network(),
+        subnet: state.store.env_subnet(&db.app, &db.env).await?,
         version: db.version,
         database: db.database_name(),
         user: db.database_name(),

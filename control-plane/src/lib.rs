@@ -51,6 +51,8 @@ pub struct Config {
     pub git_max_push_bytes: u64,
     /// Longest a `git push` may take, its build and deploy included.
     pub git_push_timeout: std::time::Duration,
+    /// Where new environments' network subnets come from.
+    pub network_pool: store::NetworkPool,
 }
 
 /// A control plane whose data directory is opened and whose tokens exist, not yet serving.
@@ -68,7 +70,10 @@ impl ControlPlane {
         // Keys, tokens, the state database and backups live here: the owner's only.
         protocol::files::private_dir(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-        let store = store::Store::open(&config.data_dir.join("state.db")).await?;
+        let store = store::Store::open(&config.data_dir.join("state.db"))
+            .await?
+            .with_network_pool(config.network_pool);
+        tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
         let admin_token =
             tokens::ensure(&store, &config.data_dir, "admin-token", "admin", TokenKind::User).await?;
         // The file keeps its old name: data directories from before node credentials still

@@ -110,6 +110,7 @@ impl AppState {
             backup_s3: None,
             git_max_push_bytes: 1 << 20,
             git_push_timeout: std::time::Duration::from_secs(60),
+            network_pool: Default::default(),
         };
         let secrets = SecretBox::load_or_create(&dir).expect("a key");
         let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);

@@ -166,6 +166,7 @@ mod tests {
             image: "paas/postgres:15".into(),
             volume: "v".into(),
             network: "n".into(),
+            subnet: String::new(),
             version: 15,
             database: "notes".into(),
             user: "notes".into(),

@@ -30,6 +30,10 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 /// so reports stay small whatever the container prints.
 const LOG_TAIL_LINES: usize = 20;
 const LOG_TAIL_LINE_BYTES: usize = 1024;
+/// Networks of environments this node no longer runs are looked for when the assigned networks
+/// change, then this often while a retiring container still holds one, else now and then.
+const NETWORK_RETRY: Duration = Duration::from_secs(5);
+const NETWORK_SWEEP: Duration = Duration::from_secs(600);
 
 #[derive(Default)]
 struct Tracked {
@@ -60,6 +64,9 @@ pub struct Reconciler {
     removed_tx: mpsc::UnboundedSender<String>,
     removed_rx: mpsc::UnboundedReceiver<String>,
     dbs: crate::databases::Databases,
+    /// The networks the assignment used at the last sweep, and when the next one is due.
+    networks: HashSet<String>,
+    sweep_at: Instant,
 }
 
 impl Reconciler {
@@ -82,6 +89,8 @@ impl Reconciler {
             reports,
             tracked: HashMap::new(),
             retiring_since: HashMap::new(),
+            networks: HashSet::new(),
+            sweep_at: Instant::now(),
             removing: HashSet::new(),
             removed_tx,
             removed_rx,
@@ -183,6 +192,7 @@ impl Reconciler {
             })
             .collect();
         let databases = self.dbs.pass(&desired.databases).await;
+        self.sweep_networks(&desired).await;
 
         let report = NodeReport { containers, observed_at_ms, databases, ..Default::default() };
         // Only a change wakes the reporter at once; the fresh observation time goes out with
@@ -193,6 +203,29 @@ impl Reconciler {
             changed
         });
         Ok(())
+    }
+
+    /// Removes the networks of environments this node no longer runs (deleted, or moved away).
+    async fn sweep_networks(&mut self, desired: &Assignment) {
+        let wanted = networks_of(desired);
+        let now = Instant::now();
+        if wanted == self.networks && now < self.sweep_at {
+            return;
+        }
+        self.networks = wanted;
+        // And what the latest assignment uses: the job runner may be acting on it already.
+        let latest = self.assignment.borrow().as_ref().map(networks_of).unwrap_or_default();
+        let left =
+            self.docker.remove_unwanted_networks(|n| self.networks.contains(n) || latest.contains(n)).await;
+        self.sweep_at = now
+            + match left {
+                Ok(0) => NETWORK_SWEEP,
+                Ok(_) => NETWORK_RETRY,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "looking for networks to remove failed");
+                    NETWORK_RETRY
+                }
+            };
     }
 
     /// Makes one assigned container exist and run, restarting it with exponential backoff.
@@ -221,7 +254,7 @@ impl Reconciler {
                 let network = if spec.network.is_empty() {
                     Ok(())
                 } else {
-                    self.docker.ensure_network(&spec.network, &spec.app, &spec.env).await
+                    self.docker.ensure_network(&spec.network, &spec.app, &spec.env, &spec.subnet).await
                 };
                 match network {
                     Ok(()) => self.docker.start(&spec.name).instrument(span.clone()).await,
@@ -372,6 +405,14 @@ impl Reconciler {
 }
 
 /// The labels an app container made for `spec` carries.
+/// The Docker networks an assignment's containers, jobs and databases are on.
+fn networks_of(a: &Assignment) -> HashSet<String> {
+    let containers = a.containers.iter().map(|c| &c.network);
+    let jobs = a.jobs.iter().map(|j| &j.network);
+    let databases = a.databases.iter().chain(a.db_tasks.iter().map(|t| &t.server)).map(|d| &d.network);
+    containers.chain(jobs).chain(databases).filter(|n| !n.is_empty()).cloned().collect()
+}
+
 fn expected_labels(spec: &ContainerSpec) -> [(&'static str, String); 5] {
     use protocol::labels::{APP, ENV, PROCESS, RELEASE, REPLICA};
     [

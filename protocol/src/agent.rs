@@ -151,6 +151,10 @@ pub struct DatabaseSpec {
     pub volume: String,
     /// The environment's private Docker network, shared with its app containers.
     pub network: String,
+    /// The network's subnet (CIDR) from the platform's pool, the same on every node; empty for
+    /// an environment from before subnets, whose network Docker gave an address range.
+    #[serde(default)]
+    pub subnet: String,
     pub version: u32,
     pub database: String,
     /// The app's role (the `DATABASE_URL` user): owns `database`, nothing more.
@@ -191,6 +195,10 @@ pub struct JobSpec {
     /// The environment's private network, so jobs reach its database like the app does.
     #[serde(default)]
     pub network: String,
+    /// The network's subnet (CIDR) from the platform's pool, the same on every node; empty for
+    /// an environment from before subnets, whose network Docker gave an address range.
+    #[serde(default)]
+    pub subnet: String,
     pub env_vars: BTreeMap<String, String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
@@ -240,6 +248,10 @@ pub struct ContainerSpec {
     /// The environment's private Docker network (where its database answers).
     #[serde(default)]
     pub network: String,
+    /// The network's subnet (CIDR) from the platform's pool, the same on every node; empty for
+    /// an environment from before subnets, whose network Docker gave an address range.
+    #[serde(default)]
+    pub subnet: String,
     /// Platform-set variables (`PORT`).
     pub env_vars: BTreeMap<String, String>,
     /// The user's config vars: set in the container's environment, and masked wherever the

@@ -149,6 +149,8 @@ pub struct Platform {
     env: Vec<(String, String)>,
     /// The binary `paas up` runs from (the built one unless a test gives another).
     bin: PathBuf,
+    /// The lock on this platform's share of the test network range (see [`network_slot`]).
+    _network_slot: Option<std::fs::File>,
 }
 
 impl Platform {
@@ -171,6 +173,14 @@ impl Platform {
     pub fn start_from(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         paas_bin();
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // In the environment, which a binary from before network pools ignores.
+        let slot = (!extra.contains(&"--network-pool")).then(|| {
+            let (lock, pool) = network_slot();
+            env.push(("PAAS_NETWORK_POOL".into(), pool));
+            lock
+        });
         let mut p = Platform {
             dir,
             node: format!("test-{}", rand_suffix()),
@@ -181,8 +191,9 @@ impl Platform {
             apps: Vec::new(),
             agents: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env,
             bin: bin.to_path_buf(),
+            _network_slot: slot,
         };
         p.launch();
         p
@@ -411,6 +422,58 @@ impl Drop for Platform {
         for app in &self.apps {
             docker_rm_labelled("image", &format!("paas.app={app}"));
         }
+    }
+}
+
+/// Runs `work(i)` for every `i` in `1..=n`, `at_once` at a time.
+pub fn parallel(n: usize, at_once: usize, work: impl Fn(usize) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(1);
+    std::thread::scope(|s| {
+        for _ in 0..at_once {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i > n {
+                    break;
+                }
+                work(i);
+            });
+        }
+    });
+}
+
+/// Platforms of parallel tests share one Docker engine, where two control planes handing out
+/// the same subnets would collide: each takes one of 64 /20s of 10.124.0.0/14 (64 environments
+/// of /26 each), held by a lock file until it is dropped (or its process dies). A /20 still
+/// holding a network a crashed test left behind is skipped.
+fn network_slot() -> (std::fs::File, String) {
+    use rustix::fs::{flock, FlockOperation};
+    let dir = std::env::temp_dir().join("paas-test-network-slots");
+    std::fs::create_dir_all(&dir).expect("a directory for network slot locks");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let ids = docker(&["network", "ls", "-q", "--filter", "label=paas.managed=true"]);
+        let mut args = vec!["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"];
+        args.extend(ids.split_whitespace());
+        let used = if args.len() > 4 { docker(&args) } else { String::new() };
+        let start = rand::random::<usize>() % 64;
+        for k in (0..64).map(|i| (start + i) % 64) {
+            let prefix = format!("10.{}.", 124 + k / 16);
+            let in_slot = |subnet: &str| {
+                let third =
+                    subnet.strip_prefix(&prefix).and_then(|r| r.split('.').next()?.parse::<usize>().ok());
+                third.is_some_and(|t| t / 16 == k % 16)
+            };
+            if used.split_whitespace().any(in_slot) {
+                continue;
+            }
+            let file =
+                std::fs::File::create(dir.join(format!("{k}.lock"))).expect("a network slot lock file");
+            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                return (file, format!("{prefix}{}.0/20", (k % 16) * 16));
+            }
+        }
+        assert!(Instant::now() < deadline, "no free test network slot for 10 minutes");
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

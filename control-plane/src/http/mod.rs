@@ -116,6 +116,7 @@ mod tests {
             backup_s3: None,
             git_max_push_bytes: 1 << 20,
             git_push_timeout: std::time::Duration::from_secs(60),
+            network_pool: Default::default(),
         };
         let cp = crate::ControlPlane::open(config).await.unwrap();
         let router = super::router(cp.state.clone(), "http://127.0.0.1:7070").unwrap();

@@ -81,6 +81,7 @@ impl Store {
             .bind(&created)
             .execute(&mut *tx)
             .await?;
+        self.allocate_subnet(&mut tx, name, protocol::PRODUCTION).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -128,6 +129,7 @@ impl Store {
             .bind(now())
             .execute(&mut *tx)
             .await?;
+        self.allocate_subnet(&mut tx, app, env).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -6,12 +6,14 @@ mod backups;
 mod databases;
 mod jobs;
 mod releases;
+mod subnets;
 
 pub use apps::{EnvRow, NodeRow, Registrar};
 pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
 pub use jobs::{JobKind, JobRow, JobStatus};
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
+pub use subnets::NetworkPool;
 
 #[cfg(test)]
 mod tests;
@@ -62,6 +64,8 @@ pub struct Token {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Where new environments' subnets come from.
+    subnets: NetworkPool,
 }
 
 pub fn now() -> String {
@@ -97,7 +101,7 @@ impl Store {
 
     async fn connect(opts: SqliteConnectOptions, pool: SqlitePoolOptions) -> anyhow::Result<Self> {
         let opts = opts.foreign_keys(true).busy_timeout(Duration::from_secs(10));
-        let store = Self { pool: pool.connect_with(opts).await? };
+        let store = Self { pool: pool.connect_with(opts).await?, subnets: NetworkPool::default() };
         store.import_old_migrations().await.context("importing the migration history")?;
         MIGRATOR.run(&store.pool).await.context("migrating the state database")?;
         Ok(store)

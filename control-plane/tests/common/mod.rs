@@ -58,6 +58,7 @@ fn config(dir: &Path) -> Config {
         backup_s3: None,
         git_max_push_bytes: 1 << 20,
         git_push_timeout: Duration::from_secs(60),
+        network_pool: Default::default(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The agent's containers: app containers (what reconcile creates, starts and retires), one-off
-//! job containers, log tails and follows, static-file extraction, and environment networks.
+//! job containers, log tails and follows, and static-file extraction.
 
 use super::{docker_message, limited_host_config, observe, DockerClient, Observed, LABEL_JOB, LABEL_PORT};
 use super::{LABEL_DRAIN_MS, LABEL_STOP_GRACE_MS};
@@ -73,7 +73,7 @@ impl DockerClient {
             ..Default::default()
         };
         if !spec.network.is_empty() {
-            self.ensure_network(&spec.network, &spec.app, &spec.env).await?;
+            self.ensure_network(&spec.network, &spec.app, &spec.env, &spec.subnet).await?;
         }
         self.create_started(&spec.name, config).await.with_context(|| format!("creating {}", spec.name))
     }
@@ -153,7 +153,7 @@ impl DockerClient {
             ..limited_host_config(&job.limits)
         };
         if !job.network.is_empty() {
-            self.ensure_network(&job.network, &job.app, &job.env).await?;
+            self.ensure_network(&job.network, &job.app, &job.env, &job.subnet).await?;
         }
         let config = ContainerConfig {
             image: Some(job.image.clone()),
@@ -244,32 +244,6 @@ impl DockerClient {
         match consumed {
             Ok(result) => result.with_context(|| format!("copying {path} out of the image")),
             Err(e) => anyhow::bail!("copying {path} out of the image: the reading task failed: {e}"),
-        }
-    }
-
-    /// Creates the environment's private network when this node lacks it.
-    pub async fn ensure_network(&self, name: &str, app: &str, env: &str) -> anyhow::Result<()> {
-        use bollard::network::CreateNetworkOptions;
-        if self.docker.inspect_network::<String>(name, None).await.is_ok() {
-            return Ok(());
-        }
-        let labels = HashMap::from([
-            (labels::MANAGED.to_string(), "true".to_string()),
-            (labels::APP.to_string(), app.to_string()),
-            (labels::ENV.to_string(), env.to_string()),
-            (labels::NODE.to_string(), self.node.clone()),
-        ]);
-        let opts = CreateNetworkOptions {
-            name: name.to_string(),
-            driver: "bridge".to_string(),
-            labels,
-            ..Default::default()
-        };
-        match self.docker.create_network(opts).await {
-            Ok(_) => Ok(()),
-            // Another task created it meanwhile.
-            Err(_) if self.docker.inspect_network::<String>(name, None).await.is_ok() => Ok(()),
-            Err(e) => Err(anyhow::anyhow!("creating network {name}: {}", docker_message(&e))),
         }
     }
 }

@@ -24,7 +24,7 @@ impl DockerClient {
         script: &str,
     ) -> anyhow::Result<()> {
         use bollard::volume::CreateVolumeOptions;
-        self.ensure_network(&spec.network, &spec.app, &spec.env).await?;
+        self.ensure_network(&spec.network, &spec.app, &spec.env, &spec.subnet).await?;
         let labels = self.db_labels(spec, &spec.role);
         let vol =
             CreateVolumeOptions { name: spec.volume.clone(), labels: labels.clone(), ..Default::default() };

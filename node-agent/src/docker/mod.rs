@@ -7,6 +7,7 @@ mod containers;
 mod databases;
 pub mod exec;
 mod images;
+mod networks;
 pub mod prune;
 
 use anyhow::Context;
