@@ -326,7 +326,7 @@ pub async fn database_spec(
     };
     Ok(protocol::agent::DatabaseSpec {
         name: db.docker_names().database(role.as_str()),
-        role: role.to_string(),
+        role,
         image: format!("paas/postgres:{}", db.version),
         volume: db.docker_names().database(role.as_str()),
         network: db.docker_names().network(),

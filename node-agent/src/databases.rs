@@ -9,6 +9,7 @@
 use crate::dbroles;
 use crate::dbtasks::psql::tool;
 use crate::docker::DockerClient;
+use protocol::agent::DbRole;
 use protocol::agent::{ContainerStatus, DatabaseFigures, DatabaseSpec};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -109,7 +110,7 @@ impl Databases {
             }
         };
         use protocol::labels::{APP, ENV, ROLE};
-        let expected = [(APP, spec.app.clone()), (ENV, spec.env.clone()), (ROLE, spec.role.clone())];
+        let expected = [(APP, spec.app.clone()), (ENV, spec.env.clone()), (ROLE, spec.role.to_string())];
         if let Some(o) = observed.as_ref().filter(|o| !o.labelled_as(&expected)) {
             status.state = "name conflict".into();
             status.log_tail = vec![o.foreign()];
@@ -143,7 +144,7 @@ impl Databases {
             }
             None if due => {
                 tracing::info!(app = %spec.app, env = %spec.env, container = %spec.name, "creating database container");
-                let script = if spec.role == "db-replica" { REPLICA_SCRIPT } else { START_SCRIPT };
+                let script = if spec.role == DbRole::Replica { REPLICA_SCRIPT } else { START_SCRIPT };
                 if let Err(e) = self.docker.create_database(spec, script).await {
                     tracing::warn!(container = %spec.name, error = %format!("{e:#}"), "creating the database failed");
                     status.log_tail = vec![format!("{e:#}")];
@@ -212,7 +213,7 @@ impl Databases {
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
              current_setting('max_connections'), pg_database_size(current_database())",
         );
-        if spec.role == "db-replica" {
+        if spec.role == DbRole::Replica {
             sql.push_str(
                 ", pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), \
                  extract(epoch from now() - pg_last_xact_replay_timestamp()), pg_is_wal_replay_paused()",

@@ -11,6 +11,7 @@ use crate::dbtasks::psql::sql;
 use crate::docker::DockerClient;
 use anyhow::Context;
 use protocol::agent::DatabaseSpec;
+use protocol::agent::DbRole;
 
 /// Where every managed server keeps its data (a directory on its volume).
 pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
@@ -104,7 +105,8 @@ pub fn ready(spec: &DatabaseSpec) -> Result<(), &'static str> {
         return Err("the app's role is one of PostgreSQL's own");
     }
     let host = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':');
-    if spec.role == "db-replica" && (spec.primary_host.is_empty() || !spec.primary_host.bytes().all(host)) {
+    if spec.role == DbRole::Replica && (spec.primary_host.is_empty() || !spec.primary_host.bytes().all(host))
+    {
         return Err("the primary's address is not a plain host name or IP address");
     }
     Ok(())
@@ -119,7 +121,7 @@ pub async fn converge(docker: &DockerClient, spec: &DatabaseSpec) -> anyhow::Res
         sql(docker, &spec.name, spec.version, "postgres", "postgres", &vars, &script).await
     };
     let hba = format!("{PGDATA}/pg_hba.conf");
-    if spec.role == "db-replica" {
+    if spec.role == DbRole::Replica {
         let password = format!("*:*:*:replicator:{}\n", spec.replication_password);
         write_file(docker, &spec.name, &passfile(), &password).await?;
         write_file(docker, &spec.name, &hba, &pg_hba(&spec.user)).await?;
@@ -161,7 +163,7 @@ mod tests {
         DatabaseSpec {
             app: "notes".into(),
             env: "production".into(),
-            role: "db-replica".into(),
+            role: DbRole::Replica,
             name: "paas-notes-production-db-replica".into(),
             image: "paas/postgres:15".into(),
             volume: "v".into(),

@@ -144,8 +144,8 @@ pub struct DbTaskResult {
 pub struct DatabaseSpec {
     pub app: String,
     pub env: String,
-    /// `db-primary` (later `db-replica`); also the container's alias on the app's network.
-    pub role: String,
+    /// Also the container's alias on the app's network and its `paas.role` label.
+    pub role: DbRole,
     pub name: String,
     pub image: String,
     pub volume: String,

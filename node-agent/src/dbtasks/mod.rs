@@ -9,6 +9,7 @@ use crate::docker::DockerClient;
 use crate::handover::{deliver, start_each_once};
 use anyhow::Context;
 use futures_util::StreamExt;
+use protocol::agent::DbRole;
 use protocol::agent::{Assignment, DbTask, DbTaskKind, DbTaskResult};
 use protocol::Client;
 use psql::{script_psql, sql, tool};
@@ -121,7 +122,7 @@ async fn backup(
 ) -> anyhow::Result<DbTaskResult> {
     let s = &task.server;
     let mut dump = tool(s.version, "pg_dump", "postgres", &s.database, &["-Fc", DUMP_LOCK_WAIT]);
-    if s.role == "db-replica" {
+    if s.role == DbRole::Replica {
         paused.lock().unwrap_or_else(|p| p.into_inner()).insert(s.name.clone());
         let result = async {
             sql(docker, &s.name, s.version, "postgres", &s.database, &[], "SELECT pg_wal_replay_pause();")

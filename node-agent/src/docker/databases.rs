@@ -4,6 +4,7 @@
 use super::{docker_message, limited_host_config, observe, DockerClient, Observed, DB_MEMORY};
 use bollard::container::Config as ContainerConfig;
 use bollard::models::{HostConfig, PortBinding};
+use protocol::agent::DbRole;
 use protocol::labels;
 use std::collections::HashMap;
 
@@ -25,7 +26,7 @@ impl DockerClient {
     ) -> anyhow::Result<()> {
         use bollard::volume::CreateVolumeOptions;
         self.ensure_network(&spec.network, &spec.app, &spec.env, &spec.subnet).await?;
-        let labels = self.db_labels(spec, &spec.role);
+        let labels = self.db_labels(spec, spec.role.as_str());
         let vol =
             CreateVolumeOptions { name: spec.volume.clone(), labels: labels.clone(), ..Default::default() };
         self.docker
@@ -74,7 +75,7 @@ impl DockerClient {
             format!("PG_HBA={}", crate::dbroles::pg_hba(&spec.user)),
             format!("MAX_CONNECTIONS={}", spec.max_connections),
         ];
-        if spec.role == "db-replica" && !throwaway {
+        if spec.role == DbRole::Replica && !throwaway {
             env.push(format!("PRIMARY_HOST={}", spec.primary_host));
             env.push(format!("PRIMARY_PORT={}", spec.primary_port));
             env.push(format!("PRIMARY_CONNINFO={}", crate::dbroles::primary_conninfo(spec)));
@@ -112,7 +113,8 @@ impl DockerClient {
                 }]),
             )]));
             host_config.network_mode = Some(spec.network.clone());
-            let endpoint = EndpointSettings { aliases: Some(vec![spec.role.clone()]), ..Default::default() };
+            let endpoint =
+                EndpointSettings { aliases: Some(vec![spec.role.to_string()]), ..Default::default() };
             networking = Some(bollard::container::NetworkingConfig {
                 endpoints_config: HashMap::from([(spec.network.clone(), endpoint)]),
             });
