@@ -62,7 +62,7 @@ macro_rules! string_enum {
     };
 }
 
-/// Labels every Docker object created by paas carries (DESIGN.md invariants).
+/// Labels every Docker object created by paas carries (ARCHITECTURE.md, Invariants: Labels).
 pub mod labels {
     pub const MANAGED: &str = "paas.managed";
     pub const APP: &str = "paas.app";
