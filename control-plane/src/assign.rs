@@ -73,21 +73,7 @@ pub async fn place(
             .name
             .clone();
         *load.get_mut(&node).expect("node has a load entry") += 1;
-        out.push(InstanceRow {
-            name: names.container(process, release, replica),
-            app: app.to_string(),
-            env: env.to_string(),
-            process: process.to_string(),
-            release,
-            replica,
-            node,
-            state: "pending".into(),
-            healthy: false,
-            host_port: None,
-            restarts: 0,
-            log_tail: Vec::new(),
-            updated_at: String::new(),
-        });
+        out.push(InstanceRow::pending(&names, process, release, replica, node));
     }
     Ok(out)
 }

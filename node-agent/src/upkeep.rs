@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often disk use is measured (Docker's `df` walks every image and volume).
 const MEASURE_EVERY: Duration = Duration::from_secs(300);
+/// After a failed measurement (Docker busy or away): soon again, not in five minutes.
+const RETRY_MEASURE: Duration = Duration::from_secs(15);
 
 /// What the reports carry from upkeep: the latest disk figures and prune outcome.
 #[derive(Clone, Default)]
@@ -62,11 +64,16 @@ impl Upkeep {
                 self.latest.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(outcome);
             }
             if Instant::now() >= next_measure {
-                match docker.disk_usage().await {
-                    Ok(disk) => self.latest.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(disk),
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "measuring disk use failed"),
-                }
+                let volumes =
+                    self.latest.lock().unwrap_or_else(|p| p.into_inner()).0.as_ref().map_or(0, |d| d.volumes);
                 next_measure = Instant::now() + MEASURE_EVERY;
+                match docker.disk_usage(volumes).await {
+                    Ok(disk) => self.latest.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(disk),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "measuring disk use failed");
+                        next_measure = Instant::now() + RETRY_MEASURE;
+                    }
+                }
                 self.changed.notify_one();
             }
             tokio::select! {

@@ -48,6 +48,33 @@ pub struct InstanceRow {
     pub updated_at: String,
 }
 
+impl InstanceRow {
+    /// A replica just placed on `node`, before its agent reported anything.
+    pub fn pending(
+        names: &protocol::DockerNames<'_>,
+        process: &str,
+        release: u32,
+        replica: u32,
+        node: String,
+    ) -> Self {
+        Self {
+            name: names.container(process, release, replica),
+            app: names.app.to_string(),
+            env: names.env.to_string(),
+            process: process.to_string(),
+            release,
+            replica,
+            node,
+            state: "pending".into(),
+            healthy: false,
+            host_port: None,
+            restarts: 0,
+            log_tail: Vec::new(),
+            updated_at: String::new(),
+        }
+    }
+}
+
 /// A `releases` row; [`Release`] is what the API shows of it.
 #[derive(sqlx::FromRow)]
 struct ReleaseRecord {

@@ -204,21 +204,8 @@ fn new_release() -> NewRelease {
 }
 
 fn instance(release: u32, replica: u32) -> InstanceRow {
-    InstanceRow {
-        name: format!("paas-shop--production--web-{release}-{replica}"),
-        app: "shop".into(),
-        env: "production".into(),
-        process: "web".into(),
-        release,
-        replica,
-        node: "n1".into(),
-        state: "pending".into(),
-        healthy: false,
-        host_port: None,
-        restarts: 0,
-        log_tail: Vec::new(),
-        updated_at: String::new(),
-    }
+    let names = protocol::DockerNames::new("shop", "production");
+    InstanceRow::pending(&names, "web", release, replica, "n1".into())
 }
 
 /// (release, replica) of every placed instance.

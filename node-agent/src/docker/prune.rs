@@ -136,33 +136,36 @@ impl DockerClient {
             .collect())
     }
 
-    /// What the platform's images, volumes and container logs take on disk.
-    pub async fn disk_usage(&self) -> anyhow::Result<DiskUsage> {
-        let df = self
+    /// What the platform's images, volumes and container logs take on disk. `volumes` is the last figure known: Docker
+    /// 20.10 (API 1.41) tells a volume's size only in `df`, which also sizes every container on
+    /// the engine and can take minutes on a busy one, so a slow or failed `df` keeps it.
+    pub async fn disk_usage(&self, volumes: u64) -> anyhow::Result<DiskUsage> {
+        let managed = format!("{}=true", labels::MANAGED);
+        let filters = HashMap::from([("label", vec![managed.as_str()])]);
+        let images = self
             .docker
-            .df()
+            .list_images(Some(ListImagesOptions { filters, ..Default::default() }))
             .await
-            .map_err(|e| anyhow::anyhow!("asking Docker for its disk use: {}", docker_message(&e)))?;
-        let ours = |l: &HashMap<String, String>| l.get(labels::MANAGED).is_some_and(|v| v == "true");
-        let images = df
-            .images
-            .unwrap_or_default()
+            .map_err(|e| anyhow::anyhow!("listing images: {}", docker_message(&e)))?
             .iter()
-            .filter(|i| ours(&i.labels))
             .map(|i| i.size.max(0) as u64)
             .sum();
-        let volumes = df
-            .volumes
-            .unwrap_or_default()
-            .iter()
-            .filter(|v| ours(&v.labels))
-            .filter_map(|v| v.usage_data.as_ref())
-            .map(|u| u.size.max(0) as u64)
-            .sum();
+        let ours = |l: &HashMap<String, String>| l.get(labels::MANAGED).is_some_and(|v| v == "true");
+        let volumes = match tokio::time::timeout(std::time::Duration::from_secs(20), self.docker.df()).await {
+            Ok(Ok(df)) => df
+                .volumes
+                .unwrap_or_default()
+                .iter()
+                .filter(|v| ours(&v.labels))
+                .filter_map(|v| v.usage_data.as_ref())
+                .map(|u| u.size.max(0) as u64)
+                .sum(),
+            _ => volumes,
+        };
+        let node = format!("{}={}", labels::NODE, self.node);
         let mut logs = Some(0u64);
-        for c in df.containers.unwrap_or_default() {
-            let mine = c.labels.as_ref().is_some_and(|l| ours(l) && l.get(labels::NODE) == Some(&self.node));
-            let (true, Some(id)) = (mine, c.id) else { continue };
+        for c in self.labelled(vec![managed.clone(), node]).await? {
+            let Some(id) = c.id else { continue };
             let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await;
             let Some(path) = info.ok().and_then(|i| i.log_path).filter(|p| !p.is_empty()) else { continue };
             // The engine's directory is usually root's: then the agent cannot tell.
