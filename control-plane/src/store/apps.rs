@@ -215,16 +215,6 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")))
     }
 
-    pub async fn set_target_release(&self, app: &str, env: &str, target: Option<u32>) -> Result<()> {
-        sqlx::query("UPDATE envs SET target_release = ? WHERE app = ? AND name = ?")
-            .bind(target)
-            .bind(app)
-            .bind(env)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     // --- nodes ---
 
     /// Records a node's registration in one write transaction, so two agents cannot both claim

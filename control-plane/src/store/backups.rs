@@ -166,15 +166,6 @@ impl Store {
         Ok(rows.into_iter().map(Backup::from).collect())
     }
 
-    pub async fn set_backup_locations(&self, id: &str, locations: &[String]) -> Result<()> {
-        sqlx::query("UPDATE backups SET locations = ? WHERE id = ?")
-            .bind(Json(locations))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     pub async fn set_verification(&self, id: &str, status: Verification, error: Option<&str>) -> Result<()> {
         let at = matches!(status, Verification::Ok | Verification::Failed).then(now);
         sqlx::query("UPDATE backups SET verify_status = ?, verify_error = ?, verified_at = ? WHERE id = ?")
