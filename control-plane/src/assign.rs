@@ -208,7 +208,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             params: t.params.clone(),
         });
     }
-    let keep_images = keep_images(state, &envs).await?;
+    let keep_images = state.store.kept_images().await?;
     let prune = state.upkeep.prune_request(node);
     Ok(Assignment {
         containers,
@@ -221,27 +221,6 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         keep_images,
         prune,
     })
-}
-
-/// Images a prune must keep: each environment's current and target release's, and its
-/// rollback target's (the release that served before the current one).
-async fn keep_images(state: &AppState, envs: &[crate::store::EnvRow]) -> anyhow::Result<Vec<String>> {
-    let mut keep = Vec::new();
-    for env in envs.iter().filter(|e| e.current_release.is_some() || e.target_release.is_some()) {
-        let releases = state.store.list_releases(&env.app, &env.name).await?;
-        let current = env.current_release.unwrap_or(0);
-        let rollback = releases
-            .iter()
-            .filter(|r| r.version < current && r.status == protocol::api::ReleaseStatus::Superseded)
-            .max_by_key(|r| r.version);
-        let named = releases
-            .iter()
-            .filter(|r| Some(r.version) == env.current_release || Some(r.version) == env.target_release);
-        keep.extend(named.chain(rollback).filter_map(|r| r.image_id.clone()));
-    }
-    keep.sort();
-    keep.dedup();
-    Ok(keep)
 }
 
 /// The route table: every environment with a served release, to its healthy replicas.

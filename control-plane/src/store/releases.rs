@@ -226,6 +226,21 @@ impl Store {
         Ok(rows.into_iter().map(Release::from).collect())
     }
 
+    /// Images a prune must keep, in one query however many environments there are: each
+    /// environment's current and target release's, and its rollback target's (the newest
+    /// superseded release before the current one).
+    pub async fn kept_images(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT r.image_id FROM releases r JOIN envs e ON e.app = r.app AND e.name = r.env
+             WHERE r.image_id IS NOT NULL AND (r.version = e.current_release OR r.version = e.target_release
+               OR r.version = (SELECT MAX(p.version) FROM releases p WHERE p.app = e.app AND p.env = e.name
+                               AND p.version < e.current_release AND p.status = 'superseded'))
+             ORDER BY r.image_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Releases a node must build: still building, assigned to it, with no result yet.
     pub async fn pending_builds(&self, node: &str) -> Result<Vec<Release>> {
         let rows: Vec<ReleaseRecord> = sqlx::query_as(

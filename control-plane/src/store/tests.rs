@@ -294,6 +294,14 @@ async fn rollout_switch_retire_and_abort_leave_consistent_state() {
     store.scale("shop", "production", "web", 1, &[]).await.unwrap();
     assert_eq!(placed(&store).await, [(2, 1)]);
     assert_eq!(env().await.unwrap().formation["web"], 1);
+
+    // A prune keeps the current (v2), target (v4) and rollback target's (v1) images, not the
+    // failed v3's.
+    store.create_release("shop", "production", &new_release()).await.unwrap();
+    let formation = env().await.unwrap().formation;
+    assert!(store.start_rollout("shop", "production", 4, &formation, &[instance(4, 1)]).await.unwrap());
+    sqlx::query("UPDATE releases SET image_id = 'sha256:' || version").execute(&store.pool).await.unwrap();
+    assert_eq!(store.kept_images().await.unwrap(), ["sha256:1", "sha256:2", "sha256:4"]);
 }
 
 /// A report changes the store only when something in it changed, a missing port included.
