@@ -136,9 +136,10 @@ impl DockerClient {
             .collect())
     }
 
-    /// What the platform's images, volumes and container logs take on disk. `volumes` is the last figure known: Docker
-    /// 20.10 (API 1.41) tells a volume's size only in `df`, which also sizes every container on
-    /// the engine and can take minutes on a busy one, so a slow or failed `df` keeps it.
+    /// What the platform's images, volumes and container logs take on disk. `volumes` is the
+    /// last figure known: Docker 20.10 (API 1.41) tells a volume's size only in `df`, which also
+    /// sizes every container on the engine and can take minutes on a busy one, so a slow or
+    /// failed `df` keeps it.
     pub async fn disk_usage(&self, volumes: u64) -> anyhow::Result<DiskUsage> {
         let managed = format!("{}=true", labels::MANAGED);
         let filters = HashMap::from([("label", vec![managed.as_str()])]);
