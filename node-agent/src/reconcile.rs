@@ -404,7 +404,6 @@ impl Reconciler {
     }
 }
 
-/// The labels an app container made for `spec` carries.
 /// The Docker networks an assignment's containers, jobs and databases are on.
 fn networks_of(a: &Assignment) -> HashSet<String> {
     let containers = a.containers.iter().map(|c| &c.network);
@@ -413,6 +412,7 @@ fn networks_of(a: &Assignment) -> HashSet<String> {
     containers.chain(jobs).chain(databases).filter(|n| !n.is_empty()).cloned().collect()
 }
 
+/// The labels an app container made for `spec` carries.
 fn expected_labels(spec: &ContainerSpec) -> [(&'static str, String); 5] {
     use protocol::labels::{APP, ENV, PROCESS, RELEASE, REPLICA};
     [
