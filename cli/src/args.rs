@@ -48,9 +48,18 @@ pub enum Command {
     Server(ServerArgs),
     /// Run a node agent that joins a control plane.
     Agent(AgentArgs),
-    /// Check `--server` and `--token` (read from standard input when omitted) and save them to
-    /// the CLI config.
-    Login,
+    /// Sign in and save the server and an API token to the CLI config: with `--user` (asks for
+    /// the password; the server issues a token for this machine), or with a token (`--token`,
+    /// or pasted on standard input).
+    Login(LoginArgs),
+    /// Manage users and their roles (admins of every app).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Create, list and revoke your API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Who changed what, on which app, from where, and how it ended.
+    Audit(AuditArgs),
     /// Create, list and delete apps.
     #[command(subcommand)]
     Apps(AppsCommand),
@@ -101,6 +110,111 @@ impl Command {
     pub fn is_daemon(&self) -> bool {
         matches!(self, Self::Up(_) | Self::Server(_) | Self::Agent(_))
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoginArgs {
+    /// Sign in as this user with a password.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Read the password from standard input instead of asking at the terminal.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The one-time code of a user with a second factor.
+    #[arg(long)]
+    pub code: Option<String>,
+}
+
+fn parse_role(s: &str) -> Result<protocol::access::Role, String> {
+    s.parse().map_err(|_| format!("{s:?} is not a role: use viewer, deployer or admin"))
+}
+
+/// An app, or every app.
+#[derive(Args, Debug, Clone)]
+pub struct AppOrAll {
+    /// The app.
+    #[arg(long, short = 'a', conflicts_with = "all", required_unless_present = "all")]
+    pub app: Option<String>,
+    /// Every app, those made later included.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Add a user (asks for a password; --no-password for a user who signs in with tokens).
+    Add {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
+    },
+    /// List users and their roles.
+    List,
+    /// Remove a user with their tokens and sessions.
+    Remove {
+        name: String,
+        /// The user's name again, to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Give a user a role (viewer, deployer or admin) on an app or on every app.
+    Grant {
+        name: String,
+        #[arg(value_parser = parse_role)]
+        role: protocol::access::Role,
+        #[command(flatten)]
+        on: AppOrAll,
+    },
+    /// Take a user's role on an app (or on every app) away.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        on: AppOrAll,
+    },
+    /// Set a user's password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Turn on a second factor (one-time codes) for your own console and password sign-in.
+    TotpEnable,
+    /// Turn a user's second factor off (when they lost their device).
+    TotpDisable { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCommand {
+    /// Make a named API token; it is shown once.
+    Create {
+        name: String,
+        /// How long it lasts, e.g. 30d or 12h (default: until revoked).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List your tokens (an admin: --user U, or --all).
+    List {
+        #[arg(long, conflicts_with = "all")]
+        user: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by its id or name; it stops working at once.
+    Revoke { token: String },
+    /// Replace the bootstrap admin token (kept in the data directory) with a new one.
+    RotateAdmin,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// Only changes to this app.
+    #[arg(long, short = 'a')]
+    pub app: Option<String>,
+    /// How far back, e.g. 1h or 1d.
+    #[arg(long)]
+    pub since: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

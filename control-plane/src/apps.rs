@@ -1,6 +1,7 @@
 //! Apps and their environments: creating and deleting them, and how they look to users (each
 //! environment's state, and the processes that run).
 
+use crate::access::Caller;
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
 use protocol::api::{App, EnvSummary, Process};
@@ -48,9 +49,13 @@ async fn summary(state: &AppState, name: String, created_at: String) -> Result<A
     Ok(App { name, created_at, envs })
 }
 
-pub async fn list(state: &AppState) -> Result<Vec<App>> {
+/// The apps `caller` holds a role on.
+pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<App>> {
     let mut out = Vec::new();
     for (name, created_at) in state.store.list_apps().await? {
+        if !caller.can_see(&name) {
+            continue;
+        }
         out.push(summary(state, name, created_at).await?);
     }
     Ok(out)
@@ -67,6 +72,8 @@ pub async fn create(state: &AppState, user: &str, name: String) -> Result<App> {
 /// Deletes an app with its environments; agents remove what ran for it.
 pub async fn delete(state: &AppState, user: &str, app: &str) -> Result<()> {
     state.store.delete_app(app).await?;
+    // A new app of the same name starts with no one's rights but the admins of every app.
+    state.store.drop_grants_on(app).await?;
     let _ = std::fs::remove_dir_all(state.sources_dir().join(app));
     tracing::info!(app, user, "app deleted");
     state.bump();

@@ -4,7 +4,9 @@
 use crate::error::{DomainError, Result};
 use crate::releases;
 use crate::state::AppState;
-use crate::store::NewRelease;
+use crate::access::Caller;
+use crate::store::{AuditRecord, NewRelease};
+use protocol::access::Role;
 use protocol::api::{ConfigChange, ConfigChanged, ConfigVars};
 use std::collections::BTreeMap;
 
@@ -13,12 +15,26 @@ fn masked(app: &str, env: &str, vars: BTreeMap<String, String>, reveal: bool) ->
     ConfigVars { app: app.to_string(), env: env.to_string(), vars, revealed: reveal }
 }
 
-/// The config vars of `app`/`env`, their values masked unless `reveal` (which is logged).
-pub async fn vars(state: &AppState, user: &str, app: &str, env: &str, reveal: bool) -> Result<ConfigVars> {
+/// The config vars of `app`/`env`, their values masked unless `reveal`, which needs the
+/// deployer role and goes into the audit log.
+pub async fn vars(state: &AppState, caller: &Caller, app: &str, env: &str, reveal: bool) -> Result<ConfigVars> {
+    if reveal {
+        caller.require(app, Role::Deployer, "revealing config values")?;
+    }
     let row = state.store.get_env(app, env).await?;
     let vars = state.secrets.open_map(&row.config)?;
     if reveal {
-        tracing::info!(app, env, user, "config revealed");
+        tracing::info!(app, env, user = %caller.user, "config revealed");
+        let entry = AuditRecord {
+            user: &caller.user,
+            action: "config.reveal",
+            app,
+            env,
+            addr: &caller.addr,
+            outcome: "ok",
+            detail: "",
+        };
+        state.store.record_audit(&entry).await?;
     }
     Ok(masked(app, env, vars, reveal))
 }

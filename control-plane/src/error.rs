@@ -17,9 +17,16 @@ pub enum DomainError {
     /// restored.
     #[error("{0}")]
     Invalid(String),
-    /// The caller acts for something that is not its own (a node for another node).
+    /// The caller acts for something that is not its own (a node for another node, a user on
+    /// an app they hold no role on).
     #[error("{0}")]
     Forbidden(String),
+    /// Who is asking is not known: no credential, or a wrong, expired or revoked one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Too many attempts (sign-in failures); try again after the given seconds.
+    #[error("{0}")]
+    TooMany(String, u64),
     /// Something the platform needs is missing right now (no ready node to run on).
     #[error("{0}")]
     Unavailable(String),

@@ -1,6 +1,7 @@
 //! The paas control plane: the only writer of desired state. Serves the REST API (`/api/v1`),
 //! the agent protocol (`/agent/v1`) and the web console, and runs deploy orchestration.
 
+pub mod access;
 pub mod apps;
 pub mod assign;
 pub mod backups;
@@ -74,8 +75,7 @@ impl ControlPlane {
             .await?
             .with_network_pool(config.network_pool);
         tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
-        let admin_token =
-            tokens::ensure(&store, &config.data_dir, "admin-token", "admin", TokenKind::User).await?;
+        let admin_token = access::bootstrap(&store, &config.data_dir).await?;
         // The file keeps its old name: data directories from before node credentials still
         // start, and their agent token is now the join token.
         let join_token =

@@ -53,6 +53,15 @@ impl SecretBox {
         })
     }
 
+    /// Sealed and hex-encoded, for a text column.
+    pub fn seal_text(&self, plain: &[u8]) -> String {
+        hex::encode(self.seal(plain))
+    }
+
+    pub fn open_text(&self, sealed: &str) -> anyhow::Result<Vec<u8>> {
+        self.open(&hex::decode(sealed).map_err(|_| anyhow::anyhow!("a sealed value is not hex"))?)
+    }
+
     pub fn seal_map(&self, vars: &BTreeMap<String, String>) -> Vec<u8> {
         self.seal(&serde_json::to_vec(vars).expect("a map of strings serialises"))
     }

@@ -49,6 +49,10 @@ pub struct AppState {
     task_progress: Arc<Mutex<HashMap<String, Instant>>>,
     /// Nodes' disk use and prunes asked of them.
     pub upkeep: Arc<crate::upkeep::NodeUpkeep>,
+    /// Recent failed sign-ins, to refuse guessing.
+    pub signin_throttle: Arc<crate::access::signin::Throttle>,
+    /// Given to this process's console only, so it may say whose address a sign-in comes from.
+    pub console_key: Arc<String>,
 }
 
 /// Marks a piece of work busy while it lives (dropped on success, error and panic alike).
@@ -91,6 +95,8 @@ impl AppState {
             busy: Arc::default(),
             task_progress: Arc::default(),
             upkeep: Arc::default(),
+            signin_throttle: Arc::default(),
+            console_key: Arc::new(crate::tokens::generate()),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Typed HTTP client for the paas API and agent protocol. The CLI, the web console and the node
 //! agent all go through it, so there is one place that knows URLs and error bodies.
 
+mod access;
+
 use crate::agent::{
     BuildLog, BuildResult, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode,
     WatchResponse,

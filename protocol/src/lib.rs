@@ -4,6 +4,7 @@
 //! This crate performs no IO except inside [`client`] (HTTP) and [`files`] (private files at
 //! rest); everything else is plain serde types.
 
+pub mod access;
 pub mod agent;
 pub mod api;
 pub mod client;

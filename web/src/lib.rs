@@ -1,23 +1,37 @@
 //! The web console: server-rendered Tera pages on axum. It reaches data only through the public
-//! API with the signed-in user's token (the typed client), so the console can do nothing the CLI
-//! cannot.
+//! API (the typed client) with the signed-in user's session id, so the console can do nothing
+//! the CLI cannot. Sign-in takes a user name and password (and one-time code), or an API token,
+//! and yields a session cookie (`HttpOnly`, `SameSite=Strict`, `Secure` behind HTTPS); every
+//! form carries a CSRF value.
 
-use axum::extract::{Form, State};
+use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use protocol::Client;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tera::Tera;
 
-const COOKIE: &str = "paas_token";
+/// The session cookie: a session id of its own (made at sign-in, ended at sign-out), never an
+/// API token.
+const COOKIE: &str = "paas_session";
+/// The sign-in form's CSRF cookie (double submit: the form must carry the same value).
+const CSRF_COOKIE: &str = "paas_csrf";
+/// How long the session cookie lives in the browser (the session itself ends on the server).
+const SESSION_MAX_AGE: u64 = 12 * 3600;
 
 #[derive(Debug, Clone)]
 pub struct WebConfig {
     /// Base URL of the control plane's API, which the console calls like any client.
     pub api_url: String,
+    /// Lets the API believe the visitor's address this console passes on at sign-in.
+    pub console_key: String,
+    /// Mark cookies `Secure` (the console is served over HTTPS).
+    pub secure_cookies: bool,
 }
 
 #[derive(Clone)]
@@ -51,6 +65,8 @@ pub fn router(config: WebConfig) -> anyhow::Result<Router> {
 #[derive(Serialize, Default)]
 pub struct LoginPage {
     pub error: Option<String>,
+    /// The form's CSRF value (also in the CSRF cookie).
+    pub csrf: String,
 }
 
 /// Context of `apps.html`.
@@ -58,6 +74,8 @@ pub struct LoginPage {
 pub struct AppsPage {
     pub user: String,
     pub apps: Vec<protocol::api::App>,
+    /// The session's CSRF value, for the page's forms.
+    pub csrf: String,
 }
 
 /// Context of `error.html`.
@@ -82,51 +100,128 @@ fn internal(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error rendering the page").into_response()
 }
 
-fn token(headers: &HeaderMap) -> Option<String> {
-    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    cookies.split(';').find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_string))
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&prefix).map(str::to_string))
+        .filter(|v| !v.is_empty())
+}
+
+fn set_cookie(config: &WebConfig, name: &str, value: &str, max_age: u64) -> String {
+    let secure = if config.secure_cookies { "; Secure" } else { "" };
+    format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}")
+}
+
+/// The CSRF value of a session's forms: derived from the session id (which only the browser
+/// holding the cookie knows), so no state is kept for it.
+fn session_csrf(session: &str) -> String {
+    hex::encode(&Sha256::digest(format!("paas-console-csrf:{session}").as_bytes())[..16])
+}
+
+/// Compares without an early exit, so the time taken says nothing about the expected value.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn apps_page(State(s): State<WebState>, headers: HeaderMap) -> Response {
-    let Some(token) = token(&headers) else { return Redirect::to("/login").into_response() };
-    let client = Client::new(&s.config.api_url, token);
+    let Some(session) = cookie(&headers, COOKIE) else { return Redirect::to("/login").into_response() };
+    let client = Client::new(&s.config.api_url, &session);
     let who = match client.whoami().await {
         Ok(w) => w,
         Err(e) if e.status == Some(401) => return Redirect::to("/login").into_response(),
         Err(e) => return render(&s.tera, "error.html", &ErrorPage { message: e.message }),
     };
     match client.list_apps().await {
-        Ok(apps) => render(&s.tera, "apps.html", &AppsPage { user: who.user, apps }),
+        Ok(apps) => render(&s.tera, "apps.html", &AppsPage { user: who.user, apps, csrf: session_csrf(&session) }),
         Err(e) => render(&s.tera, "error.html", &ErrorPage { message: e.message }),
     }
 }
 
+/// The sign-in form, with a fresh CSRF value in the form and in a cookie.
+fn login_form(s: &WebState, status: StatusCode, error: Option<String>) -> Response {
+    let csrf = hex::encode(rand::random::<[u8; 16]>());
+    let page = LoginPage { error, csrf: csrf.clone() };
+    let cookie = set_cookie(&s.config, CSRF_COOKIE, &csrf, 3600);
+    (status, [(header::SET_COOKIE, cookie)], render(&s.tera, "login.html", &page)).into_response()
+}
+
 async fn login_page(State(s): State<WebState>) -> Response {
-    render(&s.tera, "login.html", &LoginPage::default())
+    login_form(&s, StatusCode::OK, None)
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
     token: String,
 }
 
-async fn login(State(s): State<WebState>, Form(form): Form<LoginForm>) -> Response {
-    let token = form.token.trim().to_string();
-    let client = Client::new(&s.config.api_url, &token);
-    match client.whoami().await {
-        Ok(_) => {
-            let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+fn refused(why: &str) -> Response {
+    (StatusCode::FORBIDDEN, format!("{why}\n")).into_response()
+}
+
+async fn login(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let expected = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !same(&expected, &form.csrf) {
+        return refused("this sign-in form has expired or did not come from this console; reload the page");
+    }
+    let token = Some(form.token.trim().to_string()).filter(|t| !t.is_empty());
+    let code = Some(form.code.trim().to_string()).filter(|c| !c.is_empty());
+    let login = protocol::access::Login {
+        user: form.user.trim().to_string(),
+        password: form.password,
+        token,
+        code,
+        token_name: None,
+        client_addr: peer.map(|Extension(ConnectInfo(p))| p.ip().to_string()),
+        console_key: Some(s.config.console_key.clone()),
+    };
+    match Client::new(&s.config.api_url, "").start_session(&login).await {
+        Ok(session) => {
+            let cookie = set_cookie(&s.config, COOKIE, &session.id, SESSION_MAX_AGE);
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
         Err(e) => {
-            let page = LoginPage { error: Some(e.message) };
-            (StatusCode::UNAUTHORIZED, render(&s.tera, "login.html", &page)).into_response()
+            let status = e.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::UNAUTHORIZED);
+            login_form(&s, status, Some(e.message))
         }
     }
 }
 
-async fn logout() -> Response {
-    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+#[derive(Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(s): State<WebState>, headers: HeaderMap, Form(form): Form<LogoutForm>) -> Response {
+    let Some(session) = cookie(&headers, COOKIE) else { return Redirect::to("/login").into_response() };
+    if !same(&session_csrf(&session), &form.csrf) {
+        return refused("this form did not come from this console; reload the page");
+    }
+    // Ends the session on the server: the id stops working even where the cookie was copied.
+    if let Err(e) = Client::new(&s.config.api_url, &session).end_session().await {
+        if e.status != Some(401) {
+            return render(&s.tera, "error.html", &ErrorPage { message: e.message });
+        }
+    }
+    let cookie = set_cookie(&s.config, COOKIE, "", 0);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
 }
 
@@ -154,10 +249,11 @@ mod tests {
                     healthy_replicas: 1,
                 }],
             }],
+            csrf: "c".into(),
         };
         let html = tera.render("apps.html", &tera::Context::from_serialize(&apps).unwrap()).unwrap();
         assert!(html.contains("hello.localhost") && html.contains("v3"), "{html}");
-        let login = LoginPage { error: Some("the API token is not valid".into()) };
+        let login = LoginPage { error: Some("the API token is not valid".into()), csrf: "c".into() };
         let html = tera.render("login.html", &tera::Context::from_serialize(&login).unwrap()).unwrap();
         assert!(html.contains("not valid"));
         let err = ErrorPage { message: "boom".into() };

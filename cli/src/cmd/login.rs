@@ -1,19 +1,32 @@
-//! `paas login`: checks a server URL and token, then saves them to the CLI config.
+//! `paas login`: signs in with a user name and password (the server issues a token for this
+//! machine) or checks a given token, then saves the server and token to the CLI config.
 
-use crate::args::Global;
+use crate::args::{Global, LoginArgs};
 use crate::config::{self, CliConfig};
 use anyhow::Context;
 use std::io::BufRead;
 use std::process::ExitCode;
 
-pub async fn exec(g: &Global) -> anyhow::Result<ExitCode> {
+pub async fn exec(g: &Global, args: LoginArgs) -> anyhow::Result<ExitCode> {
     let path = super::config_path(g)?;
     let existing = config::load(&path)?;
     let server = g.server.clone().or(existing.server).context("pass --server URL")?;
-    let token = match &g.token {
-        Some(t) => t.clone(),
-        None => {
-            eprintln!("Paste the API token and press Enter:");
+    let token = match (&args.user, &g.token) {
+        (Some(user), _) => {
+            let password = super::users::read_password(args.password_stdin, false)?;
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let login = protocol::access::Login {
+                user: user.clone(),
+                password,
+                code: args.code.clone(),
+                token_name: Some(format!("login@{}", host.trim()).trim_end_matches('@').to_string()),
+                ..Default::default()
+            };
+            protocol::Client::new(&server, "").login(&login).await?.token
+        }
+        (None, Some(t)) => t.clone(),
+        (None, None) => {
+            eprintln!("Paste the API token and press Enter (or sign in with --user NAME):");
             let mut line = String::new();
             std::io::stdin().lock().read_line(&mut line).context("reading the token from standard input")?;
             line.trim().to_string()

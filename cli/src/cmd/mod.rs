@@ -11,6 +11,7 @@ mod login;
 mod run;
 mod scale;
 mod up;
+mod users;
 
 use crate::args::{Cli, Command, Global};
 use crate::config;
@@ -24,7 +25,10 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::up(&g, args).await,
         Command::Server(args) => up::server(args).await,
         Command::Agent(args) => up::agent(args).await,
-        Command::Login => login::exec(&g).await,
+        Command::Login(args) => login::exec(&g, args).await,
+        Command::Users(cmd) => users::users(&g, cmd).await,
+        Command::Tokens(cmd) => users::tokens(&g, cmd).await,
+        Command::Audit(args) => users::audit(&g, args).await,
         Command::Apps(cmd) => apps::exec(&g, cmd).await,
         Command::Deploy(args) => deploy::exec(&g, args).await,
         Command::Releases(target) => info::releases(&g, target).await,

@@ -2,27 +2,30 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::routes::{Api, Need};
+use protocol::access::Role::{Admin, Viewer};
 use crate::apps;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use protocol::api::{App, CreateApp, WhoAmI};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/whoami", get(whoami))
-        .route("/apps", get(list).post(create))
-        .route("/apps/{app}", get(show).delete(delete))
+pub fn routes() -> Api {
+    Api::new()
+        .get("/whoami", Need::Signed, whoami)
+        .get("/apps", Need::Signed, list)
+        .post("/apps", Need::Platform, "app.create", create)
+        .get("/apps/{app}", Need::App(Viewer), show)
+        .delete("/apps/{app}", Need::App(Admin), "app.delete", delete)
 }
 
 async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
     Json(WhoAmI { user: caller.user, server_version: env!("CARGO_PKG_VERSION").to_string() })
 }
 
-async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<App>>> {
-    Ok(Json(apps::list(&state).await?))
+async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<App>>> {
+    Ok(Json(apps::list(&state, &caller).await?))
 }
 
 async fn create(

@@ -1,5 +1,5 @@
-//! Bearer-token authentication for every API and agent route. User tokens reach `/api/v1`;
-//! `/agent/v1` takes the join token (which only registers nodes) or a node's own credential,
+//! Bearer authentication of the agent API (users are authenticated per route by
+//! `routes::authorize`): `/agent/v1` takes the join token (which only registers nodes) or a node's own credential,
 //! and each agent handler checks that the node is the one its request concerns.
 
 use super::error::ApiError;
@@ -12,12 +12,8 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// Who made a request; handlers take it as an extension.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub user: String,
-    pub kind: TokenKind,
-}
+/// Who made a user request; handlers take it as an extension (set by `routes::authorize`).
+pub use crate::access::Caller;
 
 /// Who made an agent request.
 #[derive(Debug, Clone)]
@@ -31,32 +27,6 @@ pub enum AgentCaller {
 fn bearer(req: &Request) -> Option<String> {
     let value = req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
-}
-
-/// Takes the token, not the request: the request body is not `Sync`, so no borrow of the
-/// request may live across an await.
-async fn authenticate_token(state: &AppState, token: Option<String>) -> Result<Caller, ApiError> {
-    let token = token.ok_or_else(|| {
-        ApiError::Unauthorized("this request needs an API token: run `paas login` or pass --token".into())
-    })?;
-    match state.store.token(&tokens::hash(&token)).await? {
-        Some(t) => Ok(Caller { user: t.user, kind: t.kind }),
-        None => Err(ApiError::Unauthorized("the API token is not valid".into())),
-    }
-}
-
-/// `/api/v1`: user tokens only.
-pub async fn require_user(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let caller = authenticate_token(&state, bearer(&req)).await?;
-    if caller.kind != TokenKind::User {
-        return Err(ApiError::Unauthorized("agent tokens cannot use the user API".into()));
-    }
-    req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
 }
 
 async fn authenticate_agent(state: &AppState, token: Option<String>) -> Result<AgentCaller, ApiError> {

@@ -4,13 +4,15 @@
 
 use super::auth::{Caller, NodeCaller};
 use super::error::ApiResult;
+use super::routes::{Api, Need};
+use protocol::access::Role::{Admin, Deployer, Viewer};
 use crate::backups;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use protocol::agent::DbTaskResult;
@@ -20,15 +22,16 @@ use serde_json::{json, Value};
 
 const DB: &str = "/apps/{app}/envs/{env}/db";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(&format!("{DB}/backups"), get(list).post(create))
-        .route(&format!("{DB}/backups/{{id}}"), get(show))
-        .route(&format!("{DB}/backups/{{id}}/verify"), post(verify))
-        .route(&format!("{DB}/restores"), post(restore))
-        .route(&format!("{DB}/psql"), post(psql))
-        .route(&format!("{DB}/tasks/{{id}}"), get(task))
-        .route("/events", get(events))
+pub fn routes() -> Api {
+    Api::new()
+        .get(&format!("{DB}/backups"), Need::App(Viewer), list)
+        .post(&format!("{DB}/backups"), Need::App(Deployer), "db.backup", create)
+        .get(&format!("{DB}/backups/{{id}}"), Need::App(Viewer), show)
+        .post(&format!("{DB}/backups/{{id}}/verify"), Need::App(Deployer), "db.verify", verify)
+        .post(&format!("{DB}/restores"), Need::App(Admin), "db.restore", restore)
+        .post(&format!("{DB}/psql"), Need::App(Deployer), "db.psql", psql)
+        .get(&format!("{DB}/tasks/{{id}}"), Need::App(Viewer), task)
+        .get("/events", Need::Signed, events)
 }
 
 pub fn agent_routes() -> Router<AppState> {
@@ -102,8 +105,14 @@ struct Since {
     since: i64,
 }
 
-async fn events(State(state): State<AppState>, Query(q): Query<Since>) -> ApiResult<Json<Vec<Event>>> {
-    Ok(Json(state.store.events_since(q.since).await?))
+/// Platform events of the apps the caller can see.
+async fn events(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<Since>,
+) -> ApiResult<Json<Vec<Event>>> {
+    let events = state.store.events_since(q.since).await?;
+    Ok(Json(events.into_iter().filter(|e| caller.can_see(&e.app)).collect()))
 }
 
 async fn upload(

@@ -3,18 +3,20 @@
 
 use super::auth::Caller;
 use super::error::ApiResult;
+use super::routes::{Api, Need};
+use protocol::access::Role::{Admin, Viewer};
 use crate::databases;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseSettings};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/apps/{app}/envs/{env}/db", get(info).post(create))
-        .route("/apps/{app}/envs/{env}/db/settings", post(settings))
+pub fn routes() -> Api {
+    Api::new()
+        .get("/apps/{app}/envs/{env}/db", Need::App(Viewer), info)
+        .post("/apps/{app}/envs/{env}/db", Need::App(Admin), "db.create", create)
+        .post("/apps/{app}/envs/{env}/db/settings", Need::App(Admin), "db.settings", settings)
 }
 
 async fn create(

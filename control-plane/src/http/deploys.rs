@@ -3,13 +3,14 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::routes::{Api, Need};
+use protocol::access::Role::{Deployer, Viewer};
 use crate::state::AppState;
 use crate::{apps, releases};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use protocol::api::{DeployEvents, DeployImage, Process, Release};
 use tokio::io::AsyncWriteExt;
@@ -17,12 +18,12 @@ use tokio::io::AsyncWriteExt;
 /// Largest source bundle accepted; a bigger one almost always means a missing `.dockerignore`.
 const MAX_SOURCE_BYTES: u64 = 512 * 1024 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/apps/{app}/envs/{env}/deploys", post(create))
-        .route("/apps/{app}/envs/{env}/releases", get(releases))
-        .route("/apps/{app}/envs/{env}/releases/{version}/events", get(events))
-        .route("/apps/{app}/envs/{env}/processes", get(processes))
+pub fn routes() -> Api {
+    Api::new()
+        .post("/apps/{app}/envs/{env}/deploys", Need::App(Deployer), "deploy", create)
+        .get("/apps/{app}/envs/{env}/releases", Need::App(Viewer), releases)
+        .get("/apps/{app}/envs/{env}/releases/{version}/events", Need::App(Viewer), events)
+        .get("/apps/{app}/envs/{env}/processes", Need::App(Viewer), processes)
 }
 
 async fn create(

@@ -3,20 +3,22 @@
 
 use super::auth::Caller;
 use super::error::ApiResult;
+use super::routes::{Api, Need};
+use protocol::access::Role::{Admin, Deployer, Viewer};
 use crate::state::AppState;
 use crate::{apps, config, releases};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use protocol::api::{App, ConfigChange, ConfigChanged, ConfigVars, CreateEnv, Promote, Release};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/apps/{app}/envs", post(create))
-        .route("/apps/{app}/envs/{env}", delete(remove))
-        .route("/apps/{app}/envs/{env}/config", get(list_config).post(change_config))
-        .route("/apps/{app}/envs/{env}/promote", post(promote))
+pub fn routes() -> Api {
+    Api::new()
+        .post("/apps/{app}/envs", Need::App(Admin), "env.create", create)
+        .delete("/apps/{app}/envs/{env}", Need::App(Admin), "env.delete", remove)
+        .get("/apps/{app}/envs/{env}/config", Need::App(Viewer), list_config)
+        .post("/apps/{app}/envs/{env}/config", Need::App(Deployer), "config.change", change_config)
+        .post("/apps/{app}/envs/{env}/promote", Need::App(Deployer), "promote", promote)
 }
 
 async fn create(
@@ -43,7 +45,7 @@ async fn list_config(
     Path((app, env)): Path<(String, String)>,
     Query(q): Query<super::Reveal>,
 ) -> ApiResult<Json<ConfigVars>> {
-    Ok(Json(config::vars(&state, &caller.user, &app, &env, q.reveal).await?))
+    Ok(Json(config::vars(&state, &caller, &app, &env, q.reveal).await?))
 }
 
 /// 202 when the change rolls out as a new release, 200 when nothing runs yet.

@@ -51,6 +51,8 @@ impl ApiError {
                 DomainError::Conflict(_) => StatusCode::CONFLICT,
                 DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
+                DomainError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                DomainError::TooMany(..) => StatusCode::TOO_MANY_REQUESTS,
                 DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -68,7 +70,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (status, Json(ErrorBody { error })).into_response()
+        let mut resp = (status, Json(ErrorBody { error })).into_response();
+        if let Self::Domain(DomainError::TooMany(_, secs)) = self {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 

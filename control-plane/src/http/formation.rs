@@ -3,18 +3,19 @@
 
 use super::auth::Caller;
 use super::error::ApiResult;
+use super::routes::{Api, Need};
+use protocol::access::Role::Deployer;
 use crate::releases;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use protocol::api::{Formation, Release, Rollback, Scale};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/apps/{app}/envs/{env}/rollback", post(rollback))
-        .route("/apps/{app}/envs/{env}/scale", post(scale))
+pub fn routes() -> Api {
+    Api::new()
+        .post("/apps/{app}/envs/{env}/rollback", Need::App(Deployer), "rollback", rollback)
+        .post("/apps/{app}/envs/{env}/scale", Need::App(Deployer), "scale", scale)
 }
 
 async fn rollback(

@@ -9,8 +9,9 @@
 use super::error::ApiError;
 use crate::error::DomainError;
 use crate::state::AppState;
-use crate::store::TokenKind;
-use crate::tokens;
+use super::routes::ClientAddr;
+use crate::access;
+use protocol::access::Role;
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -142,15 +143,27 @@ async fn serve(
     let Some(token) = basic_password(&req) else {
         return challenge("git over HTTP needs your paas API token as the password");
     };
-    match state.store.token(&tokens::hash(&token)).await {
-        Ok(Some(t)) if t.kind == TokenKind::User => {}
-        Ok(_) => return challenge("the API token is not valid"),
+    let addr = ClientAddr::of(req.extensions()).ip();
+    let caller = match access::authenticate(&state, Some(&token), &addr).await {
+        Ok(c) => c,
+        Err(DomainError::Unauthenticated(why)) => return challenge(&why),
         Err(e) => return ApiError::from(e).into_response(),
-    }
+    };
     let Some(app) = repo.strip_suffix(".git") else {
         let why = format!("{repo:?} is not a repository; use <app>.git");
         return ApiError::from(DomainError::NotFound(why)).into_response();
     };
+    // Before the app is looked up, so the answer is the same whether or not it exists.
+    let service = req.uri().query().unwrap_or_default();
+    let (need, what) = if rest.ends_with("git-receive-pack") || service.contains("service=git-receive-pack") {
+        (Role::Deployer, "pushing")
+    } else {
+        (Role::Viewer, "fetching")
+    };
+    if let Err(e) = caller.require(app, need, what) {
+        // git shows a text/plain body to the user as `remote:` lines.
+        return (StatusCode::FORBIDDEN, format!("{e}\n")).into_response();
+    }
     if let Err(e) = state.store.get_app(app).await {
         return ApiError::from(e).into_response();
     }

@@ -12,8 +12,10 @@ pub mod error;
 mod formation;
 mod git;
 mod nodes;
+pub mod routes;
 mod runs;
 pub mod server;
+mod users;
 
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -28,8 +30,12 @@ const API_BODY_LIMIT: usize = 2 << 20;
 /// The console takes only the sign-in form, from anyone: keep what it reads small.
 const CONSOLE_BODY_LIMIT: usize = 16 << 10;
 
-pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
-    let api = Router::new()
+/// Where the public API is served.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Every public API route with its rule.
+pub fn api() -> routes::Api {
+    routes::Api::new()
         .merge(apps::routes())
         .merge(deploys::routes())
         .merge(db::routes())
@@ -38,19 +44,29 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         .merge(envs::routes())
         .merge(nodes::routes())
         .merge(runs::routes())
+        .merge(users::routes())
+}
+
+pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
+    let api = api()
+        .into_router(state.clone(), API_PREFIX)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
-        .layer(from_fn_with_state(state.clone(), auth::require_user));
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     // Agents keep their reports and output batches under this (backup data streams).
     let agent = agent::routes()
         .merge(backups::agent_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(protocol::agent::MAX_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), auth::require_agent));
-    let console = web::router(web::WebConfig { api_url: api_url.to_string() })?
+    let web = web::WebConfig {
+        api_url: api_url.to_string(),
+        console_key: state.console_key.to_string(),
+        secure_cookies: api_url.starts_with("https://"),
+    };
+    let console = web::router(web)?
         .layer(DefaultBodyLimit::max(CONSOLE_BODY_LIMIT));
     Ok(Router::new()
-        .nest("/api/v1", api.with_state(state.clone()))
+        .nest(API_PREFIX, api.with_state(state.clone()))
         .nest("/agent/v1", agent.with_state(state.clone()))
         .merge(git::routes().with_state(state))
         .merge(console))

@@ -1,14 +1,14 @@
 //! `/api/v1/nodes`: the machines running a node agent, and prunes asked of them.
 
 use super::error::ApiResult;
+use super::routes::{Api, Need};
 use crate::state::AppState;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use protocol::api::Node;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/nodes", get(list)).route("/nodes/{node}/prune", post(prune))
+pub fn routes() -> Api {
+    Api::new().get("/nodes", Need::Platform, list).post("/nodes/{node}/prune", Need::Platform, "node.prune", prune)
 }
 
 async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Node>>> {

@@ -3,18 +3,20 @@
 
 use super::auth::Caller;
 use super::error::ApiResult;
+use super::routes::{Api, Need};
+use protocol::access::Role::Deployer;
 use crate::runs;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use protocol::api::{RunCommand, RunOutput};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/apps/{app}/envs/{env}/runs", post(start))
-        .route("/apps/{app}/envs/{env}/runs/{id}", get(output))
+pub fn routes() -> Api {
+    Api::new()
+        .post("/apps/{app}/envs/{env}/runs", Need::App(Deployer), "run", start)
+        // A run's output can print anything the app can read, config values included.
+        .get("/apps/{app}/envs/{env}/runs/{id}", Need::App(Deployer), output)
 }
 
 async fn start(

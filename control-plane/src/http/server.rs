@@ -26,8 +26,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    conns.spawn(connection(stream, router.clone(), shutdown.clone()));
+                Ok((stream, peer)) => {
+                    // Handlers read the client's address for the audit log and sign-in limits.
+                    let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+                    conns.spawn(connection(stream, router, shutdown.clone()));
                 }
                 Err(e) => {
                     // Usually out of file descriptors; pausing keeps the loop from spinning.

@@ -320,7 +320,7 @@ impl Store {
 
     pub async fn events_since(&self, since: i64) -> Result<Vec<Event>> {
         let rows: Vec<(i64, String, String, String, String, String, String)> = sqlx::query_as(
-            "SELECT id, at, app, env, kind, severity, message FROM events WHERE id > ? ORDER BY id LIMIT 1000",
+            "SELECT id, at, app, env, kind, severity, message FROM events WHERE id > ? AND actor IS NULL ORDER BY id LIMIT 1000",
         )
         .bind(since)
         .fetch_all(&self.pool)

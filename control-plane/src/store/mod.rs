@@ -7,6 +7,7 @@ mod databases;
 mod jobs;
 mod releases;
 mod subnets;
+mod users;
 
 pub use apps::{EnvRow, NodeRow, Registrar};
 pub use backups::DbTaskRow;
@@ -14,6 +15,7 @@ pub use databases::DatabaseRow;
 pub use jobs::{JobKind, JobRow, JobStatus};
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 pub use subnets::NetworkPool;
+pub use users::{AuditFilter, AuditRecord, UserRow, UserToken};
 
 #[cfg(test)]
 mod tests;

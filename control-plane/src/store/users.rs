@@ -1,0 +1,390 @@
+//! Users, their grants, named API tokens, console sessions and the audit log (user changes in
+//! the one events table). Secrets appear here only as hashes (tokens, session ids, passwords)
+//! or sealed (TOTP secrets).
+
+use super::{now, Result, Store, StoreError};
+use protocol::access::{AuditEntry, Grant, Role, TokenInfo};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub name: String,
+    /// argon2id PHC string; `None` for a user who signs in with tokens only.
+    pub password_hash: Option<String>,
+    /// Sealed TOTP secret (base64), when the user has a second factor.
+    pub totp_secret: Option<String>,
+    pub created_at: String,
+}
+
+/// A user token found by its hash.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserToken {
+    pub id: String,
+    pub user: String,
+    pub expires_at: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    app: String,
+    #[sqlx(try_from = "String")]
+    role: Role,
+}
+
+impl From<GrantRow> for Grant {
+    fn from(r: GrantRow) -> Self {
+        Grant { app: r.app, role: r.role }
+    }
+}
+
+/// A change to record in the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRecord<'a> {
+    pub user: &'a str,
+    pub action: &'a str,
+    pub app: &'a str,
+    pub env: &'a str,
+    pub addr: &'a str,
+    pub outcome: &'a str,
+    pub detail: &'a str,
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub app: Option<String>,
+    /// RFC 3339: only entries at or after this.
+    pub since: Option<String>,
+    /// Apps the reader may see; `None` for every app and the platform's own entries.
+    pub visible: Option<Vec<String>>,
+    pub limit: u32,
+}
+
+impl Store {
+    // --- users ---
+
+    /// Adds a user; `Conflict` when the name is taken.
+    pub async fn add_user(&self, name: &str, password_hash: Option<&str>) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("there is already a user named {name:?}")));
+        }
+        Ok(())
+    }
+
+    /// Makes `name` a user who is admin of every app, unless the user exists (then their
+    /// grants, as admins changed them, stay).
+    pub async fn ensure_admin_user(&self, name: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let added = sqlx::query("INSERT INTO users (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        if added.rows_affected() > 0 {
+            sqlx::query("INSERT INTO grants (user, app, role) VALUES (?, '*', 'admin') ON CONFLICT DO NOTHING")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn user(&self, name: &str) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as("SELECT name, password_hash, totp_secret, created_at FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRow>> {
+        Ok(sqlx::query_as("SELECT name, password_hash, totp_secret, created_at FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
+            .bind(password_hash)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn set_totp(&self, name: &str, sealed: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET totp_secret = ? WHERE name = ?")
+            .bind(sealed)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes a user with their grants, tokens and sessions, unless they are the last admin of
+    /// every app (then no one could manage users any more).
+    pub async fn remove_user(&self, name: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM grants WHERE app = '*' AND role = 'admin' AND user != ?",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let admin: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM grants WHERE app = '*' AND role = 'admin' AND user = ?)",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if admin && others == 0 {
+            return Err(StoreError::Conflict(format!(
+                "{name:?} is the last admin of every app; make another user admin first"
+            )));
+        }
+        sqlx::query("DELETE FROM tokens WHERE user = ? AND kind = 'user'").bind(name).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM users WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // --- grants ---
+
+    pub async fn grants_of(&self, user: &str) -> Result<Vec<Grant>> {
+        let rows: Vec<GrantRow> = sqlx::query_as("SELECT app, role FROM grants WHERE user = ? ORDER BY app")
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Grant::from).collect())
+    }
+
+    /// Gives `user` `role` on `app`, replacing the role they had there.
+    pub async fn grant(&self, user: &str, app: &str, role: Role) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO grants (user, app, role) VALUES (?, ?, ?)
+             ON CONFLICT (user, app) DO UPDATE SET role = excluded.role",
+        )
+        .bind(user)
+        .bind(app)
+        .bind(role.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes `user`'s role on `app` away; refuses to take the last admin of every app's.
+    pub async fn revoke(&self, user: &str, app: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        if app == protocol::access::ALL_APPS {
+            let others: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM grants WHERE app = '*' AND role = 'admin' AND user != ?",
+            )
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+            if others == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "{user:?} is the last admin of every app; make another user admin first"
+                )));
+            }
+        }
+        let done = sqlx::query("DELETE FROM grants WHERE user = ? AND app = ?")
+            .bind(user)
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Forgets every grant on `app`: a new app of the same name starts with no one's rights.
+    pub async fn drop_grants_on(&self, app: &str) -> Result<()> {
+        sqlx::query("DELETE FROM grants WHERE app = ?").bind(app).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // --- named user tokens ---
+
+    pub async fn insert_user_token(
+        &self,
+        hash: &str,
+        info: &TokenInfo,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (hash, id, user, name, kind, created_at, expires_at) VALUES (?, ?, ?, ?, 'user', ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(hash)
+        .bind(&info.id)
+        .bind(&info.user)
+        .bind(&info.name)
+        .bind(&info.created_at)
+        .bind(&info.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Conflict(format!("{} already has a token named {:?}", info.user, info.name))
+            }
+            e => e.into(),
+        })?;
+        Ok(())
+    }
+
+    /// A user token by its hash, whatever its expiry (the caller decides).
+    pub async fn user_token(&self, hash: &str) -> Result<Option<UserToken>> {
+        Ok(sqlx::query_as(
+            "SELECT COALESCE(id, substr(hash, 1, 12)) AS id, user, expires_at FROM tokens
+             WHERE hash = ? AND kind = 'user'",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Tokens of `user`, or everyone's.
+    pub async fn user_tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT COALESCE(id, substr(hash, 1, 12)), user, COALESCE(name, ''), created_at, expires_at
+             FROM tokens WHERE kind = 'user' AND (? IS NULL OR user = ?) ORDER BY user, created_at",
+        )
+        .bind(user)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, user, name, created_at, expires_at)| TokenInfo { id, user, name, created_at, expires_at })
+            .collect())
+    }
+
+    /// Deletes a token: of `owner` by id or name, or (`None`, for an admin) anyone's by id.
+    /// True when there was one.
+    pub async fn revoke_token(&self, owner: Option<&str>, id_or_name: &str) -> Result<bool> {
+        let done = match owner {
+            Some(user) => sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND user = ? AND (id = ? OR name = ?)")
+                .bind(user)
+                .bind(id_or_name)
+                .bind(id_or_name),
+            None => sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND id = ?").bind(id_or_name),
+        }
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces the bootstrap admin token (the one in the data directory) with `hash`.
+    pub async fn replace_token(&self, old_hash: &str, new_hash: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE tokens SET hash = ?, created_at = ? WHERE hash = ?")
+            .bind(new_hash)
+            .bind(now())
+            .bind(old_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives tokens from before named tokens an id and a name.
+    pub async fn name_token(&self, hash: &str, id: &str, name: &str) -> Result<()> {
+        sqlx::query("UPDATE tokens SET id = COALESCE(id, ?), name = COALESCE(name, ?) WHERE hash = ?")
+            .bind(id)
+            .bind(name)
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- console sessions ---
+
+    pub async fn insert_session(&self, hash: &str, user: &str, addr: &str, expires_at: &str) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (hash, user, addr, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(hash)
+            .bind(user)
+            .bind(addr)
+            .bind(now())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user of a session that has not expired at `at`, dropping expired sessions on the way.
+    pub async fn session_user(&self, hash: &str, at: &str) -> Result<Option<String>> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(at).execute(&self.pool).await?;
+        Ok(sqlx::query_scalar("SELECT user FROM sessions WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn delete_session(&self, hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE hash = ?").bind(hash).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // --- audit log ---
+
+    pub async fn record_audit(&self, r: &AuditRecord<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (at, app, env, kind, severity, message, actor, addr, outcome)
+             VALUES (?, ?, ?, ?, 'info', ?, ?, ?, ?)",
+        )
+        .bind(now())
+        .bind(r.app)
+        .bind(r.env)
+        .bind(r.action)
+        .bind(r.detail)
+        .bind(r.user)
+        .bind(r.addr)
+        .bind(r.outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest entries matching `f`, newest first.
+    pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let visible = f.visible.as_ref().map(|apps| serde_json::to_string(apps).expect("a list of strings"));
+        let rows: Vec<(i64, String, String, String, String, String, String, String, String)> = sqlx::query_as(
+            "SELECT id, at, actor, kind, app, env, COALESCE(addr, ''), COALESCE(outcome, ''), message
+             FROM events WHERE actor IS NOT NULL
+               AND (? IS NULL OR app = ?)
+               AND (? IS NULL OR at >= ?)
+               AND (? IS NULL OR app IN (SELECT value FROM json_each(?)))
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(&f.app)
+        .bind(&f.app)
+        .bind(&f.since)
+        .bind(&f.since)
+        .bind(&visible)
+        .bind(&visible)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at, user, action, app, env, addr, outcome, detail)| AuditEntry {
+                id,
+                at,
+                user,
+                action,
+                app,
+                env,
+                addr,
+                outcome,
+                detail,
+            })
+            .collect())
+    }
+}
