@@ -1,10 +1,10 @@
 //! An environment's config vars: sealed at rest, masked unless revealed; a change rolls out as
 //! a new release with the serving release's image and the new values.
 
+use crate::access::Caller;
 use crate::error::{DomainError, Result};
 use crate::releases;
 use crate::state::AppState;
-use crate::access::Caller;
 use crate::store::{AuditRecord, NewRelease};
 use protocol::access::Role;
 use protocol::api::{ConfigChange, ConfigChanged, ConfigVars};
@@ -17,7 +17,13 @@ fn masked(app: &str, env: &str, vars: BTreeMap<String, String>, reveal: bool) ->
 
 /// The config vars of `app`/`env`, their values masked unless `reveal`, which needs the
 /// deployer role and goes into the audit log.
-pub async fn vars(state: &AppState, caller: &Caller, app: &str, env: &str, reveal: bool) -> Result<ConfigVars> {
+pub async fn vars(
+    state: &AppState,
+    caller: &Caller,
+    app: &str,
+    env: &str,
+    reveal: bool,
+) -> Result<ConfigVars> {
     if reveal {
         caller.require(app, Role::Deployer, "revealing config values")?;
     }

@@ -296,7 +296,15 @@ mod tests {
         let changed =
             crate::config::change(&state, "u", "shop", "production", ConfigChange { set, unset: Vec::new() });
         assert!(changed.await.unwrap().release.is_none());
-        let vars = crate::config::vars(&state, &crate::access::Caller::admin_for_tests(), "shop", "production", true).await.unwrap();
+        let vars = crate::config::vars(
+            &state,
+            &crate::access::Caller::admin_for_tests(),
+            "shop",
+            "production",
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!(vars.vars["A"], "1");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -136,7 +136,9 @@ async fn apps_page(State(s): State<WebState>, headers: HeaderMap) -> Response {
         Err(e) => return render(&s.tera, "error.html", &ErrorPage { message: e.message }),
     };
     match client.list_apps().await {
-        Ok(apps) => render(&s.tera, "apps.html", &AppsPage { user: who.user, apps, csrf: session_csrf(&session) }),
+        Ok(apps) => {
+            render(&s.tera, "apps.html", &AppsPage { user: who.user, apps, csrf: session_csrf(&session) })
+        }
         Err(e) => render(&s.tera, "error.html", &ErrorPage { message: e.message }),
     }
 }
@@ -198,7 +200,8 @@ async fn login(
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
         Err(e) => {
-            let status = e.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let status =
+                e.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::UNAUTHORIZED);
             login_form(&s, status, Some(e.message))
         }
     }

@@ -62,7 +62,10 @@ pub async fn users(g: &Global, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
             let password = if no_password { None } else { Some(read_password(password_stdin, true)?) };
             let user = client.add_user(&name, password).await?;
             emit(g.output, &user, |u| {
-                println!("Added user {}. Give them a role: paas users grant {} deployer --app APP", u.name, u.name)
+                println!(
+                    "Added user {}. Give them a role: paas users grant {} deployer --app APP",
+                    u.name, u.name
+                )
             })?;
         }
         UsersCommand::List => {
@@ -93,7 +96,10 @@ pub async fn users(g: &Global, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
         UsersCommand::TotpEnable => {
             let setup = client.enable_totp().await?;
             emit(g.output, &setup, |s| {
-                println!("Add this to your authenticator app (shown once):\n  {}\n  secret: {}", s.url, s.secret);
+                println!(
+                    "Add this to your authenticator app (shown once):\n  {}\n  secret: {}",
+                    s.url, s.secret
+                );
                 println!("From now on, sign-in asks for the app's current code.");
             })?;
         }
@@ -108,7 +114,10 @@ pub async fn users(g: &Global, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
 fn show_created(t: &CreatedToken) {
     println!("{}", t.token);
     let until = t.info.expires_at.as_deref().map(|e| format!(", valid until {e}")).unwrap_or_default();
-    eprintln!("Token {} ({}) made for {}{until}; it is not shown again.", t.info.name, t.info.id, t.info.user);
+    eprintln!(
+        "Token {} ({}) made for {}{until}; it is not shown again.",
+        t.info.name, t.info.id, t.info.user
+    );
 }
 
 fn show_tokens(tokens: &[TokenInfo]) {

@@ -68,7 +68,10 @@ impl Caller {
         if self.is_platform_admin() {
             return Ok(());
         }
-        Err(DomainError::Forbidden(format!("{what} needs the admin role on every app; {} does not have it", self.user)))
+        Err(DomainError::Forbidden(format!(
+            "{what} needs the admin role on every app; {} does not have it",
+            self.user
+        )))
     }
 
     /// The apps the caller may see, or `None` when they may see every app.
@@ -93,7 +96,9 @@ impl Caller {
 /// Turns a bearer secret into a caller, or says in a sentence why not.
 pub async fn authenticate(state: &AppState, secret: Option<&str>, addr: &str) -> Result<Caller> {
     let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
-        DomainError::Unauthenticated("this request needs an API token: run `paas login` or pass --token".into())
+        DomainError::Unauthenticated(
+            "this request needs an API token: run `paas login` or pass --token".into(),
+        )
     })?;
     let hash = tokens::hash(secret);
     let (user, via) = if secret.starts_with(SESSION_PREFIX) {
@@ -133,7 +138,8 @@ pub async fn bootstrap(store: &crate::store::Store, data_dir: &std::path::Path) 
     use anyhow::Context;
     const USER: &str = "admin";
     let path = data_dir.join("admin-token");
-    let existing = std::fs::read_to_string(&path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    let existing =
+        std::fs::read_to_string(&path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
     let fresh = existing.is_none() || store.users().await?.is_empty();
     let token = existing.unwrap_or_else(tokens::generate);
     if fresh {

@@ -20,8 +20,11 @@ use time::OffsetDateTime;
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// How long the token `paas login` makes lasts.
 pub const LOGIN_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Failed sign-ins allowed per user and per client address within [`THROTTLE_WINDOW`].
+/// Failed sign-ins allowed per user within [`THROTTLE_WINDOW`]; per client address, several
+/// times that (people behind one NAT share an address, and one of them guessing should not
+/// lock the others out at once).
 const MAX_FAILURES: usize = 5;
+const MAX_FAILURES_PER_ADDR: usize = 4 * MAX_FAILURES;
 const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Bound on the addresses and names remembered, so a flood of made-up names cannot grow it.
 const THROTTLE_KEYS: usize = 10_000;
@@ -40,10 +43,13 @@ impl Throttle {
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         keys.iter()
-            .filter_map(|k| map.get(k))
-            .filter_map(|times| {
-                let recent: Vec<_> = times.iter().filter(|t| now.duration_since(**t) < THROTTLE_WINDOW).collect();
-                (recent.len() >= MAX_FAILURES)
+            .filter_map(|k| {
+                Some((map.get(k)?, if k.starts_with("addr:") { MAX_FAILURES_PER_ADDR } else { MAX_FAILURES }))
+            })
+            .filter_map(|(times, max)| {
+                let recent: Vec<_> =
+                    times.iter().filter(|t| now.duration_since(**t) < THROTTLE_WINDOW).collect();
+                (recent.len() >= max)
                     .then(|| (THROTTLE_WINDOW - now.duration_since(*recent[0])).as_secs().max(1))
             })
             .max()
@@ -100,7 +106,8 @@ pub async fn hash_password(password: String) -> Result<String> {
 
 async fn verify_password(hash: String, password: String) -> bool {
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        PasswordHash::new(&hash)
+            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
     })
     .await
     .unwrap_or(false)
@@ -146,7 +153,13 @@ async fn check(state: &AppState, login: &Login, peer: &str) -> Result<String> {
             Ok(caller) => Ok(caller.user),
             Err(e @ DomainError::Unauthenticated(_)) => {
                 state.signin_throttle.failed(&keys[1..]);
-                let denied = AuditRecord { action: "signin", addr, outcome: "denied", detail: "wrong token", ..Default::default() };
+                let denied = AuditRecord {
+                    action: "signin",
+                    addr,
+                    outcome: "denied",
+                    detail: "wrong token",
+                    ..Default::default()
+                };
                 state.store.record_audit(&denied).await?;
                 Err(e)
             }
@@ -155,8 +168,10 @@ async fn check(state: &AppState, login: &Login, peer: &str) -> Result<String> {
     }
     let user = state.store.user(&login.user).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-    let password_ok = verify_password(hash.clone().unwrap_or_else(|| decoy_hash().to_string()), login.password.clone()).await
-        && hash.is_some();
+    let password_ok =
+        verify_password(hash.clone().unwrap_or_else(|| decoy_hash().to_string()), login.password.clone())
+            .await
+            && hash.is_some();
     let code_ok = match user.as_ref().and_then(|u| u.totp_secret.as_deref()) {
         None => true,
         Some(sealed) => {
@@ -201,7 +216,14 @@ pub async fn login(state: &AppState, login: Login, peer: &str) -> Result<Created
     state.store.revoke_token(Some(&user), &name).await?;
     let created = super::users::issue_token(state, &user, &name, Some(LOGIN_TOKEN_TTL)).await?;
     let detail = format!("token {}", created.info.id);
-    let ok = AuditRecord { user: &user, action: "signin", addr, outcome: "ok", detail: &detail, ..Default::default() };
+    let ok = AuditRecord {
+        user: &user,
+        action: "signin",
+        addr,
+        outcome: "ok",
+        detail: &detail,
+        ..Default::default()
+    };
     state.store.record_audit(&ok).await?;
     Ok(created)
 }
@@ -213,7 +235,14 @@ pub async fn start_session(state: &AppState, login: Login, peer: &str) -> Result
     let id = format!("{SESSION_PREFIX}{}", tokens::generate().trim_start_matches("paas_"));
     let expires_at = after(SESSION_TTL);
     state.store.insert_session(&tokens::hash(&id), &user, addr, &expires_at).await?;
-    let ok = AuditRecord { user: &user, action: "signin", addr, outcome: "ok", detail: "console", ..Default::default() };
+    let ok = AuditRecord {
+        user: &user,
+        action: "signin",
+        addr,
+        outcome: "ok",
+        detail: "console",
+        ..Default::default()
+    };
     state.store.record_audit(&ok).await?;
     Ok(Session { id, user, expires_at })
 }
@@ -221,7 +250,9 @@ pub async fn start_session(state: &AppState, login: Login, peer: &str) -> Result
 /// Signs a console session out: its id stops working at once.
 pub async fn end_session(state: &AppState, caller: &Caller) -> Result<()> {
     let Via::Session(hash) = &caller.via else {
-        return Err(DomainError::Invalid("only a console session can be signed out; revoke a token with `paas tokens revoke`".into()));
+        return Err(DomainError::Invalid(
+            "only a console session can be signed out; revoke a token with `paas tokens revoke`".into(),
+        ));
     };
     state.store.delete_session(hash).await?;
     Ok(())

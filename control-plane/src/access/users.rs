@@ -113,7 +113,12 @@ pub async fn set_password(state: &AppState, user: &str, password: String) -> Res
 }
 
 /// A new API token for `user`; its secret exists only in the answer.
-pub async fn issue_token(state: &AppState, user: &str, name: &str, ttl: Option<Duration>) -> Result<CreatedToken> {
+pub async fn issue_token(
+    state: &AppState,
+    user: &str,
+    name: &str,
+    ttl: Option<Duration>,
+) -> Result<CreatedToken> {
     if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
         return Err(DomainError::Invalid("a token name needs 1 to 64 printable characters".into()));
     }
@@ -130,7 +135,12 @@ pub async fn issue_token(state: &AppState, user: &str, name: &str, ttl: Option<D
 }
 
 /// Tokens the caller may see: their own, or (`user`, or `all`, for an admin) others'.
-pub async fn tokens_of(state: &AppState, caller: &Caller, user: Option<&str>, all: bool) -> Result<Vec<TokenInfo>> {
+pub async fn tokens_of(
+    state: &AppState,
+    caller: &Caller,
+    user: Option<&str>,
+    all: bool,
+) -> Result<Vec<TokenInfo>> {
     let whose = match (user, all) {
         (_, true) => None,
         (Some(u), false) => Some(u),
@@ -150,7 +160,9 @@ pub async fn revoke_token(state: &AppState, caller: &Caller, id_or_name: &str) -
     if caller.is_platform_admin() && state.store.revoke_token(None, id_or_name).await? {
         return Ok(());
     }
-    Err(DomainError::NotFound(format!("you have no token with the id or name {id_or_name:?}; see `paas tokens list`")))
+    Err(DomainError::NotFound(format!(
+        "you have no token with the id or name {id_or_name:?}; see `paas tokens list`"
+    )))
 }
 
 /// Replaces the bootstrap admin token (kept in the data directory) with a fresh one; the old
@@ -161,13 +173,18 @@ pub async fn rotate_admin(state: &AppState) -> Result<CreatedToken> {
         .map_err(|e| DomainError::Internal(anyhow::anyhow!("reading {}: {e}", path.display())))?;
     let old_hash = tokens::hash(old.trim());
     let Some(found) = state.store.user_token(&old_hash).await? else {
-        return Err(DomainError::Conflict("the admin token in the data directory is not in use; nothing to rotate".into()));
+        return Err(DomainError::Conflict(
+            "the admin token in the data directory is not in use; nothing to rotate".into(),
+        ));
     };
     let token = tokens::generate();
     state.store.replace_token(&old_hash, &tokens::hash(&token)).await?;
     // Written beside and renamed over, so the file holds the old token or the new one.
     protocol::files::write_private(&path, token.as_bytes()).map_err(|e| {
-        DomainError::Internal(anyhow::anyhow!("the admin token was rotated but {} could not be written: {e}", path.display()))
+        DomainError::Internal(anyhow::anyhow!(
+            "the admin token was rotated but {} could not be written: {e}",
+            path.display()
+        ))
     })?;
     let info = state
         .store

@@ -3,12 +3,12 @@
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::routes::{Api, Need};
-use protocol::access::Role::{Admin, Viewer};
 use crate::apps;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use protocol::access::Role::{Admin, Viewer};
 use protocol::api::{App, CreateApp, WhoAmI};
 
 pub fn routes() -> Api {
@@ -24,7 +24,10 @@ async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
     Json(WhoAmI { user: caller.user, server_version: env!("CARGO_PKG_VERSION").to_string() })
 }
 
-async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<App>>> {
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<App>>> {
     Ok(Json(apps::list(&state, &caller).await?))
 }
 

@@ -5,7 +5,6 @@
 use super::auth::{Caller, NodeCaller};
 use super::error::ApiResult;
 use super::routes::{Api, Need};
-use protocol::access::Role::{Admin, Deployer, Viewer};
 use crate::backups;
 use crate::state::AppState;
 use axum::body::Body;
@@ -15,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
+use protocol::access::Role::{Admin, Deployer, Viewer};
 use protocol::agent::DbTaskResult;
 use protocol::api::{Backup, DbTaskView, Event, PsqlCommand, StartRestore};
 use serde::Deserialize;

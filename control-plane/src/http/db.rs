@@ -4,12 +4,12 @@
 use super::auth::Caller;
 use super::error::ApiResult;
 use super::routes::{Api, Need};
-use protocol::access::Role::{Admin, Viewer};
 use crate::databases;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use protocol::access::Role::{Admin, Viewer};
 use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseSettings};
 
 pub fn routes() -> Api {

@@ -4,7 +4,6 @@
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::routes::{Api, Need};
-use protocol::access::Role::{Deployer, Viewer};
 use crate::state::AppState;
 use crate::{apps, releases};
 use axum::body::Body;
@@ -12,6 +11,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::{Extension, Json};
 use futures_util::StreamExt;
+use protocol::access::Role::{Deployer, Viewer};
 use protocol::api::{DeployEvents, DeployImage, Process, Release};
 use tokio::io::AsyncWriteExt;
 

@@ -4,12 +4,12 @@
 use super::auth::Caller;
 use super::error::ApiResult;
 use super::routes::{Api, Need};
-use protocol::access::Role::{Admin, Deployer, Viewer};
 use crate::state::AppState;
 use crate::{apps, config, releases};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use protocol::access::Role::{Admin, Deployer, Viewer};
 use protocol::api::{App, ConfigChange, ConfigChanged, ConfigVars, CreateEnv, Promote, Release};
 
 pub fn routes() -> Api {

@@ -7,11 +7,10 @@
 //! (`Config::git_push_timeout`, build and deploy included).
 
 use super::error::ApiError;
-use crate::error::DomainError;
-use crate::state::AppState;
 use super::routes::ClientAddr;
 use crate::access;
-use protocol::access::Role;
+use crate::error::DomainError;
+use crate::state::AppState;
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -21,6 +20,7 @@ use axum::routing::any;
 use axum::Router;
 use base64::Engine;
 use futures_util::StreamExt;
+use protocol::access::Role;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

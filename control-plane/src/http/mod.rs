@@ -63,8 +63,7 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         console_key: state.console_key.to_string(),
         secure_cookies: api_url.starts_with("https://"),
     };
-    let console = web::router(web)?
-        .layer(DefaultBodyLimit::max(CONSOLE_BODY_LIMIT));
+    let console = web::router(web)?.layer(DefaultBodyLimit::max(CONSOLE_BODY_LIMIT));
     Ok(Router::new()
         .nest(API_PREFIX, api.with_state(state.clone()))
         .nest("/agent/v1", agent.with_state(state.clone()))

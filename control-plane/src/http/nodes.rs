@@ -8,7 +8,12 @@ use axum::Json;
 use protocol::api::Node;
 
 pub fn routes() -> Api {
-    Api::new().get("/nodes", Need::Platform, list).post("/nodes/{node}/prune", Need::Platform, "node.prune", prune)
+    Api::new().get("/nodes", Need::Platform, list).post(
+        "/nodes/{node}/prune",
+        Need::Platform,
+        "node.prune",
+        prune,
+    )
 }
 
 async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Node>>> {

@@ -71,11 +71,23 @@ impl Api {
         self.on(Method::GET, path, need, "", h)
     }
 
-    pub fn post<H: Handler<T, AppState>, T: 'static>(self, path: &str, need: Need, action: &'static str, h: H) -> Self {
+    pub fn post<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        need: Need,
+        action: &'static str,
+        h: H,
+    ) -> Self {
         self.on(Method::POST, path, need, action, h)
     }
 
-    pub fn put<H: Handler<T, AppState>, T: 'static>(self, path: &str, need: Need, action: &'static str, h: H) -> Self {
+    pub fn put<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        need: Need,
+        action: &'static str,
+        h: H,
+    ) -> Self {
         self.on(Method::PUT, path, need, action, h)
     }
 
@@ -156,7 +168,8 @@ async fn authorize(
 ) -> Response {
     let Some(rule) = guard.rules.get(&(req.method().clone(), matched.as_str().to_string())).cloned() else {
         tracing::error!(path = matched.as_str(), method = %req.method(), "an API route has no authorization rule");
-        return ApiError::from(DomainError::Forbidden("this route has no authorization rule".into())).into_response();
+        return ApiError::from(DomainError::Forbidden("this route has no authorization rule".into()))
+            .into_response();
     };
     let addr = ClientAddr::of(req.extensions()).ip();
     if rule.need == Need::Public {
@@ -166,7 +179,8 @@ async fn authorize(
         Ok(c) => c,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()).unwrap_or_default();
+    let param =
+        |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()).unwrap_or_default();
     let (app, env) = (param("app"), param("env"));
     let allowed = match rule.need {
         Need::Public | Need::Signed => Ok(()),
@@ -192,7 +206,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
 
     /// The address the accept loop recorded; unspecified for a request that did not come
     /// through it (tests calling the router directly).
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
         Ok(Self::of(&parts.extensions))
     }
 }
@@ -212,7 +229,15 @@ fn describe(rule: &Rule) -> String {
     }
 }
 
-async fn record(state: &AppState, caller: &Caller, rule: &Rule, app: &str, env: &str, user: &str, status: u16) {
+async fn record(
+    state: &AppState,
+    caller: &Caller,
+    rule: &Rule,
+    app: &str,
+    env: &str,
+    user: &str,
+    status: u16,
+) {
     let outcome = match status {
         200..=399 => "ok".to_string(),
         401 | 403 => "denied".to_string(),

@@ -4,12 +4,12 @@
 use super::auth::Caller;
 use super::error::ApiResult;
 use super::routes::{Api, Need};
-use protocol::access::Role::Deployer;
 use crate::runs;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use protocol::access::Role::Deployer;
 use protocol::api::{RunCommand, RunOutput};
 
 pub fn routes() -> Api {

@@ -38,7 +38,11 @@ pub fn routes() -> Api {
         .get("/audit", Need::Signed, audit)
 }
 
-async fn login(State(state): State<AppState>, addr: ClientAddr, Json(body): Json<Login>) -> ApiResult<Json<CreatedToken>> {
+async fn login(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    Json(body): Json<Login>,
+) -> ApiResult<Json<CreatedToken>> {
     Ok(Json(signin::login(&state, body, &addr.ip()).await?))
 }
 
@@ -50,7 +54,10 @@ async fn start_session(
     Ok((StatusCode::CREATED, Json(signin::start_session(&state, body, &addr.ip()).await?)))
 }
 
-async fn end_session(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Value>> {
+async fn end_session(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
     signin::end_session(&state, &caller).await?;
     Ok(Json(json!({ "signed_out": caller.user })))
 }
@@ -59,7 +66,10 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<User>>> {
     Ok(Json(users::list(&state).await?))
 }
 
-async fn add(State(state): State<AppState>, Json(body): Json<CreateUser>) -> ApiResult<(StatusCode, Json<User>)> {
+async fn add(
+    State(state): State<AppState>,
+    Json(body): Json<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
     Ok((StatusCode::CREATED, Json(users::add(&state, body).await?)))
 }
 
@@ -98,11 +108,17 @@ async fn grant(
     Ok(Json(users::grant(&state, &user, &body.app, body.role).await?))
 }
 
-async fn revoke(State(state): State<AppState>, Path((user, app)): Path<(String, String)>) -> ApiResult<Json<User>> {
+async fn revoke(
+    State(state): State<AppState>,
+    Path((user, app)): Path<(String, String)>,
+) -> ApiResult<Json<User>> {
     Ok(Json(users::revoke(&state, &user, &app).await?))
 }
 
-async fn enable_totp(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<TotpSetup>> {
+async fn enable_totp(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<TotpSetup>> {
     Ok(Json(signin::enable_totp(&state, &caller).await?))
 }
 
@@ -170,7 +186,11 @@ async fn audit(
         }
         None => None,
     };
-    let filter =
-        AuditFilter { app: q.app, since, visible: caller.visible_apps(), limit: q.limit.unwrap_or(200).min(5000) };
+    let filter = AuditFilter {
+        app: q.app,
+        since,
+        visible: caller.visible_apps(),
+        limit: q.limit.unwrap_or(200).min(5000),
+    };
     Ok(Json(state.store.audit(&filter).await?))
 }

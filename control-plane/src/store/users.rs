@@ -82,16 +82,19 @@ impl Store {
     /// grants, as admins changed them, stay).
     pub async fn ensure_admin_user(&self, name: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let added = sqlx::query("INSERT INTO users (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        if added.rows_affected() > 0 {
-            sqlx::query("INSERT INTO grants (user, app, role) VALUES (?, '*', 'admin') ON CONFLICT DO NOTHING")
+        let added =
+            sqlx::query("INSERT INTO users (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
                 .bind(name)
+                .bind(now())
                 .execute(&mut *tx)
                 .await?;
+        if added.rows_affected() > 0 {
+            sqlx::query(
+                "INSERT INTO grants (user, app, role) VALUES (?, '*', 'admin') ON CONFLICT DO NOTHING",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -149,7 +152,10 @@ impl Store {
                 "{name:?} is the last admin of every app; make another user admin first"
             )));
         }
-        sqlx::query("DELETE FROM tokens WHERE user = ? AND kind = 'user'").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM tokens WHERE user = ? AND kind = 'user'")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM users WHERE name = ?").bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
@@ -212,11 +218,7 @@ impl Store {
 
     // --- named user tokens ---
 
-    pub async fn insert_user_token(
-        &self,
-        hash: &str,
-        info: &TokenInfo,
-    ) -> Result<()> {
+    pub async fn insert_user_token(&self, hash: &str, info: &TokenInfo) -> Result<()> {
         sqlx::query(
             "INSERT INTO tokens (hash, id, user, name, kind, created_at, expires_at) VALUES (?, ?, ?, ?, 'user', ?, ?)
              ON CONFLICT DO NOTHING",
@@ -261,7 +263,13 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, user, name, created_at, expires_at)| TokenInfo { id, user, name, created_at, expires_at })
+            .map(|(id, user, name, created_at, expires_at)| TokenInfo {
+                id,
+                user,
+                name,
+                created_at,
+                expires_at,
+            })
             .collect())
     }
 
@@ -269,10 +277,12 @@ impl Store {
     /// True when there was one.
     pub async fn revoke_token(&self, owner: Option<&str>, id_or_name: &str) -> Result<bool> {
         let done = match owner {
-            Some(user) => sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND user = ? AND (id = ? OR name = ?)")
-                .bind(user)
-                .bind(id_or_name)
-                .bind(id_or_name),
+            Some(user) => {
+                sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND user = ? AND (id = ? OR name = ?)")
+                    .bind(user)
+                    .bind(id_or_name)
+                    .bind(id_or_name)
+            }
             None => sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND id = ?").bind(id_or_name),
         }
         .execute(&self.pool)
@@ -355,23 +365,24 @@ impl Store {
     /// The newest entries matching `f`, newest first.
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let visible = f.visible.as_ref().map(|apps| serde_json::to_string(apps).expect("a list of strings"));
-        let rows: Vec<(i64, String, String, String, String, String, String, String, String)> = sqlx::query_as(
-            "SELECT id, at, actor, kind, app, env, COALESCE(addr, ''), COALESCE(outcome, ''), message
+        let rows: Vec<(i64, String, String, String, String, String, String, String, String)> =
+            sqlx::query_as(
+                "SELECT id, at, actor, kind, app, env, COALESCE(addr, ''), COALESCE(outcome, ''), message
              FROM events WHERE actor IS NOT NULL
                AND (? IS NULL OR app = ?)
                AND (? IS NULL OR at >= ?)
                AND (? IS NULL OR app IN (SELECT value FROM json_each(?)))
              ORDER BY id DESC LIMIT ?",
-        )
-        .bind(&f.app)
-        .bind(&f.app)
-        .bind(&f.since)
-        .bind(&f.since)
-        .bind(&visible)
-        .bind(&visible)
-        .bind(f.limit)
-        .fetch_all(&self.pool)
-        .await?;
+            )
+            .bind(&f.app)
+            .bind(&f.app)
+            .bind(&f.since)
+            .bind(&f.since)
+            .bind(&visible)
+            .bind(&visible)
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, at, user, action, app, env, addr, outcome, detail)| AuditEntry {

@@ -2,7 +2,8 @@
 
 use super::{Client, ClientError};
 use crate::access::{
-    AuditEntry, CreateToken, CreateUser, CreatedToken, GrantRole, Login, Role, Session, TokenInfo, TotpSetup, User,
+    AuditEntry, CreateToken, CreateUser, CreatedToken, GrantRole, Login, Role, Session, TokenInfo, TotpSetup,
+    User,
 };
 use serde_json::{json, Value};
 
@@ -92,7 +93,11 @@ impl Client {
     }
 
     /// Audit entries, newest first; `since` is a duration such as `1d`.
-    pub async fn audit(&self, app: Option<&str>, since: Option<&str>) -> Result<Vec<AuditEntry>, ClientError> {
+    pub async fn audit(
+        &self,
+        app: Option<&str>,
+        since: Option<&str>,
+    ) -> Result<Vec<AuditEntry>, ClientError> {
         let mut query = vec![];
         if let Some(a) = app {
             query.push(format!("app={}", seg(a)));

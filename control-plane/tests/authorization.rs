@@ -1,0 +1,281 @@
+//! The authorization matrix, generated from the router's own route list: every API route is
+//! called by every role, on an app the caller holds a role on and on another team's app, and
+//! must answer as the expected table below says. A route added without an entry here fails the
+//! test. Also: no call answers 5xx, revoked tokens stop at once, sign-in failures are limited,
+//! and every change lands in the audit log under the right user.
+
+#[allow(dead_code)] // The helpers this file does not use serve the controller tests.
+mod common;
+
+use common::{DataDir, Plane};
+use protocol::access::{Login, Role};
+use protocol::Client;
+use std::collections::BTreeMap;
+
+/// Who may call each route, written independently of the code's own rules.
+fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
+    let db = "/apps/{app}/envs/{env}/db";
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut m = BTreeMap::new();
+    for (method, path, who) in [
+        ("POST", "/login".to_string(), "public"),
+        ("POST", "/sessions".into(), "public"),
+        ("DELETE", "/sessions/current".into(), "signed"),
+        ("GET", "/whoami".into(), "signed"),
+        ("GET", "/apps".into(), "signed"),
+        ("POST", "/apps".into(), "platform"),
+        ("GET", "/apps/{app}".into(), "viewer"),
+        ("DELETE", "/apps/{app}".into(), "admin"),
+        ("POST", "/apps/{app}/envs".into(), "admin"),
+        ("DELETE", "/apps/{app}/envs/{env}".into(), "admin"),
+        ("GET", "/apps/{app}/envs/{env}/config".into(), "viewer"),
+        ("POST", "/apps/{app}/envs/{env}/config".into(), "deployer"),
+        ("POST", "/apps/{app}/envs/{env}/promote".into(), "deployer"),
+        ("POST", "/apps/{app}/envs/{env}/deploys".into(), "deployer"),
+        ("GET", "/apps/{app}/envs/{env}/releases".into(), "viewer"),
+        ("GET", "/apps/{app}/envs/{env}/releases/{version}/events".into(), "viewer"),
+        ("GET", "/apps/{app}/envs/{env}/processes".into(), "viewer"),
+        ("POST", "/apps/{app}/envs/{env}/rollback".into(), "deployer"),
+        ("POST", "/apps/{app}/envs/{env}/scale".into(), "deployer"),
+        ("POST", "/apps/{app}/envs/{env}/runs".into(), "deployer"),
+        ("GET", "/apps/{app}/envs/{env}/runs/{id}".into(), "deployer"),
+        ("GET", db.into(), "viewer"),
+        ("POST", db.into(), "admin"),
+        ("POST", format!("{db}/settings"), "admin"),
+        ("GET", format!("{db}/backups"), "viewer"),
+        ("POST", format!("{db}/backups"), "deployer"),
+        ("GET", format!("{db}/backups/{{id}}"), "viewer"),
+        ("POST", format!("{db}/backups/{{id}}/verify"), "deployer"),
+        ("POST", format!("{db}/restores"), "admin"),
+        ("POST", format!("{db}/psql"), "deployer"),
+        ("GET", format!("{db}/tasks/{{id}}"), "viewer"),
+        ("GET", "/events".into(), "signed"),
+        ("GET", "/nodes".into(), "platform"),
+        ("POST", "/nodes/{node}/prune".into(), "platform"),
+        ("GET", "/users".into(), "platform"),
+        ("POST", "/users".into(), "platform"),
+        ("GET", "/users/{user}".into(), "platform"),
+        ("DELETE", "/users/{user}".into(), "platform"),
+        ("POST", "/users/{user}/password".into(), "platform"),
+        ("POST", "/users/{user}/grants".into(), "platform"),
+        ("DELETE", "/users/{user}/grants/{grant}".into(), "platform"),
+        ("DELETE", "/users/{user}/totp".into(), "platform"),
+        ("POST", "/me/totp".into(), "signed"),
+        ("GET", "/tokens".into(), "signed"),
+        ("POST", "/tokens".into(), "signed"),
+        ("DELETE", "/tokens/{token}".into(), "signed"),
+        ("POST", "/tokens/rotate-admin".into(), "platform"),
+        ("GET", "/audit".into(), "signed"),
+    ] {
+        m.insert((method, leak(path)), who);
+    }
+    m
+}
+
+/// The users of the matrix: a role on app A (or on every app), or none.
+const ROLES: [(&str, Option<(&str, Role)>); 5] = [
+    ("nobody", None),
+    ("viewer-a", Some(("A", Role::Viewer))),
+    ("deployer-a", Some(("A", Role::Deployer))),
+    ("admin-a", Some(("A", Role::Admin))),
+    ("platform", Some(("*", Role::Admin))),
+];
+
+fn rank(who: &str) -> u8 {
+    match who {
+        "nobody" => 0,
+        "viewer-a" | "viewer" => 1,
+        "deployer-a" | "deployer" => 2,
+        "admin-a" | "admin" => 3,
+        "platform" => 4,
+        other => panic!("no rank for {other}"),
+    }
+}
+
+struct Call {
+    status: u16,
+    body: String,
+}
+
+async fn call(url: &str, token: Option<&str>, method: &str, path: &str) -> Call {
+    let http = reqwest::Client::new();
+    let mut req =
+        http.request(method.parse().unwrap(), format!("{url}/api/v1{path}")).json(&serde_json::json!({}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("the API answers");
+    let status = resp.status().as_u16();
+    Call { status, body: resp.text().await.unwrap_or_default() }
+}
+
+fn fill(path: &str, app: &str) -> String {
+    path.replace("{app}", app)
+        .replace("{env}", "production")
+        .replace("{version}", "1")
+        .replace("{id}", "nonexistent")
+        .replace("{node}", "no-such-node")
+        .replace("{user}", "no-such-user")
+        .replace("{grant}", "no-such-app")
+        .replace("{token}", "no-such-token")
+}
+
+#[tokio::test]
+async fn every_route_answers_every_role_as_the_matrix_says() {
+    let dir = DataDir::new();
+    let p = Plane::start(&dir).await;
+    let (a, b) = (
+        format!("a{:06x}", rand::random::<u32>() & 0xffffff),
+        format!("b{:06x}", rand::random::<u32>() & 0xffffff),
+    );
+    p.api.create_app(&a).await.unwrap();
+    p.api.create_app(&b).await.unwrap();
+
+    // The route list and the table agree: no route without an expectation, none left over.
+    let rules = paas_control_plane::http::api();
+    let listed: Vec<(String, String)> =
+        rules.rules().iter().map(|r| (r.method.to_string(), r.path.clone())).collect();
+    let table = expected();
+    for (m, path) in &listed {
+        assert!(
+            table.contains_key(&(m.as_str(), path.as_str())),
+            "route {m} {path} has no entry in the matrix"
+        );
+    }
+    assert_eq!(listed.len(), table.len(), "the matrix lists routes the router does not have");
+
+    // One user per role, each with a token of their own from a password sign-in.
+    let mut tokens = BTreeMap::new();
+    for (name, grant) in ROLES {
+        p.api.add_user(name, Some("correct horse battery".into())).await.unwrap();
+        if let Some((app, role)) = grant {
+            let app = if app == "A" { a.as_str() } else { "*" };
+            p.api.grant(name, app, role).await.unwrap();
+        }
+        let login =
+            Login { user: name.into(), password: "correct horse battery".into(), ..Default::default() };
+        tokens.insert(name, Client::new(&p.url, "").login(&login).await.unwrap().token);
+    }
+
+    // App and environment deletion last: the calls after them still find the grants.
+    let mut order: Vec<_> = table.iter().collect();
+    order.sort_by_key(|((m, path), _)| match (*m, path.rsplit('/').next()) {
+        ("DELETE", Some("{env}")) => 1,
+        ("DELETE", Some("{app}")) => 2,
+        _ => 0,
+    });
+    for ((method, path), who) in order {
+        if *who == "public" {
+            let c = call(&p.url, None, method, path).await;
+            assert!(c.status < 500, "{method} {path} anonymous: {}", c.status);
+            continue;
+        }
+        let anonymous = call(&p.url, None, method, &fill(path, &a)).await;
+        assert_eq!(anonymous.status, 401, "{method} {path} without a token: {}", anonymous.body);
+        for (name, _) in ROLES {
+            let token = tokens[name].as_str();
+            for (app, own) in [(b.as_str(), false), (a.as_str(), true)] {
+                if !path.contains("{app}") && !own {
+                    continue;
+                }
+                let c = call(&p.url, Some(token), method, &fill(path, app)).await;
+                // 503 is the domain's "no node to run it on" (this test runs no agent), never a fault.
+                assert!(
+                    c.status < 500 || c.status == 503,
+                    "{method} {path} as {name} on {app}: {} {}",
+                    c.status,
+                    c.body
+                );
+                let allowed = match *who {
+                    "signed" => true,
+                    "platform" => name == "platform",
+                    need => name == "platform" || (own && rank(name) >= rank(need)),
+                };
+                if allowed {
+                    assert!(
+                        ![401, 403].contains(&c.status),
+                        "{method} {path} as {name} on {app} should be allowed: {} {}",
+                        c.status,
+                        c.body
+                    );
+                } else {
+                    assert_eq!(c.status, 403, "{method} {path} as {name} on {app}: {}", c.body);
+                    assert!(c.body.contains("role"), "the refusal says which role is missing: {}", c.body);
+                }
+            }
+        }
+    }
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn viewers_stay_read_only_tokens_revoke_at_once_and_the_audit_log_names_users() {
+    let dir = DataDir::new();
+    let p = Plane::start(&dir).await;
+    let app = format!("shop{:06x}", rand::random::<u32>() & 0xffffff);
+    p.api.create_app(&app).await.unwrap();
+    let mut change = protocol::api::ConfigChange::default();
+    change.set.insert("SECRET".to_string(), "hunter2".to_string());
+    p.api.change_config(&app, "production", &change).await.unwrap();
+
+    for (name, role) in [("vera", Role::Viewer), ("dan", Role::Deployer)] {
+        p.api.add_user(name, Some("correct horse battery".into())).await.unwrap();
+        p.api.grant(name, &app, role).await.unwrap();
+    }
+    let login = |user: &str| Login {
+        user: user.into(),
+        password: "correct horse battery".into(),
+        ..Default::default()
+    };
+    let anon = Client::new(&p.url, "");
+    let vera = Client::new(&p.url, anon.login(&login("vera")).await.unwrap().token);
+    let dan_token = anon.login(&login("dan")).await.unwrap().token;
+    let dan = Client::new(&p.url, &dan_token);
+
+    // The viewer reads masked values and may not reveal them; the deployer may.
+    let masked = vera.config(&app, "production", false).await.unwrap();
+    assert_eq!(masked.vars["SECRET"], "****");
+    let refused = vera.config(&app, "production", true).await.unwrap_err();
+    assert_eq!(refused.status, Some(403), "{refused}");
+    assert!(refused.message.contains("deployer"), "{refused}");
+    assert_eq!(dan.config(&app, "production", true).await.unwrap().vars["SECRET"], "hunter2");
+    // Nor run commands, nor restore.
+    let run = vera.run(&app, "production", vec!["true".into()]).await.unwrap_err();
+    assert_eq!(run.status, Some(403), "{run}");
+
+    // A named token works until it is revoked, then at once not.
+    let ci = dan.create_token("ci", Some(3600)).await.unwrap();
+    let ci_client = Client::new(&p.url, &ci.token);
+    assert_eq!(ci_client.whoami().await.unwrap().user, "dan");
+    assert!(dan.tokens(None, false).await.unwrap().iter().any(|t| t.name == "ci" && t.expires_at.is_some()));
+    dan.revoke_token("ci").await.unwrap();
+    assert_eq!(ci_client.whoami().await.unwrap_err().status, Some(401));
+    // A deployer cannot list or revoke other users' tokens.
+    assert_eq!(dan.tokens(Some("vera"), false).await.unwrap_err().status, Some(403));
+
+    // Sign-in failures are limited per user: the sixth wrong password in a row is refused
+    // with 429 even before the password is checked.
+    let mut wrong = login("vera");
+    wrong.password = "not the password".into();
+    for _ in 0..5 {
+        assert_eq!(anon.login(&wrong).await.unwrap_err().status, Some(401));
+    }
+    let limited = anon.login(&login("vera")).await.unwrap_err();
+    assert_eq!(limited.status, Some(429), "{limited}");
+
+    // The audit log names who did what.
+    let entries = p.api.audit(Some(&app), None).await.unwrap();
+    let has = |user: &str, action: &str, outcome: &str| {
+        entries.iter().any(|e| e.user == user && e.action == action && e.outcome.starts_with(outcome))
+    };
+    assert!(has("dan", "config.reveal", "ok"), "{entries:#?}");
+    assert!(has("vera", "run", "denied"), "{entries:#?}");
+    assert!(has("admin", "config.change", "ok"), "{entries:#?}");
+    // Viewers see their app's log; a user with no role on it sees none of it.
+    assert!(!vera.audit(Some(&app), None).await.unwrap().is_empty());
+    p.api.add_user("eve", Some("correct horse battery".into())).await.unwrap();
+    let eve = Client::new(&p.url, anon.login(&login("eve")).await.unwrap().token);
+    assert!(eve.audit(Some(&app), None).await.unwrap().is_empty());
+    assert!(eve.list_apps().await.unwrap().is_empty(), "apps without a role are not listed");
+    p.stop().await;
+}
