@@ -202,7 +202,11 @@ pub enum TokensCommand {
         all: bool,
     },
     /// Revoke a token by its id or name; it stops working at once.
-    Revoke { token: String },
+    Revoke {
+        // Not called `token`: that id belongs to the global --token flag.
+        #[arg(value_name = "ID_OR_NAME")]
+        id_or_name: String,
+    },
     /// Replace the bootstrap admin token (kept in the data directory) with a new one.
     RotateAdmin,
 }

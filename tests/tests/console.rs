@@ -1,6 +1,6 @@
 //! The web console in a real browser (headless Chromium through chromedriver): the sign-in
-//! redirect, a wrong token's error, the apps table after signing in with the CLI's token, a
-//! screenshot of it, and signing out.
+//! redirect, a wrong token's error, the apps table after signing in with the CLI's token (into a
+//! session of its own), a screenshot of it, and signing out.
 
 use paas_tests::webdriver::Browser;
 use paas_tests::Platform;
@@ -38,7 +38,7 @@ fn console_signs_in_lists_apps_and_signs_out() {
     b.wait_for("form[action='/login'] button[type=submit]").click();
     let error = b.wait_for("#login-error").text();
     assert!(error.contains("not valid"), "the sign-in error says why: {error:?}");
-    assert_eq!(b.cookie("paas_token"), None, "a wrong token must not be kept");
+    assert_eq!(b.cookie("paas_session"), None, "a wrong token must not start a session");
 
     // The CLI's token: the apps page, with the new app's production environment, idle.
     b.wait_for("#token").send_keys(&token);
@@ -50,7 +50,11 @@ fn console_signs_in_lists_apps_and_signs_out() {
     for needle in ["production", "idle", &format!("{app}.localhost")] {
         assert!(row.contains(needle), "the row of {app} shows {needle:?}: {row:?}");
     }
-    assert_eq!(b.cookie("paas_token").as_deref(), Some(token.as_str()));
+    let session = b.cookie("paas_session").expect("a session cookie");
+    assert!(
+        session.starts_with("paas_session_") && session != token,
+        "the cookie is a session id, not the token"
+    );
 
     let png = b.screenshot();
     let shot = p.dir.path().join("console.png");
@@ -68,7 +72,7 @@ fn console_signs_in_lists_apps_and_signs_out() {
     sign_out.click();
     b.wait_for_url(&login);
     b.wait_for("#token");
-    assert_eq!(b.cookie("paas_token"), None, "signing out removes the token cookie");
+    assert_eq!(b.cookie("paas_session"), None, "signing out removes the session cookie");
     b.goto(&root);
     b.wait_for_url(&login);
     b.wait_for("#token");

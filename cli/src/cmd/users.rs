@@ -150,9 +150,9 @@ pub async fn tokens(g: &Global, cmd: TokensCommand) -> anyhow::Result<ExitCode> 
             let tokens = client.tokens(user.as_deref(), all).await?;
             emit(g.output, &tokens, |ts| show_tokens(ts))?;
         }
-        TokensCommand::Revoke { token } => {
-            let out = client.revoke_token(&token).await?;
-            emit(g.output, &out, |_| println!("Revoked token {token}."))?;
+        TokensCommand::Revoke { id_or_name } => {
+            let out = client.revoke_token(&id_or_name).await?;
+            emit(g.output, &out, |_| println!("Revoked token {id_or_name}."))?;
         }
         TokensCommand::RotateAdmin => {
             let created = client.rotate_admin_token().await?;

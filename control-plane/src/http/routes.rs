@@ -196,7 +196,10 @@ async fn authorize(
         Err(e) => ApiError::from(e).into_response(),
     };
     if audited {
-        record(&guard.state, &caller, &rule, &app, &env, &param("user"), response.status().as_u16()).await;
+        // The other path parameters name what was changed (a user, a token, a backup).
+        let detail: Vec<String> =
+            params.iter().filter(|(k, _)| !["app", "env"].contains(k)).map(|(k, v)| format!("{k} {v}")).collect();
+        record(&guard.state, &caller, &rule, &app, &env, &detail.join(", "), response.status().as_u16()).await;
     }
     response
 }
@@ -243,7 +246,6 @@ async fn record(
         401 | 403 => "denied".to_string(),
         s => format!("failed ({s})"),
     };
-    let detail = if user.is_empty() { String::new() } else { format!("user {user}") };
     let entry = AuditRecord {
         user: &caller.user,
         action: rule.action,
@@ -251,7 +253,7 @@ async fn record(
         env,
         addr: &caller.addr,
         outcome: &outcome,
-        detail: &detail,
+        detail,
     };
     // The change is done either way; a lost audit line is logged loudly rather than undoing it.
     if let Err(e) = state.store.record_audit(&entry).await {
