@@ -197,9 +197,13 @@ async fn authorize(
     };
     if audited {
         // The other path parameters name what was changed (a user, a token, a backup).
-        let detail: Vec<String> =
-            params.iter().filter(|(k, _)| !["app", "env"].contains(k)).map(|(k, v)| format!("{k} {v}")).collect();
-        record(&guard.state, &caller, &rule, &app, &env, &detail.join(", "), response.status().as_u16()).await;
+        let detail: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| !["app", "env"].contains(k))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        record(&guard.state, &caller, &rule, &app, &env, &detail.join(", "), response.status().as_u16())
+            .await;
     }
     response
 }
@@ -238,7 +242,7 @@ async fn record(
     rule: &Rule,
     app: &str,
     env: &str,
-    user: &str,
+    detail: &str,
     status: u16,
 ) {
     let outcome = match status {
