@@ -36,6 +36,26 @@ impl From<GrantRow> for Grant {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    at: String,
+    actor: String,
+    kind: String,
+    app: String,
+    env: String,
+    addr: String,
+    outcome: String,
+    message: String,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        let AuditRow { id, at, actor, kind, app, env, addr, outcome, message } = r;
+        AuditEntry { id, at, user: actor, action: kind, app, env, addr, outcome, detail: message }
+    }
+}
+
 /// A change to record in the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct AuditRecord<'a> {
@@ -57,6 +77,27 @@ pub struct AuditFilter {
     /// Apps the reader may see; `None` for every app and the platform's own entries.
     pub visible: Option<Vec<String>>,
     pub limit: u32,
+}
+
+/// How many audit entries are kept (the oldest go first).
+pub const AUDIT_KEEP: i64 = 200_000;
+
+/// Refuses when `user` is the only admin of every app: without one, no one could manage users.
+async fn last_admin_check(tx: &mut sqlx::SqliteConnection, user: &str) -> Result<()> {
+    let (is_admin, others): (bool, i64) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM grants WHERE app = '*' AND role = 'admin' AND user = ?),
+                (SELECT COUNT(*) FROM grants WHERE app = '*' AND role = 'admin' AND user != ?)",
+    )
+    .bind(user)
+    .bind(user)
+    .fetch_one(&mut *tx)
+    .await?;
+    if is_admin && others == 0 {
+        return Err(StoreError::Conflict(format!(
+            "{user:?} is the last admin of every app; make another user admin first"
+        )));
+    }
+    Ok(())
 }
 
 impl Store {
@@ -135,23 +176,7 @@ impl Store {
     /// every app (then no one could manage users any more).
     pub async fn remove_user(&self, name: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let others: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM grants WHERE app = '*' AND role = 'admin' AND user != ?",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        let admin: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM grants WHERE app = '*' AND role = 'admin' AND user = ?)",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if admin && others == 0 {
-            return Err(StoreError::Conflict(format!(
-                "{name:?} is the last admin of every app; make another user admin first"
-            )));
-        }
+        last_admin_check(&mut tx, name).await?;
         sqlx::query("DELETE FROM tokens WHERE user = ? AND kind = 'user'")
             .bind(name)
             .execute(&mut *tx)
@@ -171,8 +196,13 @@ impl Store {
         Ok(rows.into_iter().map(Grant::from).collect())
     }
 
-    /// Gives `user` `role` on `app`, replacing the role they had there.
+    /// Gives `user` `role` on `app`, replacing the role they had there; refuses to make the
+    /// last admin of every app less than that.
     pub async fn grant(&self, user: &str, app: &str, role: Role) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        if app == protocol::access::ALL_APPS && role != Role::Admin {
+            last_admin_check(&mut tx, user).await?;
+        }
         sqlx::query(
             "INSERT INTO grants (user, app, role) VALUES (?, ?, ?)
              ON CONFLICT (user, app) DO UPDATE SET role = excluded.role",
@@ -180,8 +210,9 @@ impl Store {
         .bind(user)
         .bind(app)
         .bind(role.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -189,17 +220,7 @@ impl Store {
     pub async fn revoke(&self, user: &str, app: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         if app == protocol::access::ALL_APPS {
-            let others: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM grants WHERE app = '*' AND role = 'admin' AND user != ?",
-            )
-            .bind(user)
-            .fetch_one(&mut *tx)
-            .await?;
-            if others == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "{user:?} is the last admin of every app; make another user admin first"
-                )));
-            }
+            last_admin_check(&mut tx, user).await?;
         }
         let done = sqlx::query("DELETE FROM grants WHERE user = ? AND app = ?")
             .bind(user)
@@ -344,8 +365,10 @@ impl Store {
 
     // --- audit log ---
 
+    /// Records a change. The log keeps the newest [`AUDIT_KEEP`] entries, so a client sending
+    /// refused requests all day cannot fill the disk with them.
     pub async fn record_audit(&self, r: &AuditRecord<'_>) -> Result<()> {
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO events (at, app, env, kind, severity, message, actor, addr, outcome)
              VALUES (?, ?, ?, ?, 'info', ?, ?, ?, ?)",
         )
@@ -359,43 +382,63 @@ impl Store {
         .bind(r.outcome)
         .execute(&self.pool)
         .await?;
+        if done.last_insert_rowid() % 1000 == 0 {
+            sqlx::query(
+                "DELETE FROM events WHERE actor IS NOT NULL AND id <= (SELECT id FROM events
+                 WHERE actor IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            )
+            .bind(AUDIT_KEEP)
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(())
     }
 
     /// The newest entries matching `f`, newest first.
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let visible = f.visible.as_ref().map(|apps| serde_json::to_string(apps).expect("a list of strings"));
-        let rows: Vec<(i64, String, String, String, String, String, String, String, String)> =
-            sqlx::query_as(
-                "SELECT id, at, actor, kind, app, env, COALESCE(addr, ''), COALESCE(outcome, ''), message
-             FROM events WHERE actor IS NOT NULL
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT id, at, actor, kind, app, env, COALESCE(addr, '') AS addr, COALESCE(outcome, '') AS outcome,
+                    message FROM events WHERE actor IS NOT NULL
                AND (? IS NULL OR app = ?)
                AND (? IS NULL OR at >= ?)
                AND (? IS NULL OR app IN (SELECT value FROM json_each(?)))
              ORDER BY id DESC LIMIT ?",
-            )
-            .bind(&f.app)
-            .bind(&f.app)
-            .bind(&f.since)
-            .bind(&f.since)
-            .bind(&visible)
-            .bind(&visible)
-            .bind(f.limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, at, user, action, app, env, addr, outcome, detail)| AuditEntry {
-                id,
-                at,
-                user,
-                action,
-                app,
-                env,
-                addr,
-                outcome,
-                detail,
-            })
-            .collect())
+        )
+        .bind(&f.app)
+        .bind(&f.app)
+        .bind(&f.since)
+        .bind(&f.since)
+        .bind(&visible)
+        .bind(&visible)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_last_admin_of_every_app_stays_one() {
+        let store = Store::open_in_memory().await.unwrap();
+        store.ensure_admin_user("admin").await.unwrap();
+        let refused = |r: Result<()>| matches!(r, Err(StoreError::Conflict(m)) if m.contains("last admin"));
+        assert!(refused(store.remove_user("admin").await.map(|_| ())));
+        assert!(refused(store.revoke("admin", "*").await.map(|_| ())));
+        assert!(refused(store.grant("admin", "*", Role::Viewer).await));
+        // With a second admin, the first may go.
+        store.add_user("root2", None).await.unwrap();
+        store.grant("root2", "*", Role::Admin).await.unwrap();
+        store.grant("admin", "*", Role::Viewer).await.unwrap();
+        assert!(refused(store.remove_user("root2").await.map(|_| ())));
+        assert!(store.remove_user("admin").await.unwrap());
+        // A user who exists keeps their grants at the next start.
+        store.ensure_admin_user("root2").await.unwrap();
+        store.grant("root2", "shop", Role::Viewer).await.unwrap();
+        assert_eq!(store.grants_of("root2").await.unwrap().len(), 2);
     }
 }
