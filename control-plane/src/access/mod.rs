@@ -147,9 +147,15 @@ pub async fn bootstrap(store: &crate::store::Store, data_dir: &std::path::Path) 
             .with_context(|| format!("writing {}", path.display()))?;
         store.insert_token(&tokens::hash(&token), USER, crate::store::TokenKind::User).await?;
     }
-    // Data directories from before users: the token's owner becomes the first admin.
+    // Data directories from before users: the token's owner becomes the first admin. And when
+    // no one is admin of every app any more (a store edited by hand), the owner of the token in
+    // the data directory is made one again: whoever holds the data directory holds it all anyway.
     if let Some(t) = store.user_token(&tokens::hash(&token)).await? {
         store.ensure_admin_user(&t.user).await?;
+        if !store.has_platform_admin().await? {
+            tracing::warn!(user = %t.user, "no user was admin of every app; the admin token's owner is again");
+            store.grant(&t.user, protocol::access::ALL_APPS, Role::Admin).await?;
+        }
     }
     let hash = tokens::hash(&token);
     store.name_token(&hash, &hash[..12], "bootstrap").await?;

@@ -232,7 +232,7 @@ fn describe(rule: &Rule) -> String {
     if rule.action.is_empty() {
         "reading this".into()
     } else {
-        rule.action.to_string()
+        format!("`{}`", rule.action)
     }
 }
 

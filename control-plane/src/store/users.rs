@@ -188,6 +188,12 @@ impl Store {
 
     // --- grants ---
 
+    pub async fn has_platform_admin(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM grants WHERE app = '*' AND role = 'admin')")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn grants_of(&self, user: &str) -> Result<Vec<Grant>> {
         let rows: Vec<GrantRow> = sqlx::query_as("SELECT app, role FROM grants WHERE user = ? ORDER BY app")
             .bind(user)
