@@ -21,7 +21,12 @@ CREATE TABLE IF NOT EXISTS grants (
 ALTER TABLE tokens ADD COLUMN id TEXT;
 ALTER TABLE tokens ADD COLUMN name TEXT;
 ALTER TABLE tokens ADD COLUMN expires_at TEXT;
-UPDATE tokens SET id = substr(hash, 1, 12), name = 'bootstrap' WHERE kind = 'user';
+-- Each user's newest token is the bootstrap one; older ones (an earlier release made a new admin
+-- token whenever its file was missing, keeping the old) get names of their own.
+UPDATE tokens SET id = substr(hash, 1, 12), name = 'legacy-' || substr(hash, 1, 12) WHERE kind = 'user';
+UPDATE tokens SET name = 'bootstrap' WHERE kind = 'user' AND hash IN (
+    SELECT hash FROM (SELECT hash, ROW_NUMBER() OVER (PARTITION BY user ORDER BY created_at DESC, hash) AS n
+                      FROM tokens WHERE kind = 'user') WHERE n = 1);
 CREATE UNIQUE INDEX IF NOT EXISTS tokens_id ON tokens (id);
 CREATE UNIQUE INDEX IF NOT EXISTS tokens_user_name ON tokens (user, name) WHERE kind = 'user';
 

@@ -5,8 +5,7 @@ use crate::access::Caller;
 use crate::error::{DomainError, Result};
 use crate::releases;
 use crate::state::AppState;
-use crate::store::{AuditRecord, NewRelease};
-use protocol::access::Role;
+use crate::store::NewRelease;
 use protocol::api::{ConfigChange, ConfigChanged, ConfigVars};
 use std::collections::BTreeMap;
 
@@ -24,23 +23,10 @@ pub async fn vars(
     env: &str,
     reveal: bool,
 ) -> Result<ConfigVars> {
-    if reveal {
-        caller.require(app, Role::Deployer, "revealing config values")?;
-    }
     let row = state.store.get_env(app, env).await?;
     let vars = state.secrets.open_map(&row.config)?;
     if reveal {
-        tracing::info!(app, env, user = %caller.user, "config revealed");
-        let entry = AuditRecord {
-            user: &caller.user,
-            action: "config.reveal",
-            app,
-            env,
-            addr: &caller.addr,
-            outcome: "ok",
-            detail: "",
-        };
-        state.store.record_audit(&entry).await?;
+        crate::access::reveal(state, caller, app, env, "config.reveal").await?;
     }
     Ok(masked(app, env, vars, reveal))
 }

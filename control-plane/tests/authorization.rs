@@ -48,7 +48,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("POST", format!("{db}/backups/{{id}}/verify"), "deployer"),
         ("POST", format!("{db}/restores"), "admin"),
         ("POST", format!("{db}/psql"), "deployer"),
-        ("GET", format!("{db}/tasks/{{id}}"), "viewer"),
+        ("GET", format!("{db}/tasks/{{id}}"), "deployer"),
         ("GET", "/events".into(), "signed"),
         ("GET", "/nodes".into(), "platform"),
         ("POST", "/nodes/{node}/prune".into(), "platform"),

@@ -28,6 +28,8 @@ pub struct Caller {
     pub user: String,
     pub grants: Vec<Grant>,
     pub via: Via,
+    /// When the credential used expires (tokens it makes expire no later).
+    pub expires_at: Option<String>,
     /// The client's address, for the audit log and sign-in limits.
     pub addr: String,
 }
@@ -89,8 +91,31 @@ impl Caller {
     #[cfg(test)]
     pub fn admin_for_tests() -> Self {
         let grants = vec![Grant { app: ALL_APPS.into(), role: Role::Admin }];
-        Self { user: "admin".into(), grants, via: Via::Token("test".into()), addr: String::new() }
+        Self {
+            user: "admin".into(),
+            grants,
+            via: Via::Token("test".into()),
+            expires_at: None,
+            addr: String::new(),
+        }
     }
+}
+
+/// Secret values (config vars, database passwords) are shown only to deployers and admins of
+/// the app, and each showing goes into the audit log as `action`.
+pub async fn reveal(state: &AppState, caller: &Caller, app: &str, env: &str, action: &str) -> Result<()> {
+    caller.require(app, Role::Deployer, &format!("`{action}`"))?;
+    tracing::info!(app, env, user = %caller.user, action, "secret values revealed");
+    let entry = crate::store::AuditRecord {
+        user: &caller.user,
+        action,
+        app,
+        env,
+        addr: &caller.addr,
+        outcome: "ok",
+        detail: "",
+    };
+    Ok(state.store.record_audit(&entry).await?)
 }
 
 /// Turns a bearer secret into a caller, or says in a sentence why not.
@@ -101,9 +126,9 @@ pub async fn authenticate(state: &AppState, secret: Option<&str>, addr: &str) ->
         )
     })?;
     let hash = tokens::hash(secret);
-    let (user, via) = if secret.starts_with(SESSION_PREFIX) {
+    let (user, via, expires_at) = if secret.starts_with(SESSION_PREFIX) {
         match state.store.session_user(&hash, &signin::timestamp(time::OffsetDateTime::now_utc())).await? {
-            Some(user) => (user, Via::Session(hash)),
+            Some((user, expires)) => (user, Via::Session(hash), Some(expires)),
             None => {
                 return Err(DomainError::Unauthenticated(
                     "this console session has ended (signed out or expired); sign in again".into(),
@@ -118,7 +143,7 @@ pub async fn authenticate(state: &AppState, secret: Option<&str>, addr: &str) ->
                     t.id
                 )))
             }
-            Some(t) => (t.user, Via::Token(t.id)),
+            Some(t) => (t.user, Via::Token(t.id), t.expires_at),
             None => {
                 return Err(DomainError::Unauthenticated(
                     "the API token is not valid (it may have been revoked); run `paas login`".into(),
@@ -127,7 +152,7 @@ pub async fn authenticate(state: &AppState, secret: Option<&str>, addr: &str) ->
         }
     };
     let grants = state.store.grants_of(&user).await?;
-    Ok(Caller { user, grants, via, addr: addr.to_string() })
+    Ok(Caller { user, grants, via, expires_at, addr: addr.to_string() })
 }
 
 /// The bootstrap admin token, kept in `admin-token` in the data directory so `paas up` can
@@ -138,6 +163,15 @@ pub async fn bootstrap(store: &crate::store::Store, data_dir: &std::path::Path) 
     use anyhow::Context;
     const USER: &str = "admin";
     let path = data_dir.join("admin-token");
+    // A rotation cut short: keep the new token if the store switched to it.
+    let next = data_dir.join(users::NEXT_ADMIN_TOKEN);
+    if let Ok(t) = std::fs::read_to_string(&next) {
+        if store.user_token(&tokens::hash(t.trim())).await?.is_some() {
+            std::fs::rename(&next, &path).with_context(|| format!("renaming {}", next.display()))?;
+        } else {
+            let _ = std::fs::remove_file(&next);
+        }
+    }
     let existing =
         std::fs::read_to_string(&path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
     let fresh = existing.is_none() || store.users().await?.is_empty();

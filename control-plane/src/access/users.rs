@@ -11,7 +11,7 @@ use protocol::access::{CreateUser, CreatedToken, Role, TokenInfo, User, ALL_APPS
 use std::time::Duration;
 
 /// User names: short, printable, no spaces or separators a shell or a log line would trip on.
-fn check_name(name: &str) -> Result<()> {
+pub fn check_name(name: &str) -> Result<()> {
     let ok = (1..=64).contains(&name.len())
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._@-".contains(c));
@@ -109,7 +109,39 @@ pub async fn set_password(state: &AppState, user: &str, password: String) -> Res
     if !state.store.set_password(user, Some(&hash)).await? {
         return Err(DomainError::NotFound(format!("there is no user named {user:?}")));
     }
+    // Whoever signed in with the old password is signed out.
+    Ok(state.store.end_sessions_of(user).await?)
+}
+
+/// Where a rotated admin token waits until the store has switched to it.
+pub const NEXT_ADMIN_TOKEN: &str = "admin-token.next";
+
+/// The bootstrap admin token's name, which no other token may take.
+pub const BOOTSTRAP: &str = "bootstrap";
+
+pub fn check_token_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(DomainError::Invalid("a token name needs 1 to 64 printable characters".into()));
+    }
+    if name == BOOTSTRAP {
+        return Err(DomainError::Invalid(format!("{BOOTSTRAP:?} is the admin token's name; choose another")));
+    }
     Ok(())
+}
+
+/// A token the caller makes for themselves: it expires no later than the credential they use,
+/// so a short-lived token or a console session cannot mint a lasting one.
+pub async fn create_token(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    ttl: Option<Duration>,
+) -> Result<CreatedToken> {
+    let expires_at = match (ttl.map(after), caller.expires_at.clone()) {
+        (Some(wanted), Some(limit)) => Some(wanted.min(limit)),
+        (wanted, limit) => wanted.or(limit),
+    };
+    issue(state, &caller.user, name, expires_at).await
 }
 
 /// A new API token for `user`; its secret exists only in the answer.
@@ -119,16 +151,18 @@ pub async fn issue_token(
     name: &str,
     ttl: Option<Duration>,
 ) -> Result<CreatedToken> {
-    if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(DomainError::Invalid("a token name needs 1 to 64 printable characters".into()));
-    }
+    issue(state, user, name, ttl.map(after)).await
+}
+
+async fn issue(state: &AppState, user: &str, name: &str, expires_at: Option<String>) -> Result<CreatedToken> {
+    check_token_name(name)?;
     let token = tokens::generate();
     let info = TokenInfo {
         id: hex::encode(rand::random::<[u8; 6]>()),
         user: user.to_string(),
         name: name.to_string(),
         created_at: crate::store::now(),
-        expires_at: ttl.map(after),
+        expires_at,
     };
     state.store.insert_user_token(&tokens::hash(&token), &info).await?;
     Ok(CreatedToken { info, token })
@@ -178,14 +212,14 @@ pub async fn rotate_admin(state: &AppState) -> Result<CreatedToken> {
         ));
     };
     let token = tokens::generate();
+    // The new token is on disk (`admin-token.next`) before the store switches to it, and is
+    // renamed over the old file after: a crash in between leaves both files, and the next
+    // start keeps whichever of them the store knows (`super::bootstrap`).
+    let next = state.config.data_dir.join(NEXT_ADMIN_TOKEN);
+    let io = |e: std::io::Error| DomainError::Internal(anyhow::anyhow!("writing {}: {e}", next.display()));
+    protocol::files::write_private(&next, token.as_bytes()).map_err(io)?;
     state.store.replace_token(&old_hash, &tokens::hash(&token)).await?;
-    // Written beside and renamed over, so the file holds the old token or the new one.
-    protocol::files::write_private(&path, token.as_bytes()).map_err(|e| {
-        DomainError::Internal(anyhow::anyhow!(
-            "the admin token was rotated but {} could not be written: {e}",
-            path.display()
-        ))
-    })?;
+    std::fs::rename(&next, &path).map_err(io)?;
     let info = state
         .store
         .user_tokens(Some(&found.user))

@@ -30,7 +30,8 @@ pub fn routes() -> Api {
         .post(&format!("{DB}/backups/{{id}}/verify"), Need::App(Deployer), "db.verify", verify)
         .post(&format!("{DB}/restores"), Need::App(Admin), "db.restore", restore)
         .post(&format!("{DB}/psql"), Need::App(Deployer), "db.psql", psql)
-        .get(&format!("{DB}/tasks/{{id}}"), Need::App(Viewer), task)
+        // A task's output is what `db psql` printed: query results.
+        .get(&format!("{DB}/tasks/{{id}}"), Need::App(Deployer), task)
         .get("/events", Need::Signed, events)
 }
 

@@ -39,10 +39,14 @@ async fn settings(
 
 async fn info(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((app, env)): Path<(String, String)>,
     Query(q): Query<super::Reveal>,
 ) -> ApiResult<Json<DatabaseInfo>> {
     state.store.get_env(&app, &env).await?;
     let row = state.store.get_database(&app, &env).await?;
+    if q.reveal {
+        crate::access::reveal(&state, &caller, &app, &env, "db.reveal").await?;
+    }
     Ok(Json(databases::info(&state, &row, q.reveal).await?))
 }

@@ -148,7 +148,7 @@ async fn create_token(
     Json(body): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let ttl = body.ttl_secs.map(Duration::from_secs);
-    Ok((StatusCode::CREATED, Json(users::issue_token(&state, &caller.user, &body.name, ttl).await?)))
+    Ok((StatusCode::CREATED, Json(users::create_token(&state, &caller, &body.name, ttl).await?)))
 }
 
 async fn revoke_token(

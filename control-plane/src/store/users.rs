@@ -79,8 +79,9 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-/// How many audit entries are kept (the oldest go first).
+/// How many audit entries of changes are kept (the oldest go first), and of refused attempts.
 pub const AUDIT_KEEP: i64 = 200_000;
+pub const AUDIT_KEEP_DENIED: i64 = 20_000;
 
 /// Refuses when `user` is the only admin of every app: without one, no one could manage users.
 async fn last_admin_check(tx: &mut sqlx::SqliteConnection, user: &str) -> Result<()> {
@@ -247,8 +248,7 @@ impl Store {
 
     pub async fn insert_user_token(&self, hash: &str, info: &TokenInfo) -> Result<()> {
         sqlx::query(
-            "INSERT INTO tokens (hash, id, user, name, kind, created_at, expires_at) VALUES (?, ?, ?, ?, 'user', ?, ?)
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO tokens (hash, id, user, name, kind, created_at, expires_at) VALUES (?, ?, ?, ?, 'user', ?, ?)",
         )
         .bind(hash)
         .bind(&info.id)
@@ -330,20 +330,37 @@ impl Store {
         Ok(())
     }
 
-    /// Gives tokens from before named tokens an id and a name.
+    /// Makes the token `hash` its user's token called `name`, renaming any other of that name
+    /// (the admin token made again after its file was deleted takes over the name).
     pub async fn name_token(&self, hash: &str, id: &str, name: &str) -> Result<()> {
-        sqlx::query("UPDATE tokens SET id = COALESCE(id, ?), name = COALESCE(name, ?) WHERE hash = ?")
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE tokens SET name = name || '-' || COALESCE(id, substr(hash, 1, 12))
+             WHERE kind = 'user' AND name = ? AND hash != ? AND user = (SELECT user FROM tokens WHERE hash = ?)",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE tokens SET id = COALESCE(id, ?), name = ? WHERE hash = ?")
             .bind(id)
             .bind(name)
             .bind(hash)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     // --- console sessions ---
 
     pub async fn insert_session(&self, hash: &str, user: &str, addr: &str, expires_at: &str) -> Result<()> {
+        // Expired sessions go here, at a sign-in, rather than on every request.
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(crate::access::signin::timestamp(time::OffsetDateTime::now_utc()))
+            .execute(&self.pool)
+            .await?;
         sqlx::query("INSERT INTO sessions (hash, user, addr, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
             .bind(hash)
             .bind(user)
@@ -355,13 +372,24 @@ impl Store {
         Ok(())
     }
 
-    /// The user of a session that has not expired at `at`, dropping expired sessions on the way.
-    pub async fn session_user(&self, hash: &str, at: &str) -> Result<Option<String>> {
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(at).execute(&self.pool).await?;
-        Ok(sqlx::query_scalar("SELECT user FROM sessions WHERE hash = ?")
+    /// The user and expiry of a session that has not expired at `at`. Only reads: a request
+    /// with a made-up session id must not cost a write.
+    pub async fn session_user(&self, hash: &str, at: &str) -> Result<Option<(String, String)>> {
+        Ok(sqlx::query_as("SELECT user, expires_at FROM sessions WHERE hash = ? AND expires_at > ?")
             .bind(hash)
+            .bind(at)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// Ends every session of `user` (a new password or second factor).
+    pub async fn end_sessions_of(&self, user: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE user = ?").bind(user).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND user = ? AND name LIKE 'login%'")
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn delete_session(&self, hash: &str) -> Result<bool> {
@@ -389,13 +417,20 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if done.last_insert_rowid() % 1000 == 0 {
-            sqlx::query(
-                "DELETE FROM events WHERE actor IS NOT NULL AND id <= (SELECT id FROM events
-                 WHERE actor IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            )
-            .bind(AUDIT_KEEP)
-            .execute(&self.pool)
-            .await?;
+            // Refused attempts have a smaller cap of their own, so a client sending them all day
+            // cannot push the record of real changes out.
+            for (denied, keep) in [(true, AUDIT_KEEP_DENIED), (false, AUDIT_KEEP)] {
+                sqlx::query(
+                    "DELETE FROM events WHERE actor IS NOT NULL AND (outcome = 'denied') = ? AND id <= (
+                     SELECT id FROM events WHERE actor IS NOT NULL AND (outcome = 'denied') = ?
+                     ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                )
+                .bind(denied)
+                .bind(denied)
+                .bind(keep)
+                .execute(&self.pool)
+                .await?;
+            }
         }
         Ok(())
     }
