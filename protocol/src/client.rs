@@ -2,8 +2,8 @@
 //! agent all go through it, so there is one place that knows URLs and error bodies.
 
 use crate::agent::{
-    BuildLog, BuildResult, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode,
-    WatchResponse,
+    BuildLog, BuildResult, BuildTask, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode,
+    RegisteredNode, WatchResponse,
 };
 use crate::api::{
     App, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
@@ -335,21 +335,10 @@ impl Client {
         self.post(&format!("/agent/v1/nodes/{node}/report"), report).await
     }
 
-    /// The gzipped tar uploaded for a release, as a byte stream.
-    pub async fn build_source(
-        &self,
-        app: &str,
-        env: &str,
-        release: u32,
-    ) -> Result<reqwest::Response, ClientError> {
-        let path = format!("/agent/v1/builds/{app}/{env}/{release}/source");
-        let resp = self
-            .http
-            .get(self.url(&path))
-            .bearer_auth(self.token())
-            .send()
-            .await
-            .map_err(|e| ClientError::transport(&self.base, e))?;
+    /// The gzipped tar uploaded for the release `task` builds, as a byte stream.
+    pub async fn build_source(&self, task: &BuildTask) -> Result<reqwest::Response, ClientError> {
+        let req = self.http.get(self.url(&build_path(task, "source"))).bearer_auth(self.token());
+        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         if !resp.status().is_success() {
             let status = resp.status();
             return Err(ClientError {
@@ -362,22 +351,18 @@ impl Client {
 
     pub async fn build_log(
         &self,
-        app: &str,
-        env: &str,
-        release: u32,
+        task: &BuildTask,
         log: &BuildLog,
     ) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/agent/v1/builds/{app}/{env}/{release}/log"), log).await
+        self.post(&build_path(task, "log"), log).await
     }
 
     pub async fn build_result(
         &self,
-        app: &str,
-        env: &str,
-        release: u32,
+        task: &BuildTask,
         result: &BuildResult,
     ) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/agent/v1/builds/{app}/{env}/{release}/result"), result).await
+        self.post(&build_path(task, "result"), result).await
     }
 
     /// Streams a backup's dump to the control plane, which stores it and returns its size and
@@ -422,4 +407,9 @@ impl Client {
         let req = self.http.post(self.url(&format!("/agent/v1/db-tasks/{id}/progress")));
         self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
+}
+
+/// Where the agent protocol serves `what` (`source`, `log`, `result`) of the build `task`.
+fn build_path(task: &BuildTask, what: &str) -> String {
+    format!("/agent/v1/builds/{}/{}/{}/{what}", task.app, task.env, task.release)
 }
