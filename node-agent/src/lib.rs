@@ -144,7 +144,7 @@ pub async fn run(
         builder.run(rx, stop).await;
         Ok(())
     });
-    let syncer = sync::Syncer {
+    let syncer = std::sync::Arc::new(sync::Syncer {
         client,
         identity,
         registration,
@@ -153,7 +153,7 @@ pub async fn run(
         assignment: assignment_tx,
         statics,
         upkeep,
-    };
+    });
     let stop = shutdown.clone();
     tasks.spawn(async move {
         syncer.run(report_rx, stop).await;
