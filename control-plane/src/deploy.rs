@@ -160,7 +160,7 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
         let mut instances = Vec::new();
         for process in release.manifest.processes.keys() {
             let n = env_row.replicas(&release.manifest, process);
-            instances.extend(assign::place(state, app, env, process, version, 1..=n).await?);
+            instances.extend(assign::place(state, &env_row, process, version, 1..=n).await?);
         }
         anyhow::ensure!(!instances.is_empty(), "the release has no replicas to run; scale a process above 0");
         if state.store.start_rollout(app, env, version, &env_row.formation, &instances).await? {
