@@ -13,10 +13,11 @@ pub fn emit<T: Serialize>(mode: Output, value: &T, text: impl FnOnce(&T)) -> any
     Ok(())
 }
 
-/// Prints rows under a header with columns padded to their widest cell.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
+/// Prints a row (`row`'s cells) per item under a header, with columns padded to their widest cell.
+pub fn table<T>(header: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) {
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -28,7 +29,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        line(row.clone());
+        line(row);
     }
 }
 

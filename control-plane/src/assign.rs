@@ -3,7 +3,7 @@
 
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use crate::store::{InstanceRow, JobKind, NodeRow};
+use crate::store::{EnvRow, InstanceRow, JobKind, NodeRow};
 use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, DbRole, JobSpec, Route, StaticRoute};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -49,15 +49,13 @@ pub async fn nodes(state: &AppState) -> Result<Vec<protocol::api::Node>> {
 /// first.
 pub async fn place(
     state: &AppState,
-    app: &str,
-    env: &str,
+    env: &EnvRow,
     process: &str,
     release: u32,
     replicas: std::ops::RangeInclusive<u32>,
 ) -> Result<Vec<InstanceRow>> {
     let nodes = ready_nodes_for(state, "run containers").await?;
-    let env_row = state.store.get_env(app, env).await?;
-    let names = env_row.docker_names();
+    let names = env.docker_names();
     let mut load: HashMap<String, usize> = nodes.iter().map(|n| (n.name.clone(), 0)).collect();
     for i in state.store.all_instances().await? {
         if let Some(n) = load.get_mut(&i.node) {

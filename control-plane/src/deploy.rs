@@ -145,7 +145,7 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     let (app, env, version) = (release.app.as_str(), release.env.as_str(), release.version);
     let stage = |text: String| async move { state.deploy_event(app, env, version, "stage", &[text]).await };
 
-    let image = wait_for_image(state, app, env, version).await?;
+    let image = wait_for_image(state, release).await?;
     stage(format!("Image {} ready", short_id(&image))).await;
 
     if let Some(command) = &release.manifest.release_command {
@@ -160,7 +160,7 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
         let mut instances = Vec::new();
         for process in release.manifest.processes.keys() {
             let n = env_row.replicas(&release.manifest, process);
-            instances.extend(assign::place(state, app, env, process, version, 1..=n).await?);
+            instances.extend(assign::place(state, &env_row, process, version, 1..=n).await?);
         }
         anyhow::ensure!(!instances.is_empty(), "the release has no replicas to run; scale a process above 0");
         if state.store.start_rollout(app, env, version, &env_row.formation, &instances).await? {
@@ -171,12 +171,12 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     stage(format!("Starting {} replica(s) of v{version} beside the running release", instances.len())).await;
 
     let settings = &release.manifest.deploy;
-    wait_healthy(state, app, env, version, instances.len(), settings.timeout()).await?;
+    wait_healthy(state, release, instances.len(), settings.timeout()).await?;
     let window = settings.stability_window();
     if !window.is_zero() {
         stage(format!("All replicas of v{version} are healthy; watching them for {}s", window.as_secs_f64()))
             .await;
-        stay_healthy(state, app, env, version, instances.len(), window).await?;
+        stay_healthy(state, release, instances.len(), window).await?;
     }
     // Static files must be servable by every ingress before they route to the new release.
     let ingress: Vec<String> =
@@ -198,7 +198,7 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     // the new ones, and the release is reported live only then, so the first request after
     // `paas deploy` returns reaches the new release.
     let switch = state.index();
-    let late = state.wait_applied(&ingress, switch, ROUTE_PROPAGATION).await;
+    let late = state.applied.wait_all(&ingress, switch, ROUTE_PROPAGATION).await;
     if !late.is_empty() {
         tracing::warn!(nodes = ?late, "ingress nodes did not confirm the new routes in time");
         stage(format!("Ingress node(s) {} have not confirmed the switch yet", late.join(", "))).await;
@@ -270,11 +270,11 @@ fn short_id(image: &str) -> &str {
 }
 
 /// Waits for the node's build result and returns the image id.
-async fn wait_for_image(state: &AppState, app: &str, env: &str, version: u32) -> anyhow::Result<String> {
+async fn wait_for_image(state: &AppState, release: &Release) -> anyhow::Result<String> {
     let deadline = Instant::now() + BUILD_TIMEOUT;
     let mut rx = state.subscribe();
     loop {
-        let r = state.store.get_release(app, env, version).await?;
+        let r = state.store.get_release(&release.app, &release.env, release.version).await?;
         if let Some(err) = r.error {
             anyhow::bail!("{err}");
         }
@@ -294,14 +294,9 @@ async fn wait_for_image(state: &AppState, app: &str, env: &str, version: u32) ->
     }
 }
 
-async fn release_instances(
-    state: &AppState,
-    app: &str,
-    env: &str,
-    version: u32,
-) -> anyhow::Result<Vec<InstanceRow>> {
-    let mine: Vec<_> =
-        state.store.instances_for_env(app, env).await?.into_iter().filter(|i| i.release == version).collect();
+async fn release_instances(state: &AppState, r: &Release) -> anyhow::Result<Vec<InstanceRow>> {
+    let all = state.store.instances_for_env(&r.app, &r.env).await?;
+    let mine: Vec<_> = all.into_iter().filter(|i| i.release == r.version).collect();
     anyhow::ensure!(!mine.is_empty(), "the release's containers were removed while it was deploying");
     Ok(mine)
 }
@@ -317,19 +312,12 @@ fn explain(head: String, replica: &InstanceRow) -> anyhow::Error {
 }
 
 /// Waits until every new replica is healthy; fails on timeout or a crash loop.
-async fn wait_healthy(
-    state: &AppState,
-    app: &str,
-    env: &str,
-    version: u32,
-    replicas: usize,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
+async fn wait_healthy(state: &AppState, r: &Release, wanted: usize, timeout: Duration) -> anyhow::Result<()> {
+    let (deadline, version) = (Instant::now() + timeout, r.version);
     let mut rx = state.subscribe();
     loop {
-        let mine = release_instances(state, app, env, version).await?;
-        if mine.len() >= replicas && mine.iter().all(|i| i.healthy) {
+        let mine = release_instances(state, r).await?;
+        if mine.len() >= wanted && mine.iter().all(|i| i.healthy) {
             return Ok(());
         }
         if let Some(c) = mine.iter().find(|i| i.restarts >= CRASH_LOOP_RESTARTS) {
@@ -355,7 +343,7 @@ async fn wait_healthy(
                     worst,
                 ),
                 None => anyhow::anyhow!(
-                    "release v{version} has {} of its {replicas} replica(s) after {}s: the others were \
+                    "release v{version} has {} of its {wanted} replica(s) after {}s: the others were \
                      removed while it deployed; the old release keeps serving",
                     mine.len(),
                     timeout.as_secs()
@@ -368,26 +356,19 @@ async fn wait_healthy(
 }
 
 /// The stability window: every new replica must stay running and healthy, without restarts.
-async fn stay_healthy(
-    state: &AppState,
-    app: &str,
-    env: &str,
-    version: u32,
-    replicas: usize,
-    window: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + window;
+async fn stay_healthy(state: &AppState, r: &Release, wanted: usize, window: Duration) -> anyhow::Result<()> {
+    let (deadline, version) = (Instant::now() + window, r.version);
     let window_end_ms = unix_ms() + window.as_millis() as u64;
-    let start = release_instances(state, app, env, version).await?;
+    let start = release_instances(state, r).await?;
     let mut rx = state.subscribe();
     let mut fresh = false;
     loop {
-        let mine = release_instances(state, app, env, version).await?;
+        let mine = release_instances(state, r).await?;
         let bad = mine.iter().find(|i| {
             let before = start.iter().find(|s| s.name == i.name).map_or(0, |s| s.restarts);
             !i.healthy || i.state != "running" || i.restarts > before
         });
-        if let Some(b) = bad.or(if mine.len() < replicas { mine.first() } else { None }) {
+        if let Some(b) = bad.or(if mine.len() < wanted { mine.first() } else { None }) {
             return Err(explain(
                 format!(
                     "release v{version} failed during the {}s stability window: {} replica {} is {}{}",
@@ -410,7 +391,7 @@ async fn stay_healthy(
             let mut nodes: Vec<String> = mine.iter().map(|i| i.node.clone()).collect();
             nodes.sort();
             nodes.dedup();
-            let late = state.wait_observed(&nodes, window_end_ms, FRESH_REPORT).await;
+            let late = state.observed.wait_all(&nodes, window_end_ms, FRESH_REPORT).await;
             anyhow::ensure!(
                 late.is_empty(),
                 "node(s) {} did not report on release v{version} after its stability window",

@@ -231,7 +231,7 @@ pub async fn scale(
             .max()
             .unwrap_or(0);
         if replicas > running {
-            added = assign::place(state, app, env, process, current, running + 1..=replicas).await?;
+            added = assign::place(state, &row, process, current, running + 1..=replicas).await?;
         }
     }
     state.store.scale(app, env, process, replicas, &added).await?;

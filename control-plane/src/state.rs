@@ -31,9 +31,9 @@ pub struct AppState {
     events: Arc<watch::Sender<u64>>,
     /// Per node, the highest state index it has applied (it asks to watch past it only after
     /// applying it). A deploy is reported live once every ingress node applied the switch.
-    applied: Arc<watch::Sender<HashMap<String, u64>>>,
+    pub applied: NodeMarks,
     /// Per node, when (agent clock, unix ms) its latest report looked at Docker.
-    observed: Arc<watch::Sender<HashMap<String, u64>>>,
+    pub observed: NodeMarks,
     /// Database containers as their agents last reported them, by container name.
     db_status: Arc<std::sync::Mutex<HashMap<String, (String, protocol::agent::ContainerStatus)>>>,
     /// Per ingress node, the static directories it has extracted.
@@ -53,6 +53,32 @@ pub struct AppState {
     pub signin_throttle: Arc<crate::access::signin::Throttle>,
     /// Given to this process's console only, so it may say whose address a sign-in comes from.
     pub console_key: Arc<String>,
+}
+
+/// Per node, a mark that only grows (a state index applied, an observation time), with waiters.
+#[derive(Clone, Default)]
+pub struct NodeMarks(Arc<watch::Sender<HashMap<String, u64>>>);
+
+impl NodeMarks {
+    /// Raises `node`'s mark to `at`; waiters wake only when it grew.
+    pub fn raise(&self, node: &str, at: u64) {
+        self.0.send_if_modified(|m| {
+            let entry = m.entry(node.to_string()).or_default();
+            let newer = at > *entry;
+            *entry = (*entry).max(at);
+            newer
+        });
+    }
+
+    /// Waits until the mark of every node in `nodes` reached `at`; returns the ones whose mark
+    /// did not within `wait`.
+    pub async fn wait_all(&self, nodes: &[String], at: u64, wait: Duration) -> Vec<String> {
+        let mut rx = self.0.subscribe();
+        let all = |m: &HashMap<String, u64>| nodes.iter().all(|n| m.get(n).is_some_and(|v| *v >= at));
+        let _ = tokio::time::timeout(wait, rx.wait_for(all)).await;
+        let m = rx.borrow();
+        nodes.iter().filter(|n| m.get(*n).is_none_or(|v| *v < at)).cloned().collect()
+    }
 }
 
 /// Marks a piece of work busy while it lives (dropped on success, error and panic alike).
@@ -86,8 +112,8 @@ impl AppState {
             api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),
             events: Arc::new(watch::channel(0).0),
-            applied: Arc::new(watch::channel(HashMap::new()).0),
-            observed: Arc::new(watch::channel(HashMap::new()).0),
+            applied: NodeMarks::default(),
+            observed: NodeMarks::default(),
             static_ready: Arc::new(watch::channel(HashMap::new()).0),
             db_status: Arc::default(),
             tasks: TaskTracker::new(),
@@ -240,15 +266,6 @@ impl AppState {
         let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > index)).await;
     }
 
-    pub fn node_observed(&self, node: &str, at_ms: u64) {
-        self.observed.send_if_modified(|m| {
-            let entry = m.entry(node.to_string()).or_default();
-            let newer = at_ms > *entry;
-            *entry = (*entry).max(at_ms);
-            newer
-        });
-    }
-
     /// Records a node's database servers; returns those whose published port is new.
     pub fn set_db_status(
         &self,
@@ -289,36 +306,6 @@ impl AppState {
         let _ = tokio::time::timeout(wait, rx.wait_for(|m| nodes.iter().all(|n| has(m, n)))).await;
         let m = rx.borrow();
         nodes.iter().filter(|n| !has(&m, n)).cloned().collect()
-    }
-
-    /// Waits until every node in `nodes` reported an observation made at or after `at_ms`;
-    /// returns the ones that did not within `wait`.
-    pub async fn wait_observed(&self, nodes: &[String], at_ms: u64, wait: Duration) -> Vec<String> {
-        let mut rx = self.observed.subscribe();
-        let all = |m: &HashMap<String, u64>| nodes.iter().all(|n| m.get(n).is_some_and(|t| *t >= at_ms));
-        let _ = tokio::time::timeout(wait, rx.wait_for(all)).await;
-        let m = rx.borrow();
-        nodes.iter().filter(|n| m.get(*n).is_none_or(|t| *t < at_ms)).cloned().collect()
-    }
-
-    /// Records that `node` applied the state at `index`.
-    pub fn node_applied(&self, node: &str, index: u64) {
-        self.applied.send_if_modified(|m| {
-            let entry = m.entry(node.to_string()).or_default();
-            let newer = index > *entry;
-            *entry = (*entry).max(index);
-            newer
-        });
-    }
-
-    /// Waits until every node in `nodes` applied the state at `index`; returns the ones that
-    /// did not within `wait`.
-    pub async fn wait_applied(&self, nodes: &[String], index: u64, wait: Duration) -> Vec<String> {
-        let mut rx = self.applied.subscribe();
-        let all = |m: &HashMap<String, u64>| nodes.iter().all(|n| m.get(n).is_some_and(|i| *i >= index));
-        let _ = tokio::time::timeout(wait, rx.wait_for(all)).await;
-        let m = rx.borrow();
-        nodes.iter().filter(|n| m.get(*n).is_none_or(|i| *i < index)).cloned().collect()
     }
 
     pub fn url_for(&self, app: &str, env: &str) -> String {

@@ -48,7 +48,9 @@ async fn build_one(docker: DockerClient, client: Client, network: Option<String>
                     (labels::ENV, &task.env),
                     (labels::RELEASE, &task.release.to_string()),
                 ]);
-                docker.build(context, &task.tag, image_labels, network.as_deref(), on_line).await
+                docker
+                    .build(context, &task.tag, image_labels, Default::default(), network.as_deref(), on_line)
+                    .await
             }
             Err(e) => Err(e),
         },
@@ -67,12 +69,12 @@ async fn build_one(docker: DockerClient, client: Client, network: Option<String>
         }
     };
     // The result must arrive, or the deploy would wait for nothing: retry for a while.
-    let send = || client.build_result(&task.app, &task.env, task.release, &report);
+    let send = || client.build_result(&task, &report);
     deliver("build result", Duration::from_secs(60), send).await;
 }
 
 async fn fetch_source(client: &Client, task: &BuildTask) -> anyhow::Result<bytes::Bytes> {
-    let resp = client.build_source(&task.app, &task.env, task.release).await?;
+    let resp = client.build_source(task).await?;
     Ok(resp.bytes().await?)
 }
 
@@ -80,7 +82,7 @@ async fn fetch_source(client: &Client, task: &BuildTask) -> anyhow::Result<bytes
 async fn ship_logs(client: Client, task: BuildTask, rx: crate::lines::LineReceiver) {
     crate::lines::ship(rx, |lines| {
         let (client, task) = (client.clone(), task.clone());
-        async move { client.build_log(&task.app, &task.env, task.release, &BuildLog { lines }).await.map(drop) }
+        async move { client.build_log(&task, &BuildLog { lines }).await.map(drop) }
     })
     .await
 }

@@ -54,6 +54,12 @@ pub struct Config {
     pub prune_every: Option<std::time::Duration>,
 }
 
+/// A task of the agent that runs until shutdown and cannot fail.
+async fn until_shutdown(work: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    work.await;
+    Ok(())
+}
+
 /// Runs the agent until `shutdown`; `ingress` is the public listener when this node serves
 /// traffic. App containers are left running on shutdown: they do not depend on the agent.
 pub async fn run(
@@ -112,39 +118,18 @@ pub async fn run(
         config.build_network.clone(),
         paused.clone(),
     );
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        reconciler.run(stop).await;
-        Ok(())
-    });
+    tasks.spawn(until_shutdown(reconciler.run(shutdown.clone())));
     let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone() };
-    let (stop, rx) = (shutdown.clone(), assignment_rx.clone());
-    tasks.spawn(async move {
-        runner.run(rx, stop).await;
-        Ok(())
-    });
+    tasks.spawn(until_shutdown(runner.run(assignment_rx.clone(), shutdown.clone())));
     let db_runner = dbtasks::DbTaskRunner { docker: docker.clone(), client: client.clone(), paused };
-    let (stop, rx) = (shutdown.clone(), assignment_rx.clone());
-    tasks.spawn(async move {
-        db_runner.run(rx, stop).await;
-        Ok(())
-    });
+    tasks.spawn(until_shutdown(db_runner.run(assignment_rx.clone(), shutdown.clone())));
     let upkeep = upkeep::Upkeep::default();
     let settings = upkeep::Settings { keep_images: config.keep_images, prune_every: config.prune_every };
-    let (stop, rx, runner) = (shutdown.clone(), assignment_rx.clone(), upkeep.clone());
-    let upkeep_docker = docker.clone();
-    tasks.spawn(async move {
-        runner.run(upkeep_docker, settings, rx, stop).await;
-        Ok(())
-    });
+    let pruner = upkeep.clone().run(docker.clone(), settings, assignment_rx.clone(), shutdown.clone());
+    tasks.spawn(until_shutdown(pruner));
     let builder = build::Builder::new(docker, client.clone(), config.build_network.clone());
-    let stop = shutdown.clone();
-    let rx = assignment_rx.clone();
-    tasks.spawn(async move {
-        builder.run(rx, stop).await;
-        Ok(())
-    });
-    let syncer = sync::Syncer {
+    tasks.spawn(until_shutdown(builder.run(assignment_rx.clone(), shutdown.clone())));
+    let syncer = std::sync::Arc::new(sync::Syncer {
         client,
         identity,
         registration,
@@ -153,12 +138,8 @@ pub async fn run(
         assignment: assignment_tx,
         statics,
         upkeep,
-    };
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        syncer.run(report_rx, stop).await;
-        Ok(())
     });
+    tasks.spawn(until_shutdown(syncer.run(report_rx, shutdown.clone())));
 
     tracing::info!(node = %config.node_name, addr = %config.private_addr, "node agent running");
     let mut result = Ok(());

@@ -42,17 +42,9 @@ fn save_routes(path: &Path, routes: &[Route]) {
 }
 
 impl Syncer {
-    pub async fn run(self, reports: watch::Receiver<NodeReport>, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, reports: watch::Receiver<NodeReport>, shutdown: CancellationToken) {
         self.register(&shutdown).await;
-        let reporter = tokio::spawn(report_loop(
-            self.client.clone(),
-            self.identity.clone(),
-            self.registration.clone(),
-            reports,
-            self.statics.clone(),
-            self.upkeep.clone(),
-            shutdown.clone(),
-        ));
+        let reporter = tokio::spawn(self.clone().report_loop(reports, shutdown.clone()));
         let mut index = 0u64;
         let mut backoff = Duration::from_millis(250);
         let node = self.registration.name.clone();
@@ -123,34 +115,27 @@ impl Syncer {
             backoff = (backoff * 2).min(most);
         }
     }
-}
 
-async fn report_loop(
-    client: Client,
-    identity: Arc<Identity>,
-    registration: RegisterNode,
-    mut reports: watch::Receiver<NodeReport>,
-    statics: crate::statics::Statics,
-    upkeep: crate::upkeep::Upkeep,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let mut report = reports.borrow_and_update().clone();
-        report.static_ready = statics.ready_keys();
-        upkeep.fill(&mut report);
-        crate::lines::fit_report(&mut report, protocol::agent::MAX_BODY_BYTES);
-        if let Err(e) = client.report(&registration.name, &report).await {
-            if e.status == Some(404) {
-                let _ = identity.register(&registration).await;
+    /// Sends the node's report whenever it changes, and at least every [`REPORT_EVERY`].
+    async fn report_loop(self: Arc<Self>, mut rx: watch::Receiver<NodeReport>, stop: CancellationToken) {
+        loop {
+            let mut report = rx.borrow_and_update().clone();
+            report.static_ready = self.statics.ready_keys();
+            self.upkeep.fill(&mut report);
+            crate::lines::fit_report(&mut report, protocol::agent::MAX_BODY_BYTES);
+            if let Err(e) = self.client.report(&self.registration.name, &report).await {
+                if e.status == Some(404) {
+                    let _ = self.identity.register(&self.registration).await;
+                }
+                tracing::debug!(error = %e, "sending the node report failed");
             }
-            tracing::debug!(error = %e, "sending the node report failed");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = reports.changed() => {}
-            _ = statics.changed.notified() => {}
-            _ = upkeep.changed.notified() => {}
-            _ = tokio::time::sleep(REPORT_EVERY) => {}
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = rx.changed() => {}
+                _ = self.statics.changed.notified() => {}
+                _ = self.upkeep.changed.notified() => {}
+                _ = tokio::time::sleep(REPORT_EVERY) => {}
+            }
         }
     }
 }

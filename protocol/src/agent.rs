@@ -27,6 +27,7 @@ pub struct RegisteredNode {
 /// Everything one node should be doing. Returned whole on every change so that the agent's
 /// reconcile loop is a pure comparison of desired and observed state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Assignment {
     /// Containers that should exist and run on this node.
     pub containers: Vec<ContainerSpec>,
@@ -35,25 +36,19 @@ pub struct Assignment {
     /// The ingress route table (empty for nodes without the ingress role).
     pub routes: Vec<Route>,
     /// One-off containers to run to completion: release phases and `paas run`.
-    #[serde(default)]
     pub jobs: Vec<JobSpec>,
     /// Static files of releases being rolled out, for ingress nodes to extract before the
     /// switch (the deploy waits until they report them ready).
-    #[serde(default)]
     pub static_prefetch: Vec<StaticRoute>,
     /// Managed databases this node runs.
-    #[serde(default)]
     pub databases: Vec<DatabaseSpec>,
     /// Work on managed databases to run once each: backups, restore drills, restores, psql.
-    #[serde(default)]
     pub db_tasks: Vec<DbTask>,
     /// Image ids a prune must keep whatever their age: each environment's current, target and
     /// rollback (the release that served before the current one) images.
-    #[serde(default)]
     pub keep_images: Vec<String>,
     /// The latest prune asked for (`paas nodes prune`); the agent prunes when it grows and
     /// reports the outcome under this id.
-    #[serde(default)]
     pub prune: u64,
 }
 
@@ -75,16 +70,13 @@ pub struct DbTask {
 
 /// What restores and psql need besides the server; the control plane stores it as is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DbTaskParams {
     /// Restore: the database restored into, created first when `create_target`.
-    #[serde(default)]
     pub target_database: String,
-    #[serde(default)]
     pub create_target: bool,
     /// psql: its arguments and what it reads on stdin.
-    #[serde(default)]
     pub psql_args: Vec<String>,
-    #[serde(default)]
     pub input: String,
 }
 
@@ -126,15 +118,13 @@ crate::string_enum! {
 /// What a database task found: for backups and verifications the exact row count of every
 /// table (backups at dump time, verifications after the restore).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DbTaskResult {
     /// `None` when it succeeded.
     pub error: Option<String>,
-    #[serde(default)]
     pub tables: BTreeMap<String, u64>,
     /// psql's output and exit code.
-    #[serde(default)]
     pub output: String,
-    #[serde(default)]
     pub exit_code: Option<i64>,
 }
 
@@ -295,7 +285,6 @@ pub struct Route {
     /// `addr:port` of every healthy replica.
     pub backends: Vec<String>,
     /// Static files the ingress serves itself for this route.
-    #[serde(default)]
     pub static_files: Option<StaticRoute>,
 }
 
@@ -335,22 +324,18 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// What the agent observes; sent when something changes and as the heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeReport {
     pub containers: Vec<ContainerStatus>,
     /// When the agent looked at Docker for this report (unix ms, agent clock), so a deploy can
     /// insist on an observation made after its stability window ended.
-    #[serde(default)]
     pub observed_at_ms: u64,
     /// Keys ([`StaticRoute::key`]) of the static directories this node's ingress can serve.
-    #[serde(default)]
     pub static_ready: Vec<String>,
-    #[serde(default)]
     pub databases: Vec<ContainerStatus>,
     /// What the platform's objects take on this node's disk, measured every few minutes.
-    #[serde(default)]
     pub disk: Option<DiskUsage>,
     /// The outcome of the latest prune the control plane asked for.
-    #[serde(default)]
     pub pruned: Option<PruneOutcome>,
 }
 

@@ -89,7 +89,6 @@ pub struct DeployImage {
     pub image: String,
     /// The text of `paas.toml`, when the user has one; defaults apply otherwise. The server
     /// parses it for the target environment (and again for promotions).
-    #[serde(default)]
     pub paas_toml: Option<String>,
 }
 
@@ -109,10 +108,9 @@ pub struct ConfigVars {
 
 /// Sets and unsets config vars in one change (one new release).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConfigChange {
-    #[serde(default)]
     pub set: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
     pub unset: Vec<String>,
 }
 
@@ -192,7 +190,6 @@ pub struct Process {
     pub restarts: u32,
     pub updated_at: String,
     /// What each container of the process may use (from its release's manifest).
-    #[serde(default)]
     pub limits: Option<crate::manifest::Limits>,
 }
 
@@ -205,7 +202,6 @@ pub struct Node {
     pub status: String,
     pub last_seen: String,
     /// Disk taken by the platform's objects, as the node last measured it.
-    #[serde(default)]
     pub disk: Option<crate::agent::DiskUsage>,
 }
 
@@ -242,7 +238,6 @@ pub struct CreateDatabase {
     /// `max_connections` (default 100).
     pub max_connections: Option<u32>,
     /// Streaming replicas: 0 or 1 (default 1).
-    #[serde(default)]
     pub replicas: Option<u32>,
     /// Backup schedule, retention: see [`DatabaseSettings`].
     #[serde(default, flatten)]
@@ -253,14 +248,11 @@ pub struct CreateDatabase {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DatabaseSettings {
     /// A 5-field cron expression in UTC (default `0 3 * * *`, daily), or `off`.
-    #[serde(default)]
     pub backup_schedule: Option<String>,
     /// Keep at most this many backups (default 7)...
-    #[serde(default)]
     pub keep: Option<u32>,
     /// ...and none older than this many days (default 30). The newest verified backup is
     /// always kept.
-    #[serde(default)]
     pub keep_days: Option<u32>,
 }
 
@@ -331,13 +323,11 @@ pub struct StartRestore {
 
 /// Runs psql inside the primary's (or replica's) container.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PsqlCommand {
-    #[serde(default)]
     pub replica: bool,
-    #[serde(default)]
     pub args: Vec<String>,
     /// Fed to psql on stdin (a script), may be empty.
-    #[serde(default)]
     pub input: String,
 }
 
@@ -412,6 +402,5 @@ pub struct DatabaseServer {
     /// `private_addr:port` on the node.
     pub address: Option<String>,
     /// Connections in use vs the limit, size, and (replica) lag, once sampled.
-    #[serde(default)]
     pub figures: Option<crate::agent::DatabaseFigures>,
 }

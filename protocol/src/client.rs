@@ -4,8 +4,8 @@
 mod access;
 
 use crate::agent::{
-    BuildLog, BuildResult, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode,
-    WatchResponse,
+    BuildLog, BuildResult, BuildTask, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode,
+    RegisteredNode, WatchResponse,
 };
 use crate::api::{
     App, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
@@ -38,6 +38,9 @@ impl ClientError {
         Self { status: None, message }
     }
 }
+
+/// What every call answers: the resource, or why the call failed.
+type Result<T> = std::result::Result<T, ClientError>;
 
 /// Bound on the agent's small calls that must not hang a task (results, progress signals).
 const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,7 +85,7 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
         let resp =
             req.bearer_auth(self.token()).send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
@@ -99,43 +102,38 @@ impl Client {
         Err(ClientError { status: Some(status.as_u16()), message })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.http.get(self.url(path))).await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
     // --- public API ---
 
-    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+    pub async fn whoami(&self) -> Result<WhoAmI> {
         self.get("/api/v1/whoami").await
     }
 
-    pub async fn create_app(&self, name: &str) -> Result<App, ClientError> {
+    pub async fn create_app(&self, name: &str) -> Result<App> {
         self.post("/api/v1/apps", &CreateApp { name: name.to_string() }).await
     }
 
-    pub async fn list_apps(&self) -> Result<Vec<App>, ClientError> {
+    pub async fn list_apps(&self) -> Result<Vec<App>> {
         self.get("/api/v1/apps").await
     }
 
-    pub async fn get_app(&self, app: &str) -> Result<App, ClientError> {
+    pub async fn get_app(&self, app: &str) -> Result<App> {
         self.get(&format!("/api/v1/apps/{app}")).await
     }
 
-    pub async fn delete_app(&self, app: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn delete_app(&self, app: &str) -> Result<serde_json::Value> {
         self.send(self.http.delete(self.url(&format!("/api/v1/apps/{app}")))).await
     }
 
     /// Uploads a gzipped tar of the source and starts a release that builds it.
-    pub async fn deploy_source(
-        &self,
-        app: &str,
-        env: &str,
-        body: reqwest::Body,
-    ) -> Result<Release, ClientError> {
+    pub async fn deploy_source(&self, app: &str, env: &str, body: reqwest::Body) -> Result<Release> {
         let req = self
             .http
             .post(self.url(&format!("/api/v1/apps/{app}/envs/{env}/deploys")))
@@ -151,44 +149,39 @@ impl Client {
         env: &str,
         image: &str,
         paas_toml: Option<String>,
-    ) -> Result<Release, ClientError> {
+    ) -> Result<Release> {
         let body = DeployImage { image: image.to_string(), paas_toml };
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/deploys"), &body).await
     }
 
     /// Starts a release that runs an earlier one's image and settings again.
-    pub async fn rollback(&self, app: &str, env: &str, to: Option<u32>) -> Result<Release, ClientError> {
+    pub async fn rollback(&self, app: &str, env: &str, to: Option<u32>) -> Result<Release> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/rollback"), &Rollback { to }).await
     }
 
-    pub async fn create_env(&self, app: &str, env: &str) -> Result<App, ClientError> {
+    pub async fn create_env(&self, app: &str, env: &str) -> Result<App> {
         self.post(&format!("/api/v1/apps/{app}/envs"), &CreateEnv { name: env.to_string() }).await
     }
 
-    pub async fn delete_env(&self, app: &str, env: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn delete_env(&self, app: &str, env: &str) -> Result<serde_json::Value> {
         self.send(self.http.delete(self.url(&format!("/api/v1/apps/{app}/envs/{env}")))).await
     }
 
-    pub async fn config(&self, app: &str, env: &str, reveal: bool) -> Result<ConfigVars, ClientError> {
+    pub async fn config(&self, app: &str, env: &str, reveal: bool) -> Result<ConfigVars> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/config?reveal={reveal}")).await
     }
 
-    pub async fn change_config(
-        &self,
-        app: &str,
-        env: &str,
-        change: &ConfigChange,
-    ) -> Result<ConfigChanged, ClientError> {
+    pub async fn change_config(&self, app: &str, env: &str, change: &ConfigChange) -> Result<ConfigChanged> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/config"), change).await
     }
 
     /// Deploys the image `from` runs into `to`, with `to`'s own config.
-    pub async fn promote(&self, app: &str, from: &str, to: &str) -> Result<Release, ClientError> {
+    pub async fn promote(&self, app: &str, from: &str, to: &str) -> Result<Release> {
         self.post(&format!("/api/v1/apps/{app}/envs/{to}/promote"), &Promote { from: from.to_string() }).await
     }
 
     /// Starts `command` in a one-off container of the environment's current release.
-    pub async fn run(&self, app: &str, env: &str, command: Vec<String>) -> Result<RunOutput, ClientError> {
+    pub async fn run(&self, app: &str, env: &str, command: Vec<String>) -> Result<RunOutput> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/runs"), &RunCommand { command }).await
     }
 
@@ -200,29 +193,24 @@ impl Client {
         id: &str,
         after: u64,
         wait: Duration,
-    ) -> Result<RunOutput, ClientError> {
+    ) -> Result<RunOutput> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/runs/{id}?after={after}&wait={}", wait.as_secs()))
             .await
     }
 
-    pub async fn job_log(&self, id: &str, log: &JobLog) -> Result<serde_json::Value, ClientError> {
+    pub async fn job_log(&self, id: &str, log: &JobLog) -> Result<serde_json::Value> {
         self.post(&format!("/agent/v1/jobs/{id}/log"), log).await
     }
 
-    pub async fn job_result(&self, id: &str, result: &JobResult) -> Result<serde_json::Value, ClientError> {
+    pub async fn job_result(&self, id: &str, result: &JobResult) -> Result<serde_json::Value> {
         self.post(&format!("/agent/v1/jobs/{id}/result"), result).await
     }
 
-    pub async fn db_create(
-        &self,
-        app: &str,
-        env: &str,
-        req: &CreateDatabase,
-    ) -> Result<DatabaseInfo, ClientError> {
+    pub async fn db_create(&self, app: &str, env: &str, req: &CreateDatabase) -> Result<DatabaseInfo> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db"), req).await
     }
 
-    pub async fn db_info(&self, app: &str, env: &str, reveal: bool) -> Result<DatabaseInfo, ClientError> {
+    pub async fn db_info(&self, app: &str, env: &str, reveal: bool) -> Result<DatabaseInfo> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/db?reveal={reveal}")).await
     }
 
@@ -231,56 +219,45 @@ impl Client {
         app: &str,
         env: &str,
         settings: &DatabaseSettings,
-    ) -> Result<DatabaseInfo, ClientError> {
+    ) -> Result<DatabaseInfo> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/settings"), settings).await
     }
 
-    pub async fn db_backup(&self, app: &str, env: &str) -> Result<Backup, ClientError> {
+    pub async fn db_backup(&self, app: &str, env: &str) -> Result<Backup> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/backups"), &serde_json::json!({})).await
     }
 
-    pub async fn db_backups(&self, app: &str, env: &str) -> Result<Vec<Backup>, ClientError> {
+    pub async fn db_backups(&self, app: &str, env: &str) -> Result<Vec<Backup>> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/db/backups")).await
     }
 
-    pub async fn db_get_backup(&self, app: &str, env: &str, id: &str) -> Result<Backup, ClientError> {
+    pub async fn db_get_backup(&self, app: &str, env: &str, id: &str) -> Result<Backup> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/db/backups/{id}")).await
     }
 
-    pub async fn db_verify(&self, app: &str, env: &str, id: &str) -> Result<Backup, ClientError> {
+    pub async fn db_verify(&self, app: &str, env: &str, id: &str) -> Result<Backup> {
         let path = format!("/api/v1/apps/{app}/envs/{env}/db/backups/{id}/verify");
         self.post(&path, &serde_json::json!({})).await
     }
 
-    pub async fn db_restore(
-        &self,
-        app: &str,
-        env: &str,
-        req: &StartRestore,
-    ) -> Result<DbTaskView, ClientError> {
+    pub async fn db_restore(&self, app: &str, env: &str, req: &StartRestore) -> Result<DbTaskView> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/restores"), req).await
     }
 
-    pub async fn db_psql(&self, app: &str, env: &str, req: &PsqlCommand) -> Result<DbTaskView, ClientError> {
+    pub async fn db_psql(&self, app: &str, env: &str, req: &PsqlCommand) -> Result<DbTaskView> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/psql"), req).await
     }
 
-    pub async fn db_task(&self, app: &str, env: &str, id: &str) -> Result<DbTaskView, ClientError> {
+    pub async fn db_task(&self, app: &str, env: &str, id: &str) -> Result<DbTaskView> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/db/tasks/{id}")).await
     }
 
     /// Platform events after `since` (an event id), oldest first.
-    pub async fn events(&self, since: i64) -> Result<Vec<Event>, ClientError> {
+    pub async fn events(&self, since: i64) -> Result<Vec<Event>> {
         self.get(&format!("/api/v1/events?since={since}")).await
     }
 
-    pub async fn scale(
-        &self,
-        app: &str,
-        env: &str,
-        process: &str,
-        replicas: u32,
-    ) -> Result<Formation, ClientError> {
+    pub async fn scale(&self, app: &str, env: &str, process: &str, replicas: u32) -> Result<Formation> {
         let body = Scale { process: process.to_string(), replicas };
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/scale"), &body).await
     }
@@ -293,7 +270,7 @@ impl Client {
         version: u32,
         after: u64,
         wait: Duration,
-    ) -> Result<DeployEvents, ClientError> {
+    ) -> Result<DeployEvents> {
         let path = format!(
             "/api/v1/apps/{app}/envs/{env}/releases/{version}/events?after={after}&wait={}",
             wait.as_secs()
@@ -301,20 +278,20 @@ impl Client {
         self.get(&path).await
     }
 
-    pub async fn releases(&self, app: &str, env: &str) -> Result<Vec<Release>, ClientError> {
+    pub async fn releases(&self, app: &str, env: &str) -> Result<Vec<Release>> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/releases")).await
     }
 
-    pub async fn processes(&self, app: &str, env: &str) -> Result<Vec<Process>, ClientError> {
+    pub async fn processes(&self, app: &str, env: &str) -> Result<Vec<Process>> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/processes")).await
     }
 
-    pub async fn nodes(&self) -> Result<Vec<Node>, ClientError> {
+    pub async fn nodes(&self) -> Result<Vec<Node>> {
         self.get("/api/v1/nodes").await
     }
 
     /// Asks `node` to prune now and waits for what it removed.
-    pub async fn prune_node(&self, node: &str) -> Result<crate::agent::PruneOutcome, ClientError> {
+    pub async fn prune_node(&self, node: &str) -> Result<crate::agent::PruneOutcome> {
         self.post(&format!("/api/v1/nodes/{node}/prune"), &serde_json::json!({})).await
     }
 
@@ -322,36 +299,25 @@ impl Client {
 
     /// Registers with the join token (a new name: the answer holds the node's credential) or
     /// with the node's own credential (its address or ingress role may have changed).
-    pub async fn register(&self, node: &RegisterNode) -> Result<RegisteredNode, ClientError> {
+    pub async fn register(&self, node: &RegisterNode) -> Result<RegisteredNode> {
         self.post("/agent/v1/nodes", node).await
     }
 
     /// Blocks until the state index passes `index` or `wait` runs out.
-    pub async fn watch(&self, node: &str, index: u64, wait: Duration) -> Result<WatchResponse, ClientError> {
+    pub async fn watch(&self, node: &str, index: u64, wait: Duration) -> Result<WatchResponse> {
         let path = format!("/agent/v1/nodes/{node}/watch?index={index}&wait={}", wait.as_secs());
         let req = self.http.get(self.url(&path)).timeout(wait + Duration::from_secs(10));
         self.send(req).await
     }
 
-    pub async fn report(&self, node: &str, report: &NodeReport) -> Result<serde_json::Value, ClientError> {
+    pub async fn report(&self, node: &str, report: &NodeReport) -> Result<serde_json::Value> {
         self.post(&format!("/agent/v1/nodes/{node}/report"), report).await
     }
 
-    /// The gzipped tar uploaded for a release, as a byte stream.
-    pub async fn build_source(
-        &self,
-        app: &str,
-        env: &str,
-        release: u32,
-    ) -> Result<reqwest::Response, ClientError> {
-        let path = format!("/agent/v1/builds/{app}/{env}/{release}/source");
-        let resp = self
-            .http
-            .get(self.url(&path))
-            .bearer_auth(self.token())
-            .send()
-            .await
-            .map_err(|e| ClientError::transport(&self.base, e))?;
+    /// The gzipped tar uploaded for the release `task` builds, as a byte stream.
+    pub async fn build_source(&self, task: &BuildTask) -> Result<reqwest::Response> {
+        let req = self.http.get(self.url(&build_path(task, "source"))).bearer_auth(self.token());
+        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         if !resp.status().is_success() {
             let status = resp.status();
             return Err(ClientError {
@@ -362,38 +328,22 @@ impl Client {
         Ok(resp)
     }
 
-    pub async fn build_log(
-        &self,
-        app: &str,
-        env: &str,
-        release: u32,
-        log: &BuildLog,
-    ) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/agent/v1/builds/{app}/{env}/{release}/log"), log).await
+    pub async fn build_log(&self, task: &BuildTask, log: &BuildLog) -> Result<serde_json::Value> {
+        self.post(&build_path(task, "log"), log).await
     }
 
-    pub async fn build_result(
-        &self,
-        app: &str,
-        env: &str,
-        release: u32,
-        result: &BuildResult,
-    ) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/agent/v1/builds/{app}/{env}/{release}/result"), result).await
+    pub async fn build_result(&self, task: &BuildTask, result: &BuildResult) -> Result<serde_json::Value> {
+        self.post(&build_path(task, "result"), result).await
     }
 
     /// Streams a backup's dump to the control plane, which stores it and returns its size and
     /// checksum.
-    pub async fn upload_backup(
-        &self,
-        id: &str,
-        body: reqwest::Body,
-    ) -> Result<serde_json::Value, ClientError> {
+    pub async fn upload_backup(&self, id: &str, body: reqwest::Body) -> Result<serde_json::Value> {
         self.send(self.http.put(self.url(&format!("/agent/v1/backups/{id}/data"))).body(body)).await
     }
 
     /// A stored backup's dump as a byte stream, after the control plane checked its checksum.
-    pub async fn download_backup(&self, id: &str) -> Result<reqwest::Response, ClientError> {
+    pub async fn download_backup(&self, id: &str) -> Result<reqwest::Response> {
         let req = self.http.get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(self.token());
         let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
@@ -409,19 +359,20 @@ impl Client {
 
     /// Reports how a database task ended. Bounded, so a control plane that stopped answering
     /// is asked again instead of waited on.
-    pub async fn db_task_result(
-        &self,
-        id: &str,
-        result: &DbTaskResult,
-    ) -> Result<serde_json::Value, ClientError> {
+    pub async fn db_task_result(&self, id: &str, result: &DbTaskResult) -> Result<serde_json::Value> {
         let req = self.http.post(self.url(&format!("/agent/v1/db-tasks/{id}/result"))).json(result);
         self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
 
     /// Says the agent is still working on a database task; the answer's `open` is false once
     /// the control plane has given the task up.
-    pub async fn db_task_progress(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn db_task_progress(&self, id: &str) -> Result<serde_json::Value> {
         let req = self.http.post(self.url(&format!("/agent/v1/db-tasks/{id}/progress")));
         self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
+}
+
+/// Where the agent protocol serves `what` (`source`, `log`, `result`) of the build `task`.
+fn build_path(task: &BuildTask, what: &str) -> String {
+    format!("/agent/v1/builds/{}/{}/{}/{what}", task.app, task.env, task.release)
 }

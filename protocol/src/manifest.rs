@@ -14,10 +14,8 @@ pub struct Manifest {
     pub deploy: DeploySettings,
     /// Release phase: argv run once per release in a one-off container of the new image,
     /// before it takes traffic (database migrations, say). A failure stops the deploy.
-    #[serde(default)]
     pub release_command: Option<Vec<String>>,
     /// Static files the ingress serves itself, with cache headers, from the release's image.
-    #[serde(default)]
     pub static_files: Option<StaticFiles>,
 }
 
@@ -182,7 +180,6 @@ struct File {
     /// Per-environment overrides, same shape as the top level.
     #[serde(default)]
     env: BTreeMap<String, FileOverride>,
-    #[serde(default)]
     release: Option<FileRelease>,
     #[serde(default, rename = "static")]
     static_files: Option<FileStatic>,

@@ -20,25 +20,20 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
         AppsCommand::List => {
             let apps = client.list_apps().await?;
             emit(g.output, &apps, |apps| {
-                let rows: Vec<Vec<String>> = apps
-                    .iter()
-                    .flat_map(|a| {
-                        a.envs.iter().map(move |e| {
-                            vec![
-                                a.name.clone(),
-                                e.name.clone(),
-                                e.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
-                                e.status.clone(),
-                                format!("{}/{}", e.healthy_replicas, e.replicas),
-                                e.url.clone(),
-                            ]
-                        })
-                    })
-                    .collect();
-                if rows.is_empty() {
+                let envs: Vec<_> = apps.iter().flat_map(|a| a.envs.iter().map(move |e| (a, e))).collect();
+                if envs.is_empty() {
                     println!("No apps yet. Create one with `paas apps create NAME`.");
                 } else {
-                    table(&["APP", "ENV", "RELEASE", "STATUS", "REPLICAS", "URL"], &rows);
+                    table(&["APP", "ENV", "RELEASE", "STATUS", "REPLICAS", "URL"], &envs, |(a, e)| {
+                        vec![
+                            a.name.clone(),
+                            e.name.clone(),
+                            e.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                            e.status.clone(),
+                            format!("{}/{}", e.healthy_replicas, e.replicas),
+                            e.url.clone(),
+                        ]
+                    });
                 }
             })?;
         }

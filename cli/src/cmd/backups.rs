@@ -114,30 +114,26 @@ pub async fn list(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
             println!("{}/{} has no backups yet; `paas db backup` takes one", t.app, t.env);
             return;
         }
-        let rows: Vec<Vec<String>> = list
-            .iter()
-            .map(|b| {
-                let verification = match (b.verification, &b.verification_error) {
-                    (Verification::Failed, Some(e)) => format!("FAILED: {e}"),
-                    (v, _) => v.to_string(),
-                };
-                vec![
-                    b.id.clone(),
-                    short_time(&b.started_at),
-                    b.trigger.to_string(),
-                    b.source.as_str().trim_start_matches("db-").to_string(),
-                    if b.status == BackupStatus::Failed {
-                        format!("failed: {}", b.error.as_deref().unwrap_or(""))
-                    } else {
-                        b.status.to_string()
-                    },
-                    b.size_bytes.map_or("-".into(), human),
-                    b.tables.values().sum::<u64>().to_string(),
-                    verification,
-                ]
-            })
-            .collect();
-        table(&["ID", "STARTED (UTC)", "TRIGGER", "FROM", "STATUS", "SIZE", "ROWS", "VERIFIED"], &rows);
+        table(&["ID", "STARTED (UTC)", "TRIGGER", "FROM", "STATUS", "SIZE", "ROWS", "VERIFIED"], list, |b| {
+            let verification = match (b.verification, &b.verification_error) {
+                (Verification::Failed, Some(e)) => format!("FAILED: {e}"),
+                (v, _) => v.to_string(),
+            };
+            vec![
+                b.id.clone(),
+                short_time(&b.started_at),
+                b.trigger.to_string(),
+                b.source.as_str().trim_start_matches("db-").to_string(),
+                if b.status == BackupStatus::Failed {
+                    format!("failed: {}", b.error.as_deref().unwrap_or(""))
+                } else {
+                    b.status.to_string()
+                },
+                b.size_bytes.map_or("-".into(), human),
+                b.tables.values().sum::<u64>().to_string(),
+                verification,
+            ]
+        });
     })?;
     Ok(ExitCode::SUCCESS)
 }

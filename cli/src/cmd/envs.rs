@@ -24,18 +24,14 @@ pub async fn envs(g: &Global, cmd: EnvsCommand) -> anyhow::Result<ExitCode> {
         EnvsCommand::List { app } => {
             let view = client.get_app(&app).await?;
             emit(g.output, &view.envs, |envs| {
-                let rows: Vec<Vec<String>> = envs
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            e.name.clone(),
-                            e.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
-                            e.status.clone(),
-                            e.url.clone(),
-                        ]
-                    })
-                    .collect();
-                table(&["ENV", "RELEASE", "STATUS", "URL"], &rows);
+                table(&["ENV", "RELEASE", "STATUS", "URL"], envs, |e| {
+                    vec![
+                        e.name.clone(),
+                        e.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                        e.status.clone(),
+                        e.url.clone(),
+                    ]
+                });
             })?;
         }
         EnvsCommand::Delete { app, name, confirm } => {

@@ -14,21 +14,17 @@ fn short_image(id: &Option<String>) -> String {
 pub async fn releases(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
     let releases = super::client(g)?.releases(&t.app, &t.env).await?;
     emit(g.output, &releases, |rs| {
-        let rows: Vec<Vec<String>> = rs
-            .iter()
-            .map(|r| {
-                vec![
-                    format!("v{}", r.version),
-                    r.status.as_str().to_string(),
-                    r.description.clone(),
-                    short_image(&r.image_id),
-                    r.created_at.clone(),
-                    r.created_by.clone(),
-                    r.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string(),
-                ]
-            })
-            .collect();
-        table(&["VERSION", "STATUS", "DESCRIPTION", "IMAGE", "CREATED", "BY", "ERROR"], &rows);
+        table(&["VERSION", "STATUS", "DESCRIPTION", "IMAGE", "CREATED", "BY", "ERROR"], rs, |r| {
+            vec![
+                format!("v{}", r.version),
+                r.status.as_str().to_string(),
+                r.description.clone(),
+                short_image(&r.image_id),
+                r.created_at.clone(),
+                r.created_by.clone(),
+                r.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string(),
+            ]
+        });
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -36,22 +32,18 @@ pub async fn releases(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
 pub async fn ps(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
     let procs = super::client(g)?.processes(&t.app, &t.env).await?;
     emit(g.output, &procs, |ps| {
-        let rows: Vec<Vec<String>> = ps
-            .iter()
-            .map(|p| {
-                vec![
-                    p.name.clone(),
-                    format!("v{}", p.release),
-                    p.node.clone(),
-                    p.state.clone(),
-                    if p.healthy { "healthy" } else { "unhealthy" }.to_string(),
-                    p.address.clone().unwrap_or_else(|| "-".into()),
-                    p.restarts.to_string(),
-                    p.limits.map_or_else(|| "-".into(), |l| l.describe()),
-                ]
-            })
-            .collect();
-        table(&["NAME", "RELEASE", "NODE", "STATE", "HEALTH", "ADDRESS", "RESTARTS", "LIMITS"], &rows);
+        table(&["NAME", "RELEASE", "NODE", "STATE", "HEALTH", "ADDRESS", "RESTARTS", "LIMITS"], ps, |p| {
+            vec![
+                p.name.clone(),
+                format!("v{}", p.release),
+                p.node.clone(),
+                p.state.clone(),
+                if p.healthy { "healthy" } else { "unhealthy" }.to_string(),
+                p.address.clone().unwrap_or_else(|| "-".into()),
+                p.restarts.to_string(),
+                p.limits.map_or_else(|| "-".into(), |l| l.describe()),
+            ]
+        });
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -77,23 +69,6 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
     }
     let size = |b: Option<u64>| b.map_or("-".to_string(), super::backups::human);
     emit(g.output, &nodes, |ns| {
-        let rows: Vec<Vec<String>> = ns
-            .iter()
-            .map(|n| {
-                let disk = n.disk.clone();
-                vec![
-                    n.name.clone(),
-                    n.status.clone(),
-                    n.private_addr.clone(),
-                    if n.ingress { "yes" } else { "no" }.to_string(),
-                    n.last_seen.clone(),
-                    size(disk.as_ref().map(|d| d.images)),
-                    size(disk.as_ref().map(|d| d.volumes)),
-                    size(disk.as_ref().and_then(|d| d.logs)),
-                    size(disk.as_ref().and_then(|d| d.backups)),
-                ]
-            })
-            .collect();
         let head = [
             "NODE",
             "STATUS",
@@ -105,7 +80,20 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
             "LOGS",
             "BACKUPS",
         ];
-        table(&head, &rows);
+        table(&head, ns, |n| {
+            let disk = n.disk.clone();
+            vec![
+                n.name.clone(),
+                n.status.clone(),
+                n.private_addr.clone(),
+                if n.ingress { "yes" } else { "no" }.to_string(),
+                n.last_seen.clone(),
+                size(disk.as_ref().map(|d| d.images)),
+                size(disk.as_ref().map(|d| d.volumes)),
+                size(disk.as_ref().and_then(|d| d.logs)),
+                size(disk.as_ref().and_then(|d| d.backups)),
+            ]
+        });
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -113,20 +101,16 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
 pub async fn events(g: &Global, since: i64) -> anyhow::Result<ExitCode> {
     let events = super::client(g)?.events(since).await?;
     emit(g.output, &events, |es| {
-        let rows: Vec<Vec<String>> = es
-            .iter()
-            .map(|e| {
-                vec![
-                    e.id.to_string(),
-                    super::backups::short_time(&e.at),
-                    e.severity.clone(),
-                    format!("{}/{}", e.app, e.env),
-                    e.kind.clone(),
-                    e.message.clone(),
-                ]
-            })
-            .collect();
-        table(&["ID", "AT (UTC)", "SEVERITY", "APP/ENV", "KIND", "MESSAGE"], &rows);
+        table(&["ID", "AT (UTC)", "SEVERITY", "APP/ENV", "KIND", "MESSAGE"], es, |e| {
+            vec![
+                e.id.to_string(),
+                super::backups::short_time(&e.at),
+                e.severity.clone(),
+                format!("{}/{}", e.app, e.env),
+                e.kind.clone(),
+                e.message.clone(),
+            ]
+        });
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -267,14 +267,6 @@ async fn backup_failed(state: &AppState, b: &Backup) -> anyhow::Result<()> {
     safety_backup_ended(state, b).await
 }
 
-/// The agent's upload of a backup's dump arrived whole: record its size and checksum.
-pub async fn upload_received(state: &AppState, mut b: Backup, size: u64, sha256: &str) -> anyhow::Result<()> {
-    b.size_bytes = Some(size);
-    b.sha256 = Some(sha256.to_string());
-    state.store.finish_backup(&b).await?;
-    Ok(())
-}
-
 /// Proves a backup: checks every copy's checksum, then restores it into a throwaway container
 /// and compares the row counts with the manifest. Returns once it is marked running; the checks
 /// (which read the S3 copy whole) go on in the background.
@@ -468,15 +460,9 @@ async fn in_use(state: &AppState, id: &str) -> anyhow::Result<Option<String>> {
 }
 
 /// Runs psql in a database's container.
-pub async fn start_psql(
-    state: &AppState,
-    db: &DatabaseRow,
-    replica: bool,
-    args: Vec<String>,
-    input: String,
-) -> anyhow::Result<DbTaskRow> {
-    let role = if replica { DbRole::Replica } else { DbRole::Primary };
-    let params = DbTaskParams { psql_args: args, input, ..Default::default() };
+pub async fn start_psql(state: &AppState, db: &DatabaseRow, req: PsqlCommand) -> anyhow::Result<DbTaskRow> {
+    let role = if req.replica { DbRole::Replica } else { DbRole::Primary };
+    let params = DbTaskParams { psql_args: req.args, input: req.input, ..Default::default() };
     task(state, db, DbTaskKind::Psql, role, "", params, false).await
 }
 
@@ -556,7 +542,7 @@ pub async fn psql(state: &AppState, app: &str, env: &str, req: PsqlCommand) -> R
     if db.replicas == 0 && req.replica {
         return Err(DomainError::Invalid(format!("{app}/{env} has no replica")));
     }
-    Ok(start_psql(state, &db, req.replica, req.args, req.input).await?)
+    Ok(start_psql(state, &db, req).await?)
 }
 
 /// Refuses a node that holds no unfinished task of one of `kinds` for backup `id`: only the
@@ -585,7 +571,8 @@ pub async fn receive<E: std::fmt::Display>(
     }
     let (size, sha) = state.backup_storage.receive(&b, body).await?;
     tracing::info!(app = %b.app, env = %b.env, backup = %id, size, "backup upload received");
-    upload_received(state, b, size, &sha).await?;
+    // Arrived whole: its size and checksum are recorded.
+    state.store.finish_backup(&Backup { size_bytes: Some(size), sha256: Some(sha.clone()), ..b }).await?;
     Ok((size, sha))
 }
 

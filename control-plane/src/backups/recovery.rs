@@ -284,7 +284,7 @@ mod tests {
         let db = db(&state).await;
         let b = start_backup(&state, &db, BackupTrigger::Manual).await.unwrap();
         let silent = open_task(&state, &b.id, DbTaskKind::Backup).await;
-        let talking = start_psql(&state, &db, false, vec![], String::new()).await.unwrap();
+        let talking = start_psql(&state, &db, PsqlCommand::default()).await.unwrap();
 
         sweep(&state, false).await.unwrap();
         assert_eq!(

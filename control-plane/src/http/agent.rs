@@ -79,7 +79,7 @@ async fn watch(
     caller.must_be(&node, format_args!("the assignment of node {node:?}"))?;
     state.store.touch_node(&node).await?;
     // The agent asks to watch past `index` only after applying it.
-    state.node_applied(&node, q.index);
+    state.applied.raise(&node, q.index);
     if q.index != 0 && q.index <= state.index() {
         state.wait_past(q.index, Duration::from_secs(q.wait.min(120))).await;
     }
@@ -100,7 +100,7 @@ async fn report(
         state.bump();
     }
     // After the store has it, so whoever waits on the observation reads it from the store.
-    state.node_observed(&node, report.observed_at_ms);
+    state.observed.raise(&node, report.observed_at_ms);
     state.node_static_ready(&node, report.static_ready);
     state.upkeep.reported(&node, report.disk, report.pruned);
     crate::databases::observed(&state, &node, report.databases).await?;

@@ -1,6 +1,6 @@
 //! Apps, their environments and the nodes of the cluster.
 
-use super::{now, Result, Store, StoreError};
+use super::{now, BindKey, Result, Store, StoreError};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EnvRow {
@@ -108,8 +108,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("there is no app named {app:?}")));
         }
         let taken: Option<String> = sqlx::query_scalar("SELECT name FROM envs WHERE app = ? AND name = ?")
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .fetch_optional(&mut *tx)
             .await?;
         if taken.is_some() {
@@ -124,8 +123,7 @@ impl Store {
             )));
         }
         sqlx::query("INSERT INTO envs (app, name, created_at) VALUES (?, ?, ?)")
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .bind(now())
             .execute(&mut *tx)
             .await?;
@@ -139,14 +137,12 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for table in ["instances", "deploy_events", "releases"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app = ? AND env = ?"))
-                .bind(app)
-                .bind(env)
+                .bind_env(app, env)
                 .execute(&mut *tx)
                 .await?;
         }
         let done = sqlx::query("DELETE FROM envs WHERE app = ? AND name = ?")
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
@@ -159,8 +155,7 @@ impl Store {
     pub async fn set_env_config(&self, app: &str, env: &str, sealed: &[u8]) -> Result<()> {
         sqlx::query("UPDATE envs SET config = ? WHERE app = ? AND name = ?")
             .bind(sealed)
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -208,8 +203,7 @@ impl Store {
     pub async fn get_env(&self, app: &str, env: &str) -> Result<EnvRow> {
         self.get_app(app).await?;
         sqlx::query_as("SELECT * FROM envs WHERE app = ? AND name = ?")
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")))

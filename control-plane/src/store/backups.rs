@@ -1,7 +1,7 @@
 //! Backups (with their manifest figures and verification), the database tasks agents run, and
 //! platform events.
 
-use super::{now, Result, Store, StoreError};
+use super::{now, BindKey, Result, Store, StoreError};
 use protocol::agent::{DbRole, DbTaskKind, DbTaskParams, DbTaskStatus};
 use protocol::api::{Backup, BackupStatus, BackupTrigger, DbTaskView, Event, Verification};
 use sqlx::types::Json;
@@ -110,8 +110,7 @@ impl Store {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&b.id)
-        .bind(&b.app)
-        .bind(&b.env)
+        .bind_env(&b.app, &b.env)
         .bind(b.trigger.as_str())
         .bind(b.source.as_str())
         .bind(&b.node)
@@ -194,8 +193,7 @@ impl Store {
         let rows: Vec<BackupRecord> = sqlx::query_as(
             "SELECT * FROM backups WHERE app = ? AND env = ? ORDER BY created_unix DESC, id DESC",
         )
-        .bind(app)
-        .bind(env)
+        .bind_env(app, env)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Backup::from).collect())
@@ -213,8 +211,7 @@ impl Store {
         )
         .bind(&t.id)
         .bind(t.kind.as_str())
-        .bind(&t.app)
-        .bind(&t.env)
+        .bind_env(&t.app, &t.env)
         .bind(&t.node)
         .bind(t.role.as_str())
         .bind(&t.backup)
@@ -308,8 +305,7 @@ impl Store {
     ) -> Result<()> {
         sqlx::query("INSERT INTO events (at, app, env, kind, severity, message) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(now())
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .bind(kind)
             .bind(severity)
             .bind(message)

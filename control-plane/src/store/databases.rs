@@ -1,6 +1,6 @@
 //! Managed databases: one PostgreSQL per environment, where it runs and its sealed passwords.
 
-use super::{now, Result, Store, StoreError};
+use super::{now, BindKey, Result, Store, StoreError};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DatabaseRow {
@@ -56,8 +56,7 @@ impl Store {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (app, env) DO NOTHING",
         )
-        .bind(&db.app)
-        .bind(&db.env)
+        .bind_env(&db.app, &db.env)
         .bind(db.version)
         .bind(&db.node)
         .bind(&db.password)
@@ -81,8 +80,7 @@ impl Store {
 
     pub async fn get_database(&self, app: &str, env: &str) -> Result<DatabaseRow> {
         sqlx::query_as(&format!("{SELECT} WHERE databases.app = ? AND databases.env = ?"))
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| {
@@ -115,8 +113,7 @@ impl Store {
             .bind(schedule)
             .bind(keep_count)
             .bind(keep_days)
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -127,8 +124,7 @@ impl Store {
         let done =
             sqlx::query("UPDATE databases SET host_port = ? WHERE app = ? AND env = ? AND host_port = 0")
                 .bind(port)
-                .bind(app)
-                .bind(env)
+                .bind_env(app, env)
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() == 1)
@@ -151,7 +147,7 @@ impl Store {
             let sql = format!(
                 "UPDATE databases SET {column} = ? WHERE app = ? AND env = ? AND length({column}) = 0"
             );
-            sqlx::query(&sql).bind(value).bind(app).bind(env).execute(&mut *tx).await?;
+            sqlx::query(&sql).bind(value).bind_env(app, env).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -160,8 +156,7 @@ impl Store {
     pub async fn set_last_scheduled(&self, app: &str, env: &str, unix: i64) -> Result<()> {
         sqlx::query("UPDATE databases SET last_scheduled_at = ? WHERE app = ? AND env = ?")
             .bind(unix)
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -1,6 +1,6 @@
 //! One-off jobs (release phases, `paas run`): their assignment to a node, output and result.
 
-use super::{now, Result, Store, StoreError};
+use super::{now, BindKey, Result, Store, StoreError};
 use sqlx::types::Json;
 
 /// Output lines kept per job: the newest ones (a counter of the rest is implied by the first
@@ -58,8 +58,7 @@ impl Store {
              VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&job.id)
-        .bind(&job.app)
-        .bind(&job.env)
+        .bind_env(&job.app, &job.env)
         .bind(job.release)
         .bind(&job.node)
         .bind(job.kind.as_str())

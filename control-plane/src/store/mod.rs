@@ -21,8 +21,8 @@ pub use users::{AuditFilter, AuditRecord, UserRow, UserToken};
 mod tests;
 
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Sqlite, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -42,6 +42,34 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Binds the key of an environment, `(app, env)`, or of a release, `(app, env, version)`: the
+/// columns most queries of the store select by, always in this order.
+trait BindKey<'q>: Sized {
+    fn bind_value<T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>>(self, value: T) -> Self;
+
+    fn bind_env(self, app: &'q str, env: &'q str) -> Self {
+        self.bind_value(app).bind_value(env)
+    }
+
+    fn bind_release(self, app: &'q str, env: &'q str, version: u32) -> Self {
+        self.bind_env(app, env).bind_value(version)
+    }
+}
+
+/// Implements [`BindKey`] for one of sqlx's query types (`O` being the row type where it has one).
+macro_rules! bind_key {
+    ($($o:ident)? => $query:ty) => {
+        impl<'q $(, $o)?> BindKey<'q> for $query {
+            fn bind_value<T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>>(self, value: T) -> Self {
+                self.bind(value)
+            }
+        }
+    };
+}
+bind_key!(=> sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>);
+bind_key!(O => sqlx::query::QueryAs<'q, Sqlite, O, SqliteArguments<'q>>);
+bind_key!(O => sqlx::query::QueryScalar<'q, Sqlite, O, SqliteArguments<'q>>);
 
 /// Embedded migrations (`migrations/NNNN_name.sql`, version NNNN), applied by sqlx's migrator,
 /// which records them in `_sqlx_migrations`.

@@ -1,6 +1,6 @@
 //! Releases, the containers placed for them (with the agents' reports), and deploy progress.
 
-use super::{now, Result, Store, StoreError};
+use super::{now, BindKey, Result, Store, StoreError};
 use protocol::agent::ContainerStatus;
 use protocol::api::{DeployEvent, Process, Release, ReleaseStatus};
 use sqlx::types::Json;
@@ -142,24 +142,21 @@ impl Store {
     /// environment is unfinished, so two deploys never race for one environment.
     pub async fn create_release(&self, app: &str, env: &str, new: &NewRelease) -> Result<Release> {
         let mut tx = self.write_tx().await?;
-        let busy: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM releases WHERE app = ? AND env = ? AND status IN (?, ?)")
-                .bind(app)
-                .bind(env)
-                .bind(ReleaseStatus::Building.as_str())
-                .bind(ReleaseStatus::Deploying.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let busy: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM releases WHERE app = ? AND env = ? AND status IN ('building', 'deploying')",
+        )
+        .bind_env(app, env)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some(v) = busy {
             return Err(StoreError::Conflict(format!(
                 "a deploy of {app}/{env} is in progress (release v{v}); wait for it to finish"
             )));
         }
-        let version: i64 = sqlx::query_scalar(
+        let version: u32 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app = ? AND env = ?",
         )
-        .bind(app)
-        .bind(env)
+        .bind_env(app, env)
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query(
@@ -167,9 +164,7 @@ impl Store {
                                    image_id, manifest, description, config, config_keys, manifest_text)
              VALUES (?, ?, ?, 'building', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .bind(&new.source)
         .bind(&new.build_node)
         .bind(now())
@@ -183,18 +178,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.get_release(app, env, version as u32).await
+        self.get_release(app, env, version).await
     }
 
     pub async fn get_release(&self, app: &str, env: &str, version: u32) -> Result<Release> {
-        sqlx::query_as::<_, ReleaseRecord>("SELECT * FROM releases WHERE app = ? AND env = ? AND version = ?")
-            .bind(app)
-            .bind(env)
-            .bind(version)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(Release::from)
-            .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
+        Ok(self.release_columns::<ReleaseRecord>("*", app, env, version).await?.into())
     }
 
     /// Some `columns` of one release.
@@ -203,9 +191,7 @@ impl Store {
         T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
     {
         sqlx::query_as(&format!("SELECT {columns} FROM releases WHERE app = ? AND env = ? AND version = ?"))
-            .bind(app)
-            .bind(env)
-            .bind(version)
+            .bind_release(app, env, version)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
@@ -219,8 +205,7 @@ impl Store {
     pub async fn list_releases(&self, app: &str, env: &str) -> Result<Vec<Release>> {
         let rows: Vec<ReleaseRecord> =
             sqlx::query_as("SELECT * FROM releases WHERE app = ? AND env = ? ORDER BY version DESC")
-                .bind(app)
-                .bind(env)
+                .bind_env(app, env)
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.into_iter().map(Release::from).collect())
@@ -244,10 +229,9 @@ impl Store {
     /// Releases a node must build: still building, assigned to it, with no result yet.
     pub async fn pending_builds(&self, node: &str) -> Result<Vec<Release>> {
         let rows: Vec<ReleaseRecord> = sqlx::query_as(
-            "SELECT * FROM releases WHERE build_node = ? AND status = ? AND image_id IS NULL AND error IS NULL",
+            "SELECT * FROM releases WHERE build_node = ? AND status = 'building' AND image_id IS NULL AND error IS NULL",
         )
         .bind(node)
-        .bind(ReleaseStatus::Building.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Release::from).collect())
@@ -273,9 +257,7 @@ impl Store {
         )
         .bind(image_id)
         .bind(error)
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -294,9 +276,7 @@ impl Store {
         )
         .bind(status.as_str())
         .bind(error)
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -315,8 +295,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let (Json(mut formation), target): (Json<std::collections::BTreeMap<String, u32>>, Option<i64>) =
             sqlx::query_as("SELECT formation, target_release FROM envs WHERE app = ? AND name = ?")
-                .bind(app)
-                .bind(env)
+                .bind_env(app, env)
                 .fetch_one(&mut *tx)
                 .await?;
         // Checked again here, under the write lock: a rollout that started after the caller
@@ -329,14 +308,12 @@ impl Store {
         formation.insert(process.to_string(), replicas);
         sqlx::query("UPDATE envs SET formation = ? WHERE app = ? AND name = ?")
             .bind(Json(&formation))
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .execute(&mut *tx)
             .await?;
         insert_instances(&mut tx, added).await?;
         sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND process = ? AND replica > ?")
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .bind(process)
             .bind(replicas)
             .execute(&mut *tx)
@@ -359,8 +336,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let Json(now): Json<std::collections::BTreeMap<String, u32>> =
             sqlx::query_scalar("SELECT formation FROM envs WHERE app = ? AND name = ?")
-                .bind(app)
-                .bind(env)
+                .bind_env(app, env)
                 .fetch_one(&mut *tx)
                 .await?;
         if now != *formation {
@@ -368,15 +344,12 @@ impl Store {
         }
         insert_instances(&mut tx, instances).await?;
         sqlx::query("UPDATE releases SET status = 'deploying' WHERE app = ? AND env = ? AND version = ?")
-            .bind(app)
-            .bind(env)
-            .bind(version)
+            .bind_release(app, env, version)
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE envs SET target_release = ? WHERE app = ? AND name = ?")
             .bind(version)
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -390,14 +363,12 @@ impl Store {
         sqlx::query(
             "UPDATE releases SET status = 'superseded' WHERE app = ? AND env = ? AND status = 'active'",
         )
-        .bind(app)
-        .bind(env)
+        .bind_env(app, env)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE envs SET current_release = ?, target_release = NULL WHERE app = ? AND name = ?")
             .bind(version)
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -407,9 +378,7 @@ impl Store {
     /// Unassigns the containers of every release but `version` (agents drain and remove them).
     pub async fn retire_others(&self, app: &str, env: &str, version: u32) -> Result<()> {
         sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND release != ?")
-            .bind(app)
-            .bind(env)
-            .bind(version)
+            .bind_release(app, env, version)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -419,26 +388,20 @@ impl Store {
     pub async fn abort_rollout(&self, app: &str, env: &str, version: u32, error: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND release = ?")
-            .bind(app)
-            .bind(env)
-            .bind(version)
+            .bind_release(app, env, version)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "UPDATE envs SET target_release = NULL WHERE app = ? AND name = ? AND target_release = ?",
         )
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "UPDATE releases SET status = 'failed', error = ? WHERE app = ? AND env = ? AND version = ?",
         )
         .bind(error)
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -447,11 +410,10 @@ impl Store {
 
     /// Releases left unfinished by a previous run of the control plane.
     pub async fn unfinished_releases(&self) -> Result<Vec<Release>> {
-        let rows: Vec<ReleaseRecord> = sqlx::query_as("SELECT * FROM releases WHERE status IN (?, ?)")
-            .bind(ReleaseStatus::Building.as_str())
-            .bind(ReleaseStatus::Deploying.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<ReleaseRecord> =
+            sqlx::query_as("SELECT * FROM releases WHERE status IN ('building', 'deploying')")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(Release::from).collect())
     }
 
@@ -466,8 +428,7 @@ impl Store {
 
     pub async fn instances_for_env(&self, app: &str, env: &str) -> Result<Vec<InstanceRow>> {
         Ok(sqlx::query_as("SELECT * FROM instances WHERE app = ? AND env = ? ORDER BY release, replica")
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .fetch_all(&self.pool)
             .await?)
     }
@@ -523,9 +484,7 @@ impl Store {
         let mut seq: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(seq), 0) FROM deploy_events WHERE app = ? AND env = ? AND version = ?",
         )
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .fetch_one(&mut *tx)
         .await?;
         for line in lines {
@@ -533,9 +492,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO deploy_events (app, env, version, seq, kind, text, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(app)
-            .bind(env)
-            .bind(version)
+            .bind_release(app, env, version)
             .bind(seq)
             .bind(kind)
             .bind(line)
@@ -546,9 +503,7 @@ impl Store {
         sqlx::query(
             "DELETE FROM deploy_events WHERE app = ? AND env = ? AND (version = ? AND seq <= ? OR version <= ?)",
         )
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .bind(seq - MAX_RELEASE_EVENTS)
         .bind(i64::from(version) - i64::from(KEEP_RELEASE_EVENTS))
         .execute(&mut *tx)
@@ -567,9 +522,7 @@ impl Store {
         let first: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(seq) FROM deploy_events WHERE app = ? AND env = ? AND version = ?",
         )
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .fetch_one(&self.pool)
         .await?;
         // Events no longer kept are stood for by one line, numbered like the last of them.
@@ -579,9 +532,7 @@ impl Store {
             "SELECT seq, kind, text, at FROM deploy_events WHERE app = ? AND env = ? AND version = ? AND seq > ?
              ORDER BY seq LIMIT 1000",
         )
-        .bind(app)
-        .bind(env)
-        .bind(version)
+        .bind_release(app, env, version)
         .bind(after as i64)
         .fetch_all(&self.pool)
         .await?;
@@ -611,8 +562,7 @@ async fn insert_instances(tx: &mut sqlx::SqliteConnection, instances: &[Instance
                  restarts = 0, log_tail = '[]', updated_at = excluded.updated_at",
         )
         .bind(&i.name)
-        .bind(&i.app)
-        .bind(&i.env)
+        .bind_env(&i.app, &i.env)
         .bind(&i.process)
         .bind(i.release)
         .bind(i.replica)

@@ -1,7 +1,7 @@
 //! Environment subnets: the platform's address pool for environment networks, and the one
 //! subnet per environment allocated from it (`env_subnets`), freed with the environment.
 
-use super::{Result, Store, StoreError};
+use super::{BindKey, Result, Store, StoreError};
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
 
@@ -99,8 +99,7 @@ impl Store {
             )));
         };
         sqlx::query("INSERT INTO env_subnets (app, env, subnet) VALUES (?, ?, ?)")
-            .bind(app)
-            .bind(env)
+            .bind_env(app, env)
             .bind(subnet.to_string())
             .execute(&mut *tx)
             .await?;
@@ -118,8 +117,7 @@ impl Store {
     pub async fn env_subnet(&self, app: &str, env: &str) -> Result<String> {
         let subnet: Option<String> =
             sqlx::query_scalar("SELECT subnet FROM env_subnets WHERE app = ? AND env = ?")
-                .bind(app)
-                .bind(env)
+                .bind_env(app, env)
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(subnet.unwrap_or_default())

@@ -188,7 +188,7 @@ async fn report_loop(shared: Arc<Shared>, stop: CancellationToken) {
             };
             let image_id = format!("sha256:{}", hex::encode(Sha256::digest(reference.as_bytes())));
             let result = BuildResult { image_id: Some(image_id), error: None };
-            if client.build_result(&b.app, &b.env, b.release, &result).await.is_ok() {
+            if client.build_result(b, &result).await.is_ok() {
                 resolved.insert((b.app.clone(), b.env.clone(), b.release));
             }
         }

@@ -155,9 +155,7 @@ impl DockerClient {
             ("paas.image".to_string(), "postgres".to_string()),
         ]);
         let args = HashMap::from([("PG_MAJOR".to_string(), version.to_string())]);
-        self.build_with_args(context, tag, labels, args, network, |line| tracing::debug!("{line}"))
-            .await
-            .map(drop)
+        self.build(context, tag, labels, args, network, |line| tracing::debug!("{line}")).await.map(drop)
     }
     /// Names of this node's database containers with `role` (`db-primary`, `db-replica`,
     /// `db-verify`).

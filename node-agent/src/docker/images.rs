@@ -8,19 +8,9 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 
 impl DockerClient {
-    /// Builds the gzipped tar `context`; every output line goes to `on_line`. Returns the image id.
+    /// Builds the gzipped tar `context` with build arguments `buildargs`; every output line goes
+    /// to `on_line`. Returns the image id.
     pub async fn build(
-        &self,
-        context: bytes::Bytes,
-        tag: &str,
-        image_labels: HashMap<String, String>,
-        network: Option<&str>,
-        on_line: impl FnMut(String),
-    ) -> anyhow::Result<String> {
-        self.build_with_args(context, tag, image_labels, HashMap::new(), network, on_line).await
-    }
-
-    pub async fn build_with_args(
         &self,
         context: bytes::Bytes,
         tag: &str,
