@@ -25,6 +25,13 @@ pub fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<String> 
     Ok(password)
 }
 
+/// `text` with control characters (escape sequences a terminal would act on) shown escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
 fn app_of(on: &AppOrAll) -> &str {
     on.app.as_deref().unwrap_or(ALL_APPS)
 }
@@ -41,18 +48,14 @@ fn grants_text(grants: &[Grant]) -> String {
 }
 
 fn show_users(users: &[User]) {
-    let rows: Vec<Vec<String>> = users
-        .iter()
-        .map(|u| {
-            let sign_in = match (u.password, u.totp) {
-                (true, true) => "password + code",
-                (true, false) => "password",
-                _ => "tokens only",
-            };
-            vec![u.name.clone(), grants_text(&u.grants), sign_in.to_string(), u.created_at.clone()]
-        })
-        .collect();
-    table(&["USER", "ROLES", "SIGN-IN", "CREATED"], &rows);
+    table(&["USER", "ROLES", "SIGN-IN", "CREATED"], users, |u| {
+        let sign_in = match (u.password, u.totp) {
+            (true, true) => "password + code",
+            (true, false) => "password",
+            _ => "tokens only",
+        };
+        vec![u.name.clone(), grants_text(&u.grants), sign_in.to_string(), u.created_at.clone()]
+    });
 }
 
 pub async fn users(g: &Global, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
@@ -121,14 +124,10 @@ fn show_created(t: &CreatedToken) {
 }
 
 fn show_tokens(tokens: &[TokenInfo]) {
-    let rows: Vec<Vec<String>> = tokens
-        .iter()
-        .map(|t| {
-            let expires = t.expires_at.clone().unwrap_or_else(|| "never".into());
-            vec![t.id.clone(), t.name.clone(), t.user.clone(), t.created_at.clone(), expires]
-        })
-        .collect();
-    table(&["ID", "NAME", "USER", "CREATED", "EXPIRES"], &rows);
+    table(&["ID", "NAME", "USER", "CREATED", "EXPIRES"], tokens, |t| {
+        let expires = t.expires_at.clone().unwrap_or_else(|| "never".into());
+        vec![t.id.clone(), t.name.clone(), t.user.clone(), t.created_at.clone(), expires]
+    });
 }
 
 pub async fn tokens(g: &Global, cmd: TokensCommand) -> anyhow::Result<ExitCode> {
@@ -172,26 +171,17 @@ pub async fn tokens(g: &Global, cmd: TokensCommand) -> anyhow::Result<ExitCode> 
 pub async fn audit(g: &Global, args: AuditArgs) -> anyhow::Result<ExitCode> {
     let entries = super::client(g)?.audit(args.app.as_deref(), args.since.as_deref()).await?;
     emit(g.output, &entries, |es| {
-        let rows: Vec<Vec<String>> = es
-            .iter()
-            .map(|e| {
-                let target = match (e.app.as_str(), e.env.as_str()) {
-                    ("", _) => "-".to_string(),
-                    (a, "") => a.to_string(),
-                    (a, env) => format!("{a}/{env}"),
-                };
-                vec![
-                    e.at.clone(),
-                    e.user.clone(),
-                    e.action.clone(),
-                    target,
-                    e.addr.clone(),
-                    e.outcome.clone(),
-                    e.detail.clone(),
-                ]
-            })
-            .collect();
-        table(&["AT", "USER", "ACTION", "APP/ENV", "FROM", "OUTCOME", "DETAIL"], &rows);
+        table(&["AT", "USER", "ACTION", "APP/ENV", "FROM", "OUTCOME", "DETAIL"], es, |e| {
+            let target = match (e.app.as_str(), e.env.as_str()) {
+                ("", _) => "-".to_string(),
+                (a, "") => a.to_string(),
+                (a, env) => format!("{a}/{env}"),
+            };
+            // Names and details can come from anyone who tried to sign in: no terminal codes.
+            [&e.at, &e.user, &e.action, &target, &e.addr, &e.outcome, &e.detail]
+                .map(|c| printable(c))
+                .to_vec()
+        });
     })?;
     Ok(ExitCode::SUCCESS)
 }
