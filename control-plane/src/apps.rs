@@ -72,9 +72,9 @@ pub async fn create(state: &AppState, user: &str, name: String) -> Result<App> {
 /// Deletes an app with its environments; agents remove what ran for it.
 pub async fn delete(state: &AppState, user: &str, app: &str) -> Result<()> {
     state.store.delete_app(app).await?;
-    // A new app of the same name starts with no one's rights but the admins of every app.
-    state.store.drop_grants_on(app).await?;
     let _ = std::fs::remove_dir_all(state.sources_dir().join(app));
+    // Its pushed history too: a new app of the same name must not serve it to its viewers.
+    let _ = std::fs::remove_dir_all(crate::http::git_repo_dir(state, app));
     tracing::info!(app, user, "app deleted");
     state.bump();
     Ok(())

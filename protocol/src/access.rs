@@ -37,7 +37,7 @@ pub struct User {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CreateUser {
     pub name: String,
     #[serde(default)]
@@ -77,7 +77,7 @@ pub struct CreatedToken {
 }
 
 /// Signing in with a password, for the CLI (which gets a token) or the console (a session).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Login {
     #[serde(default)]
     pub user: String,
@@ -130,4 +130,20 @@ pub struct AuditEntry {
     /// `ok`, `denied` or `failed`, with the status the API answered.
     pub outcome: String,
     pub detail: String,
+}
+
+// Written by hand so a password, token or key never reaches a log through `{:?}`.
+impl std::fmt::Debug for CreateUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUser").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("client_addr", &self.client_addr)
+            .finish_non_exhaustive()
+    }
 }

@@ -94,6 +94,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `git ARGS` in `dir`, with a committer set and no prompts.
+pub fn git(dir: &Path, args: &[&str]) -> Run {
+    Command::new("git")
+        .args(["-c", "user.email=dev@example.com", "-c", "user.name=Dev", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("running git")
+        .into()
+}
+
 /// The result of one CLI invocation.
 #[derive(Debug)]
 pub struct Run {

@@ -1,21 +1,8 @@
 //! `git push` deploys end to end: the real `git` client against the control plane's
 //! smart-HTTP server (`git http-backend`), with deploy output as `remote:` lines.
 
-use paas_tests::{docker, Platform, Run};
-use std::path::Path;
-use std::process::Command;
+use paas_tests::{docker, git, Platform};
 use std::time::Duration;
-
-fn git(dir: &Path, args: &[&str]) -> Run {
-    Command::new("git")
-        .args(["-c", "user.email=dev@example.com", "-c", "user.name=Dev", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("running git")
-        .into()
-}
 
 /// The app's push URL, and the same with the platform's token as the password.
 fn remotes(p: &Platform, app: &str) -> (String, String) {

@@ -5,7 +5,7 @@
 //! flags, refuses a form without its CSRF value, limits failed sign-ins, and its sign-out ends
 //! the session on the server. Every change shows in `paas audit` under the right user.
 
-use paas_tests::{http, Platform, Run};
+use paas_tests::{git, http, Platform, Run};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,17 +22,6 @@ fn paas_stdin(p: &Platform, config: Option<&Path>, args: &[&str], input: &str) -
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap().into()
-}
-
-fn git(dir: &Path, args: &[&str]) -> Run {
-    Command::new("git")
-        .args(["-c", "user.email=dev@example.com", "-c", "user.name=Dev", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("running git")
-        .into()
 }
 
 /// `token = "..."` of a CLI config file.

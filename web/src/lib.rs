@@ -58,7 +58,22 @@ pub fn router(config: WebConfig) -> anyhow::Result<Router> {
         .route("/", get(apps_page))
         .route("/login", get(login_page).post(login))
         .route("/logout", axum::routing::post(logout))
-        .with_state(state))
+        .with_state(state)
+        .layer(axum::middleware::map_response(page_headers)))
+}
+
+/// No page may be framed by another site (clickjacking) or load anything from elsewhere.
+async fn page_headers(mut resp: Response) -> Response {
+    let headers = resp.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
+    resp
 }
 
 /// Context of `login.html`.

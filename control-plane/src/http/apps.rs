@@ -6,6 +6,7 @@ use super::routes::{Api, Need};
 use crate::apps;
 use crate::state::AppState;
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::{Admin, Viewer};
@@ -15,9 +16,9 @@ pub fn routes() -> Api {
     Api::new()
         .get("/whoami", Need::Signed, whoami)
         .get("/apps", Need::Signed, list)
-        .post("/apps", Need::Platform, "app.create", create)
+        .on(Method::POST, "/apps", Need::Platform, "app.create", create)
         .get("/apps/{app}", Need::App(Viewer), show)
-        .delete("/apps/{app}", Need::App(Admin), "app.delete", delete)
+        .on(Method::DELETE, "/apps/{app}", Need::App(Admin), "app.delete", delete)
 }
 
 async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {

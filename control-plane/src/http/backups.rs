@@ -9,6 +9,7 @@ use crate::backups;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
+use axum::http::Method;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -25,11 +26,11 @@ const DB: &str = "/apps/{app}/envs/{env}/db";
 pub fn routes() -> Api {
     Api::new()
         .get(&format!("{DB}/backups"), Need::App(Viewer), list)
-        .post(&format!("{DB}/backups"), Need::App(Deployer), "db.backup", create)
+        .on(Method::POST, &format!("{DB}/backups"), Need::App(Deployer), "db.backup", create)
         .get(&format!("{DB}/backups/{{id}}"), Need::App(Viewer), show)
-        .post(&format!("{DB}/backups/{{id}}/verify"), Need::App(Deployer), "db.verify", verify)
-        .post(&format!("{DB}/restores"), Need::App(Admin), "db.restore", restore)
-        .post(&format!("{DB}/psql"), Need::App(Deployer), "db.psql", psql)
+        .on(Method::POST, &format!("{DB}/backups/{{id}}/verify"), Need::App(Deployer), "db.verify", verify)
+        .on(Method::POST, &format!("{DB}/restores"), Need::App(Admin), "db.restore", restore)
+        .on(Method::POST, &format!("{DB}/psql"), Need::App(Deployer), "db.psql", psql)
         // A task's output is what `db psql` printed: query results.
         .get(&format!("{DB}/tasks/{{id}}"), Need::App(Deployer), task)
         .get("/events", Need::Signed, events)

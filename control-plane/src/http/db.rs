@@ -7,6 +7,7 @@ use super::routes::{Api, Need};
 use crate::databases;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::{Admin, Viewer};
@@ -15,8 +16,8 @@ use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseSettings};
 pub fn routes() -> Api {
     Api::new()
         .get("/apps/{app}/envs/{env}/db", Need::App(Viewer), info)
-        .post("/apps/{app}/envs/{env}/db", Need::App(Admin), "db.create", create)
-        .post("/apps/{app}/envs/{env}/db/settings", Need::App(Admin), "db.settings", settings)
+        .on(Method::POST, "/apps/{app}/envs/{env}/db", Need::App(Admin), "db.create", create)
+        .on(Method::POST, "/apps/{app}/envs/{env}/db/settings", Need::App(Admin), "db.settings", settings)
 }
 
 async fn create(

@@ -8,6 +8,7 @@ use crate::state::AppState;
 use crate::{apps, releases};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
+use axum::http::Method;
 use axum::http::{header, StatusCode};
 use axum::{Extension, Json};
 use futures_util::StreamExt;
@@ -20,7 +21,7 @@ const MAX_SOURCE_BYTES: u64 = 512 * 1024 * 1024;
 
 pub fn routes() -> Api {
     Api::new()
-        .post("/apps/{app}/envs/{env}/deploys", Need::App(Deployer), "deploy", create)
+        .on(Method::POST, "/apps/{app}/envs/{env}/deploys", Need::App(Deployer), "deploy", create)
         .get("/apps/{app}/envs/{env}/releases", Need::App(Viewer), releases)
         .get("/apps/{app}/envs/{env}/releases/{version}/events", Need::App(Viewer), events)
         .get("/apps/{app}/envs/{env}/processes", Need::App(Viewer), processes)

@@ -7,6 +7,7 @@ use super::routes::{Api, Need};
 use crate::state::AppState;
 use crate::{apps, config, releases};
 use axum::extract::{Path, Query, State};
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::{Admin, Deployer, Viewer};
@@ -14,11 +15,17 @@ use protocol::api::{App, ConfigChange, ConfigChanged, ConfigVars, CreateEnv, Pro
 
 pub fn routes() -> Api {
     Api::new()
-        .post("/apps/{app}/envs", Need::App(Admin), "env.create", create)
-        .delete("/apps/{app}/envs/{env}", Need::App(Admin), "env.delete", remove)
+        .on(Method::POST, "/apps/{app}/envs", Need::App(Admin), "env.create", create)
+        .on(Method::DELETE, "/apps/{app}/envs/{env}", Need::App(Admin), "env.delete", remove)
         .get("/apps/{app}/envs/{env}/config", Need::App(Viewer), list_config)
-        .post("/apps/{app}/envs/{env}/config", Need::App(Deployer), "config.change", change_config)
-        .post("/apps/{app}/envs/{env}/promote", Need::App(Deployer), "promote", promote)
+        .on(
+            Method::POST,
+            "/apps/{app}/envs/{env}/config",
+            Need::App(Deployer),
+            "config.change",
+            change_config,
+        )
+        .on(Method::POST, "/apps/{app}/envs/{env}/promote", Need::App(Deployer), "promote", promote)
 }
 
 async fn create(

@@ -7,18 +7,16 @@ use super::routes::{Api, Need};
 use crate::releases;
 use crate::state::AppState;
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::Deployer;
 use protocol::api::{Formation, Release, Rollback, Scale};
 
 pub fn routes() -> Api {
-    Api::new().post("/apps/{app}/envs/{env}/rollback", Need::App(Deployer), "rollback", rollback).post(
-        "/apps/{app}/envs/{env}/scale",
-        Need::App(Deployer),
-        "scale",
-        scale,
-    )
+    Api::new()
+        .on(Method::POST, "/apps/{app}/envs/{env}/rollback", Need::App(Deployer), "rollback", rollback)
+        .on(Method::POST, "/apps/{app}/envs/{env}/scale", Need::App(Deployer), "scale", scale)
 }
 
 async fn rollback(

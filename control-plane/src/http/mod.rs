@@ -15,6 +15,7 @@ mod nodes;
 pub mod routes;
 mod runs;
 pub mod server;
+pub use git::repo_dir as git_repo_dir;
 mod users;
 
 use crate::state::AppState;

@@ -4,11 +4,13 @@ use super::error::ApiResult;
 use super::routes::{Api, Need};
 use crate::state::AppState;
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::Json;
 use protocol::api::Node;
 
 pub fn routes() -> Api {
-    Api::new().get("/nodes", Need::Platform, list).post(
+    Api::new().get("/nodes", Need::Platform, list).on(
+        Method::POST,
         "/nodes/{node}/prune",
         Need::Platform,
         "node.prune",

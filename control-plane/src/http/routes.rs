@@ -71,37 +71,8 @@ impl Api {
         self.on(Method::GET, path, need, "", h)
     }
 
-    pub fn post<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &str,
-        need: Need,
-        action: &'static str,
-        h: H,
-    ) -> Self {
-        self.on(Method::POST, path, need, action, h)
-    }
-
-    pub fn put<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &str,
-        need: Need,
-        action: &'static str,
-        h: H,
-    ) -> Self {
-        self.on(Method::PUT, path, need, action, h)
-    }
-
-    pub fn delete<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &str,
-        need: Need,
-        action: &'static str,
-        h: H,
-    ) -> Self {
-        self.on(Method::DELETE, path, need, action, h)
-    }
-
-    fn on<H: Handler<T, AppState>, T: 'static>(
+    /// A route that changes something, audited as `action`.
+    pub fn on<H: Handler<T, AppState>, T: 'static>(
         mut self,
         method: Method,
         path: &str,

@@ -7,6 +7,7 @@ use super::routes::{Api, Need};
 use crate::runs;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::Deployer;
@@ -14,7 +15,7 @@ use protocol::api::{RunCommand, RunOutput};
 
 pub fn routes() -> Api {
     Api::new()
-        .post("/apps/{app}/envs/{env}/runs", Need::App(Deployer), "run", start)
+        .on(Method::POST, "/apps/{app}/envs/{env}/runs", Need::App(Deployer), "run", start)
         // A run's output can print anything the app can read, config values included.
         .get("/apps/{app}/envs/{env}/runs/{id}", Need::App(Deployer), output)
 }

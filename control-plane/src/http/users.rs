@@ -8,7 +8,7 @@ use crate::error::DomainError;
 use crate::state::AppState;
 use crate::store::AuditFilter;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::{Extension, Json};
 use protocol::access::{
     AuditEntry, CreateToken, CreateUser, CreatedToken, GrantRole, Login, Session, TokenInfo, TotpSetup, User,
@@ -19,22 +19,22 @@ use std::time::Duration;
 
 pub fn routes() -> Api {
     Api::new()
-        .post("/login", Need::Public, "signin", login)
-        .post("/sessions", Need::Public, "signin", start_session)
-        .delete("/sessions/current", Need::Signed, "signout", end_session)
+        .on(Method::POST, "/login", Need::Public, "signin", login)
+        .on(Method::POST, "/sessions", Need::Public, "signin", start_session)
+        .on(Method::DELETE, "/sessions/current", Need::Signed, "signout", end_session)
         .get("/users", Need::Platform, list)
-        .post("/users", Need::Platform, "user.add", add)
+        .on(Method::POST, "/users", Need::Platform, "user.add", add)
         .get("/users/{user}", Need::Platform, show)
-        .delete("/users/{user}", Need::Platform, "user.remove", remove)
-        .post("/users/{user}/password", Need::Platform, "user.password", set_password)
-        .post("/users/{user}/grants", Need::Platform, "user.grant", grant)
-        .delete("/users/{user}/grants/{grant}", Need::Platform, "user.revoke", revoke)
-        .delete("/users/{user}/totp", Need::Platform, "user.totp.disable", disable_totp)
-        .post("/me/totp", Need::Signed, "user.totp.enable", enable_totp)
+        .on(Method::DELETE, "/users/{user}", Need::Platform, "user.remove", remove)
+        .on(Method::POST, "/users/{user}/password", Need::Platform, "user.password", set_password)
+        .on(Method::POST, "/users/{user}/grants", Need::Platform, "user.grant", grant)
+        .on(Method::DELETE, "/users/{user}/grants/{grant}", Need::Platform, "user.revoke", revoke)
+        .on(Method::DELETE, "/users/{user}/totp", Need::Platform, "user.totp.disable", disable_totp)
+        .on(Method::POST, "/me/totp", Need::Signed, "user.totp.enable", enable_totp)
         .get("/tokens", Need::Signed, tokens)
-        .post("/tokens", Need::Signed, "token.create", create_token)
-        .delete("/tokens/{token}", Need::Signed, "token.revoke", revoke_token)
-        .post("/tokens/rotate-admin", Need::Platform, "token.rotate-admin", rotate_admin)
+        .on(Method::POST, "/tokens", Need::Signed, "token.create", create_token)
+        .on(Method::DELETE, "/tokens/{token}", Need::Signed, "token.revoke", revoke_token)
+        .on(Method::POST, "/tokens/rotate-admin", Need::Platform, "token.rotate-admin", rotate_admin)
         .get("/audit", Need::Signed, audit)
 }
 

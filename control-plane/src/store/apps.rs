@@ -181,6 +181,8 @@ impl Store {
         sqlx::query("DELETE FROM deploy_events WHERE app = ?").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM releases WHERE app = ?").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM envs WHERE app = ?").bind(name).execute(&mut *tx).await?;
+        // With the app, so a new app of the same name starts with no one's rights.
+        sqlx::query("DELETE FROM grants WHERE app = ?").bind(name).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = ?").bind(name).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("there is no app named {name:?}")));

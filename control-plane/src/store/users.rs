@@ -238,12 +238,6 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Forgets every grant on `app`: a new app of the same name starts with no one's rights.
-    pub async fn drop_grants_on(&self, app: &str) -> Result<()> {
-        sqlx::query("DELETE FROM grants WHERE app = ?").bind(app).execute(&self.pool).await?;
-        Ok(())
-    }
-
     // --- named user tokens ---
 
     pub async fn insert_user_token(&self, hash: &str, info: &TokenInfo) -> Result<()> {
