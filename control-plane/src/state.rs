@@ -22,6 +22,8 @@ pub struct AppState {
     /// Seals config vars at rest.
     pub secrets: Arc<SecretBox>,
     pub backup_storage: crate::backups::BackupStorage,
+    /// Signs node certificates; its certificate is what agents trust.
+    pub ca: Arc<crate::ca::Ca>,
     /// Serialises config changes (read, modify, seal, write) so none is lost.
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     api_url: Arc<std::sync::OnceLock<String>>,
@@ -69,6 +71,7 @@ impl AppState {
         config: Arc<Config>,
         secrets: SecretBox,
         backup_storage: crate::backups::BackupStorage,
+        ca: crate::ca::Ca,
     ) -> Self {
         // Start above any index a previous run handed out, so agents that kept an old index do
         // not block on a value this run has not reached yet.
@@ -78,6 +81,7 @@ impl AppState {
             config,
             secrets: Arc::new(secrets),
             backup_storage,
+            ca: Arc::new(ca),
             config_lock: Arc::default(),
             api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),

@@ -1,11 +1,9 @@
-//! Tokens and node credentials. The bootstrap tokens (admin, join) are generated on first start
-//! and kept in the data directory (0600) so a restart of `paas up` can rewrite the CLI config;
-//! node credentials are issued when a node joins and shown to it once. Only sha256 hashes go
-//! into the database.
+//! API tokens. The bootstrap admin token is generated on first start and kept in the data
+//! directory (0600) so a restart of `paas up` can rewrite the CLI config. Only sha256 hashes go
+//! into the database. (Node identity is `identity`: join tokens and certificates.)
 
-use crate::store::{Registrar, Store, StoreError, TokenKind};
+use crate::store::{Store, TokenKind};
 use anyhow::Context;
-use protocol::agent::RegisterNode;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -40,34 +38,4 @@ pub async fn ensure(
     };
     store.insert_token(&hash(&token), user, kind).await?;
     Ok(token)
-}
-
-/// Registers a node. `by_node` is the node whose credential made the request, `None` for the
-/// join token; a join returns the new node's credential, which exists nowhere else from then on.
-pub async fn register_node(
-    store: &Store,
-    by_node: Option<&str>,
-    node: &RegisterNode,
-) -> Result<Option<String>, StoreError> {
-    match by_node {
-        Some(caller) => {
-            store
-                .register_node(&node.name, &node.private_addr, node.ingress, Registrar::Node(caller))
-                .await?;
-            Ok(None)
-        }
-        None => {
-            let credential = generate();
-            let by = Registrar::Join { credential_hash: &hash(&credential) };
-            store.register_node(&node.name, &node.private_addr, node.ingress, by).await?;
-            Ok(Some(credential))
-        }
-    }
-}
-
-/// A fresh credential for `node`, replacing any it had, for an agent in the same process.
-pub async fn issue_node_credential(store: &Store, node: &str) -> anyhow::Result<String> {
-    let credential = generate();
-    store.set_node_credential(node, &hash(&credential)).await?;
-    Ok(credential)
 }
