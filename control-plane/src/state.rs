@@ -118,7 +118,8 @@ impl AppState {
         };
         let secrets = SecretBox::load_or_create(&dir).expect("a key");
         let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);
-        (Self::new(store, Arc::new(config), secrets, storage), dir)
+        let ca = crate::ca::Ca::load_or_create(&dir, crate::ca::NODE_CERT_LIFETIME).expect("a CA");
+        (Self::new(store, Arc::new(config), secrets, storage, ca), dir)
     }
 
     /// Runs `work` in the background, tracked so shutdown waits for it (within a bound).
