@@ -109,12 +109,17 @@ impl Ca {
                 let key = KeyPair::from_pem(&key_pem)
                     .map_err(rcgen_err(&format!("{} is not a private key", key_path.display())))?;
                 let pem = std::fs::read_to_string(&cert_path).with_context(|| {
-                    format!("reading {} (the CA certificate beside {})", cert_path.display(), key_path.display())
+                    format!(
+                        "reading {} (the CA certificate beside {})",
+                        cert_path.display(),
+                        key_path.display()
+                    )
                 })?;
                 (key, pem)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("making the CA key"))?;
+                let key =
+                    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("making the CA key"))?;
                 let mut params = ca_params();
                 let now = OffsetDateTime::now_utc();
                 (params.not_before, params.not_after) = (now - CLOCK_SKEW, now + CA_LIFETIME);
@@ -153,7 +158,9 @@ impl Ca {
     /// over the node's name) checks out, valid from now for the node lifetime.
     pub fn sign_node(&self, node: &str, proof: &KeyProof) -> Result<Issued, DomainError> {
         use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
-        let invalid = || DomainError::Invalid("the node key's proof does not check out: send a P-256 public key (hex) and its signature over \"paas node key for <node>\"".into());
+        let invalid = || {
+            DomainError::Invalid("the node key's proof does not check out: send a P-256 public key (hex) and its signature over \"paas node key for <node>\"".into())
+        };
         let public = hex::decode(&proof.public_key).map_err(|_| invalid())?;
         let signature = hex::decode(&proof.proof).map_err(|_| invalid())?;
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &public)
@@ -168,9 +175,9 @@ impl Ca {
         params.serial_number = Some(random_serial());
         let now = OffsetDateTime::now_utc();
         (params.not_before, params.not_after) = (now - CLOCK_SKEW, now + self.node_lifetime);
-        let cert = params
-            .signed_by(&NodePublicKey(public), &self.issuer, &self.key)
-            .map_err(|e| DomainError::Internal(anyhow::anyhow!("signing the certificate of node {node:?}: {e}")))?;
+        let cert = params.signed_by(&NodePublicKey(public), &self.issuer, &self.key).map_err(|e| {
+            DomainError::Internal(anyhow::anyhow!("signing the certificate of node {node:?}: {e}"))
+        })?;
         Ok(Issued {
             pem: cert.pem(),
             fingerprint: fingerprint(cert.der()),
@@ -183,7 +190,8 @@ impl Ca {
     /// through to the few routes that need none (the CA certificate, joining); the handlers
     /// decide the rest.
     pub fn server_config(&self) -> anyhow::Result<rustls::ServerConfig> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("making the server key"))?;
+        let key =
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("making the server key"))?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, SERVER_NAME);
         params.subject_alt_names =
@@ -194,15 +202,17 @@ impl Ca {
         params.serial_number = Some(random_serial());
         let now = OffsetDateTime::now_utc();
         (params.not_before, params.not_after) = (now - CLOCK_SKEW, now + SERVER_LIFETIME);
-        let cert = params.signed_by(&key, &self.issuer, &self.key).map_err(rcgen_err("the server certificate"))?;
+        let cert =
+            params.signed_by(&key, &self.issuer, &self.key).map_err(rcgen_err("the server certificate"))?;
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(self.der.clone())).context("the CA certificate as a trust anchor")?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .context("the client certificate verifier")?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .context("the client certificate verifier")?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -232,7 +242,9 @@ mod tests {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(ca.der.clone())).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap()
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap()
     }
 
     fn der(pem: &str) -> CertificateDer<'static> {

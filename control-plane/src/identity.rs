@@ -85,7 +85,8 @@ pub async fn join(
 ) -> std::result::Result<NodeCertificate, JoinError> {
     let Some(secret) = secret else {
         return Err(JoinError::Token(
-            "joining needs a join token: make one with `paas nodes token` and pass it with --join-token".into(),
+            "joining needs a join token: make one with `paas nodes token` and pass it with --join-token"
+                .into(),
         ));
     };
     check_registration(&mut req.node)?;

@@ -82,7 +82,9 @@ impl ControlPlane {
             tracing::warn!("the long-lived join token (agent-token) no longer works: agents on other machines join again with `paas nodes token` (see the README); this machine's own agent needs nothing");
         }
         let node_cert_lifetime = match std::env::var("PAAS_NODE_CERT_SECS") {
-            Ok(secs) => Duration::from_secs(secs.parse().context("PAAS_NODE_CERT_SECS is a number of seconds")?),
+            Ok(secs) => {
+                Duration::from_secs(secs.parse().context("PAAS_NODE_CERT_SECS is a number of seconds")?)
+            }
             Err(_) => ca::NODE_CERT_LIFETIME,
         };
         let ca = ca::Ca::load_or_create(&config.data_dir, node_cert_lifetime)?;

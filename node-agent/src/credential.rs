@@ -39,7 +39,10 @@ struct Stored {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Whether a certificate received at `received_at` and valid until `not_after` is due for
@@ -73,7 +76,8 @@ impl Identity {
         node: &str,
         given: Option<GivenIdentity>,
     ) -> anyhow::Result<Self> {
-        let join_token = join_token.filter(|t| !t.trim().is_empty()).map(|t| JoinToken::parse(&t)).transpose();
+        let join_token =
+            join_token.filter(|t| !t.trim().is_empty()).map(|t| JoinToken::parse(&t)).transpose();
         let join_token = join_token.map_err(|e| anyhow::anyhow!("--join-token: {e}"))?;
         let id = Self {
             client,
@@ -85,7 +89,9 @@ impl Identity {
         };
         let stored = std::fs::read(&id.file).ok().and_then(|b| serde_json::from_slice::<Stored>(&b).ok());
         match (given, stored) {
-            (Some(g), _) => id.install(g.key_pem, g.certificate).map_err(|e| anyhow::anyhow!("the node certificate: {e}"))?,
+            (Some(g), _) => id
+                .install(g.key_pem, g.certificate)
+                .map_err(|e| anyhow::anyhow!("the node certificate: {e}"))?,
             (None, Some(s)) if s.node == node => {
                 if let Err(e) = id.switch(s) {
                     tracing::error!(error = %e, "the stored node identity cannot be used; joining again");
@@ -133,7 +139,12 @@ impl Identity {
     pub async fn register(&self, registration: &RegisterNode) -> Result<(), ClientError> {
         let _one = self.lock.lock().await;
         let node = &registration.name;
-        let expired = self.current.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|s| s.not_after <= unix_now());
+        let expired = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.not_after <= unix_now());
         if expired == Some(true) {
             tracing::error!(node = %node, "this node's certificate has expired (the agent was away too long to renew it); joining again");
             *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -99,7 +99,10 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    pub(crate) async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         self.send_unauthenticated(req.bearer_auth(self.token())).await
     }
 
@@ -127,7 +130,11 @@ impl Client {
         self.send(self.http().get(self.url(path))).await
     }
 
-    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.send(self.http().post(self.url(path)).json(body)).await
     }
 
@@ -418,7 +425,8 @@ impl Client {
 
     /// A stored backup's dump as a byte stream, after the control plane checked its checksum.
     pub async fn download_backup(&self, id: &str) -> Result<reqwest::Response, ClientError> {
-        let req = self.http().get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(self.token());
+        let req =
+            self.http().get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(self.token());
         let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
         if status.is_success() {

@@ -105,8 +105,9 @@ impl NodeKey {
 
     pub fn from_pem(key_pem: &str) -> Result<Self, String> {
         let der = pem::parse(key_pem).map_err(|e| format!("the node key is not PEM: {e}"))?;
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der.contents(), &SystemRandom::new())
-            .map_err(|_| "the node key is not a PKCS#8 P-256 key".to_string())?;
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der.contents(), &SystemRandom::new())
+                .map_err(|_| "the node key is not a PKCS#8 P-256 key".to_string())?;
         Ok(Self { pem: key_pem.to_string(), pair })
     }
 
@@ -154,7 +155,8 @@ pub async fn fetch_ca(base: &str, ca_sha256: &str) -> Result<String, ClientError
     let status = resp.status();
     let pem = resp.text().await.map_err(|e| ClientError::transport(base, e))?;
     if !status.is_success() {
-        let message = format!("{url} answered {status}: is {base} the control plane's agent address (--agent-addr)?");
+        let message =
+            format!("{url} answered {status}: is {base} the control plane's agent address (--agent-addr)?");
         return Err(ClientError { status: Some(status.as_u16()), message });
     }
     let got = ca_fingerprint(&pem).map_err(|message| ClientError { status: None, message })?;
@@ -221,7 +223,9 @@ mod tests {
         let parsed = JoinToken::parse(&format!(" {token}\n")).unwrap();
         assert_eq!(parsed.ca_sha256, "b2".repeat(32));
         assert_eq!(JoinToken::parse(&parsed.to_string()).unwrap(), parsed);
-        for bad in ["", "paas_0123", &token.replace('.', ""), &format!("{}.{}", "a1".repeat(24), "b2".repeat(32))] {
+        for bad in
+            ["", "paas_0123", &token.replace('.', ""), &format!("{}.{}", "a1".repeat(24), "b2".repeat(32))]
+        {
             assert!(JoinToken::parse(bad).unwrap_err().contains("paas nodes token"), "{bad}");
         }
     }

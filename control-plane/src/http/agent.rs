@@ -7,11 +7,11 @@
 use super::auth::NodeCaller;
 use super::error::{ApiError, ApiResult};
 use super::server::PeerCertificate;
+use crate::assign;
 use crate::error::DomainError;
 use crate::identity::{self, JoinError};
 use crate::state::AppState;
 use crate::store::JobKind;
-use crate::assign;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};

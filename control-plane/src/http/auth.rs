@@ -61,7 +61,10 @@ pub async fn require_user(
     Ok(next.run(req).await)
 }
 
-async fn authenticate_agent(state: &AppState, cert: Option<PeerCertificate>) -> Result<AgentCaller, ApiError> {
+async fn authenticate_agent(
+    state: &AppState,
+    cert: Option<PeerCertificate>,
+) -> Result<AgentCaller, ApiError> {
     let Some(PeerCertificate(fingerprint)) = cert else {
         return Ok(AgentCaller::Anonymous);
     };

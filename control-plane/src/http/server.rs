@@ -48,8 +48,10 @@ pub async fn serve_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let stop = shutdown.clone();
-    accept_loop(listener, shutdown, move |stream| tls_connection(stream, acceptor.clone(), router.clone(), stop.clone()))
-        .await
+    accept_loop(listener, shutdown, move |stream| {
+        tls_connection(stream, acceptor.clone(), router.clone(), stop.clone())
+    })
+    .await
 }
 
 async fn tls_connection(

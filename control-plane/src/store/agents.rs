@@ -51,7 +51,9 @@ impl Store {
                 .await?;
         let again = "make a new one with `paas nodes token`";
         let refused = match token {
-            None => Some(format!("this join token is not valid (never issued, or from another control plane): {again}")),
+            None => Some(format!(
+                "this join token is not valid (never issued, or from another control plane): {again}"
+            )),
             Some((_, Some(at), by)) => Some(format!(
                 "this join token was used already (by node {:?} at {at}): a join token works once; {again}",
                 by.unwrap_or_default()
@@ -201,7 +203,10 @@ mod tests {
         let addr = store.join_node("b", "10.0.0.1", false, "t2", cert("c2", later)).await;
         assert!(matches!(addr, Err(StoreError::Forbidden(_))), "{addr:?}");
         store.join_node("b", "10.0.0.2", false, "t2", cert("c2", later)).await.unwrap().unwrap();
-        refused(store.join_node("c", "10.0.0.3", false, "t1", cert("c3", later)).await, "used already (by node \"a\"");
+        refused(
+            store.join_node("c", "10.0.0.3", false, "t1", cert("c3", later)).await,
+            "used already (by node \"a\"",
+        );
         assert_eq!(store.cert_node("c1").await.unwrap().as_deref(), Some("a"));
         assert_eq!(store.cert_node("c3").await.unwrap(), None);
 

@@ -212,7 +212,13 @@ impl Store {
     /// Records a node's registration again, by the node itself (`caller`, from its
     /// certificate), in one write transaction: the name must be the caller's own and the
     /// address not another node's. Joining is [`Store::join_node`].
-    pub async fn register_node(&self, name: &str, private_addr: &str, ingress: bool, caller: &str) -> Result<()> {
+    pub async fn register_node(
+        &self,
+        name: &str,
+        private_addr: &str,
+        ingress: bool,
+        caller: &str,
+    ) -> Result<()> {
         if caller != name {
             return Err(StoreError::Forbidden(format!(
                 "this certificate belongs to node {caller:?}; a node can only register itself, not {name:?}"

@@ -85,7 +85,8 @@ impl FakeAgent {
         let joining = Client::with_http(url, "", agent_http(&ca, None).expect("a TLS client"));
         let registration = RegisterNode { name: name.to_string(), private_addr: ADDR.into(), ingress: true };
         let cert = joining.join(&token, &registration, &key).await.expect("joining with the join token");
-        let client = Client::with_http(url, "", agent_http(&cert.ca, Some((&key, &cert.certificate))).unwrap());
+        let client =
+            Client::with_http(url, "", agent_http(&cert.ca, Some((&key, &cert.certificate))).unwrap());
         let shared = Arc::new(Shared {
             name: name.to_string(),
             key,
