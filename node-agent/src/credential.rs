@@ -212,9 +212,11 @@ impl Identity {
     /// `shutdown`; a failed renewal is tried again at the next check.
     pub async fn renew_loop(&self, shutdown: CancellationToken) {
         loop {
+            // Until the node has joined, look again soon: the first certificate's lifetime
+            // sets the pace.
             let every = {
                 let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-                let lifetime = current.as_ref().map(|s| s.not_after - s.received_at).unwrap_or(3600);
+                let lifetime = current.as_ref().map(|s| s.not_after - s.received_at).unwrap_or(20);
                 Duration::from_secs((lifetime / 20).clamp(1, 3600) as u64)
             };
             tokio::select! {
