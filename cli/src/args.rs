@@ -340,6 +340,9 @@ pub struct UpArgs {
     /// Where the ingress serves apps over HTTP (the public address).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// Where the agent API listens (mutual TLS): nodes on other machines join here.
+    #[arg(long, env = "PAAS_AGENT_ADDR", default_value = "127.0.0.1:7071")]
+    pub agent_addr: SocketAddr,
     /// Do not write the CLI config file.
     #[arg(long)]
     pub no_write_config: bool,
@@ -351,6 +354,10 @@ pub struct ServerArgs {
     pub data: DataDir,
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub api_addr: SocketAddr,
+    /// Where the agent API listens (mutual TLS), apart from the public API: an address on the
+    /// private network the nodes share.
+    #[arg(long, env = "PAAS_AGENT_ADDR", default_value = "127.0.0.1:7071")]
+    pub agent_addr: SocketAddr,
     /// Port the ingress nodes serve HTTP on, for the URLs shown to users.
     #[arg(long, default_value_t = 8080)]
     pub ingress_http_port: u16,
@@ -358,11 +365,11 @@ pub struct ServerArgs {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// Control plane URL.
+    /// The control plane's agent address, e.g. https://10.0.0.5:7071 (`paas server --agent-addr`).
     #[arg(long)]
     pub join: String,
-    /// Join token (the `agent-token` file in the server's data dir). Needed only to join: the
-    /// node's own credential is then kept in the state dir and used from then on.
+    /// One-time join token from `paas nodes token`. Needed only to join: the node's key and
+    /// certificate are then kept in the state dir and used (and renewed) from then on.
     #[arg(long = "join-token", env = "PAAS_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
     #[command(flatten)]
@@ -370,7 +377,7 @@ pub struct AgentArgs {
     /// Serve the ingress on this address (makes this an ingress node).
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
-    /// Agent state directory, holding the node credential (default: $XDG_DATA_HOME/paas-agent).
+    /// Agent state directory, holding the node's key and certificate (default: $XDG_DATA_HOME/paas-agent).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
 }
@@ -449,6 +456,14 @@ pub enum NodesCommand {
         /// The node (default: every ready node).
         node: Option<String>,
     },
+    /// Make a one-time join token for a new node (`paas agent --join-token`).
+    Token {
+        /// How long the token can be used, e.g. 30m, 1h, 2d (1 minute to 7 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Remove a node that runs nothing any more; its certificate stops working at once.
+    Remove { node: String },
 }
 
 #[derive(Subcommand, Debug)]

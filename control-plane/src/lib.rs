@@ -1,10 +1,12 @@
-//! The paas control plane: the only writer of desired state. Serves the REST API (`/api/v1`),
-//! the agent protocol (`/agent/v1`) and the web console, and runs deploy orchestration.
+//! The paas control plane: the only writer of desired state. Serves the REST API (`/api/v1`)
+//! and the web console on the public listener, the agent protocol (`/agent/v1`, mutual TLS) on
+//! the agent listener, and runs deploy orchestration.
 
 pub mod access;
 pub mod apps;
 pub mod assign;
 pub mod backups;
+pub mod ca;
 pub mod config;
 pub mod cron;
 pub mod databases;
@@ -12,6 +14,7 @@ pub mod dbroles;
 pub mod deploy;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod releases;
 pub mod runs;
 pub mod s3;
@@ -28,7 +31,6 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use store::TokenKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -61,9 +63,6 @@ pub struct ControlPlane {
     state: AppState,
     /// Token with full API access, written to the CLI config by `paas up`.
     pub admin_token: String,
-    /// Token agents join with (`agent-token` in the data directory): it registers new nodes
-    /// and reads nothing else.
-    pub join_token: String,
 }
 
 impl ControlPlane {
@@ -76,10 +75,18 @@ impl ControlPlane {
             .with_network_pool(config.network_pool);
         tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
         let admin_token = access::bootstrap(&store, &config.data_dir).await?;
-        // The file keeps its old name: data directories from before node credentials still
-        // start, and their agent token is now the join token.
-        let join_token =
-            tokens::ensure(&store, &config.data_dir, "agent-token", "agent", TokenKind::Join).await?;
+        // The long-lived join token of earlier releases ends (migration 0015 dropped it): nodes
+        // join with one-time tokens from `paas nodes token` now.
+        if std::fs::remove_file(config.data_dir.join("agent-token")).is_ok() {
+            tracing::warn!("the long-lived join token (agent-token) no longer works: agents on other machines join again with `paas nodes token` (see the README); this machine's own agent needs nothing");
+        }
+        let node_cert_lifetime = match std::env::var("PAAS_NODE_CERT_SECS") {
+            Ok(secs) => {
+                Duration::from_secs(secs.parse().context("PAAS_NODE_CERT_SECS is a number of seconds")?)
+            }
+            Err(_) => ca::NODE_CERT_LIFETIME,
+        };
+        let ca = ca::Ca::load_or_create(&config.data_dir, node_cert_lifetime)?;
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
         dbroles::fill_missing_secrets(&store, &secrets)
             .await
@@ -92,7 +99,7 @@ impl ControlPlane {
             .with_context(|| format!("creating the backup directory {}", config.backup_dir.display()))?;
         let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3.clone());
         tracing::info!(store = %storage.describe(), "backups are kept in");
-        let state = AppState::new(store, Arc::new(config), secrets, storage);
+        let state = AppState::new(store, Arc::new(config), secrets, storage, ca);
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
         backups::recover(&state).await.context("recovering backups interrupted by the last shutdown")?;
         // In the background: an unreachable bucket must not keep the platform (and every app's
@@ -104,24 +111,35 @@ impl ControlPlane {
                 }
             });
         }
-        Ok(Self { state, admin_token, join_token })
+        Ok(Self { state, admin_token })
     }
 
-    /// A fresh credential for the agent of `node` running in this process (`paas up`), which
-    /// needs no join: it replaces any credential the node had.
-    pub async fn local_node_credential(&self, node: &str) -> anyhow::Result<String> {
-        protocol::names::check_node(node)?;
-        tokens::issue_node_credential(&self.state.store, node).await
+    /// A certificate for the agent of `node` running in this process (`paas up`), which needs
+    /// no join token: `proof` is for the key that agent made; any certificate the node had ends.
+    pub async fn local_node_certificate(
+        &self,
+        node: &str,
+        proof: &protocol::tls::KeyProof,
+    ) -> anyhow::Result<protocol::tls::NodeCertificate> {
+        Ok(identity::local_certificate(&self.state, node, proof).await?)
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting, lets requests finish, gives
-    /// background tasks [`DRAIN`] to end and closes the store.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// Serves the public API on `listener` and the agent API on `agents` until `shutdown` is
+    /// cancelled, then stops accepting, lets requests finish, gives background tasks [`DRAIN`]
+    /// to end and closes the store.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        agents: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
+        let agent_addr = agents.local_addr()?;
+        let tls = Arc::new(self.state.ca.server_config()?);
         let api_url = format!("http://{addr}");
         self.state.set_api_url(api_url.clone());
         let router = http::router(self.state.clone(), &api_url)?;
-        tracing::info!(%addr, "control plane listening");
+        tracing::info!(%addr, %agent_addr, ca_sha256 = %self.state.ca.fingerprint(), "control plane listening");
         self.state.spawn(backups::scheduler(self.state.clone()));
         // Deploys and backup steps hear of shutdown at once, while requests drain.
         let (stop, tasks) = (shutdown.clone(), self.state.shutting_down());
@@ -131,7 +149,11 @@ impl ControlPlane {
                 _ = tasks.cancelled() => {}
             }
         });
-        http::server::serve(listener, router, shutdown.clone()).await;
+        let agent_router = http::agent_router(self.state.clone());
+        tokio::join!(
+            http::server::serve(listener, router, shutdown.clone()),
+            http::server::serve_tls(agents, agent_router, tls, shutdown.clone()),
+        );
         let left = self.state.drain(DRAIN).await;
         if left > 0 {
             tracing::warn!(

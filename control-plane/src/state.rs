@@ -22,6 +22,8 @@ pub struct AppState {
     /// Seals config vars at rest.
     pub secrets: Arc<SecretBox>,
     pub backup_storage: crate::backups::BackupStorage,
+    /// Signs node certificates; its certificate is what agents trust.
+    pub ca: Arc<crate::ca::Ca>,
     /// Serialises config changes (read, modify, seal, write) so none is lost.
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     api_url: Arc<std::sync::OnceLock<String>>,
@@ -99,6 +101,7 @@ impl AppState {
         config: Arc<Config>,
         secrets: SecretBox,
         backup_storage: crate::backups::BackupStorage,
+        ca: crate::ca::Ca,
     ) -> Self {
         // Start above any index a previous run handed out, so agents that kept an old index do
         // not block on a value this run has not reached yet.
@@ -108,6 +111,7 @@ impl AppState {
             config,
             secrets: Arc::new(secrets),
             backup_storage,
+            ca: Arc::new(ca),
             config_lock: Arc::default(),
             api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),
@@ -146,7 +150,8 @@ impl AppState {
         };
         let secrets = SecretBox::load_or_create(&dir).expect("a key");
         let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);
-        (Self::new(store, Arc::new(config), secrets, storage), dir)
+        let ca = crate::ca::Ca::load_or_create(&dir, crate::ca::NODE_CERT_LIFETIME).expect("a CA");
+        (Self::new(store, Arc::new(config), secrets, storage, ca), dir)
     }
 
     /// Runs `work` in the background, tracked so shutdown waits for it (within a bound).

@@ -52,6 +52,8 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("GET", "/events".into(), "signed"),
         ("GET", "/nodes".into(), "platform"),
         ("POST", "/nodes/{node}/prune".into(), "platform"),
+        ("POST", "/nodes/tokens".into(), "platform"),
+        ("DELETE", "/nodes/{node}".into(), "platform"),
         ("GET", "/users".into(), "platform"),
         ("POST", "/users".into(), "platform"),
         ("GET", "/users/{user}".into(), "platform"),
@@ -154,7 +156,7 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
         }
         let login =
             Login { user: name.into(), password: "correct horse battery".into(), ..Default::default() };
-        tokens.insert(name, Client::new(&p.url, "").login(&login).await.unwrap().token);
+        tokens.insert(name, Client::new(p.api.base(), "").login(&login).await.unwrap().token);
     }
 
     // App and environment deletion last: the calls after them still find the grants.
@@ -166,11 +168,11 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
     });
     for ((method, path), who) in order {
         if *who == "public" {
-            let c = call(&p.url, None, method, path).await;
+            let c = call(p.api.base(), None, method, path).await;
             assert!(c.status < 500, "{method} {path} anonymous: {}", c.status);
             continue;
         }
-        let anonymous = call(&p.url, None, method, &fill(path, &a)).await;
+        let anonymous = call(p.api.base(), None, method, &fill(path, &a)).await;
         assert_eq!(anonymous.status, 401, "{method} {path} without a token: {}", anonymous.body);
         for (name, _) in ROLES {
             let token = tokens[name].as_str();
@@ -178,7 +180,7 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
                 if !path.contains("{app}") && !own {
                     continue;
                 }
-                let c = call(&p.url, Some(token), method, &fill(path, app)).await;
+                let c = call(p.api.base(), Some(token), method, &fill(path, app)).await;
                 // 503 is the domain's "no node to run it on" (this test runs no agent), never a fault.
                 assert!(
                     c.status < 500 || c.status == 503,
@@ -227,10 +229,10 @@ async fn viewers_stay_read_only_tokens_revoke_at_once_and_the_audit_log_names_us
         password: "correct horse battery".into(),
         ..Default::default()
     };
-    let anon = Client::new(&p.url, "");
-    let vera = Client::new(&p.url, anon.login(&login("vera")).await.unwrap().token);
+    let anon = Client::new(p.api.base(), "");
+    let vera = Client::new(p.api.base(), anon.login(&login("vera")).await.unwrap().token);
     let dan_token = anon.login(&login("dan")).await.unwrap().token;
-    let dan = Client::new(&p.url, &dan_token);
+    let dan = Client::new(p.api.base(), &dan_token);
 
     // The viewer reads masked values and may not reveal them; the deployer may.
     let masked = vera.config(&app, "production", false).await.unwrap();
@@ -245,7 +247,7 @@ async fn viewers_stay_read_only_tokens_revoke_at_once_and_the_audit_log_names_us
 
     // A named token works until it is revoked, then at once not.
     let ci = dan.create_token("ci", Some(3600)).await.unwrap();
-    let ci_client = Client::new(&p.url, &ci.token);
+    let ci_client = Client::new(p.api.base(), &ci.token);
     assert_eq!(ci_client.whoami().await.unwrap().user, "dan");
     assert!(dan.tokens(None, false).await.unwrap().iter().any(|t| t.name == "ci" && t.expires_at.is_some()));
     dan.revoke_token("ci").await.unwrap();
@@ -274,7 +276,7 @@ async fn viewers_stay_read_only_tokens_revoke_at_once_and_the_audit_log_names_us
     // Viewers see their app's log; a user with no role on it sees none of it.
     assert!(!vera.audit(Some(&app), None).await.unwrap().is_empty());
     p.api.add_user("eve", Some("correct horse battery".into())).await.unwrap();
-    let eve = Client::new(&p.url, anon.login(&login("eve")).await.unwrap().token);
+    let eve = Client::new(p.api.base(), anon.login(&login("eve")).await.unwrap().token);
     assert!(eve.audit(Some(&app), None).await.unwrap().is_empty());
     assert!(eve.list_apps().await.unwrap().is_empty(), "apps without a role are not listed");
     p.stop().await;
@@ -285,10 +287,10 @@ async fn a_second_factor_is_asked_for_once_enabled() {
     let dir = DataDir::new();
     let p = Plane::start(&dir).await;
     p.api.add_user("tess", Some("correct horse battery".into())).await.unwrap();
-    let anon = Client::new(&p.url, "");
+    let anon = Client::new(p.api.base(), "");
     let mut login =
         Login { user: "tess".into(), password: "correct horse battery".into(), ..Default::default() };
-    let tess = Client::new(&p.url, anon.login(&login).await.unwrap().token);
+    let tess = Client::new(p.api.base(), anon.login(&login).await.unwrap().token);
     let setup = tess.enable_totp().await.unwrap();
     assert!(setup.url.starts_with("otpauth://totp/"), "{}", setup.url);
 
@@ -303,7 +305,7 @@ async fn a_second_factor_is_asked_for_once_enabled() {
     let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, secret, None, "tess".into()).unwrap();
     login.code = Some(totp.generate_current().unwrap());
     let session = anon.start_session(&login).await.unwrap();
-    assert_eq!(Client::new(&p.url, &session.id).whoami().await.unwrap().user, "tess");
+    assert_eq!(Client::new(p.api.base(), &session.id).whoami().await.unwrap().user, "tess");
     // An admin can turn it off for a user who lost their device.
     p.api.disable_totp("tess").await.unwrap();
     login.code = None;
@@ -356,7 +358,7 @@ async fn no_route_answers_a_fault_to_odd_input() {
         for (i, body) in odd_bodies().into_iter().enumerate() {
             let path = if i % 2 == 0 { fill(&rule.path, &app) } else { odd_fill(&rule.path, i) };
             let resp = http
-                .request(rule.method.clone(), format!("{}/api/v1{path}", p.url))
+                .request(rule.method.clone(), format!("{}/api/v1{path}", p.api.base()))
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
                 .body(body.clone())

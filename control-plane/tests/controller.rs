@@ -24,7 +24,7 @@ fn manifest(timeout: &str) -> String {
 /// A control plane with one fake agent and an app whose v1 serves with two replicas.
 async fn serving_v1(dir: &DataDir, app: &str) -> (Plane, FakeAgent) {
     let p = Plane::start(dir).await;
-    let agent = FakeAgent::join(&p.url, &p.join_token, NODE).await;
+    let agent = FakeAgent::join(&p.agent_url, &p.join_token().await, NODE).await;
     p.api.create_app(app).await.expect("creating the app");
     let v1 = deploy(&p.api, app, IMAGE, &manifest("5s")).await;
     assert_active(&p, app, v1).await;
@@ -216,7 +216,7 @@ async fn restarted_mid_rollout(dir: &DataDir, killed: bool) -> (Plane, FakeAgent
         p.stop().await;
     }
     let p = Plane::start(dir).await;
-    agent.reconnect(&p.url);
+    agent.reconnect(&p.agent_url);
     (p, agent, v2)
 }
 
@@ -268,7 +268,7 @@ async fn a_control_plane_killed_after_the_switch_finishes_the_release_at_the_nex
     p.crash().await;
 
     let p = Plane::start(&dir).await;
-    agent.reconnect(&p.url);
+    agent.reconnect(&p.agent_url);
     agent.script(|s| s.deaf = false);
     let r = release(&p, "shop", v2).await;
     assert_eq!((r.status, r.error), (ReleaseStatus::Active, None), "settled as served");

@@ -18,6 +18,8 @@ mod statics;
 mod sync;
 mod upkeep;
 
+pub use credential::GivenIdentity;
+
 use anyhow::Context;
 use protocol::agent::{Assignment, NodeReport, RegisterNode};
 use std::net::IpAddr;
@@ -28,19 +30,19 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Control plane URL, e.g. `http://127.0.0.1:7070`.
+    /// The control plane's agent address, e.g. `https://10.0.0.5:7071`.
     pub server: String,
-    /// Join token: registers this node the first time and brings back its own credential; not
-    /// needed once the node has one.
+    /// One-time join token (`paas nodes token`): joins this node the first time; not needed
+    /// once the node has its certificate.
     pub join_token: Option<String>,
-    /// A node credential issued in-process (`paas up`); it replaces the stored one.
-    pub credential: Option<String>,
+    /// A key and certificate issued in-process (`paas up`); they replace the stored ones.
+    pub identity: Option<GivenIdentity>,
     pub node_name: String,
     /// Address app containers publish on; never the public one.
     pub private_addr: IpAddr,
     /// Docker network mode for image builds (`host` where the bridge has no egress).
     pub build_network: Option<String>,
-    /// Keeps the node credential, and the last route table so the ingress serves at once after
+    /// Keeps the node's key and certificate, and the last route table so the ingress serves at once after
     /// a restart, even before the control plane answers.
     pub state_dir: PathBuf,
     /// Proxies in front of the ingress whose `X-Forwarded-*` headers are believed (CIDR blocks);
@@ -68,7 +70,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     protocol::names::check_node(&config.node_name)?;
-    // It holds the node's credential: the owner's only.
+    // It holds the node's key: the owner's only.
     protocol::files::private_dir(&config.state_dir)
         .with_context(|| format!("creating the agent state directory {}", config.state_dir.display()))?;
     let docker = docker::DockerClient::connect(&config.node_name, &config.private_addr.to_string()).await?;
@@ -76,10 +78,11 @@ pub async fn run(
     let identity = std::sync::Arc::new(credential::Identity::new(
         client.clone(),
         config.join_token.clone(),
-        config.state_dir.join("node-credential.json"),
+        config.state_dir.join("node-identity.json"),
         &config.node_name,
-        config.credential.clone(),
-    ));
+        config.identity.clone(),
+    )?);
+    let (renewer, stop) = (identity.clone(), shutdown.clone());
     let registration = RegisterNode {
         name: config.node_name.clone(),
         private_addr: config.private_addr.to_string(),
@@ -101,6 +104,10 @@ pub async fn run(
     let (assignment_tx, assignment_rx) = watch::channel::<Option<Assignment>>(None);
     let (report_tx, report_rx) = watch::channel(NodeReport::default());
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
+        renewer.renew_loop(stop).await;
+        Ok(())
+    });
     if let Some(listener) = ingress {
         let (handle, stop) = (routes.clone(), shutdown.clone());
         let settings =

@@ -14,14 +14,11 @@ pub struct RegisterNode {
     pub ingress: bool,
 }
 
-/// The answer to a registration. Registering a new name with the join token issues the node's
-/// own credential, shown this once (the control plane keeps only its hash); every other agent
-/// route needs it. Re-registering with that credential returns none: the node keeps its own.
+/// The answer to a registration (a node's own, over mutual TLS: its address or ingress role may
+/// have changed). Joining is [`crate::tls::JoinRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisteredNode {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
 }
 
 /// Everything one node should be doing. Returned whole on every change so that the agent's

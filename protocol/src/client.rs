@@ -27,7 +27,7 @@ pub struct ClientError {
 }
 
 impl ClientError {
-    fn transport(base: &str, err: reqwest::Error) -> Self {
+    pub(crate) fn transport(base: &str, err: reqwest::Error) -> Self {
         let message = if err.is_connect() {
             format!("cannot reach the paas server at {base}: is `paas up` running?")
         } else if err.is_timeout() {
@@ -45,26 +45,35 @@ type Result<T> = std::result::Result<T, ClientError>;
 /// Bound on the agent's small calls that must not hang a task (results, progress signals).
 const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Clones share the bearer token: a node agent swaps its join token for the node credential
-/// it is given at registration, and every task holding a clone then uses the credential.
+/// The HTTP settings every client starts from.
+pub(crate) fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        // The control plane closes connections idle for 10 s (its header-read timeout);
+        // dropping them sooner here means a request never goes out on one being closed.
+        .pool_idle_timeout(Duration::from_secs(5))
+}
+
+/// Clones share the bearer token and the HTTP client: a node agent that renews its certificate
+/// swaps the client once, and every task holding a clone then presents the new one.
 #[derive(Clone)]
 pub struct Client {
     base: String,
     token: Arc<RwLock<String>>,
-    http: reqwest::Client,
+    http: Arc<RwLock<reqwest::Client>>,
 }
 
 impl Client {
     /// `base` is the server URL (`http://127.0.0.1:7070`), `token` a bearer token.
     pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // The control plane closes connections idle for 10 s (its header-read timeout);
-            // dropping them sooner here means a request never goes out on one being closed.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .expect("building an HTTP client without TLS cannot fail");
+        let http = builder().build().expect("building an HTTP client without TLS settings cannot fail");
+        Self::with_http(base, token, http)
+    }
+
+    /// A client on `http` (an agent's, with its TLS identity: [`crate::tls::agent_http`]).
+    pub fn with_http(base: impl Into<String>, token: impl Into<String>, http: reqwest::Client) -> Self {
         let token = Arc::new(RwLock::new(token.into()));
+        let http = Arc::new(RwLock::new(http));
         Self { base: base.into().trim_end_matches('/').to_string(), token, http }
     }
 
@@ -81,13 +90,30 @@ impl Client {
         *self.token.write().unwrap_or_else(|e| e.into_inner()) = token.into();
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the HTTP client (a renewed certificate) for this client and all its clones;
+    /// requests in flight finish on the old one.
+    pub fn set_http(&self, http: reqwest::Client) {
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = http;
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
-        let resp =
-            req.bearer_auth(self.token()).send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+    pub(crate) async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        self.send_unauthenticated(req.bearer_auth(self.token())).await
+    }
+
+    /// Sends `req` as it is: with no bearer token unless it has one.
+    pub(crate) async fn send_unauthenticated<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.base, e))?;
         if status.is_success() {
@@ -103,11 +129,11 @@ impl Client {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(self.http.get(self.url(path))).await
+        self.send(self.http().get(self.url(path))).await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        self.send(self.http.post(self.url(path)).json(body)).await
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http().post(self.url(path)).json(body)).await
     }
 
     // --- public API ---
@@ -129,13 +155,13 @@ impl Client {
     }
 
     pub async fn delete_app(&self, app: &str) -> Result<serde_json::Value> {
-        self.send(self.http.delete(self.url(&format!("/api/v1/apps/{app}")))).await
+        self.send(self.http().delete(self.url(&format!("/api/v1/apps/{app}")))).await
     }
 
     /// Uploads a gzipped tar of the source and starts a release that builds it.
     pub async fn deploy_source(&self, app: &str, env: &str, body: reqwest::Body) -> Result<Release> {
         let req = self
-            .http
+            .http()
             .post(self.url(&format!("/api/v1/apps/{app}/envs/{env}/deploys")))
             .header(reqwest::header::CONTENT_TYPE, "application/gzip")
             .body(body);
@@ -164,7 +190,7 @@ impl Client {
     }
 
     pub async fn delete_env(&self, app: &str, env: &str) -> Result<serde_json::Value> {
-        self.send(self.http.delete(self.url(&format!("/api/v1/apps/{app}/envs/{env}")))).await
+        self.send(self.http().delete(self.url(&format!("/api/v1/apps/{app}/envs/{env}")))).await
     }
 
     pub async fn config(&self, app: &str, env: &str, reveal: bool) -> Result<ConfigVars> {
@@ -297,8 +323,8 @@ impl Client {
 
     // --- agent protocol ---
 
-    /// Registers with the join token (a new name: the answer holds the node's credential) or
-    /// with the node's own credential (its address or ingress role may have changed).
+    /// Registers the node again over its mutual TLS (its address or ingress role may have
+    /// changed); a new node joins with [`Client::join`] first.
     pub async fn register(&self, node: &RegisterNode) -> Result<RegisteredNode> {
         self.post("/agent/v1/nodes", node).await
     }
@@ -306,7 +332,7 @@ impl Client {
     /// Blocks until the state index passes `index` or `wait` runs out.
     pub async fn watch(&self, node: &str, index: u64, wait: Duration) -> Result<WatchResponse> {
         let path = format!("/agent/v1/nodes/{node}/watch?index={index}&wait={}", wait.as_secs());
-        let req = self.http.get(self.url(&path)).timeout(wait + Duration::from_secs(10));
+        let req = self.http().get(self.url(&path)).timeout(wait + Duration::from_secs(10));
         self.send(req).await
     }
 
@@ -314,9 +340,9 @@ impl Client {
         self.post(&format!("/agent/v1/nodes/{node}/report"), report).await
     }
 
-    /// The gzipped tar uploaded for the release `task` builds, as a byte stream.
+    /// The gzipped tar uploaded for a release, as a byte stream.
     pub async fn build_source(&self, task: &BuildTask) -> Result<reqwest::Response> {
-        let req = self.http.get(self.url(&build_path(task, "source"))).bearer_auth(self.token());
+        let req = self.http().get(self.url(&build_path(task, "source"))).bearer_auth(self.token());
         let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         if !resp.status().is_success() {
             let status = resp.status();
@@ -339,12 +365,13 @@ impl Client {
     /// Streams a backup's dump to the control plane, which stores it and returns its size and
     /// checksum.
     pub async fn upload_backup(&self, id: &str, body: reqwest::Body) -> Result<serde_json::Value> {
-        self.send(self.http.put(self.url(&format!("/agent/v1/backups/{id}/data"))).body(body)).await
+        self.send(self.http().put(self.url(&format!("/agent/v1/backups/{id}/data"))).body(body)).await
     }
 
     /// A stored backup's dump as a byte stream, after the control plane checked its checksum.
     pub async fn download_backup(&self, id: &str) -> Result<reqwest::Response> {
-        let req = self.http.get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(self.token());
+        let req =
+            self.http().get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(self.token());
         let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
         if status.is_success() {
@@ -360,14 +387,14 @@ impl Client {
     /// Reports how a database task ended. Bounded, so a control plane that stopped answering
     /// is asked again instead of waited on.
     pub async fn db_task_result(&self, id: &str, result: &DbTaskResult) -> Result<serde_json::Value> {
-        let req = self.http.post(self.url(&format!("/agent/v1/db-tasks/{id}/result"))).json(result);
+        let req = self.http().post(self.url(&format!("/agent/v1/db-tasks/{id}/result"))).json(result);
         self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
 
     /// Says the agent is still working on a database task; the answer's `open` is false once
     /// the control plane has given the task up.
     pub async fn db_task_progress(&self, id: &str) -> Result<serde_json::Value> {
-        let req = self.http.post(self.url(&format!("/agent/v1/db-tasks/{id}/progress")));
+        let req = self.http().post(self.url(&format!("/agent/v1/db-tasks/{id}/progress")));
         self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
 }

@@ -1,8 +1,8 @@
 //! Wire types shared by every paas component: names, API resources, the agent protocol, and the
 //! typed HTTP client that the CLI, the console and the node agent use.
 //!
-//! This crate performs no IO except inside [`client`] (HTTP) and [`files`] (private files at
-//! rest); everything else is plain serde types.
+//! This crate performs no IO except inside [`client`] and [`tls`] (HTTP) and [`files`] (private
+//! files at rest); everything else is plain serde types.
 
 pub mod access;
 pub mod agent;
@@ -11,6 +11,7 @@ pub mod client;
 pub mod files;
 pub mod manifest;
 pub mod names;
+pub mod tls;
 
 pub use client::{Client, ClientError};
 pub use names::{AppName, EnvName, NameError};

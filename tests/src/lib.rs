@@ -152,6 +152,8 @@ pub struct Platform {
     pub node: String,
     pub api_url: String,
     pub ingress: String,
+    /// The agent listener (mutual TLS), `https://127.0.0.1:<port>`.
+    pub agent_url: String,
     api_addr: String,
     child: Option<Child>,
     apps: Vec<String>,
@@ -198,6 +200,7 @@ impl Platform {
             node: format!("test-{}", rand_suffix()),
             api_url: String::new(),
             ingress: "127.0.0.1:0".into(),
+            agent_url: "https://127.0.0.1:0".into(),
             api_addr: "127.0.0.1:0".into(),
             child: None,
             apps: Vec::new(),
@@ -213,7 +216,9 @@ impl Platform {
 
     fn launch(&mut self) {
         let mut cmd = Command::new(&self.bin);
+        let agent_addr = self.agent_url.trim_start_matches("https://").to_string();
         cmd.args(["up", "--output", "json", "--api-addr", &self.api_addr, "--http-addr", &self.ingress])
+            .args(["--agent-addr", &agent_addr])
             .args(["--node-name", &self.node, "--build-network", "host"])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -237,6 +242,7 @@ impl Platform {
         self.api_url = ready["api_url"].as_str().unwrap().to_string();
         self.api_addr = self.api_url.trim_start_matches("http://").to_string();
         self.ingress = ready["ingress_addr"].as_str().unwrap().to_string();
+        self.agent_url = ready["agent_url"].as_str().unwrap().to_string();
         self.child = Some(child);
     }
 
@@ -327,16 +333,21 @@ impl Platform {
         self.paas(&args).expect_ok().stdout.trim().to_string()
     }
 
-    /// Joins another node with `paas agent` (no ingress) whose containers publish on
-    /// `private_addr` (another loopback address, like a second machine's private address), and
-    /// waits until the control plane lists it. Returns its node name.
+    /// A one-time join token from `paas nodes token --ttl TTL`.
+    pub fn join_token(&self, ttl: &str) -> String {
+        let made = self.paas(&["nodes", "token", "--ttl", ttl, "-o", "json"]).expect_ok().json();
+        made["token"].as_str().expect("a join token").to_string()
+    }
+
+    /// Joins another node with `paas agent` (no ingress) and a fresh join token, whose
+    /// containers publish on `private_addr` (another loopback address, like a second machine's
+    /// private address), and waits until the control plane lists it. Returns its node name.
     pub fn join_agent(&mut self, private_addr: &str) -> String {
         let node = format!("{}-b{}", self.node, self.agents.len() + 1);
-        let token =
-            std::fs::read_to_string(self.dir.path().join("data").join("agent-token")).expect("agent token");
+        let token = self.join_token("10m");
         let log = std::fs::File::create(self.dir.path().join(format!("{node}.log"))).expect("agent log");
         let child = Command::new(paas_bin())
-            .args(["agent", "--join", &self.api_url, "--node-name", &node, "--private-addr", private_addr])
+            .args(["agent", "--join", &self.agent_url, "--node-name", &node, "--private-addr", private_addr])
             .args(["--build-network", "host", "--state-dir"])
             .arg(self.dir.path().join(&node))
             .env("PAAS_JOIN_TOKEN", token.trim())

@@ -1,28 +1,55 @@
-//! Node identity on the agent API: each node joins with the join token and gets its own
-//! credential, and with it reaches only its own work. `paas up`'s node (A) and a node joined
-//! with `paas agent` (B) run a deploy, a one-off run and a database backup together, while
-//! requests made with one node's credential for the other's assignment, reports, name, address,
-//! build, job, database task or backup are refused with 403, the join token alone reads
-//! nothing, and requests without a credential get 401. Keys, tokens and credentials are 0600 in
-//! 0700 directories.
+//! Node identity on the agent API (mutual TLS on the agent address): each node joins with a
+//! one-time join token and gets a certificate for a key it made, and with it reaches only its
+//! own work. `paas up`'s node (A) and a node joined with `paas agent` (B) run a deploy, a
+//! one-off run and a database backup together, while requests made with one node's certificate
+//! for the other's assignment, reports, name, address, build, job, database task or backup are
+//! refused with 403; a client without a certificate, with an expired one, with one another CA
+//! signed, or with one the CA signed but never recorded is refused; a used or expired join
+//! token is refused with 401 and a sentence; a removed node's certificate stops working. Keys
+//! and certificates are 0600 in 0700 directories.
 
-use paas_tests::{http, Platform};
+use paas_tests::Platform;
+use protocol::agent::RegisterNode;
+use protocol::tls::{agent_http, JoinRequest, JoinToken, NodeKey};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+/// An answer of the agent API: its status (0 when TLS refused the client) and body, or the
+/// transport error.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+/// The agent API at `base`, called as a node with `client` (its TLS identity, or none).
 struct Api {
-    addr: String,
+    base: String,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Api {
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> http::Response {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("Content-Type", "application/json")];
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a));
+    fn call(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = client.request(method, format!("{}{path}", self.base)).json(body);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
         }
-        http::request(&self.addr, method, "localhost", path, &headers, &body.to_string())
+        self.rt.block_on(async {
+            match req.send().await {
+                Ok(r) => Answer { status: r.status().as_u16(), body: r.text().await.unwrap_or_default() },
+                Err(e) => Answer { status: 0, body: format!("{:?}", anyhow_chain(&e)) },
+            }
+        })
     }
 
     /// Asserts the status and that a refusal explains itself in a sentence.
@@ -30,12 +57,25 @@ impl Api {
     fn expect(
         &self,
         status: u16,
+        client: &reqwest::Client,
         method: &str,
         path: &str,
-        token: Option<&str>,
         body: &Value,
-    ) -> http::Response {
-        let r = self.call(method, path, token, body);
+    ) -> Answer {
+        self.expect_bearer(status, client, method, path, None, body)
+    }
+
+    #[track_caller]
+    fn expect_bearer(
+        &self,
+        status: u16,
+        client: &reqwest::Client,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> Answer {
+        let r = self.call(client, method, path, bearer, body);
         assert_eq!(r.status, status, "{method} {path}: {r:?}");
         if status >= 400 {
             let error: Value = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("not JSON: {r:?}"));
@@ -45,11 +85,27 @@ impl Api {
     }
 }
 
-fn credential(state_dir: &Path) -> String {
-    let file = state_dir.join("node-credential.json");
+/// The error and its sources, so a TLS alert's name shows.
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    s
+}
+
+/// A node's stored identity (key, certificate, CA), checked to be private.
+fn identity(state_dir: &Path) -> Value {
+    let file = state_dir.join("node-identity.json");
     assert_eq!(mode(&file), 0o600, "{}", file.display());
-    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    stored["credential"].as_str().unwrap().to_string()
+    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+}
+
+fn client_of(id: &Value) -> reqwest::Client {
+    let key = NodeKey::from_pem(id["key"].as_str().unwrap()).unwrap();
+    agent_http(id["ca"].as_str().unwrap(), Some((&key, id["certificate"].as_str().unwrap()))).unwrap()
 }
 
 fn mode(path: &Path) -> u32 {
@@ -60,57 +116,128 @@ fn watch(node: &str) -> String {
     format!("/agent/v1/nodes/{node}/watch?index=0")
 }
 
+/// A certificate for `node` signed with the platform's own CA key (read from its data
+/// directory, as an attacker who stole it would) but never recorded; expired in 2021, or valid.
+fn forged(data: &Path, ca_pem: &str, node: &str, expired: bool) -> reqwest::Client {
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(data.join("ca.key")).unwrap()).unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "paas control plane CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let issuer = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, node);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    if expired {
+        (params.not_before, params.not_after) =
+            (rcgen::date_time_ymd(2020, 1, 1), rcgen::date_time_ymd(2021, 1, 1));
+    }
+    let cert = params.signed_by(&key, &issuer, &ca_key).unwrap();
+    let node_key = NodeKey::from_pem(&key.serialize_pem()).unwrap();
+    agent_http(ca_pem, Some((&node_key, &cert.pem()))).unwrap()
+}
+
+/// A certificate for `node` that another CA signed.
+fn foreign(ca_pem: &str, node: &str) -> reqwest::Client {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![node.to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.self_signed(&key).unwrap();
+    agent_http(ca_pem, Some((&NodeKey::from_pem(&key.serialize_pem()).unwrap(), &cert.pem()))).unwrap()
+}
+
+/// Calls the public API as the admin.
+fn admin_post(p: &Platform, admin: &str, path: &str, body: &Value) -> Value {
+    let auth = format!("Bearer {admin}");
+    let headers = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
+    let r = paas_tests::http::request(p.api_addr(), "POST", "localhost", path, &headers, &body.to_string());
+    assert_eq!(r.status, 202, "{path}: {r:?}");
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn join_request(node: &str, addr: &str, key: &NodeKey) -> Value {
+    let reg = RegisterNode { name: node.to_string(), private_addr: addr.to_string(), ingress: false };
+    serde_json::to_value(JoinRequest { node: reg, key: key.proof(node) }).unwrap()
+}
+
 #[test]
 fn each_node_reaches_only_its_own_work() {
     let mut p = Platform::start();
+    // Made first and used last, when it has expired.
+    let short = p.join_token("1m");
+    let short_made = Instant::now();
     let b = p.join_agent("127.0.0.3");
     let a = p.node.clone();
     let data = p.dir.path().join("data");
-    let api = Api { addr: p.api_url.trim_start_matches("http://").to_string() };
-    let a_cred = credential(&data.join("agent"));
-    let b_cred = credential(&p.dir.path().join(&b));
-    let join = std::fs::read_to_string(data.join("agent-token")).unwrap().trim().to_string();
     let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_string();
-    let (a_tok, b_tok) = (Some(a_cred.as_str()), Some(b_cred.as_str()));
+    let api = Api {
+        base: p.agent_url.clone(),
+        rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+    };
+    let (a_id, b_id) = (identity(&data.join("agent")), identity(&p.dir.path().join(&b)));
+    let ca = std::fs::read_to_string(data.join("ca.crt")).unwrap();
+    assert_eq!(a_id["ca"].as_str(), Some(ca.as_str()));
+    let (a_tls, b_tls) = (client_of(&a_id), client_of(&b_id));
+    let anonymous = agent_http(&ca, None).unwrap();
     let none = json!({});
 
-    // Files at rest: the owner's only.
+    // Files at rest: the owner's only. The long-lived join token is gone.
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("agent")), 0o700);
     assert_eq!(mode(&p.dir.path().join(&b)), 0o700);
-    for file in ["secret.key", "admin-token", "agent-token"] {
+    for file in ["secret.key", "admin-token", "ca.key"] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
+    assert!(!data.join("agent-token").exists());
     assert_eq!(mode(&p.dir.path().join("config/paas/config.toml")), 0o600);
 
+    // The public address serves no agent route, and says where they went.
+    let public = paas_tests::http::request(p.api_addr(), "GET", "localhost", &watch(&a), &[], "");
+    assert_eq!(public.status, 404, "{public:?}");
+    assert!(public.body.contains("agent address"), "{public:?}");
+
     // Each node reads its own assignment, and only its own.
-    api.expect(200, "GET", &watch(&a), a_tok, &none);
-    api.expect(200, "GET", &watch(&b), b_tok, &none);
-    api.expect(403, "GET", &watch(&b), a_tok, &none);
-    api.expect(403, "GET", &watch(&a), b_tok, &none);
-    api.expect(403, "POST", &format!("/agent/v1/nodes/{b}/report"), a_tok, &json!({ "containers": [] }));
-    // The join token reads nothing; no credential, or a user's token, is not an agent at all.
-    api.expect(403, "GET", &watch(&a), Some(&join), &none);
-    api.expect(
-        403,
-        "POST",
-        &format!("/agent/v1/nodes/{a}/report"),
-        Some(&join),
-        &json!({ "containers": [] }),
-    );
-    api.expect(401, "GET", &watch(&a), None, &none);
-    api.expect(401, "GET", &watch(&a), Some(&admin), &none);
-    api.expect(401, "GET", &watch(&a), Some("paas_not-a-credential"), &none);
+    api.expect(200, &a_tls, "GET", &watch(&a), &none);
+    api.expect(200, &b_tls, "GET", &watch(&b), &none);
+    api.expect(403, &a_tls, "GET", &watch(&b), &none);
+    api.expect(403, &b_tls, "GET", &watch(&a), &none);
+    api.expect(403, &a_tls, "POST", &format!("/agent/v1/nodes/{b}/report"), &json!({ "containers": [] }));
+    // No certificate: nothing but the CA and joining, whatever bearer token comes along.
+    api.expect(401, &anonymous, "GET", &watch(&a), &none);
+    api.expect_bearer(401, &anonymous, "GET", &watch(&a), Some(&admin), &none);
+    api.expect_bearer(401, &anonymous, "GET", &watch(&a), Some(&short), &none);
+    let served_ca = api.call(&anonymous, "GET", "/agent/v1/ca", None, &none);
+    assert_eq!((served_ca.status, served_ca.body.as_str()), (200, ca.as_str()));
+    // A certificate from another CA, or an expired one from this CA, fails the handshake; one
+    // this CA signed but never recorded (a stolen CA key) is refused by the store.
+    let r = api.call(&foreign(&ca, &a), "GET", &watch(&a), None, &none);
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = api.call(&forged(&data, &ca, &a, true), "GET", &watch(&a), None, &none);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.body.to_lowercase().contains("expired"), "{r:?}");
+    let r = api.expect(401, &forged(&data, &ca, &a, false), "GET", &watch(&a), &none);
+    assert!(r.body.contains("no longer on record"), "{r:?}");
 
     // Names and addresses: a node registers itself again, never another node or its address.
     let reg = |name: &str, addr: &str, ingress: bool| json!({ "name": name, "private_addr": addr, "ingress": ingress });
-    let again = api.expect(200, "POST", "/agent/v1/nodes", a_tok, &reg(&a, "127.0.0.1", true));
-    assert!(!again.body.contains("credential"), "re-registering issues no new credential: {again:?}");
-    api.expect(403, "POST", "/agent/v1/nodes", a_tok, &reg(&b, "127.0.0.3", false));
-    api.expect(403, "POST", "/agent/v1/nodes", Some(&join), &reg(&b, "127.0.0.3", false));
-    api.expect(403, "POST", "/agent/v1/nodes", a_tok, &reg(&a, "127.0.0.3", true));
-    api.expect(403, "POST", "/agent/v1/nodes", Some(&join), &reg(&format!("{a}-x"), "127.0.0.3", false));
-    api.expect(401, "POST", "/agent/v1/nodes", None, &reg(&format!("{a}-x"), "127.0.0.9", false));
+    api.expect(200, &a_tls, "POST", "/agent/v1/nodes", &reg(&a, "127.0.0.1", true));
+    api.expect(403, &a_tls, "POST", "/agent/v1/nodes", &reg(&b, "127.0.0.3", false));
+    api.expect(403, &a_tls, "POST", "/agent/v1/nodes", &reg(&a, "127.0.0.3", true));
+    api.expect(401, &anonymous, "POST", "/agent/v1/nodes", &reg(&format!("{a}-x"), "127.0.0.9", false));
+    // Joining needs a token, and a name that has no valid certificate.
+    let key = NodeKey::generate().unwrap();
+    api.expect(
+        401,
+        &anonymous,
+        "POST",
+        "/agent/v1/join",
+        &join_request(&format!("{a}-x"), "127.0.0.9", &key),
+    );
+    let fresh = p.join_token("10m");
+    let secret = JoinToken::parse(&fresh).unwrap().secret;
+    let taken = join_request(&b, "127.0.0.9", &key);
+    api.expect_bearer(403, &anonymous, "POST", "/agent/v1/join", Some(&secret), &taken);
 
     // Builds: only the node building a release fetches its source; names are checked before
     // they become a path.
@@ -121,32 +248,31 @@ fn each_node_reaches_only_its_own_work() {
     let src = paas_tests::example_copy("hello");
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
     let source = format!("/agent/v1/builds/{app}/production/1/source");
-    let answers = [api.call("GET", &source, a_tok, &none), api.call("GET", &source, b_tok, &none)];
+    let answers =
+        [api.call(&a_tls, "GET", &source, None, &none), api.call(&b_tls, "GET", &source, None, &none)];
     let mut statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
     statuses.sort();
     assert_eq!(statuses, vec![200, 403], "exactly the build node fetches the source: {answers:?}");
-    let fetched = answers.iter().find(|r| r.status == 200).unwrap();
-    assert_eq!(&fetched.body_bytes[..2], b"\x1f\x8b", "a gzipped tar");
     for path in
-        ["/agent/v1/builds/%2e%2e/production/1/source", &format!("/agent/v1/builds/{app}/%2e%2e/1/source")]
+        ["/agent/v1/builds/a%2fb/production/1/source", &format!("/agent/v1/builds/{app}/a%2fb/1/source")]
     {
-        let r = api.expect(422, "GET", path, a_tok, &none);
+        let r = api.expect(422, &a_tls, "GET", path, &none);
         assert!(r.body.contains("invalid"), "{r:?}");
     }
 
     // Jobs: only the node running a job writes its output.
-    let run = api.expect(
-        202,
-        "POST",
+    let run = admin_post(
+        &p,
+        &admin,
         &format!("/api/v1/apps/{app}/envs/production/runs"),
-        Some(&admin),
         &json!({ "command": ["sleep", "20"] }),
     );
-    let run: Value = serde_json::from_str(&run.body).unwrap();
     let log = format!("/agent/v1/jobs/{}/log", run["id"].as_str().unwrap());
     let lines = json!({ "lines": ["from a node"] });
-    let mut statuses =
-        vec![api.call("POST", &log, a_tok, &lines).status, api.call("POST", &log, b_tok, &lines).status];
+    let mut statuses = vec![
+        api.call(&a_tls, "POST", &log, None, &lines).status,
+        api.call(&b_tls, "POST", &log, None, &lines).status,
+    ];
     statuses.sort();
     assert_eq!(statuses, vec![200, 403], "exactly the job's node writes its log");
 
@@ -154,7 +280,7 @@ fn each_node_reaches_only_its_own_work() {
     // node cannot upload, download or finish anything of it.
     let info = p.wait_db_healthy(&app);
     let holder = info["primary"]["node"].as_str().unwrap().to_string();
-    let (other, other_tok) = if holder == a { (&b, b_tok) } else { (&a, a_tok) };
+    let (other, other_tls) = if holder == a { (&b, &b_tls) } else { (&a, &a_tls) };
     let backup = p.paas(&["db", "backup", "--app", &app, "-o", "json"]).expect_ok().json();
     assert_eq!(backup["status"], "stored", "{backup}");
     assert_eq!(backup["verification"], "ok", "{backup}");
@@ -162,35 +288,66 @@ fn each_node_reaches_only_its_own_work() {
     let dump =
         Path::new(backup["locations"][0].as_str().unwrap().strip_prefix("local:").unwrap()).to_path_buf();
     assert_eq!(mode(&dump), 0o600, "{}", dump.display());
-    assert_eq!(mode(&dump.with_extension("manifest.json")), 0o600);
     let data_path = format!("/agent/v1/backups/{id}/data");
-    let r = api.expect(403, "GET", &data_path, other_tok, &none);
+    let r = api.expect(403, other_tls, "GET", &data_path, &none);
     assert!(r.body.contains(other.as_str()), "{r:?}");
-    api.expect(403, "PUT", &data_path, other_tok, &none);
-    api.expect(403, "GET", &data_path, Some(&join), &none);
-    let psql = api.expect(
-        202,
-        "POST",
-        &format!("/api/v1/apps/{app}/envs/production/db/psql"),
-        Some(&admin),
-        &json!({ "args": ["-c", "SELECT 1"] }),
-    );
-    let task: Value = serde_json::from_str(&psql.body).unwrap();
-    let result = format!("/agent/v1/db-tasks/{}/result", task["id"].as_str().unwrap());
-    api.expect(403, "POST", &result, other_tok, &json!({ "error": "forged by another node" }));
-    let progress = format!("/agent/v1/db-tasks/{}/progress", task["id"].as_str().unwrap());
-    api.expect(403, "POST", &progress, other_tok, &json!({}));
+    api.expect(403, other_tls, "PUT", &data_path, &none);
+    api.expect(401, &anonymous, "GET", &data_path, &none);
+    let psql = format!("/api/v1/apps/{app}/envs/production/db/psql");
+    let task = admin_post(&p, &admin, &psql, &json!({ "args": ["-c", "SELECT 1"] }));
+    let task = task["id"].as_str().unwrap();
+    let result = format!("/agent/v1/db-tasks/{task}/result");
+    api.expect(403, other_tls, "POST", &result, &json!({ "error": "forged by another node" }));
+    api.expect(403, other_tls, "POST", &format!("/agent/v1/db-tasks/{task}/progress"), &none);
 
-    // A node joining now gets its own credential, which reads its own assignment only.
+    // A node joining now (C, no agent process: this test holds its key) gets a certificate
+    // that reads its own assignment only; the token it used is refused next time.
     let c = format!("{a}-c");
-    let joined = api.expect(200, "POST", "/agent/v1/nodes", Some(&join), &reg(&c, "127.0.0.4", false));
+    let c_key = NodeKey::generate().unwrap();
+    let joined = api.expect_bearer(
+        200,
+        &anonymous,
+        "POST",
+        "/agent/v1/join",
+        Some(&secret),
+        &join_request(&c, "127.0.0.4", &c_key),
+    );
     let joined: Value = serde_json::from_str(&joined.body).unwrap();
-    let c_cred = joined["credential"].as_str().unwrap().to_string();
-    api.expect(200, "GET", &watch(&c), Some(&c_cred), &none);
-    api.expect(403, "GET", &watch(&a), Some(&c_cred), &none);
+    let c_tls = agent_http(&ca, Some((&c_key, joined["certificate"].as_str().unwrap()))).unwrap();
+    api.expect(200, &c_tls, "GET", &watch(&c), &none);
+    api.expect(403, &c_tls, "GET", &watch(&a), &none);
+    let d_key = NodeKey::generate().unwrap();
+    let d = format!("{a}-d");
+    let used = api.expect_bearer(
+        401,
+        &anonymous,
+        "POST",
+        "/agent/v1/join",
+        Some(&secret),
+        &join_request(&d, "127.0.0.5", &d_key),
+    );
+    assert!(used.body.contains("used already"), "{used:?}");
+    // An expired join token is refused with a sentence.
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(short_made.elapsed()));
+    let short_secret = JoinToken::parse(&short).unwrap().secret;
+    let expired = api.expect_bearer(
+        401,
+        &anonymous,
+        "POST",
+        "/agent/v1/join",
+        Some(&short_secret),
+        &join_request(&d, "127.0.0.5", &d_key),
+    );
+    assert!(expired.body.contains("expired"), "{expired:?}");
+
+    // A removed node's certificate stops working on its next request, on an open connection.
+    p.paas(&["nodes", "remove", &c]).expect_ok();
+    let r = api.expect(401, &c_tls, "GET", &watch(&c), &none);
+    assert!(r.body.contains("no longer on record"), "{r:?}");
+    assert!(!p.paas(&["nodes", "list"]).expect_ok().stdout.contains(&c));
 
     // Both nodes kept working all along: the app serves, and the run finished on its node.
-    let r = p.wait_for_body(&p.host(&app), "Hello from paas!", std::time::Duration::from_secs(60));
+    let r = p.wait_for_body(&p.host(&app), "Hello from paas!", Duration::from_secs(60));
     assert_eq!(r.status, 200);
     assert!(p.agent_log(&b).contains("joined the control plane"), "{}", p.agent_log(&b));
 }

@@ -154,7 +154,7 @@ fn hostile_static_directory_serves_nothing_from_the_host() {
     // Nothing any answer carried came from the host or the data directory.
     let secret_key = std::fs::read(data.join("secret.key")).unwrap();
     let mut secrets: Vec<Vec<u8>> = vec![secret_key, marker.into_bytes(), b"SQLite format 3".to_vec()];
-    for token in ["admin-token", "agent-token"] {
+    for token in ["admin-token", "ca.key"] {
         secrets.push(std::fs::read_to_string(data.join(token)).unwrap().trim().as_bytes().to_vec());
     }
     let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();

@@ -8,12 +8,13 @@ mod envs;
 mod git;
 mod info;
 mod login;
+mod node_identity;
 mod run;
 mod scale;
 mod up;
 mod users;
 
-use crate::args::{Cli, Command, Global};
+use crate::args::{Cli, Command, Global, NodesCommand};
 use crate::config;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(cmd) => db::exec(&g, cmd).await,
         Command::GitHook => git::hook().await,
         Command::Ps(target) => info::ps(&g, target).await,
+        Command::Nodes(NodesCommand::Token { ttl }) => node_identity::token(&g, ttl).await,
+        Command::Nodes(NodesCommand::Remove { node }) => node_identity::remove(&g, &node).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
         Command::Events { since } => info::events(&g, since).await,
     }

@@ -85,10 +85,22 @@ fn node_name(opts: &NodeOpts) -> String {
     })
 }
 
+/// The URL an agent in this process reaches the agent listener at (loopback for a wildcard).
+fn local_agent_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
+}
+
 pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     let api = bind(args.api_addr, "API").await?;
     let http = bind(args.http_addr, "ingress").await?;
+    let agents = bind(args.agent_addr, "agent API").await?;
     let api_url = format!("http://{}", api.local_addr()?);
+    let agent_url = local_agent_url(agents.local_addr()?);
     let http_addr = http.local_addr()?;
     let cp_config = control_plane_config(&args.data, http_addr.port())?;
     let data_dir = cp_config.data_dir.clone();
@@ -101,13 +113,18 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             &CliConfig { server: Some(api_url.clone()), token: Some(cp.admin_token.clone()) },
         )?;
     }
-    // The local agent needs no join: it gets its credential in-process, a new one each start.
+    // The local agent needs no join: it makes a key and gets its certificate in-process, anew
+    // each start (so it also just works on a data directory from before certificates).
     let node = node_name(&args.node);
-    let credential = cp.local_node_credential(&node).await.context("issuing the local node's credential")?;
+    let key = protocol::tls::NodeKey::generate().map_err(anyhow::Error::msg)?;
+    let certificate = cp
+        .local_node_certificate(&node, &key.proof(&node))
+        .await
+        .context("issuing the local node's certificate")?;
     let agent_config = node_agent::Config {
-        server: api_url.clone(),
-        join_token: Some(cp.join_token.clone()),
-        credential: Some(credential),
+        server: agent_url.clone(),
+        join_token: None,
+        identity: Some(node_agent::GivenIdentity { key_pem: key.pem().to_string(), certificate }),
         node_name: node,
         private_addr: args.node.private_addr,
         build_network: args.node.build_network.clone(),
@@ -120,7 +137,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     cancel_on_signal(shutdown.clone());
     let node = agent_config.node_name.clone();
     let client = protocol::Client::new(&api_url, &cp.admin_token);
-    let cp_task = tokio::spawn(cp.serve(api, shutdown.clone()));
+    let cp_task = tokio::spawn(cp.serve(api, agents, shutdown.clone()));
     let agent_task = tokio::spawn(node_agent::run(agent_config, Some(http), shutdown.clone()));
     // Ready means a deploy works: the local node has registered.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -138,6 +155,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         "api_url": api_url,
         "console_url": format!("{api_url}/"),
         "ingress_addr": http_addr.to_string(),
+        "agent_url": agent_url,
         "data_dir": data_dir,
         "config": if args.no_write_config { None } else { Some(&config_path) },
         "node": node,
@@ -147,6 +165,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         Output::Text => {
             println!("paas is up");
             println!("  API and console: {api_url}/");
+            println!("  Agent address:   {agent_url} (other nodes join here: paas nodes token)");
             println!("  Apps are served at http://<app>.{}:{}/", args.data.base_domain, http_addr.port());
             println!("  Data directory:  {}", data_dir.display());
             if !args.no_write_config {
@@ -166,16 +185,19 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let api = bind(args.api_addr, "API").await?;
+    let agents = bind(args.agent_addr, "agent API").await?;
     let cp =
         control_plane::ControlPlane::open(control_plane_config(&args.data, args.ingress_http_port)?).await?;
     let api_url = format!("http://{}", api.local_addr()?);
-    println!("paas control plane at {api_url}/");
+    let agent_addr = agents.local_addr()?;
+    println!("paas control plane at {api_url}/, agent address https://{agent_addr}");
     println!(
-        "Join nodes with: paas agent --join {api_url} --join-token <the agent-token file in the data dir>; each node gets its own credential"
+        "Join a node with: paas agent --join https://<this machine's private address>:{} --join-token <paas nodes token --ttl 1h>",
+        agent_addr.port()
     );
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    cp.serve(api, shutdown).await?;
+    cp.serve(api, agents, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -188,10 +210,15 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Some(d) => d,
         None => config::default_data_dir("paas-agent")?,
     };
+    anyhow::ensure!(
+        args.join.starts_with("https://"),
+        "--join {:?}: give the control plane's agent address, e.g. https://10.0.0.5:7071 (paas server --agent-addr); the agent API is mutual TLS only",
+        args.join
+    );
     let config = node_agent::Config {
         server: args.join,
         join_token: args.join_token,
-        credential: None,
+        identity: None,
         node_name: node_name(&args.node),
         private_addr: args.node.private_addr,
         keep_images: args.node.keep_images,

@@ -1,22 +1,27 @@
-//! `/agent/v1`: node registration, the long-polled assignment watch, status reports, and the
-//! build hand-off (source download, build output, result). Every route but registration takes
-//! a [`NodeCaller`] and serves only the node its request concerns.
+//! `/agent/v1`, on the agent listener: the CA certificate and joining (open to a client without
+//! a certificate; joining takes a one-time join token), certificate renewal, registration, the
+//! long-polled assignment watch, status reports, and the build hand-off (source download, build
+//! output, result). Every route but the first two takes a [`NodeCaller`] and serves only the
+//! node its request concerns.
 
-use super::auth::{AgentCaller, NodeCaller};
-use super::error::ApiResult;
+use super::auth::NodeCaller;
+use super::error::{ApiError, ApiResult};
+use super::server::PeerCertificate;
+use crate::assign;
 use crate::error::DomainError;
+use crate::identity::{self, JoinError};
 use crate::state::AppState;
 use crate::store::JobKind;
-use crate::{assign, tokens};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use protocol::agent::{
     BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode, WatchResponse,
 };
+use protocol::tls::{JoinRequest, KeyProof, NodeCertificate};
 use protocol::{AppName, EnvName};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -24,7 +29,10 @@ use std::time::Duration;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/ca", get(ca))
+        .route("/join", post(join))
         .route("/nodes", post(register))
+        .route("/nodes/{node}/certificate", post(renew))
         .route("/nodes/{node}/watch", get(watch))
         .route("/nodes/{node}/report", post(report))
         .route("/builds/{app}/{env}/{release}/source", get(source))
@@ -34,30 +42,62 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{id}/result", post(job_result))
 }
 
-/// The join token registers a new node and gets its credential back; a node's credential
-/// registers that node again (its address or ingress role may have changed).
+/// The CA certificate, for an agent to check against the hash in its join token.
+async fn ca(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/x-pem-file")], state.ca.pem().to_string())
+}
+
+/// A new node joins with a one-time join token (bearer) and the public key it made; the answer
+/// is its certificate.
+async fn join(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<JoinRequest>,
+) -> ApiResult<Json<NodeCertificate>> {
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let (name, addr) = (req.node.name.clone(), req.node.private_addr.clone());
+    match identity::join(&state, secret, req).await {
+        Ok(cert) => Ok(Json(cert)),
+        Err(e) => {
+            tracing::warn!(node = %name, addr = %addr, error = ?e, "join refused");
+            Err(match e {
+                JoinError::Token(why) => ApiError::Unauthorized(why),
+                JoinError::Domain(e) => e.into(),
+            })
+        }
+    }
+}
+
+/// A node with a certificate registers again (its address or ingress role may have changed).
 async fn register(
     State(state): State<AppState>,
-    Extension(caller): Extension<AgentCaller>,
+    caller: NodeCaller,
     Json(mut node): Json<RegisterNode>,
 ) -> ApiResult<Json<RegisteredNode>> {
-    protocol::names::check_node(&node.name)?;
-    let addr = node
-        .private_addr
-        .parse::<std::net::IpAddr>()
-        .map_err(|_| DomainError::Invalid(format!("{:?} is not an IP address", node.private_addr)))?;
-    // One spelling per address, so two spellings of one address cannot both be claimed.
-    node.private_addr = addr.to_string();
-    let by_node = match &caller {
-        AgentCaller::Node(n) => Some(n.as_str()),
-        AgentCaller::Join => None,
-    };
-    let credential = tokens::register_node(&state.store, by_node, &node).await.inspect_err(|e| {
-        tracing::warn!(node = %node.name, addr = %node.private_addr, by = ?by_node, error = %e, "node registration refused");
+    identity::check_registration(&mut node)?;
+    state.store.register_node(&node.name, &node.private_addr, node.ingress, &caller.0).await.inspect_err(|e| {
+        tracing::warn!(node = %node.name, addr = %node.private_addr, by = %caller.0, error = %e, "node registration refused");
     })?;
-    tracing::info!(node = %node.name, addr = %node.private_addr, ingress = node.ingress, joined = credential.is_some(), "node registered");
+    tracing::info!(node = %node.name, addr = %node.private_addr, ingress = node.ingress, "node registered");
     state.bump();
-    Ok(Json(RegisteredNode { name: node.name, credential }))
+    Ok(Json(RegisteredNode { name: node.name }))
+}
+
+/// A node renews its certificate, for a new key, over its current one.
+async fn renew(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Extension(PeerCertificate(current)): Extension<PeerCertificate>,
+    Path(node): Path<String>,
+    Json(proof): Json<KeyProof>,
+) -> ApiResult<Json<NodeCertificate>> {
+    caller.must_be(&node, format_args!("the certificate of node {node:?}"))?;
+    Ok(Json(identity::renew(&state, &node, &current, &proof).await?))
 }
 
 #[derive(Deserialize)]

@@ -1,12 +1,12 @@
-//! Bearer authentication of the agent API (users are authenticated per route by
-//! `routes::authorize`): `/agent/v1` takes the join token (which only registers nodes) or a node's own credential,
-//! and each agent handler checks that the node is the one its request concerns.
+//! Authentication of the agent API (users are authenticated per route by `routes::authorize`):
+//! the agent listener's `/agent/v1` knows nodes by their client certificate (mutual TLS, checked
+//! against the store on every request), and each agent handler checks that the node is the one
+//! its request concerns. A client without a certificate may only fetch the CA and join.
 
 use super::error::ApiError;
+use super::server::PeerCertificate;
 use crate::error::DomainError;
 use crate::state::AppState;
-use crate::store::TokenKind;
-use crate::tokens;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -18,50 +18,42 @@ pub use crate::access::Caller;
 /// Who made an agent request.
 #[derive(Debug, Clone)]
 pub enum AgentCaller {
-    /// The join token: it may register a new node and nothing else.
-    Join,
-    /// A node, by the credential it was given when it joined.
+    /// No client certificate: it may fetch the CA certificate and join, nothing else.
+    Anonymous,
+    /// A node, by the certificate on record for it.
     Node(String),
 }
 
-fn bearer(req: &Request) -> Option<String> {
-    let value = req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
-}
-
-async fn authenticate_agent(state: &AppState, token: Option<String>) -> Result<AgentCaller, ApiError> {
-    let token = token.ok_or_else(|| {
-        ApiError::Unauthorized(
-            "this route is for node agents: send the node's credential, or the join token to register".into(),
-        )
-    })?;
-    let hash = tokens::hash(&token);
-    if let Some(node) = state.store.credential_node(&hash).await? {
-        return Ok(AgentCaller::Node(node));
-    }
-    match state.store.token(&hash).await? {
-        Some(t) if t.kind == TokenKind::Join => Ok(AgentCaller::Join),
-        Some(_) => Err(ApiError::Unauthorized("user tokens cannot use the agent API".into())),
+async fn authenticate_agent(
+    state: &AppState,
+    cert: Option<PeerCertificate>,
+) -> Result<AgentCaller, ApiError> {
+    let Some(PeerCertificate(fingerprint)) = cert else {
+        return Ok(AgentCaller::Anonymous);
+    };
+    match state.store.cert_node(&fingerprint).await? {
+        Some(node) => Ok(AgentCaller::Node(node)),
         None => Err(ApiError::Unauthorized(
-            "this agent credential is not valid: the node was removed or the control plane's data was reset; join again with the join token".into(),
+            "this node's certificate is no longer on record: the node was removed or got a newer certificate; join again with a fresh token from `paas nodes token`".into(),
         )),
     }
 }
 
-/// `/agent/v1`: the join token or a node credential, so a leaked user token cannot act as a
-/// node and a node credential cannot manage apps.
+/// `/agent/v1`: the node a client certificate speaks for, so a user token cannot act as a node
+/// and a node cannot manage apps.
 pub async fn require_agent(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate_agent(&state, bearer(&req)).await?;
+    let cert = req.extensions().get::<PeerCertificate>().cloned();
+    let caller = authenticate_agent(&state, cert).await?;
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }
 
-/// The node behind an agent request; the join token is refused here, so a handler that takes
-/// this reads or changes nothing for it.
+/// The node behind an agent request; a client without a certificate is refused here, so a
+/// handler that takes this reads or changes nothing for it.
 #[derive(Debug, Clone)]
 pub struct NodeCaller(pub String);
 
@@ -82,11 +74,10 @@ impl<S: Send + Sync> FromRequestParts<S> for NodeCaller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         match parts.extensions.get::<AgentCaller>() {
             Some(AgentCaller::Node(node)) => Ok(Self(node.clone())),
-            Some(AgentCaller::Join) => Err(DomainError::Forbidden(
-                "the join token only registers nodes; this route needs the node's own credential".into(),
-            )
-            .into()),
-            None => Err(ApiError::Unauthorized("this route is for node agents".into())),
+            Some(AgentCaller::Anonymous) => Err(ApiError::Unauthorized(
+                "this route needs the node's certificate (mutual TLS): join first with a token from `paas nodes token`".into(),
+            )),
+            None => Err(ApiError::Unauthorized("this route is for node agents, on the agent address".into())),
         }
     }
 }

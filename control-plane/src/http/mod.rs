@@ -1,5 +1,7 @@
 //! HTTP surface of the control plane: one routes file per resource, merged here with their
-//! authentication, plus the web console at `/`.
+//! authentication, plus the web console at `/`. The public listener serves `/api/v1`, git and
+//! the console; the agent API (`/agent/v1`) has a listener of its own, over mutual TLS
+//! ([`agent_router`], `server::serve_tls`).
 
 mod agent;
 mod apps;
@@ -11,6 +13,7 @@ mod envs;
 pub mod error;
 mod formation;
 mod git;
+mod node_identity;
 mod nodes;
 pub mod routes;
 mod runs;
@@ -44,6 +47,7 @@ pub fn api() -> routes::Api {
         .merge(formation::routes())
         .merge(envs::routes())
         .merge(nodes::routes())
+        .merge(node_identity::routes())
         .merge(runs::routes())
         .merge(users::routes())
 }
@@ -53,12 +57,6 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         .into_router(state.clone(), API_PREFIX)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
-    // Agents keep their reports and output batches under this (backup data streams).
-    let agent = agent::routes()
-        .merge(backups::agent_routes())
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(protocol::agent::MAX_BODY_BYTES))
-        .layer(from_fn_with_state(state.clone(), auth::require_agent));
     let web = web::WebConfig {
         api_url: api_url.to_string(),
         console_key: state.console_key.to_string(),
@@ -67,9 +65,28 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
     let console = web::router(web)?.layer(DefaultBodyLimit::max(CONSOLE_BODY_LIMIT));
     Ok(Router::new()
         .nest(API_PREFIX, api.with_state(state.clone()))
-        .nest("/agent/v1", agent.with_state(state.clone()))
+        .route("/agent/v1/{*rest}", axum::routing::any(agent_moved))
         .merge(git::routes().with_state(state))
         .merge(console))
+}
+
+/// The agent API, for the agent listener.
+pub fn agent_router(state: AppState) -> Router {
+    // Agents keep their reports and output batches under this (backup data streams).
+    let agent = agent::routes()
+        .merge(backups::agent_routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(protocol::agent::MAX_BODY_BYTES))
+        .layer(from_fn_with_state(state.clone(), auth::require_agent));
+    Router::new().nest("/agent/v1", agent.with_state(state)).fallback(not_found)
+}
+
+/// An agent from before mutual TLS, still calling the public address.
+async fn agent_moved() -> error::ApiError {
+    crate::error::DomainError::NotFound(
+        "the agent API is served on the control plane's agent address (paas server --agent-addr) over mutual TLS: join again with `paas agent --join https://<agent address> --join-token <paas nodes token>`".into(),
+    )
+    .into()
 }
 
 /// `?reveal=true` shows secret values (and is logged).
@@ -136,7 +153,8 @@ mod tests {
         };
         let cp = crate::ControlPlane::open(config).await.unwrap();
         let router = super::router(cp.state.clone(), "http://127.0.0.1:7070").unwrap();
-        let (user, agent) = (cp.admin_token.as_str(), cp.join_token.as_str());
+        let agent_router = super::agent_router(cp.state.clone());
+        let user = cp.admin_token.as_str();
 
         assert_eq!(post(&router, "/login", "", 100 << 10).await, StatusCode::PAYLOAD_TOO_LARGE);
         assert_ne!(post(&router, "/login", "", 10).await, StatusCode::PAYLOAD_TOO_LARGE);
@@ -144,8 +162,9 @@ mod tests {
         assert_eq!(post(&router, run, user, super::API_BODY_LIMIT).await, StatusCode::PAYLOAD_TOO_LARGE);
         assert_ne!(post(&router, run, user, 10).await, StatusCode::PAYLOAD_TOO_LARGE);
         let big = protocol::agent::MAX_BODY_BYTES;
-        assert_eq!(post(&router, "/agent/v1/nodes", agent, big).await, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_ne!(post(&router, "/agent/v1/nodes", agent, big / 2).await, StatusCode::PAYLOAD_TOO_LARGE);
+        let join = "/agent/v1/join";
+        assert_eq!(post(&agent_router, join, "t", big).await, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_ne!(post(&agent_router, join, "t", big / 2).await, StatusCode::PAYLOAD_TOO_LARGE);
         cp.state.store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -3,12 +3,22 @@
 //! connection that has not sent a complete head within [`HEADER_READ_TIMEOUT`] is closed.
 //! Shutdown is ordered: stop accepting, let requests in flight finish for [`DRAIN_TIMEOUT`]
 //! (long polls included), then close what is left.
+//!
+//! The agent listener ([`serve_tls`]) is the same loop behind rustls: the handshake checks a
+//! client certificate against the CA (a client may present none, for joining), and every
+//! request on the connection carries the certificate's sha256 as a [`PeerCertificate`], which
+//! `auth::require_agent` looks up in the store on each request, so a removed node's open
+//! connection stops working at once.
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,17 +29,76 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests in flight may still run once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The sha256 (hex) of the client certificate the connection presented, verified against the
+/// CA during the handshake.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub String);
+
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let stop = shutdown.clone();
+    accept_loop(listener, shutdown, move |stream, peer| {
+        connection(stream, with_peer(&router, peer), stop.clone())
+    })
+    .await
+}
+
+/// Serves `router` over TLS with `config` (the agent listener), like [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let stop = shutdown.clone();
+    accept_loop(listener, shutdown, move |stream, peer| {
+        tls_connection(stream, acceptor.clone(), with_peer(&router, peer), stop.clone())
+    })
+    .await
+}
+
+async fn tls_connection(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let peer = stream.peer_addr().ok();
+    // The handshake is bounded like a request head.
+    let tls = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(peer = ?peer, error = %e, "agent TLS handshake refused");
+            return;
+        }
+        Err(_) => return,
+    };
+    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| crate::ca::fingerprint(c));
+    let router = match cert {
+        Some(fp) => router.layer(axum::Extension(PeerCertificate(fp))),
+        None => router,
+    };
+    connection(tls, router, shutdown).await
+}
+
+/// The router with the client's address for its handlers (the audit log, sign-in limits).
+fn with_peer(router: &Router, peer: SocketAddr) -> Router {
+    router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+}
+
+async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: CancellationToken, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    // Handlers read the client's address for the audit log and sign-in limits.
-                    let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-                    conns.spawn(connection(stream, router, shutdown.clone()));
+                    conns.spawn(handle(stream, peer));
                 }
                 Err(e) => {
                     // Usually out of file descriptors; pausing keeps the loop from spinning.
@@ -52,7 +121,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     }
 }
 
-async fn connection(stream: TcpStream, router: Router, shutdown: CancellationToken) {
+async fn connection<I>(stream: I, router: Router, shutdown: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -32,14 +32,6 @@ impl EnvRow {
     }
 }
 
-/// Who registers a node: the join token, with the credential hash to issue, or a node's own
-/// credential.
-#[derive(Debug, Clone, Copy)]
-pub enum Registrar<'a> {
-    Join { credential_hash: &'a str },
-    Node(&'a str),
-}
-
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NodeRow {
     pub name: String,
@@ -213,56 +205,54 @@ impl Store {
 
     // --- nodes ---
 
-    /// Records a node's registration in one write transaction, so two agents cannot both claim
-    /// a name or an address. The address must not be another node's. With the join token the
-    /// name must be new, or a node registered before credentials existed (claimed once), and
-    /// the new credential's hash is kept with it; with a node credential the name must be the
-    /// caller's own.
+    /// Records a node's registration again, by the node itself (`caller`, from its
+    /// certificate), in one write transaction: the name must be the caller's own and the
+    /// address not another node's. Joining is [`Store::join_node`].
     pub async fn register_node(
         &self,
         name: &str,
         private_addr: &str,
         ingress: bool,
-        by: Registrar<'_>,
+        caller: &str,
     ) -> Result<()> {
+        if caller != name {
+            return Err(StoreError::Forbidden(format!(
+                "this certificate belongs to node {caller:?}; a node can only register itself, not {name:?}"
+            )));
+        }
         let mut tx = self.write_tx().await?;
+        Self::check_address(&mut tx, name, private_addr).await?;
+        Self::upsert_node(&mut tx, name, private_addr, ingress).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Refuses `private_addr` when it is another node's, so two agents cannot both claim it.
+    pub(super) async fn check_address(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        name: &str,
+        private_addr: &str,
+    ) -> Result<()> {
         let holder: Option<String> =
             sqlx::query_scalar("SELECT name FROM nodes WHERE private_addr = ? AND name != ? LIMIT 1")
                 .bind(private_addr)
                 .bind(name)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
-        if let Some(other) = holder {
-            return Err(StoreError::Forbidden(format!(
+        match holder {
+            Some(other) => Err(StoreError::Forbidden(format!(
                 "{private_addr} is the private address of node {other:?}; a node cannot take another node's address"
-            )));
+            ))),
+            None => Ok(()),
         }
-        match by {
-            Registrar::Node(caller) if caller != name => {
-                return Err(StoreError::Forbidden(format!(
-                    "this credential belongs to node {caller:?}; a node can only register itself, not {name:?}"
-                )));
-            }
-            Registrar::Node(_) => {}
-            Registrar::Join { credential_hash } => {
-                let credentialed: Option<String> =
-                    sqlx::query_scalar("SELECT node FROM node_credentials WHERE node = ?")
-                        .bind(name)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if credentialed.is_some() {
-                    return Err(StoreError::Forbidden(format!(
-                        "node {name:?} is registered already: only its own agent, with the credential it got when it joined, can register it again"
-                    )));
-                }
-                sqlx::query("INSERT INTO node_credentials (node, hash, created_at) VALUES (?, ?, ?)")
-                    .bind(name)
-                    .bind(credential_hash)
-                    .bind(now())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+    }
+
+    pub(super) async fn upsert_node(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        name: &str,
+        private_addr: &str,
+        ingress: bool,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO nodes (name, private_addr, ingress, last_seen) VALUES (?, ?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET private_addr = excluded.private_addr,
@@ -272,33 +262,9 @@ impl Store {
         .bind(private_addr)
         .bind(ingress)
         .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Gives `node` a new credential (by its hash), replacing any it had: the path `paas up`
-    /// takes for its own agent, which it trusts because they share a process.
-    pub async fn set_node_credential(&self, node: &str, credential_hash: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO node_credentials (node, hash, created_at) VALUES (?, ?, ?)
-             ON CONFLICT (node) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
-        )
-        .bind(node)
-        .bind(credential_hash)
-        .bind(now())
-        .execute(&self.pool)
+        .execute(&mut **tx)
         .await?;
         Ok(())
-    }
-
-    /// The node a credential (by its hash) belongs to.
-    pub async fn credential_node(&self, credential_hash: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT node FROM node_credentials WHERE hash = ?")
-            .bind(credential_hash)
-            .fetch_optional(&self.pool)
-            .await?)
     }
 
     pub async fn touch_node(&self, name: &str) -> Result<()> {
@@ -323,43 +289,17 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn names_and_addresses_are_claimed_once() {
-        let dir = std::env::temp_dir().join(format!("paas-nodes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("state.db")).await.unwrap();
+    async fn a_node_registers_itself_again_never_another_or_its_address() {
+        let store = Store::open_in_memory().await.unwrap();
         let forbidden = |r: Result<()>| assert!(matches!(r, Err(StoreError::Forbidden(_))), "{r:?}");
-        // A node registered before credentials existed is claimed by the join token, once.
-        sqlx::query(
-            "INSERT INTO nodes (name, private_addr, ingress, last_seen) VALUES ('old', '10.0.0.1', 1, '')",
-        )
-        .execute(&store.pool)
-        .await
-        .unwrap();
-        store
-            .register_node("old", "10.0.0.1", true, Registrar::Join { credential_hash: "h1" })
-            .await
-            .unwrap();
-        assert_eq!(store.credential_node("h1").await.unwrap().as_deref(), Some("old"));
-        forbidden(
-            store.register_node("old", "10.0.0.1", true, Registrar::Join { credential_hash: "h2" }).await,
-        );
-        assert_eq!(store.credential_node("h2").await.unwrap(), None);
-        // A new name joins; it cannot take the old node's address, nor register as it.
-        store
-            .register_node("new", "10.0.0.2", false, Registrar::Join { credential_hash: "h3" })
-            .await
-            .unwrap();
-        forbidden(store.register_node("new", "10.0.0.1", false, Registrar::Node("new")).await);
-        forbidden(store.register_node("old", "10.0.0.2", false, Registrar::Node("new")).await);
-        forbidden(
-            store.register_node("x", "10.0.0.1", false, Registrar::Join { credential_hash: "h4" }).await,
-        );
-        // A node moves to a free address with its own credential.
-        store.register_node("new", "10.0.0.3", false, Registrar::Node("new")).await.unwrap();
+        store.register_node("old", "10.0.0.1", true, "old").await.unwrap();
+        store.register_node("new", "10.0.0.2", false, "new").await.unwrap();
+        forbidden(store.register_node("new", "10.0.0.1", false, "new").await);
+        forbidden(store.register_node("old", "10.0.0.2", false, "new").await);
+        // A node moves to a free address.
+        store.register_node("new", "10.0.0.3", false, "new").await.unwrap();
         let nodes = store.list_nodes().await.unwrap();
         let addrs: Vec<_> = nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
         assert_eq!(addrs, vec![("new", "10.0.0.3"), ("old", "10.0.0.1")]);
-        store.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! The control plane's state store: SQLite through sqlx, with migrations embedded in the binary.
 //! Every read and write of desired state goes through here so another backend can replace it.
 
+mod agents;
 mod apps;
 mod backups;
 mod databases;
@@ -9,7 +10,8 @@ mod releases;
 mod subnets;
 mod users;
 
-pub use apps::{EnvRow, NodeRow, Registrar};
+pub use agents::{NewCert, TokenRefused};
+pub use apps::{EnvRow, NodeRow};
 pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
 pub use jobs::{JobKind, JobRow, JobStatus};

@@ -1,10 +1,11 @@
-//! A fake node agent: speaks `/agent/v1` as node-agent/src/sync.rs does (joins with the join
-//! token and then uses its node credential, long-polls its assignment and acknowledges each
+//! A fake node agent: speaks `/agent/v1` as node-agent/src/sync.rs does (joins with a one-time
+//! join token, checking the CA against it, and then uses its certificate, long-polls its assignment and acknowledges each
 //! state index by watching past it, reports its containers every 100 ms and on change, resolves
 //! image builds) but runs nothing: an assigned container "runs" at once on a port of its own and
 //! is healthy unless the test's [`Script`] says otherwise; an unassigned one is gone at once.
 
 use protocol::agent::{Assignment, BuildKind, BuildResult, ContainerStatus, NodeReport, RegisterNode};
+use protocol::tls::{agent_http, fetch_ca, JoinToken, NodeCertificate, NodeKey};
 use protocol::Client;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
@@ -51,8 +52,9 @@ pub struct Applied {
 
 struct Shared {
     name: String,
-    /// The node credential issued at join.
-    credential: String,
+    /// The key made at join, and the certificate and CA it got.
+    key: NodeKey,
+    cert: NodeCertificate,
     /// Replaced when the control plane comes back on another address.
     client: RwLock<Client>,
     script: Mutex<Script>,
@@ -77,14 +79,18 @@ impl FakeAgent {
     /// Joins the control plane at `url` as ingress node `name` and runs until dropped; returns
     /// once the first assignment is applied (the node is then ready for work).
     pub async fn join(url: &str, join_token: &str, name: &str) -> Self {
-        let client = Client::new(url, join_token);
+        let token = JoinToken::parse(join_token).expect("a join token");
+        let ca = fetch_ca(url, &token.ca_sha256).await.expect("the CA the token names");
+        let key = NodeKey::generate().expect("a node key");
+        let joining = Client::with_http(url, "", agent_http(&ca, None).expect("a TLS client"));
         let registration = RegisterNode { name: name.to_string(), private_addr: ADDR.into(), ingress: true };
-        let joined = client.register(&registration).await.expect("joining with the join token");
-        let credential = joined.credential.expect("a new node gets its credential");
-        client.set_token(credential.clone());
+        let cert = joining.join(&token, &registration, &key).await.expect("joining with the join token");
+        let client =
+            Client::with_http(url, "", agent_http(&cert.ca, Some((&key, &cert.certificate))).unwrap());
         let shared = Arc::new(Shared {
             name: name.to_string(),
-            credential,
+            key,
+            cert,
             client: RwLock::new(client),
             script: Mutex::default(),
             applied: watch::channel(Applied::default()).0,
@@ -99,9 +105,12 @@ impl FakeAgent {
         Self { shared, stop }
     }
 
-    /// Talks to the control plane at `url` from now on, with the node credential it holds.
+    /// Talks to the control plane at `url` (its agent address) from now on, with the
+    /// certificate it holds.
     pub fn reconnect(&self, url: &str) {
-        *self.shared.client.write().unwrap() = Client::new(url, self.shared.credential.clone());
+        let (key, cert) = (&self.shared.key, &self.shared.cert);
+        let http = agent_http(&cert.ca, Some((key, &cert.certificate))).unwrap();
+        *self.shared.client.write().unwrap() = Client::with_http(url, "", http);
     }
 
     pub fn script<R>(&self, change: impl FnOnce(&mut Script) -> R) -> R {

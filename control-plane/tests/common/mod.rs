@@ -38,13 +38,13 @@ enum End {
     Crash,
 }
 
-/// A control plane opened on a data directory and serving `/api/v1` and `/agent/v1` on
-/// 127.0.0.1 at a free port, from a runtime on a thread of its own.
+/// A control plane opened on a data directory and serving `/api/v1` and `/agent/v1` (mutual
+/// TLS) on 127.0.0.1 at free ports, from a runtime on a thread of its own.
 pub struct Plane {
-    pub url: String,
+    /// The agent listener, `https://127.0.0.1:<port>`.
+    pub agent_url: String,
     /// The CLI's view: the admin token.
     pub api: Client,
-    pub join_token: String,
     end: Option<std::sync::mpsc::Sender<End>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -78,14 +78,16 @@ impl Plane {
             let started = rt.block_on(async {
                 let cp = ControlPlane::open(config(&dir)).await?;
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let agents = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let url = format!("http://{}", listener.local_addr()?);
-                let tokens = (cp.admin_token.clone(), cp.join_token.clone());
-                let serving = tokio::spawn(cp.serve(listener, stop.clone()));
-                anyhow::Ok((url, tokens, serving))
+                let urls = (url, format!("https://{}", agents.local_addr()?));
+                let admin = cp.admin_token.clone();
+                let serving = tokio::spawn(cp.serve(listener, agents, stop.clone()));
+                anyhow::Ok((urls, admin, serving))
             });
             let serving = match started {
-                Ok((url, tokens, serving)) => {
-                    let _ = ready_tx.send(Ok((url, tokens)));
+                Ok((urls, admin, serving)) => {
+                    let _ = ready_tx.send(Ok((urls, admin)));
                     serving
                 }
                 Err(e) => {
@@ -102,9 +104,14 @@ impl Plane {
                 End::Crash => rt.shutdown_timeout(Duration::from_secs(5)),
             }
         });
-        let (url, (admin, join_token)) =
+        let ((url, agent_url), admin) =
             ready.await.expect("the control plane thread answers").expect("the control plane starts");
-        Self { api: Client::new(&url, admin), url, join_token, end: Some(end_tx), thread: Some(thread) }
+        Self { api: Client::new(&url, admin), agent_url, end: Some(end_tx), thread: Some(thread) }
+    }
+
+    /// A fresh one-time join token, as `paas nodes token` makes it.
+    pub async fn join_token(&self) -> String {
+        self.api.create_join_token(600).await.expect("making a join token").token
     }
 
     /// Shuts down as on SIGTERM and waits until it has.

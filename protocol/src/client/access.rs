@@ -19,7 +19,7 @@ fn seg(s: &str) -> String {
 
 impl Client {
     async fn delete<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.send(self.http.delete(self.url(path))).await
+        self.send(self.http().delete(self.url(path))).await
     }
 
     /// Signs in with a password; the answer holds a new API token.
