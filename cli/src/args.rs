@@ -245,6 +245,10 @@ pub struct DataDir {
     /// 1024 environments in the default pool).
     #[arg(long, env = "PAAS_NETWORK_PREFIX", default_value_t = control_plane::store::NetworkPool::DEFAULT_PREFIX)]
     pub network_prefix: u8,
+    /// How long node certificates are valid, in seconds (agents renew theirs when a third is
+    /// left); short lifetimes are for testing rotation.
+    #[arg(long, env = "PAAS_NODE_CERT_SECS", default_value_t = control_plane::ca::NODE_CERT_LIFETIME.as_secs(), hide = true)]
+    pub node_cert_secs: u64,
 }
 
 /// Backup schedule and retention of a database.

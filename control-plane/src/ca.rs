@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// How long a node certificate is valid unless `PAAS_NODE_CERT_SECS` says otherwise; agents
+/// How long a node certificate is valid unless `--node-cert-secs` says otherwise; agents
 /// renew theirs when a third of this is left.
 pub const NODE_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The name in the agent listener's certificate. Agents check the CA and the server use, not

@@ -56,6 +56,8 @@ pub struct Config {
     pub git_push_timeout: std::time::Duration,
     /// Where new environments' network subnets come from.
     pub network_pool: store::NetworkPool,
+    /// How long a node certificate is valid (agents renew it when a third is left).
+    pub node_cert_lifetime: Duration,
 }
 
 /// A control plane whose data directory is opened and whose tokens exist, not yet serving.
@@ -80,13 +82,7 @@ impl ControlPlane {
         if std::fs::remove_file(config.data_dir.join("agent-token")).is_ok() {
             tracing::warn!("the long-lived join token (agent-token) no longer works: agents on other machines join again with `paas nodes token` (see the README); this machine's own agent needs nothing");
         }
-        let node_cert_lifetime = match std::env::var("PAAS_NODE_CERT_SECS") {
-            Ok(secs) => {
-                Duration::from_secs(secs.parse().context("PAAS_NODE_CERT_SECS is a number of seconds")?)
-            }
-            Err(_) => ca::NODE_CERT_LIFETIME,
-        };
-        let ca = ca::Ca::load_or_create(&config.data_dir, node_cert_lifetime)?;
+        let ca = ca::Ca::load_or_create(&config.data_dir, config.node_cert_lifetime)?;
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
         dbroles::fill_missing_secrets(&store, &secrets)
             .await

@@ -147,6 +147,7 @@ impl AppState {
             git_max_push_bytes: 1 << 20,
             git_push_timeout: std::time::Duration::from_secs(60),
             network_pool: Default::default(),
+            node_cert_lifetime: crate::ca::NODE_CERT_LIFETIME,
         };
         let secrets = SecretBox::load_or_create(&dir).expect("a key");
         let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);

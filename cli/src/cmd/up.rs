@@ -72,6 +72,7 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         git_max_push_bytes: data.git_max_push_mib.saturating_mul(1 << 20),
         git_push_timeout: Duration::from_secs(data.git_push_timeout_secs),
         network_pool: control_plane::store::NetworkPool::parse(&data.network_pool, data.network_prefix)?,
+        node_cert_lifetime: std::time::Duration::from_secs(data.node_cert_secs),
     })
 }
 

@@ -150,6 +150,7 @@ mod tests {
             git_max_push_bytes: 1 << 20,
             git_push_timeout: std::time::Duration::from_secs(60),
             network_pool: Default::default(),
+            node_cert_lifetime: crate::ca::NODE_CERT_LIFETIME,
         };
         let cp = crate::ControlPlane::open(config).await.unwrap();
         let router = super::router(cp.state.clone(), "http://127.0.0.1:7070").unwrap();

@@ -59,6 +59,7 @@ fn config(dir: &Path) -> Config {
         git_max_push_bytes: 1 << 20,
         git_push_timeout: Duration::from_secs(60),
         network_pool: Default::default(),
+        node_cert_lifetime: paas_control_plane::ca::NODE_CERT_LIFETIME,
     }
 }
 
