@@ -60,6 +60,23 @@ pub struct Config {
     pub node_cert_lifetime: Duration,
 }
 
+impl Config {
+    /// Settings for a control plane in tests: everything under `dir`, no S3, defaults elsewhere.
+    pub fn for_tests(dir: &std::path::Path, base_domain: &str) -> Self {
+        Self {
+            data_dir: dir.to_path_buf(),
+            base_domain: base_domain.into(),
+            ingress_http_port: 80,
+            backup_dir: dir.join("backups"),
+            backup_s3: None,
+            git_max_push_bytes: 1 << 20,
+            git_push_timeout: Duration::from_secs(60),
+            network_pool: Default::default(),
+            node_cert_lifetime: ca::NODE_CERT_LIFETIME,
+        }
+    }
+}
+
 /// A control plane whose data directory is opened and whose tokens exist, not yet serving.
 pub struct ControlPlane {
     state: AppState,

@@ -138,17 +138,7 @@ impl AppState {
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let store = Store::open(&dir.join("state.db")).await.expect("a store");
         store.create_app("shop").await.expect("an app");
-        let config = Config {
-            data_dir: dir.clone(),
-            base_domain: "example.test".into(),
-            ingress_http_port: 80,
-            backup_dir: dir.join("backups"),
-            backup_s3: None,
-            git_max_push_bytes: 1 << 20,
-            git_push_timeout: std::time::Duration::from_secs(60),
-            network_pool: Default::default(),
-            node_cert_lifetime: crate::ca::NODE_CERT_LIFETIME,
-        };
+        let config = Config::for_tests(&dir, "example.test");
         let secrets = SecretBox::load_or_create(&dir).expect("a key");
         let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);
         let ca = crate::ca::Ca::load_or_create(&dir, crate::ca::NODE_CERT_LIFETIME).expect("a CA");

@@ -141,17 +141,7 @@ mod tests {
     #[tokio::test]
     async fn bodies_over_each_routes_limit_are_refused() {
         let dir = std::env::temp_dir().join(format!("paas-limits-{:016x}", rand::random::<u64>()));
-        let config = crate::Config {
-            data_dir: dir.clone(),
-            base_domain: "localhost".into(),
-            ingress_http_port: 8080,
-            backup_dir: dir.join("backups"),
-            backup_s3: None,
-            git_max_push_bytes: 1 << 20,
-            git_push_timeout: std::time::Duration::from_secs(60),
-            network_pool: Default::default(),
-            node_cert_lifetime: crate::ca::NODE_CERT_LIFETIME,
-        };
+        let config = crate::Config::for_tests(&dir, "localhost");
         let cp = crate::ControlPlane::open(config).await.unwrap();
         let router = super::router(cp.state.clone(), "http://127.0.0.1:7070").unwrap();
         let agent_router = super::agent_router(cp.state.clone());

@@ -50,17 +50,7 @@ pub struct Plane {
 }
 
 fn config(dir: &Path) -> Config {
-    Config {
-        data_dir: dir.to_path_buf(),
-        base_domain: "paas.test".into(),
-        ingress_http_port: 80,
-        backup_dir: dir.join("backups"),
-        backup_s3: None,
-        git_max_push_bytes: 1 << 20,
-        git_push_timeout: Duration::from_secs(60),
-        network_pool: Default::default(),
-        node_cert_lifetime: paas_control_plane::ca::NODE_CERT_LIFETIME,
-    }
+    Config::for_tests(dir, "paas.test")
 }
 
 impl Plane {
