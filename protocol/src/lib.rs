@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod client;
 pub mod files;
+pub mod logs;
 pub mod manifest;
 pub mod names;
 pub mod tls;

@@ -1,0 +1,93 @@
+//! Wire types of central logs: the lines node agents ship (`POST /agent/v1/nodes/{node}/logs`)
+//! and the lines users read (`GET /api/v1/apps/{app}/envs/{env}/logs`).
+
+use serde::{Deserialize, Serialize};
+
+crate::string_enum! {
+    /// Where a line comes from.
+    pub enum LogSource {
+        /// A container of the app (web, worker, release phase, one-off run).
+        App = "app",
+        /// A build's output.
+        Build = "build",
+        /// The ingress access log.
+        Router = "router",
+        /// The platform's own events about the app (deploys, crashes, scaling, config).
+        Platform = "platform",
+    }
+}
+
+crate::string_enum! {
+    pub enum LogStream {
+        Stdout = "stdout",
+        Stderr = "stderr",
+    }
+}
+
+/// One line as an agent ships it. `seq` numbers the node's lines from 1 without gaps or
+/// repeats, across agent restarts (it is kept in the spool), so the control plane stores each
+/// line once however often it is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippedLine {
+    pub seq: u64,
+    /// When the line was written (RFC 3339, nanoseconds, UTC): Docker's timestamp.
+    pub at: String,
+    pub app: String,
+    pub env: String,
+    pub source: LogSource,
+    /// `web`, `worker`, `release`, `run`, ...
+    pub process: String,
+    pub replica: u32,
+    pub release: u32,
+    pub stream: LogStream,
+    pub text: String,
+}
+
+/// A batch of lines from one node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogBatch {
+    pub lines: Vec<ShippedLine>,
+    /// Lines the agent had to drop since its previous batch (its spool was full), per app and
+    /// environment, so the loss is shown to users, never silent.
+    pub dropped: Vec<Dropped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub app: String,
+    pub env: String,
+    pub lines: u64,
+}
+
+/// The answer to a batch: every line up to `through` is stored (the agent may forget them).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LogAck {
+    pub through: u64,
+}
+
+/// One stored line, as users read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Increasing in the order lines were stored; `after` in the next query.
+    pub id: i64,
+    pub at: String,
+    pub source: LogSource,
+    pub process: String,
+    pub replica: u32,
+    pub release: u32,
+    pub node: String,
+    pub stream: LogStream,
+    pub text: String,
+}
+
+/// A page of lines in time order, with where to continue and what was dropped in its span.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogPage {
+    pub lines: Vec<LogEntry>,
+    /// Pass as `after` to get the lines stored since.
+    pub cursor: i64,
+    /// Lines dropped (by an agent's spool or the store's caps) for this app and environment in
+    /// the time the page covers.
+    pub dropped: u64,
+}
