@@ -15,6 +15,7 @@ pub mod deploy;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod logs;
 pub mod releases;
 pub mod runs;
 pub mod s3;
@@ -58,6 +59,8 @@ pub struct Config {
     pub network_pool: store::NetworkPool,
     /// How long a node certificate is valid (agents renew it when a third is left).
     pub node_cert_lifetime: Duration,
+    /// How long and how much of the central logs the control plane keeps (`logs.db`).
+    pub log_retention: logs::Retention,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             git_push_timeout: Duration::from_secs(60),
             network_pool: Default::default(),
             node_cert_lifetime: ca::NODE_CERT_LIFETIME,
+            log_retention: logs::Retention::default(),
         }
     }
 }
@@ -93,6 +97,8 @@ impl ControlPlane {
             .await?
             .with_network_pool(config.network_pool);
         tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
+        // Its own file: log writes never wait on the state database's write lock.
+        let logs = logs::LogStore::open(&config.data_dir.join("logs.db")).await?;
         let admin_token = access::bootstrap(&store, &config.data_dir).await?;
         // The long-lived join token of earlier releases ends (migration 0015 dropped it): nodes
         // join with one-time tokens from `paas nodes token` now.
@@ -112,7 +118,7 @@ impl ControlPlane {
             .with_context(|| format!("creating the backup directory {}", config.backup_dir.display()))?;
         let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3.clone());
         tracing::info!(store = %storage.describe(), "backups are kept in");
-        let state = AppState::new(store, Arc::new(config), secrets, storage, ca);
+        let state = AppState::new(store, logs, Arc::new(config), secrets, storage, ca);
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
         backups::recover(&state).await.context("recovering backups interrupted by the last shutdown")?;
         // In the background: an unreachable bucket must not keep the platform (and every app's
@@ -154,6 +160,7 @@ impl ControlPlane {
         let router = http::router(self.state.clone(), &api_url)?;
         tracing::info!(%addr, %agent_addr, ca_sha256 = %self.state.ca.fingerprint(), "control plane listening");
         self.state.spawn(backups::scheduler(self.state.clone()));
+        self.state.spawn(logs::retention(self.state.clone()));
         // Deploys and backup steps hear of shutdown at once, while requests drain.
         let (stop, tasks) = (shutdown.clone(), self.state.shutting_down());
         self.state.spawn(async move {
@@ -175,6 +182,7 @@ impl ControlPlane {
             );
         }
         self.state.store.close().await;
+        self.state.logs.close().await;
         tracing::info!("control plane stopped");
         Ok(())
     }

@@ -18,6 +18,8 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Central logs, in their own database file.
+    pub logs: crate::logs::LogStore,
     pub config: Arc<Config>,
     /// Seals config vars at rest.
     pub secrets: Arc<SecretBox>,
@@ -98,6 +100,7 @@ impl Drop for Busy {
 impl AppState {
     pub fn new(
         store: Store,
+        logs: crate::logs::LogStore,
         config: Arc<Config>,
         secrets: SecretBox,
         backup_storage: crate::backups::BackupStorage,
@@ -108,6 +111,7 @@ impl AppState {
         let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
         Self {
             store,
+            logs,
             config,
             secrets: Arc::new(secrets),
             backup_storage,
@@ -142,7 +146,8 @@ impl AppState {
         let secrets = SecretBox::load_or_create(&dir).expect("a key");
         let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);
         let ca = crate::ca::Ca::load_or_create(&dir, crate::ca::NODE_CERT_LIFETIME).expect("a CA");
-        (Self::new(store, Arc::new(config), secrets, storage, ca), dir)
+        let logs = crate::logs::LogStore::open(&dir.join("logs.db")).await.expect("a log store");
+        (Self::new(store, logs, Arc::new(config), secrets, storage, ca), dir)
     }
 
     /// Runs `work` in the background, tracked so shutdown waits for it (within a bound).

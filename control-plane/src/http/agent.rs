@@ -1,7 +1,7 @@
 //! `/agent/v1`, on the agent listener: the CA certificate and joining (open to a client without
 //! a certificate; joining takes a one-time join token), certificate renewal, registration, the
-//! long-polled assignment watch, status reports, and the build hand-off (source download, build
-//! output, result). Every route but the first two takes a [`NodeCaller`] and serves only the
+//! long-polled assignment watch, status reports, shipped log lines, and the build hand-off
+//! (source download, build output, result). Every route but the first two takes a [`NodeCaller`] and serves only the
 //! node its request concerns.
 
 use super::auth::NodeCaller;
@@ -21,6 +21,7 @@ use axum::{Extension, Json, Router};
 use protocol::agent::{
     BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode, WatchResponse,
 };
+use protocol::logs::{LogAck, LogBatch};
 use protocol::tls::{JoinRequest, KeyProof, NodeCertificate};
 use protocol::{AppName, EnvName};
 use serde::Deserialize;
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/nodes/{node}/certificate", post(renew))
         .route("/nodes/{node}/watch", get(watch))
         .route("/nodes/{node}/report", post(report))
+        .route("/nodes/{node}/logs", post(ship_logs))
         .route("/builds/{app}/{env}/{release}/source", get(source))
         .route("/builds/{app}/{env}/{release}/log", post(build_log))
         .route("/builds/{app}/{env}/{release}/result", post(build_result))
@@ -145,6 +147,17 @@ async fn report(
     state.upkeep.reported(&node, report.disk, report.pruned);
     crate::databases::observed(&state, &node, report.databases).await?;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// A node ships a batch of log lines; the answer says how far its lines are stored.
+async fn ship_logs(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(node): Path<String>,
+    Json(batch): Json<LogBatch>,
+) -> ApiResult<Json<LogAck>> {
+    caller.must_be(&node, format_args!("the logs of node {node:?}"))?;
+    Ok(Json(crate::logs::ship(&state, &node, &batch).await?))
 }
 
 /// Checks that `caller` builds release `release` of `app`/`env`, whose names are validated first

@@ -13,6 +13,7 @@ mod envs;
 pub mod error;
 mod formation;
 mod git;
+mod logs;
 mod node_identity;
 mod nodes;
 pub mod routes;
@@ -50,6 +51,7 @@ pub fn api() -> routes::Api {
         .merge(node_identity::routes())
         .merge(runs::routes())
         .merge(users::routes())
+        .merge(logs::routes())
 }
 
 pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {

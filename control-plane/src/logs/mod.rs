@@ -1,0 +1,253 @@
+//! Central logs, the control plane's side: storing what agents ship (once per line, answering
+//! how far each node is stored), reading it back for users with filters, text search and a
+//! long-polled follow mode, and keeping the store within its age and size caps.
+
+pub mod store;
+
+pub use store::LogStore;
+
+use crate::error::{DomainError, Result};
+use crate::state::AppState;
+use protocol::logs::{LogAck, LogBatch, LogPage, LogSource};
+use std::time::Duration;
+use store::Filter;
+
+/// Lines a page shows unless asked for another number, and at most.
+pub const DEFAULT_LINES: u32 = 200;
+pub const MAX_LINES: u32 = 5000;
+/// Longest a follow-mode read waits for new lines.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How often retention runs.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+/// Longest text search accepted.
+const MAX_GREP: usize = 1000;
+
+/// Retention: lines older than `age` go, and the oldest go while the store holds more than
+/// `max_bytes` (never more than a tenth of the filesystem holding it).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub age: Duration,
+    pub max_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { age: Duration::from_secs(7 * 24 * 3600), max_bytes: 1 << 30 }
+    }
+}
+
+/// A read as the API receives it: every value a string, checked here.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Params {
+    pub process: Option<String>,
+    pub source: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub grep: Option<String>,
+    pub n: Option<String>,
+    pub after: Option<String>,
+    pub wait: Option<String>,
+}
+
+/// Stores a node's batch and answers how far its lines are stored.
+pub async fn ship(state: &AppState, node: &str, batch: &LogBatch) -> Result<LogAck> {
+    let through = state.logs.insert(node, batch, store::now_ns()).await?;
+    Ok(LogAck { through })
+}
+
+/// A page of `app`/`env`'s lines; in follow mode (`after` and `wait`) waits up to `wait` for
+/// lines stored after `after`.
+pub async fn read(state: &AppState, app: &str, env: &str, p: &Params) -> Result<LogPage> {
+    protocol::AppName::new(app)?;
+    protocol::EnvName::new(env)?;
+    let (filter, wait) = parse(p, store::now_ns())?;
+    // Unknown environments say so rather than look empty.
+    state.store.get_env(app, env).await?;
+    let page = state.logs.read(app, env, &filter).await?;
+    if !page.lines.is_empty() || page.dropped > 0 || wait.is_zero() {
+        return Ok(LogPage { lines: page.lines, cursor: page.cursor, dropped: page.dropped });
+    }
+    // Wakes for any new line of the environment; one the filters leave out answers an empty
+    // page with a cursor past it, and the follower asks again.
+    state.logs.wait_for_lines(app, env, page.cursor, wait).await;
+    let next = Filter { after: Some(page.cursor), ..filter };
+    let page = state.logs.read(app, env, &next).await?;
+    Ok(LogPage { lines: page.lines, cursor: page.cursor, dropped: page.dropped })
+}
+
+fn invalid(why: String) -> DomainError {
+    DomainError::Invalid(why)
+}
+
+/// Checks a read's parameters; answers the filter and how long to wait.
+pub fn parse(p: &Params, now: i64) -> Result<(Filter, Duration)> {
+    let n = match p.n.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => DEFAULT_LINES,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=MAX_LINES).contains(&n) => n,
+            _ => {
+                return Err(invalid(format!("n must be a number of lines from 1 to {MAX_LINES}, not {s:?}")))
+            }
+        },
+    };
+    let after = match p.after.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match s.parse::<i64>() {
+            Ok(a) if a >= 0 => Some(a),
+            _ => return Err(invalid(format!("after must be a cursor from an earlier page, not {s:?}"))),
+        },
+    };
+    let wait = match p.wait.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Duration::ZERO,
+        Some(s) => match s.parse::<u64>() {
+            Ok(w) => Duration::from_secs(w).min(MAX_WAIT),
+            _ => return Err(invalid(format!("wait must be a number of seconds (at most 60), not {s:?}"))),
+        },
+    };
+    if !wait.is_zero() && after.is_none() {
+        return Err(invalid("wait needs after: follow from the cursor of an earlier page".into()));
+    }
+    let source = match p.source.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<LogSource>()
+                .map_err(|_| invalid(format!("source must be app, build, router or platform, not {s:?}")))?,
+        ),
+    };
+    let process = p.process.clone().filter(|s| !s.is_empty());
+    if let Some(proc) = &process {
+        if proc.len() > 64 || proc.contains('\0') {
+            return Err(invalid("process must be a process name such as web or worker".into()));
+        }
+    }
+    let since = p.since.as_deref().map(|s| parse_instant("since", s, now)).transpose()?;
+    let until = p.until.as_deref().map(|s| parse_instant("until", s, now)).transpose()?;
+    if let (Some(a), Some(b)) = (since, until) {
+        if a > b {
+            return Err(invalid("since is after until: nothing can be in that span".into()));
+        }
+    }
+    let fts = p.grep.as_deref().map(fts_phrase).transpose()?.flatten();
+    Ok((Filter { process, source, since, until, fts, n, after }, wait))
+}
+
+/// A time as users give it: a duration back from now (`10m`, `2h 30m`) or RFC 3339.
+fn parse_instant(what: &str, s: &str, now: i64) -> Result<i64> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        let back = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        return Ok(now.saturating_sub(back));
+    }
+    store::parse_time(s).ok_or_else(|| {
+        invalid(format!(
+            "{what} must be a duration back from now such as 10m or 2h, or a time such as 2026-11-27T10:00:00Z, not {s:?}"
+        ))
+    })
+}
+
+/// The text search as one FTS5 phrase: quoted, so nothing in it is FTS syntax. `None` for
+/// blank text (no search).
+pub fn fts_phrase(text: &str) -> Result<Option<String>> {
+    if text.contains('\0') {
+        return Err(invalid("the search text contains a NUL byte".into()));
+    }
+    if text.chars().count() > MAX_GREP {
+        return Err(invalid(format!("the search text is longer than {MAX_GREP} characters")));
+    }
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!("\"{}\"", text.replace('"', "\"\""))))
+}
+
+/// Keeps the store within its caps until shutdown, every [`TRIM_EVERY`].
+pub async fn retention(state: AppState) {
+    let stop = state.shutting_down();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(TRIM_EVERY) => {}
+        }
+        if let Err(e) = trim(&state).await {
+            tracing::error!(error = %format!("{e:#}"), "trimming the log store failed; it may grow past its cap until the next run");
+        }
+    }
+}
+
+/// One retention run.
+pub async fn trim(state: &AppState) -> anyhow::Result<store::Trimmed> {
+    let r = state.config.log_retention;
+    let cap = effective_cap(&state.config.data_dir, r.max_bytes);
+    let age = i64::try_from(r.age.as_nanos()).unwrap_or(i64::MAX);
+    let trimmed = state.logs.trim(store::now_ns().saturating_sub(age), cap).await?;
+    if trimmed != store::Trimmed::default() {
+        tracing::info!(
+            by_age = trimmed.by_age,
+            by_size = trimmed.by_size,
+            cap_bytes = cap,
+            "log store trimmed"
+        );
+    }
+    Ok(trimmed)
+}
+
+/// The size cap: the configured one, but never more than a tenth of the filesystem.
+pub fn effective_cap(dir: &std::path::Path, max_bytes: u64) -> u64 {
+    match rustix::fs::statvfs(dir) {
+        Ok(fs) => max_bytes.min(fs.f_blocks.saturating_mul(fs.f_frsize) / 10),
+        Err(_) => max_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(f: impl FnOnce(&mut Params)) -> Params {
+        let mut p = Params::default();
+        f(&mut p);
+        p
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_with_a_sentence() {
+        let now = 1_000_000_000_000_000_000;
+        for bad in [
+            params(|p| p.n = Some("0".into())),
+            params(|p| p.n = Some("5001".into())),
+            params(|p| p.n = Some("ten".into())),
+            params(|p| p.after = Some("-1".into())),
+            params(|p| p.wait = Some("5".into())),
+            params(|p| p.source = Some("kernel".into())),
+            params(|p| p.since = Some("yesterday-ish".into())),
+            params(|p| p.grep = Some("a\0b".into())),
+            params(|p| p.grep = Some("x".repeat(1001))),
+            params(|p| {
+                p.since = Some("1m".into());
+                p.until = Some("1h".into());
+            }),
+        ] {
+            let e = parse(&bad, now).unwrap_err();
+            assert!(matches!(e, DomainError::Invalid(_)), "{bad:?}: {e}");
+        }
+        let (f, wait) = parse(
+            &params(|p| {
+                p.since = Some("10m".into());
+                p.until = Some("2001-09-09T01:46:40Z".into());
+                p.after = Some("5".into());
+                p.wait = Some("600".into());
+                p.grep = Some("  ".into());
+            }),
+            now,
+        )
+        .unwrap();
+        assert_eq!(f.since, Some(now - 600_000_000_000));
+        assert_eq!(f.until, Some(now));
+        assert_eq!((f.n, f.after, wait, f.fts), (DEFAULT_LINES, Some(5), MAX_WAIT, None));
+    }
+
+    #[test]
+    fn search_text_is_one_quoted_phrase() {
+        assert_eq!(fts_phrase("say \"hi\"").unwrap().unwrap(), "\"say \"\"hi\"\"\"");
+    }
+}

@@ -1,0 +1,496 @@
+//! The log store: shipped lines in their own SQLite file (`logs.db`, so log writes never wait
+//! on state.db's write lock), deduplicated by (node, seq), searchable through an FTS5 index,
+//! with each node's acknowledged position and the counts of lines lost to caps.
+
+use anyhow::Context;
+use protocol::logs::{LogBatch, LogEntry, LogSource, LogStream, ShippedLine};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The schema; `user_version` says which one a file holds. Ids are AUTOINCREMENT so they never
+/// go back after the store was emptied: followers' cursors stay valid.
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lines (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL, -- unix nanoseconds
+    app TEXT NOT NULL,
+    env TEXT NOT NULL,
+    source TEXT NOT NULL,
+    process TEXT NOT NULL,
+    replica INTEGER NOT NULL,
+    release INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL,
+    UNIQUE (node, seq)
+);
+CREATE INDEX IF NOT EXISTS lines_by_env_id ON lines (app, env, id);
+CREATE INDEX IF NOT EXISTS lines_by_env_at ON lines (app, env, at);
+CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts USING fts5 (text, content = 'lines', content_rowid = 'id');
+CREATE TRIGGER IF NOT EXISTS lines_fts_insert AFTER INSERT ON lines BEGIN
+    INSERT INTO lines_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS lines_fts_delete AFTER DELETE ON lines BEGIN
+    INSERT INTO lines_fts (lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+-- Per node, the highest seq stored with every seq below it (the agent forgets lines up to it).
+CREATE TABLE IF NOT EXISTS nodes (
+    node TEXT PRIMARY KEY,
+    through INTEGER NOT NULL
+);
+-- Lines lost: to an agent's full spool ('agent'), the store's size cap ('size') or its age
+-- limit ('age'). `at` is when the lines were written (for 'agent': when the loss was heard of),
+-- `mark` the highest line id stored when the loss was recorded (followers see it once).
+CREATE TABLE IF NOT EXISTS dropped (
+    id INTEGER PRIMARY KEY,
+    app TEXT NOT NULL,
+    env TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    mark INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    why TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dropped_by_env_at ON dropped (app, env, at);
+";
+
+/// Lines deleted per transaction by retention, so a large trim never holds the write lock long.
+const DELETE_CHUNK: i64 = 20_000;
+const MINUTE_NS: i64 = 60_000_000_000;
+
+/// What a read asks for; the text search is already an FTS5 query (see `mod.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub process: Option<String>,
+    pub source: Option<LogSource>,
+    /// Unix nanoseconds, inclusive.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub fts: Option<String>,
+    pub n: u32,
+    /// Only lines stored after this id, oldest first (follow mode); otherwise the newest `n`.
+    pub after: Option<i64>,
+}
+
+/// A page as the store read it, in time order (follow pages: in store order).
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub lines: Vec<LogEntry>,
+    pub cursor: i64,
+    pub dropped: u64,
+}
+
+/// What retention removed in one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    pub by_age: u64,
+    pub by_size: u64,
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    pool: SqlitePool,
+    /// Per `app/env`, the highest line id stored: follow-mode readers wait on it.
+    stored: Arc<watch::Sender<HashMap<String, i64>>>,
+}
+
+fn key(app: &str, env: &str) -> String {
+    format!("{app}/{env}")
+}
+
+/// Unix nanoseconds of an RFC 3339 time.
+pub fn parse_time(rfc3339: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
+/// RFC 3339 (UTC, nanoseconds when there are any) of unix nanoseconds.
+pub fn format_time(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ns.into())
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn now_ns() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+impl LogStore {
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Lines an agent resends after a crash cost nothing: a lost commit is sent again.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("opening the log store {}", path.display()))?;
+        Self::init(pool).await.with_context(|| format!("preparing the log store {}", path.display()))
+    }
+
+    /// A store in memory, for tests: one connection that is never closed.
+    pub async fn open_in_memory() -> anyhow::Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        Self::init(pool).await
+    }
+
+    async fn init(pool: SqlitePool) -> anyhow::Result<Self> {
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&pool).await?;
+        anyhow::ensure!(
+            version <= SCHEMA_VERSION,
+            "the log store was written by a newer paas (schema {version}); move logs.db aside to start an empty one"
+        );
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        sqlx::query(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).execute(&pool).await?;
+        let stored = Arc::new(watch::channel(HashMap::new()).0);
+        Ok(Self { pool, stored })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn write_tx(&self) -> sqlx::Result<sqlx::Transaction<'static, Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Stores a node's batch: each (node, seq) once, however often it comes. Answers the
+    /// node's new `through`. Lines whose time cannot be read are stored at `now`.
+    pub async fn insert(&self, node: &str, batch: &LogBatch, now: i64) -> anyhow::Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let mark = last_id(&mut tx).await?;
+        let mut new = 0u64;
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for line in &batch.lines {
+            let ShippedLine { seq, at, app, env, source, process, replica, release, stream, text } = line;
+            let Ok(seq) = i64::try_from(*seq) else { continue };
+            let done = sqlx::query(
+                "INSERT INTO lines (node, seq, at, app, env, source, process, replica, release, stream, text)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, seq) DO NOTHING",
+            )
+            .bind(node)
+            .bind(seq)
+            .bind(parse_time(at).unwrap_or(now))
+            .bind(app)
+            .bind(env)
+            .bind(source.as_str())
+            .bind(process)
+            .bind(replica)
+            .bind(release)
+            .bind(stream.as_str())
+            .bind(text)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                new += 1;
+                newest.insert(key(app, env), done.last_insert_rowid());
+            }
+        }
+        // A resent batch (every line stored before) does not count its losses twice.
+        if batch.lines.is_empty() || new > 0 {
+            for d in batch.dropped.iter().filter(|d| d.lines > 0) {
+                record_drop(&mut tx, &d.app, &d.env, now, mark, d.lines, "agent").await?;
+            }
+        }
+        let mut through: i64 = sqlx::query_scalar("SELECT through FROM nodes WHERE node = ?")
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        // An agent sends its oldest unacknowledged line first: a batch that starts past the gap
+        // means the agent no longer holds the lines in it (its spool dropped them and counted
+        // them as dropped). Waiting for them would stall the node's shipping for good.
+        let first = batch.lines.iter().map(|l| l.seq).min().and_then(|s| i64::try_from(s).ok());
+        if let Some(first) = first.filter(|f| *f > through + 1) {
+            through = first - 1;
+        }
+        let above: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM lines WHERE node = ? AND seq > ? ORDER BY seq LIMIT 100000")
+                .bind(node)
+                .bind(through)
+                .fetch_all(&mut *tx)
+                .await?;
+        for seq in above {
+            if seq != through + 1 {
+                break;
+            }
+            through = seq;
+        }
+        sqlx::query(
+            "INSERT INTO nodes (node, through) VALUES (?, ?)
+             ON CONFLICT (node) DO UPDATE SET through = max(through, excluded.through)",
+        )
+        .bind(node)
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+        let through: i64 = sqlx::query_scalar("SELECT through FROM nodes WHERE node = ?")
+            .bind(node)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if !newest.is_empty() {
+            self.stored.send_modify(|m| m.extend(newest));
+        }
+        Ok(u64::try_from(through).unwrap_or(0))
+    }
+
+    /// Waits until a line of `app`/`env` with an id above `after` is stored, or `wait` passes.
+    pub async fn wait_for_lines(&self, app: &str, env: &str, after: i64, wait: Duration) {
+        let mut rx = self.stored.subscribe();
+        let key = key(app, env);
+        let _ = tokio::time::timeout(wait, rx.wait_for(|m| m.get(&key).is_some_and(|id| *id > after))).await;
+    }
+
+    /// A page of `app`/`env`'s lines: the newest `n` matching in time order, or in follow mode
+    /// the first `n` stored after `after`; with the lines lost in the span the page covers.
+    pub async fn read(&self, app: &str, env: &str, f: &Filter) -> anyhow::Result<Page> {
+        // One read transaction: the cursor and the lines come from the same snapshot.
+        let mut tx = self.pool.begin().await?;
+        let newest = last_id(&mut tx).await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, node, at, source, process, replica, release, stream, text FROM lines WHERE app = ",
+        );
+        q.push_bind(app).push(" AND env = ").push_bind(env);
+        if let Some(p) = &f.process {
+            q.push(" AND process = ").push_bind(p.clone());
+        }
+        if let Some(s) = f.source {
+            q.push(" AND source = ").push_bind(s.as_str());
+        }
+        if let Some(t) = f.since {
+            q.push(" AND at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            q.push(" AND at <= ").push_bind(t);
+        }
+        if let Some(fts) = &f.fts {
+            q.push(" AND id IN (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ")
+                .push_bind(fts.clone())
+                .push(")");
+        }
+        match f.after {
+            Some(after) => q.push(" AND id > ").push_bind(after).push(" ORDER BY id"),
+            None => q.push(" ORDER BY at DESC, id DESC"),
+        };
+        q.push(" LIMIT ").push_bind(i64::from(f.n));
+        let rows = q.build().fetch_all(&mut *tx).await?;
+        let mut lines = rows.iter().map(entry).collect::<anyhow::Result<Vec<_>>>()?;
+        let full = lines.len() as u64 >= u64::from(f.n);
+        if f.after.is_none() {
+            lines.reverse();
+        }
+        let cursor = match (f.after, full) {
+            // More are waiting: continue after the last one read.
+            (Some(_), true) => lines.last().map_or(newest, |l| l.id),
+            (Some(after), false) => newest.max(after),
+            (None, _) => newest,
+        };
+        let dropped = match f.after {
+            // Follow pages: losses recorded since the previous page, each seen once. Lines aged
+            // out long ago are not news to a follower.
+            Some(after) => {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COALESCE(SUM(lines), 0) FROM dropped
+                     WHERE app = ? AND env = ? AND mark >= ? AND mark < ? AND why != 'age'",
+                )
+                .bind(app)
+                .bind(env)
+                .bind(after)
+                .bind(cursor)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            None => {
+                // The span: what was asked for, narrowed to the lines shown when there are more.
+                let first = lines.first().filter(|_| full).map(|l| parse_time(&l.at).unwrap_or(i64::MIN));
+                // Losses are recorded per minute: a span takes in the minute it starts in.
+                let minute = |t: i64| t.saturating_sub(t.rem_euclid(MINUTE_NS));
+                let lo = minute(f.since.unwrap_or(i64::MIN).max(first.unwrap_or(i64::MIN)));
+                let hi = f.until.unwrap_or(i64::MAX);
+                // Lines aged out count only when the caller asked for a time reaching back.
+                let age = if f.since.is_some() { "" } else { "AND why != 'age'" };
+                sqlx::query_scalar::<_, i64>(&format!(
+                    "SELECT COALESCE(SUM(lines), 0) FROM dropped WHERE app = ? AND env = ? AND at >= ? AND at <= ? {age}"
+                ))
+                .bind(app)
+                .bind(env)
+                .bind(lo)
+                .bind(hi)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(Page { lines, cursor, dropped: u64::try_from(dropped).unwrap_or(0) })
+    }
+
+    /// The node's acknowledged position.
+    pub async fn through(&self, node: &str) -> anyhow::Result<u64> {
+        let t: Option<i64> = sqlx::query_scalar("SELECT through FROM nodes WHERE node = ?")
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(t.and_then(|t| u64::try_from(t).ok()).unwrap_or(0))
+    }
+
+    /// Bytes the store's pages hold (free pages, which new lines reuse, not counted).
+    pub async fn used_bytes(&self) -> anyhow::Result<u64> {
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&self.pool).await?;
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&self.pool).await?;
+        let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&self.pool).await?;
+        Ok(u64::try_from((pages - free).max(0) * size).unwrap_or(0))
+    }
+
+    pub async fn count(&self) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lines").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Deletes lines written before `cutoff` (unix ns), then the oldest lines until the store
+    /// holds at most `max_bytes`; what goes is recorded as dropped, per app, env and minute.
+    pub async fn trim(&self, cutoff: i64, max_bytes: u64) -> anyhow::Result<Trimmed> {
+        let mut trimmed = Trimmed::default();
+        loop {
+            let n = self
+                .delete_where("id IN (SELECT id FROM lines WHERE at < ? ORDER BY id LIMIT ?)", cutoff, "age")
+                .await?;
+            trimmed.by_age += n;
+            if n < DELETE_CHUNK as u64 {
+                break;
+            }
+        }
+        let used = self.used_bytes().await?;
+        if used > max_bytes {
+            // Down to 90% of the cap, so a store at its cap is not trimmed on every run; deleted
+            // pages are reused, not returned, so the share of lines to go is an estimate.
+            let lines = self.count().await?;
+            let over = used - max_bytes * 9 / 10;
+            let mut left = ((lines as u128 * over as u128).div_ceil(used as u128) as u64).max(1);
+            while left > 0 {
+                let chunk = left.min(DELETE_CHUNK as u64) as i64;
+                let n = self
+                    .delete_where("id IN (SELECT id FROM lines ORDER BY id LIMIT ?)", chunk, "size")
+                    .await?;
+                trimmed.by_size += n;
+                if n == 0 {
+                    break;
+                }
+                left = left.saturating_sub(n);
+            }
+        }
+        // Losses are kept four times as long as lines, then forgotten too.
+        let forget = cutoff.saturating_sub(now_ns().saturating_sub(cutoff).saturating_mul(3));
+        sqlx::query("DELETE FROM dropped WHERE at < ?").bind(forget).execute(&self.pool).await?;
+        Ok(trimmed)
+    }
+
+    /// Deletes the lines `selection` (binding `arg`, then a chunk size when it takes two) picks,
+    /// recording them as dropped for `why`; answers how many went.
+    async fn delete_where(&self, selection: &str, arg: i64, why: &str) -> anyhow::Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<i64> = {
+            let sql = format!("SELECT id FROM lines WHERE {selection}");
+            let mut q = sqlx::query_scalar(&sql).bind(arg);
+            if selection.matches('?').count() == 2 {
+                q = q.bind(DELETE_CHUNK);
+            }
+            q.fetch_all(&mut *tx).await?
+        };
+        let (Some(lo), Some(hi)) = (ids.first().copied(), ids.last().copied()) else {
+            return Ok(0);
+        };
+        let mark = last_id(&mut tx).await?;
+        // The ids come oldest first; those between lo and hi that were not picked stay (an
+        // age trim skips young lines among old ones).
+        let picked = format!("id >= {lo} AND id <= {hi} AND {selection}");
+        let groups = {
+            let sql = format!(
+                "SELECT app, env, at - (at % {MINUTE_NS}) AS minute, COUNT(*) AS n FROM lines WHERE {picked} GROUP BY app, env, minute"
+            );
+            let mut q = sqlx::query(&sql).bind(arg);
+            if selection.matches('?').count() == 2 {
+                q = q.bind(DELETE_CHUNK);
+            }
+            q.fetch_all(&mut *tx).await?
+        };
+        for g in &groups {
+            let (app, env): (String, String) = (g.try_get("app")?, g.try_get("env")?);
+            let (minute, n): (i64, i64) = (g.try_get("minute")?, g.try_get("n")?);
+            record_drop(&mut tx, &app, &env, minute, mark, u64::try_from(n).unwrap_or(0), why).await?;
+        }
+        let sql = format!("DELETE FROM lines WHERE {picked}");
+        let mut q = sqlx::query(&sql).bind(arg);
+        if selection.matches('?').count() == 2 {
+            q = q.bind(DELETE_CHUNK);
+        }
+        let n = q.execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+async fn last_id(tx: &mut sqlx::SqliteConnection) -> sqlx::Result<i64> {
+    let id: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'lines'")
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(id.unwrap_or(0))
+}
+
+async fn record_drop(
+    tx: &mut sqlx::SqliteConnection,
+    app: &str,
+    env: &str,
+    at: i64,
+    mark: i64,
+    lines: u64,
+    why: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO dropped (app, env, at, mark, lines, why) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(app)
+        .bind(env)
+        .bind(at)
+        .bind(mark)
+        .bind(i64::try_from(lines).unwrap_or(i64::MAX))
+        .bind(why)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+fn entry(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<LogEntry> {
+    let source: String = row.try_get("source")?;
+    let stream: String = row.try_get("stream")?;
+    Ok(LogEntry {
+        id: row.try_get("id")?,
+        at: format_time(row.try_get("at")?),
+        source: LogSource::from_str(&source)?,
+        process: row.try_get("process")?,
+        replica: row.try_get("replica")?,
+        release: row.try_get("release")?,
+        node: row.try_get("node")?,
+        stream: LogStream::from_str(&stream)?,
+        text: row.try_get("text")?,
+    })
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
