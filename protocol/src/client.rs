@@ -12,6 +12,7 @@ use crate::api::{
     DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation, Node, Process,
     Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale, StartRestore, WhoAmI,
 };
+use crate::logs::{LogAck, LogBatch, LogPage, LogQuery};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
@@ -321,6 +322,14 @@ impl Client {
         self.post(&format!("/api/v1/nodes/{node}/prune"), &serde_json::json!({})).await
     }
 
+    /// A page of an environment's central logs; in follow mode (`after`, `wait`) blocks up
+    /// to `wait` seconds for new lines.
+    pub async fn logs(&self, app: &str, env: &str, query: &LogQuery) -> Result<LogPage> {
+        let wait = Duration::from_secs(query.wait.unwrap_or(0));
+        let url = self.url(&format!("/api/v1/apps/{app}/envs/{env}/logs"));
+        self.send(self.http().get(url).query(query).timeout(wait + Duration::from_secs(30))).await
+    }
+
     // --- agent protocol ---
 
     /// Registers the node again over its mutual TLS (its address or ingress role may have
@@ -338,6 +347,12 @@ impl Client {
 
     pub async fn report(&self, node: &str, report: &NodeReport) -> Result<serde_json::Value> {
         self.post(&format!("/agent/v1/nodes/{node}/report"), report).await
+    }
+
+    /// Ships a batch of log lines; the answer says through which seq the node's lines are
+    /// stored.
+    pub async fn ship_logs(&self, node: &str, batch: &LogBatch) -> Result<LogAck> {
+        self.post(&format!("/agent/v1/nodes/{node}/logs"), batch).await
     }
 
     /// The gzipped tar uploaded for a release, as a byte stream.

@@ -91,3 +91,31 @@ pub struct LogPage {
     /// the time the page covers.
     pub dropped: u64,
 }
+
+/// What `GET /api/v1/apps/{app}/envs/{env}/logs` takes (the query string); every field is
+/// optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<LogSource>,
+    /// A duration back from now (`10m`) or an RFC 3339 time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Lines holding this phrase (words in this order, any case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grep: Option<String>,
+    /// How many lines (default 200, at most 5000): the newest, or in follow mode the next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Follow mode: lines stored after this cursor (a page's `cursor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    /// Follow mode: seconds to wait for lines when there are none yet (at most 60).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
+}

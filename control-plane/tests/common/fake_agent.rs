@@ -113,6 +113,12 @@ impl FakeAgent {
         *self.shared.client.write().unwrap() = Client::with_http(url, "", http);
     }
 
+    /// The agent API client with this node's certificate, for calls the fake makes on a
+    /// test's behalf (shipping logs).
+    pub fn client(&self) -> Client {
+        self.shared.client.read().unwrap().clone()
+    }
+
     pub fn script<R>(&self, change: impl FnOnce(&mut Script) -> R) -> R {
         change(&mut self.shared.script.lock().unwrap())
     }
