@@ -94,6 +94,9 @@ pub enum Command {
     GitHook,
     /// Show the containers of an environment.
     Ps(AppEnv),
+    /// Show an environment's logs across replicas and nodes: app output, builds, the router's
+    /// access log and platform events, in time order; -f follows.
+    Logs(LogsArgs),
     /// List the nodes of the cluster.
     #[command(subcommand)]
     Nodes(NodesCommand),
@@ -245,6 +248,13 @@ pub struct DataDir {
     /// 1024 environments in the default pool).
     #[arg(long, env = "PAAS_NETWORK_PREFIX", default_value_t = control_plane::store::NetworkPool::DEFAULT_PREFIX)]
     pub network_prefix: u8,
+    /// How long central logs are kept (e.g. 7d, 36h); older lines are removed and counted.
+    #[arg(long, env = "PAAS_LOG_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub log_retention: std::time::Duration,
+    /// Most disk the central log store may take, in MiB (and never more than a tenth of the
+    /// filesystem holding the data directory); the oldest lines go first, counted.
+    #[arg(long, env = "PAAS_LOG_MAX_MIB", default_value_t = 1024)]
+    pub log_max_mib: u64,
     /// How long node certificates are valid, in seconds (agents renew theirs when a third is
     /// left); short lifetimes are for testing rotation.
     #[arg(long, env = "PAAS_NODE_CERT_SECS", default_value_t = control_plane::ca::NODE_CERT_LIFETIME.as_secs(), hide = true)]
@@ -407,6 +417,37 @@ pub struct AppEnv {
     pub app: String,
     #[arg(long, short = 'e', default_value = "production")]
     pub env: String,
+}
+
+fn parse_source(s: &str) -> Result<protocol::logs::LogSource, String> {
+    s.parse().map_err(|_| format!("{s:?} is not a log source: use app, build, router or platform"))
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub target: AppEnv,
+    /// Only this process: web, worker, release, run, ...
+    #[arg(long, short = 'p')]
+    pub process: Option<String>,
+    /// Only lines from app, build, router or platform.
+    #[arg(long, short = 's', value_parser = parse_source)]
+    pub source: Option<protocol::logs::LogSource>,
+    /// From this long ago (10m, 2h, 1d) or this time (2026-11-27T10:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Up to this long ago or this time.
+    #[arg(long, conflicts_with = "follow")]
+    pub until: Option<String>,
+    /// Only lines holding this phrase (words in this order, any case).
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// How many of the newest lines to show first (at most 5000).
+    #[arg(short = 'n', long = "lines", default_value_t = 200)]
+    pub lines: u32,
+    /// Keep showing new lines as they come, across deploys, until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ mod envs;
 mod git;
 mod info;
 mod login;
+mod logs;
 mod node_identity;
 mod run;
 mod scale;
@@ -43,6 +44,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(cmd) => db::exec(&g, cmd).await,
         Command::GitHook => git::hook().await,
         Command::Ps(target) => info::ps(&g, target).await,
+        Command::Logs(args) => logs::exec(&g, args).await,
         Command::Nodes(NodesCommand::Token { ttl }) => node_identity::token(&g, ttl).await,
         Command::Nodes(NodesCommand::Remove { node }) => node_identity::remove(&g, &node).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,

@@ -63,6 +63,10 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         }
         _ => None,
     };
+    anyhow::ensure!(
+        data.log_retention >= Duration::from_secs(60) && data.log_max_mib >= 1,
+        "--log-retention must be at least a minute and --log-max-mib at least 1"
+    );
     Ok(control_plane::Config {
         backup_dir: b.backup_dir.clone().unwrap_or_else(|| data_dir.join("backups")),
         data_dir,
@@ -73,6 +77,10 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         git_push_timeout: Duration::from_secs(data.git_push_timeout_secs),
         network_pool: control_plane::store::NetworkPool::parse(&data.network_pool, data.network_prefix)?,
         node_cert_lifetime: std::time::Duration::from_secs(data.node_cert_secs),
+        log_retention: control_plane::logs::Retention {
+            age: data.log_retention,
+            max_bytes: data.log_max_mib.saturating_mul(1 << 20),
+        },
     })
 }
 

@@ -115,6 +115,7 @@ impl FakeAgent {
 
     /// The agent API client with this node's certificate, for calls the fake makes on a
     /// test's behalf (shipping logs).
+    #[allow(dead_code)] // Only the logs tests ship; each test file compiles this module anew.
     pub fn client(&self) -> Client {
         self.shared.client.read().unwrap().clone()
     }
