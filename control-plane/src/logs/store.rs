@@ -64,6 +64,8 @@ CREATE INDEX IF NOT EXISTS dropped_by_env_at ON dropped (app, env, at);
 /// Lines deleted per transaction by retention, so a large trim never holds the write lock long.
 const DELETE_CHUNK: i64 = 20_000;
 const MINUTE_NS: i64 = 60_000_000_000;
+/// Below this many matches a search reads the matching lines by the text index.
+const FEW_MATCHES: i64 = 20_000;
 
 /// What a read asks for; the text search is already an FTS5 query (see `mod.rs`).
 #[derive(Debug, Clone, Default)]
@@ -265,30 +267,51 @@ impl LogStore {
         // One read transaction: the cursor and the lines come from the same snapshot.
         let mut tx = self.pool.begin().await?;
         let newest = last_id(&mut tx).await?;
+        // A search matching few lines is answered from the text index, then the lines; one
+        // matching many, from the environment's newest lines, which soon hold enough matches.
+        let few = match (&f.fts, f.after) {
+            (Some(fts), None) => {
+                let matches: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ? LIMIT {FEW_MATCHES})"
+                ))
+                .bind(fts)
+                .fetch_one(&mut *tx)
+                .await?;
+                matches < FEW_MATCHES
+            }
+            _ => false,
+        };
         let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, node, at, source, process, replica, release, stream, text FROM lines WHERE app = ",
+            "SELECT l.id, l.node, l.at, l.source, l.process, l.replica, l.release, l.stream, l.text FROM ",
         );
-        q.push_bind(app).push(" AND env = ").push_bind(env);
+        match (&f.fts, few) {
+            // CROSS JOIN keeps SQLite from scanning the lines in time order instead.
+            (Some(fts), true) => q
+                .push("lines_fts CROSS JOIN lines l ON l.id = lines_fts.rowid WHERE lines_fts MATCH ")
+                .push_bind(fts.clone())
+                .push(" AND "),
+            (Some(fts), false) => q
+                .push("lines l WHERE l.id IN (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ")
+                .push_bind(fts.clone())
+                .push(") AND "),
+            (None, _) => q.push("lines l WHERE "),
+        };
+        q.push("l.app = ").push_bind(app).push(" AND l.env = ").push_bind(env);
         if let Some(p) = &f.process {
-            q.push(" AND process = ").push_bind(p.clone());
+            q.push(" AND l.process = ").push_bind(p.clone());
         }
         if let Some(s) = f.source {
-            q.push(" AND source = ").push_bind(s.as_str());
+            q.push(" AND l.source = ").push_bind(s.as_str());
         }
         if let Some(t) = f.since {
-            q.push(" AND at >= ").push_bind(t);
+            q.push(" AND l.at >= ").push_bind(t);
         }
         if let Some(t) = f.until {
-            q.push(" AND at <= ").push_bind(t);
-        }
-        if let Some(fts) = &f.fts {
-            q.push(" AND id IN (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ")
-                .push_bind(fts.clone())
-                .push(")");
+            q.push(" AND l.at <= ").push_bind(t);
         }
         match f.after {
-            Some(after) => q.push(" AND id > ").push_bind(after).push(" ORDER BY id"),
-            None => q.push(" ORDER BY at DESC, id DESC"),
+            Some(after) => q.push(" AND l.id > ").push_bind(after).push(" ORDER BY l.id"),
+            None => q.push(" ORDER BY l.at DESC, l.id DESC"),
         };
         q.push(" LIMIT ").push_bind(i64::from(f.n));
         let rows = q.build().fetch_all(&mut *tx).await?;
