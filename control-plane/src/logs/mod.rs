@@ -69,7 +69,12 @@ pub async fn read(state: &AppState, app: &str, env: &str, p: &Params) -> Result<
     }
     // Wakes for any new line of the environment; one the filters leave out answers an empty
     // page with a cursor past it, and the follower asks again.
-    state.logs.wait_for_lines(app, env, page.cursor, wait).await;
+    // A stopping control plane answers at once rather than hold its shutdown for the wait.
+    let stopping = state.shutting_down();
+    tokio::select! {
+        _ = state.logs.wait_for_lines(app, env, page.cursor, wait) => {}
+        _ = stopping.cancelled() => {}
+    }
     let next = Filter { after: Some(page.cursor), ..filter };
     let page = state.logs.read(app, env, &next).await?;
     Ok(LogPage { lines: page.lines, cursor: page.cursor, dropped: page.dropped })

@@ -419,6 +419,13 @@ impl LogStore {
                 left = left.saturating_sub(n);
             }
         }
+        if trimmed.by_size > 0 {
+            // Deleted lines leave tombstones in the text index until its segments merge: a
+            // bounded merge now, so the next run measures a store that shrank.
+            sqlx::query("INSERT INTO lines_fts (lines_fts, rank) VALUES ('merge', 2000)")
+                .execute(&self.pool)
+                .await?;
+        }
         // Losses are kept four times as long as lines, then forgotten too.
         let forget = cutoff.saturating_sub(now_ns().saturating_sub(cutoff).saturating_mul(3));
         sqlx::query("DELETE FROM dropped WHERE at < ?").bind(forget).execute(&self.pool).await?;
