@@ -12,6 +12,7 @@ use crate::api::{
     DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation, Node, Process,
     Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale, StartRestore, WhoAmI,
 };
+use crate::logs::{LogAck, LogBatch};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
@@ -338,6 +339,13 @@ impl Client {
 
     pub async fn report(&self, node: &str, report: &NodeReport) -> Result<serde_json::Value> {
         self.post(&format!("/agent/v1/nodes/{node}/report"), report).await
+    }
+
+    /// Ships a batch of the node's log lines; the answer says through which `seq` the control
+    /// plane has them all. Bounded, so a control plane that stopped answering is asked again.
+    pub async fn ship_logs(&self, node: &str, batch: &LogBatch) -> Result<LogAck> {
+        let req = self.http().post(self.url(&format!("/agent/v1/nodes/{node}/logs"))).json(batch);
+        self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
 
     /// The gzipped tar uploaded for a release, as a byte stream.
