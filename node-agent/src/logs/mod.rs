@@ -362,3 +362,6 @@ async fn ship(
         }
     }
 }
+
+#[cfg(test)]
+mod docker_tests;

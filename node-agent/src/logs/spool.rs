@@ -21,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Where a container's output was read up to: Docker's timestamp of the last entry taken (in
 /// the sortable form of `lines::log_entry`) and how many entries with exactly that timestamp
@@ -125,7 +126,12 @@ pub struct Spool {
     dropped: BTreeMap<(String, String), u64>,
     /// No line after `forgotten` lies before this (segment, offset).
     head: (u64, u64),
+    last_saved: Instant,
 }
+
+/// An acknowledgement that deletes no segment writes the state at most this often: losing it
+/// only means lines are sent again, which the control plane takes once.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 const STATE: &str = "state.json";
 
@@ -162,6 +168,7 @@ impl Spool {
             cursors: state.cursors,
             dropped: state.dropped.into_iter().map(|d| ((d.app, d.env), d.lines)).collect(),
             head: (0, 0),
+            last_saved: Instant::now(),
         };
         let mut firsts: Vec<u64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
@@ -338,6 +345,7 @@ impl Spool {
                 .collect(),
         };
         protocol::files::write_private(&self.dir.join(STATE), &serde_json::to_vec(&state)?)?;
+        self.last_saved = Instant::now();
         Ok(())
     }
 
@@ -422,7 +430,10 @@ impl Spool {
                 }
             }
         }
-        self.save_state()?;
+        let deleting = self.segments.front().is_some_and(|s| s.last_seq <= self.forgotten);
+        if deleting || self.last_saved.elapsed() >= SAVE_EVERY {
+            self.save_state()?;
+        }
         while self.segments.front().is_some_and(|s| s.last_seq <= self.forgotten) {
             self.remove_front()?;
         }
