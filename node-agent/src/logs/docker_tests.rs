@@ -167,31 +167,7 @@ async fn app_and_job_lines_arrive_once_each_across_an_outage_and_a_restart() {
     let last = format!("out {LINES}");
     wait_for(&store, "the web container's lines", |s| s.texts("web", LogStream::Stdout).contains(&last))
         .await;
-    let s = store.lock().unwrap();
-    assert!(s.reused.is_empty(), "seqs given twice: {:?}", s.reused);
-    assert!(
-        taken_before_restart > 0 && taken_before_restart < LINES,
-        "{taken_before_restart} lines before restart"
-    );
-    let out = s.texts("web", LogStream::Stdout);
-    let expected: Vec<String> =
-        std::iter::once(format!("{}{}", "y".repeat(tail::MAX_LINE_BYTES), crate::lines::CUT_MARKER))
-            .chain((1..=LINES).map(|i| format!("out {i}")))
-            .collect();
-    assert_eq!(out.len(), expected.len());
-    assert!(out == expected, "stdout lines are missing, repeated or out of order");
-    let err: Vec<String> = (1..=LINES / 10).map(|i| format!("err {}", i * 10)).collect();
-    assert_eq!(s.texts("web", LogStream::Stderr), err);
-    let first_line = s.lines.values().next().unwrap();
-    assert_eq!((first_line.app.as_str(), first_line.env.as_str()), ("logapp", "production"));
-    assert_eq!((first_line.release, first_line.replica), (3, 2));
-    assert!(first_line.at.ends_with('Z') && first_line.at.len() == 30, "{}", first_line.at);
-    // Numbered from 1 without gaps; nothing was dropped.
-    let seqs: Vec<u64> = s.lines.keys().copied().collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-    assert_eq!(s.through, seqs.len() as u64);
-    assert_eq!(s.dropped, 0);
-    drop(s);
+    check_web(&store.lock().unwrap(), taken_before_restart, LINES);
 
     // A job: started, exited and removed within moments; its output is read before it goes.
     let job_labels = [(protocol::labels::PROCESS, "run"), (crate::docker::LABEL_JOB, "logtest-job")];
@@ -205,6 +181,33 @@ async fn app_and_job_lines_arrive_once_each_across_an_outage_and_a_restart() {
     let expected: Vec<String> = (1..=50).map(|i| format!("job {i}")).collect();
     assert_eq!(s.texts("run", LogStream::Stdout), expected);
     assert!(s.reused.is_empty(), "seqs given twice: {:?}", s.reused);
+}
+
+/// The web container's lines: the cut long line, then every numbered line once, in order.
+fn check_web(s: &Store, taken_before_restart: usize, lines: usize) {
+    assert!(s.reused.is_empty(), "seqs given twice: {:?}", s.reused);
+    assert!(
+        taken_before_restart > 0 && taken_before_restart < lines,
+        "{taken_before_restart} lines before restart"
+    );
+    let out = s.texts("web", LogStream::Stdout);
+    let expected: Vec<String> =
+        std::iter::once(format!("{}{}", "y".repeat(tail::MAX_LINE_BYTES), crate::lines::CUT_MARKER))
+            .chain((1..=lines).map(|i| format!("out {i}")))
+            .collect();
+    assert_eq!(out.len(), expected.len());
+    assert!(out == expected, "stdout lines are missing, repeated or out of order");
+    let err: Vec<String> = (1..=lines / 10).map(|i| format!("err {}", i * 10)).collect();
+    assert_eq!(s.texts("web", LogStream::Stderr), err);
+    let first_line = s.lines.values().next().unwrap();
+    assert_eq!((first_line.app.as_str(), first_line.env.as_str()), ("logapp", "production"));
+    assert_eq!((first_line.release, first_line.replica), (3, 2));
+    assert!(first_line.at.ends_with('Z') && first_line.at.len() == 30, "{}", first_line.at);
+    // Numbered from 1 without gaps; nothing was dropped.
+    let seqs: Vec<u64> = s.lines.keys().copied().collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(s.through, seqs.len() as u64);
+    assert_eq!(s.dropped, 0);
 }
 
 fn rand_suffix() -> String {
