@@ -339,8 +339,7 @@ async fn ship(
                 }
                 warned_at = None;
                 backoff = MIN_BACKOFF;
-                let full = pending.batch.lines.len() >= BATCH_LINES;
-                if !full && !pause(SHIP_EVERY.saturating_sub(sent_at.elapsed())).await {
+                if !pending.full && !pause(SHIP_EVERY.saturating_sub(sent_at.elapsed())).await {
                     return;
                 }
             }

@@ -108,6 +108,8 @@ pub struct Pending {
     pub batch: LogBatch,
     /// `seq` of its last line; 0 when it carries only drop counts.
     pub last_seq: u64,
+    /// It holds as much as a batch may: more may be waiting.
+    pub full: bool,
     /// Where the record after its last line is: (segment, offset).
     end: (u64, u64),
 }
@@ -366,6 +368,7 @@ impl Spool {
         let mut lines = Vec::new();
         let mut end = self.head;
         let mut bytes = 0;
+        let mut full = false;
         let start = self.segments.iter().position(|s| s.last_seq > self.forgotten);
         'segments: for segment in self.segments.iter().skip(start.unwrap_or(self.segments.len())) {
             let offset = if self.head.0 == segment.first_seq { self.head.1 } else { 0 };
@@ -376,6 +379,7 @@ impl Spool {
             let mut buf = Vec::new();
             loop {
                 if lines.len() >= max_lines || (bytes >= max_bytes && !lines.is_empty()) {
+                    full = true;
                     break 'segments;
                 }
                 buf.clear();
@@ -397,7 +401,7 @@ impl Spool {
         }
         let last_seq = lines.last().map_or(0, |l| l.seq);
         let batch = LogBatch { lines, dropped, forgotten_through: self.forgotten };
-        Ok(Some(Pending { batch, last_seq, end }))
+        Ok(Some(Pending { batch, last_seq, full, end }))
     }
 
     /// The control plane has every line up to `through`: they are forgotten, and the drop

@@ -226,8 +226,11 @@ fn acknowledged_lines_are_forgotten_and_their_segments_deleted() {
     // Batches are bounded by lines and by bytes.
     let sent = spool.batch(300, 1 << 20).unwrap().unwrap();
     assert_eq!(seqs(&sent), (1..=300).collect::<Vec<_>>());
+    assert!(sent.full);
     let by_bytes = spool.batch(10_000, 10 * 1024).unwrap().unwrap();
     assert!(by_bytes.batch.lines.len() < 100, "{} lines", by_bytes.batch.lines.len());
+    assert!(by_bytes.full);
+    assert!(!spool.batch(10_000, 1 << 20).unwrap().unwrap().full);
 
     // Through a part of the batch only: the rest comes again.
     spool.ack(&sent, 250).unwrap();
