@@ -133,6 +133,7 @@ impl Collector {
             spool: self.spool,
             out: tx,
             tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
             active: HashMap::new(),
             ended: HashMap::new(),
             names: HashMap::new(),
@@ -147,7 +148,10 @@ struct Readers {
     docker: DockerClient,
     spool: Arc<Mutex<Spool>>,
     out: mpsc::Sender<Collected>,
-    tasks: JoinSet<(String, Option<Cursor>)>,
+    /// Readers, each answering where it left off.
+    tasks: JoinSet<Option<Cursor>>,
+    /// The container each reader task reads, to clean up after one that panicked.
+    task_ids: HashMap<tokio::task::Id, String>,
     /// Containers (by id) being read, with who waits for their reader to end.
     active: HashMap<String, Vec<oneshot::Sender<()>>>,
     /// Containers whose reader ended (they stopped), with where it left off: it is ahead of
@@ -176,8 +180,12 @@ impl Readers {
                     waiting.push(drain);
                     true
                 }
-                Some(done) = self.tasks.join_next() => {
-                    if let Ok((id, cursor)) = done {
+                Some(done) = self.tasks.join_next_with_id() => {
+                    let (task, cursor) = match done {
+                        Ok((task, cursor)) => (task, cursor),
+                        Err(e) => (e.id(), None),
+                    };
+                    if let Some(id) = self.task_ids.remove(&task) {
                         for waiter in self.active.remove(&id).unwrap_or_default() {
                             let _ = waiter.send(());
                         }
@@ -224,7 +232,8 @@ impl Readers {
             self.ended.remove(&source.id);
             self.active.insert(source.id.clone(), Vec::new());
             let (docker, out, id) = (self.docker.clone(), self.out.clone(), source.id.clone());
-            self.tasks.spawn(async move { (id, tail::follow(docker, source, cursor, out).await) });
+            let task = self.tasks.spawn(tail::follow(docker, source, cursor, out));
+            self.task_ids.insert(task.id(), id);
         }
         for (name, waiter) in waiting.drain(..) {
             match self.names.get(&name).and_then(|id| self.active.get_mut(id)) {
@@ -249,12 +258,9 @@ async fn write(spool: Arc<Mutex<Spool>>, mut rx: mpsc::Receiver<Collected>, read
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(c) = next {
-            let (app, env) = (c.line.app.clone(), c.line.env.clone());
             match spool.append(c) {
                 Ok(_) => failing = false,
                 Err(e) => {
-                    // Counted like a drop, so the loss shows.
-                    spool.count_lost(&app, &env);
                     if !failing {
                         tracing::warn!(error = %format!("{e:#}"), "writing a log line to the spool failed; it is dropped");
                         failing = true;

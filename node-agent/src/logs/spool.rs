@@ -244,13 +244,31 @@ impl Spool {
     }
 
     /// Gives `c` the next `seq` and appends it (buffered: see [`Spool::flush`]); when the spool
-    /// is full, its oldest lines are dropped and counted first.
+    /// is full, its oldest lines are dropped and counted first. A line that cannot be written
+    /// is counted as dropped too, so the loss shows.
     pub fn append(&mut self, c: Collected) -> anyhow::Result<u64> {
         let Collected { container, cursor, mut line } = c;
         let seq = self.next_seq;
         line.seq = seq;
         let record = Record { line, container, cursor };
-        let mut bytes = serde_json::to_vec(&record)?;
+        match self.write(&record) {
+            Ok(len) => {
+                let segment = self.segments.back_mut().expect("opened by write");
+                segment.add(seq, &record.line.app, &record.line.env, len);
+                self.total += len;
+                self.next_seq += 1;
+                self.cursors.insert(record.container, Kept { seq, cursor: record.cursor });
+                Ok(seq)
+            }
+            Err(e) => {
+                self.count_lost(&record.line.app, &record.line.env);
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&mut self, record: &Record) -> anyhow::Result<u64> {
+        let mut bytes = serde_json::to_vec(record)?;
         bytes.push(b'\n');
         let len = bytes.len() as u64;
         if self.segments.back().is_none_or(|s| s.bytes >= self.segment_bytes) || self.writer.is_none() {
@@ -259,14 +277,8 @@ impl Spool {
         while self.total + len > self.cap && self.segments.len() > 1 {
             self.drop_oldest()?;
         }
-        let writer = self.writer.as_mut().expect("opened above");
-        writer.write_all(&bytes)?;
-        let segment = self.segments.back_mut().expect("opened above");
-        segment.add(seq, &record.line.app, &record.line.env, len);
-        self.total += len;
-        self.next_seq += 1;
-        self.cursors.insert(record.container, Kept { seq, cursor: record.cursor });
-        Ok(seq)
+        self.writer.as_mut().expect("opened above").write_all(&bytes)?;
+        Ok(len)
     }
 
     /// Continues the last segment when it has room, else starts a new one.
