@@ -129,6 +129,11 @@ pub struct Spool {
     /// No line after `forgotten` lies before this (segment, offset).
     head: (u64, u64),
     last_saved: Instant,
+    /// The last segment's bytes in its file, and the next `seq`, as of the last flush that
+    /// worked: what a failed write goes back to.
+    flushed: (u64, u64),
+    /// Start a new segment rather than continue the last one (whose end a failed write left).
+    sealed: bool,
 }
 
 /// An acknowledgement that deletes no segment writes the state at most this often: losing it
@@ -171,6 +176,8 @@ impl Spool {
             dropped: state.dropped.into_iter().map(|d| ((d.app, d.env), d.lines)).collect(),
             head: (0, 0),
             last_saved: Instant::now(),
+            flushed: (0, 1),
+            sealed: false,
         };
         let mut firsts: Vec<u64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
@@ -277,7 +284,10 @@ impl Spool {
         while self.total + len > self.cap && self.segments.len() > 1 {
             self.drop_oldest()?;
         }
-        self.writer.as_mut().expect("opened above").write_all(&bytes)?;
+        if let Err(e) = self.writer.as_mut().expect("opened above").write_all(&bytes) {
+            self.roll_back();
+            return Err(e.into());
+        }
         Ok(len)
     }
 
@@ -285,7 +295,8 @@ impl Spool {
     fn open_writer(&mut self) -> anyhow::Result<()> {
         self.flush()?;
         self.writer = None;
-        let reuse = self.segments.back().is_some_and(|s| s.bytes < self.segment_bytes);
+        let reuse = !std::mem::take(&mut self.sealed)
+            && self.segments.back().is_some_and(|s| s.bytes < self.segment_bytes);
         if !reuse {
             self.segments.push_back(Segment::new(self.next_seq));
         }
@@ -296,7 +307,62 @@ impl Spool {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(segment_path(&self.dir, first))?;
         self.writer = Some(BufWriter::with_capacity(64 * 1024, file));
+        self.flushed = (self.segments.back().expect("pushed above").bytes, self.next_seq);
         Ok(())
+    }
+
+    /// A write or flush failed (a full disk): what was buffered and did not reach the file
+    /// whole is lost. The file is cut after its last whole record, the lost lines are counted
+    /// as dropped, and their numbers are given again: no batch carried them, as only flushed
+    /// lines are shipped. Writing goes on in a new segment.
+    fn roll_back(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            // Without flushing again what is still buffered.
+            let _ = writer.into_parts();
+        }
+        self.sealed = true;
+        let Some(segment) = self.segments.back_mut() else { return };
+        let path = segment_path(&self.dir, segment.first_seq);
+        let (mut bytes, mut last) = (self.flushed.0, self.flushed.1 - 1);
+        if let Ok(mut file) = File::open(&path) {
+            if file.seek(SeekFrom::Start(bytes)).is_ok() {
+                let mut reader = BufReader::new(file);
+                let mut buf = Vec::new();
+                while let Ok(n @ 1..) = reader.read_until(b'\n', &mut buf) {
+                    let whole = buf.last() == Some(&b'\n');
+                    match serde_json::from_slice::<Record>(&buf).ok().filter(|r| whole && r.line.seq > last) {
+                        Some(record) => (bytes, last) = (bytes + n as u64, record.line.seq),
+                        None => break,
+                    }
+                    buf.clear();
+                }
+            }
+        }
+        if let Err(e) = OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(bytes)) {
+            tracing::warn!(file = %path.display(), error = %e, "cutting a failed write off the log spool failed");
+        }
+        let mut lost = 0;
+        for (who, n) in segment.unforgotten(last.max(self.forgotten)) {
+            *self.dropped.entry((who.0.clone(), who.1.clone())).or_default() += n;
+            lost += n;
+        }
+        let mut start = segment.first_seq;
+        segment.runs.retain_mut(|(run_last, _)| {
+            let keep = start <= last;
+            start = *run_last + 1;
+            *run_last = (*run_last).min(last);
+            keep
+        });
+        self.total -= segment.bytes - bytes;
+        segment.bytes = bytes;
+        segment.last_seq = last;
+        self.next_seq = last + 1;
+        tracing::warn!(
+            lines = lost,
+            "writing the log spool failed; the lines not written are counted as dropped"
+        );
+        // Best effort: the disk may well refuse this too.
+        let _ = self.save_state();
     }
 
     /// Drops the oldest segment (never the one being written): its lines not yet acknowledged
@@ -339,9 +405,16 @@ impl Spool {
 
     /// Writes buffered records to the file: only flushed lines may be shipped.
     pub fn flush(&mut self) -> std::io::Result<()> {
-        match &mut self.writer {
-            Some(w) => w.flush(),
-            None => Ok(()),
+        let Some(writer) = &mut self.writer else { return Ok(()) };
+        match writer.flush() {
+            Ok(()) => {
+                self.flushed = (self.segments.back().map_or(0, |s| s.bytes), self.next_seq);
+                Ok(())
+            }
+            Err(e) => {
+                self.roll_back();
+                Err(e)
+            }
         }
     }
 

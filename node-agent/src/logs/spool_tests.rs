@@ -252,6 +252,33 @@ fn acknowledged_lines_are_forgotten_and_their_segments_deleted() {
 }
 
 #[test]
+fn a_failed_write_counts_what_it_lost_and_gives_its_numbers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    spool.append(numbered("a", 0)).unwrap();
+    spool.append(numbered("a", 1)).unwrap();
+    spool.flush().unwrap();
+    // The disk fails: writes to the segment stop working (a read-only descriptor stands in).
+    let segment = dir.path().join(files(dir.path()).into_iter().find(|f| f.ends_with(".log")).unwrap());
+    spool.writer = Some(BufWriter::new(File::open(&segment).unwrap()));
+    spool.append(numbered("b", 2)).unwrap();
+    spool.append(numbered("b", 3)).unwrap();
+    assert!(spool.flush().is_err());
+
+    // The disk works again: numbering goes on where the file ends, in a new segment.
+    assert_eq!(spool.append(numbered("a", 4)).unwrap(), 3);
+    let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
+    assert_eq!(seqs(&sent), [1, 2, 3]);
+    assert_eq!(sent.batch.lines[2].text, numbered("a", 4).line.text);
+    assert_eq!(sent.batch.dropped, [Dropped { app: "b".into(), env: "production".into(), lines: 2 }]);
+    drop(spool);
+    let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
+    assert_eq!(seqs(&sent), [1, 2, 3]);
+    assert_eq!(sent.batch.dropped.len(), 1);
+}
+
+#[test]
 fn a_control_plane_ahead_of_the_counter_moves_it_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
