@@ -334,9 +334,17 @@ pub struct NodeOpts {
     /// platform images; 0: only when `paas nodes prune` asks.
     #[arg(long, env = "PAAS_PRUNE_EVERY_SECS", default_value_t = 3600)]
     pub prune_every_secs: u64,
+    /// Cap of the node's log spool on disk, in MiB (lines not yet shipped to the control
+    /// plane); when full, the oldest lines are dropped and the loss is counted and shown.
+    #[arg(long, env = "PAAS_LOG_SPOOL_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_spool_mib: u64,
 }
 
 impl NodeOpts {
+    pub fn log_settings(&self) -> node_agent::LogSettings {
+        node_agent::LogSettings { spool_bytes: self.log_spool_mib << 20 }
+    }
+
     pub fn prune_every(&self) -> Option<std::time::Duration> {
         (self.prune_every_secs > 0).then(|| std::time::Duration::from_secs(self.prune_every_secs))
     }

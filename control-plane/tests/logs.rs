@@ -48,7 +48,7 @@ fn first_batch() -> LogBatch {
     }
     lines.push(line(11, 20, LogSource::Router, "router", 0, "GET /orders 200 12ms"));
     lines.push(line(12, 21, LogSource::Platform, "platform", 0, "deploy of v1 switched"));
-    LogBatch { lines, dropped: Vec::new() }
+    LogBatch { lines, ..Default::default() }
 }
 
 async fn read(p: &Plane, q: LogQuery) -> LogPage {
@@ -122,8 +122,10 @@ async fn shipped_lines_are_stored_once_and_read_back_filtered_searched_and_follo
         (api.logs("shop", ENV, &q).await.expect("following"), started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let next =
-        LogBatch { lines: vec![line(13, 30, LogSource::App, "web", 3, "a new replica")], dropped: vec![] };
+    let next = LogBatch {
+        lines: vec![line(13, 30, LogSource::App, "web", 3, "a new replica")],
+        ..Default::default()
+    };
     assert_eq!(node.ship_logs(NODE, &next).await.unwrap().through, 13);
     let (page, took) = follower.await.unwrap();
     assert_eq!(texts(&page), ["a new replica"]);
@@ -149,8 +151,10 @@ async fn lines_an_agent_could_not_keep_are_reported_with_the_page() {
     let agent = FakeAgent::join(&p.agent_url, &p.join_token().await, NODE).await;
     p.api.create_app("shop").await.unwrap();
     let before = read(&p, LogQuery::default()).await;
-    let mut batch =
-        LogBatch { lines: vec![line(1, 0, LogSource::App, "web", 1, "after the loss")], dropped: vec![] };
+    let mut batch = LogBatch {
+        lines: vec![line(1, 0, LogSource::App, "web", 1, "after the loss")],
+        ..Default::default()
+    };
     batch.dropped.push(protocol::logs::Dropped { app: "shop".into(), env: ENV.into(), lines: 40 });
     agent.client().ship_logs(NODE, &batch).await.unwrap();
     agent.client().ship_logs(NODE, &batch).await.unwrap();

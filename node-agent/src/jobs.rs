@@ -17,19 +17,22 @@ const RESULT_DELIVERY: Duration = Duration::from_secs(60);
 pub struct JobRunner {
     pub docker: DockerClient,
     pub client: Client,
+    pub logs: crate::logs::LogHandle,
 }
 
 impl JobRunner {
     pub async fn run(self, assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
         let start = |job: JobSpec| {
             let span = tracing::info_span!("job", app = %job.app, env = %job.env, release = job.release, job = %job.id);
-            tokio::spawn(run_job(self.docker.clone(), self.client.clone(), job).instrument(span));
+            tokio::spawn(
+                run_job(self.docker.clone(), self.client.clone(), self.logs.clone(), job).instrument(span),
+            );
         };
         start_each_once(assignment, shutdown, |a| a.jobs.clone(), |j| j.id.clone(), start).await
     }
 }
 
-async fn run_job(docker: DockerClient, client: Client, job: JobSpec) {
+async fn run_job(docker: DockerClient, client: Client, logs: crate::logs::LogHandle, job: JobSpec) {
     let name = format!("{}-job-{}", job.network, job.id);
     // Output waits in a bounded outbox while the control plane takes it (see `lines`).
     let (tx, rx) = crate::lines::outbox();
@@ -44,6 +47,7 @@ async fn run_job(docker: DockerClient, client: Client, job: JobSpec) {
             None => {
                 tracing::info!("starting job");
                 docker.start_job(&job, &name).await?;
+                logs.started();
             }
         }
         let mask =
@@ -66,6 +70,8 @@ async fn run_job(docker: DockerClient, client: Client, job: JobSpec) {
         }
     };
     deliver("job result", RESULT_DELIVERY, || client.job_result(&job.id, &report)).await;
+    // Central logs read the container's last lines before it goes.
+    logs.drained(&name).await;
     if let Err(e) = docker.stop_and_remove(&name, 1).await {
         tracing::debug!(error = %format!("{e:#}"), "removing the job container failed");
     }

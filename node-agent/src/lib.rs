@@ -13,12 +13,14 @@ mod health;
 pub mod ingress;
 mod jobs;
 mod lines;
+mod logs;
 mod reconcile;
 mod statics;
 mod sync;
 mod upkeep;
 
 pub use credential::GivenIdentity;
+pub use logs::{Settings as LogSettings, DEFAULT_SPOOL_BYTES};
 
 use anyhow::Context;
 use protocol::agent::{Assignment, NodeReport, RegisterNode};
@@ -69,6 +71,16 @@ pub async fn run(
     ingress: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_logs(config, LogSettings::default(), ingress, shutdown).await
+}
+
+/// [`run`] with central logs' settings (the spool's cap).
+pub async fn run_with_logs(
+    config: Config,
+    log_settings: LogSettings,
+    ingress: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     protocol::names::check_node(&config.node_name)?;
     // It holds the node's key: the owner's only.
     protocol::files::private_dir(&config.state_dir)
@@ -114,6 +126,16 @@ pub async fn run(
             ingress::Settings { trusted_proxies: config.trusted_proxies.clone(), ..Default::default() };
         tasks.spawn(async move { ingress::serve(listener, handle, settings, stop).await.context("ingress") });
     }
+    // App output, spooled in the state directory and shipped to the control plane.
+    let (collector, logs) = logs::Collector::new(
+        &log_settings,
+        &config.state_dir.join("logs"),
+        &config.node_name,
+        docker.clone(),
+        client.clone(),
+    )
+    .context("opening the log spool")?;
+    tasks.spawn(until_shutdown(collector.run(shutdown.clone())));
     let local_ingress = registration.ingress.then(|| routes.clone());
     let paused = dbtasks::Paused::default();
     let reconciler = reconcile::Reconciler::new(
@@ -124,9 +146,10 @@ pub async fn run(
         report_tx,
         config.build_network.clone(),
         paused.clone(),
-    );
+    )
+    .with_logs(logs.clone());
     tasks.spawn(until_shutdown(reconciler.run(shutdown.clone())));
-    let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone() };
+    let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone(), logs };
     tasks.spawn(until_shutdown(runner.run(assignment_rx.clone(), shutdown.clone())));
     let db_runner = dbtasks::DbTaskRunner { docker: docker.clone(), client: client.clone(), paused };
     tasks.spawn(until_shutdown(db_runner.run(assignment_rx.clone(), shutdown.clone())));

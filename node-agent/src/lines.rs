@@ -52,16 +52,26 @@ pub fn dropped_marker(n: u64) -> String {
     format!("[paas] {n} {} dropped", if n == 1 { "line" } else { "lines" })
 }
 
-/// Splits a byte stream into lines without holding more than [`MAX_LINE_BYTES`] of one: the
-/// rest of a longer line is skipped up to its newline.
-#[derive(Default)]
+/// Splits a byte stream into lines without holding more than `max` bytes of one (by default
+/// [`MAX_LINE_BYTES`]): the rest of a longer line is skipped up to its newline.
 pub struct Splitter {
+    max: usize,
     pending: Vec<u8>,
     /// The current line was already cut and passed on; skip to its end.
     skipping: bool,
 }
 
+impl Default for Splitter {
+    fn default() -> Self {
+        Self::with_max(MAX_LINE_BYTES)
+    }
+}
+
 impl Splitter {
+    pub fn with_max(max: usize) -> Self {
+        Self { max, pending: Vec::new(), skipping: false }
+    }
+
     pub fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
         while !bytes.is_empty() {
             let (chunk, ends_line) = match bytes.iter().position(|b| *b == b'\n') {
@@ -69,7 +79,7 @@ impl Splitter {
                 None => (bytes, None),
             };
             if !self.skipping {
-                let room = MAX_LINE_BYTES - self.pending.len();
+                let room = self.max - self.pending.len();
                 if chunk.len() > room {
                     self.pending.extend_from_slice(&chunk[..room]);
                     let mut line = self.take();
@@ -94,7 +104,7 @@ impl Splitter {
     }
 
     /// Passes on a last line that had no newline.
-    pub fn finish(mut self, mut emit: impl FnMut(String)) {
+    pub fn finish(&mut self, mut emit: impl FnMut(String)) {
         if !self.pending.is_empty() {
             emit(self.take());
         }
@@ -152,14 +162,14 @@ impl LogReader {
         self.entry(raw, emit);
     }
 
-    pub fn finish(self, emit: impl FnMut(String)) {
+    pub fn finish(mut self, emit: impl FnMut(String)) {
         self.split.finish(emit);
     }
 }
 
 /// Splits `<time> <message>` and makes the time sortable as text: Docker trims trailing zeros
 /// from the fraction, so it is padded to nanoseconds.
-fn log_entry(raw: &[u8]) -> (String, &[u8]) {
+pub fn log_entry(raw: &[u8]) -> (String, &[u8]) {
     let (time, message) = match raw.iter().position(|b| *b == b' ') {
         Some(i) => (&raw[..i], &raw[i + 1..]),
         None => (&raw[..0], raw),

@@ -67,6 +67,8 @@ pub struct Reconciler {
     /// The networks the assignment used at the last sweep, and when the next one is due.
     networks: HashSet<String>,
     sweep_at: Instant,
+    /// Told when a container starts, and asked before one is removed (central logs).
+    logs: crate::logs::LogHandle,
 }
 
 impl Reconciler {
@@ -94,7 +96,14 @@ impl Reconciler {
             removing: HashSet::new(),
             removed_tx,
             removed_rx,
+            logs: crate::logs::LogHandle::default(),
         }
+    }
+
+    /// Tells central logs about the containers it starts and removes.
+    pub fn with_logs(mut self, logs: crate::logs::LogHandle) -> Self {
+        self.logs = logs;
+        self
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -269,6 +278,9 @@ impl Reconciler {
         t.retry_at = Some(now + delay);
         t.started_at = Some(now);
         t.next_probe = Some(now + Duration::from_millis(spec.healthcheck.start_period_ms).max(FAST_PROBE));
+        if result.is_ok() {
+            self.logs.started();
+        }
         if let Err(e) = result {
             let msg = format!("{e:#}");
             span.in_scope(|| tracing::warn!(error = %msg, "starting container failed"));
@@ -310,10 +322,14 @@ impl Reconciler {
             self.retiring_since.remove(name);
             let grace = label_ms(LABEL_STOP_GRACE_MS, 10_000).as_secs().max(1) as i64;
             let (docker, name, done) = (self.docker.clone(), name.clone(), self.removed_tx.clone());
+            let logs = self.logs.clone();
             // Stopping waits for the container to exit; do it aside so the loop keeps going.
             tokio::spawn(async move {
                 tracing::info!(container = %name, drained_ms = waited.as_millis() as u64, "stopping retired container");
-                if let Err(e) = docker.stop_and_remove(&name, grace).await {
+                docker.stop(&name, grace).await;
+                // Its last lines are read before they go with it.
+                logs.drained(&name).await;
+                if let Err(e) = docker.remove(&name).await {
                     tracing::warn!(container = %name, error = %format!("{e:#}"), "removing container failed");
                 }
                 let _ = done.send(name);

@@ -349,10 +349,11 @@ impl Client {
         self.post(&format!("/agent/v1/nodes/{node}/report"), report).await
     }
 
-    /// Ships a batch of log lines; the answer says through which seq the node's lines are
-    /// stored.
+    /// Ships a batch of the node's log lines; the answer says through which `seq` the control
+    /// plane has them all. Bounded, so a control plane that stopped answering is asked again.
     pub async fn ship_logs(&self, node: &str, batch: &LogBatch) -> Result<LogAck> {
-        self.post(&format!("/agent/v1/nodes/{node}/logs"), batch).await
+        let req = self.http().post(self.url(&format!("/agent/v1/nodes/{node}/logs"))).json(batch);
+        self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
 
     /// The gzipped tar uploaded for a release, as a byte stream.

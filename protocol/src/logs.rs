@@ -51,6 +51,11 @@ pub struct LogBatch {
     /// Lines the agent had to drop since its previous batch (its spool was full), per app and
     /// environment, so the loss is shown to users, never silent.
     pub dropped: Vec<Dropped>,
+    /// The agent has forgotten every line up to this `seq`: the control plane stored it, or
+    /// the agent's full spool dropped it (counted in `dropped`). Lines up to here that the
+    /// control plane lacks will never come, so it counts them as stored when it works out
+    /// `through`; without this a drop would hold `through` below the gap for ever.
+    pub forgotten_through: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

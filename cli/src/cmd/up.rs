@@ -147,7 +147,9 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     let node = agent_config.node_name.clone();
     let client = protocol::Client::new(&api_url, &cp.admin_token);
     let cp_task = tokio::spawn(cp.serve(api, agents, shutdown.clone()));
-    let agent_task = tokio::spawn(node_agent::run(agent_config, Some(http), shutdown.clone()));
+    let logs = args.node.log_settings();
+    let agent_task =
+        tokio::spawn(node_agent::run_with_logs(agent_config, logs, Some(http), shutdown.clone()));
     // Ready means a deploy works: the local node has registered.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -224,6 +226,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         "--join {:?}: give the control plane's agent address, e.g. https://10.0.0.5:7071 (paas server --agent-addr); the agent API is mutual TLS only",
         args.join
     );
+    let logs = args.node.log_settings();
     let config = node_agent::Config {
         server: args.join,
         join_token: args.join_token,
@@ -238,6 +241,6 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    node_agent::run(config, http, shutdown).await?;
+    node_agent::run_with_logs(config, logs, http, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -223,6 +223,8 @@ impl LogStore {
         if let Some(first) = first.filter(|f| *f > through + 1) {
             through = first - 1;
         }
+        // The agent says so itself when its spool dropped lines: none up to here will come.
+        through = through.max(i64::try_from(batch.forgotten_through).unwrap_or(0));
         let above: Vec<i64> =
             sqlx::query_scalar("SELECT seq FROM lines WHERE node = ? AND seq > ? ORDER BY seq LIMIT 100000")
                 .bind(node)

@@ -23,7 +23,7 @@ fn line(seq: u64, at: i64, process: &str, text: &str) -> ShippedLine {
 }
 
 fn batch(lines: Vec<ShippedLine>) -> LogBatch {
-    LogBatch { lines, dropped: Vec::new() }
+    LogBatch { lines, ..Default::default() }
 }
 
 fn newest(n: u32) -> Filter {

@@ -1,7 +1,10 @@
 //! The agent's containers: app containers (what reconcile creates, starts and retires), one-off
-//! job containers, log tails and follows, and static-file extraction.
+//! job containers, log tails and follows (and what central logs collect), and static-file
+//! extraction.
 
-use super::{docker_message, limited_host_config, observe, DockerClient, Observed, LABEL_JOB, LABEL_PORT};
+use super::{
+    docker_message, limited_host_config, observe, DockerClient, LogSource, Observed, LABEL_JOB, LABEL_PORT,
+};
 use super::{LABEL_DRAIN_MS, LABEL_STOP_GRACE_MS};
 use anyhow::Context;
 use bollard::container::{
@@ -101,7 +104,18 @@ impl DockerClient {
 
     /// SIGTERM, up to `grace_secs` to exit, then removal.
     pub async fn stop_and_remove(&self, name: &str, grace_secs: i64) -> anyhow::Result<()> {
+        self.stop(name, grace_secs).await;
+        self.remove(name).await
+    }
+
+    /// SIGTERM and up to `grace_secs` to exit (then SIGKILL); a container already gone or
+    /// stopped is no error.
+    pub async fn stop(&self, name: &str, grace_secs: i64) {
         let _ = self.docker.stop_container(name, Some(StopContainerOptions { t: grace_secs })).await;
+    }
+
+    /// Removes a container, running or not, with its anonymous volumes.
+    pub async fn remove(&self, name: &str) -> anyhow::Result<()> {
         self.docker
             .remove_container(
                 name,
@@ -109,6 +123,68 @@ impl DockerClient {
             )
             .await
             .with_context(|| format!("removing {name}"))
+    }
+
+    /// App and job containers of this node, running or not: those whose output goes to central
+    /// logs (not databases, not static-file extraction).
+    pub async fn log_sources(&self) -> anyhow::Result<Vec<LogSource>> {
+        let list = self
+            .labelled(vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)])
+            .await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let job = labels.get(LABEL_JOB);
+                let app_or_job = labels.contains_key(labels::PROCESS) || job.is_some_and(|j| j != "extract");
+                if !app_or_job || labels.contains_key(labels::ROLE) || !labels.contains_key(labels::APP) {
+                    return None;
+                }
+                let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+                let number = |k: &str| labels.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+                Some(LogSource {
+                    id: c.id?,
+                    name: c.names?.first()?.trim_start_matches('/').to_string(),
+                    running: c.state.as_deref() == Some("running"),
+                    app: label(labels::APP),
+                    env: label(labels::ENV),
+                    // Job containers from before they were labelled with their process.
+                    process: labels.get(labels::PROCESS).cloned().unwrap_or_else(|| "run".into()),
+                    release: number(labels::RELEASE),
+                    replica: number(labels::REPLICA),
+                })
+            })
+            .collect())
+    }
+
+    /// What container `id` wrote at or after `since` (Unix seconds; 0: everything), each entry
+    /// with Docker's timestamp in front, and whether it went to stderr. `follow` keeps reading
+    /// until the container stops.
+    pub fn log_entries(
+        &self,
+        id: &str,
+        since: i64,
+        follow: bool,
+    ) -> impl futures_util::Stream<Item = Result<(bool, bytes::Bytes), String>> + Send + 'static {
+        let opts = LogsOptions::<String> {
+            follow,
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            since,
+            tail: "all".into(),
+            ..Default::default()
+        };
+        self.docker.logs(id, Some(opts)).filter_map(|chunk| async move {
+            match chunk {
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    Some(Ok((false, message)))
+                }
+                Ok(LogOutput::StdErr { message }) => Some(Ok((true, message))),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(e) => Some(Err(docker_message(&e))),
+            }
+        })
     }
 
     /// Last `n` lines the container wrote (stdout and stderr).
@@ -144,6 +220,8 @@ impl DockerClient {
             (labels::APP, &job.app),
             (labels::ENV, &job.env),
             (labels::RELEASE, &job.release.to_string()),
+            // Central logs tell release phases (their output is masked) from `paas run`.
+            (labels::PROCESS, if job.mask_output { "release" } else { "run" }),
             (LABEL_JOB, &job.id),
         ]);
         let env: Vec<String> =

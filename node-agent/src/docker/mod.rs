@@ -71,6 +71,21 @@ impl Observed {
     }
 }
 
+/// A container whose output central logs collect, with the labels its lines carry.
+#[derive(Debug, Clone)]
+pub struct LogSource {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    pub app: String,
+    pub env: String,
+    /// `web`, `worker`, ...; `release` or `run` for a job.
+    pub process: String,
+    pub release: u32,
+    /// 0 for a job.
+    pub replica: u32,
+}
+
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,

@@ -1,0 +1,372 @@
+//! Central logs, the node's side: what every app and job container of this node writes is
+//! followed (`tail`), numbered and kept on disk (`spool`), and shipped to the control plane in
+//! batches until it acknowledges them. Three parts run as one task:
+//!
+//! - the collector lists this node's containers every second (or at once when the reconcile
+//!   loop or the job runner starts one) and keeps one reader on each, resuming at the cursor
+//!   the spool keeps for it; a container about to be removed is first read to its end
+//!   ([`LogHandle::drained`]);
+//! - the writer appends what the readers collected to the spool, which numbers it;
+//! - the shipper sends the oldest unacknowledged lines (and the spool's drop counts) and makes
+//!   the spool forget what the control plane acknowledged; while it cannot, it retries with
+//!   backoff and the spool keeps filling up to its cap.
+
+mod spool;
+mod tail;
+
+use crate::docker::DockerClient;
+use protocol::Client;
+use spool::{Collected, Cursor, Spool};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The spool's cap unless configured (`--log-spool-mib`).
+pub const DEFAULT_SPOOL_BYTES: u64 = 64 << 20;
+/// How often the collector looks for containers nobody told it about.
+const POLL: Duration = Duration::from_secs(1);
+/// A batch carries at most this many lines, of about this many bytes.
+const BATCH_LINES: usize = 5000;
+const BATCH_BYTES: u64 = 1 << 20;
+/// Lines wait at most this long for the next batch; batches go no more often, unless full.
+const SHIP_EVERY: Duration = Duration::from_millis(250);
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A failing shipper says so again this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+/// How long removing a container waits for its output to be read.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+/// Lines between a reader and the writer; a full channel holds readers back (Docker keeps the
+/// rest in its log files).
+const CHANNEL_LINES: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Cap of the spool on disk; when full, its oldest lines are dropped and counted.
+    pub spool_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { spool_bytes: DEFAULT_SPOOL_BYTES }
+    }
+}
+
+/// What the reconcile loop and the job runner tell the collector.
+#[derive(Clone)]
+pub struct LogHandle {
+    inner: Arc<Signals>,
+}
+
+struct Signals {
+    started: Notify,
+    drains: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
+}
+
+impl LogHandle {
+    /// A container was just started: the collector looks now rather than at its next poll.
+    pub fn started(&self) {
+        self.inner.started.notify_one();
+    }
+
+    /// Waits until the output of stopped container `name` has been read to its end (a few
+    /// seconds at most), so removing it next loses none of its lines.
+    pub async fn drained(&self, name: &str) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.drains.send((name.to_string(), tx)).is_ok() {
+            let _ = tokio::time::timeout(DRAIN_WAIT, rx).await;
+        }
+    }
+}
+
+/// A handle no collector listens to: telling it does nothing, and nothing is waited for.
+impl Default for LogHandle {
+    fn default() -> Self {
+        let (drains, _) = mpsc::unbounded_channel();
+        Self { inner: Arc::new(Signals { started: Notify::new(), drains }) }
+    }
+}
+
+/// The task that collects, spools and ships this node's app output.
+pub struct Collector {
+    docker: DockerClient,
+    client: Client,
+    node: String,
+    spool: Arc<Mutex<Spool>>,
+    signals: Arc<Signals>,
+    drains: mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>,
+}
+
+fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Collector {
+    /// Opens the spool in `dir`; the collector runs once [`Collector::run`] is spawned.
+    pub fn new(
+        settings: &Settings,
+        dir: &Path,
+        node: &str,
+        docker: DockerClient,
+        client: Client,
+    ) -> anyhow::Result<(Self, LogHandle)> {
+        let spool = Spool::open(dir, settings.spool_bytes)?;
+        let (drains_tx, drains) = mpsc::unbounded_channel();
+        let signals = Arc::new(Signals { started: Notify::new(), drains: drains_tx });
+        let handle = LogHandle { inner: signals.clone() };
+        let spool = Arc::new(Mutex::new(spool));
+        let collector = Self { docker, client, node: node.to_string(), spool, signals, drains };
+        Ok((collector, handle))
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (tx, rx) = mpsc::channel(CHANNEL_LINES);
+        let ready = Arc::new(Notify::new());
+        let shipper = ship(self.spool.clone(), self.client, self.node, ready.clone(), shutdown.clone());
+        let writer = write(self.spool.clone(), rx, ready);
+        let readers = Readers {
+            docker: self.docker,
+            spool: self.spool,
+            out: tx,
+            tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
+            active: HashMap::new(),
+            ended: HashMap::new(),
+            names: HashMap::new(),
+        };
+        let collector = readers.run(self.signals, self.drains, shutdown);
+        tokio::join!(collector, writer, shipper);
+    }
+}
+
+/// One reader per container, and what ended readers left off at.
+struct Readers {
+    docker: DockerClient,
+    spool: Arc<Mutex<Spool>>,
+    out: mpsc::Sender<Collected>,
+    /// Readers, each answering where it left off.
+    tasks: JoinSet<Option<Cursor>>,
+    /// The container each reader task reads, to clean up after one that panicked.
+    task_ids: HashMap<tokio::task::Id, String>,
+    /// Containers (by id) being read, with who waits for their reader to end.
+    active: HashMap<String, Vec<oneshot::Sender<()>>>,
+    /// Containers whose reader ended (they stopped), with where it left off: it is ahead of
+    /// the spool's cursor while its last lines wait for the writer.
+    ended: HashMap<String, Option<Cursor>>,
+    /// Container names to ids, as last listed.
+    names: HashMap<String, String>,
+}
+
+impl Readers {
+    async fn run(
+        mut self,
+        signals: Arc<Signals>,
+        mut drains: mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiting: Vec<(String, oneshot::Sender<()>)> = Vec::new();
+        loop {
+            let look = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => true,
+                _ = signals.started.notified() => true,
+                Some(drain) = drains.recv() => {
+                    waiting.push(drain);
+                    true
+                }
+                Some(done) = self.tasks.join_next_with_id() => {
+                    let (task, cursor) = match done {
+                        Ok((task, cursor)) => (task, cursor),
+                        Err(e) => (e.id(), None),
+                    };
+                    if let Some(id) = self.task_ids.remove(&task) {
+                        for waiter in self.active.remove(&id).unwrap_or_default() {
+                            let _ = waiter.send(());
+                        }
+                        self.ended.insert(id, cursor);
+                    }
+                    false
+                }
+            };
+            if look {
+                self.look(&mut waiting).await;
+            }
+        }
+        // Dropping the readers and the sender lets the writer finish what is queued.
+        self.tasks.abort_all();
+    }
+
+    /// Starts a reader on every container that has none and may have output not read yet; a
+    /// container someone is waiting to remove gets one whatever happened before, as it may
+    /// have run again since its last reader ended.
+    async fn look(&mut self, waiting: &mut Vec<(String, oneshot::Sender<()>)>) {
+        let sources = match self.docker.log_sources().await {
+            Ok(sources) => sources,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "listing containers for their logs failed");
+                return;
+            }
+        };
+        let drained: HashSet<&str> = waiting.iter().map(|(name, _)| name.as_str()).collect();
+        let mut live = HashSet::new();
+        for source in sources {
+            live.insert(source.id.clone());
+            self.names.insert(source.name.clone(), source.id.clone());
+            if self.active.contains_key(&source.id) {
+                continue;
+            }
+            let ended = self.ended.get(&source.id);
+            if !source.running && ended.is_some() && !drained.contains(source.name.as_str()) {
+                continue;
+            }
+            let cursor = match ended {
+                Some(Some(cursor)) => Some(cursor.clone()),
+                _ => lock(&self.spool).cursor(&source.id),
+            };
+            self.ended.remove(&source.id);
+            self.active.insert(source.id.clone(), Vec::new());
+            let (docker, out, id) = (self.docker.clone(), self.out.clone(), source.id.clone());
+            let task = self.tasks.spawn(tail::follow(docker, source, cursor, out));
+            self.task_ids.insert(task.id(), id);
+        }
+        for (name, waiter) in waiting.drain(..) {
+            match self.names.get(&name).and_then(|id| self.active.get_mut(id)) {
+                Some(waiters) => waiters.push(waiter),
+                None => drop(waiter),
+            }
+        }
+        self.ended.retain(|id, _| live.contains(id));
+        self.names.retain(|_, id| live.contains(id));
+        let active = &self.active;
+        lock(&self.spool).retain_containers(|id| live.contains(id) || active.contains_key(id));
+    }
+}
+
+/// Appends what the readers collected, flushing after each burst, and tells the shipper.
+async fn write(spool: Arc<Mutex<Spool>>, mut rx: mpsc::Receiver<Collected>, ready: Arc<Notify>) {
+    /// Lines appended under one lock, so the shipper gets its turn in a flood.
+    const BURST: usize = 1000;
+    let mut failing = false;
+    while let Some(first) = rx.recv().await {
+        let mut spool = lock(&spool);
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(c) = next {
+            match spool.append(c) {
+                Ok(_) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %format!("{e:#}"), "writing a log line to the spool failed; it is dropped");
+                        failing = true;
+                    }
+                }
+            }
+            taken += 1;
+            next = if taken < BURST { rx.try_recv().ok() } else { None };
+        }
+        if let Err(e) = spool.flush() {
+            tracing::warn!(error = %e, "flushing the log spool failed");
+        }
+        drop(spool);
+        ready.notify_one();
+    }
+    if let Err(e) = lock(&spool).close() {
+        tracing::warn!(error = %format!("{e:#}"), "closing the log spool failed");
+    }
+}
+
+/// Sends batches of the oldest unacknowledged lines until shutdown.
+async fn ship(
+    spool: Arc<Mutex<Spool>>,
+    client: Client,
+    node: String,
+    ready: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let mut failing_since: Option<Instant> = None;
+    let mut warned_at: Option<Instant> = None;
+    let pause = |d: Duration| {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => false,
+                _ = tokio::time::sleep(d) => true,
+            }
+        }
+    };
+    loop {
+        let pending = lock(&spool).batch(BATCH_LINES, BATCH_BYTES);
+        let pending = match pending {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ready.notified() => continue,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "reading the log spool failed");
+                if !pause(MAX_BACKOFF).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let sent_at = Instant::now();
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = client.ship_logs(&node, &pending.batch) => r,
+        };
+        let problem = match result {
+            Ok(ack) => {
+                if let Err(e) = lock(&spool).ack(&pending, ack.through) {
+                    tracing::warn!(error = %format!("{e:#}"), "recording acknowledged log lines failed");
+                }
+                (ack.through < pending.last_seq).then(|| {
+                    format!(
+                        "the control plane acknowledged log lines through {} of {}",
+                        ack.through, pending.last_seq
+                    )
+                })
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        match problem {
+            None => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(after_secs = since.elapsed().as_secs(), "shipping logs works again");
+                }
+                warned_at = None;
+                backoff = MIN_BACKOFF;
+                if !pending.full && !pause(SHIP_EVERY.saturating_sub(sent_at.elapsed())).await {
+                    return;
+                }
+            }
+            Some(problem) => {
+                failing_since.get_or_insert_with(Instant::now);
+                if warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    let (lines, bytes) = {
+                        let spool = lock(&spool);
+                        (spool.unacknowledged(), spool.bytes())
+                    };
+                    tracing::warn!(error = %problem, lines_held = lines, bytes_held = bytes, "shipping logs failed; retrying, the spool keeps them meanwhile");
+                    warned_at = Some(Instant::now());
+                }
+                if !pause(backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod docker_tests;
