@@ -41,6 +41,7 @@ async fn run_job(docker: DockerClient, client: Client, logs: crate::logs::LogHan
         let (c, id) = (c.clone(), id.clone());
         async move { c.job_log(&id, &JobLog { lines }).await.map(drop) }
     }));
+    logs.config(&name, &job.config);
     let result = async {
         match docker.find_job(&job.id).await? {
             Some(_) => tracing::info!("adopting the job's existing container"),

@@ -156,6 +156,9 @@ impl Reconciler {
         // (neither adopted, probed, nor removed) and reported.
         let mut foreign = HashMap::new();
         for spec in &desired.containers {
+            self.logs.config(&spec.name, &spec.config);
+        }
+        for spec in &desired.containers {
             if let Some(o) = observed.get(&spec.name).filter(|o| !o.labelled_as(&expected_labels(spec))) {
                 foreign.insert(spec.name.clone(), o.foreign());
                 observed.remove(&spec.name);

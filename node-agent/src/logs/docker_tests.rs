@@ -154,7 +154,10 @@ async fn app_and_job_lines_arrive_once_each_across_an_outage_and_a_restart() {
     run_container(&node, &web, &web_labels, &script);
 
     // The control plane is down at first; the collector is stopped mid-stream and started again.
-    let (_, first) = start(dir.path(), &node, &server).await;
+    // Lines are masked of the container's config values, and read once its config is known.
+    let config = std::collections::BTreeMap::from([("SECRET".to_string(), "s3cr3t-value".to_string())]);
+    let (first_handle, first) = start(dir.path(), &node, &server).await;
+    first_handle.config(&web, &config);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     store.lock().unwrap().down = false;
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -163,6 +166,7 @@ async fn app_and_job_lines_arrive_once_each_across_an_outage_and_a_restart() {
     let taken_before_restart = store.lock().unwrap().lines.len();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (handle, _second) = start(dir.path(), &node, &server).await;
+    handle.config(&web, &config);
 
     let last = format!("out {LINES}");
     wait_for(&store, "the web container's lines", |s| s.texts("web", LogStream::Stdout).contains(&last))
@@ -171,15 +175,24 @@ async fn app_and_job_lines_arrive_once_each_across_an_outage_and_a_restart() {
 
     // A job: started, exited and removed within moments; its output is read before it goes.
     let job_labels = [(protocol::labels::PROCESS, "run"), (crate::docker::LABEL_JOB, "logtest-job")];
-    run_container(&node, &job, &job_labels, "for i in $(seq 1 50); do echo \"job $i\"; done");
+    handle.config(&job, &config);
+    run_container(
+        &node,
+        &job,
+        &job_labels,
+        "echo key s3cr3t-value; for i in $(seq 1 50); do echo \"job $i\"; done",
+    );
     handle.started();
     docker(&["wait", &job]);
     handle.drained(&job).await;
     docker(&["rm", "-f", &job]);
-    wait_for(&store, "the job's lines", |s| s.texts("run", LogStream::Stdout).len() >= 50).await;
+    wait_for(&store, "the job's lines", |s| s.texts("run", LogStream::Stdout).len() >= 51).await;
     let s = store.lock().unwrap();
+    let run = s.texts("run", LogStream::Stdout);
+    assert_eq!(run.first().map(String::as_str), Some("key ****"), "config values are masked: {run:?}");
+    assert!(!run.iter().any(|t| t.contains("s3cr3t")));
     let expected: Vec<String> = (1..=50).map(|i| format!("job {i}")).collect();
-    assert_eq!(s.texts("run", LogStream::Stdout), expected);
+    assert_eq!(run[1..], expected[..]);
     assert!(s.reused.is_empty(), "seqs given twice: {:?}", s.reused);
 }
 

@@ -65,12 +65,36 @@ pub struct LogHandle {
 struct Signals {
     started: Notify,
     drains: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
+    /// Each container's config values (by container name), masked in its lines: an app that
+    /// prints its secrets must not put them in plain text into the spool and the store.
+    configs: std::sync::Mutex<HashMap<String, Arc<Config>>>,
+}
+
+type Config = std::collections::BTreeMap<String, String>;
+
+impl Signals {
+    fn new(drains: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>) -> Self {
+        Self { started: Notify::new(), drains, configs: Default::default() }
+    }
+
+    fn config(&self, name: &str) -> Option<Arc<Config>> {
+        self.configs.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
 }
 
 impl LogHandle {
     /// A container was just started: the collector looks now rather than at its next poll.
     pub fn started(&self) {
         self.inner.started.notify_one();
+    }
+
+    /// The config of container `name`, whose values its lines are masked of. A container's
+    /// output is read only once its config is known (its cursor keeps what waits).
+    pub fn config(&self, name: &str, config: &Config) {
+        let mut configs = self.inner.configs.lock().unwrap_or_else(|p| p.into_inner());
+        if configs.get(name).is_none_or(|c| **c != *config) {
+            configs.insert(name.to_string(), Arc::new(config.clone()));
+        }
     }
 
     /// Waits until the output of stopped container `name` has been read to its end (a few
@@ -87,7 +111,7 @@ impl LogHandle {
 impl Default for LogHandle {
     fn default() -> Self {
         let (drains, _) = mpsc::unbounded_channel();
-        Self { inner: Arc::new(Signals { started: Notify::new(), drains }) }
+        Self { inner: Arc::new(Signals::new(drains)) }
     }
 }
 
@@ -116,7 +140,7 @@ impl Collector {
     ) -> anyhow::Result<(Self, LogHandle)> {
         let spool = Spool::open(dir, settings.spool_bytes)?;
         let (drains_tx, drains) = mpsc::unbounded_channel();
-        let signals = Arc::new(Signals { started: Notify::new(), drains: drains_tx });
+        let signals = Arc::new(Signals::new(drains_tx));
         let handle = LogHandle { inner: signals.clone() };
         let spool = Arc::new(Mutex::new(spool));
         let collector = Self { docker, client, node: node.to_string(), spool, signals, drains };
@@ -195,7 +219,7 @@ impl Readers {
                 }
             };
             if look {
-                self.look(&mut waiting).await;
+                self.look(&signals, &mut waiting).await;
             }
         }
         // Dropping the readers and the sender lets the writer finish what is queued.
@@ -205,7 +229,7 @@ impl Readers {
     /// Starts a reader on every container that has none and may have output not read yet; a
     /// container someone is waiting to remove gets one whatever happened before, as it may
     /// have run again since its last reader ended.
-    async fn look(&mut self, waiting: &mut Vec<(String, oneshot::Sender<()>)>) {
+    async fn look(&mut self, signals: &Signals, waiting: &mut Vec<(String, oneshot::Sender<()>)>) {
         let sources = match self.docker.log_sources().await {
             Ok(sources) => sources,
             Err(e) => {
@@ -221,6 +245,7 @@ impl Readers {
             if self.active.contains_key(&source.id) {
                 continue;
             }
+            let Some(config) = signals.config(&source.name) else { continue };
             let ended = self.ended.get(&source.id);
             if !source.running && ended.is_some() && !drained.contains(source.name.as_str()) {
                 continue;
@@ -232,7 +257,7 @@ impl Readers {
             self.ended.remove(&source.id);
             self.active.insert(source.id.clone(), Vec::new());
             let (docker, out, id) = (self.docker.clone(), self.out.clone(), source.id.clone());
-            let task = self.tasks.spawn(tail::follow(docker, source, cursor, out));
+            let task = self.tasks.spawn(tail::follow(docker, source, cursor, config, out));
             self.task_ids.insert(task.id(), id);
         }
         for (name, waiter) in waiting.drain(..) {

@@ -23,8 +23,13 @@ pub async fn follow(
     docker: DockerClient,
     source: LogSource,
     cursor: Option<Cursor>,
+    config: std::sync::Arc<std::collections::BTreeMap<String, String>>,
     out: mpsc::Sender<Collected>,
 ) -> Option<Cursor> {
+    let masked = |mut c: Collected| {
+        c.line.text = crate::reconcile::mask(&c.line.text, &config);
+        c
+    };
     let mut reader = Reader::new(source, cursor);
     // Docker 20.10's follow can end before a stopped container's last entries, so the log is
     // read once more after it: the cursor passes over what the follow already took.
@@ -42,7 +47,7 @@ pub async fn follow(
                 }
             }
             for c in lines.drain(..) {
-                if out.send(c).await.is_err() {
+                if out.send(masked(c)).await.is_err() {
                     return reader.cursor;
                 }
             }
@@ -51,7 +56,7 @@ pub async fn follow(
     let mut lines = Vec::new();
     reader.finish(|c| lines.push(c));
     for c in lines {
-        let _ = out.send(c).await;
+        let _ = out.send(masked(c)).await;
     }
     reader.cursor
 }
