@@ -45,3 +45,11 @@ pub fn error_sentence(e: &anyhow::Error) -> String {
     }
     parts.join(": ")
 }
+
+/// Text from others (app output, names in the audit log) with control characters shown
+/// escaped, so it cannot move the cursor or recolour the terminal; tabs stay.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}

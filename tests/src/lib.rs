@@ -94,6 +94,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The token of a CLI config file (`token = "..."`), read by hand: the file is flat string keys.
+pub fn config_token(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "token")
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("no token in {}:\n{text}", path.display()))
+}
+
 /// `git ARGS` in `dir`, with a committer set and no prompts.
 pub fn git(dir: &Path, args: &[&str]) -> Run {
     Command::new("git")
@@ -258,13 +268,7 @@ impl Platform {
 
     /// The admin API token `paas up` wrote to the CLI config.
     pub fn token(&self) -> String {
-        let cfg =
-            std::fs::read_to_string(self.dir.path().join("config/paas/config.toml")).expect("CLI config");
-        cfg.lines()
-            .find_map(|l| l.strip_prefix("token = "))
-            .expect("a token in the CLI config")
-            .trim_matches('"')
-            .to_string()
+        config_token(&self.dir.path().join("config/paas/config.toml"))
     }
 
     /// The platform's own log (stderr of `paas up`), for failure messages.

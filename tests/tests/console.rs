@@ -5,18 +5,6 @@
 use paas_tests::webdriver::Browser;
 use paas_tests::Platform;
 
-/// The token `paas up` wrote to the CLI config (`token = "..."`), read by hand: the tests package
-/// has no TOML parser and the file is two flat string keys.
-fn cli_token(p: &Platform) -> String {
-    let path = p.dir.path().join("config/paas/config.toml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == "token")
-        .map(|(_, v)| v.trim().trim_matches('"').to_string())
-        .unwrap_or_else(|| panic!("no token in {}:\n{text}", path.display()))
-}
-
 #[test]
 fn console_signs_in_lists_apps_and_signs_out() {
     // The browser first: when Chromium is missing the test fails at once with how to fix it.
@@ -24,7 +12,7 @@ fn console_signs_in_lists_apps_and_signs_out() {
     let mut p = Platform::start();
     let app = p.app_name("web");
     p.paas(&["apps", "create", &app]).expect_ok();
-    let token = cli_token(&p);
+    let token = p.token();
     let root = format!("{}/", p.api_url);
     let login = format!("{}/login", p.api_url);
 

@@ -24,16 +24,6 @@ fn paas_stdin(p: &Platform, config: Option<&Path>, args: &[&str], input: &str) -
     child.wait_with_output().unwrap().into()
 }
 
-/// `token = "..."` of a CLI config file.
-fn config_token(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == "token")
-        .map(|(_, v)| v.trim().trim_matches('"').to_string())
-        .unwrap_or_else(|| panic!("no token in {text}"))
-}
-
 fn cookie_value(headers: &str, name: &str) -> Option<(String, String)> {
     headers.lines().find_map(|l| {
         let rest = l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: "))?;
@@ -81,7 +71,7 @@ fn a_viewer_reads_but_cannot_reveal_run_or_push_and_the_audit_log_names_everyone
     git(repo.path(), &["add", "-A"]).expect_ok();
     git(repo.path(), &["commit", "-qm", "first"]).expect_ok();
     let remote = p.paas(&["git-remote", "--app", &app]).expect_ok().stdout.trim().to_string();
-    let vera_token = config_token(&vera_config);
+    let vera_token = paas_tests::config_token(&vera_config);
     let as_vera = remote.replacen("http://", &format!("http://vera:{vera_token}@"), 1);
     let push = git(repo.path(), &["push", &as_vera, "main"]);
     assert!(!push.ok && push.stderr.contains("deployer"), "a viewer's push is refused with why: {push:?}");

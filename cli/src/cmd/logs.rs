@@ -3,6 +3,7 @@
 //! long polls. Stops quietly when the reader goes away (`| head`).
 
 use crate::args::{Global, LogsArgs, Output};
+use crate::output::printable;
 use protocol::logs::{LogEntry, LogPage, LogQuery, LogSource};
 use std::io::Write;
 use std::process::ExitCode;
@@ -104,13 +105,6 @@ fn millis(at: &str) -> String {
     let (head, frac) = t.split_once('.').unwrap_or((t, ""));
     let frac: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
     format!("{head}.{frac}Z")
-}
-
-/// The text with control characters (terminal escapes) shown escaped; tabs stay.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `paas users`, `paas tokens` and `paas audit`.
 
 use crate::args::{AppOrAll, AuditArgs, Global, TokensCommand, UsersCommand};
-use crate::output::{emit, table};
+use crate::output::{emit, printable, table};
 use protocol::access::{CreatedToken, Grant, TokenInfo, User, ALL_APPS};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -23,13 +23,6 @@ pub fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<String> 
         anyhow::ensure!(password == again, "the two passwords differ; nothing was changed");
     }
     Ok(password)
-}
-
-/// `text` with control characters (escape sequences a terminal would act on) shown escaped.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
-        .collect()
 }
 
 fn app_of(on: &AppOrAll) -> &str {
