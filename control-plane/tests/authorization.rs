@@ -36,6 +36,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("GET", "/apps/{app}/envs/{env}/releases/{version}/events".into(), "viewer"),
         ("GET", "/apps/{app}/envs/{env}/processes".into(), "viewer"),
         ("GET", "/apps/{app}/envs/{env}/logs".into(), "viewer"),
+        ("GET", "/apps/{app}/envs/{env}/logs/stream".into(), "viewer"),
         ("POST", "/apps/{app}/envs/{env}/rollback".into(), "deployer"),
         ("POST", "/apps/{app}/envs/{env}/scale".into(), "deployer"),
         ("POST", "/apps/{app}/envs/{env}/runs".into(), "deployer"),

@@ -144,6 +144,112 @@ async fn shipped_lines_are_stored_once_and_read_back_filtered_searched_and_follo
     p.stop().await;
 }
 
+/// Server-sent events read off a response until `want` events carrying data came (or 10 s).
+async fn sse_events(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    want: usize,
+) -> Vec<(String, String, String)> {
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events.len() < want {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut kind, mut id, mut data) = (String::new(), String::new(), String::new());
+            for field in block.lines() {
+                if let Some(v) = field.strip_prefix("event: ") {
+                    kind = v.into();
+                } else if let Some(v) = field.strip_prefix("id: ") {
+                    id = v.into();
+                } else if let Some(v) = field.strip_prefix("data: ") {
+                    data = v.into();
+                }
+            }
+            if !data.is_empty() {
+                events.push((kind, id, data));
+            } else if !id.is_empty() {
+                events.push(("cursor".into(), id, String::new()));
+            }
+        }
+        if events.len() >= want {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the stream ended or stalled after {events:?}: {other:?}"),
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_stream_sends_the_newest_lines_then_each_new_one_and_resumes_from_its_last_id() {
+    let dir = DataDir::new();
+    let p = Plane::start(&dir).await;
+    let agent = FakeAgent::join(&p.agent_url, &p.join_token().await, NODE).await;
+    p.api.create_app("shop").await.expect("creating the app");
+    let node = agent.client();
+    node.ship_logs(NODE, &first_batch()).await.unwrap();
+
+    let web = LogQuery { n: Some(2), process: Some("web".into()), ..Default::default() };
+    let mut resp = p.api.logs_stream("shop", ENV, &web, None).await.expect("opening the stream");
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut buf = String::new();
+    let first = sse_events(&mut resp, &mut buf, 3).await;
+    let texts: Vec<String> = first[..2]
+        .iter()
+        .map(|(kind, _, data)| {
+            assert_eq!(kind, "line");
+            serde_json::from_str::<protocol::logs::LogEntry>(data).unwrap().text
+        })
+        .collect();
+    assert_eq!(texts, ["web.1 says 8", "web.2 says 9"], "the newest two of the process");
+    assert_eq!(first[2].0, "cursor");
+
+    // A new line of the process arrives at once; one the filter leaves out moves the cursor only.
+    let started = Instant::now();
+    let more = LogBatch {
+        lines: vec![
+            line(13, 30, LogSource::Router, "router", 0, "GET / 200"),
+            line(14, 31, LogSource::App, "web", 3, "a new replica"),
+        ],
+        ..Default::default()
+    };
+    node.ship_logs(NODE, &more).await.unwrap();
+    let next = sse_events(&mut resp, &mut buf, 2).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_eq!(next[0].0, "line");
+    assert!(next[0].2.contains("a new replica"), "{next:?}");
+    let cursor: i64 = next[1].1.parse().unwrap();
+    drop(resp);
+
+    // Reconnecting with Last-Event-ID sends only what came since.
+    let later = LogBatch {
+        lines: vec![line(15, 32, LogSource::App, "web", 1, "after the reconnect")],
+        ..Default::default()
+    };
+    node.ship_logs(NODE, &later).await.unwrap();
+    let mut resp = p.api.logs_stream("shop", ENV, &web, Some(cursor)).await.unwrap();
+    let mut buf = String::new();
+    let resumed = sse_events(&mut resp, &mut buf, 1).await;
+    assert!(resumed[0].2.contains("after the reconnect"), "{resumed:?}");
+
+    // Errors come before the stream starts, as statuses with a sentence.
+    let bad = p.api.logs_stream("shop", "staging", &web, None).await.unwrap_err();
+    assert_eq!(bad.status, Some(404), "{bad}");
+    let bad = p
+        .api
+        .logs_stream("shop", ENV, &LogQuery { n: Some(0), ..Default::default() }, None)
+        .await
+        .unwrap_err();
+    assert_eq!(bad.status, Some(422), "{bad}");
+    let raw = reqwest::get(format!("{}/api/v1/apps/shop/envs/{ENV}/logs/stream", p.api.base())).await;
+    assert_eq!(raw.unwrap().status().as_u16(), 401, "the stream needs a token");
+    drop(resp);
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn lines_an_agent_could_not_keep_are_reported_with_the_page() {
     let dir = DataDir::new();

@@ -330,6 +330,32 @@ impl Client {
         self.send(self.http().get(url).query(query).timeout(wait + Duration::from_secs(30))).await
     }
 
+    /// The live stream of an environment's logs as server-sent events (what the console
+    /// reads), resumed after `last_event_id` when given; the response is checked, not read.
+    pub async fn logs_stream(
+        &self,
+        app: &str,
+        env: &str,
+        query: &LogQuery,
+        last_event_id: Option<i64>,
+    ) -> Result<reqwest::Response> {
+        let url = self.url(&format!("/api/v1/apps/{app}/envs/{env}/logs/stream"));
+        let mut req = self.http().get(url).query(query).bearer_auth(self.token());
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| format!("the server answered {status}"));
+        Err(ClientError { status: Some(status.as_u16()), message })
+    }
+
     // --- agent protocol ---
 
     /// Registers the node again over its mutual TLS (its address or ingress role may have

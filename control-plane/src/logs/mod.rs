@@ -80,6 +80,86 @@ pub async fn read(state: &AppState, app: &str, env: &str, p: &Params) -> Result<
     Ok(LogPage { lines: page.lines, cursor: page.cursor, dropped: page.dropped })
 }
 
+/// How long one follow-mode read of [`follow`] waits before asking again; the stream itself
+/// never ends on its own (keep-alive comments keep proxies from closing it).
+const FOLLOW_WAIT: Duration = Duration::from_secs(25);
+
+/// What a follower is sent, in order.
+#[derive(Debug)]
+pub enum Followed {
+    Line(protocol::logs::LogEntry),
+    /// Lines lost (caps, full spools) since the previous event.
+    Dropped(u64),
+    /// Every line up to here was sent (or left out by the filters): where to resume.
+    Cursor(i64),
+}
+
+/// The live stream of `app`/`env`'s lines for server-sent events: the newest `n` lines (or
+/// the lines after `resume`, a cursor the client already holds), then every new line as it is
+/// stored, until the control plane stops. Checked up front: a bad filter or an unknown
+/// environment answers an error, not an empty stream.
+pub async fn follow(
+    state: &AppState,
+    app: &str,
+    env: &str,
+    p: &Params,
+    resume: Option<i64>,
+) -> Result<impl futures_util::Stream<Item = Followed> + Send + 'static> {
+    let mut p = p.clone();
+    p.wait = None;
+    if let Some(cursor) = resume {
+        p.after = Some(cursor.to_string());
+    }
+    let first = read(state, app, env, &p).await?;
+    let (filter, _) = parse(&p, store::now_ns())?;
+    let state = state.clone();
+    let (app, env) = (app.to_string(), env.to_string());
+    let stop = state.shutting_down();
+    let pending: std::collections::VecDeque<Followed> = page_events(first).collect();
+    let start = (pending, Filter { after: None, ..filter }, false);
+    Ok(futures_util::stream::unfold(start, move |(mut pending, mut filter, mut ended)| {
+        let (state, app, env, stop) = (state.clone(), app.clone(), env.clone(), stop.clone());
+        async move {
+            loop {
+                if let Some(event) = pending.pop_front() {
+                    if let Followed::Cursor(c) = event {
+                        filter.after = Some(c);
+                    }
+                    return Some((event, (pending, filter, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                let after = filter.after.unwrap_or(0);
+                tokio::select! {
+                    _ = state.logs.wait_for_lines(&app, &env, after, FOLLOW_WAIT) => {}
+                    _ = stop.cancelled() => return None,
+                }
+                match state.logs.read(&app, &env, &Filter { after: Some(after), ..filter.clone() }).await {
+                    Ok(page) => pending.extend(page_events(LogPage {
+                        lines: page.lines,
+                        cursor: page.cursor,
+                        dropped: page.dropped,
+                    })),
+                    Err(e) => {
+                        tracing::warn!(app = %app, env = %env, error = %format!("{e:#}"), "reading logs for a follower failed");
+                        ended = true;
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// A page as follower events: its losses, its lines, then its cursor.
+fn page_events(page: LogPage) -> impl Iterator<Item = Followed> {
+    let dropped = (page.dropped > 0).then_some(Followed::Dropped(page.dropped));
+    dropped
+        .into_iter()
+        .chain(page.lines.into_iter().map(Followed::Line))
+        .chain(std::iter::once(Followed::Cursor(page.cursor)))
+}
+
 fn invalid(why: String) -> DomainError {
     DomainError::Invalid(why)
 }
