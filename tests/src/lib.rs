@@ -400,6 +400,24 @@ impl Platform {
         cmd.output().expect("running paas").into()
     }
 
+    /// The `XDG_CONFIG_HOME` whose CLI config holds this platform's server and token, for
+    /// `paas` commands a test starts itself.
+    pub fn config_home(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// The platform's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Ids of the app's running containers on this platform's node.
+    pub fn containers(&self, app: &str) -> Vec<String> {
+        let node = format!("label={}={}", protocol::labels::NODE, self.node);
+        let app = format!("label={}={app}", protocol::labels::APP);
+        docker(&["ps", "-q", "--filter", &node, "--filter", &app]).split_whitespace().map(str::to_string).collect()
+    }
+
     pub fn host(&self, app: &str) -> String {
         format!("{app}.localhost")
     }

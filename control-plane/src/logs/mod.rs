@@ -249,9 +249,13 @@ pub fn fts_phrase(text: &str) -> Result<Option<String>> {
 pub async fn retention(state: AppState) {
     let stop = state.shutting_down();
     loop {
+        // Early when about a tenth of the cap was stored since the last run: a flood is trimmed as
+        // it comes rather than a minute later.
+        let cap = effective_cap(&state.config.data_dir, state.config.log_retention.max_bytes);
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(TRIM_EVERY) => {}
+            // Stored lines take about three times their text (row and text index).
+            _ = state.logs.wait_for_growth(cap / 30, TRIM_EVERY) => {}
         }
         if let Err(e) = trim(&state).await {
             tracing::error!(error = %format!("{e:#}"), "trimming the log store failed; it may grow past its cap until the next run");

@@ -9,6 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -101,6 +102,16 @@ pub struct LogStore {
     pool: SqlitePool,
     /// Per `app/env`, the highest line id stored: follow-mode readers wait on it.
     stored: Arc<watch::Sender<HashMap<String, i64>>>,
+    /// Text bytes stored since retention last ran, and the amount that wakes it early: a
+    /// flood must not run past the size cap until the next scheduled run.
+    growth: Arc<Growth>,
+}
+
+#[derive(Default)]
+struct Growth {
+    bytes: std::sync::atomic::AtomicU64,
+    limit: std::sync::atomic::AtomicU64,
+    wake: tokio::sync::Notify,
 }
 
 fn key(app: &str, env: &str) -> String {
@@ -162,7 +173,8 @@ impl LogStore {
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         sqlx::query(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).execute(&pool).await?;
         let stored = Arc::new(watch::channel(HashMap::new()).0);
-        Ok(Self { pool, stored })
+        let growth = Arc::new(Growth { limit: u64::MAX.into(), ..Default::default() });
+        Ok(Self { pool, stored, growth })
     }
 
     pub async fn close(&self) {
@@ -179,6 +191,7 @@ impl LogStore {
         let mut tx = self.write_tx().await?;
         let mark = last_id(&mut tx).await?;
         let mut new = 0u64;
+        let mut added = 0u64;
         let mut newest: HashMap<String, i64> = HashMap::new();
         for line in &batch.lines {
             let ShippedLine { seq, at, app, env, source, process, replica, release, stream, text } = line;
@@ -202,6 +215,7 @@ impl LogStore {
             .await?;
             if done.rows_affected() == 1 {
                 new += 1;
+                added += text.len() as u64;
                 newest.insert(key(app, env), done.last_insert_rowid());
             }
         }
@@ -253,7 +267,23 @@ impl LogStore {
         if !newest.is_empty() {
             self.stored.send_modify(|m| m.extend(newest));
         }
+        let g = &self.growth;
+        let grown = g.bytes.fetch_add(added, Ordering::Relaxed) + added;
+        if added > 0 && grown >= g.limit.load(Ordering::Relaxed) {
+            g.wake.notify_one();
+        }
         Ok(u64::try_from(through).unwrap_or(0))
+    }
+
+    /// Waits until `bytes` of text were stored since the previous call, or `wait` passes;
+    /// retention calls it between runs so that a flood is trimmed as it comes.
+    pub async fn wait_for_growth(&self, bytes: u64, wait: Duration) {
+        let g = &self.growth;
+        g.limit.store(bytes.max(1), Ordering::Relaxed);
+        if g.bytes.load(Ordering::Relaxed) < bytes {
+            let _ = tokio::time::timeout(wait, g.wake.notified()).await;
+        }
+        g.bytes.store(0, Ordering::Relaxed);
     }
 
     /// Waits until a line of `app`/`env` with an id above `after` is stored, or `wait` passes.
