@@ -417,6 +417,20 @@ pub enum AppsCommand {
         #[arg(long)]
         confirm: Option<String>,
     },
+    /// Show or set how long the app's central logs are kept: tighter than the platform's
+    /// limits (`--log-retention`, `--log-max-mib`), which apply to every app.
+    LogRetention {
+        name: String,
+        /// Keep lines this long (3d, 12h; at least a minute).
+        #[arg(long)]
+        age: Option<String>,
+        /// Let the app's lines take at most about this many MiB; the oldest go first, counted.
+        #[arg(long)]
+        max_mib: Option<u64>,
+        /// Back to the platform's limits.
+        #[arg(long, conflicts_with_all = ["age", "max_mib"])]
+        reset: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -75,6 +75,7 @@ pub async fn delete(state: &AppState, user: &str, app: &str) -> Result<()> {
     let _ = std::fs::remove_dir_all(state.sources_dir().join(app));
     // Its pushed history too: a new app of the same name must not serve it to its viewers.
     let _ = std::fs::remove_dir_all(crate::http::git_repo_dir(state, app));
+    crate::logs::forget(state, app, None);
     tracing::info!(app, user, "app deleted");
     state.bump();
     Ok(())
@@ -95,6 +96,7 @@ pub async fn delete_env(state: &AppState, user: &str, app: &str, env: &str) -> R
     }
     state.store.delete_env(app, env).await?;
     let _ = std::fs::remove_dir_all(state.sources_dir().join(app).join(env));
+    crate::logs::forget(state, app, Some(env));
     tracing::info!(app, env, user, "environment deleted");
     state.bump();
     Ok(())

@@ -109,6 +109,22 @@ async fn shipped_lines_are_stored_once_and_read_back_filtered_searched_and_follo
     let missing = p.api.logs("shop", "staging", &LogQuery::default()).await.unwrap_err();
     assert_eq!(missing.status, Some(404), "{missing}");
 
+    // An app's own retention: tighter than the store's, checked, and back to the store's.
+    let set =
+        |age: Option<&str>, max_mib| protocol::logs::SetLogRetention { age: age.map(Into::into), max_mib };
+    let r = p.api.set_log_retention("shop", &set(Some("3d"), Some(100))).await.unwrap();
+    assert_eq!((r.age_secs, r.max_mib), (Some(3 * 86400), Some(100)));
+    assert_eq!(p.api.log_retention("shop").await.unwrap().age_secs, Some(3 * 86400));
+    let long = p.api.set_log_retention("shop", &set(Some("30d"), None)).await.unwrap();
+    assert_eq!(long.age_secs, Some(long.store_age_secs), "never longer than the store's");
+    for bad in [set(Some("soon"), None), set(Some("10s"), None), set(None, Some(0))] {
+        let e = p.api.set_log_retention("shop", &bad).await.unwrap_err();
+        assert_eq!(e.status, Some(422), "{e}");
+    }
+    let r = p.api.set_log_retention("shop", &set(None, None)).await.unwrap();
+    assert_eq!((r.age_secs, r.max_mib), (None, None));
+    assert_eq!(p.api.log_retention("nope").await.unwrap_err().status, Some(404));
+
     // A node ships only its own lines.
     let refused = node.ship_logs("node-2", &batch).await.unwrap_err();
     assert_eq!(refused.status, Some(403), "{refused}");

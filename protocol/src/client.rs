@@ -330,6 +330,18 @@ impl Client {
         self.send(self.http().get(url).query(query).timeout(wait + Duration::from_secs(30))).await
     }
 
+    pub async fn log_retention(&self, app: &str) -> Result<crate::logs::LogRetention> {
+        self.get(&format!("/api/v1/apps/{app}/logs/retention")).await
+    }
+
+    pub async fn set_log_retention(
+        &self,
+        app: &str,
+        set: &crate::logs::SetLogRetention,
+    ) -> Result<crate::logs::LogRetention> {
+        self.send(self.http().put(self.url(&format!("/api/v1/apps/{app}/logs/retention"))).json(set)).await
+    }
+
     /// The live stream of an environment's logs as server-sent events (what the console
     /// reads), resumed after `last_event_id` when given; the response is checked, not read.
     pub async fn logs_stream(

@@ -124,3 +124,25 @@ pub struct LogQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait: Option<u64>,
 }
+
+/// An app's log retention (`GET`/`PUT /api/v1/apps/{app}/logs/retention`): its own limits,
+/// tighter than the store's, which apply to every app.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogRetention {
+    /// Lines older than this many seconds go (`None`: the store's age).
+    pub age_secs: Option<u64>,
+    /// The app's lines take at most about this many MiB (`None`: only the store's cap).
+    pub max_mib: Option<u64>,
+    pub store_age_secs: u64,
+    pub store_max_mib: u64,
+}
+
+/// What `PUT .../logs/retention` takes: a duration such as `3d`, and MiB; both absent or null
+/// return the app to the store's limits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SetLogRetention {
+    pub age: Option<String>,
+    pub max_mib: Option<u64>,
+}

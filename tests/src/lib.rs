@@ -415,7 +415,10 @@ impl Platform {
     pub fn containers(&self, app: &str) -> Vec<String> {
         let node = format!("label={}={}", protocol::labels::NODE, self.node);
         let app = format!("label={}={app}", protocol::labels::APP);
-        docker(&["ps", "-q", "--filter", &node, "--filter", &app]).split_whitespace().map(str::to_string).collect()
+        docker(&["ps", "-q", "--filter", &node, "--filter", &app])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn host(&self, app: &str) -> String {

@@ -52,7 +52,12 @@ fn wait_for_numbers(p: &Platform, app: &str, at_least: usize, within: Duration) 
         if seen.len() >= at_least {
             return seen;
         }
-        assert!(Instant::now() < deadline, "only {} of {at_least} numbered lines arrived\n{}", seen.len(), p.log());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {at_least} numbered lines arrived\n{}",
+            seen.len(),
+            p.log()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -122,7 +127,11 @@ fn follow_shows_lines_within_a_second_and_keeps_going_across_a_redeploy() {
     let mut redeployed = false;
     let deadline = Instant::now() + Duration::from_secs(180);
     while releases.len() < 2 || delays.len() < 60 {
-        assert!(Instant::now() < deadline, "following stalled: releases {releases:?}, {} lines", delays.len());
+        assert!(
+            Instant::now() < deadline,
+            "following stalled: releases {releases:?}, {} lines",
+            delays.len()
+        );
         let Ok((line, shown)) = rx.recv_timeout(Duration::from_secs(30)) else {
             panic!("paas logs -f showed nothing for 30 s (releases {releases:?})\n{}", p.log());
         };
@@ -193,7 +202,10 @@ fn a_flooding_app_stays_within_every_cap_and_its_loss_is_reported() {
     // Docker keeps at most 3 files of 10 MB per container.
     let id = p.containers(&app).into_iter().next().expect("the app's container");
     let log_config = paas_tests::docker(&["inspect", "-f", "{{json .HostConfig.LogConfig}}", &id]);
-    assert!(log_config.contains("\"max-size\":\"10m\"") && log_config.contains("\"max-file\":\"3\""), "{log_config}");
+    assert!(
+        log_config.contains("\"max-size\":\"10m\"") && log_config.contains("\"max-file\":\"3\""),
+        "{log_config}"
+    );
     // The spool stays within its cap (and a segment), the store within its (and its journal).
     let data = p.data_dir();
     let spool = bytes_under(&data, ".log");

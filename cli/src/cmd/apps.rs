@@ -1,4 +1,4 @@
-//! `paas apps create|list|delete`.
+//! `paas apps create|list|delete|log-retention`.
 
 use crate::args::{AppsCommand, Global};
 use crate::output::{emit, table};
@@ -45,6 +45,33 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
             }
             let done = client.delete_app(&name).await?;
             emit(g.output, &done, |_| println!("Deleted app {name}"))?;
+        }
+        AppsCommand::LogRetention { name, age, max_mib, reset } => {
+            AppName::new(name.as_str())?;
+            let r = if reset || age.is_some() || max_mib.is_some() {
+                let current = client.log_retention(&name).await?;
+                // An option not given keeps its value; --reset clears both.
+                let keep_age = current.age_secs.map(|s| format!("{s}s"));
+                let set = protocol::logs::SetLogRetention {
+                    age: if reset { None } else { age.or(keep_age) },
+                    max_mib: if reset { None } else { max_mib.or(current.max_mib) },
+                };
+                client.set_log_retention(&name, &set).await?
+            } else {
+                client.log_retention(&name).await?
+            };
+            emit(g.output, &r, |r| {
+                let age = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
+                let app_age = r.age_secs.map(age).unwrap_or_else(|| "the platform's".into());
+                let app_max =
+                    r.max_mib.map(|m| format!("{m} MiB")).unwrap_or_else(|| "the platform's".into());
+                println!("Logs of {name}: kept for {app_age}, at most {app_max}");
+                println!(
+                    "The platform's limits for every app: {}, {} MiB",
+                    age(r.store_age_secs),
+                    r.store_max_mib
+                );
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -8,19 +8,32 @@ use crate::logs::{self, Followed, Params};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::http::Method;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
-use protocol::access::Role::Viewer;
-use protocol::logs::LogPage;
+use protocol::access::Role::{Admin, Viewer};
+use protocol::logs::{LogPage, LogRetention, SetLogRetention};
 use std::convert::Infallible;
 
 pub fn routes() -> Api {
-    Api::new().get("/apps/{app}/envs/{env}/logs", Need::App(Viewer), read).get(
-        "/apps/{app}/envs/{env}/logs/stream",
-        Need::App(Viewer),
-        stream,
-    )
+    Api::new()
+        .get("/apps/{app}/envs/{env}/logs", Need::App(Viewer), read)
+        .get("/apps/{app}/envs/{env}/logs/stream", Need::App(Viewer), stream)
+        .get("/apps/{app}/logs/retention", Need::App(Viewer), retention)
+        .on(Method::PUT, "/apps/{app}/logs/retention", Need::App(Admin), "logs.retention", set_retention)
+}
+
+async fn retention(State(state): State<AppState>, Path(app): Path<String>) -> ApiResult<Json<LogRetention>> {
+    Ok(Json(logs::retention_of(&state, &app).await?))
+}
+
+async fn set_retention(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    Json(set): Json<SetLogRetention>,
+) -> ApiResult<Json<LogRetention>> {
+    Ok(Json(logs::set_retention(&state, &app, &set).await?))
 }
 
 async fn read(

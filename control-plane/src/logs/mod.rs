@@ -2,6 +2,7 @@
 //! how far each node is stored), reading it back for users with filters, text search and a
 //! long-polled follow mode, and keeping the store within its age and size caps.
 
+pub mod limits;
 pub mod store;
 
 pub use store::LogStore;
@@ -51,8 +52,31 @@ pub struct Params {
 
 /// Stores a node's batch and answers how far its lines are stored.
 pub async fn ship(state: &AppState, node: &str, batch: &LogBatch) -> Result<LogAck> {
-    let through = state.logs.insert(node, batch, store::now_ns()).await?;
+    let mut known = std::collections::HashSet::new();
+    for line in &batch.lines {
+        let key = (line.app.clone(), line.env.clone());
+        if !known.contains(&key) && state.store.get_env(&line.app, &line.env).await.is_ok() {
+            known.insert(key);
+        }
+    }
+    let through = state.logs.insert_known(node, batch, store::now_ns(), Some(&known)).await?;
     Ok(LogAck { through })
+}
+
+/// Empties the log of a deleted app (or environment), in the background: a large log takes a
+/// while, and lines stored after the deletion (a new app of the same name) are kept.
+pub fn forget(state: &AppState, app: &str, env: Option<&str>) {
+    let (logs, app, env) = (state.logs.clone(), app.to_string(), env.map(str::to_string));
+    tokio::spawn(async move {
+        match logs.forget(&app, env.as_deref()).await {
+            Ok(n) => {
+                tracing::info!(app = %app, env = ?env, lines = n, "deleted the logs of a deleted app or environment")
+            }
+            Err(e) => {
+                tracing::warn!(app = %app, env = ?env, error = %format!("{e:#}"), "deleting the logs of a deleted app or environment failed")
+            }
+        }
+    });
 }
 
 /// A page of `app`/`env`'s lines; in follow mode (`after` and `wait`) waits up to `wait` for
@@ -263,12 +287,52 @@ pub async fn retention(state: AppState) {
     }
 }
 
+/// An app's log retention, with the store's.
+pub async fn retention_of(state: &AppState, app: &str) -> Result<protocol::logs::LogRetention> {
+    state.store.get_app(app).await?;
+    let limits = state.logs.app_limits(app).await?;
+    Ok(limits::view(limits, state.config.log_retention))
+}
+
+/// Sets an app's own log retention; lines past it go at the next retention run.
+pub async fn set_retention(
+    state: &AppState,
+    app: &str,
+    set: &protocol::logs::SetLogRetention,
+) -> Result<protocol::logs::LogRetention> {
+    state.store.get_app(app).await?;
+    let store = state.config.log_retention;
+    let age = match set.age.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            let d = humantime::parse_duration(s)
+                .map_err(|_| invalid(format!("age must be a duration such as 3d or 12h, not {s:?}")))?;
+            if d < Duration::from_secs(60) {
+                return Err(invalid("age must be at least a minute".into()));
+            }
+            Some(d.min(store.age).as_secs())
+        }
+    };
+    let max_bytes = match set.max_mib {
+        None => None,
+        Some(0) => return Err(invalid("max_mib must be at least 1".into())),
+        Some(m) => Some(m.saturating_mul(1 << 20).min(store.max_bytes)),
+    };
+    state.logs.set_app_limits(app, age, max_bytes).await?;
+    tracing::info!(app, age_secs = ?age, max_bytes = ?max_bytes, "log retention of the app set");
+    retention_of(state, app).await
+}
+
 /// One retention run.
 pub async fn trim(state: &AppState) -> anyhow::Result<store::Trimmed> {
     let r = state.config.log_retention;
     let cap = effective_cap(&state.config.data_dir, r.max_bytes);
     let age = i64::try_from(r.age.as_nanos()).unwrap_or(i64::MAX);
-    let trimmed = state.logs.trim(store::now_ns().saturating_sub(age), cap).await?;
+    let now = store::now_ns();
+    let mut trimmed = state.logs.trim(now.saturating_sub(age), cap).await?;
+    let apps = state.logs.trim_apps(now).await?;
+    trimmed.by_age += apps.by_age;
+    trimmed.by_size += apps.by_size;
     if trimmed != store::Trimmed::default() {
         tracing::info!(
             by_age = trimmed.by_age,

@@ -3,7 +3,7 @@
 //! with each node's acknowledged position and the counts of lines lost to caps.
 
 use anyhow::Context;
-use protocol::logs::{LogBatch, LogEntry, LogSource, LogStream, ShippedLine};
+use protocol::logs::{LogBatch, LogEntry, LogSource, LogStream};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::HashMap;
@@ -60,10 +60,18 @@ CREATE TABLE IF NOT EXISTS dropped (
     why TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dropped_by_env_at ON dropped (app, env, at);
+-- Per app, retention tighter than the store's (`paas apps log-retention`); NULL: the store's.
+CREATE TABLE IF NOT EXISTS app_limits (
+    app TEXT PRIMARY KEY,
+    age_secs INTEGER,
+    max_bytes INTEGER
+);
 ";
 
+/// Lines per INSERT statement (11 values each, well under SQLite's limit of bound values).
+const INSERT_CHUNK: usize = 500;
 /// Lines deleted per transaction by retention, so a large trim never holds the write lock long.
-const DELETE_CHUNK: i64 = 20_000;
+pub(super) const DELETE_CHUNK: i64 = 20_000;
 const MINUTE_NS: i64 = 60_000_000_000;
 /// Below this many matches a search reads the matching lines by the text index.
 const FEW_MATCHES: i64 = 20_000;
@@ -99,7 +107,7 @@ pub struct Trimmed {
 
 #[derive(Clone)]
 pub struct LogStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// Per `app/env`, the highest line id stored: follow-mode readers wait on it.
     stored: Arc<watch::Sender<HashMap<String, i64>>>,
     /// Text bytes stored since retention last ran, and the amount that wakes it early: a
@@ -181,42 +189,67 @@ impl LogStore {
         self.pool.close().await;
     }
 
-    async fn write_tx(&self) -> sqlx::Result<sqlx::Transaction<'static, Sqlite>> {
+    pub(super) async fn write_tx(&self) -> sqlx::Result<sqlx::Transaction<'static, Sqlite>> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// Stores a node's batch: each (node, seq) once, however often it comes. Answers the
     /// node's new `through`. Lines whose time cannot be read are stored at `now`.
     pub async fn insert(&self, node: &str, batch: &LogBatch, now: i64) -> anyhow::Result<u64> {
+        self.insert_known(node, batch, now, None).await
+    }
+
+    /// [`LogStore::insert`], leaving out lines of environments not in `known` (deleted while
+    /// their last lines were on the way: a new app of the same name must not show them);
+    /// they count as stored, so the node's position moves past them.
+    pub async fn insert_known(
+        &self,
+        node: &str,
+        batch: &LogBatch,
+        now: i64,
+        known: Option<&std::collections::HashSet<(String, String)>>,
+    ) -> anyhow::Result<u64> {
+        let mut skipped = std::collections::BTreeSet::new();
         let mut tx = self.write_tx().await?;
         let mark = last_id(&mut tx).await?;
         let mut new = 0u64;
         let mut added = 0u64;
         let mut newest: HashMap<String, i64> = HashMap::new();
+        let mut rows = Vec::with_capacity(batch.lines.len());
         for line in &batch.lines {
-            let ShippedLine { seq, at, app, env, source, process, replica, release, stream, text } = line;
-            let Ok(seq) = i64::try_from(*seq) else { continue };
-            let done = sqlx::query(
-                "INSERT INTO lines (node, seq, at, app, env, source, process, replica, release, stream, text)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, seq) DO NOTHING",
-            )
-            .bind(node)
-            .bind(seq)
-            .bind(parse_time(at).unwrap_or(now))
-            .bind(app)
-            .bind(env)
-            .bind(source.as_str())
-            .bind(process)
-            .bind(replica)
-            .bind(release)
-            .bind(stream.as_str())
-            .bind(text)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
+            let Ok(seq) = i64::try_from(line.seq) else { continue };
+            if known.is_some_and(|k| !k.contains(&(line.app.clone(), line.env.clone()))) {
+                skipped.insert(seq);
+                continue;
+            }
+            rows.push((seq, line));
+        }
+        // Many rows per statement: one statement per line costs most of the time a batch takes.
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO lines (node, seq, at, app, env, source, process, replica, release, stream, text) ",
+            );
+            q.push_values(chunk, |mut b, (seq, l)| {
+                b.push_bind(node)
+                    .push_bind(*seq)
+                    .push_bind(parse_time(&l.at).unwrap_or(now))
+                    .push_bind(&l.app)
+                    .push_bind(&l.env)
+                    .push_bind(l.source.as_str())
+                    .push_bind(&l.process)
+                    .push_bind(l.replica)
+                    .push_bind(l.release)
+                    .push_bind(l.stream.as_str())
+                    .push_bind(&l.text);
+            });
+            q.push(" ON CONFLICT (node, seq) DO NOTHING RETURNING id, app, env, length(CAST(text AS BLOB))");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                let (id, app, env, len): (i64, String, String, i64) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
                 new += 1;
-                added += text.len() as u64;
-                newest.insert(key(app, env), done.last_insert_rowid());
+                added += u64::try_from(len).unwrap_or(0);
+                let newest = newest.entry(key(&app, &env)).or_insert(id);
+                *newest = (*newest).max(id);
             }
         }
         // A resent batch (every line stored before) does not count its losses twice.
@@ -245,7 +278,9 @@ impl LogStore {
                 .bind(through)
                 .fetch_all(&mut *tx)
                 .await?;
-        for seq in above {
+        let mut next: std::collections::BTreeSet<i64> = above.into_iter().collect();
+        next.extend(skipped.into_iter().filter(|s| *s > through));
+        for seq in next {
             if seq != through + 1 {
                 break;
             }
@@ -273,6 +308,46 @@ impl LogStore {
             g.wake.notify_one();
         }
         Ok(u64::try_from(through).unwrap_or(0))
+    }
+
+    /// Deletes every line of `app` (of its environment `env` when given) stored so far, and
+    /// its loss records: the app or environment was deleted, and a new one of the same name
+    /// must start with an empty log.
+    pub async fn forget(&self, app: &str, env: Option<&str>) -> anyhow::Result<u64> {
+        let mark = {
+            let mut conn = self.pool.acquire().await?;
+            last_id(&mut conn).await?
+        };
+        let mut gone = 0;
+        loop {
+            let mut tx = self.write_tx().await?;
+            let done = sqlx::query(
+                "DELETE FROM lines WHERE id IN (SELECT id FROM lines WHERE app = ? AND (? IS NULL OR env = ?)
+                 AND id <= ? LIMIT ?)",
+            )
+            .bind(app)
+            .bind(env)
+            .bind(env)
+            .bind(mark)
+            .bind(DELETE_CHUNK)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                if env.is_none() {
+                    sqlx::query("DELETE FROM app_limits WHERE app = ?").bind(app).execute(&mut *tx).await?;
+                }
+                sqlx::query("DELETE FROM dropped WHERE app = ? AND (? IS NULL OR env = ?)")
+                    .bind(app)
+                    .bind(env)
+                    .bind(env)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(gone);
+            }
+            tx.commit().await?;
+            gone += done.rows_affected();
+        }
     }
 
     /// Waits until `bytes` of text were stored since the previous call, or `wait` passes;
@@ -466,7 +541,7 @@ impl LogStore {
 
     /// Deletes the lines `selection` (binding `arg`, then a chunk size when it takes two) picks,
     /// recording them as dropped for `why`; answers how many went.
-    async fn delete_where(&self, selection: &str, arg: i64, why: &str) -> anyhow::Result<u64> {
+    pub(super) async fn delete_where(&self, selection: &str, arg: i64, why: &str) -> anyhow::Result<u64> {
         let mut tx = self.write_tx().await?;
         let ids: Vec<i64> = {
             let sql = format!("SELECT id FROM lines WHERE {selection}");

@@ -179,3 +179,57 @@ async fn ids_keep_growing_after_the_store_was_emptied() {
     let page = s.read("shop", "production", &Filter { after: Some(1), ..newest(10) }).await.unwrap();
     assert_eq!(page.lines.len(), 1);
 }
+
+#[tokio::test]
+async fn lines_of_deleted_environments_are_left_out_and_a_deleted_app_forgotten() {
+    let s = LogStore::open_in_memory().await.unwrap();
+    let mut lines: Vec<ShippedLine> =
+        (1..=4).map(|i| line(i, T0 + i as i64, "web", &format!("shop {i}"))).collect();
+    lines[1].app = "gone".into();
+    lines[2].app = "gone".into();
+    let known: std::collections::HashSet<(String, String)> =
+        [("shop".to_string(), "production".to_string())].into();
+    // The left-out lines count as stored: the node's position moves past them.
+    assert_eq!(s.insert_known("n1", &batch(lines), T0, Some(&known)).await.unwrap(), 4);
+    assert_eq!(s.count().await.unwrap(), 2);
+    assert_eq!(texts(&s, &newest(10)).await, ["shop 1", "shop 4"]);
+
+    let more: Vec<ShippedLine> = (5..=6).map(|i| line(i, T0 + i as i64, "web", "more")).collect();
+    s.insert("n1", &batch(more), T0).await.unwrap();
+    let mut other = line(7, T0 + 7, "web", "another app");
+    other.app = "other".into();
+    s.insert("n1", &batch(vec![other]), T0).await.unwrap();
+    assert_eq!(s.forget("shop", None).await.unwrap(), 4);
+    assert!(texts(&s, &newest(10)).await.is_empty(), "a new app of the same name starts empty");
+    assert_eq!(s.count().await.unwrap(), 1, "other apps keep theirs");
+    // Lines stored after the deletion are the new app's.
+    s.insert("n1", &batch(vec![line(8, T0 + 8, "web", "new app")]), T0).await.unwrap();
+    assert_eq!(texts(&s, &newest(10)).await, ["new app"]);
+}
+
+#[tokio::test]
+async fn an_apps_own_limits_trim_only_its_lines_and_count_them() {
+    let s = LogStore::open_in_memory().await.unwrap();
+    let now = T0 + 3600 * SEC;
+    let mut lines: Vec<ShippedLine> =
+        (1..=10).map(|i| line(i, T0 + i as i64 * 600 * SEC, "web", &"y".repeat(100))).collect();
+    for l in lines.iter_mut().skip(5) {
+        l.app = "other".into();
+    }
+    s.insert("n1", &batch(lines), T0).await.unwrap();
+    // Half an hour for shop: its lines at 10 and 20 minutes go, at 30, 40 and 50 stay.
+    s.set_app_limits("shop", Some(1800), None).await.unwrap();
+    assert_eq!(s.app_limits("shop").await.unwrap(), (Some(1800), None));
+    let t = s.trim_apps(now).await.unwrap();
+    assert_eq!((t.by_age, t.by_size), (2, 0));
+    assert_eq!(s.count().await.unwrap(), 8, "other apps keep theirs");
+    // Room for about one line (3 bytes stored per text byte): the oldest go first.
+    s.set_app_limits("shop", None, Some(350)).await.unwrap();
+    let t = s.trim_apps(now).await.unwrap();
+    assert_eq!(t.by_size, 2);
+    let page = s.read("shop", "production", &newest(10)).await.unwrap();
+    assert_eq!(page.lines.len(), 1);
+    assert!(page.dropped >= 2, "the loss is recorded: {}", page.dropped);
+    s.set_app_limits("shop", None, None).await.unwrap();
+    assert_eq!(s.app_limits("shop").await.unwrap(), (None, None));
+}
