@@ -6,15 +6,16 @@
 //! Logging never holds a request up: [`LogHandle::push`] drops and counts rather than waits.
 
 use super::proxy::{BoxError, RespBody};
+use super::RouteEntry;
 use crate::logs::LogHandle;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use protocol::agent::Route;
 use protocol::logs::{LogSource, LogStream, ShippedLine};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -71,7 +72,7 @@ pub(crate) struct Access {
     request_id: String,
     client: String,
     /// The app's route and host: a request for no app gets no line.
-    route: Option<(Route, String)>,
+    route: Option<(Arc<RouteEntry>, String)>,
     dyno: Dyno,
     /// When the request went to the replica that answered.
     sent_at: Option<Instant>,
@@ -101,13 +102,13 @@ impl Access {
     }
 
     /// The request is for this route's app (`host` normalised).
-    pub(crate) fn route(&mut self, route: &Route, host: &str) {
-        self.route = Some((route.clone(), host.to_string()));
+    pub(crate) fn route(&mut self, entry: &Arc<RouteEntry>, host: &str) {
+        self.route = Some((entry.clone(), host.to_string()));
     }
 
     /// The request goes to (another) replica now: backend `index` of the route.
     pub(crate) fn attempt(&mut self, index: usize) {
-        let replica = self.route.as_ref().and_then(|(r, _)| r.replicas.get(index).copied());
+        let replica = self.route.as_ref().and_then(|(e, _)| e.route.replicas.get(index).copied());
         self.dyno = Dyno::Web(replica.unwrap_or(0));
         self.sent_at = Some(Instant::now());
     }
@@ -139,7 +140,8 @@ impl Access {
 
     /// The line for a response of `status` that sent `bytes` of body and ended at `end`.
     fn line(&self, status: u16, bytes: u64, end: Instant) -> Option<ShippedLine> {
-        let (route, host) = self.route.as_ref()?;
+        let (entry, host) = self.route.as_ref()?;
+        let route = &entry.route;
         let connect = self.sent_at.map_or(Duration::ZERO, |at| at - self.started);
         let service = end - self.sent_at.unwrap_or(self.started);
         let (process, replica) = match self.dyno {
@@ -281,6 +283,7 @@ impl Body for Logged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::agent::Route;
 
     fn route() -> Route {
         Route {
@@ -297,7 +300,8 @@ mod tests {
     fn access(path: &str, client: &str) -> Access {
         let id = HeaderValue::from_static("4f2c-id");
         let mut a = Access::new(Instant::now(), &http::Method::GET, path, &id, client.to_string());
-        a.route(&route(), "notes.localhost");
+        let entry = RouteEntry { route: route(), next: Default::default() };
+        a.route(&Arc::new(entry), "notes.localhost");
         a
     }
 
@@ -330,7 +334,9 @@ mod tests {
         assert!(a.text("notes.localhost", 200, 9, Duration::ZERO, Duration::ZERO).contains(" dyno=static "));
         // A route table without replica numbers still names the process.
         let mut a = access("/", "203.0.113.9");
-        a.route.as_mut().unwrap().0.replicas.clear();
+        let mut bare = route();
+        bare.replicas.clear();
+        a.route(&Arc::new(RouteEntry { route: bare, next: Default::default() }), "notes.localhost");
         a.attempt(0);
         assert!(a.text("notes.localhost", 200, 9, Duration::ZERO, Duration::ZERO).contains(" dyno=web "));
     }

@@ -56,7 +56,8 @@ pub struct Settings {
     /// 504.
     pub response_header_timeout: Duration,
     /// Peers (proxies in front of the ingress) whose `X-Forwarded-*` headers are kept and
-    /// appended to; everyone else's are replaced. Empty by default.
+    /// appended to, and whose `X-Request-Id` is kept; everyone else's are replaced. Empty by
+    /// default.
     pub trusted_proxies: Vec<IpNet>,
     /// Where the access log goes (central logs, source `router`); by default nowhere.
     pub logs: crate::logs::LogHandle,

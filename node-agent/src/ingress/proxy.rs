@@ -111,7 +111,7 @@ impl Proxy {
             return pages::not_found(&host);
         };
         let route = &entry.route;
-        access.route(route, &host);
+        access.route(&entry, &host);
         if let Some(st) = &route.static_files {
             if let Some(root) = self.handle.static_root(&st.key()) {
                 let path = req.uri().path().to_string();
