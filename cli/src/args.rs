@@ -323,7 +323,8 @@ pub struct NodeOpts {
     #[arg(long, env = "PAAS_BUILD_NETWORK")]
     pub build_network: Option<String>,
     /// Proxies in front of the ingress (CIDR blocks or addresses, comma-separated) whose
-    /// X-Forwarded-For/-Proto/-Host and X-Real-IP are believed; from anyone else they are replaced.
+    /// X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-Id are believed; from anyone else they
+    /// are replaced.
     #[arg(long, value_delimiter = ',', value_parser = node_agent::ingress::parse_trusted_proxy)]
     pub trusted_proxies: Vec<node_agent::ingress::IpNet>,
     /// Release images a prune keeps per environment, newest first (the current, target and

@@ -225,13 +225,13 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
 pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<Route>> {
     let addr: HashMap<&str, &str> =
         nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
-    let mut by_env: HashMap<(String, String, u32), Vec<String>> = HashMap::new();
+    let mut by_env: HashMap<(String, String, u32), Vec<(String, u32)>> = HashMap::new();
     for i in state.store.all_instances().await? {
         if i.process != "web" {
             continue;
         }
         if let (true, Some(port), Some(a)) = (i.healthy, i.host_port, addr.get(i.node.as_str())) {
-            by_env.entry((i.app, i.env, i.release)).or_default().push(format!("{a}:{port}"));
+            by_env.entry((i.app, i.env, i.release)).or_default().push((format!("{a}:{port}"), i.replica));
         }
     }
     let mut routes = Vec::new();
@@ -239,6 +239,7 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
         let Some(current) = env.current_release else { continue };
         let mut backends = by_env.remove(&(env.app.clone(), env.name.clone(), current)).unwrap_or_default();
         backends.sort();
+        let (backends, replicas) = backends.into_iter().unzip();
         let static_files = static_route(&state.store.get_release(&env.app, &env.name, current).await?);
         routes.push(Route {
             host: protocol::hostname(&env.app, &env.name, &state.config.base_domain),
@@ -246,6 +247,7 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
             env: env.name,
             release: current,
             backends,
+            replicas,
             static_files,
         });
     }

@@ -1,10 +1,12 @@
 //! Image builds: for each build task in the assignment, fetch the uploaded source, build its
-//! Dockerfile (or resolve an existing image), stream the output to the control plane and
-//! report the image id.
+//! Dockerfile (or resolve an existing image), stream the output to the control plane (the
+//! deploy's progress) and to central logs (source `build`), and report the image id.
 
 use crate::docker::DockerClient;
 use crate::handover::{deliver, start_each_once};
+use crate::logs::LogHandle;
 use protocol::agent::{Assignment, BuildKind, BuildLog, BuildResult, BuildTask};
+use protocol::logs::{LogSource, LogStream, ShippedLine};
 use protocol::{labels, Client};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -15,30 +17,40 @@ pub struct Builder {
     docker: DockerClient,
     client: Client,
     network: Option<String>,
+    logs: LogHandle,
 }
 
 impl Builder {
-    pub fn new(docker: DockerClient, client: Client, network: Option<String>) -> Self {
-        Self { docker, client, network }
+    pub fn new(docker: DockerClient, client: Client, network: Option<String>, logs: LogHandle) -> Self {
+        Self { docker, client, network, logs }
     }
 
     pub async fn run(self, assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
         let start = |task: BuildTask| {
             let (docker, client, network) = (self.docker.clone(), self.client.clone(), self.network.clone());
             let span = tracing::info_span!("build", app = %task.app, env = %task.env, release = task.release);
-            tokio::spawn(build_one(docker, client, network, task).instrument(span));
+            tokio::spawn(build_one(docker, client, network, self.logs.clone(), task).instrument(span));
         };
         let key = |t: &BuildTask| (t.app.clone(), t.env.clone(), t.release);
         start_each_once(assignment, shutdown, |a| a.builds.clone(), key, start).await
     }
 }
 
-async fn build_one(docker: DockerClient, client: Client, network: Option<String>, task: BuildTask) {
+async fn build_one(
+    docker: DockerClient,
+    client: Client,
+    network: Option<String>,
+    logs: LogHandle,
+    task: BuildTask,
+) {
     tracing::info!("build started");
     // Output waits in a bounded outbox while the control plane takes it (see `lines`).
     let (tx, rx) = crate::lines::outbox();
     let shipper = tokio::spawn(ship_logs(client.clone(), task.clone(), rx));
-    let on_line = |line: String| tx.send(line);
+    let on_line = |line: String| {
+        logs.push(build_line(&task, &line));
+        tx.send(line)
+    };
     let result = match &task.kind {
         BuildKind::Image { reference } => docker.resolve_image(reference, on_line).await,
         BuildKind::Dockerfile => match fetch_source(&client, &task).await {
@@ -71,6 +83,22 @@ async fn build_one(docker: DockerClient, client: Client, network: Option<String>
     // The result must arrive, or the deploy would wait for nothing: retry for a while.
     let send = || client.build_result(&task, &report);
     deliver("build result", Duration::from_secs(60), send).await;
+}
+
+/// A line of a build's output as central logs keep it.
+fn build_line(task: &BuildTask, text: &str) -> ShippedLine {
+    ShippedLine {
+        seq: 0,
+        at: crate::logs::now(),
+        app: task.app.clone(),
+        env: task.env.clone(),
+        source: LogSource::Build,
+        process: "build".to_string(),
+        replica: 0,
+        release: task.release,
+        stream: LogStream::Stdout,
+        text: crate::lines::cut(text.to_string(), crate::logs::MAX_LINE_BYTES),
+    }
 }
 
 async fn fetch_source(client: &Client, task: &BuildTask) -> anyhow::Result<bytes::Bytes> {

@@ -20,7 +20,7 @@ mod sync;
 mod upkeep;
 
 pub use credential::GivenIdentity;
-pub use logs::{Settings as LogSettings, DEFAULT_SPOOL_BYTES};
+pub use logs::{LogHandle, Settings as LogSettings, DEFAULT_SPOOL_BYTES};
 
 use anyhow::Context;
 use protocol::agent::{Assignment, NodeReport, RegisterNode};
@@ -120,13 +120,8 @@ pub async fn run_with_logs(
         renewer.renew_loop(stop).await;
         Ok(())
     });
-    if let Some(listener) = ingress {
-        let (handle, stop) = (routes.clone(), shutdown.clone());
-        let settings =
-            ingress::Settings { trusted_proxies: config.trusted_proxies.clone(), ..Default::default() };
-        tasks.spawn(async move { ingress::serve(listener, handle, settings, stop).await.context("ingress") });
-    }
-    // App output, spooled in the state directory and shipped to the control plane.
+    // App output, access lines and build output, spooled in the state directory and shipped to
+    // the control plane.
     let (collector, logs) = logs::Collector::new(
         &log_settings,
         &config.state_dir.join("logs"),
@@ -136,6 +131,15 @@ pub async fn run_with_logs(
     )
     .context("opening the log spool")?;
     tasks.spawn(until_shutdown(collector.run(shutdown.clone())));
+    if let Some(listener) = ingress {
+        let (handle, stop) = (routes.clone(), shutdown.clone());
+        let settings = ingress::Settings {
+            trusted_proxies: config.trusted_proxies.clone(),
+            logs: logs.clone(),
+            ..Default::default()
+        };
+        tasks.spawn(async move { ingress::serve(listener, handle, settings, stop).await.context("ingress") });
+    }
     let local_ingress = registration.ingress.then(|| routes.clone());
     let paused = dbtasks::Paused::default();
     let reconciler = reconcile::Reconciler::new(
@@ -149,7 +153,7 @@ pub async fn run_with_logs(
     )
     .with_logs(logs.clone());
     tasks.spawn(until_shutdown(reconciler.run(shutdown.clone())));
-    let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone(), logs };
+    let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone(), logs: logs.clone() };
     tasks.spawn(until_shutdown(runner.run(assignment_rx.clone(), shutdown.clone())));
     let db_runner = dbtasks::DbTaskRunner { docker: docker.clone(), client: client.clone(), paused };
     tasks.spawn(until_shutdown(db_runner.run(assignment_rx.clone(), shutdown.clone())));
@@ -157,7 +161,7 @@ pub async fn run_with_logs(
     let settings = upkeep::Settings { keep_images: config.keep_images, prune_every: config.prune_every };
     let pruner = upkeep.clone().run(docker.clone(), settings, assignment_rx.clone(), shutdown.clone());
     tasks.spawn(until_shutdown(pruner));
-    let builder = build::Builder::new(docker, client.clone(), config.build_network.clone());
+    let builder = build::Builder::new(docker, client.clone(), config.build_network.clone(), logs);
     tasks.spawn(until_shutdown(builder.run(assignment_rx.clone(), shutdown.clone())));
     let syncer = std::sync::Arc::new(sync::Syncer {
         client,

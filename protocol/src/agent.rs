@@ -281,6 +281,10 @@ pub struct Route {
     pub release: u32,
     /// `addr:port` of every healthy replica.
     pub backends: Vec<String>,
+    /// The web replica number of each backend, in the same order, so the ingress's access log
+    /// names the replica that answered (empty in route tables older than this field).
+    #[serde(default)]
+    pub replicas: Vec<u32>,
     /// Static files the ingress serves itself for this route.
     pub static_files: Option<StaticRoute>,
 }

@@ -1,8 +1,10 @@
 //! The node agent's ingress: an HTTP/1.1 reverse proxy that routes by Host header to the healthy
 //! replicas of an app. This file owns the route table ([`IngressHandle`]), the ingress's bounds
 //! ([`Settings`]) and the accept loop with its connection cap and graceful shutdown; forwarding
-//! lives in `proxy`, static files in `files`, the built-in error pages in `pages`.
+//! lives in `proxy`, static files in `files`, the built-in error pages in `pages`, the access
+//! log and request ids in `access`.
 
+mod access;
 mod files;
 mod inflight;
 mod pages;
@@ -54,8 +56,11 @@ pub struct Settings {
     /// 504.
     pub response_header_timeout: Duration,
     /// Peers (proxies in front of the ingress) whose `X-Forwarded-*` headers are kept and
-    /// appended to; everyone else's are replaced. Empty by default.
+    /// appended to, and whose `X-Request-Id` is kept; everyone else's are replaced. Empty by
+    /// default.
     pub trusted_proxies: Vec<IpNet>,
+    /// Where the access log goes (central logs, source `router`); by default nowhere.
+    pub logs: crate::logs::LogHandle,
 }
 
 impl Default for Settings {
@@ -67,6 +72,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(5),
             response_header_timeout: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
+            logs: Default::default(),
         }
     }
 }

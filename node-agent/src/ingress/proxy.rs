@@ -1,7 +1,9 @@
 //! Forwarding of one request to a backend: backend choice and failover, proxy header rewriting
 //! (`X-Forwarded-*` trusted only from configured proxies), body streaming with a read timeout,
 //! the backend's connect and response-head timeouts, and HTTP upgrade (WebSocket) tunnelling.
+//! Each request's access line and request id are `access`'s; this file tells it what happened.
 
+use super::access::{self, Access, Dyno, REQUEST_ID};
 use super::inflight::{Guard, GuardedBody};
 use super::{normalize_host, pages, IngressHandle, Settings};
 use bytes::Bytes;
@@ -21,7 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Error of a body the ingress sends or forwards (hyper's, a file read's, a body timeout).
@@ -52,6 +54,8 @@ pub(crate) struct Proxy {
     body_read_timeout: Duration,
     response_header_timeout: Duration,
     trusted_proxies: Vec<IpNet>,
+    /// Where access lines go.
+    logs: crate::logs::LogHandle,
 }
 
 impl Proxy {
@@ -71,10 +75,30 @@ impl Proxy {
             body_read_timeout: settings.body_read_timeout,
             response_header_timeout: settings.response_header_timeout,
             trusted_proxies: settings.trusted_proxies.clone(),
+            logs: settings.logs.clone(),
         }
     }
 
+    /// Answers one request: it carries a request id upstream and back, and gets an access line
+    /// when it is for an app.
     pub(crate) async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+        let started = Instant::now();
+        let id = access::request_id(req.headers(), is_trusted(&self.trusted_proxies, peer.ip()));
+        req.headers_mut().insert(REQUEST_ID, id.clone());
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let client = client_ip(req.headers(), peer, &self.trusted_proxies);
+        let mut access = Access::new(started, req.method(), path, &id, client);
+        let mut resp = self.forward(req, peer, &mut access).await;
+        resp.headers_mut().insert(REQUEST_ID, id);
+        access.finish(resp, &self.logs)
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        access: &mut Access,
+    ) -> Response<RespBody> {
         let raw_host = match req.headers().get(HOST) {
             Some(value) => value.to_str().ok().map(str::to_owned),
             None => req.uri().authority().map(|a| a.as_str().to_owned()),
@@ -87,15 +111,18 @@ impl Proxy {
             return pages::not_found(&host);
         };
         let route = &entry.route;
+        access.route(&entry, &host);
         if let Some(st) = &route.static_files {
             if let Some(root) = self.handle.static_root(&st.key()) {
                 let path = req.uri().path().to_string();
                 if let Some(resp) = super::files::serve(&root, st, req.method(), &path, req.headers()).await {
+                    access.answered_by(Dyno::Static);
                     return resp;
                 }
             }
         }
         if route.backends.is_empty() {
+            access.error("No healthy replica", Dyno::Ingress);
             return pages::no_replica(&route.app);
         }
 
@@ -114,7 +141,8 @@ impl Proxy {
         let backends = &route.backends;
         let start = entry.next.fetch_add(1, Ordering::Relaxed);
         for attempt in 0..backends.len() {
-            let backend = &backends[(start + attempt) % backends.len()];
+            let index = (start + attempt) % backends.len();
+            let backend = &backends[index];
             let uri = match Uri::builder()
                 .scheme("http")
                 .authority(backend.as_str())
@@ -140,15 +168,20 @@ impl Proxy {
             *out.headers_mut() = headers.clone();
 
             let guard = self.handle.inflight.enter(backend);
+            access.attempt(index);
             let answer = tokio::time::timeout(self.response_header_timeout, self.client.request(out)).await;
             match answer {
-                Ok(Ok(resp)) => return self.respond(resp, client_upgrade, &host, backend, &route.app, guard),
+                Ok(Ok(resp)) => {
+                    return self.respond(resp, client_upgrade, &host, backend, &route.app, guard, access)
+                }
                 Err(_) => {
                     tracing::warn!(host = %host, backend = %backend, timeout = ?self.response_header_timeout, "backend sent no response head in time");
+                    access.error("The app sent no response in time", access.dyno());
                     return pages::gateway_timeout(&route.app);
                 }
                 Ok(Err(_)) if body_timed_out.load(Ordering::Acquire) => {
                     tracing::info!(host = %host, %peer, "request body stalled; answered 408");
+                    access.error("The request body did not arrive in time", access.dyno());
                     return pages::request_timeout();
                 }
                 Ok(Err(err)) => {
@@ -165,9 +198,11 @@ impl Proxy {
             }
         }
         tracing::warn!(host = %host, app = %route.app, "no backend answered");
+        access.error("No replica answered", Dyno::Ingress);
         pages::bad_gateway(&route.app)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
         mut resp: Response<Incoming>,
@@ -176,10 +211,12 @@ impl Proxy {
         backend: &str,
         app: &str,
         guard: Guard,
+        access: &mut Access,
     ) -> Response<RespBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
                 tracing::warn!(host = %host, backend = %backend, "backend switched protocols unasked");
+                access.error("The app switched protocols unasked", access.dyno());
                 return pages::bad_gateway(app);
             };
             let backend_upgrade = hyper::upgrade::on(&mut resp);
@@ -264,23 +301,11 @@ fn upstream_headers(
 
     let ip = peer.ip().to_canonical().to_string();
     let mut forwarded_for = ip.clone();
-    let mut real_ip = ip.clone();
+    let real_ip = chain_client(original, peer, trusted);
     if is_trusted(trusted, peer.ip()) {
-        let previous: Vec<&str> = original
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .collect();
+        let previous = forwarded_chain(original);
         if !previous.is_empty() {
             forwarded_for = format!("{}, {ip}", previous.join(", "));
-        }
-        // The client is the last hop no trusted proxy accounts for.
-        let client = previous.iter().rev().find(|a| a.parse().map_or(true, |a| !is_trusted(trusted, a)));
-        if let Some(client) = client {
-            real_ip = client.to_string();
         }
     } else {
         for name in FORWARDING {
@@ -300,6 +325,40 @@ fn upstream_headers(
     set_default(&mut headers, "x-forwarded-proto", Some(HeaderValue::from_static("http")));
     set_default(&mut headers, "x-forwarded-host", HeaderValue::from_str(raw_host).ok());
     headers
+}
+
+/// The addresses a request's `X-Forwarded-For` headers list, oldest first.
+fn forwarded_chain(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// The client by the peer and, from a trusted proxy, its `X-Forwarded-For`: the last hop no
+/// trusted proxy accounts for.
+fn chain_client(headers: &HeaderMap, peer: SocketAddr, trusted: &[IpNet]) -> String {
+    let ip = peer.ip().to_canonical().to_string();
+    if !is_trusted(trusted, peer.ip()) {
+        return ip;
+    }
+    let chain = forwarded_chain(headers);
+    let client = chain.iter().rev().find(|a| a.parse().map_or(true, |a| !is_trusted(trusted, a)));
+    client.map_or(ip, |c| c.to_string())
+}
+
+/// The client's address as the backend is told it (`X-Real-IP`): a trusted proxy's own
+/// `X-Real-IP`, else [`chain_client`].
+fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: &[IpNet]) -> String {
+    let given = headers.get("x-real-ip").and_then(|v| v.to_str().ok()).map(str::trim);
+    match given {
+        Some(real) if !real.is_empty() && is_trusted(trusted, peer.ip()) => real.to_string(),
+        _ => chain_client(headers, peer, trusted),
+    }
 }
 
 /// Removes the connection-specific headers, including any the `Connection` header names.

@@ -1,6 +1,6 @@
 //! End-to-end tests of the ingress over real sockets on 127.0.0.1: routing, failover, round-robin,
-//! streaming, table swaps, upgrades, graceful shutdown, static files, forwarding headers and the
-//! bounds (connection cap, timeouts).
+//! streaming, table swaps, upgrades, graceful shutdown, static files, forwarding headers, request
+//! ids and access lines, and the bounds (connection cap, timeouts).
 
 use super::*;
 use bytes::Bytes;
@@ -24,6 +24,7 @@ fn route(host: &str, backends: &[SocketAddr]) -> Route {
         env: "production".to_owned(),
         release: 1,
         backends: backends.iter().map(|a| a.to_string()).collect(),
+        replicas: (1..=backends.len() as u32).collect(),
         static_files: None,
     }
 }
@@ -76,7 +77,7 @@ fn text(body: impl Into<Bytes>) -> Response<TestBody> {
 async fn named_backend(name: &'static str) -> SocketAddr {
     spawn_backend(move |req: Request<Incoming>| async move {
         let seen: Vec<(String, String)> =
-            ["host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]
+            ["host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-request-id"]
                 .iter()
                 .filter_map(|h| {
                     req.headers().get(*h).map(|v| (format!("seen-{h}"), v.to_str().unwrap().to_owned()))
@@ -569,4 +570,104 @@ async fn start_static_ingress(r: &mut Route, dir: &std::path::Path) -> (SocketAd
     let (ingress, handle, shutdown) = start_ingress(std::slice::from_ref(r)).await;
     handle.set_static_root(&st.key(), dir.to_path_buf());
     (ingress, shutdown)
+}
+
+/// An ingress whose access lines land in the returned receiver.
+async fn start_logged_ingress(
+    routes: &[Route],
+    trusted_proxies: Vec<IpNet>,
+) -> (SocketAddr, mpsc::Receiver<protocol::logs::ShippedLine>, CancellationToken) {
+    let (logs, lines) = crate::logs::LogHandle::pushed_to(100);
+    let settings = Settings { trusted_proxies, logs, ..Settings::default() };
+    let (ingress, _, shutdown) = start_ingress_with(routes, settings).await;
+    (ingress, lines, shutdown)
+}
+
+async fn next_line(lines: &mut mpsc::Receiver<protocol::logs::ShippedLine>) -> protocol::logs::ShippedLine {
+    tokio::time::timeout(Duration::from_secs(10), lines.recv()).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn answered_requests_get_an_access_line_and_a_fresh_request_id() {
+    let backend = named_backend("alpha").await;
+    let (ingress, mut lines, shutdown) = start_logged_ingress(&[route("app.test", &[backend])], vec![]).await;
+    let req = Request::get("/").header("host", "App.Test:80").header("x-request-id", "chosen-by-client");
+    let resp = send(ingress, req, "").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(id, "chosen-by-client");
+    assert_eq!(resp.headers()["seen-x-request-id"], id.as_str(), "the backend got the same id");
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "alpha");
+
+    let line = next_line(&mut lines).await;
+    assert_eq!((line.app.as_str(), line.env.as_str(), line.release), ("shop", "production", 1));
+    assert_eq!(
+        (line.source, line.process.as_str(), line.replica),
+        (protocol::logs::LogSource::Router, "web", 1)
+    );
+    let text = &line.text;
+    assert!(text.starts_with("at=info method=GET path=\"/path?q=1\" host=app.test "), "{text}");
+    for part in
+        [format!(" request_id={id} "), " fwd=\"127.0.0.1\" dyno=web.1 ".into(), " status=200 bytes=5 ".into()]
+    {
+        assert!(text.contains(&part), "{part} in {text}");
+    }
+    assert!(text.contains(" connect=") && text.contains("ms service="), "{text}");
+    assert!(line.at.ends_with('Z') && line.at.len() == 30, "{}", line.at);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_request_id_is_kept() {
+    let backend = named_backend("alpha").await;
+    let trusted = vec!["127.0.0.0/8".parse().unwrap()];
+    let (ingress, mut lines, shutdown) =
+        start_logged_ingress(&[route("app.test", &[backend])], trusted).await;
+    let req = Request::get("/").header("host", "app.test").header("x-request-id", "edge-1234");
+    let resp = send(ingress, req, "").await;
+    assert_eq!(resp.headers()["x-request-id"], "edge-1234");
+    assert_eq!(resp.headers()["seen-x-request-id"], "edge-1234");
+    assert!(next_line(&mut lines).await.text.contains(" request_id=edge-1234 "));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn ingress_answers_get_error_lines_and_unknown_hosts_none() {
+    let routes = [route("none.test", &[]), route("dead.test", &[dead_addr().await])];
+    let (ingress, mut lines, shutdown) = start_logged_ingress(&routes, vec![]).await;
+    // Unknown host: a request id, but no line (the next line is the next request's).
+    let resp = send(ingress, Request::get("/").header("host", "nope.test"), "").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert_eq!(get(ingress, "none.test").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let line = next_line(&mut lines).await;
+    assert!(line.text.starts_with("at=error desc=\"No healthy replica\" "), "{}", line.text);
+    assert!(line.text.contains(" host=none.test ") && line.text.contains(" dyno=none "), "{}", line.text);
+    assert!(line.text.contains(" status=503 "), "{}", line.text);
+    assert_eq!((line.process.as_str(), line.replica), ("router", 0));
+    assert_eq!(get(ingress, "dead.test").await.0, StatusCode::BAD_GATEWAY);
+    let line = next_line(&mut lines).await;
+    assert!(line.text.starts_with("at=error desc=\"No replica answered\" "), "{}", line.text);
+    assert!(line.text.contains(" status=502 "), "{}", line.text);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_full_log_queue_drops_and_counts_without_holding_requests() {
+    let backend = named_backend("alpha").await;
+    let (logs, mut lines) = crate::logs::LogHandle::pushed_to(1);
+    let settings = Settings { logs: logs.clone(), ..Settings::default() };
+    let (ingress, _, shutdown) = start_ingress_with(&[route("app.test", &[backend])], settings).await;
+    for _ in 0..3 {
+        assert_eq!(get(ingress, "app.test").await.0, StatusCode::OK);
+    }
+    // The lines are written once the bodies are done: wait for the two beyond the queue.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while logs.lost().values().sum::<u64>() < 2 {
+        assert!(std::time::Instant::now() < deadline, "lost: {:?}", logs.lost());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(logs.lost(), [(("shop".to_string(), "production".to_string()), 2)].into());
+    assert!(lines.try_recv().is_ok());
+    shutdown.cancel();
 }

@@ -1,12 +1,14 @@
 //! Central logs, the node's side: what every app and job container of this node writes is
 //! followed (`tail`), numbered and kept on disk (`spool`), and shipped to the control plane in
-//! batches until it acknowledges them. Three parts run as one task:
+//! batches until it acknowledges them; lines from no container (the ingress's access log, build
+//! output) are handed in with [`LogHandle::push`]. Three parts run as one task:
 //!
 //! - the collector lists this node's containers every second (or at once when the reconcile
 //!   loop or the job runner starts one) and keeps one reader on each, resuming at the cursor
 //!   the spool keeps for it; a container about to be removed is first read to its end
 //!   ([`LogHandle::drained`]);
-//! - the writer appends what the readers collected to the spool, which numbers it;
+//! - the writer appends what the readers collected and what was pushed to the spool, which
+//!   numbers it;
 //! - the shipper sends the oldest unacknowledged lines (and the spool's drop counts) and makes
 //!   the spool forget what the control plane acknowledged; while it cannot, it retries with
 //!   backoff and the spool keeps filling up to its cap.
@@ -15,6 +17,9 @@ mod spool;
 mod tail;
 
 use crate::docker::DockerClient;
+pub use tail::MAX_LINE_BYTES;
+
+use protocol::logs::ShippedLine;
 use protocol::Client;
 use spool::{Collected, Cursor, Spool};
 use std::collections::{HashMap, HashSet};
@@ -43,6 +48,9 @@ const DRAIN_WAIT: Duration = Duration::from_secs(5);
 /// Lines between a reader and the writer; a full channel holds readers back (Docker keeps the
 /// rest in its log files).
 const CHANNEL_LINES: usize = 10_000;
+/// Pushed lines waiting for the writer; beyond this they are dropped (and counted), as whoever
+/// pushes (the ingress) must never wait for logging.
+const PUSHED_LINES: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -56,10 +64,17 @@ impl Default for Settings {
     }
 }
 
-/// What the reconcile loop and the job runner tell the collector.
+/// What the reconcile loop and the job runner tell the collector, and how the ingress and the
+/// builder hand it their lines.
 #[derive(Clone)]
 pub struct LogHandle {
     inner: Arc<Signals>,
+}
+
+impl std::fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogHandle")
+    }
 }
 
 struct Signals {
@@ -68,13 +83,25 @@ struct Signals {
     /// Each container's config values (by container name), masked in its lines: an app that
     /// prints its secrets must not put them in plain text into the spool and the store.
     configs: std::sync::Mutex<HashMap<String, Arc<Config>>>,
+    /// Lines from no container, on their way to the writer.
+    pushed: mpsc::Sender<ShippedLine>,
+    /// Pushed lines that found the queue full, per app and environment, until the writer
+    /// counts them in the spool.
+    lost: std::sync::Mutex<HashMap<(String, String), u64>>,
 }
 
 type Config = std::collections::BTreeMap<String, String>;
 
 impl Signals {
-    fn new(drains: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>) -> Self {
-        Self { started: Notify::new(), drains, configs: Default::default() }
+    fn new(
+        drains: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
+        pushed: mpsc::Sender<ShippedLine>,
+    ) -> Self {
+        Self { started: Notify::new(), drains, configs: Default::default(), pushed, lost: Default::default() }
+    }
+
+    fn take_lost(&self) -> HashMap<(String, String), u64> {
+        std::mem::take(&mut *self.lost.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn config(&self, name: &str) -> Option<Arc<Config>> {
@@ -97,6 +124,34 @@ impl LogHandle {
         }
     }
 
+    /// Hands in a line that comes from no container (its `seq` is given by the spool). Never
+    /// waits: when the writer is that far behind, the line is dropped and counted for its app
+    /// and environment, so the loss shows. Without a running collector it goes nowhere.
+    pub fn push(&self, line: ShippedLine) {
+        match self.inner.pushed.try_send(line) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(line)) => {
+                let mut lost = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner());
+                *lost.entry((line.app, line.env)).or_default() += 1;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// A handle whose pushed lines land in the returned receiver (at most `cap` waiting).
+    #[cfg(test)]
+    pub(crate) fn pushed_to(cap: usize) -> (Self, mpsc::Receiver<ShippedLine>) {
+        let (drains, _) = mpsc::unbounded_channel();
+        let (pushed, rx) = mpsc::channel(cap);
+        (Self { inner: Arc::new(Signals::new(drains, pushed)) }, rx)
+    }
+
+    /// Lines pushed but dropped on a full queue and not yet counted in the spool.
+    #[cfg(test)]
+    pub(crate) fn lost(&self) -> HashMap<(String, String), u64> {
+        self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Waits until the output of stopped container `name` has been read to its end (a few
     /// seconds at most), so removing it next loses none of its lines.
     pub async fn drained(&self, name: &str) {
@@ -111,8 +166,14 @@ impl LogHandle {
 impl Default for LogHandle {
     fn default() -> Self {
         let (drains, _) = mpsc::unbounded_channel();
-        Self { inner: Arc::new(Signals::new(drains)) }
+        let (pushed, _) = mpsc::channel(1);
+        Self { inner: Arc::new(Signals::new(drains, pushed)) }
     }
+}
+
+/// Now, as a line's `at`: RFC 3339 with nanoseconds, UTC, like Docker's timestamps.
+pub fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
 /// The task that collects, spools and ships this node's app output.
@@ -123,6 +184,7 @@ pub struct Collector {
     spool: Arc<Mutex<Spool>>,
     signals: Arc<Signals>,
     drains: mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>,
+    pushed: mpsc::Receiver<ShippedLine>,
 }
 
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
@@ -140,10 +202,12 @@ impl Collector {
     ) -> anyhow::Result<(Self, LogHandle)> {
         let spool = Spool::open(dir, settings.spool_bytes)?;
         let (drains_tx, drains) = mpsc::unbounded_channel();
-        let signals = Arc::new(Signals::new(drains_tx));
+        let (pushed_tx, pushed) = mpsc::channel(PUSHED_LINES);
+        let signals = Arc::new(Signals::new(drains_tx, pushed_tx));
         let handle = LogHandle { inner: signals.clone() };
         let spool = Arc::new(Mutex::new(spool));
-        let collector = Self { docker, client, node: node.to_string(), spool, signals, drains };
+        let node = node.to_string();
+        let collector = Self { docker, client, node, spool, signals, drains, pushed };
         Ok((collector, handle))
     }
 
@@ -151,7 +215,7 @@ impl Collector {
         let (tx, rx) = mpsc::channel(CHANNEL_LINES);
         let ready = Arc::new(Notify::new());
         let shipper = ship(self.spool.clone(), self.client, self.node, ready.clone(), shutdown.clone());
-        let writer = write(self.spool.clone(), rx, ready);
+        let writer = write(self.spool.clone(), rx, self.pushed, self.signals.clone(), ready);
         let readers = Readers {
             docker: self.docker,
             spool: self.spool,
@@ -273,36 +337,71 @@ impl Readers {
     }
 }
 
-/// Appends what the readers collected, flushing after each burst, and tells the shipper.
-async fn write(spool: Arc<Mutex<Spool>>, mut rx: mpsc::Receiver<Collected>, ready: Arc<Notify>) {
+/// Appends what the readers collected and what was pushed, flushing after each burst, and
+/// tells the shipper. It ends once the readers are gone (at shutdown), after the lines pushed
+/// until then: handles (and so the pushed queue's senders) may outlive the collector.
+async fn write(
+    spool: Arc<Mutex<Spool>>,
+    mut rx: mpsc::Receiver<Collected>,
+    mut pushed: mpsc::Receiver<ShippedLine>,
+    signals: Arc<Signals>,
+    ready: Arc<Notify>,
+) {
     /// Lines appended under one lock, so the shipper gets its turn in a flood.
     const BURST: usize = 1000;
     let mut failing = false;
-    while let Some(first) = rx.recv().await {
+    let mut append = |spool: &mut Spool, c: Collected| match spool.append(c) {
+        Ok(_) => failing = false,
+        Err(e) => {
+            if !failing {
+                tracing::warn!(error = %format!("{e:#}"), "writing a log line to the spool failed; it is dropped");
+                failing = true;
+            }
+        }
+    };
+    loop {
+        let first = tokio::select! {
+            c = rx.recv() => match c {
+                Some(c) => c,
+                None => break,
+            },
+            Some(line) = pushed.recv() => Collected::containerless(line),
+        };
         let mut spool = lock(&spool);
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(c) = next {
-            match spool.append(c) {
-                Ok(_) => failing = false,
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %format!("{e:#}"), "writing a log line to the spool failed; it is dropped");
-                        failing = true;
-                    }
-                }
-            }
+            append(&mut spool, c);
             taken += 1;
-            next = if taken < BURST { rx.try_recv().ok() } else { None };
+            next = if taken < BURST {
+                rx.try_recv().ok().or_else(|| pushed.try_recv().ok().map(Collected::containerless))
+            } else {
+                None
+            };
         }
+        count_lost(&mut spool, &signals);
         if let Err(e) = spool.flush() {
             tracing::warn!(error = %e, "flushing the log spool failed");
         }
         drop(spool);
         ready.notify_one();
     }
-    if let Err(e) = lock(&spool).close() {
+    pushed.close();
+    let mut spool = lock(&spool);
+    while let Ok(line) = pushed.try_recv() {
+        append(&mut spool, Collected::containerless(line));
+    }
+    count_lost(&mut spool, &signals);
+    if let Err(e) = spool.close() {
         tracing::warn!(error = %format!("{e:#}"), "closing the log spool failed");
+    }
+}
+
+/// Moves the counts of pushed lines dropped on a full queue into the spool, which ships them.
+fn count_lost(spool: &mut Spool, signals: &Signals) {
+    for ((app, env), n) in signals.take_lost() {
+        tracing::warn!(app = %app, env = %env, lines = n, "the log queue was full; lines were dropped");
+        spool.count_lost(&app, &env, n);
     }
 }
 
@@ -395,3 +494,5 @@ async fn ship(
 
 #[cfg(test)]
 mod docker_tests;
+#[cfg(test)]
+mod push_tests;

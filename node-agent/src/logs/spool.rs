@@ -2,8 +2,9 @@
 //! the control plane acknowledges them, within a byte cap.
 //!
 //! Layout (a 0700 directory, 0600 files): segment files `<first seq>.log` of JSON records, one
-//! per line, each carrying the shipped line and the cursor of the container it came from
-//! (where its output was read up to); and `state.json` (replaced atomically) with the next
+//! per line, each carrying the shipped line and, for a container's line, the container and its
+//! cursor (where its output was read up to); lines that come from no container (the ingress's
+//! access log, build output) carry neither; and `state.json` (replaced atomically) with the next
 //! `seq`, the `seq` up to which lines are forgotten (acknowledged or dropped), the cursors of
 //! lines already forgotten, and the drop counts not yet acknowledged.
 //!
@@ -32,21 +33,36 @@ pub struct Cursor {
     pub n: u32,
 }
 
-/// A line read from a container, before it has its `seq`.
+/// A line to spool, before it has its `seq`.
 #[derive(Debug, Clone)]
 pub struct Collected {
-    /// The container's id.
+    /// The id of the container it was read from; empty for a line from no container.
     pub container: String,
     /// Where the container's output is read up to once this line is taken.
     pub cursor: Cursor,
     pub line: ShippedLine,
 }
 
+impl Collected {
+    /// A line that comes from no container, so has no cursor to keep.
+    pub fn containerless(line: ShippedLine) -> Self {
+        Self { container: String::new(), cursor: Cursor::default(), line }
+    }
+}
+
+/// One line on disk. Records of containerless lines leave out `container` and `cursor`;
+/// records of spools written before such lines existed always have both.
 #[derive(Serialize, Deserialize)]
 struct Record {
     line: ShippedLine,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     container: String,
+    #[serde(default, skip_serializing_if = "is_unset")]
     cursor: Cursor,
+}
+
+fn is_unset(cursor: &Cursor) -> bool {
+    *cursor == Cursor::default()
 }
 
 /// A container's cursor and the `seq` of the line that set it.
@@ -223,7 +239,8 @@ impl Spool {
             };
             let seq = record.line.seq;
             segment.add(seq, &record.line.app, &record.line.env, n as u64);
-            if self.cursors.get(&record.container).is_none_or(|k| k.seq < seq) {
+            if !record.container.is_empty() && self.cursors.get(&record.container).is_none_or(|k| k.seq < seq)
+            {
                 self.cursors.insert(record.container, Kept { seq, cursor: record.cursor });
             }
         }
@@ -264,11 +281,13 @@ impl Spool {
                 segment.add(seq, &record.line.app, &record.line.env, len);
                 self.total += len;
                 self.next_seq += 1;
-                self.cursors.insert(record.container, Kept { seq, cursor: record.cursor });
+                if !record.container.is_empty() {
+                    self.cursors.insert(record.container, Kept { seq, cursor: record.cursor });
+                }
                 Ok(seq)
             }
             Err(e) => {
-                self.count_lost(&record.line.app, &record.line.env);
+                self.count_lost(&record.line.app, &record.line.env, 1);
                 Err(e)
             }
         }
@@ -398,9 +417,9 @@ impl Spool {
         Ok(())
     }
 
-    /// Counts a line of `app` and `env` that could not be spooled, like a dropped one.
-    pub fn count_lost(&mut self, app: &str, env: &str) {
-        *self.dropped.entry((app.to_string(), env.to_string())).or_default() += 1;
+    /// Counts `lines` of `app` and `env` that could not be spooled, like dropped ones.
+    pub fn count_lost(&mut self, app: &str, env: &str, lines: u64) {
+        *self.dropped.entry((app.to_string(), env.to_string())).or_default() += lines;
     }
 
     /// Writes buffered records to the file: only flushed lines may be shipped.

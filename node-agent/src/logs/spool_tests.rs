@@ -304,3 +304,54 @@ fn files_are_the_owners_only() {
         assert_eq!(mode(&spool_dir.join(&f)), 0o600, "{f}");
     }
 }
+
+#[test]
+fn lines_from_no_container_are_spooled_beside_older_records_and_keep_no_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    // A segment as the previous version wrote it: every record with a container and cursor.
+    let old = serde_json::json!({
+        "line": numbered("a", 1).line,
+        "container": "c-a",
+        "cursor": {"at": "2026-11-27T10:00:00.000000001", "n": 1},
+    });
+    let mut old = serde_json::to_string(&old).unwrap().replace("\"seq\":0", "\"seq\":1");
+    old.push('\n');
+    std::fs::write(dir.path().join(format!("{:020}.log", 1)), old).unwrap();
+
+    let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut router = line("a", "at=info method=GET path=\"/\" status=200").line;
+    router.source = LogSource::Router;
+    assert_eq!(spool.append(Collected::containerless(router.clone())).unwrap(), 2);
+    assert_eq!(spool.append(numbered("a", 3)).unwrap(), 3);
+    let mut build = line("a", "Step 1/4 : FROM debian").line;
+    (build.source, build.process, build.replica) = (LogSource::Build, "build".into(), 0);
+    assert_eq!(spool.append(Collected::containerless(build)).unwrap(), 4);
+    spool.close().unwrap();
+    drop(spool);
+    let on_disk = std::fs::read_to_string(dir.path().join(format!("{:020}.log", 1))).unwrap();
+    let records: Vec<serde_json::Value> = on_disk.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 4);
+    assert!(records[1].get("container").is_none() && records[1].get("cursor").is_none(), "{}", records[1]);
+    assert_eq!(records[2]["container"], "c-a");
+
+    // Reopened: every kind of record reads back, and only containers have cursors.
+    let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
+    assert_eq!(seqs(&sent), [1, 2, 3, 4]);
+    let sources: Vec<LogSource> = sent.batch.lines.iter().map(|l| l.source).collect();
+    assert_eq!(sources, [LogSource::App, LogSource::Router, LogSource::App, LogSource::Build]);
+    assert_eq!(sent.batch.lines[1].text, router.text);
+    assert_eq!(spool.cursor("c-a"), Some(numbered("a", 3).cursor));
+    assert_eq!(spool.cursor(""), None);
+    assert_eq!(spool.append(Collected::containerless(router)).unwrap(), 5);
+}
+
+#[test]
+fn lines_lost_before_the_spool_are_counted_and_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    spool.count_lost("a", "production", 3);
+    let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
+    assert!(sent.batch.lines.is_empty());
+    assert_eq!(sent.batch.dropped, [Dropped { app: "a".into(), env: "production".into(), lines: 3 }]);
+}
