@@ -2,6 +2,7 @@
 //! how far each node is stored), reading it back for users with filters, text search and a
 //! long-polled follow mode, and keeping the store within its age and size caps.
 
+pub mod platform;
 pub mod store;
 
 pub use store::LogStore;
