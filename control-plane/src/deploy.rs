@@ -528,8 +528,30 @@ mod tests {
         assert_eq!(r.status, ReleaseStatus::Failed);
         let why = r.error.unwrap();
         assert!(why.contains("internal error (a bug in the deploy)"), "{why}");
+        // The central log hears of it, in one sentence.
+        let events = state.store.event_rows_after(0, 10).await.unwrap();
+        let failed = events.iter().find(|e| e.kind == "deploy.failed").expect("a deploy.failed event");
+        assert_eq!(
+            (failed.message.as_str(), failed.release),
+            ("Deploy v1 failed: the deploy stopped on an internal error (a bug in the deploy); deploy again", Some(1))
+        );
         assert_eq!(new_release(&state).await.version, 2, "the environment stayed busy");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn deploy_events_name_the_deploy_and_keep_one_sentence_of_why() {
+        assert_eq!(deploy_name(3, "Deploy of image shop:1", true), "Deploy v3 of image shop:1");
+        assert_eq!(deploy_name(5, "Rollback to v2", false), "Rollback to v2 (v5)");
+        assert_eq!(deploy_name(4, "Set A, B", true), "Deploy v4 (Set A, B)");
+        assert_eq!(deploy_name(4, "Set A, B", false), "Deploy v4");
+        let why = "release v3 did not pass its health check within 8s (web replica 1 is running); the old \
+                   release keeps serving. Last log lines of c:\nSECRET=x";
+        assert_eq!(
+            first_sentence(why),
+            "release v3 did not pass its health check within 8s (web replica 1 is running); the old release keeps serving."
+        );
+        assert_eq!(first_sentence("the build failed:\nstep 3"), "the build failed");
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! Platform lines in the central log through the real binaries: a deploy's start and switch,
-//! a scale and a config change with who made them, a deploy that fails its health check, and a
-//! replica that crashes all show up in `paas logs --source platform`, in order, without the
-//! config's values; `paas events` still lists platform events.
+//! a scale and a config change with who made them, a deploy that fails its health check, a
+//! replica that turns unhealthy and back, and one that crashes all show up in
+//! `paas logs --source platform`, in order, without the config's values; `paas events` still
+//! lists platform events.
 
-use paas_tests::{docker, Platform};
+use paas_tests::{docker, http, Platform};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,19 @@ fn deploys_scaling_config_failures_and_crashes_are_platform_lines_in_order() {
     assert!(!text(failed).contains('\n'), "one sentence: {failed}");
     assert_eq!((failed["release"].as_u64(), failed["source"].as_str()), (Some(3), Some("platform")));
     assert_eq!(lines.iter().filter(|l| text(l).contains("Scaled web to 2")).count(), 1, "exactly once");
+
+    // web.2 fails its health check for a while, then passes again: both changes are told.
+    let ps = p.paas(&["ps", "--app", &app, "-o", "json"]).expect_ok().json();
+    let web2 = format!("paas-{app}--production--web-2-2");
+    let replica = ps.as_array().unwrap().iter().find(|r| r["name"] == web2.as_str());
+    let addr =
+        replica.unwrap_or_else(|| panic!("no {web2} in {ps}"))["address"].as_str().unwrap().to_string();
+    assert_eq!(http::request(&addr, "POST", "x", "/health/fail", &[], "").status, 200);
+    let lines = wait_for(&p, &app, "web.2 is unhealthy: ");
+    let sick = lines.iter().find(|l| text(l).starts_with("web.2 is unhealthy")).unwrap();
+    assert_eq!((sick["replica"].as_u64(), sick["release"].as_u64()), (Some(2), Some(2)), "{sick}");
+    assert_eq!(http::request(&addr, "POST", "x", "/health/ok", &[], "").status, 200);
+    wait_for(&p, &app, "web.2 is healthy again");
 
     // A replica dies (SIGKILL: exit code 137): the crash and the restart are told.
     let names = docker(&[
