@@ -4,7 +4,7 @@
 
 use crate::assign;
 use crate::state::AppState;
-use crate::store::{InstanceRow, JobKind, JobRow, JobStatus};
+use crate::store::{InstanceRow, JobKind, JobRow, JobStatus, NewEvent};
 use protocol::api::{Release, ReleaseStatus};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -56,6 +56,7 @@ pub async fn recover(state: &AppState) -> anyhow::Result<()> {
         tracing::warn!(app = %r.app, env = %r.env, release = r.version, status = status.as_str(), "settled a deploy the last run left unfinished");
         if status == ReleaseStatus::Failed {
             state.deploy_event(&r.app, &r.env, r.version, "error", &[why.to_string()]).await;
+            milestone(state, &r.app, &r.env, r.version, &r.description, Err(why)).await;
         }
     }
     Ok(())
@@ -114,6 +115,7 @@ async fn supervise(state: AppState, release: Release, mut work: JoinHandle<anyho
     let why = match ending {
         Ending::Live => {
             tracing::info!("release is live");
+            milestone(&state, app, env, version, &release.description, Ok(())).await;
             state.events_changed();
             return;
         }
@@ -126,10 +128,12 @@ async fn supervise(state: AppState, release: Release, mut work: JoinHandle<anyho
         match settle(&state, app, env, version, &why).await {
             Ok(ReleaseStatus::Active) => {
                 tracing::info!("the release had switched already; it stays live");
+                milestone(&state, app, env, version, &release.description, Ok(())).await;
                 break;
             }
             Ok(_) => {
                 state.deploy_event(app, env, version, "error", std::slice::from_ref(&why)).await;
+                milestone(&state, app, env, version, &release.description, Err(&why)).await;
                 break;
             }
             Err(e) => {
@@ -139,6 +143,79 @@ async fn supervise(state: AppState, release: Release, mut work: JoinHandle<anyho
         }
     }
     state.events_changed();
+}
+
+/// What a deploy is called in its platform events: `Deploy v3`, `Rollback to v2 (v5)`; the
+/// long form says what it deploys (`Deploy v3 of image shop:1`, `Deploy v4 (Set KEY)`).
+fn deploy_name(version: u32, description: &str, long: bool) -> String {
+    if let Some(to) = description.strip_prefix("Rollback to ") {
+        return format!("Rollback to {to} (v{version})");
+    }
+    match (long, description.strip_prefix("Deploy of ")) {
+        (false, _) => format!("Deploy v{version}"),
+        (true, Some(what)) => format!("Deploy v{version} of {what}"),
+        (true, None) if description.is_empty() => format!("Deploy v{version}"),
+        (true, None) => format!("Deploy v{version} ({description})"),
+    }
+}
+
+/// The platform event of a deploy that started (by `user`).
+pub async fn started(state: &AppState, release: &Release) {
+    let (app, env, version) = (release.app.as_str(), release.env.as_str(), release.version);
+    let name = deploy_name(version, &release.description, true);
+    let message = format!("{name} started by {}", release.created_by);
+    record(state, NewEvent::new(app, env, kind(&release.description, "started"), &message).release(version))
+        .await;
+}
+
+/// The platform event of a deploy that ended: live, or failed with the first sentence of why
+/// (the rest, the app's last lines, is in the deploy's own output).
+async fn milestone(
+    state: &AppState,
+    app: &str,
+    env: &str,
+    version: u32,
+    description: &str,
+    ended: Result<(), &str>,
+) {
+    let name = deploy_name(version, description, false);
+    let (what, severity, message) = match ended {
+        Ok(()) => ("live", "info", format!("{name} is live")),
+        Err(why) => ("failed", "warning", format!("{name} failed: {}", first_sentence(why))),
+    };
+    let event = NewEvent::new(app, env, kind(description, what), &message).severity(severity);
+    record(state, event.release(version)).await;
+}
+
+fn kind(description: &str, what: &str) -> &'static str {
+    match (description.starts_with("Rollback to "), what) {
+        (true, "started") => "rollback.started",
+        (true, "live") => "rollback.live",
+        (true, _) => "rollback.failed",
+        (false, "started") => "deploy.started",
+        (false, "live") => "deploy.live",
+        (false, _) => "deploy.failed",
+    }
+}
+
+async fn record(state: &AppState, event: NewEvent<'_>) {
+    if let Err(e) = state.store.record_event(&event).await {
+        tracing::error!(error = %e, kind = event.kind, "recording a deploy event failed");
+    }
+}
+
+/// The first sentence of a deploy's error, which may go on with the app's last log lines.
+fn first_sentence(why: &str) -> String {
+    let line = why.lines().next().unwrap_or_default().trim();
+    let sentence = match line.find(". ") {
+        Some(end) => &line[..=end],
+        None => line.trim_end_matches(':'),
+    };
+    let mut s: String = sentence.chars().take(300).collect();
+    if s.len() < sentence.len() {
+        s.push('…');
+    }
+    s
 }
 
 async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
@@ -451,8 +528,30 @@ mod tests {
         assert_eq!(r.status, ReleaseStatus::Failed);
         let why = r.error.unwrap();
         assert!(why.contains("internal error (a bug in the deploy)"), "{why}");
+        // The central log hears of it, in one sentence.
+        let events = state.store.event_rows_after(0, 10).await.unwrap();
+        let failed = events.iter().find(|e| e.kind == "deploy.failed").expect("a deploy.failed event");
+        assert_eq!(
+            (failed.message.as_str(), failed.release),
+            ("Deploy v1 failed: the deploy stopped on an internal error (a bug in the deploy); deploy again", Some(1))
+        );
         assert_eq!(new_release(&state).await.version, 2, "the environment stayed busy");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn deploy_events_name_the_deploy_and_keep_one_sentence_of_why() {
+        assert_eq!(deploy_name(3, "Deploy of image shop:1", true), "Deploy v3 of image shop:1");
+        assert_eq!(deploy_name(5, "Rollback to v2", false), "Rollback to v2 (v5)");
+        assert_eq!(deploy_name(4, "Set A, B", true), "Deploy v4 (Set A, B)");
+        assert_eq!(deploy_name(4, "Set A, B", false), "Deploy v4");
+        let why = "release v3 did not pass its health check within 8s (web replica 1 is running); the old \
+                   release keeps serving. Last log lines of c:\nSECRET=x";
+        assert_eq!(
+            first_sentence(why),
+            "release v3 did not pass its health check within 8s (web replica 1 is running); the old release keeps serving."
+        );
+        assert_eq!(first_sentence("the build failed:\nstep 3"), "the build failed");
     }
 
     #[tokio::test]

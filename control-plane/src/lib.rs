@@ -161,6 +161,7 @@ impl ControlPlane {
         tracing::info!(%addr, %agent_addr, ca_sha256 = %self.state.ca.fingerprint(), "control plane listening");
         self.state.spawn(backups::scheduler(self.state.clone()));
         self.state.spawn(logs::retention(self.state.clone()));
+        self.state.spawn(logs::platform::feed(self.state.clone()));
         // Deploys and backup steps hear of shutdown at once, while requests drain.
         let (stop, tasks) = (shutdown.clone(), self.state.shutting_down());
         self.state.spawn(async move {

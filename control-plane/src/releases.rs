@@ -30,6 +30,7 @@ pub async fn start(
     }
     tracing::info!(app, env, release = release.version, user = %new.created_by, what = %new.description, "deploy started");
     state.deploy_event(app, env, release.version, "stage", std::slice::from_ref(&new.description)).await;
+    deploy::started(state, &release).await;
     state.bump();
     deploy::spawn(state.clone(), release.clone());
     Ok(release)

@@ -85,6 +85,7 @@ impl Databases {
             restarts: self.restarts.get(&spec.name).copied().unwrap_or(0),
             log_tail: Vec::new(),
             db: None,
+            exit_code: None,
         };
         match self.docker.image_id(&spec.image).await {
             Ok(Some(_)) => {}

@@ -514,6 +514,7 @@ mod tests {
             restarts: 0,
             log_tail: vec!["\u{1}".repeat(1000); lines],
             db: None,
+            exit_code: None,
         };
         let mut report = NodeReport {
             containers: (0..300).map(|i| container(&format!("c{i}"), 20)).collect(),

@@ -49,6 +49,10 @@ struct Tracked {
     last_failure: Option<String>,
     log_tail: Vec<String>,
     tail_fetched: Option<Instant>,
+    /// The exit code of the container's last stop (a crash), reported so users see it.
+    exit_code: Option<i64>,
+    /// Whether the current stop's exit code was read (once per stop).
+    exit_read: bool,
 }
 
 pub struct Reconciler {
@@ -200,6 +204,7 @@ impl Reconciler {
                     restarts: t.map_or(0, |t| t.restarts),
                     log_tail: t.map(|t| t.log_tail.clone()).unwrap_or_default(),
                     db: None,
+                    exit_code: t.and_then(|t| t.exit_code),
                 }
             })
             .collect();
@@ -250,6 +255,11 @@ impl Reconciler {
         t.healthy = false;
         t.passes = 0;
         t.healthy_since = None;
+        if let Some(o) = observed.filter(|o| matches!(o.state.as_str(), "exited" | "dead") && !t.exit_read) {
+            // Read once per stop, while it waits for its restart: the crash event shows it.
+            t.exit_code = self.docker.exit_code(&o.name).await.ok();
+            t.exit_read = true;
+        }
         if t.retry_at.is_some_and(|at| now < at) {
             return;
         }
@@ -283,6 +293,7 @@ impl Reconciler {
         t.next_probe = Some(now + Duration::from_millis(spec.healthcheck.start_period_ms).max(FAST_PROBE));
         if result.is_ok() {
             self.logs.started();
+            t.exit_read = false;
         }
         if let Err(e) = result {
             let msg = format!("{e:#}");

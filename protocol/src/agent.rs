@@ -381,6 +381,9 @@ pub struct ContainerStatus {
     /// Database servers only: figures the agent samples with psql inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<DatabaseFigures>,
+    /// The exit code of the container's last stop, once it stopped by itself (a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
 }
 
 /// What `paas db info` shows about a server, sampled every few seconds.

@@ -163,6 +163,13 @@ async fn alarm(state: &AppState, app: &str, env: &str, kind: &str, message: &str
     }
 }
 
+/// Something went as it should, worth a line in the app's log: a platform event.
+async fn note(state: &AppState, app: &str, env: &str, kind: &str, message: &str) {
+    if let Err(e) = state.store.add_event(app, env, kind, "info", message).await {
+        tracing::error!(app, env, error = %e, "recording an event failed");
+    }
+}
+
 /// A task ended (its agent reported, or it was given up on): records it and moves the backup,
 /// verification or restore along in the background (storing a backup copies it to S3, which may
 /// take minutes, and must not hang on the agent's request).
@@ -205,9 +212,15 @@ async fn task_follow_up(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) -> an
         DbTaskKind::Restore => {
             let outcome = r.error.as_deref().unwrap_or("ok");
             tracing::info!(app = %t.app, env = %t.env, backup = %t.backup, outcome, "restore finished");
-            if let Some(e) = &r.error {
-                let msg = format!("restoring backup {} failed: {e}", t.backup);
-                alarm(state, &t.app, &t.env, "db.restore.failed", &msg).await;
+            match &r.error {
+                Some(e) => {
+                    let msg = format!("restoring backup {} failed: {e}", t.backup);
+                    alarm(state, &t.app, &t.env, "db.restore.failed", &msg).await;
+                }
+                None => {
+                    let msg = format!("Backup {} restored", t.backup);
+                    note(state, &t.app, &t.env, "db.restore.done", &msg).await;
+                }
             }
             Ok(())
         }
@@ -244,6 +257,9 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
             b.locations = locations;
             state.store.finish_backup(&b).await?;
             tracing::info!(app = %b.app, env = %b.env, backup = %b.id, size = b.size_bytes, "backup stored");
+            let (size, trigger) = (b.size_bytes.unwrap_or(0), b.trigger.as_str());
+            let msg = format!("Backup {} stored ({trigger}, {size} bytes)", b.id);
+            note(state, &b.app, &b.env, "db.backup.done", &msg).await;
             safety_backup_ended(state, &b).await?;
             // Prove it before anything old is let go.
             start_verify(state, &b).await?;
@@ -349,6 +365,12 @@ async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
             state.store.set_verification(&b.id, Verification::Ok, None).await?;
             let rows: u64 = r.tables.values().sum();
             tracing::info!(app = %b.app, env = %b.env, backup = %b.id, tables = r.tables.len(), rows, "backup verified by a restore");
+            let msg = format!(
+                "Backup {} verified: a test restore has all {} tables, {rows} rows",
+                b.id,
+                r.tables.len()
+            );
+            note(state, &b.app, &b.env, "db.verify.done", &msg).await;
             retention(state, &b.app, &b.env).await?;
         }
     }

@@ -3,7 +3,7 @@
 
 use super::auth::Caller;
 use super::error::ApiResult;
-use super::routes::{Api, Need};
+use super::routes::{Api, AuditNote, Need};
 use crate::state::AppState;
 use crate::{apps, config, releases};
 use axum::extract::{Path, Query, State};
@@ -61,10 +61,16 @@ async fn change_config(
     Extension(caller): Extension<Caller>,
     Path((app, env)): Path<(String, String)>,
     Json(change): Json<ConfigChange>,
-) -> ApiResult<(StatusCode, Json<ConfigChanged>)> {
+) -> ApiResult<(StatusCode, Extension<AuditNote>, Json<ConfigChanged>)> {
+    // Names only (checked by the change), never values: the note goes to the audit log.
+    let set = (!change.set.is_empty())
+        .then(|| format!("Set config {}", Vec::from_iter(change.set.keys().cloned()).join(", ")));
+    let verb = if set.is_some() { "unset" } else { "Unset" };
+    let unset = (!change.unset.is_empty()).then(|| format!("{verb} config {}", change.unset.join(", ")));
+    let note = AuditNote(Vec::from_iter(set.into_iter().chain(unset)).join("; "));
     let changed = config::change(&state, &caller.user, &app, &env, change).await?;
     let status = if changed.release.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
-    Ok((status, Json(changed)))
+    Ok((status, Extension(note), Json(changed)))
 }
 
 async fn promote(

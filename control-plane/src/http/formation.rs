@@ -3,7 +3,7 @@
 
 use super::auth::Caller;
 use super::error::ApiResult;
-use super::routes::{Api, Need};
+use super::routes::{Api, AuditNote, Need};
 use crate::releases;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -35,6 +35,8 @@ async fn scale(
     Extension(caller): Extension<Caller>,
     Path((app, env)): Path<(String, String)>,
     Json(body): Json<Scale>,
-) -> ApiResult<Json<Formation>> {
-    Ok(Json(releases::scale(&state, &caller.user, &app, &env, &body.process, body.replicas).await?))
+) -> ApiResult<(Extension<AuditNote>, Json<Formation>)> {
+    let formation = releases::scale(&state, &caller.user, &app, &env, &body.process, body.replicas).await?;
+    let note = AuditNote(format!("Scaled {} to {}", body.process, body.replicas));
+    Ok((Extension(note), Json(formation)))
 }

@@ -55,6 +55,12 @@ impl ClientAddr {
     }
 }
 
+/// What a change did, in user words (`Scaled web to 3`, `Set config KEY1, KEY2`: names, never
+/// values): a handler puts it in its response's extensions and it becomes the audit entry's
+/// detail, which the app's log shows as a platform line.
+#[derive(Debug, Clone)]
+pub struct AuditNote(pub String);
+
 /// Routes with their rules, built per resource and merged in `http/mod.rs`.
 #[derive(Default)]
 pub struct Api {
@@ -167,14 +173,16 @@ async fn authorize(
         Err(e) => ApiError::from(e).into_response(),
     };
     if audited {
-        // The other path parameters name what was changed (a user, a token, a backup).
-        let detail: Vec<String> = params
-            .iter()
-            .filter(|(k, _)| !["app", "env"].contains(k))
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        record(&guard.state, &caller, &rule, &app, &env, &detail.join(", "), response.status().as_u16())
-            .await;
+        // The handler's own note, else the other path parameters name what was changed (a
+        // user, a token, a backup).
+        let detail = match response.extensions().get::<AuditNote>() {
+            Some(note) => note.0.clone(),
+            None => Vec::from_iter(
+                params.iter().filter(|(k, _)| !["app", "env"].contains(k)).map(|(k, v)| format!("{k} {v}")),
+            )
+            .join(", "),
+        };
+        record(&guard.state, &caller, &rule, &app, &env, &detail, response.status().as_u16()).await;
     }
     response
 }

@@ -3,6 +3,7 @@
 //! long-polled follow mode, and keeping the store within its age and size caps.
 
 pub mod limits;
+pub mod platform;
 pub mod store;
 
 pub use store::LogStore;

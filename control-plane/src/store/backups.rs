@@ -1,9 +1,8 @@
-//! Backups (with their manifest figures and verification), the database tasks agents run, and
-//! platform events.
+//! Backups (with their manifest figures and verification) and the database tasks agents run.
 
 use super::{now, BindKey, Result, Store, StoreError};
 use protocol::agent::{DbRole, DbTaskKind, DbTaskParams, DbTaskStatus};
-use protocol::api::{Backup, BackupStatus, BackupTrigger, DbTaskView, Event, Verification};
+use protocol::api::{Backup, BackupStatus, BackupTrigger, DbTaskView, Verification};
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 
@@ -293,45 +292,5 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    pub async fn add_event(
-        &self,
-        app: &str,
-        env: &str,
-        kind: &str,
-        severity: &str,
-        message: &str,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO events (at, app, env, kind, severity, message) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(now())
-            .bind_env(app, env)
-            .bind(kind)
-            .bind(severity)
-            .bind(message)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn events_since(&self, since: i64) -> Result<Vec<Event>> {
-        let rows: Vec<(i64, String, String, String, String, String, String)> = sqlx::query_as(
-            "SELECT id, at, app, env, kind, severity, message FROM events WHERE id > ? AND actor IS NULL ORDER BY id LIMIT 1000",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, at, app, env, kind, severity, message)| Event {
-                id,
-                at,
-                app,
-                env,
-                kind,
-                severity,
-                message,
-            })
-            .collect())
     }
 }

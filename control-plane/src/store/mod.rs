@@ -5,6 +5,7 @@ mod agents;
 mod apps;
 mod backups;
 mod databases;
+mod events;
 mod jobs;
 mod releases;
 mod subnets;
@@ -14,6 +15,7 @@ pub use agents::{NewCert, TokenRefused};
 pub use apps::{EnvRow, NodeRow};
 pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
+pub use events::{EventRow, NewEvent};
 pub use jobs::{JobKind, JobRow, JobStatus};
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 pub use subnets::NetworkPool;
@@ -98,6 +100,8 @@ pub struct Store {
     pool: SqlitePool,
     /// Where new environments' subnets come from.
     subnets: NetworkPool,
+    /// Notified when an event is committed: the central log's feeder waits on it.
+    events_added: std::sync::Arc<tokio::sync::Notify>,
 }
 
 pub fn now() -> String {
@@ -133,7 +137,11 @@ impl Store {
 
     async fn connect(opts: SqliteConnectOptions, pool: SqlitePoolOptions) -> anyhow::Result<Self> {
         let opts = opts.foreign_keys(true).busy_timeout(Duration::from_secs(10));
-        let store = Self { pool: pool.connect_with(opts).await?, subnets: NetworkPool::default() };
+        let store = Self {
+            pool: pool.connect_with(opts).await?,
+            subnets: NetworkPool::default(),
+            events_added: Default::default(),
+        };
         store.import_old_migrations().await.context("importing the migration history")?;
         MIGRATOR.run(&store.pool).await.context("migrating the state database")?;
         Ok(store)

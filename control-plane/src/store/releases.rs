@@ -440,9 +440,17 @@ impl Store {
     /// Applies an agent's report; returns whether anything that matters for routing or deploys
     /// changed, so callers only wake watchers when needed.
     pub async fn apply_report(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
-        let mut changed = false;
+        let (mut changed, mut events) = (false, false);
         let mut tx = self.write_tx().await?;
         for s in statuses {
+            let seen: Option<super::events::Seen> = sqlx::query_as(
+                "SELECT app, env, process, replica, release, state, healthy, restarts FROM instances
+                 WHERE name = ? AND node = ?",
+            )
+            .bind(&s.name)
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?;
             let tail = Json(&s.log_tail);
             let done = sqlx::query(
                 "UPDATE instances SET state = ?, healthy = ?, host_port = ?, restarts = ?, log_tail = ?, updated_at = ?
@@ -464,9 +472,17 @@ impl Store {
             .bind(tail)
             .execute(&mut *tx)
             .await?;
-            changed |= done.rows_affected() > 0;
+            if done.rows_affected() > 0 {
+                changed = true;
+                if let Some(seen) = &seen {
+                    events |= super::events::replica_changed(&mut tx, seen, s).await?;
+                }
+            }
         }
         tx.commit().await?;
+        if events {
+            self.event_added();
+        }
         Ok(changed)
     }
 

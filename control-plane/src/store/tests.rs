@@ -321,6 +321,7 @@ async fn reports_count_as_changes_only_when_they_change_something() {
         restarts: 0,
         log_tail: vec!["listening".into()],
         db: None,
+        exit_code: None,
     };
     assert!(store.apply_report("n1", &[report(None, false)]).await.unwrap());
     assert!(!store.apply_report("n1", &[report(None, false)]).await.unwrap());

@@ -426,6 +426,7 @@ impl Store {
                 .await?;
             }
         }
+        self.event_added();
         Ok(())
     }
 

@@ -225,6 +225,7 @@ async fn report_loop(shared: Arc<Shared>, stop: CancellationToken) {
                         vec![format!("fake agent: v{} never answers its health check", r.release)]
                     },
                     db: None,
+                    exit_code: None,
                 }
             })
             .collect();
