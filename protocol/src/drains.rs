@@ -3,8 +3,8 @@
 //! password, a token in the path or query): it is never echoed in an error, and it is shown
 //! masked.
 
-use url::Url;
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 /// Longest drain URL accepted.
 pub const MAX_URL: usize = 2048;
@@ -98,14 +98,19 @@ pub fn parse_drain_url(raw: &str) -> Result<DrainTarget, String> {
         "syslog+tcp" => DrainKind::SyslogTcp,
         "syslog+tls" => DrainKind::SyslogTls,
         "https" => DrainKind::Https,
-        "http" => {
-            return Err("a drain over plain http:// would send logs (and any token in the URL) unencrypted: use https://".into())
-        }
+        "http" => return Err(
+            "a drain over plain http:// would send logs (and any token in the URL) unencrypted: use https://"
+                .into(),
+        ),
         "syslog" | "tcp" | "tls" => {
-            return Err("say how to reach the syslog server: syslog+tcp:// or syslog+tls:// (recommended)".into())
+            return Err(
+                "say how to reach the syslog server: syslog+tcp:// or syslog+tls:// (recommended)".into()
+            )
         }
         "syslog+udp" | "udp" => {
-            return Err("syslog over UDP loses lines without a trace: use syslog+tcp:// or syslog+tls://".into())
+            return Err(
+                "syslog over UDP loses lines without a trace: use syslog+tcp:// or syslog+tls://".into()
+            )
         }
         other => {
             return Err(format!(
@@ -134,7 +139,9 @@ pub fn parse_drain_url(raw: &str) -> Result<DrainTarget, String> {
                 ));
             };
             if !url.username().is_empty() || url.password().is_some() {
-                return Err("a syslog drain URL takes no user or password: syslog has no way to send them".into());
+                return Err(
+                    "a syslog drain URL takes no user or password: syslog has no way to send them".into()
+                );
             }
             if !matches!(url.path(), "" | "/") || url.query().is_some() {
                 return Err("a syslog drain URL is only a host and a port, with no path or query".into());
@@ -164,8 +171,7 @@ pub fn mask_drain_url(raw: &str) -> String {
     }
     let path = url.path();
     if !matches!(path, "" | "/") {
-        let segments: Vec<&str> =
-            path.split('/').map(|s| if looks_secret(s) { "****" } else { s }).collect();
+        let segments: Vec<&str> = path.split('/').map(|s| if looks_secret(s) { "****" } else { s }).collect();
         out.push_str(&segments.join("/"));
     } else if url.query().is_some() {
         out.push('/');
@@ -229,7 +235,10 @@ mod tests {
 
     #[test]
     fn masking_hides_credentials_and_tokens_but_keeps_the_place() {
-        assert_eq!(mask_drain_url("syslog+tls://logs.example.com:6514"), "syslog+tls://logs.example.com:6514");
+        assert_eq!(
+            mask_drain_url("syslog+tls://logs.example.com:6514"),
+            "syslog+tls://logs.example.com:6514"
+        );
         assert_eq!(
             mask_drain_url("https://user:hunter2@collector.example.com/v1/logs?token=s3cret&x=1"),
             "https://****@collector.example.com/v1/logs?token=****&x=****"

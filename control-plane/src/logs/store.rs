@@ -98,7 +98,7 @@ pub struct Trimmed {
 
 #[derive(Clone)]
 pub struct LogStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     /// Per `app/env`, the highest line id stored: follow-mode readers wait on it.
     stored: Arc<watch::Sender<HashMap<String, i64>>>,
 }

@@ -1,0 +1,216 @@
+//! Sending to a drain: syslog over TCP or TLS (one connection kept open, checked for a close by
+//! the server before each write), or HTTPS POSTs of JSON lines. Errors are one sentence that
+//! never holds the URL (it may carry credentials).
+
+use super::format::{self, DrainLine};
+use anyhow::Context;
+use futures_util::FutureExt;
+use protocol::drains::{DrainKind, DrainTarget};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a write or a request may take before the drain counts as failing.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The TLS settings drains use: the platform's trust roots plus the PEM certificates in
+/// `ca_file` (a private CA), on the ring provider the rest of paas uses.
+pub fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped: one bad file must not stop every drain.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading the drain CA file {}", path.display()))?;
+        let certs: Vec<_> = pem::parse_many(&pem)
+            .with_context(|| format!("{} is not PEM", path.display()))?
+            .into_iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+            .collect();
+        anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", path.display());
+        for cert in certs {
+            roots.add(rustls::pki_types::CertificateDer::from(cert.into_contents())).with_context(|| {
+                format!("a certificate in {} is not usable as a trust root", path.display())
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+            Conn::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    /// Whether the server has closed the connection (or reset it). Syslog servers send
+    /// nothing back: anything readable is discarded. Checked before each write, so lines are
+    /// not written into a connection already gone (where the first write would "succeed").
+    fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1024];
+        loop {
+            let read = match self {
+                Conn::Tcp(s) => s.read(&mut buf).now_or_never(),
+                Conn::Tls(s) => s.read(&mut buf).now_or_never(),
+            };
+            match read {
+                None => return false,
+                Some(Ok(0)) | Some(Err(_)) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+/// One drain's way out, kept between batches.
+pub struct Sender {
+    target: DrainTarget,
+    tls: Arc<rustls::ClientConfig>,
+    conn: Option<Conn>,
+    http: Option<reqwest::Client>,
+}
+
+impl Sender {
+    pub fn new(target: DrainTarget, tls: Arc<rustls::ClientConfig>) -> Self {
+        Self { target, tls, conn: None, http: None }
+    }
+
+    /// Sends a prefix of `lines` (all of them to syslog; one request's worth over HTTPS) and
+    /// answers how many were sent.
+    pub async fn send(&mut self, lines: &[DrainLine]) -> Result<usize, String> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        match self.target.kind {
+            DrainKind::SyslogTcp | DrainKind::SyslogTls => self.send_syslog(lines).await,
+            DrainKind::Https => self.send_https(lines).await,
+        }
+    }
+
+    fn place(&self) -> String {
+        if self.target.host.contains(':') {
+            format!("[{}]:{}", self.target.host, self.target.port)
+        } else {
+            format!("{}:{}", self.target.host, self.target.port)
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, String> {
+        let place = self.place();
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((self.target.host.as_str(), self.target.port)),
+        )
+        .await
+        .map_err(|_| format!("connecting to {place} timed out after {}s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("connecting to {place} failed: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        if self.target.kind == DrainKind::SyslogTcp {
+            return Ok(Conn::Tcp(tcp));
+        }
+        let name = rustls::pki_types::ServerName::try_from(self.target.host.clone())
+            .map_err(|_| format!("{} is not a name TLS can verify", self.target.host))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp))
+            .await
+            .map_err(|_| format!("the TLS handshake with {place} timed out"))?
+            .map_err(|e| format!("the TLS handshake with {place} failed: {e} (for a private CA, give paas --drain-ca-file)"))?;
+        Ok(Conn::Tls(Box::new(stream)))
+    }
+
+    async fn send_syslog(&mut self, lines: &[DrainLine]) -> Result<usize, String> {
+        if self.conn.as_mut().is_some_and(Conn::closed) {
+            self.conn = None;
+        }
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        let frames = format::syslog_frames(lines);
+        match tokio::time::timeout(SEND_TIMEOUT, conn.write_all(&frames)).await {
+            Ok(Ok(())) => {
+                self.conn = Some(conn);
+                Ok(lines.len())
+            }
+            Ok(Err(e)) => Err(format!("writing to the syslog server at {} failed: {e}", self.place())),
+            Err(_) => Err(format!(
+                "the syslog server at {} did not take the lines within {}s",
+                self.place(),
+                SEND_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    fn http(&mut self) -> Result<reqwest::Client, String> {
+        if let Some(c) = &self.http {
+            return Ok(c.clone());
+        }
+        let mut tls = (*self.tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .https_only(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(SEND_TIMEOUT)
+            // A redirected POST may turn into a GET and lose the lines: a redirect is an error.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("building the HTTPS client failed: {}", http_error(e)))?;
+        self.http = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn send_https(&mut self, lines: &[DrainLine]) -> Result<usize, String> {
+        let client = self.http()?;
+        let (n, body) = format::json_batch(lines, format::MAX_BATCH_LINES, format::MAX_BATCH_BYTES);
+        let resp = client
+            .post(self.target.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("sending to {} failed: {}", self.place(), http_error(e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("the drain at {} answered {status}", self.place()));
+        }
+        Ok(n)
+    }
+}
+
+/// A reqwest error and its causes as one sentence, without the URL.
+fn http_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut parts = vec![e.to_string()];
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
