@@ -191,12 +191,36 @@ impl Sender {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("sending to {} failed: {}", self.place(), http_error(e)))?;
+            .map_err(|e| self.request_error(e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("the drain at {} answered {status}", self.place()));
         }
         Ok(n)
+    }
+}
+
+impl Sender {
+    /// A failed request as one sentence: the innermost cause of a failed connection (refused,
+    /// a certificate not trusted), or the whole chain.
+    fn request_error(&self, e: reqwest::Error) -> String {
+        let place = self.place();
+        if e.is_timeout() {
+            return format!("the drain at {place} did not answer within {}s", SEND_TIMEOUT.as_secs());
+        }
+        if e.is_connect() {
+            let mut root: &dyn std::error::Error = &e;
+            while let Some(next) = root.source() {
+                root = next;
+            }
+            let hint = if root.to_string().contains("certificate") {
+                " (for a private CA, give paas --drain-ca-file)"
+            } else {
+                ""
+            };
+            return format!("connecting to {place} failed: {root}{hint}");
+        }
+        format!("sending to {place} failed: {}", http_error(e))
     }
 }
 
