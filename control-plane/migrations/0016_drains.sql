@@ -1,7 +1,7 @@
 -- Log drains: an app's (or one environment's) central log lines sent on to a syslog server or
 -- an HTTPS endpoint. The URL may hold credentials, so it is sealed like config values. A drain
 -- goes with its app or environment. `position` is the highest logs.db line id delivered (or
--- skipped); `drop_seen` the highest logs.db `dropped` row the drain has accounted for.
+-- skipped).
 CREATE TABLE drains (
     id TEXT PRIMARY KEY,
     app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
@@ -10,7 +10,6 @@ CREATE TABLE drains (
     created_at TEXT NOT NULL,
     created_by TEXT NOT NULL,
     position INTEGER NOT NULL,
-    drop_seen INTEGER NOT NULL DEFAULT 0,
     delivered INTEGER NOT NULL DEFAULT 0,
     dropped INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,

@@ -87,7 +87,7 @@ pub async fn add(state: &AppState, user: &str, app: &str, req: AddDrain) -> Resu
     {
         return Err(DomainError::Conflict(format!("{app} already has this drain ({})", same.id)));
     }
-    let (position, drop_seen) = state.logs.drain_marks().await?;
+    let position = state.logs.drain_start().await?;
     let row = DrainRow {
         id: format!("d-{:08x}", rand::random::<u32>()),
         app: app.to_string(),
@@ -96,7 +96,6 @@ pub async fn add(state: &AppState, user: &str, app: &str, req: AddDrain) -> Resu
         created_at: crate::store::now(),
         created_by: user.to_string(),
         position,
-        drop_seen,
         delivered: 0,
         dropped: 0,
         last_error: None,

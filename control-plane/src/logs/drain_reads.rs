@@ -1,6 +1,6 @@
 //! The log store's reads for drains: an app's lines after a drain's position in store order
 //! (per environment, each an index seek on `(app, env, id)`), how far behind a drain is, where
-//! to skip to when it is too far behind, and what retention removed before it was sent.
+//! to skip to when it is too far behind, and how many of its unsent lines retention removed.
 
 use super::format::DrainLine;
 use crate::logs::LogStore;
@@ -44,14 +44,12 @@ fn line(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<DrainLine> {
 }
 
 impl LogStore {
-    /// The newest line id and the newest `dropped` row id: where a new drain starts.
-    pub(crate) async fn drain_marks(&self) -> anyhow::Result<(i64, i64)> {
+    /// The newest line id: where a new drain starts.
+    pub(crate) async fn drain_start(&self) -> anyhow::Result<i64> {
         let mut tx = self.pool.begin().await?;
-        let lines = newest_id(&mut tx).await?;
-        let dropped: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM dropped").fetch_one(&mut *tx).await?;
+        let newest = newest_id(&mut tx).await?;
         tx.commit().await?;
-        Ok((lines, dropped))
+        Ok(newest)
     }
 
     /// Up to `n` lines of `app`'s `envs` stored after line `after`, oldest first.
@@ -162,54 +160,110 @@ impl LogStore {
         Ok(Some((cut, skipped)))
     }
 
-    /// Lines of `app`'s `envs` that retention removed, recorded after `dropped` row `seen`,
-    /// before a drain at `position` sent them. Answers the newest `dropped` row looked at and
-    /// the count. Only a drain `behind` (it had unsent lines) can lose any. Retention removes
-    /// the oldest lines first: a trim recorded when the store held lines past `position` took
-    /// unsent lines when the environment's oldest remaining line is past `position` too (the
-    /// trim's lines the drain had sent are then counted as well: an overcount of at most one
-    /// trim, only for a drain that had fallen that far behind).
-    pub(crate) async fn drain_trimmed(
+    /// Lines of `app`'s `envs` with ids in `(after, upto]`. Between two counts of the same
+    /// range only retention can change it (new lines get higher ids): the difference is what it
+    /// removed.
+    pub(crate) async fn drain_count(
         &self,
         app: &str,
         envs: &[String],
-        seen: i64,
-        position: i64,
-        behind: bool,
-    ) -> anyhow::Result<(i64, u64)> {
-        let mut tx = self.pool.begin().await?;
-        let newest: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM dropped").fetch_one(&mut *tx).await?;
-        if !behind || newest <= seen {
-            return Ok((newest.max(seen), 0));
+        after: i64,
+        upto: i64,
+    ) -> anyhow::Result<u64> {
+        let mut total = 0u64;
+        for env in envs {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM lines WHERE app = ? AND env = ? AND id > ? AND id <= ?",
+            )
+            .bind(app)
+            .bind(env)
+            .bind(after)
+            .bind(upto)
+            .fetch_one(&self.pool)
+            .await?;
+            total += u64::try_from(n).unwrap_or(0);
         }
-        let rows = sqlx::query(
-            "SELECT env, mark, lines FROM dropped
-             WHERE id > ? AND id <= ? AND app = ? AND why IN ('age', 'size') ORDER BY id",
-        )
-        .bind(seen)
-        .bind(newest)
-        .bind(app)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut lost = 0u64;
-        for row in rows {
-            let (env, mark, lines): (String, i64, i64) =
-                (row.try_get("env")?, row.try_get("mark")?, row.try_get("lines")?);
-            if !envs.contains(&env) || mark <= position {
-                continue;
-            }
-            let oldest: Option<i64> =
-                sqlx::query_scalar("SELECT MIN(id) FROM lines WHERE app = ? AND env = ?")
-                    .bind(app)
-                    .bind(&env)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if oldest.is_none_or(|o| o > position) {
-                lost += u64::try_from(lines).unwrap_or(0);
-            }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::logs::store::{format_time, now_ns};
+    use crate::logs::LogStore;
+    use protocol::logs::{LogBatch, LogSource, LogStream, ShippedLine};
+
+    fn line(seq: u64, env: &str, at: i64) -> ShippedLine {
+        ShippedLine {
+            seq,
+            at: format_time(at),
+            app: "shop".into(),
+            env: env.into(),
+            source: LogSource::App,
+            process: "web".into(),
+            replica: 1,
+            release: 1,
+            stream: LogStream::Stdout,
+            text: format!("line {seq}"),
         }
-        tx.commit().await?;
-        Ok((newest.max(seen), lost))
+    }
+
+    /// Stores lines 1..=n, alternating production and staging (odd seqs production).
+    async fn store(n: u64, at: impl Fn(u64) -> i64) -> LogStore {
+        let s = LogStore::open_in_memory().await.unwrap();
+        let lines =
+            (1..=n).map(|i| line(i, if i % 2 == 1 { "production" } else { "staging" }, at(i))).collect();
+        s.insert("n1", &LogBatch { lines, ..Default::default() }, now_ns()).await.unwrap();
+        s
+    }
+
+    fn envs(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn lines_come_in_store_order_across_environments_from_the_position() {
+        let s = store(10, |_| now_ns()).await;
+        let both = envs(&["production", "staging"]);
+        let read = s.drain_lines("shop", &both, 3, 4).await.unwrap();
+        assert_eq!(read.lines.iter().map(|l| l.id).collect::<Vec<_>>(), [4, 5, 6, 7]);
+        assert_eq!(read.newest, 10);
+        assert_eq!(read.lines[0].env, "staging");
+        let prod = s.drain_lines("shop", &envs(&["production"]), 0, 100).await.unwrap();
+        assert_eq!(prod.lines.iter().map(|l| l.id).collect::<Vec<_>>(), [1, 3, 5, 7, 9]);
+        assert!(s.drain_lines("shop", &both, 10, 100).await.unwrap().lines.is_empty());
+        assert_eq!(s.drain_backlog("shop", &both, 2, 100).await.unwrap(), 8);
+        assert_eq!(
+            s.drain_backlog("shop", &both, 2, 3).await.unwrap(),
+            6,
+            "counted up to the cap per environment"
+        );
+        assert_eq!(s.drain_start().await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_drain_too_far_behind_skips_to_its_newest_lines_counting_the_rest() {
+        let s = store(20, |_| now_ns()).await;
+        let both = envs(&["production", "staging"]);
+        // 18 lines after 2: keeping 5 skips 13, to line 15.
+        assert_eq!(s.drain_skip("shop", &both, 2, 5).await.unwrap(), Some((15, 13)));
+        assert_eq!(s.drain_skip("shop", &both, 2, 18).await.unwrap(), None);
+        // One environment: 10 production lines, keep 4 (13, 15, 17, 19).
+        assert_eq!(s.drain_skip("shop", &envs(&["production"]), 0, 4).await.unwrap(), Some((11, 6)));
+        assert_eq!(s.drain_skip("shop", &[], 0, 4).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_range_counted_again_after_retention_shows_what_it_removed() {
+        let old = now_ns() - 3_600_000_000_000;
+        // Lines 1..=6 an hour old, 7..=10 new.
+        let s = store(10, |i| if i <= 6 { old } else { now_ns() }).await;
+        let prod = envs(&["production"]);
+        // A drain at 1 with production's 3, 5, 7, 9 unsent.
+        assert_eq!(s.drain_count("shop", &prod, 1, 10).await.unwrap(), 4);
+        s.trim(now_ns() - 60_000_000_000, u64::MAX).await.unwrap();
+        // Retention took 3 and 5 of them (and 1, which the drain had sent).
+        assert_eq!(s.drain_count("shop", &prod, 1, 10).await.unwrap(), 2);
+        assert_eq!(s.drain_count("shop", &envs(&["production", "staging"]), 0, 10).await.unwrap(), 4);
     }
 }

@@ -118,6 +118,13 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// Lines of a drain's environments in `(after, upto]`, `lines` of them when last counted.
+struct Unsent {
+    after: i64,
+    upto: i64,
+    lines: u64,
+}
+
 struct Driver {
     state: AppState,
     id: String,
@@ -125,8 +132,10 @@ struct Driver {
     sender: Option<send::Sender>,
     /// The URL as logs may show it, once known.
     masked: String,
-    /// The last step left lines unsent: only then can retention take lines from the drain.
+    /// The last step left lines unsent (the bound is checked then).
     behind: bool,
+    /// The lines a failed step left unsent, to be counted again.
+    unsent: Option<Unsent>,
     bound_checked: Option<Instant>,
     /// The failure last logged, so a drain that stays down logs once, not on every retry.
     logged: Option<String>,
@@ -145,6 +154,7 @@ async fn drive(
         sender: None,
         masked: String::new(),
         behind: false,
+        unsent: None,
         bound_checked: None,
         logged: None,
     };
@@ -205,14 +215,15 @@ impl Driver {
             Some(env) => vec![env.clone()],
             None => state.store.list_envs(&row.app).await?.into_iter().map(|e| e.name).collect(),
         };
-        let start = DrainProgress { position: row.position, drop_seen: row.drop_seen, ..Default::default() };
+        let start = DrainProgress { position: row.position, ..Default::default() };
         let mut progress = start;
-        let (seen, lost) =
-            state.logs.drain_trimmed(&row.app, &envs, row.drop_seen, row.position, self.behind).await?;
-        progress.drop_seen = seen;
-        progress.dropped += lost;
-        if lost > 0 {
-            tracing::warn!(drain = id, app = %row.app, lines = lost, "retention removed log lines before a drain could send them");
+        if let Some(unsent) = self.unsent.take() {
+            let now = state.logs.drain_count(&row.app, &envs, unsent.after, unsent.upto).await?;
+            let lost = unsent.lines.saturating_sub(now);
+            if lost > 0 {
+                progress.dropped += lost;
+                tracing::warn!(drain = id, app = %row.app, lines = lost, "retention removed log lines before a drain could send them");
+            }
         }
         let check_bound = self.bound_checked.is_none_or(|t| t.elapsed() >= BOUND_CHECK_EVERY);
         if check_bound && (self.behind || self.bound_checked.is_none()) {
@@ -254,6 +265,11 @@ impl Driver {
                 if progress != start {
                     self.state.store.drain_progress(&self.id, &progress).await?;
                 }
+                // What is waiting now, counted again at the next step: the lines retention
+                // removes in between are the drain's losses.
+                let (after, upto) = (progress.position, read.newest);
+                let lines = self.state.logs.drain_count(&row.app, &envs, after, upto).await?;
+                self.unsent = Some(Unsent { after, upto, lines });
                 Err(Failure::Drain(why))
             }
         }
@@ -287,4 +303,101 @@ fn target(state: &AppState, row: &DrainRow) -> Result<DrainTarget, String> {
         "the drain's URL does not decrypt with this data directory's secret.key: add the drain again",
     )?;
     parse_drain_url(&url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::drains::{AddDrain, DrainState};
+    use protocol::logs::{LogBatch, LogSource, LogStream, ShippedLine};
+    use tokio::io::AsyncReadExt;
+
+    fn lines(from: u64, to: u64) -> LogBatch {
+        let lines = (from..=to)
+            .map(|seq| ShippedLine {
+                seq,
+                at: crate::logs::store::format_time(crate::logs::store::now_ns()),
+                app: "shop".into(),
+                env: "production".into(),
+                source: LogSource::App,
+                process: "web".into(),
+                replica: 1,
+                release: 1,
+                stream: LogStream::Stdout,
+                text: format!("line {seq}"),
+            })
+            .collect();
+        LogBatch { lines, ..Default::default() }
+    }
+
+    /// Reads octet-counted messages until `n` came; answers their texts (after the header).
+    async fn messages(conn: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let mut chunk = [0u8; 4096];
+            let got =
+                tokio::time::timeout(Duration::from_secs(20), conn.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(got > 0, "the drain closed the connection");
+            buf.extend_from_slice(&chunk[..got]);
+            while let Some(space) = buf.iter().position(|b| *b == b' ') {
+                let len: usize = std::str::from_utf8(&buf[..space]).unwrap().parse().unwrap();
+                if buf.len() < space + 1 + len {
+                    break;
+                }
+                let msg = String::from_utf8(buf[space + 1..space + 1 + len].to_vec()).unwrap();
+                out.push(msg.splitn(8, ' ').nth(7).unwrap().to_string());
+                buf.drain(..space + 1 + len);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_drain_sends_new_lines_once_in_order_and_resends_after_its_server_returns() {
+        let (state, dir) = AppState::for_tests().await;
+        state.logs.insert("n1", &lines(1, 3), 0).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = format!("syslog+tcp://127.0.0.1:{port}");
+        let drain = add(&state, "admin", "shop", AddDrain { url: url.clone(), env: None }).await.unwrap();
+        let dup = add(&state, "admin", "shop", AddDrain { url, env: None }).await.unwrap_err();
+        assert!(dup.to_string().contains("already has this drain"), "{dup}");
+        let worker = tokio::spawn(run(state.clone()));
+
+        // Lines stored before the drain was added are not sent; those after are, in order.
+        state.logs.insert("n1", &lines(4, 8), 0).await.unwrap();
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let texts = messages(&mut conn, 5).await;
+        assert_eq!(texts, (4..=8).map(|i| format!("line {i}")).collect::<Vec<_>>());
+
+        // The server goes away: the drain fails, says why, and sends the lines once it is back.
+        drop(conn);
+        drop(listener);
+        let mut failing = false;
+        for seq in 9..=40 {
+            state.logs.insert("n1", &lines(seq, seq), 0).await.unwrap();
+            let d = list(&state, "shop").await.unwrap().remove(0);
+            if d.state == DrainState::Failing {
+                assert!(d.last_error.unwrap().contains("connecting to 127.0.0.1"));
+                failing = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(failing, "the drain never noticed its server was gone");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let (mut conn, _) =
+            tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.unwrap().unwrap();
+        let sent = list(&state, "shop").await.unwrap().remove(0);
+        let last: u64 = state.logs.drain_start().await.unwrap().try_into().unwrap();
+        let texts = messages(&mut conn, (last - 8) as usize).await;
+        assert_eq!(texts, (9..=last).map(|i| format!("line {i}")).collect::<Vec<_>>(), "{sent:?}");
+
+        let removed = remove(&state, "admin", "shop", Some(&drain.id), None).await.unwrap();
+        assert_eq!(removed.url, format!("syslog+tcp://127.0.0.1:{port}"));
+        state.shutting_down().cancel();
+        worker.await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

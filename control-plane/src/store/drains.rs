@@ -15,8 +15,6 @@ pub struct DrainRow {
     pub created_by: String,
     /// The highest logs.db line id delivered or skipped.
     pub position: i64,
-    /// The highest logs.db `dropped` row accounted for.
-    pub drop_seen: i64,
     pub delivered: i64,
     pub dropped: i64,
     pub last_error: Option<String>,
@@ -28,7 +26,6 @@ pub struct DrainRow {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainProgress {
     pub position: i64,
-    pub drop_seen: i64,
     /// Added to the counters.
     pub delivered: u64,
     pub dropped: u64,
@@ -43,8 +40,8 @@ fn count(n: u64) -> i64 {
 impl Store {
     pub async fn insert_drain(&self, d: &DrainRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO drains (id, app, env, url, created_at, created_by, position, drop_seen)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO drains (id, app, env, url, created_at, created_by, position)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&d.id)
         .bind(&d.app)
@@ -53,7 +50,6 @@ impl Store {
         .bind(&d.created_at)
         .bind(&d.created_by)
         .bind(d.position)
-        .bind(d.drop_seen)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -89,15 +85,13 @@ impl Store {
     pub async fn drain_progress(&self, id: &str, p: &DrainProgress) -> Result<()> {
         let success = p.success.then(now);
         sqlx::query(
-            "UPDATE drains SET position = max(position, ?), drop_seen = max(drop_seen, ?),
-                delivered = delivered + ?, dropped = dropped + ?,
+            "UPDATE drains SET position = max(position, ?), delivered = delivered + ?, dropped = dropped + ?,
                 last_success_at = COALESCE(?, last_success_at),
                 last_error = CASE WHEN ? THEN NULL ELSE last_error END,
                 last_error_at = CASE WHEN ? THEN NULL ELSE last_error_at END
              WHERE id = ?",
         )
         .bind(p.position)
-        .bind(p.drop_seen)
         .bind(count(p.delivered))
         .bind(count(p.dropped))
         .bind(success)
@@ -134,7 +128,6 @@ mod tests {
             created_at: now(),
             created_by: "admin".into(),
             position: 5,
-            drop_seen: 0,
             delivered: 0,
             dropped: 0,
             last_error: None,
@@ -154,13 +147,13 @@ mod tests {
         assert!(store.insert_drain(&drain("d-3", Some("nope"))).await.is_err());
 
         store.drain_failed("d-1", "the drain refused the connection").await.unwrap();
-        let p = DrainProgress { position: 9, drop_seen: 2, delivered: 4, dropped: 1, success: true };
+        let p = DrainProgress { position: 9, delivered: 4, dropped: 1, success: true };
         store.drain_progress("d-1", &p).await.unwrap();
         // A position never goes back.
         let back = DrainProgress { position: 7, delivered: 1, ..Default::default() };
         store.drain_progress("d-1", &back).await.unwrap();
         let d = store.get_drain("d-1").await.unwrap().unwrap();
-        assert_eq!((d.position, d.drop_seen, d.delivered, d.dropped), (9, 2, 5, 1));
+        assert_eq!((d.position, d.delivered, d.dropped), (9, 5, 1));
         assert!(d.last_error.is_none() && d.last_success_at.is_some());
 
         store.delete_env("shop", "staging").await.unwrap();
