@@ -238,3 +238,94 @@ fn http_error(e: reqwest::Error) -> String {
     }
     parts.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::drains::parse_drain_url;
+    use protocol::logs::{LogSource, LogStream};
+
+    /// A TLS listener on loopback with a certificate for localhost from a fresh CA, whose PEM is
+    /// written to `ca_file`.
+    async fn tls_server(ca_file: &Path) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::default();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        std::fs::write(ca_file, ca_cert.pem()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca_cert, &ca_key)
+            .unwrap();
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        (listener, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+
+    fn line(text: &str) -> DrainLine {
+        DrainLine {
+            id: 1,
+            at: 0,
+            app: "shop".into(),
+            env: "production".into(),
+            source: LogSource::App,
+            process: "web".into(),
+            replica: 1,
+            release: 1,
+            node: "n1".into(),
+            stream: LogStream::Stderr,
+            text: text.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn syslog_over_tls_trusts_a_private_ca_only_when_given_its_file() {
+        let dir = std::env::temp_dir().join(format!("paas-drain-tls-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join("ca.pem");
+        let (listener, acceptor) = tls_server(&ca_file).await;
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            // The first client does not trust the CA and gives up in the handshake.
+            let (tcp, _) = listener.accept().await.unwrap();
+            assert!(acceptor.accept(tcp).await.is_err());
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"hello") {
+                let n = tls.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8(got).unwrap()
+        });
+        let target = parse_drain_url(&format!("syslog+tls://localhost:{port}")).unwrap();
+
+        let mut untrusting = Sender::new(target.clone(), tls_config(None).unwrap());
+        let e = untrusting.send(&[line("hello")]).await.unwrap_err();
+        assert!(e.contains("TLS handshake") && e.contains("--drain-ca-file"), "{e}");
+
+        let mut trusting = Sender::new(target, tls_config(Some(&ca_file)).unwrap());
+        assert_eq!(trusting.send(&[line("hello")]).await.unwrap(), 1);
+        let got = server.await.unwrap();
+        let message = format::syslog_message(&line("hello"));
+        assert_eq!(got, format!("{} {message}", message.len()));
+        assert!(message.starts_with("<12>1 "), "stderr is a warning: {message}");
+
+        std::fs::write(&ca_file, "not a certificate").unwrap();
+        assert!(tls_config(Some(&ca_file)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
