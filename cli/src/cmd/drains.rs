@@ -6,11 +6,13 @@ use protocol::drains::{parse_drain_url, AddDrain, Drain};
 use std::process::ExitCode;
 
 pub async fn exec(g: &Global, cmd: DrainsCommand) -> anyhow::Result<ExitCode> {
+    if let DrainsCommand::Add { url, .. } = &cmd {
+        // Checked here too, so a typo fails before anything else.
+        parse_drain_url(url).map_err(anyhow::Error::msg)?;
+    }
     let client = super::client(g)?;
     match cmd {
         DrainsCommand::Add { app, env, url } => {
-            // Checked here too, so a typo fails before any round trip.
-            parse_drain_url(&url).map_err(anyhow::Error::msg)?;
             let drain = client.add_drain(&app, &AddDrain { url, env }).await?;
             emit(g.output, &drain, |d| {
                 println!("Added drain {}: {}'s lines from now on go to {}", d.id, scope(d), d.url);

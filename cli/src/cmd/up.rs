@@ -69,7 +69,7 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
     );
     anyhow::ensure!(data.drains.drain_max_backlog >= 1, "--drain-max-backlog must be at least 1");
     if let Some(ca) = &data.drains.drain_ca_file {
-        anyhow::ensure!(ca.is_file(), "--drain-ca-file {} is not a file", ca.display());
+        control_plane::drains::check_ca_file(ca).context("--drain-ca-file")?;
     }
     Ok(control_plane::Config {
         backup_dir: b.backup_dir.clone().unwrap_or_else(|| data_dir.join("backups")),

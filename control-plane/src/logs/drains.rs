@@ -55,6 +55,11 @@ impl Default for DrainSettings {
     }
 }
 
+/// Checks the CA file drains are to trust, so a bad one stops the start with the reason.
+pub fn check_ca_file(path: &std::path::Path) -> anyhow::Result<()> {
+    send::tls_config(Some(path)).map(|_| ())
+}
+
 /// Runs every drain until shutdown: starts a task for each new drain and stops the tasks of
 /// removed ones.
 pub async fn run(state: AppState) {
