@@ -106,6 +106,9 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         since: i64,
     },
+    /// Send an app's logs on to your own syslog server or HTTPS endpoint.
+    #[command(subcommand)]
+    Drains(DrainsCommand),
 }
 
 impl Command {
@@ -259,6 +262,8 @@ pub struct DataDir {
     /// left); short lifetimes are for testing rotation.
     #[arg(long, env = "PAAS_NODE_CERT_SECS", default_value_t = control_plane::ca::NODE_CERT_LIFETIME.as_secs(), hide = true)]
     pub node_cert_secs: u64,
+    #[command(flatten)]
+    pub drains: DrainSettingsArgs,
 }
 
 /// Backup schedule and retention of a database.
@@ -676,5 +681,45 @@ pub enum DbCommand {
         target: AppEnv,
         #[arg(long)]
         reveal: bool,
+    },
+}
+
+/// How log drains connect, and how far behind one may fall.
+#[derive(Args, Debug, Clone)]
+pub struct DrainSettingsArgs {
+    /// PEM file of CA certificates that syslog+tls:// and https:// drains trust besides the
+    /// system's (for a log server with a certificate from a private CA).
+    #[arg(long, env = "PAAS_DRAIN_CA_FILE")]
+    pub drain_ca_file: Option<PathBuf>,
+    /// A drain more lines behind than this skips to its newest this many, counting the rest as
+    /// dropped (small values are for testing).
+    #[arg(long, env = "PAAS_DRAIN_MAX_BACKLOG", default_value_t = 100_000, hide = true)]
+    pub drain_max_backlog: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrainsCommand {
+    /// Drain an app's lines (every environment's, or one's with --env) to a URL:
+    /// syslog+tls://HOST:PORT, syslog+tcp://HOST:PORT (RFC 5424) or https://... (JSON lines).
+    Add {
+        #[arg(long, short = 'a')]
+        app: String,
+        /// Only this environment's lines.
+        #[arg(long, short = 'e')]
+        env: Option<String>,
+        url: String,
+    },
+    /// List an app's drains: URL (credentials masked), state, lines delivered, dropped and
+    /// waiting, and the last error.
+    List {
+        #[arg(long, short = 'a')]
+        app: String,
+    },
+    /// Remove a drain by its id (see `list`) or its URL.
+    Remove {
+        #[arg(long, short = 'a')]
+        app: String,
+        #[arg(value_name = "ID_OR_URL")]
+        id_or_url: String,
     },
 }

@@ -12,6 +12,9 @@ pub mod cron;
 pub mod databases;
 pub mod dbroles;
 pub mod deploy;
+/// Log drains; their files sit with the log store's, as a module of their own.
+#[path = "logs/drains.rs"]
+pub mod drains;
 pub mod error;
 pub mod http;
 pub mod identity;
@@ -61,6 +64,8 @@ pub struct Config {
     pub node_cert_lifetime: Duration,
     /// How long and how much of the central logs the control plane keeps (`logs.db`).
     pub log_retention: logs::Retention,
+    /// Log drains: the CA they trust besides the platform's roots, how far behind they may fall.
+    pub drains: drains::DrainSettings,
 }
 
 impl Config {
@@ -77,6 +82,7 @@ impl Config {
             network_pool: Default::default(),
             node_cert_lifetime: ca::NODE_CERT_LIFETIME,
             log_retention: logs::Retention::default(),
+            drains: drains::DrainSettings::default(),
         }
     }
 }
@@ -162,6 +168,7 @@ impl ControlPlane {
         self.state.spawn(backups::scheduler(self.state.clone()));
         self.state.spawn(logs::retention(self.state.clone()));
         self.state.spawn(logs::platform::feed(self.state.clone()));
+        self.state.spawn(drains::run(self.state.clone()));
         // Deploys and backup steps hear of shutdown at once, while requests drain.
         let (stop, tasks) = (shutdown.clone(), self.state.shutting_down());
         self.state.spawn(async move {

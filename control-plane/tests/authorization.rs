@@ -72,6 +72,10 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("DELETE", "/tokens/{token}".into(), "signed"),
         ("POST", "/tokens/rotate-admin".into(), "platform"),
         ("GET", "/audit".into(), "signed"),
+        ("GET", "/apps/{app}/drains".into(), "viewer"),
+        ("POST", "/apps/{app}/drains".into(), "deployer"),
+        ("DELETE", "/apps/{app}/drains".into(), "deployer"),
+        ("DELETE", "/apps/{app}/drains/{id}".into(), "deployer"),
     ] {
         m.insert((method, leak(path)), who);
     }

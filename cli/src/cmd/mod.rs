@@ -4,6 +4,7 @@ mod apps;
 mod backups;
 mod db;
 mod deploy;
+mod drains;
 mod envs;
 mod git;
 mod info;
@@ -49,6 +50,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes(NodesCommand::Remove { node }) => node_identity::remove(&g, &node).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
         Command::Events { since } => info::events(&g, since).await,
+        Command::Drains(cmd) => drains::exec(&g, cmd).await,
     }
 }
 

@@ -67,6 +67,10 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         data.log_retention >= Duration::from_secs(60) && data.log_max_mib >= 1,
         "--log-retention must be at least a minute and --log-max-mib at least 1"
     );
+    anyhow::ensure!(data.drains.drain_max_backlog >= 1, "--drain-max-backlog must be at least 1");
+    if let Some(ca) = &data.drains.drain_ca_file {
+        control_plane::drains::check_ca_file(ca).context("--drain-ca-file")?;
+    }
     Ok(control_plane::Config {
         backup_dir: b.backup_dir.clone().unwrap_or_else(|| data_dir.join("backups")),
         data_dir,
@@ -80,6 +84,10 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         log_retention: control_plane::logs::Retention {
             age: data.log_retention,
             max_bytes: data.log_max_mib.saturating_mul(1 << 20),
+        },
+        drains: control_plane::drains::DrainSettings {
+            ca_file: data.drains.drain_ca_file.clone(),
+            max_backlog: data.drains.drain_max_backlog,
         },
     })
 }

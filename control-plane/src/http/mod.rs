@@ -9,6 +9,7 @@ pub mod auth;
 mod backups;
 mod db;
 mod deploys;
+mod drains;
 mod envs;
 pub mod error;
 mod formation;
@@ -52,6 +53,7 @@ pub fn api() -> routes::Api {
         .merge(runs::routes())
         .merge(users::routes())
         .merge(logs::routes())
+        .merge(drains::routes())
 }
 
 pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {

@@ -107,7 +107,7 @@ pub struct Trimmed {
 
 #[derive(Clone)]
 pub struct LogStore {
-    pub(super) pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     /// Per `app/env`, the highest line id stored: follow-mode readers wait on it.
     stored: Arc<watch::Sender<HashMap<String, i64>>>,
     /// Text bytes stored since retention last ran, and the amount that wakes it early: a
