@@ -252,8 +252,11 @@ fn a_database_from_the_previous_release_is_moved_over_in_place() {
     p.restart();
 
     let is_superuser = || psql(&url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").1;
+    // The superuser's new password and its pg_hba.conf line come in two steps: wait for the
+    // second, or the old password's refusal would end the wait before the network is closed.
     wait_until("the app's role losing superuser and the superuser the network", &p, || {
-        is_superuser() == "f" && !psql(&as_superuser, "SELECT 1").0
+        let (ok, _, err) = psql(&as_superuser, "SELECT 1");
+        is_superuser() == "f" && !ok && err.contains("no pg_hba.conf entry")
     });
     let sealed =
         "SELECT length(superuser_password) > 12 AND length(replication_password) > 12 FROM databases";
