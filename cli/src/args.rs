@@ -695,6 +695,18 @@ pub struct DrainSettingsArgs {
     /// dropped (small values are for testing).
     #[arg(long, env = "PAAS_DRAIN_MAX_BACKLOG", default_value_t = 100_000, hide = true)]
     pub drain_max_backlog: u64,
+    /// A private network (CIDR, or one address) drains may send to, such as your own log
+    /// server's; repeatable. Without it drains go only to public addresses, so an app's drain
+    /// cannot reach services on the platform's host or network.
+    #[arg(long, env = "PAAS_DRAIN_ALLOW_NET", value_delimiter = ',', value_parser = parse_net)]
+    pub drain_allow_net: Vec<ipnet::IpNet>,
+}
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block like 10.0.0.0/8"))
 }
 
 #[derive(Subcommand, Debug)]

@@ -529,8 +529,16 @@ mod tests {
         let why = r.error.unwrap();
         assert!(why.contains("internal error (a bug in the deploy)"), "{why}");
         // The central log hears of it, in one sentence.
-        let events = state.store.event_rows_after(0, 10).await.unwrap();
-        let failed = events.iter().find(|e| e.kind == "deploy.failed").expect("a deploy.failed event");
+        // Recorded just after the release's status: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let failed = loop {
+            let events = state.store.event_rows_after(0, 10).await.unwrap();
+            if let Some(e) = events.into_iter().find(|e| e.kind == "deploy.failed") {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "no deploy.failed event");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(
             (failed.message.as_str(), failed.release),
             ("Deploy v1 failed: the deploy stopped on an internal error (a bug in the deploy); deploy again", Some(1))

@@ -82,7 +82,11 @@ impl Config {
             network_pool: Default::default(),
             node_cert_lifetime: ca::NODE_CERT_LIFETIME,
             log_retention: logs::Retention::default(),
-            drains: drains::DrainSettings::default(),
+            // Test servers (log receivers) listen on loopback.
+            drains: drains::DrainSettings {
+                allow_nets: vec!["127.0.0.0/8".parse().expect("a network")],
+                ..Default::default()
+            },
         }
     }
 }

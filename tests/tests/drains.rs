@@ -240,8 +240,14 @@ fn syslog_and_https_drains_get_each_line_once_in_order_and_a_backlog_after_an_ou
     let receiver = Receiver::new(&ca_file);
     receiver.start();
     let bound = MAX_BACKLOG.to_string();
-    let mut p =
-        Platform::start_with(&["--drain-ca-file", ca_file.to_str().unwrap(), "--drain-max-backlog", &bound]);
+    let mut p = Platform::start_with(&[
+        "--drain-ca-file",
+        ca_file.to_str().unwrap(),
+        "--drain-max-backlog",
+        &bound,
+        "--drain-allow-net",
+        "127.0.0.0/8",
+    ]);
     let app = p.app_name("drains");
     p.paas(&["apps", "create", &app]).expect_ok();
     let src = paas_tests::example_copy("hello");

@@ -88,6 +88,7 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         drains: control_plane::drains::DrainSettings {
             ca_file: data.drains.drain_ca_file.clone(),
             max_backlog: data.drains.drain_max_backlog,
+            allow_nets: data.drains.drain_allow_net.clone(),
         },
     })
 }

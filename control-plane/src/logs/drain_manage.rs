@@ -74,6 +74,24 @@ pub async fn add(state: &AppState, user: &str, app: &str, req: AddDrain) -> Resu
             state.store.get_app(app).await?;
         }
     }
+    // A name that resolves to a private address now is refused now; one that cannot be looked
+    // up yet is checked at each connection (as every name is).
+    let port = target.port;
+    if let Ok(Ok(addrs)) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::lookup_host((target.host.as_str(), port)),
+    )
+    .await
+    {
+        let addrs: Vec<_> = addrs.collect();
+        let allowed = &state.config.drains.allow_nets;
+        if let Some(a) = addrs.iter().find(|a| !super::send::allowed_destination(a.ip(), allowed)) {
+            return Err(DomainError::Invalid(format!(
+                "the drain's host is a private, loopback or link-local address ({}); drains go only to public addresses unless the platform is started with --drain-allow-net (for example --drain-allow-net 10.0.0.0/8)",
+                a.ip()
+            )));
+        }
+    }
     let url = target.url.as_str().to_string();
     let _adding = ADDING.lock().await;
     let existing = state.store.list_drains(app).await?;

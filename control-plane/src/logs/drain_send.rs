@@ -84,17 +84,77 @@ impl Conn {
     }
 }
 
+/// Whether a drain may be sent to `ip`: public addresses, and private ones only inside the
+/// networks the operator allowed (`--drain-allow-net`). A drain is added by an app's deployer,
+/// and must not make the control plane talk to its own host's or network's services (a
+/// database, an agent, a cloud metadata endpoint) with lines the app wrote.
+pub fn allowed_destination(ip: std::net::IpAddr, allowed: &[ipnet::IpNet]) -> bool {
+    use std::net::IpAddr;
+    if allowed.iter().any(|net| net.contains(&ip)) {
+        return true;
+    }
+    let v4_public = |v4: std::net::Ipv4Addr| {
+        let o = v4.octets();
+        !(v4.is_loopback()
+            || v4.is_private()
+            || v4.is_link_local()
+            || v4.is_broadcast()
+            || v4.is_documentation()
+            || v4.is_unspecified()
+            || v4.is_multicast()
+            || o[0] == 0
+            || (o[0] == 100 && (o[1] & 0xc0) == 64)
+            || o[0] >= 240)
+    };
+    match ip {
+        IpAddr::V4(v4) => v4_public(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4_public(v4),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
+}
+
 /// One drain's way out, kept between batches.
 pub struct Sender {
     target: DrainTarget,
     tls: Arc<rustls::ClientConfig>,
+    allowed: Arc<Vec<ipnet::IpNet>>,
     conn: Option<Conn>,
-    http: Option<reqwest::Client>,
+    /// The HTTPS client, pinned to the address that was checked (a name that resolves to
+    /// another address later cannot lead it elsewhere).
+    http: Option<(std::net::SocketAddr, reqwest::Client)>,
 }
 
 impl Sender {
-    pub fn new(target: DrainTarget, tls: Arc<rustls::ClientConfig>) -> Self {
-        Self { target, tls, conn: None, http: None }
+    pub fn new(target: DrainTarget, tls: Arc<rustls::ClientConfig>, allowed: Arc<Vec<ipnet::IpNet>>) -> Self {
+        Self { target, tls, allowed, conn: None, http: None }
+    }
+
+    /// The drain's address: its name resolved now, the first address a drain may go to.
+    async fn destination(&self) -> Result<std::net::SocketAddr, String> {
+        let place = self.place();
+        let addrs: Vec<std::net::SocketAddr> = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::lookup_host((self.target.host.as_str(), self.target.port)),
+        )
+        .await
+        .map_err(|_| format!("looking up {place} timed out"))?
+        .map_err(|e| format!("looking up {place} failed: {e}"))?
+        .collect();
+        addrs.iter().copied().find(|a| allowed_destination(a.ip(), &self.allowed)).ok_or_else(|| {
+            let ip = addrs.first().map(|a| a.ip().to_string()).unwrap_or_default();
+            format!(
+                "{place} is a private, loopback or link-local address ({ip}); drains go only to public addresses unless the platform is started with --drain-allow-net (for example --drain-allow-net 10.0.0.0/8)"
+            )
+        })
     }
 
     /// Sends a prefix of `lines` (all of them to syslog; one request's worth over HTTPS) and
@@ -119,13 +179,11 @@ impl Sender {
 
     async fn connect(&self) -> Result<Conn, String> {
         let place = self.place();
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((self.target.host.as_str(), self.target.port)),
-        )
-        .await
-        .map_err(|_| format!("connecting to {place} timed out after {}s", CONNECT_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("connecting to {place} failed: {e}"))?;
+        let addr = self.destination().await?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {place} timed out after {}s", CONNECT_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("connecting to {place} failed: {e}"))?;
         let _ = tcp.set_nodelay(true);
         if self.target.kind == DrainKind::SyslogTcp {
             return Ok(Conn::Tcp(tcp));
@@ -163,9 +221,12 @@ impl Sender {
         }
     }
 
-    fn http(&mut self) -> Result<reqwest::Client, String> {
-        if let Some(c) = &self.http {
-            return Ok(c.clone());
+    async fn http(&mut self) -> Result<reqwest::Client, String> {
+        let addr = self.destination().await?;
+        if let Some((at, c)) = &self.http {
+            if *at == addr {
+                return Ok(c.clone());
+            }
         }
         let mut tls = (*self.tls).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -176,14 +237,15 @@ impl Sender {
             .timeout(SEND_TIMEOUT)
             // A redirected POST may turn into a GET and lose the lines: a redirect is an error.
             .redirect(reqwest::redirect::Policy::none())
+            .resolve(&self.target.host, addr)
             .build()
             .map_err(|e| format!("building the HTTPS client failed: {}", http_error(e)))?;
-        self.http = Some(client.clone());
+        self.http = Some((addr, client.clone()));
         Ok(client)
     }
 
     async fn send_https(&mut self, lines: &[DrainLine]) -> Result<usize, String> {
-        let client = self.http()?;
+        let client = self.http().await?;
         let (n, body) = format::json_batch(lines, format::MAX_BATCH_LINES, format::MAX_BATCH_BYTES);
         let resp = client
             .post(self.target.url.clone())
@@ -244,6 +306,34 @@ mod tests {
     use super::*;
     use protocol::drains::parse_drain_url;
     use protocol::logs::{LogSource, LogStream};
+
+    fn loopback() -> Arc<Vec<ipnet::IpNet>> {
+        Arc::new(vec!["127.0.0.0/8".parse().unwrap()])
+    }
+
+    #[test]
+    fn drains_go_to_public_addresses_and_to_private_ones_only_when_allowed() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!allowed_destination(private.parse().unwrap(), &[]), "{private}");
+        }
+        for public in ["203.0.114.1", "8.8.8.8", "2a00:1450::1"] {
+            assert!(allowed_destination(public.parse().unwrap(), &[]), "{public}");
+        }
+        assert!(allowed_destination("10.1.2.3".parse().unwrap(), &["10.0.0.0/8".parse().unwrap()]));
+        assert!(!allowed_destination("10.1.2.3".parse().unwrap(), &["10.9.0.0/16".parse().unwrap()]));
+    }
 
     /// A TLS listener on loopback with a certificate for localhost from a fresh CA, whose PEM is
     /// written to `ca_file`.
@@ -313,11 +403,11 @@ mod tests {
         });
         let target = parse_drain_url(&format!("syslog+tls://localhost:{port}")).unwrap();
 
-        let mut untrusting = Sender::new(target.clone(), tls_config(None).unwrap());
+        let mut untrusting = Sender::new(target.clone(), tls_config(None).unwrap(), loopback());
         let e = untrusting.send(&[line("hello")]).await.unwrap_err();
         assert!(e.contains("TLS handshake") && e.contains("--drain-ca-file"), "{e}");
 
-        let mut trusting = Sender::new(target, tls_config(Some(&ca_file)).unwrap());
+        let mut trusting = Sender::new(target, tls_config(Some(&ca_file)).unwrap(), loopback());
         assert_eq!(trusting.send(&[line("hello")]).await.unwrap(), 1);
         let got = server.await.unwrap();
         let message = format::syslog_message(&line("hello"));

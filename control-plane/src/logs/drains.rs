@@ -47,11 +47,13 @@ pub struct DrainSettings {
     pub ca_file: Option<PathBuf>,
     /// A drain more lines behind than this skips to the newest this many, counting the rest.
     pub max_backlog: u64,
+    /// Private networks drains may go to (`--drain-allow-net`); public addresses always.
+    pub allow_nets: Vec<ipnet::IpNet>,
 }
 
 impl Default for DrainSettings {
     fn default() -> Self {
-        Self { ca_file: None, max_backlog: 100_000 }
+        Self { ca_file: None, max_backlog: 100_000, allow_nets: Vec::new() }
     }
 }
 
@@ -286,7 +288,8 @@ impl Driver {
             let target = target(&self.state, row)?;
             self.masked = mask_drain_url(target.url.as_str());
             let tls = self.tls.clone().map_err(|e| format!("TLS is not set up for drains: {e}"))?;
-            self.sender = Some(send::Sender::new(target, tls));
+            let allowed = Arc::new(self.state.config.drains.allow_nets.clone());
+            self.sender = Some(send::Sender::new(target, tls, allowed));
         }
         Ok(self.sender.as_mut().expect("made above"))
     }

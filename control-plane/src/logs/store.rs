@@ -75,6 +75,8 @@ pub(super) const DELETE_CHUNK: i64 = 20_000;
 const MINUTE_NS: i64 = 60_000_000_000;
 /// Below this many matches a search reads the matching lines by the text index.
 const FEW_MATCHES: i64 = 20_000;
+/// A search matching many lines first looks among this many of its newest matches.
+const NEWEST_MATCHES: u32 = 20_000;
 
 /// What a read asks for; the text search is already an FTS5 query (see `mod.rs`).
 #[derive(Debug, Clone, Default)]
@@ -388,40 +390,20 @@ impl LogStore {
             }
             _ => false,
         };
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT l.id, l.node, l.at, l.source, l.process, l.replica, l.release, l.stream, l.text FROM ",
-        );
-        match (&f.fts, few) {
-            // CROSS JOIN keeps SQLite from scanning the lines in time order instead.
-            (Some(fts), true) => q
-                .push("lines_fts CROSS JOIN lines l ON l.id = lines_fts.rowid WHERE lines_fts MATCH ")
-                .push_bind(fts.clone())
-                .push(" AND "),
-            (Some(fts), false) => q
-                .push("lines l WHERE l.id IN (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ")
-                .push_bind(fts.clone())
-                .push(") AND "),
-            (None, _) => q.push("lines l WHERE "),
+        // A search matching many lines looks among the newest matches first (the text index
+        // reads them newest first without touching the rest), and among all only when those
+        // hold too few of this environment's.
+        let scopes: &[Option<u32>] = match (&f.fts, few, f.after) {
+            (Some(_), false, None) => &[Some(NEWEST_MATCHES), None],
+            _ => &[None],
         };
-        q.push("l.app = ").push_bind(app).push(" AND l.env = ").push_bind(env);
-        if let Some(p) = &f.process {
-            q.push(" AND l.process = ").push_bind(p.clone());
+        let mut rows = Vec::new();
+        for scope in scopes {
+            rows = self.query(app, env, f, few, *scope).build().fetch_all(&mut *tx).await?;
+            if rows.len() >= f.n as usize {
+                break;
+            }
         }
-        if let Some(s) = f.source {
-            q.push(" AND l.source = ").push_bind(s.as_str());
-        }
-        if let Some(t) = f.since {
-            q.push(" AND l.at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            q.push(" AND l.at <= ").push_bind(t);
-        }
-        match f.after {
-            Some(after) => q.push(" AND l.id > ").push_bind(after).push(" ORDER BY l.id"),
-            None => q.push(" ORDER BY l.at DESC, l.id DESC"),
-        };
-        q.push(" LIMIT ").push_bind(i64::from(f.n));
-        let rows = q.build().fetch_all(&mut *tx).await?;
         let mut lines = rows.iter().map(entry).collect::<anyhow::Result<Vec<_>>>()?;
         let full = lines.len() as u64 >= u64::from(f.n);
         if f.after.is_none() {
@@ -470,6 +452,60 @@ impl LogStore {
         };
         tx.commit().await?;
         Ok(Page { lines, cursor, dropped: u64::try_from(dropped).unwrap_or(0) })
+    }
+
+    /// The statement of a read: `few` when the search matches few lines (read by the text
+    /// index), `newest` to look only among the search's newest this many matches.
+    fn query<'a>(
+        &self,
+        app: &'a str,
+        env: &'a str,
+        f: &'a Filter,
+        few: bool,
+        newest: Option<u32>,
+    ) -> QueryBuilder<'a, Sqlite> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT l.id, l.node, l.at, l.source, l.process, l.replica, l.release, l.stream, l.text FROM ",
+        );
+        match (&f.fts, few) {
+            // CROSS JOIN keeps SQLite from scanning the lines in time order instead.
+            (Some(fts), true) => q
+                .push("lines_fts CROSS JOIN lines l ON l.id = lines_fts.rowid WHERE lines_fts MATCH ")
+                .push_bind(fts.clone())
+                .push(" AND "),
+            (Some(fts), false) => {
+                q.push("lines l WHERE l.id IN (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ")
+                    .push_bind(fts.clone());
+                // The text index applies a rowid bound itself: a follower reads only what is new.
+                if let Some(after) = f.after {
+                    q.push(" AND rowid > ").push_bind(after);
+                }
+                if let Some(newest) = newest {
+                    q.push(" ORDER BY rowid DESC LIMIT ").push_bind(i64::from(newest));
+                }
+                q.push(") AND ")
+            }
+            (None, _) => q.push("lines l WHERE "),
+        };
+        q.push("l.app = ").push_bind(app).push(" AND l.env = ").push_bind(env);
+        if let Some(p) = &f.process {
+            q.push(" AND l.process = ").push_bind(p.clone());
+        }
+        if let Some(s) = f.source {
+            q.push(" AND l.source = ").push_bind(s.as_str());
+        }
+        if let Some(t) = f.since {
+            q.push(" AND l.at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            q.push(" AND l.at <= ").push_bind(t);
+        }
+        match f.after {
+            Some(after) => q.push(" AND l.id > ").push_bind(after).push(" ORDER BY l.id"),
+            None => q.push(" ORDER BY l.at DESC, l.id DESC"),
+        };
+        q.push(" LIMIT ").push_bind(i64::from(f.n));
+        q
     }
 
     /// The node's acknowledged position.
