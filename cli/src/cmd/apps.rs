@@ -62,15 +62,20 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
             };
             emit(g.output, &r, |r| {
                 let age = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
-                let app_age = r.age_secs.map(age).unwrap_or_else(|| "the platform's".into());
-                let app_max =
-                    r.max_mib.map(|m| format!("{m} MiB")).unwrap_or_else(|| "the platform's".into());
-                println!("Logs of {name}: kept for {app_age}, at most {app_max}");
-                println!(
-                    "The platform's limits for every app: {}, {} MiB",
-                    age(r.store_age_secs),
-                    r.store_max_mib
-                );
+                let platform =
+                    format!("{} and {} MiB for all apps together", age(r.store_age_secs), r.store_max_mib);
+                let own: Vec<String> = [
+                    r.age_secs.map(|s| format!("kept for {}", age(s))),
+                    r.max_mib.map(|m| format!("at most {m} MiB")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if own.is_empty() {
+                    println!("Logs of {name} follow the platform's limits: {platform}.");
+                } else {
+                    println!("Logs of {name}: {} (the platform's limits: {platform}).", own.join(", "));
+                }
             })?;
         }
     }
