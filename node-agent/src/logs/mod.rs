@@ -34,11 +34,9 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_SPOOL_BYTES: u64 = 64 << 20;
 /// How often the collector looks for containers nobody told it about.
 const POLL: Duration = Duration::from_secs(1);
-/// A batch carries at most this many lines, of about this many bytes (spool records, which are
-/// larger than the lines sent: the request stays under the agent API's body limit). Large
-/// batches keep up with a flood: a batch's round trip, not its lines, is what costs.
-const BATCH_LINES: usize = 20_000;
-const BATCH_BYTES: u64 = 3 << 20;
+/// A batch carries at most this many lines, of about this many bytes.
+const BATCH_LINES: usize = 5000;
+const BATCH_BYTES: u64 = 1 << 20;
 /// Lines wait at most this long for the next batch; batches go no more often, unless full.
 const SHIP_EVERY: Duration = Duration::from_millis(250);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
