@@ -93,6 +93,8 @@ fn main() {
         let needle = format!("needle-{env_round} done");
         let started = Instant::now();
         docker(&["exec", &id, "touch", "/tmp/go"]);
+        // Wall-clock time, to line up with what else is watched (the agent's spool, say).
+        eprintln!("round {round}: go at {}", time::OffsetDateTime::now_utc());
         let mut docker_done = None;
         let paas_done = wait("the last line searchable in paas logs", Duration::from_secs(900), || {
             if docker_done.is_none() {
