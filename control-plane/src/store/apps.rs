@@ -133,6 +133,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Its platform events too (the audit log keeps who did what): a new environment of the
+        // same name starts with none of them in `paas events`.
+        sqlx::query("DELETE FROM events WHERE app = ? AND env = ? AND actor IS NULL")
+            .bind_env(app, env)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM envs WHERE app = ? AND name = ?")
             .bind_env(app, env)
             .execute(&mut *tx)
@@ -175,6 +181,11 @@ impl Store {
         sqlx::query("DELETE FROM envs WHERE app = ?").bind(name).execute(&mut *tx).await?;
         // With the app, so a new app of the same name starts with no one's rights.
         sqlx::query("DELETE FROM grants WHERE app = ?").bind(name).execute(&mut *tx).await?;
+        // And its platform events (the audit log keeps who did what).
+        sqlx::query("DELETE FROM events WHERE app = ? AND actor IS NULL")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = ?").bind(name).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("there is no app named {name:?}")));

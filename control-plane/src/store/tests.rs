@@ -350,3 +350,25 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[tokio::test]
+async fn a_deleted_apps_platform_events_go_with_it_and_its_audit_entries_stay() {
+    let store = Store::open_in_memory().await.unwrap();
+    store.create_app("shop").await.unwrap();
+    store.add_event("shop", "production", "deploy.live", "info", "Deploy v1 is live").await.unwrap();
+    let audit = users::AuditRecord {
+        user: "alice",
+        action: "app.scale",
+        app: "shop",
+        env: "production",
+        addr: "203.0.113.9",
+        outcome: "ok",
+        detail: "Scaled web to 2",
+    };
+    store.record_audit(&audit).await.unwrap();
+    store.delete_app("shop").await.unwrap();
+    store.create_app("shop").await.unwrap();
+    assert!(store.events_since(0).await.unwrap().is_empty(), "a new app of the same name shows none");
+    let kept = store.audit(&users::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(kept.len(), 1, "who did what stays in the audit log");
+}
