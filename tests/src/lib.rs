@@ -407,6 +407,15 @@ impl Platform {
         cmd.output().expect("running paas").into()
     }
 
+    /// `paas logs ARGS --output json`: the lines, one JSON object each.
+    pub fn logs(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["logs"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--output", "json"]);
+        let out = self.paas(&all).expect_ok();
+        out.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    }
+
     /// The `XDG_CONFIG_HOME` whose CLI config holds this platform's server and token, for
     /// `paas` commands a test starts itself.
     pub fn config_home(&self) -> PathBuf {

@@ -9,15 +9,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `paas logs ARGS --output json`, one object per line.
-fn logs(p: &Platform, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["logs"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--output", "json"]);
-    let out = p.paas(&all).expect_ok();
-    out.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
 fn texts(lines: &[Value]) -> Vec<String> {
     lines.iter().map(|l| l["text"].as_str().unwrap().to_string()).collect()
 }
@@ -35,7 +26,7 @@ fn replicas_and_runs_land_in_one_stream_in_order_once_and_follow_shows_new_lines
     // Both replicas' start-up line and the run's 300 numbers arrive.
     let deadline = Instant::now() + Duration::from_secs(60);
     let lines = loop {
-        let lines = logs(&p, &["--app", &app, "-n", "2000"]);
+        let lines = p.logs(&["--app", &app, "-n", "2000"]);
         let replicas: std::collections::BTreeSet<u64> = lines
             .iter()
             .filter(|l| l["process"] == "web" && l["text"].as_str().unwrap().contains("listening"))
@@ -60,12 +51,12 @@ fn replicas_and_runs_land_in_one_stream_in_order_once_and_follow_shows_new_lines
     assert_eq!(run, expected, "each number once, in order");
 
     // Filters: text, process, source.
-    let found = texts(&logs(&p, &["--app", &app, "--grep", "listening"]));
+    let found = texts(&p.logs(&["--app", &app, "--grep", "listening"]));
     assert!(found.len() >= 2 && found.iter().all(|t| t.contains("listening")), "{found:?}");
-    let web = logs(&p, &["--app", &app, "--process", "web"]);
+    let web = p.logs(&["--app", &app, "--process", "web"]);
     assert!(!web.is_empty() && web.iter().all(|l| l["process"] == "web"));
-    assert!(logs(&p, &["--app", &app, "--source", "router"]).iter().all(|l| l["source"] == "router"));
-    let last = texts(&logs(&p, &["--app", &app, "--process", "run", "-n", "3"]));
+    assert!(p.logs(&["--app", &app, "--source", "router"]).iter().all(|l| l["source"] == "router"));
+    let last = texts(&p.logs(&["--app", &app, "--process", "run", "-n", "3"]));
     assert_eq!(last, ["298", "299", "300"]);
     p.paas(&["logs", "--app", &app, "--since", "soon"]).expect_err("since");
 

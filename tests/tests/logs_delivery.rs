@@ -12,15 +12,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `paas logs ARGS --output json`, one object per line.
-fn logs(p: &Platform, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["logs"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--output", "json"]);
-    let out = p.paas(&all).expect_ok();
-    out.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
 /// The hello example with its web process running `script` (sh) in the background first.
 fn app_running(script: &str) -> tempfile::TempDir {
     let src = paas_tests::example_copy("hello");
@@ -37,7 +28,7 @@ fn app_running(script: &str) -> tempfile::TempDir {
 /// The `n` of every `n N` line stored for the app, with how often each came.
 fn numbers(p: &Platform, app: &str) -> BTreeMap<u32, u32> {
     let mut seen = BTreeMap::new();
-    for l in logs(p, &["--app", app, "--grep", "n", "-n", "5000"]) {
+    for l in p.logs(&["--app", app, "--grep", "n", "-n", "5000"]) {
         if let Some(n) = l["text"].as_str().and_then(|t| t.strip_prefix("n ")).and_then(|n| n.parse().ok()) {
             *seen.entry(n).or_insert(0) += 1;
         }
@@ -89,7 +80,8 @@ fn numbered_lines_arrive_exactly_once_across_a_kill_9_and_a_restart() {
     assert!(twice.is_empty(), "lines stored more than once: {twice:?}");
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (1..=LINES).collect::<Vec<_>>());
     // And in the order they were written.
-    let order: Vec<u32> = logs(&p, &["--app", &app, "--grep", "n", "-n", "5000"])
+    let order: Vec<u32> = p
+        .logs(&["--app", &app, "--grep", "n", "-n", "5000"])
         .iter()
         .filter_map(|l| l["text"].as_str()?.strip_prefix("n ")?.parse().ok())
         .collect();
@@ -192,7 +184,7 @@ fn a_flooding_app_stays_within_every_cap_and_its_loss_is_reported() {
         assert_eq!(resp.status, 200, "the app answered through the ingress during the flood");
         assert!(started.elapsed() < Duration::from_secs(2), "a request took {:?}", started.elapsed());
         p.paas(&["apps", "list"]).expect_ok();
-        if !logs(&p, &["--app", &app, "--grep", "flood-done", "-n", "1"]).is_empty() {
+        if !p.logs(&["--app", &app, "--grep", "flood-done", "-n", "1"]).is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "the flood's last line never arrived\n{}", p.log());

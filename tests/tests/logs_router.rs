@@ -7,20 +7,11 @@ use paas_tests::Platform;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// `paas logs ARGS --output json`, one object per line.
-fn logs(p: &Platform, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["logs"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--output", "json"]);
-    let out = p.paas(&all).expect_ok();
-    out.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
 /// Polls `paas logs ARGS` until `done` holds for its lines (or fails after a minute).
 fn wait_for_lines(p: &Platform, args: &[&str], done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let lines = logs(p, args);
+        let lines = p.logs(args);
         if done(&lines) {
             return lines;
         }

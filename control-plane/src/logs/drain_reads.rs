@@ -3,6 +3,7 @@
 //! to skip to when it is too far behind, and how many of its unsent lines retention removed.
 
 use super::format::DrainLine;
+use crate::logs::store::last_id;
 use crate::logs::LogStore;
 use protocol::logs::{LogSource, LogStream};
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -16,13 +17,6 @@ pub struct Lines {
     /// The highest line id in the store when read: no line of these environments is between
     /// the drain's position and it but those read.
     pub newest: i64,
-}
-
-async fn newest_id(tx: &mut sqlx::SqliteConnection) -> sqlx::Result<i64> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'lines'")
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(id.unwrap_or(0))
 }
 
 fn line(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<DrainLine> {
@@ -47,7 +41,7 @@ impl LogStore {
     /// The newest line id: where a new drain starts.
     pub(crate) async fn drain_start(&self) -> anyhow::Result<i64> {
         let mut tx = self.pool.begin().await?;
-        let newest = newest_id(&mut tx).await?;
+        let newest = last_id(&mut tx).await?;
         tx.commit().await?;
         Ok(newest)
     }
@@ -61,7 +55,7 @@ impl LogStore {
         n: u32,
     ) -> anyhow::Result<Lines> {
         let mut tx = self.pool.begin().await?;
-        let newest = newest_id(&mut tx).await?;
+        let newest = last_id(&mut tx).await?;
         let mut lines = Vec::new();
         for env in envs {
             let rows = sqlx::query(

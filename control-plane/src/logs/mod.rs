@@ -83,11 +83,7 @@ pub fn forget(state: &AppState, app: &str, env: Option<&str>) {
 /// A page of `app`/`env`'s lines; in follow mode (`after` and `wait`) waits up to `wait` for
 /// lines stored after `after`.
 pub async fn read(state: &AppState, app: &str, env: &str, p: &Params) -> Result<LogPage> {
-    protocol::AppName::new(app)?;
-    protocol::EnvName::new(env)?;
-    let (filter, wait) = parse(p, store::now_ns())?;
-    // Unknown environments say so rather than look empty.
-    state.store.get_env(app, env).await?;
+    let (filter, wait) = prepare(state, app, env, p).await?;
     let page = state.logs.read(app, env, &filter).await?;
     if !page.lines.is_empty() || page.dropped > 0 || wait.is_zero() {
         return Ok(LogPage { lines: page.lines, cursor: page.cursor, dropped: page.dropped });
@@ -135,8 +131,8 @@ pub async fn follow(
     if let Some(cursor) = resume {
         p.after = Some(cursor.to_string());
     }
-    let first = read(state, app, env, &p).await?;
-    let (filter, _) = parse(&p, store::now_ns())?;
+    let (filter, _) = prepare(state, app, env, &p).await?;
+    let first = state.logs.read(app, env, &filter).await?;
     let state = state.clone();
     let (app, env) = (app.to_string(), env.to_string());
     let stop = state.shutting_down();
@@ -161,11 +157,7 @@ pub async fn follow(
                     _ = stop.cancelled() => return None,
                 }
                 match state.logs.read(&app, &env, &Filter { after: Some(after), ..filter.clone() }).await {
-                    Ok(page) => pending.extend(page_events(LogPage {
-                        lines: page.lines,
-                        cursor: page.cursor,
-                        dropped: page.dropped,
-                    })),
+                    Ok(page) => pending.extend(page_events(page)),
                     Err(e) => {
                         tracing::warn!(app = %app, env = %env, error = %format!("{e:#}"), "reading logs for a follower failed");
                         ended = true;
@@ -177,12 +169,22 @@ pub async fn follow(
 }
 
 /// A page as follower events: its losses, its lines, then its cursor.
-fn page_events(page: LogPage) -> impl Iterator<Item = Followed> {
+fn page_events(page: store::Page) -> impl Iterator<Item = Followed> {
     let dropped = (page.dropped > 0).then_some(Followed::Dropped(page.dropped));
     dropped
         .into_iter()
         .chain(page.lines.into_iter().map(Followed::Line))
         .chain(std::iter::once(Followed::Cursor(page.cursor)))
+}
+
+/// Checks a read's names and parameters; answers its filter and wait. Unknown environments say
+/// so rather than look empty.
+async fn prepare(state: &AppState, app: &str, env: &str, p: &Params) -> Result<(Filter, Duration)> {
+    protocol::AppName::new(app)?;
+    protocol::EnvName::new(env)?;
+    let parsed = parse(p, store::now_ns())?;
+    state.store.get_env(app, env).await?;
+    Ok(parsed)
 }
 
 fn invalid(why: String) -> DomainError {

@@ -620,7 +620,8 @@ impl LogStore {
     }
 }
 
-async fn last_id(tx: &mut sqlx::SqliteConnection) -> sqlx::Result<i64> {
+/// The highest line id ever given (ids are never reused).
+pub(crate) async fn last_id(tx: &mut sqlx::SqliteConnection) -> sqlx::Result<i64> {
     let id: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'lines'")
         .fetch_optional(&mut *tx)
         .await?;
