@@ -109,6 +109,9 @@ pub enum Command {
     /// Send an app's logs on to your own syslog server or HTTPS endpoint.
     #[command(subcommand)]
     Drains(DrainsCommand),
+    /// Serve an app under your own domain names, over HTTP and HTTPS.
+    #[command(subcommand)]
+    Domains(DomainsCommand),
 }
 
 impl Command {
@@ -368,6 +371,10 @@ pub struct UpArgs {
     /// Where the ingress serves apps over HTTP (the public address).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// Where the ingress serves apps over HTTPS (certificates from the platform's local CA,
+    /// or uploaded with `paas domains add`).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub https_addr: SocketAddr,
     /// Where the agent API listens (mutual TLS): nodes on other machines join here.
     #[arg(long, env = "PAAS_AGENT_ADDR", default_value = "127.0.0.1:7071")]
     pub agent_addr: SocketAddr,
@@ -389,6 +396,9 @@ pub struct ServerArgs {
     /// Port the ingress nodes serve HTTP on, for the URLs shown to users.
     #[arg(long, default_value_t = 8080)]
     pub ingress_http_port: u16,
+    /// Port the ingress nodes serve HTTPS on, for the URLs shown to users.
+    #[arg(long, default_value_t = 8443)]
+    pub ingress_https_port: u16,
 }
 
 #[derive(Args, Debug)]
@@ -405,6 +415,9 @@ pub struct AgentArgs {
     /// Serve the ingress on this address (makes this an ingress node).
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
+    /// Serve the ingress over HTTPS on this address too (with --http-addr).
+    #[arg(long, requires = "http_addr")]
+    pub https_addr: Option<SocketAddr>,
     /// Agent state directory, holding the node's key and certificate (default: $XDG_DATA_HOME/paas-agent).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -733,5 +746,36 @@ pub enum DrainsCommand {
         app: String,
         #[arg(value_name = "ID_OR_URL")]
         id_or_url: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DomainsCommand {
+    /// Serve an environment (production unless --env) under DOMAIN too. Over HTTPS it gets a
+    /// certificate from the platform's local CA, unless you upload one with --cert and --key.
+    /// Prints the DNS record the domain needs.
+    Add {
+        #[arg(long, short = 'a')]
+        app: String,
+        #[arg(long, short = 'e')]
+        env: Option<String>,
+        domain: String,
+        /// PEM certificate for DOMAIN, followed by its intermediates.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// PEM private key of --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+    },
+    /// List an app's domains with their environment, certificate and DNS record.
+    List {
+        #[arg(long, short = 'a')]
+        app: String,
+    },
+    /// Stop serving DOMAIN (its certificate is deleted).
+    Remove {
+        #[arg(long, short = 'a')]
+        app: String,
+        domain: String,
     },
 }

@@ -1,5 +1,5 @@
 //! Scheduling: where a release's containers and builds go, and what each node is assigned
-//! (containers, builds, and for ingress nodes the route table).
+//! (containers, builds, and for ingress nodes the route table and the HTTPS certificates).
 
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
@@ -152,6 +152,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let nodes = store.list_nodes().await?;
     let is_ingress = nodes.iter().any(|n| n.name == node && n.ingress);
     let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
+    let certificates = if is_ingress { crate::edge::assigned(state).await? } else { Vec::new() };
     let mut static_prefetch = Vec::new();
     if is_ingress {
         for env in &envs {
@@ -218,6 +219,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         db_tasks,
         keep_images,
         prune,
+        certificates,
     })
 }
 
@@ -234,6 +236,10 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
             by_env.entry((i.app, i.env, i.release)).or_default().push((format!("{a}:{port}"), i.replica));
         }
     }
+    let mut domains: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for d in state.store.list_domains(None).await? {
+        domains.entry((d.app, d.env)).or_default().push(d.domain);
+    }
     let mut routes = Vec::new();
     for env in state.store.all_envs().await? {
         let Some(current) = env.current_release else { continue };
@@ -241,7 +247,7 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
         backends.sort();
         let (backends, replicas) = backends.into_iter().unzip();
         let static_files = static_route(&state.store.get_release(&env.app, &env.name, current).await?);
-        routes.push(Route {
+        let route = Route {
             host: protocol::hostname(&env.app, &env.name, &state.config.base_domain),
             app: env.app,
             env: env.name,
@@ -249,7 +255,12 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
             backends,
             replicas,
             static_files,
-        });
+        };
+        // Custom domains serve exactly what the generated hostname serves.
+        for domain in domains.remove(&(route.app.clone(), route.env.clone())).unwrap_or_default() {
+            routes.push(Route { host: domain, ..route.clone() });
+        }
+        routes.push(route);
     }
     Ok(routes)
 }

@@ -36,7 +36,7 @@ const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// The server certificate is made anew at each start.
 const SERVER_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 /// Clocks of nodes may lag the control plane's a little.
-const CLOCK_SKEW: Duration = Duration::from_secs(300);
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 pub struct Ca {
     key: KeyPair,
@@ -89,26 +89,41 @@ impl PublicKeyData for NodePublicKey {
     }
 }
 
-fn random_serial() -> rcgen::SerialNumber {
+pub(crate) fn random_serial() -> rcgen::SerialNumber {
     let mut serial: [u8; 16] = rand::random();
     serial[0] &= 0x7f; // positive
     rcgen::SerialNumber::from_slice(&serial)
 }
 
-fn rcgen_err(what: &str) -> impl Fn(rcgen::Error) -> anyhow::Error + '_ {
+pub(crate) fn rcgen_err(what: &str) -> impl Fn(rcgen::Error) -> anyhow::Error + '_ {
     move |e| anyhow::anyhow!("{what}: {e}")
 }
 
-impl Ca {
-    /// Reads the CA from `dir`, making it on first start. `node_lifetime` is how long the node
-    /// certificates it signs are valid.
-    pub fn load_or_create(dir: &Path, node_lifetime: Duration) -> anyhow::Result<Self> {
-        let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.crt"));
-        let (key, pem) = match std::fs::read_to_string(&key_path) {
+/// A CA's key and certificate as kept in files: read, or made at first start and written.
+pub(crate) struct CaFiles {
+    pub key: KeyPair,
+    pub pem: String,
+    pub der: Vec<u8>,
+    /// The CA's parameters as an rcgen issuer: rebuilt from the same name and key at each
+    /// start, so what it signs chains to the stored certificate (rcgen cannot read one back
+    /// without an X.509 parser).
+    pub issuer: rcgen::Certificate,
+}
+
+impl CaFiles {
+    /// Reads the CA in `key_path` and `cert_path`, making it with `params` when there is none;
+    /// `what` names it in the log.
+    pub fn load_or_create(
+        key_path: &Path,
+        cert_path: &Path,
+        params: fn() -> CertificateParams,
+        what: &str,
+    ) -> anyhow::Result<Self> {
+        let (key, pem) = match std::fs::read_to_string(key_path) {
             Ok(key_pem) => {
                 let key = KeyPair::from_pem(&key_pem)
                     .map_err(rcgen_err(&format!("{} is not a private key", key_path.display())))?;
-                let pem = std::fs::read_to_string(&cert_path).with_context(|| {
+                let pem = std::fs::read_to_string(cert_path).with_context(|| {
                     format!(
                         "reading {} (the CA certificate beside {})",
                         cert_path.display(),
@@ -120,18 +135,18 @@ impl Ca {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key =
                     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("making the CA key"))?;
-                let mut params = ca_params();
+                let mut ca = params();
                 let now = OffsetDateTime::now_utc();
-                (params.not_before, params.not_after) = (now - CLOCK_SKEW, now + CA_LIFETIME);
-                params.serial_number = Some(random_serial());
-                let cert = params.self_signed(&key).map_err(rcgen_err("making the CA certificate"))?;
+                (ca.not_before, ca.not_after) = (now - CLOCK_SKEW, now + CA_LIFETIME);
+                ca.serial_number = Some(random_serial());
+                let cert = ca.self_signed(&key).map_err(rcgen_err("making the CA certificate"))?;
                 // The certificate first: a key without it is a damaged CA, a certificate
                 // without its key is simply made again.
-                protocol::files::write_private(&cert_path, cert.pem().as_bytes())
+                protocol::files::write_private(cert_path, cert.pem().as_bytes())
                     .with_context(|| format!("writing {}", cert_path.display()))?;
-                protocol::files::write_private(&key_path, key.serialize_pem().as_bytes())
+                protocol::files::write_private(key_path, key.serialize_pem().as_bytes())
                     .with_context(|| format!("writing {}", key_path.display()))?;
-                tracing::info!(path = %cert_path.display(), "made the control plane's CA for node certificates");
+                tracing::info!(path = %cert_path.display(), "made {what}");
                 (key, cert.pem())
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", key_path.display())),
@@ -139,7 +154,22 @@ impl Ca {
         let der = pem::parse(&pem)
             .with_context(|| format!("{} is not a PEM certificate", cert_path.display()))?
             .into_contents();
-        let issuer = ca_params().self_signed(&key).map_err(rcgen_err("loading the CA"))?;
+        let issuer = params().self_signed(&key).map_err(rcgen_err("loading the CA"))?;
+        Ok(Self { key, pem, der, issuer })
+    }
+}
+
+impl Ca {
+    /// Reads the CA from `dir`, making it on first start. `node_lifetime` is how long the node
+    /// certificates it signs are valid.
+    pub fn load_or_create(dir: &Path, node_lifetime: Duration) -> anyhow::Result<Self> {
+        let files = CaFiles::load_or_create(
+            &dir.join("ca.key"),
+            &dir.join("ca.crt"),
+            ca_params,
+            "the control plane's CA for node certificates",
+        )?;
+        let CaFiles { key, pem, der, issuer } = files;
         let fingerprint = fingerprint(&der);
         Ok(Self { key, pem, der, issuer, fingerprint, node_lifetime })
     }

@@ -15,6 +15,7 @@ pub mod deploy;
 /// Log drains; their files sit with the log store's, as a module of their own.
 #[path = "logs/drains.rs"]
 pub mod drains;
+pub mod edge;
 pub mod error;
 pub mod http;
 pub mod identity;
@@ -51,6 +52,8 @@ pub struct Config {
     pub base_domain: String,
     /// Port the ingress serves plain HTTP on, for the URLs shown to users (omitted when 80).
     pub ingress_http_port: u16,
+    /// Port the ingress serves HTTPS on, for the URLs shown to users (omitted when 443).
+    pub ingress_https_port: u16,
     /// Where database backups are kept, and the S3-compatible bucket they are copied to.
     pub backup_dir: PathBuf,
     pub backup_s3: Option<s3::S3Config>,
@@ -75,6 +78,7 @@ impl Config {
             data_dir: dir.to_path_buf(),
             base_domain: base_domain.into(),
             ingress_http_port: 80,
+            ingress_https_port: 443,
             backup_dir: dir.join("backups"),
             backup_s3: None,
             git_max_push_bytes: 1 << 20,
@@ -116,6 +120,7 @@ impl ControlPlane {
             tracing::warn!("the long-lived join token (agent-token) no longer works: agents on other machines join again with `paas nodes token` (see the README); this machine's own agent needs nothing");
         }
         let ca = ca::Ca::load_or_create(&config.data_dir, config.node_cert_lifetime)?;
+        let ingress_ca = edge::local_ca::LocalCa::load_or_create(&config.data_dir)?;
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
         dbroles::fill_missing_secrets(&store, &secrets)
             .await
@@ -128,7 +133,7 @@ impl ControlPlane {
             .with_context(|| format!("creating the backup directory {}", config.backup_dir.display()))?;
         let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3.clone());
         tracing::info!(store = %storage.describe(), "backups are kept in");
-        let state = AppState::new(store, logs, Arc::new(config), secrets, storage, ca);
+        let state = AppState::new(store, logs, Arc::new(config), secrets, storage, ca, ingress_ca);
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
         backups::recover(&state).await.context("recovering backups interrupted by the last shutdown")?;
         // In the background: an unreachable bucket must not keep the platform (and every app's
@@ -153,6 +158,11 @@ impl ControlPlane {
         Ok(identity::local_certificate(&self.state, node, proof).await?)
     }
 
+    /// The local CA's certificate, which users trust for the apps' HTTPS.
+    pub fn ingress_ca_file(&self) -> std::path::PathBuf {
+        self.state.ingress_ca.cert_path().to_path_buf()
+    }
+
     /// Serves the public API on `listener` and the agent API on `agents` until `shutdown` is
     /// cancelled, then stops accepting, lets requests finish, gives background tasks [`DRAIN`]
     /// to end and closes the store.
@@ -173,6 +183,7 @@ impl ControlPlane {
         self.state.spawn(logs::retention(self.state.clone()));
         self.state.spawn(logs::platform::feed(self.state.clone()));
         self.state.spawn(drains::run(self.state.clone()));
+        self.state.spawn(edge::run(self.state.clone()));
         // Deploys and backup steps hear of shutdown at once, while requests drain.
         let (stop, tasks) = (shutdown.clone(), self.state.shutting_down());
         self.state.spawn(async move {

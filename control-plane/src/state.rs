@@ -26,6 +26,8 @@ pub struct AppState {
     pub backup_storage: crate::backups::BackupStorage,
     /// Signs node certificates; its certificate is what agents trust.
     pub ca: Arc<crate::ca::Ca>,
+    /// Signs the apps' HTTPS certificates where none was uploaded or obtained.
+    pub ingress_ca: Arc<crate::edge::local_ca::LocalCa>,
     /// Serialises config changes (read, modify, seal, write) so none is lost.
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     api_url: Arc<std::sync::OnceLock<String>>,
@@ -105,6 +107,7 @@ impl AppState {
         secrets: SecretBox,
         backup_storage: crate::backups::BackupStorage,
         ca: crate::ca::Ca,
+        ingress_ca: crate::edge::local_ca::LocalCa,
     ) -> Self {
         // Start above any index a previous run handed out, so agents that kept an old index do
         // not block on a value this run has not reached yet.
@@ -116,6 +119,7 @@ impl AppState {
             secrets: Arc::new(secrets),
             backup_storage,
             ca: Arc::new(ca),
+            ingress_ca: Arc::new(ingress_ca),
             config_lock: Arc::default(),
             api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),
@@ -147,7 +151,8 @@ impl AppState {
         let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);
         let ca = crate::ca::Ca::load_or_create(&dir, crate::ca::NODE_CERT_LIFETIME).expect("a CA");
         let logs = crate::logs::LogStore::open(&dir.join("logs.db")).await.expect("a log store");
-        (Self::new(store, logs, Arc::new(config), secrets, storage, ca), dir)
+        let local_ca = crate::edge::local_ca::LocalCa::load_or_create(&dir).expect("a local CA");
+        (Self::new(store, logs, Arc::new(config), secrets, storage, ca, local_ca), dir)
     }
 
     /// Runs `work` in the background, tracked so shutdown waits for it (within a bound).

@@ -72,6 +72,9 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("DELETE", "/tokens/{token}".into(), "signed"),
         ("POST", "/tokens/rotate-admin".into(), "platform"),
         ("GET", "/audit".into(), "signed"),
+        ("GET", "/apps/{app}/domains".into(), "viewer"),
+        ("POST", "/apps/{app}/domains".into(), "deployer"),
+        ("DELETE", "/apps/{app}/domains/{domain}".into(), "deployer"),
         ("GET", "/apps/{app}/drains".into(), "viewer"),
         ("POST", "/apps/{app}/drains".into(), "deployer"),
         ("DELETE", "/apps/{app}/drains".into(), "deployer"),
@@ -138,6 +141,7 @@ fn fill(path: &str, app: &str) -> String {
         .replace("{user}", "no-such-user")
         .replace("{grant}", "no-such-app")
         .replace("{token}", "no-such-token")
+        .replace("{domain}", "no-such.example.com")
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 """hello: the example app for paas. Serves a greeting on $PORT (set by the platform).
 
 Endpoints: / (greeting), /healthz (health check), /slow?seconds=N (a long request),
+/headers (the request's headers as the app got them, to see what the platform adds),
 and POST /health/fail and /health/ok to make this
 replica's health check fail or pass (to watch the platform take it out of rotation).
 """
@@ -50,6 +51,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, f"{message()}\nslow request done after {seconds}s by {socket.gethostname()}\n")
         elif url.path == "/":
             self.reply(200, f"{message()}\nserved by {socket.gethostname()}\n")
+        elif url.path == "/headers":
+            self.reply(200, "".join(f"{k.lower()}: {v}\n" for k, v in self.headers.items()))
         else:
             self.reply(404, "not found\n")
 

@@ -64,11 +64,18 @@ async fn until_shutdown(work: impl std::future::Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-/// Runs the agent until `shutdown`; `ingress` is the public listener when this node serves
+/// The public listeners of a node that serves traffic.
+pub struct Listeners {
+    pub http: TcpListener,
+    /// HTTPS, with the certificates the control plane assigns.
+    pub https: Option<TcpListener>,
+}
+
+/// Runs the agent until `shutdown`; `ingress` are the public listeners when this node serves
 /// traffic. App containers are left running on shutdown: they do not depend on the agent.
 pub async fn run(
     config: Config,
-    ingress: Option<TcpListener>,
+    ingress: Option<Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     run_with_logs(config, LogSettings::default(), ingress, shutdown).await
@@ -78,7 +85,7 @@ pub async fn run(
 pub async fn run_with_logs(
     config: Config,
     log_settings: LogSettings,
-    ingress: Option<TcpListener>,
+    ingress: Option<Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     protocol::names::check_node(&config.node_name)?;
@@ -112,6 +119,10 @@ pub async fn run_with_logs(
         statics.ensure(&cached, &[]);
         routes.set_routes(&cached);
     }
+    let certs_cache = config.state_dir.join("certificates.json");
+    if let Some(cached) = sync::load_certificates(&certs_cache) {
+        routes.set_certificates(&cached);
+    }
 
     let (assignment_tx, assignment_rx) = watch::channel::<Option<Assignment>>(None);
     let (report_tx, report_rx) = watch::channel(NodeReport::default());
@@ -131,14 +142,21 @@ pub async fn run_with_logs(
     )
     .context("opening the log spool")?;
     tasks.spawn(until_shutdown(collector.run(shutdown.clone())));
-    if let Some(listener) = ingress {
-        let (handle, stop) = (routes.clone(), shutdown.clone());
+    if let Some(listeners) = ingress {
         let settings = ingress::Settings {
             trusted_proxies: config.trusted_proxies.clone(),
             logs: logs.clone(),
             ..Default::default()
         };
-        tasks.spawn(async move { ingress::serve(listener, handle, settings, stop).await.context("ingress") });
+        let (handle, stop, s) = (routes.clone(), shutdown.clone(), settings.clone());
+        let http = listeners.http;
+        tasks.spawn(async move { ingress::serve(http, handle, s, stop).await.context("ingress") });
+        if let Some(https) = listeners.https {
+            let (handle, stop) = (routes.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                ingress::serve_tls(https, handle, settings, stop).await.context("HTTPS ingress")
+            });
+        }
     }
     let local_ingress = registration.ingress.then(|| routes.clone());
     let paused = dbtasks::Paused::default();
@@ -169,6 +187,7 @@ pub async fn run_with_logs(
         registration,
         routes,
         cache,
+        certs_cache,
         assignment: assignment_tx,
         statics,
         upkeep,

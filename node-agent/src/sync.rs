@@ -3,7 +3,7 @@
 
 use crate::credential::Identity;
 use crate::ingress::IngressHandle;
-use protocol::agent::{Assignment, NodeReport, RegisterNode, Route};
+use protocol::agent::{Assignment, NodeReport, RegisterNode, Route, TlsCertificate};
 use protocol::Client;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,20 +24,38 @@ pub struct Syncer {
     pub registration: RegisterNode,
     pub routes: IngressHandle,
     pub cache: PathBuf,
+    pub certs_cache: PathBuf,
     pub assignment: watch::Sender<Option<Assignment>>,
     pub statics: crate::statics::Statics,
     pub upkeep: crate::upkeep::Upkeep,
 }
 
 pub fn load_routes(path: &Path) -> Option<Vec<Route>> {
+    load(path)
+}
+
+pub fn load_certificates(path: &Path) -> Option<Vec<TlsCertificate>> {
+    load(path)
+}
+
+fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 fn save_routes(path: &Path, routes: &[Route]) {
-    let tmp = path.with_extension("tmp");
-    let ok = serde_json::to_vec(routes).ok().and_then(|b| std::fs::write(&tmp, b).ok()).is_some();
-    if !ok || std::fs::rename(&tmp, path).is_err() {
-        tracing::warn!(path = %path.display(), "could not cache the route table");
+    save(path, routes, "the route table");
+}
+
+/// Kept so HTTPS works at once after a restart, like the route table. They hold private keys:
+/// the file is the owner's only, in the owner's only state directory.
+fn save_certificates(path: &Path, certs: &[TlsCertificate]) {
+    save(path, certs, "the certificates");
+}
+
+fn save<T: serde::Serialize + ?Sized>(path: &Path, value: &T, what: &str) {
+    let ok = serde_json::to_vec(value).ok().and_then(|b| protocol::files::write_private(path, &b).ok());
+    if ok.is_none() {
+        tracing::warn!(path = %path.display(), "could not cache {what}");
     }
 }
 
@@ -67,6 +85,15 @@ impl Syncer {
                         tracing::info!(index, routes = a.routes.len(), "applying a new route table");
                         self.routes.set_routes(&a.routes);
                         save_routes(&self.cache, &a.routes);
+                    }
+                    if self.registration.ingress && self.routes.certificates() != a.certificates {
+                        tracing::info!(
+                            index,
+                            certificates = a.certificates.len(),
+                            "applying new certificates"
+                        );
+                        self.routes.set_certificates(&a.certificates);
+                        save_certificates(&self.certs_cache, &a.certificates);
                     }
                     self.assignment.send_if_modified(|cur| {
                         let changed = cur.as_ref() != Some(&a);

@@ -47,6 +47,27 @@ pub struct Assignment {
     /// The latest prune asked for (`paas nodes prune`); the agent prunes when it grows and
     /// reports the outcome under this id.
     pub prune: u64,
+    /// Certificates an ingress node serves over HTTPS, picked by the name a client asks for
+    /// (SNI); empty for nodes without the ingress role.
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// A certificate and its key, for the host names it was issued for.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsCertificate {
+    /// The names it is served for: exact host names, or `*.example.com` for one label.
+    pub hosts: Vec<String>,
+    /// PEM: the certificate first, then the intermediates that chain it to a root.
+    pub chain_pem: String,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key_pem: String,
+}
+
+/// Never prints the key.
+impl std::fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificate").field("hosts", &self.hosts).finish_non_exhaustive()
+    }
 }
 
 /// One piece of work on a managed database, run once by the agent of the node its server is on

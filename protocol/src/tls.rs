@@ -213,6 +213,28 @@ impl Client {
     }
 }
 
+/// A certificate chain and key (PEM) as rustls serves them, or why they cannot be: both must
+/// parse and the key must be the certificate's.
+pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<rustls::sign::CertifiedKey, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("the certificate file holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| "the key is not a PEM private key (PKCS#8, SEC1 or PKCS#1)".to_string())?;
+    let key = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("the key cannot be used: {e}"))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, key);
+    certified.keys_match().map_err(|_| "the key does not belong to the certificate".to_string())?;
+    Ok(certified)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

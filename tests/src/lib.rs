@@ -169,6 +169,10 @@ pub struct Platform {
     pub node: String,
     pub api_url: String,
     pub ingress: String,
+    /// The HTTPS ingress, `127.0.0.1:<port>`.
+    pub https: String,
+    /// The local CA's certificate (what HTTPS clients trust).
+    pub ca_file: PathBuf,
     /// The agent listener (mutual TLS), `https://127.0.0.1:<port>`.
     pub agent_url: String,
     api_addr: String,
@@ -217,6 +221,8 @@ impl Platform {
             node: format!("test-{}", rand_suffix()),
             api_url: String::new(),
             ingress: "127.0.0.1:0".into(),
+            https: "127.0.0.1:0".into(),
+            ca_file: PathBuf::new(),
             agent_url: "https://127.0.0.1:0".into(),
             api_addr: "127.0.0.1:0".into(),
             child: None,
@@ -235,6 +241,7 @@ impl Platform {
         let mut cmd = Command::new(&self.bin);
         let agent_addr = self.agent_url.trim_start_matches("https://").to_string();
         cmd.args(["up", "--output", "json", "--api-addr", &self.api_addr, "--http-addr", &self.ingress])
+            .args(["--https-addr", &self.https])
             .args(["--agent-addr", &agent_addr])
             .args(["--node-name", &self.node, "--build-network", "host"])
             .arg("--data-dir")
@@ -259,6 +266,8 @@ impl Platform {
         self.api_url = ready["api_url"].as_str().unwrap().to_string();
         self.api_addr = self.api_url.trim_start_matches("http://").to_string();
         self.ingress = ready["ingress_addr"].as_str().unwrap().to_string();
+        self.https = ready["https_addr"].as_str().unwrap().to_string();
+        self.ca_file = PathBuf::from(ready["ca_file"].as_str().unwrap());
         self.agent_url = ready["agent_url"].as_str().unwrap().to_string();
         self.child = Some(child);
     }

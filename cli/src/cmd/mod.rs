@@ -4,6 +4,7 @@ mod apps;
 mod backups;
 mod db;
 mod deploy;
+mod domains;
 mod drains;
 mod envs;
 mod git;
@@ -51,6 +52,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
         Command::Events { since } => info::events(&g, since).await,
         Command::Drains(cmd) => drains::exec(&g, cmd).await,
+        Command::Domains(cmd) => domains::exec(&g, cmd).await,
     }
 }
 

@@ -34,7 +34,11 @@ fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
-fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Result<control_plane::Config> {
+fn control_plane_config(
+    data: &DataDir,
+    ingress_http_port: u16,
+    ingress_https_port: u16,
+) -> anyhow::Result<control_plane::Config> {
     let data_dir = match &data.data_dir {
         Some(d) => d.clone(),
         None => config::default_data_dir("paas")?,
@@ -76,6 +80,7 @@ fn control_plane_config(data: &DataDir, ingress_http_port: u16) -> anyhow::Resul
         data_dir,
         base_domain: data.base_domain.to_lowercase(),
         ingress_http_port,
+        ingress_https_port,
         backup_s3,
         git_max_push_bytes: data.git_max_push_mib.saturating_mul(1 << 20),
         git_push_timeout: Duration::from_secs(data.git_push_timeout_secs),
@@ -116,13 +121,16 @@ fn local_agent_url(addr: SocketAddr) -> String {
 pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     let api = bind(args.api_addr, "API").await?;
     let http = bind(args.http_addr, "ingress").await?;
+    let https = bind(args.https_addr, "HTTPS ingress").await?;
     let agents = bind(args.agent_addr, "agent API").await?;
     let api_url = format!("http://{}", api.local_addr()?);
     let agent_url = local_agent_url(agents.local_addr()?);
     let http_addr = http.local_addr()?;
-    let cp_config = control_plane_config(&args.data, http_addr.port())?;
+    let https_addr = https.local_addr()?;
+    let cp_config = control_plane_config(&args.data, http_addr.port(), https_addr.port())?;
     let data_dir = cp_config.data_dir.clone();
     let cp = control_plane::ControlPlane::open(cp_config).await?;
+    let ca_file = cp.ingress_ca_file();
 
     let config_path = super::config_path(g)?;
     if !args.no_write_config {
@@ -157,8 +165,9 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     let client = protocol::Client::new(&api_url, &cp.admin_token);
     let cp_task = tokio::spawn(cp.serve(api, agents, shutdown.clone()));
     let logs = args.node.log_settings();
+    let listeners = node_agent::Listeners { http, https: Some(https) };
     let agent_task =
-        tokio::spawn(node_agent::run_with_logs(agent_config, logs, Some(http), shutdown.clone()));
+        tokio::spawn(node_agent::run_with_logs(agent_config, logs, Some(listeners), shutdown.clone()));
     // Ready means a deploy works: the local node has registered.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -175,6 +184,8 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         "api_url": api_url,
         "console_url": format!("{api_url}/"),
         "ingress_addr": http_addr.to_string(),
+        "https_addr": https_addr.to_string(),
+        "ca_file": ca_file,
         "agent_url": agent_url,
         "data_dir": data_dir,
         "config": if args.no_write_config { None } else { Some(&config_path) },
@@ -187,6 +198,16 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             println!("  API and console: {api_url}/");
             println!("  Agent address:   {agent_url} (other nodes join here: paas nodes token)");
             println!("  Apps are served at http://<app>.{}:{}/", args.data.base_domain, http_addr.port());
+            println!(
+                "               and https://<app>.{}:{}/ with certificates from the local CA {}",
+                args.data.base_domain,
+                https_addr.port(),
+                ca_file.display()
+            );
+            println!("  Trust the local CA: curl --cacert <that file>, or add it to the system's store");
+            println!(
+                "    (Debian: cp it to /usr/local/share/ca-certificates/paas.crt; update-ca-certificates)"
+            );
             println!("  Data directory:  {}", data_dir.display());
             if !args.no_write_config {
                 println!("  CLI config:      {} (the CLI is ready to use)", config_path.display());
@@ -206,8 +227,12 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let api = bind(args.api_addr, "API").await?;
     let agents = bind(args.agent_addr, "agent API").await?;
-    let cp =
-        control_plane::ControlPlane::open(control_plane_config(&args.data, args.ingress_http_port)?).await?;
+    let cp = control_plane::ControlPlane::open(control_plane_config(
+        &args.data,
+        args.ingress_http_port,
+        args.ingress_https_port,
+    )?)
+    .await?;
     let api_url = format!("http://{}", api.local_addr()?);
     let agent_addr = agents.local_addr()?;
     println!("paas control plane at {api_url}/, agent address https://{agent_addr}");
@@ -222,8 +247,14 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let http = match args.http_addr {
-        Some(addr) => Some(bind(addr, "ingress").await?),
+    let ingress = match args.http_addr {
+        Some(addr) => {
+            let https = match args.https_addr {
+                Some(addr) => Some(bind(addr, "HTTPS ingress").await?),
+                None => None,
+            };
+            Some(node_agent::Listeners { http: bind(addr, "ingress").await?, https })
+        }
         None => None,
     };
     let state_dir = match args.state_dir {
@@ -250,6 +281,6 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    node_agent::run_with_logs(config, logs, http, shutdown).await?;
+    node_agent::run_with_logs(config, logs, ingress, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ pub mod auth;
 mod backups;
 mod db;
 mod deploys;
+mod domains;
 mod drains;
 mod envs;
 pub mod error;
@@ -53,6 +54,7 @@ pub fn api() -> routes::Api {
         .merge(runs::routes())
         .merge(users::routes())
         .merge(logs::routes())
+        .merge(domains::routes())
         .merge(drains::routes())
 }
 

@@ -1,8 +1,9 @@
-//! The node agent's ingress: an HTTP/1.1 reverse proxy that routes by Host header to the healthy
-//! replicas of an app. This file owns the route table ([`IngressHandle`]), the ingress's bounds
-//! ([`Settings`]) and the accept loop with its connection cap and graceful shutdown; forwarding
-//! lives in `proxy`, static files in `files`, the built-in error pages in `pages`, the access
-//! log and request ids in `access`.
+//! The node agent's ingress: a reverse proxy that routes by Host header to the healthy replicas
+//! of an app, over plain HTTP/1.1 and over HTTPS (HTTP/2 or HTTP/1.1, by ALPN). This file owns
+//! the route table ([`IngressHandle`]), the ingress's bounds ([`Settings`]) and the accept loop
+//! with its connection cap and graceful shutdown; forwarding lives in `proxy`, static files in
+//! `files`, the built-in error pages in `pages`, the access log and request ids in `access`,
+//! certificates in `tls`.
 
 mod access;
 mod files;
@@ -11,6 +12,7 @@ mod pages;
 mod proxy;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use protocol::agent::Route;
 use std::collections::HashMap;
@@ -20,12 +22,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use ipnet::IpNet;
@@ -94,6 +97,8 @@ pub struct IngressHandle {
     inflight: Arc<inflight::InFlight>,
     /// Extracted static directories by [`protocol::agent::StaticRoute::key`].
     static_roots: Arc<RwLock<HashMap<String, std::path::PathBuf>>>,
+    /// What the HTTPS listener serves, by SNI.
+    certificates: Arc<tls::Certificates>,
 }
 
 #[derive(Default)]
@@ -115,7 +120,18 @@ impl IngressHandle {
             table: Arc::new(RwLock::new(Arc::new(Table::default()))),
             inflight: Arc::default(),
             static_roots: Arc::default(),
+            certificates: Arc::default(),
         }
+    }
+
+    /// Replaces the certificates the HTTPS listener serves; handshakes from now on use them,
+    /// established connections are not touched.
+    pub fn set_certificates(&self, certs: &[protocol::agent::TlsCertificate]) {
+        self.certificates.set(certs);
+    }
+
+    pub fn certificates(&self) -> Vec<protocol::agent::TlsCertificate> {
+        self.certificates.source()
     }
 
     /// Atomically replaces the whole route table.
@@ -199,13 +215,35 @@ pub async fn serve(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_on(listener, handle, settings, None, shutdown).await
+}
+
+/// [`serve`] over TLS, with the certificates [`IngressHandle::set_certificates`] gives.
+pub async fn serve_tls(
+    listener: TcpListener,
+    handle: IngressHandle,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(tls::server_config(handle.certificates.clone()));
+    serve_on(listener, handle, settings, Some(acceptor), shutdown).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    handle: IngressHandle,
+    settings: Settings,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // Upgraded connections (WebSockets) leave hyper's connection future, so they are not covered by
     // the drain below; they get their own token, cancelled once the drain is over.
     let tunnels = CancellationToken::new();
-    let proxy = Arc::new(Proxy::new(handle, tunnels.clone(), &settings));
+    let proxy = Arc::new(Proxy::new(handle, tunnels.clone(), &settings, tls.is_some()));
     let mut conns = JoinSet::new();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, max_connections = settings.max_connections, "ingress listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, max_connections = settings.max_connections, "ingress listening");
     }
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let mut cap_logged: Option<Instant> = None;
@@ -215,10 +253,17 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             (accepted, permit) = accept_within_cap(&listener, &permits, &mut cap_logged) => match accepted {
                 Ok((stream, peer)) => {
-                    let (proxy, stop) = (proxy.clone(), shutdown.clone());
+                    let (proxy, stop, tls) = (proxy.clone(), shutdown.clone(), tls.clone());
                     let timeout = settings.header_read_timeout;
                     conns.spawn(async move {
-                        serve_connection(stream, peer, proxy, timeout, stop).await;
+                        match tls {
+                            None => {
+                                // Proxied responses are often small writes; Nagle would only add latency.
+                                let _ = stream.set_nodelay(true);
+                                serve_connection(stream, peer, proxy, timeout, false, stop).await
+                            }
+                            Some(tls) => serve_tls_connection(stream, peer, tls, proxy, timeout, stop).await,
+                        }
                         drop(permit);
                     });
                 }
@@ -268,25 +313,56 @@ async fn accept_within_cap(
     (listener.accept().await, permit)
 }
 
-async fn serve_connection(
+/// One HTTPS client: the handshake (within the header timeout, so a client that never finishes
+/// it cannot hold a connection), then HTTP/2 or HTTP/1.1 as ALPN chose.
+async fn serve_tls_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    // Proxied responses are often small writes; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
+    let stream = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        accepted = tokio::time::timeout(header_read_timeout, acceptor.accept(stream)) => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_connection(stream, peer, proxy, header_read_timeout, h2, shutdown).await;
+}
+
+/// Serves one client connection, HTTP/1.1 (with upgrades) or HTTP/2, until it closes or
+/// shutdown lets its request in flight finish.
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    header_read_timeout: Duration,
+    h2: bool,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
     });
-    let conn = http1::Builder::new()
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true).timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

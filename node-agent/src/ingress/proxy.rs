@@ -56,10 +56,17 @@ pub(crate) struct Proxy {
     trusted_proxies: Vec<IpNet>,
     /// Where access lines go.
     logs: crate::logs::LogHandle,
+    /// Clients reach this proxy over TLS (`X-Forwarded-Proto: https`).
+    https: bool,
 }
 
 impl Proxy {
-    pub(crate) fn new(handle: IngressHandle, tunnels: CancellationToken, settings: &Settings) -> Self {
+    pub(crate) fn new(
+        handle: IngressHandle,
+        tunnels: CancellationToken,
+        settings: &Settings,
+        https: bool,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         // A replica that does not accept within this long is treated as down.
@@ -76,6 +83,7 @@ impl Proxy {
             response_header_timeout: settings.response_header_timeout,
             trusted_proxies: settings.trusted_proxies.clone(),
             logs: settings.logs.clone(),
+            https,
         }
     }
 
@@ -130,7 +138,16 @@ impl Proxy {
         // Must be taken before the request is consumed; it resolves once our 101 is written.
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let headers = upstream_headers(&parts.headers, upgrade, peer, &raw_host, &self.trusted_proxies);
+        let scheme = if self.https { "https" } else { "http" };
+        let mut headers =
+            upstream_headers(&parts.headers, upgrade, peer, &raw_host, scheme, &self.trusted_proxies);
+        // HTTP/2 names the host in the request's authority, which the HTTP/1.1 request to the
+        // backend must carry as `Host`.
+        if !headers.contains_key(HOST) {
+            if let Ok(value) = HeaderValue::from_str(&raw_host) {
+                headers.insert(HOST, value);
+            }
+        }
         // Re-sending a request the backend may already have seen is only safe when there is no body
         // to lose and the method allows repetition.
         let resend_ok = body.is_end_stream() && is_idempotent(&parts.method);
@@ -288,6 +305,7 @@ fn upstream_headers(
     upgrade: Option<HeaderValue>,
     peer: SocketAddr,
     raw_host: &str,
+    scheme: &'static str,
     trusted: &[IpNet],
 ) -> HeaderMap {
     let mut headers = original.clone();
@@ -322,7 +340,7 @@ fn upstream_headers(
         }
     };
     set_default(&mut headers, "x-real-ip", HeaderValue::from_str(&real_ip).ok());
-    set_default(&mut headers, "x-forwarded-proto", Some(HeaderValue::from_static("http")));
+    set_default(&mut headers, "x-forwarded-proto", Some(HeaderValue::from_static(scheme)));
     set_default(&mut headers, "x-forwarded-host", HeaderValue::from_str(raw_host).ok());
     headers
 }
@@ -492,7 +510,7 @@ mod tests {
         let upgrade = upgrade_protocol(&headers);
         assert_eq!(upgrade.as_ref().unwrap(), "websocket");
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let out = upstream_headers(&headers, upgrade, peer, "App.example:8080", &[]);
+        let out = upstream_headers(&headers, upgrade, peer, "App.example:8080", "http", &[]);
         assert_eq!(out[HOST], "App.example:8080");
         assert_eq!(out[CONNECTION], "upgrade");
         assert_eq!(out[UPGRADE], "websocket");
@@ -516,10 +534,11 @@ mod tests {
     #[test]
     fn forwarding_headers_from_clients_are_replaced() {
         let peer: SocketAddr = "[::ffff:203.0.113.9]:4000".parse().unwrap();
-        let out = upstream_headers(&spoofed(), None, peer, "shop.example", &[]);
+        let out = upstream_headers(&spoofed(), None, peer, "shop.example", "https", &[]);
         assert_eq!(out.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["203.0.113.9"]);
         assert_eq!(out["x-real-ip"], "203.0.113.9");
-        assert_eq!(out["x-forwarded-proto"], "http");
+        // The scheme is the one the client used to reach the ingress, not what it claimed.
+        assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(out["x-forwarded-host"], "shop.example");
         assert!(!out.contains_key("forwarded"));
     }
@@ -532,7 +551,7 @@ mod tests {
         assert!(!is_trusted(&proxies, "192.0.2.8".parse().unwrap()));
         assert!(!is_trusted(&[], "127.0.0.1".parse().unwrap()));
         let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
-        let out = upstream_headers(&spoofed(), None, peer, "shop.example", &proxies);
+        let out = upstream_headers(&spoofed(), None, peer, "shop.example", "http", &proxies);
         assert_eq!(out["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.1.2.3");
         assert_eq!(out["x-real-ip"], "1.2.3.4");
         assert_eq!(out["x-forwarded-proto"], "https");
@@ -541,11 +560,11 @@ mod tests {
         // Without X-Real-IP, the client is the last address no trusted proxy added.
         let mut chain = HeaderMap::new();
         chain.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1, 203.0.113.5, 10.9.9.9"));
-        let out = upstream_headers(&chain, None, peer, "shop.example", &proxies);
+        let out = upstream_headers(&chain, None, peer, "shop.example", "http", &proxies);
         assert_eq!(out["x-forwarded-for"], "198.51.100.1, 203.0.113.5, 10.9.9.9, 10.1.2.3");
         assert_eq!(out["x-real-ip"], "203.0.113.5");
         // A trusted proxy that sends none of them gets the ingress's own.
-        let out = upstream_headers(&HeaderMap::new(), None, peer, "shop.example", &proxies);
+        let out = upstream_headers(&HeaderMap::new(), None, peer, "shop.example", "http", &proxies);
         assert_eq!(out["x-forwarded-for"], "10.1.2.3");
         assert_eq!(out["x-real-ip"], "10.1.2.3");
     }

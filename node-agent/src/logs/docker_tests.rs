@@ -14,6 +14,7 @@ use protocol::logs::{LogAck, LogBatch, LogStream, ShippedLine};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::process::Command;
+use std::time::Instant;
 
 /// What the stand-in control plane stored: each `seq` once, `through` as the real one works it
 /// out, and any `seq` that came twice with different contents (a number given twice).

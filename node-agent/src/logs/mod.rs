@@ -9,10 +9,12 @@
 //!   ([`LogHandle::drained`]);
 //! - the writer appends what the readers collected and what was pushed to the spool, which
 //!   numbers it;
-//! - the shipper sends the oldest unacknowledged lines (and the spool's drop counts) and makes
-//!   the spool forget what the control plane acknowledged; while it cannot, it retries with
-//!   backoff and the spool keeps filling up to its cap.
+//! - the shipper (`ship`) sends the oldest unacknowledged lines (and the spool's drop counts),
+//!   two batches on their way at once, and makes the spool forget what the control plane
+//!   acknowledged; while it cannot, it retries with backoff and the spool keeps filling up to
+//!   its cap.
 
+mod ship;
 mod spool;
 mod tail;
 
@@ -25,7 +27,7 @@ use spool::{Collected, Cursor, Spool};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -37,12 +39,6 @@ const POLL: Duration = Duration::from_secs(1);
 /// A batch carries at most this many lines, of about this many bytes.
 const BATCH_LINES: usize = 5000;
 const BATCH_BYTES: u64 = 1 << 20;
-/// Lines wait at most this long for the next batch; batches go no more often, unless full.
-const SHIP_EVERY: Duration = Duration::from_millis(250);
-const MIN_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// A failing shipper says so again this often.
-const WARN_EVERY: Duration = Duration::from_secs(60);
 /// How long removing a container waits for its output to be read.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
 /// Lines between a reader and the writer; a full channel holds readers back (Docker keeps the
@@ -214,7 +210,7 @@ impl Collector {
     pub async fn run(self, shutdown: CancellationToken) {
         let (tx, rx) = mpsc::channel(CHANNEL_LINES);
         let ready = Arc::new(Notify::new());
-        let shipper = ship(self.spool.clone(), self.client, self.node, ready.clone(), shutdown.clone());
+        let shipper = ship::ship(self.spool.clone(), self.client, self.node, ready.clone(), shutdown.clone());
         let writer = write(self.spool.clone(), rx, self.pushed, self.signals.clone(), ready);
         let readers = Readers {
             docker: self.docker,
@@ -402,93 +398,6 @@ fn count_lost(spool: &mut Spool, signals: &Signals) {
     for ((app, env), n) in signals.take_lost() {
         tracing::warn!(app = %app, env = %env, lines = n, "the log queue was full; lines were dropped");
         spool.count_lost(&app, &env, n);
-    }
-}
-
-/// Sends batches of the oldest unacknowledged lines until shutdown.
-async fn ship(
-    spool: Arc<Mutex<Spool>>,
-    client: Client,
-    node: String,
-    ready: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = MIN_BACKOFF;
-    let mut failing_since: Option<Instant> = None;
-    let mut warned_at: Option<Instant> = None;
-    let pause = |d: Duration| {
-        let shutdown = shutdown.clone();
-        async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => false,
-                _ = tokio::time::sleep(d) => true,
-            }
-        }
-    };
-    loop {
-        let pending = lock(&spool).batch(BATCH_LINES, BATCH_BYTES);
-        let pending = match pending {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = ready.notified() => continue,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "reading the log spool failed");
-                if !pause(MAX_BACKOFF).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let sent_at = Instant::now();
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = client.ship_logs(&node, &pending.batch) => r,
-        };
-        let problem = match result {
-            Ok(ack) => {
-                if let Err(e) = lock(&spool).ack(&pending, ack.through) {
-                    tracing::warn!(error = %format!("{e:#}"), "recording acknowledged log lines failed");
-                }
-                (ack.through < pending.last_seq).then(|| {
-                    format!(
-                        "the control plane acknowledged log lines through {} of {}",
-                        ack.through, pending.last_seq
-                    )
-                })
-            }
-            Err(e) => Some(e.to_string()),
-        };
-        match problem {
-            None => {
-                if let Some(since) = failing_since.take() {
-                    tracing::info!(after_secs = since.elapsed().as_secs(), "shipping logs works again");
-                }
-                warned_at = None;
-                backoff = MIN_BACKOFF;
-                if !pending.full && !pause(SHIP_EVERY.saturating_sub(sent_at.elapsed())).await {
-                    return;
-                }
-            }
-            Some(problem) => {
-                failing_since.get_or_insert_with(Instant::now);
-                if warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-                    let (lines, bytes) = {
-                        let spool = lock(&spool);
-                        (spool.unacknowledged(), spool.bytes())
-                    };
-                    tracing::warn!(error = %problem, lines_held = lines, bytes_held = bytes, "shipping logs failed; retrying, the spool keeps them meanwhile");
-                    warned_at = Some(Instant::now());
-                }
-                if !pause(backoff).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
     }
 }
 

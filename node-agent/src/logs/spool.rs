@@ -462,20 +462,42 @@ impl Spool {
 
     /// The oldest lines not yet acknowledged (at most `max_lines`, about `max_bytes`) and the
     /// drop counts not yet acknowledged; `None` when there is nothing to send.
+    #[cfg(test)]
     pub fn batch(&mut self, max_lines: usize, max_bytes: u64) -> anyhow::Result<Option<Pending>> {
+        self.batch_after(None, max_lines, max_bytes)
+    }
+
+    /// The lines after those of `sent` (a batch still on its way), so that several batches can
+    /// be in flight; without `sent`, [`Spool::batch`]. Drop counts go only in a batch that
+    /// follows none, so that no count is sent twice before it is acknowledged.
+    pub fn batch_after(
+        &mut self,
+        sent: Option<&Pending>,
+        max_lines: usize,
+        max_bytes: u64,
+    ) -> anyhow::Result<Option<Pending>> {
         self.flush()?;
-        let dropped: Vec<Dropped> = self
-            .dropped
-            .iter()
-            .map(|((app, env), n)| Dropped { app: app.clone(), env: env.clone(), lines: *n })
-            .collect();
+        let dropped: Vec<Dropped> = match sent {
+            Some(_) => Vec::new(),
+            None => self
+                .dropped
+                .iter()
+                .map(|((app, env), n)| Dropped { app: app.clone(), env: env.clone(), lines: *n })
+                .collect(),
+        };
+        // A batch of drop counts only says nothing about where its successor starts.
+        let sent = sent.filter(|p| p.last_seq > 0);
+        let after = sent.map_or(self.forgotten, |p| p.last_seq.max(self.forgotten));
+        // Where to start reading: only a hint, as lines at or before `after` are skipped anyway
+        // (the spool may have dropped the segment it points into).
+        let from = sent.map_or(self.head, |p| p.end);
         let mut lines = Vec::new();
-        let mut end = self.head;
+        let mut end = from;
         let mut bytes = 0;
         let mut full = false;
-        let start = self.segments.iter().position(|s| s.last_seq > self.forgotten);
+        let start = self.segments.iter().position(|s| s.last_seq > after);
         'segments: for segment in self.segments.iter().skip(start.unwrap_or(self.segments.len())) {
-            let offset = if self.head.0 == segment.first_seq { self.head.1 } else { 0 };
+            let offset = if from.0 == segment.first_seq { from.1 } else { 0 };
             let mut file = File::open(segment_path(&self.dir, segment.first_seq))?;
             file.seek(SeekFrom::Start(offset))?;
             let mut reader = BufReader::new(file.take(segment.bytes.saturating_sub(offset)));
@@ -493,7 +515,7 @@ impl Spool {
                 }
                 at += n;
                 let record: Record = serde_json::from_slice(&buf)?;
-                if record.line.seq > self.forgotten {
+                if record.line.seq > after {
                     bytes += n;
                     lines.push(record.line);
                 }

@@ -355,3 +355,44 @@ fn lines_lost_before_the_spool_are_counted_and_shipped() {
     assert!(sent.batch.lines.is_empty());
     assert_eq!(sent.batch.dropped, [Dropped { app: "a".into(), env: "production".into(), lines: 3 }]);
 }
+
+#[test]
+fn a_batch_after_one_in_flight_starts_where_it_ended_and_carries_no_drop_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 1 << 20;
+    let mut spool = Spool::open(dir.path(), cap).unwrap();
+    // More than the cap: the oldest are dropped and counted.
+    for i in 0..10_000 {
+        spool.append(numbered("a", i)).unwrap();
+    }
+    let first = spool.batch(300, u64::MAX).unwrap().unwrap();
+    assert_eq!(first.batch.dropped.len(), 1, "the first batch carries the drop counts");
+    let start = first.batch.lines[0].seq;
+    let second = spool.batch_after(Some(&first), 300, u64::MAX).unwrap().unwrap();
+    assert_eq!(seqs(&second), (start + 300..start + 600).collect::<Vec<_>>());
+    assert!(second.batch.dropped.is_empty(), "{:?}", second.batch.dropped);
+    // The one in flight may span segments; the next follows on across them.
+    let third = spool.batch_after(Some(&second), 300, u64::MAX).unwrap().unwrap();
+    assert_eq!(third.batch.lines[0].seq, start + 600);
+
+    // Acknowledged in order, each moves the spool on; what comes next follows the newest.
+    spool.ack(&first, first.last_seq).unwrap();
+    spool.ack(&second, second.last_seq).unwrap();
+    let next = spool.batch_after(Some(&third), 300, u64::MAX).unwrap().unwrap();
+    assert_eq!(next.batch.lines[0].seq, start + 900);
+    // Abandoned (the third failed): shipping starts again at the oldest unacknowledged line,
+    // with the drop counts, which were acknowledged, not sent again.
+    let again = spool.batch(300, u64::MAX).unwrap().unwrap();
+    assert_eq!(seqs(&again), seqs(&third));
+    assert!(again.batch.dropped.is_empty());
+
+    // The segment a batch in flight ended in is dropped by the cap: the next batch starts at
+    // the oldest line after it that the spool still holds.
+    for i in 10_000..20_000 {
+        spool.append(numbered("a", i)).unwrap();
+    }
+    let after = spool.batch_after(Some(&third), 300, u64::MAX).unwrap().unwrap();
+    assert!(after.batch.lines[0].seq > third.last_seq);
+    assert_eq!(after.batch.lines[0].seq, spool.batch(1, u64::MAX).unwrap().unwrap().batch.lines[0].seq);
+    assert!(after.batch.dropped.is_empty());
+}

@@ -1,0 +1,97 @@
+//! The local CA: made at first start (`ingress-ca.key` 0600 and `ingress-ca.crt` in the data
+//! directory), it signs a certificate for each host name the ingress serves that has none
+//! uploaded or from ACME. Users trust `ingress-ca.crt` (curl --cacert, or the system's store),
+//! the way mkcert works. It is a different CA from the one for node identity, so nothing it
+//! signs can pass for a node or the control plane.
+
+use crate::ca::{random_serial, rcgen_err, CaFiles, CLOCK_SKEW};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    SanType, PKCS_ECDSA_P256_SHA256,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// How long a certificate of the local CA is valid.
+pub const LOCAL_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+pub struct LocalCa {
+    files: CaFiles,
+    cert_path: PathBuf,
+    fingerprint: String,
+}
+
+/// A certificate made for some host names, with its key.
+pub struct Issued {
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+fn params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "paas local CA");
+    params.distinguished_name.push(DnType::OrganizationName, "paas");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+impl LocalCa {
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        let cert_path = dir.join("ingress-ca.crt");
+        let files = CaFiles::load_or_create(
+            &dir.join("ingress-ca.key"),
+            &cert_path,
+            params,
+            "the local CA for the apps' HTTPS certificates",
+        )?;
+        let fingerprint = crate::ca::fingerprint(&files.der);
+        Ok(Self { files, cert_path, fingerprint })
+    }
+
+    /// The file users trust.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    pub fn pem(&self) -> &str {
+        &self.files.pem
+    }
+
+    /// sha256 of the CA certificate: certificates it made carry it, so a replaced CA's are
+    /// made again.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// A server certificate for `hosts` (each listed by name), valid from now for
+    /// [`LOCAL_LIFETIME`], with a fresh P-256 key.
+    pub fn issue(&self, hosts: &[String]) -> anyhow::Result<Issued> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("making a key"))?;
+        let mut params = CertificateParams::default();
+        if let Some(first) = hosts.first() {
+            params.distinguished_name.push(DnType::CommonName, first.as_str());
+        }
+        params.subject_alt_names = hosts
+            .iter()
+            .map(|h| Ok(SanType::DnsName(h.as_str().try_into().map_err(rcgen_err(h))?)))
+            .collect::<anyhow::Result<_>>()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        let now = OffsetDateTime::now_utc();
+        (params.not_before, params.not_after) = (now - CLOCK_SKEW, now + LOCAL_LIFETIME);
+        let cert = params
+            .signed_by(&key, &self.files.issuer, &self.files.key)
+            .map_err(rcgen_err("signing a certificate"))?;
+        Ok(Issued {
+            chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            not_after: (now + LOCAL_LIFETIME).unix_timestamp(),
+        })
+    }
+}

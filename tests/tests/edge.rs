@@ -1,0 +1,182 @@
+//! The edge over HTTPS, end to end with `paas up` and curl: each app hostname is served with a
+//! certificate of the local CA chosen by SNI, over HTTP/2 and HTTP/1.1; custom domains with
+//! the local CA's certificate or an uploaded one (checked for its name, dates and key); a
+//! name the platform does not serve gets no certificate; HTTPS keeps working across a restart.
+
+use paas_tests::Platform;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Reply {
+    /// curl's exit code: 0, or why the request failed (35: the TLS handshake, 60: the
+    /// certificate was not trusted).
+    code: i32,
+    status: String,
+    version: String,
+    body: String,
+}
+
+/// GET `https://host:port/path` through the platform's HTTPS ingress, trusting `ca`.
+fn curl(p: &Platform, ca: &Path, host: &str, path: &str, extra: &[&str]) -> Reply {
+    let port = p.https.rsplit_once(':').unwrap().1;
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .args(extra)
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (status, version) = tail.split_once(' ').unwrap_or((tail, ""));
+    Reply {
+        code: out.status.code().unwrap_or(-1),
+        status: status.to_string(),
+        version: version.to_string(),
+        body: format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+/// Waits until `check` answers `Ok`; on timeout, fails with what it last saw.
+fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> Result<String, String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last saw: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// `Ok` with its body when `r` is a 200, else what it was.
+fn ok(r: Reply) -> Result<String, String> {
+    if r.status == "200" {
+        Ok(r.body)
+    } else {
+        Err(format!("curl exit {} status {} {}", r.code, r.status, r.body))
+    }
+}
+
+/// A CA of the test's own and a certificate it signs for `names`, valid `from`..`until` days
+/// from now (negative: in the past).
+fn own_cert(dir: &Path, tag: &str, names: &[&str], from: i64, until: i64) -> (String, String, String) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: rcgen gives every certificate the same one by default, which makes
+    // the leaf look self-signed.
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("test CA {tag}"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(from);
+    params.not_after = now + time::Duration::days(until);
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let path = |what: &str| dir.join(format!("{tag}-{what}.pem")).to_str().unwrap().to_string();
+    std::fs::write(path("cert"), cert.pem()).unwrap();
+    std::fs::write(path("key"), key.serialize_pem()).unwrap();
+    std::fs::write(path("ca"), ca_cert.pem()).unwrap();
+    (path("cert"), path("key"), path("ca"))
+}
+
+#[test]
+fn apps_and_domains_are_served_over_https_with_the_right_certificate() {
+    let mut p = Platform::start();
+    let ca = p.ca_file.clone();
+    assert!(std::fs::read_to_string(&ca).unwrap().contains("BEGIN CERTIFICATE"));
+    let app = p.app_name("edge");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let src = paas_tests::example_copy("hello");
+    p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+    let host = p.host(&app);
+
+    // The app's hostname, over HTTP/2 and HTTP/1.1, with its own certificate of the local CA.
+    let r = curl(&p, &ca, &host, "/", &["--http2"]);
+    assert_eq!((r.code, r.status.as_str(), r.version.as_str()), (0, "200", "2"), "{}", r.body);
+    assert!(r.body.contains("Hello"), "{}", r.body);
+    let r = curl(&p, &ca, &host, "/", &["--http1.1"]);
+    assert_eq!((r.code, r.status.as_str(), r.version.as_str()), (0, "200", "1.1"), "{}", r.body);
+    // The app hears that the client came over HTTPS, and for which host (HTTP/2 has no Host
+    // header of its own: the ingress gives the backend one).
+    let r = curl(&p, &ca, &host, "/headers", &["--http2", "-H", "X-Forwarded-Proto: http"]);
+    assert!(r.body.contains("x-forwarded-proto: https\n"), "{}", r.body);
+    assert!(r.body.contains(&format!("host: {host}:")), "{}", r.body);
+    let cert = Command::new("openssl")
+        .args(["s_client", "-connect", &p.https, "-servername", &host])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let cert = String::from_utf8_lossy(&cert.stdout).into_owned();
+    assert!(cert.contains(&format!("CN = {host}")), "{cert}");
+
+    // A name the platform does not serve gets no certificate: the handshake fails.
+    let r = curl(&p, &ca, &format!("nope-{app}.localhost"), "/", &[]);
+    assert_eq!(r.code, 35, "{}", r.body);
+
+    // A custom domain with the local CA's certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let local = format!("www.{app}.test");
+    let out = p.paas(&["domains", "add", "--app", &app, &local]).expect_ok().stdout;
+    assert!(out.contains("local CA") && out.contains(&format!("point {local} at the ingress")), "{out}");
+    let body = wait_for(30, "the custom domain over HTTPS", || ok(curl(&p, &ca, &local, "/", &[])));
+    assert!(body.contains("Hello"), "{body}");
+
+    // An uploaded certificate: refused when it is not for the domain, has expired, or comes
+    // with another key; served when it is right.
+    let shop = format!("shop.{app}.example");
+    let (other, other_key, _) = own_cert(dir.path(), "other", &["other.example"], -1, 30);
+    p.paas(&["domains", "add", "--app", &app, &shop, "--cert", &other, "--key", &other_key])
+        .expect_err("not valid for");
+    let (old, old_key, _) = own_cert(dir.path(), "old", &[&shop], -30, -1);
+    p.paas(&["domains", "add", "--app", &app, &shop, "--cert", &old, "--key", &old_key])
+        .expect_err("expired");
+    let (cert, key, own_ca) = own_cert(dir.path(), "shop", &[&shop], -1, 30);
+    p.paas(&["domains", "add", "--app", &app, &shop, "--cert", &cert, "--key", &other_key])
+        .expect_err("does not belong");
+    p.paas(&["domains", "add", "--app", &app, &shop, "--cert", &cert]).expect_err("--key");
+    p.paas(&["domains", "add", "--app", &app, "bad_domain!", "--cert", &cert, "--key", &key])
+        .expect_err("is not a domain name");
+    p.paas(&["domains", "add", "--app", &app, &format!("x.{host}")]).expect_err("base domain");
+    let out =
+        p.paas(&["domains", "add", "--app", &app, &shop, "--cert", &cert, "--key", &key]).expect_ok().stdout;
+    assert!(out.contains("your certificate"), "{out}");
+    p.paas(&["domains", "add", "--app", &app, &shop]).expect_err("already a domain");
+    wait_for(30, "the uploaded certificate to be served", || {
+        ok(curl(&p, Path::new(&own_ca), &shop, "/", &[]))
+    });
+    // It is not the local CA's.
+    assert_eq!(curl(&p, &ca, &shop, "/", &[]).code, 60);
+
+    let listed = p.paas(&["domains", "list", "--app", &app]).expect_ok().stdout;
+    assert!(listed.contains(&local) && listed.contains(&shop) && listed.contains("uploaded"), "{listed}");
+    let listed = p.paas(&["domains", "list", "--app", &app, "--output", "json"]).expect_ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    // After a restart, everything is served again, certificates unchanged.
+    p.restart();
+    wait_for(60, "HTTPS after a restart", || {
+        ok(curl(&p, &ca, &host, "/", &[]))?;
+        ok(curl(&p, Path::new(&own_ca), &shop, "/", &[]))
+    });
+
+    // Removed, a domain is neither routed nor has a certificate.
+    p.paas(&["domains", "remove", "--app", &app, &shop]).expect_ok();
+    p.paas(&["domains", "remove", "--app", &app, &shop]).expect_err("has no domain");
+    wait_for(30, "the removed domain to be gone", || match curl(&p, Path::new(&own_ca), &shop, "/", &[]) {
+        r if r.code == 35 => Ok(String::new()),
+        r => Err(format!("curl exit {} status {}", r.code, r.status)),
+    });
+    let listed = p.paas(&["domains", "list", "--app", &app]).expect_ok().stdout;
+    assert!(!listed.contains(&shop) && listed.contains(&local), "{listed}");
+}
