@@ -267,6 +267,8 @@ pub struct DataDir {
     pub node_cert_secs: u64,
     #[command(flatten)]
     pub drains: DrainSettingsArgs,
+    #[command(flatten)]
+    pub acme: AcmeArgs,
 }
 
 /// Backup schedule and retention of a database.
@@ -695,6 +697,23 @@ pub enum DbCommand {
         #[arg(long)]
         reveal: bool,
     },
+}
+
+/// Where custom domains get their certificates: an ACME server (Let's Encrypt's is
+/// https://acme-v02.api.letsencrypt.org/directory), or the local CA without one.
+#[derive(Args, Debug, Clone)]
+pub struct AcmeArgs {
+    /// The ACME directory URL custom domains get certificates from (HTTP-01: the domain must
+    /// reach this platform's ingress on port 80).
+    #[arg(long, env = "PAAS_ACME_DIRECTORY", requires = "acme_email")]
+    pub acme_directory: Option<String>,
+    /// The contact address of the ACME account (expiry notices go there).
+    #[arg(long, env = "PAAS_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// PEM file of CA certificates trusted to reach the ACME server (a private one such as
+    /// pebble).
+    #[arg(long, env = "PAAS_ACME_CA_FILE")]
+    pub acme_ca_file: Option<PathBuf>,
 }
 
 /// How log drains connect, and how far behind one may fall.

@@ -10,6 +10,8 @@ CREATE TABLE domains (
     tls TEXT NOT NULL,              -- local | uploaded | acme
     created_at TEXT NOT NULL,
     created_by TEXT NOT NULL,
+    cert_error TEXT,                -- why the last ACME attempt failed; NULL once one succeeds
+    cert_error_at TEXT,
     FOREIGN KEY (app, env) REFERENCES envs(app, name) ON DELETE CASCADE
 );
 CREATE INDEX domains_by_env ON domains (app, env);

@@ -153,6 +153,10 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let is_ingress = nodes.iter().any(|n| n.name == node && n.ingress);
     let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
     let certificates = if is_ingress { crate::edge::assigned(state).await? } else { Vec::new() };
+    let acme_challenges = match (&state.acme, is_ingress) {
+        (Some(acme), true) => acme.challenges(),
+        _ => Vec::new(),
+    };
     let mut static_prefetch = Vec::new();
     if is_ingress {
         for env in &envs {
@@ -220,6 +224,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         keep_images,
         prune,
         certificates,
+        acme_challenges,
     })
 }
 

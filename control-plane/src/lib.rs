@@ -69,6 +69,8 @@ pub struct Config {
     pub log_retention: logs::Retention,
     /// Log drains: the CA they trust besides the platform's roots, how far behind they may fall.
     pub drains: drains::DrainSettings,
+    /// The ACME server custom domains get their certificates from; the local CA's without.
+    pub acme: Option<edge::acme::AcmeSettings>,
 }
 
 impl Config {
@@ -91,6 +93,7 @@ impl Config {
                 allow_nets: vec!["127.0.0.0/8".parse().expect("a network")],
                 ..Default::default()
             },
+            acme: None,
         }
     }
 }
@@ -121,6 +124,10 @@ impl ControlPlane {
         }
         let ca = ca::Ca::load_or_create(&config.data_dir, config.node_cert_lifetime)?;
         let ingress_ca = edge::local_ca::LocalCa::load_or_create(&config.data_dir)?;
+        let acme = match &config.acme {
+            Some(settings) => Some(Arc::new(edge::acme::Acme::new(settings.clone(), &config.data_dir)?)),
+            None => None,
+        };
         let secrets = secrets::SecretBox::load_or_create(&config.data_dir)?;
         dbroles::fill_missing_secrets(&store, &secrets)
             .await
@@ -133,7 +140,8 @@ impl ControlPlane {
             .with_context(|| format!("creating the backup directory {}", config.backup_dir.display()))?;
         let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3.clone());
         tracing::info!(store = %storage.describe(), "backups are kept in");
-        let state = AppState::new(store, logs, Arc::new(config), secrets, storage, ca, ingress_ca);
+        let mut state = AppState::new(store, logs, Arc::new(config), secrets, storage, ca, ingress_ca);
+        state.acme = acme;
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
         backups::recover(&state).await.context("recovering backups interrupted by the last shutdown")?;
         // In the background: an unreachable bucket must not keep the platform (and every app's
@@ -184,6 +192,7 @@ impl ControlPlane {
         self.state.spawn(logs::platform::feed(self.state.clone()));
         self.state.spawn(drains::run(self.state.clone()));
         self.state.spawn(edge::run(self.state.clone()));
+        self.state.spawn(edge::acme::run(self.state.clone()));
         // Deploys and backup steps hear of shutdown at once, while requests drain.
         let (stop, tasks) = (shutdown.clone(), self.state.shutting_down());
         self.state.spawn(async move {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub ca: Arc<crate::ca::Ca>,
     /// Signs the apps' HTTPS certificates where none was uploaded or obtained.
     pub ingress_ca: Arc<crate::edge::local_ca::LocalCa>,
+    /// Obtains custom domains' certificates, when the platform has an ACME server.
+    pub acme: Option<Arc<crate::edge::acme::Acme>>,
     /// Serialises config changes (read, modify, seal, write) so none is lost.
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     api_url: Arc<std::sync::OnceLock<String>>,
@@ -120,6 +122,7 @@ impl AppState {
             backup_storage,
             ca: Arc::new(ca),
             ingress_ca: Arc::new(ingress_ca),
+            acme: None,
             config_lock: Arc::default(),
             api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),

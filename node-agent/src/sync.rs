@@ -86,6 +86,9 @@ impl Syncer {
                         self.routes.set_routes(&a.routes);
                         save_routes(&self.cache, &a.routes);
                     }
+                    if self.registration.ingress {
+                        self.routes.set_challenges(&a.acme_challenges);
+                    }
                     if self.registration.ingress && self.routes.certificates() != a.certificates {
                         tracing::info!(
                             index,

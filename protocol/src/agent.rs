@@ -50,6 +50,16 @@ pub struct Assignment {
     /// Certificates an ingress node serves over HTTPS, picked by the name a client asks for
     /// (SNI); empty for nodes without the ingress role.
     pub certificates: Vec<TlsCertificate>,
+    /// ACME HTTP-01 challenges an ingress node answers on plain HTTP, for any host, while the
+    /// control plane obtains a certificate.
+    pub acme_challenges: Vec<AcmeChallenge>,
+}
+
+/// `GET /.well-known/acme-challenge/{token}` answers `key_authorization`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeChallenge {
+    pub token: String,
+    pub key_authorization: String,
 }
 
 /// A certificate and its key, for the host names it was issued for.

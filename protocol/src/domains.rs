@@ -38,6 +38,12 @@ pub struct Domain {
     pub tls: CertSource,
     /// When its certificate ends (RFC 3339); absent while it has none yet.
     pub cert_expires: Option<String>,
+    /// Where the certificate served now comes from: an ACME domain is served with the local
+    /// CA's until its own arrives.
+    pub cert_source: Option<CertSource>,
+    /// Why the last ACME attempt failed (it is retried with backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_error: Option<String>,
     /// The DNS record the domain needs to reach the platform, as a sentence.
     pub dns: String,
     pub created_at: String,

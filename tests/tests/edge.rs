@@ -180,3 +180,72 @@ fn apps_and_domains_are_served_over_https_with_the_right_certificate() {
     let listed = p.paas(&["domains", "list", "--app", &app]).expect_ok().stdout;
     assert!(!listed.contains(&shop) && listed.contains(&local), "{listed}");
 }
+
+#[test]
+fn a_domain_gets_its_certificate_from_an_acme_server_through_the_ingress() {
+    // Pebble checks the HTTP-01 challenge on the platform's plain-HTTP port: fix it first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pebble = paas_tests::pebble::Pebble::start(port);
+    let ingress = format!("127.0.0.1:{port}");
+    let ca = pebble.ca_file();
+    let mut p = Platform::start_with(&[
+        "--http-addr",
+        &ingress,
+        "--acme-directory",
+        &pebble.directory(),
+        "--acme-email",
+        "ops@example.com",
+        "--acme-ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    let app = p.app_name("acme");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let src = paas_tests::example_copy("hello");
+    p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+
+    let domain = format!("www.{app}.test");
+    let out = p.paas(&["domains", "add", "--app", &app, &domain]).expect_ok().stdout;
+    assert!(out.contains("ACME"), "{out}");
+    // Until it comes, the local CA's certificate serves; then pebble's, which chains to
+    // pebble's root.
+    let root = pebble.issuing_root_file();
+    wait_for(90, "the ACME certificate to be served", || {
+        ok(curl(&p, &root, &domain, "/", &[])).map_err(|e| format!("{e}\n{}", pebble.log()))
+    });
+    let listed = p.paas(&["domains", "list", "--app", &app, "--output", "json"]).expect_ok().json();
+    assert_eq!(listed[0]["tls"], "acme", "{listed}");
+    assert_eq!(listed[0]["cert_source"], "acme", "{listed}");
+    assert!(listed[0]["cert_error"].is_null(), "{listed}");
+    // The challenge was answered by the ingress, and is no longer.
+    assert!(
+        pebble.log().contains(&format!("http://{domain}:{port}/.well-known/acme-challenge/")),
+        "{}",
+        pebble.log()
+    );
+
+    // A domain pebble cannot validate (its name resolves to an address where nothing
+    // listens) keeps the local CA's certificate and says why.
+    let stray = format!("stray.{app}.test");
+    let dns = format!("http://127.0.0.1:{}/add-a", pebble.dns_management_port);
+    let set = Command::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            "-d",
+            &format!("{{\"host\":\"{stray}\",\"addresses\":[\"127.0.0.2\"]}}"),
+            &dns,
+        ])
+        .output()
+        .unwrap();
+    assert!(set.status.success());
+    p.paas(&["domains", "add", "--app", &app, &stray]).expect_ok();
+    let error = wait_for(90, "the failed ACME attempt to be recorded", || {
+        let listed = p.paas(&["domains", "list", "--app", &app, "--output", "json"]).expect_ok().json();
+        let d = listed.as_array().unwrap().iter().find(|d| d["domain"] == stray.as_str()).cloned().unwrap();
+        d["cert_error"].as_str().map(str::to_string).ok_or_else(|| d.to_string())
+    });
+    assert!(!error.is_empty());
+    let r = curl(&p, &p.ca_file.clone(), &stray, "/", &[]);
+    assert_eq!(r.status, "200", "{}", r.body);
+}

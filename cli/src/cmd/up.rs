@@ -75,7 +75,26 @@ fn control_plane_config(
     if let Some(ca) = &data.drains.drain_ca_file {
         control_plane::drains::check_ca_file(ca).context("--drain-ca-file")?;
     }
+    let acme = match (&data.acme.acme_directory, &data.acme.acme_email) {
+        (Some(directory), Some(email)) => {
+            anyhow::ensure!(
+                directory.starts_with("https://"),
+                "--acme-directory {directory:?}: give the ACME server's https:// directory URL"
+            );
+            anyhow::ensure!(
+                email.contains('@') && !email.contains(char::is_whitespace),
+                "--acme-email {email:?} is not an email address"
+            );
+            Some(control_plane::edge::acme::AcmeSettings {
+                directory: directory.clone(),
+                email: email.clone(),
+                ca_file: data.acme.acme_ca_file.clone(),
+            })
+        }
+        _ => None,
+    };
     Ok(control_plane::Config {
+        acme,
         backup_dir: b.backup_dir.clone().unwrap_or_else(|| data_dir.join("backups")),
         data_dir,
         base_domain: data.base_domain.to_lowercase(),

@@ -1,6 +1,7 @@
 //! Custom domains of an app's environments: adding one (with an uploaded certificate, checked
-//! for the name, its dates and its key; or with the local CA's), listing them with the DNS
-//! record each needs, and removing them. Each is served like its environment's hostname.
+//! for the name, its dates and its key; with one from ACME when the platform has an ACME
+//! server; else with the local CA's), listing them with the DNS record each needs, and removing
+//! them. Each is served like its environment's hostname.
 
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
@@ -71,7 +72,9 @@ async fn view(state: &AppState, row: DomainRow) -> Result<Domain> {
     Ok(Domain {
         dns: dns_instruction(state, &row),
         tls: row.tls.parse().unwrap_or(CertSource::Local),
-        cert_expires: cert.map(|c| rfc3339(c.not_after)),
+        cert_expires: cert.as_ref().map(|c| rfc3339(c.not_after)),
+        cert_source: cert.and_then(|c| c.source.parse().ok()),
+        cert_error: row.cert_error,
         domain: row.domain,
         app: row.app,
         env: row.env,
@@ -126,7 +129,11 @@ pub async fn add(state: &AppState, user: &str, app: &str, req: AddDomain) -> Res
         (None, None) => None,
         _ => return Err(DomainError::Invalid("give both --cert and --key, or neither".into())),
     };
-    let tls = if upload.is_some() { CertSource::Uploaded } else { CertSource::Local };
+    let tls = match (&upload, &state.acme) {
+        (Some(_), _) => CertSource::Uploaded,
+        (None, Some(_)) => CertSource::Acme,
+        (None, None) => CertSource::Local,
+    };
     let _adding = ADDING.lock().await;
     if let Some(taken) = state.store.get_domain(&domain).await? {
         let whose = if taken.app == app { format!("{}'s {}", app, taken.env) } else { "another app".into() };
@@ -144,14 +151,20 @@ pub async fn add(state: &AppState, user: &str, app: &str, req: AddDomain) -> Res
         tls: tls.to_string(),
         created_at: crate::store::now(),
         created_by: user.to_string(),
+        cert_error: None,
+        cert_error_at: None,
     };
     if !state.store.insert_domain(&row, upload.as_ref()).await? {
         return Err(DomainError::Conflict(format!("{domain} is already a domain")));
     }
     tracing::info!(app, env = %env, domain = %domain, tls = %tls, user, "domain added");
-    // Its certificate (the local CA's) before the answer, so it serves HTTPS at once.
+    // Its certificate (the local CA's) before the answer, so it serves HTTPS at once; an ACME
+    // one replaces it when it comes.
     super::refresh(state).await?;
     state.bump();
+    if let Some(acme) = &state.acme {
+        acme.wake();
+    }
     view(state, row).await
 }
 

@@ -4,6 +4,7 @@
 //! other was uploaded or obtained, renewed a third of its life before it ends, and deletes the
 //! certificates of names no longer served. Ingress nodes get them in their assignment.
 
+pub mod acme;
 pub mod domains;
 pub mod local_ca;
 

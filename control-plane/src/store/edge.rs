@@ -12,6 +12,9 @@ pub struct DomainRow {
     pub tls: String,
     pub created_at: String,
     pub created_by: String,
+    /// Why the last ACME attempt failed, and when; `None` once one succeeds.
+    pub cert_error: Option<String>,
+    pub cert_error_at: Option<String>,
 }
 
 #[derive(Clone, sqlx::FromRow)]
@@ -93,6 +96,17 @@ impl Store {
         }
         tx.commit().await?;
         Ok(gone)
+    }
+
+    /// Records how the latest ACME attempt for `domain` went (`None`: it succeeded).
+    pub async fn domain_cert_error(&self, domain: &str, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE domains SET cert_error = ?, cert_error_at = ? WHERE domain = ?")
+            .bind(error)
+            .bind(error.map(|_| now()))
+            .bind(domain)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn list_certificates(&self) -> Result<Vec<CertRow>> {

@@ -99,6 +99,8 @@ pub struct IngressHandle {
     static_roots: Arc<RwLock<HashMap<String, std::path::PathBuf>>>,
     /// What the HTTPS listener serves, by SNI.
     certificates: Arc<tls::Certificates>,
+    /// ACME HTTP-01 challenges being answered: token to key authorization.
+    challenges: Arc<RwLock<Arc<HashMap<String, String>>>>,
 }
 
 #[derive(Default)]
@@ -121,6 +123,7 @@ impl IngressHandle {
             inflight: Arc::default(),
             static_roots: Arc::default(),
             certificates: Arc::default(),
+            challenges: Arc::default(),
         }
     }
 
@@ -132,6 +135,18 @@ impl IngressHandle {
 
     pub fn certificates(&self) -> Vec<protocol::agent::TlsCertificate> {
         self.certificates.source()
+    }
+
+    /// Replaces the ACME challenges answered on `/.well-known/acme-challenge/`.
+    pub fn set_challenges(&self, challenges: &[protocol::agent::AcmeChallenge]) {
+        let map = challenges.iter().map(|c| (c.token.clone(), c.key_authorization.clone())).collect();
+        *self.challenges.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+    }
+
+    /// The key authorization of a challenge `token`, while one is being answered.
+    pub(crate) fn challenge(&self, token: &str) -> Option<String> {
+        let challenges = self.challenges.read().unwrap_or_else(|p| p.into_inner()).clone();
+        challenges.get(token).cloned()
     }
 
     /// Atomically replaces the whole route table.

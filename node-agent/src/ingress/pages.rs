@@ -1,5 +1,6 @@
 //! The small HTML pages the ingress answers with itself (unknown host, no healthy replica, backend
-//! failure or timeout, malformed or stalled request), so a visitor sees why instead of an empty response.
+//! failure or timeout, malformed or stalled request), so a visitor sees why instead of an empty response;
+//! and its plain-text answers (ACME challenges).
 
 use super::proxy::RespBody;
 use bytes::Bytes;
@@ -53,6 +54,11 @@ pub(crate) fn bad_request(message: &str) -> Response<RespBody> {
     page(StatusCode::BAD_REQUEST, "Bad request", &escape(message))
 }
 
+/// A plain-text answer (an ACME challenge's key authorization).
+pub(crate) fn text(status: StatusCode, text: String) -> Response<RespBody> {
+    with_type(status, text, "text/plain")
+}
+
 /// `message_html` must already be escaped; everything else on the page is constant.
 fn page(status: StatusCode, title: &str, message_html: &str) -> Response<RespBody> {
     let html = format!(
@@ -61,11 +67,15 @@ fn page(status: StatusCode, title: &str, message_html: &str) -> Response<RespBod
          </body></html>\n",
         code = status.as_u16(),
     );
-    let body = Full::new(Bytes::from(html)).map_err(|never| match never {}).boxed_unsync();
+    with_type(status, html, "text/html; charset=utf-8")
+}
+
+fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<RespBody> {
+    let body = Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     // These answers describe a transient state of the cluster; a cached 503 would outlive it.
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp

@@ -32,6 +32,9 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// of our pages.
 pub(crate) type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// Where ACME servers look for HTTP-01 challenge answers.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
 /// Upstream keep-alive connections idle longer than this are closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -115,6 +118,14 @@ impl Proxy {
             return pages::bad_request("The request has no usable Host header.");
         };
         let host = normalize_host(&raw_host);
+        // ACME's HTTP-01 check, for any host: answered only while the control plane obtains a
+        // certificate (other tokens go on to the app, which may answer its own).
+        if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE) {
+            if let Some(key) = self.handle.challenge(token) {
+                access.answered_by(Dyno::Ingress);
+                return pages::text(StatusCode::OK, key);
+            }
+        }
         let Some(entry) = self.handle.lookup(&host) else {
             return pages::not_found(&host);
         };
