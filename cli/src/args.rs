@@ -576,6 +576,14 @@ pub enum EnvsCommand {
         #[arg(long)]
         confirm: Option<String>,
     },
+    /// Swap two environments' hostnames and custom domains at once (blue/green between, say,
+    /// production and staging); swap again to swap back.
+    Swap {
+        #[arg(long, short = 'a')]
+        app: String,
+        env1: String,
+        env2: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

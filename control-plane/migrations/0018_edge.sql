@@ -25,3 +25,7 @@ CREATE TABLE certificates (
     issuer TEXT NOT NULL,           -- sha256 of the local CA that made it; '' for the others
     updated_at TEXT NOT NULL
 );
+
+-- `paas envs swap`: an environment serves the generated hostname of `host_env` (NULL: its own).
+-- Swapping two environments sets each to the other's and moves their custom domains along.
+ALTER TABLE envs ADD COLUMN host_env TEXT;

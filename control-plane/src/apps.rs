@@ -36,8 +36,8 @@ async fn summary(state: &AppState, name: String, created_at: String) -> Result<A
             "running"
         };
         envs.push(EnvSummary {
-            hostname: protocol::hostname(&name, &e.name, &state.config.base_domain),
-            url: state.url_for(&name, &e.name),
+            hostname: e.hostname(&state.config.base_domain),
+            url: state.url_for(&e),
             current_release: e.current_release,
             target_release: e.target_release,
             status: status.to_string(),
@@ -90,6 +90,22 @@ pub async fn create_env(state: &AppState, user: &str, app: &str, env: String) ->
 }
 
 /// Deletes an environment other than production (which goes only with its app).
+/// Swaps the hostnames (and custom domains) of two environments at once: Elastic Beanstalk's
+/// "swap environment URLs", the blue/green between production and staging. Swapping again
+/// swaps back.
+pub async fn swap_envs(state: &AppState, user: &str, app: &str, a: &str, b: &str) -> Result<App> {
+    AppName::new(app)?;
+    let (a, b) = (EnvName::new(a)?, EnvName::new(b)?);
+    if a == b {
+        return Err(DomainError::Invalid(format!("give two different environments to swap, not {a} twice")));
+    }
+    state.store.swap_hosts(app, a.as_str(), b.as_str()).await?;
+    tracing::info!(app, a = %a, b = %b, user, "environment hostnames swapped");
+    // One route table with both hosts moved: the ingress swaps it whole.
+    state.bump();
+    view(state, app).await
+}
+
 pub async fn delete_env(state: &AppState, user: &str, app: &str, env: &str) -> Result<()> {
     if env == protocol::PRODUCTION {
         return Err(DomainError::Conflict("production cannot be deleted; delete the app instead".into()));

@@ -253,7 +253,7 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
         let (backends, replicas) = backends.into_iter().unzip();
         let static_files = static_route(&state.store.get_release(&env.app, &env.name, current).await?);
         let route = Route {
-            host: protocol::hostname(&env.app, &env.name, &state.config.base_domain),
+            host: env.hostname(&state.config.base_domain),
             app: env.app,
             env: env.name,
             release: current,

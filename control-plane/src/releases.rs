@@ -260,7 +260,8 @@ pub async fn events(
         let done = release.status.is_finished();
         if !events.is_empty() || done || tokio::time::Instant::now() >= deadline {
             let next = events.last().map(|e| e.seq).unwrap_or(after);
-            return Ok(DeployEvents { events, next, release, url: state.url_for(app, env) });
+            let url = state.url_for(&state.store.get_env(app, env).await?);
+            return Ok(DeployEvents { events, next, release, url });
         }
         let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
     }

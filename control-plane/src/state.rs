@@ -317,8 +317,9 @@ impl AppState {
         nodes.iter().filter(|n| !has(&m, n)).cloned().collect()
     }
 
-    pub fn url_for(&self, app: &str, env: &str) -> String {
-        let host = protocol::hostname(app, env, &self.config.base_domain);
+    /// The URL an environment is served at (after any `envs swap`).
+    pub fn url_for(&self, env: &crate::store::EnvRow) -> String {
+        let host = env.hostname(&self.config.base_domain);
         match self.config.ingress_http_port {
             80 => format!("http://{host}/"),
             port => format!("http://{host}:{port}/"),

@@ -28,6 +28,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("DELETE", "/apps/{app}".into(), "admin"),
         ("POST", "/apps/{app}/envs".into(), "admin"),
         ("DELETE", "/apps/{app}/envs/{env}".into(), "admin"),
+        ("POST", "/apps/{app}/envs/{env}/swap".into(), "deployer"),
         ("GET", "/apps/{app}/envs/{env}/config".into(), "viewer"),
         ("POST", "/apps/{app}/envs/{env}/config".into(), "deployer"),
         ("POST", "/apps/{app}/envs/{env}/promote".into(), "deployer"),

@@ -128,6 +128,13 @@ pub struct Promote {
     pub from: String,
 }
 
+/// `POST /api/v1/apps/{app}/envs/{env}/swap`: the environment whose hostnames `env` takes,
+/// giving it its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwapEnvs {
+    pub with: String,
+}
+
 /// Deploys an earlier release again (as a new release with the same image and settings).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Rollback {

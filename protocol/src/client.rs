@@ -192,6 +192,12 @@ impl Client {
         self.post(&format!("/api/v1/apps/{app}/envs"), &CreateEnv { name: env.to_string() }).await
     }
 
+    /// Swaps the hostnames and custom domains of `env` and `with`.
+    pub async fn swap_envs(&self, app: &str, env: &str, with: &str) -> Result<App> {
+        let body = crate::api::SwapEnvs { with: with.to_string() };
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/swap"), &body).await
+    }
+
     pub async fn delete_env(&self, app: &str, env: &str) -> Result<serde_json::Value> {
         self.send(self.http().delete(self.url(&format!("/api/v1/apps/{app}/envs/{env}")))).await
     }

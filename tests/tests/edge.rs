@@ -249,3 +249,83 @@ fn a_domain_gets_its_certificate_from_an_acme_server_through_the_ingress() {
     let r = curl(&p, &p.ca_file.clone(), &stray, "/", &[]);
     assert_eq!(r.status, "200", "{}", r.body);
 }
+
+#[test]
+fn envs_swap_moves_hostnames_and_domains_under_load_without_a_failed_request() {
+    use paas_tests::load::Load;
+    let mut p = Platform::start();
+    let app = p.app_name("swap");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    p.paas(&["envs", "create", "--app", &app, "staging"]).expect_ok();
+    p.paas(&["config", "set", "--app", &app, "GREETING=blue"]).expect_ok();
+    p.paas(&["config", "set", "--app", &app, "--env", "staging", "GREETING=green"]).expect_ok();
+    let src = paas_tests::example_copy("hello");
+    let dir = src.path().to_str().unwrap();
+    p.paas(&["deploy", dir, "--app", &app]).expect_ok();
+    p.paas(&["deploy", dir, "--app", &app, "--env", "staging"]).expect_ok();
+    let domain = format!("www.{app}.test");
+    p.paas(&["domains", "add", "--app", &app, &domain]).expect_ok();
+    let (prod, staging) = (p.host(&app), format!("{app}-staging.localhost"));
+    let greeting = |host: &str| {
+        let body = p.get(host, "/").body;
+        body.lines().next().unwrap_or("").to_string()
+    };
+    assert_eq!(
+        (greeting(&prod), greeting(&staging), greeting(&domain)),
+        ("blue".into(), "green".into(), "blue".into())
+    );
+
+    let loads = [Load::start(&p.ingress, &prod, 2), Load::start(&p.ingress, &staging, 2)];
+    let out = p.paas(&["envs", "swap", "--app", &app, "production", "staging"]).expect_ok().stdout;
+    assert!(out.contains(&format!("production now serves http://{staging}:")), "{out}");
+    wait_for(30, "the hostnames to swap", || {
+        let now = (greeting(&prod), greeting(&staging), greeting(&domain));
+        if now == ("green".into(), "blue".into(), "green".into()) {
+            Ok(String::new())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    });
+    let envs = p.paas(&["envs", "list", "--app", &app, "--output", "json"]).expect_ok().json();
+    let url =
+        |name: &str| envs.as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["url"].clone();
+    assert!(url("production").as_str().unwrap().contains(&staging), "{envs}");
+    let domains = p.paas(&["domains", "list", "--app", &app, "--output", "json"]).expect_ok().json();
+    assert_eq!(domains[0]["env"], "staging", "{domains}");
+
+    // And back.
+    p.paas(&["envs", "swap", "--app", &app, "staging", "production"]).expect_ok();
+    wait_for(30, "the hostnames to swap back", || {
+        let now = (greeting(&prod), greeting(&staging), greeting(&domain));
+        if now == ("blue".into(), "green".into(), "blue".into()) {
+            Ok(String::new())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    });
+    for load in loads {
+        let samples = load.finish();
+        let failed: Vec<_> = samples.iter().filter(|s| s.status != 200).collect();
+        assert!(
+            samples.len() > 20 && failed.is_empty(),
+            "{} of {} failed: {:?}",
+            failed.len(),
+            samples.len(),
+            failed.first()
+        );
+    }
+    p.paas(&["envs", "swap", "--app", &app, "staging", "staging"]).expect_err("two different environments");
+    p.paas(&["envs", "swap", "--app", &app, "staging", "nope"]).expect_err("nope");
+
+    // Deleting a swapped environment ends the swap: production serves its own name again.
+    p.paas(&["envs", "swap", "--app", &app, "production", "staging"]).expect_ok();
+    p.paas(&["envs", "delete", "--app", &app, "staging", "--confirm", "staging"]).expect_ok();
+    wait_for(30, "production back on its own hostname", || {
+        let g = greeting(&prod);
+        if g == "blue" {
+            Ok(g)
+        } else {
+            Err(g)
+        }
+    });
+}

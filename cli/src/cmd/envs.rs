@@ -41,6 +41,17 @@ pub async fn envs(g: &Global, cmd: EnvsCommand) -> anyhow::Result<ExitCode> {
             let done = client.delete_env(&app, &name).await?;
             emit(g.output, &done, |_| println!("Deleted environment {app}/{name}"))?;
         }
+        EnvsCommand::Swap { app, env1, env2 } => {
+            EnvName::new(env1.as_str())?;
+            EnvName::new(env2.as_str())?;
+            let view = client.swap_envs(&app, &env1, &env2).await?;
+            emit(g.output, &view, |a| {
+                println!("Swapped the hostnames of {app}/{env1} and {app}/{env2}:");
+                for e in a.envs.iter().filter(|e| e.name == env1 || e.name == env2) {
+                    println!("  {} now serves {}", e.name, e.url);
+                }
+            })?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

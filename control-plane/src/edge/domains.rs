@@ -52,9 +52,9 @@ pub fn check_upload(domain: &str, chain_pem: &str, key_pem: &str) -> std::result
 }
 
 /// The DNS record `domain` needs so that clients reach the ingress.
-fn dns_instruction(state: &AppState, row: &DomainRow) -> String {
-    let hostname = protocol::hostname(&row.app, &row.env, &state.config.base_domain);
-    if state.config.base_domain == "localhost" {
+async fn dns_instruction(state: &AppState, row: &DomainRow) -> Result<String> {
+    let hostname = state.store.get_env(&row.app, &row.env).await?.hostname(&state.config.base_domain);
+    Ok(if state.config.base_domain == "localhost" {
         format!(
             "point {} at the ingress: an A (or AAAA) record to the public address of the machine running the ingress",
             row.domain
@@ -64,13 +64,13 @@ fn dns_instruction(state: &AppState, row: &DomainRow) -> String {
             "point {} at the ingress: a CNAME record to {hostname}, or an A (or AAAA) record to the ingress's public address",
             row.domain
         )
-    }
+    })
 }
 
 async fn view(state: &AppState, row: DomainRow) -> Result<Domain> {
     let cert = state.store.list_certificates().await?.into_iter().find(|c| c.host == row.domain);
     Ok(Domain {
-        dns: dns_instruction(state, &row),
+        dns: dns_instruction(state, &row).await?,
         tls: row.tls.parse().unwrap_or(CertSource::Local),
         cert_expires: cert.as_ref().map(|c| rfc3339(c.not_after)),
         cert_source: cert.and_then(|c| c.source.parse().ok()),

@@ -26,13 +26,8 @@ fn unix_now() -> i64 {
 
 /// Every host name the ingress serves.
 pub async fn served_hosts(state: &AppState) -> anyhow::Result<BTreeSet<String>> {
-    let mut hosts: BTreeSet<String> = state
-        .store
-        .all_envs()
-        .await?
-        .iter()
-        .map(|e| protocol::hostname(&e.app, &e.name, &state.config.base_domain))
-        .collect();
+    let mut hosts: BTreeSet<String> =
+        state.store.all_envs().await?.iter().map(|e| e.hostname(&state.config.base_domain)).collect();
     hosts.extend(state.store.list_domains(None).await?.into_iter().map(|d| d.domain));
     Ok(hosts)
 }

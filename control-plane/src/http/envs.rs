@@ -11,7 +11,7 @@ use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::{Admin, Deployer, Viewer};
-use protocol::api::{App, ConfigChange, ConfigChanged, ConfigVars, CreateEnv, Promote, Release};
+use protocol::api::{App, ConfigChange, ConfigChanged, ConfigVars, CreateEnv, Promote, Release, SwapEnvs};
 
 pub fn routes() -> Api {
     Api::new()
@@ -26,6 +26,16 @@ pub fn routes() -> Api {
             change_config,
         )
         .on(Method::POST, "/apps/{app}/envs/{env}/promote", Need::App(Deployer), "promote", promote)
+        .on(Method::POST, "/apps/{app}/envs/{env}/swap", Need::App(Deployer), "env.swap", swap)
+}
+
+async fn swap(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+    Json(body): Json<SwapEnvs>,
+) -> ApiResult<Json<App>> {
+    Ok(Json(apps::swap_envs(&state, &caller.user, &app, &env, &body.with).await?))
 }
 
 async fn create(

@@ -15,9 +15,18 @@ pub struct EnvRow {
     pub config: Vec<u8>,
     /// Created before Docker names had `--` separators; see [`protocol::DockerNames`].
     pub legacy_names: bool,
+    /// The environment whose generated hostname this one serves (`paas envs swap`); its own
+    /// when `None`.
+    #[sqlx(default)]
+    pub host_env: Option<String>,
 }
 
 impl EnvRow {
+    /// The generated hostname it is served at (after any swap).
+    pub fn hostname(&self, base_domain: &str) -> String {
+        protocol::hostname(&self.app, self.host_env.as_deref().unwrap_or(&self.name), base_domain)
+    }
+
     pub fn docker_names(&self) -> protocol::DockerNames<'_> {
         protocol::DockerNames { app: &self.app, env: &self.name, legacy: self.legacy_names }
     }
@@ -146,6 +155,51 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")));
         }
+        // A swap with it ends: the other environment serves its own hostname again, so a new
+        // environment of this name cannot collide with it.
+        sqlx::query("UPDATE envs SET host_env = NULL WHERE app = ? AND host_env = ?")
+            .bind_env(app, env)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Swaps the hostnames (and custom domains) of two environments of `app` in one
+    /// transaction; swapping again swaps back.
+    pub async fn swap_hosts(&self, app: &str, a: &str, b: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let mut served = Vec::new();
+        for env in [a, b] {
+            let host: Option<Option<String>> =
+                sqlx::query_scalar("SELECT host_env FROM envs WHERE app = ? AND name = ?")
+                    .bind_env(app, env)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(host) = host else {
+                return Err(StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")));
+            };
+            served.push(host.unwrap_or_else(|| env.to_string()));
+        }
+        // Each takes the other's; its own name is stored as NULL.
+        for (env, host) in [(a, &served[1]), (b, &served[0])] {
+            sqlx::query("UPDATE envs SET host_env = ? WHERE app = ? AND name = ?")
+                .bind((host != env).then_some(host))
+                .bind_env(app, env)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE domains SET env = CASE env WHEN ? THEN ? ELSE ? END WHERE app = ? AND env IN (?, ?)",
+        )
+        .bind(a)
+        .bind(b)
+        .bind(a)
+        .bind(app)
+        .bind(a)
+        .bind(b)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
