@@ -779,8 +779,9 @@ pub enum DrainsCommand {
 #[derive(Subcommand, Debug)]
 pub enum DomainsCommand {
     /// Serve an environment (production unless --env) under DOMAIN too. Over HTTPS it gets a
-    /// certificate from the platform's local CA, unless you upload one with --cert and --key.
-    /// Prints the DNS record the domain needs.
+    /// certificate from the platform's local CA (or ACME), unless you upload one with --cert and
+    /// --key. Prints the DNS record the domain needs. Given again with --cert and --key, it
+    /// replaces the domain's certificate.
     Add {
         #[arg(long, short = 'a')]
         app: String,

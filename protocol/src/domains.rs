@@ -48,6 +48,9 @@ pub struct Domain {
     pub dns: String,
     pub created_at: String,
     pub created_by: String,
+    /// The domain existed: the request replaced its certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced_certificate: bool,
 }
 
 /// Longest domain name (RFC 1035).

@@ -158,6 +158,59 @@ fn apps_and_domains_are_served_over_https_with_the_right_certificate() {
     // It is not the local CA's.
     assert_eq!(curl(&p, &ca, &shop, "/", &[]).code, 60);
 
+    // Replaced (the same domain again with a new certificate) while clients keep making new
+    // connections: none fails, and the new one is served.
+    let (cert2, key2, own_ca2) = own_cert(dir.path(), "shop2", &[&shop], -1, 60);
+    let both = dir.path().join("both-cas.pem");
+    let pem = |f: &str| std::fs::read_to_string(f).unwrap();
+    std::fs::write(&both, pem(&own_ca) + &pem(&own_ca2)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, both, shop, https) = (stop.clone(), both.clone(), shop.clone(), p.https.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let port = https.rsplit_once(':').unwrap().1;
+                    let out = Command::new("curl")
+                        .args([
+                            "-sS",
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{http_code}",
+                            "--max-time",
+                            "10",
+                            "--cacert",
+                        ])
+                        .arg(&both)
+                        .args([
+                            "--resolve",
+                            &format!("{shop}:{port}:127.0.0.1"),
+                            &format!("https://{shop}:{port}/"),
+                        ])
+                        .output()
+                        .unwrap();
+                    seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = p
+        .paas(&["domains", "add", "--app", &app, &shop, "--cert", &cert2, "--key", &key2])
+        .expect_ok()
+        .stdout;
+    assert!(out.contains("Replaced the certificate"), "{out}");
+    wait_for(30, "the replacement certificate to be served", || {
+        ok(curl(&p, Path::new(&own_ca2), &shop, "/", &[]))
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let failed = seen.iter().filter(|s| *s != "200").count();
+    assert!(seen.len() >= 10 && failed == 0, "{failed} of {} requests failed: {seen:?}", seen.len());
+
     let listed = p.paas(&["domains", "list", "--app", &app]).expect_ok().stdout;
     assert!(listed.contains(&local) && listed.contains(&shop) && listed.contains("uploaded"), "{listed}");
     let listed = p.paas(&["domains", "list", "--app", &app, "--output", "json"]).expect_ok().json();
@@ -167,13 +220,13 @@ fn apps_and_domains_are_served_over_https_with_the_right_certificate() {
     p.restart();
     wait_for(60, "HTTPS after a restart", || {
         ok(curl(&p, &ca, &host, "/", &[]))?;
-        ok(curl(&p, Path::new(&own_ca), &shop, "/", &[]))
+        ok(curl(&p, Path::new(&own_ca2), &shop, "/", &[]))
     });
 
     // Removed, a domain is neither routed nor has a certificate.
     p.paas(&["domains", "remove", "--app", &app, &shop]).expect_ok();
     p.paas(&["domains", "remove", "--app", &app, &shop]).expect_err("has no domain");
-    wait_for(30, "the removed domain to be gone", || match curl(&p, Path::new(&own_ca), &shop, "/", &[]) {
+    wait_for(30, "the removed domain to be gone", || match curl(&p, Path::new(&own_ca2), &shop, "/", &[]) {
         r if r.code == 35 => Ok(String::new()),
         r => Err(format!("curl exit {} status {}", r.code, r.status)),
     });

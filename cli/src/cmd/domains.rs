@@ -28,6 +28,16 @@ pub async fn exec(g: &Global, cmd: DomainsCommand) -> anyhow::Result<ExitCode> {
             };
             let added = client.add_domain(&app, &AddDomain { domain, env, cert_pem, key_pem }).await?;
             emit(g.output, &added, |d| {
+                if d.replaced_certificate {
+                    println!(
+                        "Replaced the certificate of {} ({}/{}), valid until {}",
+                        d.domain,
+                        d.app,
+                        d.env,
+                        expires(&d.cert_expires)
+                    );
+                    return;
+                }
                 println!("Added {} to {}/{}", d.domain, d.app, d.env);
                 match d.tls {
                     CertSource::Uploaded => println!("HTTPS: your certificate, until {}", expires(&d.cert_expires)),

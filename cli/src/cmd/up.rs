@@ -216,17 +216,15 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             println!("paas is up");
             println!("  API and console: {api_url}/");
             println!("  Agent address:   {agent_url} (other nodes join here: paas nodes token)");
-            println!("  Apps are served at http://<app>.{}:{}/", args.data.base_domain, http_addr.port());
+            let domain = &args.data.base_domain;
             println!(
-                "               and https://<app>.{}:{}/ with certificates from the local CA {}",
-                args.data.base_domain,
-                https_addr.port(),
-                ca_file.display()
+                "  Apps are served at http://<app>.{domain}:{}/ and https://<app>.{domain}:{}/",
+                http_addr.port(),
+                https_addr.port()
             );
-            println!("  Trust the local CA: curl --cacert <that file>, or add it to the system's store");
-            println!(
-                "    (Debian: cp it to /usr/local/share/ca-certificates/paas.crt; update-ca-certificates)"
-            );
+            println!("  HTTPS certificates come from the local CA {}:", ca_file.display());
+            println!("    trust it with curl --cacert <that file>, or system-wide (Debian: copy it to");
+            println!("    /usr/local/share/ca-certificates/paas.crt, then run update-ca-certificates)");
             println!("  Data directory:  {}", data_dir.display());
             if !args.no_write_config {
                 println!("  CLI config:      {} (the CLI is ready to use)", config_path.display());

@@ -80,6 +80,7 @@ async fn view(state: &AppState, row: DomainRow) -> Result<Domain> {
         env: row.env,
         created_at: row.created_at,
         created_by: row.created_by,
+        replaced_certificate: false,
     })
 }
 
@@ -136,6 +137,15 @@ pub async fn add(state: &AppState, user: &str, app: &str, req: AddDomain) -> Res
     };
     let _adding = ADDING.lock().await;
     if let Some(taken) = state.store.get_domain(&domain).await? {
+        // The same domain again with a certificate: it replaces the one served (a renewal
+        // done elsewhere); new connections get it, open ones keep theirs.
+        if let (true, Some(cert)) = (taken.app == app && taken.env == env, &upload) {
+            state.store.replace_domain_cert(&domain, CertSource::Uploaded.as_str(), cert).await?;
+            tracing::info!(app, env = %env, domain = %domain, user, "domain certificate replaced");
+            state.bump();
+            let row = state.store.get_domain(&domain).await?.unwrap_or(taken);
+            return Ok(Domain { replaced_certificate: true, ..view(state, row).await? });
+        }
         let whose = if taken.app == app { format!("{}'s {}", app, taken.env) } else { "another app".into() };
         return Err(DomainError::Conflict(format!("{domain} is already a domain of {whose}")));
     }

@@ -61,6 +61,19 @@ impl Store {
         Ok(true)
     }
 
+    /// Replaces the certificate of a domain (an upload over whatever it had).
+    pub async fn replace_domain_cert(&self, domain: &str, tls: &str, cert: &CertRow) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE domains SET tls = ?, cert_error = NULL, cert_error_at = NULL WHERE domain = ?")
+            .bind(tls)
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
+        put_certificate(&mut tx, cert).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn list_domains(&self, app: Option<&str>) -> Result<Vec<DomainRow>> {
         let rows = match app {
             Some(app) => {
