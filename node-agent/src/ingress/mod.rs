@@ -369,8 +369,15 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // When the last request started (ms after `opened`): an HTTP/2 connection that starts none
+    // for the header timeout is closed like an idle HTTP/1.1 one, or idle clients could hold
+    // every connection slot.
+    let opened = Instant::now();
+    let last_request = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = last_request.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
+        seen.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
         async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -379,8 +386,23 @@ async fn serve_connection<S>(
     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    let idle = async {
+        loop {
+            let last = Duration::from_millis(last_request.load(Ordering::Relaxed));
+            let due = (last + header_read_timeout).saturating_sub(opened.elapsed());
+            if due.is_zero() {
+                return;
+            }
+            tokio::time::sleep(due).await;
+        }
+    };
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        _ = idle, if h2 => {
+            // GOAWAY: streams still open (a long download, server-sent events) finish first.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
         _ = shutdown.cancelled() => {
             // Finishes the request in flight (if any), then closes instead of keeping alive.
             conn.as_mut().graceful_shutdown();

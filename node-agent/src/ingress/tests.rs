@@ -673,3 +673,6 @@ async fn a_full_log_queue_drops_and_counts_without_holding_requests() {
     assert!(lines.try_recv().is_ok());
     shutdown.cancel();
 }
+
+#[path = "tls_tests.rs"]
+mod tls;
