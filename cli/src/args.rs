@@ -29,6 +29,10 @@ pub struct Global {
     /// CLI config file (default: $XDG_CONFIG_HOME/paas/config.toml).
     #[arg(long, global = true, env = "PAAS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// PEM file of the CA the server's HTTPS certificate chains to (the platform's local CA,
+    /// for a server started with --api-tls); default: from the config file.
+    #[arg(long, global = true, env = "PAAS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -269,6 +273,8 @@ pub struct DataDir {
     pub drains: DrainSettingsArgs,
     #[command(flatten)]
     pub acme: AcmeArgs,
+    #[command(flatten)]
+    pub api_tls: ApiTlsArgs,
 }
 
 /// Backup schedule and retention of a database.
@@ -705,6 +711,22 @@ pub enum DbCommand {
         #[arg(long)]
         reveal: bool,
     },
+}
+
+/// How the API, the console and `git push` are served.
+#[derive(Args, Debug, Clone)]
+pub struct ApiTlsArgs {
+    /// Serve the API, the console and `git push` over HTTPS, with a certificate from the
+    /// platform's local CA for localhost, the API address and every --api-name.
+    #[arg(long, env = "PAAS_API_TLS")]
+    pub api_tls: bool,
+    /// A DNS name clients reach the API by (repeatable), listed in its certificate.
+    #[arg(long, env = "PAAS_API_NAME", value_delimiter = ',', requires = "api_tls")]
+    pub api_name: Vec<String>,
+    /// Serve the API over plain HTTP on a non-loopback address anyway (behind a TLS proxy of
+    /// your own): tokens and session cookies would otherwise cross the network in clear.
+    #[arg(long, env = "PAAS_INSECURE_HTTP", conflicts_with = "api_tls")]
+    pub insecure_http: bool,
 }
 
 /// Where custom domains get their certificates: an ACME server (Let's Encrypt's is

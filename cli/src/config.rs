@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 pub struct CliConfig {
     pub server: Option<String>,
     pub token: Option<String>,
+    /// The CA an https:// server's certificate chains to, when not a public one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn home() -> Option<PathBuf> {

@@ -71,6 +71,9 @@ pub struct Config {
     pub drains: drains::DrainSettings,
     /// The ACME server custom domains get their certificates from; the local CA's without.
     pub acme: Option<edge::acme::AcmeSettings>,
+    /// `--api-tls`: the API listener serves HTTPS with a local-CA certificate for these names
+    /// (host names and IP addresses); plain HTTP when `None`.
+    pub api_tls: Option<Vec<String>>,
 }
 
 impl Config {
@@ -94,6 +97,7 @@ impl Config {
                 ..Default::default()
             },
             acme: None,
+            api_tls: None,
         }
     }
 }
@@ -183,7 +187,11 @@ impl ControlPlane {
         let addr = listener.local_addr()?;
         let agent_addr = agents.local_addr()?;
         let tls = Arc::new(self.state.ca.server_config()?);
-        let api_url = format!("http://{addr}");
+        let api_tls = match &self.state.config.api_tls {
+            Some(names) => Some(Arc::new(self.state.ingress_ca.api_server_config(names)?)),
+            None => None,
+        };
+        let api_url = format!("{}://{addr}", if api_tls.is_some() { "https" } else { "http" });
         self.state.set_api_url(api_url.clone());
         let router = http::router(self.state.clone(), &api_url)?;
         tracing::info!(%addr, %agent_addr, ca_sha256 = %self.state.ca.fingerprint(), "control plane listening");
@@ -202,10 +210,13 @@ impl ControlPlane {
             }
         });
         let agent_router = http::agent_router(self.state.clone());
-        tokio::join!(
-            http::server::serve(listener, router, shutdown.clone()),
-            http::server::serve_tls(agents, agent_router, tls, shutdown.clone()),
-        );
+        let api = async {
+            match api_tls {
+                Some(config) => http::server::serve_tls(listener, router, config, shutdown.clone()).await,
+                None => http::server::serve(listener, router, shutdown.clone()).await,
+            }
+        };
+        tokio::join!(api, http::server::serve_tls(agents, agent_router, tls, shutdown.clone()));
         let left = self.state.drain(DRAIN).await;
         if left > 0 {
             tracing::warn!(

@@ -73,6 +73,19 @@ impl Client {
         Self::with_http(base, token, http)
     }
 
+    /// A client that trusts the CA certificates in `ca_pem` besides the public roots (a server
+    /// started with `--api-tls`, whose certificate comes from the platform's local CA).
+    pub fn trusting(base: impl Into<String>, token: impl Into<String>, ca_pem: &[u8]) -> Result<Self> {
+        let mut b = builder();
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|e| ClientError { status: None, message: e.to_string() })?;
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
+        let http = b.build().map_err(|e| ClientError { status: None, message: e.to_string() })?;
+        Ok(Self::with_http(base, token, http))
+    }
+
     /// A client on `http` (an agent's, with its TLS identity: [`crate::tls::agent_http`]).
     pub fn with_http(base: impl Into<String>, token: impl Into<String>, http: reqwest::Client) -> Self {
         let token = Arc::new(RwLock::new(token.into()));

@@ -268,7 +268,7 @@ impl Platform {
         let ready: serde_json::Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("paas up did not start ({e}): {line}\n{}", self.log()));
         self.api_url = ready["api_url"].as_str().unwrap().to_string();
-        self.api_addr = self.api_url.trim_start_matches("http://").to_string();
+        self.api_addr = self.api_url.split_once("://").map_or(self.api_url.as_str(), |(_, a)| a).to_string();
         self.ingress = ready["ingress_addr"].as_str().unwrap().to_string();
         self.https = ready["https_addr"].as_str().unwrap().to_string();
         self.ca_file = PathBuf::from(ready["ca_file"].as_str().unwrap());

@@ -382,3 +382,70 @@ fn envs_swap_moves_hostnames_and_domains_under_load_without_a_failed_request() {
         }
     });
 }
+
+#[test]
+fn the_api_is_served_over_https_with_api_tls_and_never_in_clear_off_loopback() {
+    // Off loopback, plain HTTP is refused unless asked for.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(paas_tests::paas_bin())
+        .args(["server", "--api-addr", "0.0.0.0:0", "--agent-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--api-tls") && err.contains("--insecure-http"), "{err}");
+
+    let p = Platform::start_with(&["--api-tls", "--api-name", "paas.example.test"]);
+    assert!(p.api_url.starts_with("https://"), "{}", p.api_url);
+    // The CLI config `paas up` wrote trusts the local CA: the CLI just works.
+    let listed = p.paas(&["apps", "list", "--output", "json"]).expect_ok().json();
+    assert!(listed.is_array(), "{listed}");
+    let port = p.api_url.rsplit_once(':').unwrap().1;
+    let curl = |url: &str, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "--cacert"])
+            .arg(&p.ca_file)
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // The certificate names localhost, the address and --api-name.
+    assert_eq!(curl(&format!("https://127.0.0.1:{port}/api/v1/apps"), &[]).1, "401");
+    assert_eq!(curl(&format!("https://localhost:{port}/api/v1/apps"), &[]).1, "401");
+    let named = format!("paas.example.test:{port}:127.0.0.1");
+    assert_eq!(
+        curl(&format!("https://paas.example.test:{port}/api/v1/apps"), &["--resolve", &named]).1,
+        "401"
+    );
+    // Plain HTTP gets nothing.
+    assert_ne!(curl(&format!("http://127.0.0.1:{port}/api/v1/apps"), &[]).1, "401");
+
+    // `git push` over HTTPS, trusting the local CA; the server's hook reaches the API the same way.
+    let mut p = p;
+    let app = p.app_name("tlsgit");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let remote = p.paas(&["git-remote", "--app", &app]).expect_ok().stdout.trim().to_string();
+    assert!(remote.starts_with("https://"), "{remote}");
+    let authed = remote.replacen("https://", &format!("https://anyone:{}@", p.token()), 1);
+    let repo = paas_tests::example_copy("hello");
+    let dir = repo.path();
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first"],
+    ] {
+        paas_tests::git(dir, args).expect_ok();
+    }
+    let push = Command::new("git")
+        .args(["push", &authed, "HEAD:main"])
+        .current_dir(dir)
+        .env("GIT_SSL_CAINFO", &p.ca_file)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&push.stderr);
+    assert!(push.status.success() && stderr.contains("is live at"), "{stderr}");
+}

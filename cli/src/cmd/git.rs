@@ -28,7 +28,9 @@ pub async fn hook() -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{k} is not set; this command is run by git on the paas server"))
     };
     let (server, token, app) = (var("PAAS_HOOK_SERVER")?, var("PAAS_HOOK_TOKEN")?, var("PAAS_HOOK_APP")?);
-    let client = protocol::Client::new(server, token);
+    // Under --api-tls the hook trusts the local CA the server's certificate comes from.
+    let ca = std::env::var_os("PAAS_HOOK_CA_FILE").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let client = super::client_for(&server, &token, ca.as_ref())?;
     let envs: Vec<String> = client.get_app(&app).await?.envs.into_iter().map(|e| e.name).collect();
     let updates: Vec<(String, String, String)> = std::io::stdin()
         .lock()
@@ -39,7 +41,8 @@ pub async fn hook() -> anyhow::Result<ExitCode> {
             Some((parts.next()?, parts.next()?, parts.next()?))
         })
         .collect();
-    let g = crate::args::Global { server: None, token: None, config: None, output: Output::Text };
+    let g =
+        crate::args::Global { server: None, token: None, config: None, ca_file: None, output: Output::Text };
     let mut code = ExitCode::SUCCESS;
     for (_old, new, refname) in updates {
         let Some(branch) = refname.strip_prefix("refs/heads/") else { continue };

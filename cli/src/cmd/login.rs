@@ -11,6 +11,7 @@ pub async fn exec(g: &Global, args: LoginArgs) -> anyhow::Result<ExitCode> {
     let path = super::config_path(g)?;
     let existing = config::load(&path)?;
     let server = g.server.clone().or(existing.server).context("pass --server URL")?;
+    let ca_file = g.ca_file.clone().or(existing.ca_file);
     let token = match (&args.user, &g.token) {
         (Some(user), _) => {
             let password = super::users::read_password(args.password_stdin, false)?;
@@ -22,7 +23,7 @@ pub async fn exec(g: &Global, args: LoginArgs) -> anyhow::Result<ExitCode> {
                 token_name: Some(format!("login@{}", host.trim()).trim_end_matches('@').to_string()),
                 ..Default::default()
             };
-            protocol::Client::new(&server, "").login(&login).await?.token
+            super::client_for(&server, "", ca_file.as_ref())?.login(&login).await?.token
         }
         (None, Some(t)) => t.clone(),
         (None, None) => {
@@ -33,8 +34,8 @@ pub async fn exec(g: &Global, args: LoginArgs) -> anyhow::Result<ExitCode> {
         }
     };
     anyhow::ensure!(!token.is_empty(), "no token given");
-    let who = protocol::Client::new(&server, &token).whoami().await?;
-    config::save(&path, &CliConfig { server: Some(server.clone()), token: Some(token) })?;
+    let who = super::client_for(&server, &token, ca_file.as_ref())?.whoami().await?;
+    config::save(&path, &CliConfig { server: Some(server.clone()), token: Some(token), ca_file })?;
     println!("Logged in to {server} as {} (config: {})", who.user, path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -72,5 +72,13 @@ pub fn client(g: &Global) -> anyhow::Result<protocol::Client> {
         .or(file.server)
         .context("no paas server configured: run `paas up`, or `paas login --server URL`")?;
     let token = g.token.clone().or(file.token).context("no API token configured: run `paas login`")?;
-    Ok(protocol::Client::new(server, token))
+    client_for(&server, &token, g.ca_file.as_ref().or(file.ca_file.as_ref()))
+}
+
+/// A client of `server`, trusting the CA in `ca_file` besides the public roots.
+pub fn client_for(server: &str, token: &str, ca_file: Option<&PathBuf>) -> anyhow::Result<protocol::Client> {
+    let Some(path) = ca_file else { return Ok(protocol::Client::new(server, token)) };
+    let pem = std::fs::read(path).with_context(|| format!("cannot read the CA file {}", path.display()))?;
+    protocol::Client::trusting(server, token, &pem)
+        .map_err(|e| anyhow::anyhow!("the CA file {} holds no PEM certificate: {e}", path.display()))
 }

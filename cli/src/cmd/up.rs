@@ -34,6 +34,31 @@ fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// Plain HTTP only on loopback unless the operator says so: elsewhere tokens and session cookies
+/// would cross a network in clear.
+fn check_api_exposure(addr: SocketAddr, data: &DataDir) -> anyhow::Result<()> {
+    let t = &data.api_tls;
+    anyhow::ensure!(
+        addr.ip().is_loopback() || t.api_tls || t.insecure_http,
+        "the API would listen on {addr} over plain HTTP, so tokens and session cookies would cross the network in clear: add --api-tls (HTTPS with a certificate from the platform's local CA), or --insecure-http if a TLS proxy of your own is in front"
+    );
+    Ok(())
+}
+
+/// The names in the API's certificate under `--api-tls`: localhost, its address (loopback when
+/// it listens on every address), and the --api-name given.
+fn api_tls_names(addr: SocketAddr, data: &DataDir) -> Option<Vec<String>> {
+    if !data.api_tls.api_tls {
+        return None;
+    }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+        names.push(addr.ip().to_string());
+    }
+    names.extend(data.api_tls.api_name.iter().map(|n| n.trim().to_ascii_lowercase()));
+    Some(names)
+}
+
 fn control_plane_config(
     data: &DataDir,
     ingress_http_port: u16,
@@ -93,7 +118,11 @@ fn control_plane_config(
         }
         _ => None,
     };
+    for name in &data.api_tls.api_name {
+        protocol::domains::parse_domain(name).map_err(anyhow::Error::msg).context("--api-name")?;
+    }
     Ok(control_plane::Config {
+        api_tls: None,
         acme,
         backup_dir: b.backup_dir.clone().unwrap_or_else(|| data_dir.join("backups")),
         data_dir,
@@ -138,15 +167,19 @@ fn local_agent_url(addr: SocketAddr) -> String {
 }
 
 pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
+    check_api_exposure(args.api_addr, &args.data)?;
     let api = bind(args.api_addr, "API").await?;
     let http = bind(args.http_addr, "ingress").await?;
     let https = bind(args.https_addr, "HTTPS ingress").await?;
     let agents = bind(args.agent_addr, "agent API").await?;
-    let api_url = format!("http://{}", api.local_addr()?);
+    let api_addr = api.local_addr()?;
+    let scheme = if args.data.api_tls.api_tls { "https" } else { "http" };
+    let api_url = format!("{scheme}://{api_addr}");
     let agent_url = local_agent_url(agents.local_addr()?);
     let http_addr = http.local_addr()?;
     let https_addr = https.local_addr()?;
-    let cp_config = control_plane_config(&args.data, http_addr.port(), https_addr.port())?;
+    let mut cp_config = control_plane_config(&args.data, http_addr.port(), https_addr.port())?;
+    cp_config.api_tls = api_tls_names(api_addr, &args.data);
     let data_dir = cp_config.data_dir.clone();
     let cp = control_plane::ControlPlane::open(cp_config).await?;
     let ca_file = cp.ingress_ca_file();
@@ -155,7 +188,11 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     if !args.no_write_config {
         config::save(
             &config_path,
-            &CliConfig { server: Some(api_url.clone()), token: Some(cp.admin_token.clone()) },
+            &CliConfig {
+                server: Some(api_url.clone()),
+                token: Some(cp.admin_token.clone()),
+                ca_file: args.data.api_tls.api_tls.then(|| ca_file.clone()),
+            },
         )?;
     }
     // The local agent needs no join: it makes a key and gets its certificate in-process, anew
@@ -181,7 +218,9 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let node = agent_config.node_name.clone();
-    let client = protocol::Client::new(&api_url, &cp.admin_token);
+    let ca = std::fs::read(&ca_file).context("reading the local CA")?;
+    let client =
+        protocol::Client::trusting(&api_url, &cp.admin_token, &ca).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cp_task = tokio::spawn(cp.serve(api, agents, shutdown.clone()));
     let logs = args.node.log_settings();
     let listeners = node_agent::Listeners { http, https: Some(https) };
@@ -242,15 +281,15 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    check_api_exposure(args.api_addr, &args.data)?;
     let api = bind(args.api_addr, "API").await?;
     let agents = bind(args.agent_addr, "agent API").await?;
-    let cp = control_plane::ControlPlane::open(control_plane_config(
-        &args.data,
-        args.ingress_http_port,
-        args.ingress_https_port,
-    )?)
-    .await?;
-    let api_url = format!("http://{}", api.local_addr()?);
+    let mut config = control_plane_config(&args.data, args.ingress_http_port, args.ingress_https_port)?;
+    let api_addr = api.local_addr()?;
+    config.api_tls = api_tls_names(api_addr, &args.data);
+    let cp = control_plane::ControlPlane::open(config).await?;
+    let scheme = if args.data.api_tls.api_tls { "https" } else { "http" };
+    let api_url = format!("{scheme}://{api_addr}");
     let agent_addr = agents.local_addr()?;
     println!("paas control plane at {api_url}/, agent address https://{agent_addr}");
     println!(

@@ -188,7 +188,14 @@ async fn cgi(state: &AppState, app: &str, rest: &str, token: &str, req: Request)
     let header = |name: header::HeaderName| {
         parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
     };
-    let api = state.api_url();
+    // The hook runs on this machine: a wildcard listen address is reached on loopback (which
+    // the API's certificate names under --api-tls).
+    let api = state.api_url().replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:");
+    let hook_ca = if api.starts_with("https://") {
+        state.ingress_ca.cert_path().as_os_str().to_owned()
+    } else {
+        Default::default()
+    };
     let limit = state.config.git_max_push_bytes;
     let deadline = Instant::now() + state.config.git_push_timeout;
     let mut child = tokio::process::Command::new("git")
@@ -211,6 +218,7 @@ async fn cgi(state: &AppState, app: &str, rest: &str, token: &str, req: Request)
         .env("REMOTE_ADDR", "127.0.0.1")
         // For the pre-receive hook: where to deploy, as whom, which app.
         .env("PAAS_HOOK_SERVER", api)
+        .env("PAAS_HOOK_CA_FILE", hook_ca)
         .env("PAAS_HOOK_TOKEN", token)
         .env("PAAS_HOOK_APP", app)
         .env("PAAS_HOOK_EXE", hook_exe())

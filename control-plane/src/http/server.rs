@@ -4,7 +4,8 @@
 //! Shutdown is ordered: stop accepting, let requests in flight finish for [`DRAIN_TIMEOUT`]
 //! (long polls included), then close what is left.
 //!
-//! The agent listener ([`serve_tls`]) is the same loop behind rustls: the handshake checks a
+//! The agent listener ([`serve_tls`]; also the API's under `--api-tls`, which asks for no client
+//! certificate) is the same loop behind rustls: the handshake checks a
 //! client certificate against the CA (a client may present none, for joining), and every
 //! request on the connection carries the certificate's sha256 as a [`PeerCertificate`], which
 //! `auth::require_agent` looks up in the store on each request, so a removed node's open
@@ -69,7 +70,7 @@ async fn tls_connection(
     let tls = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::info!(peer = ?peer, error = %e, "agent TLS handshake refused");
+            tracing::info!(peer = ?peer, error = %e, "TLS handshake refused");
             return;
         }
         Err(_) => return,
