@@ -318,6 +318,13 @@ pub struct Route {
     pub replicas: Vec<u32>,
     /// Static files the ingress serves itself for this route.
     pub static_files: Option<StaticRoute>,
+    /// The environment's `[ingress]` limits (the defaults in route tables older than them).
+    #[serde(default)]
+    pub limits: crate::manifest::IngressLimits,
+    /// The environment is in maintenance mode: the ingress answers 503 itself, the app sees
+    /// nothing.
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 /// Where an ingress node gets a route's static files: `dir` of `image`, served under `prefix`.
