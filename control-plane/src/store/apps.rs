@@ -15,6 +15,8 @@ pub struct EnvRow {
     pub config: Vec<u8>,
     /// Created before Docker names had `--` separators; see [`protocol::DockerNames`].
     pub legacy_names: bool,
+    /// Maintenance mode: the ingress serves a 503 page instead of the app.
+    pub maintenance: bool,
 }
 
 impl EnvRow {
@@ -156,6 +158,19 @@ impl Store {
             .bind_env(app, env)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Turns maintenance mode of an environment on or off.
+    pub async fn set_maintenance(&self, app: &str, env: &str, enabled: bool) -> Result<()> {
+        let done = sqlx::query("UPDATE envs SET maintenance = ? WHERE app = ? AND name = ?")
+            .bind(enabled)
+            .bind_env(app, env)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")));
+        }
         Ok(())
     }
 

@@ -39,6 +39,7 @@ impl Guards {
         (before < max as usize).then_some(slot)
     }
 
+    #[cfg(test)]
     pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::Acquire)
     }
@@ -108,6 +109,7 @@ impl RateLimiter {
     }
 
     /// Clients remembered now.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
