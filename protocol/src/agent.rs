@@ -436,3 +436,19 @@ pub struct DatabaseFigures {
     /// Replicas: age of the last replayed transaction (grows while the primary is idle).
     pub lag_seconds: Option<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ingress node caches its route table; one written before the limits and maintenance
+    /// fields existed must still load, with the default limits and maintenance off.
+    #[test]
+    fn older_route_tables_load_with_default_limits() {
+        let old = r#"{"host":"a.localhost","app":"a","env":"production","release":1,
+            "backends":["127.0.0.1:5000"],"static_files":null}"#;
+        let route: Route = serde_json::from_str(old).unwrap();
+        assert_eq!(route.limits, crate::manifest::IngressLimits::default());
+        assert!(!route.maintenance);
+    }
+}
