@@ -171,10 +171,7 @@ impl IngressHandle {
                 continue;
             }
             let next = old.by_host.get(&host).map_or(0, |e| e.next.load(Ordering::Relaxed));
-            let guards = guards
-                .entry((route.app.clone(), route.env.clone()))
-                .or_insert_with(|| Arc::default())
-                .clone();
+            let guards = guards.entry((route.app.clone(), route.env.clone())).or_default().clone();
             let entry = RouteEntry { route: route.clone(), next: AtomicUsize::new(next), guards };
             by_host.insert(host, Arc::new(entry));
         }

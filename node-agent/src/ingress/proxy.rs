@@ -135,20 +135,20 @@ impl Proxy {
         let route = &entry.route;
         access.route(&entry, &host);
         // The app's protections, before anything of the request reaches it (or its static files).
-        let limits = route.limits;
+        let bounds = route.limits;
         if route.maintenance {
             access.error("The app is in maintenance mode", Dyno::Ingress);
             return pages::maintenance(&route.app);
         }
-        if let Err(wait) = entry.guards.rate.check(client, &limits) {
+        if let Err(wait) = entry.guards.rate.check(client, &bounds) {
             access.error("Rate limit exceeded", Dyno::Ingress);
             return pages::rate_limited(&route.app, limits::retry_after_secs(wait));
         }
         // A declared length past the limit is refused before any of the body is read (with
         // `Expect: 100-continue` the client does not even send it).
-        if req.body().size_hint().lower() > limits.max_body_bytes {
+        if req.body().size_hint().lower() > bounds.max_body_bytes {
             access.error("Request body too large", Dyno::Ingress);
-            return pages::too_large(limits.max_body_bytes);
+            return pages::too_large(bounds.max_body_bytes);
         }
         if let Some(st) = &route.static_files {
             if let Some(root) = self.handle.static_root(&st.key()) {
@@ -165,7 +165,7 @@ impl Proxy {
         }
         // Past the cap the answer is an immediate 503: queueing would only pile up requests
         // (and their clients' connections) behind an app that is already not keeping up.
-        let Some(slot) = entry.guards.enter(limits.max_concurrent) else {
+        let Some(slot) = entry.guards.enter(bounds.max_concurrent) else {
             access.error("The app is at its concurrent request limit", Dyno::Ingress);
             return pages::at_capacity(&route.app);
         };
