@@ -83,6 +83,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// Deploy the image one environment runs into another, with the target's own config.
     Promote(PromoteArgs),
+    /// Turn maintenance mode on or off: while on, every request to the environment gets a 503
+    /// maintenance page from the ingress and the app sees none of them.
+    Maintenance(MaintenanceArgs),
     /// Run a one-off command in a fresh container of the current release, with its config.
     Run(RunArgs),
     /// Managed PostgreSQL for an environment.
@@ -466,6 +469,19 @@ pub struct AppEnv {
     pub app: String,
     #[arg(long, short = 'e', default_value = "production")]
     pub env: String,
+}
+
+#[derive(Args, Debug)]
+pub struct MaintenanceArgs {
+    pub mode: OnOff,
+    #[command(flatten)]
+    pub target: AppEnv,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 fn parse_source(s: &str) -> Result<protocol::logs::LogSource, String> {

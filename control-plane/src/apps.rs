@@ -43,10 +43,29 @@ async fn summary(state: &AppState, name: String, created_at: String) -> Result<A
             status: status.to_string(),
             replicas,
             healthy_replicas: healthy,
+            maintenance: e.maintenance,
             name: e.name,
         });
     }
     Ok(App { name, created_at, envs })
+}
+
+/// Turns maintenance mode of `app`'s environment `env` on or off; the ingress nodes serve the
+/// maintenance page (or the app again) once they have the new route table.
+pub async fn set_maintenance(
+    state: &AppState,
+    user: &str,
+    app: &str,
+    env: &str,
+    enabled: bool,
+) -> Result<protocol::api::MaintenanceMode> {
+    AppName::new(app)?;
+    EnvName::new(env)?;
+    state.store.get_env(app, env).await?;
+    state.store.set_maintenance(app, env, enabled).await?;
+    tracing::info!(app, env, enabled, user, "maintenance mode changed");
+    state.bump();
+    Ok(protocol::api::MaintenanceMode { app: app.to_string(), env: env.to_string(), enabled })
 }
 
 /// The apps `caller` holds a role on.

@@ -228,7 +228,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     })
 }
 
-/// The route table: every environment with a served release, to its healthy replicas.
+/// The route table: every environment with a served release, to its healthy replicas, with the
+/// release's `[ingress]` limits and the environment's maintenance mode.
 pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<Route>> {
     let addr: HashMap<&str, &str> =
         nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
@@ -251,7 +252,8 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
         let mut backends = by_env.remove(&(env.app.clone(), env.name.clone(), current)).unwrap_or_default();
         backends.sort();
         let (backends, replicas) = backends.into_iter().unzip();
-        let static_files = static_route(&state.store.get_release(&env.app, &env.name, current).await?);
+        let release = state.store.get_release(&env.app, &env.name, current).await?;
+        let static_files = static_route(&release);
         let route = Route {
             host: env.hostname(&state.config.base_domain),
             app: env.app,
@@ -260,6 +262,8 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
             backends,
             replicas,
             static_files,
+            limits: release.manifest.ingress,
+            maintenance: env.maintenance,
         };
         // Custom domains serve exactly what the generated hostname serves.
         for domain in domains.remove(&(route.app.clone(), route.env.clone())).unwrap_or_default() {

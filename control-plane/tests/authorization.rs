@@ -32,6 +32,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("GET", "/apps/{app}/envs/{env}/config".into(), "viewer"),
         ("POST", "/apps/{app}/envs/{env}/config".into(), "deployer"),
         ("POST", "/apps/{app}/envs/{env}/promote".into(), "deployer"),
+        ("PUT", "/apps/{app}/envs/{env}/maintenance".into(), "deployer"),
         ("POST", "/apps/{app}/envs/{env}/deploys".into(), "deployer"),
         ("GET", "/apps/{app}/envs/{env}/releases".into(), "viewer"),
         ("GET", "/apps/{app}/envs/{env}/releases/{version}/events".into(), "viewer"),

@@ -318,6 +318,13 @@ pub struct Route {
     pub replicas: Vec<u32>,
     /// Static files the ingress serves itself for this route.
     pub static_files: Option<StaticRoute>,
+    /// The environment's `[ingress]` limits (the defaults in route tables older than them).
+    #[serde(default)]
+    pub limits: crate::manifest::IngressLimits,
+    /// The environment is in maintenance mode: the ingress answers 503 itself, the app sees
+    /// nothing.
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 /// Where an ingress node gets a route's static files: `dir` of `image`, served under `prefix`.
@@ -428,4 +435,20 @@ pub struct DatabaseFigures {
     pub lag_bytes: Option<u64>,
     /// Replicas: age of the last replayed transaction (grows while the primary is idle).
     pub lag_seconds: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ingress node caches its route table; one written before the limits and maintenance
+    /// fields existed must still load, with the default limits and maintenance off.
+    #[test]
+    fn older_route_tables_load_with_default_limits() {
+        let old = r#"{"host":"a.localhost","app":"a","env":"production","release":1,
+            "backends":["127.0.0.1:5000"],"static_files":null}"#;
+        let route: Route = serde_json::from_str(old).unwrap();
+        assert_eq!(route.limits, crate::manifest::IngressLimits::default());
+        assert!(!route.maintenance);
+    }
 }

@@ -37,6 +37,23 @@ pub struct EnvSummary {
     pub status: String,
     pub replicas: u32,
     pub healthy_replicas: u32,
+    /// Maintenance mode: the ingress answers every request with a 503 page.
+    #[serde(default)]
+    pub maintenance: bool,
+}
+
+/// `PUT /apps/{app}/envs/{env}/maintenance`: turns maintenance mode on or off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetMaintenance {
+    pub enabled: bool,
+}
+
+/// An environment's maintenance mode, as it is after a change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceMode {
+    pub app: String,
+    pub env: String,
+    pub enabled: bool,
 }
 
 crate::string_enum! {

@@ -11,8 +11,9 @@ use crate::agent::{
 };
 use crate::api::{
     App, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
-    DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation, Node, Process,
-    Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale, StartRestore, WhoAmI,
+    DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation, MaintenanceMode,
+    Node, Process, Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale, SetMaintenance,
+    StartRestore, WhoAmI,
 };
 use crate::logs::{LogAck, LogBatch, LogPage, LogQuery};
 use serde::de::DeserializeOwned;
@@ -221,6 +222,12 @@ impl Client {
 
     pub async fn change_config(&self, app: &str, env: &str, change: &ConfigChange) -> Result<ConfigChanged> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/config"), change).await
+    }
+
+    /// Turns maintenance mode of an environment on or off.
+    pub async fn set_maintenance(&self, app: &str, env: &str, enabled: bool) -> Result<MaintenanceMode> {
+        let url = self.url(&format!("/api/v1/apps/{app}/envs/{env}/maintenance"));
+        self.send(self.http().put(url).json(&SetMaintenance { enabled })).await
     }
 
     /// Deploys the image `from` runs into `to`, with `to`'s own config.

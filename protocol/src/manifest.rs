@@ -17,6 +17,31 @@ pub struct Manifest {
     pub release_command: Option<Vec<String>>,
     /// Static files the ingress serves itself, with cache headers, from the release's image.
     pub static_files: Option<StaticFiles>,
+    /// How the ingress protects the web process (releases stored before it get the defaults).
+    #[serde(default)]
+    pub ingress: IngressLimits,
+}
+
+/// What the ingress lets through to an environment's web process (`[ingress]`), so one client
+/// or one traffic spike cannot take the app, or the memory of the ingress, down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngressLimits {
+    /// Largest request body; larger ones are answered 413.
+    pub max_body_bytes: u64,
+    /// Requests to the app in flight at once (across its hostnames); past it, 503 at once
+    /// rather than a queue that grows while the app is stuck.
+    pub max_concurrent: u32,
+    /// Requests per second one client address may send; 0 means no rate limit.
+    pub rate_per_sec: u32,
+    /// Requests a client may send at once before the rate applies (at least 1 when limited).
+    pub rate_burst: u32,
+}
+
+impl Default for IngressLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: 100 * MIB, max_concurrent: 1000, rate_per_sec: 0, rate_burst: 0 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +175,7 @@ impl Default for Manifest {
             deploy: DeploySettings::default(),
             release_command: None,
             static_files: None,
+            ingress: IngressLimits::default(),
         }
     }
 }
@@ -183,6 +209,25 @@ struct File {
     release: Option<FileRelease>,
     #[serde(default, rename = "static")]
     static_files: Option<FileStatic>,
+    #[serde(default)]
+    ingress: FileIngress,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileIngress {
+    /// `"10M"`, `"512k"` or a number of bytes.
+    max_body: Option<SizeValue>,
+    max_concurrent: Option<u32>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -206,6 +251,8 @@ struct FileOverride {
     processes: BTreeMap<String, FileProcess>,
     #[serde(default)]
     deploy: FileDeploy,
+    #[serde(default)]
+    ingress: FileIngress,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -313,8 +360,10 @@ pub fn parse(text: &str, env: &str) -> Result<Manifest, ManifestError> {
         });
     }
     apply(&mut m, &file.processes, &file.deploy, "")?;
+    apply_ingress(&mut m.ingress, &file.ingress, "")?;
     if let Some(o) = file.env.get(env) {
         apply(&mut m, &o.processes, &o.deploy, &format!("env.{env}."))?;
+        apply_ingress(&mut m.ingress, &o.ingress, &format!("env.{env}."))?;
     }
     validate(&m)?;
     Ok(m)
@@ -398,6 +447,51 @@ fn apply_limits(l: &mut Limits, p: &FileProcess, key: &str) -> Result<(), Manife
             return Err(err(format!("{key}.pids must be between 16 and 1000000")));
         }
         l.pids = n;
+    }
+    Ok(())
+}
+
+/// Most requests in flight to one app that `ingress.max_concurrent` may allow.
+const MAX_CONCURRENT: u32 = 100_000;
+/// Highest `ingress.rate_limit` and `ingress.rate_burst`.
+const MAX_RATE: u32 = 1_000_000;
+
+fn apply_ingress(l: &mut IngressLimits, f: &FileIngress, prefix: &str) -> Result<(), ManifestError> {
+    let err = |message: String| Err(ManifestError { line: None, message });
+    let key = |s: &str| format!("{prefix}ingress.{s}");
+    if let Some(v) = &f.max_body {
+        let bytes = match v {
+            SizeValue::Bytes(b) => Some(*b),
+            SizeValue::Text(t) => parse_memory(t),
+        };
+        match bytes {
+            Some(b) if (1024..=64 * 1024 * MIB).contains(&b) => l.max_body_bytes = b,
+            _ => return err(format!("{} must be a size between 1k and 64G, like \"10M\"", key("max_body"))),
+        }
+    }
+    if let Some(n) = f.max_concurrent {
+        if !(1..=MAX_CONCURRENT).contains(&n) {
+            return err(format!("{} must be between 1 and {MAX_CONCURRENT}", key("max_concurrent")));
+        }
+        l.max_concurrent = n;
+    }
+    if let Some(n) = f.rate_limit {
+        // 0 turns a limit set at the top level off for this environment.
+        if n > MAX_RATE {
+            return err(format!("{} must be at most {MAX_RATE} requests per second", key("rate_limit")));
+        }
+        l.rate_per_sec = n;
+        // The burst follows the rate unless given: a client may send one second's worth at once.
+        l.rate_burst = n;
+    }
+    if let Some(n) = f.rate_burst {
+        if !(1..=MAX_RATE).contains(&n) {
+            return err(format!("{} must be between 1 and {MAX_RATE}", key("rate_burst")));
+        }
+        if l.rate_per_sec == 0 {
+            return err(format!("{} needs {} to be set too", key("rate_burst"), key("rate_limit")));
+        }
+        l.rate_burst = n;
     }
     Ok(())
 }
@@ -568,6 +662,39 @@ replicas = 1
         let old = r#"{"command":null,"port":8080,"replicas":1,"healthcheck":{"probe":{"type":"tcp"},
             "interval_ms":1,"timeout_ms":1,"healthy_threshold":1,"unhealthy_threshold":1,"start_period_ms":0}}"#;
         assert_eq!(serde_json::from_str::<ProcessSpec>(old).unwrap().limits, Limits::default());
+    }
+
+    #[test]
+    fn ingress_limits_have_defaults_and_can_be_set_per_environment() {
+        let m = parse("", "production").unwrap();
+        assert_eq!(m.ingress, IngressLimits::default());
+        assert_eq!(m.ingress.max_body_bytes, 100 << 20);
+        assert_eq!((m.ingress.max_concurrent, m.ingress.rate_per_sec), (1000, 0));
+        let text = "[ingress]\nmax_body = \"10M\"\nmax_concurrent = 50\nrate_limit = 5\n\
+                    [env.staging.ingress]\nmax_body = 4096\nrate_limit = 20\nrate_burst = 100\n";
+        let prod = parse(text, "production").unwrap().ingress;
+        let want =
+            IngressLimits { max_body_bytes: 10 << 20, max_concurrent: 50, rate_per_sec: 5, rate_burst: 5 };
+        assert_eq!(prod, want);
+        let staging = parse(text, "staging").unwrap().ingress;
+        assert_eq!(
+            staging,
+            IngressLimits { max_body_bytes: 4096, rate_per_sec: 20, rate_burst: 100, ..want }
+        );
+        for (bad, why) in [
+            ("max_body = \"huge\"", "ingress.max_body must be a size"),
+            ("max_body = 10", "ingress.max_body must be a size"),
+            ("max_concurrent = 0", "ingress.max_concurrent must be between"),
+            ("rate_burst = 5", "ingress.rate_burst needs ingress.rate_limit"),
+            ("rate_limit = 1\nrate_burst = 0", "ingress.rate_burst must be between"),
+        ] {
+            let e = parse(&format!("[ingress]\n{bad}\n"), "production").unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        // A release stored before these limits existed reads with the defaults.
+        let mut old = serde_json::to_value(Manifest::default()).unwrap();
+        old.as_object_mut().unwrap().remove("ingress");
+        assert_eq!(serde_json::from_value::<Manifest>(old).unwrap().ingress, IngressLimits::default());
     }
 
     #[test]

@@ -265,6 +265,7 @@ mod tests {
                     status: "running".into(),
                     replicas: 1,
                     healthy_replicas: 1,
+                    maintenance: false,
                 }],
             }],
             csrf: "c".into(),

@@ -29,7 +29,7 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                             a.name.clone(),
                             e.name.clone(),
                             e.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
-                            e.status.clone(),
+                            super::envs::status(e),
                             format!("{}/{}", e.healthy_replicas, e.replicas),
                             e.url.clone(),
                         ]

@@ -1,8 +1,8 @@
-//! `paas envs`, `paas config` and `paas promote`: environments, their config vars, and moving an
-//! image from one environment to the next.
+//! `paas envs`, `paas config`, `paas promote` and `paas maintenance`: environments, their config
+//! vars, moving an image from one environment to the next, and maintenance mode.
 
 use super::deploy::{follow, start};
-use crate::args::{ConfigCommand, EnvsCommand, Global, Output, PromoteArgs};
+use crate::args::{ConfigCommand, EnvsCommand, Global, MaintenanceArgs, OnOff, Output, PromoteArgs};
 use crate::output::{emit, table};
 use protocol::api::ConfigChange;
 use protocol::{AppName, EnvName};
@@ -28,7 +28,7 @@ pub async fn envs(g: &Global, cmd: EnvsCommand) -> anyhow::Result<ExitCode> {
                     vec![
                         e.name.clone(),
                         e.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
-                        e.status.clone(),
+                        status(e),
                         e.url.clone(),
                     ]
                 });
@@ -54,6 +54,16 @@ pub async fn envs(g: &Global, cmd: EnvsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An environment's status as listed: maintenance mode first, since it hides whatever state the
+/// app is in from visitors.
+pub(super) fn status(e: &protocol::api::EnvSummary) -> String {
+    if e.maintenance {
+        format!("maintenance ({})", e.status)
+    } else {
+        e.status.clone()
+    }
 }
 
 /// `KEY=VALUE` into its parts; the value may contain `=`.
@@ -146,6 +156,22 @@ pub async fn promote(g: &Global, args: PromoteArgs) -> anyhow::Result<ExitCode> 
     let human = g.output == Output::Text;
     let release = start(false, human, || client.promote(&args.app, &args.from, &args.to)).await?;
     follow(g, &client, &release, started).await
+}
+
+pub async fn maintenance(g: &Global, args: MaintenanceArgs) -> anyhow::Result<ExitCode> {
+    let (app, env) = (args.target.app, args.target.env);
+    AppName::new(app.as_str())?;
+    EnvName::new(env.as_str())?;
+    let enabled = args.mode == OnOff::On;
+    let mode = super::client(g)?.set_maintenance(&app, &env, enabled).await?;
+    emit(g.output, &mode, |m| {
+        if m.enabled {
+            println!("Maintenance mode on for {app}/{env}: visitors get a 503 maintenance page");
+        } else {
+            println!("Maintenance mode off for {app}/{env}: the app serves again");
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Envs(cmd) => envs::envs(&g, cmd).await,
         Command::Config(cmd) => envs::config(&g, cmd).await,
         Command::Promote(args) => envs::promote(&g, args).await,
+        Command::Maintenance(args) => envs::maintenance(&g, args).await,
         Command::Run(args) => run::exec(&g, args).await,
         Command::GitRemote { app } => git::remote(&g, &app).await,
         Command::Db(cmd) => db::exec(&g, cmd).await,

@@ -1,5 +1,5 @@
-//! `/api/v1/apps/{app}/envs...`: environments, their config vars and promotion between
-//! environments.
+//! `/api/v1/apps/{app}/envs...`: environments, their config vars, promotion between
+//! environments and maintenance mode.
 
 use super::auth::Caller;
 use super::error::ApiResult;
@@ -11,7 +11,10 @@ use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::{Admin, Deployer, Viewer};
-use protocol::api::{App, ConfigChange, ConfigChanged, ConfigVars, CreateEnv, Promote, Release, SwapEnvs};
+use protocol::api::{
+    App, ConfigChange, ConfigChanged, ConfigVars, CreateEnv, MaintenanceMode, Promote, Release,
+    SetMaintenance, SwapEnvs,
+};
 
 pub fn routes() -> Api {
     Api::new()
@@ -27,6 +30,13 @@ pub fn routes() -> Api {
         )
         .on(Method::POST, "/apps/{app}/envs/{env}/promote", Need::App(Deployer), "promote", promote)
         .on(Method::POST, "/apps/{app}/envs/{env}/swap", Need::App(Deployer), "env.swap", swap)
+        .on(
+            Method::PUT,
+            "/apps/{app}/envs/{env}/maintenance",
+            Need::App(Deployer),
+            "env.maintenance",
+            maintenance,
+        )
 }
 
 async fn swap(
@@ -36,6 +46,17 @@ async fn swap(
     Json(body): Json<SwapEnvs>,
 ) -> ApiResult<Json<App>> {
     Ok(Json(apps::swap_envs(&state, &caller.user, &app, &env, &body.with).await?))
+}
+
+async fn maintenance(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+    Json(body): Json<SetMaintenance>,
+) -> ApiResult<(Extension<AuditNote>, Json<MaintenanceMode>)> {
+    let mode = apps::set_maintenance(&state, &caller.user, &app, &env, body.enabled).await?;
+    let note = AuditNote(format!("Maintenance mode {}", if mode.enabled { "on" } else { "off" }));
+    Ok((Extension(note), Json(mode)))
 }
 
 async fn create(

@@ -19,6 +19,8 @@ pub struct EnvRow {
     /// when `None`.
     #[sqlx(default)]
     pub host_env: Option<String>,
+    /// Maintenance mode: the ingress serves a 503 page instead of the app.
+    pub maintenance: bool,
 }
 
 impl EnvRow {
@@ -210,6 +212,19 @@ impl Store {
             .bind_env(app, env)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Turns maintenance mode of an environment on or off.
+    pub async fn set_maintenance(&self, app: &str, env: &str, enabled: bool) -> Result<()> {
+        let done = sqlx::query("UPDATE envs SET maintenance = ? WHERE app = ? AND name = ?")
+            .bind(enabled)
+            .bind_env(app, env)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")));
+        }
         Ok(())
     }
 

@@ -294,13 +294,15 @@ mod tests {
             backends: vec!["10.0.0.1:5000".into(), "10.0.0.2:5000".into()],
             replicas: vec![1, 2],
             static_files: None,
+            limits: Default::default(),
+            maintenance: false,
         }
     }
 
     fn access(path: &str, client: &str) -> Access {
         let id = HeaderValue::from_static("4f2c-id");
         let mut a = Access::new(Instant::now(), &http::Method::GET, path, &id, client.to_string());
-        let entry = RouteEntry { route: route(), next: Default::default() };
+        let entry = RouteEntry { route: route(), next: Default::default(), guards: Default::default() };
         a.route(&Arc::new(entry), "notes.localhost");
         a
     }
@@ -336,7 +338,10 @@ mod tests {
         let mut a = access("/", "203.0.113.9");
         let mut bare = route();
         bare.replicas.clear();
-        a.route(&Arc::new(RouteEntry { route: bare, next: Default::default() }), "notes.localhost");
+        a.route(
+            &Arc::new(RouteEntry { route: bare, next: Default::default(), guards: Default::default() }),
+            "notes.localhost",
+        );
         a.attempt(0);
         assert!(a.text("notes.localhost", 200, 9, Duration::ZERO, Duration::ZERO).contains(" dyno=web "));
     }

@@ -42,14 +42,14 @@ impl InFlight {
     }
 }
 
-/// A response body that holds its request's in-flight guard until the body is fully sent (or
-/// the client goes away), so long and streamed responses count until they end.
-pub(crate) struct GuardedBody<B> {
+/// A response body that holds its request's in-flight guard (or concurrency slot) until the body
+/// is fully sent (or the client goes away), so long and streamed responses count until they end.
+pub(crate) struct GuardedBody<B, G = Guard> {
     pub(crate) inner: B,
-    pub(crate) guard: Option<Guard>,
+    pub(crate) guard: Option<G>,
 }
 
-impl<B: Body<Data = Bytes> + Unpin> Body for GuardedBody<B> {
+impl<B: Body<Data = Bytes> + Unpin, G: Unpin> Body for GuardedBody<B, G> {
     type Data = Bytes;
     type Error = B::Error;
 

@@ -3,11 +3,14 @@
 //! the route table ([`IngressHandle`]), the ingress's bounds ([`Settings`]) and the accept loop
 //! with its connection cap and graceful shutdown; forwarding lives in `proxy`, static files in
 //! `files`, the built-in error pages in `pages`, the access log and request ids in `access`,
-//! certificates in `tls`.
+//! certificates in `tls`, the per-app concurrency cap and rate limit in `limits`.
 
 mod access;
 mod files;
 mod inflight;
+mod limits;
+#[cfg(test)]
+mod limits_tests;
 mod pages;
 mod proxy;
 #[cfg(test)]
@@ -114,6 +117,9 @@ pub(crate) struct RouteEntry {
     pub(crate) route: Route,
     /// Round-robin position; carried over across table swaps so a busy host keeps rotating.
     pub(crate) next: AtomicUsize,
+    /// The environment's request count and rate limiter: one for all its hostnames, carried
+    /// over across table swaps.
+    pub(crate) guards: Arc<limits::Guards>,
 }
 
 impl IngressHandle {
@@ -152,6 +158,11 @@ impl IngressHandle {
     /// Atomically replaces the whole route table.
     pub fn set_routes(&self, routes: &[Route]) {
         let old = self.current();
+        let mut guards: HashMap<(String, String), Arc<limits::Guards>> = old
+            .by_host
+            .values()
+            .map(|e| ((e.route.app.clone(), e.route.env.clone()), e.guards.clone()))
+            .collect();
         let mut by_host = HashMap::with_capacity(routes.len());
         for route in routes {
             let host = normalize_host(&route.host);
@@ -160,7 +171,8 @@ impl IngressHandle {
                 continue;
             }
             let next = old.by_host.get(&host).map_or(0, |e| e.next.load(Ordering::Relaxed));
-            let entry = RouteEntry { route: route.clone(), next: AtomicUsize::new(next) };
+            let guards = guards.entry((route.app.clone(), route.env.clone())).or_default().clone();
+            let entry = RouteEntry { route: route.clone(), next: AtomicUsize::new(next), guards };
             by_host.insert(host, Arc::new(entry));
         }
         let table = Arc::new(Table { by_host, routes: routes.to_vec() });

@@ -1,6 +1,6 @@
 //! The small HTML pages the ingress answers with itself (unknown host, no healthy replica, backend
-//! failure or timeout, malformed or stalled request), so a visitor sees why instead of an empty response;
-//! and its plain-text answers (ACME challenges).
+//! failure or timeout, malformed, stalled or too large request, rate limit, capacity, maintenance),
+//! so a visitor sees why instead of an empty response; and its plain-text answers (ACME challenges).
 
 use super::proxy::RespBody;
 use bytes::Bytes;
@@ -47,6 +47,72 @@ pub(crate) fn request_timeout() -> Response<RespBody> {
     // The unread rest of the body makes the connection unusable for another request.
     resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     resp
+}
+
+/// 413: the request body is larger than the app accepts (`ingress.max_body`).
+pub(crate) fn too_large(limit: u64) -> Response<RespBody> {
+    let mut resp = page(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Request too large",
+        &format!("The request body is larger than this app accepts ({}).", size(limit)),
+    );
+    // The client may still be sending the body nobody reads; the connection cannot carry another
+    // request after it.
+    resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// 429: this client sent more requests than the app's rate limit allows.
+pub(crate) fn rate_limited(app: &str, retry_after_secs: u64) -> Response<RespBody> {
+    let mut resp = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        &format!(
+            "You sent <code>{}</code> more requests than it accepts from one address. Try again in {retry_after_secs} s.",
+            escape(app)
+        ),
+    );
+    retry_after(&mut resp, retry_after_secs);
+    resp
+}
+
+/// 503: the app has as many requests in flight as it may (`ingress.max_concurrent`).
+pub(crate) fn at_capacity(app: &str) -> Response<RespBody> {
+    let mut resp = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "At capacity",
+        &format!("<code>{}</code> is at capacity right now. Try again in a moment.", escape(app)),
+    );
+    retry_after(&mut resp, 1);
+    resp
+}
+
+/// How long a maintenance page asks clients (and crawlers) to stay away.
+pub(crate) const MAINTENANCE_RETRY_SECS: u64 = 120;
+
+/// 503: the environment is in maintenance mode (`paas maintenance on`).
+pub(crate) fn maintenance(app: &str) -> Response<RespBody> {
+    let mut resp = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Down for maintenance",
+        &format!("<code>{}</code> is down for maintenance. Please come back soon.", escape(app)),
+    );
+    retry_after(&mut resp, MAINTENANCE_RETRY_SECS);
+    resp
+}
+
+fn retry_after(resp: &mut Response<RespBody>, secs: u64) {
+    resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+}
+
+/// `100 MiB`, `512 KiB`, `1000 bytes`.
+fn size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    match bytes {
+        b if b >= KIB * KIB && b % (KIB * KIB) == 0 => format!("{} MiB", b / (KIB * KIB)),
+        b if b >= KIB && b % KIB == 0 => format!("{} KiB", b / KIB),
+        b => format!("{b} bytes"),
+    }
 }
 
 /// 400: the request cannot be routed at all (no Host).
@@ -115,5 +181,33 @@ mod tests {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let body = String::from_utf8(body.to_vec()).unwrap();
         assert!(body.contains("&lt;evil&gt;") && !body.contains("<evil>"));
+    }
+
+    /// Every page the ingress answers with has a body that says what happened.
+    #[tokio::test]
+    async fn no_page_is_empty() {
+        let pages = [
+            (not_found("a.test"), "No app here"),
+            (no_replica("shop"), "No healthy replica"),
+            (bad_gateway("shop"), "Bad gateway"),
+            (gateway_timeout("shop"), "Gateway timeout"),
+            (request_timeout(), "Request timeout"),
+            (bad_request("no Host"), "Bad request"),
+            (too_large(10 << 20), "10 MiB"),
+            (rate_limited("shop", 3), "Try again in 3 s"),
+            (at_capacity("shop"), "at capacity"),
+            (maintenance("shop"), "down for maintenance"),
+        ];
+        for (resp, says) in pages {
+            let status = resp.status();
+            assert!(status.is_client_error() || status.is_server_error(), "{status}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            assert!(body.contains(status.as_str()) && body.contains(says), "{status}: {body}");
+        }
+        assert_eq!(rate_limited("shop", 3).headers()[http::header::RETRY_AFTER], "3");
+        assert_eq!(maintenance("shop").headers()[http::header::RETRY_AFTER], "120");
+        assert_eq!(size(512 * 1024), "512 KiB");
+        assert_eq!(size(1000), "1000 bytes");
     }
 }

@@ -1,11 +1,13 @@
-//! Forwarding of one request to a backend: backend choice and failover, proxy header rewriting
-//! (`X-Forwarded-*` trusted only from configured proxies), body streaming with a read timeout,
-//! the backend's connect and response-head timeouts, and HTTP upgrade (WebSocket) tunnelling.
+//! Forwarding of one request to a backend: the app's protections first (maintenance mode, rate
+//! limit, body size, concurrency cap), then backend choice and failover, proxy header rewriting
+//! (`X-Forwarded-*` trusted only from configured proxies), body streaming with a read timeout
+//! and a size limit, the backend's connect and response-head timeouts, and HTTP upgrade
+//! (WebSocket) tunnelling.
 //! Each request's access line and request id are `access`'s; this file tells it what happened.
 
 use super::access::{self, Access, Dyno, REQUEST_ID};
 use super::inflight::{Guard, GuardedBody};
-use super::{normalize_host, pages, IngressHandle, Settings};
+use super::{limits, normalize_host, pages, IngressHandle, RouteEntry, Settings};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, UPGRADE};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -98,16 +100,17 @@ impl Proxy {
         req.headers_mut().insert(REQUEST_ID, id.clone());
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let client = client_ip(req.headers(), peer, &self.trusted_proxies);
-        let mut access = Access::new(started, req.method(), path, &id, client);
-        let mut resp = self.forward(req, peer, &mut access).await;
+        let mut access = Access::new(started, req.method(), path, &id, client.clone());
+        let mut resp = self.forward(req, peer, &client, &mut access).await;
         resp.headers_mut().insert(REQUEST_ID, id);
         access.finish(resp, &self.logs)
     }
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: SocketAddr,
+        client: &str,
         access: &mut Access,
     ) -> Response<RespBody> {
         let raw_host = match req.headers().get(HOST) {
@@ -131,6 +134,22 @@ impl Proxy {
         };
         let route = &entry.route;
         access.route(&entry, &host);
+        // The app's protections, before anything of the request reaches it (or its static files).
+        let bounds = route.limits;
+        if route.maintenance {
+            access.error("The app is in maintenance mode", Dyno::Ingress);
+            return pages::maintenance(&route.app);
+        }
+        if let Err(wait) = entry.guards.rate.check(client, &bounds) {
+            access.error("Rate limit exceeded", Dyno::Ingress);
+            return pages::rate_limited(&route.app, limits::retry_after_secs(wait));
+        }
+        // A declared length past the limit is refused before any of the body is read (with
+        // `Expect: 100-continue` the client does not even send it).
+        if req.body().size_hint().lower() > bounds.max_body_bytes {
+            access.error("Request body too large", Dyno::Ingress);
+            return pages::too_large(bounds.max_body_bytes);
+        }
         if let Some(st) = &route.static_files {
             if let Some(root) = self.handle.static_root(&st.key()) {
                 let path = req.uri().path().to_string();
@@ -144,18 +163,39 @@ impl Proxy {
             access.error("No healthy replica", Dyno::Ingress);
             return pages::no_replica(&route.app);
         }
+        // Past the cap the answer is an immediate 503: queueing would only pile up requests
+        // (and their clients' connections) behind an app that is already not keeping up.
+        let Some(slot) = entry.guards.enter(bounds.max_concurrent) else {
+            access.error("The app is at its concurrent request limit", Dyno::Ingress);
+            return pages::at_capacity(&route.app);
+        };
+        let resp = self.proxy(req, peer, &entry, &host, &raw_host, access).await;
+        // The slot is held until the response body ends, like the backend's in-flight count.
+        resp.map(|inner| GuardedBody { inner, guard: Some(slot) }.boxed_unsync())
+    }
 
+    /// Sends the request to the route's replicas in turn until one answers.
+    async fn proxy(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        entry: &RouteEntry,
+        host: &str,
+        raw_host: &str,
+        access: &mut Access,
+    ) -> Response<RespBody> {
+        let route = &entry.route;
         let upgrade = upgrade_protocol(req.headers());
         // Must be taken before the request is consumed; it resolves once our 101 is written.
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let scheme = if self.https { "https" } else { "http" };
         let mut headers =
-            upstream_headers(&parts.headers, upgrade, peer, &raw_host, scheme, &self.trusted_proxies);
+            upstream_headers(&parts.headers, upgrade, peer, raw_host, scheme, &self.trusted_proxies);
         // HTTP/2 names the host in the request's authority, which the HTTP/1.1 request to the
         // backend must carry as `Host`.
         if !headers.contains_key(HOST) {
-            if let Ok(value) = HeaderValue::from_str(&raw_host) {
+            if let Ok(value) = HeaderValue::from_str(raw_host) {
                 headers.insert(HOST, value);
             }
         }
@@ -164,6 +204,7 @@ impl Proxy {
         let resend_ok = body.is_end_stream() && is_idempotent(&parts.method);
         let slot = Arc::new(Mutex::new(Some(body)));
         let body_timed_out = Arc::new(AtomicBool::new(false));
+        let body_too_large = Arc::new(AtomicBool::new(false));
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
 
         let backends = &route.backends;
@@ -189,6 +230,9 @@ impl Proxy {
                 idle: self.body_read_timeout,
                 timer: None,
                 timed_out: body_timed_out.clone(),
+                max: route.limits.max_body_bytes,
+                read: 0,
+                too_large: body_too_large.clone(),
             });
             *out.method_mut() = parts.method.clone();
             *out.uri_mut() = uri;
@@ -200,12 +244,17 @@ impl Proxy {
             let answer = tokio::time::timeout(self.response_header_timeout, self.client.request(out)).await;
             match answer {
                 Ok(Ok(resp)) => {
-                    return self.respond(resp, client_upgrade, &host, backend, &route.app, guard, access)
+                    return self.respond(resp, client_upgrade, host, backend, &route.app, guard, access)
                 }
                 Err(_) => {
                     tracing::warn!(host = %host, backend = %backend, timeout = ?self.response_header_timeout, "backend sent no response head in time");
                     access.error("The app sent no response in time", access.dyno());
                     return pages::gateway_timeout(&route.app);
+                }
+                Ok(Err(_)) if body_too_large.load(Ordering::Acquire) => {
+                    tracing::info!(host = %host, %peer, "request body past the limit; answered 413");
+                    access.error("Request body too large", access.dyno());
+                    return pages::too_large(route.limits.max_body_bytes);
                 }
                 Ok(Err(_)) if body_timed_out.load(Ordering::Acquire) => {
                     tracing::info!(host = %host, %peer, "request body stalled; answered 408");
@@ -423,13 +472,19 @@ fn is_idempotent(method: &Method) -> bool {
 /// Request body for one attempt. The client's body stays in the shared slot until the backend
 /// connection first reads it, so when the connect fails the body is still there for the next
 /// backend; once taken, it belongs to this attempt alone. A client that sends nothing for `idle`
-/// while the body is unfinished breaks the request off (`timed_out` tells the caller to answer 408).
+/// while the body is unfinished breaks the request off (`timed_out` tells the caller to answer 408);
+/// so does a body that grows past `max` bytes (`too_large`: 413), which catches chunked bodies
+/// and HTTP/2 bodies that declared no length.
 pub(crate) struct ReplayBody {
     slot: Arc<Mutex<Option<Incoming>>>,
     body: Option<Incoming>,
     idle: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     timed_out: Arc<AtomicBool>,
+    max: u64,
+    /// Body bytes passed on so far.
+    read: u64,
+    too_large: Arc<AtomicBool>,
 }
 
 impl ReplayBody {
@@ -448,6 +503,11 @@ impl ReplayBody {
 #[derive(Debug, thiserror::Error)]
 #[error("the client sent no request body data for {0:?}")]
 struct BodyTimeout(Duration);
+
+/// The client sent more body than the app accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the limit of {0} bytes")]
+struct BodyTooLarge(u64);
 
 impl Body for ReplayBody {
     type Data = Bytes;
@@ -468,6 +528,14 @@ impl Body for ReplayBody {
         match Pin::new(body).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.timer = None;
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
+                    this.read += data.len() as u64;
+                    if this.read > this.max {
+                        // Cut off here: the backend never gets more than the limit.
+                        this.too_large.store(true, Ordering::Release);
+                        return Poll::Ready(Some(Err(BodyTooLarge(this.max).into())));
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             Poll::Pending => {

@@ -15,9 +15,9 @@ use std::future::Future;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 
-type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+pub(super) type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 
-fn route(host: &str, backends: &[SocketAddr]) -> Route {
+pub(super) fn route(host: &str, backends: &[SocketAddr]) -> Route {
     Route {
         host: host.to_owned(),
         app: "shop".to_owned(),
@@ -26,14 +26,16 @@ fn route(host: &str, backends: &[SocketAddr]) -> Route {
         backends: backends.iter().map(|a| a.to_string()).collect(),
         replicas: (1..=backends.len() as u32).collect(),
         static_files: None,
+        limits: Default::default(),
+        maintenance: false,
     }
 }
 
-async fn start_ingress(routes: &[Route]) -> (SocketAddr, IngressHandle, CancellationToken) {
+pub(super) async fn start_ingress(routes: &[Route]) -> (SocketAddr, IngressHandle, CancellationToken) {
     start_ingress_with(routes, Settings::default()).await
 }
 
-async fn start_ingress_with(
+pub(super) async fn start_ingress_with(
     routes: &[Route],
     settings: Settings,
 ) -> (SocketAddr, IngressHandle, CancellationToken) {
@@ -47,7 +49,7 @@ async fn start_ingress_with(
 }
 
 /// A hyper HTTP/1.1 server calling `handler` for every request.
-async fn spawn_backend<F, Fut>(handler: F) -> SocketAddr
+pub(super) async fn spawn_backend<F, Fut>(handler: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
@@ -71,12 +73,12 @@ where
     addr
 }
 
-fn text(body: impl Into<Bytes>) -> Response<TestBody> {
+pub(super) fn text(body: impl Into<Bytes>) -> Response<TestBody> {
     Response::new(Full::new(body.into()).boxed_unsync())
 }
 
 /// A backend that answers its name (and, for a body, `name:body`), echoing some request headers.
-async fn named_backend(name: &'static str) -> SocketAddr {
+pub(super) async fn named_backend(name: &'static str) -> SocketAddr {
     spawn_backend(move |req: Request<Incoming>| async move {
         let seen: Vec<(String, String)> =
             ["host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-request-id"]
@@ -110,16 +112,16 @@ async fn dead_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-fn client() -> Client<HttpConnector, Full<Bytes>> {
+pub(super) fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
-async fn send(ingress: SocketAddr, req: http::request::Builder, body: &str) -> Response<Incoming> {
+pub(super) async fn send(ingress: SocketAddr, req: http::request::Builder, body: &str) -> Response<Incoming> {
     let req = req.uri(format!("http://{ingress}/path?q=1")).body(Full::new(Bytes::from(body.to_owned())));
     tokio::time::timeout(Duration::from_secs(10), client().request(req.unwrap())).await.unwrap().unwrap()
 }
 
-async fn get(ingress: SocketAddr, host: &str) -> (StatusCode, String) {
+pub(super) async fn get(ingress: SocketAddr, host: &str) -> (StatusCode, String) {
     let resp = send(ingress, Request::get("/").header("host", host), "").await;
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -386,7 +388,7 @@ async fn serves_static_files_itself_with_cache_headers() {
 
 /// Sends `head` (request line and headers, no final blank line) on a fresh connection and
 /// returns the raw response.
-async fn raw_request(ingress: SocketAddr, head: String) -> String {
+pub(super) async fn raw_request(ingress: SocketAddr, head: String) -> String {
     let mut stream = TcpStream::connect(ingress).await.unwrap();
     stream.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut out = Vec::new();
