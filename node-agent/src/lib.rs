@@ -143,9 +143,11 @@ pub async fn run_with_logs(
     .context("opening the log spool")?;
     tasks.spawn(until_shutdown(collector.run(shutdown.clone())));
     if let Some(listeners) = ingress {
+        let https_port = listeners.https.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
         let settings = ingress::Settings {
             trusted_proxies: config.trusted_proxies.clone(),
             logs: logs.clone(),
+            https_port,
             ..Default::default()
         };
         let (handle, stop, s) = (routes.clone(), shutdown.clone(), settings.clone());

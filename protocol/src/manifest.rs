@@ -36,11 +36,22 @@ pub struct IngressLimits {
     pub rate_per_sec: u32,
     /// Requests a client may send at once before the rate applies (at least 1 when limited).
     pub rate_burst: u32,
+    /// Plain-HTTP requests are redirected (308) to HTTPS.
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=` on HTTPS responses; 0: none.
+    pub hsts_max_age_secs: u64,
 }
 
 impl Default for IngressLimits {
     fn default() -> Self {
-        Self { max_body_bytes: 100 * MIB, max_concurrent: 1000, rate_per_sec: 0, rate_burst: 0 }
+        Self {
+            max_body_bytes: 100 * MIB,
+            max_concurrent: 1000,
+            rate_per_sec: 0,
+            rate_burst: 0,
+            https_redirect: false,
+            hsts_max_age_secs: 0,
+        }
     }
 }
 
@@ -221,6 +232,9 @@ struct FileIngress {
     max_concurrent: Option<u32>,
     rate_limit: Option<u32>,
     rate_burst: Option<u32>,
+    https_redirect: Option<bool>,
+    /// `"365d"`, `"1y"`: how long browsers keep to HTTPS.
+    hsts: Option<String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -493,6 +507,20 @@ fn apply_ingress(l: &mut IngressLimits, f: &FileIngress, prefix: &str) -> Result
         }
         l.rate_burst = n;
     }
+    if let Some(on) = f.https_redirect {
+        l.https_redirect = on;
+    }
+    if let Some(text) = &f.hsts {
+        match humantime::parse_duration(text) {
+            Ok(d) if d.as_secs() <= 2 * 366 * 24 * 3600 => l.hsts_max_age_secs = d.as_secs(),
+            _ => {
+                return err(format!(
+                    "{} must be a duration of at most 2 years, like \"365d\" (\"0s\" turns it off)",
+                    key("hsts")
+                ))
+            }
+        }
+    }
     Ok(())
 }
 
@@ -673,8 +701,13 @@ replicas = 1
         let text = "[ingress]\nmax_body = \"10M\"\nmax_concurrent = 50\nrate_limit = 5\n\
                     [env.staging.ingress]\nmax_body = 4096\nrate_limit = 20\nrate_burst = 100\n";
         let prod = parse(text, "production").unwrap().ingress;
-        let want =
-            IngressLimits { max_body_bytes: 10 << 20, max_concurrent: 50, rate_per_sec: 5, rate_burst: 5 };
+        let want = IngressLimits {
+            max_body_bytes: 10 << 20,
+            max_concurrent: 50,
+            rate_per_sec: 5,
+            rate_burst: 5,
+            ..Default::default()
+        };
         assert_eq!(prod, want);
         let staging = parse(text, "staging").unwrap().ingress;
         assert_eq!(
@@ -687,10 +720,15 @@ replicas = 1
             ("max_concurrent = 0", "ingress.max_concurrent must be between"),
             ("rate_burst = 5", "ingress.rate_burst needs ingress.rate_limit"),
             ("rate_limit = 1\nrate_burst = 0", "ingress.rate_burst must be between"),
+            ("hsts = \"forever\"", "ingress.hsts must be a duration"),
+            ("hsts = \"10y\"", "ingress.hsts must be a duration"),
         ] {
             let e = parse(&format!("[ingress]\n{bad}\n"), "production").unwrap_err();
             assert!(e.to_string().contains(why), "{bad}: {e}");
         }
+        let https =
+            parse("[ingress]\nhttps_redirect = true\nhsts = \"365d\"\n", "production").unwrap().ingress;
+        assert_eq!((https.https_redirect, https.hsts_max_age_secs), (true, 365 * 24 * 3600));
         // A release stored before these limits existed reads with the defaults.
         let mut old = serde_json::to_value(Manifest::default()).unwrap();
         old.as_object_mut().unwrap().remove("ingress");

@@ -165,9 +165,11 @@ fn apps_and_domains_are_served_over_https_with_the_right_certificate() {
     let pem = |f: &str| std::fs::read_to_string(f).unwrap();
     std::fs::write(&both, pem(&own_ca) + &pem(&own_ca2)).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..2)
         .map(|_| {
             let (stop, both, shop, https) = (stop.clone(), both.clone(), shop.clone(), p.https.clone());
+            let count = count.clone();
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -192,12 +194,25 @@ fn apps_and_domains_are_served_over_https_with_the_right_certificate() {
                         .output()
                         .unwrap();
                     seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 seen
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Requests before, during and after the replacement.
+    let made = |n: usize| {
+        let count = count.clone();
+        move || {
+            let c = count.load(std::sync::atomic::Ordering::Relaxed);
+            if c >= n {
+                Ok(String::new())
+            } else {
+                Err(format!("{c} requests"))
+            }
+        }
+    };
+    wait_for(60, "requests before the replacement", made(5));
     let out = p
         .paas(&["domains", "add", "--app", &app, &shop, "--cert", &cert2, "--key", &key2])
         .expect_ok()
@@ -206,6 +221,8 @@ fn apps_and_domains_are_served_over_https_with_the_right_certificate() {
     wait_for(30, "the replacement certificate to be served", || {
         ok(curl(&p, Path::new(&own_ca2), &shop, "/", &[]))
     });
+    let after = count.load(std::sync::atomic::Ordering::Relaxed) + 5;
+    wait_for(60, "requests after the replacement", made(after));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     let failed = seen.iter().filter(|s| *s != "200").count();

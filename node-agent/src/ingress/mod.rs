@@ -67,6 +67,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Where the access log goes (central logs, source `router`); by default nowhere.
     pub logs: crate::logs::LogHandle,
+    /// The port this ingress serves HTTPS on, where apps with `https_redirect` send plain-HTTP
+    /// clients; `None` without an HTTPS listener.
+    pub https_port: Option<u16>,
 }
 
 impl Default for Settings {
@@ -79,6 +82,7 @@ impl Default for Settings {
             response_header_timeout: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
             logs: Default::default(),
+            https_port: None,
         }
     }
 }

@@ -120,6 +120,19 @@ pub(crate) fn bad_request(message: &str) -> Response<RespBody> {
     page(StatusCode::BAD_REQUEST, "Bad request", &escape(message))
 }
 
+/// 308 to `location` (plain HTTP to HTTPS): the method and body are kept.
+pub(crate) fn redirect(location: &str) -> Response<RespBody> {
+    let mut resp = page(
+        StatusCode::PERMANENT_REDIRECT,
+        "Moved to HTTPS",
+        &format!("This app is served at <a href=\"{0}\">{0}</a>.", escape(location)),
+    );
+    if let Ok(value) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(http::header::LOCATION, value);
+    }
+    resp
+}
+
 /// A plain-text answer (an ACME challenge's key authorization).
 pub(crate) fn text(status: StatusCode, text: String) -> Response<RespBody> {
     with_type(status, text, "text/plain")

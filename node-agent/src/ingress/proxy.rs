@@ -63,6 +63,8 @@ pub(crate) struct Proxy {
     logs: crate::logs::LogHandle,
     /// Clients reach this proxy over TLS (`X-Forwarded-Proto: https`).
     https: bool,
+    /// Where plain-HTTP clients of apps with `https_redirect` are sent.
+    https_port: Option<u16>,
 }
 
 impl Proxy {
@@ -89,6 +91,7 @@ impl Proxy {
             trusted_proxies: settings.trusted_proxies.clone(),
             logs: settings.logs.clone(),
             https,
+            https_port: settings.https_port,
         }
     }
 
@@ -101,8 +104,14 @@ impl Proxy {
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let client = client_ip(req.headers(), peer, &self.trusted_proxies);
         let mut access = Access::new(started, req.method(), path, &id, client.clone());
-        let mut resp = self.forward(req, peer, &client, &mut access).await;
+        let mut hsts = 0;
+        let mut resp = self.forward(req, peer, &client, &mut access, &mut hsts).await;
         resp.headers_mut().insert(REQUEST_ID, id);
+        if self.https && hsts > 0 {
+            if let Ok(value) = HeaderValue::from_str(&format!("max-age={hsts}")) {
+                resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+            }
+        }
         access.finish(resp, &self.logs)
     }
 
@@ -112,6 +121,7 @@ impl Proxy {
         peer: SocketAddr,
         client: &str,
         access: &mut Access,
+        hsts: &mut u64,
     ) -> Response<RespBody> {
         let raw_host = match req.headers().get(HOST) {
             Some(value) => value.to_str().ok().map(str::to_owned),
@@ -136,6 +146,13 @@ impl Proxy {
         access.route(&entry, &host);
         // The app's protections, before anything of the request reaches it (or its static files).
         let bounds = route.limits;
+        *hsts = bounds.hsts_max_age_secs;
+        if let (false, true, Some(port)) = (self.https, bounds.https_redirect, self.https_port) {
+            let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let authority = if port == 443 { host.clone() } else { format!("{host}:{port}") };
+            access.answered_by(Dyno::Ingress);
+            return pages::redirect(&format!("https://{authority}{path}"));
+        }
         if route.maintenance {
             access.error("The app is in maintenance mode", Dyno::Ingress);
             return pages::maintenance(&route.app);

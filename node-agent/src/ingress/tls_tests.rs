@@ -136,3 +136,30 @@ async fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
         .expect("the idle connection was closed")
         .unwrap();
 }
+
+#[tokio::test]
+async fn https_redirect_sends_plain_http_clients_to_https_and_hsts_goes_on_https_answers() {
+    let backend = named_backend("one").await;
+    let mut secure = route("shop.test", &[backend]);
+    secure.limits.https_redirect = true;
+    secure.limits.hsts_max_age_secs = 3600;
+    let plain = route("plain.test", &[backend]);
+    let settings = Settings { https_port: Some(8443), ..Settings::default() };
+    let (http_addr, _, _stop) = start_ingress_with(&[secure.clone(), plain.clone()], settings).await;
+    let resp = send(http_addr, Request::post("/").header("host", "Shop.Test:8080"), "kept").await;
+    assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(resp.headers()["location"], "https://shop.test:8443/path?q=1");
+    assert!(!resp.headers().contains_key("strict-transport-security"), "never over plain HTTP");
+    let resp = send(http_addr, Request::get("/").header("host", "plain.test"), "").await;
+    assert_eq!(resp.status(), StatusCode::OK, "apps without it are served over HTTP");
+
+    let ca = TestCa::new("test CA");
+    let (addr, handle) = start_tls(&[secure, plain], Settings::default()).await;
+    handle.set_certificates(&[ca.issue("shop.test"), ca.issue("plain.test")]);
+    let (mut send_h2, _conn) = h2(addr, &ca, "shop.test").await.unwrap();
+    let resp = get(&mut send_h2, "shop.test").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=3600");
+    let (mut send_plain, _conn2) = h2(addr, &ca, "plain.test").await.unwrap();
+    assert!(!get(&mut send_plain, "plain.test").await.headers().contains_key("strict-transport-security"));
+}

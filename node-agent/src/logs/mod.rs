@@ -10,8 +10,8 @@
 //! - the writer appends what the readers collected and what was pushed to the spool, which
 //!   numbers it;
 //! - the shipper (`ship`) sends the oldest unacknowledged lines (and the spool's drop counts),
-//!   two batches on their way at once, and makes the spool forget what the control plane
-//!   acknowledged; while it cannot, it retries with backoff and the spool keeps filling up to
+//!   up to `ship::IN_FLIGHT` batches on their way at once, and makes the spool forget what the
+//!   control plane acknowledged; while it cannot, it retries with backoff and the spool keeps filling up to
 //!   its cap.
 
 mod ship;
