@@ -68,7 +68,7 @@ async fn dns_instruction(state: &AppState, row: &DomainRow) -> Result<String> {
 }
 
 async fn view(state: &AppState, row: DomainRow) -> Result<Domain> {
-    let cert = state.store.list_certificates().await?.into_iter().find(|c| c.host == row.domain);
+    let cert = state.store.get_certificate(&row.domain).await?;
     Ok(Domain {
         dns: dns_instruction(state, &row).await?,
         tls: row.tls.parse().unwrap_or(CertSource::Local),

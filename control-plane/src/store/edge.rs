@@ -126,6 +126,13 @@ impl Store {
         Ok(sqlx::query_as("SELECT * FROM certificates ORDER BY host").fetch_all(&self.pool).await?)
     }
 
+    pub async fn get_certificate(&self, host: &str) -> Result<Option<CertRow>> {
+        Ok(sqlx::query_as("SELECT * FROM certificates WHERE host = ?")
+            .bind(host)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     pub async fn put_certificate(&self, cert: &CertRow) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         put_certificate(&mut conn, cert).await
