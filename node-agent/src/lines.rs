@@ -174,10 +174,15 @@ pub fn log_entry(raw: &[u8]) -> (String, &[u8]) {
         Some(i) => (&raw[..i], &raw[i + 1..]),
         None => (&raw[..0], raw),
     };
-    let time = String::from_utf8_lossy(time);
+    (sortable_time(&String::from_utf8_lossy(time)), message)
+}
+
+/// Docker's RFC 3339 time (`2026-11-27T10:00:01.5Z`) with its fraction padded to nanoseconds
+/// and without the `Z`, so that times sort as text.
+pub fn sortable_time(time: &str) -> String {
     let time = time.trim_end_matches('Z');
     let (secs, frac) = time.split_once('.').unwrap_or((time, ""));
-    (format!("{secs}.{frac:0<9}"), message)
+    format!("{secs}.{frac:0<9}")
 }
 
 #[derive(Default)]

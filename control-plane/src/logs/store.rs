@@ -134,11 +134,15 @@ pub fn parse_time(rfc3339: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
-/// RFC 3339 (UTC, nanoseconds when there are any) of unix nanoseconds.
+/// RFC 3339 in UTC with all nine digits of the fraction: the same width for every line, so
+/// times line up in a terminal and sort as text.
 pub fn format_time(ns: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+    );
     time::OffsetDateTime::from_unix_timestamp_nanos(ns.into())
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_default()
 }
 

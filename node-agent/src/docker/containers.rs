@@ -187,6 +187,15 @@ impl DockerClient {
         })
     }
 
+    /// Where container `id`'s json-file log is on this host, when Docker keeps one there (the
+    /// json-file driver, a local engine): central logs read it straight from disk.
+    pub async fn log_path(&self, id: &str) -> Option<std::path::PathBuf> {
+        let info = self.docker.inspect_container(id, None).await.ok()?;
+        let driver = info.host_config.and_then(|h| h.log_config).and_then(|l| l.typ);
+        let path = info.log_path.filter(|p| !p.is_empty())?;
+        (driver.as_deref() == Some("json-file")).then(|| path.into())
+    }
+
     /// Last `n` lines the container wrote (stdout and stderr).
     pub async fn log_tail(&self, name: &str, n: usize) -> Vec<String> {
         let opts =

@@ -14,6 +14,7 @@
 //!   control plane acknowledged; while it cannot, it retries with backoff and the spool keeps filling up to
 //!   its cap.
 
+mod jsonfile;
 mod ship;
 mod spool;
 mod tail;
@@ -28,7 +29,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -219,6 +220,7 @@ impl Collector {
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
             active: HashMap::new(),
+            stopped: HashMap::new(),
             ended: HashMap::new(),
             names: HashMap::new(),
         };
@@ -238,6 +240,9 @@ struct Readers {
     task_ids: HashMap<tokio::task::Id, String>,
     /// Containers (by id) being read, with who waits for their reader to end.
     active: HashMap<String, Vec<oneshot::Sender<()>>>,
+    /// Tells the reader of a container (by id) that it stopped: a reader of its files then
+    /// reads them to their end and ends.
+    stopped: HashMap<String, watch::Sender<bool>>,
     /// Containers whose reader ended (they stopped), with where it left off: it is ahead of
     /// the spool's cursor while its last lines wait for the writer.
     ended: HashMap<String, Option<Cursor>>,
@@ -270,6 +275,7 @@ impl Readers {
                         Err(e) => (e.id(), None),
                     };
                     if let Some(id) = self.task_ids.remove(&task) {
+                        self.stopped.remove(&id);
                         for waiter in self.active.remove(&id).unwrap_or_default() {
                             let _ = waiter.send(());
                         }
@@ -284,6 +290,12 @@ impl Readers {
         }
         // Dropping the readers and the sender lets the writer finish what is queued.
         self.tasks.abort_all();
+    }
+
+    fn stop(&self, id: &str) {
+        if let Some(stop) = self.stopped.get(id) {
+            stop.send_replace(true);
+        }
     }
 
     /// Starts a reader on every container that has none and may have output not read yet; a
@@ -303,6 +315,9 @@ impl Readers {
             live.insert(source.id.clone());
             self.names.insert(source.name.clone(), source.id.clone());
             if self.active.contains_key(&source.id) {
+                if !source.running {
+                    self.stop(&source.id);
+                }
                 continue;
             }
             let Some(config) = signals.config(&source.name) else { continue };
@@ -317,7 +332,9 @@ impl Readers {
             self.ended.remove(&source.id);
             self.active.insert(source.id.clone(), Vec::new());
             let (docker, out, id) = (self.docker.clone(), self.out.clone(), source.id.clone());
-            let task = self.tasks.spawn(tail::follow(docker, source, cursor, config, out));
+            let (stop, stopped) = watch::channel(!source.running);
+            self.stopped.insert(id.clone(), stop);
+            let task = self.tasks.spawn(tail::follow(docker, source, cursor, config, out, stopped));
             self.task_ids.insert(task.id(), id);
         }
         for (name, waiter) in waiting.drain(..) {
@@ -325,6 +342,10 @@ impl Readers {
                 Some(waiters) => waiters.push(waiter),
                 None => drop(waiter),
             }
+        }
+        let gone: Vec<String> = self.active.keys().filter(|id| !live.contains(*id)).cloned().collect();
+        for id in gone {
+            self.stop(&id);
         }
         self.ended.retain(|id, _| live.contains(id));
         self.names.retain(|_, id| live.contains(id));

@@ -2,35 +2,58 @@
 //! timestamps, from the container's cursor on, cut into lines of at most [`MAX_LINE_BYTES`] and
 //! labelled with the container's app, environment, process, release and replica.
 //!
-//! The cursor (last timestamp taken, and how many entries at exactly that time) is how a read
-//! resumes without losing or repeating an entry: Docker's `since` has whole seconds, so the
-//! entries of that second up to the cursor are skipped by hand.
+//! The entries come from the container's json-file log on disk (`jsonfile`) when this host has
+//! it, else from Docker's log stream. The cursor (last timestamp taken, and how many entries at
+//! exactly that time) is how a read resumes without losing or repeating an entry: a file is
+//! read again from its start and Docker's `since` has whole seconds, so the entries up to the
+//! cursor are skipped by hand.
 
+use super::jsonfile::LogFiles;
 use super::spool::{Collected, Cursor};
 use crate::docker::{DockerClient, LogSource};
 use crate::lines::{log_entry, Splitter};
 use futures_util::StreamExt;
 use protocol::logs::{LogSource as Source, LogStream, ShippedLine};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 /// Longest line kept; the rest of a longer one is replaced by `lines::CUT_MARKER`. Docker's
 /// json-file driver splits longer lines into 16 KiB entries, which this joins up to the cut.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
-/// Reads `source`'s output from `cursor` on into `out` until the container stops (or the
-/// stream breaks, or `out` closes); answers where it read up to.
+/// A file at its end is looked at again after this, doubling up to [`IDLE_MAX`] while nothing
+/// comes: new lines show within a fraction of a second, and hundreds of idle containers cost
+/// little.
+const IDLE_MIN: Duration = Duration::from_millis(20);
+const IDLE_MAX: Duration = Duration::from_millis(250);
+
+/// Reads `source`'s output from `cursor` on into `out` until the container stops (`stopped`
+/// turns true, or Docker's stream ends), the log cannot be read, or `out` closes; answers
+/// where it read up to.
 pub async fn follow(
     docker: DockerClient,
     source: LogSource,
     cursor: Option<Cursor>,
     config: std::sync::Arc<std::collections::BTreeMap<String, String>>,
     out: mpsc::Sender<Collected>,
+    stopped: watch::Receiver<bool>,
 ) -> Option<Cursor> {
     let masked = |mut c: Collected| {
         c.line.text = crate::reconcile::mask(&c.line.text, &config);
         c
     };
     let mut reader = Reader::new(source, cursor);
+    let files = match docker.log_path(&reader.source.id).await {
+        Some(path) => tokio::task::spawn_blocking(move || LogFiles::open(&path)).await.ok(),
+        None => None,
+    };
+    match files {
+        Some(Ok(files)) => return follow_files(files, reader, masked, out, stopped).await,
+        Some(Err(e)) => {
+            tracing::debug!(container = %reader.source.name, error = %e, "the container's log file cannot be read; reading through Docker");
+        }
+        None => {}
+    }
     // Docker 20.10's follow can end before a stopped container's last entries, so the log is
     // read once more after it: the cursor passes over what the follow already took.
     for follow in [true, false] {
@@ -54,6 +77,65 @@ pub async fn follow(
         }
     }
     let mut lines = Vec::new();
+    reader.finish(|c| lines.push(c));
+    for c in lines {
+        let _ = out.send(masked(c)).await;
+    }
+    reader.cursor
+}
+
+/// Reads the container's log files until it stopped and they are read to their end.
+async fn follow_files(
+    mut files: LogFiles,
+    mut reader: Reader,
+    masked: impl Fn(Collected) -> Collected,
+    out: mpsc::Sender<Collected>,
+    mut stopped: watch::Receiver<bool>,
+) -> Option<Cursor> {
+    reader.restart();
+    let mut idle = IDLE_MIN;
+    let mut lines = Vec::new();
+    loop {
+        // Seen before the read: a container that had stopped has all of its output in the files.
+        let done = *stopped.borrow_and_update() || stopped.has_changed().is_err();
+        let read = tokio::task::spawn_blocking(move || {
+            let chunk = files.next_chunk();
+            (files, chunk)
+        })
+        .await;
+        let chunk = match read {
+            Ok((back, chunk)) => {
+                files = back;
+                chunk
+            }
+            Err(_) => break,
+        };
+        match chunk {
+            Ok(Some(entries)) => {
+                idle = IDLE_MIN;
+                for e in entries {
+                    reader.entry_at(e.stderr, e.at, e.log.as_bytes(), |c| lines.push(c));
+                }
+                for c in lines.drain(..) {
+                    if out.send(masked(c)).await.is_err() {
+                        return reader.cursor;
+                    }
+                }
+            }
+            Ok(None) if done => break,
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = stopped.changed() => {}
+                }
+                idle = (idle * 2).min(IDLE_MAX);
+            }
+            Err(e) => {
+                tracing::debug!(container = %reader.source.name, error = %e, "reading the container's log file stopped");
+                break;
+            }
+        }
+    }
     reader.finish(|c| lines.push(c));
     for c in lines {
         let _ = out.send(masked(c)).await;
@@ -102,8 +184,13 @@ impl Reader {
         }
     }
 
-    fn entry(&mut self, stderr: bool, raw: &[u8], mut emit: impl FnMut(Collected)) {
+    /// An entry of Docker's log stream: its time, a space, what was written.
+    fn entry(&mut self, stderr: bool, raw: &[u8], emit: impl FnMut(Collected)) {
         let (at, message) = log_entry(raw);
+        self.entry_at(stderr, at, message, emit);
+    }
+
+    fn entry_at(&mut self, stderr: bool, at: String, message: &[u8], mut emit: impl FnMut(Collected)) {
         if !self.is_new(&at) {
             return;
         }
