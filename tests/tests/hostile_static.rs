@@ -110,10 +110,24 @@ fn hostile_static_directory_serves_nothing_from_the_host() {
     assert_eq!(r.status, 416, "{r:?}");
 
     // The hard links hold the image's own /etc/passwd: image content, not the host's.
-    let images = docker(&["images", "-q", "--filter", &format!("label=paas.app={app}")]);
-    let image = images.split_whitespace().next().expect("the app's image").to_string();
-    let image_passwd = docker(&["run", "--rm", "--network", "none", &image, "cat", "/etc/passwd"]);
-    assert!(image_passwd.starts_with("root:"), "{image_passwd}");
+    // The image the web container runs (the app's label also marks other images, such as a
+    // build's, which the platform may be removing meanwhile).
+    let web = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=paas.app={app}"),
+        "--filter",
+        "label=paas.process=web",
+    ]);
+    let web = web.split_whitespace().next().expect("the app's web container").to_string();
+    let image = docker(&["inspect", "-f", "{{.Image}}", &web]).trim().to_string();
+    let run = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none", &image, "cat", "/etc/passwd"])
+        .output()
+        .expect("running docker");
+    let image_passwd = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(image_passwd.starts_with("root:"), "{image_passwd} {}", String::from_utf8_lossy(&run.stderr));
     for path in ["/static/hard", "/static/hard2"] {
         let r = p.get(&host, path);
         assert_eq!((r.status, r.body.as_str()), (200, image_passwd.as_str()), "{path}: {r:?}");

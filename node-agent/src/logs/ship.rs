@@ -52,9 +52,12 @@ pub(super) async fn ship(
     // The newest batch sent (the next one starts after it), and when it went.
     let mut newest: Option<(Arc<Pending>, Instant)> = None;
     loop {
-        // A batch that was not full goes at most every SHIP_EVERY, so a trickle of lines is
-        // sent in a few batches rather than one each.
-        let may_send = newest.as_ref().is_none_or(|(p, at)| p.full || at.elapsed() >= SHIP_EVERY);
+        // A batch that was not full is followed by another at most every SHIP_EVERY, so a
+        // trickle of lines is sent in a few batches rather than one each, unless a full
+        // batch is waiting already (a flood must not wait).
+        let may_send = newest.as_ref().is_none_or(|(p, at)| {
+            p.full || at.elapsed() >= SHIP_EVERY || lock(&spool).lines_after(Some(p)) >= BATCH_LINES as u64
+        });
         if in_flight.len() < IN_FLIGHT && may_send {
             let sent = newest.as_ref().map(|(p, _)| p.as_ref());
             let next = lock(&spool).batch_after(sent, BATCH_LINES, BATCH_BYTES);
@@ -84,7 +87,7 @@ pub(super) async fn ship(
                 newest.as_ref().map_or(Duration::MAX, |(_, at)| SHIP_EVERY.saturating_sub(at.elapsed()));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ready.notified(), if may_send => {}
+                _ = ready.notified() => {}
                 _ = tokio::time::sleep(wait), if !may_send => {}
             }
             continue;

@@ -467,6 +467,12 @@ impl Spool {
         self.batch_after(None, max_lines, max_bytes)
     }
 
+    /// How many lines a [`Spool::batch_after`] of `sent` would find now (at most).
+    pub fn lines_after(&self, sent: Option<&Pending>) -> u64 {
+        let after = sent.map_or(self.forgotten, |p| p.last_seq.max(self.forgotten));
+        (self.next_seq - 1).saturating_sub(after)
+    }
+
     /// The lines after those of `sent` (a batch still on its way), so that several batches can
     /// be in flight; without `sent`, [`Spool::batch`]. Drop counts go only in a batch that
     /// follows none, so that no count is sent twice before it is acknowledged.
