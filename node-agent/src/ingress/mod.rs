@@ -6,6 +6,9 @@
 //! certificates in `tls`, the per-app concurrency cap and rate limit in `limits`.
 
 mod access;
+mod balance;
+#[cfg(test)]
+mod balance_tests;
 mod files;
 mod inflight;
 mod limits;
@@ -102,6 +105,8 @@ pub struct IngressHandle {
     // complete table and `set_routes` swaps the whole table in a single write.
     table: Arc<RwLock<Arc<Table>>>,
     inflight: Arc<inflight::InFlight>,
+    /// Replicas failing in a row, ejected from balancing for a while.
+    health: Arc<balance::Health>,
     /// Extracted static directories by [`protocol::agent::StaticRoute::key`].
     static_roots: Arc<RwLock<HashMap<String, std::path::PathBuf>>>,
     /// What the HTTPS listener serves, by SNI.
@@ -119,7 +124,8 @@ struct Table {
 
 pub(crate) struct RouteEntry {
     pub(crate) route: Route,
-    /// Round-robin position; carried over across table swaps so a busy host keeps rotating.
+    /// Rotation among equally loaded replicas; carried over across table swaps so a busy host
+    /// keeps rotating.
     pub(crate) next: AtomicUsize,
     /// The environment's request count and rate limiter: one for all its hostnames, carried
     /// over across table swaps.
@@ -131,6 +137,7 @@ impl IngressHandle {
         Self {
             table: Arc::new(RwLock::new(Arc::new(Table::default()))),
             inflight: Arc::default(),
+            health: Arc::default(),
             static_roots: Arc::default(),
             certificates: Arc::default(),
             challenges: Arc::default(),
@@ -179,6 +186,9 @@ impl IngressHandle {
             let entry = RouteEntry { route: route.clone(), next: AtomicUsize::new(next), guards };
             by_host.insert(host, Arc::new(entry));
         }
+        let live: std::collections::HashSet<&str> =
+            routes.iter().flat_map(|r| r.backends.iter().map(String::as_str)).collect();
+        self.health.retain(|b| live.contains(b));
         let table = Arc::new(Table { by_host, routes: routes.to_vec() });
         *self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
     }

@@ -226,8 +226,8 @@ impl Proxy {
 
         let backends = &route.backends;
         let start = entry.next.fetch_add(1, Ordering::Relaxed);
-        for attempt in 0..backends.len() {
-            let index = (start + attempt) % backends.len();
+        let health = &self.handle.health;
+        for index in health.order(backends, start, &self.handle.inflight) {
             let backend = &backends[index];
             let uri = match Uri::builder()
                 .scheme("http")
@@ -261,9 +261,11 @@ impl Proxy {
             let answer = tokio::time::timeout(self.response_header_timeout, self.client.request(out)).await;
             match answer {
                 Ok(Ok(resp)) => {
-                    return self.respond(resp, client_upgrade, host, backend, &route.app, guard, access)
+                    health.answered(backend);
+                    return self.respond(resp, client_upgrade, host, backend, &route.app, guard, access);
                 }
                 Err(_) => {
+                    health.failed(backend);
                     tracing::warn!(host = %host, backend = %backend, timeout = ?self.response_header_timeout, "backend sent no response head in time");
                     access.error("The app sent no response in time", access.dyno());
                     return pages::gateway_timeout(&route.app);
@@ -279,6 +281,7 @@ impl Proxy {
                     return pages::request_timeout();
                 }
                 Ok(Err(err)) => {
+                    health.failed(backend);
                     // A failed connect sent nothing, so even a request with a body can go elsewhere
                     // as long as nobody started reading that body.
                     let unsent = err.is_connect() && slot.lock().is_ok_and(|s| s.is_some());
