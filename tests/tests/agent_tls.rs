@@ -9,8 +9,20 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The node's stored identity; a joined agent writes it once it has joined, which can be after
+/// `join_agent` returns on a busy machine, so this waits for it.
 fn identity(state_dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(state_dir.join("node-identity.json")).unwrap()).unwrap()
+    let file = state_dir.join("node-identity.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match std::fs::read(&file) {
+            Ok(bytes) => return serde_json::from_slice(&bytes).unwrap(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("reading {}: {e}", file.display()),
+        }
+    }
 }
 
 fn client_of(id: &Value) -> reqwest::Client {
