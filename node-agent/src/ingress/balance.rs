@@ -54,8 +54,7 @@ impl Health {
     /// `backend` answered (a response head, whatever its status): it is healthy again.
     pub(crate) fn answered(&self, backend: &str) {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        if failing.contains_key(backend) {
-            failing.remove(backend);
+        if failing.remove(backend).is_some() {
             tracing::debug!(backend, "replica answers again");
         }
     }

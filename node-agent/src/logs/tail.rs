@@ -69,18 +69,14 @@ pub async fn follow(
                     break;
                 }
             }
-            for c in lines.drain(..) {
-                if out.send(masked(c)).await.is_err() {
-                    return reader.cursor;
-                }
+            if !pass_on(&mut lines, &masked, &out).await {
+                return reader.cursor;
             }
         }
     }
     let mut lines = Vec::new();
     reader.finish(|c| lines.push(c));
-    for c in lines {
-        let _ = out.send(masked(c)).await;
-    }
+    pass_on(&mut lines, &masked, &out).await;
     reader.cursor
 }
 
@@ -116,10 +112,8 @@ async fn follow_files(
                 for e in entries {
                     reader.entry_at(e.stderr, e.at, e.log.as_bytes(), |c| lines.push(c));
                 }
-                for c in lines.drain(..) {
-                    if out.send(masked(c)).await.is_err() {
-                        return reader.cursor;
-                    }
+                if !pass_on(&mut lines, &masked, &out).await {
+                    return reader.cursor;
                 }
             }
             Ok(None) if done => break,
@@ -137,10 +131,22 @@ async fn follow_files(
         }
     }
     reader.finish(|c| lines.push(c));
-    for c in lines {
-        let _ = out.send(masked(c)).await;
-    }
+    pass_on(&mut lines, &masked, &out).await;
     reader.cursor
+}
+
+/// Sends `lines`, masked, to the writer; false once it is gone.
+async fn pass_on(
+    lines: &mut Vec<Collected>,
+    masked: &impl Fn(Collected) -> Collected,
+    out: &mpsc::Sender<Collected>,
+) -> bool {
+    for c in lines.drain(..) {
+        if out.send(masked(c)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Turns one container's log entries into collected lines.
