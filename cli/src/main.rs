@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod dockerignore;
 mod output;
+mod sockets;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -282,6 +282,7 @@ pub fn static_route(release: &protocol::api::Release) -> Option<StaticRoute> {
         dir: st.dir.clone(),
         prefix: st.prefix.clone(),
         max_age_secs: st.max_age_secs,
+        errors: st.errors.clone(),
     })
 }
 

@@ -14,6 +14,7 @@ pub mod ingress;
 mod jobs;
 mod lines;
 mod logs;
+mod precompress;
 mod reconcile;
 mod statics;
 mod sync;

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Written last into a finished extraction. Earlier versions wrote `.complete` and kept the
-/// image's symlinks; their directories lack this marker and are extracted again.
-const MARKER: &str = ".extracted-v2";
+/// image's symlinks, or made no compressed copies (`.extracted-v2`); their directories lack
+/// this marker and are extracted again.
+const MARKER: &str = ".extracted-v3";
 /// A failed extraction (a missing directory, an image over the caps) is not retried sooner,
 /// so a 1 GiB image is not copied again on every assignment.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -140,6 +141,13 @@ impl Statics {
                 let tmp = dir.with_extension("tmp");
                 let _ = std::fs::remove_dir_all(&tmp);
                 let unpacked = unpack(tar, &tmp.join("files"), LIMITS).and_then(|u| {
+                    let c = crate::precompress::precompress(&tmp.join("files"))?;
+                    tracing::debug!(
+                        files = c.files,
+                        before = c.bytes_before,
+                        after = c.bytes_after,
+                        "static files compressed"
+                    );
                     let _ = std::fs::remove_dir_all(&dir);
                     std::fs::rename(&tmp, &dir).context("moving the extracted files in place")?;
                     std::fs::write(dir.join(MARKER), b"").context("marking the extraction complete")?;

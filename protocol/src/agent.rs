@@ -334,6 +334,9 @@ pub struct StaticRoute {
     pub dir: String,
     pub prefix: String,
     pub max_age_secs: u64,
+    /// The app's pages for the ingress's own answers (`[errors]`), files under `dir`.
+    #[serde(default)]
+    pub errors: std::collections::BTreeMap<String, String>,
 }
 
 impl StaticRoute {

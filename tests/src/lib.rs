@@ -187,6 +187,8 @@ pub struct Platform {
     bin: PathBuf,
     /// The lock on this platform's share of the test network range (see [`network_slot`]).
     _network_slot: Option<std::fs::File>,
+    /// The ingress's listening socket when the test passes it in (socket activation).
+    passed: Option<std::net::TcpListener>,
 }
 
 impl Platform {
@@ -207,6 +209,30 @@ impl Platform {
 
     /// Starts `paas up` from the binary at `bin` (a copy a test may replace while it runs).
     pub fn start_from(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut p = Self::prepare(bin, extra, env, None);
+        p.launch();
+        p
+    }
+
+    /// Starts `paas up` with its HTTP ingress on a listening socket this test made and passes
+    /// in, as systemd's socket activation does (`LISTEN_FDS`); every restart gets the same
+    /// socket, which stays open in between.
+    pub fn start_with_passed_ingress() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listening socket");
+        let addr = listener.local_addr().unwrap().to_string();
+        // Open across exec, for `paas up` to inherit (see `launch`).
+        rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::empty()).unwrap();
+        let mut p = Self::prepare(paas_bin(), &["--http-addr", &addr], &[], Some(listener));
+        p.launch();
+        p
+    }
+
+    fn prepare(
+        bin: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        passed: Option<std::net::TcpListener>,
+    ) -> Self {
         paas_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env: Vec<(String, String)> =
@@ -217,7 +243,7 @@ impl Platform {
             env.push(("PAAS_NETWORK_POOL".into(), pool));
             lock
         });
-        let mut p = Platform {
+        Platform {
             dir,
             node: format!("test-{}", rand_suffix()),
             api_url: String::new(),
@@ -233,13 +259,22 @@ impl Platform {
             env,
             bin: bin.to_path_buf(),
             _network_slot: slot,
-        };
-        p.launch();
-        p
+            passed,
+        }
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.passed {
+            // As systemd does: the socket is descriptor 3 and LISTEN_FDS says how many follow.
+            Some(listener) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(listener);
+                let moved = if fd == 3 { String::new() } else { format!("exec 3<&{fd} {fd}<&- && ") };
+                let mut cmd = Command::new("bash");
+                cmd.arg("-c").arg(format!("{moved}LISTEN_FDS=1 exec \"$0\" \"$@\"")).arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
         let agent_addr = self.agent_url.trim_start_matches("https://").to_string();
         cmd.args(["up", "--output", "json", "--api-addr", &self.api_addr, "--https-addr", &self.https]);
         // A test may fix the ingress's port itself (an ACME server must know where to look).

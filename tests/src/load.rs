@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,6 +85,8 @@ pub fn served_by(body: &str) -> String {
 
 pub struct Load {
     stop: Arc<AtomicBool>,
+    /// Requests answered with 200 so far, across the threads.
+    ok: Arc<AtomicU64>,
     samples: Arc<Mutex<Vec<Sample>>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -99,10 +101,11 @@ impl Load {
     pub fn start_paced(addr: &str, host: &str, threads: usize, rate: Option<f64>) -> Self {
         let gap = rate.map(|r| Duration::from_secs_f64(threads as f64 / r));
         let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..threads)
             .map(|_| {
-                let (stop, samples) = (stop.clone(), samples.clone());
+                let (stop, samples, ok) = (stop.clone(), samples.clone(), ok.clone());
                 let mut client = KeepAlive::new(addr, host);
                 std::thread::spawn(move || {
                     let mut local = Vec::new();
@@ -119,13 +122,26 @@ impl Load {
                             Ok((status, body)) => (status, served_by(&body)),
                             Err(e) => (0, e),
                         };
+                        if status == 200 {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
                         local.push(Sample { start, end: Instant::now(), status, served_by: served });
                     }
                     samples.lock().unwrap().extend(local);
                 })
             })
             .collect();
-        Self { stop, samples, threads }
+        Self { stop, ok, samples, threads }
+    }
+
+    /// Waits until `n` more requests than now were answered with 200 (at most `timeout`).
+    #[track_caller]
+    pub fn wait_for_answers(&self, n: u64, timeout: Duration) {
+        let (start, deadline) = (self.ok.load(Ordering::Relaxed), Instant::now() + timeout);
+        while self.ok.load(Ordering::Relaxed) < start + n {
+            assert!(Instant::now() < deadline, "the load got fewer than {n} answers in {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the clients and returns every sample, in start order.

@@ -10,6 +10,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    if let Some(inherited) =
+        crate::sockets::take(addr).with_context(|| format!("using the passed socket for the {what}"))?
+    {
+        return Ok(TcpListener::from_std(inherited)?);
+    }
     TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for the {what}; is another paas running? choose another address")
     })
@@ -172,6 +177,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     let http = bind(args.http_addr, "ingress").await?;
     let https = bind(args.https_addr, "HTTPS ingress").await?;
     let agents = bind(args.agent_addr, "agent API").await?;
+    crate::sockets::warn_unused();
     let api_addr = api.local_addr()?;
     let scheme = if args.data.api_tls.api_tls { "https" } else { "http" };
     let api_url = format!("{scheme}://{api_addr}");
@@ -284,6 +290,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     check_api_exposure(args.api_addr, &args.data)?;
     let api = bind(args.api_addr, "API").await?;
     let agents = bind(args.agent_addr, "agent API").await?;
+    crate::sockets::warn_unused();
     let mut config = control_plane_config(&args.data, args.ingress_http_port, args.ingress_https_port)?;
     let api_addr = api.local_addr()?;
     config.api_tls = api_tls_names(api_addr, &args.data);
@@ -313,6 +320,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    crate::sockets::warn_unused();
     let state_dir = match args.state_dir {
         Some(d) => d,
         None => config::default_data_dir("paas-agent")?,

@@ -1,6 +1,8 @@
 //! Static files the ingress serves itself (the manifest's `[static]` directory, extracted from
 //! the release's image by the agent), with long-lived cache headers, ETags and single byte
-//! ranges, streamed from disk, so assets never cost the app a request.
+//! ranges, streamed from disk, so assets never cost the app a request. Text files go out in the
+//! brotli or gzip copy made at extraction (`crate::precompress`) when the client accepts it;
+//! fingerprinted names are marked immutable.
 //!
 //! Files are opened one path component at a time relative to the directory opened before it,
 //! each with `O_NOFOLLOW`: a symlink anywhere on the path (absolute, relative, to a directory)
@@ -9,25 +11,30 @@
 //! refused for the same reason.
 
 use super::proxy::{BoxError, RespBody};
+use crate::precompress::{compressible, fingerprinted, Encoding};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE,
-    RANGE,
+    ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use protocol::agent::StaticRoute;
 use rustix::fs::{Mode, OFlags};
-use std::io::SeekFrom;
+use std::io::{Read, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+/// Largest `[errors]` page served; a larger one is left for the platform's own.
+const MAX_PAGE: u64 = 1 << 20;
 /// Read size when streaming a file.
 const CHUNK: usize = 64 * 1024;
+/// A year: what `immutable` files may be kept for (RFC 8246 recommends it with a long max-age).
+const IMMUTABLE_MAX_AGE: u64 = 365 * 24 * 3600;
 
 /// The path components under `prefix` that `path` names, if the path is a clean relative path
 /// (no `..`, `.`, empty parts, NULs or backslashes, also when percent-encoded).
@@ -146,8 +153,50 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
+/// Whether `Accept-Encoding` allows `enc` (RFC 9110 12.5.3): its own entry's weight decides,
+/// else a `*` entry's; a weight of 0 refuses.
+pub(crate) fn accepts(headers: &HeaderMap, enc: Encoding) -> bool {
+    let (mut own, mut any) = (None, None);
+    let items = headers
+        .get_all(ACCEPT_ENCODING)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for item in items {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let weight = parts
+            .find_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+            .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok());
+        let allowed = weight.is_some_and(|w| w > 0.0);
+        if name.eq_ignore_ascii_case(enc.token()) {
+            own = Some(allowed);
+        } else if name == "*" {
+            any = Some(allowed);
+        }
+    }
+    own.or(any).unwrap_or(false)
+}
+
 fn empty() -> RespBody {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The `[errors]` page at `rel` (a manifest-checked relative path) under `root`, with its type;
+/// `None` when it is missing, not a plain file, or larger than [`MAX_PAGE`].
+pub(crate) async fn read_page(root: &Path, rel: &str) -> Option<(Bytes, &'static str)> {
+    let parts: Vec<String> = rel.split('/').map(str::to_string).collect();
+    let root = root.to_path_buf();
+    let name = parts.last()?.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let file = open_beneath(&root, &parts)?;
+        let mut body = Vec::new();
+        file.take(MAX_PAGE + 1).read_to_end(&mut body).ok()?;
+        (body.len() as u64 <= MAX_PAGE).then_some(body)
+    })
+    .await
+    .ok()??;
+    Some((Bytes::from(body), content_type(&name)))
 }
 
 /// Serves the file when the request is a GET/HEAD under the static prefix and the file exists;
@@ -163,17 +212,49 @@ pub(crate) async fn serve(
         return None;
     }
     let parts = components(&st.prefix, path)?;
-    let root = root.to_path_buf();
-    let name = parts.last()?.clone();
-    let file = tokio::task::spawn_blocking(move || open_beneath(&root, &parts)).await.ok()??;
-    let meta = file.metadata().ok()?;
-    let len = meta.len();
-    let etag = format!("\"{:x}-{:x}\"", len, meta.mtime());
-    let builder = Response::builder()
-        .header(CACHE_CONTROL, format!("public, max-age={}", st.max_age_secs))
-        .header(ETAG, &etag)
-        .header(ACCEPT_RANGES, "bytes");
     let header = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let name = parts.last()?.clone();
+    let text = compressible(&name);
+    // A range is of the file itself: a client resuming a download gets the plain bytes.
+    let wanted: Vec<Encoding> = if text && header(RANGE).is_none() {
+        Encoding::ALL.into_iter().filter(|e| accepts(headers, *e)).collect()
+    } else {
+        Vec::new()
+    };
+    let root = root.to_path_buf();
+    let (plain, copy) = tokio::task::spawn_blocking(move || {
+        // The plain file decides whether the path exists; a copy is used only beside it.
+        let plain = open_beneath(&root, &parts)?;
+        let copy = wanted.into_iter().find_map(|e| Some((open_beneath(&e.root(&root), &parts)?, e)));
+        Some((plain, copy))
+    })
+    .await
+    .ok()??;
+    // The tag is the plain file's (the same on every node that extracted the release).
+    let meta = plain.metadata().ok()?;
+    let mut etag = format!("{:x}-{:x}", meta.len(), meta.mtime());
+    let (file, encoding) = match copy {
+        Some((file, e)) => {
+            etag = format!("{etag}-{}", e.token());
+            (file, Some(e))
+        }
+        None => (plain, None),
+    };
+    let etag = format!("\"{etag}\"");
+    let len = file.metadata().ok()?.len();
+    let cache = if fingerprinted(&name) {
+        format!("public, max-age={IMMUTABLE_MAX_AGE}, immutable")
+    } else {
+        format!("public, max-age={}", st.max_age_secs)
+    };
+    let mut builder =
+        Response::builder().header(CACHE_CONTROL, cache).header(ETAG, &etag).header(ACCEPT_RANGES, "bytes");
+    if text {
+        builder = builder.header(VARY, "Accept-Encoding");
+    }
+    if let Some(e) = encoding {
+        builder = builder.header(CONTENT_ENCODING, e.token());
+    }
     if header(IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
         return builder.status(StatusCode::NOT_MODIFIED).body(empty()).ok();
     }

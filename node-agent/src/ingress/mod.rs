@@ -17,6 +17,8 @@ mod limits_tests;
 mod pages;
 mod proxy;
 #[cfg(test)]
+mod static_tests;
+#[cfg(test)]
 mod tests;
 pub mod tls;
 
@@ -42,6 +44,9 @@ use proxy::Proxy;
 
 /// How long in-flight requests may run after shutdown starts before their connections are cut.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After shutdown starts, an HTTP/1.1 connection that has started no request for this long is
+/// closed as idle (busy ones are closed by their next answer).
+const STOP_QUIET: Duration = Duration::from_secs(1);
 /// Client connections served at once. Each proxied request holds two descriptors (client and
 /// backend), so the process's open-file limit should allow twice this and some.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -401,10 +406,20 @@ async fn serve_connection<S>(
     let opened = Instant::now();
     let last_request = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = last_request.clone();
+    let stopping = shutdown.clone();
     let service = service_fn(move |req| {
-        let proxy = proxy.clone();
+        let (proxy, stopping) = (proxy.clone(), stopping.clone());
         seen.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        async move {
+            let mut resp = proxy.handle(req, peer).await;
+            // Once the ingress stops, each HTTP/1.1 answer tells its client to reconnect (to
+            // the process that takes the socket over) rather than racing a close of the idle
+            // connection with the client's next request.
+            if stopping.is_cancelled() && !h2 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(true).timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
@@ -430,9 +445,31 @@ async fn serve_connection<S>(
             conn.await
         }
         _ = shutdown.cancelled() => {
-            // Finishes the request in flight (if any), then closes instead of keeping alive.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            // An HTTP/1.1 client that keeps sending is told to close with its next answer
+            // (above); one that has sent nothing for a while is idle, and closing it is the
+            // usual end of a keep-alive connection. HTTP/2 clients get a GOAWAY at once, which
+            // tells them exactly which requests to send again.
+            let quiet = async {
+                if h2 {
+                    return;
+                }
+                loop {
+                    let last = Duration::from_millis(last_request.load(Ordering::Relaxed));
+                    let quiet_for = opened.elapsed().saturating_sub(last);
+                    if quiet_for >= STOP_QUIET {
+                        return;
+                    }
+                    tokio::time::sleep(STOP_QUIET - quiet_for).await;
+                }
+            };
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = quiet => {
+                    // Finishes the request in flight (if any), then closes.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         }
     };
     if let Err(err) = result {

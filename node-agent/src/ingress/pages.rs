@@ -149,10 +149,32 @@ fn page(status: StatusCode, title: &str, message_html: &str) -> Response<RespBod
     with_type(status, html, "text/html; charset=utf-8")
 }
 
+/// Marks the responses above (in their extensions): the ingress's own answers, which an app's
+/// `[errors]` page may replace, unlike an app's response of the same status.
+#[derive(Clone, Copy)]
+struct OwnPage;
+
+pub(crate) fn is_own(resp: &Response<RespBody>) -> bool {
+    resp.extensions().get::<OwnPage>().is_some()
+}
+
+/// `resp` with `body` (of `content_type`) in place of its page; status and headers are kept.
+pub(crate) fn replace_body(
+    resp: Response<RespBody>,
+    body: Bytes,
+    content_type: &'static str,
+) -> Response<RespBody> {
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Full::new(body).map_err(|never| match never {}).boxed_unsync())
+}
+
 fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<RespBody> {
     let body = Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
+    resp.extensions_mut().insert(OwnPage);
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     // These answers describe a transient state of the cluster; a cached 503 would outlive it.

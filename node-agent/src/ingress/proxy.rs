@@ -104,15 +104,35 @@ impl Proxy {
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let client = client_ip(req.headers(), peer, &self.trusted_proxies);
         let mut access = Access::new(started, req.method(), path, &id, client.clone());
-        let mut hsts = 0;
-        let mut resp = self.forward(req, peer, &client, &mut access, &mut hsts).await;
-        resp.headers_mut().insert(REQUEST_ID, id);
-        if self.https && hsts > 0 {
-            if let Ok(value) = HeaderValue::from_str(&format!("max-age={hsts}")) {
-                resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+        let mut routed = None;
+        let mut resp = self.forward(req, peer, &client, &mut access, &mut routed).await;
+        if let Some(entry) = &routed {
+            if pages::is_own(&resp) {
+                resp = self.app_page(entry, resp).await;
+            }
+            let hsts = entry.route.limits.hsts_max_age_secs;
+            if self.https && hsts > 0 {
+                if let Ok(value) = HeaderValue::from_str(&format!("max-age={hsts}")) {
+                    resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+                }
             }
         }
+        resp.headers_mut().insert(REQUEST_ID, id);
         access.finish(resp, &self.logs)
+    }
+
+    /// The app's own page (`[errors]`) in place of the ingress's for the same status, when it
+    /// has one: status and headers stay the ingress's.
+    async fn app_page(&self, entry: &RouteEntry, resp: Response<RespBody>) -> Response<RespBody> {
+        let Some(st) = &entry.route.static_files else { return resp };
+        let Some(page) = protocol::manifest::error_page(&st.errors, resp.status().as_u16()) else {
+            return resp;
+        };
+        let Some(root) = self.handle.static_root(&st.key()) else { return resp };
+        match super::files::read_page(&root, page).await {
+            Some((body, content_type)) => pages::replace_body(resp, body, content_type),
+            None => resp,
+        }
     }
 
     async fn forward(
@@ -121,7 +141,7 @@ impl Proxy {
         peer: SocketAddr,
         client: &str,
         access: &mut Access,
-        hsts: &mut u64,
+        routed: &mut Option<Arc<RouteEntry>>,
     ) -> Response<RespBody> {
         let raw_host = match req.headers().get(HOST) {
             Some(value) => value.to_str().ok().map(str::to_owned),
@@ -142,11 +162,11 @@ impl Proxy {
         let Some(entry) = self.handle.lookup(&host) else {
             return pages::not_found(&host);
         };
+        *routed = Some(entry.clone());
         let route = &entry.route;
         access.route(&entry, &host);
         // The app's protections, before anything of the request reaches it (or its static files).
         let bounds = route.limits;
-        *hsts = bounds.hsts_max_age_secs;
         if let (false, true, Some(port)) = (self.https, bounds.https_redirect, self.https_port) {
             let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             let authority = if port == 443 { host.clone() } else { format!("{host}:{port}") };

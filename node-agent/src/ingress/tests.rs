@@ -107,7 +107,7 @@ pub(super) async fn named_backend(name: &'static str) -> SocketAddr {
 }
 
 /// An address nothing listens on: bound, then released.
-async fn dead_addr() -> SocketAddr {
+pub(super) async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
 }
@@ -563,12 +563,16 @@ fn parses_trusted_proxies() {
 }
 
 /// An ingress serving `r` with static files from `dir` under `/static/`.
-async fn start_static_ingress(r: &mut Route, dir: &std::path::Path) -> (SocketAddr, CancellationToken) {
+pub(super) async fn start_static_ingress(
+    r: &mut Route,
+    dir: &std::path::Path,
+) -> (SocketAddr, CancellationToken) {
     let st = protocol::agent::StaticRoute {
         image: "sha256:0123456789abcdef0123".into(),
         dir: "/app/public".into(),
         prefix: "/static/".into(),
         max_age_secs: 60,
+        errors: r.static_files.take().map(|st| st.errors).unwrap_or_default(),
     };
     r.static_files = Some(st.clone());
     let (ingress, handle, shutdown) = start_ingress(std::slice::from_ref(r)).await;
