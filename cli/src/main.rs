@@ -1,5 +1,15 @@
 //! The `paas` binary: parses the command line and hands off to one module per command.
 
+/// `println!`/`print!` for the whole CLI: when the reader of stdout is gone (`paas releases |
+/// head -3`) a command ends quietly, as Unix tools do, instead of panicking (see `output::write`).
+macro_rules! println {
+    () => { $crate::output::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*)) };
+}
+
 mod args;
 mod bundle;
 mod cmd;
@@ -13,6 +23,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    output::set_daemon(cli.command.is_daemon());
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAAS_LOG").unwrap_or_else(|_| {
         let default = if cli.command.is_daemon() { "info" } else { "warn" };
         tracing_subscriber::EnvFilter::new(default)

@@ -3,6 +3,32 @@
 
 use crate::args::Output;
 use serde::Serialize;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set for `paas up`, `server` and `agent`: their stdout may be closed by whoever started them
+/// (after the ready line) without that ending the platform.
+static DAEMON: AtomicBool = AtomicBool::new(false);
+
+pub fn set_daemon(daemon: bool) {
+    DAEMON.store(daemon, Ordering::Relaxed);
+}
+
+/// Writes to stdout (what the crate's `println!` and `print!` do). A command whose reader went
+/// away (a closed pipe) exits at once with success: there is no one left to tell anything. A
+/// daemon keeps running and drops the text.
+pub fn write(args: std::fmt::Arguments) {
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(_) if DAEMON.load(Ordering::Relaxed) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot write the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
 
 /// Prints `value` as JSON, or runs `text` to print it for people.
 pub fn emit<T: Serialize>(mode: Output, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {

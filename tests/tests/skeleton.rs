@@ -105,6 +105,20 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
     p.paas(&["deploy", dir, "--app", &app]).expect_ok();
     p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
 
+    // Output into a pipe whose reader is gone (`paas releases | head -0`): a quiet, successful end.
+    let mut closed = std::process::Command::new(paas_tests::paas_bin())
+        .args(["releases", "--app", &app])
+        .env("XDG_CONFIG_HOME", p.dir.path().join("config"))
+        .env_remove("PAAS_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(closed.stdout.take());
+    let out = closed.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{:?}: {stderr}", out.status);
+
     p.paas(&["apps", "create", "Bad_Name"]).expect_err("invalid app name");
     p.paas(&["apps", "create", &app]).expect_err("already exists");
     p.paas(&["deploy", dir, "--app", "no-such-app"]).expect_err("no app named");
