@@ -121,6 +121,9 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
 
     p.paas(&["apps", "create", "Bad_Name"]).expect_err("invalid app name");
     p.paas(&["apps", "create", &app]).expect_err("already exists");
+    // A wrong token is refused before anything is packed or uploaded.
+    let out = p.paas_env(&["deploy", dir, "--app", &app], &[("PAAS_TOKEN", "paas_wrong")]).expect_err("token");
+    assert!(!out.stderr.contains("Uploading"), "{}", out.stderr);
     p.paas(&["deploy", dir, "--app", "no-such-app"]).expect_err("no app named");
     p.paas(&["deploy", dir, "--app", &app, "--env", "nope"]).expect_err("no environment named");
     p.paas(&["apps", "delete", &app]).expect_err("--confirm");

@@ -29,6 +29,15 @@ pub async fn exec(g: &Global, args: DeployArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = &text {
         manifest::parse(t, env.as_str())?;
     }
+    // A bad token, or an app or environment that is not there, is told before any packing or
+    // upload (a source tree can take a while to send).
+    let known = client.get_app(app.as_str()).await?;
+    anyhow::ensure!(
+        known.envs.iter().any(|e| e.name == env.as_str()),
+        "app {:?} has no environment named {:?}; see `paas envs list --app {app}`",
+        app.as_str(),
+        env.as_str()
+    );
     let replaced = args.health_check.as_ref().and(text.as_deref());
     let release = match &args.image {
         Some(image) => {
