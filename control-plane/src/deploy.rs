@@ -232,7 +232,7 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     }
 
     // A scale that lands while the replicas are placed changes their number: place again.
-    let instances = loop {
+    let (instances, serving) = loop {
         let env_row = state.store.get_env(app, env).await?;
         let mut instances = Vec::new();
         for process in release.manifest.processes.keys() {
@@ -241,11 +241,16 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
         }
         anyhow::ensure!(!instances.is_empty(), "the release has no replicas to run; scale a process above 0");
         if state.store.start_rollout(app, env, version, &env_row.formation, &instances).await? {
-            break instances;
+            break (instances, env_row.current_release);
         }
     };
     state.bump();
-    stage(format!("Starting {} replica(s) of v{version} beside the running release", instances.len())).await;
+    // A first deploy has no running release to start beside or to drain.
+    let beside = match serving {
+        Some(v) => format!(" beside v{v}, which keeps serving"),
+        None => String::new(),
+    };
+    stage(format!("Starting {} replica(s) of v{version}{beside}", instances.len())).await;
 
     let settings = &release.manifest.deploy;
     wait_healthy(state, release, instances.len(), settings.timeout()).await?;
@@ -283,7 +288,11 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     state.store.retire_others(app, env, version).await?;
     state.store.set_release_status(app, env, version, ReleaseStatus::Active, None).await?;
     state.bump();
-    stage(format!("v{version} serves; the previous release drains and stops")).await;
+    let after = match serving {
+        Some(v) => format!("; v{v} drains and stops"),
+        None => String::new(),
+    };
+    stage(format!("v{version} serves{after}")).await;
     Ok(())
 }
 

@@ -33,6 +33,43 @@ pub const HELD_LINES: usize = 20;
 /// A batch the control plane did not take is retried this often, then counted as dropped.
 const SEND_ATTEMPTS: u32 = 3;
 
+/// `text` without terminal escape sequences (colours, cursor moves, titles), which build tools
+/// print for a terminal: in a deploy's output and the logs they are noise, or lines of their own.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            // CSI: parameters and intermediates up to a final byte in @..~.
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC: up to BEL or ESC \.
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            // Character set designations are three characters, any other escape two.
+            Some('(' | ')') => {
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// `line` cut to at most `max` bytes (on a character boundary) plus [`CUT_MARKER`].
 pub fn cut(mut line: String, max: usize) -> String {
     if line.len() <= max {
@@ -408,6 +445,17 @@ pub fn fit_report(report: &mut NodeReport, limit: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_drops_terminal_escapes_and_keeps_the_text() {
+        assert_eq!(plain("\u{1b}[1m\u{1b}[32mStep 1/4\u{1b}[0m : FROM x"), "Step 1/4 : FROM x");
+        assert_eq!(plain("\u{1b}[0m"), "");
+        assert_eq!(plain("\u{1b}]0;title\u{7}done"), "done");
+        assert_eq!(plain("\u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\"), "link");
+        assert_eq!(plain("a\u{1b}(Bb\u{1b}=c"), "abc");
+        assert_eq!(plain("tab\tstays, ünïcode too"), "tab\tstays, ünïcode too");
+        assert_eq!(plain("cut \u{1b}["), "cut ");
+    }
 
     fn split(chunks: &[&[u8]]) -> Vec<String> {
         let mut out = Vec::new();

@@ -360,7 +360,7 @@ fn parse_duration(key: &str, v: &DurationValue) -> Result<u64, ManifestError> {
 pub fn parse(text: &str, env: &str) -> Result<Manifest, ManifestError> {
     let file: File = toml::from_str(text).map_err(|e| ManifestError {
         line: e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
-        message: e.message().trim().to_string(),
+        message: in_words(e.message().trim()),
     })?;
     let mut m = Manifest::default();
     if let Some(r) = &file.release {
@@ -404,6 +404,19 @@ pub fn parse(text: &str, env: &str) -> Result<Manifest, ManifestError> {
     }
     validate(&m)?;
     Ok(m)
+}
+
+/// The TOML parser's type names in the words of `paas.toml`'s keys (only `port` is a u16).
+fn in_words(message: &str) -> String {
+    [
+        ("expected u16", "expected a port number (1 to 65535)"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list, e.g. [\"python3\", \"app.py\"]"),
+    ]
+    .iter()
+    .fold(message.to_string(), |m, (rust, words)| m.replace(rust, words))
 }
 
 /// Checks `[errors]`: known statuses, and clean paths relative to the static directory.

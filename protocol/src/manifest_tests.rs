@@ -132,6 +132,7 @@ fn errors_name_the_line_and_key() {
     let e = parse("[processes.web]\nport = \"eighty\"\n", "production").unwrap_err();
     assert_eq!(e.line, Some(2), "{e}");
     assert!(e.to_string().contains("paas.toml line 2"), "{e}");
+    assert!(e.to_string().contains("expected a port number"), "{e}");
     let e = parse("[deploy]\ntimeout = \"soon\"\n", "production").unwrap_err();
     assert!(e.to_string().contains("deploy.timeout"), "{e}");
     for huge in ["\"99999999999999999999h\"", "\"18446744073709551615s\"", "9223372036854775807"] {

@@ -122,7 +122,8 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
     p.paas(&["apps", "create", "Bad_Name"]).expect_err("invalid app name");
     p.paas(&["apps", "create", &app]).expect_err("already exists");
     // A wrong token is refused before anything is packed or uploaded.
-    let out = p.paas_env(&["deploy", dir, "--app", &app], &[("PAAS_TOKEN", "paas_wrong")]).expect_err("token");
+    let out =
+        p.paas_env(&["deploy", dir, "--app", &app], &[("PAAS_TOKEN", "paas_wrong")]).expect_err("token");
     assert!(!out.stderr.contains("Uploading"), "{}", out.stderr);
     p.paas(&["deploy", dir, "--app", "no-such-app"]).expect_err("no app named");
     p.paas(&["deploy", dir, "--app", &app, "--env", "nope"]).expect_err("no environment named");
@@ -200,7 +201,7 @@ fn image_deploys_unknown_hosts_and_app_deletion() {
     p.paas(&["deploy", "--app", &other, "--image", &image]).expect_ok();
     p.wait_for_body(&p.host(&other), "Hello from paas!", SERVE);
     p.paas(&["deploy", "--app", &other, "--image", "paas-test/does-not-exist:1"])
-        .expect_err("pulling it failed");
+        .expect_err("the node has no image paas-test/does-not-exist:1 and");
 
     let r = p.get("nothing-here.localhost", "/");
     assert_eq!(r.status, 404);

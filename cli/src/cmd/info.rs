@@ -11,6 +11,21 @@ fn short_image(id: &Option<String>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// A release's error in one table cell: its first sentence without the "Last log lines of
+/// ...:" that introduces the tail, then the tail's last line, usually the app's own reason
+/// (`--output json` has the whole text).
+fn error_summary(error: &str) -> String {
+    let first = error.lines().next().unwrap_or("");
+    let head = [" Last log lines of ", " Last lines:"]
+        .iter()
+        .fold(first, |head, intro| head.split(intro).next().unwrap_or(head))
+        .trim_end();
+    match error.lines().skip(1).map(str::trim).filter(|l| !l.is_empty()).last() {
+        Some(last) => format!("{head} Last line: {}", crate::output::printable(last)),
+        None => head.to_string(),
+    }
+}
+
 pub async fn releases(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
     let releases = super::client(g)?.releases(&t.app, &t.env).await?;
     emit(g.output, &releases, |rs| {
@@ -22,7 +37,7 @@ pub async fn releases(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
                 short_image(&r.image_id),
                 r.created_at.clone(),
                 r.created_by.clone(),
-                r.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string(),
+                r.error.as_deref().map(error_summary).unwrap_or_default(),
             ]
         });
     })?;
@@ -113,4 +128,17 @@ pub async fn events(g: &Global, since: i64) -> anyhow::Result<ExitCode> {
         });
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_release_error_cell_ends_with_the_apps_last_line() {
+        let e = "v2 crashed (exit 3); the old release keeps serving. Last log lines of web.1:\nbooting\ncannot start: no config\n";
+        assert_eq!(
+            super::error_summary(e),
+            "v2 crashed (exit 3); the old release keeps serving. Last line: cannot start: no config"
+        );
+        assert_eq!(super::error_summary("the build failed"), "the build failed");
+    }
 }

@@ -38,8 +38,9 @@ impl DockerClient {
             match item {
                 Ok(info) => {
                     if let Some(text) = info.stream.or(info.status) {
-                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                            on_line(line.to_string());
+                        // Colour codes alone on a line are no line of output.
+                        for line in text.lines().map(crate::lines::plain).filter(|l| !l.trim().is_empty()) {
+                            on_line(line);
                         }
                     }
                     if let Some(e) = info.error {
@@ -87,12 +88,49 @@ impl DockerClient {
         let mut stream = self.docker.create_image(Some(opts), None, None);
         while let Some(item) = stream.next().await {
             if let Err(e) = item {
-                anyhow::bail!(
-                    "image {reference} is not on this node and pulling it failed: {}",
-                    docker_message(&e)
-                );
+                anyhow::bail!(pull_failure(reference, &docker_message(&e)));
             }
         }
         self.image_id(reference).await?.ok_or_else(|| anyhow::anyhow!("image {reference} could not be found"))
+    }
+}
+/// Why an image could not be pulled, in the user's terms: most often no registry is reachable
+/// at all (a node without internet) or the registry does not know the name; Docker's own text
+/// (a DNS error, say) is kept at the end.
+fn pull_failure(reference: &str, docker: &str) -> String {
+    let lower = docker.to_ascii_lowercase();
+    let unreachable = [
+        "no such host",
+        "dial tcp",
+        "lookup ",
+        "i/o timeout",
+        "connection refused",
+        "network is unreachable",
+        "server misbehaving",
+    ];
+    let unknown = ["not found", "manifest unknown", "pull access denied", "repository does not exist"];
+    if unreachable.iter().any(|m| lower.contains(m)) {
+        format!(
+            "the node has no image {reference} and there is no registry it can reach to pull it from; build or load the image on the node (docker build/load), or deploy the source (Docker said: {docker})"
+        )
+    } else if unknown.iter().any(|m| lower.contains(m)) {
+        format!("the node has no image {reference} and the registry has none of that name either (Docker said: {docker})")
+    } else {
+        format!("the node has no image {reference} and pulling it failed: {docker}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pull_failures_say_what_is_missing() {
+        let dns =
+            "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host";
+        let e = super::pull_failure("web:1", dns);
+        assert!(e.starts_with("the node has no image web:1 and there is no registry it can reach"), "{e}");
+        let e = super::pull_failure("web:1", "manifest unknown: manifest unknown");
+        assert!(e.contains("the registry has none of that name"), "{e}");
+        let e = super::pull_failure("web:1", "toomanyrequests");
+        assert!(e.ends_with("pulling it failed: toomanyrequests"), "{e}");
     }
 }
