@@ -9,8 +9,13 @@ use crate::store::NewRelease;
 use protocol::api::{ConfigChange, ConfigChanged, ConfigVars};
 use std::collections::BTreeMap;
 
+/// The vars with secret values (`protocol::secrets`) masked unless `reveal`; others in clear.
 fn masked(app: &str, env: &str, vars: BTreeMap<String, String>, reveal: bool) -> ConfigVars {
-    let vars = if reveal { vars } else { vars.into_keys().map(|k| (k, "****".to_string())).collect() };
+    let hide = |(k, v): (String, String)| {
+        let v = if protocol::secrets::is_secret(&k, &v) { "****".to_string() } else { v };
+        (k, v)
+    };
+    let vars = if reveal { vars } else { vars.into_iter().map(hide).collect() };
     ConfigVars { app: app.to_string(), env: env.to_string(), vars, revealed: reveal }
 }
 

@@ -51,8 +51,8 @@ async fn run_job(docker: DockerClient, client: Client, logs: crate::logs::LogHan
                 logs.started();
             }
         }
-        let mask =
-            |line: String| if job.mask_output { crate::reconcile::mask(&line, &job.config) } else { line };
+        let secrets = if job.mask_output { protocol::secrets::secret_texts(&job.config) } else { Vec::new() };
+        let mask = |line: String| protocol::secrets::mask_texts(&line, &secrets);
         docker.follow_logs(&name, |line| tx.send(mask(line))).await;
         docker.exit_code(&name).await
     }

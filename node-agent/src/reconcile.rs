@@ -426,9 +426,12 @@ impl Reconciler {
             }
             // Masked before cut, so a cut never leaves part of a secret unmasked.
             let keep = tail.len().saturating_sub(LOG_TAIL_LINES + 1);
+            let secrets = protocol::secrets::secret_texts(&spec.config);
             t.log_tail = tail[keep..]
                 .iter()
-                .map(|line| crate::lines::cut(mask(line, &spec.config), LOG_TAIL_LINE_BYTES))
+                .map(|line| {
+                    crate::lines::cut(protocol::secrets::mask_texts(line, &secrets), LOG_TAIL_LINE_BYTES)
+                })
                 .collect();
         }
     }
@@ -452,34 +455,4 @@ fn expected_labels(spec: &ContainerSpec) -> [(&'static str, String); 5] {
         (RELEASE, spec.release.to_string()),
         (REPLICA, spec.replica.to_string()),
     ]
-}
-
-/// Replaces config values in what a container printed, so an app that logs its secrets does
-/// not leak them into deploy errors. Very short values are left alone: masking "1" everywhere
-/// would make the lines unreadable and protects nothing.
-pub fn mask(line: &str, config: &std::collections::BTreeMap<String, String>) -> String {
-    let mut out = line.to_string();
-    let mut values: Vec<&String> = config.values().filter(|v| v.len() >= 4).collect();
-    // Longest first, so a value containing another is masked whole.
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    for v in values {
-        out = out.replace(v.as_str(), "****");
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn masks_config_values_in_log_lines() {
-        let config = std::collections::BTreeMap::from([
-            ("DB".to_string(), "postgres://u:s3cret@db/x".to_string()),
-            ("PW".to_string(), "s3cret".to_string()),
-            ("N".to_string(), "1".to_string()),
-        ]);
-        assert_eq!(
-            super::mask("connecting to postgres://u:s3cret@db/x with s3cret 1", &config),
-            "connecting to **** with **** 1"
-        );
-    }
 }

@@ -14,6 +14,7 @@ pub mod files;
 pub mod logs;
 pub mod manifest;
 pub mod names;
+pub mod secrets;
 pub mod tls;
 
 pub use client::{Client, ClientError};

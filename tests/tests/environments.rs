@@ -92,7 +92,8 @@ fn secrets_never_show_and_rollback_restores_config() {
     let dir = src.path().to_str().unwrap();
     p.paas(&["apps", "create", &app]).expect_ok();
     let secret = format!("s3cr3t-{}", paas_tests::rand_suffix());
-    p.paas(&["config", "set", "--app", &app, &format!("API_KEY={secret}"), "GREETING=one"]).expect_ok();
+    p.paas(&["config", "set", "--app", &app, &format!("API_KEY={secret}"), "GREETING=one", "OWNER=admin"])
+        .expect_ok();
     let deploy = p.paas(&["deploy", dir, "--app", &app]).expect_ok();
     p.wait_for_body(&p.host(&app), "one", SERVE);
     let change = p.paas(&["config", "set", "--app", &app, "GREETING=two"]).expect_ok();
@@ -105,6 +106,8 @@ fn secrets_never_show_and_rollback_restores_config() {
 
     let listed = p.paas(&["config", "list", "--app", &app]).expect_ok();
     assert!(listed.stdout.contains("API_KEY=****"), "{}", listed.stdout);
+    // Values that are not secrets show, and are never masked in output.
+    assert!(listed.stdout.contains("OWNER=admin"), "{}", listed.stdout);
     let revealed = p.paas(&["config", "list", "--app", &app, "--reveal", "-o", "json"]).expect_ok().json();
     assert_eq!(revealed["vars"]["API_KEY"], secret.as_str());
     let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok();
@@ -113,14 +116,18 @@ fn secrets_never_show_and_rollback_restores_config() {
     let leaky = tempfile::tempdir().unwrap();
     std::fs::write(
         leaky.path().join("paas.toml"),
-        "[processes.web]\ncommand = [\"python3\", \"-c\", \"import os; print('key is', os.environ['API_KEY'], flush=True); raise SystemExit(1)\"]\n",
+        "[processes.web]\ncommand = [\"python3\", \"-c\", \"import os; print('key is', os.environ['API_KEY'], 'for', os.environ['OWNER'] + '.0001', flush=True); raise SystemExit(1)\"]\n",
     )
     .unwrap();
     let image = format!("paas/{app}--production:v1");
     let failed = p
         .paas(&["deploy", leaky.path().to_str().unwrap(), "--app", &app, "--image", &image])
         .expect_err("crash-looping");
-    assert!(failed.stderr.contains("key is ****"), "the printed secret is masked: {}", failed.stderr);
+    assert!(
+        failed.stderr.contains("key is **** for admin.0001"),
+        "the printed secret is masked: {}",
+        failed.stderr
+    );
 
     for (what, text) in [
         ("deploy output", format!("{}{}", deploy.stdout, deploy.stderr)),

@@ -38,8 +38,11 @@ pub async fn follow(
     out: mpsc::Sender<Collected>,
     stopped: watch::Receiver<bool>,
 ) -> Option<Cursor> {
+    let secrets = protocol::secrets::secret_texts(&config);
     let masked = |mut c: Collected| {
-        c.line.text = crate::reconcile::mask(&c.line.text, &config);
+        if secrets.iter().any(|s| c.line.text.contains(s)) {
+            c.line.text = protocol::secrets::mask_texts(&c.line.text, &secrets);
+        }
         c
     };
     let mut reader = Reader::new(source, cursor);
