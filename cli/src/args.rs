@@ -95,9 +95,15 @@ pub enum Command {
     /// Managed PostgreSQL for an environment.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Link this directory to an app (`app = "..."` in its paas.toml), so commands run inside it
+    /// need no --app.
+    Link {
+        #[arg(long, short = 'a')]
+        app: String,
+    },
     /// Print the URL to `git remote add` for `git push` deploys.
     GitRemote {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
     },
     /// The pre-receive hook of the app repositories (run by git on the server, not by users).
@@ -469,11 +475,16 @@ pub enum AppsCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct AppEnv {
-    #[arg(long, short = 'a')]
+    #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
     pub app: String,
-    #[arg(long, short = 'e', default_value = "production")]
+    /// The environment.
+    #[arg(long, short = 'e', default_value = "production", env = "PAAS_ENV")]
     pub env: String,
 }
+
+/// The help of every `--app`: where it comes from when not given.
+pub const APP_HELP: &str =
+    "The app; inside a directory linked to one (`app = \"...\"` in its paas.toml, written by `paas link` and `paas apps create`, or a git remote named `paas`) that one";
 
 #[derive(Args, Debug)]
 pub struct MaintenanceArgs {
@@ -584,18 +595,18 @@ pub enum NodesCommand {
 pub enum EnvsCommand {
     /// Create an environment (served at <app>-<env>.<base-domain>).
     Create {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
         name: String,
     },
     /// List an app's environments.
     List {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
     },
     /// Delete an environment, its releases and containers.
     Delete {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
         name: String,
         /// Repeat the environment name to confirm.
@@ -605,7 +616,7 @@ pub enum EnvsCommand {
     /// Swap two environments' hostnames and custom domains at once (blue/green between, say,
     /// production and staging); swap again to swap back.
     Swap {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
         env1: String,
         env2: String,
@@ -633,7 +644,14 @@ pub enum ConfigCommand {
         #[arg(long)]
         detach: bool,
     },
-    /// List config vars, masked unless --reveal.
+    /// Print one config var's value (a secret's is revealed, which needs the deployer role and
+    /// is audited).
+    Get {
+        #[command(flatten)]
+        target: AppEnv,
+        key: String,
+    },
+    /// List config vars, secrets masked unless --reveal.
     List {
         #[command(flatten)]
         target: AppEnv,
@@ -644,7 +662,7 @@ pub enum ConfigCommand {
 
 #[derive(Args, Debug)]
 pub struct PromoteArgs {
-    #[arg(long, short = 'a')]
+    #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
     pub app: String,
     #[arg(long)]
     pub from: String,
@@ -763,7 +781,7 @@ pub enum DrainsCommand {
     /// Drain an app's lines (every environment's, or one's with --env) to a URL:
     /// syslog+tls://HOST:PORT, syslog+tcp://HOST:PORT (RFC 5424) or https://... (JSON lines).
     Add {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
         /// Only this environment's lines.
         #[arg(long, short = 'e')]
@@ -773,12 +791,12 @@ pub enum DrainsCommand {
     /// List an app's drains: URL (credentials masked), state, lines delivered, dropped and
     /// waiting, and the last error.
     List {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
     },
     /// Remove a drain by its id (see `list`) or its URL.
     Remove {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
         #[arg(value_name = "ID_OR_URL")]
         id_or_url: String,

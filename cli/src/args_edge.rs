@@ -44,7 +44,7 @@ pub enum DomainsCommand {
     /// --key. Prints the DNS record the domain needs. Given again with --cert and --key, it
     /// replaces the domain's certificate.
     Add {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
         #[arg(long, short = 'e')]
         env: Option<String>,
@@ -58,12 +58,12 @@ pub enum DomainsCommand {
     },
     /// List an app's domains with their environment, certificate and DNS record.
     List {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
     },
     /// Stop serving DOMAIN (its certificate is deleted).
     Remove {
-        #[arg(long, short = 'a')]
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
         app: String,
         domain: String,
     },

@@ -15,6 +15,7 @@ mod bundle;
 mod cmd;
 mod config;
 mod dockerignore;
+mod link;
 mod output;
 mod sockets;
 
@@ -22,6 +23,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before parsing: every --app falls back to PAAS_APP (see `link`).
+    if std::env::var_os("PAAS_APP").is_none() {
+        if let Some(app) = link::linked_app(std::path::Path::new(".")) {
+            std::env::set_var("PAAS_APP", app);
+        }
+    }
     let cli = args::Cli::parse();
     output::set_daemon(cli.command.is_daemon());
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAAS_LOG").unwrap_or_else(|_| {

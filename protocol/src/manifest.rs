@@ -224,6 +224,10 @@ pub struct ManifestError {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// The app the directory is linked to (`paas link`): read by the CLI only.
+    #[serde(default)]
+    #[allow(dead_code)]
+    app: Option<String>,
     #[serde(default)]
     processes: BTreeMap<String, FileProcess>,
     #[serde(default)]

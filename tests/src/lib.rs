@@ -446,6 +446,19 @@ impl Platform {
         self.paas_env(args, &[])
     }
 
+    /// `paas ARGS` run inside `dir` (where a linked paas.toml names the app).
+    pub fn paas_in(&self, dir: &Path, args: &[&str]) -> Run {
+        Command::new(paas_bin())
+            .args(args)
+            .current_dir(dir)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env_remove("PAAS_TOKEN")
+            .env_remove("PAAS_APP")
+            .output()
+            .expect("running paas")
+            .into()
+    }
+
     pub fn paas_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(paas_bin());
         cmd.args(args).env("XDG_CONFIG_HOME", self.dir.path().join("config")).env_remove("PAAS_TOKEN");

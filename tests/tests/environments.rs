@@ -108,6 +108,12 @@ fn secrets_never_show_and_rollback_restores_config() {
     assert!(listed.stdout.contains("API_KEY=****"), "{}", listed.stdout);
     // Values that are not secrets show, and are never masked in output.
     assert!(listed.stdout.contains("OWNER=admin"), "{}", listed.stdout);
+    assert_eq!(p.paas(&["config", "get", "--app", &app, "OWNER"]).expect_ok().stdout, "admin\n");
+    assert_eq!(
+        p.paas(&["config", "get", "--app", &app, "API_KEY"]).expect_ok().stdout,
+        format!("{secret}\n")
+    );
+    p.paas(&["config", "get", "--app", &app, "NOPE"]).expect_err("no config var \"NOPE\"");
     let revealed = p.paas(&["config", "list", "--app", &app, "--reveal", "-o", "json"]).expect_ok().json();
     assert_eq!(revealed["vars"]["API_KEY"], secret.as_str());
     let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok();

@@ -11,11 +11,16 @@ const SERVE: Duration = Duration::from_secs(60);
 fn deploy_serves_through_ingress_and_redeploy_bumps_the_release() {
     let mut p = Platform::start();
     let app = p.app_name("hello");
-    p.paas(&["apps", "create", &app]).expect_ok();
     let src = paas_tests::example_copy("hello");
     let dir = src.path().to_str().unwrap();
+    // Created inside the app's directory, the app is linked to it: no --app needed there.
+    let created = p.paas_in(src.path(), &["apps", "create", &app]).expect_ok();
+    assert!(created.stdout.contains("Linked this directory"), "{}", created.stdout);
+    let manifest = std::fs::read_to_string(src.path().join("paas.toml")).unwrap();
+    assert!(manifest.starts_with(&format!("app = \"{app}\"\n")), "{manifest}");
+    p.paas(&["releases"]).expect_err("--app");
 
-    let out = p.paas(&["deploy", dir, "--app", &app]).expect_ok();
+    let out = p.paas_in(src.path(), &["deploy"]).expect_ok();
     assert!(
         out.stdout.contains(&format!("http://{app}.localhost:")),
         "deploy ends with the URL: {}",
@@ -39,7 +44,7 @@ fn deploy_serves_through_ingress_and_redeploy_bumps_the_release() {
     let r = p.get(&p.host(&app), "/");
     assert!(r.body.contains("Second release"), "{r:?}\n{}", p.log());
 
-    let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
+    let releases = p.paas_in(src.path(), &["releases", "-o", "json"]).expect_ok().json();
     let statuses: Vec<(u64, &str)> = releases
         .as_array()
         .unwrap()

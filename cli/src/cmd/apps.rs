@@ -5,6 +5,14 @@ use crate::output::{emit, table};
 use protocol::AppName;
 use std::process::ExitCode;
 
+/// `paas link --app A`: this directory belongs to `app` from now on (checked to exist first).
+pub async fn link(g: &Global, app: &str) -> anyhow::Result<ExitCode> {
+    let app = super::client(g)?.get_app(AppName::new(app)?.as_str()).await?;
+    let path = crate::link::link(std::path::Path::new("."), &app.name)?;
+    println!("Linked this directory to {} ({}); --app is optional in it", app.name, path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     match cmd {
@@ -12,9 +20,20 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
             // Checked here too so a bad name fails before any network round trip.
             AppName::new(name.as_str())?;
             let app = client.create_app(&name).await?;
+            // Created from an app's source directory: commands run in it need no --app.
+            let dir = std::path::Path::new(".");
+            let linked =
+                if crate::link::is_app_dir(dir) { Some(crate::link::link(dir, &name)?) } else { None };
             emit(g.output, &app, |app| {
                 let url = app.envs.first().map(|e| e.url.as_str()).unwrap_or("");
                 println!("Created app {} (production will be served at {url})", app.name);
+                if let Some(path) = &linked {
+                    println!(
+                        "Linked this directory to {} ({}); --app is optional in it",
+                        app.name,
+                        path.display()
+                    );
+                }
             })?;
         }
         AppsCommand::List => {

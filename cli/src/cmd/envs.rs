@@ -86,6 +86,28 @@ fn redact(s: &str) -> String {
 
 pub async fn config(g: &Global, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     let (target, change, detach) = match cmd {
+        ConfigCommand::Get { target, key } => {
+            let client = super::client(g)?;
+            let masked = client.config(&target.app, &target.env, false).await?;
+            let Some(value) = masked.vars.get(&key) else {
+                anyhow::bail!(
+                    "{}/{} has no config var {key:?}; see `paas config list`",
+                    target.app,
+                    target.env
+                );
+            };
+            // Only a secret comes back masked: ask again, revealed (and audited), for it alone.
+            let value = if value != "****" {
+                value.clone()
+            } else {
+                let revealed = client.config(&target.app, &target.env, true).await?;
+                revealed.vars.get(&key).cloned().unwrap_or_default()
+            };
+            crate::output::emit(g.output, &serde_json::json!({ "key": key, "value": value }), |_| {
+                println!("{value}")
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
         ConfigCommand::List { target, reveal } => {
             let vars = super::client(g)?.config(&target.app, &target.env, reveal).await?;
             emit(g.output, &vars, |v| {

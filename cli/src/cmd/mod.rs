@@ -43,6 +43,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Promote(args) => envs::promote(&g, args).await,
         Command::Maintenance(args) => envs::maintenance(&g, args).await,
         Command::Run(args) => run::exec(&g, args).await,
+        Command::Link { app } => apps::link(&g, &app).await,
         Command::GitRemote { app } => git::remote(&g, &app).await,
         Command::Db(cmd) => db::exec(&g, cmd).await,
         Command::GitHook => git::hook().await,
