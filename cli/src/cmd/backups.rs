@@ -22,10 +22,6 @@ pub(crate) fn human(bytes: u64) -> String {
 }
 
 /// `2026-11-26T13:21:43.91586Z` as `2026-11-26 13:21:43`.
-pub(crate) fn short_time(t: &str) -> String {
-    t.get(..19).map_or_else(|| t.to_string(), |s| s.replace('T', " "))
-}
-
 fn source_text(b: &Backup) -> &'static str {
     if b.source == DbRole::Replica {
         "the replica"
@@ -121,7 +117,7 @@ pub async fn list(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
             };
             vec![
                 b.id.clone(),
-                short_time(&b.started_at),
+                crate::output::ago(&b.started_at),
                 b.trigger.to_string(),
                 b.source.as_str().trim_start_matches("db-").to_string(),
                 if b.status == BackupStatus::Failed {

@@ -88,7 +88,7 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     i.backup_schedule, i.keep, i.keep_days
                 );
                 let describe = |b: &protocol::api::Backup| {
-                    format!("{} ({}, {})", b.id, super::backups::short_time(&b.started_at), b.status)
+                    format!("{} ({}, {})", b.id, crate::output::ago(&b.started_at), b.status)
                 };
                 println!("  last backup: {}", i.last_backup.as_ref().map_or("none".into(), describe));
                 let verified = i

@@ -35,7 +35,7 @@ pub async fn releases(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
                 r.status.as_str().to_string(),
                 r.description.clone(),
                 short_image(&r.image_id),
-                r.created_at.clone(),
+                crate::output::ago(&r.created_at),
                 r.created_by.clone(),
                 r.error.as_deref().map(error_summary).unwrap_or_default(),
             ]
@@ -102,7 +102,7 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
                 n.status.clone(),
                 n.private_addr.clone(),
                 if n.ingress { "yes" } else { "no" }.to_string(),
-                n.last_seen.clone(),
+                crate::output::ago(&n.last_seen),
                 size(disk.as_ref().map(|d| d.images)),
                 size(disk.as_ref().map(|d| d.volumes)),
                 size(disk.as_ref().and_then(|d| d.logs)),
@@ -119,7 +119,7 @@ pub async fn events(g: &Global, since: i64) -> anyhow::Result<ExitCode> {
         table(&["ID", "AT (UTC)", "SEVERITY", "APP/ENV", "KIND", "MESSAGE"], es, |e| {
             vec![
                 e.id.to_string(),
-                super::backups::short_time(&e.at),
+                crate::output::ago(&e.at),
                 e.severity.clone(),
                 format!("{}/{}", e.app, e.env),
                 e.kind.clone(),

@@ -47,7 +47,7 @@ fn show_users(users: &[User]) {
             (true, false) => "password",
             _ => "tokens only",
         };
-        vec![u.name.clone(), grants_text(&u.grants), sign_in.to_string(), u.created_at.clone()]
+        vec![u.name.clone(), grants_text(&u.grants), sign_in.to_string(), crate::output::ago(&u.created_at)]
     });
 }
 
@@ -118,8 +118,8 @@ fn show_created(t: &CreatedToken) {
 
 fn show_tokens(tokens: &[TokenInfo]) {
     table(&["ID", "NAME", "USER", "CREATED", "EXPIRES"], tokens, |t| {
-        let expires = t.expires_at.clone().unwrap_or_else(|| "never".into());
-        vec![t.id.clone(), t.name.clone(), t.user.clone(), t.created_at.clone(), expires]
+        let expires = t.expires_at.as_deref().map_or_else(|| "never".into(), crate::output::ago);
+        vec![t.id.clone(), t.name.clone(), t.user.clone(), crate::output::ago(&t.created_at), expires]
     });
 }
 
