@@ -77,6 +77,9 @@ pub enum Command {
     Releases(AppEnv),
     /// Deploy an earlier release again (the one before the current without --to).
     Rollback(RollbackArgs),
+    /// Restart an environment: its serving release again as a new release, rolled out like a
+    /// deploy (new replicas take over once healthy), so the app stays up.
+    Restart(RestartArgs),
     /// Set the number of replicas of processes, e.g. `web=3`.
     Scale(ScaleArgs),
     /// Create, list and delete environments of an app.
@@ -558,6 +561,15 @@ pub struct RollbackArgs {
     /// The release to return to, e.g. 3 or v3.
     #[arg(long)]
     pub to: Option<String>,
+    /// When another deploy of the environment is in progress, wait for it instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub target: AppEnv,
     /// When another deploy of the environment is in progress, wait for it instead of failing.
     #[arg(long)]
     pub wait: bool,

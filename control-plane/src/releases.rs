@@ -160,6 +160,33 @@ pub async fn rollback(
     .await
 }
 
+/// A restart: the serving release again, as a new release of the same image, config and
+/// manifest, rolled out like any deploy (new replicas start beside the old ones and take over
+/// only once healthy), so a restart never takes the app down.
+pub async fn restart(state: &AppState, user: &str, app: &str, env: &str) -> Result<Release> {
+    let row = state.store.get_env(app, env).await?;
+    let current = row.current_release.ok_or_else(|| {
+        DomainError::Conflict(format!("{app}/{env} has no release serving yet; nothing to restart"))
+    })?;
+    let serving = state.store.get_release(app, env, current).await?;
+    let image = serving.image_id.clone().ok_or_else(|| {
+        DomainError::Conflict(format!("v{current} of {app}/{env} has no image; deploy it again instead"))
+    })?;
+    let (config, manifest_text) = state.store.release_inputs(app, env, current).await?;
+    start(state, app, env, None, |build_node| NewRelease {
+        source: serving.source.clone(),
+        created_by: user.to_string(),
+        build_node,
+        manifest: serving.manifest.clone(),
+        manifest_text,
+        description: format!("Restart of v{current}"),
+        image_id: Some(image),
+        config,
+        config_keys: serving.config_keys.clone(),
+    })
+    .await
+}
+
 /// Build once, promote everywhere: the image serving in `from` runs in `to`, with `to`'s own
 /// config and `to`'s overrides of the same paas.toml.
 pub async fn promote(state: &AppState, user: &str, app: &str, from: &str, to: &str) -> Result<Release> {

@@ -42,6 +42,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("GET", "/apps/{app}/logs/retention".into(), "viewer"),
         ("PUT", "/apps/{app}/logs/retention".into(), "admin"),
         ("POST", "/apps/{app}/envs/{env}/rollback".into(), "deployer"),
+        ("POST", "/apps/{app}/envs/{env}/restart".into(), "deployer"),
         ("POST", "/apps/{app}/envs/{env}/scale".into(), "deployer"),
         ("POST", "/apps/{app}/envs/{env}/runs".into(), "deployer"),
         ("GET", "/apps/{app}/envs/{env}/runs/{id}".into(), "deployer"),

@@ -202,6 +202,10 @@ impl Client {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/rollback"), &Rollback { to }).await
     }
 
+    pub async fn restart(&self, app: &str, env: &str) -> Result<Release> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/restart"), &serde_json::json!({})).await
+    }
+
     pub async fn create_env(&self, app: &str, env: &str) -> Result<App> {
         self.post(&format!("/api/v1/apps/{app}/envs"), &CreateEnv { name: env.to_string() }).await
     }

@@ -1,7 +1,8 @@
-//! Restarts without refused connections: `paas up` given its ingress socket by its supervisor
-//! (socket activation, `LISTEN_FDS`, as a systemd `.socket` unit does) is stopped and started
-//! again twice while clients keep sending requests over keep-alive connections; not one request
-//! fails, and requests are answered after each restart.
+//! Restarts without failed requests: `paas restart` of an app (a new release of the same image,
+//! rolled out blue/green), then `paas up` given its ingress socket by its supervisor (socket
+//! activation, `LISTEN_FDS`, as a systemd `.socket` unit does) stopped and started again twice,
+//! all while clients keep sending requests over keep-alive connections; not one request fails,
+//! and requests are answered after each restart.
 
 use paas_tests::load::Load;
 use paas_tests::Platform;
@@ -22,6 +23,12 @@ fn restarting_the_platform_on_a_passed_socket_fails_no_request() {
     p.wait_for_body(&host, "Hello from paas!", Duration::from_secs(60));
 
     let load = Load::start(&p.ingress, &host, 4);
+    load.wait_for_answers(50, Duration::from_secs(30));
+    let out = p.paas(&["restart", "--app", &app, "-o", "json"]).expect_ok();
+    assert_eq!(out.json()["version"], 2, "{}", out.stdout);
+    assert_eq!(out.json()["description"], "Restart of v1", "{}", out.stdout);
+    let ps = p.paas(&["ps", "--app", &app, "-o", "json"]).expect_ok().json();
+    assert!(ps.as_array().unwrap().iter().all(|c| c["release"] == 2), "new containers serve: {ps}");
     let mut restarted = Vec::new();
     for _ in 0..2 {
         // Requests are flowing before each restart, and after it.

@@ -1,7 +1,7 @@
 //! `paas deploy`: packs and uploads the source (or names an image), then follows the deploy,
 //! printing build output and rollout stages, and ends with the URL or the reason it failed.
 
-use crate::args::{DeployArgs, Global, Output, RollbackArgs};
+use crate::args::{AppEnv, DeployArgs, Global, Output, RestartArgs, RollbackArgs};
 use crate::bundle;
 use anyhow::Context;
 use futures_util::stream;
@@ -78,7 +78,6 @@ pub async fn exec(g: &Global, args: DeployArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn rollback(g: &Global, args: RollbackArgs) -> anyhow::Result<ExitCode> {
-    let (app, env) = (AppName::new(args.target.app.as_str())?, EnvName::new(args.target.env.as_str())?);
     let to = match &args.to {
         Some(v) => Some(
             v.trim_start_matches('v')
@@ -87,10 +86,26 @@ pub async fn rollback(g: &Global, args: RollbackArgs) -> anyhow::Result<ExitCode
         ),
         None => None,
     };
+    again(g, &args.target, args.wait, |c, app, env| async move { c.rollback(&app, &env, to).await }).await
+}
+
+pub async fn restart(g: &Global, args: RestartArgs) -> anyhow::Result<ExitCode> {
+    again(g, &args.target, args.wait, |c, app, env| async move { c.restart(&app, &env).await }).await
+}
+
+/// A release made by the server from an existing one (rollback, restart), followed like a deploy.
+async fn again<F, Fut>(g: &Global, target: &AppEnv, wait: bool, call: F) -> anyhow::Result<ExitCode>
+where
+    F: Fn(protocol::Client, String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<Release, protocol::ClientError>>,
+{
+    let (app, env) = (AppName::new(target.app.as_str())?, EnvName::new(target.env.as_str())?);
     let client = super::client(g)?;
     let started = Instant::now();
     let human = g.output == Output::Text;
-    let release = start(args.wait, human, || client.rollback(app.as_str(), env.as_str(), to)).await?;
+    let release =
+        start(wait, human, || call(client.clone(), app.as_str().to_string(), env.as_str().to_string()))
+            .await?;
     follow(g, &client, &release, started).await
 }
 

@@ -37,6 +37,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy(args) => deploy::exec(&g, args).await,
         Command::Releases(target) => info::releases(&g, target).await,
         Command::Rollback(args) => deploy::rollback(&g, args).await,
+        Command::Restart(args) => deploy::restart(&g, args).await,
         Command::Scale(args) => scale::exec(&g, args).await,
         Command::Envs(cmd) => envs::envs(&g, cmd).await,
         Command::Config(cmd) => envs::config(&g, cmd).await,

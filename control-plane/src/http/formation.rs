@@ -1,5 +1,5 @@
-//! `/api/v1/apps/{app}/envs/{env}/rollback` and `/scale`: releases made from earlier ones, and
-//! replica counts changed in place.
+//! `/api/v1/apps/{app}/envs/{env}/rollback`, `/restart` and `/scale`: releases made from earlier
+//! ones (or the serving one again), and replica counts changed in place.
 
 use super::auth::Caller;
 use super::error::ApiResult;
@@ -16,6 +16,7 @@ use protocol::api::{Formation, Release, Rollback, Scale};
 pub fn routes() -> Api {
     Api::new()
         .on(Method::POST, "/apps/{app}/envs/{env}/rollback", Need::App(Deployer), "rollback", rollback)
+        .on(Method::POST, "/apps/{app}/envs/{env}/restart", Need::App(Deployer), "restart", restart)
         .on(Method::POST, "/apps/{app}/envs/{env}/scale", Need::App(Deployer), "scale", scale)
 }
 
@@ -27,6 +28,15 @@ async fn rollback(
 ) -> ApiResult<(StatusCode, Json<Release>)> {
     let to = body.and_then(|Json(b)| b.to);
     let release = releases::rollback(&state, &caller.user, &app, &env, to).await?;
+    Ok((StatusCode::ACCEPTED, Json(release)))
+}
+
+async fn restart(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<Release>)> {
+    let release = releases::restart(&state, &caller.user, &app, &env).await?;
     Ok((StatusCode::ACCEPTED, Json(release)))
 }
 
