@@ -453,6 +453,9 @@ pub enum AppsCommand {
     Create { name: String },
     /// List apps with their environments.
     List,
+    /// One app at a glance: each environment's URL, serving release, replicas, last deploy and
+    /// database, and the app's domains.
+    Info { name: String },
     /// Delete an app, its environments, releases and containers.
     Delete {
         name: String,

@@ -29,6 +29,12 @@ fn database_rows_survive_the_container_and_the_port_stays_private() {
     assert!(listed.stdout.contains("DATABASE_URL=****"), "{}", listed.stdout);
     assert!(listed.stdout.contains("DATABASE_REPLICA_URL=****"), "{}", listed.stdout);
     p.wait_db_healthy(&app);
+    let info = p.paas(&["apps", "info", &app]).expect_ok();
+    assert!(
+        info.stdout.contains("database: PostgreSQL") && info.stdout.contains("primary healthy"),
+        "{}",
+        info.stdout
+    );
 
     let src = paas_tests::example_copy("notes");
     let out = p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();

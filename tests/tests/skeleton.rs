@@ -52,6 +52,12 @@ fn deploy_serves_through_ingress_and_redeploy_bumps_the_release() {
         .map(|r| (r["version"].as_u64().unwrap(), r["status"].as_str().unwrap()))
         .collect();
     assert_eq!(statuses, vec![(2, "active"), (1, "superseded")]);
+    let info = p.paas(&["apps", "info", &app, "-o", "json"]).expect_ok().json();
+    assert_eq!(info["envs"][0]["current_release"], 2, "{info}");
+    assert_eq!(info["envs"][0]["last_deploy"]["version"], 2, "{info}");
+    assert!(info["envs"][0]["database"].is_null(), "{info}");
+    let text = p.paas(&["apps", "info", &app]).expect_ok().stdout;
+    assert!(text.contains(&format!("=== {app}")) && text.contains("last deploy: v2 active"), "{text}");
 
     // Only v2's container is left once the old one has drained.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

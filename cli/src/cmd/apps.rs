@@ -36,6 +36,7 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                 }
             })?;
         }
+        AppsCommand::Info { name } => return super::apps_info::exec(g, &name).await,
         AppsCommand::List => {
             let apps = client.list_apps().await?;
             emit(g.output, &apps, |apps| {

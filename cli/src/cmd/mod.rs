@@ -1,6 +1,7 @@
 //! Dispatch to one module per command; each has a thin `exec`.
 
 mod apps;
+mod apps_info;
 mod backups;
 mod db;
 mod deploy;
