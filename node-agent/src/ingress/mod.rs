@@ -118,7 +118,18 @@ pub struct IngressHandle {
     certificates: Arc<tls::Certificates>,
     /// ACME HTTP-01 challenges being answered: token to key authorization.
     challenges: Arc<RwLock<Arc<HashMap<String, String>>>>,
+    /// `[errors]` pages read so far, by static key and path (`None`: no such page). An
+    /// extracted directory never changes, and a flood of 429s or 503s must not read a file each.
+    pages: Arc<std::sync::Mutex<PageCache>>,
 }
+
+/// `[errors]` pages by (static key, path).
+type PageCache = HashMap<(String, String), Option<ErrorPage>>;
+
+/// An `[errors]` page: its bytes and content type.
+pub(crate) type ErrorPage = (bytes::Bytes, &'static str);
+/// Pages kept in memory at most (each up to 1 MiB); past it the cache starts over.
+const MAX_CACHED_PAGES: usize = 64;
 
 #[derive(Default)]
 struct Table {
@@ -146,7 +157,23 @@ impl IngressHandle {
             static_roots: Arc::default(),
             certificates: Arc::default(),
             challenges: Arc::default(),
+            pages: Arc::default(),
         }
+    }
+
+    /// The `[errors]` page at `rel` of the static directory `key` (extracted at `root`).
+    pub(crate) async fn error_page(&self, key: &str, root: &std::path::Path, rel: &str) -> Option<ErrorPage> {
+        let id = (key.to_string(), rel.to_string());
+        if let Some(known) = self.pages.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return known.clone();
+        }
+        let page = files::read_page(root, rel).await;
+        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        if pages.len() >= MAX_CACHED_PAGES {
+            pages.clear();
+        }
+        pages.insert(id, page.clone());
+        page
     }
 
     /// Replaces the certificates the HTTPS listener serves; handshakes from now on use them,

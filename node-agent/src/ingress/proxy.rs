@@ -128,8 +128,9 @@ impl Proxy {
         let Some(page) = protocol::manifest::error_page(&st.errors, resp.status().as_u16()) else {
             return resp;
         };
-        let Some(root) = self.handle.static_root(&st.key()) else { return resp };
-        match super::files::read_page(&root, page).await {
+        let key = st.key();
+        let Some(root) = self.handle.static_root(&key) else { return resp };
+        match self.handle.error_page(&key, &root, page).await {
             Some((body, content_type)) => pages::replace_body(resp, body, content_type),
             None => resp,
         }
