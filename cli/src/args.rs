@@ -455,7 +455,10 @@ pub enum AppsCommand {
     List,
     /// One app at a glance: each environment's URL, serving release, replicas, last deploy and
     /// database, and the app's domains.
-    Info { name: String },
+    Info {
+        #[arg(env = "PAAS_APP", help = crate::args::APP_HELP)]
+        name: String,
+    },
     /// Delete an app, its environments, releases and containers.
     Delete {
         name: String,

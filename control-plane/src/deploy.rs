@@ -22,6 +22,11 @@ const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const RELEASE_FAILURE_LINES: u32 = 20;
 /// How long the end of a stability window waits for the agents' next observation.
 const FRESH_REPORT: Duration = Duration::from_secs(15);
+/// What failure messages say about the release that was serving; a first deploy's failure says
+/// [`NOTHING_SERVED`] instead (see `supervise`).
+const KEEPS_SERVING: &str = "the old release keeps serving";
+const NOTHING_SERVED: &str = "nothing served before it";
+
 /// A new replica that restarted this often while the deploy waits is crash-looping.
 const CRASH_LOOP_RESTARTS: u32 = 3;
 
@@ -121,6 +126,11 @@ async fn supervise(state: AppState, release: Release, mut work: JoinHandle<anyho
         }
         Ending::Failed(msg) => msg,
         Ending::Stopped => "the control plane shut down during this deploy; deploy again".to_string(),
+    };
+    // A first deploy had no release serving before it.
+    let why = match state.store.get_env(app, env).await {
+        Ok(row) if row.current_release.is_none() => why.replace(KEEPS_SERVING, NOTHING_SERVED),
+        _ => why,
     };
     tracing::warn!(error = %why, "deploy failed");
     // The store may be briefly busy; the environment must not stay `deploying`.
@@ -343,9 +353,7 @@ async fn release_phase(state: &AppState, release: &Release, command: &[String]) 
                 (None, Some(e)) => format!("the release command could not run: {e}"),
                 (None, None) => "the release command failed".to_string(),
             };
-            anyhow::bail!(
-                "{why}; the new release was not started and the old one keeps serving. Last lines:\n{tail}"
-            )
+            anyhow::bail!("{why}; the new release was not started and {KEEPS_SERVING}. Last lines:\n{tail}")
         }
     }
 }
@@ -394,7 +402,7 @@ fn explain(head: String, replica: &InstanceRow) -> anyhow::Error {
     } else {
         replica.log_tail.join("\n")
     };
-    anyhow::anyhow!("{head}; the old release keeps serving. Last log lines of {}:\n{tail}", replica.name)
+    anyhow::anyhow!("{head}; {KEEPS_SERVING}. Last log lines of {}:\n{tail}", replica.name)
 }
 
 /// Waits until every new replica is healthy; fails on timeout or a crash loop.
@@ -430,7 +438,7 @@ async fn wait_healthy(state: &AppState, r: &Release, wanted: usize, timeout: Dur
                 ),
                 None => anyhow::anyhow!(
                     "release v{version} has {} of its {wanted} replica(s) after {}s: the others were \
-                     removed while it deployed; the old release keeps serving",
+                     removed while it deployed; {KEEPS_SERVING}",
                     mine.len(),
                     timeout.as_secs()
                 ),

@@ -133,6 +133,12 @@ fn a_failing_release_command_shows_its_own_last_lines_masked() {
     let out = p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]);
     let out = out.expect_err("the release command exited with 3");
     assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+    // A first deploy: no "old release" to keep serving.
+    assert!(
+        out.stderr.contains("nothing served before it") && !out.stderr.contains("old release"),
+        "{}",
+        out.stderr
+    );
 
     let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
     let error = releases[0]["error"].as_str().unwrap();
