@@ -138,7 +138,8 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
     assert!(!out.stderr.contains("Uploading"), "{}", out.stderr);
     p.paas(&["deploy", dir, "--app", "no-such-app"]).expect_err("no app named");
     p.paas(&["deploy", dir, "--app", &app, "--env", "nope"]).expect_err("no environment named");
-    p.paas(&["apps", "delete", &app]).expect_err("--confirm");
+    let refused = p.paas(&["apps", "delete", &app]).expect_err("--confirm");
+    assert!(refused.stderr.contains("database volumes stay"), "what is kept is named: {}", refused.stderr);
 
     let empty = tempfile::tempdir().unwrap();
     p.paas(&["deploy", empty.path().to_str().unwrap(), "--app", &app]).expect_err("no Dockerfile");

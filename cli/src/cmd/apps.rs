@@ -60,11 +60,13 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
         AppsCommand::Delete { name, confirm } => {
             if confirm.as_deref() != Some(name.as_str()) {
                 anyhow::bail!(
-                    "deleting app {name:?} stops its containers and removes its releases; confirm with --confirm {name}"
+                    "deleting app {name:?} stops its containers and removes its environments, releases, config, domains, drains and logs; its database volumes stay on the nodes and its backups in their stores. Confirm with --confirm {name}"
                 );
             }
             let done = client.delete_app(&name).await?;
-            emit(g.output, &done, |_| println!("Deleted app {name}"))?;
+            emit(g.output, &done, |_| {
+                println!("Deleted app {name}; its database volumes (if any) and backups are kept")
+            })?;
         }
         AppsCommand::LogRetention { name, age, max_mib, reset } => {
             AppName::new(name.as_str())?;
