@@ -52,7 +52,7 @@ async fn run_job(docker: DockerClient, client: Client, logs: crate::logs::LogHan
             }
         }
         let secrets = if job.mask_output { protocol::secrets::secret_texts(&job.config) } else { Vec::new() };
-        let mask = |line: String| protocol::secrets::mask_texts(&line, &secrets);
+        let mask = |line: String| protocol::secrets::mask_texts(&line, &secrets).into_owned();
         docker.follow_logs(&name, |line| tx.send(mask(line))).await;
         docker.exit_code(&name).await
     }

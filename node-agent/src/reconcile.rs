@@ -430,7 +430,10 @@ impl Reconciler {
             t.log_tail = tail[keep..]
                 .iter()
                 .map(|line| {
-                    crate::lines::cut(protocol::secrets::mask_texts(line, &secrets), LOG_TAIL_LINE_BYTES)
+                    crate::lines::cut(
+                        protocol::secrets::mask_texts(line, &secrets).into_owned(),
+                        LOG_TAIL_LINE_BYTES,
+                    )
                 })
                 .collect();
         }

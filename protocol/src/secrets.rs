@@ -56,16 +56,16 @@ pub fn secret_texts(config: &BTreeMap<String, String>) -> Vec<&str> {
 
 /// `text` with every secret of `config` replaced by `****`.
 pub fn mask(text: &str, config: &BTreeMap<String, String>) -> String {
-    mask_texts(text, &secret_texts(config))
+    mask_texts(text, &secret_texts(config)).into_owned()
 }
 
 /// `text` with each of `secrets` (from [`secret_texts`], computed once for many lines)
-/// replaced by `****`.
-pub fn mask_texts(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_string();
+/// replaced by `****`; borrowed as it was when it holds none (most lines).
+pub fn mask_texts<'t>(text: &'t str, secrets: &[&str]) -> std::borrow::Cow<'t, str> {
+    let mut out = std::borrow::Cow::Borrowed(text);
     for secret in secrets {
         if out.contains(secret) {
-            out = out.replace(secret, "****");
+            out = std::borrow::Cow::Owned(out.replace(secret, "****"));
         }
     }
     out

@@ -415,6 +415,19 @@ async fn serve_tls_connection(
     serve_connection(stream, peer, proxy, header_read_timeout, h2, shutdown).await;
 }
 
+/// Ends once the connection has started no request for `period` (`last_request`: when the last
+/// one started, in ms after `opened`).
+async fn no_request_for(last_request: &std::sync::atomic::AtomicU64, opened: Instant, period: Duration) {
+    loop {
+        let last = Duration::from_millis(last_request.load(Ordering::Relaxed));
+        let due = (last + period).saturating_sub(opened.elapsed());
+        if due.is_zero() {
+            return;
+        }
+        tokio::time::sleep(due).await;
+    }
+}
+
 /// Serves one client connection, HTTP/1.1 (with upgrades) or HTTP/2, until it closes or
 /// shutdown lets its request in flight finish.
 async fn serve_connection<S>(
@@ -454,16 +467,7 @@ async fn serve_connection<S>(
     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let idle = async {
-        loop {
-            let last = Duration::from_millis(last_request.load(Ordering::Relaxed));
-            let due = (last + header_read_timeout).saturating_sub(opened.elapsed());
-            if due.is_zero() {
-                return;
-            }
-            tokio::time::sleep(due).await;
-        }
-    };
+    let idle = no_request_for(&last_request, opened, header_read_timeout);
     let result = tokio::select! {
         result = conn.as_mut() => result,
         _ = idle, if h2 => {
@@ -477,16 +481,8 @@ async fn serve_connection<S>(
             // usual end of a keep-alive connection. HTTP/2 clients get a GOAWAY at once, which
             // tells them exactly which requests to send again.
             let quiet = async {
-                if h2 {
-                    return;
-                }
-                loop {
-                    let last = Duration::from_millis(last_request.load(Ordering::Relaxed));
-                    let quiet_for = opened.elapsed().saturating_sub(last);
-                    if quiet_for >= STOP_QUIET {
-                        return;
-                    }
-                    tokio::time::sleep(STOP_QUIET - quiet_for).await;
+                if !h2 {
+                    no_request_for(&last_request, opened, STOP_QUIET).await;
                 }
             };
             tokio::select! {

@@ -2,7 +2,7 @@
 //! chosen by `Accept-Encoding`, immutable caching of fingerprinted names, and the app's own
 //! `[errors]` pages in place of the ingress's (never in place of the app's own answers).
 
-use super::tests::{dead_addr, raw_request, route, spawn_backend, start_static_ingress, text};
+use super::tests::{dead_addr, raw_bytes, raw_request, route, spawn_backend, start_static_ingress, text};
 use super::*;
 use http::StatusCode;
 use protocol::agent::StaticRoute;
@@ -12,15 +12,6 @@ use std::io::Read;
 fn split(raw: &[u8]) -> (String, Vec<u8>) {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
     (String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase(), raw[end..].to_vec())
-}
-
-async fn raw_bytes(ingress: SocketAddr, head: String) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
-    stream.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
-    out
 }
 
 #[tokio::test]

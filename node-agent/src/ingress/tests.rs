@@ -389,11 +389,16 @@ async fn serves_static_files_itself_with_cache_headers() {
 /// Sends `head` (request line and headers, no final blank line) on a fresh connection and
 /// returns the raw response.
 pub(super) async fn raw_request(ingress: SocketAddr, head: String) -> String {
+    String::from_utf8_lossy(&raw_bytes(ingress, head).await).into_owned()
+}
+
+/// [`raw_request`]'s response as bytes (compressed bodies).
+pub(super) async fn raw_bytes(ingress: SocketAddr, head: String) -> Vec<u8> {
     let mut stream = TcpStream::connect(ingress).await.unwrap();
     stream.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap().unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[tokio::test]

@@ -40,8 +40,8 @@ pub async fn follow(
 ) -> Option<Cursor> {
     let secrets = protocol::secrets::secret_texts(&config);
     let masked = |mut c: Collected| {
-        if secrets.iter().any(|s| c.line.text.contains(s)) {
-            c.line.text = protocol::secrets::mask_texts(&c.line.text, &secrets);
+        if let std::borrow::Cow::Owned(masked) = protocol::secrets::mask_texts(&c.line.text, &secrets) {
+            c.line.text = masked;
         }
         c
     };
