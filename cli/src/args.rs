@@ -649,6 +649,10 @@ pub enum ConfigCommand {
         target: AppEnv,
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
+        /// Mark these keys secret: masked in `config list` and in deploy and job output
+        /// whatever their names (keys named like *KEY*, *TOKEN*, *PASSWORD*... always are).
+        #[arg(long)]
+        secret: bool,
         /// Return once the new release has started instead of following it.
         #[arg(long)]
         detach: bool,

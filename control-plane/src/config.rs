@@ -10,13 +10,13 @@ use protocol::api::{ConfigChange, ConfigChanged, ConfigVars};
 use std::collections::BTreeMap;
 
 /// The vars with secret values (`protocol::secrets`) masked unless `reveal`; others in clear.
+/// The marks of keys set `--secret` are the platform's own entry: never listed.
 fn masked(app: &str, env: &str, vars: BTreeMap<String, String>, reveal: bool) -> ConfigVars {
-    let hide = |(k, v): (String, String)| {
-        let v = if protocol::secrets::is_secret(&k, &v) { "****".to_string() } else { v };
-        (k, v)
-    };
-    let vars = if reveal { vars } else { vars.into_iter().map(hide).collect() };
-    ConfigVars { app: app.to_string(), env: env.to_string(), vars, revealed: reveal }
+    let hidden = |k: &str, v: &str| !reveal && protocol::secrets::is_hidden(&vars, k, v);
+    let listed = protocol::secrets::app_env(&vars)
+        .map(|(k, v)| (k.clone(), if hidden(k, v) { "****".to_string() } else { v.clone() }))
+        .collect();
+    ConfigVars { app: app.to_string(), env: env.to_string(), vars: listed, revealed: reveal }
 }
 
 /// The config vars of `app`/`env`, their values masked unless `reveal`, which needs the
@@ -69,6 +69,8 @@ pub async fn change(
         vars.remove(k);
     }
     vars.extend(change.set.clone());
+    let marks = if change.secret { change.set.keys().cloned().collect() } else { Vec::new() };
+    protocol::secrets::mark(&mut vars, marks);
     let sealed = state.secrets.seal_map(&vars);
 
     let set = (!change.set.is_empty())
@@ -90,7 +92,7 @@ pub async fn change(
                 description: what.clone(),
                 image_id: base.image_id.clone(),
                 config: sealed.clone(),
-                config_keys: vars.keys().cloned().collect(),
+                config_keys: protocol::secrets::app_env(&vars).map(|(k, _)| k.clone()).collect(),
             })
             .await?;
             Some(release)

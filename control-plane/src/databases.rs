@@ -76,7 +76,7 @@ pub async fn create(
     if replicas > 0 {
         set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, DbRole::Replica.as_str(), 5432, true));
     }
-    config::change(state, user, app, env, ConfigChange { set, unset: Vec::new() }).await?;
+    config::change(state, user, app, env, ConfigChange { set, unset: Vec::new(), secret: false }).await?;
     info(state, &row, false).await
 }
 

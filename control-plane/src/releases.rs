@@ -317,13 +317,18 @@ mod tests {
         let no_node = deploy_image(&state, "u", "shop", "production", "nginx", None).await;
         assert!(matches!(no_node, Err(DomainError::Unavailable(_))), "{no_node:?}");
         assert!(state.store.list_releases("shop", "production").await.unwrap().is_empty());
-        let empty = ConfigChange { set: BTreeMap::new(), unset: Vec::new() };
+        let empty = ConfigChange { set: BTreeMap::new(), unset: Vec::new(), secret: false };
         let empty = crate::config::change(&state, "u", "shop", "production", empty).await;
         assert!(matches!(empty, Err(DomainError::Invalid(_))), "{empty:?}");
         // Without a serving release a config change is only stored.
         let set = BTreeMap::from([("A".to_string(), "1".to_string())]);
-        let changed =
-            crate::config::change(&state, "u", "shop", "production", ConfigChange { set, unset: Vec::new() });
+        let changed = crate::config::change(
+            &state,
+            "u",
+            "shop",
+            "production",
+            ConfigChange { set, unset: Vec::new(), secret: false },
+        );
         assert!(changed.await.unwrap().release.is_none());
         let vars = crate::config::vars(
             &state,

@@ -129,6 +129,10 @@ pub struct ConfigVars {
 pub struct ConfigChange {
     pub set: std::collections::BTreeMap<String, String>,
     pub unset: Vec<String>,
+    /// Mark the keys set as secrets (`paas config set --secret`): masked in listings and in
+    /// output whatever their names.
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// What a config change did: the vars now (masked) and the release it started, if the

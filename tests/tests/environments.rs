@@ -94,6 +94,9 @@ fn secrets_never_show_and_rollback_restores_config() {
     let secret = format!("s3cr3t-{}", paas_tests::rand_suffix());
     p.paas(&["config", "set", "--app", &app, &format!("API_KEY={secret}"), "GREETING=one", "OWNER=admin"])
         .expect_ok();
+    // A key named like nothing secret, marked secret by the user.
+    let license = format!("lic-{}", paas_tests::rand_suffix());
+    p.paas(&["config", "set", "--app", &app, "--secret", &format!("LICENSE={license}")]).expect_ok();
     let deploy = p.paas(&["deploy", dir, "--app", &app]).expect_ok();
     p.wait_for_body(&p.host(&app), "one", SERVE);
     let change = p.paas(&["config", "set", "--app", &app, "GREETING=two"]).expect_ok();
@@ -106,6 +109,7 @@ fn secrets_never_show_and_rollback_restores_config() {
 
     let listed = p.paas(&["config", "list", "--app", &app]).expect_ok();
     assert!(listed.stdout.contains("API_KEY=****"), "{}", listed.stdout);
+    assert!(listed.stdout.contains("LICENSE=****") && !listed.stdout.contains("PAAS_"), "{}", listed.stdout);
     // Values that are not secrets show, and are never masked in output.
     assert!(listed.stdout.contains("OWNER=admin"), "{}", listed.stdout);
     assert_eq!(p.paas(&["config", "get", "--app", &app, "OWNER"]).expect_ok().stdout, "admin\n");
@@ -122,7 +126,7 @@ fn secrets_never_show_and_rollback_restores_config() {
     let leaky = tempfile::tempdir().unwrap();
     std::fs::write(
         leaky.path().join("paas.toml"),
-        "[processes.web]\ncommand = [\"python3\", \"-c\", \"import os; print('key is', os.environ['API_KEY'], 'for', os.environ['OWNER'] + '.0001', flush=True); raise SystemExit(1)\"]\n",
+        "[processes.web]\ncommand = [\"python3\", \"-c\", \"import os; print('key is', os.environ['API_KEY'], 'for', os.environ['OWNER'] + '.0001', 'licensed', os.environ['LICENSE'], sorted(k for k in os.environ if k.startswith('PAAS_')), flush=True); raise SystemExit(1)\"]\n",
     )
     .unwrap();
     let image = format!("paas/{app}--production:v1");
@@ -130,7 +134,7 @@ fn secrets_never_show_and_rollback_restores_config() {
         .paas(&["deploy", leaky.path().to_str().unwrap(), "--app", &app, "--image", &image])
         .expect_err("crash-looping");
     assert!(
-        failed.stderr.contains("key is **** for admin.0001"),
+        failed.stderr.contains("key is **** for admin.0001 licensed **** []"),
         "the printed secret is masked: {}",
         failed.stderr
     );

@@ -120,17 +120,17 @@ pub async fn config(g: &Global, cmd: ConfigCommand) -> anyhow::Result<ExitCode> 
             })?;
             return Ok(ExitCode::SUCCESS);
         }
-        ConfigCommand::Set { target, pairs, detach } => {
+        ConfigCommand::Set { target, pairs, secret, detach } => {
             // Every pair is checked before anything is sent.
             let set: BTreeMap<String, String> =
                 pairs.iter().map(|p| parse_pair(p)).collect::<anyhow::Result<_>>()?;
-            (target, ConfigChange { set, unset: Vec::new() }, detach)
+            (target, ConfigChange { set, unset: Vec::new(), secret }, detach)
         }
         ConfigCommand::Unset { target, keys, detach } => {
             for k in &keys {
                 protocol::names::check_config_key(k)?;
             }
-            (target, ConfigChange { set: BTreeMap::new(), unset: keys }, detach)
+            (target, ConfigChange { set: BTreeMap::new(), unset: keys, secret: false }, detach)
         }
     };
     AppName::new(target.app.as_str())?;

@@ -48,8 +48,10 @@ impl DockerClient {
             (LABEL_STOP_GRACE_MS, &spec.stop_grace_ms.to_string()),
         ]);
         // The user's config first, so the platform's own variables (PORT) win.
-        let env: Vec<String> =
-            spec.config.iter().chain(&spec.env_vars).map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<String> = protocol::secrets::app_env(&spec.config)
+            .chain(&spec.env_vars)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let host_config = HostConfig {
             port_bindings: Some(HashMap::from([(
                 port_key.clone(),
@@ -233,8 +235,10 @@ impl DockerClient {
             (labels::PROCESS, if job.mask_output { "release" } else { "run" }),
             (LABEL_JOB, &job.id),
         ]);
-        let env: Vec<String> =
-            job.config.iter().chain(&job.env_vars).map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<String> = protocol::secrets::app_env(&job.config)
+            .chain(&job.env_vars)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let host_config = HostConfig {
             network_mode: (!job.network.is_empty()).then(|| job.network.clone()),
             ..limited_host_config(&job.limits)
