@@ -120,12 +120,9 @@ pub enum Command {
     /// List the nodes of the cluster.
     #[command(subcommand)]
     Nodes(NodesCommand),
-    /// Platform events for operators and alerting: failed backups and verifications, ...
-    Events {
-        /// Only events after this id.
-        #[arg(long, default_value_t = 0)]
-        since: i64,
-    },
+    /// The activity feed: deploys, rollbacks, restarts, scales, config changes (keys only),
+    /// crashes, health changes and backups, with who and when; oldest first, newest last.
+    Events(EventsArgs),
     /// Send an app's logs on to your own syslog server or HTTPS endpoint.
     #[command(subcommand)]
     Drains(DrainsCommand),
@@ -570,6 +567,22 @@ pub struct RollbackArgs {
     /// When another deploy of the environment is in progress, wait for it instead of failing.
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Only this app's events (every app you can see without it).
+    #[arg(long, short = 'a')]
+    pub app: Option<String>,
+    /// Only this environment's (with --app).
+    #[arg(long, short = 'e', requires = "app")]
+    pub env: Option<String>,
+    /// How many of the newest events (at most 1000).
+    #[arg(short = 'n', long = "num", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub n: u32,
+    /// Only events after this id, for scripts that poll (oldest first).
+    #[arg(long)]
+    pub since: Option<i64>,
 }
 
 #[derive(Args, Debug)]

@@ -389,6 +389,9 @@ pub struct Event {
     /// `info`, `warning` or `critical`.
     pub severity: String,
     pub message: String,
+    /// The user who made the change; empty for what the platform did or saw.
+    #[serde(default)]
+    pub by: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -312,8 +312,25 @@ impl Client {
     }
 
     /// Platform events after `since` (an event id), oldest first.
-    pub async fn events(&self, since: i64) -> Result<Vec<Event>> {
-        self.get(&format!("/api/v1/events?since={since}")).await
+    /// The activity feed: events after id `since` (oldest first), or else the newest `n`; of
+    /// one app (and environment) when given.
+    pub async fn events(
+        &self,
+        since: Option<i64>,
+        app: Option<&str>,
+        env: Option<&str>,
+        n: u32,
+    ) -> Result<Vec<Event>> {
+        let mut query = vec![format!("n={n}")];
+        if let Some(s) = since {
+            query.push(format!("since={s}"));
+        }
+        for (k, v) in [("app", app), ("env", env)] {
+            if let Some(v) = v {
+                query.push(format!("{k}={}", access::seg(v)));
+            }
+        }
+        self.get(&format!("/api/v1/events?{}", query.join("&"))).await
     }
 
     pub async fn scale(&self, app: &str, env: &str, process: &str, replicas: u32) -> Result<Formation> {

@@ -129,10 +129,43 @@ fn deploys_scaling_config_failures_and_crashes_are_platform_lines_in_order() {
     let plain = p.paas(&["logs", "--app", &app, "--source", "platform", "--grep", "Scaled"]).expect_ok();
     assert!(plain.stdout.contains(" paas: Scaled web to 2 by admin"), "{}", plain.stdout);
 
-    // `paas events` reads the same table: the deploys are there.
-    let events = p.paas(&["events", "-o", "json"]).expect_ok().json();
-    let kinds: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
-    for kind in ["deploy.started", "deploy.live", "deploy.failed", "replica.crashed"] {
+    // `paas events` reads the same table: the activity feed has what the platform did and
+    // what users changed, with who, oldest first.
+    let events = p.paas(&["events", "--app", &app, "-n", "1000", "-o", "json"]).expect_ok().json();
+    let events = events.as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in
+        ["deploy.started", "deploy.live", "deploy.failed", "replica.crashed", "scale", "config.change"]
+    {
         assert!(kinds.contains(&kind), "{kind} missing from paas events: {kinds:?}");
     }
+    assert!(events.iter().all(|e| e["app"] == app.as_str()), "only the app asked for");
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+    let scaled = events.iter().find(|e| e["kind"] == "scale").unwrap();
+    assert_eq!((scaled["by"].as_str(), scaled["message"].as_str()), (Some("admin"), Some("Scaled web to 2")));
+    let config = events.iter().find(|e| e["kind"] == "config.change").unwrap();
+    assert!(!config.to_string().contains(SECRET), "keys only: {config}");
+    assert!(
+        events.iter().filter(|e| e["kind"] == "deploy.live").all(|e| e["by"] == ""),
+        "the platform's own"
+    );
+    // The newest few, and what came after an id (for scripts that poll).
+    let newest = p.paas(&["events", "--app", &app, "-n", "2", "-o", "json"]).expect_ok().json();
+    let newest: Vec<i64> = newest.as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    // (The app keeps running: events may come between two calls, never go.)
+    assert!(
+        newest.len() == 2 && newest[0] < newest[1] && newest[0] >= ids[ids.len() - 2],
+        "{newest:?} {ids:?}"
+    );
+    let after = ids[ids.len() - 3];
+    let polled =
+        p.paas(&["events", "--app", &app, "--since", &after.to_string(), "-o", "json"]).expect_ok().json();
+    let polled: Vec<i64> = polled.as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(polled.starts_with(&ids[ids.len() - 2..]) && polled.iter().all(|id| *id > after), "{polled:?}");
+    let table = p.paas(&["events", "--app", &app, "-n", "1000"]).expect_ok().stdout;
+    assert!(table.contains("WHO") && table.contains(" admin ") && table.contains(" platform "), "{table}");
+    // Another app's feed is not this one's.
+    let other = p.paas(&["events", "--app", "nosuchapp", "-o", "json"]).expect_ok().json();
+    assert_eq!(other, serde_json::json!([]));
 }

@@ -1,6 +1,6 @@
 //! Views: `paas releases`, `paas ps`, `paas nodes list`; and `paas nodes prune`.
 
-use crate::args::{AppEnv, Global, NodesCommand};
+use crate::args::{AppEnv, EventsArgs, Global, NodesCommand};
 use crate::output::{emit, table};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -113,17 +113,29 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn events(g: &Global, since: i64) -> anyhow::Result<ExitCode> {
-    let events = super::client(g)?.events(since).await?;
+pub async fn events(g: &Global, args: EventsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(app) = &args.app {
+        protocol::names::AppName::new(app)?;
+    }
+    if let Some(env) = &args.env {
+        protocol::names::EnvName::new(env)?;
+    }
+    let client = super::client(g)?;
+    let events = client.events(args.since, args.app.as_deref(), args.env.as_deref(), args.n).await?;
     emit(g.output, &events, |es| {
-        table(&["ID", "AT (UTC)", "SEVERITY", "APP/ENV", "KIND", "MESSAGE"], es, |e| {
+        table(&["ID", "WHEN", "APP/ENV", "WHO", "WHAT", "MESSAGE"], es, |e| {
+            let who = if e.by.is_empty() { "platform" } else { &e.by };
+            // Messages can quote what an app printed or a name someone typed: no terminal codes.
             vec![
                 e.id.to_string(),
                 crate::output::ago(&e.at),
-                e.severity.clone(),
                 format!("{}/{}", e.app, e.env),
+                crate::output::printable(who),
                 e.kind.clone(),
-                e.message.clone(),
+                match e.severity.as_str() {
+                    "info" | "" => crate::output::printable(&e.message),
+                    level => format!("{}: {}", level.to_uppercase(), crate::output::printable(&e.message)),
+                },
             ]
         });
     })?;

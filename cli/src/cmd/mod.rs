@@ -54,7 +54,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes(NodesCommand::Token { ttl }) => node_identity::token(&g, ttl).await,
         Command::Nodes(NodesCommand::Remove { node }) => node_identity::remove(&g, &node).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
-        Command::Events { since } => info::events(&g, since).await,
+        Command::Events(args) => info::events(&g, args).await,
         Command::Drains(cmd) => drains::exec(&g, cmd).await,
         Command::Domains(cmd) => domains::exec(&g, cmd).await,
     }

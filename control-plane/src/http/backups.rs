@@ -7,6 +7,7 @@ use super::error::ApiResult;
 use super::routes::{Api, Need};
 use crate::backups;
 use crate::state::AppState;
+use crate::store::ActivityFilter;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
@@ -102,19 +103,28 @@ async fn task(
 }
 
 #[derive(Deserialize)]
-struct Since {
-    #[serde(default)]
-    since: i64,
+struct EventsQuery {
+    /// Only events after this id (oldest first), for polling.
+    since: Option<i64>,
+    app: Option<String>,
+    env: Option<String>,
+    n: Option<u32>,
 }
 
-/// Platform events of the apps the caller can see.
+/// The activity feed of the apps the caller can see.
 async fn events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<Since>,
+    Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<Vec<Event>>> {
-    let events = state.store.events_since(q.since).await?;
-    Ok(Json(events.into_iter().filter(|e| caller.can_see(&e.app)).collect()))
+    let filter = ActivityFilter {
+        after: q.since,
+        app: q.app,
+        env: q.env,
+        visible: caller.visible_apps(),
+        limit: q.n.unwrap_or(100).clamp(1, 1000),
+    };
+    Ok(Json(state.store.activity(&filter).await?))
 }
 
 async fn upload(

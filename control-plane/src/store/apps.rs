@@ -85,7 +85,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         self.allocate_subnet(&mut tx, name, protocol::PRODUCTION).await?;
+        // The first line of the app's activity feed (and where it starts: see `activity`).
+        super::events::insert(&mut tx, &super::NewEvent::new(name, "", "app.created", "App created")).await?;
         tx.commit().await?;
+        self.event_added();
         Ok(created)
     }
 

@@ -16,6 +16,17 @@ pub const EVENTS_KEEP: i64 = 200_000;
 /// a line per restart.
 pub const QUIET_SECONDS: i64 = 30;
 
+/// Which events `paas events` lists (see [`Store::activity`]).
+#[derive(Debug, Clone, Default)]
+pub struct ActivityFilter {
+    pub after: Option<i64>,
+    pub app: Option<String>,
+    pub env: Option<String>,
+    /// The apps the caller may see; `None`: every app.
+    pub visible: Option<Vec<String>>,
+    pub limit: u32,
+}
+
 /// A platform event to record.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
@@ -68,7 +79,7 @@ pub struct EventRow {
 
 /// Inserts one event on `conn` (a transaction's, or the pool's); answers its id. Now and then
 /// drops the oldest platform events beyond [`EVENTS_KEEP`].
-async fn insert(conn: &mut SqliteConnection, e: &NewEvent<'_>) -> Result<i64> {
+pub(super) async fn insert(conn: &mut SqliteConnection, e: &NewEvent<'_>) -> Result<i64> {
     let done = sqlx::query(
         "INSERT INTO events (at, app, env, kind, severity, message, process, replica, release)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -126,24 +137,45 @@ impl Store {
         self.events_added.notified().await;
     }
 
-    /// Platform events (not audit entries) after `since`, oldest first.
-    pub async fn events_since(&self, since: i64) -> Result<Vec<Event>> {
-        let rows: Vec<(i64, String, String, String, String, String, String)> = sqlx::query_as(
-            "SELECT id, at, app, env, kind, severity, message FROM events WHERE id > ? AND actor IS NULL ORDER BY id LIMIT 1000",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+    /// The activity feed (`paas events`), oldest first: what happened to apps (deploys,
+    /// crashes, backups) and what users changed on them (deploys, config keys, scales,
+    /// restarts), with who; refused attempts stay in the audit log. Those after `f.after`, or
+    /// else the newest `f.limit`.
+    pub async fn activity(&self, f: &ActivityFilter) -> Result<Vec<Event>> {
+        let visible = f.visible.as_ref().map(|apps| serde_json::to_string(apps).expect("a list of strings"));
+        let order = if f.after.is_some() { "ASC" } else { "DESC" };
+        let rows: Vec<(i64, String, String, String, String, String, String, String, String)> =
+            sqlx::query_as(&format!(
+                // Users' changes to an app deleted before one of the same name was made stay in
+            // the audit log, out of the new app's feed (it starts at its `app.created`).
+            "WITH starts AS (SELECT app, MAX(id) AS first FROM events WHERE kind = 'app.created' GROUP BY app)
+             SELECT * FROM (SELECT id, at, app, env, kind, severity, message, COALESCE(actor, ''),
+                    COALESCE(outcome, '') FROM events LEFT JOIN starts USING (app)
+              WHERE app != '' AND (actor IS NULL OR (outcome != 'denied' AND id > COALESCE(first, 0))) AND id > ?
+                AND (? IS NULL OR app = ?) AND (? IS NULL OR env = ?)
+                AND (? IS NULL OR app IN (SELECT value FROM json_each(?)))
+              ORDER BY id {order} LIMIT ?) ORDER BY id"
+            ))
+            .bind(f.after.unwrap_or(0))
+            .bind(&f.app)
+            .bind(&f.app)
+            .bind(&f.env)
+            .bind(&f.env)
+            .bind(&visible)
+            .bind(&visible)
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, at, app, env, kind, severity, message)| Event {
-                id,
-                at,
-                app,
-                env,
-                kind,
-                severity,
-                message,
+            .map(|(id, at, app, env, kind, severity, message, by, outcome)| {
+                // A user's change that failed says so; the platform's own events say it in `kind`.
+                let message = match outcome.as_str() {
+                    "" | "ok" => message,
+                    failed if message.is_empty() => failed.to_string(),
+                    failed => format!("{message} ({failed})"),
+                };
+                Event { id, at, app, env, kind, severity, message, by }
             })
             .collect())
     }
@@ -371,6 +403,7 @@ mod tests {
         assert_eq!(
             kinds(&store).await,
             [
+                ("app.created".into(), "App created".into()),
                 ("replica.crashed".into(), "web.2 crashed (exit code 1); restarting".into()),
                 ("replica.restarted".into(), "web.2 restarted (restart 1)".into()),
                 (
@@ -381,7 +414,7 @@ mod tests {
                 ("replica.healthy".into(), "web.2 is healthy again; back in rotation".into()),
             ]
         );
-        let row = &store.event_rows_after(0, 1).await.unwrap()[0];
+        let row = &store.event_rows_after(0, 2).await.unwrap()[1];
         assert_eq!((row.process.as_deref(), row.replica, row.release), (Some("web"), Some(2), Some(3)));
         // After the quiet time the loop shows again, with its count.
         sqlx::query("UPDATE events SET at = '2000-01-01T00:00:00Z'").execute(&store.pool).await.unwrap();

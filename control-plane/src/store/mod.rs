@@ -19,7 +19,7 @@ pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
 pub use drains::{DrainProgress, DrainRow};
 pub use edge::{CertRow, DomainRow};
-pub use events::{EventRow, NewEvent};
+pub use events::{ActivityFilter, EventRow, NewEvent};
 pub use jobs::{JobKind, JobRow, JobStatus};
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 pub use subnets::NetworkPool;
