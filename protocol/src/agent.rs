@@ -379,6 +379,9 @@ pub struct NodeReport {
     pub disk: Option<DiskUsage>,
     /// The outcome of the latest prune the control plane asked for.
     pub pruned: Option<PruneOutcome>,
+    /// Names of the database volumes on this node (the platform's, with this node's label),
+    /// assigned or left by a deleted database; `None` until the agent could list them.
+    pub volumes: Option<Vec<String>>,
 }
 
 /// Disk taken by the platform's objects on one node (bytes; `None` where the agent cannot tell).
@@ -438,6 +441,10 @@ pub struct DatabaseFigures {
     pub lag_bytes: Option<u64>,
     /// Replicas: age of the last replayed transaction (grows while the primary is idle).
     pub lag_seconds: Option<f64>,
+    /// Why the app's role could not log in over the network with its password, when it could
+    /// not: the server runs, but the app cannot use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_error: Option<String>,
 }
 
 #[cfg(test)]

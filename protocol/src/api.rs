@@ -266,6 +266,10 @@ pub struct CreateDatabase {
     /// Backup schedule, retention: see [`DatabaseSettings`].
     #[serde(default, flatten)]
     pub settings: DatabaseSettings,
+    /// Start on the volume an earlier database of the same app and environment left behind
+    /// (its data kept, the app's role given the new password) instead of refusing to.
+    #[serde(default)]
+    pub reuse_volume: bool,
 }
 
 /// Backup schedule and retention of a database; unset fields keep their value.
@@ -427,4 +431,7 @@ pub struct DatabaseServer {
     pub address: Option<String>,
     /// Connections in use vs the limit, size, and (replica) lag, once sampled.
     pub figures: Option<crate::agent::DatabaseFigures>,
+    /// Why it is not healthy although it runs: the app cannot log in with its DATABASE_URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }

@@ -30,12 +30,13 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 }
             })?;
         }
-        DbCommand::Create { target, version, max_connections, replicas, settings } => {
+        DbCommand::Create { target, version, max_connections, replicas, settings, reuse_volume } => {
             let req = CreateDatabase {
                 version: Some(version),
                 max_connections,
                 replicas: Some(replicas),
                 settings: settings.to_api(),
+                reuse_volume,
             };
             let info = client.db_create(&target.app, &target.env, &req).await?;
             emit(g.output, &info, |i| {
@@ -54,10 +55,12 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
             let info = client.db_info(&target.app, &target.env, reveal).await?;
             emit(g.output, &info, |i| {
                 println!("PostgreSQL {} for {}/{}", i.version, i.app, i.env);
-                let health = if i.primary.healthy { "healthy" } else { "not ready" };
                 println!(
-                    "  primary:  {} on {} ({}, {health})",
-                    i.primary.name, i.primary.node, i.primary.state
+                    "  primary:  {} on {} ({}, {})",
+                    i.primary.name,
+                    i.primary.node,
+                    i.primary.state,
+                    health(&i.primary)
                 );
                 println!("  address:  {}", i.primary.address.as_deref().unwrap_or("-"));
                 println!("  max_connections: {}", i.max_connections);
@@ -70,8 +73,7 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     println!("  url (node):  {u}");
                 }
                 if let Some(r) = &i.replica {
-                    let health = if r.healthy { "healthy" } else { "not ready" };
-                    println!("  replica:  {} on {} ({}, {health})", r.name, r.node, r.state);
+                    println!("  replica:  {} on {} ({}, {})", r.name, r.node, r.state, health(r));
                     println!("  replica url (apps): {}", i.replica_url.as_deref().unwrap_or("-"));
                     if let Some(f) = &r.figures {
                         let bytes = f.lag_bytes.map_or("-".to_string(), |b| b.to_string());
@@ -103,4 +105,13 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A server's health as `db info` prints it: healthy, not ready yet, or unhealthy with why.
+fn health(s: &protocol::api::DatabaseServer) -> String {
+    match (&s.problem, s.healthy) {
+        (Some(why), _) => format!("UNHEALTHY: {why}"),
+        (None, true) => "healthy".into(),
+        (None, false) => "not ready".into(),
+    }
 }
