@@ -444,6 +444,12 @@ pub enum AppsCommand {
         /// Repeat the app name to confirm.
         #[arg(long)]
         confirm: Option<String>,
+        /// Remove its database volumes (the data), networks and images on every node too.
+        #[arg(long)]
+        purge: bool,
+        /// With --purge: delete its backups from every backup store too.
+        #[arg(long, requires = "purge")]
+        purge_backups: bool,
     },
     /// Show or set how long the app's central logs are kept: tighter than the platform's
     /// limits (`--log-retention`, `--log-max-mib`), which apply to every app.

@@ -230,6 +230,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         prune,
         certificates,
         acme_challenges,
+        purges: state.upkeep.purges(node),
     })
 }
 

@@ -254,6 +254,22 @@ pub struct RunOutput {
     pub error: Option<String>,
 }
 
+/// What `DELETE /apps/{app}` did. Without a purge only `deleted` is set: database volumes,
+/// networks going with no container, images and backups stay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppDeleted {
+    pub deleted: String,
+    /// Removed by `--purge`: database volumes, networks, images (node: name), and backups (ids)
+    /// with `--purge-backups`.
+    pub volumes: Vec<String>,
+    pub networks: Vec<String>,
+    pub images: Vec<String>,
+    pub backups: Vec<String>,
+    /// What a purge left in place, each with why.
+    pub left: Vec<String>,
+}
+
 /// Provisions PostgreSQL for an environment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateDatabase {

@@ -10,10 +10,10 @@ use crate::agent::{
     RegisteredNode, WatchResponse,
 };
 use crate::api::{
-    App, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
-    DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation, MaintenanceMode,
-    Node, Process, Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale, SetMaintenance,
-    StartRestore, WhoAmI,
+    App, AppDeleted, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv,
+    DatabaseInfo, DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation,
+    MaintenanceMode, Node, Process, Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale,
+    SetMaintenance, StartRestore, WhoAmI,
 };
 use crate::logs::{LogAck, LogBatch, LogPage, LogQuery};
 use serde::de::DeserializeOwned;
@@ -171,8 +171,11 @@ impl Client {
         self.get(&format!("/api/v1/apps/{app}")).await
     }
 
-    pub async fn delete_app(&self, app: &str) -> Result<serde_json::Value> {
-        self.send(self.http().delete(self.url(&format!("/api/v1/apps/{app}")))).await
+    /// Deletes an app; `purge` removes its database volumes, networks and images on the nodes
+    /// too (the call waits for them), `purge_backups` its backups.
+    pub async fn delete_app(&self, app: &str, purge: bool, purge_backups: bool) -> Result<AppDeleted> {
+        let query = format!("purge={purge}&purge_backups={purge_backups}");
+        self.send(self.http().delete(self.url(&format!("/api/v1/apps/{app}?{query}")))).await
     }
 
     /// Uploads a gzipped tar of the source and starts a release that builds it.
