@@ -25,6 +25,9 @@ pub enum DbCommand {
         /// an app keeps it): its data stays, and the app's role gets the new password.
         #[arg(long)]
         reuse_volume: bool,
+        /// Return once the database is created instead of waiting until it accepts connections.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Change the backup schedule and retention.
     Settings {
