@@ -9,7 +9,7 @@ use std::path::PathBuf;
 mod db;
 #[path = "args_edge.rs"]
 mod edge;
-pub use db::DbCommand;
+pub use db::{download_file_flag, BackupsCommand, DbCommand};
 pub use edge::{AcmeArgs, ApiTlsArgs, DomainsCommand};
 
 #[derive(Parser, Debug)]

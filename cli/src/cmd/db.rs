@@ -1,7 +1,7 @@
 //! `paas db create|info|settings`: managed PostgreSQL for an environment; backups live in
 //! `backups.rs`.
 
-use crate::args::{AppEnv, DbCommand, Global, Output};
+use crate::args::{AppEnv, BackupsCommand, DbCommand, Global, Output};
 use crate::output::emit;
 use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseServer};
 use std::process::ExitCode;
@@ -15,7 +15,17 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     match cmd {
         DbCommand::Backup { target, no_wait } => return super::backups::backup(g, target, no_wait).await,
-        DbCommand::Backups(target) => return super::backups::list(g, target).await,
+        DbCommand::Backups {
+            command: Some(BackupsCommand::Download { target, id, file, force }), ..
+        } => return super::backup_download::exec(g, target, &id, file.as_deref(), force).await,
+        DbCommand::Backups { app, env, command: None } => {
+            let app = app.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "which app's backups? Give --app, or run this inside a directory linked to an app"
+                )
+            })?;
+            return super::backups::list(g, AppEnv { app, env }).await;
+        }
         DbCommand::Verify { target, backup } => return super::backups::verify(g, target, backup).await,
         DbCommand::Restore { target, backup, confirm, to_new } => {
             return super::backups::restore(g, target, backup, confirm, to_new).await
