@@ -29,9 +29,6 @@ pub async fn create(
     body: CreateDatabase,
 ) -> Result<DatabaseInfo> {
     let env_row = state.store.get_env(app, env).await?;
-    if state.store.get_database(app, env).await.is_ok() {
-        return Err(DomainError::Conflict(format!("{app}/{env} already has a database")));
-    }
     let version = body.version.unwrap_or(15);
     if !VERSIONS.contains(&version) {
         return Err(DomainError::Invalid(format!("PostgreSQL {version} is not available; use 15")));
@@ -46,6 +43,10 @@ pub async fn create(
         return Err(DomainError::Invalid(why.into()));
     }
     let (backup_schedule, keep_count, keep_days) = checked_settings(&body.settings, None)?;
+    // Before looking for kept volumes: the database's own would be one.
+    if state.store.get_database(app, env).await.is_ok() {
+        return Err(DomainError::Conflict(format!("{app}/{env} already has a database")));
+    }
     let names = protocol::DockerNames { app, env, legacy: env_row.legacy_names };
     let (node, replica_node) = placement(state, &names, replicas, body.reuse_volume).await?;
     let (password, superuser_password, replication_password) = dbroles::new_secrets(&state.secrets);
