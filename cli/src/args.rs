@@ -5,8 +5,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+#[path = "args_db.rs"]
+mod db;
 #[path = "args_edge.rs"]
 mod edge;
+pub use db::{download_file_flag, BackupsCommand, DbCommand};
 pub use edge::{AcmeArgs, ApiTlsArgs, DomainsCommand};
 
 #[derive(Parser, Debug)]
@@ -290,30 +293,6 @@ pub struct DataDir {
     pub api_tls: ApiTlsArgs,
 }
 
-/// Backup schedule and retention of a database.
-#[derive(Args, Debug, Clone, Default)]
-pub struct BackupSettingsArgs {
-    /// When scheduled backups run: a cron expression in UTC (default "0 3 * * *") or "off".
-    #[arg(long)]
-    pub backup_schedule: Option<String>,
-    /// Keep at most this many backups (default 7).
-    #[arg(long)]
-    pub keep: Option<u32>,
-    /// Delete backups older than this many days (default 30); the newest verified one stays.
-    #[arg(long)]
-    pub keep_days: Option<u32>,
-}
-
-impl BackupSettingsArgs {
-    pub fn to_api(&self) -> protocol::api::DatabaseSettings {
-        protocol::api::DatabaseSettings {
-            backup_schedule: self.backup_schedule.clone(),
-            keep: self.keep,
-            keep_days: self.keep_days,
-        }
-    }
-}
-
 /// Where database backups are kept: a local directory, plus an S3-compatible bucket when
 /// `--backup-s3-bucket` is given. Give the keys in the environment, where `ps` cannot see them.
 #[derive(Args, Debug, Clone)]
@@ -462,6 +441,12 @@ pub enum AppsCommand {
         /// Repeat the app name to confirm.
         #[arg(long)]
         confirm: Option<String>,
+        /// Remove its database volumes (the data), networks and images on every node too.
+        #[arg(long)]
+        purge: bool,
+        /// With --purge: delete its backups from every backup store too.
+        #[arg(long, requires = "purge")]
+        purge_backups: bool,
     },
     /// Show or set how long the app's central logs are kept: tighter than the platform's
     /// limits (`--log-retention`, `--log-max-mib`), which apply to every app.
@@ -712,78 +697,6 @@ pub struct RunArgs {
     /// The command and its arguments, after `--` (run as argv, no shell).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum DbCommand {
-    /// Provision PostgreSQL for the environment and set its DATABASE_URL.
-    Create {
-        #[command(flatten)]
-        target: AppEnv,
-        /// PostgreSQL major version.
-        #[arg(long, default_value_t = 15)]
-        version: u32,
-        /// The server's max_connections.
-        #[arg(long)]
-        max_connections: Option<u32>,
-        /// Streaming replicas (0 or 1).
-        #[arg(long, default_value_t = 1)]
-        replicas: u32,
-        #[command(flatten)]
-        settings: BackupSettingsArgs,
-    },
-    /// Change the backup schedule and retention.
-    Settings {
-        #[command(flatten)]
-        target: AppEnv,
-        #[command(flatten)]
-        settings: BackupSettingsArgs,
-    },
-    /// Take a backup now (from the replica when there is one) and prove it by a restore.
-    Backup {
-        #[command(flatten)]
-        target: AppEnv,
-        /// Return once the backup has started instead of waiting for it and its verification.
-        #[arg(long)]
-        no_wait: bool,
-    },
-    /// List backups with their size, row counts and verification.
-    Backups(AppEnv),
-    /// Restore a backup into a throwaway database and compare its row counts with the manifest.
-    Verify {
-        #[command(flatten)]
-        target: AppEnv,
-        backup: String,
-    },
-    /// Restore a backup into the environment's database (--confirm; a safety backup is taken
-    /// first) or into a new database beside it (--to-new).
-    Restore {
-        #[command(flatten)]
-        target: AppEnv,
-        backup: String,
-        #[arg(long, conflicts_with = "to_new")]
-        confirm: bool,
-        #[arg(long)]
-        to_new: bool,
-    },
-    /// Run psql inside the database container (no local client needed). Reads a script from
-    /// standard input when it is not a terminal; arguments after `--` go to psql.
-    Psql {
-        #[command(flatten)]
-        target: AppEnv,
-        /// Connect to the streaming replica (read-only) instead of the primary.
-        #[arg(long)]
-        replica: bool,
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
-    /// Show the database: state, address, URLs (password masked unless --reveal).
-    Info {
-        #[command(flatten)]
-        target: AppEnv,
-        #[arg(long)]
-        reveal: bool,
-    },
 }
 
 /// How log drains connect, and how far behind one may fall.

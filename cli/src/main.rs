@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             std::env::set_var("PAAS_APP", app);
         }
     }
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_from(args::download_file_flag(std::env::args_os().collect()));
     output::set_daemon(cli.command.is_daemon());
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAAS_LOG").unwrap_or_else(|_| {
         let default = if cli.command.is_daemon() { "info" } else { "warn" };

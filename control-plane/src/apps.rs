@@ -4,7 +4,7 @@
 use crate::access::Caller;
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use protocol::api::{App, EnvSummary, Process};
+use protocol::api::{App, AppDeleted, EnvSummary, Process};
 use protocol::{AppName, EnvName};
 use std::collections::HashMap;
 
@@ -82,22 +82,65 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<App>> {
 
 pub async fn create(state: &AppState, user: &str, name: String) -> Result<App> {
     let name = AppName::new(name)?;
+    // Its nodes would remove the new app's volumes and images along with the old one's.
+    if state.upkeep.purging(name.as_str()) {
+        return Err(DomainError::Conflict(format!(
+            "a deleted app named {name} is still being purged; create it again once `paas apps delete` has returned"
+        )));
+    }
     state.store.create_app(name.as_str()).await?;
     tracing::info!(app = %name, user, "app created");
     state.bump();
     view(state, name.as_str()).await
 }
 
-/// Deletes an app with its environments; agents remove what ran for it.
-pub async fn delete(state: &AppState, user: &str, app: &str) -> Result<()> {
+/// Deletes an app with its environments; agents remove what ran for it. Its database volumes,
+/// images and backups stay unless `purge` (volumes, networks, images on every ready node) and
+/// `purge_backups` (every copy of its backups) say otherwise.
+pub async fn delete(
+    state: &AppState,
+    user: &str,
+    app: &str,
+    purge: bool,
+    purge_backups: bool,
+) -> Result<AppDeleted> {
+    if purge_backups && !purge {
+        let why = "--purge-backups goes with --purge: backups are removed only when everything else is";
+        return Err(DomainError::Invalid(why.into()));
+    }
+    // Read before the app goes: backups outlive their app's rows.
+    let backups = if purge_backups { state.store.app_backups(app).await? } else { Vec::new() };
     state.store.delete_app(app).await?;
     let _ = std::fs::remove_dir_all(state.sources_dir().join(app));
     // Its pushed history too: a new app of the same name must not serve it to its viewers.
     let _ = std::fs::remove_dir_all(crate::http::git_repo_dir(state, app));
     crate::logs::forget(state, app, None);
-    tracing::info!(app, user, "app deleted");
+    tracing::info!(app, user, purge, purge_backups, "app deleted");
     state.bump();
-    Ok(())
+    let mut done = AppDeleted { deleted: app.to_string(), ..Default::default() };
+    if purge {
+        for (node, outcome) in crate::upkeep::purge(state, app).await? {
+            let on =
+                |names: Vec<String>| names.into_iter().map(|n| format!("{node}: {n}")).collect::<Vec<_>>();
+            done.volumes.extend(on(outcome.volumes));
+            done.networks.extend(on(outcome.networks));
+            done.images.extend(on(outcome.images));
+            done.left.extend(on(outcome.left));
+        }
+    }
+    for b in backups {
+        match state.backup_storage.delete(&b).await {
+            Ok(()) => {
+                state.store.delete_backup(&b.id).await?;
+                done.backups.push(b.id);
+            }
+            Err(e) => done.left.push(format!("backup {}: {e:#}", b.id)),
+        }
+    }
+    if purge {
+        tracing::info!(app, user, volumes = ?done.volumes, networks = ?done.networks, images = ?done.images, backups = ?done.backups, left = ?done.left, "app purged");
+    }
+    Ok(done)
 }
 
 pub async fn create_env(state: &AppState, user: &str, app: &str, env: String) -> Result<App> {

@@ -82,12 +82,17 @@ pub async fn build_node(state: &AppState) -> Result<String> {
 }
 
 /// Picks the nodes of a new database's primary and replica: the replica goes on another node
-/// when there is one.
-pub async fn database_nodes(state: &AppState) -> Result<(String, String)> {
+/// when there is one. A database that reuses kept volumes goes where they are (`on`: the
+/// primary's node, the replica's).
+pub async fn database_nodes(
+    state: &AppState,
+    on: (Option<String>, Option<String>),
+) -> Result<(String, String)> {
     let nodes = ready_nodes_for(state, "run the database").await?;
-    let primary = nodes[0].name.clone();
-    let replica =
-        nodes.iter().find(|n| n.name != primary).map_or_else(|| primary.clone(), |n| n.name.clone());
+    let primary = on.0.unwrap_or_else(|| nodes[0].name.clone());
+    let other =
+        || nodes.iter().find(|n| n.name != primary).map_or_else(|| primary.clone(), |n| n.name.clone());
+    let replica = on.1.unwrap_or_else(other);
     Ok((primary, replica))
 }
 
@@ -225,6 +230,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         prune,
         certificates,
         acme_challenges,
+        purges: state.upkeep.purges(node),
     })
 }
 

@@ -8,7 +8,9 @@ use crate::store::DatabaseRow;
 use crate::{assign, backups, config, dbroles};
 use protocol::agent::{ContainerStatus, DatabaseSpec, DbRole};
 use protocol::api::{ConfigChange, CreateDatabase, DatabaseInfo, DatabaseServer, DatabaseSettings};
+use protocol::DockerNames;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// PostgreSQL major versions the default image can be built for (Debian bookworm's).
 const VERSIONS: &[u32] = &[15];
@@ -26,7 +28,7 @@ pub async fn create(
     env: &str,
     body: CreateDatabase,
 ) -> Result<DatabaseInfo> {
-    state.store.get_env(app, env).await?;
+    let env_row = state.store.get_env(app, env).await?;
     let version = body.version.unwrap_or(15);
     if !VERSIONS.contains(&version) {
         return Err(DomainError::Invalid(format!("PostgreSQL {version} is not available; use 15")));
@@ -41,7 +43,12 @@ pub async fn create(
         return Err(DomainError::Invalid(why.into()));
     }
     let (backup_schedule, keep_count, keep_days) = checked_settings(&body.settings, None)?;
-    let (node, replica_node) = assign::database_nodes(state).await?;
+    // Before looking for kept volumes: the database's own would be one.
+    if state.store.get_database(app, env).await.is_ok() {
+        return Err(DomainError::Conflict(format!("{app}/{env} already has a database")));
+    }
+    let names = protocol::DockerNames { app, env, legacy: env_row.legacy_names };
+    let (node, replica_node) = placement(state, &names, replicas, body.reuse_volume).await?;
     let (password, superuser_password, replication_password) = dbroles::new_secrets(&state.secrets);
     let row = DatabaseRow {
         app: app.to_string(),
@@ -68,7 +75,11 @@ pub async fn create(
     state.store.create_database(&row).await?;
     // Read back: the environment decides the Docker names.
     let row = state.store.get_database(app, env).await?;
-    tracing::info!(app, env, version, node = %row.node, user, "database created");
+    let servers = [(row.node.as_str(), DbRole::Primary), (row.replica_node.as_str(), DbRole::Replica)];
+    let servers = servers.map(|(node, role)| (node, row.docker_names().database(role.as_str())));
+    state.new_database_servers(&servers[..if replicas > 0 { 2 } else { 1 }]);
+    let reused = body.reuse_volume;
+    tracing::info!(app, env, version, node = %row.node, reused, user, "database created");
     state.bump();
     let spec = assign::database_spec(state, &row, DbRole::Primary).await?;
     let mut set =
@@ -78,6 +89,61 @@ pub async fn create(
     }
     config::change(state, user, app, env, ConfigChange { set, unset: Vec::new(), secret: false }).await?;
     info(state, &row, false).await
+}
+
+/// How long `db create` waits for a node that has not yet listed its volumes (one that just
+/// started, or a control plane that just did): agents report every second.
+const VOLUMES_WAIT: Duration = Duration::from_secs(10);
+
+/// Where a new database's servers go, given the volumes an earlier database of the same names
+/// left on the nodes (deleting an app or environment keeps them). A new database never starts
+/// on one silently: its data carries the old passwords, so the app could not log in. Without
+/// `reuse` a kept volume is refused by name; with it each server goes to the node holding its
+/// volume, and the agent gives the app's role the new password once the server runs.
+async fn placement(
+    state: &AppState,
+    names: &DockerNames<'_>,
+    replicas: u32,
+    reuse: bool,
+) -> Result<(String, String)> {
+    let ready = assign::ready_nodes(state).await?;
+    let roles: &[DbRole] =
+        if replicas > 0 { &[DbRole::Primary, DbRole::Replica] } else { &[DbRole::Primary] };
+    // Per role: its volume's name (ours, from checked names) and the node holding it.
+    let mut kept: Vec<(String, Option<String>)> = Vec::new();
+    for role in roles {
+        let volume = names.database(role.as_str());
+        let mut holder = None;
+        for node in &ready {
+            let Some(list) = state.db_volumes(&node.name, VOLUMES_WAIT).await else {
+                return Err(DomainError::Unavailable(format!(
+                    "node {} has not said which database volumes it holds yet; try again in a few seconds",
+                    node.name
+                )));
+            };
+            if list.contains(&volume) {
+                holder = Some(node.name.clone());
+                break;
+            }
+        }
+        kept.push((volume, holder));
+    }
+    let (app, env) = (names.app, names.env);
+    if !reuse {
+        if let Some((volume, Some(node))) = kept.iter().find(|(_, node)| node.is_some()) {
+            return Err(DomainError::Conflict(format!(
+                "the volume {volume} on node {node} still holds the data of an earlier database of {app}/{env}: remove it with `docker volume rm {volume}` on that node, or keep its data with `paas db create --reuse-volume`"
+            )));
+        }
+        return assign::database_nodes(state, (None, None)).await;
+    }
+    let (volume, primary) = kept[0].clone();
+    let Some(primary) = primary else {
+        return Err(DomainError::Invalid(format!(
+            "no ready node holds a volume {volume} to reuse; create the database without --reuse-volume"
+        )));
+    };
+    assign::database_nodes(state, (Some(primary), kept.get(1).and_then(|(_, node)| node.clone()))).await
 }
 
 /// Validates settings over the current ones (or the defaults): schedule, keep, keep_days.
@@ -123,26 +189,41 @@ pub async fn set_settings(
 /// password masked unless `reveal`), and the state of the backups.
 pub async fn info(state: &AppState, row: &DatabaseRow, reveal: bool) -> Result<DatabaseInfo> {
     let nodes = state.store.list_nodes().await?;
-    let server = |spec: &DatabaseSpec, node: &str| {
+    // A server that runs but that the app cannot log in to is not healthy: the agent's login
+    // as the app's role failed, or DATABASE_URL no longer carries that role's credentials.
+    let server = |spec: &DatabaseSpec, node: &str, url_problem: Option<String>| {
         let status = state.db_status(&spec.name);
         let addr = nodes.iter().find(|n| n.name == node).map(|n| n.private_addr.clone());
         let host_port = status.as_ref().and_then(|s| s.host_port);
         let node_url = addr.as_ref().zip(host_port).map(|(a, p)| url(spec, a, p, reveal));
+        let figures = status.as_ref().and_then(|s| s.db.clone());
+        let running = status.as_ref().is_some_and(|s| s.healthy);
+        let login = figures.as_ref().and_then(|f| f.login_error.clone());
+        let problem = url_problem.or(login).filter(|_| running);
         let server = DatabaseServer {
             name: spec.name.clone(),
             node: node.to_string(),
             state: status.as_ref().map_or_else(|| "pending".to_string(), |s| s.state.clone()),
-            healthy: status.as_ref().is_some_and(|s| s.healthy),
-            figures: status.as_ref().and_then(|s| s.db.clone()),
+            healthy: running && problem.is_none(),
+            figures,
             address: addr.zip(host_port).map(|(a, p)| format!("{a}:{p}")),
+            problem,
         };
         (server, node_url)
     };
     let primary = assign::database_spec(state, row, DbRole::Primary).await?;
-    let (primary_server, node_url) = server(&primary, &row.node);
+    let config = state.secrets.open_map(&state.store.get_env(&row.app, &row.env).await?.config)?;
+    let credentials = format!("//{}:{}@", primary.user, primary.password);
+    let url_problem = match config.get("DATABASE_URL") {
+        Some(u) if u.contains(&credentials) => None,
+        Some(_) => Some("DATABASE_URL in the environment's config carries other credentials than this database's app role, so the app cannot log in with them".to_string()),
+        // Unset by hand: the app does not use this database through it.
+        None => None,
+    };
+    let (primary_server, node_url) = server(&primary, &row.node, url_problem);
     let (replica, replica_node_url) = if row.replicas > 0 {
         let spec = assign::database_spec(state, row, DbRole::Replica).await?;
-        let (s, u) = server(&spec, &row.replica_node);
+        let (s, u) = server(&spec, &row.replica_node, None);
         (Some(s), u)
     } else {
         (None, None)
@@ -172,8 +253,17 @@ pub async fn info(state: &AppState, row: &DatabaseRow, reveal: bool) -> Result<D
 
 /// Takes in the database servers a node reported. A primary keeps the port Docker first gave
 /// it (replicas elsewhere follow that address); the store is asked only when a port is new.
-pub async fn observed(state: &AppState, node: &str, servers: Vec<ContainerStatus>) -> Result<()> {
-    let new_ports = state.set_db_status(node, servers);
+pub async fn observed(
+    state: &AppState,
+    node: &str,
+    servers: Vec<ContainerStatus>,
+    volumes: Option<Vec<String>>,
+    observed_at_ms: u64,
+) -> Result<()> {
+    if let Some(volumes) = volumes {
+        state.set_db_volumes(node, volumes);
+    }
+    let new_ports = state.set_db_status(node, servers, observed_at_ms);
     if new_ports.is_empty() {
         return Ok(());
     }

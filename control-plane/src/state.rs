@@ -44,6 +44,12 @@ pub struct AppState {
     pub observed: NodeMarks,
     /// Database containers as their agents last reported them, by container name.
     db_status: Arc<std::sync::Mutex<HashMap<String, (String, protocol::agent::ContainerStatus)>>>,
+    /// Database containers of a new database, with the observation time (agent clock) a
+    /// report of their node must be newer than to speak of them: until then a status of that
+    /// name is an earlier database's (an agent resends its last report while it stops one).
+    db_fresh: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    /// Per node, the database volumes its agent last listed (kept ones of deleted databases too).
+    db_volumes: Arc<watch::Sender<HashMap<String, Vec<String>>>>,
     /// Per ingress node, the static directories it has extracted.
     static_ready: Arc<watch::Sender<HashMap<String, Vec<String>>>>,
     /// Every background task (deploys, backup steps, the scheduler), drained on shutdown.
@@ -68,6 +74,11 @@ pub struct AppState {
 pub struct NodeMarks(Arc<watch::Sender<HashMap<String, u64>>>);
 
 impl NodeMarks {
+    /// `node`'s mark (0 before its first).
+    pub fn get(&self, node: &str) -> u64 {
+        self.0.borrow().get(node).copied().unwrap_or(0)
+    }
+
     /// Raises `node`'s mark to `at`; waiters wake only when it grew.
     pub fn raise(&self, node: &str, at: u64) {
         self.0.send_if_modified(|m| {
@@ -131,6 +142,8 @@ impl AppState {
             observed: NodeMarks::default(),
             static_ready: Arc::new(watch::channel(HashMap::new()).0),
             db_status: Arc::default(),
+            db_fresh: Arc::default(),
+            db_volumes: Arc::new(watch::channel(HashMap::new()).0),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             busy: Arc::default(),
@@ -275,12 +288,32 @@ impl AppState {
         let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > index)).await;
     }
 
-    /// Records a node's database servers; returns those whose published port is new.
+    /// A new database's containers (`(node, name)`): what is known of containers of those names
+    /// belongs to an earlier database, forgotten now and in reports that looked before now.
+    pub fn new_database_servers(&self, servers: &[(&str, String)]) {
+        let mut status = self.db_status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = self.db_fresh.lock().unwrap_or_else(|p| p.into_inner());
+        for (node, name) in servers {
+            status.remove(name);
+            fresh.insert(name.clone(), self.observed.get(node));
+        }
+    }
+
+    /// Records a node's database servers as it observed them at `observed_at_ms`; returns
+    /// those whose published port is new.
     pub fn set_db_status(
         &self,
         node: &str,
-        statuses: Vec<protocol::agent::ContainerStatus>,
+        mut statuses: Vec<protocol::agent::ContainerStatus>,
+        observed_at_ms: u64,
     ) -> Vec<protocol::agent::ContainerStatus> {
+        {
+            let mut fresh = self.db_fresh.lock().unwrap_or_else(|p| p.into_inner());
+            statuses.retain(|s| fresh.get(&s.name).is_none_or(|after| observed_at_ms > *after));
+            for s in &statuses {
+                fresh.remove(&s.name);
+            }
+        }
         let mut m = self.db_status.lock().unwrap_or_else(|p| p.into_inner());
         let new_port = |s: &protocol::agent::ContainerStatus| {
             s.host_port.is_some() && m.get(&s.name).is_none_or(|(_, old)| old.host_port != s.host_port)
@@ -295,6 +328,19 @@ impl AppState {
 
     pub fn db_status(&self, name: &str) -> Option<protocol::agent::ContainerStatus> {
         self.db_status.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(|(_, s)| s.clone())
+    }
+
+    pub fn set_db_volumes(&self, node: &str, volumes: Vec<String>) {
+        self.db_volumes.send_if_modified(|m| m.insert(node.to_string(), volumes.clone()) != Some(volumes));
+    }
+
+    /// The database volumes `node` holds, waiting up to `wait` for a node that has not listed
+    /// them since this control plane started; `None` if it still has not.
+    pub async fn db_volumes(&self, node: &str, wait: Duration) -> Option<Vec<String>> {
+        let mut rx = self.db_volumes.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|m| m.contains_key(node))).await;
+        let volumes = rx.borrow().get(node).cloned();
+        volumes
     }
 
     pub fn node_static_ready(&self, node: &str, keys: Vec<String>) {

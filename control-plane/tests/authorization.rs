@@ -52,6 +52,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("GET", format!("{db}/backups"), "viewer"),
         ("POST", format!("{db}/backups"), "deployer"),
         ("GET", format!("{db}/backups/{{id}}"), "viewer"),
+        ("GET", format!("{db}/backups/{{id}}/data"), "deployer"),
         ("POST", format!("{db}/backups/{{id}}/verify"), "deployer"),
         ("POST", format!("{db}/restores"), "admin"),
         ("POST", format!("{db}/psql"), "deployer"),

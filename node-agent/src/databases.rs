@@ -36,6 +36,8 @@ pub struct Databases {
     /// converged to; and when a failed attempt may be retried.
     roles: HashMap<String, u64>,
     roles_retry_at: HashMap<String, Instant>,
+    /// The database volumes last listed on this node (`None` until a listing worked).
+    volumes: Option<Vec<String>>,
 }
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -53,6 +55,7 @@ impl Databases {
             paused,
             roles: HashMap::new(),
             roles_retry_at: HashMap::new(),
+            volumes: None,
         }
     }
 
@@ -74,6 +77,16 @@ impl Databases {
             }
         }
         out
+    }
+
+    /// The database volumes on this node, for the control plane to refuse a new database on
+    /// an old one's volume; the last list known while Docker does not answer.
+    pub async fn volumes(&mut self) -> Option<Vec<String>> {
+        match self.docker.database_volumes().await {
+            Ok(names) => self.volumes = Some(names),
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "listing database volumes failed"),
+        }
+        self.volumes.clone()
     }
 
     async fn converge(&mut self, spec: &DatabaseSpec) -> ContainerStatus {
@@ -234,6 +247,7 @@ impl Databases {
             size_bytes: num(2)? as u64,
             lag_bytes: num(3).map(|v| v.max(0.0) as u64),
             lag_seconds: num(4),
+            login_error: self.login_error(spec).await,
         };
         if cols.get(5).map(|v| v.trim()) == Some("t")
             && !self.paused.lock().unwrap_or_else(|p| p.into_inner()).contains(&spec.name)
@@ -244,6 +258,34 @@ impl Databases {
         }
         self.figures.insert(spec.name.clone(), (Instant::now(), f.clone()));
         Some(f)
+    }
+
+    /// Logs in as the app's role over TCP with the password its DATABASE_URL carries, the way
+    /// the app does (scram over the network, not the local socket the platform's own tools
+    /// use): `None` when it can (or the check could not run), else the server's reason. The
+    /// password goes on stdin into libpq's variable, never on a command line.
+    async fn login_error(&self, spec: &DatabaseSpec) -> Option<String> {
+        let script = r#"IFS= read -r PGPASSWORD && export PGPASSWORD && exec "$@""#;
+        let psql = crate::dbtasks::psql::binary(spec.version, "psql");
+        let args =
+            ["-X", "-w", "-tA", "-h", "127.0.0.1", "-p", "5432", "-U", &spec.user, "-d", &spec.database];
+        let mut cmd: Vec<String> =
+            ["sh", "-c", script, "sh", &psql].iter().chain(&args).map(|a| a.to_string()).collect();
+        cmd.extend(["-c".to_string(), "SELECT 1".to_string()]);
+        let attempt = async {
+            let mut exec = self.docker.exec_start(&spec.name, cmd, true).await?;
+            exec.write(format!("{}\n", spec.password).as_bytes()).await?;
+            exec.finish().await
+        };
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Ok(Ok((0, _, _))) => None,
+            Ok(Ok((_, _, stderr))) => Some(login_failure(&spec.user, &stderr)),
+            Ok(Err(e)) => {
+                tracing::debug!(container = %spec.name, error = %format!("{e:#}"), "the login check did not run");
+                None
+            }
+            Err(_) => Some(format!("logging in as {} did not finish within 10 s", spec.user)),
+        }
     }
 
     fn build_image(&self, spec: &DatabaseSpec) {
@@ -268,5 +310,29 @@ impl Databases {
             }
             building.lock().unwrap_or_else(|p| p.into_inner()).remove(&image);
         });
+    }
+}
+
+/// A failed login in user words, from psql's error output: the server's own reason (`password
+/// authentication failed for user "notes"`) without libpq's connection preamble.
+fn login_failure(user: &str, stderr: &str) -> String {
+    let line = stderr.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+    let reason = line.rsplit_once("FATAL:").map_or(line, |(_, r)| r).trim();
+    let reason = if reason.is_empty() { "psql failed without saying why" } else { reason };
+    format!("the app cannot log in as {user} with the password in DATABASE_URL: {reason}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failed_login_says_the_servers_reason() {
+        let stderr = "psql: error: connection to server at \"127.0.0.1\", port 5432 failed: \
+                      FATAL:  password authentication failed for user \"notes\"\n";
+        assert_eq!(
+            super::login_failure("notes", stderr),
+            "the app cannot log in as notes with the password in DATABASE_URL: \
+             password authentication failed for user \"notes\""
+        );
+        assert!(super::login_failure("notes", "").ends_with("psql failed without saying why"));
     }
 }

@@ -209,13 +209,16 @@ impl Reconciler {
             })
             .collect();
         let databases = self.dbs.pass(&desired.databases).await;
+        let volumes = self.dbs.volumes().await;
         self.sweep_networks(&desired).await;
 
-        let report = NodeReport { containers, observed_at_ms, databases, ..Default::default() };
+        let report = NodeReport { containers, observed_at_ms, databases, volumes, ..Default::default() };
         // Only a change wakes the reporter at once; the fresh observation time goes out with
         // the next heartbeat.
         self.reports.send_if_modified(|r| {
-            let changed = r.containers != report.containers || r.databases != report.databases;
+            let changed = r.containers != report.containers
+                || r.databases != report.databases
+                || r.volumes != report.volumes;
             *r = report;
             changed
         });

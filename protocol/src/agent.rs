@@ -53,6 +53,30 @@ pub struct Assignment {
     /// ACME HTTP-01 challenges an ingress node answers on plain HTTP, for any host, while the
     /// control plane obtains a certificate.
     pub acme_challenges: Vec<AcmeChallenge>,
+    /// Deleted apps whose objects on this node go too (`paas apps delete --purge`).
+    pub purges: Vec<Purge>,
+}
+
+/// Removes what a deleted app left on a node: its database volumes, networks and images (only
+/// objects with the platform's, the app's and the node's labels, and none the assignment uses).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    /// Grows per request; the outcome is reported under it.
+    pub id: u64,
+    pub app: String,
+}
+
+/// What one purge removed on a node, and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PurgeOutcome {
+    /// The [`Purge::id`] it answers.
+    pub id: u64,
+    pub volumes: Vec<String>,
+    pub networks: Vec<String>,
+    pub images: Vec<String>,
+    /// Objects left in place, each with why (still in use when the purge gave up waiting).
+    pub left: Vec<String>,
 }
 
 /// `GET /.well-known/acme-challenge/{token}` answers `key_authorization`.
@@ -379,6 +403,11 @@ pub struct NodeReport {
     pub disk: Option<DiskUsage>,
     /// The outcome of the latest prune the control plane asked for.
     pub pruned: Option<PruneOutcome>,
+    /// Outcomes of the latest purges the control plane asked for.
+    pub purged: Vec<PurgeOutcome>,
+    /// Names of the database volumes on this node (the platform's, with this node's label),
+    /// assigned or left by a deleted database; `None` until the agent could list them.
+    pub volumes: Option<Vec<String>>,
 }
 
 /// Disk taken by the platform's objects on one node (bytes; `None` where the agent cannot tell).
@@ -438,6 +467,10 @@ pub struct DatabaseFigures {
     pub lag_bytes: Option<u64>,
     /// Replicas: age of the last replayed transaction (grows while the primary is idle).
     pub lag_seconds: Option<f64>,
+    /// Why the app's role could not log in over the network with its password, when it could
+    /// not: the server runs, but the app cannot use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_error: Option<String>,
 }
 
 #[cfg(test)]

@@ -258,6 +258,22 @@ pub struct RunOutput {
     pub error: Option<String>,
 }
 
+/// What `DELETE /apps/{app}` did. Without a purge only `deleted` is set: database volumes,
+/// networks going with no container, images and backups stay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppDeleted {
+    pub deleted: String,
+    /// Removed by `--purge`: database volumes, networks, images (node: name), and backups (ids)
+    /// with `--purge-backups`.
+    pub volumes: Vec<String>,
+    pub networks: Vec<String>,
+    pub images: Vec<String>,
+    pub backups: Vec<String>,
+    /// What a purge left in place, each with why.
+    pub left: Vec<String>,
+}
+
 /// Provisions PostgreSQL for an environment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateDatabase {
@@ -270,6 +286,10 @@ pub struct CreateDatabase {
     /// Backup schedule, retention: see [`DatabaseSettings`].
     #[serde(default, flatten)]
     pub settings: DatabaseSettings,
+    /// Start on the volume an earlier database of the same app and environment left behind
+    /// (its data kept, the app's role given the new password) instead of refusing to.
+    #[serde(default)]
+    pub reuse_volume: bool,
 }
 
 /// Backup schedule and retention of a database; unset fields keep their value.
@@ -434,4 +454,7 @@ pub struct DatabaseServer {
     pub address: Option<String>,
     /// Connections in use vs the limit, size, and (replica) lag, once sampled.
     pub figures: Option<crate::agent::DatabaseFigures>,
+    /// Why it is not healthy although it runs: the app cannot log in with its DATABASE_URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }

@@ -10,10 +10,10 @@ use crate::agent::{
     RegisteredNode, WatchResponse,
 };
 use crate::api::{
-    App, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv, DatabaseInfo,
-    DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation, MaintenanceMode,
-    Node, Process, Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale, SetMaintenance,
-    StartRestore, WhoAmI,
+    App, AppDeleted, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv,
+    DatabaseInfo, DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation,
+    MaintenanceMode, Node, Process, Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale,
+    SetMaintenance, StartRestore, WhoAmI,
 };
 use crate::logs::{LogAck, LogBatch, LogPage, LogQuery};
 use serde::de::DeserializeOwned;
@@ -132,17 +132,27 @@ impl Client {
     ) -> Result<T> {
         let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.base, e))?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError {
-                status: Some(status.as_u16()),
-                message: format!("the server sent an answer this client does not understand: {e}"),
-            });
+        if !status.is_success() {
+            return Err(self.refusal(resp).await);
         }
+        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError {
+            status: Some(status.as_u16()),
+            message: format!("the server sent an answer this client does not understand: {e}"),
+        })
+    }
+
+    /// The server's one-sentence reason for a failed call.
+    async fn refusal(&self, resp: reqwest::Response) -> ClientError {
+        let status = resp.status();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return ClientError::transport(&self.base, e),
+        };
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|b| b.error)
             .unwrap_or_else(|_| format!("the server answered {status}"));
-        Err(ClientError { status: Some(status.as_u16()), message })
+        ClientError { status: Some(status.as_u16()), message }
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -171,8 +181,11 @@ impl Client {
         self.get(&format!("/api/v1/apps/{app}")).await
     }
 
-    pub async fn delete_app(&self, app: &str) -> Result<serde_json::Value> {
-        self.send(self.http().delete(self.url(&format!("/api/v1/apps/{app}")))).await
+    /// Deletes an app; `purge` removes its database volumes, networks and images on the nodes
+    /// too (the call waits for them), `purge_backups` its backups.
+    pub async fn delete_app(&self, app: &str, purge: bool, purge_backups: bool) -> Result<AppDeleted> {
+        let query = format!("purge={purge}&purge_backups={purge_backups}");
+        self.send(self.http().delete(self.url(&format!("/api/v1/apps/{app}?{query}")))).await
     }
 
     /// Uploads a gzipped tar of the source and starts a release that builds it.
@@ -292,6 +305,18 @@ impl Client {
 
     pub async fn db_get_backup(&self, app: &str, env: &str, id: &str) -> Result<Backup> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/db/backups/{id}")).await
+    }
+
+    /// A stored backup's dump, as a response whose body is read as it arrives (dumps run to
+    /// gigabytes); the caller checks it against the backup's size and SHA-256.
+    pub async fn db_backup_data(&self, app: &str, env: &str, id: &str) -> Result<reqwest::Response> {
+        let url = self.url(&format!("/api/v1/apps/{app}/envs/{env}/db/backups/{id}/data"));
+        let resp = self.http().get(url).bearer_auth(self.token()).send().await;
+        let resp = resp.map_err(|e| ClientError::transport(&self.base, e))?;
+        if !resp.status().is_success() {
+            return Err(self.refusal(resp).await);
+        }
+        Ok(resp)
     }
 
     pub async fn db_verify(&self, app: &str, env: &str, id: &str) -> Result<Backup> {

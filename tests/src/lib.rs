@@ -550,6 +550,27 @@ impl Drop for Platform {
     }
 }
 
+/// A tiny app on the local base image (no package download): its release number in a file,
+/// healthy by a command, `extra` Dockerfile lines after the shared first step. It copies
+/// `v.txt`, which the test writes (a release number, say) before deploying.
+pub fn tiny_app(marker: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = format!(
+        "FROM debian:bookworm-slim\nRUN echo {marker} > /shared\n{extra}COPY v.txt /v.txt\nCMD [\"sleep\", \"infinity\"]\n"
+    );
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    let manifest = r#"
+[processes.web]
+healthcheck = { type = "command", command = ["true"], interval = "1s" }
+[deploy]
+stability_window = "500ms"
+drain_timeout = "1s"
+stop_grace = "1s"
+"#;
+    std::fs::write(dir.path().join("paas.toml"), manifest).unwrap();
+    dir
+}
+
 /// Runs `work(i)` for every `i` in `1..=n`, `at_once` at a time.
 pub fn parallel(n: usize, at_once: usize, work: impl Fn(usize) + Sync) {
     let next = std::sync::atomic::AtomicUsize::new(1);

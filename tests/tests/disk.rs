@@ -2,28 +2,8 @@
 //! ones the control plane names (current, rollback), waits for a build that shares layers with
 //! what it removes, and `paas nodes list` shows the disk the platform's objects take.
 
-use paas_tests::{docker, Platform};
+use paas_tests::{docker, tiny_app, Platform};
 use std::time::{Duration, Instant};
-
-/// A tiny app on the local base image (no package download): its release number in a file,
-/// healthy by a command, `extra` Dockerfile lines after the shared first step.
-fn tiny_app(marker: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let dockerfile = format!(
-        "FROM debian:bookworm-slim\nRUN echo {marker} > /shared\n{extra}COPY v.txt /v.txt\nCMD [\"sleep\", \"infinity\"]\n"
-    );
-    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    let manifest = r#"
-[processes.web]
-healthcheck = { type = "command", command = ["true"], interval = "1s" }
-[deploy]
-stability_window = "500ms"
-drain_timeout = "1s"
-stop_grace = "1s"
-"#;
-    std::fs::write(dir.path().join("paas.toml"), manifest).unwrap();
-    dir
-}
 
 fn deploy_version(p: &Platform, app: &str, src: &tempfile::TempDir, n: u32) {
     std::fs::write(src.path().join("v.txt"), format!("{n}\n")).unwrap();

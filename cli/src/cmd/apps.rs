@@ -57,15 +57,34 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                 }
             })?;
         }
-        AppsCommand::Delete { name, confirm } => {
+        AppsCommand::Delete { name, confirm, purge, purge_backups } => {
             if confirm.as_deref() != Some(name.as_str()) {
-                anyhow::bail!(
-                    "deleting app {name:?} stops its containers and removes its environments, releases, config, domains, drains and logs; its database volumes stay on the nodes and its backups in their stores. Confirm with --confirm {name}"
-                );
+                anyhow::bail!("{}. Confirm with --confirm {name}", deletion(&name, purge, purge_backups));
             }
-            let done = client.delete_app(&name).await?;
-            emit(g.output, &done, |_| {
-                println!("Deleted app {name}; its database volumes (if any) and backups are kept")
+            let done = client.delete_app(&name, purge, purge_backups).await?;
+            emit(g.output, &done, |d| {
+                if !purge {
+                    println!(
+                        "Deleted app {name}; its database volumes (if any), images and backups are kept"
+                    );
+                    return;
+                }
+                println!("Deleted app {name}");
+                let list = |what: &str, items: &[String]| {
+                    let items = if items.is_empty() { "none".to_string() } else { items.join(", ") };
+                    println!("  {what}: {items}");
+                };
+                list("removed database volumes", &d.volumes);
+                list("removed networks", &d.networks);
+                list("removed images", &d.images);
+                if purge_backups {
+                    list("removed backups", &d.backups);
+                } else {
+                    println!("  backups: kept (--purge-backups deletes them)");
+                }
+                for left in &d.left {
+                    println!("  WARNING: left in place: {left}");
+                }
             })?;
         }
         AppsCommand::LogRetention { name, age, max_mib, reset } => {
@@ -102,4 +121,38 @@ pub async fn exec(g: &Global, cmd: AppsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What deleting app `name` removes and keeps, for its confirmation.
+fn deletion(name: &str, purge: bool, purge_backups: bool) -> String {
+    let always = format!(
+        "deleting app {name:?} stops its containers and removes its environments, releases, config, domains, drains and logs"
+    );
+    match (purge, purge_backups) {
+        (false, _) => format!(
+            "{always}; its database volumes stay on the nodes, and its images and backups stay too (--purge removes volumes, networks and images)"
+        ),
+        (true, false) => format!(
+            "{always}, and with --purge its database volumes (their data is gone), networks and images on every node; its backups stay in their stores (--purge-backups deletes them too)"
+        ),
+        (true, true) => format!(
+            "{always}, and with --purge its database volumes (their data is gone), networks and images on every node, and with --purge-backups every backup of it in every store: nothing of it is left"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deletion;
+
+    #[test]
+    fn the_confirmation_says_what_goes_and_what_stays() {
+        let plain = deletion("shop", false, false);
+        assert!(plain.contains("database volumes stay") && plain.contains("backups stay"), "{plain}");
+        let purge = deletion("shop", true, false);
+        assert!(purge.contains("database volumes (their data is gone), networks and images"), "{purge}");
+        assert!(purge.contains("backups stay"), "{purge}");
+        let all = deletion("shop", true, true);
+        assert!(all.contains("every backup of it") && !all.contains("stay"), "{all}");
+    }
 }

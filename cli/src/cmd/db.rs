@@ -1,16 +1,31 @@
 //! `paas db create|info|settings`: managed PostgreSQL for an environment; backups live in
 //! `backups.rs`.
 
-use crate::args::{DbCommand, Global};
+use crate::args::{AppEnv, BackupsCommand, DbCommand, Global, Output};
 use crate::output::emit;
-use protocol::api::CreateDatabase;
+use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseServer};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// How long `db create` waits for its servers (a first use builds the image from Debian's
+/// packages, which takes a few minutes on a slow mirror).
+const READY_WAIT: Duration = Duration::from_secs(900);
 
 pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     match cmd {
         DbCommand::Backup { target, no_wait } => return super::backups::backup(g, target, no_wait).await,
-        DbCommand::Backups(target) => return super::backups::list(g, target).await,
+        DbCommand::Backups {
+            command: Some(BackupsCommand::Download { target, id, file, force }), ..
+        } => return super::backup_download::exec(g, target, &id, file.as_deref(), force).await,
+        DbCommand::Backups { app, env, command: None } => {
+            let app = app.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "which app's backups? Give --app, or run this inside a directory linked to an app"
+                )
+            })?;
+            return super::backups::list(g, AppEnv { app, env }).await;
+        }
         DbCommand::Verify { target, backup } => return super::backups::verify(g, target, backup).await,
         DbCommand::Restore { target, backup, confirm, to_new } => {
             return super::backups::restore(g, target, backup, confirm, to_new).await
@@ -30,34 +45,46 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 }
             })?;
         }
-        DbCommand::Create { target, version, max_connections, replicas, settings } => {
+        DbCommand::Create { target, version, max_connections, replicas, settings, reuse_volume, no_wait } => {
             let req = CreateDatabase {
                 version: Some(version),
                 max_connections,
                 replicas: Some(replicas),
                 settings: settings.to_api(),
+                reuse_volume,
             };
+            let started = Instant::now();
             let info = client.db_create(&target.app, &target.env, &req).await?;
-            emit(g.output, &info, |i| {
+            let text = g.output == Output::Text;
+            if text {
                 println!(
                     "Created PostgreSQL {} for {}/{} on node {}",
-                    i.version, i.app, i.env, i.primary.node
+                    info.version, info.app, info.env, info.primary.node
                 );
-                println!("DATABASE_URL is set in the environment's config: {}", i.url);
-                if let Some(r) = &i.replica_url {
+                println!("DATABASE_URL is set in the environment's config: {}", info.url);
+                if let Some(r) = &info.replica_url {
                     println!("DATABASE_REPLICA_URL (streaming replica, read-only): {r}");
                 }
-                println!("The first start builds the image and initialises the data; `paas db info` shows when it is up.");
-            })?;
+            }
+            if no_wait {
+                emit(g.output, &info, |_| {
+                    println!("The first start builds the image and initialises the data; `paas db info` shows when it is up.");
+                })?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let info = wait_ready(&client, &target, text).await?;
+            emit(g.output, &info, |_| println!("Ready in {:.1} s", started.elapsed().as_secs_f64()))?;
         }
         DbCommand::Info { target, reveal } => {
             let info = client.db_info(&target.app, &target.env, reveal).await?;
             emit(g.output, &info, |i| {
                 println!("PostgreSQL {} for {}/{}", i.version, i.app, i.env);
-                let health = if i.primary.healthy { "healthy" } else { "not ready" };
                 println!(
-                    "  primary:  {} on {} ({}, {health})",
-                    i.primary.name, i.primary.node, i.primary.state
+                    "  primary:  {} on {} ({}, {})",
+                    i.primary.name,
+                    i.primary.node,
+                    i.primary.state,
+                    health(&i.primary)
                 );
                 println!("  address:  {}", i.primary.address.as_deref().unwrap_or("-"));
                 println!("  max_connections: {}", i.max_connections);
@@ -70,8 +97,7 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     println!("  url (node):  {u}");
                 }
                 if let Some(r) = &i.replica {
-                    let health = if r.healthy { "healthy" } else { "not ready" };
-                    println!("  replica:  {} on {} ({}, {health})", r.name, r.node, r.state);
+                    println!("  replica:  {} on {} ({}, {})", r.name, r.node, r.state, health(r));
                     println!("  replica url (apps): {}", i.replica_url.as_deref().unwrap_or("-"));
                     if let Some(f) = &r.figures {
                         let bytes = f.lag_bytes.map_or("-".to_string(), |b| b.to_string());
@@ -103,4 +129,95 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until every server of the database accepts connections as the app's role (what
+/// `db info` calls healthy), saying on stderr what it is doing whenever that changes.
+async fn wait_ready(client: &protocol::Client, t: &AppEnv, progress: bool) -> anyhow::Result<DatabaseInfo> {
+    let started = Instant::now();
+    let mut said = String::new();
+    loop {
+        let info = client.db_info(&t.app, &t.env, false).await?;
+        let servers =
+            std::iter::once(("primary", &info.primary)).chain(info.replica.as_ref().map(|r| ("replica", r)));
+        let Some((role, server)) = servers.into_iter().find(|(_, s)| !s.healthy) else { return Ok(info) };
+        let now = phase(role, server);
+        if progress && now != said {
+            eprintln!("{now}");
+        }
+        if started.elapsed() > READY_WAIT {
+            anyhow::bail!(
+                "the {role} of {}/{} is not ready after {} minutes ({}); `paas db info` shows how it goes",
+                t.app,
+                t.env,
+                READY_WAIT.as_secs() / 60,
+                now.trim_end_matches('…')
+            );
+        }
+        said = now;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What a server that is not ready yet is doing, in the words `db create` prints.
+fn phase(role: &str, s: &DatabaseServer) -> String {
+    match (s.state.as_str(), &s.problem) {
+        (_, Some(why)) => format!("the {role} runs, but {why}"),
+        ("pending", _) => format!("creating the {role}'s volume and container…"),
+        ("building image", _) => {
+            "building the PostgreSQL image from Debian's packages (first use only)…".into()
+        }
+        ("running", _) if role == "replica" => "cloning the replica from the primary…".into(),
+        ("running", _) => format!("waiting for the {role} to accept connections…"),
+        (state, _) => format!("starting PostgreSQL ({role} {state})…"),
+    }
+}
+
+/// A server's health as `db info` prints it: healthy, not ready yet, or unhealthy with why.
+fn health(s: &protocol::api::DatabaseServer) -> String {
+    match (&s.problem, s.healthy) {
+        (Some(why), _) => format!("UNHEALTHY: {why}"),
+        (None, true) => "healthy".into(),
+        (None, false) => "not ready".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phase;
+    use protocol::api::DatabaseServer;
+
+    fn server(state: &str, problem: Option<&str>) -> DatabaseServer {
+        DatabaseServer {
+            name: "paas-shop--production--db-primary".into(),
+            node: "n1".into(),
+            state: state.into(),
+            healthy: false,
+            address: None,
+            figures: None,
+            problem: problem.map(String::from),
+        }
+    }
+
+    #[test]
+    fn progress_says_what_the_server_is_doing() {
+        assert_eq!(
+            phase("primary", &server("pending", None)),
+            "creating the primary's volume and container…"
+        );
+        assert!(
+            phase("primary", &server("building image", None)).starts_with("building the PostgreSQL image")
+        );
+        assert_eq!(
+            phase("primary", &server("running", None)),
+            "waiting for the primary to accept connections…"
+        );
+        assert_eq!(phase("replica", &server("running", None)), "cloning the replica from the primary…");
+        assert_eq!(
+            phase("primary", &server("restarting", None)),
+            "starting PostgreSQL (primary restarting)…"
+        );
+        let why = "the app cannot log in as shop with the password in DATABASE_URL: no";
+        assert_eq!(phase("primary", &server("running", Some(why))), format!("the primary runs, but {why}"));
+    }
 }

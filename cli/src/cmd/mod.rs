@@ -2,6 +2,7 @@
 
 mod apps;
 mod apps_info;
+mod backup_download;
 mod backups;
 mod db;
 mod deploy;

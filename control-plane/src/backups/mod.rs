@@ -501,6 +501,39 @@ pub async fn env_backup(state: &AppState, app: &str, env: &str, id: &str) -> Res
     }
 }
 
+/// A checked copy of stored backup `id` of `app`/`env` for `caller` to download (`paas db
+/// backups download`). Recorded in the audit log: a dump holds all of the app's data.
+pub async fn download(
+    state: &AppState,
+    caller: &crate::access::Caller,
+    app: &str,
+    env: &str,
+    id: &str,
+) -> Result<(Backup, CheckedCopy)> {
+    let b = env_backup(state, app, env, id).await?;
+    if b.status != BackupStatus::Stored {
+        return Err(DomainError::Invalid(format!(
+            "backup {id} is {}, so there is no dump to download",
+            b.status
+        )));
+    }
+    let copy =
+        state.backup_storage.checked_copy(&b).await.map_err(|e| DomainError::Invalid(format!("{e:#}")))?;
+    let detail = format!("backup {id}");
+    let entry = crate::store::AuditRecord {
+        user: &caller.user,
+        action: "db.backup.download",
+        app,
+        env,
+        addr: &caller.addr,
+        outcome: "ok",
+        detail: &detail,
+    };
+    state.store.record_audit(&entry).await?;
+    tracing::info!(app, env, backup = %id, user = %caller.user, "backup downloaded");
+    Ok((b, copy))
+}
+
 /// A database task of `app`/`env`, or not found.
 pub async fn env_task(state: &AppState, app: &str, env: &str, id: &str) -> Result<DbTaskRow> {
     let t = state.store.get_db_task(id).await?;

@@ -145,7 +145,9 @@ async fn report(
     state.observed.raise(&node, report.observed_at_ms);
     state.node_static_ready(&node, report.static_ready);
     state.upkeep.reported(&node, report.disk, report.pruned);
-    crate::databases::observed(&state, &node, report.databases).await?;
+    state.upkeep.reported_purges(&node, report.purged);
+    let (servers, volumes) = (report.databases, report.volumes);
+    crate::databases::observed(&state, &node, servers, volumes, report.observed_at_ms).await?;
     Ok(Json(json!({ "ok": true })))
 }
 

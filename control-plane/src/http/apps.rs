@@ -2,15 +2,15 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::routes::{Api, Need};
+use super::routes::{Api, AuditNote, Need};
 use crate::apps;
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::{Admin, Viewer};
-use protocol::api::{App, CreateApp, WhoAmI};
+use protocol::api::{App, AppDeleted, CreateApp, WhoAmI};
 
 pub fn routes() -> Api {
     Api::new()
@@ -46,11 +46,26 @@ async fn show(State(state): State<AppState>, Path(app): Path<String>) -> ApiResu
     Ok(Json(apps::view(&state, &app).await?))
 }
 
+/// `?purge=true` removes the app's database volumes, networks and images too;
+/// `&purge_backups=true` its backups.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Purge {
+    purge: bool,
+    purge_backups: bool,
+}
+
 async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(app): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    apps::delete(&state, &caller.user, &app).await?;
-    Ok(Json(serde_json::json!({ "deleted": app })))
+    Query(q): Query<Purge>,
+) -> ApiResult<(Extension<AuditNote>, Json<AppDeleted>)> {
+    let done = apps::delete(&state, &caller.user, &app, q.purge, q.purge_backups).await?;
+    let what = match (q.purge, q.purge_backups) {
+        (false, _) => "Deleted (database volumes, images and backups kept)",
+        (true, false) => "Deleted with --purge (database volumes, networks, images; backups kept)",
+        (true, true) => "Deleted with --purge --purge-backups (database volumes, networks, images, backups)",
+    };
+    Ok((Extension(AuditNote(what.into())), Json(done)))
 }

@@ -1,5 +1,5 @@
 //! Backups over HTTP. `/api/v1/apps/{app}/envs/{env}/db/...`: take, list, verify and restore
-//! backups, run psql, follow database tasks; `/api/v1/events`. `/agent/v1/...`: the agent's
+//! backups, download their dumps, run psql, follow database tasks; `/api/v1/events`. `/agent/v1/...`: the agent's
 //! dump upload and download, its progress signals and its task results.
 
 use super::auth::{Caller, NodeCaller};
@@ -29,6 +29,9 @@ pub fn routes() -> Api {
         .get(&format!("{DB}/backups"), Need::App(Viewer), list)
         .on(Method::POST, &format!("{DB}/backups"), Need::App(Deployer), "db.backup", create)
         .get(&format!("{DB}/backups/{{id}}"), Need::App(Viewer), show)
+        // The dump is all of the app's data, which a viewer cannot otherwise read (psql and
+        // revealed config need a deployer too).
+        .get(&format!("{DB}/backups/{{id}}/data"), Need::App(Deployer), data)
         .on(Method::POST, &format!("{DB}/backups/{{id}}/verify"), Need::App(Deployer), "db.verify", verify)
         .on(Method::POST, &format!("{DB}/restores"), Need::App(Admin), "db.restore", restore)
         .on(Method::POST, &format!("{DB}/psql"), Need::App(Deployer), "db.psql", psql)
@@ -144,13 +147,33 @@ async fn download(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let copy = backups::checked_copy(&state, &caller.0, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], stream(copy).await?))
+}
+
+/// A user's download of a backup's dump: a checked copy, streamed; the client checks what it
+/// wrote against the backup's recorded size and SHA-256.
+async fn data(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env, id)): Path<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (b, copy) = backups::download(&state, &caller, &app, &env, &id).await?;
+    let length = b.size_bytes.unwrap_or(0).to_string();
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, length)],
+        stream(copy).await?,
+    ))
+}
+
+/// The copy's bytes as a body that is read as it is sent, never whole; the copy (maybe a
+/// temporary fetched from S3) lives as long as the stream.
+async fn stream(copy: crate::backups::CheckedCopy) -> ApiResult<Body> {
     let file = tokio::fs::File::open(&copy.path).await.map_err(anyhow::Error::from)?;
-    // The copy (maybe a temporary fetched from S3) lives as long as the stream.
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 16).map(move |chunk| {
         let _keep = &copy;
         chunk
     });
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream)))
+    Ok(Body::from_stream(stream))
 }
 
 async fn task_result(

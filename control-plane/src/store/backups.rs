@@ -198,6 +198,16 @@ impl Store {
         Ok(rows.into_iter().map(Backup::from).collect())
     }
 
+    /// Every backup of `app`, in all its environments (deleted ones too: backups outlive them).
+    pub async fn app_backups(&self, app: &str) -> Result<Vec<Backup>> {
+        let rows: Vec<BackupRecord> =
+            sqlx::query_as("SELECT * FROM backups WHERE app = ? ORDER BY created_unix DESC, id DESC")
+                .bind(app)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(Backup::from).collect())
+    }
+
     pub async fn delete_backup(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM backups WHERE id = ?").bind(id).execute(&self.pool).await?;
         Ok(())

@@ -229,7 +229,12 @@ async fn report_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             })
             .collect();
-        let report = NodeReport { containers, observed_at_ms: unix_ms(), ..NodeReport::default() };
+        let report = NodeReport {
+            containers,
+            observed_at_ms: unix_ms(),
+            volumes: Some(Vec::new()),
+            ..NodeReport::default()
+        };
         // Refused while the control plane is away; the next round sends a fresh one.
         let _ = client.report(&shared.name, &report).await;
         tokio::select! {

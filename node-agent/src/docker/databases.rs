@@ -157,6 +157,23 @@ impl DockerClient {
         let args = HashMap::from([("PG_MAJOR".to_string(), version.to_string())]);
         self.build(context, tag, labels, args, network, |line| tracing::debug!("{line}")).await.map(drop)
     }
+    /// Names of this node's database volumes (the platform's, with this node's label and a
+    /// database role), whether a database still uses them or not.
+    pub async fn database_volumes(&self) -> anyhow::Result<Vec<String>> {
+        use bollard::volume::ListVolumesOptions;
+        let (managed, node) =
+            (format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node));
+        let filters = HashMap::from([("label", vec![managed.as_str(), node.as_str(), labels::ROLE])]);
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions { filters }))
+            .await
+            .map_err(|e| anyhow::anyhow!("listing volumes: {}", docker_message(&e)))?;
+        let mut names: Vec<String> = list.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Names of this node's database containers with `role` (`db-primary`, `db-replica`,
     /// `db-verify`).
     pub async fn database_names(&self, role: &str) -> anyhow::Result<Vec<String>> {

@@ -9,6 +9,7 @@ pub mod exec;
 mod images;
 mod networks;
 pub mod prune;
+mod purge;
 
 use anyhow::Context;
 use bollard::container::ListContainersOptions;

@@ -1,0 +1,183 @@
+//! The CLI's flags and subcommands of `paas db`: managed PostgreSQL, its backups and their
+//! settings.
+
+use super::AppEnv;
+use clap::{Args, Subcommand};
+use std::ffi::OsString;
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Provision PostgreSQL for the environment and set its DATABASE_URL.
+    Create {
+        #[command(flatten)]
+        target: AppEnv,
+        /// PostgreSQL major version.
+        #[arg(long, default_value_t = 15)]
+        version: u32,
+        /// The server's max_connections.
+        #[arg(long)]
+        max_connections: Option<u32>,
+        /// Streaming replicas (0 or 1).
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        #[command(flatten)]
+        settings: BackupSettingsArgs,
+        /// Start on the volume an earlier database of this app and environment left (deleting
+        /// an app keeps it): its data stays, and the app's role gets the new password.
+        #[arg(long)]
+        reuse_volume: bool,
+        /// Return once the database is created instead of waiting until it accepts connections.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Change the backup schedule and retention.
+    Settings {
+        #[command(flatten)]
+        target: AppEnv,
+        #[command(flatten)]
+        settings: BackupSettingsArgs,
+    },
+    /// Take a backup now (from the replica when there is one) and prove it by a restore.
+    Backup {
+        #[command(flatten)]
+        target: AppEnv,
+        /// Return once the backup has started instead of waiting for it and its verification.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List backups with their size, row counts and verification; `download ID` fetches one.
+    Backups {
+        #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
+        app: Option<String>,
+        /// The environment.
+        #[arg(long, short = 'e', default_value = "production", env = "PAAS_ENV")]
+        env: String,
+        #[command(subcommand)]
+        command: Option<BackupsCommand>,
+    },
+    /// Restore a backup into a throwaway database and compare its row counts with the manifest.
+    Verify {
+        #[command(flatten)]
+        target: AppEnv,
+        backup: String,
+    },
+    /// Restore a backup into the environment's database (--confirm; a safety backup is taken
+    /// first) or into a new database beside it (--to-new).
+    Restore {
+        #[command(flatten)]
+        target: AppEnv,
+        backup: String,
+        #[arg(long, conflicts_with = "to_new")]
+        confirm: bool,
+        #[arg(long)]
+        to_new: bool,
+    },
+    /// Run psql inside the database container (no local client needed). Reads a script from
+    /// standard input when it is not a terminal; arguments after `--` go to psql.
+    Psql {
+        #[command(flatten)]
+        target: AppEnv,
+        /// Connect to the streaming replica (read-only) instead of the primary.
+        #[arg(long)]
+        replica: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Show the database: state, address, URLs (password masked unless --reveal).
+    Info {
+        #[command(flatten)]
+        target: AppEnv,
+        #[arg(long)]
+        reveal: bool,
+    },
+}
+
+/// `paas db backups ...`
+#[derive(Subcommand, Debug)]
+pub enum BackupsCommand {
+    /// Download a backup's dump (pg_dump's custom format, for pg_restore), checked against the
+    /// SHA-256 recorded when it was taken.
+    Download {
+        #[command(flatten)]
+        target: AppEnv,
+        /// The backup's id, as `paas db backups` lists it.
+        id: String,
+        /// Where to write it (-o FILE; `-` for standard output). Default: APP-ENV-ID.dump here.
+        #[arg(long = "file", value_name = "FILE")]
+        file: Option<String>,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `-o FILE` of `paas db backups download` names the file, not the output format (`-o` is the
+/// global `--output` everywhere else, which a download has no use for): turned into `--file`
+/// before clap parses the command line.
+pub fn download_file_flag(args: Vec<OsString>) -> Vec<OsString> {
+    let words: Vec<Option<&str>> = args.iter().map(|a| a.to_str()).collect();
+    let at = |w: &str| words.iter().position(|x| *x == Some(w));
+    let download = match (at("db"), at("backups"), at("download")) {
+        (Some(d), Some(b), Some(n)) if d < b && b < n => n,
+        _ => return args,
+    };
+    let mut out = Vec::with_capacity(args.len());
+    for (i, arg) in args.into_iter().enumerate() {
+        let text = arg.to_str().filter(|_| i > download);
+        match text {
+            Some("-o" | "--output") => out.push(OsString::from("--file")),
+            Some(t) if t.starts_with("--output=") => out.push(format!("--file={}", &t[9..]).into()),
+            Some(t) if t.starts_with("-o") && t.len() > 2 => out.push(format!("--file={}", &t[2..]).into()),
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::download_file_flag;
+    use std::ffi::OsString;
+
+    fn words(args: &[&str]) -> Vec<String> {
+        let os: Vec<OsString> = args.iter().map(OsString::from).collect();
+        download_file_flag(os).into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn minus_o_names_the_file_of_a_download_only() {
+        assert_eq!(
+            words(&["paas", "db", "backups", "download", "B1", "-o", "-", "--app", "x"]),
+            ["paas", "db", "backups", "download", "B1", "--file", "-", "--app", "x"]
+        );
+        assert_eq!(words(&["paas", "db", "backups", "download", "B1", "-oa.dump"])[5], "--file=a.dump");
+        assert_eq!(words(&["paas", "db", "backups", "download", "B1", "--output=a"])[5], "--file=a");
+        // Elsewhere -o stays the output format.
+        assert_eq!(words(&["paas", "db", "backups", "-o", "json"]), ["paas", "db", "backups", "-o", "json"]);
+        assert_eq!(words(&["paas", "-o", "json", "db", "backups", "download", "B1"])[2], "json");
+    }
+}
+
+/// Backup schedule and retention of a database.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BackupSettingsArgs {
+    /// When scheduled backups run: a cron expression in UTC (default "0 3 * * *") or "off".
+    #[arg(long)]
+    pub backup_schedule: Option<String>,
+    /// Keep at most this many backups (default 7).
+    #[arg(long)]
+    pub keep: Option<u32>,
+    /// Delete backups older than this many days (default 30); the newest verified one stays.
+    #[arg(long)]
+    pub keep_days: Option<u32>,
+}
+
+impl BackupSettingsArgs {
+    pub fn to_api(&self) -> protocol::api::DatabaseSettings {
+        protocol::api::DatabaseSettings {
+            backup_schedule: self.backup_schedule.clone(),
+            keep: self.keep,
+            keep_days: self.keep_days,
+        }
+    }
+}
