@@ -27,6 +27,20 @@ pub struct ActivityFilter {
     pub limit: u32,
 }
 
+/// A row of the activity feed as read.
+#[derive(sqlx::FromRow)]
+struct ActivityRow {
+    id: i64,
+    at: String,
+    app: String,
+    env: String,
+    kind: String,
+    severity: String,
+    message: String,
+    by: String,
+    outcome: String,
+}
+
 /// A platform event to record.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
@@ -144,13 +158,13 @@ impl Store {
     pub async fn activity(&self, f: &ActivityFilter) -> Result<Vec<Event>> {
         let visible = f.visible.as_ref().map(|apps| serde_json::to_string(apps).expect("a list of strings"));
         let order = if f.after.is_some() { "ASC" } else { "DESC" };
-        let rows: Vec<(i64, String, String, String, String, String, String, String, String)> =
+        let rows: Vec<ActivityRow> =
             sqlx::query_as(&format!(
                 // Users' changes to an app deleted before one of the same name was made stay in
             // the audit log, out of the new app's feed (it starts at its `app.created`).
             "WITH starts AS (SELECT app, MAX(id) AS first FROM events WHERE kind = 'app.created' GROUP BY app)
-             SELECT * FROM (SELECT id, at, app, env, kind, severity, message, COALESCE(actor, ''),
-                    COALESCE(outcome, '') FROM events LEFT JOIN starts USING (app)
+             SELECT * FROM (SELECT id, at, app, env, kind, severity, message, COALESCE(actor, '') AS by,
+                    COALESCE(outcome, '') AS outcome FROM events LEFT JOIN starts USING (app)
               WHERE app != '' AND (actor IS NULL OR (outcome != 'denied' AND id > COALESCE(first, 0))) AND id > ?
                 AND (? IS NULL OR app = ?) AND (? IS NULL OR env = ?)
                 AND (? IS NULL OR app IN (SELECT value FROM json_each(?)))
@@ -168,13 +182,14 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, at, app, env, kind, severity, message, by, outcome)| {
+            .map(|r| {
                 // A user's change that failed says so; the platform's own events say it in `kind`.
-                let message = match outcome.as_str() {
-                    "" | "ok" => message,
-                    failed if message.is_empty() => failed.to_string(),
-                    failed => format!("{message} ({failed})"),
+                let message = match r.outcome.as_str() {
+                    "" | "ok" => r.message,
+                    failed if r.message.is_empty() => failed.to_string(),
+                    failed => format!("{} ({failed})", r.message),
                 };
+                let ActivityRow { id, at, app, env, kind, severity, by, .. } = r;
                 Event { id, at, app, env, kind, severity, message, by }
             })
             .collect())
