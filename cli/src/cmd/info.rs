@@ -129,7 +129,8 @@ pub async fn events(g: &Global, args: EventsArgs) -> anyhow::Result<ExitCode> {
             vec![
                 e.id.to_string(),
                 crate::output::ago(&e.at),
-                format!("{}/{}", e.app, e.env),
+                // Events of the whole app (its creation) name no environment.
+                if e.env.is_empty() { e.app.clone() } else { format!("{}/{}", e.app, e.env) },
                 crate::output::printable(who),
                 e.kind.clone(),
                 match e.severity.as_str() {
