@@ -2,6 +2,8 @@
 
 Endpoints: / (greeting), /healthz (health check), /slow?seconds=N (a long request),
 /headers (the request's headers as the app got them, to see what the platform adds),
+/echo (with `Connection: Upgrade`: switches protocols and echoes what it gets, as a WebSocket
+tunnel would carry it),
 and POST /health/fail and /health/ok to make this
 replica's health check fail or pass (to watch the platform take it out of rotation).
 """
@@ -51,10 +53,25 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, f"{message()}\nslow request done after {seconds}s by {socket.gethostname()}\n")
         elif url.path == "/":
             self.reply(200, f"{message()}\nserved by {socket.gethostname()}\n")
+        elif url.path == "/echo" and "upgrade" in self.headers.get("Connection", "").lower():
+            self.echo()
         elif url.path == "/headers":
             self.reply(200, "".join(f"{k.lower()}: {v}\n" for k, v in self.headers.items()))
         else:
             self.reply(404, "not found\n")
+
+    def echo(self):
+        self.send_response(101)
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            data = self.connection.recv(65536)
+            if not data:
+                return
+            self.connection.sendall(data)
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
