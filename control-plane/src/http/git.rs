@@ -31,6 +31,8 @@ use tokio::time::Instant;
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Room above the pack limit for the ref update commands that precede the pack.
 const COMMANDS_SLACK: u64 = 1 << 20;
+/// How long the rest of a refused push is read, so the pusher gets to read the refusal.
+const LINGER: Duration = Duration::from_secs(30);
 
 /// The pre-receive hook, the same for every repository and every version of paas, so it is
 /// written once. It names no path: the server passes the binary to run on every push (see
@@ -285,26 +287,36 @@ async fn cgi(state: &AppState, app: &str, rest: &str, token: &str, req: Request)
 /// Copies the request body to git's stdin, at most `max` bytes and only while it keeps coming
 /// (within [`BODY_IDLE_TIMEOUT`] and before `deadline`). Past `max` git gets end of input and
 /// fails the push; a pack over the limit is refused by git itself before that, with a message.
-async fn feed(body: Body, mut stdin: tokio::process::ChildStdin, max: u64, deadline: Instant, app: String) {
+/// Once git stops taking input the rest of the body is read and discarded for a while (as
+/// nginx's lingering close does): closing a connection with unread request bytes resets it, and
+/// the pusher would see "broken pipe" instead of git's answer.
+async fn feed(body: Body, stdin: tokio::process::ChildStdin, max: u64, deadline: Instant, app: String) {
     let mut stream = body.into_data_stream();
+    let mut stdin = Some(stdin);
     let mut total = 0u64;
+    let mut linger_until = deadline;
     loop {
-        let wait = deadline.min(Instant::now() + BODY_IDLE_TIMEOUT);
+        let wait = linger_until.min(Instant::now() + BODY_IDLE_TIMEOUT);
         let chunk = match tokio::time::timeout_at(wait, stream.next()).await {
             Ok(Some(Ok(chunk))) => chunk,
             Ok(None) | Ok(Some(Err(_))) => return,
+            Err(_) if stdin.is_none() => return,
             Err(_) => {
                 tracing::warn!(app = %app, received = total, "a git push stopped sending; giving it up");
                 return;
             }
         };
         total += chunk.len() as u64;
-        if total > max {
+        let Some(pipe) = stdin.as_mut() else { continue };
+        let taken = if total > max {
             tracing::warn!(app = %app, limit = max, "a git push is larger than the limit; cutting it off");
-            return;
-        }
-        if stdin.write_all(&chunk).await.is_err() {
-            return;
+            false
+        } else {
+            pipe.write_all(&chunk).await.is_ok()
+        };
+        if !taken {
+            stdin = None;
+            linger_until = deadline.min(Instant::now() + LINGER);
         }
     }
 }
