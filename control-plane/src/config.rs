@@ -92,7 +92,7 @@ pub async fn change(
                 description: what.clone(),
                 image_id: base.image_id.clone(),
                 config: sealed.clone(),
-                config_keys: protocol::secrets::app_env(&vars).map(|(k, _)| k.clone()).collect(),
+                config_keys: protocol::secrets::app_keys(&vars),
             })
             .await?;
             Some(release)

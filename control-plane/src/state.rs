@@ -245,7 +245,7 @@ impl AppState {
     /// An environment's config snapshot for a new release: the sealed vars and their names.
     pub fn config_snapshot(&self, env: &crate::store::EnvRow) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
         let vars = self.secrets.open_map(&env.config)?;
-        Ok((env.config.clone(), protocol::secrets::app_env(&vars).map(|(k, _)| k.clone()).collect()))
+        Ok((env.config.clone(), protocol::secrets::app_keys(&vars)))
     }
 
     /// The control plane's own API URL (set once it listens), for hooks that call back.

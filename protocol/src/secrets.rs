@@ -45,6 +45,11 @@ pub fn app_env(config: &BTreeMap<String, String>) -> impl Iterator<Item = (&Stri
     config.iter().filter(|(k, _)| k.as_str() != MARKED)
 }
 
+/// The names of the variables a container's environment gets from `config`.
+pub fn app_keys(config: &BTreeMap<String, String>) -> Vec<String> {
+    app_env(config).map(|(k, _)| k.clone()).collect()
+}
+
 /// Whether the key is named like a secret.
 pub fn secret_key(key: &str) -> bool {
     let upper = key.to_ascii_uppercase();
