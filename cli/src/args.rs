@@ -5,10 +5,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+#[path = "args_cron.rs"]
+mod cron;
 #[path = "args_db.rs"]
 mod db;
 #[path = "args_edge.rs"]
 mod edge;
+pub use cron::CronCommand;
 pub use db::{download_file_flag, BackupsCommand, DbCommand};
 pub use edge::{AcmeArgs, ApiTlsArgs, DomainsCommand};
 
@@ -126,6 +129,9 @@ pub enum Command {
     /// The activity feed: deploys, rollbacks, restarts, scales, config changes (keys only),
     /// crashes, health changes and backups, with who and when; oldest first, newest last.
     Events(EventsArgs),
+    /// Scheduled jobs: the `[cron]` entries of paas.toml, run in one-off containers.
+    #[command(subcommand)]
+    Cron(CronCommand),
     /// Send an app's logs on to your own syslog server or HTTPS endpoint.
     #[command(subcommand)]
     Drains(DrainsCommand),

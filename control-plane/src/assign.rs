@@ -177,6 +177,14 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         let Some(image) = release.image_id else { continue };
         let (sealed, _) = store.release_inputs(&j.app, &j.env, j.release).await?;
         let env_vars = BTreeMap::from([("PAAS_RELEASE".to_string(), j.release.to_string())]);
+        let (process, timeout_secs) = match j.kind {
+            JobKind::Cron => {
+                let job = crate::scheduled::job_name(&j.id).and_then(|name| release.manifest.cron.get(name));
+                (crate::scheduled::process(&j.id), job.map_or(0, |c| c.timeout_secs))
+            }
+            JobKind::Release => ("release".into(), 0),
+            JobKind::Run => ("run".into(), 0),
+        };
         jobs.push(JobSpec {
             network: names(&j.app, &j.env).0,
             subnet: subnet(&j.app, &j.env),
@@ -187,6 +195,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             image,
             mask_output: j.kind == JobKind::Release,
             limits: release.manifest.web().map(|w| w.limits).unwrap_or_default(),
+            process,
+            timeout_secs,
             command: j.command,
             env_vars,
             config: state.secrets.open_map(&sealed)?,

@@ -46,6 +46,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("POST", "/apps/{app}/envs/{env}/scale".into(), "deployer"),
         ("POST", "/apps/{app}/envs/{env}/runs".into(), "deployer"),
         ("GET", "/apps/{app}/envs/{env}/runs/{id}".into(), "deployer"),
+        ("GET", "/apps/{app}/envs/{env}/cron".into(), "viewer"),
         ("GET", db.into(), "viewer"),
         ("POST", db.into(), "admin"),
         ("POST", format!("{db}/settings"), "admin"),

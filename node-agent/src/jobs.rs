@@ -53,7 +53,15 @@ async fn run_job(docker: DockerClient, client: Client, logs: crate::logs::LogHan
         }
         let secrets = if job.mask_output { protocol::secrets::secret_texts(&job.config) } else { Vec::new() };
         let mask = |line: String| protocol::secrets::mask_texts(&line, &secrets).into_owned();
-        docker.follow_logs(&name, |line| tx.send(mask(line))).await;
+        let follow = docker.follow_logs(&name, |line| tx.send(mask(line)));
+        if job.timeout_secs == 0 {
+            follow.await;
+        } else if tokio::time::timeout(Duration::from_secs(job.timeout_secs), follow).await.is_err() {
+            tracing::warn!(timeout_secs = job.timeout_secs, "job ran out of time; stopping it");
+            docker.stop(&name, 10).await;
+            let limit = humantime::format_duration(Duration::from_secs(job.timeout_secs));
+            anyhow::bail!("it was still running after its timeout of {limit} and was stopped");
+        }
         docker.exit_code(&name).await
     }
     .await;

@@ -251,6 +251,24 @@ pub struct JobSpec {
     /// The release's `web` limits (or the defaults): a one-off is held like the app.
     #[serde(default)]
     pub limits: crate::manifest::Limits,
+    /// The process its output is logged under (`release`, `run`, `cron-<name>`); empty from a
+    /// control plane before it, which meant `release` when masked and `run` otherwise.
+    #[serde(default)]
+    pub process: String,
+    /// Stop the container after this many seconds and report the job failed; 0: no limit.
+    #[serde(default)]
+    pub timeout_secs: u64,
+}
+
+impl JobSpec {
+    /// The process its output is logged under.
+    pub fn process(&self) -> &str {
+        match (self.process.as_str(), self.mask_output) {
+            ("", true) => "release",
+            ("", false) => "run",
+            (p, _) => p,
+        }
+    }
 }
 
 /// Output lines of a job, in batches.

@@ -258,6 +258,32 @@ pub struct RunOutput {
     pub error: Option<String>,
 }
 
+/// A `[cron]` job of the serving release, with its next and last run (`paas cron list`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CronStatus {
+    pub name: String,
+    pub schedule: String,
+    pub command: Vec<String>,
+    pub timeout_secs: u64,
+    /// RFC 3339, UTC; `None` for a schedule that never fires (Feb 30).
+    pub next_run: Option<String>,
+    pub last_run: Option<CronRun>,
+}
+
+/// One run of a `[cron]` job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CronRun {
+    /// The job's id: its output is in `paas logs --process cron-<name>`.
+    pub id: String,
+    pub release: u32,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+}
+
 /// What `DELETE /apps/{app}` did. Without a purge only `deleted` is set: database volumes,
 /// networks going with no container, images and backups stay.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use crate::agent::{
 };
 use crate::api::{
     App, AppDeleted, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv,
-    DatabaseInfo, DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event, Formation,
-    MaintenanceMode, Node, Process, Promote, PsqlCommand, Release, Rollback, RunCommand, RunOutput, Scale,
-    SetMaintenance, StartRestore, WhoAmI,
+    CronStatus, DatabaseInfo, DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event,
+    Formation, MaintenanceMode, Node, Process, Promote, PsqlCommand, Release, Rollback, RunCommand,
+    RunOutput, Scale, SetMaintenance, StartRestore, WhoAmI,
 };
 use crate::logs::{LogAck, LogBatch, LogPage, LogQuery};
 use serde::de::DeserializeOwned;
@@ -268,6 +268,11 @@ impl Client {
     ) -> Result<RunOutput> {
         self.get(&format!("/api/v1/apps/{app}/envs/{env}/runs/{id}?after={after}&wait={}", wait.as_secs()))
             .await
+    }
+
+    /// The serving release's `[cron]` jobs with their next and last runs.
+    pub async fn cron_list(&self, app: &str, env: &str) -> Result<Vec<CronStatus>> {
+        self.get(&format!("/api/v1/apps/{app}/envs/{env}/cron")).await
     }
 
     pub async fn job_log(&self, id: &str, log: &JobLog) -> Result<serde_json::Value> {

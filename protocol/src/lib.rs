@@ -8,6 +8,7 @@ pub mod access;
 pub mod agent;
 pub mod api;
 pub mod client;
+pub mod cron;
 pub mod domains;
 pub mod drains;
 pub mod files;

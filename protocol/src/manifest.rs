@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+#[path = "manifest_cron.rs"]
+mod cron;
+pub use cron::CronJob;
+
 /// What a release runs: every process and how to check and roll it out. Stored with the release
 /// (the formation snapshot), so a rollback runs exactly what ran before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +24,9 @@ pub struct Manifest {
     /// How the ingress protects the web process (releases stored before it get the defaults).
     #[serde(default)]
     pub ingress: IngressLimits,
+    /// Scheduled one-off commands (`[cron.<name>]`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cron: BTreeMap<String, CronJob>,
 }
 
 /// What the ingress lets through to an environment's web process (`[ingress]`), so one client
@@ -201,6 +208,7 @@ impl Default for Manifest {
             release_command: None,
             static_files: None,
             ingress: IngressLimits::default(),
+            cron: BTreeMap::new(),
         }
     }
 }
@@ -243,6 +251,8 @@ struct File {
     /// Status (or class) to a page in the static directory.
     #[serde(default)]
     errors: BTreeMap<String, String>,
+    #[serde(default)]
+    cron: BTreeMap<String, cron::FileCron>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -288,6 +298,8 @@ struct FileOverride {
     deploy: FileDeploy,
     #[serde(default)]
     ingress: FileIngress,
+    #[serde(default)]
+    cron: BTreeMap<String, cron::FileCron>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -406,6 +418,7 @@ pub fn parse(text: &str, env: &str) -> Result<Manifest, ManifestError> {
         apply(&mut m, &o.processes, &o.deploy, &format!("env.{env}."))?;
         apply_ingress(&mut m.ingress, &o.ingress, &format!("env.{env}."))?;
     }
+    m.cron = cron::jobs(&file.cron, file.env.get(env).map(|o| &o.cron), env)?;
     validate(&m)?;
     Ok(m)
 }

@@ -167,3 +167,53 @@ fn error_pages_are_files_of_the_static_directory() {
         assert!(e.message.contains(why), "{bad}: {e}");
     }
 }
+
+#[test]
+fn cron_jobs_parse_with_environment_overrides_and_clear_errors() {
+    let text = r#"
+[cron.cleanup]
+schedule = "*/10 * * * *"
+command = ["python3", "cleanup.py"]
+
+[cron.report]
+schedule = "0 3 * * MON"
+command = ["python3", "report.py"]
+timeout = "10m"
+
+[env.staging.cron.report]
+enabled = false
+
+[env.staging.cron.cleanup]
+schedule = "@hourly"
+"#;
+    let prod = parse(text, "production").unwrap();
+    assert_eq!(prod.cron.len(), 2);
+    assert_eq!(prod.cron["report"].schedule, "0 3 * * mon");
+    assert_eq!(prod.cron["report"].timeout_secs, 600);
+    assert_eq!(prod.cron["cleanup"].timeout_secs, 3600);
+    let staging = parse(text, "staging").unwrap();
+    assert_eq!(staging.cron.keys().collect::<Vec<_>>(), ["cleanup"]);
+    assert_eq!(staging.cron["cleanup"].schedule, "@hourly");
+    assert_eq!(staging.cron["cleanup"].command, ["python3", "cleanup.py"]);
+    // Stored releases from before [cron] read back with none.
+    let mut json = serde_json::to_value(Manifest::default()).unwrap();
+    assert!(json.get("cron").is_none());
+    json.as_object_mut().unwrap().remove("cron");
+    assert!(serde_json::from_value::<Manifest>(json).unwrap().cron.is_empty());
+
+    let err = |t: &str| parse(t, "production").unwrap_err().to_string();
+    assert_eq!(
+        err("[cron.x]\nschedule = \"61 * * * *\"\ncommand = [\"true\"]\n"),
+        "paas.toml: cron.x.schedule: cron field 1 (minute) `61` is out of range 0-59"
+    );
+    assert!(err("[cron.x]\ncommand = [\"true\"]\n").contains("cron.x.schedule is missing"));
+    assert!(err("[cron.x]\nschedule = \"@daily\"\ncommand = []\n").contains("cron.x.command must be"));
+    assert!(err("[cron.X]\nschedule = \"@daily\"\ncommand = [\"a\"]\n").contains("cron job"));
+    assert!(err("[cron.x]\nschedule = \"@daily\"\ncommand = [\"a\"]\ntimeout = \"2d\"\n")
+        .contains("between 1s and 24h"));
+    assert!(parse("[env.staging.cron.y]\nenabled = false\n", "staging")
+        .unwrap_err()
+        .to_string()
+        .contains("env.staging.cron.y overrides a job that is not defined"));
+    assert!(err("[cron.x]\nschedule = \"@daily\"\ncommand = [\"a\"]\nevery = 1\n").contains("unknown field"));
+}

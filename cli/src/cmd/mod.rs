@@ -4,6 +4,7 @@ mod apps;
 mod apps_info;
 mod backup_download;
 mod backups;
+mod cron;
 mod db;
 mod deploy;
 mod domains;
@@ -57,6 +58,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
         Command::Events(args) => info::events(&g, args).await,
         Command::Drains(cmd) => drains::exec(&g, cmd).await,
+        Command::Cron(cmd) => cron::exec(&g, cmd).await,
         Command::Domains(cmd) => domains::exec(&g, cmd).await,
     }
 }

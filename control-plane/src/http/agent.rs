@@ -11,7 +11,7 @@ use crate::assign;
 use crate::error::DomainError;
 use crate::identity::{self, JoinError};
 use crate::state::AppState;
-use crate::store::JobKind;
+use crate::store::{JobKind, JobRow};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
@@ -249,6 +249,10 @@ async fn job_result(
     caller.must_be(&job.node, format_args!("job {id}"))?;
     state.store.finish_job(&id, result.exit_code, result.error.as_deref()).await?;
     tracing::info!(app = %job.app, env = %job.env, release = job.release, job = %id, exit_code = ?result.exit_code, "job finished");
+    if job.kind == JobKind::Cron && !job.done() {
+        let ended = JobRow { exit_code: result.exit_code, error: result.error.clone(), ..job };
+        crate::scheduled::finished(&state, &ended).await;
+    }
     state.bump();
     state.events_changed();
     Ok(Json(json!({ "ok": true })))

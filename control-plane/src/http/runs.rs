@@ -1,5 +1,6 @@
 //! `/api/v1/apps/{app}/envs/{env}/runs`: one-off commands in a fresh container of the current
-//! release, with its config; output is followed by long polling.
+//! release, with its config; output is followed by long polling. `.../cron`: the serving
+//! release's `[cron]` jobs, whose runs are one-off jobs too.
 
 use super::auth::Caller;
 use super::error::ApiResult;
@@ -10,14 +11,22 @@ use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use protocol::access::Role::Deployer;
-use protocol::api::{RunCommand, RunOutput};
+use protocol::access::Role::{Deployer, Viewer};
+use protocol::api::{CronStatus, RunCommand, RunOutput};
 
 pub fn routes() -> Api {
     Api::new()
         .on(Method::POST, "/apps/{app}/envs/{env}/runs", Need::App(Deployer), "run", start)
         // A run's output can print anything the app can read, config values included.
         .get("/apps/{app}/envs/{env}/runs/{id}", Need::App(Deployer), output)
+        .get("/apps/{app}/envs/{env}/cron", Need::App(Viewer), cron)
+}
+
+async fn cron(
+    State(state): State<AppState>,
+    Path((app, env)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<CronStatus>>> {
+    Ok(Json(crate::scheduled::list(&state, &app, &env).await?))
 }
 
 async fn start(

@@ -16,6 +16,8 @@ protocol::string_enum! {
         Release = "release",
         /// `paas run`.
         Run = "run",
+        /// A `[cron]` job's run (see `crate::scheduled`).
+        Cron = "cron",
     }
 }
 
@@ -51,9 +53,9 @@ impl JobRow {
 
 impl Store {
     /// Records a job unless one with this id exists (a release phase is created once per
-    /// release, whatever retries happen).
-    pub async fn create_job(&self, job: &JobRow, created_by: &str) -> Result<()> {
-        sqlx::query(
+    /// release, whatever retries happen); says whether it was new.
+    pub async fn create_job(&self, job: &JobRow, created_by: &str) -> Result<bool> {
+        let done = sqlx::query(
             "INSERT INTO jobs (id, app, env, release, node, kind, command, status, created_at, created_by)
              VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (id) DO NOTHING",
         )
@@ -67,7 +69,7 @@ impl Store {
         .bind(created_by)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn get_job(&self, id: &str) -> Result<JobRow> {
@@ -172,6 +174,49 @@ impl Store {
                 .await?;
         lines.reverse();
         Ok(lines)
+    }
+}
+
+/// A run of a `[cron]` job as `paas cron list` shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CronRunRow {
+    pub id: String,
+    pub release: u32,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: String,
+}
+
+impl Store {
+    /// The environment's `[cron]` runs, newest first.
+    pub async fn cron_runs(&self, app: &str, env: &str) -> Result<Vec<CronRunRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, release, status, exit_code, error, created_at FROM jobs
+             WHERE app = ? AND env = ? AND kind = 'cron' ORDER BY created_at DESC, id DESC",
+        )
+        .bind_env(app, env)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Removes the finished runs whose ids start with `prefix` (one `[cron]` job's) beyond the
+    /// newest `keep`, with their output: a job every minute must not grow the store forever.
+    pub async fn prune_cron_runs(&self, app: &str, env: &str, prefix: &str, keep: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                 SELECT id FROM jobs WHERE app = ? AND env = ? AND kind = 'cron' AND status = 'done'
+                     AND substr(id, 1, length(?)) = ?
+                 ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?)",
+        )
+        .bind_env(app, env)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
 

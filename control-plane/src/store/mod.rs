@@ -20,7 +20,7 @@ pub use databases::DatabaseRow;
 pub use drains::{DrainProgress, DrainRow};
 pub use edge::{CertRow, DomainRow};
 pub use events::{ActivityFilter, EventRow, NewEvent};
-pub use jobs::{JobKind, JobRow, JobStatus};
+pub use jobs::{CronRunRow, JobKind, JobRow, JobStatus};
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 pub use subnets::NetworkPool;
 pub use users::{AuditFilter, AuditRecord, UserRow, UserToken};
@@ -112,6 +112,14 @@ pub fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .expect("formatting the current time as RFC 3339 cannot fail")
+}
+
+/// RFC 3339 (UTC) of unix seconds, as [`now`] writes it.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting a time as RFC 3339 cannot fail")
 }
 
 /// Unix seconds of a timestamp the store wrote with [`now`].

@@ -231,8 +231,9 @@ impl DockerClient {
             (labels::APP, &job.app),
             (labels::ENV, &job.env),
             (labels::RELEASE, &job.release.to_string()),
-            // Central logs tell release phases (their output is masked) from `paas run`.
-            (labels::PROCESS, if job.mask_output { "release" } else { "run" }),
+            // Central logs tell release phases (their output is masked) from `paas run` and
+            // from each `[cron]` job.
+            (labels::PROCESS, job.process()),
             (LABEL_JOB, &job.id),
         ]);
         let env: Vec<String> = protocol::secrets::app_env(&job.config)

@@ -1,8 +1,8 @@
-//! Cron expressions for backup schedules, on the `croner` crate: the standard five fields (names,
-//! ranges, lists, steps, day-of-week 7 as Sunday, either day field matching when both are
-//! restricted, as in Vixie cron) and the `@daily`-style macros, evaluated in UTC. This file keeps
-//! what users see: five fields only, the expression printed as written (lower-cased), and errors
-//! that name the field.
+//! Cron expressions for backup schedules and `paas.toml`'s `[cron]` jobs, on the `croner`
+//! crate: the standard five fields (names, ranges, lists, steps, day-of-week 7 as Sunday, either
+//! day field matching when both are restricted, as in Vixie cron) and the `@daily`-style macros,
+//! evaluated in UTC. This file keeps what users see: five fields only, the expression printed as
+//! written (lower-cased), and errors that name the field.
 
 use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds, Year};
