@@ -13,6 +13,7 @@ use crate::state::AppState;
 use crate::store::{CronRunRow, EnvRow, JobKind, JobRow, JobStatus, NewEvent};
 use protocol::api::{CronRun, CronStatus};
 use protocol::manifest::CronJob;
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// Runs kept per job (their rows and output); older ones are deleted.
@@ -22,6 +23,8 @@ const KEEP_RUNS: i64 = 50;
 const CATCH_UP_MINUTES: i64 = 3;
 /// Who the activity feed and the jobs table say started a run.
 const BY: &str = "platform";
+/// A run its node has not reported ended this long after its timeout is given up on.
+const LOST_AFTER: Duration = Duration::from_secs(300);
 
 /// The id of `name`'s run at `minute` (unix minutes). `--` separates the parts, as in Docker
 /// names: no app, environment or job name contains it.
@@ -57,10 +60,11 @@ pub async fn run(state: AppState) {
     // The current minute is looked at on start: what a run before the restart started in it
     // has its id already and is not started again.
     let mut done_through = unix_now() / 60 - 1;
+    let mut skipped = HashSet::new();
     loop {
         let now = unix_now() / 60;
         for minute in (done_through + 1).max(now - CATCH_UP_MINUTES + 1)..=now {
-            if let Err(e) = pass(&state, minute).await {
+            if let Err(e) = pass(&state, minute, &mut skipped).await {
                 tracing::warn!(error = %format!("{e:#}"), minute, "the cron pass failed");
             }
         }
@@ -77,7 +81,8 @@ pub async fn run(state: AppState) {
 }
 
 /// Starts the runs due at `minute` (unix minutes) in every environment.
-async fn pass(state: &AppState, minute: i64) -> anyhow::Result<()> {
+/// `skipped`: the runs whose overlap was reported already.
+async fn pass(state: &AppState, minute: i64, skipped: &mut HashSet<String>) -> anyhow::Result<()> {
     let at = minute * 60;
     for env in state.store.all_envs().await? {
         let Some(version) = env.current_release else { continue };
@@ -87,7 +92,7 @@ async fn pass(state: &AppState, minute: i64) -> anyhow::Result<()> {
             if schedule.next_after(at - 1) != Some(at) {
                 continue;
             }
-            if let Err(e) = start(state, &env, version, name, job, minute).await {
+            if let Err(e) = start(state, &env, version, name, job, minute, skipped).await {
                 let error = format!("{e:#}");
                 tracing::warn!(app = %env.app, env = %env.name, release = version, job = %name, error, "a cron run did not start");
                 let message = format!("Cron job {name} did not start: {error}");
@@ -105,21 +110,33 @@ async fn start(
     name: &str,
     job: &CronJob,
     minute: i64,
+    skipped: &mut HashSet<String>,
 ) -> anyhow::Result<()> {
     let (app, env_name) = (env.app.as_str(), env.name.as_str());
     let prefix = run_prefix(app, env_name, name);
     let id = run_id(app, env_name, name, minute);
     let runs = state.store.cron_runs(app, env_name).await?;
     if let Some(going) = runs.iter().find(|r| r.id.starts_with(&prefix) && r.status == JobStatus::Pending) {
-        if going.id != id {
-            let message = format!(
-                "Cron job {name} skipped a run: the one started at {} is still going",
-                going.created_at
-            );
-            tracing::warn!(app, env = env_name, job = name, "{message}");
-            warn(state, app, env_name, "cron.skipped", &message, version).await;
+        if going.id == id {
+            return Ok(());
         }
-        return Ok(());
+        let age = minute * 60 - crate::store::unix_seconds(&going.created_at).unwrap_or(minute * 60);
+        if age <= (job.timeout_secs + LOST_AFTER.as_secs()) as i64 {
+            // One warning per run that holds the others back, not one a minute.
+            if skipped.insert(going.id.clone()) {
+                let message = format!(
+                    "Cron job {name} skipped a run: the one started at {} is still going",
+                    going.created_at
+                );
+                tracing::warn!(app, env = env_name, job = name, "{message}");
+                warn(state, app, env_name, "cron.skipped", &message, version).await;
+            }
+            return Ok(());
+        }
+        // Its node never reported the end (lost, or its agent gone): the run is over for us.
+        let error = "its node never reported how it ended (was the node lost?)";
+        state.store.finish_job(&going.id, None, Some(error)).await?;
+        finished(state, &state.store.get_job(&going.id).await?).await;
     }
     let row = JobRow {
         id: id.clone(),

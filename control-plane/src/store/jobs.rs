@@ -334,4 +334,30 @@ mod tests {
         assert!(store.events_after("shop", "production", 1, 0).await.unwrap().is_empty(), "v1's events went");
         assert_eq!(store.events_after("shop", "production", 2, 0).await.unwrap().len(), 1);
     }
+
+    #[tokio::test]
+    async fn a_cron_run_is_created_once_and_only_a_jobs_newest_finished_runs_stay() {
+        let t = TempStore::new().await;
+        let store = &t.0;
+        let cron = |id: &str| JobRow { kind: JobKind::Cron, ..job(id) };
+        assert!(store.create_job(&cron("cron-shop--production--a--1"), "platform").await.unwrap());
+        assert!(!store.create_job(&cron("cron-shop--production--a--1"), "platform").await.unwrap());
+        for minute in 2..=6 {
+            let id = format!("cron-shop--production--a--{minute}");
+            store.create_job(&cron(&id), "platform").await.unwrap();
+            store.finish_job(&id, Some(0), None).await.unwrap();
+        }
+        // Job `a-b` shares no prefix with `a`; a pending run is never pruned.
+        store.create_job(&cron("cron-shop--production--a-b--1"), "platform").await.unwrap();
+        store.finish_job("cron-shop--production--a-b--1", Some(0), None).await.unwrap();
+        let pruned =
+            store.prune_cron_runs("shop", "production", "cron-shop--production--a--", 2).await.unwrap();
+        assert_eq!(pruned, 3);
+        let left: Vec<String> =
+            store.cron_runs("shop", "production").await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(left.len(), 4, "{left:?}");
+        for id in ["--a--1", "--a--5", "--a--6", "--a-b--1"] {
+            assert!(left.iter().any(|l| l.ends_with(id)), "{id} kept: {left:?}");
+        }
+    }
 }
