@@ -22,13 +22,22 @@ impl DockerClient {
         // Held until the image is tagged: a prune meanwhile could remove the cached layers
         // this build reuses.
         let _building = self.builds.read().await;
+        // The labels go in as one Dockerfile line: through the API each would be a step.
+        let rewritten = {
+            let (context, labels) = (context.clone(), image_labels.clone());
+            tokio::task::spawn_blocking(move || super::context::with_labels(&context, &labels)).await??
+        };
+        let (context, api_labels) = match rewritten {
+            Some(tar) => (bytes::Bytes::from(tar), HashMap::new()),
+            None => (context, image_labels.clone()),
+        };
         let opts = BuildImageOptions::<String> {
             buildargs,
             dockerfile: "Dockerfile".into(),
             t: tag.to_string(),
             rm: true,
             forcerm: true,
-            labels: image_labels,
+            labels: api_labels,
             networkmode: network.unwrap_or("default").to_string(),
             ..Default::default()
         };
@@ -59,9 +68,14 @@ impl DockerClient {
         if let Some(e) = last_error {
             anyhow::bail!("the image build failed: {}", e.trim());
         }
-        self.image_id(tag)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the build finished but produced no image {tag}"))
+        let image = self.docker.inspect_image(tag).await.context("inspecting the built image")?;
+        let labelled = image.config.and_then(|c| c.labels).unwrap_or_default();
+        // A last line that continues (`\`) swallows the label line: prunes and purges could not
+        // tell the image is this release's.
+        if image_labels.iter().any(|(k, v)| labelled.get(k) != Some(v)) {
+            anyhow::bail!("the image lacks the platform's labels; does the Dockerfile's last line end with a line continuation?");
+        }
+        image.id.ok_or_else(|| anyhow::anyhow!("the build finished but produced no image {tag}"))
     }
 
     /// The id of a local image, `None` when the engine does not have it.

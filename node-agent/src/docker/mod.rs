@@ -4,6 +4,7 @@
 //! the operations live by concern in `containers`, `images`, `databases`, `exec` and `prune`.
 
 mod containers;
+mod context;
 mod databases;
 pub mod exec;
 mod images;
