@@ -33,10 +33,15 @@ struct Unit {
 
 fn unit(role: InstallRole) -> Unit {
     match role {
-        InstallRole::Up => Unit { name: "paas.service", text: UP_UNIT, data_dir: "/var/lib/paas", needs_env: None },
-        InstallRole::Server => {
-            Unit { name: "paas-server.service", text: SERVER_UNIT, data_dir: "/var/lib/paas", needs_env: None }
+        InstallRole::Up => {
+            Unit { name: "paas.service", text: UP_UNIT, data_dir: "/var/lib/paas", needs_env: None }
         }
+        InstallRole::Server => Unit {
+            name: "paas-server.service",
+            text: SERVER_UNIT,
+            data_dir: "/var/lib/paas",
+            needs_env: None,
+        },
         InstallRole::Agent => Unit {
             name: "paas-agent.service",
             text: AGENT_UNIT,
@@ -136,7 +141,10 @@ pub fn exec(g: &Global, args: InstallArgs) -> anyhow::Result<ExitCode> {
 
     let mut steps = vec![
         Step::Dir { path: at("/etc/systemd/system"), mode: 0o755, owner: None },
-        Step::Write { path: at(&format!("/etc/systemd/system/{}", u.name)), text: unit_text(args.role, &bin) },
+        Step::Write {
+            path: at(&format!("/etc/systemd/system/{}", u.name)),
+            text: unit_text(args.role, &bin),
+        },
         Step::Dir { path: at(ENV_DIR), mode: 0o700, owner: None },
     ];
     if on_host {
