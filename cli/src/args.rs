@@ -11,9 +11,12 @@ mod cron;
 mod db;
 #[path = "args_edge.rs"]
 mod edge;
+#[path = "args_install.rs"]
+mod install;
 pub use cron::CronCommand;
 pub use db::{download_file_flag, BackupsCommand, DbCommand};
 pub use edge::{AcmeArgs, ApiTlsArgs, DomainsCommand};
+pub use install::{InstallArgs, Role as InstallRole};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,6 +65,9 @@ pub enum Command {
     Server(ServerArgs),
     /// Run a node agent that joins a control plane.
     Agent(AgentArgs),
+    /// Install a systemd service for `paas up` (default), `paas server` or `paas agent`, run
+    /// as the `paas` user, restarted when it stops and started at boot.
+    Install(InstallArgs),
     /// Sign in and save the server and an API token to the CLI config: with `--user` (asks for
     /// the password; the server issues a token for this machine), or with a token (`--token`,
     /// or pasted on standard input).

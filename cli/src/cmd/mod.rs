@@ -12,6 +12,7 @@ mod drains;
 mod envs;
 mod git;
 mod info;
+mod install;
 mod login;
 mod logs;
 mod node_identity;
@@ -32,6 +33,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::up(&g, args).await,
         Command::Server(args) => up::server(args).await,
         Command::Agent(args) => up::agent(args).await,
+        Command::Install(args) => install::exec(&g, args),
         Command::Login(args) => login::exec(&g, args).await,
         Command::Users(cmd) => users::users(&g, cmd).await,
         Command::Tokens(cmd) => users::tokens(&g, cmd).await,
