@@ -16,7 +16,7 @@ api=()
 for l in "${labels[@]}"; do api+=(--label "$l"); done
 cp Dockerfile Dockerfile.line
 echo "LABEL ${labels[*]}" >>Dockerfile.line
-docker build -q -t paas-bench-labels:plain . >/dev/null
+docker build -q -t paas-bench-labels:plain . >/dev/null 2>&1
 declare -A total=([plain]=0 [api]=0 [line]=0)
 for i in $(seq "$rounds"); do
   for kind in plain api line; do
@@ -25,7 +25,7 @@ for i in $(seq "$rounds"); do
     [[ $kind == api ]] && args+=("${api[@]}")
     [[ $kind == line ]] && args+=(-f Dockerfile.line)
     start=$(date +%s.%N)
-    docker build "${args[@]}" . >/dev/null
+    docker build "${args[@]}" . >/dev/null 2>&1
     total[$kind]=$(echo "${total[$kind]} + $(date +%s.%N) - $start" | bc)
   done
 done
