@@ -163,8 +163,8 @@ pub async fn swap_envs(state: &AppState, user: &str, app: &str, a: &str, b: &str
     }
     state.store.swap_hosts(app, a.as_str(), b.as_str()).await?;
     tracing::info!(app, a = %a, b = %b, user, "environment hostnames swapped");
-    // One route table with both hosts moved: the ingress swaps it whole.
-    state.bump();
+    // One route table with both hosts moved: the ingress swaps it whole, before the answer.
+    crate::assign::publish_routes(state).await?;
     view(state, app).await
 }
 

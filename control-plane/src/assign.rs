@@ -20,6 +20,27 @@ pub async fn ready_nodes(state: &AppState) -> Result<Vec<NodeRow>> {
     Ok(state.store.list_nodes().await?.into_iter().filter(node_is_ready).collect())
 }
 
+/// The ready nodes that run an ingress.
+pub async fn ingress_nodes(state: &AppState) -> Result<Vec<String>> {
+    Ok(ready_nodes(state).await?.into_iter().filter(|n| n.ingress).map(|n| n.name).collect())
+}
+
+/// How long a change of the routes waits for the ingress nodes to apply it.
+const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
+
+/// Publishes a change of the route table (a switch, a domain, a swap) and waits, up to
+/// [`ROUTE_PROPAGATION`], until every ingress node applied it, so what the caller answers is
+/// already served. Returns the nodes that did not confirm in time.
+pub async fn publish_routes(state: &AppState) -> Result<Vec<String>> {
+    state.bump();
+    let at = state.index();
+    let late = state.applied.wait_all(&ingress_nodes(state).await?, at, ROUTE_PROPAGATION).await;
+    if !late.is_empty() {
+        tracing::warn!(nodes = ?late, "ingress nodes did not confirm the new routes in time");
+    }
+    Ok(late)
+}
+
 /// The ready nodes, or why there is nothing to run `what` on.
 async fn ready_nodes_for(state: &AppState, what: &str) -> Result<Vec<NodeRow>> {
     let nodes = ready_nodes(state).await?;

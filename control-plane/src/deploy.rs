@@ -12,8 +12,6 @@ use tracing::Instrument;
 
 /// Longest a build may run before the deploy gives up on it.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// How long the switch waits for ingress nodes to apply the new route table.
-const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
 /// How long ingress nodes get to extract a new release's static files.
 const STATIC_EXTRACTION: Duration = Duration::from_secs(60);
 /// Longest a release command (a migration, say) may run.
@@ -271,8 +269,7 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
         stay_healthy(state, release, instances.len(), window).await?;
     }
     // Static files must be servable by every ingress before they route to the new release.
-    let ingress: Vec<String> =
-        assign::ready_nodes(state).await?.into_iter().filter(|n| n.ingress).map(|n| n.name).collect();
+    let ingress = assign::ingress_nodes(state).await?;
     if let Some(st) = assign::static_route(&state.store.get_release(app, env, version).await?) {
         let late = state.wait_static(&ingress, &st.key(), STATIC_EXTRACTION).await;
         anyhow::ensure!(
@@ -285,14 +282,11 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     stage(format!("Switching traffic to v{version}")).await;
 
     state.store.switch_release(app, env, version).await?;
-    state.bump();
     // The old replicas are unassigned (and start draining) only once every ingress routes to
     // the new ones, and the release is reported live only then, so the first request after
     // `paas deploy` returns reaches the new release.
-    let switch = state.index();
-    let late = state.applied.wait_all(&ingress, switch, ROUTE_PROPAGATION).await;
+    let late = assign::publish_routes(state).await?;
     if !late.is_empty() {
-        tracing::warn!(nodes = ?late, "ingress nodes did not confirm the new routes in time");
         stage(format!("Ingress node(s) {} have not confirmed the switch yet", late.join(", "))).await;
     }
     state.store.retire_others(app, env, version).await?;

@@ -189,7 +189,7 @@ impl Acme {
                 tokens.push(token);
                 // Every ingress node answers it before the server is told to look.
                 state.bump();
-                let ingress = ingress_nodes(state).await?;
+                let ingress = crate::assign::ingress_nodes(state).await?;
                 let late = state.applied.wait_all(&ingress, state.index(), CHALLENGE_SPREAD).await;
                 if !late.is_empty() {
                     tracing::warn!(domain, nodes = ?late, "ingress nodes did not take up the ACME challenge in time");
@@ -229,11 +229,6 @@ impl Acme {
         *at = Instant::now() + *backoff;
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
-}
-
-async fn ingress_nodes(state: &AppState) -> anyhow::Result<Vec<String>> {
-    let nodes = crate::assign::ready_nodes(state).await?;
-    Ok(nodes.into_iter().filter(|n| n.ingress).map(|n| n.name).collect())
 }
 
 /// The ACME domains whose certificate is missing, is not from ACME yet, or ends soon.

@@ -171,7 +171,8 @@ pub async fn add(state: &AppState, user: &str, app: &str, req: AddDomain) -> Res
     // Its certificate (the local CA's) before the answer, so it serves HTTPS at once; an ACME
     // one replaces it when it comes.
     super::refresh(state).await?;
-    state.bump();
+    // Served by every ingress when the answer arrives.
+    crate::assign::publish_routes(state).await?;
     if let Some(acme) = &state.acme {
         acme.wake();
     }
@@ -188,7 +189,7 @@ pub async fn remove(state: &AppState, user: &str, app: &str, domain: &str) -> Re
     };
     let shown = view(state, row).await?;
     state.store.delete_domain(app, &domain).await?;
-    state.bump();
+    crate::assign::publish_routes(state).await?;
     tracing::info!(app, domain = %domain, user, "domain removed");
     Ok(shown)
 }
