@@ -53,11 +53,21 @@ pub async fn restart_process(
         return Err(DomainError::Conflict(why));
     }
     old.sort_by_key(|i| i.replica);
+    // Two restarts at once would each add a replacement for the same replica.
+    let Some(only) = Running::claim(app, env) else {
+        return Err(DomainError::Conflict(format!(
+            "a restart of {app}/{env} is in progress; try again after it"
+        )));
+    };
     let message = format!("Restart of {process} (v{current}) started by {user}");
     record(state, NewEvent::new(app, env, "restart.started", &message).release(current)).await;
     let work = {
         let (state, env_row, release) = (state.clone(), row.clone(), release.clone());
-        state.clone().spawn(async move { replace_all(&state, &env_row, &release, old).await })
+        // The claim goes with the work, which outlives a client that hangs up.
+        state.clone().spawn(async move {
+            let _only = only;
+            replace_all(&state, &env_row, &release, old).await
+        })
     };
     let outcome =
         work.await.map_err(|e| DomainError::Internal(anyhow::anyhow!("the restart stopped: {e}")))?;
@@ -152,6 +162,31 @@ async fn wait_healthy(
         };
         let _ =
             tokio::time::timeout_at(wake.min(Instant::now() + Duration::from_secs(1)), rx.changed()).await;
+    }
+}
+
+/// The environments with a process restart running, in this control plane.
+static RUNNING: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// An environment's claim on restarting, released when dropped.
+struct Running(String, String);
+
+impl Running {
+    fn claim(app: &str, env: &str) -> Option<Self> {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (app.to_string(), env.to_string());
+        if running.contains(&key) {
+            return None;
+        }
+        running.push(key.clone());
+        Some(Running(key.0, key.1))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|(a, e)| (a, e) != (&self.0, &self.1));
     }
 }
 
