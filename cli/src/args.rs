@@ -589,6 +589,10 @@ pub struct RestartArgs {
     /// When another deploy of the environment is in progress, wait for it instead of failing.
     #[arg(long)]
     pub wait: bool,
+    /// Only this process: its replicas are replaced one at a time in the serving release, each
+    /// old one retired once its new one is healthy; no new release, other processes untouched.
+    #[arg(long, short = 'p', conflicts_with = "wait")]
+    pub process: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -21,6 +21,7 @@ pub mod http;
 pub mod identity;
 pub mod logs;
 pub mod releases;
+pub mod restarts;
 pub mod runs;
 pub mod s3;
 pub mod scheduled;

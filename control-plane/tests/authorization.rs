@@ -47,6 +47,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("POST", "/apps/{app}/envs/{env}/runs".into(), "deployer"),
         ("GET", "/apps/{app}/envs/{env}/runs/{id}".into(), "deployer"),
         ("GET", "/apps/{app}/envs/{env}/cron".into(), "viewer"),
+        ("POST", "/apps/{app}/envs/{env}/processes/{process}/restart".into(), "deployer"),
         ("GET", db.into(), "viewer"),
         ("POST", db.into(), "admin"),
         ("POST", format!("{db}/settings"), "admin"),
@@ -147,6 +148,7 @@ fn fill(path: &str, app: &str) -> String {
         .replace("{grant}", "no-such-app")
         .replace("{token}", "no-such-token")
         .replace("{domain}", "no-such.example.com")
+        .replace("{process}", "web")
 }
 
 #[tokio::test]

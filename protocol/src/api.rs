@@ -258,6 +258,17 @@ pub struct RunOutput {
     pub error: Option<String>,
 }
 
+/// What `paas restart --process P` did: the replicas of `process` in `release`, each replaced by
+/// a new container (named here) once it was healthy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessRestart {
+    pub app: String,
+    pub env: String,
+    pub process: String,
+    pub release: u32,
+    pub replaced: Vec<String>,
+}
+
 /// A `[cron]` job of the serving release, with its next and last run (`paas cron list`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CronStatus {

@@ -12,8 +12,8 @@ use crate::agent::{
 use crate::api::{
     App, AppDeleted, Backup, ConfigChange, ConfigChanged, ConfigVars, CreateApp, CreateDatabase, CreateEnv,
     CronStatus, DatabaseInfo, DatabaseSettings, DbTaskView, DeployEvents, DeployImage, ErrorBody, Event,
-    Formation, MaintenanceMode, Node, Process, Promote, PsqlCommand, Release, Rollback, RunCommand,
-    RunOutput, Scale, SetMaintenance, StartRestore, WhoAmI,
+    Formation, MaintenanceMode, Node, Process, ProcessRestart, Promote, PsqlCommand, Release, Rollback,
+    RunCommand, RunOutput, Scale, SetMaintenance, StartRestore, WhoAmI,
 };
 use crate::logs::{LogAck, LogBatch, LogPage, LogQuery};
 use serde::de::DeserializeOwned;
@@ -217,6 +217,16 @@ impl Client {
 
     pub async fn restart(&self, app: &str, env: &str) -> Result<Release> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/restart"), &serde_json::json!({})).await
+    }
+
+    /// Replaces one process's replicas one at a time, each once its replacement is healthy;
+    /// answers when all are done.
+    pub async fn restart_process(&self, app: &str, env: &str, process: &str) -> Result<ProcessRestart> {
+        self.post(
+            &format!("/api/v1/apps/{app}/envs/{env}/processes/{process}/restart"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn create_env(&self, app: &str, env: &str) -> Result<App> {

@@ -22,7 +22,7 @@ pub async fn exec(g: &Global, cmd: CronCommand) -> anyhow::Result<ExitCode> {
                     vec![
                         j.name.clone(),
                         j.schedule.clone(),
-                        printable(&j.command.join(" ")),
+                        printable(&shell_words(&j.command)),
                         j.next_run.as_deref().map(ago).unwrap_or_else(|| "never".into()),
                         last_run(j),
                     ]
@@ -31,6 +31,14 @@ pub async fn exec(g: &Global, cmd: CronCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command as a shell would take it: `sh -c 'echo hi'`.
+fn shell_words(argv: &[String]) -> String {
+    let plain =
+        |a: &str| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+    let word = |a: &String| if plain(a) { a.clone() } else { format!("'{}'", a.replace('\'', "'\\''")) };
+    argv.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
 /// `succeeded 3 min ago`, `failed 1 h ago (exit code 2)`, `running since 12 s ago`, `-`.
@@ -42,5 +50,16 @@ fn last_run(j: &CronStatus) -> String {
         ("failed", _, Some(e)) => format!("failed {when}: {}", printable(e)),
         ("failed", Some(code), None) => format!("failed {when} (exit code {code})"),
         (status, _, _) => format!("{status} {when}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commands_read_as_a_shell_would_take_them() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(super::shell_words(&argv(&["python3", "job.py", "--n=2"])), "python3 job.py --n=2");
+        assert_eq!(super::shell_words(&argv(&["sh", "-c", "echo it's"])), "sh -c 'echo it'\\''s'");
+        assert_eq!(super::shell_words(&argv(&["echo", ""])), "echo ''");
     }
 }

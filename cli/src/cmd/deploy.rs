@@ -90,7 +90,35 @@ pub async fn rollback(g: &Global, args: RollbackArgs) -> anyhow::Result<ExitCode
 }
 
 pub async fn restart(g: &Global, args: RestartArgs) -> anyhow::Result<ExitCode> {
+    if let Some(process) = &args.process {
+        return restart_process(g, &args.target, process).await;
+    }
     again(g, &args.target, args.wait, |c, app, env| async move { c.restart(&app, &env).await }).await
+}
+
+/// `paas restart --process P`: answers once every replica of P was replaced.
+async fn restart_process(g: &Global, target: &AppEnv, process: &str) -> anyhow::Result<ExitCode> {
+    protocol::names::check_process(process)?;
+    let (app, env) = (AppName::new(target.app.as_str())?, EnvName::new(target.env.as_str())?);
+    let client = super::client(g)?;
+    let started = Instant::now();
+    if g.output == Output::Text {
+        eprintln!("Restarting {process} of {app}/{env}, one replica at a time...");
+    }
+    let done = client.restart_process(app.as_str(), env.as_str(), process).await?;
+    crate::output::emit(g.output, &done, |d| {
+        println!(
+            "Restarted {} replica(s) of {} in v{} of {}/{} ({:.1}s): {}",
+            d.replaced.len(),
+            d.process,
+            d.release,
+            d.app,
+            d.env,
+            started.elapsed().as_secs_f64(),
+            d.replaced.join(", ")
+        );
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A release made by the server from an existing one (rollback, restart), followed like a deploy.

@@ -11,13 +11,20 @@ use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::Deployer;
-use protocol::api::{Formation, Release, Rollback, Scale};
+use protocol::api::{Formation, ProcessRestart, Release, Rollback, Scale};
 
 pub fn routes() -> Api {
     Api::new()
         .on(Method::POST, "/apps/{app}/envs/{env}/rollback", Need::App(Deployer), "rollback", rollback)
         .on(Method::POST, "/apps/{app}/envs/{env}/restart", Need::App(Deployer), "restart", restart)
         .on(Method::POST, "/apps/{app}/envs/{env}/scale", Need::App(Deployer), "scale", scale)
+        .on(
+            Method::POST,
+            "/apps/{app}/envs/{env}/processes/{process}/restart",
+            Need::App(Deployer),
+            "restart",
+            restart_process,
+        )
 }
 
 async fn rollback(
@@ -38,6 +45,14 @@ async fn restart(
 ) -> ApiResult<(StatusCode, Json<Release>)> {
     let release = releases::restart(&state, &caller.user, &app, &env).await?;
     Ok((StatusCode::ACCEPTED, Json(release)))
+}
+
+async fn restart_process(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env, process)): Path<(String, String, String)>,
+) -> ApiResult<Json<ProcessRestart>> {
+    Ok(Json(crate::restarts::restart_process(&state, &caller.user, &app, &env, &process).await?))
 }
 
 async fn scale(

@@ -433,6 +433,36 @@ impl Store {
             .await?)
     }
 
+    pub async fn get_instance(&self, name: &str) -> Result<Option<InstanceRow>> {
+        Ok(sqlx::query_as("SELECT * FROM instances WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Adds a container beside the serving ones (a restart's replacement) unless a deploy of
+    /// the environment started: its rollout counts the replicas it replaces.
+    pub async fn add_instance_unless_deploying(&self, instance: &InstanceRow) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let target: Option<i64> =
+            sqlx::query_scalar("SELECT target_release FROM envs WHERE app = ? AND name = ?")
+                .bind_env(&instance.app, &instance.env)
+                .fetch_one(&mut *tx)
+                .await?;
+        if target.is_some() {
+            return Ok(false);
+        }
+        insert_instances(&mut tx, std::slice::from_ref(instance)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Unassigns one container: its node drains and stops it.
+    pub async fn delete_instance(&self, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM instances WHERE name = ?").bind(name).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn all_instances(&self) -> Result<Vec<InstanceRow>> {
         Ok(sqlx::query_as("SELECT * FROM instances").fetch_all(&self.pool).await?)
     }
