@@ -149,6 +149,9 @@ impl ControlPlane {
         let mut state = AppState::new(store, logs, Arc::new(config), secrets, storage, ca, ingress_ca);
         state.acme = acme;
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
+        restarts::recover(&state)
+            .await
+            .context("recovering process restarts interrupted by the last shutdown")?;
         backups::recover(&state).await.context("recovering backups interrupted by the last shutdown")?;
         // In the background: an unreachable bucket must not keep the platform (and every app's
         // deploys) from starting; backups then fail loudly with the reason.

@@ -129,6 +129,34 @@ async fn replace_all(
     Ok(replaced)
 }
 
+/// Ends process restarts the last run left midway: where a replica of a serving release has
+/// two containers (the old one and its replacement), one stays, a healthy one if there is one:
+/// both run the same release, so either serves as the other would.
+pub async fn recover(state: &AppState) -> anyhow::Result<()> {
+    for env in state.store.all_envs().await? {
+        let (Some(current), None) = (env.current_release, env.target_release) else { continue };
+        let mut seen: std::collections::HashMap<(String, u32), InstanceRow> = Default::default();
+        let mut mine: Vec<InstanceRow> = state.store.instances_for_env(&env.app, &env.name).await?;
+        mine.retain(|i| i.release == current);
+        // Healthy ones first, so they are the ones kept.
+        mine.sort_by_key(|i| !(i.healthy && i.state == "running"));
+        for i in mine {
+            match seen.entry((i.process.clone(), i.replica)) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                std::collections::hash_map::Entry::Occupied(kept) => {
+                    let kept = kept.get().name.clone();
+                    tracing::warn!(app = %env.app, env = %env.name, release = current, kept = %kept, removed = %i.name, "ending a process restart the last run left midway");
+                    state.store.delete_instance(&i.name).await?;
+                }
+            }
+        }
+    }
+    state.bump();
+    Ok(())
+}
+
 /// Waits until the container is healthy and then stays so, running, for `window`.
 async fn wait_healthy(
     state: &AppState,

@@ -276,3 +276,36 @@ async fn a_control_plane_killed_after_the_switch_finishes_the_release_at_the_nex
     never_routed_to_a_stopped_container(&agent, "shop");
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_process_restart_replaces_each_replica_and_one_cut_short_is_ended_at_start() {
+    let dir = DataDir::new();
+    let (p, agent) = serving_v1(&dir, "shop").await;
+    let before: BTreeSet<String> = processes(&p.api, "shop").await.into_iter().map(|i| i.name).collect();
+    let done = p.api.restart_process("shop", ENV, "web").await.expect("restarting web");
+    assert_eq!((done.release, done.replaced.len()), (1, 2));
+    let after: BTreeSet<String> = processes(&p.api, "shop").await.into_iter().map(|i| i.name).collect();
+    assert_eq!(after, done.replaced.iter().cloned().collect(), "the replacements alone are assigned");
+    assert!(after.is_disjoint(&before));
+    serves_only(&p, &agent, "shop", 1, 2).await;
+    never_routed_to_a_stopped_container(&agent, "shop");
+
+    // The fake stops applying: the first replacement never reports, and the plane dies while
+    // it waits. Started again, it keeps one container per replica.
+    agent.script(|s| s.deaf = true);
+    let api = p.api.clone();
+    let restart = tokio::spawn(async move { api.restart_process("shop", ENV, "web").await });
+    eventually("the first replacement to be assigned", Duration::from_secs(5), || async {
+        (processes(&p.api, "shop").await.len() == 3).then_some(())
+    })
+    .await;
+    p.crash().await;
+    let _ = restart.await;
+    let p = Plane::start(&dir).await;
+    agent.reconnect(&p.agent_url);
+    agent.script(|s| s.deaf = false);
+    serves_only(&p, &agent, "shop", 1, 2).await;
+    let releases = p.api.releases("shop", ENV).await.expect("listing releases");
+    assert_eq!(releases.len(), 1, "a process restart makes no release");
+    p.stop().await;
+}
