@@ -221,4 +221,10 @@ fn paas_install_writes_the_shipped_units_and_as_root_makes_the_user() {
     // Again: nothing to make, the same unit.
     let again = c.exec(&["paas", "install", "up"]).expect_ok().stdout;
     assert!(!again.contains("useradd") && !again.contains("usermod"), "{again}");
+
+    // A binary in a directory another user may write to is refused: they could swap it for
+    // one that runs with the service's Docker access.
+    c.exec(&["sh", "-c", "mkdir -m 775 /opt/shared && cp /usr/local/bin/paas /opt/shared/paas"]).expect_ok();
+    let refused = c.exec(&["/opt/shared/paas", "install", "up"]);
+    assert!(!refused.ok && refused.stderr.contains("/opt/shared must belong to root"), "{refused:?}");
 }

@@ -116,6 +116,25 @@ fn this_binary(on_host: bool) -> anyhow::Result<PathBuf> {
             exe.display()
         );
     }
+    // ExecStart= splits at whitespace and expands `%`.
+    let text = exe.to_str().unwrap_or_default();
+    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == '%' || c == '"' || c == '\'') {
+        bail!(
+            "the unit cannot name {} (spaces, quotes or `%` in its path): copy the binary to /usr/local/bin and run `paas install` from there",
+            exe.display()
+        );
+    }
+    // The service runs it in the docker group, root on this host in all but name: a binary, or
+    // a directory above it, that another user can change would hand them that.
+    for path in exe.ancestors() {
+        let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            bail!(
+                "{} must belong to root and be writable by no one else, or whoever can change it gets the service's Docker access: copy the binary to /usr/local/bin and run `paas install` from there",
+                path.display()
+            );
+        }
+    }
     Ok(exe)
 }
 
