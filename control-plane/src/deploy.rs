@@ -172,7 +172,10 @@ pub async fn started(state: &AppState, release: &Release) {
     let (app, env, version) = (release.app.as_str(), release.env.as_str(), release.version);
     let name = deploy_name(version, &release.description, true);
     let message = format!("{name} started by {}", release.created_by);
-    record(state, NewEvent::new(app, env, kind(&release.description, "started"), &message).release(version))
+    state
+        .record_event(
+            &NewEvent::new(app, env, kind(&release.description, "started"), &message).release(version),
+        )
         .await;
 }
 
@@ -192,7 +195,7 @@ async fn milestone(
         Err(why) => ("failed", "warning", format!("{name} failed: {}", first_sentence(why))),
     };
     let event = NewEvent::new(app, env, kind(description, what), &message).severity(severity);
-    record(state, event.release(version)).await;
+    state.record_event(&event.release(version)).await;
 }
 
 fn kind(description: &str, what: &str) -> &'static str {
@@ -203,12 +206,6 @@ fn kind(description: &str, what: &str) -> &'static str {
         (false, "started") => "deploy.started",
         (false, "live") => "deploy.live",
         (false, _) => "deploy.failed",
-    }
-}
-
-async fn record(state: &AppState, event: NewEvent<'_>) {
-    if let Err(e) = state.store.record_event(&event).await {
-        tracing::error!(error = %e, kind = event.kind, "recording a deploy event failed");
     }
 }
 

@@ -242,13 +242,7 @@ pub async fn scale(
     let mut added = Vec::new();
     if let Some(current) = row.current_release {
         let release = state.store.get_release(app, env, current).await?;
-        if !release.manifest.processes.contains_key(process) {
-            let known: Vec<&str> = release.manifest.processes.keys().map(String::as_str).collect();
-            return Err(DomainError::Invalid(format!(
-                "release v{current} has no process {process:?} (it has: {})",
-                known.join(", ")
-            )));
-        }
+        has_process(&release, process)?;
         let running = state
             .store
             .instances_for_env(app, env)
@@ -267,6 +261,19 @@ pub async fn scale(
     state.bump();
     let processes = state.store.get_env(app, env).await?.formation;
     Ok(Formation { app: app.to_string(), env: env.to_string(), processes })
+}
+
+/// Refuses a process the release does not run, naming the ones it does.
+pub fn has_process(release: &Release, process: &str) -> Result<()> {
+    if release.manifest.processes.contains_key(process) {
+        return Ok(());
+    }
+    let known: Vec<&str> = release.manifest.processes.keys().map(String::as_str).collect();
+    Err(DomainError::Invalid(format!(
+        "release v{} has no process {process:?} (it has: {})",
+        release.version,
+        known.join(", ")
+    )))
 }
 
 /// A release's deploy progress after event `after`; waits up to `wait` when there is nothing

@@ -34,13 +34,7 @@ pub async fn restart_process(
         DomainError::Conflict(format!("{app}/{env} has no release serving yet; nothing to restart"))
     })?;
     let release = state.store.get_release(app, env, current).await?;
-    if !release.manifest.processes.contains_key(process) {
-        let known: Vec<&str> = release.manifest.processes.keys().map(String::as_str).collect();
-        return Err(DomainError::Invalid(format!(
-            "release v{current} has no process {process:?} (it has: {})",
-            known.join(", ")
-        )));
-    }
+    crate::releases::has_process(&release, process)?;
     let mut old: Vec<InstanceRow> = state
         .store
         .instances_for_env(app, env)
@@ -54,13 +48,13 @@ pub async fn restart_process(
     }
     old.sort_by_key(|i| i.replica);
     // Two restarts at once would each add a replacement for the same replica.
-    let Some(only) = Running::claim(app, env) else {
+    let Some(only) = state.busy(format!("restart:{app}/{env}")) else {
         return Err(DomainError::Conflict(format!(
             "a restart of {app}/{env} is in progress; try again after it"
         )));
     };
     let message = format!("Restart of {process} (v{current}) started by {user}");
-    record(state, NewEvent::new(app, env, "restart.started", &message).release(current)).await;
+    state.record_event(&NewEvent::new(app, env, "restart.started", &message).release(current)).await;
     let work = {
         let (state, env_row, release) = (state.clone(), row.clone(), release.clone());
         // The claim goes with the work, which outlives a client that hangs up.
@@ -75,7 +69,7 @@ pub async fn restart_process(
         Ok(_) => ("restart.live", "info", format!("Restart of {process} (v{current}) is done")),
         Err(e) => ("restart.failed", "warning", format!("Restart of {process} (v{current}) failed: {e:#}")),
     };
-    record(state, NewEvent::new(app, env, what, &message).severity(severity).release(current)).await;
+    state.record_event(&NewEvent::new(app, env, what, &message).severity(severity).release(current)).await;
     state.events_changed();
     let replaced = outcome.map_err(|e| DomainError::Conflict(format!("{e:#}")))?;
     Ok(ProcessRestart {
@@ -135,21 +129,15 @@ async fn replace_all(
 pub async fn recover(state: &AppState) -> anyhow::Result<()> {
     for env in state.store.all_envs().await? {
         let (Some(current), None) = (env.current_release, env.target_release) else { continue };
-        let mut seen: std::collections::HashMap<(String, u32), InstanceRow> = Default::default();
+        let mut seen = std::collections::HashSet::new();
         let mut mine: Vec<InstanceRow> = state.store.instances_for_env(&env.app, &env.name).await?;
         mine.retain(|i| i.release == current);
         // Healthy ones first, so they are the ones kept.
         mine.sort_by_key(|i| !(i.healthy && i.state == "running"));
         for i in mine {
-            match seen.entry((i.process.clone(), i.replica)) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(i);
-                }
-                std::collections::hash_map::Entry::Occupied(kept) => {
-                    let kept = kept.get().name.clone();
-                    tracing::warn!(app = %env.app, env = %env.name, release = current, kept = %kept, removed = %i.name, "ending a process restart the last run left midway");
-                    state.store.delete_instance(&i.name).await?;
-                }
+            if !seen.insert((i.process.clone(), i.replica)) {
+                tracing::warn!(app = %env.app, env = %env.name, release = current, removed = %i.name, "ending a process restart the last run left midway");
+                state.store.delete_instance(&i.name).await?;
             }
         }
     }
@@ -190,36 +178,5 @@ async fn wait_healthy(
         };
         let _ =
             tokio::time::timeout_at(wake.min(Instant::now() + Duration::from_secs(1)), rx.changed()).await;
-    }
-}
-
-/// The environments with a process restart running, in this control plane.
-static RUNNING: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
-
-/// An environment's claim on restarting, released when dropped.
-struct Running(String, String);
-
-impl Running {
-    fn claim(app: &str, env: &str) -> Option<Self> {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (app.to_string(), env.to_string());
-        if running.contains(&key) {
-            return None;
-        }
-        running.push(key.clone());
-        Some(Running(key.0, key.1))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        running.retain(|(a, e)| (a, e) != (&self.0, &self.1));
-    }
-}
-
-async fn record(state: &AppState, event: NewEvent<'_>) {
-    if let Err(e) = state.store.record_event(&event).await {
-        tracing::error!(error = %e, kind = event.kind, "recording a restart event failed");
     }
 }

@@ -10,6 +10,7 @@ use crate::assign;
 use crate::cron::Schedule;
 use crate::error::Result;
 use crate::state::AppState;
+use crate::store::unix_now;
 use crate::store::{CronRunRow, EnvRow, JobKind, JobRow, JobStatus, NewEvent};
 use protocol::api::{CronRun, CronStatus};
 use protocol::manifest::CronJob;
@@ -48,10 +49,6 @@ pub fn job_name(id: &str) -> Option<&str> {
 /// The process a run's output is logged under.
 pub fn process(id: &str) -> String {
     format!("cron-{}", job_name(id).unwrap_or("job"))
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The scheduler: a pass at the start of every minute until shutdown.
@@ -163,10 +160,7 @@ async fn start(
 }
 
 async fn warn(state: &AppState, app: &str, env: &str, kind: &str, message: &str, version: u32) {
-    let event = NewEvent::new(app, env, kind, message).severity("warning").release(version);
-    if let Err(e) = state.store.record_event(&event).await {
-        tracing::error!(error = %e, kind, "recording a cron event failed");
-    }
+    state.record_event(&NewEvent::new(app, env, kind, message).severity("warning").release(version)).await;
     state.events_changed();
 }
 

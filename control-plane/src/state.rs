@@ -194,6 +194,14 @@ impl AppState {
         self.tasks.len()
     }
 
+    /// Records a platform event. A failure is logged, not passed on: the event tells of work
+    /// that happened either way.
+    pub async fn record_event(&self, event: &crate::store::NewEvent<'_>) {
+        if let Err(e) = self.store.record_event(event).await {
+            tracing::error!(error = %e, kind = event.kind, "recording a platform event failed");
+        }
+    }
+
     /// Marks `key` busy until the guard is dropped; `None` when it is busy already.
     pub fn busy(&self, key: String) -> Option<Busy> {
         let mut set = self.busy.lock().unwrap_or_else(|p| p.into_inner());

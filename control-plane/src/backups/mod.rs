@@ -8,6 +8,7 @@ pub mod storage;
 
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
+use crate::store::unix_now;
 use crate::store::{DatabaseRow, DbTaskRow};
 use anyhow::Context;
 use protocol::agent::{DbRole, DbTaskKind, DbTaskParams, DbTaskResult, DbTaskStatus};
@@ -20,10 +21,6 @@ pub use storage::{BackupStorage, CheckedCopy};
 
 /// Default schedule of a new database: daily at 03:00 UTC.
 pub const DEFAULT_SCHEDULE: &str = "0 3 * * *";
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 /// When a backup started, in unix seconds (retention and schedule arithmetic).
 pub fn unix_of(b: &Backup) -> i64 {

@@ -9,6 +9,7 @@ pub mod domains;
 pub mod local_ca;
 
 use crate::state::AppState;
+use crate::store::unix_now;
 use crate::store::CertRow;
 use local_ca::LocalCa;
 use protocol::agent::TlsCertificate;
@@ -19,10 +20,6 @@ use std::time::Duration;
 const RECHECK: Duration = Duration::from_secs(3600);
 /// State changes come in bursts (a deploy); the loop looks once per burst.
 const SETTLE: Duration = Duration::from_millis(200);
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 /// Every host name the ingress serves.
 pub async fn served_hosts(state: &AppState) -> anyhow::Result<BTreeSet<String>> {

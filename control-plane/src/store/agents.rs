@@ -2,6 +2,7 @@
 //! node certificates on record (by the sha256 of their DER). A certificate speaks for its node
 //! only while it is on record: removing the node, or renewing past it, ends it at once.
 
+use super::unix_now;
 use super::{now, Result, Store, StoreError};
 
 /// A certificate the CA signed, as the store keeps it.
@@ -14,10 +15,6 @@ pub struct NewCert<'a> {
 /// Why a join token was not taken (answered 401).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRefused(pub String);
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 impl Store {
     pub async fn insert_join_token(&self, hash: &str, created_by: &str, expires_at: i64) -> Result<()> {

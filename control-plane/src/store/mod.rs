@@ -114,6 +114,11 @@ pub fn now() -> String {
         .expect("formatting the current time as RFC 3339 cannot fail")
 }
 
+/// Now, in unix seconds.
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 /// RFC 3339 (UTC) of unix seconds, as [`now`] writes it.
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
