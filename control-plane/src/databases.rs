@@ -75,8 +75,7 @@ pub async fn create(
     state.store.create_database(&row).await?;
     // Read back: the environment decides the Docker names.
     let row = state.store.get_database(app, env).await?;
-    let servers = [(row.node.as_str(), DbRole::Primary), (row.replica_node.as_str(), DbRole::Replica)];
-    let servers = servers.map(|(node, role)| (node, row.docker_names().database(role.as_str())));
+    let servers = [DbRole::Primary, DbRole::Replica].map(|role| row.docker_names().database(role.as_str()));
     state.new_database_servers(&servers[..if replicas > 0 { 2 } else { 1 }]);
     let reused = body.reuse_volume;
     tracing::info!(app, env, version, node = %row.node, reused, user, "database created");
@@ -258,12 +257,12 @@ pub async fn observed(
     node: &str,
     servers: Vec<ContainerStatus>,
     volumes: Option<Vec<String>>,
-    observed_at_ms: u64,
+    assignment_index: u64,
 ) -> Result<()> {
     if let Some(volumes) = volumes {
         state.set_db_volumes(node, volumes);
     }
-    let new_ports = state.set_db_status(node, servers, observed_at_ms);
+    let new_ports = state.set_db_status(node, servers, assignment_index);
     if new_ports.is_empty() {
         return Ok(());
     }

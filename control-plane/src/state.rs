@@ -44,9 +44,9 @@ pub struct AppState {
     pub observed: NodeMarks,
     /// Database containers as their agents last reported them, by container name.
     db_status: Arc<std::sync::Mutex<HashMap<String, (String, protocol::agent::ContainerStatus)>>>,
-    /// Database containers of a new database, with the observation time (agent clock) a
-    /// report of their node must be newer than to speak of them: until then a status of that
-    /// name is an earlier database's (an agent resends its last report while it stops one).
+    /// Database containers of a new database, with the state index of the first assignment
+    /// that holds them: a report worked from an older assignment speaks of an earlier
+    /// database of that name (one its agent may be stopping right now), so it is not heard.
     db_fresh: Arc<std::sync::Mutex<HashMap<String, u64>>>,
     /// Per node, the database volumes its agent last listed (kept ones of deleted databases too).
     db_volumes: Arc<watch::Sender<HashMap<String, Vec<String>>>>,
@@ -296,28 +296,33 @@ impl AppState {
         let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > index)).await;
     }
 
-    /// A new database's containers (`(node, name)`): what is known of containers of those names
-    /// belongs to an earlier database, forgotten now and in reports that looked before now.
-    pub fn new_database_servers(&self, servers: &[(&str, String)]) {
+    /// A new database's containers, already in the store: what is known of containers of those
+    /// names belongs to an earlier database, forgotten now and in reports worked from an
+    /// assignment older than the next index (every assignment served from then on is read
+    /// from the store after this, so it holds them).
+    pub fn new_database_servers(&self, names: &[String]) {
         let mut status = self.db_status.lock().unwrap_or_else(|p| p.into_inner());
         let mut fresh = self.db_fresh.lock().unwrap_or_else(|p| p.into_inner());
-        for (node, name) in servers {
+        let first = self.index() + 1;
+        for name in names {
             status.remove(name);
-            fresh.insert(name.clone(), self.observed.get(node));
+            fresh.insert(name.clone(), first);
         }
     }
 
-    /// Records a node's database servers as it observed them at `observed_at_ms`; returns
-    /// those whose published port is new.
+    /// Records a node's database servers as a pass worked from the assignment of
+    /// `assignment_index` reported them; returns those whose published port is new.
     pub fn set_db_status(
         &self,
         node: &str,
         mut statuses: Vec<protocol::agent::ContainerStatus>,
-        observed_at_ms: u64,
+        assignment_index: u64,
     ) -> Vec<protocol::agent::ContainerStatus> {
         {
             let mut fresh = self.db_fresh.lock().unwrap_or_else(|p| p.into_inner());
-            statuses.retain(|s| fresh.get(&s.name).is_none_or(|after| observed_at_ms > *after));
+            // 0: an agent of an earlier release, which does not say; heard as before.
+            let current = |first: &u64| assignment_index == 0 || assignment_index >= *first;
+            statuses.retain(|s| fresh.get(&s.name).is_none_or(current));
             for s in &statuses {
                 fresh.remove(&s.name);
             }

@@ -127,6 +127,7 @@ pub async fn run_with_logs(
 
     let (assignment_tx, assignment_rx) = watch::channel::<Option<Assignment>>(None);
     let (report_tx, report_rx) = watch::channel(NodeReport::default());
+    let assignment_index = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(async move {
         renewer.renew_loop(stop).await;
@@ -167,7 +168,7 @@ pub async fn run_with_logs(
         docker.clone(),
         local_ingress,
         config.private_addr.to_string(),
-        assignment_rx.clone(),
+        (assignment_rx.clone(), assignment_index.clone()),
         report_tx,
         config.build_network.clone(),
         paused.clone(),
@@ -192,6 +193,7 @@ pub async fn run_with_logs(
         cache,
         certs_cache,
         assignment: assignment_tx,
+        assignment_index,
         statics,
         upkeep,
     });

@@ -8,6 +8,8 @@ use crate::health;
 use crate::ingress::IngressHandle;
 use protocol::agent::{Assignment, ContainerSpec, ContainerStatus, NodeReport};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +63,8 @@ pub struct Reconciler {
     ingress: Option<IngressHandle>,
     private_addr: String,
     assignment: watch::Receiver<Option<Assignment>>,
+    /// The state index of `assignment` (at least), for reports to say what they worked from.
+    assignment_index: Arc<AtomicU64>,
     reports: watch::Sender<NodeReport>,
     tracked: HashMap<String, Tracked>,
     retiring_since: HashMap<String, Instant>,
@@ -80,7 +84,7 @@ impl Reconciler {
         docker: DockerClient,
         ingress: Option<IngressHandle>,
         private_addr: String,
-        assignment: watch::Receiver<Option<Assignment>>,
+        (assignment, assignment_index): (watch::Receiver<Option<Assignment>>, Arc<AtomicU64>),
         reports: watch::Sender<NodeReport>,
         build_network: Option<String>,
         paused: crate::dbtasks::Paused,
@@ -92,6 +96,7 @@ impl Reconciler {
             ingress,
             private_addr,
             assignment,
+            assignment_index,
             reports,
             tracked: HashMap::new(),
             retiring_since: HashMap::new(),
@@ -149,6 +154,8 @@ impl Reconciler {
             .map_or(0, |d| d.as_millis() as u64);
         let mut observed: HashMap<String, Observed> =
             self.docker.list().await?.into_iter().map(|o| (o.name.clone(), o)).collect();
+        // Read before the assignment, which is then at least this new (see `sync`).
+        let assignment_index = self.assignment_index.load(Ordering::Acquire);
         // Until the first assignment arrives, only observe: after a restart the agent adopts
         // what runs instead of removing or recreating it.
         let Some(desired) = self.assignment.borrow().clone() else {
@@ -212,7 +219,14 @@ impl Reconciler {
         let volumes = self.dbs.volumes().await;
         self.sweep_networks(&desired).await;
 
-        let report = NodeReport { containers, observed_at_ms, databases, volumes, ..Default::default() };
+        let report = NodeReport {
+            containers,
+            observed_at_ms,
+            assignment_index,
+            databases,
+            volumes,
+            ..Default::default()
+        };
         // Only a change wakes the reporter at once; the fresh observation time goes out with
         // the next heartbeat.
         self.reports.send_if_modified(|r| {

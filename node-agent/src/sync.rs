@@ -26,6 +26,9 @@ pub struct Syncer {
     pub cache: PathBuf,
     pub certs_cache: PathBuf,
     pub assignment: watch::Sender<Option<Assignment>>,
+    /// The state index of the latest assignment, raised only after the assignment itself is
+    /// sent: whoever reads it before the assignment holds an assignment at least that new.
+    pub assignment_index: Arc<std::sync::atomic::AtomicU64>,
     pub statics: crate::statics::Statics,
     pub upkeep: crate::upkeep::Upkeep,
 }
@@ -103,6 +106,7 @@ impl Syncer {
                         *cur = Some(a);
                         changed
                     });
+                    self.assignment_index.store(index, std::sync::atomic::Ordering::Release);
                 }
                 Err(e) => {
                     if matches!(e.status, Some(401 | 404)) {

@@ -414,6 +414,11 @@ pub struct NodeReport {
     /// When the agent looked at Docker for this report (unix ms, agent clock), so a deploy can
     /// insist on an observation made after its stability window ended.
     pub observed_at_ms: u64,
+    /// The state index of the assignment the pass behind this report worked from (at least:
+    /// it may have had a newer one), so the control plane can tell a report about a new
+    /// database from one about an earlier database of the same container name.
+    #[serde(default)]
+    pub assignment_index: u64,
     /// Keys ([`StaticRoute::key`]) of the static directories this node's ingress can serve.
     pub static_ready: Vec<String>,
     pub databases: Vec<ContainerStatus>,

@@ -147,7 +147,7 @@ async fn report(
     state.upkeep.reported(&node, report.disk, report.pruned);
     state.upkeep.reported_purges(&node, report.purged);
     let (servers, volumes) = (report.databases, report.volumes);
-    crate::databases::observed(&state, &node, servers, volumes, report.observed_at_ms).await?;
+    crate::databases::observed(&state, &node, servers, volumes, report.assignment_index).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
