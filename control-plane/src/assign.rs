@@ -218,6 +218,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             limits: release.manifest.web().map(|w| w.limits).unwrap_or_default(),
             process,
             timeout_secs,
+            attach: j.attach_tty.map(|tty| protocol::api::Attach { tty }),
             command: j.command,
             env_vars,
             config: state.secrets.open_map(&sealed)?,

@@ -14,6 +14,7 @@ pub async fn start(
     app: &str,
     env: &str,
     command: Vec<String>,
+    attach: Option<protocol::api::Attach>,
 ) -> Result<String> {
     if command.first().is_none_or(|c| c.is_empty()) {
         let why = "give the command to run, e.g. `paas run --app A -- ls -l`";
@@ -39,6 +40,7 @@ pub async fn start(
         status: JobStatus::Pending,
         exit_code: None,
         error: None,
+        attach_tty: attach.map(|a| a.tty),
     };
     state.store.create_job(&job, user).await?;
     // The command line may hold secrets: log its program only.

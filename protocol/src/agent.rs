@@ -258,6 +258,10 @@ pub struct JobSpec {
     /// Stop the container after this many seconds and report the job failed; 0: no limit.
     #[serde(default)]
     pub timeout_secs: u64,
+    /// A run the user joins (`paas run` with stdin): the agent connects it through the control
+    /// plane instead of shipping its output, and stops it when the user goes.
+    #[serde(default)]
+    pub attach: Option<crate::api::Attach>,
 }
 
 impl JobSpec {
