@@ -79,6 +79,40 @@ pub async fn user_side(state: &AppState, user: &str, app: &str, env: &str, id: &
     Ok(job)
 }
 
+/// `paas db psql` at a terminal: psql as the app's role inside the primary (or the replica)
+/// server of `app`/`env`, a run `user` then joins like any other. Returns its id.
+pub async fn start_psql(state: &AppState, user: &str, app: &str, env: &str, replica: bool) -> Result<String> {
+    use protocol::agent::DbRole;
+    let db = state.store.get_database(app, env).await?;
+    if replica && db.replicas == 0 {
+        return Err(DomainError::Invalid(format!("{app}/{env} has no replica")));
+    }
+    let (role, node) =
+        if replica { (DbRole::Replica, &db.replica_node) } else { (DbRole::Primary, &db.node) };
+    let server = crate::assign::database_spec(state, &db, role).await?;
+    // The image's own psql (the agent's `dbtasks::psql::binary`), over the server's local
+    // socket as the app's role: what it creates belongs to the app, and it has no more rights.
+    let psql = format!("/usr/lib/postgresql/{}/bin/psql", db.version);
+    let command = [server.name.as_str(), &psql, "-X", "-U", &server.user, "-d", &server.database];
+    let job = JobRow {
+        id: crate::runs::new_id("psql"),
+        app: app.to_string(),
+        env: env.to_string(),
+        release: state.store.get_env(app, env).await?.current_release.unwrap_or(0),
+        node: node.clone(),
+        kind: crate::store::JobKind::Psql,
+        command: command.map(String::from).to_vec(),
+        status: crate::store::JobStatus::Pending,
+        exit_code: None,
+        error: None,
+        attach_tty: Some(true),
+    };
+    state.store.create_job(&job, user).await?;
+    tracing::info!(app, env, job = %job.id, replica, user, "interactive psql started");
+    state.bump();
+    Ok(job.id)
+}
+
 /// The node's side of run `id`: the run must be assigned to `node`.
 pub async fn agent_side(state: &AppState, node: &str, id: &str) -> Result<JobRow> {
     let job = state.store.get_job(id).await?;

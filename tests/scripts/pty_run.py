@@ -1,17 +1,19 @@
-"""Runs a command on a pseudo-terminal as a person at a terminal would: the terminal starts at
-31 rows x 97 columns; then it waits for `size=31 97`, types `hello tty` and Enter, waits for
-`line=hello tty`, resizes the terminal to 50 x 120 (which signals SIGWINCH to the command), presses
-Enter, waits for `size=50 120`. Prints everything the terminal showed; exits with the command's
-exit code. Used by tests/tests/run_attach.rs."""
-import fcntl, os, pty, select, struct, sys, termios, time
+"""Runs a command on a pseudo-terminal of 31 rows x 97 columns as a person at a terminal would,
+following a conversation given as JSON in the first argument: ["wait", TEXT] waits until the
+terminal shows TEXT, ["send", TEXT] types it, ["resize", ROWS, COLS] resizes the terminal (which
+signals SIGWINCH to the command). Then it reads to the end, prints everything the terminal
+showed, and exits with the command's exit code. Used by the tests of `paas run` and `paas db
+psql` at a terminal."""
+import fcntl, json, os, pty, select, struct, sys, termios, time
 
 def set_size(fd, rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
+steps = json.loads(sys.argv[1])
 pid, fd = pty.fork()
 if pid == 0:
     set_size(0, 31, 97)
-    os.execvp(sys.argv[1], sys.argv[1:])
+    os.execvp(sys.argv[2], sys.argv[2:])
 
 shown = b""
 def wait_for(needle, timeout=90):
@@ -26,12 +28,13 @@ def wait_for(needle, timeout=90):
         except OSError:
             sys.exit("the command ended before %r; the terminal showed %r" % (needle, shown))
 
-wait_for(b"size=31 97")
-os.write(fd, b"hello tty\r")
-wait_for(b"line=hello tty")
-set_size(fd, 50, 120)
-os.write(fd, b"\r")
-wait_for(b"size=50 120")
+for step in steps:
+    if step[0] == "wait":
+        wait_for(step[1].encode())
+    elif step[0] == "send":
+        os.write(fd, step[1].encode())
+    elif step[0] == "resize":
+        set_size(fd, step[1], step[2])
 while True:
     try:
         chunk = os.read(fd, 4096)

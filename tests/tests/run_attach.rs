@@ -2,7 +2,7 @@
 //! apart; at a terminal the command gets a TTY sized like it and resized with it; the exit code
 //! passes through; a caller that goes away stops the command and removes its container.
 
-use paas_tests::{docker, http, paas_bin, tiny_app, workspace_root, Platform};
+use paas_tests::{docker, http, paas_bin, tiny_app, Platform};
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,15 +68,15 @@ fn piped_stdin_a_terminal_and_a_caller_that_leaves() {
         echo \"size=$(stty size)\"; [ -t 0 ] && echo stdin-is-a-tty; read line; echo \"line=$line\"; read again; \
         until [ \"$(stty size)\" != '31 97' ] || [ ${j:=0} -gt 100 ]; do j=$((j+1)); sleep 0.1; done; \
         echo \"size=$(stty size)\"; exit 5";
-    let pty = workspace_root().join("tests/scripts/pty_run.py");
-    let out = Command::new("python3")
-        .arg(&pty)
-        .arg(paas_bin())
-        .args(["run", "--app", &app, "--", "sh", "-c", script])
-        .env("XDG_CONFIG_HOME", p.dir.path().join("config"))
-        .env_remove("PAAS_TOKEN")
-        .output()
-        .unwrap();
+    let steps = serde_json::json!([
+        ["wait", "size=31 97"],
+        ["send", "hello tty\r"],
+        ["wait", "line=hello tty"],
+        ["resize", 50, 120],
+        ["send", "\r"],
+        ["wait", "size=50 120"],
+    ]);
+    let out = p.paas_at_terminal(steps, &["run", "--app", &app, "--", "sh", "-c", script]);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{shown}\n{}", String::from_utf8_lossy(&out.stderr));
     for needle in ["size=31 97", "stdin-is-a-tty", "line=hello tty", "size=50 120"] {

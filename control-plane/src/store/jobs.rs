@@ -18,6 +18,8 @@ protocol::string_enum! {
         Run = "run",
         /// A `[cron]` job's run (see `crate::scheduled`).
         Cron = "cron",
+        /// `paas db psql` at a terminal: psql inside the database server, joined by the user.
+        Psql = "psql",
     }
 }
 

@@ -2,7 +2,7 @@
 //! (`.../runs/{id}/attach`) and the node agent (`/agent/v1/jobs/{id}/attach`) join it by.
 
 use super::{Client, ClientError};
-use crate::api::{Attach, RunCommand, RunOutput};
+use crate::api::{Attach, PsqlCommand, RunCommand, RunOutput};
 use crate::attach::UPGRADE;
 
 impl Client {
@@ -16,6 +16,18 @@ impl Client {
     ) -> Result<RunOutput, ClientError> {
         let body = RunCommand { command, attach: Some(attach) };
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/runs"), &body).await
+    }
+
+    /// Starts psql in the database server (the replica's with `replica`) on a TTY, a run the
+    /// caller then joins with [`Self::attach_run`].
+    pub async fn db_psql_attached(
+        &self,
+        app: &str,
+        env: &str,
+        replica: bool,
+    ) -> Result<RunOutput, ClientError> {
+        let body = PsqlCommand { replica, ..Default::default() };
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/psql/attach"), &body).await
     }
 
     /// The user's leg of an attached run: frames of [`crate::attach`] both ways.
