@@ -105,7 +105,8 @@ pub enum Command {
     /// Turn maintenance mode on or off: while on, every request to the environment gets a 503
     /// maintenance page from the ingress and the app sees none of them.
     Maintenance(MaintenanceArgs),
-    /// Run a one-off command in a fresh container of the current release, with its config.
+    /// Run a one-off command in a fresh container of the current release, with its config:
+    /// your stdin goes to it, and at a terminal it gets a TTY (`paas run -- bash`).
     Run(RunArgs),
     /// Managed PostgreSQL for an environment.
     #[command(subcommand)]
@@ -710,6 +711,10 @@ pub struct PromoteArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub target: AppEnv,
+    /// No TTY even at a terminal: stdout and stderr stay apart, and Ctrl-C stops the command
+    /// here instead of going to it.
+    #[arg(long = "no-tty", short = 'T')]
+    pub no_tty: bool,
     /// The command and its arguments, after `--` (run as argv, no shell).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

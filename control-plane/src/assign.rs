@@ -194,6 +194,22 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     }
     let mut jobs = Vec::new();
     for j in store.pending_jobs(node).await? {
+        if j.kind == JobKind::Psql {
+            // Its command is the server's container, then psql's argv (`attach::start_psql`).
+            let Some((server, argv)) = j.command.split_first() else { continue };
+            jobs.push(JobSpec {
+                id: j.id.clone(),
+                app: j.app.clone(),
+                env: j.env.clone(),
+                release: j.release,
+                command: argv.to_vec(),
+                process: "psql".into(),
+                attach: j.attach_tty.map(|tty| protocol::api::Attach { tty }),
+                exec_in: Some(server.clone()),
+                ..JobSpec::default()
+            });
+            continue;
+        }
         let release = store.get_release(&j.app, &j.env, j.release).await?;
         let Some(image) = release.image_id else { continue };
         let (sealed, _) = store.release_inputs(&j.app, &j.env, j.release).await?;
@@ -204,7 +220,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
                 (crate::scheduled::process(&j.id), job.map_or(0, |c| c.timeout_secs))
             }
             JobKind::Release => ("release".into(), 0),
-            JobKind::Run => ("run".into(), 0),
+            JobKind::Run | JobKind::Psql => ("run".into(), 0),
         };
         jobs.push(JobSpec {
             network: names(&j.app, &j.env).0,
@@ -218,6 +234,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             limits: release.manifest.web().map(|w| w.limits).unwrap_or_default(),
             process,
             timeout_secs,
+            attach: j.attach_tty.map(|tty| protocol::api::Attach { tty }),
+            exec_in: None,
             command: j.command,
             env_vars,
             config: state.secrets.open_map(&sealed)?,

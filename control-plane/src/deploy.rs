@@ -314,6 +314,7 @@ async fn release_phase(state: &AppState, release: &Release, command: &[String]) 
         status: JobStatus::Pending,
         exit_code: None,
         error: None,
+        attach_tty: None,
     };
     state.store.create_job(&job, &release.created_by).await?;
     state.bump();

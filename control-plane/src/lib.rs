@@ -5,6 +5,7 @@
 pub mod access;
 pub mod apps;
 pub mod assign;
+pub mod attach;
 pub mod backups;
 pub mod ca;
 pub mod config;
@@ -153,6 +154,15 @@ impl ControlPlane {
             .await
             .context("recovering process restarts interrupted by the last shutdown")?;
         backups::recover(&state).await.context("recovering backups interrupted by the last shutdown")?;
+        // A joined run lives only as long as its connection, which the restart cut; its node
+        // stops its container when the run is refused.
+        let ended = state
+            .store
+            .end_attached_jobs("the platform restarted during the session, which ended it")
+            .await?;
+        if ended > 0 {
+            tracing::info!(runs = ended, "ended runs whose sessions the restart cut");
+        }
         // In the background: an unreachable bucket must not keep the platform (and every app's
         // deploys) from starting; backups then fail loudly with the reason.
         if let Some(s3) = s3 {

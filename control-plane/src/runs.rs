@@ -14,6 +14,7 @@ pub async fn start(
     app: &str,
     env: &str,
     command: Vec<String>,
+    attach: Option<protocol::api::Attach>,
 ) -> Result<String> {
     if command.first().is_none_or(|c| c.is_empty()) {
         let why = "give the command to run, e.g. `paas run --app A -- ls -l`";
@@ -26,8 +27,7 @@ pub async fn start(
         .current_release
         .ok_or_else(|| DomainError::Conflict(format!("{app}/{env} runs no release yet; deploy first")))?;
     let node = crate::assign::build_node(state).await?;
-    let id =
-        format!("run-{}", crate::tokens::generate().trim_start_matches("paas_").get(..12).unwrap_or("0"));
+    let id = new_id("run");
     let job = JobRow {
         id: id.clone(),
         app: app.to_string(),
@@ -39,12 +39,18 @@ pub async fn start(
         status: JobStatus::Pending,
         exit_code: None,
         error: None,
+        attach_tty: attach.map(|a| a.tty),
     };
     state.store.create_job(&job, user).await?;
     // The command line may hold secrets: log its program only.
     tracing::info!(app, env, release, job = %id, program = %job.command[0], user, "one-off run started");
     state.bump();
     Ok(id)
+}
+
+/// A fresh id for a one-off job: `prefix-` and 12 random characters.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", crate::tokens::generate().trim_start_matches("paas_").get(..12).unwrap_or("0"))
 }
 
 /// A run's output after line `after`; waits up to `wait` when there is none yet and the run is

@@ -150,6 +150,7 @@ async fn start(
         status: JobStatus::Pending,
         exit_code: None,
         error: None,
+        attach_tty: None,
     };
     if state.store.create_job(&row, BY).await? {
         tracing::info!(app, env = env_name, release = version, job = name, run = %id, "cron run started");

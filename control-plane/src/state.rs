@@ -67,6 +67,8 @@ pub struct AppState {
     pub signin_throttle: Arc<crate::access::signin::Throttle>,
     /// Given to this process's console only, so it may say whose address a sign-in comes from.
     pub console_key: Arc<String>,
+    /// Runs the user joins, waiting for their other side.
+    pub attach: crate::attach::Rendezvous,
 }
 
 /// Per node, a mark that only grows (a state index applied, an observation time), with waiters.
@@ -151,6 +153,7 @@ impl AppState {
             upkeep: Arc::default(),
             signin_throttle: Arc::default(),
             console_key: Arc::new(crate::tokens::generate()),
+            attach: Default::default(),
         }
     }
 

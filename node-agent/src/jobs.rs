@@ -1,4 +1,4 @@
-//! One-off jobs (release phases, `paas run`): each runs once in its own container, its output
+//! One-off jobs (release phases, `paas run`, `[cron]`; runs the user joins are `attach`'s): each runs once in its own container, its output
 //! streams to the control plane, its exit code is reported, and the container is removed. A
 //! restarted agent finds a job's container by label and follows it instead of starting another.
 
@@ -24,9 +24,13 @@ impl JobRunner {
     pub async fn run(self, assignment: watch::Receiver<Option<Assignment>>, shutdown: CancellationToken) {
         let start = |job: JobSpec| {
             let span = tracing::info_span!("job", app = %job.app, env = %job.env, release = job.release, job = %job.id);
-            tokio::spawn(
-                run_job(self.docker.clone(), self.client.clone(), self.logs.clone(), job).instrument(span),
-            );
+            let (docker, client, logs) = (self.docker.clone(), self.client.clone(), self.logs.clone());
+            match job.attach {
+                Some(a) => {
+                    tokio::spawn(crate::attach::run(docker, client, logs, job, a.tty).instrument(span))
+                }
+                None => tokio::spawn(run_job(docker, client, logs, job).instrument(span)),
+            };
         };
         start_each_once(assignment, shutdown, |a| a.jobs.clone(), |j| j.id.clone(), start).await
     }

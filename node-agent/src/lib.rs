@@ -2,6 +2,7 @@
 //! Docker match it, builds images, reports what runs, and (with the ingress role) serves the
 //! public HTTP traffic.
 
+mod attach;
 mod build;
 mod credential;
 mod databases;

@@ -224,7 +224,7 @@ pub struct DatabaseSpec {
 
 /// A one-off container: runs `command` in a release's image with its config, once, streaming
 /// its output back; the container is removed when it exits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// Unique; also the container's `paas.job` label, so a restarted agent adopts instead of
     /// running it twice.
@@ -258,6 +258,14 @@ pub struct JobSpec {
     /// Stop the container after this many seconds and report the job failed; 0: no limit.
     #[serde(default)]
     pub timeout_secs: u64,
+    /// A run the user joins (`paas run` with stdin): the agent connects it through the control
+    /// plane instead of shipping its output, and stops it when the user goes.
+    #[serde(default)]
+    pub attach: Option<crate::api::Attach>,
+    /// Run `command` inside this running container (a database server, for `paas db psql` at
+    /// a terminal) instead of in a new one; `image` and `network` are then unused.
+    #[serde(default)]
+    pub exec_in: Option<String>,
 }
 
 impl JobSpec {

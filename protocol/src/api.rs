@@ -244,6 +244,17 @@ pub struct WhoAmI {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunCommand {
     pub command: Vec<String>,
+    /// Join the run's stdin and output through `GET .../runs/{id}/attach` (an upgraded
+    /// connection) instead of reading its output back line by line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<Attach>,
+}
+
+/// How an attached run is joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attach {
+    /// A terminal: the process gets a TTY (one output stream, sized by resize frames).
+    pub tty: bool,
 }
 
 /// A one-off run and its output after `after`; `exit_code` is set once it finished.

@@ -2,6 +2,7 @@
 //! agent all go through it, so there is one place that knows URLs and error bodies.
 
 mod access;
+mod attach;
 mod domains;
 mod drains;
 
@@ -143,7 +144,7 @@ impl Client {
     }
 
     /// The server's one-sentence reason for a failed call.
-    async fn refusal(&self, resp: reqwest::Response) -> ClientError {
+    pub(crate) async fn refusal(&self, resp: reqwest::Response) -> ClientError {
         let status = resp.status();
         let bytes = match resp.bytes().await {
             Ok(b) => b,
@@ -264,7 +265,7 @@ impl Client {
 
     /// Starts `command` in a one-off container of the environment's current release.
     pub async fn run(&self, app: &str, env: &str, command: Vec<String>) -> Result<RunOutput> {
-        self.post(&format!("/api/v1/apps/{app}/envs/{env}/runs"), &RunCommand { command }).await
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/runs"), &RunCommand { command, attach: None }).await
     }
 
     /// A run's output after line `after`; blocks up to `wait` for more.

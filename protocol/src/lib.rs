@@ -1,12 +1,13 @@
 //! Wire types shared by every paas component: names, API resources, the agent protocol, and the
 //! typed HTTP client that the CLI, the console and the node agent use.
 //!
-//! This crate performs no IO except inside [`client`] and [`tls`] (HTTP) and [`files`] (private
-//! files at rest); everything else is plain serde types.
+//! This crate performs no IO except inside [`client`] and [`tls`] (HTTP), [`files`] (private
+//! files at rest) and [`attach`] (reading frames); everything else is plain serde types.
 
 pub mod access;
 pub mod agent;
 pub mod api;
+pub mod attach;
 pub mod client;
 pub mod cron;
 pub mod domains;

@@ -468,6 +468,21 @@ impl Platform {
         cmd.output().expect("running paas").into()
     }
 
+    /// `paas ARGS` at a terminal of 31 x 97 (a pseudo-terminal), following `steps`: `["wait",
+    /// TEXT]`, `["send", TEXT]`, `["resize", ROWS, COLS]` (see tests/scripts/pty_run.py). Its
+    /// stdout is everything the terminal showed.
+    pub fn paas_at_terminal(&self, steps: serde_json::Value, args: &[&str]) -> Output {
+        Command::new("python3")
+            .arg(workspace_root().join("tests/scripts/pty_run.py"))
+            .arg(steps.to_string())
+            .arg(paas_bin())
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env_remove("PAAS_TOKEN")
+            .output()
+            .expect("running python3 for a pseudo-terminal")
+    }
+
     /// `paas logs ARGS --output json`: the lines, one JSON object each.
     pub fn logs(&self, args: &[&str]) -> Vec<serde_json::Value> {
         let mut all = vec!["logs"];

@@ -249,6 +249,6 @@ fn release_command_runs_once_per_release_and_one_off_runs_return_their_exit_code
     let ok = p.paas(&["run", "--app", &app, "--", "python3", "-c", "print('fine')"]).expect_ok();
     assert_eq!(ok.stdout.trim(), "fine");
     let missing = p.paas(&["run", "--app", &app, "--", "no-such-program"]);
-    assert!(!missing.ok && missing.stdout.contains("no-such-program"), "{missing:?}");
+    assert!(!missing.ok && missing.stderr.contains("no-such-program"), "{missing:?}");
     p.paas(&["run", "--app", &app, "--env", "nope", "--", "true"]).expect_err("no environment named");
 }

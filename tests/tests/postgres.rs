@@ -75,6 +75,23 @@ fn database_rows_survive_the_container_and_the_port_stays_private() {
         .output()
         .expect("psql");
     assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "3", "{psql:?}");
+
+    // At a terminal `paas db psql` is one real psql session on a TTY: a statement over two
+    // lines, and a temporary table that only the same session still sees.
+    let steps = serde_json::json!([
+        ["wait", "=>"],
+        ["send", "SELECT count(*) || ' notes'\r"],
+        ["send", "FROM notes;\r"],
+        ["wait", "3 notes"],
+        ["send", "CREATE TEMP TABLE t AS SELECT 41 + 1 AS n;\r"],
+        ["wait", "SELECT 1"],
+        ["send", "SELECT n * 1000 FROM t;\r"],
+        ["wait", "42000"],
+        ["send", "\\q\r"],
+    ]);
+    let session = p.paas_at_terminal(steps, &["db", "psql", "--app", &app]);
+    let shown = String::from_utf8_lossy(&session.stdout);
+    assert!(session.status.success(), "{shown}\n{}", String::from_utf8_lossy(&session.stderr));
     p.paas(&["db", "info", "--app", &app, "--env", "nope"]).expect_err("no environment named");
     p.paas(&["envs", "create", "--app", &app, "staging"]).expect_ok();
     p.paas(&["db", "info", "--app", &app, "--env", "staging"]).expect_err("has no database");

@@ -3,10 +3,11 @@
 
 use crate::args::{AppEnv, Global, Output};
 use crate::output::{emit, table};
+use anyhow::Context;
 use protocol::agent::{DbRole, DbTaskStatus};
 use protocol::api::{Backup, BackupStatus, DbTaskView, PsqlCommand, StartRestore, Verification};
 use protocol::Client;
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -209,7 +210,7 @@ async fn run_psql(
 }
 
 /// psql in the container. A script on stdin, or arguments, run once; at a terminal without
-/// arguments, a prompt sends each statement as it is completed (each in its own session).
+/// arguments, one interactive psql on a TTY of its own (line editing, `\\q` to quit).
 pub async fn psql(g: &Global, t: AppEnv, replica: bool, args: Vec<String>) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     let stdin = std::io::stdin();
@@ -223,28 +224,9 @@ pub async fn psql(g: &Global, t: AppEnv, replica: bool, args: Vec<String>) -> an
         let code = task.exit_code.unwrap_or(1);
         return Ok(if code == 0 { ExitCode::SUCCESS } else { ExitCode::from(code.clamp(1, 255) as u8) });
     }
-    eprintln!(
-        "psql on {}/{} ({}); each statement runs in its own session. \\q quits.",
-        t.app,
-        t.env,
-        if replica { "replica" } else { "primary" }
-    );
-    let mut statement = String::new();
-    loop {
-        eprint!("{}=> ", if statement.is_empty() { t.app.as_str() } else { "" });
-        std::io::stderr().flush()?;
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 || line.trim() == "\\q" {
-            return Ok(ExitCode::SUCCESS);
-        }
-        statement.push_str(&line);
-        let trimmed = statement.trim();
-        if trimmed.is_empty() || !(trimmed.ends_with(';') || trimmed.starts_with('\\')) {
-            continue;
-        }
-        match run_psql(&client, &t, replica, Vec::new(), std::mem::take(&mut statement)).await {
-            Ok(task) => print!("{}", task.output),
-            Err(e) => eprintln!("error: {e:#}"),
-        }
-    }
+    // At a terminal: one real psql session on a TTY of its own, joined like `paas run`.
+    let started = client.db_psql_attached(&t.app, &t.env, replica).await?;
+    let conn = client.attach_run(&t.app, &t.env, &started.id).await.context("joining psql")?;
+    let code = super::run::session(conn, true).await?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

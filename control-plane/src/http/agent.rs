@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/builds/{app}/{env}/{release}/result", post(build_result))
         .route("/jobs/{id}/log", post(job_log))
         .route("/jobs/{id}/result", post(job_result))
+        .route("/jobs/{id}/attach", get(super::attach::agent))
 }
 
 /// The CA certificate, for an agent to check against the hash in its join token.
@@ -248,6 +249,7 @@ async fn job_result(
     let job = state.store.get_job(&id).await?;
     caller.must_be(&job.node, format_args!("job {id}"))?;
     state.store.finish_job(&id, result.exit_code, result.error.as_deref()).await?;
+    state.attach.forget(&id);
     tracing::info!(app = %job.app, env = %job.env, release = job.release, job = %id, exit_code = ?result.exit_code, "job finished");
     if job.kind == JobKind::Cron && !job.done() {
         let ended = JobRow { exit_code: result.exit_code, error: result.error.clone(), ..job };

@@ -18,7 +18,7 @@ use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use protocol::access::Role::{Admin, Deployer, Viewer};
 use protocol::agent::DbTaskResult;
-use protocol::api::{Backup, DbTaskView, Event, PsqlCommand, StartRestore};
+use protocol::api::{Backup, DbTaskView, Event, PsqlCommand, RunOutput, StartRestore};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -35,6 +35,8 @@ pub fn routes() -> Api {
         .on(Method::POST, &format!("{DB}/backups/{{id}}/verify"), Need::App(Deployer), "db.verify", verify)
         .on(Method::POST, &format!("{DB}/restores"), Need::App(Admin), "db.restore", restore)
         .on(Method::POST, &format!("{DB}/psql"), Need::App(Deployer), "db.psql", psql)
+        // Joined like a run: `GET .../runs/{id}/attach`.
+        .on(Method::POST, &format!("{DB}/psql/attach"), Need::App(Deployer), "db.psql", psql_attached)
         // A task's output is what `db psql` printed: query results.
         .get(&format!("{DB}/tasks/{{id}}"), Need::App(Deployer), task)
         .get("/events", Need::Signed, events)
@@ -88,6 +90,17 @@ async fn restore(
 ) -> ApiResult<(StatusCode, Json<DbTaskView>)> {
     let t = backups::restore(&state, &caller.user, &app, &env, &req).await?;
     Ok((StatusCode::ACCEPTED, Json(t.view())))
+}
+
+async fn psql_attached(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+    Json(req): Json<PsqlCommand>,
+) -> ApiResult<(StatusCode, Json<RunOutput>)> {
+    let id = crate::attach::start_psql(&state, &caller.user, &app, &env, req.replica).await?;
+    let out = RunOutput { id, lines: Vec::new(), next: 0, finished: false, exit_code: None, error: None };
+    Ok((StatusCode::ACCEPTED, Json(out)))
 }
 
 async fn psql(

@@ -5,6 +5,7 @@
 
 mod agent;
 mod apps;
+mod attach;
 pub mod auth;
 mod backups;
 mod db;

@@ -1,5 +1,6 @@
 //! `/api/v1/apps/{app}/envs/{env}/runs`: one-off commands in a fresh container of the current
-//! release, with its config; output is followed by long polling. `.../cron`: the serving
+//! release, with its config; output is followed by long polling, or the user joins the run
+//! (`.../runs/{id}/attach`, see `attach`). `.../cron`: the serving
 //! release's `[cron]` jobs, whose runs are one-off jobs too.
 
 use super::auth::Caller;
@@ -19,6 +20,7 @@ pub fn routes() -> Api {
         .on(Method::POST, "/apps/{app}/envs/{env}/runs", Need::App(Deployer), "run", start)
         // A run's output can print anything the app can read, config values included.
         .get("/apps/{app}/envs/{env}/runs/{id}", Need::App(Deployer), output)
+        .get("/apps/{app}/envs/{env}/runs/{id}/attach", Need::App(Deployer), super::attach::user)
         .get("/apps/{app}/envs/{env}/cron", Need::App(Viewer), cron)
 }
 
@@ -35,7 +37,7 @@ async fn start(
     Path((app, env)): Path<(String, String)>,
     Json(body): Json<RunCommand>,
 ) -> ApiResult<(StatusCode, Json<RunOutput>)> {
-    let id = runs::start(&state, &caller.user, &app, &env, body.command).await?;
+    let id = runs::start(&state, &caller.user, &app, &env, body.command, body.attach).await?;
     let out = RunOutput { id, lines: Vec::new(), next: 0, finished: false, exit_code: None, error: None };
     Ok((StatusCode::ACCEPTED, Json(out)))
 }

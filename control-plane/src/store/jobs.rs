@@ -18,6 +18,8 @@ protocol::string_enum! {
         Run = "run",
         /// A `[cron]` job's run (see `crate::scheduled`).
         Cron = "cron",
+        /// `paas db psql` at a terminal: psql inside the database server, joined by the user.
+        Psql = "psql",
     }
 }
 
@@ -43,6 +45,8 @@ pub struct JobRow {
     pub status: JobStatus,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
+    /// A run the user joins: whether it has a TTY (see `crate::attach`).
+    pub attach_tty: Option<bool>,
 }
 
 impl JobRow {
@@ -56,8 +60,8 @@ impl Store {
     /// release, whatever retries happen); says whether it was new.
     pub async fn create_job(&self, job: &JobRow, created_by: &str) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO jobs (id, app, env, release, node, kind, command, status, created_at, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO jobs (id, app, env, release, node, kind, command, status, created_at, created_by, attach_tty)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&job.id)
         .bind_env(&job.app, &job.env)
@@ -67,6 +71,7 @@ impl Store {
         .bind(Json(&job.command))
         .bind(now())
         .bind(created_by)
+        .bind(job.attach_tty)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -78,6 +83,27 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("there is no run {id:?}")))
+    }
+
+    /// Who started a job (the user a run's attach must come from).
+    pub async fn job_started_by(&self, id: &str) -> Result<String> {
+        sqlx::query_scalar("SELECT created_by FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("there is no run {id:?}")))
+    }
+
+    /// Ends every attached run still pending with `error`: they live only as long as their
+    /// connection, which a restart of the control plane cut. Returns how many.
+    pub async fn end_attached_jobs(&self, error: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'done', error = ? WHERE status = 'pending' AND attach_tty IS NOT NULL",
+        )
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn pending_jobs(&self, node: &str) -> Result<Vec<JobRow>> {
@@ -260,6 +286,7 @@ mod tests {
             status: JobStatus::Pending,
             exit_code: None,
             error: None,
+            attach_tty: None,
         }
     }
 

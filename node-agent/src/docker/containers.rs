@@ -89,12 +89,17 @@ impl DockerClient {
         name: &str,
         config: ContainerConfig<String>,
     ) -> anyhow::Result<()> {
+        self.create(name, config).await?;
+        self.start(name).await
+    }
+
+    async fn create(&self, name: &str, config: ContainerConfig<String>) -> anyhow::Result<()> {
         let opts = CreateContainerOptions { name: name.to_string(), platform: None };
         self.docker
             .create_container(Some(opts), config)
             .await
             .map_err(|e| anyhow::anyhow!(docker_message(&e)))?;
-        self.start(name).await
+        Ok(())
     }
 
     pub async fn start(&self, name: &str) -> anyhow::Result<()> {
@@ -227,6 +232,66 @@ impl DockerClient {
 
     /// Creates and starts a one-off container for a job: no published ports, capped logs.
     pub async fn start_job(&self, job: &protocol::agent::JobSpec, name: &str) -> anyhow::Result<()> {
+        let config = self.job_config(job).await?;
+        self.create_started(name, config).await
+    }
+
+    /// Creates (does not start) the container of a run the user joins: stdin open until the
+    /// user's ends, and a TTY when `tty`. The caller attaches before it starts it, so no output
+    /// goes unseen.
+    pub async fn create_attached_job(
+        &self,
+        job: &protocol::agent::JobSpec,
+        name: &str,
+        tty: bool,
+    ) -> anyhow::Result<()> {
+        let config = ContainerConfig {
+            tty: Some(tty),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..self.job_config(job).await?
+        };
+        self.create(name, config).await
+    }
+
+    /// The streams of a created container, attached before it starts so nothing it prints
+    /// goes unseen: its output, and its stdin (shut it down to close the process's stdin).
+    pub async fn attach(&self, name: &str) -> anyhow::Result<bollard::container::AttachContainerResults> {
+        let opts = bollard::container::AttachContainerOptions::<String> {
+            stdin: Some(true),
+            stdout: Some(true),
+            stderr: Some(true),
+            stream: Some(true),
+            ..Default::default()
+        };
+        self.docker.attach_container(name, Some(opts)).await.map_err(|e| anyhow::anyhow!(docker_message(&e)))
+    }
+
+    /// Sets the size of a running container's TTY.
+    pub async fn resize(&self, name: &str, cols: u16, rows: u16) -> anyhow::Result<()> {
+        let size = bollard::container::ResizeContainerTtyOptions { width: cols, height: rows };
+        self.docker.resize_container_tty(name, size).await.map_err(|e| anyhow::anyhow!(docker_message(&e)))
+    }
+
+    /// Waits for a container to stop; its exit code.
+    pub async fn wait_exit(&self, name: &str) -> anyhow::Result<i64> {
+        let mut wait =
+            self.docker.wait_container(name, None::<bollard::container::WaitContainerOptions<String>>);
+        match wait.next().await {
+            Some(Ok(done)) => Ok(done.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(anyhow::anyhow!(docker_message(&e))),
+            None => anyhow::bail!("Docker did not say how {name} ended"),
+        }
+    }
+
+    /// A job's container: its release's image and config on its environment's network, held
+    /// by the release's limits.
+    async fn job_config(&self, job: &protocol::agent::JobSpec) -> anyhow::Result<ContainerConfig<String>> {
         let labels = self.node_labels(&[
             (labels::APP, &job.app),
             (labels::ENV, &job.env),
@@ -247,15 +312,14 @@ impl DockerClient {
         if !job.network.is_empty() {
             self.ensure_network(&job.network, &job.app, &job.env, &job.subnet).await?;
         }
-        let config = ContainerConfig {
+        Ok(ContainerConfig {
             image: Some(job.image.clone()),
             cmd: Some(job.command.clone()),
             env: Some(env),
             labels: Some(labels),
             host_config: Some(host_config),
             ..Default::default()
-        };
-        self.create_started(name, config).await
+        })
     }
 
     /// Streams what a container prints, line by line, until it exits. Docker 20.10's follow

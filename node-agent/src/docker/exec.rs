@@ -29,13 +29,21 @@ pub struct Exec {
 impl DockerClient {
     /// Starts `cmd` in the running `container`, stdin attached when `stdin`.
     pub async fn exec_start(&self, container: &str, cmd: Vec<String>, stdin: bool) -> anyhow::Result<Exec> {
+        self.exec_with(container, CreateExecOptions { cmd: Some(cmd), ..Default::default() }, stdin).await
+    }
+
+    async fn exec_with(
+        &self,
+        container: &str,
+        opts: CreateExecOptions<String>,
+        stdin: bool,
+    ) -> anyhow::Result<Exec> {
         let docker = &self.docker;
         let opts = CreateExecOptions::<String> {
-            cmd: Some(cmd),
             attach_stdin: Some(stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
-            ..Default::default()
+            ..opts
         };
         let exec = docker
             .create_exec(container, opts)
@@ -52,6 +60,25 @@ impl DockerClient {
             }),
             StartExecResults::Detached => anyhow::bail!("the exec in {container} started detached"),
         }
+    }
+
+    /// Starts `cmd` in the running `container` on a TTY of its own, stdin attached: an
+    /// interactive session (`paas db psql` at a terminal). Sized with [`Exec::resize`].
+    pub async fn exec_tty(&self, container: &str, cmd: Vec<String>) -> anyhow::Result<Exec> {
+        let opts = CreateExecOptions::<String> {
+            cmd: Some(cmd),
+            tty: Some(true),
+            // Docker gives an exec's TTY no TERM, and line editing needs one.
+            env: Some(vec!["TERM=xterm".into()]),
+            ..Default::default()
+        };
+        self.exec_with(container, opts, true).await
+    }
+
+    /// Sets the size of the TTY of exec `id` ([`DockerClient::exec_tty`]).
+    pub async fn resize_exec(&self, id: &str, cols: u16, rows: u16) -> anyhow::Result<()> {
+        let size = bollard::exec::ResizeExecOptions { width: cols, height: rows };
+        self.docker.resize_exec(id, size).await.map_err(|e| anyhow::anyhow!(docker_message(&e)))
     }
 
     /// Runs `cmd` inside a running container and returns its exit code (output is discarded).
@@ -125,6 +152,10 @@ impl Exec {
         }
         let code = self.exit_code().await?;
         Ok((code, out, self.stderr))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub async fn exit_code(&mut self) -> anyhow::Result<i64> {
