@@ -85,8 +85,8 @@ pub enum Command {
     Apps(AppsCommand),
     /// Deploy a directory (built from its Dockerfile) or an existing image.
     Deploy(DeployArgs),
-    /// Show the release history of an environment.
-    Releases(AppEnv),
+    /// Show the release history of an environment (`paas releases info N`: one release whole).
+    Releases(ReleasesArgs),
     /// Deploy an earlier release again (the one before the current without --to).
     Rollback(RollbackArgs),
     /// Restart an environment: its serving release again as a new release, rolled out like a
@@ -489,6 +489,31 @@ pub struct AppEnv {
 /// The help of every `--app`: where it comes from when not given.
 pub const APP_HELP: &str =
     "The app; inside a directory linked to one (`app = \"...\"` in its paas.toml, written by `paas link` and `paas apps create`, or a git remote named `paas`) that one";
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReleasesArgs {
+    #[command(subcommand)]
+    pub command: Option<ReleasesCommand>,
+    // Not an `AppEnv`: with `info` the app is that subcommand's, so it cannot be required here.
+    #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP)]
+    pub app: Option<String>,
+    /// The environment.
+    #[arg(long, short = 'e', default_value = "production", env = "PAAS_ENV")]
+    pub env: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReleasesCommand {
+    /// One release whole: what it runs (image, processes, manifest, config keys), who made it
+    /// and when, why it failed, and its build and deploy output.
+    Info {
+        /// The release: `3` or `v3`.
+        version: String,
+        #[command(flatten)]
+        target: AppEnv,
+    },
+}
 
 #[derive(Args, Debug)]
 pub struct MaintenanceArgs {

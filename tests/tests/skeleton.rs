@@ -52,12 +52,24 @@ fn deploy_serves_through_ingress_and_redeploy_bumps_the_release() {
         .map(|r| (r["version"].as_u64().unwrap(), r["status"].as_str().unwrap()))
         .collect();
     assert_eq!(statuses, vec![(2, "active"), (1, "superseded")]);
+    // One release whole: what it runs, and its build and deploy output kept with it.
+    p.paas(&["config", "set", "--app", &app, "GREETING=hi"]).expect_ok();
+    let one = p.paas_in(src.path(), &["releases", "info", "v1"]).expect_ok().stdout;
+    assert!(one.starts_with(&format!("Release v1 of {app}/production: superseded\n")), "{one}");
+    for needle in ["Image:        sha256:", "[processes.web]", "Output (build and deploy):", "Step 1/"] {
+        assert!(one.contains(needle), "{needle:?} missing from releases info:\n{one}");
+    }
+    let three = p.paas(&["releases", "info", "3", "--app", &app, "-o", "json"]).expect_ok().json();
+    assert_eq!(three["release"]["config_keys"], serde_json::json!(["GREETING"]), "{three}");
+    assert!(!three["output"].as_array().unwrap().is_empty(), "{three}");
+    p.paas(&["releases", "info", "9", "--app", &app]).expect_err("has no release v9");
+    p.paas(&["releases", "info", "latest", "--app", &app]).expect_err("like 3 or v3");
     let info = p.paas(&["apps", "info", &app, "-o", "json"]).expect_ok().json();
-    assert_eq!(info["envs"][0]["current_release"], 2, "{info}");
-    assert_eq!(info["envs"][0]["last_deploy"]["version"], 2, "{info}");
+    assert_eq!(info["envs"][0]["current_release"], 3, "{info}");
+    assert_eq!(info["envs"][0]["last_deploy"]["version"], 3, "{info}");
     assert!(info["envs"][0]["database"].is_null(), "{info}");
     let text = p.paas(&["apps", "info", &app]).expect_ok().stdout;
-    assert!(text.contains(&format!("=== {app}")) && text.contains("last deploy: v2 active"), "{text}");
+    assert!(text.contains(&format!("=== {app}")) && text.contains("last deploy: v3 active"), "{text}");
 
     // Only v2's container is left once the old one has drained.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -65,14 +77,14 @@ fn deploy_serves_through_ingress_and_redeploy_bumps_the_release() {
         let names =
             docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("label=paas.app={app}")]);
         let names: Vec<&str> = names.lines().collect();
-        if names == vec![format!("paas-{app}--production--web-2-1").as_str()] {
+        if names == vec![format!("paas-{app}--production--web-3-1").as_str()] {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "old containers linger: {names:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
     let apps = p.paas(&["apps", "list", "-o", "json"]).expect_ok().json();
-    assert_eq!(apps[0]["envs"][0]["current_release"], 2);
+    assert_eq!(apps[0]["envs"][0]["current_release"], 3);
     assert_eq!(apps[0]["envs"][0]["status"], "running");
 }
 

@@ -16,6 +16,7 @@ mod install;
 mod login;
 mod logs;
 mod node_identity;
+mod releases;
 mod run;
 mod scale;
 mod up;
@@ -40,7 +41,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => users::audit(&g, args).await,
         Command::Apps(cmd) => apps::exec(&g, cmd).await,
         Command::Deploy(args) => deploy::exec(&g, args).await,
-        Command::Releases(target) => info::releases(&g, target).await,
+        Command::Releases(args) => releases::exec(&g, args).await,
         Command::Rollback(args) => deploy::rollback(&g, args).await,
         Command::Restart(args) => deploy::restart(&g, args).await,
         Command::Scale(args) => scale::exec(&g, args).await,
