@@ -4,24 +4,36 @@
 //! TTY inside the running database server), and passes frames (`protocol::attach`) both ways
 //! until the process ends: its exit code is the last frame and the job's result. When the user
 //! goes first, a container is stopped (nothing can join it again, so nothing may keep it
-//! running) and a command in a server loses its TTY, which ends it.
+//! running) and a command in a server loses its TTY, which ends it. [`sweep`] removes what a
+//! session cut short by a restart left.
 
 use crate::docker::DockerClient;
 use anyhow::Context;
 use bollard::container::LogOutput;
 use futures_util::{Stream, StreamExt};
-use protocol::agent::{JobResult, JobSpec};
+use protocol::agent::{Assignment, JobResult, JobSpec};
 use protocol::attach::{Frame, MAX_PAYLOAD};
 use protocol::Client;
+use std::collections::BTreeSet;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How long a job's result is offered to a control plane that does not take it.
 const RESULT_DELIVERY: Duration = Duration::from_secs(60);
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 type Input = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Joined runs this process is running now, by job id: [`sweep`] leaves their containers to them.
+static ACTIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn active() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
+    ACTIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Runs `job` joined to its user; reports its result and removes its container.
 pub async fn run(
@@ -31,12 +43,55 @@ pub async fn run(
     job: JobSpec,
     tty: bool,
 ) {
+    active().insert(job.id.clone());
+    run_once(&docker, &client, &logs, &job, tty).await;
+    active().remove(&job.id);
+}
+
+/// Removes the containers of joined runs that are over, at start and whenever the assignment
+/// changes (at least each minute): an agent or control plane stopped mid-session leaves one,
+/// perhaps a shell waiting on a TTY nobody can reach again.
+pub async fn sweep(
+    docker: DockerClient,
+    mut assignment: watch::Receiver<Option<Assignment>>,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Ok(found) = docker.attached_jobs().await {
+            // Read after the listing: every container listed came from this or an earlier one.
+            let assigned: Option<BTreeSet<String>> =
+                assignment.borrow().as_ref().map(|a| a.jobs.iter().map(|j| j.id.clone()).collect());
+            for (job, name) in found {
+                let over = assigned.as_ref().is_some_and(|a| !a.contains(&job)) && !active().contains(&job);
+                if over {
+                    tracing::info!(job = %job, container = %name, "removing the container of a joined run that is over");
+                    if let Err(e) = docker.stop_and_remove(&name, 1).await {
+                        tracing::debug!(error = %format!("{e:#}"), "removing a joined run's container failed");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = assignment.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
+async fn run_once(
+    docker: &DockerClient,
+    client: &Client,
+    logs: &crate::logs::LogHandle,
+    job: &JobSpec,
+    tty: bool,
+) {
     let name = format!("{}-job-{}", job.network, job.id);
     let outcome = match job.exec_in.clone() {
-        Some(server) => in_server(&docker, &client, &job, &server).await,
+        Some(server) => in_server(docker, client, job, &server).await,
         None => {
             logs.config(&name, &job.config);
-            in_container(&docker, &client, &logs, &job, &name, tty).await
+            in_container(docker, client, logs, job, &name, tty).await
         }
     };
     let report = match outcome {

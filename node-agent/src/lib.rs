@@ -176,6 +176,7 @@ pub async fn run_with_logs(
     )
     .with_logs(logs.clone());
     tasks.spawn(until_shutdown(reconciler.run(shutdown.clone())));
+    tasks.spawn(until_shutdown(attach::sweep(docker.clone(), assignment_rx.clone(), shutdown.clone())));
     let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone(), logs: logs.clone() };
     tasks.spawn(until_shutdown(runner.run(assignment_rx.clone(), shutdown.clone())));
     let db_runner = dbtasks::DbTaskRunner { docker: docker.clone(), client: client.clone(), paused };

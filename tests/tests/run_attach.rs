@@ -1,6 +1,7 @@
 //! `paas run` joined to the caller: piped stdin reaches the command and stdout and stderr stay
 //! apart; at a terminal the command gets a TTY sized like it and resized with it; the exit code
-//! passes through; a caller that goes away stops the command and removes its container.
+//! passes through; a caller that goes away stops the command and removes its container, and so
+//! does a restart of the platform that cut a session short.
 
 use paas_tests::{docker, http, paas_bin, tiny_app, Platform};
 use std::io::{BufRead, Write};
@@ -121,6 +122,34 @@ fn piped_stdin_a_terminal_and_a_caller_that_leaves() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(page["error"].as_str().unwrap_or("").contains("connection ended"), "{page}");
+
+    // The platform is killed mid-session (kill -9, no goodbye to anyone): the caller is told,
+    // and after the restart nothing of the run is left running.
+    let earlier = run_containers(&app);
+    let mut child = paas_cmd(&p)
+        .args(["run", "--app", &app, "--", "sh", "-c", "echo started; exec sleep 600"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first, "started\n");
+    let cut = run_containers(&app).into_iter().find(|id| !earlier.contains(id)).expect("the run's container");
+    p.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broke off"), "{out:?}");
+    p.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run_containers(&app).contains(&cut) {
+        assert!(Instant::now() < deadline, "a run cut short by a restart was left behind\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let path = format!("/api/v1/apps/{app}/envs/production/runs/{cut}");
+    let r = http::request(p.api_addr(), "GET", "paas", &path, &[("Authorization", &auth)], "");
+    assert!(r.body.contains("the platform restarted during the session"), "{r:?}");
 
     // Joining takes the upgrade; anything else is told how.
     let attach = format!("{path}/attach");

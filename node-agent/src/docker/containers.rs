@@ -3,7 +3,8 @@
 //! extraction.
 
 use super::{
-    docker_message, limited_host_config, observe, DockerClient, LogSource, Observed, LABEL_JOB, LABEL_PORT,
+    docker_message, limited_host_config, observe, DockerClient, LogSource, Observed, LABEL_ATTACHED,
+    LABEL_JOB, LABEL_PORT,
 };
 use super::{LABEL_DRAIN_MS, LABEL_STOP_GRACE_MS};
 use anyhow::Context;
@@ -245,7 +246,7 @@ impl DockerClient {
         name: &str,
         tty: bool,
     ) -> anyhow::Result<()> {
-        let config = ContainerConfig {
+        let mut config = ContainerConfig {
             tty: Some(tty),
             open_stdin: Some(true),
             stdin_once: Some(true),
@@ -254,7 +255,22 @@ impl DockerClient {
             attach_stderr: Some(true),
             ..self.job_config(job).await?
         };
+        config.labels.get_or_insert_default().insert(LABEL_ATTACHED.into(), "true".into());
         self.create(name, config).await
+    }
+
+    /// The containers of joined runs on this node, running or not: (job id, container name).
+    pub async fn attached_jobs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let filters = vec![format!("{}={}", labels::NODE, self.node), format!("{LABEL_ATTACHED}=true")];
+        Ok(self
+            .labelled(filters)
+            .await?
+            .into_iter()
+            .filter_map(|c| {
+                let job = c.labels.as_ref()?.get(LABEL_JOB)?.clone();
+                Some((job, c.names?.first()?.trim_start_matches('/').to_string()))
+            })
+            .collect())
     }
 
     /// The streams of a created container, attached before it starts so nothing it prints

@@ -33,6 +33,8 @@ pub const LABEL_DRAIN_MS: &str = "paas.drain_ms";
 pub const LABEL_STOP_GRACE_MS: &str = "paas.stop_grace_ms";
 /// Marks one-off job containers; the reconcile loop leaves them to the job runner.
 pub const LABEL_JOB: &str = "paas.job";
+/// Marks the job containers of joined runs, which nothing may keep once their run is over.
+pub const LABEL_ATTACHED: &str = "paas.attached";
 
 /// What the agent needs to know about one of its containers.
 #[derive(Debug, Clone)]
