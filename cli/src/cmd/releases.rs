@@ -74,7 +74,7 @@ fn print_release(r: &Release, output: &[DeployEvent]) {
             println!("  {}", crate::output::printable(line));
         }
     }
-    println!("Manifest (paas.toml as this release runs it):");
+    println!("Settings (the manifest this release runs, defaults filled in):");
     let manifest = toml::to_string(&r.manifest)
         .unwrap_or_else(|_| serde_json::to_string_pretty(&r.manifest).unwrap_or_default());
     for line in manifest.lines() {
