@@ -116,6 +116,15 @@ fn a_killed_container_is_restarted_and_a_restarted_platform_adopts_running_conta
     );
     let releases = p.paas(&["releases", "--app", &app, "-o", "json"]).expect_ok().json();
     assert_eq!(releases[0]["status"], "active", "state survived the restart: {releases}");
+
+    // A host reboot, as the platform sees one: it is killed, Docker comes back with every
+    // container stopped (no restart policy), and the platform starts again (systemd's part).
+    p.kill();
+    docker(&["stop", "-t", "1", &container]);
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &container]).trim(), "false");
+    p.restart();
+    p.wait_for_body(&p.host(&app), "Hello from paas!", SERVE);
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &container]).trim(), "true");
 }
 
 #[test]
