@@ -163,10 +163,11 @@ async fn in_server(
 ) -> anyhow::Result<i64> {
     let tunnel = client.agent_attach(&job.id).await.context("joining the user's session")?;
     let (from_user, mut to_user) = tokio::io::split(tunnel);
-    let mut exec = match docker.exec_tty(server, job.command.clone()).await {
-        Ok(e) => e,
-        Err(e) => return fail(&mut to_user, e).await,
-    };
+    let mut exec =
+        match docker.exec_tty(server, job.command.clone(), crate::dbtasks::psql::SESSION_USER).await {
+            Ok(e) => e,
+            Err(e) => return fail(&mut to_user, e).await,
+        };
     let input = exec.input.take().context("the session's stdin is not attached")?;
     let output = std::mem::replace(&mut exec.output, Box::pin(futures_util::stream::empty()));
     let id = exec.id().to_string();

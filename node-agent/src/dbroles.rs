@@ -31,8 +31,11 @@ pub fn pg_hba(user: &str) -> String {
     let user = format!("\"{}\"", user.replace('"', "\"\""));
     format!(
         "# Written by paas on every start; edits are replaced.\n\
-         # The local socket (only the platform's own tools inside this container reach it).\n\
-         local all all trust\n\
+         # The local socket: the superuser only from the OS user postgres (the platform's own\n\
+         # tools); the app's role for `paas db psql`, which runs as nobody and so cannot\n\
+         # reconnect as the superuser.\n\
+         local all postgres peer\n\
+         local all {user} trust\n\
          # Replication connections: the replicator only.\n\
          host replication replicator all scram-sha-256\n\
          # Everything else over the network: the app's role only (not the superuser).\n\
@@ -189,7 +192,8 @@ mod tests {
         assert_eq!(
             rules,
             [
-                "local all all trust",
+                "local all postgres peer",
+                "local all \"all\" trust",
                 "host replication replicator all scram-sha-256",
                 "host all \"all\" all scram-sha-256"
             ]

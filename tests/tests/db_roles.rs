@@ -175,6 +175,12 @@ fn the_app_role_owns_its_database_and_nothing_more() {
     replica_streams(&p, &app, &url, &primary);
     replication_secret_stays_put(&p, &primary, &replica);
     assert_eq!(p.psql(&app, &[], "SELECT current_user"), u.user, "db psql runs as the app's role");
+    // ...and cannot become the superuser over the server's local socket, by argument or by
+    // reconnecting from inside psql.
+    let su = p.paas(&["db", "psql", "--app", &app, "--", "-U", "postgres", "-tAc", "SELECT 1"]);
+    assert!(!su.ok && su.stdout.contains("authentication failed"), "{su:?}");
+    let reconnect = p.paas(&["db", "psql", "--app", &app, "--", "-tAc", "\\connect - postgres"]);
+    assert!(reconnect.stdout.contains("authentication failed"), "{reconnect:?}");
 
     // An app's function that shadows count(*) for every session in its database runs in the
     // app's own sessions, never in the platform's (backups count rows as the superuser).

@@ -331,15 +331,16 @@ impl DbTaskRunner {
         self.feed_restore(&s.name, cmd, &task.backup).await
     }
 
-    /// psql as the app's own role, so what it creates belongs to the app. Its search_path is the
-    /// app's (not pinned): it runs with no right the app does not have, and `SELECT ... FROM notes`
-    /// must find the app's tables.
+    /// psql as the app's own role, so what it creates belongs to the app, run by the OS user
+    /// nobody so that no argument (`-U postgres`) or `\connect` can make it the superuser. Its
+    /// search_path is the app's (not pinned): it runs with no right the app does not have, and
+    /// `SELECT ... FROM notes` must find the app's tables.
     async fn psql(&self, task: &DbTask) -> anyhow::Result<DbTaskResult> {
         let s = &task.server;
         let mut cmd = vec![psql::binary(s.version, "psql"), "-X".into()];
         cmd.extend(["-U", &s.user, "-d", &s.database].map(String::from));
         cmd.extend(task.params.psql_args.iter().cloned());
-        let mut exec = self.docker.exec_start(&s.name, cmd, true).await?;
+        let mut exec = self.docker.exec_start_as(&s.name, cmd, true, psql::SESSION_USER).await?;
         exec.write(task.params.input.as_bytes()).await?;
         let (code, out, err) = exec.finish().await?;
         let output = if err.is_empty() { out } else { format!("{out}{err}") };

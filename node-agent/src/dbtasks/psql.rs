@@ -11,6 +11,10 @@ use crate::docker::DockerClient;
 pub const PINNED_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp";
 
 /// The path of `tool` in the image's PostgreSQL `version`.
+/// The OS user the user's psql runs as in a server: not `postgres`, whom alone pg_hba.conf lets
+/// connect as the superuser over the local socket (`dbroles::pg_hba`).
+pub const SESSION_USER: &str = "nobody";
+
 pub fn binary(version: u32, tool: &str) -> String {
     format!("/usr/lib/postgresql/{version}/bin/{tool}")
 }

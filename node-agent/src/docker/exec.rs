@@ -62,17 +62,32 @@ impl DockerClient {
         }
     }
 
-    /// Starts `cmd` in the running `container` on a TTY of its own, stdin attached: an
-    /// interactive session (`paas db psql` at a terminal). Sized with [`Exec::resize`].
-    pub async fn exec_tty(&self, container: &str, cmd: Vec<String>) -> anyhow::Result<Exec> {
+    /// Starts `cmd` as `user` in the running `container` on a TTY of its own, stdin attached:
+    /// an interactive session (`paas db psql` at a terminal). Sized with [`Self::resize_exec`].
+    pub async fn exec_tty(&self, container: &str, cmd: Vec<String>, user: &str) -> anyhow::Result<Exec> {
         let opts = CreateExecOptions::<String> {
             cmd: Some(cmd),
             tty: Some(true),
-            // Docker gives an exec's TTY no TERM, and line editing needs one.
-            env: Some(vec!["TERM=xterm".into()]),
+            user: Some(user.into()),
+            // Docker gives an exec's TTY no TERM, and line editing needs one; a HOME the user
+            // can write keeps psql's history for the session without a warning.
+            env: Some(vec!["TERM=xterm".into(), "HOME=/tmp".into()]),
             ..Default::default()
         };
         self.exec_with(container, opts, true).await
+    }
+
+    /// Like [`Self::exec_start`], as the OS user `user` (`nobody` for the user's psql, which
+    /// the server then cannot take for the superuser).
+    pub async fn exec_start_as(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        stdin: bool,
+        user: &str,
+    ) -> anyhow::Result<Exec> {
+        let opts = CreateExecOptions { cmd: Some(cmd), user: Some(user.into()), ..Default::default() };
+        self.exec_with(container, opts, stdin).await
     }
 
     /// Sets the size of the TTY of exec `id` ([`DockerClient::exec_tty`]).
