@@ -405,7 +405,12 @@ impl Reconciler {
                     if !t.healthy && t.passes >= check.healthy_threshold {
                         tracing::info!(container = %spec.name, "container is healthy");
                         t.healthy = true;
-                        t.log_tail.clear();
+                        // After a crash the tail says why it crashed: a report that comes only
+                        // once the restarted container is healthy again still carries it (a
+                        // deploy's stability window fails on the restart and quotes it).
+                        if t.restarts == 0 {
+                            t.log_tail.clear();
+                        }
                     }
                     if t.healthy {
                         let since = *t.healthy_since.get_or_insert(now);
