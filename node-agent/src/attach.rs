@@ -11,7 +11,7 @@ use crate::docker::DockerClient;
 use anyhow::Context;
 use bollard::container::LogOutput;
 use futures_util::{Stream, StreamExt};
-use protocol::agent::{Assignment, JobResult, JobSpec};
+use protocol::agent::{Assignment, JobSpec};
 use protocol::attach::{Frame, MAX_PAYLOAD};
 use protocol::Client;
 use std::collections::BTreeSet;
@@ -21,9 +21,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// How long a job's result is offered to a control plane that does not take it.
-const RESULT_DELIVERY: Duration = Duration::from_secs(60);
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 type Input = Pin<Box<dyn AsyncWrite + Send>>;
@@ -86,7 +83,7 @@ async fn run_once(
     job: &JobSpec,
     tty: bool,
 ) {
-    let name = format!("{}-job-{}", job.network, job.id);
+    let name = crate::jobs::container_name(job);
     let outcome = match job.exec_in.clone() {
         Some(server) => in_server(docker, client, job, &server).await,
         None => {
@@ -94,18 +91,7 @@ async fn run_once(
             in_container(docker, client, logs, job, &name, tty).await
         }
     };
-    let report = match outcome {
-        Ok(code) => {
-            tracing::info!(exit_code = code, "attached run finished");
-            JobResult { exit_code: Some(code), error: None }
-        }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            tracing::warn!(error = %msg, "attached run ended without an exit code");
-            JobResult { exit_code: None, error: Some(msg) }
-        }
-    };
-    crate::handover::deliver("job result", RESULT_DELIVERY, || client.job_result(&job.id, &report)).await;
+    crate::jobs::report(client, &job.id, outcome).await;
     if job.exec_in.is_none() {
         logs.drained(&name).await;
         if let Err(e) = docker.stop_and_remove(&name, 1).await {

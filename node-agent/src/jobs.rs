@@ -36,8 +36,29 @@ impl JobRunner {
     }
 }
 
+/// The container of a job: in its environment's network's name, so it sorts with the app's.
+pub fn container_name(job: &JobSpec) -> String {
+    format!("{}-job-{}", job.network, job.id)
+}
+
+/// Offers a job's outcome (its exit code, or why it has none) to the control plane until taken.
+pub async fn report(client: &Client, id: &str, outcome: anyhow::Result<i64>) {
+    let report = match outcome {
+        Ok(code) => {
+            tracing::info!(exit_code = code, "job finished");
+            JobResult { exit_code: Some(code), error: None }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::warn!(error = %msg, "job ended without an exit code");
+            JobResult { exit_code: None, error: Some(msg) }
+        }
+    };
+    deliver("job result", RESULT_DELIVERY, || client.job_result(id, &report)).await;
+}
+
 async fn run_job(docker: DockerClient, client: Client, logs: crate::logs::LogHandle, job: JobSpec) {
-    let name = format!("{}-job-{}", job.network, job.id);
+    let name = container_name(&job);
     // Output waits in a bounded outbox while the control plane takes it (see `lines`).
     let (tx, rx) = crate::lines::outbox();
     let (c, id) = (client.clone(), job.id.clone());
@@ -71,18 +92,7 @@ async fn run_job(docker: DockerClient, client: Client, logs: crate::logs::LogHan
     .await;
     drop(tx);
     let _ = shipper.await;
-    let report = match result {
-        Ok(code) => {
-            tracing::info!(exit_code = code, "job finished");
-            JobResult { exit_code: Some(code), error: None }
-        }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            tracing::warn!(error = %msg, "job failed to run");
-            JobResult { exit_code: None, error: Some(msg) }
-        }
-    };
-    deliver("job result", RESULT_DELIVERY, || client.job_result(&job.id, &report)).await;
+    report(&client, &job.id, result).await;
     // Central logs read the container's last lines before it goes.
     logs.drained(&name).await;
     if let Err(e) = docker.stop_and_remove(&name, 1).await {

@@ -269,6 +269,13 @@ pub struct RunOutput {
     pub error: Option<String>,
 }
 
+impl RunOutput {
+    /// A run just started: no output yet.
+    pub fn started(id: String) -> Self {
+        Self { id, lines: Vec::new(), next: 0, finished: false, exit_code: None, error: None }
+    }
+}
+
 /// What `paas restart --process P` did: the replicas of `process` in `release`, each replaced by
 /// a new container (named here) once it was healthy.
 #[derive(Debug, Clone, Serialize, Deserialize)]

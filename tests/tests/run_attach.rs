@@ -30,6 +30,24 @@ fn run_containers(app: &str) -> Vec<String> {
     out.lines().map(str::trim).filter(|l| l.starts_with("run-")).map(str::to_string).collect()
 }
 
+/// `paas run -- sh -c 'echo started; exec sleep 600'` once it is joined (it printed
+/// `started`), with its stdin held open; the child and the run's job id.
+fn sleeping_run(p: &Platform, app: &str) -> (std::process::Child, String) {
+    let earlier = run_containers(app);
+    let mut child = paas_cmd(p)
+        .args(["run", "--app", app, "--", "sh", "-c", "echo started; exec sleep 600"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first, "started\n");
+    let id = run_containers(app).into_iter().find(|id| !earlier.contains(id)).expect("the run's container");
+    (child, id)
+}
+
 #[test]
 fn piped_stdin_a_terminal_and_a_caller_that_leaves() {
     let mut p = Platform::start();
@@ -90,18 +108,7 @@ fn piped_stdin_a_terminal_and_a_caller_that_leaves() {
 
     // The caller goes away mid-run: the command is stopped, its container removed, the run
     // recorded as ended by that.
-    let earlier = run_containers(&app);
-    let mut child = paas_cmd(&p)
-        .args(["run", "--app", &app, "--", "sh", "-c", "echo started; exec sleep 600"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    assert_eq!(first, "started\n");
-    let id = run_containers(&app).into_iter().find(|id| !earlier.contains(id)).expect("the run's container");
+    let (mut child, id) = sleeping_run(&p, &app);
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -125,18 +132,7 @@ fn piped_stdin_a_terminal_and_a_caller_that_leaves() {
 
     // The platform is killed mid-session (kill -9, no goodbye to anyone): the caller is told,
     // and after the restart nothing of the run is left running.
-    let earlier = run_containers(&app);
-    let mut child = paas_cmd(&p)
-        .args(["run", "--app", &app, "--", "sh", "-c", "echo started; exec sleep 600"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    assert_eq!(first, "started\n");
-    let cut = run_containers(&app).into_iter().find(|id| !earlier.contains(id)).expect("the run's container");
+    let (child, cut) = sleeping_run(&p, &app);
     p.kill();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());

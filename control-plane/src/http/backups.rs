@@ -99,8 +99,7 @@ async fn psql_attached(
     Json(req): Json<PsqlCommand>,
 ) -> ApiResult<(StatusCode, Json<RunOutput>)> {
     let id = crate::attach::start_psql(&state, &caller.user, &app, &env, req.replica).await?;
-    let out = RunOutput { id, lines: Vec::new(), next: 0, finished: false, exit_code: None, error: None };
-    Ok((StatusCode::ACCEPTED, Json(out)))
+    Ok((StatusCode::ACCEPTED, Json(RunOutput::started(id))))
 }
 
 async fn psql(

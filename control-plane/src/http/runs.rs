@@ -38,8 +38,7 @@ async fn start(
     Json(body): Json<RunCommand>,
 ) -> ApiResult<(StatusCode, Json<RunOutput>)> {
     let id = runs::start(&state, &caller.user, &app, &env, body.command, body.attach).await?;
-    let out = RunOutput { id, lines: Vec::new(), next: 0, finished: false, exit_code: None, error: None };
-    Ok((StatusCode::ACCEPTED, Json(out)))
+    Ok((StatusCode::ACCEPTED, Json(RunOutput::started(id))))
 }
 
 /// Output after line `after`; waits up to `wait` seconds (max 60).
