@@ -122,7 +122,7 @@ impl ControlPlane {
             .with_network_pool(config.network_pool);
         tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
         // Its own file: log writes never wait on the state database's write lock.
-        let logs = logs::LogStore::open(&config.data_dir.join("logs.db")).await?;
+        let logs = logs::LogStore::open(&config.data_dir.join("logs")).await?;
         let admin_token = access::bootstrap(&store, &config.data_dir).await?;
         // The long-lived join token of earlier releases ends (migration 0015 dropped it): nodes
         // join with one-time tokens from `paas nodes token` now.

@@ -169,7 +169,7 @@ impl AppState {
         let secrets = SecretBox::load_or_create(&dir).expect("a key");
         let storage = crate::backups::BackupStorage::new(dir.join("backups"), None);
         let ca = crate::ca::Ca::load_or_create(&dir, crate::ca::NODE_CERT_LIFETIME).expect("a CA");
-        let logs = crate::logs::LogStore::open(&dir.join("logs.db")).await.expect("a log store");
+        let logs = crate::logs::LogStore::open(&dir.join("logs")).await.expect("a log store");
         let local_ca = crate::edge::local_ca::LocalCa::load_or_create(&dir).expect("a local CA");
         (Self::new(store, logs, Arc::new(config), secrets, storage, ca, local_ca), dir)
     }

@@ -1,13 +1,12 @@
 //! The log store's reads for drains: an app's lines after a drain's position in store order
-//! (per environment, each an index seek on `(app, env, id)`), how far behind a drain is, where
-//! to skip to when it is too far behind, and how many of its unsent lines retention removed.
+//! (each environment's chain read from the position), how far behind a drain is, where to
+//! skip to when it is too far behind, and how many of its unsent lines retention removed.
 
 use super::format::DrainLine;
-use crate::logs::store::last_id;
+use crate::logs::meta::chain_key;
+use crate::logs::scan::{self, Snapshot, Span};
+use crate::logs::store::Filter;
 use crate::logs::LogStore;
-use protocol::logs::{LogSource, LogStream};
-use sqlx::{QueryBuilder, Row, Sqlite};
-use std::str::FromStr;
 
 /// What a drain's read found.
 #[derive(Debug, Clone, Default)]
@@ -19,31 +18,16 @@ pub struct Lines {
     pub newest: i64,
 }
 
-fn line(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<DrainLine> {
-    let source: String = row.try_get("source")?;
-    let stream: String = row.try_get("stream")?;
-    Ok(DrainLine {
-        id: row.try_get("id")?,
-        at: row.try_get("at")?,
-        app: row.try_get("app")?,
-        env: row.try_get("env")?,
-        source: LogSource::from_str(&source)?,
-        process: row.try_get("process")?,
-        replica: row.try_get("replica")?,
-        release: row.try_get("release")?,
-        node: row.try_get("node")?,
-        stream: LogStream::from_str(&stream)?,
-        text: row.try_get("text")?,
-    })
-}
-
 impl LogStore {
     /// The newest line id: where a new drain starts.
     pub(crate) async fn drain_start(&self) -> anyhow::Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        let newest = last_id(&mut tx).await?;
-        tx.commit().await?;
-        Ok(newest)
+        Ok(self.lock().state.last_id)
+    }
+
+    /// The chains of `app`'s `envs` as of now, and the newest line id.
+    fn drain_snapshots(&self, app: &str, envs: &[String]) -> (Vec<(String, Snapshot)>, i64) {
+        let s = self.lock();
+        (envs.iter().map(|e| (e.clone(), s.snapshot(&chain_key(app, e)))).collect(), s.state.last_id)
     }
 
     /// Up to `n` lines of `app`'s `envs` stored after line `after`, oldest first.
@@ -54,28 +38,31 @@ impl LogStore {
         after: i64,
         n: u32,
     ) -> anyhow::Result<Lines> {
-        let mut tx = self.pool.begin().await?;
-        let newest = last_id(&mut tx).await?;
-        let mut lines = Vec::new();
-        for env in envs {
-            let rows = sqlx::query(
-                "SELECT id, node, at, app, env, source, process, replica, release, stream, text FROM lines
-                 WHERE app = ? AND env = ? AND id > ? ORDER BY id LIMIT ?",
-            )
-            .bind(app)
-            .bind(env)
-            .bind(after)
-            .bind(i64::from(n))
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in &rows {
-                lines.push(line(row)?);
+        let (snaps, newest) = self.drain_snapshots(app, envs);
+        let app = app.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut lines = Vec::new();
+            let filter = Filter { n, ..Filter::default() };
+            for (env, snap) in &snaps {
+                lines.extend(scan::after_map(snap, &filter, after, |node, l| DrainLine {
+                    id: l.id,
+                    at: l.at,
+                    app: app.clone(),
+                    env: env.clone(),
+                    source: l.source,
+                    process: l.process.to_string(),
+                    replica: l.replica,
+                    release: l.release,
+                    node: node.to_string(),
+                    stream: l.stream,
+                    text: String::from_utf8_lossy(l.text).into_owned(),
+                })?);
             }
-        }
-        tx.commit().await?;
-        lines.sort_by_key(|l| l.id);
-        lines.truncate(n as usize);
-        Ok(Lines { lines, newest })
+            lines.sort_by_key(|l| l.id);
+            lines.truncate(n as usize);
+            Ok(Lines { lines, newest })
+        })
+        .await?
     }
 
     /// Lines of `app`'s `envs` stored after `after`, counting at most `cap` per environment.
@@ -86,20 +73,12 @@ impl LogStore {
         after: i64,
         cap: u64,
     ) -> anyhow::Result<u64> {
-        let mut total = 0u64;
-        for env in envs {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM lines WHERE app = ? AND env = ? AND id > ? LIMIT ?)",
-            )
-            .bind(app)
-            .bind(env)
-            .bind(after)
-            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
-            .fetch_one(&self.pool)
-            .await?;
-            total += u64::try_from(n).unwrap_or(0);
-        }
-        Ok(total)
+        self.drain_count_capped(app, envs, Span { after, upto: i64::MAX }, cap).await
+    }
+
+    async fn drain_count_capped(&self, app: &str, envs: &[String], span: Span, cap: u64) -> anyhow::Result<u64> {
+        let (snaps, _) = self.drain_snapshots(app, envs);
+        tokio::task::spawn_blocking(move || snaps.iter().map(|(_, s)| scan::count(s, span, cap)).sum()).await?
     }
 
     /// When more than `keep` lines of `app`'s `envs` are stored after `after`: the position
@@ -111,47 +90,22 @@ impl LogStore {
         after: i64,
         keep: u64,
     ) -> anyhow::Result<Option<(i64, u64)>> {
-        if envs.is_empty() {
-            return Ok(None);
-        }
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX - 1);
-        let mut tx = self.pool.begin().await?;
-        // The (keep+1)-th newest line across the environments: each gives its newest keep+1.
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT id FROM (");
-        for (i, env) in envs.iter().enumerate() {
-            if i > 0 {
-                q.push(" UNION ALL ");
+        let (snaps, _) = self.drain_snapshots(app, envs);
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX - 1);
+        tokio::task::spawn_blocking(move || {
+            // The (keep+1)-th newest line across the environments: each gives its newest keep+1.
+            let span = Span { after, upto: i64::MAX };
+            let mut ids = Vec::new();
+            for (_, snap) in &snaps {
+                ids.extend(scan::newest_ids(snap, span, keep + 1)?);
             }
-            q.push("SELECT id FROM (SELECT id FROM lines WHERE app = ")
-                .push_bind(app)
-                .push(" AND env = ")
-                .push_bind(env.clone())
-                .push(" AND id > ")
-                .push_bind(after)
-                .push(" ORDER BY id DESC LIMIT ")
-                .push_bind(keep + 1)
-                .push(")");
-        }
-        q.push(") ORDER BY id DESC LIMIT 1 OFFSET ").push_bind(keep);
-        let cut: Option<i64> = q.build_query_scalar().fetch_optional(&mut *tx).await?;
-        let Some(cut) = cut else {
-            return Ok(None);
-        };
-        let mut skipped = 0u64;
-        for env in envs {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM lines WHERE app = ? AND env = ? AND id > ? AND id <= ?",
-            )
-            .bind(app)
-            .bind(env)
-            .bind(after)
-            .bind(cut)
-            .fetch_one(&mut *tx)
-            .await?;
-            skipped += u64::try_from(n).unwrap_or(0);
-        }
-        tx.commit().await?;
-        Ok(Some((cut, skipped)))
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            let Some(cut) = ids.get(keep).copied() else { return Ok(None) };
+            let upto = Span { after, upto: cut };
+            let skipped = snaps.iter().map(|(_, s)| scan::count(s, upto, u64::MAX)).sum::<anyhow::Result<u64>>()?;
+            Ok(Some((cut, skipped)))
+        })
+        .await?
     }
 
     /// Lines of `app`'s `envs` with ids in `(after, upto]`. Between two counts of the same
@@ -164,20 +118,7 @@ impl LogStore {
         after: i64,
         upto: i64,
     ) -> anyhow::Result<u64> {
-        let mut total = 0u64;
-        for env in envs {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM lines WHERE app = ? AND env = ? AND id > ? AND id <= ?",
-            )
-            .bind(app)
-            .bind(env)
-            .bind(after)
-            .bind(upto)
-            .fetch_one(&self.pool)
-            .await?;
-            total += u64::try_from(n).unwrap_or(0);
-        }
-        Ok(total)
+        self.drain_count_capped(app, envs, Span { after, upto }, u64::MAX).await
     }
 }
 

@@ -1,22 +1,16 @@
 //! Per-app log retention: an app may keep its lines for less time or in less space than the
 //! store's own limits (`paas apps log-retention`); the store's limits still apply to every app.
+//! Space is freed a segment at a time, oldest first.
 
-use super::store::{LogStore, Trimmed, DELETE_CHUNK};
+use super::meta::{chain_key, Entry, Limits};
+use super::store::{trim_size, LogStore, Trimmed};
 use protocol::logs::LogRetention;
-
-/// Stored lines take about this many times their text (the row and the text index).
-const BYTES_PER_TEXT_BYTE: u64 = 3;
 
 impl LogStore {
     /// The app's own limits (`None`: the store's).
     pub async fn app_limits(&self, app: &str) -> anyhow::Result<(Option<u64>, Option<u64>)> {
-        let row: Option<(Option<i64>, Option<i64>)> =
-            sqlx::query_as("SELECT age_secs, max_bytes FROM app_limits WHERE app = ?")
-                .bind(app)
-                .fetch_optional(&self.pool)
-                .await?;
-        let (age, max) = row.unwrap_or((None, None));
-        Ok((age.and_then(|a| u64::try_from(a).ok()), max.and_then(|m| u64::try_from(m).ok())))
+        let l = self.lock().state.limits.get(app).copied().unwrap_or_default();
+        Ok((l.age_secs, l.max_bytes))
     }
 
     /// Sets the app's limits; both `None` returns it to the store's.
@@ -26,73 +20,33 @@ impl LogStore {
         age_secs: Option<u64>,
         max_bytes: Option<u64>,
     ) -> anyhow::Result<()> {
-        let as_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-        if age_secs.is_none() && max_bytes.is_none() {
-            sqlx::query("DELETE FROM app_limits WHERE app = ?").bind(app).execute(&self.pool).await?;
-        } else {
-            sqlx::query(
-                "INSERT INTO app_limits (app, age_secs, max_bytes) VALUES (?, ?, ?)
-                 ON CONFLICT (app) DO UPDATE SET age_secs = excluded.age_secs, max_bytes = excluded.max_bytes",
-            )
-            .bind(app)
-            .bind(as_i64(age_secs))
-            .bind(as_i64(max_bytes))
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(())
+        let (app, limits) = (app.to_string(), Limits { age_secs, max_bytes });
+        self.blocking(move |s| s.record(Entry::Limits { app, limits })).await
     }
 
     /// Applies every app's own limits at `now` (unix ns); what goes is recorded as dropped.
     pub async fn trim_apps(&self, now: i64) -> anyhow::Result<Trimmed> {
-        let apps: Vec<(String, Option<i64>, Option<i64>)> =
-            sqlx::query_as("SELECT app, age_secs, max_bytes FROM app_limits").fetch_all(&self.pool).await?;
-        let mut trimmed = Trimmed::default();
-        for (app, age, max) in apps {
-            // Names were checked when set; checked again as they go into the statement.
-            let Ok(app) = protocol::AppName::new(app.as_str()) else { continue };
-            let app = app.as_str();
-            if let Some(age) = age {
-                let cutoff = now.saturating_sub(age.saturating_mul(1_000_000_000));
-                let pick = format!(
-                    "id IN (SELECT id FROM lines WHERE app = '{app}' AND at < ? ORDER BY id LIMIT ?)"
-                );
-                loop {
-                    let n = self.delete_where(&pick, cutoff, "age").await?;
-                    trimmed.by_age += n;
-                    if n < DELETE_CHUNK as u64 {
-                        break;
+        self.blocking(move |s| {
+            let mut trimmed = Trimmed::default();
+            let apps: Vec<(String, Limits)> = s.state.limits.iter().map(|(a, l)| (a.clone(), *l)).collect();
+            for (app, limits) in apps {
+                let prefix = chain_key(&app, "");
+                let of_app = |k: &str| k.starts_with(&prefix);
+                if let Some(age) = limits.age_secs {
+                    let cutoff = now.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX).saturating_mul(1_000_000_000));
+                    let keys: Vec<String> = s.chains.keys().filter(|k| of_app(k)).cloned().collect();
+                    for k in keys {
+                        let floor = s.age_floor(&k, cutoff)?;
+                        trimmed.by_age += s.raise_floor(&k, floor, "age")?;
                     }
                 }
-            }
-            if let Some(max) = max.and_then(|m| u64::try_from(m).ok()) {
-                let (count, text): (i64, i64) = sqlx::query_as(
-                    "SELECT COUNT(*), COALESCE(SUM(length(CAST(text AS BLOB))), 0) FROM lines WHERE app = ?",
-                )
-                .bind(app)
-                .fetch_one(&self.pool)
-                .await?;
-                let used = u64::try_from(text).unwrap_or(0) * BYTES_PER_TEXT_BYTE;
-                if used > max {
-                    // Down to 90% of the limit, as the store's own trim does.
-                    let over = used - max * 9 / 10;
-                    let count = u64::try_from(count).unwrap_or(0);
-                    let mut left = ((count as u128 * over as u128).div_ceil(used as u128) as u64).max(1);
-                    let pick =
-                        format!("id IN (SELECT id FROM lines WHERE app = '{app}' ORDER BY id LIMIT ?)");
-                    while left > 0 {
-                        let n =
-                            self.delete_where(&pick, left.min(DELETE_CHUNK as u64) as i64, "size").await?;
-                        trimmed.by_size += n;
-                        if n == 0 {
-                            break;
-                        }
-                        left = left.saturating_sub(n);
-                    }
+                if let Some(max) = limits.max_bytes {
+                    trimmed.by_size += trim_size(s, max, of_app)?;
                 }
             }
-        }
-        Ok(trimmed)
+            Ok(trimmed)
+        })
+        .await
     }
 }
 

@@ -3,7 +3,10 @@
 //! long-polled follow mode, and keeping the store within its age and size caps.
 
 pub mod limits;
+pub(crate) mod meta;
 pub mod platform;
+pub(crate) mod scan;
+mod segment;
 pub mod store;
 
 pub use store::LogStore;
@@ -239,8 +242,8 @@ pub fn parse(p: &Params, now: i64) -> Result<(Filter, Duration)> {
             return Err(invalid("since is after until: nothing can be in that span".into()));
         }
     }
-    let fts = p.grep.as_deref().map(fts_phrase).transpose()?.flatten();
-    Ok((Filter { process, source, since, until, fts, n, after }, wait))
+    let grep = p.grep.as_deref().map(search_text).transpose()?.flatten();
+    Ok((Filter { process, source, since, until, grep, n, after }, wait))
 }
 
 /// A time as users give it: a duration back from now (`10m`, `2h 30m`) or RFC 3339.
@@ -257,9 +260,8 @@ fn parse_instant(what: &str, s: &str, now: i64) -> Result<i64> {
     })
 }
 
-/// The text search as one FTS5 phrase: quoted, so nothing in it is FTS syntax. `None` for
-/// blank text (no search).
-pub fn fts_phrase(text: &str) -> Result<Option<String>> {
+/// The text search, checked: `None` for blank text (no search).
+pub fn search_text(text: &str) -> Result<Option<String>> {
     if text.contains('\0') {
         return Err(invalid("the search text contains a NUL byte".into()));
     }
@@ -269,7 +271,7 @@ pub fn fts_phrase(text: &str) -> Result<Option<String>> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    Ok(Some(format!("\"{}\"", text.replace('"', "\"\""))))
+    Ok(Some(text.to_string()))
 }
 
 /// Keeps the store within its caps until shutdown, every [`TRIM_EVERY`].
@@ -281,8 +283,7 @@ pub async fn retention(state: AppState) {
         let cap = effective_cap(&state.config.data_dir, state.config.log_retention.max_bytes);
         tokio::select! {
             _ = stop.cancelled() => return,
-            // Stored lines take about three times their text (row and text index).
-            _ = state.logs.wait_for_growth(cap / 30, TRIM_EVERY) => {}
+            _ = state.logs.wait_for_growth(cap / 10, TRIM_EVERY) => {}
         }
         if let Err(e) = trim(&state).await {
             tracing::error!(error = %format!("{e:#}"), "trimming the log store failed; it may grow past its cap until the next run");
@@ -399,11 +400,6 @@ mod tests {
         .unwrap();
         assert_eq!(f.since, Some(now - 600_000_000_000));
         assert_eq!(f.until, Some(now));
-        assert_eq!((f.n, f.after, wait, f.fts), (DEFAULT_LINES, Some(5), MAX_WAIT, None));
-    }
-
-    #[test]
-    fn search_text_is_one_quoted_phrase() {
-        assert_eq!(fts_phrase("say \"hi\"").unwrap().unwrap(), "\"say \"\"hi\"\"\"");
+        assert_eq!((f.n, f.after, wait, f.grep), (DEFAULT_LINES, Some(5), MAX_WAIT, None));
     }
 }

@@ -1,84 +1,30 @@
-//! The log store: shipped lines in their own SQLite file (`logs.db`, so log writes never wait
-//! on state.db's write lock), deduplicated by (node, seq), searchable through an FTS5 index,
-//! with each node's acknowledged position and the counts of lines lost to caps.
+//! The log store: shipped lines in append-only segment files, one chain per app environment
+//! (`<data dir>/logs/chains/<app>/<env>/`), with a journal (`meta.rs`) of what is committed,
+//! each node's position (every (node, seq) stored once), per-app limits and the lines lost to
+//! caps. Writes take a short lock; reads take a snapshot of one chain under it and scan
+//! outside it. Retention raises a chain's floor (the lowest id still shown) and deletes the
+//! segments wholly below it.
 
+use super::meta::{self, chain_key, DropRec, End, Entry, Journal};
+use super::scan::{self, Snapshot};
+use super::segment::{self, Segment};
 use anyhow::Context;
-use protocol::logs::{LogBatch, LogEntry, LogSource, LogStream};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
-use std::collections::HashMap;
-use std::path::Path;
-use std::str::FromStr;
+use protocol::logs::{LogBatch, LogEntry, LogSource, ShippedLine};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The schema; `user_version` says which one a file holds. Ids are AUTOINCREMENT so they never
-/// go back after the store was emptied: followers' cursors stay valid.
-const SCHEMA_VERSION: i64 = 1;
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS lines (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    node TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    at INTEGER NOT NULL, -- unix nanoseconds
-    app TEXT NOT NULL,
-    env TEXT NOT NULL,
-    source TEXT NOT NULL,
-    process TEXT NOT NULL,
-    replica INTEGER NOT NULL,
-    release INTEGER NOT NULL,
-    stream TEXT NOT NULL,
-    text TEXT NOT NULL,
-    UNIQUE (node, seq)
-);
-CREATE INDEX IF NOT EXISTS lines_by_env_id ON lines (app, env, id);
-CREATE INDEX IF NOT EXISTS lines_by_env_at ON lines (app, env, at);
-CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts USING fts5 (text, content = 'lines', content_rowid = 'id');
-CREATE TRIGGER IF NOT EXISTS lines_fts_insert AFTER INSERT ON lines BEGIN
-    INSERT INTO lines_fts (rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS lines_fts_delete AFTER DELETE ON lines BEGIN
-    INSERT INTO lines_fts (lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
--- Per node, the highest seq stored with every seq below it (the agent forgets lines up to it).
-CREATE TABLE IF NOT EXISTS nodes (
-    node TEXT PRIMARY KEY,
-    through INTEGER NOT NULL
-);
--- Lines lost: to an agent's full spool ('agent'), the store's size cap ('size') or its age
--- limit ('age'). `at` is when the lines were written (for 'agent': when the loss was heard of),
--- `mark` the highest line id stored when the loss was recorded (followers see it once).
-CREATE TABLE IF NOT EXISTS dropped (
-    id INTEGER PRIMARY KEY,
-    app TEXT NOT NULL,
-    env TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    mark INTEGER NOT NULL,
-    lines INTEGER NOT NULL,
-    why TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dropped_by_env_at ON dropped (app, env, at);
--- Per app, retention tighter than the store's (`paas apps log-retention`); NULL: the store's.
-CREATE TABLE IF NOT EXISTS app_limits (
-    app TEXT PRIMARY KEY,
-    age_secs INTEGER,
-    max_bytes INTEGER
-);
-";
-
-/// Lines per INSERT statement (11 values each, well under SQLite's limit of bound values).
-const INSERT_CHUNK: usize = 500;
-/// Lines deleted per transaction by retention, so a large trim never holds the write lock long.
-pub(super) const DELETE_CHUNK: i64 = 20_000;
 const MINUTE_NS: i64 = 60_000_000_000;
-/// Below this many matches a search reads the matching lines by the text index.
-const FEW_MATCHES: i64 = 20_000;
-/// A search matching many lines first looks among this many of its newest matches.
-const NEWEST_MATCHES: u32 = 20_000;
+/// A segment is closed once it holds this much; retention frees space a segment at a time.
+const SEGMENT_BYTES: u64 = 1 << 20;
+/// Stored seqs kept past a gap in a node's lines, at most (an agent sends in order, so a gap
+/// is rare and short).
+const MAX_ABOVE: usize = 100_000;
 
-/// What a read asks for; the text search is already an FTS5 query (see `mod.rs`).
+/// What a read asks for.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub process: Option<String>,
@@ -86,7 +32,8 @@ pub struct Filter {
     /// Unix nanoseconds, inclusive.
     pub since: Option<i64>,
     pub until: Option<i64>,
-    pub fts: Option<String>,
+    /// Text the line holds (ASCII letters in either case).
+    pub grep: Option<String>,
     pub n: u32,
     /// Only lines stored after this id, oldest first (follow mode); otherwise the newest `n`.
     pub after: Option<i64>,
@@ -109,11 +56,11 @@ pub struct Trimmed {
 
 #[derive(Clone)]
 pub struct LogStore {
-    pub(crate) pool: SqlitePool,
+    pub(super) inner: Arc<Mutex<Inner>>,
     /// Per `app/env`, the highest line id stored: follow-mode readers wait on it.
     stored: Arc<watch::Sender<HashMap<String, i64>>>,
-    /// Text bytes stored since retention last ran, and the amount that wakes it early: a
-    /// flood must not run past the size cap until the next scheduled run.
+    /// Bytes stored since retention last ran, and the amount that wakes it early: a flood must
+    /// not run past the size cap until the next scheduled run.
     growth: Arc<Growth>,
 }
 
@@ -124,8 +71,23 @@ struct Growth {
     wake: tokio::sync::Notify,
 }
 
-fn key(app: &str, env: &str) -> String {
-    format!("{app}/{env}")
+pub(crate) struct Inner {
+    dir: PathBuf,
+    /// A store for tests in a temporary directory, removed with it.
+    ephemeral: bool,
+    segment_bytes: u64,
+    journal: Journal,
+    pub(crate) state: meta::State,
+    /// Per chain key, its segments oldest first.
+    pub(super) chains: BTreeMap<String, Vec<Segment>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.ephemeral {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 /// Unix nanoseconds of an RFC 3339 time.
@@ -150,54 +112,360 @@ pub fn now_ns() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
+pub(super) fn minute(t: i64) -> i64 {
+    t.saturating_sub(t.rem_euclid(MINUTE_NS))
+}
+
+fn chain_dir(dir: &Path, key: &str) -> PathBuf {
+    dir.join("chains").join(key)
+}
+
+/// Reads a chain's segment files against what the journal committed: bytes past the committed
+/// end and segments after it are cut off (a batch a crash interrupted), segments wholly below
+/// the floor deleted.
+fn open_chain(dir: &Path, floor: i64, end: End) -> anyhow::Result<Vec<Segment>> {
+    let mut firsts = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(first) = name.strip_suffix(".seg").and_then(|n| n.parse::<i64>().ok()) {
+            firsts.push(first);
+        }
+    }
+    firsts.sort_unstable();
+    let mut segs = Vec::new();
+    for first in firsts {
+        let path = segment::segment_path(dir, first);
+        if first > end.seg {
+            std::fs::remove_file(&path)?;
+            continue;
+        }
+        let seg = Segment::open(&path, first, (first == end.seg).then_some(end.len))?;
+        if seg.lines == 0 || seg.last_id < floor {
+            if first != end.seg {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+        }
+        segs.push(seg);
+    }
+    Ok(segs)
+}
+
+impl Inner {
+    fn open(dir: &Path, ephemeral: bool, segment_bytes: u64) -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join("chains"))?;
+        let (journal, mut state) = Journal::open(&dir.join("meta.jsonl"))?;
+        let mut chains = BTreeMap::new();
+        for app in std::fs::read_dir(dir.join("chains"))? {
+            let app = app?;
+            for env in std::fs::read_dir(app.path())? {
+                let env = env?;
+                let key = chain_key(&app.file_name().to_string_lossy(), &env.file_name().to_string_lossy());
+                match state.chains.get(&key).and_then(|c| c.end.map(|e| (c.floor, e))) {
+                    Some((floor, end)) => {
+                        let segs = open_chain(&env.path(), floor, end)
+                            .with_context(|| format!("reading the log segments of {key}"))?;
+                        chains.insert(key, segs);
+                    }
+                    // Never committed (a crash during its first batch) or forgotten.
+                    None => std::fs::remove_dir_all(env.path())?,
+                }
+            }
+            let _ = std::fs::remove_dir(app.path()); // only when empty
+        }
+        state.chains.retain(|k, _| chains.contains_key(k));
+        let mut inner = Self { dir: dir.to_path_buf(), ephemeral, segment_bytes, journal, state, chains };
+        let snapshot = inner.state.clone();
+        inner.journal.compact(&snapshot)?;
+        Ok(inner)
+    }
+
+    pub(super) fn record(&mut self, e: Entry) -> anyhow::Result<()> {
+        self.journal.append(&e)?;
+        self.state.apply(e);
+        if self.journal.wants_compaction() {
+            let snapshot = self.state.clone();
+            self.journal.compact(&snapshot)?;
+        }
+        Ok(())
+    }
+
+    fn floor(&self, key: &str) -> i64 {
+        self.state.chains.get(key).map_or(0, |c| c.floor)
+    }
+
+    pub(crate) fn snapshot(&self, key: &str) -> Snapshot {
+        Snapshot { floor: self.floor(key), segs: self.chains.get(key).cloned().unwrap_or_default() }
+    }
+
+    /// Appends one record per chain; answers the chains' new ends and what undoes the append.
+    /// On failure every file is cut back to its committed end.
+    fn append(&mut self, node: &str, groups: &Groups<'_>) -> anyhow::Result<(Vec<(String, End)>, Touched)> {
+        let mut ends = Vec::new();
+        let mut touched: Touched = Vec::new();
+        let mut buf = Vec::new();
+        let result = (|| -> anyhow::Result<()> {
+            for (key, lines) in groups {
+                let segs = self.chains.entry(key.clone()).or_default();
+                if segs.last().is_none_or(|s| s.len >= self.segment_bytes) {
+                    let dir = chain_dir(&self.dir, key);
+                    std::fs::create_dir_all(&dir)?;
+                    segs.push(Segment::create(&dir, lines[0].0)?);
+                }
+                let last = segs.len() - 1;
+                let seg = &mut segs[last];
+                touched.push((key.clone(), last, seg.clone()));
+                buf.clear();
+                let h = segment::encode(&mut buf, node, lines);
+                use std::io::Write;
+                (&*seg.file).write_all(&buf)?;
+                seg.note(&h);
+                ends.push((key.clone(), End { seg: seg.first_id, len: seg.len }));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.undo(touched);
+            return Err(e);
+        }
+        Ok((ends, touched))
+    }
+
+    /// Cuts appended records off again (their commit could not be written).
+    fn undo(&mut self, touched: Touched) {
+        for (key, i, before) in touched {
+            if let Some(seg) = self.chains.get_mut(&key).and_then(|s| s.get_mut(i)) {
+                let _ = seg.file.set_len(before.len);
+                *seg = before;
+            }
+        }
+    }
+
+    fn insert(&mut self, node: &str, batch: &LogBatch, now: i64, known: Option<&HashSet<(String, String)>>) -> anyhow::Result<Inserted> {
+        let mark = self.state.last_id;
+        let mut pos = self.state.nodes.get(node).cloned().unwrap_or_default();
+        let old = pos.through;
+        let mut skipped = Vec::new();
+        let mut groups: Groups<'_> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        let mut id = mark;
+        let mut bytes = 0u64;
+        for line in &batch.lines {
+            let Ok(seq) = i64::try_from(line.seq) else { continue };
+            if seq <= old || pos.above.contains(&seq) || !seen.insert(seq) {
+                continue;
+            }
+            let named = protocol::AppName::new(line.app.as_str()).is_ok() && protocol::EnvName::new(line.env.as_str()).is_ok();
+            if !named || known.is_some_and(|k| !k.contains(&(line.app.clone(), line.env.clone()))) {
+                skipped.push(seq);
+                continue;
+            }
+            id += 1;
+            // What the line takes in its segment.
+            bytes += (line.text.len() + line.process.len() + 32) as u64;
+            groups.entry(chain_key(&line.app, &line.env)).or_default().push((id, parse_time(&line.at).unwrap_or(now), line));
+        }
+        let (ends, touched) = self.append(node, &groups)?;
+        // An agent sends its oldest unacknowledged line first: a batch that starts past the gap
+        // means the agent no longer holds the lines in it (its spool dropped them and counted
+        // them as dropped). Waiting for them would stall the node's shipping for good.
+        let first = batch.lines.iter().map(|l| l.seq).min().and_then(|s| i64::try_from(s).ok());
+        if let Some(first) = first.filter(|f| *f > pos.through + 1) {
+            pos.through = first - 1;
+        }
+        // The agent says so itself when its spool dropped lines: none up to here will come.
+        pos.through = pos.through.max(i64::try_from(batch.forgotten_through).unwrap_or(0));
+        pos.above.extend(seen.iter().copied().filter(|s| *s > pos.through));
+        pos.above.extend(skipped.iter().copied().filter(|s| *s > pos.through));
+        while pos.above.first().is_some_and(|s| *s <= pos.through + 1) {
+            let s = pos.above.pop_first().expect("looked at");
+            pos.through = pos.through.max(s);
+        }
+        while pos.above.len() > MAX_ABOVE {
+            pos.above.pop_first();
+        }
+        let new = id - mark;
+        let changed = new > 0 || self.state.nodes.get(node) != Some(&pos);
+        if changed {
+            let commit = Entry::Batch { node: node.to_string(), pos: pos.clone(), last_id: id, ends };
+            if let Err(e) = self.record(commit) {
+                self.undo(touched);
+                return Err(e);
+            }
+        }
+        // A resent batch (every line stored before) does not count its losses twice.
+        if batch.lines.is_empty() || new > 0 {
+            for d in batch.dropped.iter().filter(|d| d.lines > 0) {
+                let (app, env) = (d.app.clone(), d.env.clone());
+                self.record(Entry::Drop(DropRec { app, env, at: now, mark, lines: d.lines, why: "agent".into() }))?;
+            }
+        }
+        let newest = groups.iter().filter_map(|(k, l)| Some((k.clone(), l.last()?.0))).collect();
+        Ok(Inserted { through: pos.through, bytes, newest })
+    }
+
+    /// Raises `key`'s floor to `floor`, recording the lines it hides as lost for `why` (per
+    /// minute they were written), and deletes the segments wholly below it. Answers how many.
+    pub(super) fn raise_floor(&mut self, key: &str, floor: i64, why: &str) -> anyhow::Result<u64> {
+        let old = self.floor(key);
+        if floor <= old {
+            return Ok(0);
+        }
+        let snap = Snapshot { floor: old, segs: self.chains.get(key).cloned().unwrap_or_default() };
+        let mut per_minute: BTreeMap<i64, u64> = BTreeMap::new();
+        let span = scan::Span { after: old - 1, upto: floor - 1 };
+        scan::walk(&snap, span, (None, None), false, None, &|_| true, |_, l| {
+            *per_minute.entry(minute(l.at)).or_default() += 1;
+            std::ops::ControlFlow::Continue(())
+        })?;
+        self.record(Entry::Floor { chain: key.to_string(), floor })?;
+        let (app, env) = key.split_once('/').unwrap_or((key, ""));
+        let mark = self.state.last_id;
+        for (at, lines) in &per_minute {
+            let d = DropRec { app: app.into(), env: env.into(), at: *at, mark, lines: *lines, why: why.into() };
+            self.record(Entry::Drop(d))?;
+        }
+        if let Some(segs) = self.chains.get_mut(key) {
+            let dir = chain_dir(&self.dir, key);
+            while segs.first().is_some_and(|s| s.last_id < floor) {
+                let seg = segs.remove(0);
+                std::fs::remove_file(segment::segment_path(&dir, seg.first_id))?;
+            }
+        }
+        Ok(per_minute.values().sum())
+    }
+
+    /// The floor that hides `key`'s lines written before `cutoff`: the first line at or after
+    /// it, in store order (lines come close to time order; a late one behind it stays).
+    pub(super) fn age_floor(&self, key: &str, cutoff: i64) -> anyhow::Result<i64> {
+        let snap = self.snapshot(key);
+        let mut floor = snap.floor;
+        for seg in &snap.segs {
+            if seg.max_at < cutoff {
+                floor = floor.max(seg.last_id + 1);
+                continue;
+            }
+            let one = Snapshot { floor: snap.floor, segs: vec![seg.clone()] };
+            let mut first = None;
+            scan::walk(&one, scan::Span { after: floor - 1, upto: i64::MAX }, (None, None), false, None, &|_| true, |_, l| {
+                if l.at >= cutoff {
+                    first = Some(l.id);
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            })?;
+            return Ok(first.unwrap_or(seg.last_id + 1));
+        }
+        Ok(floor)
+    }
+
+    /// Lines of `key` still shown.
+    pub(super) fn count(&self, key: &str) -> anyhow::Result<u64> {
+        scan::count(&self.snapshot(key), scan::Span { after: i64::MIN, upto: i64::MAX }, u64::MAX)
+    }
+
+    pub(super) fn bytes(&self, keys: impl Fn(&str) -> bool) -> u64 {
+        self.chains.iter().filter(|(k, _)| keys(k)).flat_map(|(_, s)| s.iter()).map(|s| s.len).sum()
+    }
+
+    /// Removes the oldest segment among the chains `keys` picks, counting its lines as lost to
+    /// size; answers its bytes and lines (`None`: nothing left).
+    pub(super) fn drop_oldest(&mut self, keys: impl Fn(&str) -> bool) -> anyhow::Result<Option<(u64, u64)>> {
+        let oldest = self
+            .chains
+            .iter()
+            .filter(|(k, s)| keys(k) && !s.is_empty())
+            .min_by_key(|(_, s)| s[0].first_id)
+            .map(|(k, s)| (k.clone(), s[0].last_id, s[0].len));
+        let Some((key, last, len)) = oldest else { return Ok(None) };
+        let lines = self.raise_floor(&key, last + 1, "size")?;
+        // An empty segment raises no floor: it goes all the same, so each call frees one.
+        if let Some(segs) = self.chains.get_mut(&key).filter(|s| s.first().is_some_and(|s| s.last_id <= last)) {
+            let seg = segs.remove(0);
+            std::fs::remove_file(segment::segment_path(&chain_dir(&self.dir, &key), seg.first_id))?;
+        }
+        Ok(Some((len, lines)))
+    }
+
+    pub(super) fn forget(&mut self, app: &str, env: Option<&str>) -> anyhow::Result<u64> {
+        let keys: Vec<String> = self
+            .chains
+            .keys()
+            .filter(|k| k.split_once('/').is_some_and(|(a, e)| a == app && env.is_none_or(|env| env == e)))
+            .cloned()
+            .collect();
+        let mut gone = 0;
+        for k in &keys {
+            gone += self.count(k)?;
+        }
+        self.record(Entry::Forget { app: app.to_string(), env: env.map(str::to_string) })?;
+        for k in keys {
+            self.chains.remove(&k);
+            std::fs::remove_dir_all(chain_dir(&self.dir, &k))?;
+        }
+        Ok(gone)
+    }
+}
+
+/// A batch's lines per chain, each with its id and time.
+type Groups<'a> = BTreeMap<String, Vec<(i64, i64, &'a ShippedLine)>>;
+/// Segments an append changed, as they were before it.
+type Touched = Vec<(String, usize, Segment)>;
+
+struct Inserted {
+    through: i64,
+    bytes: u64,
+    newest: HashMap<String, i64>,
+}
+
+static EPHEMERAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl LogStore {
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Lines an agent resends after a crash cost nothing: a lost commit is sent again.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .with_context(|| format!("opening the log store {}", path.display()))?;
-        Self::init(pool).await.with_context(|| format!("preparing the log store {}", path.display()))
+    /// Opens (or makes) the store in `dir`.
+    pub async fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with(dir, false, SEGMENT_BYTES).await
     }
 
-    /// A store in memory, for tests: one connection that is never closed.
+    /// A store of its own in a temporary directory, removed when the last handle goes: for tests.
     pub async fn open_in_memory() -> anyhow::Result<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts)
-            .await?;
-        Self::init(pool).await
+        Self::open_small(1 << 20).await
     }
 
-    async fn init(pool: SqlitePool) -> anyhow::Result<Self> {
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&pool).await?;
-        anyhow::ensure!(
-            version <= SCHEMA_VERSION,
-            "the log store was written by a newer paas (schema {version}); move logs.db aside to start an empty one"
-        );
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        sqlx::query(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).execute(&pool).await?;
-        let stored = Arc::new(watch::channel(HashMap::new()).0);
+    /// [`LogStore::open_in_memory`] with segments of `segment_bytes`, so tests see several.
+    pub async fn open_small(segment_bytes: u64) -> anyhow::Result<Self> {
+        let n = EPHEMERAL.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("paas-logs-{}-{n}-{}", std::process::id(), now_ns()));
+        Self::open_with(&dir, true, segment_bytes).await
+    }
+
+    async fn open_with(dir: &Path, ephemeral: bool, segment_bytes: u64) -> anyhow::Result<Self> {
+        let owned = dir.to_path_buf();
+        let inner = tokio::task::spawn_blocking(move || Inner::open(&owned, ephemeral, segment_bytes))
+            .await?
+            .with_context(|| format!("opening the log store {}", dir.display()))?;
+        let newest = inner.chains.iter().filter_map(|(k, s)| Some((k.clone(), s.last()?.last_id))).collect();
+        let stored = Arc::new(watch::channel(newest).0);
         let growth = Arc::new(Growth { limit: u64::MAX.into(), ..Default::default() });
-        Ok(Self { pool, stored, growth })
+        Ok(Self { inner: Arc::new(Mutex::new(inner)), stored, growth })
     }
 
-    pub async fn close(&self) {
-        self.pool.close().await;
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) async fn write_tx(&self) -> sqlx::Result<sqlx::Transaction<'static, Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    /// Runs `f` on the store off the async runtime (it reads or deletes files).
+    pub(super) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&mut inner.lock().unwrap_or_else(|e| e.into_inner()))).await?
     }
+
+    pub async fn close(&self) {}
 
     /// Stores a node's batch: each (node, seq) once, however often it comes. Answers the
     /// node's new `through`. Lines whose time cannot be read are stored at `now`.
@@ -213,147 +481,27 @@ impl LogStore {
         node: &str,
         batch: &LogBatch,
         now: i64,
-        known: Option<&std::collections::HashSet<(String, String)>>,
+        known: Option<&HashSet<(String, String)>>,
     ) -> anyhow::Result<u64> {
-        let mut skipped = std::collections::BTreeSet::new();
-        let mut tx = self.write_tx().await?;
-        let mark = last_id(&mut tx).await?;
-        let mut new = 0u64;
-        let mut added = 0u64;
-        let mut newest: HashMap<String, i64> = HashMap::new();
-        let mut rows = Vec::with_capacity(batch.lines.len());
-        for line in &batch.lines {
-            let Ok(seq) = i64::try_from(line.seq) else { continue };
-            if known.is_some_and(|k| !k.contains(&(line.app.clone(), line.env.clone()))) {
-                skipped.insert(seq);
-                continue;
-            }
-            rows.push((seq, line));
-        }
-        // Many rows per statement: one statement per line costs most of the time a batch takes.
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO lines (node, seq, at, app, env, source, process, replica, release, stream, text) ",
-            );
-            q.push_values(chunk, |mut b, (seq, l)| {
-                b.push_bind(node)
-                    .push_bind(*seq)
-                    .push_bind(parse_time(&l.at).unwrap_or(now))
-                    .push_bind(&l.app)
-                    .push_bind(&l.env)
-                    .push_bind(l.source.as_str())
-                    .push_bind(&l.process)
-                    .push_bind(l.replica)
-                    .push_bind(l.release)
-                    .push_bind(l.stream.as_str())
-                    .push_bind(&l.text);
-            });
-            q.push(" ON CONFLICT (node, seq) DO NOTHING RETURNING id, app, env, length(CAST(text AS BLOB))");
-            for row in q.build().fetch_all(&mut *tx).await? {
-                let (id, app, env, len): (i64, String, String, i64) =
-                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-                new += 1;
-                added += u64::try_from(len).unwrap_or(0);
-                let newest = newest.entry(key(&app, &env)).or_insert(id);
-                *newest = (*newest).max(id);
-            }
-        }
-        // A resent batch (every line stored before) does not count its losses twice.
-        if batch.lines.is_empty() || new > 0 {
-            for d in batch.dropped.iter().filter(|d| d.lines > 0) {
-                record_drop(&mut tx, &d.app, &d.env, now, mark, d.lines, "agent").await?;
-            }
-        }
-        let mut through: i64 = sqlx::query_scalar("SELECT through FROM nodes WHERE node = ?")
-            .bind(node)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-        // An agent sends its oldest unacknowledged line first: a batch that starts past the gap
-        // means the agent no longer holds the lines in it (its spool dropped them and counted
-        // them as dropped). Waiting for them would stall the node's shipping for good.
-        let first = batch.lines.iter().map(|l| l.seq).min().and_then(|s| i64::try_from(s).ok());
-        if let Some(first) = first.filter(|f| *f > through + 1) {
-            through = first - 1;
-        }
-        // The agent says so itself when its spool dropped lines: none up to here will come.
-        through = through.max(i64::try_from(batch.forgotten_through).unwrap_or(0));
-        let above: Vec<i64> =
-            sqlx::query_scalar("SELECT seq FROM lines WHERE node = ? AND seq > ? ORDER BY seq LIMIT 100000")
-                .bind(node)
-                .bind(through)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut next: std::collections::BTreeSet<i64> = above.into_iter().collect();
-        next.extend(skipped.into_iter().filter(|s| *s > through));
-        for seq in next {
-            if seq != through + 1 {
-                break;
-            }
-            through = seq;
-        }
-        sqlx::query(
-            "INSERT INTO nodes (node, through) VALUES (?, ?)
-             ON CONFLICT (node) DO UPDATE SET through = max(through, excluded.through)",
-        )
-        .bind(node)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?;
-        let through: i64 = sqlx::query_scalar("SELECT through FROM nodes WHERE node = ?")
-            .bind(node)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        if !newest.is_empty() {
-            self.stored.send_modify(|m| m.extend(newest));
+        // Appends to the page cache: short enough to do under the lock on the runtime's thread.
+        let done = self.lock().insert(node, batch, now, known)?;
+        if !done.newest.is_empty() {
+            self.stored.send_modify(|m| m.extend(done.newest));
         }
         let g = &self.growth;
-        let grown = g.bytes.fetch_add(added, Ordering::Relaxed) + added;
-        if added > 0 && grown >= g.limit.load(Ordering::Relaxed) {
+        let grown = g.bytes.fetch_add(done.bytes, Ordering::Relaxed) + done.bytes;
+        if done.bytes > 0 && grown >= g.limit.load(Ordering::Relaxed) {
             g.wake.notify_one();
         }
-        Ok(u64::try_from(through).unwrap_or(0))
+        Ok(u64::try_from(done.through).unwrap_or(0))
     }
 
-    /// Deletes every line of `app` (of its environment `env` when given) stored so far, and
-    /// its loss records: the app or environment was deleted, and a new one of the same name
-    /// must start with an empty log.
+    /// Deletes every line of `app` (of its environment `env` when given) and its loss records:
+    /// the app or environment was deleted, and a new one of the same name must start with an
+    /// empty log.
     pub async fn forget(&self, app: &str, env: Option<&str>) -> anyhow::Result<u64> {
-        let mark = {
-            let mut conn = self.pool.acquire().await?;
-            last_id(&mut conn).await?
-        };
-        let mut gone = 0;
-        loop {
-            let mut tx = self.write_tx().await?;
-            let done = sqlx::query(
-                "DELETE FROM lines WHERE id IN (SELECT id FROM lines WHERE app = ? AND (? IS NULL OR env = ?)
-                 AND id <= ? LIMIT ?)",
-            )
-            .bind(app)
-            .bind(env)
-            .bind(env)
-            .bind(mark)
-            .bind(DELETE_CHUNK)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                if env.is_none() {
-                    sqlx::query("DELETE FROM app_limits WHERE app = ?").bind(app).execute(&mut *tx).await?;
-                }
-                sqlx::query("DELETE FROM dropped WHERE app = ? AND (? IS NULL OR env = ?)")
-                    .bind(app)
-                    .bind(env)
-                    .bind(env)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok(gone);
-            }
-            tx.commit().await?;
-            gone += done.rows_affected();
-        }
+        let (app, env) = (app.to_string(), env.map(str::to_string));
+        self.blocking(move |s| s.forget(&app, env.as_deref())).await
     }
 
     /// Waits until `bytes` of text were stored since the previous call, or `wait` passes;
@@ -370,303 +518,112 @@ impl LogStore {
     /// Waits until a line of `app`/`env` with an id above `after` is stored, or `wait` passes.
     pub async fn wait_for_lines(&self, app: &str, env: &str, after: i64, wait: Duration) {
         let mut rx = self.stored.subscribe();
-        let key = key(app, env);
+        let key = chain_key(app, env);
         let _ = tokio::time::timeout(wait, rx.wait_for(|m| m.get(&key).is_some_and(|id| *id > after))).await;
     }
 
     /// A page of `app`/`env`'s lines: the newest `n` matching in time order, or in follow mode
     /// the first `n` stored after `after`; with the lines lost in the span the page covers.
     pub async fn read(&self, app: &str, env: &str, f: &Filter) -> anyhow::Result<Page> {
-        // One read transaction: the cursor and the lines come from the same snapshot.
-        let mut tx = self.pool.begin().await?;
-        let newest = last_id(&mut tx).await?;
-        // A search matching few lines is answered from the text index, then the lines; one
-        // matching many, from the environment's newest lines, which soon hold enough matches.
-        let few = match (&f.fts, f.after) {
-            (Some(fts), None) => {
-                let matches: i64 = sqlx::query_scalar(&format!(
-                    "SELECT COUNT(*) FROM (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ? LIMIT {FEW_MATCHES})"
-                ))
-                .bind(fts)
-                .fetch_one(&mut *tx)
-                .await?;
-                matches < FEW_MATCHES
-            }
-            _ => false,
+        let key = chain_key(app, env);
+        // The cursor, the chain and the losses come from one moment.
+        let (snap, newest, dropped) = {
+            let s = self.lock();
+            let dropped: Vec<DropRec> =
+                s.state.dropped.iter().filter(|d| d.app == app && d.env == env).cloned().collect();
+            (s.snapshot(&key), s.state.last_id, dropped)
         };
-        // A search matching many lines looks among the newest matches first (the text index
-        // reads them newest first without touching the rest), and among all only when those
-        // hold too few of this environment's.
-        let scopes: &[Option<u32>] = match (&f.fts, few, f.after) {
-            (Some(_), false, None) => &[Some(NEWEST_MATCHES), None],
-            _ => &[None],
-        };
-        let mut rows = Vec::new();
-        for scope in scopes {
-            rows = self.query(app, env, f, few, *scope).build().fetch_all(&mut *tx).await?;
-            if rows.len() >= f.n as usize {
-                break;
-            }
-        }
-        let mut lines = rows.iter().map(entry).collect::<anyhow::Result<Vec<_>>>()?;
+        let filter = f.clone();
+        let lines = tokio::task::spawn_blocking(move || match filter.after {
+            Some(after) => scan::after(&snap, &filter, after),
+            None => scan::newest(&snap, &filter),
+        })
+        .await??;
         let full = lines.len() as u64 >= u64::from(f.n);
-        if f.after.is_none() {
-            lines.reverse();
-        }
         let cursor = match (f.after, full) {
             // More are waiting: continue after the last one read.
             (Some(_), true) => lines.last().map_or(newest, |l| l.id),
             (Some(after), false) => newest.max(after),
             (None, _) => newest,
         };
-        let dropped = match f.after {
+        let lost = match f.after {
             // Follow pages: losses recorded since the previous page, each seen once. Lines aged
             // out long ago are not news to a follower.
             Some(after) => {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT COALESCE(SUM(lines), 0) FROM dropped
-                     WHERE app = ? AND env = ? AND mark >= ? AND mark < ? AND why != 'age'",
-                )
-                .bind(app)
-                .bind(env)
-                .bind(after)
-                .bind(cursor)
-                .fetch_one(&mut *tx)
-                .await?
+                dropped.iter().filter(|d| d.mark >= after && d.mark < cursor && d.why != "age").map(|d| d.lines).sum()
             }
             None => {
                 // The span: what was asked for, narrowed to the lines shown when there are more.
                 let first = lines.first().filter(|_| full).map(|l| parse_time(&l.at).unwrap_or(i64::MIN));
                 // Losses are recorded per minute: a span takes in the minute it starts in.
-                let minute = |t: i64| t.saturating_sub(t.rem_euclid(MINUTE_NS));
                 let lo = minute(f.since.unwrap_or(i64::MIN).max(first.unwrap_or(i64::MIN)));
                 let hi = f.until.unwrap_or(i64::MAX);
                 // Lines aged out count only when the caller asked for a time reaching back.
-                let age = if f.since.is_some() { "" } else { "AND why != 'age'" };
-                sqlx::query_scalar::<_, i64>(&format!(
-                    "SELECT COALESCE(SUM(lines), 0) FROM dropped WHERE app = ? AND env = ? AND at >= ? AND at <= ? {age}"
-                ))
-                .bind(app)
-                .bind(env)
-                .bind(lo)
-                .bind(hi)
-                .fetch_one(&mut *tx)
-                .await?
+                let age = f.since.is_some();
+                dropped.iter().filter(|d| d.at >= lo && d.at <= hi && (age || d.why != "age")).map(|d| d.lines).sum()
             }
         };
-        tx.commit().await?;
-        Ok(Page { lines, cursor, dropped: u64::try_from(dropped).unwrap_or(0) })
-    }
-
-    /// The statement of a read: `few` when the search matches few lines (read by the text
-    /// index), `newest` to look only among the search's newest this many matches.
-    fn query<'a>(
-        &self,
-        app: &'a str,
-        env: &'a str,
-        f: &'a Filter,
-        few: bool,
-        newest: Option<u32>,
-    ) -> QueryBuilder<'a, Sqlite> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT l.id, l.node, l.at, l.source, l.process, l.replica, l.release, l.stream, l.text FROM ",
-        );
-        match (&f.fts, few) {
-            // CROSS JOIN keeps SQLite from scanning the lines in time order instead.
-            (Some(fts), true) => q
-                .push("lines_fts CROSS JOIN lines l ON l.id = lines_fts.rowid WHERE lines_fts MATCH ")
-                .push_bind(fts.clone())
-                .push(" AND "),
-            (Some(fts), false) => {
-                q.push("lines l WHERE l.id IN (SELECT rowid FROM lines_fts WHERE lines_fts MATCH ")
-                    .push_bind(fts.clone());
-                // The text index applies a rowid bound itself: a follower reads only what is new.
-                if let Some(after) = f.after {
-                    q.push(" AND rowid > ").push_bind(after);
-                }
-                if let Some(newest) = newest {
-                    q.push(" ORDER BY rowid DESC LIMIT ").push_bind(i64::from(newest));
-                }
-                q.push(") AND ")
-            }
-            (None, _) => q.push("lines l WHERE "),
-        };
-        q.push("l.app = ").push_bind(app).push(" AND l.env = ").push_bind(env);
-        if let Some(p) = &f.process {
-            q.push(" AND l.process = ").push_bind(p.clone());
-        }
-        if let Some(s) = f.source {
-            q.push(" AND l.source = ").push_bind(s.as_str());
-        }
-        if let Some(t) = f.since {
-            q.push(" AND l.at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            q.push(" AND l.at <= ").push_bind(t);
-        }
-        match f.after {
-            Some(after) => q.push(" AND l.id > ").push_bind(after).push(" ORDER BY l.id"),
-            None => q.push(" ORDER BY l.at DESC, l.id DESC"),
-        };
-        q.push(" LIMIT ").push_bind(i64::from(f.n));
-        q
+        Ok(Page { lines, cursor, dropped: lost })
     }
 
     /// The node's acknowledged position.
     pub async fn through(&self, node: &str) -> anyhow::Result<u64> {
-        let t: Option<i64> = sqlx::query_scalar("SELECT through FROM nodes WHERE node = ?")
-            .bind(node)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(t.and_then(|t| u64::try_from(t).ok()).unwrap_or(0))
+        let t = self.lock().state.nodes.get(node).map_or(0, |p| p.through);
+        Ok(u64::try_from(t).unwrap_or(0))
     }
 
-    /// Bytes the store's pages hold (free pages, which new lines reuse, not counted).
+    /// Bytes the store's segments hold.
     pub async fn used_bytes(&self) -> anyhow::Result<u64> {
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&self.pool).await?;
-        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&self.pool).await?;
-        let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&self.pool).await?;
-        Ok(u64::try_from((pages - free).max(0) * size).unwrap_or(0))
+        Ok(self.lock().bytes(|_| true))
     }
 
+    /// Lines still shown, in every chain.
     pub async fn count(&self) -> anyhow::Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lines").fetch_one(&self.pool).await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.blocking(|s| {
+            let keys: Vec<String> = s.chains.keys().cloned().collect();
+            keys.iter().map(|k| s.count(k)).sum()
+        })
+        .await
     }
 
-    /// Deletes lines written before `cutoff` (unix ns), then the oldest lines until the store
-    /// holds at most `max_bytes`; what goes is recorded as dropped, per app, env and minute.
+    /// Hides lines written before `cutoff` (unix ns), then drops the oldest segments until
+    /// the store holds at most `max_bytes`; what goes is recorded as dropped, per app, env and
+    /// minute.
     pub async fn trim(&self, cutoff: i64, max_bytes: u64) -> anyhow::Result<Trimmed> {
-        let mut trimmed = Trimmed::default();
-        loop {
-            let n = self
-                .delete_where("id IN (SELECT id FROM lines WHERE at < ? ORDER BY id LIMIT ?)", cutoff, "age")
-                .await?;
-            trimmed.by_age += n;
-            if n < DELETE_CHUNK as u64 {
-                break;
+        self.blocking(move |s| {
+            let mut trimmed = Trimmed::default();
+            let keys: Vec<String> = s.chains.keys().cloned().collect();
+            for k in keys {
+                let floor = s.age_floor(&k, cutoff)?;
+                trimmed.by_age += s.raise_floor(&k, floor, "age")?;
             }
-        }
-        let used = self.used_bytes().await?;
-        if used > max_bytes {
-            // Down to 90% of the cap, so a store at its cap is not trimmed on every run; deleted
-            // pages are reused, not returned, so the share of lines to go is an estimate.
-            let lines = self.count().await?;
-            let over = used - max_bytes * 9 / 10;
-            let mut left = ((lines as u128 * over as u128).div_ceil(used as u128) as u64).max(1);
-            while left > 0 {
-                let chunk = left.min(DELETE_CHUNK as u64) as i64;
-                let n = self
-                    .delete_where("id IN (SELECT id FROM lines ORDER BY id LIMIT ?)", chunk, "size")
-                    .await?;
-                trimmed.by_size += n;
-                if n == 0 {
-                    break;
-                }
-                left = left.saturating_sub(n);
+            trimmed.by_size += trim_size(s, max_bytes, |_| true)?;
+            // Losses are kept four times as long as lines, then forgotten too.
+            let before = cutoff.saturating_sub(now_ns().saturating_sub(cutoff).saturating_mul(3));
+            if s.state.dropped.iter().any(|d| d.at < before) {
+                s.record(Entry::Prune { before })?;
             }
-        }
-        if trimmed.by_size > 0 {
-            // Deleted lines leave tombstones in the text index until its segments merge: a
-            // bounded merge now, so the next run measures a store that shrank.
-            sqlx::query("INSERT INTO lines_fts (lines_fts, rank) VALUES ('merge', 2000)")
-                .execute(&self.pool)
-                .await?;
-        }
-        // Losses are kept four times as long as lines, then forgotten too.
-        let forget = cutoff.saturating_sub(now_ns().saturating_sub(cutoff).saturating_mul(3));
-        sqlx::query("DELETE FROM dropped WHERE at < ?").bind(forget).execute(&self.pool).await?;
-        Ok(trimmed)
-    }
-
-    /// Deletes the lines `selection` (binding `arg`, then a chunk size when it takes two) picks,
-    /// recording them as dropped for `why`; answers how many went.
-    pub(super) async fn delete_where(&self, selection: &str, arg: i64, why: &str) -> anyhow::Result<u64> {
-        let mut tx = self.write_tx().await?;
-        let ids: Vec<i64> = {
-            let sql = format!("SELECT id FROM lines WHERE {selection}");
-            let mut q = sqlx::query_scalar(&sql).bind(arg);
-            if selection.matches('?').count() == 2 {
-                q = q.bind(DELETE_CHUNK);
-            }
-            q.fetch_all(&mut *tx).await?
-        };
-        let (Some(lo), Some(hi)) = (ids.first().copied(), ids.last().copied()) else {
-            return Ok(0);
-        };
-        let mark = last_id(&mut tx).await?;
-        // The ids come oldest first; those between lo and hi that were not picked stay (an
-        // age trim skips young lines among old ones).
-        let picked = format!("id >= {lo} AND id <= {hi} AND {selection}");
-        let groups = {
-            let sql = format!(
-                "SELECT app, env, at - (at % {MINUTE_NS}) AS minute, COUNT(*) AS n FROM lines WHERE {picked} GROUP BY app, env, minute"
-            );
-            let mut q = sqlx::query(&sql).bind(arg);
-            if selection.matches('?').count() == 2 {
-                q = q.bind(DELETE_CHUNK);
-            }
-            q.fetch_all(&mut *tx).await?
-        };
-        for g in &groups {
-            let (app, env): (String, String) = (g.try_get("app")?, g.try_get("env")?);
-            let (minute, n): (i64, i64) = (g.try_get("minute")?, g.try_get("n")?);
-            record_drop(&mut tx, &app, &env, minute, mark, u64::try_from(n).unwrap_or(0), why).await?;
-        }
-        let sql = format!("DELETE FROM lines WHERE {picked}");
-        let mut q = sqlx::query(&sql).bind(arg);
-        if selection.matches('?').count() == 2 {
-            q = q.bind(DELETE_CHUNK);
-        }
-        let n = q.execute(&mut *tx).await?.rows_affected();
-        tx.commit().await?;
-        Ok(n)
+            Ok(trimmed)
+        })
+        .await
     }
 }
 
-/// The highest line id ever given (ids are never reused).
-pub(crate) async fn last_id(tx: &mut sqlx::SqliteConnection) -> sqlx::Result<i64> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'lines'")
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(id.unwrap_or(0))
-}
-
-async fn record_drop(
-    tx: &mut sqlx::SqliteConnection,
-    app: &str,
-    env: &str,
-    at: i64,
-    mark: i64,
-    lines: u64,
-    why: &str,
-) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO dropped (app, env, at, mark, lines, why) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(app)
-        .bind(env)
-        .bind(at)
-        .bind(mark)
-        .bind(i64::try_from(lines).unwrap_or(i64::MAX))
-        .bind(why)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-fn entry(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<LogEntry> {
-    let source: String = row.try_get("source")?;
-    let stream: String = row.try_get("stream")?;
-    Ok(LogEntry {
-        id: row.try_get("id")?,
-        at: format_time(row.try_get("at")?),
-        source: LogSource::from_str(&source)?,
-        process: row.try_get("process")?,
-        replica: row.try_get("replica")?,
-        release: row.try_get("release")?,
-        node: row.try_get("node")?,
-        stream: LogStream::from_str(&stream)?,
-        text: row.try_get("text")?,
-    })
+/// Drops the oldest segments of the chains `keys` picks while they hold more than `max`, down
+/// to 90% of it (so a store at its cap is not trimmed on every run); answers the lines gone.
+pub(super) fn trim_size(s: &mut Inner, max: u64, keys: impl Fn(&str) -> bool + Copy) -> anyhow::Result<u64> {
+    let used = s.bytes(keys);
+    if used <= max {
+        return Ok(0);
+    }
+    let mut over = used - max * 9 / 10;
+    let mut lines = 0;
+    while over > 0 {
+        let Some((bytes, n)) = s.drop_oldest(keys)? else { break };
+        lines += n;
+        over = over.saturating_sub(bytes);
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ async fn search_finds_phrases_and_no_input_breaks_it() {
     let b =
         batch(lines.iter().enumerate().map(|(i, t)| line(i as u64 + 1, T0 + i as i64, "web", t)).collect());
     s.insert("n1", &b, T0).await.unwrap();
-    let grep = |t: &str| Filter { fts: crate::logs::fts_phrase(t).unwrap(), ..newest(10) };
+    let grep = |t: &str| Filter { grep: crate::logs::search_text(t).unwrap(), ..newest(10) };
     assert_eq!(texts(&s, &grep("payment failed")).await.len(), 2);
     assert_eq!(texts(&s, &grep("card")).await, ["payment failed: card declined"]);
     for hostile in [
@@ -131,12 +131,15 @@ async fn search_finds_phrases_and_no_input_breaks_it() {
 
 #[tokio::test]
 async fn retention_removes_old_lines_then_the_oldest_over_the_cap_and_counts_them() {
-    let s = LogStore::open_in_memory().await.unwrap();
+    // Segments of two batches: space is freed a segment at a time.
+    let s = LogStore::open_small(64 << 10).await.unwrap();
     let now = now_ns();
     let old = now - 8 * 24 * 3600 * SEC;
     let text = "y".repeat(400);
     let lines: Vec<_> = (1..=2000).map(|i| line(i, if i <= 100 { old } else { now }, "web", &text)).collect();
-    s.insert("n1", &batch(lines), now).await.unwrap();
+    for chunk in lines.chunks(100) {
+        s.insert("n1", &batch(chunk.to_vec()), now).await.unwrap();
+    }
     let cutoff = now - 7 * 24 * 3600 * SEC;
 
     let roomy = s.trim(cutoff, 1 << 40).await.unwrap();
@@ -209,21 +212,25 @@ async fn lines_of_deleted_environments_are_left_out_and_a_deleted_app_forgotten(
 
 #[tokio::test]
 async fn an_apps_own_limits_trim_only_its_lines_and_count_them() {
-    let s = LogStore::open_in_memory().await.unwrap();
+    // A segment per batch, a batch per line: space is freed a segment at a time.
+    let s = LogStore::open_small(1).await.unwrap();
     let now = T0 + 3600 * SEC;
     let mut lines: Vec<ShippedLine> =
         (1..=10).map(|i| line(i, T0 + i as i64 * 600 * SEC, "web", &"y".repeat(100))).collect();
     for l in lines.iter_mut().skip(5) {
         l.app = "other".into();
     }
-    s.insert("n1", &batch(lines), T0).await.unwrap();
+    for l in lines {
+        s.insert("n1", &batch(vec![l]), T0).await.unwrap();
+    }
     // Half an hour for shop: its lines at 10 and 20 minutes go, at 30, 40 and 50 stay.
     s.set_app_limits("shop", Some(1800), None).await.unwrap();
     assert_eq!(s.app_limits("shop").await.unwrap(), (Some(1800), None));
     let t = s.trim_apps(now).await.unwrap();
     assert_eq!((t.by_age, t.by_size), (2, 0));
     assert_eq!(s.count().await.unwrap(), 8, "other apps keep theirs");
-    // Room for about one line (3 bytes stored per text byte): the oldest go first.
+    // Room for about one line (a line of 100 bytes takes about 190 in its segment): the
+    // oldest go first.
     s.set_app_limits("shop", None, Some(350)).await.unwrap();
     let t = s.trim_apps(now).await.unwrap();
     assert_eq!(t.by_size, 2);
@@ -232,4 +239,60 @@ async fn an_apps_own_limits_trim_only_its_lines_and_count_them() {
     assert!(page.dropped >= 2, "the loss is recorded: {}", page.dropped);
     s.set_app_limits("shop", None, None).await.unwrap();
     assert_eq!(s.app_limits("shop").await.unwrap(), (None, None));
+}
+
+#[tokio::test]
+async fn a_store_opened_again_keeps_what_was_committed_and_cuts_off_an_interrupted_batch() {
+    let dir = std::env::temp_dir().join(format!("paas-logs-reopen-{}-{}", std::process::id(), now_ns()));
+    let s = LogStore::open(&dir).await.unwrap();
+    for i in 1..=3 {
+        s.insert("n1", &batch(vec![line(i, T0 + i as i64, "web", &format!("line {i}"))]), T0).await.unwrap();
+    }
+    let mut other = line(1, T0, "web", "staging line");
+    other.env = "staging".into();
+    s.insert("n2", &batch(vec![other]), T0).await.unwrap();
+    s.forget("shop", Some("staging")).await.unwrap();
+    drop(s);
+    // A crash mid-batch: bytes past the committed end of a segment, a torn journal line and
+    // a chain whose first batch was never committed.
+    let chain = dir.join("chains/shop/production");
+    let seg = std::fs::read_dir(&chain).unwrap().next().unwrap().unwrap().path();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, b"half a record").unwrap();
+    let mut j = std::fs::OpenOptions::new().append(true).open(dir.join("meta.jsonl")).unwrap();
+    std::io::Write::write_all(&mut j, b"{\"t\":\"batch\",\"node\":\"n1\"").unwrap();
+    std::fs::create_dir_all(dir.join("chains/shop/review")).unwrap();
+    std::fs::write(dir.join("chains/shop/review/00000000000000000009.seg"), b"x").unwrap();
+
+    let s = LogStore::open(&dir).await.unwrap();
+    assert_eq!(texts(&s, &newest(10)).await, ["line 1", "line 2", "line 3"]);
+    assert_eq!(s.through("n1").await.unwrap(), 3);
+    assert_eq!(s.through("n2").await.unwrap(), 1);
+    assert_eq!(s.count().await.unwrap(), 3, "the forgotten environment stays forgotten");
+    assert!(!dir.join("chains/shop/review").exists(), "an uncommitted chain is removed");
+    assert!(std::fs::metadata(&seg).unwrap().len() < 1000, "the torn tail is cut off");
+    // Resent lines are not stored twice; new ones get ids past every earlier one.
+    assert_eq!(s.insert("n1", &batch(vec![line(3, T0, "web", "again")]), T0).await.unwrap(), 3);
+    s.insert("n1", &batch(vec![line(4, T0 + 4, "web", "line 4")]), T0).await.unwrap();
+    let page = s.read("shop", "production", &newest(10)).await.unwrap();
+    assert_eq!(page.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["line 1", "line 2", "line 3", "line 4"]);
+    assert_eq!(page.lines[3].id, 5, "ids never go back (the staging line had 4)");
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn search_is_a_case_blind_substring_and_skips_nothing_across_segments() {
+    let s = LogStore::open_small(4 << 10).await.unwrap();
+    for i in 1..=300u64 {
+        let text = if i % 100 == 0 { format!("ERROR order {i} failed") } else { format!("GET /item/{i} 200") };
+        s.insert("n1", &batch(vec![line(i, T0 + i as i64 * SEC, "web", &text)]), T0).await.unwrap();
+    }
+    let grep = |t: &str, n| Filter { grep: Some(t.into()), ..newest(n) };
+    assert_eq!(texts(&s, &grep("error order", 10)).await, ["ERROR order 100 failed", "ERROR order 200 failed", "ERROR order 300 failed"]);
+    assert_eq!(texts(&s, &grep("item/15", 2)).await, ["GET /item/158 200", "GET /item/159 200"]);
+    let since = Filter { since: Some(T0 + 250 * SEC), ..grep("failed", 10) };
+    assert_eq!(texts(&s, &since).await, ["ERROR order 300 failed"]);
+    let follow = Filter { after: Some(150), ..grep("failed", 10) };
+    assert_eq!(texts(&s, &follow).await, ["ERROR order 200 failed", "ERROR order 300 failed"]);
 }
