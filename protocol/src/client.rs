@@ -480,7 +480,18 @@ impl Client {
     /// Ships a batch of the node's log lines; the answer says through which `seq` the control
     /// plane has them all. Bounded, so a control plane that stopped answering is asked again.
     pub async fn ship_logs(&self, node: &str, batch: &LogBatch) -> Result<LogAck> {
-        let req = self.http().post(self.url(&format!("/agent/v1/nodes/{node}/logs"))).json(batch);
+        let body =
+            serde_json::to_vec(batch).map_err(|e| ClientError { status: None, message: e.to_string() })?;
+        self.ship_log_body(node, body.into()).await
+    }
+
+    /// [`Client::ship_logs`] of a batch already in JSON (the spool writes it from its records).
+    pub async fn ship_log_body(&self, node: &str, body: bytes::Bytes) -> Result<LogAck> {
+        let req = self
+            .http()
+            .post(self.url(&format!("/agent/v1/nodes/{node}/logs")))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
         self.send(req.timeout(AGENT_CALL_TIMEOUT)).await
     }
 

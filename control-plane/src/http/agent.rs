@@ -21,7 +21,7 @@ use axum::{Extension, Json, Router};
 use protocol::agent::{
     BuildLog, BuildResult, JobLog, JobResult, NodeReport, RegisterNode, RegisteredNode, WatchResponse,
 };
-use protocol::logs::{LogAck, LogBatch};
+use protocol::logs::{LogAck, LogBatchRef};
 use protocol::tls::{JoinRequest, KeyProof, NodeCertificate};
 use protocol::{AppName, EnvName};
 use serde::Deserialize;
@@ -157,9 +157,12 @@ async fn ship_logs(
     State(state): State<AppState>,
     caller: NodeCaller,
     Path(node): Path<String>,
-    Json(batch): Json<LogBatch>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<LogAck>> {
     caller.must_be(&node, format_args!("the logs of node {node:?}"))?;
+    // Read borrowing the body: a batch holds thousands of lines.
+    let batch: LogBatchRef<'_> = serde_json::from_slice(&body)
+        .map_err(|e| DomainError::Invalid(format!("the log batch is not valid JSON of a batch: {e}")))?;
     Ok(Json(crate::logs::ship(&state, &node, &batch).await?))
 }
 

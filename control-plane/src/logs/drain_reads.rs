@@ -76,9 +76,16 @@ impl LogStore {
         self.drain_count_capped(app, envs, Span { after, upto: i64::MAX }, cap).await
     }
 
-    async fn drain_count_capped(&self, app: &str, envs: &[String], span: Span, cap: u64) -> anyhow::Result<u64> {
+    async fn drain_count_capped(
+        &self,
+        app: &str,
+        envs: &[String],
+        span: Span,
+        cap: u64,
+    ) -> anyhow::Result<u64> {
         let (snaps, _) = self.drain_snapshots(app, envs);
-        tokio::task::spawn_blocking(move || snaps.iter().map(|(_, s)| scan::count(s, span, cap)).sum()).await?
+        tokio::task::spawn_blocking(move || snaps.iter().map(|(_, s)| scan::count(s, span, cap)).sum())
+            .await?
     }
 
     /// When more than `keep` lines of `app`'s `envs` are stored after `after`: the position
@@ -102,7 +109,8 @@ impl LogStore {
             ids.sort_unstable_by(|a, b| b.cmp(a));
             let Some(cut) = ids.get(keep).copied() else { return Ok(None) };
             let upto = Span { after, upto: cut };
-            let skipped = snaps.iter().map(|(_, s)| scan::count(s, upto, u64::MAX)).sum::<anyhow::Result<u64>>()?;
+            let skipped =
+                snaps.iter().map(|(_, s)| scan::count(s, upto, u64::MAX)).sum::<anyhow::Result<u64>>()?;
             Ok(Some((cut, skipped)))
         })
         .await?

@@ -33,7 +33,8 @@ impl LogStore {
                 let prefix = chain_key(&app, "");
                 let of_app = |k: &str| k.starts_with(&prefix);
                 if let Some(age) = limits.age_secs {
-                    let cutoff = now.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX).saturating_mul(1_000_000_000));
+                    let cutoff = now
+                        .saturating_sub(i64::try_from(age).unwrap_or(i64::MAX).saturating_mul(1_000_000_000));
                     let keys: Vec<String> = s.chains.keys().filter(|k| of_app(k)).cloned().collect();
                     for k in keys {
                         let floor = s.age_floor(&k, cutoff)?;

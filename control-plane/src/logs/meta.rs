@@ -57,7 +57,6 @@ pub struct ChainMeta {
     pub end: Option<End>,
 }
 
-
 /// Everything the journal says, replayed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
@@ -76,14 +75,30 @@ pub fn chain_key(app: &str, env: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Entry {
-    Batch { node: String, pos: NodePos, last_id: i64, ends: Vec<(String, End)> },
-    Floor { chain: String, floor: i64 },
+    Batch {
+        node: String,
+        pos: NodePos,
+        last_id: i64,
+        ends: Vec<(String, End)>,
+    },
+    Floor {
+        chain: String,
+        floor: i64,
+    },
     /// An app (`env: None`) or one environment deleted: its lines, losses (and an app's
     /// limits) go.
-    Forget { app: String, env: Option<String> },
+    Forget {
+        app: String,
+        env: Option<String>,
+    },
     Drop(DropRec),
-    Prune { before: i64 },
-    Limits { app: String, limits: Limits },
+    Prune {
+        before: i64,
+    },
+    Limits {
+        app: String,
+        limits: Limits,
+    },
     Snapshot(State),
 }
 

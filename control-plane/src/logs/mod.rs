@@ -13,7 +13,7 @@ pub use store::LogStore;
 
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use protocol::logs::{LogAck, LogBatch, LogPage, LogSource};
+use protocol::logs::{LogAck, LogBatchRef, LogPage, LogSource};
 use std::time::Duration;
 use store::Filter;
 
@@ -55,12 +55,14 @@ pub struct Params {
 }
 
 /// Stores a node's batch and answers how far its lines are stored.
-pub async fn ship(state: &AppState, node: &str, batch: &LogBatch) -> Result<LogAck> {
+pub async fn ship(state: &AppState, node: &str, batch: &LogBatchRef<'_>) -> Result<LogAck> {
+    let mut envs: Vec<(&str, &str)> = batch.lines.iter().map(|l| (&*l.app, &*l.env)).collect();
+    envs.sort_unstable();
+    envs.dedup();
     let mut known = std::collections::HashSet::new();
-    for line in &batch.lines {
-        let key = (line.app.clone(), line.env.clone());
-        if !known.contains(&key) && state.store.get_env(&line.app, &line.env).await.is_ok() {
-            known.insert(key);
+    for (app, env) in envs {
+        if state.store.get_env(app, env).await.is_ok() {
+            known.insert((app.to_string(), env.to_string()));
         }
     }
     let through = state.logs.insert_known(node, batch, store::now_ns(), Some(&known)).await?;

@@ -68,7 +68,12 @@ pub fn walk<'m>(
             recs.reverse();
         }
         for (off, h) in recs {
-            if h.last_id <= after || h.first_id > span.upto || h.max_at < since || h.min_at > until || !keep(&h) {
+            if h.last_id <= after
+                || h.first_id > span.upto
+                || h.max_at < since
+                || h.min_at > until
+                || !keep(&h)
+            {
                 continue;
             }
             let rec = &buf[off..off + h.len];
@@ -76,7 +81,8 @@ pub fn walk<'m>(
                 continue;
             }
             let (node, lines) = segment::lines(rec);
-            let mut in_span = lines.filter(|l| l.id > after && l.id <= span.upto && l.at >= since && l.at <= until);
+            let mut in_span =
+                lines.filter(|l| l.id > after && l.id <= span.upto && l.at >= since && l.at <= until);
             if backward {
                 let all: Vec<_> = in_span.collect();
                 for l in all.iter().rev() {
@@ -136,7 +142,9 @@ pub fn newest(snap: &Snapshot, f: &Filter) -> anyhow::Result<Vec<LogEntry>> {
         let span = Span { after, upto: i64::MAX };
         walk(&one, span, (f.since, f.until), true, text.as_ref(), &keep, |node, l| {
             let key = (l.at, l.id);
-            if !wanted(f, text.as_ref(), l) || (held.len() >= n && held.peek().is_some_and(|t| (t.0 .0, t.0 .1) >= key)) {
+            if !wanted(f, text.as_ref(), l)
+                || (held.len() >= n && held.peek().is_some_and(|t| (t.0 .0, t.0 .1) >= key))
+            {
                 return ControlFlow::Continue(());
             }
             if held.len() >= n {

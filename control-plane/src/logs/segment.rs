@@ -11,7 +11,9 @@
 //! from its start. What is committed is said by the store's journal (`meta.rs`), not by the
 //! files: bytes past a chain's committed end are cut off when the store opens.
 
-use protocol::logs::{LogSource, LogStream, ShippedLine};
+#[cfg(test)]
+use protocol::logs::ShippedLine;
+use protocol::logs::{LogSource, LogStream, ShippedLineRef};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -67,7 +69,7 @@ fn source_of(b: u8) -> LogSource {
 
 /// Appends one record of `lines` (each with its id and time) shipped by `node` to `buf`;
 /// answers its header.
-pub fn encode(buf: &mut Vec<u8>, node: &str, lines: &[(i64, i64, &ShippedLine)]) -> Header {
+pub fn encode(buf: &mut Vec<u8>, node: &str, lines: &[(i64, i64, &ShippedLineRef<'_>)]) -> Header {
     let start = buf.len();
     buf.resize(start + HEADER, 0);
     let node = &node.as_bytes()[..node.len().min(u16::MAX as usize)];
@@ -309,6 +311,7 @@ mod tests {
         let a = shipped("first ✓", LogSource::App);
         let b = shipped("", LogSource::Router);
         let mut buf = Vec::new();
+        let (a, b) = (a.borrowed(), b.borrowed());
         let h1 = encode(&mut buf, "node-1", &[(5, 100, &a), (9, 50, &b)]);
         let h2 = encode(&mut buf, "n2", &[(12, 300, &b)]);
         assert_eq!((h1.first_id, h1.last_id, h1.min_at, h1.max_at, h1.count), (5, 9, 50, 100, 2));

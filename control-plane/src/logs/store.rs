@@ -9,7 +9,7 @@ use super::meta::{self, chain_key, DropRec, End, Entry, Journal};
 use super::scan::{self, Snapshot};
 use super::segment::{self, Segment};
 use anyhow::Context;
-use protocol::logs::{LogBatch, LogEntry, LogSource, ShippedLine};
+use protocol::logs::{LogBatch, LogBatchRef, LogEntry, LogSource, ShippedLineRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -202,7 +202,11 @@ impl Inner {
 
     /// Appends one record per chain; answers the chains' new ends and what undoes the append.
     /// On failure every file is cut back to its committed end.
-    fn append(&mut self, node: &str, groups: &Groups<'_>) -> anyhow::Result<(Vec<(String, End)>, Touched)> {
+    fn append(
+        &mut self,
+        node: &str,
+        groups: &Groups<'_, '_>,
+    ) -> anyhow::Result<(Vec<(String, End)>, Touched)> {
         let mut ends = Vec::new();
         let mut touched: Touched = Vec::new();
         let mut buf = Vec::new();
@@ -243,30 +247,49 @@ impl Inner {
         }
     }
 
-    fn insert(&mut self, node: &str, batch: &LogBatch, now: i64, known: Option<&HashSet<(String, String)>>) -> anyhow::Result<Inserted> {
+    fn insert(
+        &mut self,
+        node: &str,
+        batch: &LogBatchRef<'_>,
+        now: i64,
+        known: Option<&HashSet<(String, String)>>,
+    ) -> anyhow::Result<Inserted> {
         let mark = self.state.last_id;
         let mut pos = self.state.nodes.get(node).cloned().unwrap_or_default();
         let old = pos.through;
-        let mut skipped = Vec::new();
-        let mut groups: Groups<'_> = BTreeMap::new();
         let mut seen = HashSet::new();
         let mut id = mark;
         let mut bytes = 0u64;
+        // Per app environment of the batch (a few at most): whether it is stored, and its lines.
+        let mut envs: Vec<(&str, &str, bool, Vec<(i64, i64, &ShippedLineRef<'_>)>)> = Vec::new();
         for line in &batch.lines {
             let Ok(seq) = i64::try_from(line.seq) else { continue };
             if seq <= old || pos.above.contains(&seq) || !seen.insert(seq) {
                 continue;
             }
-            let named = protocol::AppName::new(line.app.as_str()).is_ok() && protocol::EnvName::new(line.env.as_str()).is_ok();
-            if !named || known.is_some_and(|k| !k.contains(&(line.app.clone(), line.env.clone()))) {
-                skipped.push(seq);
-                continue;
+            let (app, env) = (&*line.app, &*line.env);
+            let i = match envs.iter().position(|e| e.0 == app && e.1 == env) {
+                Some(i) => i,
+                None => {
+                    let named = protocol::AppName::new(app).is_ok() && protocol::EnvName::new(env).is_ok();
+                    let ok = named && known.is_none_or(|k| k.contains(&(app.to_string(), env.to_string())));
+                    envs.push((app, env, ok, Vec::new()));
+                    envs.len() - 1
+                }
+            };
+            // Lines of environments left out count as stored (in `seen`), with no id.
+            if envs[i].2 {
+                id += 1;
+                // What the line takes in its segment.
+                bytes += (line.text.len() + line.process.len() + 32) as u64;
+                envs[i].3.push((id, parse_time(&line.at).unwrap_or(now), line));
             }
-            id += 1;
-            // What the line takes in its segment.
-            bytes += (line.text.len() + line.process.len() + 32) as u64;
-            groups.entry(chain_key(&line.app, &line.env)).or_default().push((id, parse_time(&line.at).unwrap_or(now), line));
         }
+        let groups: Groups<'_, '_> = envs
+            .into_iter()
+            .filter(|e| !e.3.is_empty())
+            .map(|(app, env, _, lines)| (chain_key(app, env), lines))
+            .collect();
         let (ends, touched) = self.append(node, &groups)?;
         // An agent sends its oldest unacknowledged line first: a batch that starts past the gap
         // means the agent no longer holds the lines in it (its spool dropped them and counted
@@ -278,7 +301,6 @@ impl Inner {
         // The agent says so itself when its spool dropped lines: none up to here will come.
         pos.through = pos.through.max(i64::try_from(batch.forgotten_through).unwrap_or(0));
         pos.above.extend(seen.iter().copied().filter(|s| *s > pos.through));
-        pos.above.extend(skipped.iter().copied().filter(|s| *s > pos.through));
         while pos.above.first().is_some_and(|s| *s <= pos.through + 1) {
             let s = pos.above.pop_first().expect("looked at");
             pos.through = pos.through.max(s);
@@ -299,7 +321,14 @@ impl Inner {
         if batch.lines.is_empty() || new > 0 {
             for d in batch.dropped.iter().filter(|d| d.lines > 0) {
                 let (app, env) = (d.app.clone(), d.env.clone());
-                self.record(Entry::Drop(DropRec { app, env, at: now, mark, lines: d.lines, why: "agent".into() }))?;
+                self.record(Entry::Drop(DropRec {
+                    app,
+                    env,
+                    at: now,
+                    mark,
+                    lines: d.lines,
+                    why: "agent".into(),
+                }))?;
             }
         }
         let newest = groups.iter().filter_map(|(k, l)| Some((k.clone(), l.last()?.0))).collect();
@@ -324,7 +353,8 @@ impl Inner {
         let (app, env) = key.split_once('/').unwrap_or((key, ""));
         let mark = self.state.last_id;
         for (at, lines) in &per_minute {
-            let d = DropRec { app: app.into(), env: env.into(), at: *at, mark, lines: *lines, why: why.into() };
+            let d =
+                DropRec { app: app.into(), env: env.into(), at: *at, mark, lines: *lines, why: why.into() };
             self.record(Entry::Drop(d))?;
         }
         if let Some(segs) = self.chains.get_mut(key) {
@@ -349,14 +379,22 @@ impl Inner {
             }
             let one = Snapshot { floor: snap.floor, segs: vec![seg.clone()] };
             let mut first = None;
-            scan::walk(&one, scan::Span { after: floor - 1, upto: i64::MAX }, (None, None), false, None, &|_| true, |_, l| {
-                if l.at >= cutoff {
-                    first = Some(l.id);
-                    std::ops::ControlFlow::Break(())
-                } else {
-                    std::ops::ControlFlow::Continue(())
-                }
-            })?;
+            scan::walk(
+                &one,
+                scan::Span { after: floor - 1, upto: i64::MAX },
+                (None, None),
+                false,
+                None,
+                &|_| true,
+                |_, l| {
+                    if l.at >= cutoff {
+                        first = Some(l.id);
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                },
+            )?;
             return Ok(first.unwrap_or(seg.last_id + 1));
         }
         Ok(floor)
@@ -383,7 +421,8 @@ impl Inner {
         let Some((key, last, len)) = oldest else { return Ok(None) };
         let lines = self.raise_floor(&key, last + 1, "size")?;
         // An empty segment raises no floor: it goes all the same, so each call frees one.
-        if let Some(segs) = self.chains.get_mut(&key).filter(|s| s.first().is_some_and(|s| s.last_id <= last)) {
+        if let Some(segs) = self.chains.get_mut(&key).filter(|s| s.first().is_some_and(|s| s.last_id <= last))
+        {
             let seg = segs.remove(0);
             std::fs::remove_file(segment::segment_path(&chain_dir(&self.dir, &key), seg.first_id))?;
         }
@@ -411,7 +450,7 @@ impl Inner {
 }
 
 /// A batch's lines per chain, each with its id and time.
-type Groups<'a> = BTreeMap<String, Vec<(i64, i64, &'a ShippedLine)>>;
+type Groups<'a, 'b> = BTreeMap<String, Vec<(i64, i64, &'a ShippedLineRef<'b>)>>;
 /// Segments an append changed, as they were before it.
 type Touched = Vec<(String, usize, Segment)>;
 
@@ -470,7 +509,7 @@ impl LogStore {
     /// Stores a node's batch: each (node, seq) once, however often it comes. Answers the
     /// node's new `through`. Lines whose time cannot be read are stored at `now`.
     pub async fn insert(&self, node: &str, batch: &LogBatch, now: i64) -> anyhow::Result<u64> {
-        self.insert_known(node, batch, now, None).await
+        self.insert_known(node, &batch.borrowed(), now, None).await
     }
 
     /// [`LogStore::insert`], leaving out lines of environments not in `known` (deleted while
@@ -479,7 +518,7 @@ impl LogStore {
     pub async fn insert_known(
         &self,
         node: &str,
-        batch: &LogBatch,
+        batch: &LogBatchRef<'_>,
         now: i64,
         known: Option<&HashSet<(String, String)>>,
     ) -> anyhow::Result<u64> {
@@ -549,9 +588,11 @@ impl LogStore {
         let lost = match f.after {
             // Follow pages: losses recorded since the previous page, each seen once. Lines aged
             // out long ago are not news to a follower.
-            Some(after) => {
-                dropped.iter().filter(|d| d.mark >= after && d.mark < cursor && d.why != "age").map(|d| d.lines).sum()
-            }
+            Some(after) => dropped
+                .iter()
+                .filter(|d| d.mark >= after && d.mark < cursor && d.why != "age")
+                .map(|d| d.lines)
+                .sum(),
             None => {
                 // The span: what was asked for, narrowed to the lines shown when there are more.
                 let first = lines.first().filter(|_| full).map(|l| parse_time(&l.at).unwrap_or(i64::MIN));
@@ -560,7 +601,11 @@ impl LogStore {
                 let hi = f.until.unwrap_or(i64::MAX);
                 // Lines aged out count only when the caller asked for a time reaching back.
                 let age = f.since.is_some();
-                dropped.iter().filter(|d| d.at >= lo && d.at <= hi && (age || d.why != "age")).map(|d| d.lines).sum()
+                dropped
+                    .iter()
+                    .filter(|d| d.at >= lo && d.at <= hi && (age || d.why != "age"))
+                    .map(|d| d.lines)
+                    .sum()
             }
         };
         Ok(Page { lines, cursor, dropped: lost })

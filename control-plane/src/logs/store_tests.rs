@@ -193,7 +193,7 @@ async fn lines_of_deleted_environments_are_left_out_and_a_deleted_app_forgotten(
     let known: std::collections::HashSet<(String, String)> =
         [("shop".to_string(), "production".to_string())].into();
     // The left-out lines count as stored: the node's position moves past them.
-    assert_eq!(s.insert_known("n1", &batch(lines), T0, Some(&known)).await.unwrap(), 4);
+    assert_eq!(s.insert_known("n1", &batch(lines).borrowed(), T0, Some(&known)).await.unwrap(), 4);
     assert_eq!(s.count().await.unwrap(), 2);
     assert_eq!(texts(&s, &newest(10)).await, ["shop 1", "shop 4"]);
 
@@ -275,7 +275,10 @@ async fn a_store_opened_again_keeps_what_was_committed_and_cuts_off_an_interrupt
     assert_eq!(s.insert("n1", &batch(vec![line(3, T0, "web", "again")]), T0).await.unwrap(), 3);
     s.insert("n1", &batch(vec![line(4, T0 + 4, "web", "line 4")]), T0).await.unwrap();
     let page = s.read("shop", "production", &newest(10)).await.unwrap();
-    assert_eq!(page.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["line 1", "line 2", "line 3", "line 4"]);
+    assert_eq!(
+        page.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["line 1", "line 2", "line 3", "line 4"]
+    );
     assert_eq!(page.lines[3].id, 5, "ids never go back (the staging line had 4)");
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -285,11 +288,15 @@ async fn a_store_opened_again_keeps_what_was_committed_and_cuts_off_an_interrupt
 async fn search_is_a_case_blind_substring_and_skips_nothing_across_segments() {
     let s = LogStore::open_small(4 << 10).await.unwrap();
     for i in 1..=300u64 {
-        let text = if i % 100 == 0 { format!("ERROR order {i} failed") } else { format!("GET /item/{i} 200") };
+        let text =
+            if i % 100 == 0 { format!("ERROR order {i} failed") } else { format!("GET /item/{i} 200") };
         s.insert("n1", &batch(vec![line(i, T0 + i as i64 * SEC, "web", &text)]), T0).await.unwrap();
     }
     let grep = |t: &str, n| Filter { grep: Some(t.into()), ..newest(n) };
-    assert_eq!(texts(&s, &grep("error order", 10)).await, ["ERROR order 100 failed", "ERROR order 200 failed", "ERROR order 300 failed"]);
+    assert_eq!(
+        texts(&s, &grep("error order", 10)).await,
+        ["ERROR order 100 failed", "ERROR order 200 failed", "ERROR order 300 failed"]
+    );
     assert_eq!(texts(&s, &grep("item/15", 2)).await, ["GET /item/158 200", "GET /item/159 200"]);
     let since = Filter { since: Some(T0 + 250 * SEC), ..grep("failed", 10) };
     assert_eq!(texts(&s, &since).await, ["ERROR order 300 failed"]);

@@ -54,11 +54,11 @@ async fn pushed_lines_are_spooled_and_the_writer_ends_with_the_readers_though_ha
     tokio::time::timeout(Duration::from_secs(10), writer).await.expect("the writer ended").unwrap();
     handle.push(line(LogSource::Router, "after shutdown: nowhere, and no panic"));
 
-    let sent = lock(&spool).batch(100, 1 << 20).unwrap().unwrap();
-    let mut texts: Vec<&str> = sent.batch.lines.iter().map(|l| l.text.as_str()).collect();
+    let sent = lock(&spool).batch(100, 1 << 20).unwrap().unwrap().batch();
+    let mut texts: Vec<&str> = sent.lines.iter().map(|l| l.text.as_str()).collect();
     texts.sort_unstable();
     assert_eq!(texts, ["first", "from a container", "second"]);
-    assert_eq!(sent.batch.dropped, [Dropped { app: "a".into(), env: "production".into(), lines: 1 }]);
+    assert_eq!(sent.dropped, [Dropped { app: "a".into(), env: "production".into(), lines: 1 }]);
     assert!(handle.lost().is_empty());
     assert_eq!(lock(&spool).cursor("c-a").map(|c| c.n), Some(1));
 }

@@ -67,7 +67,7 @@ pub(super) async fn ship(
                     newest = Some((pending.clone(), Instant::now()));
                     let (client, node) = (client.clone(), node.clone());
                     in_flight.push_back(async move {
-                        let result = client.ship_logs(&node, &pending.batch).await;
+                        let result = client.ship_log_body(&node, pending.body.clone()).await;
                         (pending, result)
                     });
                     continue;

@@ -15,7 +15,9 @@
 //! the control plane saw is never given again. The state is written before any segment is
 //! deleted, so what a deleted segment held (its cursors, its drop counts) is never lost.
 
-use protocol::logs::{Dropped, LogBatch, ShippedLine};
+#[cfg(test)]
+use protocol::logs::LogBatch;
+use protocol::logs::{Dropped, ShippedLine};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -121,7 +123,11 @@ impl Segment {
 /// A batch read from the spool, to be acknowledged with [`Spool::ack`].
 #[derive(Debug)]
 pub struct Pending {
-    pub batch: LogBatch,
+    /// The batch as the request's JSON body (a [`protocol::logs::LogBatch`]), written from the
+    /// records' bytes.
+    pub body: bytes::Bytes,
+    /// The drop counts it carries.
+    pub dropped: Vec<Dropped>,
     /// `seq` of its last line; 0 when it carries only drop counts.
     pub last_seq: u64,
     /// It holds as much as a batch may: more may be waiting.
@@ -497,7 +503,11 @@ impl Spool {
         // Where to start reading: only a hint, as lines at or before `after` are skipped anyway
         // (the spool may have dropped the segment it points into).
         let from = sent.map_or(self.head, |p| p.end);
-        let mut lines = Vec::new();
+        // The body is written as the records are read: each record's `line` object is already
+        // the JSON of a shipped line, so it is copied, not parsed and written again.
+        let mut body = Vec::with_capacity(64 << 10);
+        body.extend_from_slice(b"{\"lines\":[");
+        let (mut count, mut last_seq) = (0usize, 0u64);
         let mut end = from;
         let mut bytes = 0;
         let mut full = false;
@@ -510,7 +520,7 @@ impl Spool {
             let mut at = offset;
             let mut buf = Vec::new();
             loop {
-                if lines.len() >= max_lines || (bytes >= max_bytes && !lines.is_empty()) {
+                if count >= max_lines || (bytes >= max_bytes && count > 0) {
                     full = true;
                     break 'segments;
                 }
@@ -520,20 +530,33 @@ impl Spool {
                     break;
                 }
                 at += n;
-                let record: Record = serde_json::from_slice(&buf)?;
-                if record.line.seq > after {
+                let (seq, line) = record_line(&buf)?;
+                if seq > after {
                     bytes += n;
-                    lines.push(record.line);
+                    if count > 0 {
+                        body.push(b',');
+                    }
+                    match line {
+                        Some(raw) => body.extend_from_slice(raw),
+                        None => {
+                            let record: Record = serde_json::from_slice(&buf)?;
+                            serde_json::to_writer(&mut body, &record.line)?;
+                        }
+                    }
+                    count += 1;
+                    last_seq = seq;
                 }
                 end = (segment.first_seq, at);
             }
         }
-        if lines.is_empty() && dropped.is_empty() {
+        if count == 0 && dropped.is_empty() {
             return Ok(None);
         }
-        let last_seq = lines.last().map_or(0, |l| l.seq);
-        let batch = LogBatch { lines, dropped, forgotten_through: self.forgotten };
-        Ok(Some(Pending { batch, last_seq, full, end }))
+        body.extend_from_slice(b"],\"dropped\":");
+        serde_json::to_writer(&mut body, &dropped)?;
+        body.extend_from_slice(format!(",\"forgotten_through\":{}}}", self.forgotten).as_bytes());
+        let body = bytes::Bytes::from(body);
+        Ok(Some(Pending { body, dropped, last_seq, full, end }))
     }
 
     /// The control plane has every line up to `through`: they are forgotten, and the drop
@@ -557,7 +580,7 @@ impl Spool {
             self.head = sent.end;
         }
         self.forgotten = self.forgotten.max(through);
-        for d in &sent.batch.dropped {
+        for d in &sent.dropped {
             let key = (d.app.clone(), d.env.clone());
             if let Some(n) = self.dropped.get_mut(&key) {
                 *n = n.saturating_sub(d.lines);
@@ -574,6 +597,62 @@ impl Spool {
             self.remove_front()?;
         }
         Ok(())
+    }
+}
+
+/// A record's `seq` and, when it is laid out as this spool writes records (`{"line":{"seq":N,`
+/// first), the bytes of its `line` object; otherwise only the `seq`, from a full parse.
+fn record_line(record: &[u8]) -> anyhow::Result<(u64, Option<&[u8]>)> {
+    const PREFIX: &[u8] = b"{\"line\":{\"seq\":";
+    if let Some(rest) = record.strip_prefix(PREFIX) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let seq = std::str::from_utf8(&rest[..digits]).ok().and_then(|d| d.parse::<u64>().ok());
+        if let (Some(seq), Some(len)) = (seq, object_len(&record[8..])) {
+            return Ok((seq, Some(&record[8..8 + len])));
+        }
+    }
+    let record: Record = serde_json::from_slice(record)?;
+    Ok((record.line.seq, None))
+}
+
+/// The length of the JSON object at the start of `b`: braces and brackets counted outside
+/// strings, strings skipped to their closing quote. Only ever given the spool's own records,
+/// which serde_json wrote; `None` when the object does not end in `b`.
+fn object_len(b: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                // To the closing quote: past every escaped character.
+                i += 1;
+                loop {
+                    i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+                    if b[i] == b'"' {
+                        break;
+                    }
+                    i += 2;
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+impl Pending {
+    /// The batch its body holds.
+    pub fn batch(&self) -> LogBatch {
+        serde_json::from_slice(&self.body).expect("a batch body")
     }
 }
 

@@ -30,7 +30,7 @@ fn numbered(app: &str, i: usize) -> Collected {
 }
 
 fn seqs(p: &Pending) -> Vec<u64> {
-    p.batch.lines.iter().map(|l| l.seq).collect()
+    p.batch().lines.iter().map(|l| l.seq).collect()
 }
 
 fn files(dir: &Path) -> Vec<String> {
@@ -54,7 +54,7 @@ fn numbers_go_on_across_reopening_and_after_everything_is_acknowledged() {
     assert_eq!(spool.append(numbered("a", 3)).unwrap(), 4);
     let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
     assert_eq!(seqs(&sent), [1, 2, 3, 4]);
-    assert_eq!(sent.batch.lines[3].text, numbered("a", 3).line.text);
+    assert_eq!(sent.batch().lines[3].text, numbered("a", 3).line.text);
     spool.ack(&sent, 4).unwrap();
     assert!(spool.batch(100, 1 << 20).unwrap().is_none());
     // Every segment is gone; the numbering lives on in the state.
@@ -132,7 +132,7 @@ fn a_torn_last_record_is_cut_off_on_reopening() {
     assert_eq!(spool.append(numbered("a", 3)).unwrap(), 4);
     let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
     assert_eq!(seqs(&sent), [1, 2, 3, 4]);
-    assert!(sent.batch.lines.iter().all(|l| l.text.starts_with("line ")));
+    assert!(sent.batch().lines.iter().all(|l| l.text.starts_with("line ")));
 
     // A whole record that does not parse (zeros a power cut left) is cut off too.
     drop(spool);
@@ -164,8 +164,8 @@ fn a_full_spool_drops_its_oldest_lines_and_counts_them_per_app_and_env() {
     let mut shipped = Vec::new();
     let mut dropped: HashMap<String, u64> = HashMap::new();
     let first = spool.batch(usize::MAX, u64::MAX).unwrap().unwrap();
-    assert_eq!(first.batch.forgotten_through, first.batch.lines[0].seq - 1);
-    for d in &first.batch.dropped {
+    assert_eq!(first.batch().forgotten_through, first.batch().lines[0].seq - 1);
+    for d in &first.batch().dropped {
         assert_eq!(d.env, "production");
         *dropped.entry(d.app.clone()).or_default() += d.lines;
     }
@@ -195,20 +195,20 @@ fn drop_counts_survive_a_restart_until_acknowledged() {
     for i in 0..1000 {
         spool.append(numbered("a", i)).unwrap();
     }
-    let counted = spool.batch(1, u64::MAX).unwrap().unwrap().batch.dropped;
+    let counted = spool.batch(1, u64::MAX).unwrap().unwrap().batch().dropped;
     assert_eq!(counted.len(), 1);
     std::mem::forget(spool);
     let mut spool = Spool::open(dir.path(), cap).unwrap();
     let sent = spool.batch(1, u64::MAX).unwrap().unwrap();
-    assert_eq!(sent.batch.dropped, counted);
+    assert_eq!(sent.batch().dropped, counted);
     // New drops while the batch is on its way are kept when it is acknowledged.
     for i in 1000..1400 {
         spool.append(numbered("a", i)).unwrap();
     }
     spool.ack(&sent, sent.last_seq).unwrap();
     let next = spool.batch(1, u64::MAX).unwrap().unwrap();
-    assert_eq!(next.batch.dropped.len(), 1);
-    assert!(next.batch.dropped[0].lines > 0 && next.batch.dropped[0].lines < 1000);
+    assert_eq!(next.batch().dropped.len(), 1);
+    assert!(next.batch().dropped[0].lines > 0 && next.batch().dropped[0].lines < 1000);
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn acknowledged_lines_are_forgotten_and_their_segments_deleted() {
     assert_eq!(seqs(&sent), (1..=300).collect::<Vec<_>>());
     assert!(sent.full);
     let by_bytes = spool.batch(10_000, 10 * 1024).unwrap().unwrap();
-    assert!(by_bytes.batch.lines.len() < 100, "{} lines", by_bytes.batch.lines.len());
+    assert!(by_bytes.batch().lines.len() < 100, "{} lines", by_bytes.batch().lines.len());
     assert!(by_bytes.full);
     assert!(!spool.batch(10_000, 1 << 20).unwrap().unwrap().full);
 
@@ -239,7 +239,7 @@ fn acknowledged_lines_are_forgotten_and_their_segments_deleted() {
     spool.ack(&sent, 550).unwrap();
     assert!(segments(dir.path()) < before);
     let sent = spool.batch(300, 1 << 20).unwrap().unwrap();
-    assert_eq!(sent.batch.lines[0].seq, 551);
+    assert_eq!(sent.batch().lines[0].seq, 551);
 
     // Reopened, the spool starts after what was acknowledged.
     drop(spool);
@@ -269,13 +269,13 @@ fn a_failed_write_counts_what_it_lost_and_gives_its_numbers_again() {
     assert_eq!(spool.append(numbered("a", 4)).unwrap(), 3);
     let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
     assert_eq!(seqs(&sent), [1, 2, 3]);
-    assert_eq!(sent.batch.lines[2].text, numbered("a", 4).line.text);
-    assert_eq!(sent.batch.dropped, [Dropped { app: "b".into(), env: "production".into(), lines: 2 }]);
+    assert_eq!(sent.batch().lines[2].text, numbered("a", 4).line.text);
+    assert_eq!(sent.batch().dropped, [Dropped { app: "b".into(), env: "production".into(), lines: 2 }]);
     drop(spool);
     let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
     let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
     assert_eq!(seqs(&sent), [1, 2, 3]);
-    assert_eq!(sent.batch.dropped.len(), 1);
+    assert_eq!(sent.batch().dropped.len(), 1);
 }
 
 #[test]
@@ -338,9 +338,9 @@ fn lines_from_no_container_are_spooled_beside_older_records_and_keep_no_cursor()
     let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
     let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
     assert_eq!(seqs(&sent), [1, 2, 3, 4]);
-    let sources: Vec<LogSource> = sent.batch.lines.iter().map(|l| l.source).collect();
+    let sources: Vec<LogSource> = sent.batch().lines.iter().map(|l| l.source).collect();
     assert_eq!(sources, [LogSource::App, LogSource::Router, LogSource::App, LogSource::Build]);
-    assert_eq!(sent.batch.lines[1].text, router.text);
+    assert_eq!(sent.batch().lines[1].text, router.text);
     assert_eq!(spool.cursor("c-a"), Some(numbered("a", 3).cursor));
     assert_eq!(spool.cursor(""), None);
     assert_eq!(spool.append(Collected::containerless(router)).unwrap(), 5);
@@ -352,8 +352,8 @@ fn lines_lost_before_the_spool_are_counted_and_shipped() {
     let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
     spool.count_lost("a", "production", 3);
     let sent = spool.batch(100, 1 << 20).unwrap().unwrap();
-    assert!(sent.batch.lines.is_empty());
-    assert_eq!(sent.batch.dropped, [Dropped { app: "a".into(), env: "production".into(), lines: 3 }]);
+    assert!(sent.batch().lines.is_empty());
+    assert_eq!(sent.batch().dropped, [Dropped { app: "a".into(), env: "production".into(), lines: 3 }]);
 }
 
 #[test]
@@ -366,25 +366,25 @@ fn a_batch_after_one_in_flight_starts_where_it_ended_and_carries_no_drop_counts(
         spool.append(numbered("a", i)).unwrap();
     }
     let first = spool.batch(300, u64::MAX).unwrap().unwrap();
-    assert_eq!(first.batch.dropped.len(), 1, "the first batch carries the drop counts");
-    let start = first.batch.lines[0].seq;
+    assert_eq!(first.batch().dropped.len(), 1, "the first batch carries the drop counts");
+    let start = first.batch().lines[0].seq;
     let second = spool.batch_after(Some(&first), 300, u64::MAX).unwrap().unwrap();
     assert_eq!(seqs(&second), (start + 300..start + 600).collect::<Vec<_>>());
-    assert!(second.batch.dropped.is_empty(), "{:?}", second.batch.dropped);
+    assert!(second.batch().dropped.is_empty(), "{:?}", second.batch().dropped);
     // The one in flight may span segments; the next follows on across them.
     let third = spool.batch_after(Some(&second), 300, u64::MAX).unwrap().unwrap();
-    assert_eq!(third.batch.lines[0].seq, start + 600);
+    assert_eq!(third.batch().lines[0].seq, start + 600);
 
     // Acknowledged in order, each moves the spool on; what comes next follows the newest.
     spool.ack(&first, first.last_seq).unwrap();
     spool.ack(&second, second.last_seq).unwrap();
     let next = spool.batch_after(Some(&third), 300, u64::MAX).unwrap().unwrap();
-    assert_eq!(next.batch.lines[0].seq, start + 900);
+    assert_eq!(next.batch().lines[0].seq, start + 900);
     // Abandoned (the third failed): shipping starts again at the oldest unacknowledged line,
     // with the drop counts, which were acknowledged, not sent again.
     let again = spool.batch(300, u64::MAX).unwrap().unwrap();
     assert_eq!(seqs(&again), seqs(&third));
-    assert!(again.batch.dropped.is_empty());
+    assert!(again.batch().dropped.is_empty());
 
     // The segment a batch in flight ended in is dropped by the cap: the next batch starts at
     // the oldest line after it that the spool still holds.
@@ -392,7 +392,26 @@ fn a_batch_after_one_in_flight_starts_where_it_ended_and_carries_no_drop_counts(
         spool.append(numbered("a", i)).unwrap();
     }
     let after = spool.batch_after(Some(&third), 300, u64::MAX).unwrap().unwrap();
-    assert!(after.batch.lines[0].seq > third.last_seq);
-    assert_eq!(after.batch.lines[0].seq, spool.batch(1, u64::MAX).unwrap().unwrap().batch.lines[0].seq);
-    assert!(after.batch.dropped.is_empty());
+    assert!(after.batch().lines[0].seq > third.last_seq);
+    assert_eq!(after.batch().lines[0].seq, spool.batch(1, u64::MAX).unwrap().unwrap().batch().lines[0].seq);
+    assert!(after.batch().dropped.is_empty());
+}
+
+#[test]
+fn a_records_line_is_found_whatever_its_text_holds() {
+    for text in ["plain", "quote \" brace } bracket ] backslash \\ end", "\\\"}", "ünï ✓ \u{1}", ""] {
+        let mut line = numbered("a", 7).line;
+        (line.seq, line.text) = (7, text.into());
+        let record =
+            Record { line: line.clone(), container: "c1".into(), cursor: Cursor { at: "t".into(), n: 2 } };
+        let json = serde_json::to_vec(&record).unwrap();
+        let (seq, raw) = super::record_line(&json).unwrap();
+        assert_eq!(seq, 7);
+        let back: protocol::logs::ShippedLine =
+            serde_json::from_slice(raw.expect("laid out as written")).unwrap();
+        assert_eq!(back, line, "{text:?}");
+    }
+    // A record laid out otherwise is parsed whole.
+    let other = br#"{"container":"c","line":{"text":"x","seq":9,"at":"","app":"a","env":"e","source":"app","process":"web","replica":1,"release":1,"stream":"stdout"}}"#;
+    assert_eq!(super::record_line(other).unwrap(), (9, None));
 }
