@@ -68,7 +68,7 @@ pub struct Config {
     pub network_pool: store::NetworkPool,
     /// How long a node certificate is valid (agents renew it when a third is left).
     pub node_cert_lifetime: Duration,
-    /// How long and how much of the central logs the control plane keeps (`logs.db`).
+    /// How long and how much of the central logs the control plane keeps (`logs/`).
     pub log_retention: logs::Retention,
     /// Log drains: the CA they trust besides the platform's roots, how far behind they may fall.
     pub drains: drains::DrainSettings,

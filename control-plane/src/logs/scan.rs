@@ -54,6 +54,7 @@ pub fn walk<'m>(
     let (since, until) = (times.0.unwrap_or(i64::MIN), times.1.unwrap_or(i64::MAX));
     let segs: Box<dyn Iterator<Item = &Segment>> =
         if backward { Box::new(snap.segs.iter().rev()) } else { Box::new(snap.segs.iter()) };
+    let mut buf = Vec::new();
     for seg in segs {
         if seg.lines == 0 || seg.last_id <= after || seg.first_id > span.upto {
             continue;
@@ -62,7 +63,7 @@ pub fn walk<'m>(
             continue;
         }
         // The snapshot holds the file open: a segment retention deletes meanwhile stays readable.
-        let buf = seg.read()?;
+        seg.read_into(&mut buf)?;
         let mut recs = segment::records(&buf, false);
         if backward {
             recs.reverse();
@@ -197,6 +198,7 @@ pub fn after_map<T>(
 pub fn count(snap: &Snapshot, span: Span, cap: u64) -> anyhow::Result<u64> {
     let lo = span.after.max(snap.floor - 1);
     let mut n = 0u64;
+    let mut buf = Vec::new();
     for seg in &snap.segs {
         if n >= cap {
             break;
@@ -208,7 +210,7 @@ pub fn count(snap: &Snapshot, span: Span, cap: u64) -> anyhow::Result<u64> {
             n += seg.lines;
             continue;
         }
-        let buf = seg.read()?;
+        seg.read_into(&mut buf)?;
         for (off, h) in segment::records(&buf, false) {
             if h.last_id <= lo || h.first_id > span.upto {
                 continue;

@@ -279,11 +279,11 @@ impl Segment {
         self.max_at = self.max_at.max(h.max_at);
     }
 
-    /// The segment's committed bytes.
-    pub fn read(&self) -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![0; self.len as usize];
-        self.file.read_exact_at(&mut buf, 0)?;
-        Ok(buf)
+    /// The segment's committed bytes, into `buf` (reused from segment to segment, so a scan
+    /// allocates and clears memory once).
+    pub fn read_into(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        buf.resize(self.len as usize, 0);
+        self.file.read_exact_at(buf, 0)
     }
 }
 

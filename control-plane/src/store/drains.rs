@@ -13,7 +13,7 @@ pub struct DrainRow {
     pub url: String,
     pub created_at: String,
     pub created_by: String,
-    /// The highest logs.db line id delivered or skipped.
+    /// The highest log store line id delivered or skipped.
     pub position: i64,
     pub delivered: i64,
     pub dropped: i64,

@@ -143,6 +143,8 @@ pub struct Spool {
     segments: VecDeque<Segment>,
     /// Appends to the last segment.
     writer: Option<BufWriter<File>>,
+    /// A record's JSON is written here first (one buffer for every record).
+    scratch: Vec<u8>,
     total: u64,
     next_seq: u64,
     forgotten: u64,
@@ -191,6 +193,7 @@ impl Spool {
             segment_bytes: (cap / 16).clamp(4096, 4 << 20),
             segments: VecDeque::new(),
             writer: None,
+            scratch: Vec::new(),
             total: 0,
             next_seq: state.next_seq.max(1),
             forgotten: state.forgotten_through,
@@ -300,16 +303,24 @@ impl Spool {
     }
 
     fn write(&mut self, record: &Record) -> anyhow::Result<u64> {
-        let mut bytes = serde_json::to_vec(record)?;
+        let mut bytes = std::mem::take(&mut self.scratch);
+        bytes.clear();
+        serde_json::to_writer(&mut bytes, record)?;
         bytes.push(b'\n');
         let len = bytes.len() as u64;
+        let written = self.write_bytes(&bytes, len);
+        self.scratch = bytes;
+        written
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8], len: u64) -> anyhow::Result<u64> {
         if self.segments.back().is_none_or(|s| s.bytes >= self.segment_bytes) || self.writer.is_none() {
             self.open_writer()?;
         }
         while self.total + len > self.cap && self.segments.len() > 1 {
             self.drop_oldest()?;
         }
-        if let Err(e) = self.writer.as_mut().expect("opened above").write_all(&bytes) {
+        if let Err(e) = self.writer.as_mut().expect("opened above").write_all(bytes) {
             self.roll_back();
             return Err(e.into());
         }
