@@ -123,6 +123,13 @@ impl ControlPlane {
         tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
         // Its own file: log writes never wait on the state database's write lock.
         let logs = logs::LogStore::open(&config.data_dir.join("logs")).await?;
+        // An earlier release kept logs in SQLite: moved over once, so an upgrade loses none.
+        let moved = logs::import_sqlite(&logs, &config.data_dir.join("logs.db"))
+            .await
+            .context("moving the earlier log store (logs.db) into the new one")?;
+        if moved > 0 {
+            tracing::info!(lines = moved, "moved the earlier log store (logs.db) into logs/");
+        }
         let admin_token = access::bootstrap(&store, &config.data_dir).await?;
         // The long-lived join token of earlier releases ends (migration 0015 dropped it): nodes
         // join with one-time tokens from `paas nodes token` now.

@@ -75,6 +75,11 @@ pub fn chain_key(app: &str, env: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Entry {
+    /// Lines committed without a node's position (an earlier store's lines, imported).
+    Ends {
+        last_id: i64,
+        ends: Vec<(String, End)>,
+    },
     Batch {
         node: String,
         pos: NodePos,
@@ -108,6 +113,12 @@ impl State {
             Entry::Batch { node, pos, last_id, ends } => {
                 self.last_id = self.last_id.max(last_id);
                 self.nodes.insert(node, pos);
+                for (chain, end) in ends {
+                    self.chains.entry(chain).or_default().end = Some(end);
+                }
+            }
+            Entry::Ends { last_id, ends } => {
+                self.last_id = self.last_id.max(last_id);
                 for (chain, end) in ends {
                     self.chains.entry(chain).or_default().end = Some(end);
                 }

@@ -2,6 +2,7 @@
 //! how far each node is stored), reading it back for users with filters, text search and a
 //! long-polled follow mode, and keeping the store within its age and size caps.
 
+mod import;
 pub mod limits;
 pub(crate) mod meta;
 pub mod platform;
@@ -9,6 +10,7 @@ pub(crate) mod scan;
 mod segment;
 pub mod store;
 
+pub use import::from_sqlite as import_sqlite;
 pub use store::LogStore;
 
 use crate::error::{DomainError, Result};

@@ -237,6 +237,22 @@ impl Inner {
         Ok((ends, touched))
     }
 
+    /// Appends lines that already have their ids (an earlier store's, imported), committed
+    /// in one journal entry; they must come after every line stored.
+    pub(super) fn append_with_ids(&mut self, node: &str, groups: &Groups<'_, '_>) -> anyhow::Result<()> {
+        let last = groups.values().flat_map(|l| l.iter().map(|x| x.0)).max().unwrap_or(0);
+        anyhow::ensure!(
+            groups.values().flatten().all(|l| l.0 > self.state.last_id),
+            "imported lines must come after every stored line"
+        );
+        let (ends, touched) = self.append(node, groups)?;
+        if let Err(e) = self.record(Entry::Ends { last_id: last, ends }) {
+            self.undo(touched);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Cuts appended records off again (their commit could not be written).
     fn undo(&mut self, touched: Touched) {
         for (key, i, before) in touched {
@@ -450,7 +466,7 @@ impl Inner {
 }
 
 /// A batch's lines per chain, each with its id and time.
-type Groups<'a, 'b> = BTreeMap<String, Vec<(i64, i64, &'a ShippedLineRef<'b>)>>;
+pub(super) type Groups<'a, 'b> = BTreeMap<String, Vec<(i64, i64, &'a ShippedLineRef<'b>)>>;
 /// Segments an append changed, as they were before it.
 type Touched = Vec<(String, usize, Segment)>;
 
