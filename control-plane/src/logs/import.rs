@@ -26,7 +26,10 @@ pub async fn from_sqlite(store: &LogStore, db: &Path) -> anyhow::Result<u64> {
         sqlx::query_scalar("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'lines'")
             .fetch_one(&pool)
             .await?;
-    while has_lines {
+    loop {
+        if !has_lines {
+            break;
+        }
         let after = store.lock().state.last_id;
         let rows = sqlx::query(
             "SELECT id, node, at, app, env, source, process, replica, release, stream, text FROM lines

@@ -162,12 +162,15 @@ pub fn records(b: &[u8], check: bool) -> Vec<(usize, Header)> {
 }
 
 /// The node that shipped the record at the start of `rec`, and its lines.
+/// Bytes that do not hold what they say (a damaged file) give fewer lines, never a panic.
 pub fn lines(rec: &[u8]) -> (&str, LineIter<'_>) {
-    let h = header(rec, false).expect("a record read before");
+    let Some(h) = header(rec, false) else { return ("", LineIter { b: &[] }) };
     let payload = &rec[HEADER..h.len - TRAILER];
-    let node_len = u16::from_le_bytes([payload[0], payload[1]]) as usize;
-    let node = std::str::from_utf8(&payload[2..2 + node_len]).unwrap_or("");
-    (node, LineIter { b: &payload[2 + node_len..] })
+    let node_len = payload.get(..2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let (Some(node), Some(rest)) = (payload.get(2..2 + node_len), payload.get(2 + node_len..)) else {
+        return ("", LineIter { b: &[] });
+    };
+    (std::str::from_utf8(node).unwrap_or(""), LineIter { b: rest })
 }
 
 pub struct LineIter<'a> {
@@ -330,5 +333,10 @@ mod tests {
         bad[h1.len + HEADER + 1] ^= 1;
         assert_eq!(records(&bad, true).len(), 1);
         assert_eq!(records(&bad, false).len(), 2, "reads of committed bytes skip the CRC");
+        // A record whose node length points past its payload gives no lines, not a panic.
+        let mut damaged = buf[..h1.len].to_vec();
+        damaged[HEADER..HEADER + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(lines(&damaged).1.count(), 0);
+        assert_eq!(lines(b"not a record").1.count(), 0);
     }
 }

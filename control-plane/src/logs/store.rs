@@ -141,11 +141,9 @@ fn open_chain(dir: &Path, floor: i64, end: End) -> anyhow::Result<Vec<Segment>> 
             continue;
         }
         let seg = Segment::open(&path, first, (first == end.seg).then_some(end.len))?;
-        if seg.lines == 0 || seg.last_id < floor {
-            if first != end.seg {
-                std::fs::remove_file(&path)?;
-                continue;
-            }
+        if (seg.lines == 0 || seg.last_id < floor) && first != end.seg {
+            std::fs::remove_file(&path)?;
+            continue;
         }
         segs.push(seg);
     }
@@ -186,8 +184,11 @@ impl Inner {
         self.journal.append(&e)?;
         self.state.apply(e);
         if self.journal.wants_compaction() {
+            // The entry is in: a failed rewrite (a full disk) only leaves the journal long.
             let snapshot = self.state.clone();
-            self.journal.compact(&snapshot)?;
+            if let Err(e) = self.journal.compact(&snapshot) {
+                tracing::warn!(error = %format!("{e:#}"), "rewriting the log store's journal failed; it is tried again later");
+            }
         }
         Ok(())
     }
@@ -277,7 +278,7 @@ impl Inner {
         let mut id = mark;
         let mut bytes = 0u64;
         // Per app environment of the batch (a few at most): whether it is stored, and its lines.
-        let mut envs: Vec<(&str, &str, bool, Vec<(i64, i64, &ShippedLineRef<'_>)>)> = Vec::new();
+        let mut envs: Vec<(&str, &str, bool, Lines<'_, '_>)> = Vec::new();
         for line in &batch.lines {
             let Ok(seq) = i64::try_from(line.seq) else { continue };
             if seq <= old || pos.above.contains(&seq) || !seen.insert(seq) {
@@ -465,8 +466,10 @@ impl Inner {
     }
 }
 
-/// A batch's lines per chain, each with its id and time.
-pub(super) type Groups<'a, 'b> = BTreeMap<String, Vec<(i64, i64, &'a ShippedLineRef<'b>)>>;
+/// Lines of one chain, each with its id and time.
+type Lines<'a, 'b> = Vec<(i64, i64, &'a ShippedLineRef<'b>)>;
+/// A batch's lines per chain.
+pub(super) type Groups<'a, 'b> = BTreeMap<String, Lines<'a, 'b>>;
 /// Segments an append changed, as they were before it.
 type Touched = Vec<(String, usize, Segment)>;
 
