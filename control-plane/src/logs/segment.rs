@@ -336,7 +336,7 @@ mod tests {
         // A record whose node length points past its payload gives no lines, not a panic.
         let mut damaged = buf[..h1.len].to_vec();
         damaged[HEADER..HEADER + 2].copy_from_slice(&u16::MAX.to_le_bytes());
-        assert_eq!(lines(&damaged).1.count(), 0);
-        assert_eq!(lines(b"not a record").1.count(), 0);
+        assert_eq!(super::lines(&damaged).1.count(), 0);
+        assert_eq!(super::lines(b"not a record").1.count(), 0);
     }
 }
