@@ -548,7 +548,7 @@ pub struct LogsArgs {
     /// Up to this long ago or this time.
     #[arg(long, conflicts_with = "follow")]
     pub until: Option<String>,
-    /// Only lines holding this phrase (words in this order, any case).
+    /// Only lines holding this text anywhere (ASCII letters in either case).
     #[arg(long)]
     pub grep: Option<String>,
     /// How many of the newest lines to show first (at most 5000).
