@@ -234,7 +234,12 @@ impl Segment {
             .mode(0o600)
             .open(segment_path(chain, first_id))?;
         file.set_len(0)?;
-        Ok(Self {
+        Ok(Self::empty(first_id, file))
+    }
+
+    /// `file` as a segment holding nothing yet; [`Segment::note`] counts its records.
+    fn empty(first_id: i64, file: File) -> Self {
+        Self {
             first_id,
             file: std::sync::Arc::new(file),
             len: 0,
@@ -242,7 +247,7 @@ impl Segment {
             lines: 0,
             min_at: i64::MAX,
             max_at: i64::MIN,
-        })
+        }
     }
 
     /// An existing segment cut to its committed `len` (`None`: its whole records), with what
@@ -253,15 +258,7 @@ impl Segment {
         let want = len.unwrap_or(size).min(size);
         let mut buf = vec![0; want as usize];
         file.read_exact_at(&mut buf, 0)?;
-        let mut seg = Self {
-            first_id,
-            file: std::sync::Arc::new(file),
-            len: 0,
-            last_id: first_id - 1,
-            lines: 0,
-            min_at: i64::MAX,
-            max_at: i64::MIN,
-        };
+        let mut seg = Self::empty(first_id, file);
         // Only whole records that pass their CRC count: a machine that lost power may have
         // kept the journal's word but not all of the file's bytes.
         for (_, h) in records(&buf, true) {
