@@ -6,7 +6,8 @@
 //! - the collector lists this node's containers every second (or at once when the reconcile
 //!   loop or the job runner starts one) and keeps one reader on each, resuming at the cursor
 //!   the spool keeps for it; a container about to be removed is first read to its end
-//!   ([`LogHandle::drained`]);
+//!   ([`LogHandle::drained`]); a reader at the end of its container's log file waits for
+//!   `wake` (inotify) to report a change;
 //! - the writer appends what the readers collected and what was pushed to the spool, which
 //!   numbers it;
 //! - the shipper (`ship`) sends the oldest unacknowledged lines (and the spool's drop counts),
@@ -18,6 +19,7 @@ mod jsonfile;
 mod ship;
 mod spool;
 mod tail;
+mod wake;
 
 use crate::docker::DockerClient;
 pub use tail::MAX_LINE_BYTES;
@@ -213,7 +215,10 @@ impl Collector {
         let ready = Arc::new(Notify::new());
         let shipper = ship::ship(self.spool.clone(), self.client, self.node, ready.clone(), shutdown.clone());
         let writer = write(self.spool.clone(), rx, self.pushed, self.signals.clone(), ready);
+        let watcher = wake::Watcher::new();
+        let waker = watcher.run(shutdown.clone());
         let readers = Readers {
+            watcher: watcher.clone(),
             docker: self.docker,
             spool: self.spool,
             out: tx,
@@ -225,13 +230,15 @@ impl Collector {
             names: HashMap::new(),
         };
         let collector = readers.run(self.signals, self.drains, shutdown);
-        tokio::join!(collector, writer, shipper);
+        tokio::join!(collector, writer, shipper, waker);
     }
 }
 
 /// One reader per container, and what ended readers left off at.
 struct Readers {
     docker: DockerClient,
+    /// Wakes readers at the end of their files when the files change.
+    watcher: wake::Watcher,
     spool: Arc<Mutex<Spool>>,
     out: mpsc::Sender<Collected>,
     /// Readers, each answering where it left off.
@@ -334,7 +341,8 @@ impl Readers {
             let (docker, out, id) = (self.docker.clone(), self.out.clone(), source.id.clone());
             let (stop, stopped) = watch::channel(!source.running);
             self.stopped.insert(id.clone(), stop);
-            let task = self.tasks.spawn(tail::follow(docker, source, cursor, config, out, stopped));
+            let watcher = self.watcher.clone();
+            let task = self.tasks.spawn(tail::follow(docker, source, cursor, config, out, stopped, watcher));
             self.task_ids.insert(task.id(), id);
         }
         for (name, waiter) in waiting.drain(..) {

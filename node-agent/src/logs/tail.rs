@@ -10,6 +10,7 @@
 
 use super::jsonfile::LogFiles;
 use super::spool::{Collected, Cursor};
+use super::wake::{DirWatch, Watcher};
 use crate::docker::{DockerClient, LogSource};
 use crate::lines::{log_entry, Splitter};
 use futures_util::StreamExt;
@@ -26,6 +27,9 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// little.
 const IDLE_MIN: Duration = Duration::from_millis(20);
 const IDLE_MAX: Duration = Duration::from_millis(250);
+/// A watched file (see `wake`) is looked at again after this even when no change was
+/// reported: a safety net, not the way new lines are found.
+const IDLE_WATCHED: Duration = Duration::from_secs(2);
 
 /// Reads `source`'s output from `cursor` on into `out` until the container stops (`stopped`
 /// turns true, or Docker's stream ends), the log cannot be read, or `out` closes; answers
@@ -37,6 +41,7 @@ pub async fn follow(
     config: std::sync::Arc<std::collections::BTreeMap<String, String>>,
     out: mpsc::Sender<Collected>,
     stopped: watch::Receiver<bool>,
+    watcher: Watcher,
 ) -> Option<Cursor> {
     let secrets = protocol::secrets::secret_texts(&config);
     let masked = |mut c: Collected| {
@@ -47,12 +52,16 @@ pub async fn follow(
     };
     let mut reader = Reader::new(source, cursor);
     let files = match docker.log_path(&reader.source.id).await {
-        Some(path) => tokio::task::spawn_blocking(move || LogFiles::open(&path)).await.ok(),
+        Some(path) => {
+            // Watched before the first read, so no change after that read goes unnoticed.
+            let watch = path.parent().and_then(|dir| watcher.watch(dir));
+            tokio::task::spawn_blocking(move || LogFiles::open(&path)).await.ok().map(|f| (f, watch))
+        }
         None => None,
     };
     match files {
-        Some(Ok(files)) => return follow_files(files, reader, masked, out, stopped).await,
-        Some(Err(e)) => {
+        Some((Ok(files), watch)) => return follow_files(files, reader, masked, out, stopped, watch).await,
+        Some((Err(e), _)) => {
             tracing::debug!(container = %reader.source.name, error = %e, "the container's log file cannot be read; reading through Docker");
         }
         None => {}
@@ -83,13 +92,15 @@ pub async fn follow(
     reader.cursor
 }
 
-/// Reads the container's log files until it stopped and they are read to their end.
+/// Reads the container's log files until it stopped and they are read to their end. At the
+/// end of the files it waits for `watch` to report a change, or without one polls.
 async fn follow_files(
     mut files: LogFiles,
     mut reader: Reader,
     masked: impl Fn(Collected) -> Collected,
     out: mpsc::Sender<Collected>,
     mut stopped: watch::Receiver<bool>,
+    mut watch: Option<DirWatch>,
 ) -> Option<Cursor> {
     reader.restart();
     let mut idle = IDLE_MIN;
@@ -120,13 +131,25 @@ async fn follow_files(
                 }
             }
             Ok(None) if done => break,
-            Ok(None) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(idle) => {}
-                    _ = stopped.changed() => {}
+            Ok(None) => match &mut watch {
+                Some(w) => {
+                    let gone = tokio::select! {
+                        _ = tokio::time::sleep(IDLE_WATCHED) => false,
+                        changed = w.changed.changed() => changed.is_err(),
+                        _ = stopped.changed() => false,
+                    };
+                    if gone {
+                        watch = None;
+                    }
                 }
-                idle = (idle * 2).min(IDLE_MAX);
-            }
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = stopped.changed() => {}
+                    }
+                    idle = (idle * 2).min(IDLE_MAX);
+                }
+            },
             Err(e) => {
                 tracing::debug!(container = %reader.source.name, error = %e, "reading the container's log file stopped");
                 break;
