@@ -145,6 +145,29 @@ pub enum Command {
     /// Serve an app under your own domain names, over HTTP and HTTPS.
     #[command(subcommand)]
     Domains(DomainsCommand),
+    /// An environment's request rate, 5xx share, latency, CPU and memory per replica and
+    /// database figures (or the nodes' with --nodes): newest values and sparklines.
+    Metrics(MetricsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP,
+          required_unless_present_any = ["nodes", "scrape_token"])]
+    pub app: Option<String>,
+    /// The environment.
+    #[arg(long, short = 'e', default_value = "production", env = "PAAS_ENV")]
+    pub env: String,
+    /// From this long ago (10m, 6h, 7d) or this time (2026-11-27T10:00:00Z); the last hour by
+    /// default. Spans longer than a day show 5 minute means.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// The nodes' CPU, memory, disks and network instead of an app's (platform admins).
+    #[arg(long)]
+    pub nodes: bool,
+    /// Print the token Prometheus sends to `/metrics` (platform admins).
+    #[arg(long)]
+    pub scrape_token: bool,
 }
 
 impl Command {
@@ -294,6 +317,10 @@ pub struct DataDir {
     /// filesystem holding the data directory); the oldest lines go first, counted.
     #[arg(long, env = "PAAS_LOG_MAX_MIB", default_value_t = 1024)]
     pub log_max_mib: u64,
+    /// Most metrics series kept (about 69 KB of disk each: a day at 10 s, a month at 5 min);
+    /// new series past it are not kept, and the log says so.
+    #[arg(long, env = "PAAS_METRICS_MAX_SERIES", default_value_t = control_plane::metrics::DEFAULT_MAX_SERIES)]
+    pub metrics_max_series: usize,
     /// How long node certificates are valid, in seconds (agents renew theirs when a third is
     /// left); short lifetimes are for testing rotation.
     #[arg(long, env = "PAAS_NODE_CERT_SECS", default_value_t = control_plane::ca::NODE_CERT_LIFETIME.as_secs(), hide = true)]

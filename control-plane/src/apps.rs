@@ -115,6 +115,7 @@ pub async fn delete(
     // Its pushed history too: a new app of the same name must not serve it to its viewers.
     let _ = std::fs::remove_dir_all(crate::http::git_repo_dir(state, app));
     crate::logs::forget(state, app, None);
+    crate::metrics::forget_app(state, app).await;
     tracing::info!(app, user, purge, purge_backups, "app deleted");
     state.bump();
     let mut done = AppDeleted { deleted: app.to_string(), ..Default::default() };

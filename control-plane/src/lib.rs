@@ -21,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod logs;
+pub mod metrics;
 pub mod releases;
 pub mod restarts;
 pub mod runs;
@@ -77,6 +78,8 @@ pub struct Config {
     /// `--api-tls`: the API listener serves HTTPS with a local-CA certificate for these names
     /// (host names and IP addresses); plain HTTP when `None`.
     pub api_tls: Option<Vec<String>>,
+    /// Series the metrics store keeps at most (`metrics/`).
+    pub metrics_max_series: usize,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             },
             acme: None,
             api_tls: None,
+            metrics_max_series: metrics::DEFAULT_MAX_SERIES,
         }
     }
 }
@@ -154,8 +158,11 @@ impl ControlPlane {
             .with_context(|| format!("creating the backup directory {}", config.backup_dir.display()))?;
         let storage = backups::BackupStorage::new(config.backup_dir.clone(), s3.clone());
         tracing::info!(store = %storage.describe(), "backups are kept in");
+        let metrics = metrics::Metrics::open(&config.data_dir.join("metrics"), config.metrics_max_series)
+            .context("opening the metrics store")?;
         let mut state = AppState::new(store, logs, Arc::new(config), secrets, storage, ca, ingress_ca);
         state.acme = acme;
+        state.metrics = Arc::new(metrics);
         deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
         restarts::recover(&state)
             .await
@@ -221,6 +228,7 @@ impl ControlPlane {
         self.state.spawn(scheduled::run(self.state.clone()));
         self.state.spawn(logs::retention(self.state.clone()));
         self.state.spawn(logs::platform::feed(self.state.clone()));
+        self.state.spawn(metrics::expire(self.state.clone()));
         self.state.spawn(drains::run(self.state.clone()));
         self.state.spawn(edge::run(self.state.clone()));
         self.state.spawn(edge::acme::run(self.state.clone()));

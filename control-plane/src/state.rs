@@ -20,6 +20,8 @@ pub struct AppState {
     pub store: Store,
     /// Central logs, in their own database file.
     pub logs: crate::logs::LogStore,
+    /// Nodes' samples as series, and the newest figures for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub config: Arc<Config>,
     /// Seals config vars at rest.
     pub secrets: Arc<SecretBox>,
@@ -130,6 +132,7 @@ impl AppState {
         Self {
             store,
             logs,
+            metrics: Arc::default(),
             config,
             secrets: Arc::new(secrets),
             backup_storage,

@@ -15,6 +15,7 @@ pub mod ingress;
 mod jobs;
 mod lines;
 mod logs;
+mod metrics;
 mod precompress;
 mod reconcile;
 mod statics;
@@ -163,6 +164,15 @@ pub async fn run_with_logs(
             });
         }
     }
+    let sampler = metrics::Sampler {
+        docker: docker.clone(),
+        client: client.clone(),
+        node: config.node_name.clone(),
+        ingress: registration.ingress.then(|| routes.clone()),
+        reports: report_rx.clone(),
+        paths: docker.root_dir().await.into_iter().chain([config.state_dir.clone()]).collect(),
+    };
+    tasks.spawn(until_shutdown(sampler.run(shutdown.clone())));
     let local_ingress = registration.ingress.then(|| routes.clone());
     let paused = dbtasks::Paused::default();
     let reconciler = reconcile::Reconciler::new(

@@ -5,6 +5,8 @@ mod access;
 mod attach;
 mod domains;
 mod drains;
+mod metrics;
+pub use metrics::ScrapeToken;
 
 use crate::agent::{
     BuildLog, BuildResult, BuildTask, DbTaskResult, JobLog, JobResult, NodeReport, RegisterNode,

@@ -15,6 +15,7 @@ pub mod drains;
 pub mod files;
 pub mod logs;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod secrets;
 pub mod tls;

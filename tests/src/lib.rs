@@ -659,3 +659,21 @@ pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("running docker");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A loopback port free right now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `check` answers something, or fails with `what` after `secs`.
+#[track_caller]
+pub fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

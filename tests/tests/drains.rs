@@ -10,28 +10,12 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The backlog bound the platform runs with: small, so an outage passes it.
 const MAX_BACKLOG: u64 = 100;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits until `check` answers something, or fails with `what` after `secs`.
-#[track_caller]
-fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use paas_tests::{free_port, wait_for};
 
 /// rsyslogd in the foreground with its own config, work directory and pid file, writing what
 /// it receives over TCP to a file, one line per message: `HOSTNAME APP-NAME PROCID SEVERITY MSG`.

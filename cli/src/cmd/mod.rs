@@ -15,6 +15,7 @@ mod info;
 mod install;
 mod login;
 mod logs;
+mod metrics;
 mod node_identity;
 mod releases;
 mod run;
@@ -61,6 +62,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
         Command::Events(args) => info::events(&g, args).await,
         Command::Drains(cmd) => drains::exec(&g, cmd).await,
+        Command::Metrics(args) => metrics::exec(&g, args).await,
         Command::Cron(cmd) => cron::exec(&g, cmd).await,
         Command::Domains(cmd) => domains::exec(&g, cmd).await,
     }

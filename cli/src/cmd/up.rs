@@ -148,6 +148,7 @@ fn control_plane_config(
             max_backlog: data.drains.drain_max_backlog,
             allow_nets: data.drains.drain_allow_net.clone(),
         },
+        metrics_max_series: data.metrics_max_series,
     })
 }
 

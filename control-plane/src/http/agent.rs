@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/nodes/{node}/watch", get(watch))
         .route("/nodes/{node}/report", post(report))
         .route("/nodes/{node}/logs", post(ship_logs))
+        .route("/nodes/{node}/metrics", post(metrics_sample))
         .route("/builds/{app}/{env}/{release}/source", get(source))
         .route("/builds/{app}/{env}/{release}/log", post(build_log))
         .route("/builds/{app}/{env}/{release}/result", post(build_result))
@@ -164,6 +165,17 @@ async fn ship_logs(
     let batch: LogBatchRef<'_> = serde_json::from_slice(&body)
         .map_err(|e| DomainError::Invalid(format!("the log batch is not valid JSON of a batch: {e}")))?;
     Ok(Json(crate::logs::ship(&state, &node, &batch).await?))
+}
+
+async fn metrics_sample(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(node): Path<String>,
+    Json(sample): Json<protocol::metrics::NodeSample>,
+) -> ApiResult<Json<Value>> {
+    caller.must_be(&node, format_args!("the metrics of node {node:?}"))?;
+    crate::metrics::record(&state, &node, sample).await?;
+    Ok(Json(json!({ "ok": true })))
 }
 
 /// Checks that `caller` builds release `release` of `app`/`env`, whose names are validated first

@@ -17,6 +17,7 @@ pub mod error;
 mod formation;
 mod git;
 mod logs;
+mod metrics;
 mod node_identity;
 mod nodes;
 pub mod routes;
@@ -57,6 +58,7 @@ pub fn api() -> routes::Api {
         .merge(logs::routes())
         .merge(domains::routes())
         .merge(drains::routes())
+        .merge(metrics::routes())
 }
 
 pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
@@ -73,6 +75,7 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
     Ok(Router::new()
         .nest(API_PREFIX, api.with_state(state.clone()))
         .route("/agent/v1/{*rest}", axum::routing::any(agent_moved))
+        .route("/metrics", axum::routing::get(metrics::prometheus).with_state(state.clone()))
         .merge(git::routes().with_state(state))
         .merge(console))
 }

@@ -251,7 +251,7 @@ pub fn parse(p: &Params, now: i64) -> Result<(Filter, Duration)> {
 }
 
 /// A time as users give it: a duration back from now (`10m`, `2h 30m`) or RFC 3339.
-fn parse_instant(what: &str, s: &str, now: i64) -> Result<i64> {
+pub(crate) fn parse_instant(what: &str, s: &str, now: i64) -> Result<i64> {
     let s = s.trim();
     if let Ok(d) = humantime::parse_duration(s) {
         let back = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);

@@ -1,7 +1,8 @@
 //! The agent's Docker boundary: `DockerClient` wraps bollard and is the only code in the agent
 //! that speaks the Docker API. Every object it creates carries the paas labels, and every listing
 //! is filtered by them. This file holds the client, the labels and the shared container settings;
-//! the operations live by concern in `containers`, `images`, `databases`, `exec` and `prune`.
+//! the operations live by concern in `containers`, `images`, `databases`, `exec`, `prune` and
+//! `stats`.
 
 mod containers;
 mod context;
@@ -11,6 +12,7 @@ mod images;
 mod networks;
 pub mod prune;
 mod purge;
+mod stats;
 
 use anyhow::Context;
 use bollard::container::ListContainersOptions;

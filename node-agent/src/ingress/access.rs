@@ -247,7 +247,11 @@ struct Logged {
 impl Logged {
     fn emit(&mut self) {
         if let Some((access, status, logs)) = self.pending.take() {
-            if let Some(line) = access.line(status, self.bytes, Instant::now()) {
+            let end = Instant::now();
+            if let Some((entry, _)) = &access.route {
+                entry.guards.traffic.record(status, self.bytes, end - access.started);
+            }
+            if let Some(line) = access.line(status, self.bytes, end) {
                 logs.push(line);
             }
         }

@@ -22,11 +22,13 @@ pub(crate) struct Guards {
     /// Requests in flight to the app right now.
     active: Arc<AtomicUsize>,
     pub(crate) rate: RateLimiter,
+    /// What the environment's requests got, for metrics.
+    pub(crate) traffic: super::traffic::Traffic,
 }
 
 impl Default for Guards {
     fn default() -> Self {
-        Self { active: Arc::default(), rate: RateLimiter::new(MAX_CLIENTS) }
+        Self { active: Arc::default(), rate: RateLimiter::new(MAX_CLIENTS), traffic: Default::default() }
     }
 }
 

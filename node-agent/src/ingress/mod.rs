@@ -21,6 +21,7 @@ mod static_tests;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+mod traffic;
 
 use protocol::agent::Route;
 use std::collections::HashMap;
@@ -223,6 +224,22 @@ impl IngressHandle {
         self.health.retain(|b| live.contains(b));
         let table = Arc::new(Table { by_host, routes: routes.to_vec() });
         *self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+    }
+
+    /// The requests answered per app environment since the last call (each environment of the
+    /// route table once, with zeros when it had none).
+    pub fn take_traffic(&self) -> Vec<protocol::metrics::TrafficFigures> {
+        let table = self.current();
+        let mut seen: Vec<*const limits::Guards> = Vec::new();
+        let mut out = Vec::new();
+        for entry in table.by_host.values() {
+            let guards = Arc::as_ptr(&entry.guards);
+            if !seen.contains(&guards) {
+                seen.push(guards);
+                out.push(entry.guards.traffic.take(&entry.route.app, &entry.route.env));
+            }
+        }
+        out
     }
 
     /// Makes the extracted static files of `key` available to routes that name it.
