@@ -13,10 +13,13 @@ mod db;
 mod edge;
 #[path = "args_install.rs"]
 mod install;
+#[path = "args_ops.rs"]
+mod ops;
 pub use cron::CronCommand;
 pub use db::{download_file_flag, BackupsCommand, DbCommand};
 pub use edge::{AcmeArgs, ApiTlsArgs, DomainsCommand};
 pub use install::{InstallArgs, Role as InstallRole};
+pub use ops::{AlertsCommand, MetricsArgs, NotifyCommand, RulesCommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -148,26 +151,12 @@ pub enum Command {
     /// An environment's request rate, 5xx share, latency, CPU and memory per replica and
     /// database figures (or the nodes' with --nodes): newest values and sparklines.
     Metrics(MetricsArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct MetricsArgs {
-    #[arg(long, short = 'a', env = "PAAS_APP", help = crate::args::APP_HELP,
-          required_unless_present_any = ["nodes", "scrape_token"])]
-    pub app: Option<String>,
-    /// The environment.
-    #[arg(long, short = 'e', default_value = "production", env = "PAAS_ENV")]
-    pub env: String,
-    /// From this long ago (10m, 6h, 7d) or this time (2026-11-27T10:00:00Z); the last hour by
-    /// default. Spans longer than a day show 5 minute means.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// The nodes' CPU, memory, disks and network instead of an app's (platform admins).
-    #[arg(long)]
-    pub nodes: bool,
-    /// Print the token Prometheus sends to `/metrics` (platform admins).
-    #[arg(long)]
-    pub scrape_token: bool,
+    /// Alerts that fire and resolve, their rules and silences.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// Where alert and deploy notifications go: email addresses and webhooks.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
 }
 
 impl Command {
@@ -321,6 +310,8 @@ pub struct DataDir {
     /// new series past it are not kept, and the log says so.
     #[arg(long, env = "PAAS_METRICS_MAX_SERIES", default_value_t = control_plane::metrics::DEFAULT_MAX_SERIES)]
     pub metrics_max_series: usize,
+    #[command(flatten)]
+    pub smtp: ops::SmtpArgs,
     /// How long node certificates are valid, in seconds (agents renew theirs when a third is
     /// left); short lifetimes are for testing rotation.
     #[arg(long, env = "PAAS_NODE_CERT_SECS", default_value_t = control_plane::ca::NODE_CERT_LIFETIME.as_secs(), hide = true)]

@@ -10,6 +10,7 @@ pub mod backups;
 pub mod ca;
 pub mod config;
 pub use protocol::cron;
+pub mod alerts;
 pub mod databases;
 pub mod dbroles;
 pub mod deploy;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod logs;
 pub mod metrics;
+pub mod notify;
 pub mod releases;
 pub mod restarts;
 pub mod runs;
@@ -80,6 +82,8 @@ pub struct Config {
     pub api_tls: Option<Vec<String>>,
     /// Series the metrics store keeps at most (`metrics/`).
     pub metrics_max_series: usize,
+    /// The SMTP server email notifications go through; none: email targets are refused.
+    pub smtp: Option<notify::SmtpSettings>,
 }
 
 impl Config {
@@ -105,6 +109,7 @@ impl Config {
             acme: None,
             api_tls: None,
             metrics_max_series: metrics::DEFAULT_MAX_SERIES,
+            smtp: None,
         }
     }
 }
@@ -229,6 +234,7 @@ impl ControlPlane {
         self.state.spawn(logs::retention(self.state.clone()));
         self.state.spawn(logs::platform::feed(self.state.clone()));
         self.state.spawn(metrics::expire(self.state.clone()));
+        self.state.spawn(alerts::run(self.state.clone()));
         self.state.spawn(drains::run(self.state.clone()));
         self.state.spawn(edge::run(self.state.clone()));
         self.state.spawn(edge::acme::run(self.state.clone()));

@@ -87,6 +87,18 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("POST", "/apps/{app}/drains".into(), "deployer"),
         ("DELETE", "/apps/{app}/drains".into(), "deployer"),
         ("DELETE", "/apps/{app}/drains/{id}".into(), "deployer"),
+        ("GET", "/apps/{app}/envs/{env}/metrics".into(), "viewer"),
+        ("GET", "/nodes/metrics".into(), "platform"),
+        ("GET", "/metrics/scrape-token".into(), "platform"),
+        ("GET", "/alerts".into(), "signed"),
+        ("GET", "/alerts/rules".into(), "signed"),
+        ("PUT", "/alerts/rules/{rule}".into(), "platform"),
+        ("POST", "/alerts/rules/{rule}/silence".into(), "platform"),
+        ("DELETE", "/alerts/rules/{rule}/silence".into(), "platform"),
+        ("GET", "/notify".into(), "platform"),
+        ("POST", "/notify".into(), "platform"),
+        ("DELETE", "/notify/{id}".into(), "platform"),
+        ("POST", "/notify/test".into(), "platform"),
     ] {
         m.insert((method, leak(path)), who);
     }

@@ -2,6 +2,7 @@
 //! agent all go through it, so there is one place that knows URLs and error bodies.
 
 mod access;
+mod alerts;
 mod attach;
 mod domains;
 mod drains;

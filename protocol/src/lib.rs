@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod alerts;
 pub mod api;
 pub mod attach;
 pub mod client;

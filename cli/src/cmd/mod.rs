@@ -1,5 +1,6 @@
 //! Dispatch to one module per command; each has a thin `exec`.
 
+mod alerts;
 mod apps;
 mod apps_info;
 mod backup_download;
@@ -63,6 +64,8 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => info::events(&g, args).await,
         Command::Drains(cmd) => drains::exec(&g, cmd).await,
         Command::Metrics(args) => metrics::exec(&g, args).await,
+        Command::Alerts(cmd) => alerts::alerts(&g, cmd).await,
+        Command::Notify(cmd) => alerts::notify(&g, cmd).await,
         Command::Cron(cmd) => cron::exec(&g, cmd).await,
         Command::Domains(cmd) => domains::exec(&g, cmd).await,
     }

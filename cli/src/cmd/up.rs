@@ -123,6 +123,17 @@ fn control_plane_config(
         }
         _ => None,
     };
+    let smtp = match (&data.smtp.smtp_url, &data.smtp.smtp_from) {
+        (Some(url), Some(from)) => {
+            let smtp = control_plane::notify::SmtpSettings { url: url.clone(), from: from.clone() };
+            smtp.check()?;
+            Some(smtp)
+        }
+        (Some(_), None) => {
+            anyhow::bail!("--smtp-url needs --smtp-from: the address notification emails come from")
+        }
+        _ => None,
+    };
     for name in &data.api_tls.api_name {
         protocol::domains::parse_domain(name).map_err(anyhow::Error::msg).context("--api-name")?;
     }
@@ -149,6 +160,7 @@ fn control_plane_config(
             allow_nets: data.drains.drain_allow_net.clone(),
         },
         metrics_max_series: data.metrics_max_series,
+        smtp,
     })
 }
 

@@ -4,6 +4,7 @@
 //! ([`agent_router`], `server::serve_tls`).
 
 mod agent;
+mod alerts;
 mod apps;
 mod attach;
 pub mod auth;
@@ -59,6 +60,7 @@ pub fn api() -> routes::Api {
         .merge(domains::routes())
         .merge(drains::routes())
         .merge(metrics::routes())
+        .merge(alerts::routes())
 }
 
 pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {

@@ -174,16 +174,23 @@ impl Metrics {
         rings.retain(|k| !stale.contains(k))
     }
 
-    /// The newest figures and the ingress's totals in Prometheus's text format.
-    pub fn prometheus(&self, now: i64) -> String {
-        let latest = lock(&self.latest);
-        let current: Vec<(SeriesKey, f64)> = latest
+    /// The points of every node's sample that is still current at `now`.
+    pub fn current(&self, now: i64) -> Vec<(SeriesKey, f64)> {
+        lock(&self.latest)
             .iter()
             .filter(|(_, (at, _))| now - at <= FRESH_SECS)
             .flat_map(|(node, (_, sample))| series_of(node, sample))
-            .collect();
-        drop(latest);
-        prom::render(&current, &lock(&self.totals))
+            .collect()
+    }
+
+    /// When each node's newest sample came (Unix seconds), since this process started.
+    pub fn last_seen(&self) -> HashMap<String, i64> {
+        lock(&self.latest).iter().map(|(node, (at, _))| (node.clone(), *at)).collect()
+    }
+
+    /// The newest figures and the ingress's totals in Prometheus's text format.
+    pub fn prometheus(&self, now: i64) -> String {
+        prom::render(&self.current(now), &lock(&self.totals))
     }
 
     /// Series the store holds.

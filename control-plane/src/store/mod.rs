@@ -2,6 +2,7 @@
 //! Every read and write of desired state goes through here so another backend can replace it.
 
 mod agents;
+mod alerts;
 mod apps;
 mod backups;
 mod databases;
@@ -14,6 +15,7 @@ mod subnets;
 mod users;
 
 pub use agents::{NewCert, TokenRefused};
+pub use alerts::{AlertRow, RuleRow, TargetRow};
 pub use apps::{EnvRow, NodeRow};
 pub use backups::DbTaskRow;
 pub use databases::DatabaseRow;
