@@ -152,8 +152,17 @@ fn compare(op: &str, value: f64, threshold: f64) -> bool {
 struct Memory {
     /// Since when each (rule, subject) has been breaching.
     breaching: HashMap<(String, String), i64>,
-    /// Counter values over the window of `increase` rules, per (rule, subject).
-    history: HashMap<(String, String), VecDeque<(i64, f64)>>,
+    /// Counter values over the window of `increase` rules, per (rule, subject), with the
+    /// subject's app and environment: kept while the series is missing from a sample (a
+    /// crashed container is not running when the next sample is taken).
+    history: HashMap<(String, String), History>,
+}
+
+#[derive(Default)]
+struct History {
+    points: VecDeque<(i64, f64)>,
+    app: Option<String>,
+    env: Option<String>,
 }
 
 /// Checks the rules every 10 s until shutdown.
@@ -188,25 +197,39 @@ async fn check(state: &AppState, memory: &mut Memory, started: i64) -> Result<()
             seen.insert((r.id.clone(), subject), Seen { value, breaching, app, env });
         };
         match r.kind.as_str() {
-            "metric" | "increase" => {
+            "metric" => {
                 for (key, value) in current.iter().filter(|(k, _)| k.metric == r.metric) {
                     let (app, env) = (key.label("app"), key.label("env"));
-                    if !in_scope(app, env) {
-                        continue;
+                    if in_scope(app, env) {
+                        put(subject_of(key), *value, compare(&r.op, *value, r.threshold), app, env);
                     }
-                    let subject = subject_of(key);
-                    let value = if r.kind == "increase" {
-                        let h = memory.history.entry((r.id.clone(), subject.clone())).or_default();
-                        h.push_back((now, *value));
-                        while h.front().is_some_and(|(at, _)| *at < now - r.for_secs) {
-                            h.pop_front();
-                        }
-                        let low = h.iter().map(|(_, v)| *v).fold(f64::MAX, f64::min);
-                        value - low
-                    } else {
-                        *value
+                }
+            }
+            "increase" => {
+                for (key, value) in current.iter().filter(|(k, _)| k.metric == r.metric) {
+                    let (app, env) = (key.label("app"), key.label("env"));
+                    if in_scope(app, env) {
+                        let h = memory.history.entry((r.id.clone(), subject_of(key))).or_default();
+                        h.points.push_back((now, *value));
+                        (h.app, h.env) = (app.map(str::to_string), env.map(str::to_string));
+                    }
+                }
+                // Every subject with points in the window, whether or not this sample has it.
+                for ((rule, subject), h) in memory.history.iter_mut().filter(|((rule, _), _)| *rule == r.id) {
+                    while h.points.front().is_some_and(|(at, _)| *at < now - r.for_secs) {
+                        h.points.pop_front();
+                    }
+                    let (Some(low), Some(last)) =
+                        (h.points.iter().map(|(_, v)| *v).reduce(f64::min), h.points.back().map(|(_, v)| *v))
+                    else {
+                        continue;
                     };
-                    put(subject, value, compare(&r.op, value, r.threshold), app, env);
+                    let grew = last - low;
+                    let (app, env) = (h.app.clone(), h.env.clone());
+                    seen.insert(
+                        (rule.clone(), subject.clone()),
+                        Seen { value: grew, breaching: compare(&r.op, grew, r.threshold), app, env },
+                    );
                 }
             }
             "silent" => {
@@ -230,7 +253,7 @@ async fn check(state: &AppState, memory: &mut Memory, started: i64) -> Result<()
             _ => {}
         }
     }
-    memory.history.retain(|k, _| seen.contains_key(k));
+    memory.history.retain(|_, h| !h.points.is_empty());
     let firing: HashMap<(String, String), AlertRow> = state
         .store
         .alerts()

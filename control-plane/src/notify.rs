@@ -170,7 +170,7 @@ pub async fn send(state: &AppState, note: &Notification) {
             return;
         }
     };
-    let deploy = note.event.starts_with("deploy.");
+    let deploy = is_deploy(&note.event);
     for row in rows {
         let for_app = row.app.is_none() || row.app == note.app;
         if !for_app || (deploy && !row.deploys) {
@@ -179,6 +179,27 @@ pub async fn send(state: &AppState, note: &Notification) {
         if let Err(e) = deliver(state, &row, note).await {
             tracing::warn!(target_id = %row.id, kind = %row.kind, event = %note.event, error = %format!("{e:#}"), "a notification was not delivered");
         }
+    }
+}
+
+/// Events of deploys and rollbacks: started, live, failed.
+pub fn is_deploy(kind: &str) -> bool {
+    kind.starts_with("deploy.") || kind.starts_with("rollback.")
+}
+
+/// The notification of a deploy's or rollback's platform event.
+pub fn deploy_note(event: &crate::store::NewEvent<'_>) -> Notification {
+    Notification {
+        event: event.kind.to_string(),
+        rule: None,
+        subject: Some(format!("app={} env={}", event.app, event.env)),
+        app: Some(event.app.to_string()),
+        env: Some(event.env.to_string()),
+        summary: format!("{}/{}: {}", event.app, event.env, event.message),
+        value: None,
+        threshold: None,
+        since: None,
+        at: crate::store::now(),
     }
 }
 

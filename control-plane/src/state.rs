@@ -206,6 +206,13 @@ impl AppState {
         if let Err(e) = self.store.record_event(event).await {
             tracing::error!(error = %e, kind = event.kind, "recording a platform event failed");
         }
+        // Deploys and rollbacks go to the notification targets that asked for them, in the
+        // background: a slow webhook must not hold up the deploy.
+        if crate::notify::is_deploy(event.kind) {
+            let note = crate::notify::deploy_note(event);
+            let state = self.clone();
+            self.spawn(async move { crate::notify::send(&state, &note).await });
+        }
     }
 
     /// Marks `key` busy until the guard is dropped; `None` when it is busy already.

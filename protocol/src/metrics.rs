@@ -60,9 +60,11 @@ pub struct ContainerFigures {
     pub env: String,
     pub process: String,
     pub replica: u32,
-    /// Share of one core over the interval (200 is two cores busy); `None` for the first sample.
+    /// Share of one core over the interval (200 is two cores busy); `None` for the first sample
+    /// and while it is not running.
     pub cpu_percent: Option<f64>,
-    pub memory_bytes: u64,
+    /// `None` while it is not running (crashed, waiting for its restart).
+    pub memory_bytes: Option<u64>,
     /// The container's memory limit, when it has one.
     pub memory_limit_bytes: Option<u64>,
     /// Times the agent restarted it after a crash.

@@ -193,3 +193,75 @@ fn alerts_fire_and_resolve_by_email_and_signed_webhook_once_and_silences_hold() 
     assert!(rules.contains("node-memory") && rules.contains("node_memory_percent > 0.001"), "{rules}");
     p.paas(&["alerts", "rules", "set", "no-such-rule", "--threshold", "1"]).expect_err("no alert rule");
 }
+
+/// An app of a Debian image running `cmd`, healthy while it runs.
+fn app_running(cmd: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = format!("FROM debian:bookworm-slim\nCMD [\"sh\", \"-c\", \"{cmd}\"]\n");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    let manifest = "[processes.web]\nhealthcheck = { type = \"command\", command = [\"true\"], interval = \"1s\" }\n[deploy]\nstability_window = \"500ms\"\nstop_grace = \"1s\"\n";
+    std::fs::write(dir.path().join("paas.toml"), manifest).unwrap();
+    dir
+}
+
+/// Whether `paas alerts list` shows `rule` firing about `app`.
+fn firing(p: &Platform, rule: &str, app: &str) -> bool {
+    let alerts = p.paas(&["alerts", "list", "-o", "json"]).expect_ok().json();
+    alerts.as_array().unwrap().iter().any(|a| a["rule"] == rule && a["app"] == app && a["state"] == "firing")
+}
+
+#[test]
+fn a_crash_loop_a_failed_deploy_and_a_failed_restore_drill_raise_alerts_and_deploys_are_notified() {
+    let mut p = Platform::start();
+    let (port, got) = webhook();
+    let app = p.app_name("crashy");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    let hook = p
+        .paas(&[
+            "notify",
+            "add",
+            "webhook",
+            &format!("http://127.0.0.1:{port}/"),
+            "--app",
+            &app,
+            "--deploys",
+            "-o",
+            "json",
+        ])
+        .expect_ok()
+        .json();
+    let key = hook["secret"].as_str().unwrap().to_string();
+
+    // A process that runs 3 s and crashes, again and again: live at first, then a crash loop.
+    let src = app_running("sleep 3; exit 1");
+    p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+    wait_for(30, "the deploy notifications", || {
+        let live = hooks(&got, &key, "deploy.live", None);
+        (!hooks(&got, &key, "deploy.started", None).is_empty() && !live.is_empty()).then_some(live)
+    });
+    wait_for(60, "the crash-loop alert", || firing(&p, "crash-loop", &app).then_some(()));
+    let alert = wait_for(30, "its webhook", || hooks(&got, &key, "alert.firing", Some("crash-loop")).pop());
+    assert!(alert["subject"].as_str().unwrap().contains("process=web"), "{alert}");
+    assert_eq!(alert["app"], app.as_str());
+
+    // A release that never gets healthy: the deploy fails, is notified and raises an alert.
+    let broken = app_running("exit 1");
+    p.paas(&["deploy", broken.path().to_str().unwrap(), "--app", &app]).expect_err("");
+    wait_for(30, "the failed deploy's notification", || hooks(&got, &key, "deploy.failed", None).pop());
+    wait_for(30, "the deploy-failed alert", || firing(&p, "deploy-failed", &app).then_some(()));
+
+    // A backup whose copy is damaged fails its restore drill, which raises an alert.
+    p.paas(&["db", "create", "--app", &app, "--replicas", "0"]).expect_ok();
+    let b = p.paas(&["db", "backup", "--app", &app, "-o", "json"]).expect_ok().json();
+    let id = b["id"].as_str().unwrap().to_string();
+    let stored = b["locations"].as_array().unwrap().iter().find_map(|l| l.as_str()?.strip_prefix("local:"));
+    let stored = std::path::PathBuf::from(stored.expect("a local copy"));
+    let mut damaged = std::fs::read(&stored).unwrap();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    std::fs::write(&stored, damaged).unwrap();
+    let verify = p.paas(&["db", "verify", &id, "--app", &app]);
+    assert!(!verify.ok && verify.stderr.contains("FAILED"), "{verify:?}");
+    wait_for(30, "the restore-failed alert", || firing(&p, "restore-failed", &app).then_some(()));
+    wait_for(30, "its webhook", || hooks(&got, &key, "alert.firing", Some("restore-failed")).pop());
+}

@@ -341,8 +341,8 @@ pub fn series_of(node: &str, s: &NodeSample) -> Vec<(SeriesKey, f64)> {
             ("replica", &replica),
         ];
         put("container_cpu_percent", &who, c.cpu_percent);
-        put("container_memory_bytes", &who, Some(c.memory_bytes as f64));
-        let limit = c.memory_limit_bytes.map(|l| percent(c.memory_bytes as f64, l as f64));
+        put("container_memory_bytes", &who, c.memory_bytes.map(|m| m as f64));
+        let limit = c.memory_bytes.zip(c.memory_limit_bytes).map(|(m, l)| percent(m as f64, l as f64));
         put("container_memory_percent", &who, limit);
         put("container_restarts", &who, Some(f64::from(c.restarts)));
     }
@@ -380,7 +380,7 @@ mod tests {
                 process: "web".into(),
                 replica: 1,
                 cpu_percent: Some(3.0),
-                memory_bytes: 64 << 20,
+                memory_bytes: Some(64 << 20),
                 memory_limit_bytes: Some(256 << 20),
                 restarts: 0,
             }],

@@ -20,18 +20,19 @@ pub struct MetricSource {
     pub replica: u32,
     /// `primary` or `replica` for a database server.
     pub role: Option<String>,
+    pub running: bool,
 }
 
 impl DockerClient {
-    /// This node's running app, job and database containers.
+    /// This node's app, job and database containers, running or not.
     pub async fn metric_sources(&self) -> anyhow::Result<Vec<MetricSource>> {
         let list = self
             .labelled(vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)])
             .await?;
         Ok(list
             .into_iter()
-            .filter(|c| c.state.as_deref() == Some("running"))
             .filter_map(|c| {
+                let running = c.state.as_deref() == Some("running");
                 let labels = c.labels.unwrap_or_default();
                 let app = labels.get(labels::APP)?.clone();
                 let role = labels.get(labels::ROLE).cloned();
@@ -50,6 +51,7 @@ impl DockerClient {
                     process: labels.get(labels::PROCESS).cloned().unwrap_or_else(|| "run".into()),
                     replica: labels.get(labels::REPLICA).and_then(|r| r.parse().ok()).unwrap_or(0),
                     role,
+                    running,
                 })
             })
             .collect())

@@ -95,6 +95,12 @@ impl Sampler {
         let sources = self.docker.metric_sources().await.unwrap_or_default();
         let mut seen = std::collections::HashSet::new();
         for source in &sources {
+            // A stopped container counts only while it is assigned (crashed, waiting for its
+            // restart): then its restarts still show.
+            let restarts = restarts.get(source.name.as_str()).copied();
+            if !source.running && (source.role.is_some() || restarts.is_none()) {
+                continue;
+            }
             if let Some(role) = &source.role {
                 let figures =
                     report.databases.iter().find(|d| d.name == source.name).and_then(|d| d.db.clone());
@@ -111,23 +117,31 @@ impl Sampler {
                 }
                 continue;
             }
-            let Some(usage) = cgroup::usage(&self.docker, &source.id).await else { continue };
-            seen.insert(source.id.clone());
+            let usage = match source.running {
+                true => cgroup::usage(&self.docker, &source.id).await,
+                false => None,
+            };
+            if source.running && usage.is_none() {
+                continue;
+            }
             let now = Instant::now();
-            let cpu_percent = cpu.get(&source.id).and_then(|(ns, at)| {
-                let wall = now.duration_since(*at).as_nanos() as f64;
-                (wall > 0.0).then(|| 100.0 * usage.cpu_ns.saturating_sub(*ns) as f64 / wall)
+            let cpu_percent = usage.and_then(|usage| {
+                seen.insert(source.id.clone());
+                let before = cpu.insert(source.id.clone(), (usage.cpu_ns, now));
+                before.and_then(|(ns, at)| {
+                    let wall = now.duration_since(at).as_nanos() as f64;
+                    (wall > 0.0).then(|| 100.0 * usage.cpu_ns.saturating_sub(ns) as f64 / wall)
+                })
             });
-            cpu.insert(source.id.clone(), (usage.cpu_ns, now));
             containers.push(ContainerFigures {
                 app: source.app.clone(),
                 env: source.env.clone(),
                 process: source.process.clone(),
                 replica: source.replica,
                 cpu_percent,
-                memory_bytes: usage.memory_bytes,
-                memory_limit_bytes: usage.memory_limit_bytes,
-                restarts: restarts.get(source.name.as_str()).copied().unwrap_or(0),
+                memory_bytes: usage.map(|u| u.memory_bytes),
+                memory_limit_bytes: usage.and_then(|u| u.memory_limit_bytes),
+                restarts: restarts.unwrap_or(0),
             });
         }
         cpu.retain(|id, _| seen.contains(id));
