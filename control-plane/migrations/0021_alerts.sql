@@ -3,7 +3,8 @@
 -- environments, or everything); the built-in ones are made here and can be edited, disabled
 -- and silenced, not removed. `kind` says how the condition is read: `metric` (the newest
 -- samples), `increase` (how much a counter grew in `for_secs`), `silent` (seconds since a node
--- sent a sample), `event` (the newest deploy or restore drill failed).
+-- sent a sample), `event` (the newest deploy or restore drill failed), `state` (hours a
+-- scheduled backup is overdue, days a certificate has left).
 CREATE TABLE alert_rules (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -27,7 +28,9 @@ INSERT INTO alert_rules (id, kind, metric, op, threshold, for_secs, description)
     ('replica-lag', 'metric', 'db_replica_lag_bytes', '>', 16777216, 300, 'a database replica falls behind'),
     ('db-connections', 'metric', 'db_connections_percent', '>', 80, 300, 'a database is running out of connections'),
     ('deploy-failed', 'event', 'deploy_failed', '>', 0, 0, 'the newest deploy of an environment failed'),
-    ('restore-failed', 'event', 'restore_drill_failed', '>', 0, 0, 'the newest restore drill of a backup failed');
+    ('restore-failed', 'event', 'restore_drill_failed', '>', 0, 0, 'the newest restore drill of a backup failed'),
+    ('backup-overdue', 'state', 'backup_overdue_hours', '>', 1, 0, 'a database has no backup as new as its schedule asks'),
+    ('cert-expiring', 'state', 'certificate_days_left', '<', 14, 0, 'a certificate ends soon and was not renewed');
 
 -- One alert per rule and subject (`node=n1 path=/`, `app=shop env=production`), firing or
 -- resolved; kept so a restart neither forgets what fires nor notifies it twice.

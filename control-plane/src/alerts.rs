@@ -240,6 +240,19 @@ async fn check(state: &AppState, memory: &mut Memory, started: i64) -> Result<()
                     put(format!("node={}", node.name), quiet, compare(&r.op, quiet, r.threshold), None, None);
                 }
             }
+            "state" => {
+                for (subject, value, app, env) in figures(state, &r.metric, now).await? {
+                    if in_scope(app.as_deref(), env.as_deref()) {
+                        put(
+                            subject,
+                            value,
+                            compare(&r.op, value, r.threshold),
+                            app.as_deref(),
+                            env.as_deref(),
+                        );
+                    }
+                }
+            }
             "event" => {
                 let failed = match r.metric.as_str() {
                     "deploy_failed" => state.store.failed_newest_releases().await?,
@@ -315,6 +328,52 @@ async fn check(state: &AppState, memory: &mut Memory, started: i64) -> Result<()
     Ok(())
 }
 
+/// The figures of a `state` rule: (subject, value, app, env).
+async fn figures(
+    state: &AppState,
+    metric: &str,
+    now: i64,
+) -> Result<Vec<(String, f64, Option<String>, Option<String>)>> {
+    let mut out = Vec::new();
+    match metric {
+        // Hours past the time the schedule asked for a backup newer than the newest stored one.
+        "backup_overdue_hours" => {
+            for db in state.store.all_databases().await? {
+                let Ok(Some(schedule)) = crate::backups::parse_schedule(&db.backup_schedule) else {
+                    continue;
+                };
+                let newest = state
+                    .store
+                    .list_backups(&db.app, &db.env)
+                    .await?
+                    .iter()
+                    .filter(|b| b.status == protocol::api::BackupStatus::Stored)
+                    .filter_map(|b| crate::store::unix_seconds(&b.started_at))
+                    .max();
+                let Some(base) = newest.or_else(|| crate::store::unix_seconds(&db.created_at)) else {
+                    continue;
+                };
+                let Some(overdue) = overdue_hours(&schedule, base, now) else { continue };
+                out.push((format!("app={} env={}", db.app, db.env), overdue, Some(db.app), Some(db.env)));
+            }
+        }
+        "certificate_days_left" => {
+            for cert in state.store.list_certificates().await? {
+                let days = (cert.not_after - now) as f64 / 86_400.0;
+                out.push((format!("host={}", cert.host), days, None, None));
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// Hours since the schedule asked for a backup newer than `newest` (0 while it is not due).
+fn overdue_hours(schedule: &crate::cron::Schedule, newest: i64, now: i64) -> Option<f64> {
+    let due = schedule.next_after(newest)?;
+    Some(((now - due) as f64 / 3600.0).max(0.0))
+}
+
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
@@ -327,6 +386,22 @@ fn summary(rule: &RuleRow, row: &AlertRow, event: &str) -> String {
     let state = if event == "alert.firing" { "firing" } else { "resolved" };
     match rule.kind.as_str() {
         "event" => format!("{} ({}) on {}: {state}", rule.id, rule.description, row.subject),
+        "state" if rule.metric == "certificate_days_left" => {
+            format!(
+                "{} ({}) on {}: {} days left, {state}",
+                rule.id,
+                rule.description,
+                row.subject,
+                round(row.value)
+            )
+        }
+        "state" => format!(
+            "{} ({}) on {}: {} hours overdue, {state}",
+            rule.id,
+            rule.description,
+            row.subject,
+            round(row.value)
+        ),
         _ => format!(
             "{} ({}) on {}: {} {} {} since {}, {state}",
             rule.id,
@@ -365,4 +440,25 @@ async fn notify(state: &AppState, rule: &RuleRow, row: &AlertRow, event: &str, a
         at: at.to_string(),
     };
     crate::notify::send(state, &note).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daily_backup_is_overdue_once_the_next_one_was_due() {
+        let daily: crate::cron::Schedule = "0 3 * * *".parse().unwrap();
+        // The newest backup at 03:00 on day 0; the next is due at 03:00 on day 1.
+        let day0 = 1_795_748_400; // 2026-11-27T03:00:00Z
+        assert_eq!(overdue_hours(&daily, day0, day0 + 20 * 3600), Some(0.0));
+        assert_eq!(overdue_hours(&daily, day0, day0 + 26 * 3600), Some(2.0));
+        assert!(compare(">", 2.0, 1.0) && !compare(">", 0.0, 1.0) && compare("<", 3.0, 14.0));
+    }
+
+    #[test]
+    fn subjects_name_every_label() {
+        let key = SeriesKey::new("node_disk_percent", &[("node", "n1"), ("path", "/")]);
+        assert_eq!(subject_of(&key), "node=n1 path=/");
+    }
 }

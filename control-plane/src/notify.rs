@@ -19,12 +19,22 @@ const MAX_TARGETS: usize = 20;
 pub const SIGNATURE_HEADER: &str = "X-Paas-Signature";
 
 /// The SMTP server email notifications go through.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SmtpSettings {
     /// lettre's URL: `smtps://user:pass@host:465`, `smtp://user:pass@host:587?tls=required`, or
     /// `smtp://host:25` (no TLS: a relay on this machine only).
     pub url: String,
     pub from: String,
+}
+
+/// The URL holds the password: never printed.
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("url", &protocol::drains::mask_drain_url(&self.url))
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 impl SmtpSettings {

@@ -230,9 +230,36 @@ pub async fn nodes_view(state: &AppState, since: Option<&str>) -> crate::error::
     blocking(move || metrics.nodes_view(since, now)).await
 }
 
+/// Most entries of each kind one sample may carry.
+const MAX_ENTRIES: usize = 10_000;
+const MAX_DISKS: usize = 64;
+
+/// What of a node's sample can become series: names that are names (a node's figures become
+/// labels that terminals, Prometheus and emails show), paths without control characters, a
+/// bounded count of each.
+fn sanitized(mut s: NodeSample) -> NodeSample {
+    let named = |app: &str, env: &str| AppName::new(app).is_ok() && EnvName::new(env).is_ok();
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.len() <= 63
+            && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    s.containers.retain(|c| named(&c.app, &c.env) && word(&c.process));
+    s.traffic.retain(|t| {
+        named(&t.app, &t.env) && t.latency_buckets.len() <= protocol::metrics::LATENCY_BOUNDS_MS.len() + 1
+    });
+    s.databases.retain(|d| named(&d.app, &d.env) && word(&d.role));
+    s.host.disks.retain(|d| d.path.len() <= 256 && !d.path.chars().any(char::is_control));
+    s.containers.truncate(MAX_ENTRIES);
+    s.traffic.truncate(MAX_ENTRIES);
+    s.databases.truncate(MAX_ENTRIES);
+    s.host.disks.truncate(MAX_DISKS);
+    s
+}
+
 /// Takes a sample of `node` (from its agent).
 pub async fn record(state: &AppState, node: &str, sample: NodeSample) -> crate::error::Result<()> {
-    let (metrics, node) = (state.metrics.clone(), node.to_string());
+    let (metrics, node, sample) = (state.metrics.clone(), node.to_string(), sanitized(sample));
     blocking(move || metrics.record(&node, sample, now_secs())).await
 }
 
@@ -394,6 +421,21 @@ mod tests {
             }],
             databases: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_nodes_odd_names_and_paths_are_left_out() {
+        let mut s = sample();
+        s.containers[0].app = "Shop\u{1b}[31m".into();
+        s.traffic[0].env = "../x".into();
+        s.host.disks.push(protocol::metrics::DiskFigures { path: "/a\nb".into(), ..Default::default() });
+        s.host
+            .disks
+            .push(protocol::metrics::DiskFigures { path: "/var/lib/docker".into(), ..Default::default() });
+        let s = sanitized(s);
+        assert!(s.containers.is_empty() && s.traffic.is_empty());
+        assert_eq!(s.host.disks.len(), 1);
+        assert_eq!(sanitized(sample()), sample());
     }
 
     #[test]
