@@ -58,6 +58,30 @@ pub enum AlertsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum RulesCommand {
+    /// A rule of your own on a metric: `paas alerts rules add slow-shop --metric
+    /// http_latency_p95_ms --threshold 500 --for 5m --app shop`.
+    Add {
+        name: String,
+        /// One of the metrics `paas metrics` shows.
+        #[arg(long)]
+        metric: String,
+        #[arg(long)]
+        threshold: f64,
+        /// Fire when the value is below the threshold (above by default).
+        #[arg(long)]
+        below: bool,
+        /// How long the condition must hold: 5m, 0s.
+        #[arg(long = "for", default_value = "5m")]
+        duration: String,
+        /// Only this app's series (every app's and the nodes' without it).
+        #[arg(long, short = 'a')]
+        app: Option<String>,
+        /// Only this environment of the app.
+        #[arg(long, short = 'e', requires = "app")]
+        env: Option<String>,
+    },
+    /// Remove a rule of your own (the platform's own are turned off with --enabled false).
+    Remove { name: String },
     /// Change a rule's threshold, how long it must hold, or turn it off and on.
     Set {
         rule: String,

@@ -16,7 +16,8 @@ CREATE TABLE alert_rules (
     env TEXT,                       -- NULL: every environment
     enabled INTEGER NOT NULL DEFAULT 1,
     silenced_until TEXT,            -- RFC 3339; notifications are held back until then
-    description TEXT NOT NULL
+    description TEXT NOT NULL,
+    builtin INTEGER NOT NULL DEFAULT 0  -- made here: edited, not removed
 );
 INSERT INTO alert_rules (id, kind, metric, op, threshold, for_secs, description) VALUES
     ('node-cpu', 'metric', 'node_cpu_percent', '>', 80, 300, 'a node''s CPU is busy'),
@@ -31,6 +32,7 @@ INSERT INTO alert_rules (id, kind, metric, op, threshold, for_secs, description)
     ('restore-failed', 'event', 'restore_drill_failed', '>', 0, 0, 'the newest restore drill of a backup failed'),
     ('backup-overdue', 'state', 'backup_overdue_hours', '>', 1, 0, 'a database has no backup as new as its schedule asks'),
     ('cert-expiring', 'state', 'certificate_days_left', '<', 14, 0, 'a certificate ends soon and was not renewed');
+UPDATE alert_rules SET builtin = 1;
 
 -- One alert per rule and subject (`node=n1 path=/`, `app=shop env=production`), firing or
 -- resolved; kept so a restart neither forgets what fires nor notifies it twice.

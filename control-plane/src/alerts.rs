@@ -9,13 +9,16 @@ use crate::error::{DomainError, Result};
 use crate::metrics::ring::SeriesKey;
 use crate::state::AppState;
 use crate::store::{AlertRow, RuleRow};
-use protocol::alerts::{Alert, AlertRule, Notification, SetRule, Silence};
+use protocol::alerts::{AddRule, Alert, AlertRule, Notification, SetRule, Silence};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 const EVERY: Duration = Duration::from_secs(protocol::metrics::SAMPLE_SECS);
 /// Resolved alerts are listed this long.
 const KEEP_RESOLVED_SECS: i64 = 7 * 24 * 3600;
+/// A firing alert whose subject nothing reports (a restarted control plane before the first
+/// samples, a container between a crash and its restart) is resolved only after this long.
+const ABSENT_GRACE_SECS: i64 = 60;
 
 fn rule_view(r: &RuleRow) -> AlertRule {
     AlertRule {
@@ -30,7 +33,90 @@ fn rule_view(r: &RuleRow) -> AlertRule {
         enabled: r.enabled,
         silenced_until: r.silenced_until.clone(),
         description: r.description.clone(),
+        builtin: r.builtin,
     }
+}
+
+/// Most rules of one's own.
+const MAX_RULES: usize = 100;
+
+fn parse_for(d: &str) -> Result<i64> {
+    let d = humantime::parse_duration(d.trim())
+        .map_err(|_| DomainError::Invalid(format!("--for must be a duration such as 5m or 0s, not {d:?}")))?;
+    if d > Duration::from_secs(7 * 24 * 3600) {
+        return Err(DomainError::Invalid("--for is at most 7 days".into()));
+    }
+    Ok(d.as_secs() as i64)
+}
+
+/// Adds a rule of one's own on a metric, scoped to an app (or one of its environments) or not.
+pub async fn add_rule(state: &AppState, user: &str, add: &AddRule) -> Result<AlertRule> {
+    let id = add.id.trim();
+    let named = !id.is_empty()
+        && id.len() <= 40
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !named {
+        return Err(DomainError::Invalid(format!(
+            "a rule's name is up to 40 lowercase letters, digits and dashes, not {id:?}"
+        )));
+    }
+    if !crate::metrics::METRICS.contains(&add.metric.as_str()) {
+        return Err(DomainError::Invalid(format!(
+            "{:?} is not a metric; `paas metrics` shows them: {}",
+            add.metric,
+            crate::metrics::METRICS.join(", ")
+        )));
+    }
+    if ![">", "<"].contains(&add.op.as_str()) || !add.threshold.is_finite() {
+        return Err(DomainError::Invalid("a rule compares with > or < a number".into()));
+    }
+    if add.env.is_some() && add.app.is_none() {
+        return Err(DomainError::Invalid("--env needs --app".into()));
+    }
+    match (&add.app, &add.env) {
+        (Some(app), Some(env)) => drop(state.store.get_env(app, env).await?),
+        (Some(app), None) => drop(state.store.get_app(app).await?),
+        _ => {}
+    }
+    let rules = state.store.alert_rules().await?;
+    if rules.iter().any(|r| r.id == id) {
+        return Err(DomainError::Conflict(format!("there is a rule named {id} already")));
+    }
+    if rules.iter().filter(|r| !r.builtin).count() >= MAX_RULES {
+        return Err(DomainError::Conflict(format!(
+            "there are {MAX_RULES} rules of your own already; remove one first"
+        )));
+    }
+    let r = RuleRow {
+        id: id.to_string(),
+        kind: "metric".into(),
+        metric: add.metric.clone(),
+        op: add.op.clone(),
+        threshold: add.threshold,
+        for_secs: parse_for(&add.for_)?,
+        app: add.app.clone(),
+        env: add.env.clone(),
+        enabled: true,
+        silenced_until: None,
+        description: format!("{} {} {}", add.metric, add.op, round(add.threshold)),
+        builtin: false,
+    };
+    state.store.insert_alert_rule(&r).await?;
+    tracing::info!(rule = id, user, metric = %r.metric, app = ?r.app, env = ?r.env, "alert rule added");
+    Ok(rule_view(&r))
+}
+
+/// Removes a rule of one's own, with its alerts.
+pub async fn remove_rule(state: &AppState, user: &str, id: &str) -> Result<()> {
+    let r = rule(state, id).await?;
+    if r.builtin {
+        return Err(DomainError::Conflict(format!(
+            "{id} is one of the platform's rules: turn it off with `paas alerts rules set {id} --enabled false`"
+        )));
+    }
+    state.store.delete_alert_rule(id).await?;
+    tracing::info!(rule = id, user, "alert rule removed");
+    Ok(())
 }
 
 fn silenced(r: &RuleRow, now: &str) -> bool {
@@ -57,13 +143,7 @@ pub async fn set_rule(state: &AppState, user: &str, id: &str, set: &SetRule) -> 
         r.threshold = t;
     }
     if let Some(d) = &set.for_ {
-        let d = humantime::parse_duration(d.trim()).map_err(|_| {
-            DomainError::Invalid(format!("--for must be a duration such as 5m or 0s, not {d:?}"))
-        })?;
-        if d > Duration::from_secs(7 * 24 * 3600) {
-            return Err(DomainError::Invalid("--for is at most 7 days".into()));
-        }
-        r.for_secs = d.as_secs() as i64;
+        r.for_secs = parse_for(d)?;
     }
     if let Some(e) = set.enabled {
         r.enabled = e;
@@ -156,6 +236,8 @@ struct Memory {
     /// subject's app and environment: kept while the series is missing from a sample (a
     /// crashed container is not running when the next sample is taken).
     history: HashMap<(String, String), History>,
+    /// Since when each firing (rule, subject) has gone unreported.
+    absent: HashMap<(String, String), i64>,
 }
 
 #[derive(Default)]
@@ -308,10 +390,17 @@ async fn check(state: &AppState, memory: &mut Memory, started: i64) -> Result<()
             notify(state, rule, &row, "alert.firing", &stamp).await;
         }
     }
+    memory.absent.retain(|k, _| firing.contains_key(k) && !seen.contains_key(k));
     for (key, mut row) in firing {
         let still = seen.get(&key).is_some_and(|s| s.breaching);
         if still {
             continue;
+        }
+        if !seen.contains_key(&key) {
+            let since = *memory.absent.entry(key.clone()).or_insert(now);
+            if now - since < ABSENT_GRACE_SECS {
+                continue;
+            }
         }
         row.state = "resolved".into();
         row.resolved_at = Some(stamp.clone());

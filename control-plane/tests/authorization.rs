@@ -93,6 +93,8 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("GET", "/alerts".into(), "signed"),
         ("GET", "/alerts/rules".into(), "signed"),
         ("PUT", "/alerts/rules/{rule}".into(), "platform"),
+        ("POST", "/alerts/rules".into(), "platform"),
+        ("DELETE", "/alerts/rules/{rule}".into(), "platform"),
         ("POST", "/alerts/rules/{rule}/silence".into(), "platform"),
         ("DELETE", "/alerts/rules/{rule}/silence".into(), "platform"),
         ("GET", "/notify".into(), "platform"),

@@ -19,6 +19,24 @@ pub struct AlertRule {
     /// Notifications are held back until then (RFC 3339).
     pub silenced_until: Option<String>,
     pub description: String,
+    /// One of the platform's own rules: edited, never removed.
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+/// `POST /api/v1/alerts/rules`: a rule of one's own on a metric, for an app (or one of its
+/// environments) or everything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddRule {
+    pub id: String,
+    pub metric: String,
+    /// `>` or `<`.
+    pub op: String,
+    pub threshold: f64,
+    /// How long the condition must hold: `5m`, `0s`.
+    pub for_: String,
+    pub app: Option<String>,
+    pub env: Option<String>,
 }
 
 /// `PUT /api/v1/alerts/rules/{id}`: what changes (the rest stays).

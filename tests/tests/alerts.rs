@@ -244,6 +244,22 @@ fn a_crash_loop_a_failed_deploy_and_a_failed_restore_drill_raise_alerts_and_depl
     assert!(alert["subject"].as_str().unwrap().contains("process=web"), "{alert}");
     assert_eq!(alert["app"], app.as_str());
 
+    // A rule of one's own, scoped to the app: fires for it, and goes when removed.
+    let add = |extra: &[&str]| {
+        let mut args = vec!["alerts", "rules", "add", "my-restarts", "--metric"];
+        args.extend_from_slice(extra);
+        p.paas(&args)
+    };
+    add(&["container_rstarts", "--threshold", "0"]).expect_err("is not a metric");
+    add(&["container_restarts", "--threshold", "0", "--for", "0s", "--app", "no-such-app"])
+        .expect_err("no-such-app");
+    add(&["container_restarts", "--threshold", "0", "--for", "0s", "--app", &app]).expect_ok();
+    wait_for(30, "the scoped rule's alert", || firing(&p, "my-restarts", &app).then_some(()));
+    wait_for(30, "its webhook", || hooks(&got, &key, "alert.firing", Some("my-restarts")).pop());
+    p.paas(&["alerts", "rules", "remove", "node-cpu"]).expect_err("one of the platform's rules");
+    p.paas(&["alerts", "rules", "remove", "my-restarts"]).expect_ok();
+    assert!(!p.paas(&["alerts", "rules"]).expect_ok().stdout.contains("my-restarts"));
+
     // A release that never gets healthy: the deploy fails, is notified and raises an alert.
     let broken = app_running("exit 1");
     p.paas(&["deploy", broken.path().to_str().unwrap(), "--app", &app]).expect_err("");

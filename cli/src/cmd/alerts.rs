@@ -2,7 +2,7 @@
 
 use crate::args::{AlertsCommand, Global, NotifyCommand, RulesCommand};
 use crate::output::{emit, table};
-use protocol::alerts::{AddTarget, AlertRule, SetRule};
+use protocol::alerts::{AddRule, AddTarget, AlertRule, SetRule};
 use std::process::ExitCode;
 
 pub async fn alerts(g: &Global, cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
@@ -43,6 +43,18 @@ pub async fn alerts(g: &Global, cmd: AlertsCommand) -> anyhow::Result<ExitCode> 
             let set = SetRule { threshold, for_: duration, enabled };
             let rule = client.set_alert_rule(&rule, &set).await?;
             emit(g.output, &rule, |r| print_rules(std::slice::from_ref(r)))?;
+        }
+        AlertsCommand::Rules {
+            set: Some(RulesCommand::Add { name, metric, threshold, below, duration, app, env }),
+        } => {
+            let op = if below { "<" } else { ">" }.to_string();
+            let add = AddRule { id: name, metric, op, threshold, for_: duration, app, env };
+            let rule = client.add_alert_rule(&add).await?;
+            emit(g.output, &rule, |r| print_rules(std::slice::from_ref(r)))?;
+        }
+        AlertsCommand::Rules { set: Some(RulesCommand::Remove { name }) } => {
+            let removed = client.remove_alert_rule(&name).await?;
+            emit(g.output, &removed, |_| println!("Removed rule {name}."))?;
         }
         AlertsCommand::Silence { rule, duration } => {
             let rule = client.silence_alert_rule(&rule, Some(duration)).await?;

@@ -103,7 +103,7 @@ fn bytes(v: f64) -> String {
 }
 
 /// The span from `from` to `to` in [`WIDTH`] cells, each the mean of its points (blank where
-/// none), scaled from the lowest to the highest; then the lowest and highest.
+/// none), scaled from the lowest point to the highest; then the lowest and highest points.
 fn sparkline(s: &SeriesView, from: i64, to: i64) -> String {
     let span = (to - from).max(1) as f64;
     let mut cells = vec![(0.0, 0u32); WIDTH];
@@ -114,13 +114,14 @@ fn sparkline(s: &SeriesView, from: i64, to: i64) -> String {
     }
     let means: Vec<Option<f64>> =
         cells.iter().map(|(sum, n)| (*n > 0).then(|| sum / f64::from(*n))).collect();
-    let (lo, hi) = means.iter().flatten().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    // The lowest and highest points, not cells: a cell's mean hides a spike.
+    let (lo, hi) = s.points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| (lo.min(*v), hi.max(*v)));
     let line: String = means
         .iter()
         .map(|m| match m {
             None => ' ',
             Some(_) if hi <= lo => BARS[0],
-            Some(v) => BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize],
+            Some(v) => BARS[(((v - lo) / (hi - lo)) * 7.0).round().clamp(0.0, 7.0) as usize],
         })
         .collect();
     format!("{line}  {} .. {}", value(Some(lo), &s.unit), value(Some(hi), &s.unit))
@@ -146,5 +147,8 @@ mod tests {
         assert!(line.starts_with('▁'), "{line}");
         assert_eq!(line.chars().filter(|c| BARS.contains(c)).count(), 3, "{line}");
         assert!(line.contains('█') && line.ends_with("1.0/s .. 8.0/s"), "{line}");
+        // Points sharing a cell: the cell shows their mean, the range the points themselves.
+        let crowded = SeriesView { points: vec![(398, 5.0), (399, 0.0)], ..s.clone() };
+        assert!(sparkline(&crowded, 0, 400).ends_with("0.0/s .. 5.0/s"));
     }
 }

@@ -11,13 +11,15 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::{Extension, Json};
 use protocol::access::Role::Viewer;
-use protocol::alerts::{AddTarget, Alert, AlertRule, NotifyTarget, SetRule, Silence, TestOutcome};
+use protocol::alerts::{AddRule, AddTarget, Alert, AlertRule, NotifyTarget, SetRule, Silence, TestOutcome};
 use serde_json::{json, Value};
 
 pub fn routes() -> Api {
     Api::new()
         .get("/alerts", Need::Signed, list)
         .get("/alerts/rules", Need::Signed, rules)
+        .on(Method::POST, "/alerts/rules", Need::Platform, "alerts.rule.add", add_rule)
+        .on(Method::DELETE, "/alerts/rules/{rule}", Need::Platform, "alerts.rule.remove", remove_rule)
         .on(Method::PUT, "/alerts/rules/{rule}", Need::Platform, "alerts.rule", set_rule)
         .on(Method::POST, "/alerts/rules/{rule}/silence", Need::Platform, "alerts.silence", silence)
         .on(Method::DELETE, "/alerts/rules/{rule}/silence", Need::Platform, "alerts.unsilence", unsilence)
@@ -44,6 +46,23 @@ async fn list(
 
 async fn rules(State(state): State<AppState>) -> ApiResult<Json<Vec<AlertRule>>> {
     Ok(Json(alerts::rules(&state).await?))
+}
+
+async fn add_rule(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(add): Json<AddRule>,
+) -> ApiResult<(StatusCode, Json<AlertRule>)> {
+    Ok((StatusCode::CREATED, Json(alerts::add_rule(&state, &caller.user, &add).await?)))
+}
+
+async fn remove_rule(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(rule): Path<String>,
+) -> ApiResult<Json<Value>> {
+    alerts::remove_rule(&state, &caller.user, &rule).await?;
+    Ok(Json(json!({ "removed": rule })))
 }
 
 async fn set_rule(

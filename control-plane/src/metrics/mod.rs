@@ -302,7 +302,7 @@ pub async fn expire(state: AppState) {
 
 /// Every metric, in the order listings show them: the app's traffic first, then its
 /// containers, its database, the nodes.
-const METRICS: &[&str] = &[
+pub const METRICS: &[&str] = &[
     "http_requests_per_second",
     "http_5xx_percent",
     "http_latency_p50_ms",

@@ -15,6 +15,7 @@ pub struct RuleRow {
     pub enabled: bool,
     pub silenced_until: Option<String>,
     pub description: String,
+    pub builtin: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -53,6 +54,35 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    pub async fn insert_alert_rule(&self, r: &RuleRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_rules (id, kind, metric, op, threshold, for_secs, app, env, enabled, description)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.id)
+        .bind(&r.kind)
+        .bind(&r.metric)
+        .bind(&r.op)
+        .bind(r.threshold)
+        .bind(r.for_secs)
+        .bind(&r.app)
+        .bind(&r.env)
+        .bind(r.enabled)
+        .bind(&r.description)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a rule of one's own (with its alerts); false when there is none.
+    pub async fn delete_alert_rule(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM alert_rules WHERE id = ? AND builtin = 0")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn update_alert_rule(&self, r: &RuleRow) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The client's calls for alerts, alert rules and notification targets.
 
 use super::{Client, ClientError};
-use crate::alerts::{AddTarget, Alert, AlertRule, NotifyTarget, SetRule, Silence, TestOutcome};
+use crate::alerts::{AddRule, AddTarget, Alert, AlertRule, NotifyTarget, SetRule, Silence, TestOutcome};
 
 impl Client {
     pub async fn alerts(&self) -> Result<Vec<Alert>, ClientError> {
@@ -10,6 +10,14 @@ impl Client {
 
     pub async fn alert_rules(&self) -> Result<Vec<AlertRule>, ClientError> {
         self.send(self.http().get(self.url("/api/v1/alerts/rules"))).await
+    }
+
+    pub async fn add_alert_rule(&self, add: &AddRule) -> Result<AlertRule, ClientError> {
+        self.post("/api/v1/alerts/rules", add).await
+    }
+
+    pub async fn remove_alert_rule(&self, rule: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http().delete(self.url(&format!("/api/v1/alerts/rules/{rule}")))).await
     }
 
     pub async fn set_alert_rule(&self, rule: &str, set: &SetRule) -> Result<AlertRule, ClientError> {
