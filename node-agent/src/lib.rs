@@ -59,6 +59,9 @@ pub struct Config {
     /// Time between prunes of old images, stopped containers and dangling images; `None`: only
     /// when `paas nodes prune` asks.
     pub prune_every: Option<std::time::Duration>,
+    /// Directories whose file systems metrics measure besides Docker's and the state
+    /// directory's (`paas up`: the backup directory).
+    pub disk_paths: Vec<PathBuf>,
 }
 
 /// A task of the agent that runs until shutdown and cannot fail.
@@ -170,7 +173,13 @@ pub async fn run_with_logs(
         node: config.node_name.clone(),
         ingress: registration.ingress.then(|| routes.clone()),
         reports: report_rx.clone(),
-        paths: docker.root_dir().await.into_iter().chain([config.state_dir.clone()]).collect(),
+        paths: docker
+            .root_dir()
+            .await
+            .into_iter()
+            .chain([config.state_dir.clone()])
+            .chain(config.disk_paths.iter().cloned())
+            .collect(),
     };
     tasks.spawn(until_shutdown(sampler.run(shutdown.clone())));
     let local_ingress = registration.ingress.then(|| routes.clone());

@@ -200,6 +200,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut cp_config = control_plane_config(&args.data, http_addr.port(), https_addr.port())?;
     cp_config.api_tls = api_tls_names(api_addr, &args.data);
     let data_dir = cp_config.data_dir.clone();
+    let backup_dir = cp_config.backup_dir.clone();
     let cp = control_plane::ControlPlane::open(cp_config).await?;
     let ca_file = cp.ingress_ca_file();
 
@@ -233,6 +234,8 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         trusted_proxies: args.node.trusted_proxies.clone(),
         keep_images: args.node.keep_images,
         prune_every: args.node.prune_every(),
+        // The data directory's file system is the state directory's; backups may be elsewhere.
+        disk_paths: vec![backup_dir],
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -355,6 +358,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         build_network: args.node.build_network,
         state_dir,
         trusted_proxies: args.node.trusted_proxies,
+        disk_paths: Vec::new(),
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
