@@ -25,7 +25,7 @@ INSERT INTO alert_rules (id, kind, metric, op, threshold, for_secs, description)
     ('node-disk', 'metric', 'node_disk_percent', '>', 80, 300, 'a node''s disk is filling up'),
     ('node-silent', 'silent', 'node_last_sample_seconds', '>', 60, 0, 'a node stopped reporting'),
     ('app-5xx', 'metric', 'http_5xx_percent', '>', 5, 300, 'an app answers with server errors'),
-    ('crash-loop', 'increase', 'container_restarts', '>', 2, 600, 'a process keeps crashing'),
+    ('crash-loop', 'increase', 'container_restarts', '>', 1, 600, 'a process keeps crashing'),
     ('replica-lag', 'metric', 'db_replica_lag_bytes', '>', 16777216, 300, 'a database replica falls behind'),
     ('db-connections', 'metric', 'db_connections_percent', '>', 80, 300, 'a database is running out of connections'),
     ('deploy-failed', 'event', 'deploy_failed', '>', 0, 0, 'the newest deploy of an environment failed'),
