@@ -273,11 +273,19 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 }
 
 async fn webhook(url: &str, key: &[u8], note: &Notification) -> anyhow::Result<()> {
+    // One client for every webhook (its TLS roots are loaded once), built at the first one.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = match CLIENT.get() {
+        Some(c) => c,
+        None => {
+            let built = reqwest::Client::builder()
+                .timeout(SEND_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            CLIENT.get_or_init(|| built)
+        }
+    };
     let body = serde_json::to_vec(note)?;
-    let client = reqwest::Client::builder()
-        .timeout(SEND_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
     let resp = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

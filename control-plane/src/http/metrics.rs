@@ -48,13 +48,9 @@ pub async fn prometheus(
     addr: ClientAddr,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let secret = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if !secret.is_some_and(|s| state.metrics.is_scrape_token(s)) {
-        let caller = crate::access::authenticate(&state, secret, &addr.ip()).await?;
+    let secret = super::routes::bearer(&headers);
+    if !secret.as_deref().is_some_and(|s| state.metrics.is_scrape_token(s)) {
+        let caller = crate::access::authenticate(&state, secret.as_deref(), &addr.ip()).await?;
         caller.require_platform_admin("reading /metrics").map_err(|_| {
             DomainError::Forbidden(
                 "/metrics needs the scrape token (`paas metrics --scrape-token`) or a platform admin's token"

@@ -129,8 +129,9 @@ struct Guard {
     rules: Arc<HashMap<(Method, String), Rule>>,
 }
 
-fn bearer(req: &Request) -> Option<String> {
-    let value = req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }
 
@@ -152,7 +153,7 @@ async fn authorize(
     if rule.need == Need::Public {
         return next.run(req).await;
     }
-    let caller = match access::authenticate(&guard.state, bearer(&req).as_deref(), &addr).await {
+    let caller = match access::authenticate(&guard.state, bearer(req.headers()).as_deref(), &addr).await {
         Ok(c) => c,
         Err(e) => return ApiError::from(e).into_response(),
     };

@@ -21,9 +21,7 @@ use std::collections::HashMap;
 impl DockerClient {
     /// Containers of this node (and only those), running or not.
     pub async fn list(&self) -> anyhow::Result<Vec<Observed>> {
-        let list = self
-            .labelled(vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)])
-            .await?;
+        let list = self.own_containers().await?;
         Ok(list
             .into_iter()
             .filter(|c| {
@@ -136,9 +134,7 @@ impl DockerClient {
     /// App and job containers of this node, running or not: those whose output goes to central
     /// logs (not databases, not static-file extraction).
     pub async fn log_sources(&self) -> anyhow::Result<Vec<LogSource>> {
-        let list = self
-            .labelled(vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)])
-            .await?;
+        let list = self.own_containers().await?;
         Ok(list
             .into_iter()
             .filter_map(|c| {

@@ -129,6 +129,12 @@ impl DockerClient {
             .collect()
     }
 
+    /// This node's containers (every one the platform made here), running or not.
+    async fn own_containers(&self) -> anyhow::Result<Vec<bollard::models::ContainerSummary>> {
+        self.labelled(vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)])
+            .await
+    }
+
     /// Containers, running or not, carrying every one of `labels` (`key=value`).
     async fn labelled(&self, labels: Vec<String>) -> anyhow::Result<Vec<bollard::models::ContainerSummary>> {
         let filters = HashMap::from([("label".to_string(), labels)]);

@@ -55,10 +55,7 @@ impl DockerClient {
     pub async fn prune(&self, keep: &Keep<'_>) -> anyhow::Result<PruneOutcome> {
         let _no_builds = self.builds.write().await;
         let mut out = PruneOutcome::default();
-        for c in self
-            .labelled(vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)])
-            .await?
-        {
+        for c in self.own_containers().await? {
             let Some(name) =
                 c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string())
             else {

@@ -26,9 +26,7 @@ pub struct MetricSource {
 impl DockerClient {
     /// This node's app, job and database containers, running or not.
     pub async fn metric_sources(&self) -> anyhow::Result<Vec<MetricSource>> {
-        let list = self
-            .labelled(vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)])
-            .await?;
+        let list = self.own_containers().await?;
         Ok(list
             .into_iter()
             .filter_map(|c| {

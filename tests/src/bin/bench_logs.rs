@@ -7,20 +7,9 @@
 //!
 //! Run: `cargo run -p paas-tests --bin bench-logs -- [ROUNDS] [LINES]` (default 4 × 300000).
 
-use paas_tests::{docker, Platform};
+use paas_tests::{cpu_secs, docker, Platform};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// CPU seconds (user + system) the process used so far.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at `) `.
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
 
 /// Peak resident memory of the process, in MiB.
 fn peak_mib(pid: u32) -> f64 {

@@ -8,17 +8,9 @@
 //!
 //! Run: `cargo run --release -p paas-tests --bin bench-metrics -- [N]`.
 
-use paas_tests::Platform;
+use paas_tests::{cpu_secs, Platform};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// User + system CPU seconds of `pid` (fields 14 and 15 of /proc/PID/stat).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc/PID/stat");
-    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    let ticks: u64 = rest.split_whitespace().skip(11).take(2).map(|f| f.parse::<u64>().unwrap()).sum();
-    ticks as f64 / 100.0
-}
 
 fn pid_of(name: &str) -> u32 {
     let out = Command::new("pidof").arg(name).output().expect("pidof");
