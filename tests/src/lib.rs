@@ -417,7 +417,9 @@ impl Platform {
             .expect("starting paas agent");
         self.agents.push((child, node.clone()));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.paas(&["nodes", "list"]).expect_ok().stdout.contains(&node) {
+        // Listed once the control plane recorded it; its identity file is written after the answer.
+        let identity = self.dir.path().join(&node).join("node-identity.json");
+        while !self.paas(&["nodes", "list"]).expect_ok().stdout.contains(&node) || !identity.exists() {
             assert!(Instant::now() < deadline, "node {node} did not join:\n{}", self.agent_log(&node));
             std::thread::sleep(Duration::from_millis(200));
         }
