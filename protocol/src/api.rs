@@ -238,6 +238,10 @@ pub struct Node {
 pub struct WhoAmI {
     pub user: String,
     pub server_version: String,
+    /// The caller's roles (the console shows only the controls they allow; the server checks
+    /// every call anyway).
+    #[serde(default)]
+    pub grants: Vec<crate::access::Grant>,
 }
 
 /// Runs a one-off command in a fresh container of an environment's current release.

@@ -7,6 +7,7 @@ mod attach;
 mod domains;
 mod drains;
 mod metrics;
+pub use access::seg;
 pub use metrics::ScrapeToken;
 
 use crate::agent::{

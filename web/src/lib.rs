@@ -1,28 +1,29 @@
 //! The web console: server-rendered Tera pages on axum. It reaches data only through the public
 //! API (the typed client) with the signed-in user's session id, so the console can do nothing
-//! the CLI cannot. Sign-in takes a user name and password (and one-time code), or an API token,
-//! and yields a session cookie (`HttpOnly`, `SameSite=Strict`, `Secure` behind HTTPS); every
-//! form carries a CSRF value.
+//! the CLI cannot, and the server checks every change whatever the page showed. This file owns
+//! the router, the templates and what every page shares (its context, flash messages, static
+//! files); sign-in is `session`, pages are `dashboard`, `app`, `settings`, changes `actions`.
 
-use axum::extract::{ConnectInfo, Form, State};
-use axum::http::{header, HeaderMap, StatusCode};
+mod actions;
+mod app;
+mod chart;
+mod dashboard;
+mod live;
+mod session;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::routing::{get, post};
+use axum::Router;
+use protocol::access::{Grant, Role, ALL_APPS};
 use protocol::Client;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tera::Tera;
 
-/// The session cookie: a session id of its own (made at sign-in, ended at sign-out), never an
-/// API token.
-const COOKIE: &str = "paas_session";
-/// The sign-in form's CSRF cookie (double submit: the form must carry the same value).
-const CSRF_COOKIE: &str = "paas_csrf";
-/// How long the session cookie lives in the browser (the session itself ends on the server).
-const SESSION_MAX_AGE: u64 = 12 * 3600;
+pub use session::Signed;
 
 #[derive(Debug, Clone)]
 pub struct WebConfig {
@@ -35,250 +36,150 @@ pub struct WebConfig {
 }
 
 #[derive(Clone)]
-struct WebState {
-    tera: Arc<Tera>,
-    config: Arc<WebConfig>,
+pub(crate) struct WebState {
+    pub(crate) tera: Arc<Tera>,
+    pub(crate) config: Arc<WebConfig>,
 }
+
+/// The templates, by name, as compiled into the binary.
+pub(crate) const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../templates/base.html")),
+    ("login.html", include_str!("../templates/login.html")),
+    ("dashboard.html", include_str!("../templates/dashboard.html")),
+    ("dashboard_live.html", include_str!("../templates/dashboard_live.html")),
+    ("app.html", include_str!("../templates/app.html")),
+    ("release.html", include_str!("../templates/release.html")),
+    ("settings.html", include_str!("../templates/settings.html")),
+    ("token.html", include_str!("../templates/token.html")),
+    ("error.html", include_str!("../templates/error.html")),
+];
+
+/// The console's only script and style sheet: written here, no build step, no third party.
+pub(crate) const SCRIPT: &str = include_str!("../static/console.js");
+pub(crate) const STYLE: &str = include_str!("../static/console.css");
 
 /// Every template, compiled once at start so a broken template fails boot, not a request.
 pub fn templates() -> anyhow::Result<Tera> {
     let mut tera = Tera::default();
-    tera.add_raw_templates(vec![
-        ("base.html", include_str!("../templates/base.html")),
-        ("login.html", include_str!("../templates/login.html")),
-        ("apps.html", include_str!("../templates/apps.html")),
-        ("error.html", include_str!("../templates/error.html")),
-    ])?;
+    tera.add_raw_templates(TEMPLATES.to_vec())?;
+    // `{{ n | bytes }}`: a size as `3.5 MiB` (Tera's own filter needs a feature we leave out).
+    tera.register_filter(
+        "bytes",
+        |value: &tera::Value, _: &std::collections::HashMap<String, tera::Value>| {
+            let n = value.as_f64().ok_or_else(|| tera::Error::msg("`bytes` takes a number"))?;
+            Ok(tera::Value::String(chart::format_value(n, "bytes")))
+        },
+    );
     Ok(tera)
 }
 
 pub fn router(config: WebConfig) -> anyhow::Result<Router> {
     let state = WebState { tera: Arc::new(templates()?), config: Arc::new(config) };
     Ok(Router::new()
-        .route("/", get(apps_page))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", axum::routing::post(logout))
+        .route("/", get(dashboard::page))
+        .route("/live/dashboard", get(dashboard::live))
+        .route("/apps", post(actions::create_app))
+        .route("/apps/{app}", get(app::first_env))
+        .route("/apps/{app}/{env}", get(app::page))
+        .route("/apps/{app}/{env}/deploy", post(actions::deploy))
+        .route("/apps/{app}/{env}/rollback", post(actions::rollback))
+        .route("/apps/{app}/{env}/promote", post(actions::promote))
+        .route("/apps/{app}/{env}/scale", post(actions::scale))
+        .route("/apps/{app}/{env}/config", post(actions::config))
+        .route("/apps/{app}/{env}/maintenance", post(actions::maintenance))
+        .route("/apps/{app}/{env}/db/backup", post(actions::db_backup))
+        .route("/apps/{app}/{env}/db/verify", post(actions::db_verify))
+        .route("/apps/{app}/{env}/db/restore", post(actions::db_restore))
+        .route("/apps/{app}/{env}/releases/{version}", get(app::release))
+        .route("/live/apps/{app}/{env}/releases/{version}", get(live::deploy_events))
+        .route("/live/apps/{app}/{env}/logs", get(live::logs))
+        .route("/settings", get(settings::page))
+        .route("/settings/users", post(settings::add_user))
+        .route("/settings/tokens", post(settings::create_token))
+        .route("/settings/tokens/revoke", post(settings::revoke_token))
+        .route("/settings/notify", post(settings::add_target))
+        .route("/settings/notify/remove", post(settings::remove_target))
+        .route("/settings/alerts/silence", post(settings::silence))
+        .route("/static/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/static/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
         .with_state(state)
         .layer(axum::middleware::map_response(page_headers)))
 }
 
-/// No page may be framed by another site (clickjacking) or load anything from elsewhere.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    // Named with the version in every page (`?v=`), so a new binary's files are fetched anew.
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=86400")], body)
+        .into_response()
+}
+
+/// No page may be framed by another site (clickjacking) or load anything from elsewhere; no
+/// inline script runs, so injected markup could not run one either.
 async fn page_headers(mut resp: Response) -> Response {
     let headers = resp.headers_mut();
     headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         header::HeaderValue::from_static(
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
     );
     headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
     resp
 }
 
-/// Context of `login.html`.
-#[derive(Serialize, Default)]
-pub struct LoginPage {
-    pub error: Option<String>,
-    /// The form's CSRF value (also in the CSRF cookie).
-    pub csrf: String,
+/// The highest role `grants` give on `app` (a grant on every app counts).
+pub(crate) fn role_on(grants: &[Grant], app: &str) -> Option<Role> {
+    grants.iter().filter(|g| g.app == app || g.app == ALL_APPS).map(|g| g.role).max()
 }
 
-/// Context of `apps.html`.
-#[derive(Serialize)]
-pub struct AppsPage {
-    pub user: String,
-    pub apps: Vec<protocol::api::App>,
-    /// The session's CSRF value, for the page's forms.
-    pub csrf: String,
-}
-
-/// Context of `error.html`.
-#[derive(Serialize)]
-pub struct ErrorPage {
-    pub message: String,
-}
-
-fn render<T: Serialize>(tera: &Tera, name: &str, ctx: &T) -> Response {
-    let ctx = match tera::Context::from_serialize(ctx) {
-        Ok(c) => c,
-        Err(e) => return internal(e),
-    };
-    match tera.render(name, &ctx) {
+/// Renders `name` with `ctx`; a failure is logged and answered with a plain 500.
+pub(crate) fn render(tera: &Tera, name: &str, ctx: &tera::Context) -> Response {
+    match tera.render(name, ctx) {
         Ok(html) => Html(html).into_response(),
-        Err(e) => internal(e),
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "rendering a console page failed");
-    (StatusCode::INTERNAL_SERVER_ERROR, "internal error rendering the page").into_response()
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    let prefix = format!("{name}=");
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(&prefix).map(str::to_string))
-        .filter(|v| !v.is_empty())
-}
-
-fn set_cookie(config: &WebConfig, name: &str, value: &str, max_age: u64) -> String {
-    let secure = if config.secure_cookies { "; Secure" } else { "" };
-    format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}")
-}
-
-/// The CSRF value of a session's forms: derived from the session id (which only the browser
-/// holding the cookie knows), so no state is kept for it.
-fn session_csrf(session: &str) -> String {
-    hex::encode(&Sha256::digest(format!("paas-console-csrf:{session}").as_bytes())[..16])
-}
-
-/// Compares without an early exit, so the time taken says nothing about the expected value.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn apps_page(State(s): State<WebState>, headers: HeaderMap) -> Response {
-    let Some(session) = cookie(&headers, COOKIE) else { return Redirect::to("/login").into_response() };
-    let client = Client::new(&s.config.api_url, &session);
-    let who = match client.whoami().await {
-        Ok(w) => w,
-        Err(e) if e.status == Some(401) => return Redirect::to("/login").into_response(),
-        Err(e) => return render(&s.tera, "error.html", &ErrorPage { message: e.message }),
-    };
-    match client.list_apps().await {
-        Ok(apps) => {
-            render(&s.tera, "apps.html", &AppsPage { user: who.user, apps, csrf: session_csrf(&session) })
-        }
-        Err(e) => render(&s.tera, "error.html", &ErrorPage { message: e.message }),
-    }
-}
-
-/// The sign-in form, with a fresh CSRF value in the form and in a cookie.
-fn login_form(s: &WebState, status: StatusCode, error: Option<String>) -> Response {
-    let csrf = hex::encode(rand::random::<[u8; 16]>());
-    let page = LoginPage { error, csrf: csrf.clone() };
-    let cookie = set_cookie(&s.config, CSRF_COOKIE, &csrf, 3600);
-    (status, [(header::SET_COOKIE, cookie)], render(&s.tera, "login.html", &page)).into_response()
-}
-
-async fn login_page(State(s): State<WebState>) -> Response {
-    login_form(&s, StatusCode::OK, None)
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    user: String,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    token: String,
-}
-
-fn refused(why: &str) -> Response {
-    (StatusCode::FORBIDDEN, format!("{why}\n")).into_response()
-}
-
-async fn login(
-    State(s): State<WebState>,
-    headers: HeaderMap,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Form(form): Form<LoginForm>,
-) -> Response {
-    let expected = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
-    if expected.is_empty() || !same(&expected, &form.csrf) {
-        return refused("this sign-in form has expired or did not come from this console; reload the page");
-    }
-    let token = Some(form.token.trim().to_string()).filter(|t| !t.is_empty());
-    let code = Some(form.code.trim().to_string()).filter(|c| !c.is_empty());
-    let login = protocol::access::Login {
-        user: form.user.trim().to_string(),
-        password: form.password,
-        token,
-        code,
-        token_name: None,
-        client_addr: peer.map(|Extension(ConnectInfo(p))| p.ip().to_string()),
-        console_key: Some(s.config.console_key.clone()),
-    };
-    match Client::new(&s.config.api_url, "").start_session(&login).await {
-        Ok(session) => {
-            let cookie = set_cookie(&s.config, COOKIE, &session.id, SESSION_MAX_AGE);
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
-        }
         Err(e) => {
-            let status =
-                e.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::UNAUTHORIZED);
-            login_form(&s, status, Some(e.message))
+            tracing::error!(error = ?e, template = name, "rendering a console page failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error rendering the page").into_response()
         }
     }
 }
 
-#[derive(Deserialize)]
-struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
+/// The error page, for a request that has no page of its own to show the sentence on.
+pub(crate) fn error_page(tera: &Tera, status: StatusCode, message: &str) -> Response {
+    let mut ctx = tera::Context::new();
+    ctx.insert("message", message);
+    ctx.insert("version", env!("CARGO_PKG_VERSION"));
+    (status, render(tera, "error.html", &ctx)).into_response()
 }
 
-async fn logout(State(s): State<WebState>, headers: HeaderMap, Form(form): Form<LogoutForm>) -> Response {
-    let Some(session) = cookie(&headers, COOKIE) else { return Redirect::to("/login").into_response() };
-    if !same(&session_csrf(&session), &form.csrf) {
-        return refused("this form did not come from this console; reload the page");
-    }
-    // Ends the session on the server: the id stops working even where the cookie was copied.
-    if let Err(e) = Client::new(&s.config.api_url, &session).end_session().await {
-        if e.status != Some(401) {
-            return render(&s.tera, "error.html", &ErrorPage { message: e.message });
-        }
-    }
-    let cookie = set_cookie(&s.config, COOKIE, "", 0);
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
+/// Back to `to` with a one-sentence message shown there once (the flash cookie).
+pub(crate) fn back(config: &WebConfig, to: &str, ok: bool, message: &str) -> Response {
+    let cookie = session::flash_cookie(config, ok, message);
+    ([(header::SET_COOKIE, cookie)], Redirect::to(to)).into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Renders every page with a representative context, so a template error fails here.
-    #[test]
-    fn every_page_renders() {
-        let tera = templates().unwrap();
-        let apps = AppsPage {
-            user: "admin".into(),
-            apps: vec![protocol::api::App {
-                name: "hello".into(),
-                created_at: "2026-01-01T00:00:00Z".into(),
-                envs: vec![protocol::api::EnvSummary {
-                    name: "production".into(),
-                    hostname: "hello.localhost".into(),
-                    url: "http://hello.localhost:8080/".into(),
-                    current_release: Some(3),
-                    target_release: None,
-                    status: "running".into(),
-                    replicas: 1,
-                    healthy_replicas: 1,
-                    maintenance: false,
-                }],
-            }],
-            csrf: "c".into(),
-        };
-        let html = tera.render("apps.html", &tera::Context::from_serialize(&apps).unwrap()).unwrap();
-        assert!(html.contains("hello.localhost") && html.contains("v3"), "{html}");
-        let login = LoginPage { error: Some("the API token is not valid".into()), csrf: "c".into() };
-        let html = tera.render("login.html", &tera::Context::from_serialize(&login).unwrap()).unwrap();
-        assert!(html.contains("not valid"));
-        let err = ErrorPage { message: "boom".into() };
-        assert!(tera
-            .render("error.html", &tera::Context::from_serialize(&err).unwrap())
-            .unwrap()
-            .contains("boom"));
+/// Answers a change: back to the page with the API's sentence, success or not.
+pub(crate) fn answered<T>(
+    config: &WebConfig,
+    to: &str,
+    result: Result<T, protocol::ClientError>,
+    ok: impl FnOnce(T) -> String,
+) -> Response {
+    match result {
+        Ok(value) => back(config, to, true, &ok(value)),
+        Err(e) => back(config, to, false, &e.message),
     }
+}
+
+/// The API client of a session.
+pub(crate) fn client(config: &WebConfig, session: &str) -> Client {
+    Client::new(&config.api_url, session)
+}
+
+/// `/apps/{app}/{env}` with both names as path segments.
+pub(crate) fn env_path(app: &str, env: &str) -> String {
+    format!("/apps/{}/{}", protocol::client::seg(app), protocol::client::seg(env))
 }

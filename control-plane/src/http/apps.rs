@@ -22,7 +22,11 @@ pub fn routes() -> Api {
 }
 
 async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
-    Json(WhoAmI { user: caller.user, server_version: env!("CARGO_PKG_VERSION").to_string() })
+    Json(WhoAmI {
+        user: caller.user,
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+        grants: caller.grants,
+    })
 }
 
 async fn list(

@@ -8,7 +8,7 @@ use crate::access::{
 use serde_json::{json, Value};
 
 /// Escapes one path segment (user names are plain, but `*` and token names need not be).
-pub(super) fn seg(s: &str) -> String {
+pub fn seg(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
