@@ -217,6 +217,16 @@ impl Browser {
         }
     }
 
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page; its return value.
+    pub fn execute(&self, script: &str, args: Value) -> Value {
+        self.cmd("POST", "/execute/sync", Some(json!({ "script": script, "args": args })))
+    }
+
+    /// Sizes the browser window (CSS pixels), as a phone's or a desktop's.
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.cmd("POST", "/window/rect", Some(json!({ "width": width, "height": height })));
+    }
+
     /// A PNG screenshot of the viewport.
     pub fn screenshot(&self) -> Vec<u8> {
         let b64 = self.cmd("GET", "/screenshot", None);

@@ -33,7 +33,7 @@ fn console_signs_in_lists_apps_and_signs_out() {
     b.wait_for("form[action='/login'] button[type=submit]").click();
     b.wait_for("#apps");
     b.wait_for_url(&root);
-    assert_eq!(b.title(), "Apps · paas");
+    assert_eq!(b.title(), "Dashboard · paas");
     let row = b.wait_for(&format!("#apps tr[data-app=\"{app}\"]")).text();
     for needle in ["production", "idle", &format!("{app}.localhost")] {
         assert!(row.contains(needle), "the row of {app} shows {needle:?}: {row:?}");

@@ -33,6 +33,8 @@ pub(crate) struct Chart {
     pub legend: Vec<(String, String, String)>,
     /// Points drawn across every line.
     pub points: usize,
+    /// The highest value drawn (0 without points).
+    pub max: f64,
 }
 
 /// The app page's charts from `view`, spanning `since`..`now` (Unix seconds).
@@ -162,7 +164,7 @@ pub(crate) fn chart(metric: &str, title: &str, series: &[&SeriesView], since: i6
         );
     }
     svg.push_str("</svg>");
-    Chart { metric: metric.to_string(), title: title.to_string(), svg, legend, points }
+    Chart { metric: metric.to_string(), title: title.to_string(), svg, legend, points, max }
 }
 
 #[cfg(test)]

@@ -70,12 +70,26 @@ pub fn templates() -> anyhow::Result<Tera> {
             Ok(tera::Value::String(chart::format_value(n, "bytes")))
         },
     );
+    // `{{ at | when }}`: an RFC 3339 time to the second, `2026-11-28 21:30:12`, in UTC as stored.
+    tera.register_filter(
+        "when",
+        |value: &tera::Value, _: &std::collections::HashMap<String, tera::Value>| {
+            let s = value.as_str().unwrap_or_default();
+            let shown = match s.get(..19) {
+                Some(head) if s.as_bytes().get(10) == Some(&b'T') => {
+                    format!("{} UTC", head.replace('T', " "))
+                }
+                _ => s.to_string(),
+            };
+            Ok(tera::Value::String(shown))
+        },
+    );
     Ok(tera)
 }
 
 pub fn router(config: WebConfig) -> anyhow::Result<Router> {
     let state = WebState { tera: Arc::new(templates()?), config: Arc::new(config) };
-    Ok(Router::new()
+    Ok(Router::<WebState>::new()
         .route("/", get(dashboard::page))
         .route("/live/dashboard", get(dashboard::live))
         .route("/apps", post(actions::create_app))
@@ -102,10 +116,33 @@ pub fn router(config: WebConfig) -> anyhow::Result<Router> {
         .route("/settings/alerts/silence", post(settings::silence))
         .route("/static/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/static/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        // Every `{app}` and `{env}` is a valid name before anything uses it in an API path.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), checked_names))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .with_state(state)
         .layer(axum::middleware::map_response(page_headers)))
+}
+
+/// Refuses a path whose app or environment is not a valid name (`..`, `%2F`, spaces), so
+/// the API paths the console builds from them hold exactly one segment each.
+async fn checked_names(
+    axum::extract::State(s): axum::extract::State<WebState>,
+    params: axum::extract::RawPathParams,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    for (key, value) in &params {
+        let bad = match key {
+            "app" => protocol::AppName::new(value).err(),
+            "env" => protocol::EnvName::new(value).err(),
+            _ => None,
+        };
+        if let Some(e) = bad {
+            return error_page(&s.tera, StatusCode::NOT_FOUND, &e.to_string());
+        }
+    }
+    next.run(req).await
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

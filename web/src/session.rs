@@ -107,8 +107,9 @@ impl FromRequestParts<WebState> for Signed {
 impl Signed {
     /// Refuses a form that does not carry this session's CSRF value (another site's post).
     pub(crate) fn refused(&self, csrf: &str) -> Option<Response> {
-        (!same(&self.csrf, csrf))
-            .then(|| refused("this form did not come from this console (or the session changed); reload the page"))
+        (!same(&self.csrf, csrf)).then(|| {
+            refused("this form did not come from this console (or the session changed); reload the page")
+        })
     }
 
     pub(crate) fn role_on(&self, app: &str) -> Option<Role> {

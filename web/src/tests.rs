@@ -215,3 +215,31 @@ fn roles_are_read_from_grants() {
     assert_eq!(role_on(&grants, "a"), Some(Role::Deployer));
     assert_eq!(role_on(&grants[..1], "b"), None);
 }
+
+#[tokio::test]
+async fn odd_names_in_paths_never_reach_the_api() {
+    use tower::ServiceExt;
+    let config =
+        WebConfig { api_url: "http://127.0.0.1:9".into(), console_key: "k".into(), secure_cookies: false };
+    let app = router(config).unwrap();
+    for path in
+        ["/apps/..%2Fusers/production", "/apps/a/..", "/apps/A%20B", "/apps/a/prod%2F..%2F..%2Fnodes/scale"]
+    {
+        let method = if path.ends_with("scale") { "POST" } else { "GET" };
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("cookie", "paas_session=s")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // A valid name goes on (to an API that is not there: one sentence, 502).
+    let req = axum::http::Request::builder()
+        .uri("/apps/ok/production")
+        .header("cookie", "paas_session=s")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::BAD_GATEWAY);
+}
