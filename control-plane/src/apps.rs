@@ -22,9 +22,30 @@ async fn summary(state: &AppState, name: String, created_at: String) -> Result<A
             .iter()
             .filter(|i| Some(i.release) == e.current_release && i.process == "web" && i.healthy)
             .count() as u32;
-        let replicas = match e.current_release {
-            Some(v) => e.replicas(&state.store.get_release(&name, &e.name, v).await?.manifest, "web"),
+        let current = match e.current_release {
+            Some(v) => Some(state.store.get_release(&name, &e.name, v).await?),
+            None => None,
+        };
+        let replicas = match &current {
+            Some(r) => e.replicas(&r.manifest, "web"),
             None => e.formation.get("web").copied().unwrap_or(1),
+        };
+        let last_deploy = match &current {
+            Some(r) => {
+                let done = state.store.last_deploy_event_at(&name, &e.name, r.version).await?;
+                let took = done
+                    .as_deref()
+                    .and_then(crate::store::unix_seconds)
+                    .zip(crate::store::unix_seconds(&r.created_at))
+                    .map(|(end, start)| (end - start).max(0));
+                Some(protocol::api::LastDeploy {
+                    version: r.version,
+                    by: r.created_by.clone(),
+                    at: r.created_at.clone(),
+                    took_secs: took,
+                })
+            }
+            None => None,
         };
         let status = if e.target_release.is_some() {
             "deploying"
@@ -44,6 +65,7 @@ async fn summary(state: &AppState, name: String, created_at: String) -> Result<A
             replicas,
             healthy_replicas: healthy,
             maintenance: e.maintenance,
+            last_deploy,
             name: e.name,
         });
     }

@@ -40,6 +40,19 @@ pub struct EnvSummary {
     /// Maintenance mode: the ingress answers every request with a 503 page.
     #[serde(default)]
     pub maintenance: bool,
+    /// The release serving now: who deployed it, when, and how long its rollout took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_deploy: Option<LastDeploy>,
+}
+
+/// Who deployed an environment's current release, when, and how long the rollout took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastDeploy {
+    pub version: u32,
+    pub by: String,
+    pub at: String,
+    /// From the release's start to its last deploy event, in seconds.
+    pub took_secs: Option<i64>,
 }
 
 /// `PUT /apps/{app}/envs/{env}/maintenance`: turns maintenance mode on or off.

@@ -73,6 +73,19 @@ fn post(b: &Browser, url: &str, body: &str) -> (u64, String) {
     (v[0].as_u64().unwrap_or(0), v[1].as_str().unwrap_or_default().to_string())
 }
 
+/// Clicks `css` (a form's button) and waits for the page the post leads to.
+fn submit(b: &Browser, css: &str) {
+    b.execute("document.body.dataset.stale = '1';", json!([]));
+    b.wait_for(css).click();
+    b.wait_for("body:not([data-stale])");
+}
+
+/// The flash message of the page a post led to.
+fn submit_flash(b: &Browser, css: &str) -> String {
+    submit(b, css);
+    b.wait_for("#flash").text()
+}
+
 fn sign_in(b: &Browser, base: &str, user: &str, password: &str) {
     b.goto(&format!("{base}/login"));
     b.wait_for("#user").send_keys(user);
@@ -123,7 +136,7 @@ fn a_user_runs_an_app_from_the_console_and_a_viewer_cannot_change_it() {
     let scale = b.wait_for("#scale-web");
     scale.clear();
     scale.send_keys("2");
-    b.wait_for("form.scale button").click();
+    submit(&b, "form.scale button");
     assert!(b.wait_for("#flash").text().contains("Scaled web to 2"), "{}", b.page_source());
     reload_until(&b, &page, "#env-health", "2/2 healthy", 90);
     assert_eq!(web_replicas(&p, &app), 2);
@@ -132,11 +145,11 @@ fn a_user_runs_an_app_from_the_console_and_a_viewer_cannot_change_it() {
     b.wait_for("#config-key").send_keys("API_KEY");
     b.wait_for("#config-value").send_keys("s3cr3t-value-42");
     b.wait_for("#config-form input[name=secret]").click();
-    b.wait_for("#config-form button").click();
+    submit(&b, "#config-form button");
     assert!(b.wait_for("#flash").text().contains("Set API_KEY"));
     let masked = b.wait_for("#config-vars tr[data-key=API_KEY]").text();
     assert!(!masked.contains("s3cr3t"), "masked: {masked:?}");
-    b.wait_for("#reveal").click();
+    submit(&b, "#reveal");
     let shown = b.wait_for("#config-vars tr[data-key=API_KEY]").text();
     assert!(shown.contains("s3cr3t-value-42"), "revealed: {shown:?}");
     shot(&b, "config-revealed");
@@ -189,7 +202,7 @@ fn a_user_runs_an_app_from_the_console_and_a_viewer_cannot_change_it() {
     p.paas(&["db", "create", "--app", &app, "--replicas", "0"]).expect_ok();
     p.wait_db_healthy(&app);
     b.goto(&page);
-    b.wait_for("#backup-now button").click();
+    submit(&b, "#backup-now button");
     assert!(b.wait_for("#flash").text().contains("Backup"), "{}", b.page_source());
     let backup = b.wait_for("#backups tr[data-backup]");
     let id =
@@ -199,9 +212,32 @@ fn a_user_runs_an_app_from_the_console_and_a_viewer_cannot_change_it() {
     let row = format!("#backups tr[data-backup='{id}'] .verification");
     reload_until(&b, &page, &row, "ok", 180);
     b.wait_for(&format!("#backups tr[data-backup='{id}'] .restore-new button")).click();
-    reload_until(&b, &b.current_url(), "#db-task-status", "done", 180);
+    let task_page =
+        wait_for(30, "the restore's page", || Some(b.current_url()).filter(|u| u.contains("task=")));
+    reload_until(&b, &task_page, "#db-task-status", "done", 180);
     assert!(b.wait_for("#db-task").text().contains("into"), "{}", b.page_source());
     shot(&b, "database");
+
+    // Backup settings and a custom domain (its certificate from the local CA), from the page.
+    b.goto(&page);
+    let schedule = b.wait_for("#db-schedule");
+    schedule.clear();
+    schedule.send_keys("0 4 * * *");
+    let keep = b.wait_for("#db-keep");
+    keep.clear();
+    keep.send_keys("5");
+    let flash = submit_flash(&b, "#db-settings button");
+    assert!(flash.contains("0 4 * * *") && flash.contains("keep 5"), "{flash:?}");
+    let domain = format!("{app}.example.test");
+    b.wait_for("#domain-name").send_keys(&domain);
+    submit(&b, "#domain-form button");
+    assert!(b.wait_for("#flash").text().contains(&format!("Added {domain}")), "{}", b.page_source());
+    b.wait_for(&format!("#domain-list tr[data-domain='{domain}']"));
+
+    // The dashboard names who deployed the serving release and how long it took.
+    b.goto(&format!("{base}/"));
+    let row = b.wait_for(&format!("#apps tr[data-app=\"{app}\"] .last-deploy")).text();
+    assert!(row.contains("by admin") && row.contains("took"), "{row:?}");
 
     // A viewer: added in settings, signed in, sees everything and no control.
     let viewer = format!("viewer-{}", paas_tests::rand_suffix());
@@ -209,7 +245,7 @@ fn a_user_runs_an_app_from_the_console_and_a_viewer_cannot_change_it() {
     b.wait_for("#user-name").send_keys(&viewer);
     b.wait_for("#user-password").send_keys("correct horse battery");
     b.wait_for("#user-app").send_keys(&app);
-    b.wait_for("#user-form button").click();
+    submit(&b, "#user-form button");
     assert!(b.wait_for("#flash").text().contains("as viewer of"), "{}", b.page_source());
     shot(&b, "settings");
     b.wait_for("form[action='/logout'] button").click();

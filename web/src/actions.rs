@@ -6,7 +6,8 @@ use super::app::status_of;
 use super::{answered, back, env_path, error_page, Signed};
 use axum::extract::{Form, Path};
 use axum::response::{IntoResponse, Redirect, Response};
-use protocol::api::{ConfigChange, StartRestore};
+use protocol::api::{ConfigChange, DatabaseSettings, StartRestore};
+use protocol::domains::AddDomain;
 use serde::Deserialize;
 
 /// The path parameters of an environment's routes.
@@ -241,4 +242,90 @@ pub(crate) async fn db_restore(me: Signed, Path((app, env)): EnvPath, Form(f): F
         Err(e) if e.status.is_none() => error_page(me.tera(), status_of(&e), &e.message),
         Err(e) => back(me.config(), &to, false, &e.message),
     }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DomainForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    domain: String,
+    /// An uploaded certificate and key (PEM), pasted; both empty for the platform's own.
+    #[serde(default)]
+    cert: String,
+    #[serde(default)]
+    key: String,
+}
+
+/// Adds a custom domain to this environment; the answer says which DNS record it needs.
+pub(crate) async fn add_domain(me: Signed, Path((app, env)): EnvPath, Form(f): Form<DomainForm>) -> Response {
+    if let Some(refused) = me.refused(&f.csrf) {
+        return refused;
+    }
+    let pem = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+    let add = AddDomain {
+        domain: f.domain.trim().to_string(),
+        env: Some(env.clone()),
+        cert_pem: pem(&f.cert),
+        key_pem: pem(&f.key),
+    };
+    let result = me.client.add_domain(&app, &add).await;
+    answered(me.config(), &format!("{}#domains", env_path(&app, &env)), result, |d| {
+        format!("Added {}. {}", d.domain, d.dns)
+    })
+}
+
+pub(crate) async fn remove_domain(
+    me: Signed,
+    Path((app, env)): EnvPath,
+    Form(f): Form<DomainForm>,
+) -> Response {
+    if let Some(refused) = me.refused(&f.csrf) {
+        return refused;
+    }
+    let result = me.client.remove_domain(&app, f.domain.trim()).await;
+    answered(me.config(), &format!("{}#domains", env_path(&app, &env)), result, |d| {
+        format!("Removed {}.", d.domain)
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DbSettingsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    schedule: String,
+    #[serde(default)]
+    keep: String,
+    #[serde(default)]
+    keep_days: String,
+}
+
+/// The database's backup schedule and retention.
+pub(crate) async fn db_settings(
+    me: Signed,
+    Path((app, env)): EnvPath,
+    Form(f): Form<DbSettingsForm>,
+) -> Response {
+    if let Some(refused) = me.refused(&f.csrf) {
+        return refused;
+    }
+    let to = format!("{}#database", env_path(&app, &env));
+    let number = |what: &str, v: &str| -> Result<Option<u32>, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|_| format!("{v:?} is not a number of {what}."))
+    };
+    let (keep, keep_days) = match (number("backups", &f.keep), number("days", &f.keep_days)) {
+        (Ok(k), Ok(d)) => (k, d),
+        (Err(e), _) | (_, Err(e)) => return back(me.config(), &to, false, &e),
+    };
+    let schedule = Some(f.schedule.trim().to_string()).filter(|s| !s.is_empty());
+    let settings = DatabaseSettings { backup_schedule: schedule, keep, keep_days };
+    let result = me.client.db_settings(&app, &env, &settings).await;
+    answered(me.config(), &to, result, |db| {
+        format!("Backups now run on {} and keep {} for {} days.", db.backup_schedule, db.keep, db.keep_days)
+    })
 }

@@ -115,7 +115,7 @@ pub(crate) async fn page(
     );
     logs_query.n = Some(LOG_LINES);
 
-    let (releases, processes, config, metrics, logs, db, backups, events) = tokio::join!(
+    let (releases, processes, config, metrics, logs, db, backups, events, domains) = tokio::join!(
         c.releases(&app, &env),
         c.processes(&app, &env),
         c.config(&app, &env, reveal),
@@ -124,7 +124,15 @@ pub(crate) async fn page(
         c.db_info(&app, &env, false),
         c.db_backups(&app, &env),
         c.events(None, Some(&app), Some(&env), 10),
+        c.domains(&app),
     );
+    match domains {
+        Ok(all) => {
+            let mine: Vec<_> = all.into_iter().filter(|d| d.env == env).collect();
+            ctx.insert("domains", &mine);
+        }
+        Err(e) => problems.push(format!("domains: {}", e.message)),
+    }
     match &releases {
         Ok(r) => ctx.insert("releases", r),
         Err(e) => problems.push(format!("releases: {}", e.message)),

@@ -21,7 +21,8 @@ fn base(role_deploy: bool, admin: bool) -> tera::Context {
 fn env_summary() -> serde_json::Value {
     json!({"name": "production", "hostname": "hello.localhost", "url": "http://hello.localhost:8080/",
         "current_release": 3, "target_release": null, "status": "running", "replicas": 2,
-        "healthy_replicas": 2, "maintenance": false})
+        "healthy_replicas": 2, "maintenance": false,
+        "last_deploy": {"version": 3, "by": "ann", "at": "2026-01-01T00:00:00.5Z", "took_secs": 14}})
 }
 
 fn app_context(can_deploy: bool) -> tera::Context {
@@ -80,6 +81,8 @@ fn app_context(can_deploy: bool) -> tera::Context {
         "events",
         &[json!({"at": "2026-01-01T00:00:00Z", "severity": "info", "message": "Deployed v3", "by": "ann"})],
     );
+    ctx.insert("domains", &[json!({"domain": "www.example.com", "app": "hello", "env": "production", "tls": "local",
+        "cert_expires": "2027-01-01T00:00:00Z", "dns": "Point www.example.com at 203.0.113.1 (an A record).", "created_at": "x"})]);
     ctx.insert("problems", &Vec::<String>::new());
     ctx
 }
@@ -96,6 +99,9 @@ fn every_page_renders_and_escapes() {
         "Restore in place",
         "<svg",
         "GREETING",
+        "an A record",
+        "Remove www.example.com",
+        "domain-form",
     ] {
         assert!(html.contains(needle), "the app page shows {needle:?}");
     }
@@ -112,7 +118,16 @@ fn every_page_renders_and_escapes() {
     dash.insert("alerts", &[json!({"rule": "node-disk", "subject": "node=n1", "description": "disk above 80%", "since": "x", "silenced": false})]);
     dash.insert("events", &[json!({"at": "x", "app": "hello", "env": "production", "severity": "info", "message": "Deployed", "by": ""})]);
     let html = tera.render("dashboard.html", &dash).unwrap();
-    for needle in ["hello.localhost", "v3", "node-disk", "1.0 MiB", "Create app", "data-live-url"] {
+    for needle in [
+        "hello.localhost",
+        "v3 by ann, ",
+        "2026-01-01 00:00:00 UTC",
+        "took 14 s",
+        "node-disk",
+        "1.0 MiB",
+        "Create app",
+        "data-live-url",
+    ] {
         assert!(html.contains(needle), "the dashboard shows {needle:?}: {html}");
     }
 
@@ -161,6 +176,9 @@ fn a_viewer_gets_no_controls_that_change_anything() {
     let tera = templates().unwrap();
     let html = tera.render("app.html", &app_context(false)).unwrap();
     for control in [
+        "domain-form",
+        "/domains/remove",
+        "db-settings",
         "/deploy\"",
         "/rollback\"",
         "/scale\"",
@@ -175,7 +193,7 @@ fn a_viewer_gets_no_controls_that_change_anything() {
         assert!(!html.contains(control), "a viewer sees no {control:?}");
     }
     // Still reads everything.
-    for needle in ["GREETING", "<svg", "listening", "b1"] {
+    for needle in ["GREETING", "<svg", "listening", "b1", "www.example.com"] {
         assert!(html.contains(needle), "a viewer reads {needle:?}");
     }
     let mut settings = base(false, false);

@@ -558,6 +558,14 @@ impl Store {
         Ok(())
     }
 
+    /// When release `version`'s newest deploy event was recorded (its rollout's end, once over).
+    pub async fn last_deploy_event_at(&self, app: &str, env: &str, version: u32) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT MAX(at) FROM deploy_events WHERE app = ? AND env = ? AND version = ?")
+            .bind_release(app, env, version)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn events_after(
         &self,
         app: &str,
