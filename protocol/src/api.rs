@@ -113,6 +113,9 @@ pub struct Release {
     pub config_keys: Vec<String>,
 }
 
+/// Largest source upload (`paas deploy`, the console's archive upload), gzipped.
+pub const MAX_SOURCE_BYTES: u64 = 512 * 1024 * 1024;
+
 /// Asks for a release from an existing image instead of a source upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployImage {

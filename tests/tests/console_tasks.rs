@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// An image that answers HTTP on 8080 and prints each request line, from the local base image
 /// alone (Perl is in Debian's base): no package download.
-fn perl_image(tag: &str) {
+fn perl_image(tag: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let server = r#"$SIG{PIPE}="IGNORE"; $|=1; use IO::Socket::INET; my $s=IO::Socket::INET->new(LocalPort=>8080,Listen=>64,ReuseAddr=>1) or die "listen: $!"; print "listening on 8080\n"; while (my $c=$s->accept) { my $l=<$c>; next unless defined $l; while (my $h=<$c>) { last if $h =~ /^\r?\n$/ } $l =~ s/\r?\n//; print "got $l\n"; print $c "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n"; close $c; }"#;
     let dockerfile = format!(
@@ -22,6 +22,7 @@ fn perl_image(tag: &str) {
     );
     std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
     docker(&["build", "-q", "-t", tag, dir.path().to_str().unwrap()]);
+    dir
 }
 
 /// The app's running web replicas.
@@ -100,7 +101,7 @@ fn a_user_runs_an_app_from_the_console_and_a_viewer_cannot_change_it() {
     let mut p = Platform::start();
     let app = p.app_name("cons");
     let image = format!("paas-console-test-{app}:1");
-    perl_image(&image);
+    let source = perl_image(&image);
     let base = p.api_url.clone();
     let token = p.token();
 
@@ -233,6 +234,26 @@ fn a_user_runs_an_app_from_the_console_and_a_viewer_cannot_change_it() {
     submit(&b, "#domain-form button");
     assert!(b.wait_for("#flash").text().contains(&format!("Added {domain}")), "{}", b.page_source());
     b.wait_for(&format!("#domain-list tr[data-domain='{domain}']"));
+
+    // Source from an uploaded archive: built on the node, its output streamed, then live.
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("app.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .args(["czf", archive.to_str().unwrap(), "-C", source.path().to_str().unwrap(), "."])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    b.goto(&page);
+    b.wait_for("#archive").send_keys(archive.to_str().unwrap());
+    submit(&b, "#upload-form button");
+    assert!(b.current_url().contains("/releases/"), "{}", b.page_source());
+    wait_for(180, "the uploaded source to build and go live", || {
+        let status = b.wait_for("#deploy-status").text();
+        assert_ne!(status, "failed", "{}", b.page_source());
+        (status == "active").then_some(())
+    });
+    let output = b.wait_for("#deploy-output").text();
+    assert!(output.to_lowercase().contains("build") || output.contains("Step"), "build output: {output}");
 
     // The dashboard names who deployed the serving release and how long it took.
     b.goto(&format!("{base}/"));

@@ -13,6 +13,7 @@ mod session;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod upload;
 
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -96,6 +97,13 @@ pub fn router(config: WebConfig) -> anyhow::Result<Router> {
         .route("/apps/{app}", get(app::first_env))
         .route("/apps/{app}/{env}", get(app::page))
         .route("/apps/{app}/{env}/deploy", post(actions::deploy))
+        .route(
+            "/apps/{app}/{env}/upload",
+            // The one route that takes more than a form: a source archive, as large as the API allows.
+            post(upload::deploy_archive).layer(axum::extract::DefaultBodyLimit::max(
+                protocol::api::MAX_SOURCE_BYTES as usize + (64 << 10),
+            )),
+        )
         .route("/apps/{app}/{env}/rollback", post(actions::rollback))
         .route("/apps/{app}/{env}/promote", post(actions::promote))
         .route("/apps/{app}/{env}/scale", post(actions::scale))

@@ -102,6 +102,7 @@ fn every_page_renders_and_escapes() {
         "an A record",
         "Remove www.example.com",
         "domain-form",
+        "upload-form",
     ] {
         assert!(html.contains(needle), "the app page shows {needle:?}");
     }
@@ -176,6 +177,7 @@ fn a_viewer_gets_no_controls_that_change_anything() {
     let tera = templates().unwrap();
     let html = tera.render("app.html", &app_context(false)).unwrap();
     for control in [
+        "upload-form",
         "domain-form",
         "/domains/remove",
         "db-settings",

@@ -16,8 +16,7 @@ use protocol::access::Role::{Deployer, Viewer};
 use protocol::api::{DeployEvents, DeployImage, Process, Release};
 use tokio::io::AsyncWriteExt;
 
-/// Largest source bundle accepted; a bigger one almost always means a missing `.dockerignore`.
-const MAX_SOURCE_BYTES: u64 = 512 * 1024 * 1024;
+use protocol::api::MAX_SOURCE_BYTES;
 
 pub fn routes() -> Api {
     Api::new()
