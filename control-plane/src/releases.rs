@@ -36,6 +36,28 @@ pub async fn start(
     Ok(release)
 }
 
+/// How long the build node's fetch waits for a source bundle still being moved into place.
+const BUNDLE_WAIT: Duration = Duration::from_secs(10);
+
+/// Release `version`'s source bundle, for its build node. The release is recorded (and may
+/// reach the node with any other change) a moment before [`start`] moves its bundle into
+/// place, so a fetch in that moment waits for it rather than failing the deploy.
+pub async fn source_bundle(state: &AppState, app: &str, env: &str, version: u32) -> Result<tokio::fs::File> {
+    let path = bundle_path(state, app, env, version);
+    let deadline = tokio::time::Instant::now() + BUNDLE_WAIT;
+    loop {
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => return Ok(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => {
+                return Err(DomainError::NotFound(format!("no source bundle for {app}/{env} v{version}")));
+            }
+        }
+    }
+}
+
 /// Where the build node fetches release `version`'s source from.
 pub fn bundle_path(state: &AppState, app: &str, env: &str, version: u32) -> PathBuf {
     state.sources_dir().join(app).join(env).join(format!("{version}.tar.gz"))

@@ -120,6 +120,8 @@ pub fn router(config: WebConfig) -> anyhow::Result<Router> {
         .route("/live/apps/{app}/{env}/logs", get(live::logs))
         .route("/settings", get(settings::page))
         .route("/settings/users", post(settings::add_user))
+        .route("/settings/users/grant", post(settings::grant))
+        .route("/settings/notify/test", post(settings::test_targets))
         .route("/settings/tokens", post(settings::create_token))
         .route("/settings/tokens/revoke", post(settings::revoke_token))
         .route("/settings/notify", post(settings::add_target))

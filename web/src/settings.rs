@@ -201,3 +201,50 @@ pub(crate) async fn silence(me: Signed, Form(f): Form<SilenceForm>) -> Response 
         }
     })
 }
+
+/// Gives a user a role on an app (or `*`), or takes their role there away (`revoke`).
+pub(crate) async fn grant(me: Signed, Form(f): Form<UserForm>) -> Response {
+    if let Some(refused) = me.refused(&f.csrf) {
+        return refused;
+    }
+    let (name, app) = (f.name.trim(), f.app.trim());
+    if f.role == "revoke" {
+        let result = me.client.revoke(name, app).await;
+        return answered(me.config(), PAGE, result, |_| format!("{name} no longer has a role on {app}."));
+    }
+    let role = match f.role.parse() {
+        Ok(role) => role,
+        Err(_) => return back(me.config(), PAGE, false, "Pick a role: viewer, deployer or admin."),
+    };
+    let result = me.client.grant(name, app, role).await;
+    answered(me.config(), PAGE, result, |_| format!("{name} is now {} of {app}.", f.role))
+}
+
+/// Sends a test message to every notification target and says how each went.
+pub(crate) async fn test_targets(me: Signed, Form(f): Form<super::session::CsrfForm>) -> Response {
+    if let Some(refused) = me.refused(&f.csrf) {
+        return refused;
+    }
+    match me.client.test_notify().await {
+        Ok(outcomes) if outcomes.is_empty() => {
+            back(me.config(), PAGE, false, "There is no notification target to test.")
+        }
+        Ok(outcomes) => {
+            let failed: Vec<String> = outcomes
+                .iter()
+                .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.target)))
+                .collect();
+            if failed.is_empty() {
+                back(
+                    me.config(),
+                    PAGE,
+                    true,
+                    &format!("Sent a test message to {} target(s).", outcomes.len()),
+                )
+            } else {
+                back(me.config(), PAGE, false, &format!("Some test messages failed: {}.", failed.join("; ")))
+            }
+        }
+        Err(e) => back(me.config(), PAGE, false, &e.message),
+    }
+}

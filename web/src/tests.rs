@@ -152,7 +152,15 @@ fn every_page_renders_and_escapes() {
     settings.insert("alerts", &[json!({"rule": "node-cpu", "subject": "node=n1", "state": "resolved", "since": "x", "resolved_at": "y"})]);
     settings.insert("audit", &[json!({"at": "x", "user": "ann", "action": "deploy.create", "detail": "", "app": "hello", "env": "production", "addr": "127.0.0.1", "outcome": "ok"})]);
     let html = tera.render("settings.html", &settings).unwrap();
-    for needle in ["viewer of hello", "ops@example.com", "Silence", "deploy.create", "Create token"] {
+    for needle in [
+        "viewer of hello",
+        "ops@example.com",
+        "Silence",
+        "deploy.create",
+        "Create token",
+        "Set role of bob",
+        "Send a test message",
+    ] {
         assert!(html.contains(needle), "settings show {needle:?}");
     }
     let mut token = base(false, false);
@@ -262,4 +270,63 @@ async fn odd_names_in_paths_never_reach_the_api() {
         .body(axum::body::Body::empty())
         .unwrap();
     assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::BAD_GATEWAY);
+}
+
+/// WCAG relative luminance of `#rrggbb`.
+fn luminance(hex: &str) -> f64 {
+    let hex = hex.trim_start_matches('#');
+    let channel = |i: usize| {
+        let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()) / 255.0;
+        if c <= 0.03928 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * channel(0) + 0.7152 * channel(2) + 0.0722 * channel(4)
+}
+
+fn contrast(a: &str, b: &str) -> f64 {
+    let (x, y) = (luminance(a), luminance(b));
+    (x.max(y) + 0.05) / (x.min(y) + 0.05)
+}
+
+#[test]
+fn every_text_colour_meets_wcag_aa_on_its_background() {
+    let mut checked = 0;
+    for rule in STYLE.split('}') {
+        let Some((selector, body)) = rule.split_once('{') else { continue };
+        let selector = selector.rsplit(['/', '\n']).next().unwrap_or(selector).trim();
+        let value = |prop: &str| {
+            body.split(';').find_map(|d| {
+                let (k, v) = d.split_once(':')?;
+                let v = v.trim();
+                match (k.trim() == prop, v.len()) {
+                    (true, 7) if v.starts_with('#') => Some(v.to_string()),
+                    // `#fff` is `#ffffff`.
+                    (true, 4) if v.starts_with('#') => Some(v.chars().flat_map(|c| [c, c]).skip(1).collect()),
+                    _ => None,
+                }
+            })
+        };
+        let Some(fg) = value("color") else { continue };
+        // A rule's own background, else the page's, the header's or the log box's.
+        let bg = value("background").unwrap_or_else(|| {
+            if selector.starts_with("header") {
+                "#12355b".into()
+            } else if selector.contains(".log") {
+                "#111111".into()
+            } else {
+                "#ffffff".into()
+            }
+        });
+        let ratio = contrast(&fg, &bg);
+        assert!(ratio >= 4.5, "{selector}: {fg} on {bg} is {ratio:.2}:1, under AA's 4.5:1");
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} colours found");
+    // The chart lines and axis labels, drawn on the chart's #fafafa.
+    for colour in ["#1f5fa8", "#a8431f", "#2e7d32", "#6a1b9a", "#8d6e00", "#00695c", "#333333"] {
+        assert!(contrast(colour, "#fafafa") >= 4.5, "{colour}");
+    }
 }

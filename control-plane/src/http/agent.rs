@@ -201,10 +201,7 @@ async fn source(
     Path((app, env, release)): Path<(String, String, u32)>,
 ) -> ApiResult<impl IntoResponse> {
     let (app, env) = check_builder(&state, &caller, &app, &env, release).await?;
-    let path = crate::releases::bundle_path(&state, app.as_str(), env.as_str(), release);
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| DomainError::NotFound(format!("no source bundle for {app}/{env} v{release}")))?;
+    let file = crate::releases::source_bundle(&state, app.as_str(), env.as_str(), release).await?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     Ok(([(header::CONTENT_TYPE, "application/gzip")], body))
 }
