@@ -259,6 +259,8 @@ fn a_user_runs_an_app_from_the_console_and_a_viewer_cannot_change_it() {
     b.goto(&format!("{base}/"));
     let row = b.wait_for(&format!("#apps tr[data-app=\"{app}\"] .last-deploy")).text();
     assert!(row.contains("by admin") && row.contains("took"), "{row:?}");
+    let node = b.wait_for(&format!("#nodes tr[data-node=\"{}\"]", p.node)).text();
+    assert!(node.matches('%').count() >= 3, "CPU, memory and disk of the node: {node:?}");
 
     // A viewer: added in settings, signed in, sees everything and no control.
     let viewer = format!("viewer-{}", paas_tests::rand_suffix());

@@ -67,8 +67,11 @@ fn database_rows_survive_the_container_and_the_port_stays_private() {
     let ports = docker(&["port", &primary, "5432/tcp"]);
     assert!(!ports.trim().is_empty() && ports.lines().all(|l| l.starts_with("127.0.0.1:")), "{ports}");
     assert!(info["node_url"].as_str().unwrap().contains(":****@127.0.0.1:"), "{info}");
-    let revealed = p.paas(&["db", "info", "--app", &app, "--reveal", "-o", "json"]).expect_ok().json();
-    let url = revealed["node_url"].as_str().unwrap().to_string();
+    // The node's next report may come from the container's restart and lack its port a moment.
+    let url = paas_tests::wait_for(60, "the revealed node URL", || {
+        let revealed = p.paas(&["db", "info", "--app", &app, "--reveal", "-o", "json"]).expect_ok().json();
+        revealed["node_url"].as_str().map(str::to_string)
+    });
     assert!(!url.contains("****"));
     let psql = Command::new("psql")
         .args([url.as_str(), "-tAc", "SELECT count(*) FROM notes"])

@@ -93,6 +93,7 @@ fn every_page_renders_and_escapes() {
     let html = tera.render("app.html", &app_context(true)).unwrap();
     for needle in [
         "Roll back to v2",
+        "web×2 :8080",
         "Scale web",
         "id=\"deploy-form\"",
         "Reveal values",
@@ -116,7 +117,11 @@ fn every_page_renders_and_escapes() {
         &[json!({"name": "n1", "private_addr": "10.0.0.1", "ingress": true, "status": "ready",
         "last_seen": "now", "disk": {"images": 1048576, "volumes": 0}})],
     );
-    dash.insert("alerts", &[json!({"rule": "node-disk", "subject": "node=n1", "description": "disk above 80%", "since": "x", "silenced": false})]);
+    dash.insert("node_figures", &json!({"n1": {"cpu": "12.5%", "memory": "40.0%", "disk": "71.0%"}}));
+    dash.insert(
+        "alerts",
+        &[json!({"rule": "node-disk", "subject": "node=n1", "description": "disk above 80%", "since": "x", "silenced": false})],
+    );
     dash.insert("events", &[json!({"at": "x", "app": "hello", "env": "production", "severity": "info", "message": "Deployed", "by": ""})]);
     let html = tera.render("dashboard.html", &dash).unwrap();
     for needle in [
@@ -125,6 +130,7 @@ fn every_page_renders_and_escapes() {
         "2026-01-01 00:00:00 UTC",
         "took 14 s",
         "node-disk",
+        "71.0%",
         "1.0 MiB",
         "Create app",
         "data-live-url",
