@@ -47,6 +47,16 @@ pub(crate) async fn page(me: Signed) -> Response {
     me.page("settings.html", &ctx)
 }
 
+/// A secret shown once, on a page of its own (never in a redirect or a cookie).
+fn show_once(me: &Signed, title: &str, name: &str, secret: &str, hint: &str) -> Response {
+    let mut ctx = me.context("settings");
+    ctx.insert("title", title);
+    ctx.insert("name", name);
+    ctx.insert("secret", secret);
+    ctx.insert("hint", hint);
+    me.page("token.html", &ctx)
+}
+
 #[derive(Deserialize)]
 pub(crate) struct UserForm {
     #[serde(default)]
@@ -100,15 +110,9 @@ pub(crate) async fn create_token(me: Signed, Form(f): Form<TokenForm>) -> Respon
     }
     match me.client.create_token(f.name.trim(), None).await {
         Ok(created) => {
-            let mut ctx = me.context("settings");
-            ctx.insert("title", "Your new API token");
-            ctx.insert("name", f.name.trim());
-            ctx.insert("secret", &created.token);
-            ctx.insert(
-                "hint",
-                "Copy it now: it is not shown again. Use it with `paas login --token` or as a bearer token.",
-            );
-            me.page("token.html", &ctx)
+            let hint =
+                "Copy it now: it is not shown again. Use it with `paas login --token` or as a bearer token.";
+            show_once(&me, "Your new API token", f.name.trim(), &created.token, hint)
         }
         Err(e) => back(me.config(), PAGE, false, &e.message),
     }
@@ -153,12 +157,8 @@ pub(crate) async fn add_target(me: Signed, Form(f): Form<TargetForm>) -> Respons
             match t.secret {
                 // A webhook's signing key: shown once, like a token.
                 Some(secret) => {
-                    let mut ctx = me.context("settings");
-                    ctx.insert("title", "Your webhook's signing key");
-                    ctx.insert("name", &t.target);
-                    ctx.insert("secret", &secret);
-                    ctx.insert("hint", "Copy it now: the receiver checks X-Paas-Signature with it, and it is not shown again.");
-                    me.page("token.html", &ctx)
+                    let hint = "Copy it now: the receiver checks X-Paas-Signature with it, and it is not shown again.";
+                    show_once(&me, "Your webhook's signing key", &t.target, &secret, hint)
                 }
                 None => back(me.config(), PAGE, true, &format!("Added {} {}.", t.kind, t.target)),
             }
