@@ -2,7 +2,7 @@
 //! `PAAS_TOKEN` and the config file.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[path = "args_cron.rs"]
@@ -13,12 +13,15 @@ mod db;
 mod edge;
 #[path = "args_install.rs"]
 mod install;
+#[path = "args_nodes.rs"]
+mod nodes;
 #[path = "args_ops.rs"]
 mod ops;
 pub use cron::CronCommand;
 pub use db::{download_file_flag, BackupsCommand, DbCommand};
 pub use edge::{AcmeArgs, ApiTlsArgs, DomainsCommand};
 pub use install::{InstallArgs, Role as InstallRole};
+pub use nodes::{AgentArgs, NodeOpts, NodesCommand};
 pub use ops::{AlertsCommand, MetricsArgs, NotifyCommand, RulesCommand};
 
 #[derive(Parser, Debug)]
@@ -63,9 +66,9 @@ pub enum Output {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run control plane, node agent and ingress in one process (single machine).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run the control plane only (agents join it with `paas agent`).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a node agent that joins a control plane.
     Agent(AgentArgs),
     /// Install a systemd service for `paas up` (default), `paas server` or `paas agent`, run
@@ -310,6 +313,10 @@ pub struct DataDir {
     /// new series past it are not kept, and the log says so.
     #[arg(long, env = "PAAS_METRICS_MAX_SERIES", default_value_t = control_plane::metrics::DEFAULT_MAX_SERIES)]
     pub metrics_max_series: usize,
+    /// How long a node may go without reporting before it is declared lost and its replicas
+    /// are placed on other nodes (ingresses stop routing to it after a quarter of that).
+    #[arg(long, env = "PAAS_NODE_LOST_AFTER", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub node_lost_after: std::time::Duration,
     #[command(flatten)]
     pub smtp: ops::SmtpArgs,
     /// How long node certificates are valid, in seconds (agents renew theirs when a third is
@@ -348,46 +355,6 @@ pub struct BackupStoreArgs {
     /// PEM file of CA certificates to trust for an https endpoint with a private CA.
     #[arg(long, env = "PAAS_BACKUP_S3_CA_FILE")]
     pub backup_s3_ca_file: Option<PathBuf>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct NodeOpts {
-    /// This node's name (default: the host name).
-    #[arg(long)]
-    pub node_name: Option<String>,
-    /// Address app containers publish their ports on; keep it private.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub private_addr: IpAddr,
-    /// Docker network mode for image builds, e.g. `host` when the Docker bridge has no egress.
-    #[arg(long, env = "PAAS_BUILD_NETWORK")]
-    pub build_network: Option<String>,
-    /// Proxies in front of the ingress (CIDR blocks or addresses, comma-separated) whose
-    /// X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-Id are believed; from anyone else they
-    /// are replaced.
-    #[arg(long, value_delimiter = ',', value_parser = node_agent::ingress::parse_trusted_proxy)]
-    pub trusted_proxies: Vec<node_agent::ingress::IpNet>,
-    /// Release images a prune keeps per environment, newest first (the current, target and
-    /// rollback releases' images are kept besides).
-    #[arg(long, env = "PAAS_KEEP_IMAGES", default_value_t = 5)]
-    pub keep_images: usize,
-    /// Seconds between prunes of old release images, stopped platform containers and dangling
-    /// platform images; 0: only when `paas nodes prune` asks.
-    #[arg(long, env = "PAAS_PRUNE_EVERY_SECS", default_value_t = 3600)]
-    pub prune_every_secs: u64,
-    /// Cap of the node's log spool on disk, in MiB (lines not yet shipped to the control
-    /// plane); when full, the oldest lines are dropped and the loss is counted and shown.
-    #[arg(long, env = "PAAS_LOG_SPOOL_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
-    pub log_spool_mib: u64,
-}
-
-impl NodeOpts {
-    pub fn log_settings(&self) -> node_agent::LogSettings {
-        node_agent::LogSettings { spool_bytes: self.log_spool_mib << 20 }
-    }
-
-    pub fn prune_every(&self) -> Option<std::time::Duration> {
-        (self.prune_every_secs > 0).then(|| std::time::Duration::from_secs(self.prune_every_secs))
-    }
 }
 
 #[derive(Args, Debug)]
@@ -430,28 +397,6 @@ pub struct ServerArgs {
     /// Port the ingress nodes serve HTTPS on, for the URLs shown to users.
     #[arg(long, default_value_t = 8443)]
     pub ingress_https_port: u16,
-}
-
-#[derive(Args, Debug)]
-pub struct AgentArgs {
-    /// The control plane's agent address, e.g. https://10.0.0.5:7071 (`paas server --agent-addr`).
-    #[arg(long)]
-    pub join: String,
-    /// One-time join token from `paas nodes token`. Needed only to join: the node's key and
-    /// certificate are then kept in the state dir and used (and renewed) from then on.
-    #[arg(long = "join-token", env = "PAAS_JOIN_TOKEN", hide_env_values = true)]
-    pub join_token: Option<String>,
-    #[command(flatten)]
-    pub node: NodeOpts,
-    /// Serve the ingress on this address (makes this an ingress node).
-    #[arg(long)]
-    pub http_addr: Option<SocketAddr>,
-    /// Serve the ingress over HTTPS on this address too (with --http-addr).
-    #[arg(long, requires = "http_addr")]
-    pub https_addr: Option<SocketAddr>,
-    /// Agent state directory, holding the node's key and certificate (default: $XDG_DATA_HOME/paas-agent).
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -646,25 +591,6 @@ pub struct ScaleArgs {
     /// PROCESS=REPLICAS pairs, e.g. web=3 worker=1.
     #[arg(required = true)]
     pub formation: Vec<String>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum NodesCommand {
-    /// List nodes, their status and the disk their platform objects take.
-    List,
-    /// Prune a node now: old release images, stopped platform containers, dangling images.
-    Prune {
-        /// The node (default: every ready node).
-        node: Option<String>,
-    },
-    /// Make a one-time join token for a new node (`paas agent --join-token`).
-    Token {
-        /// How long the token can be used, e.g. 30m, 1h, 2d (1 minute to 7 days).
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        ttl: std::time::Duration,
-    },
-    /// Remove a node that runs nothing any more; its certificate stops working at once.
-    Remove { node: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,13 +2,16 @@
 //! (containers, builds, and for ingress nodes the route table and the HTTPS certificates).
 
 use crate::error::{DomainError, Result};
+use crate::nodes::{self, Status};
 use crate::state::AppState;
 use crate::store::{EnvRow, InstanceRow, JobKind, NodeRow};
-use protocol::agent::{Assignment, BuildKind, BuildTask, ContainerSpec, DbRole, JobSpec, Route, StaticRoute};
+use protocol::agent::{
+    Assignment, BuildKind, BuildTask, Capacity, ContainerSpec, DbRole, JobSpec, Route, StaticRoute,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-/// A node that has not reported for this long is not given new work.
+/// A node that has not reported for this long is not pruned on request.
 pub const NODE_READY_WINDOW: Duration = Duration::from_secs(30);
 
 pub fn node_is_ready(node: &NodeRow) -> bool {
@@ -16,13 +19,18 @@ pub fn node_is_ready(node: &NodeRow) -> bool {
     time::OffsetDateTime::now_utc().unix_timestamp() - seen <= NODE_READY_WINDOW.as_secs() as i64
 }
 
+/// The nodes that take new work: reporting, neither draining nor lost.
 pub async fn ready_nodes(state: &AppState) -> Result<Vec<NodeRow>> {
-    Ok(state.store.list_nodes().await?.into_iter().filter(node_is_ready).collect())
+    let nodes = state.store.list_nodes().await?;
+    Ok(nodes.into_iter().filter(|n| nodes::status(state, n) == Status::Ready).collect())
 }
 
-/// The ready nodes that run an ingress.
+/// The nodes whose ingress serves and confirms route tables: reporting (draining ones too).
 pub async fn ingress_nodes(state: &AppState) -> Result<Vec<String>> {
-    Ok(ready_nodes(state).await?.into_iter().filter(|n| n.ingress).map(|n| n.name).collect())
+    let nodes = state.store.list_nodes().await?;
+    let serving =
+        |n: &NodeRow| n.ingress && matches!(nodes::status(state, n), Status::Ready | Status::Draining);
+    Ok(nodes.into_iter().filter(serving).map(|n| n.name).collect())
 }
 
 /// How long a change of the routes waits for the ingress nodes to apply it.
@@ -46,28 +54,17 @@ async fn ready_nodes_for(state: &AppState, what: &str) -> Result<Vec<NodeRow>> {
     let nodes = ready_nodes(state).await?;
     if nodes.is_empty() {
         return Err(DomainError::Unavailable(format!(
-            "no node is available to {what}; is a node agent running?"
+            "no node is ready to {what}; is a node agent running (`paas nodes list` shows them)?"
         )));
     }
     Ok(nodes)
 }
 
-/// The nodes as users see them: ready, or down when they stopped reporting.
-pub async fn nodes(state: &AppState) -> Result<Vec<protocol::api::Node>> {
-    let nodes = state.store.list_nodes().await?;
-    let view = |n: NodeRow| protocol::api::Node {
-        status: if node_is_ready(&n) { "ready" } else { "down" }.to_string(),
-        disk: state.upkeep.disk(&n.name),
-        name: n.name,
-        private_addr: n.private_addr,
-        ingress: n.ingress,
-        last_seen: n.last_seen,
-    };
-    Ok(nodes.into_iter().map(view).collect())
-}
-
-/// Spreads the given replica numbers of a release's process over the ready nodes, least loaded
-/// first.
+/// Places the given replica numbers of a release's process on ready nodes with room for the
+/// process's reservation: the node with the fewest replicas of this process and release
+/// first (spread), then the one with the most memory free. Replicas of the environment's older
+/// releases do not count against a node, since these replace them (a blue/green deploy on a
+/// full node still fits). A replica that fits nowhere is an error naming the shortfall.
 pub async fn place(
     state: &AppState,
     env: &EnvRow,
@@ -76,25 +73,97 @@ pub async fn place(
     replicas: std::ops::RangeInclusive<u32>,
 ) -> Result<Vec<InstanceRow>> {
     let nodes = ready_nodes_for(state, "run containers").await?;
-    let names = env.docker_names();
-    let mut load: HashMap<String, usize> = nodes.iter().map(|n| (n.name.clone(), 0)).collect();
-    for i in state.store.all_instances().await? {
-        if let Some(n) = load.get_mut(&i.node) {
-            *n += 1;
+    let manifest = state.store.get_release(&env.app, &env.name, release).await?.manifest;
+    let reserve =
+        manifest.processes.get(process).map_or_else(protocol::manifest::default_reserve, |p| p.reserve);
+    let mut used = state.store.allocations().await?;
+    let mut spread: HashMap<String, u32> = HashMap::new();
+    for i in state.store.instances_for_env(&env.app, &env.name).await? {
+        if i.release < release {
+            if let Some(a) = used.get_mut(&i.node) {
+                a.reserved.millicpus = a.reserved.millicpus.saturating_sub(i.reserve_millicpus as u64);
+                a.reserved.memory_bytes =
+                    a.reserved.memory_bytes.saturating_sub(i.reserve_memory_bytes as u64);
+            }
+        } else if i.release == release && i.process == process {
+            *spread.entry(i.node).or_default() += 1;
         }
     }
+    let names = env.docker_names();
     let mut out = Vec::new();
     for replica in replicas {
-        let node = nodes
-            .iter()
-            .min_by_key(|n| (load[&n.name], n.name.clone()))
-            .expect("nodes is not empty")
-            .name
-            .clone();
-        *load.get_mut(&node).expect("node has a load entry") += 1;
-        out.push(InstanceRow::pending(&names, process, release, replica, node));
+        let free = |n: &NodeRow| {
+            let taken = used.get(&n.name).map(|a| a.reserved).unwrap_or_default();
+            free_of(n.capacity(), taken)
+        };
+        let fits = |n: &&NodeRow| {
+            let f = free(n);
+            f.millicpus >= reserve.millicpus && f.memory_bytes >= reserve.memory_bytes
+        };
+        let Some(node) = nodes.iter().filter(fits).min_by_key(|n| {
+            (
+                spread.get(&n.name).copied().unwrap_or(0),
+                std::cmp::Reverse(free(n).memory_bytes),
+                n.name.clone(),
+            )
+        }) else {
+            return Err(DomainError::Conflict(shortfall(env, process, reserve, &nodes, free)));
+        };
+        let node = node.name.clone();
+        let a = used.entry(node.clone()).or_default();
+        a.reserved.millicpus += reserve.millicpus;
+        a.reserved.memory_bytes += reserve.memory_bytes;
+        *spread.entry(node.clone()).or_default() += 1;
+        out.push(InstanceRow::pending(&names, process, release, replica, node, reserve));
     }
     Ok(out)
+}
+
+/// What a node has left; a node that reported no capacity is not counted (as if unlimited).
+fn free_of(capacity: Capacity, taken: Capacity) -> Capacity {
+    let left = |cap: u64, used: u64| if cap == 0 { u64::MAX } else { cap.saturating_sub(used) };
+    Capacity {
+        millicpus: left(capacity.millicpus, taken.millicpus),
+        memory_bytes: left(capacity.memory_bytes, taken.memory_bytes),
+    }
+}
+
+/// Why a replica fits on no node, with the most any node has free.
+fn shortfall(
+    env: &EnvRow,
+    process: &str,
+    need: Capacity,
+    nodes: &[NodeRow],
+    free: impl Fn(&NodeRow) -> Capacity,
+) -> String {
+    let what = format!("{process} of {}/{} reserves", env.app, env.name);
+    let most_memory = nodes.iter().max_by_key(|n| free(n).memory_bytes).expect("nodes is not empty");
+    let most_cpu = nodes.iter().max_by_key(|n| free(n).millicpus).expect("nodes is not empty");
+    if free(most_memory).memory_bytes < need.memory_bytes {
+        return format!(
+            "{what} {} of memory for each replica, and no ready node has that free: the most is {} on {}",
+            protocol::bytes_human(need.memory_bytes),
+            protocol::bytes_human(free(most_memory).memory_bytes),
+            most_memory.name
+        );
+    }
+    if free(most_cpu).millicpus < need.millicpus {
+        return format!(
+            "{what} {} CPU for each replica, and no ready node has that free: the most is {} on {}",
+            cpus(need.millicpus),
+            cpus(free(most_cpu).millicpus),
+            most_cpu.name
+        );
+    }
+    format!(
+        "{what} {} of memory and {} CPU for each replica, and no ready node has both free; lower reserve_memory or reserve_cpus in paas.toml, or add a node",
+        protocol::bytes_human(need.memory_bytes),
+        cpus(need.millicpus)
+    )
+}
+
+fn cpus(millicpus: u64) -> String {
+    format!("{}", millicpus as f64 / 1000.0)
 }
 
 /// Picks the node that builds (or resolves) a release's image, or runs a one-off command.
@@ -177,6 +246,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         .collect();
     let nodes = store.list_nodes().await?;
     let is_ingress = nodes.iter().any(|n| n.name == node && n.ingress);
+    let generation = nodes.iter().find(|n| n.name == node).map_or(1, |n| n.generation.max(1) as u64);
     let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
     let certificates = if is_ingress { crate::edge::assigned(state).await? } else { Vec::new() };
     let acme_challenges = match (&state.acme, is_ingress) {
@@ -280,6 +350,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         certificates,
         acme_challenges,
         purges: state.upkeep.purges(node),
+        generation,
     })
 }
 
@@ -288,13 +359,22 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
 pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<Route>> {
     let addr: HashMap<&str, &str> =
         nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
-    let mut by_env: HashMap<(String, String, u32), Vec<(String, u32)>> = HashMap::new();
+    // Replicas on a suspected or lost node are left out while the route has others.
+    let doubtful: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| matches!(nodes::status(state, n), Status::Suspect | Status::Lost))
+        .map(|n| n.name.as_str())
+        .collect();
+    // Per serving release: its healthy web replicas (on a doubtful node?, address, replica).
+    type Backends = Vec<(bool, String, u32)>;
+    let mut by_env: HashMap<(String, String, u32), Backends> = HashMap::new();
     for i in state.store.all_instances().await? {
-        if i.process != "web" {
+        if i.process != "web" || i.unrouted {
             continue;
         }
         if let (true, Some(port), Some(a)) = (i.healthy, i.host_port, addr.get(i.node.as_str())) {
-            by_env.entry((i.app, i.env, i.release)).or_default().push((format!("{a}:{port}"), i.replica));
+            let entry = (doubtful.contains(i.node.as_str()), format!("{a}:{port}"), i.replica);
+            by_env.entry((i.app, i.env, i.release)).or_default().push(entry);
         }
     }
     let mut domains: HashMap<(String, String), Vec<String>> = HashMap::new();
@@ -305,8 +385,11 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
     for env in state.store.all_envs().await? {
         let Some(current) = env.current_release else { continue };
         let mut backends = by_env.remove(&(env.app.clone(), env.name.clone(), current)).unwrap_or_default();
+        if backends.iter().any(|(doubtful, ..)| !doubtful) {
+            backends.retain(|(doubtful, ..)| !doubtful);
+        }
         backends.sort();
-        let (backends, replicas) = backends.into_iter().unzip();
+        let (backends, replicas) = backends.into_iter().map(|(_, b, r)| (b, r)).unzip();
         let release = state.store.get_release(&env.app, &env.name, current).await?;
         let static_files = static_route(&release);
         let route = Route {

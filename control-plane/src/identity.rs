@@ -70,6 +70,14 @@ pub fn check_registration(node: &mut RegisterNode) -> Result<()> {
         .parse::<std::net::IpAddr>()
         .map_err(|_| DomainError::Invalid(format!("{:?} is not an IP address", node.private_addr)))?;
     node.private_addr = addr.to_string();
+    let ours = protocol::agent::PROTOCOL_VERSION;
+    if node.protocol.abs_diff(ours) > 1 {
+        return Err(DomainError::Invalid(format!(
+            "this agent speaks version {} of the agent protocol and the control plane {ours}; \
+             they work together only one version apart: upgrade the older one",
+            node.protocol
+        )));
+    }
     Ok(())
 }
 
@@ -98,6 +106,7 @@ pub async fn join(
         Ok(()) => {}
         Err(TokenRefused(why)) => return Err(JoinError::Token(why)),
     }
+    state.store.set_node_capacity(&node.name, node.capacity).await.map_err(DomainError::from)?;
     tracing::info!(node = %node.name, addr = %node.private_addr, not_after = %rfc3339(issued.not_after), "node joined");
     state.bump();
     Ok(answer(state, issued))

@@ -23,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod logs;
 pub mod metrics;
+pub mod nodes;
 pub mod notify;
 pub mod releases;
 pub mod restarts;
@@ -84,6 +85,8 @@ pub struct Config {
     pub metrics_max_series: usize,
     /// The SMTP server email notifications go through; none: email targets are refused.
     pub smtp: Option<notify::SmtpSettings>,
+    /// A node silent this long is lost: its replicas are placed elsewhere (`nodes`).
+    pub node_lost_after: Duration,
 }
 
 impl Config {
@@ -110,6 +113,7 @@ impl Config {
             api_tls: None,
             metrics_max_series: metrics::DEFAULT_MAX_SERIES,
             smtp: None,
+            node_lost_after: nodes::DEFAULT_LOST_AFTER,
         }
     }
 }
@@ -235,6 +239,7 @@ impl ControlPlane {
         self.state.spawn(logs::platform::feed(self.state.clone()));
         self.state.spawn(metrics::expire(self.state.clone()));
         self.state.spawn(alerts::run(self.state.clone()));
+        self.state.spawn(nodes::watch(self.state.clone()));
         self.state.spawn(drains::run(self.state.clone()));
         self.state.spawn(edge::run(self.state.clone()));
         self.state.spawn(edge::acme::run(self.state.clone()));

@@ -89,7 +89,6 @@ async fn replace_all(
     old: Vec<InstanceRow>,
 ) -> anyhow::Result<Vec<String>> {
     let mut replaced = Vec::new();
-    let settings = &release.manifest.deploy;
     for (n, o) in old.iter().enumerate() {
         // A deploy that started meanwhile replaces every replica anyway.
         if let Some(t) = state.store.get_env(&env.app, &env.name).await?.target_release {
@@ -98,29 +97,54 @@ async fn replace_all(
                 old.len()
             );
         }
-        let mut new = assign::place(state, env, &o.process, o.release, o.replica..=o.replica).await?;
-        let mut fresh = new.pop().expect("one replica placed");
         let base = env.docker_names().container(&o.process, o.release, o.replica);
-        fresh.name = format!("{base}-r{}", crate::tokens::generate().get(5..11).unwrap_or("0"));
-        if !state.store.add_instance_unless_deploying(&fresh).await? {
+        let name = format!("{base}-r{}", crate::tokens::generate().get(5..11).unwrap_or("0"));
+        let Some(fresh) = replace(state, env, release, o, name).await? else {
             anyhow::bail!(
                 "a deploy started after {n} of {} replicas were restarted; it replaces the rest",
                 old.len()
             );
-        }
-        state.bump();
-        let healthy = wait_healthy(state, &fresh.name, settings.timeout(), settings.stability_window()).await;
-        if let Err(e) = healthy {
-            state.store.delete_instance(&fresh.name).await?;
-            state.bump();
-            anyhow::bail!("{}.{}: {e:#}; the old container keeps serving", o.process, o.replica);
-        }
-        state.store.delete_instance(&o.name).await?;
-        state.bump();
-        tracing::info!(app = %env.app, env = %env.name, release = o.release, old = %o.name, new = %fresh.name, "replica restarted");
-        replaced.push(fresh.name);
+        };
+        tracing::info!(app = %env.app, env = %env.name, release = o.release, old = %o.name, new = %fresh, "replica restarted");
+        replaced.push(fresh);
     }
     Ok(replaced)
+}
+
+/// Replaces one serving replica with a new container `name` (placed on a ready node, away from
+/// the old one's where there is room): once the new one is healthy through the stability
+/// window, the old one leaves the route table, every ingress confirms that, and only then is it
+/// unassigned (its node drains and stops it). A replacement that never becomes healthy is
+/// removed and the old container keeps serving. `None` when a deploy of the environment
+/// started first (it replaces every replica itself).
+pub async fn replace(
+    state: &AppState,
+    env: &crate::store::EnvRow,
+    release: &protocol::api::Release,
+    old: &InstanceRow,
+    name: String,
+) -> anyhow::Result<Option<String>> {
+    let settings = &release.manifest.deploy;
+    let mut new = assign::place(state, env, &old.process, old.release, old.replica..=old.replica).await?;
+    let mut fresh = new.pop().expect("one replica placed");
+    fresh.name = name;
+    if !state.store.add_instance_unless_deploying(&fresh).await? {
+        return Ok(None);
+    }
+    state.bump();
+    let healthy = wait_healthy(state, &fresh.name, settings.timeout(), settings.stability_window()).await;
+    if let Err(e) = healthy {
+        state.store.delete_instance(&fresh.name).await?;
+        state.bump();
+        anyhow::bail!("{}.{}: {e:#}; the old container keeps serving", old.process, old.replica);
+    }
+    // An ingress on another node may be sending requests to the old container: it is stopped
+    // only once every ingress routes without it.
+    state.store.unroute_instance(&old.name).await?;
+    assign::publish_routes(state).await?;
+    state.store.delete_instance(&old.name).await?;
+    state.bump();
+    Ok(Some(fresh.name))
 }
 
 /// Ends process restarts the last run left midway: where a replica of a serving release has

@@ -71,6 +71,8 @@ pub struct AppState {
     pub console_key: Arc<String>,
     /// Runs the user joins, waiting for their other side.
     pub attach: crate::attach::Rendezvous,
+    /// When each node was last heard from (`nodes`).
+    pub liveness: Arc<crate::nodes::Liveness>,
 }
 
 /// Per node, a mark that only grows (a state index applied, an observation time), with waiters.
@@ -157,6 +159,7 @@ impl AppState {
             signin_throttle: Arc::default(),
             console_key: Arc::new(crate::tokens::generate()),
             attach: Default::default(),
+            liveness: Arc::default(),
         }
     }
 

@@ -64,6 +64,8 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         ("GET", "/events".into(), "signed"),
         ("GET", "/nodes".into(), "platform"),
         ("POST", "/nodes/{node}/prune".into(), "platform"),
+        ("POST", "/nodes/{node}/drain".into(), "platform"),
+        ("POST", "/nodes/{node}/undrain".into(), "platform"),
         ("POST", "/nodes/tokens".into(), "platform"),
         ("DELETE", "/nodes/{node}".into(), "platform"),
         ("GET", "/users".into(), "platform"),

@@ -62,6 +62,21 @@ pub struct Config {
     /// Directories whose file systems metrics measure besides Docker's and the state
     /// directory's (`paas up`: the backup directory).
     pub disk_paths: Vec<PathBuf>,
+    /// What this node offers to replicas' reservations.
+    pub capacity: protocol::agent::Capacity,
+}
+
+/// The machine's CPUs and memory, which a node offers unless told otherwise.
+pub fn machine_capacity() -> protocol::agent::Capacity {
+    let millicpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000;
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024);
+    protocol::agent::Capacity { millicpus, memory_bytes }
 }
 
 /// A task of the agent that runs until shutdown and cannot fail.
@@ -112,6 +127,8 @@ pub async fn run_with_logs(
         name: config.node_name.clone(),
         private_addr: config.private_addr.to_string(),
         ingress: ingress.is_some(),
+        capacity: config.capacity,
+        protocol: protocol::agent::PROTOCOL_VERSION,
     };
 
     let routes = ingress::IngressHandle::new();

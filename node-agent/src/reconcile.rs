@@ -225,6 +225,7 @@ impl Reconciler {
             assignment_index,
             databases,
             volumes,
+            generation: desired.generation,
             ..Default::default()
         };
         // Only a change wakes the reporter at once; the fresh observation time goes out with

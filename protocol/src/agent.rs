@@ -12,6 +12,44 @@ pub struct RegisterNode {
     pub private_addr: String,
     /// Whether this node runs the ingress and so needs the route table.
     pub ingress: bool,
+    /// What the node offers to replicas' reservations (zero from agents before capacities:
+    /// not counted).
+    #[serde(default)]
+    pub capacity: Capacity,
+    /// The agent protocol's version the agent speaks ([`PROTOCOL_VERSION`]; 1 before it was
+    /// sent).
+    #[serde(default = "first_version")]
+    pub protocol: u32,
+}
+
+impl RegisterNode {
+    /// A node of the current protocol that offers no capacity figures (counted as unlimited).
+    pub fn new(name: &str, private_addr: &str, ingress: bool) -> Self {
+        Self {
+            name: name.to_string(),
+            private_addr: private_addr.to_string(),
+            ingress,
+            capacity: Capacity::default(),
+            protocol: PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// The agent protocol's version. The control plane works with agents one version apart, so
+/// nodes can be upgraded one at a time.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+fn first_version() -> u32 {
+    1
+}
+
+/// CPU and memory, as a node offers them or replicas reserve them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Capacity {
+    /// Thousandths of a CPU.
+    pub millicpus: u64,
+    pub memory_bytes: u64,
 }
 
 /// The answer to a registration (a node's own, over mutual TLS: its address or ingress role may
@@ -55,6 +93,10 @@ pub struct Assignment {
     pub acme_challenges: Vec<AcmeChallenge>,
     /// Deleted apps whose objects on this node go too (`paas apps delete --purge`).
     pub purges: Vec<Purge>,
+    /// The node's assignment generation, raised when the node is declared lost and its work
+    /// placed elsewhere. A report must carry the current one for its containers to count, so
+    /// a node that comes back after being lost cannot put its stale replicas back in service.
+    pub generation: u64,
 }
 
 /// Removes what a deleted app left on a node: its database volumes, networks and images (only
@@ -439,6 +481,9 @@ pub struct NodeReport {
     /// Names of the database volumes on this node (the platform's, with this node's label),
     /// assigned or left by a deleted database; `None` until the agent could list them.
     pub volumes: Option<Vec<String>>,
+    /// The [`Assignment::generation`] the agent works from (0 from agents before generations).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Disk taken by the platform's objects on one node (bytes; `None` where the agent cannot tell).

@@ -242,11 +242,36 @@ pub struct Node {
     pub name: String,
     pub private_addr: String,
     pub ingress: bool,
-    /// `ready` while heartbeats arrive, `down` after they stop.
+    /// `ready`; `draining` (`paas nodes drain`: nothing new goes there, its replicas move);
+    /// `suspect` (no report for a few seconds: ingresses stop routing to it); `lost` (no report
+    /// for the loss timeout: its replicas were placed on other nodes).
     pub status: String,
     pub last_seen: String,
     /// Disk taken by the platform's objects, as the node last measured it.
     pub disk: Option<crate::agent::DiskUsage>,
+    /// What the node offers to reservations (zero: not reported, not counted).
+    #[serde(default)]
+    pub capacity: crate::agent::Capacity,
+    /// What its replicas reserve.
+    #[serde(default)]
+    pub allocated: crate::agent::Capacity,
+    /// Replicas assigned to it.
+    #[serde(default)]
+    pub replicas: u32,
+    /// Seconds since its last report reached this control plane.
+    #[serde(default)]
+    pub last_report_secs: Option<f64>,
+}
+
+/// What `paas nodes drain` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeDrain {
+    pub node: String,
+    /// The replacement containers started on other nodes.
+    pub moved: Vec<String>,
+    /// Databases (`app/env`) whose primary or replica is still on the node: they do not move
+    /// with a drain.
+    pub databases: Vec<String>,
 }
 
 /// What `GET /api/v1/whoami` answers: proves a token works.

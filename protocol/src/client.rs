@@ -413,7 +413,16 @@ impl Client {
 
     /// Asks `node` to prune now and waits for what it removed.
     pub async fn prune_node(&self, node: &str) -> Result<crate::agent::PruneOutcome> {
-        self.post(&format!("/api/v1/nodes/{node}/prune"), &serde_json::json!({})).await
+        self.post(&format!("/api/v1/nodes/{}/prune", seg(node)), &serde_json::json!({})).await
+    }
+
+    /// Moves a node's replicas away; answers once none is left there (minutes at most).
+    pub async fn drain_node(&self, node: &str) -> Result<crate::api::NodeDrain> {
+        self.post(&format!("/api/v1/nodes/{}/drain", seg(node)), &serde_json::json!({})).await
+    }
+
+    pub async fn undrain_node(&self, node: &str) -> Result<serde_json::Value> {
+        self.post(&format!("/api/v1/nodes/{}/undrain", seg(node)), &serde_json::json!({})).await
     }
 
     /// A page of an environment's central logs; in follow mode (`after`, `wait`) blocks up

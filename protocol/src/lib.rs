@@ -151,6 +151,16 @@ impl<'a> DockerNames<'a> {
     }
 }
 
+/// A size as people read it: `1.50 GiB`, `12.3 MiB`, `512 B`.
+pub fn bytes_human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,3 +190,4 @@ mod tests {
         assert_eq!(old.database("db-primary"), "paas-notes-production-db-primary");
     }
 }
+

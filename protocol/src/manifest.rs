@@ -97,6 +97,16 @@ pub struct ProcessSpec {
     /// Releases stored before limits existed get the defaults.
     #[serde(default)]
     pub limits: Limits,
+    /// What the scheduler sets aside on a node for each replica (`reserve_cpus`,
+    /// `reserve_memory`): small by default, so a node holds hundreds of small apps, and apart
+    /// from the limits, which cap what a replica may use.
+    #[serde(default = "default_reserve")]
+    pub reserve: crate::agent::Capacity,
+}
+
+/// 5 thousandths of a CPU and 32 MiB a replica, unless `paas.toml` says otherwise.
+pub fn default_reserve() -> crate::agent::Capacity {
+    crate::agent::Capacity { millicpus: 5, memory_bytes: 32 * MIB }
 }
 
 /// What each container of a process may use. Docker enforces it, so a memory hog or a fork
@@ -201,6 +211,7 @@ impl Default for Manifest {
             replicas: 1,
             healthcheck: HealthCheck::default(),
             limits: Limits::default(),
+            reserve: default_reserve(),
         };
         Self {
             processes: BTreeMap::from([("web".to_string(), web)]),
@@ -313,6 +324,8 @@ struct FileProcess {
     memory: Option<String>,
     cpus: Option<Number>,
     pids: Option<u32>,
+    reserve_memory: Option<String>,
+    reserve_cpus: Option<Number>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -472,6 +485,7 @@ fn apply(
             replicas: 1,
             healthcheck: HealthCheck::default(),
             limits: Limits::default(),
+            reserve: default_reserve(),
         });
         if let Some(c) = &p.command {
             if c.is_empty() {
@@ -492,6 +506,7 @@ fn apply(
             apply_health(&mut entry.healthcheck, h, &format!("{key}.healthcheck"))?;
         }
         apply_limits(&mut entry.limits, p, &key)?;
+        apply_reserve(entry, p, &key)?;
     }
     let d = &mut m.deploy;
     let k = |s: &str| format!("{prefix}deploy.{s}");
@@ -534,6 +549,45 @@ fn apply_limits(l: &mut Limits, p: &FileProcess, key: &str) -> Result<(), Manife
             return Err(err(format!("{key}.pids must be between 16 and 1000000")));
         }
         l.pids = n;
+    }
+    Ok(())
+}
+
+/// `reserve_memory` and `reserve_cpus`: at most the limits, since a replica can never use more.
+fn apply_reserve(entry: &mut ProcessSpec, p: &FileProcess, key: &str) -> Result<(), ManifestError> {
+    let err = |message: String| ManifestError { line: None, message };
+    if let Some(m) = &p.reserve_memory {
+        entry.reserve.memory_bytes = parse_memory(m)
+            .ok_or_else(|| err(format!("{key}.reserve_memory must be a size, like \"64M\" or \"1G\"")))?;
+    }
+    if let Some(c) = p.reserve_cpus {
+        let cpus = match c {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        };
+        if !(0.0..=256.0).contains(&cpus) {
+            return Err(err(format!("{key}.reserve_cpus must be a number of CPUs from 0 to 256, like 0.25")));
+        }
+        entry.reserve.millicpus = (cpus * 1000.0).round() as u64;
+    }
+    // A default reservation never exceeds the limits a user lowered.
+    if p.reserve_memory.is_none() {
+        entry.reserve.memory_bytes = entry.reserve.memory_bytes.min(entry.limits.memory_bytes);
+    }
+    if p.reserve_cpus.is_none() {
+        entry.reserve.millicpus = entry.reserve.millicpus.min(u64::from(entry.limits.millicpus));
+    }
+    if entry.reserve.memory_bytes > entry.limits.memory_bytes {
+        return Err(err(format!(
+            "{key}.reserve_memory is more than its memory limit ({}M); a replica can never use it",
+            entry.limits.memory_bytes / MIB
+        )));
+    }
+    if entry.reserve.millicpus > u64::from(entry.limits.millicpus) {
+        return Err(err(format!(
+            "{key}.reserve_cpus is more than its cpus limit ({}); a replica can never use it",
+            f64::from(entry.limits.millicpus) / 1000.0
+        )));
     }
     Ok(())
 }
@@ -598,7 +652,7 @@ fn apply_ingress(l: &mut IngressLimits, f: &FileIngress, prefix: &str) -> Result
 }
 
 /// `"512M"`, `"512MB"`, `"512MiB"`, `"1G"`, `"64k"` or a number of bytes, in powers of 1024.
-fn parse_memory(text: &str) -> Option<u64> {
+pub fn parse_memory(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

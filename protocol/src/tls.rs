@@ -191,7 +191,7 @@ impl Client {
 
     /// Removes a node that runs nothing: its certificates stop working at once (admin).
     pub async fn remove_node(&self, node: &str) -> Result<serde_json::Value, ClientError> {
-        let req = self.http().delete(self.url(&format!("/api/v1/nodes/{node}")));
+        let req = self.http().delete(self.url(&format!("/api/v1/nodes/{}", crate::client::seg(node))));
         self.send(req).await
     }
 

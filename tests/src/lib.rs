@@ -402,19 +402,14 @@ impl Platform {
     /// containers publish on `private_addr` (another loopback address, like a second machine's
     /// private address), and waits until the control plane lists it. Returns its node name.
     pub fn join_agent(&mut self, private_addr: &str) -> String {
+        self.join_agent_with(private_addr, &[])
+    }
+
+    /// Joins a node with extra `paas agent` flags (`--memory 64M`, say).
+    pub fn join_agent_with(&mut self, private_addr: &str, extra: &[&str]) -> String {
         let node = format!("{}-b{}", self.node, self.agents.len() + 1);
         let token = self.join_token("10m");
-        let log = std::fs::File::create(self.dir.path().join(format!("{node}.log"))).expect("agent log");
-        let child = Command::new(paas_bin())
-            .args(["agent", "--join", &self.agent_url, "--node-name", &node, "--private-addr", private_addr])
-            .args(["--build-network", "host", "--state-dir"])
-            .arg(self.dir.path().join(&node))
-            .env("PAAS_JOIN_TOKEN", token.trim())
-            .env("PAAS_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting paas agent");
+        let child = self.spawn_agent(&node, private_addr, extra, Some(token.trim()));
         self.agents.push((child, node.clone()));
         let deadline = Instant::now() + Duration::from_secs(30);
         // Listed once the control plane recorded it; its identity file is written after the answer.
@@ -424,6 +419,41 @@ impl Platform {
             std::thread::sleep(Duration::from_millis(200));
         }
         node
+    }
+
+    fn spawn_agent(&self, node: &str, private_addr: &str, extra: &[&str], token: Option<&str>) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{node}.log")))
+            .expect("agent log");
+        let mut cmd = Command::new(paas_bin());
+        cmd.args(["agent", "--join", &self.agent_url, "--node-name", node, "--private-addr", private_addr])
+            .args(["--build-network", "host", "--state-dir"])
+            .arg(self.dir.path().join(node))
+            .args(extra)
+            .env("PAAS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        if let Some(token) = token {
+            cmd.env("PAAS_JOIN_TOKEN", token);
+        }
+        cmd.spawn().expect("starting paas agent")
+    }
+
+    /// Kills a joined node's agent with SIGKILL; its containers keep running.
+    pub fn kill_agent(&mut self, node: &str) {
+        let (child, _) = self.agents.iter_mut().find(|(_, n)| n == node).expect("a joined node");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts a joined node's agent again (after [`Platform::kill_agent`]), on its state dir.
+    pub fn restart_agent(&mut self, node: &str, private_addr: &str, extra: &[&str]) {
+        self.kill_agent(node);
+        let child = self.spawn_agent(node, private_addr, extra, None);
+        let slot = self.agents.iter_mut().find(|(_, n)| n == node).expect("a joined node");
+        slot.0 = child;
     }
 
     pub fn agent_log(&self, node: &str) -> String {

@@ -157,7 +157,7 @@ fn admin_post(p: &Platform, admin: &str, path: &str, body: &Value) -> Value {
 }
 
 fn join_request(node: &str, addr: &str, key: &NodeKey) -> Value {
-    let reg = RegisterNode { name: node.to_string(), private_addr: addr.to_string(), ingress: false };
+    let reg = RegisterNode::new(node, addr, false);
     serde_json::to_value(JoinRequest { node: reg, key: key.proof(node) }).unwrap()
 }
 

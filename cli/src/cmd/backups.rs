@@ -13,14 +13,7 @@ use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(300);
 
-pub(crate) fn human(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
+pub(crate) use protocol::bytes_human as human;
 
 /// `2026-11-26T13:21:43.91586Z` as `2026-11-26 13:21:43`.
 fn source_text(b: &Backup) -> &'static str {

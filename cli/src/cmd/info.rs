@@ -82,33 +82,70 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let size = |b: Option<u64>| b.map_or("-".to_string(), super::backups::human);
     emit(g.output, &nodes, |ns| {
         let head = [
             "NODE",
             "STATUS",
+            "ROLES",
             "PRIVATE ADDRESS",
-            "INGRESS",
-            "LAST SEEN",
-            "IMAGES",
-            "VOLUMES",
-            "LOGS",
-            "BACKUPS",
+            "CPU",
+            "MEMORY",
+            "REPLICAS",
+            "DISK",
+            "LAST REPORT",
         ];
         table(&head, ns, |n| {
-            let disk = n.disk.clone();
+            let disk =
+                n.disk.as_ref().map(|d| d.images + d.volumes + d.logs.unwrap_or(0) + d.backups.unwrap_or(0));
+            let cap = |used: String, cap: u64, text: &dyn Fn(u64) -> String| {
+                if cap == 0 {
+                    used
+                } else {
+                    format!("{used}/{}", text(cap))
+                }
+            };
+            let cpus = |m: u64| format!("{}", m as f64 / 1000.0);
             vec![
                 n.name.clone(),
                 n.status.clone(),
+                if n.ingress { "worker,ingress" } else { "worker" }.to_string(),
                 n.private_addr.clone(),
-                if n.ingress { "yes" } else { "no" }.to_string(),
-                crate::output::ago(&n.last_seen),
-                size(disk.as_ref().map(|d| d.images)),
-                size(disk.as_ref().map(|d| d.volumes)),
-                size(disk.as_ref().and_then(|d| d.logs)),
-                size(disk.as_ref().and_then(|d| d.backups)),
+                cap(cpus(n.allocated.millicpus), n.capacity.millicpus, &cpus),
+                cap(
+                    super::backups::human(n.allocated.memory_bytes),
+                    n.capacity.memory_bytes,
+                    &super::backups::human,
+                ),
+                n.replicas.to_string(),
+                disk.map_or("-".to_string(), super::backups::human),
+                n.last_report_secs
+                    .map_or_else(|| crate::output::ago(&n.last_seen), |s| format!("{s:.0}s ago")),
             ]
         });
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `paas nodes drain` and `undrain`.
+pub async fn drain(g: &Global, node: &str, drain: bool) -> anyhow::Result<ExitCode> {
+    let client = super::client(g)?;
+    if !drain {
+        let done = client.undrain_node(node).await?;
+        emit(g.output, &done, |_| println!("{node} takes new replicas again."))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if g.output == crate::args::Output::Text {
+        eprintln!("Draining {node}: each replica starts on another node before this one's stops…");
+    }
+    let done = client.drain_node(node).await?;
+    emit(g.output, &done, |d| {
+        println!("{} is drained: {} replica(s) moved to other nodes.", d.node, d.moved.len());
+        if !d.databases.is_empty() {
+            println!(
+                "Databases still run there ({}): a drain does not move them, and the node cannot be removed while they do.",
+                d.databases.join(", ")
+            );
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -33,8 +33,8 @@ use std::process::ExitCode;
 pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Up(args) => up::up(&g, args).await,
-        Command::Server(args) => up::server(args).await,
+        Command::Up(args) => up::up(&g, *args).await,
+        Command::Server(args) => up::server(*args).await,
         Command::Agent(args) => up::agent(args).await,
         Command::Install(args) => install::exec(&g, args),
         Command::Login(args) => login::exec(&g, args).await,
@@ -60,6 +60,8 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::exec(&g, args).await,
         Command::Nodes(NodesCommand::Token { ttl }) => node_identity::token(&g, ttl).await,
         Command::Nodes(NodesCommand::Remove { node }) => node_identity::remove(&g, &node).await,
+        Command::Nodes(NodesCommand::Drain { node }) => info::drain(&g, &node, true).await,
+        Command::Nodes(NodesCommand::Undrain { node }) => info::drain(&g, &node, false).await,
         Command::Nodes(cmd) => info::nodes(&g, cmd).await,
         Command::Events(args) => info::events(&g, args).await,
         Command::Drains(cmd) => drains::exec(&g, cmd).await,

@@ -160,6 +160,7 @@ fn control_plane_config(
             allow_nets: data.drains.drain_allow_net.clone(),
         },
         metrics_max_series: data.metrics_max_series,
+        node_lost_after: data.node_lost_after.max(Duration::from_secs(2)),
         smtp,
     })
 }
@@ -236,6 +237,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         prune_every: args.node.prune_every(),
         // The data directory's file system is the state directory's; backups may be elsewhere.
         disk_paths: vec![backup_dir],
+        capacity: args.node.capacity()?,
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -347,7 +349,9 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         args.join
     );
     let logs = args.node.log_settings();
+    let capacity = args.node.capacity()?;
     let config = node_agent::Config {
+        capacity,
         server: args.join,
         join_token: args.join_token,
         identity: None,

@@ -87,7 +87,8 @@ async fn register(
     state.store.register_node(&node.name, &node.private_addr, node.ingress, &caller.0).await.inspect_err(|e| {
         tracing::warn!(node = %node.name, addr = %node.private_addr, by = %caller.0, error = %e, "node registration refused");
     })?;
-    tracing::info!(node = %node.name, addr = %node.private_addr, ingress = node.ingress, "node registered");
+    state.store.set_node_capacity(&node.name, node.capacity).await?;
+    tracing::info!(node = %node.name, addr = %node.private_addr, ingress = node.ingress, protocol = node.protocol, "node registered");
     state.bump();
     Ok(Json(RegisteredNode { name: node.name }))
 }
@@ -140,7 +141,8 @@ async fn report(
 ) -> ApiResult<Json<Value>> {
     caller.must_be(&node, format_args!("the reports of node {node:?}"))?;
     state.store.touch_node(&node).await?;
-    if state.store.apply_report(&node, &report.containers).await? {
+    let current = crate::nodes::reported(&state, &node, report.generation).await?;
+    if current && state.store.apply_report(&node, &report.containers).await? {
         state.bump();
     }
     // After the store has it, so whoever waits on the observation reads it from the store.

@@ -49,6 +49,19 @@ pub struct NodeRow {
     pub private_addr: String,
     pub ingress: bool,
     pub last_seen: String,
+    /// `ready`, `draining` or `lost` (`nodes::Status` adds `suspect`, from memory).
+    pub state: String,
+    /// Raised each time the node is declared lost; see `Assignment::generation`.
+    pub generation: i64,
+    pub millicpus: i64,
+    pub memory_bytes: i64,
+}
+
+impl NodeRow {
+    /// What the node offers to reservations (zero: not reported).
+    pub fn capacity(&self) -> protocol::agent::Capacity {
+        protocol::agent::Capacity { millicpus: self.millicpus as u64, memory_bytes: self.memory_bytes as u64 }
+    }
 }
 
 /// The first DNS label of an environment's hostname: `app` for production, else `app-env`.

@@ -46,6 +46,10 @@ pub struct InstanceRow {
     #[sqlx(json)]
     pub log_tail: Vec<String>,
     pub updated_at: String,
+    pub reserve_millicpus: i64,
+    pub reserve_memory_bytes: i64,
+    /// Left out of the route table: a replica moving off a node, its replacement healthy.
+    pub unrouted: bool,
 }
 
 impl InstanceRow {
@@ -56,6 +60,7 @@ impl InstanceRow {
         release: u32,
         replica: u32,
         node: String,
+        reserve: protocol::agent::Capacity,
     ) -> Self {
         Self {
             name: names.container(process, release, replica),
@@ -71,6 +76,9 @@ impl InstanceRow {
             restarts: 0,
             log_tail: Vec::new(),
             updated_at: String::new(),
+            reserve_millicpus: reserve.millicpus as i64,
+            reserve_memory_bytes: reserve.memory_bytes as i64,
+            unrouted: false,
         }
     }
 }
@@ -605,15 +613,21 @@ impl Store {
     }
 }
 
-async fn insert_instances(tx: &mut sqlx::SqliteConnection, instances: &[InstanceRow]) -> Result<()> {
+pub(super) async fn insert_instances(
+    tx: &mut sqlx::SqliteConnection,
+    instances: &[InstanceRow],
+) -> Result<()> {
     for i in instances {
         sqlx::query(
-            "INSERT INTO instances (name, app, env, process, release, replica, node, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO instances (name, app, env, process, release, replica, node, updated_at,
+                 reserve_millicpus, reserve_memory_bytes)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET app = excluded.app, env = excluded.env,
                  process = excluded.process, release = excluded.release, replica = excluded.replica,
                  node = excluded.node, state = 'pending', healthy = FALSE, host_port = NULL,
-                 restarts = 0, log_tail = '[]', updated_at = excluded.updated_at",
+                 restarts = 0, log_tail = '[]', updated_at = excluded.updated_at,
+                 reserve_millicpus = excluded.reserve_millicpus,
+                 reserve_memory_bytes = excluded.reserve_memory_bytes, unrouted = FALSE",
         )
         .bind(&i.name)
         .bind_env(&i.app, &i.env)
@@ -622,6 +636,8 @@ async fn insert_instances(tx: &mut sqlx::SqliteConnection, instances: &[Instance
         .bind(i.replica)
         .bind(&i.node)
         .bind(now())
+        .bind(i.reserve_millicpus)
+        .bind(i.reserve_memory_bytes)
         .execute(&mut *tx)
         .await?;
     }

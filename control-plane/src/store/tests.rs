@@ -214,7 +214,7 @@ fn new_release() -> NewRelease {
 
 fn instance(release: u32, replica: u32) -> InstanceRow {
     let names = protocol::DockerNames::new("shop", "production");
-    InstanceRow::pending(&names, "web", release, replica, "n1".into())
+    InstanceRow::pending(&names, "web", release, replica, "n1".into(), Default::default())
 }
 
 /// (release, replica) of every placed instance.

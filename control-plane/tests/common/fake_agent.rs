@@ -83,7 +83,7 @@ impl FakeAgent {
         let ca = fetch_ca(url, &token.ca_sha256).await.expect("the CA the token names");
         let key = NodeKey::generate().expect("a node key");
         let joining = Client::with_http(url, "", agent_http(&ca, None).expect("a TLS client"));
-        let registration = RegisterNode { name: name.to_string(), private_addr: ADDR.into(), ingress: true };
+        let registration = RegisterNode::new(name, ADDR, true);
         let cert = joining.join(&token, &registration, &key).await.expect("joining with the join token");
         let client =
             Client::with_http(url, "", agent_http(&cert.ca, Some((&key, &cert.certificate))).unwrap());

@@ -1,0 +1,298 @@
+//! Nodes' life cycle: which nodes are alive (heard from recently, kept in memory), a node
+//! suspected when silent for a quarter of the loss timeout (ingresses stop routing to it), lost
+//! after the timeout (its generation raised, so what it still runs is fenced, and its replicas
+//! placed on other nodes), drains that move replicas away blue/green, and nodes as users see
+//! them.
+
+use crate::assign;
+use crate::error::{DomainError, Result};
+use crate::state::AppState;
+use crate::store::{EnvRow, InstanceRow, NewEvent, NodeRow};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A node silent this long is lost, unless `--node-lost-after` says otherwise.
+pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(20);
+
+/// How long a drain waits for replicas it cannot move yet (a deploy in flight) to go.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// When each node was last heard from, in this process's memory: a restarted control plane
+/// counts every node's silence from its own start, so a restart suspects nobody.
+pub struct Liveness {
+    boot: Instant,
+    heard: Mutex<HashMap<String, Instant>>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self { boot: Instant::now(), heard: Mutex::default() }
+    }
+}
+
+impl Liveness {
+    fn heard(&self, node: &str) {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), Instant::now());
+    }
+
+    /// How long `node` has been silent.
+    pub fn silence(&self, node: &str) -> Duration {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(node).copied().unwrap_or(self.boot).elapsed()
+    }
+}
+
+/// A node's status as the scheduler and the ingresses see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ready,
+    Draining,
+    Suspect,
+    Lost,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::Draining => "draining",
+            Status::Suspect => "suspect",
+            Status::Lost => "lost",
+        }
+    }
+}
+
+/// Silence after which a node is suspected: a quarter of the loss timeout, at least 2 s (agents
+/// report every second).
+pub fn suspect_after(state: &AppState) -> Duration {
+    (state.config.node_lost_after / 4).max(Duration::from_secs(2))
+}
+
+pub fn status(state: &AppState, node: &NodeRow) -> Status {
+    if node.state == "lost" {
+        return Status::Lost;
+    }
+    if state.liveness.silence(&node.name) >= suspect_after(state) {
+        return Status::Suspect;
+    }
+    if node.state == "draining" {
+        Status::Draining
+    } else {
+        Status::Ready
+    }
+}
+
+/// A node's report arrived: it is alive. A lost node that reports again is ready again (its
+/// assignment no longer holds what was placed elsewhere). Returns whether the report's
+/// containers count: only a report from the node's current generation, so a node that comes
+/// back cannot put what it still runs back into service (agents before generations send 0).
+pub async fn reported(state: &AppState, node: &str, generation: u64) -> Result<bool> {
+    let was_suspect = state.liveness.silence(node) >= suspect_after(state);
+    state.liveness.heard(node);
+    let row = state.store.node(node).await?;
+    if row.state == "lost" && state.store.node_returned(node).await? {
+        tracing::warn!(node, "a lost node reports again; it stops what was placed elsewhere");
+        state.bump();
+    } else if was_suspect {
+        // Its replicas go back into the route table.
+        tracing::info!(node, "a suspected node reports again");
+        state.bump();
+    }
+    Ok(generation == 0 || generation as i64 >= row.generation)
+}
+
+/// Every half second: suspects silent nodes (the route table leaves their replicas out) and
+/// declares lost the ones silent for the loss timeout.
+pub async fn watch(state: AppState) {
+    let mut suspected: HashSet<String> = HashSet::new();
+    let stop = state.shutting_down();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if let Err(e) = check(&state, &mut suspected).await {
+            tracing::warn!(error = %format!("{e:#}"), "checking the nodes failed");
+        }
+    }
+}
+
+async fn check(state: &AppState, suspected: &mut HashSet<String>) -> anyhow::Result<()> {
+    let mut changed = false;
+    for n in state.store.list_nodes().await? {
+        let silence = state.liveness.silence(&n.name);
+        let suspect = silence >= suspect_after(state) && n.state != "lost";
+        if suspect && suspected.insert(n.name.clone()) {
+            tracing::warn!(node = %n.name, silent_secs = silence.as_secs(), "node suspected: ingresses stop routing to it");
+            changed = true;
+        } else if !suspect && suspected.remove(&n.name) {
+            changed = true;
+        }
+        if silence >= state.config.node_lost_after && n.state != "lost" {
+            lose(state, &n.name, silence).await?;
+            suspected.remove(&n.name);
+        }
+    }
+    if changed {
+        state.bump();
+    }
+    Ok(())
+}
+
+/// Declares `node` lost and places its replicas on other nodes; a replica that fits nowhere
+/// stays assigned to it (it may come back) and the environment's events say so.
+async fn lose(state: &AppState, node: &str, silence: Duration) -> anyhow::Result<()> {
+    let Some(generation) = state.store.lose_node(node).await? else { return Ok(()) };
+    tracing::warn!(
+        node,
+        generation,
+        silent_secs = silence.as_secs(),
+        "node lost: placing its replicas on other nodes"
+    );
+    state.bump();
+    for old in state.store.instances_for_node(node).await? {
+        let env = state.store.get_env(&old.app, &old.env).await?;
+        // Replicas of a release being retired simply go.
+        if Some(old.release) != env.current_release && Some(old.release) != env.target_release {
+            state.store.delete_instance(&old.name).await?;
+            continue;
+        }
+        let what = format!("{}.{}", old.process, old.replica);
+        let (kind, severity, message) =
+            match assign::place(state, &env, &old.process, old.release, old.replica..=old.replica).await {
+                Ok(mut placed) => {
+                    let mut fresh = placed.pop().expect("one replica placed");
+                    fresh.name = moved_name(&env, &old);
+                    if !state.store.replace_instance(&old.name, &fresh).await? {
+                        continue;
+                    }
+                    let to = &fresh.node;
+                    (
+                        "replica.moved",
+                        "warning",
+                        format!("Replica {what} moved from lost node {node} to {to}"),
+                    )
+                }
+                Err(e) => {
+                    ("replica.unplaced", "error", format!("Replica {what} stays on lost node {node}: {e}"))
+                }
+            };
+        tracing::warn!(app = %old.app, env = %old.env, release = old.release, node, "{message}");
+        let event = NewEvent::new(&old.app, &old.env, kind, &message).severity(severity).release(old.release);
+        state.record_event(&event).await;
+    }
+    state.bump();
+    Ok(())
+}
+
+/// A replacement container's name: the replica's own with a random suffix, so it never meets
+/// the container it replaces (which may still exist on a node that is cut off).
+pub fn moved_name(env: &EnvRow, old: &InstanceRow) -> String {
+    let base = env.docker_names().container(&old.process, old.release, old.replica);
+    format!("{base}-m{}", crate::tokens::generate().get(5..11).unwrap_or("0"))
+}
+
+/// `paas nodes drain`: nothing new goes to `node`, and each replica of a serving release there
+/// is replaced on another node, healthy before the old one leaves the route table and drains.
+/// Replicas of a deploy in flight are waited for (the deploy places its new ones elsewhere and
+/// retires the old). Databases stay (they move with failover). Answers once the node is empty
+/// of replicas.
+pub async fn drain(state: &AppState, node: &str) -> Result<protocol::api::NodeDrain> {
+    state.store.set_node_state(node, "draining").await?;
+    state.bump();
+    let Some(only) = state.busy(format!("drain:{node}")) else {
+        return Err(DomainError::Conflict(format!("a drain of {node} is in progress; wait for it")));
+    };
+    let work = {
+        let (state, node) = (state.clone(), node.to_string());
+        state.clone().spawn(async move {
+            let _only = only;
+            move_away(&state, &node).await
+        })
+    };
+    let moved = work
+        .await
+        .map_err(|e| DomainError::Internal(anyhow::anyhow!("the drain stopped: {e}")))?
+        .map_err(|e| DomainError::Conflict(format!("{e:#}")))?;
+    let databases = state
+        .store
+        .all_databases()
+        .await?
+        .into_iter()
+        .filter(|d| d.node == node || (d.replicas > 0 && d.replica_node == node))
+        .map(|d| format!("{}/{}", d.app, d.env))
+        .collect();
+    Ok(protocol::api::NodeDrain { node: node.to_string(), moved, databases })
+}
+
+/// `paas nodes undrain`: the node takes new replicas again.
+pub async fn undrain(state: &AppState, node: &str) -> Result<()> {
+    let was = state.store.set_node_state(node, "ready").await?;
+    if was == "lost" {
+        state.store.set_node_state(node, "lost").await?;
+        return Err(DomainError::Conflict(format!("{node} is lost; it is ready again once it reports")));
+    }
+    state.bump();
+    Ok(())
+}
+
+async fn move_away(state: &AppState, node: &str) -> anyhow::Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let mut moved = Vec::new();
+    let mut rx = state.subscribe();
+    loop {
+        let here = state.store.instances_for_node(node).await?;
+        if here.is_empty() {
+            return Ok(moved);
+        }
+        let mut progressed = false;
+        for old in &here {
+            let env = state.store.get_env(&old.app, &old.env).await?;
+            // A deploy in flight replaces these itself; an old release's replica is retiring.
+            if env.target_release.is_some() || env.current_release != Some(old.release) {
+                continue;
+            }
+            let release = state.store.get_release(&old.app, &old.env, old.release).await?;
+            if let Some(fresh) =
+                crate::restarts::replace(state, &env, &release, old, moved_name(&env, old)).await?
+            {
+                tracing::info!(app = %old.app, env = %old.env, node, to = %fresh, "replica moved off a draining node");
+                moved.push(fresh);
+                progressed = true;
+            }
+        }
+        if !progressed {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{} replica(s) are still on {node} after {} s: {}",
+                here.len(),
+                DRAIN_TIMEOUT.as_secs(),
+                here.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+        }
+    }
+}
+
+/// The nodes as users see them.
+pub async fn views(state: &AppState) -> Result<Vec<protocol::api::Node>> {
+    let allocations = state.store.allocations().await?;
+    let nodes = state.store.list_nodes().await?;
+    let view = |n: NodeRow| {
+        let alloc = allocations.get(&n.name).copied().unwrap_or_default();
+        protocol::api::Node {
+            status: status(state, &n).as_str().to_string(),
+            disk: state.upkeep.disk(&n.name),
+            capacity: n.capacity(),
+            allocated: alloc.reserved,
+            replicas: alloc.replicas,
+            last_report_secs: Some(state.liveness.silence(&n.name).as_secs_f64()),
+            name: n.name,
+            private_addr: n.private_addr,
+            ingress: n.ingress,
+            last_seen: n.last_seen,
+        }
+    };
+    Ok(nodes.into_iter().map(view).collect())
+}
