@@ -150,6 +150,14 @@ async fn lose(state: &AppState, node: &str, silence: Duration) -> anyhow::Result
         silent_secs = silence.as_secs(),
         "node lost: placing its replicas on other nodes"
     );
+    // A build there would otherwise hold its deploy until the build timeout.
+    for r in state.store.pending_builds(node).await? {
+        let why = format!(
+            "the build node {node} stopped reporting for {} s and was declared lost; deploy again",
+            silence.as_secs()
+        );
+        state.store.set_build_result(&r.app, &r.env, r.version, None, Some(&why)).await?;
+    }
     state.bump();
     for old in state.store.instances_for_node(node).await? {
         let env = state.store.get_env(&old.app, &old.env).await?;
@@ -295,4 +303,79 @@ pub async fn views(state: &AppState) -> Result<Vec<protocol::api::Node>> {
         }
     };
     Ok(nodes.into_iter().map(view).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::agent::Capacity;
+
+    const MIB: u64 = 1 << 20;
+
+    async fn node(state: &AppState, name: &str, addr: &str, memory_mib: u64) {
+        state.store.register_node(name, addr, false, name).await.unwrap();
+        let capacity = Capacity { millicpus: 2000, memory_bytes: memory_mib * MIB };
+        state.store.set_node_capacity(name, capacity).await.unwrap();
+    }
+
+    async fn release(state: &AppState, reserve_mib: u64) -> u32 {
+        let mut manifest = protocol::manifest::Manifest::default();
+        manifest.processes.get_mut("web").unwrap().reserve.memory_bytes = reserve_mib * MIB;
+        let new = crate::store::NewRelease {
+            source: "build".into(),
+            created_by: "test".into(),
+            build_node: "a".into(),
+            manifest,
+            description: String::new(),
+            image_id: None,
+            config: Vec::new(),
+            config_keys: Vec::new(),
+            manifest_text: String::new(),
+        };
+        state.store.create_release("shop", "production", &new).await.unwrap().version
+    }
+
+    #[tokio::test]
+    async fn replicas_spread_over_nodes_with_room_and_a_replica_that_fits_nowhere_names_the_shortfall() {
+        let (state, dir) = AppState::for_tests().await;
+        node(&state, "a", "10.0.0.1", 1024).await;
+        node(&state, "b", "10.0.0.2", 1024).await;
+        node(&state, "small", "10.0.0.3", 64).await;
+        let env = state.store.get_env("shop", "production").await.unwrap();
+        let v = release(&state, 100).await;
+        let placed = assign::place(&state, &env, "web", v, 1..=4).await.unwrap();
+        let on: Vec<&str> = placed.iter().map(|i| i.node.as_str()).collect();
+        assert_eq!(on, ["a", "b", "a", "b"], "spread over the nodes with room, none on the small one");
+        assert!(placed.iter().all(|i| i.reserve_memory_bytes == (100 * MIB) as i64));
+
+        // A draining node takes nothing new.
+        state.store.set_node_state("b", "draining").await.unwrap();
+        let placed = assign::place(&state, &env, "web", v, 1..=2).await.unwrap();
+        assert!(placed.iter().all(|i| i.node == "a"), "{placed:?}");
+
+        let failed = protocol::api::ReleaseStatus::Failed;
+        state.store.set_release_status("shop", "production", v, failed, Some("test")).await.unwrap();
+        let v2 = release(&state, 2048).await;
+        let why = assign::place(&state, &env, "web", v2, 1..=1).await.unwrap_err().to_string();
+        assert!(
+            why.contains("reserves 2.00 GiB of memory") && why.contains("the most is 1.00 GiB on a"),
+            "{why}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_lost_node_gets_a_new_generation_and_is_ready_again_when_it_reports() {
+        let (state, dir) = AppState::for_tests().await;
+        node(&state, "a", "10.0.0.1", 1024).await;
+        assert_eq!(state.store.lose_node("a").await.unwrap(), Some(2));
+        assert_eq!(state.store.lose_node("a").await.unwrap(), None, "lost once");
+        let row = state.store.node("a").await.unwrap();
+        assert_eq!(status(&state, &row), Status::Lost);
+        // A report from the generation before the loss does not count; the current one does.
+        assert!(!reported(&state, "a", 1).await.unwrap());
+        assert_eq!(status(&state, &state.store.node("a").await.unwrap()), Status::Ready);
+        assert!(reported(&state, "a", 2).await.unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

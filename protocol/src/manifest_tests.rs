@@ -217,3 +217,24 @@ schedule = "@hourly"
         .contains("env.staging.cron.y overrides a job that is not defined"));
     assert!(err("[cron.x]\nschedule = \"@daily\"\ncommand = [\"a\"]\nevery = 1\n").contains("unknown field"));
 }
+
+#[test]
+fn reservations_have_small_defaults_stay_within_the_limits_and_read_back_on_old_releases() {
+    let m = parse("", "production").unwrap();
+    assert_eq!(m.web().unwrap().reserve, default_reserve());
+    let m = parse("[processes.web]\nreserve_memory = \"256M\"\nreserve_cpus = 0.25\n", "production").unwrap();
+    let r = m.web().unwrap().reserve;
+    assert_eq!((r.memory_bytes, r.millicpus), (256 << 20, 250));
+    // A lowered limit lowers the default reservation with it; a reservation past a limit is refused.
+    let m = parse("[processes.web]\nmemory = \"16M\"\n", "production").unwrap();
+    assert_eq!(m.web().unwrap().reserve.memory_bytes, 16 << 20);
+    let err = |t: &str| parse(t, "production").unwrap_err().to_string();
+    assert!(err("[processes.web]\nreserve_memory = \"1G\"\n").contains("more than its memory limit"));
+    assert!(err("[processes.web]\nreserve_cpus = 2\n").contains("more than its cpus limit"));
+    assert!(err("[processes.web]\nreserve_cpus = -1\n").contains("from 0 to 256"));
+    assert!(err("[processes.web]\nreserve_memory = \"lots\"\n").contains("reserve_memory must be a size"));
+    // Releases stored before reservations get the defaults.
+    let mut json = serde_json::to_value(Manifest::default()).unwrap();
+    json["processes"]["web"].as_object_mut().unwrap().remove("reserve");
+    assert_eq!(serde_json::from_value::<Manifest>(json).unwrap().web().unwrap().reserve, default_reserve());
+}

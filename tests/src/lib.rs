@@ -2,6 +2,7 @@
 //! config and node name, runs CLI commands against it, speaks HTTP to its ingress, and removes
 //! only the Docker objects it created (by its node label and its apps' labels).
 
+pub mod cut;
 pub mod http;
 pub mod load;
 pub mod pebble;
@@ -407,9 +408,14 @@ impl Platform {
 
     /// Joins a node with extra `paas agent` flags (`--memory 64M`, say).
     pub fn join_agent_with(&mut self, private_addr: &str, extra: &[&str]) -> String {
+        self.join_agent_at(&self.agent_url.clone(), private_addr, extra)
+    }
+
+    /// Joins a node that reaches the control plane at `server` (a proxy a test can cut, say).
+    pub fn join_agent_at(&mut self, server: &str, private_addr: &str, extra: &[&str]) -> String {
         let node = format!("{}-b{}", self.node, self.agents.len() + 1);
         let token = self.join_token("10m");
-        let child = self.spawn_agent(&node, private_addr, extra, Some(token.trim()));
+        let child = self.spawn_agent(server, &node, private_addr, extra, Some(token.trim()));
         self.agents.push((child, node.clone()));
         let deadline = Instant::now() + Duration::from_secs(30);
         // Listed once the control plane recorded it; its identity file is written after the answer.
@@ -421,14 +427,14 @@ impl Platform {
         node
     }
 
-    fn spawn_agent(&self, node: &str, private_addr: &str, extra: &[&str], token: Option<&str>) -> Child {
+    fn spawn_agent(&self, server: &str, node: &str, private_addr: &str, extra: &[&str], token: Option<&str>) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{node}.log")))
             .expect("agent log");
         let mut cmd = Command::new(paas_bin());
-        cmd.args(["agent", "--join", &self.agent_url, "--node-name", node, "--private-addr", private_addr])
+        cmd.args(["agent", "--join", server, "--node-name", node, "--private-addr", private_addr])
             .args(["--build-network", "host", "--state-dir"])
             .arg(self.dir.path().join(node))
             .args(extra)
@@ -448,10 +454,12 @@ impl Platform {
         let _ = child.wait();
     }
 
-    /// Starts a joined node's agent again (after [`Platform::kill_agent`]), on its state dir.
-    pub fn restart_agent(&mut self, node: &str, private_addr: &str, extra: &[&str]) {
+    /// Starts a joined node's agent again (killing it first), on its state dir, reaching the
+    /// control plane at `server` (`None`: directly).
+    pub fn restart_agent(&mut self, node: &str, server: Option<&str>, private_addr: &str) {
         self.kill_agent(node);
-        let child = self.spawn_agent(node, private_addr, extra, None);
+        let server = server.unwrap_or(&self.agent_url).to_string();
+        let child = self.spawn_agent(&server, node, private_addr, &[], None);
         let slot = self.agents.iter_mut().find(|(_, n)| n == node).expect("a joined node");
         slot.0 = child;
     }

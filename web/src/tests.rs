@@ -115,7 +115,8 @@ fn every_page_renders_and_escapes() {
     dash.insert(
         "nodes",
         &[json!({"name": "n1", "private_addr": "10.0.0.1", "ingress": true, "status": "ready",
-        "last_seen": "now", "disk": {"images": 1048576, "volumes": 0}})],
+        "last_seen": "now", "disk": {"images": 1048576, "volumes": 0}, "replicas": 3,
+        "capacity": {"millicpus": 2000, "memory_bytes": 1073741824}, "allocated": {"millicpus": 15, "memory_bytes": 100663296}})],
     );
     dash.insert("node_figures", &json!({"n1": {"cpu": "12.5%", "memory": "40.0%", "disk": "71.0%"}}));
     dash.insert(
