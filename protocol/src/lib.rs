@@ -190,4 +190,3 @@ mod tests {
         assert_eq!(old.database("db-primary"), "paas-notes-production-db-primary");
     }
 }
-

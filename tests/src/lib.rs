@@ -427,7 +427,14 @@ impl Platform {
         node
     }
 
-    fn spawn_agent(&self, server: &str, node: &str, private_addr: &str, extra: &[&str], token: Option<&str>) -> Child {
+    fn spawn_agent(
+        &self,
+        server: &str,
+        node: &str,
+        private_addr: &str,
+        extra: &[&str],
+        token: Option<&str>,
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

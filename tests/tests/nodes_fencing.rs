@@ -22,8 +22,10 @@ stop_grace = "2s"
 
 fn ids(node: &str, app: &str) -> Vec<String> {
     let (n, a) = (format!("label=paas.node={node}"), format!("label=paas.app={app}"));
-    let mut ids: Vec<String> =
-        docker(&["ps", "-q", "--no-trunc", "--filter", &n, "--filter", &a]).split_whitespace().map(String::from).collect();
+    let mut ids: Vec<String> = docker(&["ps", "-q", "--no-trunc", "--filter", &n, "--filter", &a])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     ids.sort();
     ids
 }
@@ -34,7 +36,9 @@ fn serving(p: &Platform, app: &str) -> BTreeMap<u64, Vec<String>> {
     let mut by = BTreeMap::<u64, Vec<String>>::new();
     for c in ps.as_array().unwrap() {
         if c["state"] == "running" && c["healthy"] == true {
-            by.entry(c["replica"].as_u64().unwrap()).or_default().push(c["node"].as_str().unwrap().to_string());
+            by.entry(c["replica"].as_u64().unwrap())
+                .or_default()
+                .push(c["node"].as_str().unwrap().to_string());
         }
     }
     by
@@ -65,7 +69,9 @@ fn a_cut_off_node_is_replaced_and_stops_its_stale_replica_when_the_link_heals() 
     let before = ids(&b, &app);
     assert_eq!(before.len(), 1, "one replica on {b}");
     p.restart_agent(&b, Some(&via), "127.0.0.2");
-    wait_for(30, "the restarted agent to report", || (p.agent_log(&b).matches("registered with the control plane").count() >= 2).then_some(()));
+    wait_for(30, "the restarted agent to report", || {
+        (p.agent_log(&b).matches("registered with the control plane").count() >= 2).then_some(())
+    });
     load.wait_for_answers(100, Duration::from_secs(30));
     assert_eq!(ids(&b, &app), before, "the restarted agent recreated nothing");
 
@@ -102,5 +108,11 @@ fn a_cut_off_node_is_replaced_and_stops_its_stale_replica_when_the_link_heals() 
         samples.len(),
         failed.len()
     );
-    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), samples.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(5)]
+    );
 }
