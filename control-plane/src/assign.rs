@@ -72,6 +72,26 @@ pub async fn place(
     release: u32,
     replicas: std::ops::RangeInclusive<u32>,
 ) -> Result<Vec<InstanceRow>> {
+    place_beside(state, env, process, release, replicas, None).await
+}
+
+/// Places a replacement for `old` (a restart, a move off a node): like [`place`], with `old`
+/// left out of the spread, since it goes once the replacement serves.
+pub async fn place_replacement(state: &AppState, env: &EnvRow, old: &InstanceRow) -> Result<InstanceRow> {
+    let mut placed =
+        place_beside(state, env, &old.process, old.release, old.replica..=old.replica, Some(&old.name))
+            .await?;
+    Ok(placed.pop().expect("one replica placed"))
+}
+
+async fn place_beside(
+    state: &AppState,
+    env: &EnvRow,
+    process: &str,
+    release: u32,
+    replicas: std::ops::RangeInclusive<u32>,
+    replacing: Option<&str>,
+) -> Result<Vec<InstanceRow>> {
     let nodes = ready_nodes_for(state, "run containers").await?;
     let manifest = state.store.get_release(&env.app, &env.name, release).await?.manifest;
     let reserve =
@@ -85,7 +105,7 @@ pub async fn place(
                 a.reserved.memory_bytes =
                     a.reserved.memory_bytes.saturating_sub(i.reserve_memory_bytes as u64);
             }
-        } else if i.release == release && i.process == process {
+        } else if i.release == release && i.process == process && Some(i.name.as_str()) != replacing {
             *spread.entry(i.node).or_default() += 1;
         }
     }

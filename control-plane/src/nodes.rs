@@ -167,25 +167,17 @@ async fn lose(state: &AppState, node: &str, silence: Duration) -> anyhow::Result
             continue;
         }
         let what = format!("{}.{}", old.process, old.replica);
-        let (kind, severity, message) =
-            match assign::place(state, &env, &old.process, old.release, old.replica..=old.replica).await {
-                Ok(mut placed) => {
-                    let mut fresh = placed.pop().expect("one replica placed");
-                    fresh.name = moved_name(&env, &old);
-                    if !state.store.replace_instance(&old.name, &fresh).await? {
-                        continue;
-                    }
-                    let to = &fresh.node;
-                    (
-                        "replica.moved",
-                        "warning",
-                        format!("Replica {what} moved from lost node {node} to {to}"),
-                    )
+        let (kind, severity, message) = match assign::place_replacement(state, &env, &old).await {
+            Ok(mut fresh) => {
+                fresh.name = moved_name(&env, &old);
+                if !state.store.replace_instance(&old.name, &fresh).await? {
+                    continue;
                 }
-                Err(e) => {
-                    ("replica.unplaced", "error", format!("Replica {what} stays on lost node {node}: {e}"))
-                }
-            };
+                let to = &fresh.node;
+                ("replica.moved", "warning", format!("Replica {what} moved from lost node {node} to {to}"))
+            }
+            Err(e) => ("replica.unplaced", "error", format!("Replica {what} stays on lost node {node}: {e}")),
+        };
         tracing::warn!(app = %old.app, env = %old.env, release = old.release, node, "{message}");
         let event = NewEvent::new(&old.app, &old.env, kind, &message).severity(severity).release(old.release);
         state.record_event(&event).await;

@@ -125,8 +125,7 @@ pub async fn replace(
     name: String,
 ) -> anyhow::Result<Option<String>> {
     let settings = &release.manifest.deploy;
-    let mut new = assign::place(state, env, &old.process, old.release, old.replica..=old.replica).await?;
-    let mut fresh = new.pop().expect("one replica placed");
+    let mut fresh = assign::place_replacement(state, env, old).await?;
     fresh.name = name;
     if !state.store.add_instance_unless_deploying(&fresh).await? {
         return Ok(None);

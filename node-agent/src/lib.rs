@@ -210,7 +210,8 @@ pub async fn run_with_logs(
         config.build_network.clone(),
         paused.clone(),
     )
-    .with_logs(logs.clone());
+    .with_logs(logs.clone())
+    .with_generation_file(config.state_dir.join("generation"));
     tasks.spawn(until_shutdown(reconciler.run(shutdown.clone())));
     tasks.spawn(until_shutdown(attach::sweep(docker.clone(), assignment_rx.clone(), shutdown.clone())));
     let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone(), logs: logs.clone() };

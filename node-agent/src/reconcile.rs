@@ -77,6 +77,46 @@ pub struct Reconciler {
     sweep_at: Instant,
     /// Told when a container starts, and asked before one is removed (central logs).
     logs: crate::logs::LogHandle,
+    /// The assignment generation this node last worked from.
+    generation: Generation,
+}
+
+/// The assignment generation this node last worked from, kept in the state directory. A newer
+/// one means the control plane declared the node lost meanwhile and placed its replicas
+/// elsewhere: no ingress routes to what it still runs, so its unassigned containers stop at
+/// once instead of draining. Without a file (a first start) nothing counts as fenced.
+#[derive(Default)]
+struct Generation {
+    path: Option<std::path::PathBuf>,
+    seen: u64,
+}
+
+impl Generation {
+    fn load(path: std::path::PathBuf) -> Self {
+        let seen = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        Self { path: Some(path), seen }
+    }
+
+    /// Takes the assignment's generation; returns whether it fences what this node ran before.
+    fn advance(&mut self, generation: u64) -> bool {
+        if generation <= self.seen {
+            return false;
+        }
+        let fenced = self.seen > 0;
+        if fenced {
+            tracing::warn!(
+                generation,
+                "this node was declared lost while away; stopping what was placed elsewhere"
+            );
+        }
+        self.seen = generation;
+        if let Some(path) = &self.path {
+            if let Err(e) = protocol::files::write_private(path, generation.to_string().as_bytes()) {
+                tracing::warn!(error = %e, "could not keep the assignment generation");
+            }
+        }
+        fenced
+    }
 }
 
 impl Reconciler {
@@ -106,7 +146,14 @@ impl Reconciler {
             removed_tx,
             removed_rx,
             logs: crate::logs::LogHandle::default(),
+            generation: Generation::default(),
         }
+    }
+
+    /// Keeps the assignment generation in `path` across restarts (see [`Generation`]).
+    pub fn with_generation_file(mut self, path: std::path::PathBuf) -> Self {
+        self.generation = Generation::load(path);
+        self
     }
 
     /// Tells central logs about the containers it starts and removes.
@@ -188,7 +235,8 @@ impl Reconciler {
                 None => self.converge(spec, observed.get(&spec.name)).await,
             }
         }
-        self.retire_unwanted(&observed, &wanted);
+        let fenced = self.generation.advance(desired.generation);
+        self.retire_unwanted(&observed, &wanted, fenced);
         self.check_health(&desired.containers, &observed).await;
         self.tracked.retain(|name, _| wanted.contains_key(name.as_str()));
 
@@ -326,6 +374,7 @@ impl Reconciler {
         &mut self,
         observed: &HashMap<String, Observed>,
         wanted: &HashMap<&str, &ContainerSpec>,
+        fenced: bool,
     ) {
         let now = Instant::now();
         self.retiring_since
@@ -347,7 +396,7 @@ impl Reconciler {
                 _ => usize::MAX,
             };
             let running = o.state == "running";
-            if running && waited < drain && (waited < MIN_DRAIN || busy > 0) {
+            if running && !fenced && waited < drain && (waited < MIN_DRAIN || busy > 0) {
                 continue;
             }
             self.removing.insert(name.clone());
