@@ -219,6 +219,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let subnets = store.env_subnets().await?;
     let subnet =
         |app: &str, env: &str| subnets.get(&(app.to_string(), env.to_string())).cloned().unwrap_or_default();
+    let primaries = primaries_elsewhere(state, node).await?;
     let mut containers = Vec::new();
     for i in store.instances_for_node(node).await? {
         let release = store.get_release(&i.app, &i.env, i.release).await?;
@@ -227,7 +228,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         let mut env_vars = BTreeMap::new();
         env_vars.insert("PORT".to_string(), process.port.to_string());
         let (sealed, _) = store.release_inputs(&i.app, &i.env, i.release).await?;
-        let config = state.secrets.open_map(&sealed)?;
+        let mut config = state.secrets.open_map(&sealed)?;
+        reach_primary(&mut config, primaries.get(&(i.app.clone(), i.env.clone())));
         containers.push(ContainerSpec {
             name: i.name.clone(),
             app: i.app.clone(),
@@ -312,6 +314,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             JobKind::Release => ("release".into(), 0),
             JobKind::Run | JobKind::Psql => ("run".into(), 0),
         };
+        let mut config = state.secrets.open_map(&sealed)?;
+        reach_primary(&mut config, primaries.get(&(j.app.clone(), j.env.clone())));
         jobs.push(JobSpec {
             network: names(&j.app, &j.env).0,
             subnet: subnet(&j.app, &j.env),
@@ -328,7 +332,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             exec_in: None,
             command: j.command,
             env_vars,
-            config: state.secrets.open_map(&sealed)?,
+            config,
         });
     }
     let mut databases = Vec::new();
@@ -372,6 +376,37 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         purges: state.upkeep.purges(node),
         generation,
     })
+}
+
+/// Per environment whose database primary runs on another node than `node`: where that
+/// primary is published (its node's private address and port).
+async fn primaries_elsewhere(
+    state: &AppState,
+    node: &str,
+) -> anyhow::Result<HashMap<(String, String), String>> {
+    let addr: HashMap<String, String> =
+        state.store.list_nodes().await?.into_iter().map(|n| (n.name, n.private_addr)).collect();
+    let mut out = HashMap::new();
+    for db in state.store.all_databases().await? {
+        if db.node != node && db.host_port != 0 {
+            if let Some(a) = addr.get(&db.node) {
+                let host = if a.contains(':') { format!("[{a}]") } else { a.clone() };
+                out.insert((db.app, db.env), format!("{host}:{}", db.host_port));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Points the platform's `DATABASE_URL` (host `db-primary` on the environment's network, which
+/// only the primary's node has) at the primary's published address when the container runs on
+/// another node. A URL the user set themselves is left as it is.
+fn reach_primary(config: &mut BTreeMap<String, String>, published: Option<&String>) {
+    let (Some(published), Some(url)) = (published, config.get_mut("DATABASE_URL")) else { return };
+    let local = format!("@{}:5432/", DbRole::Primary.as_str());
+    if url.contains(&local) {
+        *url = url.replacen(&local, &format!("@{published}/"), 1);
+    }
 }
 
 /// The route table: every environment with a served release, to its healthy replicas, with the

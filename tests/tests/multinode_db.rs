@@ -51,6 +51,40 @@ fn the_replica_runs_on_another_node_and_backups_are_taken_there() {
     p.psql(&app, &[], "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 5)");
     wait_replica_rows(&p, &app, "5");
 
+    // App replicas on both nodes reach the primary: on its node by the network alias, on the
+    // other through its node's private address and published port.
+    let src = paas_tests::tiny_app("mn", "");
+    std::fs::write(src.path().join("v.txt"), "1").unwrap();
+    let toml = "[processes.web]\nreplicas = 2\nhealthcheck = { type = \"command\", command = [\"true\"], interval = \"1s\" }\n[deploy]\nstability_window = \"0s\"\n";
+    std::fs::write(src.path().join("paas.toml"), toml).unwrap();
+    p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+    let primary_port = docker(&["port", &format!("paas-{app}--production--db-primary"), "5432/tcp"]);
+    let published = format!("{}:{}", bridge_address(), primary_port.trim().rsplit(':').next().unwrap());
+    let url_on = |node: &str| {
+        let id = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=paas.node={node}"),
+            "--filter",
+            &format!("label=paas.app={app}"),
+            "--filter",
+            "label=paas.process=web",
+        ]);
+        let id =
+            id.split_whitespace().next().unwrap_or_else(|| panic!("a web replica on {node}")).to_string();
+        (docker(&["exec", &id, "printenv", "DATABASE_URL"]).trim().to_string(), id)
+    };
+    let (here, _) = url_on(&p.node);
+    assert!(here.contains("@db-primary:5432/"), "{here}");
+    let (there, id) = url_on(&other);
+    assert!(there.contains(&format!("@{published}/")), "{there} does not name {published}");
+    let (host, port) = published.split_once(':').unwrap();
+    let dial = format!("exec 3<>/dev/tcp/{host}/{port}");
+    let reached =
+        std::process::Command::new("docker").args(["exec", &id, "bash", "-c", &dial]).status().unwrap();
+    assert!(reached.success(), "the replica on {other} cannot connect to the primary at {published}");
+
     let b = p.paas(&["db", "backup", "--app", &app, "-o", "json"]).expect_ok().json();
     assert_eq!(b["source"], "db-replica", "{b}");
     assert_eq!(b["node"], other.as_str(), "{b}");
