@@ -91,12 +91,15 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
             "CPU",
             "MEMORY",
             "REPLICAS",
-            "DISK",
+            "IMAGES",
+            "VOLUMES",
+            "LOGS",
+            "BACKUPS",
             "LAST REPORT",
         ];
+        let size = |b: Option<u64>| b.map_or("-".to_string(), super::backups::human);
         table(&head, ns, |n| {
-            let disk =
-                n.disk.as_ref().map(|d| d.images + d.volumes + d.logs.unwrap_or(0) + d.backups.unwrap_or(0));
+            let disk = n.disk.clone();
             let cap = |used: String, cap: u64, text: &dyn Fn(u64) -> String| {
                 if cap == 0 {
                     used
@@ -117,7 +120,10 @@ pub async fn nodes(g: &Global, cmd: NodesCommand) -> anyhow::Result<ExitCode> {
                     &super::backups::human,
                 ),
                 n.replicas.to_string(),
-                disk.map_or("-".to_string(), super::backups::human),
+                size(disk.as_ref().map(|d| d.images)),
+                size(disk.as_ref().map(|d| d.volumes)),
+                size(disk.as_ref().and_then(|d| d.logs)),
+                size(disk.as_ref().and_then(|d| d.backups)),
                 n.last_report_secs
                     .map_or_else(|| crate::output::ago(&n.last_seen), |s| format!("{s:.0}s ago")),
             ]
