@@ -91,7 +91,7 @@ pub struct AgentArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum NodesCommand {
-    /// List nodes, their status and the disk their platform objects take.
+    /// List nodes: state, roles, CPU and memory reserved and offered, replicas, disk use.
     List,
     /// Prune a node now: old release images, stopped platform containers, dangling images.
     Prune {

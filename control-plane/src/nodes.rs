@@ -37,6 +37,14 @@ impl Liveness {
     }
 
     /// How long `node` has been silent.
+    /// Counts every node as heard now: the silence was this process's own (it was paused, or
+    /// starved of CPU), not the nodes'.
+    fn forgive_all(&self) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        heard.values_mut().for_each(|t| *t = now);
+    }
+
     pub fn silence(&self, node: &str) -> Duration {
         let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
         heard.get(node).copied().unwrap_or(self.boot).elapsed()
@@ -107,11 +115,22 @@ pub async fn reported(state: &AppState, node: &str, generation: u64) -> Result<b
 pub async fn watch(state: AppState) {
     let mut suspected: HashSet<String> = HashSet::new();
     let stop = state.shutting_down();
+    let mut last = Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+        // A control plane that was itself paused (a suspended machine, SIGSTOP, a starved CPU)
+        // heard nobody meanwhile: that declares no node lost.
+        if last.elapsed() > Duration::from_secs(3) {
+            tracing::warn!(
+                paused_secs = last.elapsed().as_secs(),
+                "the node watch did not run for a while; counting every node as heard now"
+            );
+            state.liveness.forgive_all();
+        }
+        last = Instant::now();
         if let Err(e) = check(&state, &mut suspected).await {
             tracing::warn!(error = %format!("{e:#}"), "checking the nodes failed");
         }
