@@ -218,6 +218,12 @@ pub fn moved_name(env: &EnvRow, old: &InstanceRow) -> String {
 /// retires the old). Databases stay (they move with failover). Answers once the node is empty
 /// of replicas.
 pub async fn drain(state: &AppState, node: &str) -> Result<protocol::api::NodeDrain> {
+    state.store.node(node).await?;
+    if !assign::ready_nodes(state).await?.iter().any(|n| n.name != node) {
+        return Err(DomainError::Conflict(format!(
+            "{node} is the only ready node: its replicas would have nowhere to go; join another node first"
+        )));
+    }
     state.store.set_node_state(node, "draining").await?;
     state.bump();
     let Some(only) = state.busy(format!("drain:{node}")) else {
@@ -233,7 +239,11 @@ pub async fn drain(state: &AppState, node: &str) -> Result<protocol::api::NodeDr
     let moved = work
         .await
         .map_err(|e| DomainError::Internal(anyhow::anyhow!("the drain stopped: {e}")))?
-        .map_err(|e| DomainError::Conflict(format!("{e:#}")))?;
+        .map_err(|e| {
+            DomainError::Conflict(format!(
+                "the drain of {node} stopped: {e:#}; it stays draining (`paas nodes undrain {node}` lets it take replicas again)"
+            ))
+        })?;
     let databases = state
         .store
         .all_databases()
@@ -372,6 +382,17 @@ mod tests {
             why.contains("reserves 2.00 GiB of memory") && why.contains("the most is 1.00 GiB on a"),
             "{why}"
         );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn the_only_ready_node_is_not_drained_and_an_unknown_one_is_not_found() {
+        let (state, dir) = AppState::for_tests().await;
+        node(&state, "a", "10.0.0.1", 1024).await;
+        let why = drain(&state, "a").await.unwrap_err().to_string();
+        assert!(why.contains("the only ready node"), "{why}");
+        assert_eq!(state.store.node("a").await.unwrap().state, "ready", "refused before anything changed");
+        assert!(matches!(drain(&state, "nope").await, Err(DomainError::NotFound(_))));
         std::fs::remove_dir_all(dir).ok();
     }
 
