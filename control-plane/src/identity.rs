@@ -140,3 +140,24 @@ pub async fn remove_node(state: &AppState, node: &str) -> Result<()> {
     state.bump();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_one_protocol_version_apart_register_and_others_are_told_which_to_upgrade() {
+        let ours = protocol::agent::PROTOCOL_VERSION;
+        for version in [ours - 1, ours, ours + 1] {
+            let mut node = RegisterNode { protocol: version, ..RegisterNode::new("n1", "10.0.0.1", false) };
+            check_registration(&mut node).unwrap();
+        }
+        let mut far = RegisterNode { protocol: ours + 2, ..RegisterNode::new("n1", "10.0.0.1", false) };
+        let why = check_registration(&mut far).unwrap_err().to_string();
+        assert!(why.contains("one version apart") && why.contains("upgrade the older one"), "{why}");
+        // An agent from before versions sends none: it is version 1.
+        let old: RegisterNode =
+            serde_json::from_str(r#"{"name":"n1","private_addr":"10.0.0.1","ingress":false}"#).unwrap();
+        assert_eq!((old.protocol, old.capacity), (1, protocol::agent::Capacity::default()));
+    }
+}
