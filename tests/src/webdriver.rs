@@ -146,8 +146,21 @@ impl Browser {
     }
 
     /// Navigates and waits for the page load (WebDriver's default page-load strategy).
+    /// Navigates to `url` (a GET), again when Chromium aborted it because the host's network
+    /// changed: other tests add and remove Docker networks, and Chromium's network change
+    /// notifier cancels what is in flight when interfaces come and go.
     pub fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", Some(json!({ "url": url })));
+        for _ in 0..3 {
+            self.cmd("POST", "/url", Some(json!({ "url": url })));
+            if !self.network_changed() {
+                return;
+            }
+        }
+    }
+
+    /// Whether the page is Chromium's own error page for a request cut by a network change.
+    pub fn network_changed(&self) -> bool {
+        self.page_source().contains("ERR_NETWORK_CHANGED")
     }
 
     pub fn current_url(&self) -> String {

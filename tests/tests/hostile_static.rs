@@ -122,8 +122,20 @@ fn hostile_static_directory_serves_nothing_from_the_host() {
     ]);
     let web = web.split_whitespace().next().expect("the app's web container").to_string();
     let image = docker(&["inspect", "-f", "{{.Image}}", &web]).trim().to_string();
+    // The image's labels name this platform's node; the container gets another node's, so the
+    // agent does not take it for one of its own to retire before `cat` has run.
     let run = std::process::Command::new("docker")
-        .args(["run", "--rm", "--network", "none", &image, "cat", "/etc/passwd"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--label",
+            "paas.node=test-reader",
+            &image,
+            "cat",
+            "/etc/passwd",
+        ])
         .output()
         .expect("running docker");
     let image_passwd = String::from_utf8_lossy(&run.stdout).into_owned();
