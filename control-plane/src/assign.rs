@@ -219,7 +219,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
     let subnets = store.env_subnets().await?;
     let subnet =
         |app: &str, env: &str| subnets.get(&(app.to_string(), env.to_string())).cloned().unwrap_or_default();
-    let primaries = primaries_elsewhere(state, node).await?;
+    let nodes = store.list_nodes().await?;
+    let primaries = primaries_elsewhere(state, node, &nodes).await?;
     let mut containers = Vec::new();
     for i in store.instances_for_node(node).await? {
         let release = store.get_release(&i.app, &i.env, i.release).await?;
@@ -266,7 +267,6 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             release: r.version,
         })
         .collect();
-    let nodes = store.list_nodes().await?;
     let is_ingress = nodes.iter().any(|n| n.name == node && n.ingress);
     let generation = nodes.iter().find(|n| n.name == node).map_or(1, |n| n.generation.max(1) as u64);
     let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
@@ -383,14 +383,15 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
 async fn primaries_elsewhere(
     state: &AppState,
     node: &str,
+    nodes: &[NodeRow],
 ) -> anyhow::Result<HashMap<(String, String), String>> {
-    let addr: HashMap<String, String> =
-        state.store.list_nodes().await?.into_iter().map(|n| (n.name, n.private_addr)).collect();
+    let addr: HashMap<&str, &str> =
+        nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
     let mut out = HashMap::new();
     for db in state.store.all_databases().await? {
         if db.node != node && db.host_port != 0 {
-            if let Some(a) = addr.get(&db.node) {
-                let host = if a.contains(':') { format!("[{a}]") } else { a.clone() };
+            if let Some(a) = addr.get(db.node.as_str()) {
+                let host = if a.contains(':') { format!("[{a}]") } else { a.to_string() };
                 out.insert((db.app, db.env), format!("{host}:{}", db.host_port));
             }
         }

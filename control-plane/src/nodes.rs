@@ -7,7 +7,7 @@
 use crate::assign;
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
-use crate::store::{EnvRow, InstanceRow, NewEvent, NodeRow};
+use crate::store::{NewEvent, NodeRow};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -188,7 +188,7 @@ async fn lose(state: &AppState, node: &str, silence: Duration) -> anyhow::Result
         let what = format!("{}.{}", old.process, old.replica);
         let (kind, severity, message) = match assign::place_replacement(state, &env, &old).await {
             Ok(mut fresh) => {
-                fresh.name = moved_name(&env, &old);
+                fresh.name = crate::restarts::replacement_name(&env, &old, 'm');
                 if !state.store.replace_instance(&old.name, &fresh).await? {
                     continue;
                 }
@@ -203,13 +203,6 @@ async fn lose(state: &AppState, node: &str, silence: Duration) -> anyhow::Result
     }
     state.bump();
     Ok(())
-}
-
-/// A replacement container's name: the replica's own with a random suffix, so it never meets
-/// the container it replaces (which may still exist on a node that is cut off).
-pub fn moved_name(env: &EnvRow, old: &InstanceRow) -> String {
-    let base = env.docker_names().container(&old.process, old.release, old.replica);
-    format!("{base}-m{}", crate::tokens::generate().get(5..11).unwrap_or("0"))
 }
 
 /// `paas nodes drain`: nothing new goes to `node`, and each replica of a serving release there
@@ -283,8 +276,14 @@ async fn move_away(state: &AppState, node: &str) -> anyhow::Result<Vec<String>> 
                 continue;
             }
             let release = state.store.get_release(&old.app, &old.env, old.release).await?;
-            if let Some(fresh) =
-                crate::restarts::replace(state, &env, &release, old, moved_name(&env, old)).await?
+            if let Some(fresh) = crate::restarts::replace(
+                state,
+                &env,
+                &release,
+                old,
+                crate::restarts::replacement_name(&env, old, 'm'),
+            )
+            .await?
             {
                 tracing::info!(app = %old.app, env = %old.env, node, to = %fresh, "replica moved off a draining node");
                 moved.push(fresh);

@@ -97,9 +97,7 @@ async fn replace_all(
                 old.len()
             );
         }
-        let base = env.docker_names().container(&o.process, o.release, o.replica);
-        let name = format!("{base}-r{}", crate::tokens::generate().get(5..11).unwrap_or("0"));
-        let Some(fresh) = replace(state, env, release, o, name).await? else {
+        let Some(fresh) = replace(state, env, release, o, replacement_name(env, o, 'r')).await? else {
             anyhow::bail!(
                 "a deploy started after {n} of {} replicas were restarted; it replaces the rest",
                 old.len()
@@ -109,6 +107,14 @@ async fn replace_all(
         replaced.push(fresh);
     }
     Ok(replaced)
+}
+
+/// A replacement container's name: the replica's own, then `-<tag>` (`r` a restart, `m` a move
+/// off a node) and a random suffix, so it never meets the container it replaces (which may
+/// still exist on a node that is cut off).
+pub fn replacement_name(env: &crate::store::EnvRow, old: &InstanceRow, tag: char) -> String {
+    let base = env.docker_names().container(&old.process, old.release, old.replica);
+    format!("{base}-{tag}{}", crate::tokens::generate().get(5..11).unwrap_or("0"))
 }
 
 /// Replaces one serving replica with a new container `name` (placed on a ready node, away from

@@ -471,6 +471,12 @@ impl Platform {
         slot.0 = child;
     }
 
+    /// One node as `paas nodes list -o json` shows it.
+    pub fn node_view(&self, node: &str) -> serde_json::Value {
+        let nodes = self.paas(&["nodes", "list", "-o", "json"]).expect_ok().json();
+        nodes.as_array().unwrap().iter().find(|n| n["name"] == node).cloned().expect("the node is listed")
+    }
+
     pub fn agent_log(&self, node: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{node}.log"))).unwrap_or_default()
     }

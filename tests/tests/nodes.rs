@@ -8,7 +8,6 @@
 
 use paas_tests::load::Load;
 use paas_tests::{docker, wait_for, Platform};
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -34,11 +33,6 @@ fn placement(p: &Platform, app: &str) -> Vec<String> {
         .collect();
     nodes.sort();
     nodes
-}
-
-fn node_view(p: &Platform, node: &str) -> Value {
-    let nodes = p.paas(&["nodes", "list", "-o", "json"]).expect_ok().json();
-    nodes.as_array().unwrap().iter().find(|n| n["name"] == node).cloned().expect("the node is listed")
 }
 
 fn failures(samples: &[paas_tests::load::Sample]) -> Vec<&paas_tests::load::Sample> {
@@ -69,7 +63,7 @@ fn replicas_spread_over_three_nodes_move_off_a_drained_node_and_off_a_lost_one()
         }
         (seen.len() == 3).then_some(())
     });
-    let view = node_view(&p, &b);
+    let view = p.node_view(&b);
     assert_eq!(view["status"], "ready", "{view}");
     assert_eq!(view["replicas"], 1, "{view}");
     assert!(view["capacity"]["memory_bytes"].as_u64().unwrap() > 0, "the node offers its memory: {view}");
@@ -94,9 +88,9 @@ fn replicas_spread_over_three_nodes_move_off_a_drained_node_and_off_a_lost_one()
     let placed = placement(&p, &app);
     assert_eq!(placed.len(), 3, "{placed:?}");
     assert!(!placed.contains(&b), "nothing left on the drained node: {placed:?}");
-    assert_eq!(node_view(&p, &b)["status"], "draining");
+    assert_eq!(p.node_view(&b)["status"], "draining");
     p.paas(&["nodes", "undrain", &b]).expect_ok();
-    assert_eq!(node_view(&p, &b)["status"], "ready");
+    assert_eq!(p.node_view(&b)["status"], "ready");
 
     // Kill c (its agent with SIGKILL, and its containers) under load: it is declared lost and
     // its replica placed on the other nodes; only requests in flight to it may fail.
@@ -132,7 +126,7 @@ fn replicas_spread_over_three_nodes_move_off_a_drained_node_and_off_a_lost_one()
         "only requests in flight to the lost node may fail (4 clients): {:?}",
         &failed[..failed.len().min(5)]
     );
-    assert_eq!(node_view(&p, &c)["status"], "lost");
+    assert_eq!(p.node_view(&c)["status"], "lost");
     let events = p.paas(&["events", "--app", &app]).expect_ok().stdout;
     assert!(events.contains(&format!("from lost node {c}")), "{events}");
 }
@@ -149,7 +143,7 @@ fn a_node_with_too_little_memory_gets_nothing_and_an_app_larger_than_any_node_is
     p.paas(&["apps", "create", &app]).expect_ok();
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
     assert_eq!(placement(&p, &app), vec![p.node.clone(), p.node.clone()], "nothing on the small node");
-    assert_eq!(node_view(&p, &small)["replicas"], 0);
+    assert_eq!(p.node_view(&small)["replicas"], 0);
 
     let big = "[processes.web]\nmemory = \"8G\"\nreserve_memory = \"4G\"\nhealthcheck = { type = \"command\", command = [\"true\"], interval = \"1s\" }\n";
     std::fs::write(src.path().join("paas.toml"), big).unwrap();

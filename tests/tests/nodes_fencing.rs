@@ -47,9 +47,7 @@ fn serving(p: &Platform, app: &str) -> BTreeMap<u64, Vec<String>> {
 }
 
 fn status(p: &Platform, node: &str) -> String {
-    let nodes = p.paas(&["nodes", "list", "-o", "json"]).expect_ok().json();
-    let n = nodes.as_array().unwrap().iter().find(|n| n["name"] == node).cloned().expect("listed");
-    n["status"].as_str().unwrap().to_string()
+    p.node_view(node)["status"].as_str().unwrap().to_string()
 }
 
 #[test]
