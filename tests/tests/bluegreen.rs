@@ -156,10 +156,12 @@ fn releases_that_fail_health_checks_or_crash_never_take_traffic() {
     let out = out.expect_err("did not pass its health check");
     assert!(out.stderr.contains("GET /nope answered 404"), "names the cause: {}", out.stderr);
 
+    // The worker dies 2 s after it first answers its health check, so the release passes its
+    // probe and fails in the stability window however slowly the machine starts Python.
     let crash = manifest_dir(
         r#"
 [processes.web]
-command = ["python3", "-c", "import subprocess, sys, time; p = subprocess.Popen(['python3', '/app/app.py']); time.sleep(2); print('worker died after 2s', flush=True); p.kill(); sys.exit(1)"]
+command = ["python3", "-c", "import os, subprocess, sys, time, urllib.request as u\np = subprocess.Popen(['python3', '/app/app.py'])\nwhile True:\n    try:\n        u.urlopen('http://127.0.0.1:%s/healthz' % os.environ['PORT'], timeout=1); break\n    except Exception:\n        time.sleep(0.1)\ntime.sleep(2)\nprint('worker died after 2s', flush=True); p.kill(); sys.exit(1)"]
 healthcheck = { path = "/healthz", interval = "500ms" }
 [deploy]
 stability_window = "5s"
