@@ -39,6 +39,10 @@ pub struct NodeOpts {
     /// Memory this node offers to replicas' reservations, e.g. 8G (default: the machine's).
     #[arg(long, env = "PAAS_NODE_MEMORY", value_parser = parse_size)]
     pub memory: Option<u64>,
+    /// Count only images tagged for this node as here (several agents on one Docker engine,
+    /// as the tests run them), so images travel between them as between machines.
+    #[arg(long, hide = true)]
+    pub node_scoped_images: bool,
 }
 
 impl NodeOpts {

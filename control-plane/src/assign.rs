@@ -360,6 +360,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         });
     }
     let keep_images = state.store.kept_images().await?;
+    let send_images = crate::images::wanted_from(state, node, nodes.len()).await?;
     let prune = state.upkeep.prune_request(node);
     Ok(Assignment {
         containers,
@@ -375,6 +376,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         acme_challenges,
         purges: state.upkeep.purges(node),
         generation,
+        send_images,
     })
 }
 

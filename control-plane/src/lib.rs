@@ -21,6 +21,7 @@ pub mod edge;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod images;
 pub mod logs;
 pub mod metrics;
 pub mod nodes;
@@ -240,6 +241,7 @@ impl ControlPlane {
         self.state.spawn(metrics::expire(self.state.clone()));
         self.state.spawn(alerts::run(self.state.clone()));
         self.state.spawn(nodes::watch(self.state.clone()));
+        self.state.spawn(images::prune(self.state.clone()));
         self.state.spawn(drains::run(self.state.clone()));
         self.state.spawn(edge::run(self.state.clone()));
         self.state.spawn(edge::acme::run(self.state.clone()));

@@ -73,6 +73,8 @@ pub struct AppState {
     pub attach: crate::attach::Rendezvous,
     /// When each node was last heard from (`nodes`).
     pub liveness: Arc<crate::nodes::Liveness>,
+    /// Release images kept for nodes that lack them (`images`).
+    pub images: Arc<crate::images::ImageStore>,
 }
 
 /// Per node, a mark that only grows (a state index applied, an observation time), with waiters.
@@ -130,6 +132,7 @@ impl AppState {
     ) -> Self {
         // Start above any index a previous run handed out, so agents that kept an old index do
         // not block on a value this run has not reached yet.
+        let images = Arc::new(crate::images::ImageStore::new(config.data_dir.join("images")));
         let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
         Self {
             store,
@@ -160,6 +163,7 @@ impl AppState {
             console_key: Arc::new(crate::tokens::generate()),
             attach: Default::default(),
             liveness: Arc::default(),
+            images,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Image builds: for each build task in the assignment, fetch the uploaded source, build its
 //! Dockerfile (or resolve an existing image), stream the output to the control plane (the
-//! deploy's progress) and to central logs (source `build`), and report the image id.
+//! deploy's progress) and to central logs (source `build`), and report the image id. Also
+//! sends the images the control plane keeps for other nodes.
 
 use crate::docker::DockerClient;
 use crate::handover::{deliver, start_each_once};
@@ -69,6 +70,10 @@ async fn build_one(
     };
     drop(tx);
     let _ = shipper.await;
+    let result = match result {
+        Ok(id) => docker.claim_built(&id).await.map(|()| id),
+        Err(e) => Err(e),
+    };
     let report = match result {
         Ok(id) => {
             tracing::info!(image = %id, "build finished");
@@ -113,4 +118,25 @@ async fn ship_logs(client: Client, task: BuildTask, rx: crate::lines::LineReceiv
         async move { client.build_log(&task, &BuildLog { lines }).await.map(drop) }
     })
     .await
+}
+
+/// Sends the images the control plane asks this node for (`Assignment::send_images`), each
+/// once while asked, so other nodes can run them.
+pub async fn send_images(
+    docker: DockerClient,
+    client: Client,
+    assignment: watch::Receiver<Option<Assignment>>,
+    shutdown: CancellationToken,
+) {
+    let start = |id: String| {
+        let (docker, client) = (docker.clone(), client.clone());
+        let span = tracing::info_span!("image", image = %id);
+        let send = async move {
+            let what = format!("image {}", crate::docker::transfer::short(&id));
+            let send = || docker.send_image(&client, &id);
+            deliver(&what, Duration::from_secs(600), send).await;
+        };
+        tokio::spawn(send.instrument(span));
+    };
+    start_each_once(assignment, shutdown, |a| a.send_images.clone(), String::clone, start).await
 }

@@ -64,6 +64,9 @@ pub struct Config {
     pub disk_paths: Vec<PathBuf>,
     /// What this node offers to replicas' reservations.
     pub capacity: protocol::agent::Capacity,
+    /// Counts only images under this node's own tag as its own (several agents sharing one
+    /// Docker engine, as tests run them): see `docker::transfer`.
+    pub node_scoped_images: bool,
 }
 
 /// The machine's CPUs and memory, which a node offers unless told otherwise.
@@ -115,6 +118,7 @@ pub async fn run_with_logs(
         .with_context(|| format!("creating the agent state directory {}", config.state_dir.display()))?;
     let docker = docker::DockerClient::connect(&config.node_name, &config.private_addr.to_string()).await?;
     let client = protocol::Client::new(&config.server, "");
+    let docker = docker.with_transfers(client.clone(), config.node_scoped_images);
     let identity = std::sync::Arc::new(credential::Identity::new(
         client.clone(),
         config.join_token.clone(),
@@ -222,6 +226,8 @@ pub async fn run_with_logs(
     let settings = upkeep::Settings { keep_images: config.keep_images, prune_every: config.prune_every };
     let pruner = upkeep.clone().run(docker.clone(), settings, assignment_rx.clone(), shutdown.clone());
     tasks.spawn(until_shutdown(pruner));
+    let sender = build::send_images(docker.clone(), client.clone(), assignment_rx.clone(), shutdown.clone());
+    tasks.spawn(until_shutdown(sender));
     let builder = build::Builder::new(docker, client.clone(), config.build_network.clone(), logs);
     tasks.spawn(until_shutdown(builder.run(assignment_rx.clone(), shutdown.clone())));
     let syncer = std::sync::Arc::new(sync::Syncer {

@@ -3,6 +3,7 @@
 //! retires containers (draining them first), runs their health checks, and publishes the node
 //! report.
 
+use crate::docker::transfer::Availability;
 use crate::docker::{DockerClient, Observed, LABEL_DRAIN_MS, LABEL_STOP_GRACE_MS};
 use crate::health;
 use crate::ingress::IngressHandle;
@@ -55,6 +56,8 @@ struct Tracked {
     exit_code: Option<i64>,
     /// Whether the current stop's exit code was read (once per stop).
     exit_read: bool,
+    /// Its image is on its way from the control plane.
+    fetching: bool,
 }
 
 pub struct Reconciler {
@@ -163,6 +166,7 @@ impl Reconciler {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let fetched = self.docker.transfers_done();
         loop {
             if let Err(e) = self.pass().await {
                 tracing::warn!(error = %format!("{e:#}"), "reconcile pass failed");
@@ -171,6 +175,8 @@ impl Reconciler {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = self.assignment.changed() => if changed.is_err() { break },
+                // A container waiting for its image is created as soon as it is here.
+                _ = fetched.notified() => {}
                 _ = tokio::time::sleep(tick) => {}
             }
         }
@@ -249,6 +255,7 @@ impl Reconciler {
                 let state = match (o, foreign.contains_key(&spec.name)) {
                     (_, true) => "name conflict".to_string(),
                     (Some(o), false) => o.state.clone(),
+                    (None, false) if t.is_some_and(|t| t.fetching) => "fetching image".to_string(),
                     (None, false) => "creating".to_string(),
                 };
                 ContainerStatus {
@@ -330,6 +337,24 @@ impl Reconciler {
             return;
         }
         let span = tracing::info_span!("container", app = %spec.app, env = %spec.env, release = spec.release, container = %spec.name);
+        if observed.is_none() {
+            // An image this node lacks comes from the control plane first; the container
+            // waits (without backing off) until it is here.
+            t.fetching = false;
+            match self.docker.availability(&spec.image).await {
+                Availability::Here(_) => {}
+                Availability::Fetching => {
+                    t.fetching = true;
+                    t.log_tail = vec![format!("[paas] fetching image {} from the control plane", crate::docker::transfer::short(&spec.image))];
+                    return;
+                }
+                Availability::Failed(e) => {
+                    span.in_scope(|| tracing::warn!(error = %e, "the container's image could not be fetched"));
+                    t.log_tail = vec![crate::lines::cut(format!("[paas] {e}"), LOG_TAIL_LINE_BYTES)];
+                    return;
+                }
+            }
+        }
         let result = match observed {
             None => {
                 span.in_scope(|| tracing::info!("creating container"));

@@ -97,6 +97,9 @@ pub struct Assignment {
     /// placed elsewhere. A report must carry the current one for its containers to count, so
     /// a node that comes back after being lost cannot put its stale replicas back in service.
     pub generation: u64,
+    /// Image ids this node has that the control plane lacks and another node may need: the
+    /// agent sends each (`docker save`) once (empty on a platform of one node).
+    pub send_images: Vec<String>,
 }
 
 /// Removes what a deleted app left on a node: its database volumes, networks and images (only

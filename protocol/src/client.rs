@@ -538,8 +538,23 @@ impl Client {
 
     /// A stored backup's dump as a byte stream, after the control plane checked its checksum.
     pub async fn download_backup(&self, id: &str) -> Result<reqwest::Response> {
-        let req =
-            self.http().get(self.url(&format!("/agent/v1/backups/{id}/data"))).bearer_auth(self.token());
+        self.get_stream(&format!("/agent/v1/backups/{id}/data"), &format!("backup {id}")).await
+    }
+
+    /// Sends image `id` (a `docker save` tarball) for other nodes; the answer's `stored` is
+    /// false when the control plane had it already.
+    pub async fn upload_image(&self, id: &str, body: reqwest::Body) -> Result<serde_json::Value> {
+        self.send(self.http().put(self.url(&format!("/agent/v1/images/{id}"))).body(body)).await
+    }
+
+    /// Image `id` as a `docker save` tarball stream.
+    pub async fn fetch_image(&self, id: &str) -> Result<reqwest::Response> {
+        self.get_stream(&format!("/agent/v1/images/{id}"), &format!("image {id}")).await
+    }
+
+    /// A GET whose answer is read as a stream; an error answer becomes its message.
+    async fn get_stream(&self, path: &str, what: &str) -> Result<reqwest::Response> {
+        let req = self.http().get(self.url(path)).bearer_auth(self.token());
         let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
         let status = resp.status();
         if status.is_success() {
@@ -548,7 +563,7 @@ impl Client {
         let bytes = resp.bytes().await.unwrap_or_default();
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|b| b.error)
-            .unwrap_or_else(|_| format!("fetching backup {id} failed: {status}"));
+            .unwrap_or_else(|_| format!("fetching {what} failed: {status}"));
         Err(ClientError { status: Some(status.as_u16()), message })
     }
 

@@ -471,6 +471,16 @@ impl Platform {
         slot.0 = child;
     }
 
+    /// The node of each running, healthy replica of `app`, sorted.
+    pub fn placement(&self, app: &str) -> Vec<String> {
+        let ps = self.paas(&["ps", "--app", app, "-o", "json"]).expect_ok().json();
+        let ps = ps.as_array().unwrap().iter();
+        let healthy = ps.filter(|c| c["state"] == "running" && c["healthy"] == true);
+        let mut nodes: Vec<String> = healthy.map(|c| c["node"].as_str().unwrap().to_string()).collect();
+        nodes.sort();
+        nodes
+    }
+
     /// One node as `paas nodes list -o json` shows it.
     pub fn node_view(&self, node: &str) -> serde_json::Value {
         let nodes = self.paas(&["nodes", "list", "-o", "json"]).expect_ok().json();

@@ -21,20 +21,6 @@ drain_timeout = "5s"
 stop_grace = "2s"
 "#;
 
-/// Each running, healthy replica's node.
-fn placement(p: &Platform, app: &str) -> Vec<String> {
-    let ps = p.paas(&["ps", "--app", app, "-o", "json"]).expect_ok().json();
-    let mut nodes: Vec<String> = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["state"] == "running" && c["healthy"] == true)
-        .map(|c| c["node"].as_str().unwrap().to_string())
-        .collect();
-    nodes.sort();
-    nodes
-}
-
 fn failures(samples: &[paas_tests::load::Sample]) -> Vec<&paas_tests::load::Sample> {
     samples.iter().filter(|s| s.status != 200).collect()
 }
@@ -53,7 +39,7 @@ fn replicas_spread_over_three_nodes_move_off_a_drained_node_and_off_a_lost_one()
     // One replica per node, and requests through the one ingress reach all three.
     let mut want = vec![p.node.clone(), b.clone(), c.clone()];
     want.sort();
-    assert_eq!(placement(&p, &app), want, "one replica on each node");
+    assert_eq!(p.placement(&app), want, "one replica on each node");
     let host = p.host(&app);
     let mut seen = BTreeSet::new();
     wait_for(30, "requests to reach all three replicas", || {
@@ -85,7 +71,7 @@ fn replicas_spread_over_three_nodes_move_off_a_drained_node_and_off_a_lost_one()
         &failed[..failed.len().min(5)]
     );
     println!("drain: {} requests, 0 failed", samples.len());
-    let placed = placement(&p, &app);
+    let placed = p.placement(&app);
     assert_eq!(placed.len(), 3, "{placed:?}");
     assert!(!placed.contains(&b), "nothing left on the drained node: {placed:?}");
     assert_eq!(p.node_view(&b)["status"], "draining");
@@ -94,7 +80,7 @@ fn replicas_spread_over_three_nodes_move_off_a_drained_node_and_off_a_lost_one()
 
     // Kill c (its agent with SIGKILL, and its containers) under load: it is declared lost and
     // its replica placed on the other nodes; only requests in flight to it may fail.
-    assert_eq!(placement(&p, &app).iter().filter(|n| **n == c).count(), 1, "c still runs one replica");
+    assert_eq!(p.placement(&app).iter().filter(|n| **n == c).count(), 1, "c still runs one replica");
     let load = Load::start(&p.ingress, &host, 4);
     load.wait_for_answers(50, Duration::from_secs(30));
     let killed = Instant::now();
@@ -104,7 +90,7 @@ fn replicas_spread_over_three_nodes_move_off_a_drained_node_and_off_a_lost_one()
     rm.extend(ids.split_whitespace());
     docker(&rm);
     let back = wait_for(60, "three healthy replicas again, none on the lost node", || {
-        let placed = placement(&p, &app);
+        let placed = p.placement(&app);
         (placed.len() == 3 && !placed.contains(&c)).then(|| killed.elapsed())
     });
     load.wait_for_answers(50, Duration::from_secs(30));
@@ -142,7 +128,7 @@ fn a_node_with_too_little_memory_gets_nothing_and_an_app_larger_than_any_node_is
     std::fs::write(src.path().join("paas.toml"), toml).unwrap();
     p.paas(&["apps", "create", &app]).expect_ok();
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
-    assert_eq!(placement(&p, &app), vec![p.node.clone(), p.node.clone()], "nothing on the small node");
+    assert_eq!(p.placement(&app), vec![p.node.clone(), p.node.clone()], "nothing on the small node");
     assert_eq!(p.node_view(&small)["replicas"], 0);
 
     let big = "[processes.web]\nmemory = \"8G\"\nreserve_memory = \"4G\"\nhealthcheck = { type = \"command\", command = [\"true\"], interval = \"1s\" }\n";
@@ -155,5 +141,5 @@ fn a_node_with_too_little_memory_gets_nothing_and_an_app_larger_than_any_node_is
         "the error names the node with the most free: {text}"
     );
     // The serving release keeps serving.
-    assert_eq!(placement(&p, &app).len(), 2);
+    assert_eq!(p.placement(&app).len(), 2);
 }

@@ -238,6 +238,7 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         // The data directory's file system is the state directory's; backups may be elsewhere.
         disk_paths: vec![backup_dir],
         capacity: args.node.capacity()?,
+        node_scoped_images: args.node.node_scoped_images,
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -361,6 +362,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         prune_every: args.node.prune_every(),
         build_network: args.node.build_network,
         state_dir,
+        node_scoped_images: args.node.node_scoped_images,
         trusted_proxies: args.node.trusted_proxies,
         disk_paths: Vec::new(),
     };

@@ -17,7 +17,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 pub use recovery::{recover, scheduler};
-pub use storage::{BackupStorage, CheckedCopy};
+pub use storage::{receive_file, BackupStorage, CheckedCopy};
 
 /// Default schedule of a new database: daily at 03:00 UTC.
 pub const DEFAULT_SCHEDULE: &str = "0 3 * * *";

@@ -71,6 +71,47 @@ async fn private_dirs(dir: &Path) -> std::io::Result<()> {
     builder.create(dir).await
 }
 
+/// Writes an upload to `path` (0600, in 0700 directories made as needed), hashing as it goes;
+/// fails when nothing arrives for `idle`. Returns its size and SHA-256. A failed upload leaves
+/// no file.
+pub async fn receive_file<E: std::fmt::Display>(
+    path: &Path,
+    mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+    idle: Duration,
+) -> anyhow::Result<(u64, String)> {
+    if let Some(parent) = path.parent() {
+        private_dirs(parent).await.with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // A dump holds the database's data: the owner's only, from its first byte on.
+    let _ = tokio::fs::remove_file(path).await;
+    let mut open = tokio::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    open.mode(0o600);
+    let mut file = open.open(path).await.with_context(|| format!("creating {}", path.display()))?;
+    let (mut hash, mut size) = (Sha256::new(), 0u64);
+    let result: anyhow::Result<()> = async {
+        loop {
+            let next = tokio::time::timeout(idle, body.next()).await.map_err(|_| {
+                anyhow::anyhow!("the upload stalled: no bytes arrived for {} seconds", idle.as_secs())
+            })?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(|e| anyhow::anyhow!("the upload broke off: {e}"))?;
+            hash.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.with_context(|| format!("writing {}", path.display()))?;
+        }
+        file.sync_all().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(path).await;
+        return Err(e);
+    }
+    Ok((size, hex::encode(hash.finalize())))
+}
+
 /// Compares a copy's figures with the manifest's, in the words a user needs.
 fn check(b: &Backup, location: &str, size: u64, sha: &str) -> anyhow::Result<()> {
     let (want_size, want_sha) = (b.size_bytes.unwrap_or(0), b.sha256.as_deref().unwrap_or(""));
@@ -118,43 +159,9 @@ impl BackupStorage {
     pub async fn receive<E: std::fmt::Display>(
         &self,
         b: &Backup,
-        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+        body: impl Stream<Item = Result<Bytes, E>> + Unpin,
     ) -> anyhow::Result<(u64, String)> {
-        let path = self.partial_path(b);
-        if let Some(parent) = path.parent() {
-            private_dirs(parent).await.with_context(|| format!("creating {}", parent.display()))?;
-        }
-        // A dump holds the database's data: the owner's only, from its first byte on.
-        let _ = tokio::fs::remove_file(&path).await;
-        let mut open = tokio::fs::OpenOptions::new();
-        open.write(true).create_new(true);
-        #[cfg(unix)]
-        open.mode(0o600);
-        let mut file = open.open(&path).await.with_context(|| format!("creating {}", path.display()))?;
-        let (mut hash, mut size) = (Sha256::new(), 0u64);
-        let result: anyhow::Result<()> = async {
-            loop {
-                let next = tokio::time::timeout(UPLOAD_IDLE, body.next()).await.map_err(|_| {
-                    anyhow::anyhow!(
-                        "the upload stalled: no bytes arrived for {} seconds",
-                        UPLOAD_IDLE.as_secs()
-                    )
-                })?;
-                let Some(chunk) = next else { break };
-                let chunk = chunk.map_err(|e| anyhow::anyhow!("the upload broke off: {e}"))?;
-                hash.update(&chunk);
-                size += chunk.len() as u64;
-                file.write_all(&chunk).await.with_context(|| format!("writing {}", path.display()))?;
-            }
-            file.sync_all().await?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
-        }
-        Ok((size, hex::encode(hash.finalize())))
+        receive_file(&self.partial_path(b), body, UPLOAD_IDLE).await
     }
 
     /// Removes the local files of a backup that was not stored (the upload, and the dump and

@@ -1,7 +1,7 @@
 //! `/agent/v1`, on the agent listener: the CA certificate and joining (open to a client without
 //! a certificate; joining takes a one-time join token), certificate renewal, registration, the
-//! long-polled assignment watch, status reports, shipped log lines, and the build hand-off
-//! (source download, build output, result). Every route but the first two takes a [`NodeCaller`] and serves only the
+//! long-polled assignment watch, status reports, shipped log lines, the build hand-off
+//! (source download, build output, result) and images travelling between nodes. Every route but the first two takes a [`NodeCaller`] and serves only the
 //! node its request concerns.
 
 use super::auth::NodeCaller;
@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/builds/{app}/{env}/{release}/source", get(source))
         .route("/builds/{app}/{env}/{release}/log", post(build_log))
         .route("/builds/{app}/{env}/{release}/result", post(build_result))
+        .route("/images/{id}", axum::routing::put(image_upload).get(image_download))
         .route("/jobs/{id}/log", post(job_log))
         .route("/jobs/{id}/result", post(job_result))
         .route("/jobs/{id}/attach", get(super::attach::agent))
@@ -235,6 +236,30 @@ async fn build_result(
     tracing::info!(app = %app, env = %env, release, ok = error.is_none(), "build finished");
     state.bump();
     Ok(Json(json!({ "ok": true })))
+}
+
+/// A node sends an image the control plane asked for (`Assignment::send_images`).
+async fn image_upload(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let received = crate::images::receive(&state, &caller.0, &id, body.into_data_stream()).await?;
+    let stored = matches!(received, crate::images::Received::Stored { .. });
+    Ok(Json(json!({ "stored": stored })))
+}
+
+/// A node fetches an image it must run and lacks.
+async fn image_download(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let (file, size) = crate::images::send(&state, &caller.0, &id).await?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 16));
+    let headers = [(header::CONTENT_TYPE, "application/x-tar".to_string()), (header::CONTENT_LENGTH, size.to_string())];
+    Ok((headers, body))
 }
 
 async fn job_log(

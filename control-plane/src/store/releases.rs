@@ -234,6 +234,30 @@ impl Store {
         .await?)
     }
 
+    /// Whether some release (of any app) has image `id`.
+    pub async fn image_in_use(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM releases WHERE image_id = ? LIMIT 1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// Nodes that should have image `id` (they built it or run a replica of a release with it),
+    /// leaving out lost ones.
+    pub async fn image_holders(&self, id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT h.node FROM (
+                 SELECT build_node AS node FROM releases WHERE image_id = ?1 AND build_node IS NOT NULL
+                 UNION SELECT i.node FROM instances i JOIN releases r
+                     ON r.app = i.app AND r.env = i.env AND r.version = i.release WHERE r.image_id = ?1
+             ) h JOIN nodes n ON n.name = h.node WHERE n.state != 'lost' ORDER BY h.node",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Releases a node must build: still building, assigned to it, with no result yet.
     pub async fn pending_builds(&self, node: &str) -> Result<Vec<Release>> {
         let rows: Vec<ReleaseRecord> = sqlx::query_as(

@@ -68,7 +68,7 @@ impl DockerClient {
             ..limited_host_config(&spec.limits)
         };
         let config = ContainerConfig {
-            image: Some(spec.image.clone()),
+            image: Some(self.local_image(&spec.image).await?),
             cmd: spec.command.clone(),
             env: Some(env),
             labels: Some(labels),
@@ -325,7 +325,7 @@ impl DockerClient {
             self.ensure_network(&job.network, &job.app, &job.env, &job.subnet).await?;
         }
         Ok(ContainerConfig {
-            image: Some(job.image.clone()),
+            image: Some(self.local_image(&job.image).await?),
             cmd: Some(job.command.clone()),
             env: Some(env),
             labels: Some(labels),
@@ -391,8 +391,8 @@ impl DockerClient {
         let serial = EXTRACTIONS.fetch_add(1, Ordering::Relaxed);
         let name = format!("paas-extract-{}-{}-{serial}", self.node, std::process::id());
         let labels = self.node_labels(&[(LABEL_JOB, "extract")]);
-        let config =
-            ContainerConfig { image: Some(image.to_string()), labels: Some(labels), ..Default::default() };
+        let image = self.local_image(image).await?;
+        let config = ContainerConfig { image: Some(image), labels: Some(labels), ..Default::default() };
         self.docker
             .create_container(Some(CreateContainerOptions { name: name.clone(), platform: None }), config)
             .await

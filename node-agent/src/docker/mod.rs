@@ -1,8 +1,8 @@
 //! The agent's Docker boundary: `DockerClient` wraps bollard and is the only code in the agent
 //! that speaks the Docker API. Every object it creates carries the paas labels, and every listing
 //! is filtered by them. This file holds the client, the labels and the shared container settings;
-//! the operations live by concern in `containers`, `images`, `databases`, `exec`, `prune` and
-//! `stats`.
+//! the operations live by concern in `containers`, `images`, `transfer`, `databases`, `exec`,
+//! `prune` and `stats`.
 
 mod containers;
 mod context;
@@ -13,6 +13,7 @@ mod networks;
 pub mod prune;
 mod purge;
 mod stats;
+pub mod transfer;
 
 use anyhow::Context;
 use bollard::container::ListContainersOptions;
@@ -100,6 +101,10 @@ pub struct DockerClient {
     /// Builds hold it shared, a prune exclusively: removing an image deletes its untagged parent
     /// layers, which a build running meanwhile may be about to reuse from its cache.
     builds: Arc<tokio::sync::RwLock<()>>,
+    /// Fetches images this node lacks from the control plane (`transfer`).
+    transfers: Option<Arc<transfer::Transfers>>,
+    /// Counts only images under this node's own tag as here (`transfer`).
+    scoped_images: bool,
 }
 
 impl DockerClient {
@@ -116,6 +121,8 @@ impl DockerClient {
             node: node.to_string(),
             private_addr: private_addr.to_string(),
             builds: Arc::default(),
+            transfers: None,
+            scoped_images: false,
         })
     }
 

@@ -28,6 +28,8 @@ pub struct Keep<'a> {
 #[derive(Debug, Clone)]
 pub struct ReleaseImage {
     pub id: String,
+    /// What removing it removes: the id, or this node's tag on an image it loaded (`transfer`).
+    pub reference: String,
     pub env: (String, String),
     pub release: u32,
     pub size: u64,
@@ -83,7 +85,7 @@ impl DockerClient {
         let images = self.release_images().await?;
         for image in old_images(&images, keep) {
             let opts = RemoveImageOptions { force: false, noprune: false };
-            match self.docker.remove_image(&image.id, Some(opts), None).await {
+            match self.docker.remove_image(&image.reference, Some(opts), None).await {
                 Ok(_) => {
                     out.reclaimed_bytes += image.size;
                     out.images
@@ -109,11 +111,11 @@ impl DockerClient {
     }
 
     /// Images this node built for a release (they carry app, env, release and node labels; an
-    /// engine may serve several nodes, whose images are theirs to prune).
+    /// engine may serve several nodes, whose images are theirs to prune) or loaded from the
+    /// control plane (they carry the builder's labels and this node's tag).
     async fn release_images(&self) -> anyhow::Result<Vec<ReleaseImage>> {
-        let (managed, node) =
-            (format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node));
-        let filters = HashMap::from([("label", vec![managed.as_str(), node.as_str()])]);
+        let managed = format!("{}=true", labels::MANAGED);
+        let filters = HashMap::from([("label", vec![managed.as_str()])]);
         let list = self
             .docker
             .list_images(Some(ListImagesOptions { filters, ..Default::default() }))
@@ -123,10 +125,12 @@ impl DockerClient {
             .into_iter()
             .filter_map(|i| {
                 let label = |k| i.labels.get(k).cloned();
+                let reference = self.own_image(&i)?;
                 Some(ReleaseImage {
                     env: (label(labels::APP)?, label(labels::ENV)?),
                     release: label(labels::RELEASE)?.parse().ok()?,
                     size: i.size.max(0) as u64,
+                    reference,
                     id: i.id,
                 })
             })
@@ -187,7 +191,7 @@ mod tests {
     use super::*;
 
     fn image(id: &str, env: &str, release: u32) -> ReleaseImage {
-        ReleaseImage { id: id.into(), env: ("app".into(), env.into()), release, size: 1 }
+        ReleaseImage { id: id.into(), reference: id.into(), env: ("app".into(), env.into()), release, size: 1 }
     }
 
     #[test]

@@ -94,13 +94,17 @@ impl DockerClient {
         }
         // Builds share layers: none may run while images go (as in a prune).
         let _no_builds = self.builds.write().await;
-        let opts = ListImagesOptions { filters: labels(), ..Default::default() };
+        // Images this node loaded carry their builder's node label: listed by app, then kept
+        // to this node's own (`transfer`).
+        let app_images = HashMap::from([("label", vec![managed.as_str(), of_app.as_str()])]);
+        let opts = ListImagesOptions { filters: app_images, ..Default::default() };
         for image in
             self.docker.list_images(Some(opts)).await?.into_iter().filter(|i| !used.images.contains(&i.id))
         {
+            let Some(reference) = self.own_image(&image) else { continue };
             let name = image.repo_tags.first().cloned().unwrap_or_else(|| image.id.clone());
             let opts = RemoveImageOptions { force: false, noprune: false };
-            match gone(self.docker.remove_image(&image.id, Some(opts), None).await) {
+            match gone(self.docker.remove_image(&reference, Some(opts), None).await) {
                 Ok(()) => out.images.push(name),
                 Err(why) => out.left.push(format!("image {name}: {why}")),
             }
