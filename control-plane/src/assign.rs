@@ -360,7 +360,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         });
     }
     let keep_images = state.store.kept_images().await?;
-    let send_images = crate::images::wanted_from(state, node, nodes.len()).await?;
+    let send_images = crate::images::wanted_from(state, node, nodes.len(), &keep_images).await?;
     let prune = state.upkeep.prune_request(node);
     Ok(Assignment {
         containers,

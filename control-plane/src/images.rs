@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// An upload that sends nothing for this long has hung.
 const UPLOAD_IDLE: Duration = Duration::from_secs(60);
+/// The largest image a node may send (a hostile node must not fill the control plane's disk).
+const MAX_IMAGE_BYTES: u64 = 32 << 30;
 /// Tarball entries kept in memory while checking (the manifest and configs are small).
 const SMALL_ENTRY: u64 = 1 << 20;
 const SMALL_BUDGET: u64 = 32 << 20;
@@ -46,7 +48,9 @@ pub fn image_hex(id: &str) -> Result<&str, DomainError> {
 /// What happened to an upload.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
-    Stored { bytes: u64 },
+    Stored {
+        bytes: u64,
+    },
     /// The store has it already, or another node is sending it right now.
     NotNeeded,
 }
@@ -86,7 +90,8 @@ impl ImageStore {
         }
         let partial = self.dir.join(format!("{hex}.tar.partial"));
         let result = async {
-            let (bytes, _) = crate::backups::receive_file(&partial, body, UPLOAD_IDLE).await?;
+            let (bytes, _) =
+                crate::backups::receive_file(&partial, body, UPLOAD_IDLE, MAX_IMAGE_BYTES).await?;
             let (check, hex2) = (partial.clone(), hex.clone());
             tokio::task::spawn_blocking(move || verify(&check, &hex2)).await??;
             tokio::fs::rename(&partial, &path).await.context("keeping the image")?;
@@ -107,13 +112,16 @@ impl ImageStore {
         let mut removed = Vec::new();
         while let Ok(Some(entry)) = dir.next_entry().await {
             let name = entry.file_name().to_string_lossy().to_string();
-            let Some(hex) = name.strip_suffix(".tar").or_else(|| name.strip_suffix(".tar.partial")) else {
-                continue;
-            };
+            let partial = name.strip_suffix(".tar.partial");
+            let Some(hex) = name.strip_suffix(".tar").or(partial) else { continue };
             let id = format!("sha256:{hex}");
             let receiving = self.receiving.lock().unwrap_or_else(|p| p.into_inner()).contains(hex);
-            let age = entry.metadata().await.ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-            if keep.contains(&id) || receiving || age.is_none_or(|a| a < PRUNE_GRACE) {
+            let age =
+                entry.metadata().await.ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            // A partial upload nobody sends any more (the control plane stopped mid-way) goes
+            // whatever its image.
+            let kept = keep.contains(&id) && partial.is_none();
+            if kept || receiving || age.is_none_or(|a| a < PRUNE_GRACE) {
                 continue;
             }
             if tokio::fs::remove_file(entry.path()).await.is_ok() {
@@ -168,8 +176,8 @@ fn verify(path: &Path, hex: &str) -> anyhow::Result<()> {
         links.get(&name).cloned().unwrap_or(name)
     };
     let manifest = small.get("manifest.json").context("the image has no manifest.json")?;
-    let manifest: Vec<SavedImage> =
-        serde_json::from_slice(manifest).context("the image's manifest.json is not a docker save manifest")?;
+    let manifest: Vec<SavedImage> = serde_json::from_slice(manifest)
+        .context("the image's manifest.json is not a docker save manifest")?;
     let [image] = manifest.as_slice() else {
         anyhow::bail!("the image tarball holds {} images, not one", manifest.len());
     };
@@ -179,8 +187,9 @@ fn verify(path: &Path, hex: &str) -> anyhow::Result<()> {
         "the image's config does not hash to its id sha256:{}",
         &hex[..12]
     );
-    let config: SavedConfig = serde_json::from_slice(small.get(&config_name).context("the config is too large")?)
-        .context("the image's config is not JSON")?;
+    let config: SavedConfig =
+        serde_json::from_slice(small.get(&config_name).context("the config is too large")?)
+            .context("the image's config is not JSON")?;
     anyhow::ensure!(
         config.rootfs.diff_ids.len() == image.layers.len(),
         "the image lists {} layers but its config {}",
@@ -189,7 +198,10 @@ fn verify(path: &Path, hex: &str) -> anyhow::Result<()> {
     );
     for (layer, diff) in image.layers.iter().zip(&config.rootfs.diff_ids) {
         let got = hashes.get(&follow(layer)).with_context(|| format!("the image lacks its layer {layer}"))?;
-        anyhow::ensure!(diff.strip_prefix("sha256:") == Some(got.as_str()), "the image's layer {layer} is damaged");
+        anyhow::ensure!(
+            diff.strip_prefix("sha256:") == Some(got.as_str()),
+            "the image's layer {layer} is damaged"
+        );
     }
     Ok(())
 }
@@ -267,13 +279,21 @@ pub async fn send(state: &AppState, node: &str, id: &str) -> anyhow::Result<(tok
         .iter()
         .filter(|c| c.image == id)
         .map(|c| (c.app.clone(), c.env.clone(), c.release))
-        .chain(assignment.jobs.iter().filter(|j| j.image == id).map(|j| (j.app.clone(), j.env.clone(), j.release)))
+        .chain(
+            assignment
+                .jobs
+                .iter()
+                .filter(|j| j.image == id)
+                .map(|j| (j.app.clone(), j.env.clone(), j.release)),
+        )
         .collect();
     waiting.sort();
     waiting.dedup();
     let statics = assignment.routes.iter().any(|r| r.static_files.as_ref().is_some_and(|s| s.image == id));
     if waiting.is_empty() && !statics && !assignment.keep_images.iter().any(|k| k == id) {
-        return Err(DomainError::NotFound(format!("node {node} is assigned nothing that runs image {id}")).into());
+        return Err(
+            DomainError::NotFound(format!("node {node} is assigned nothing that runs image {id}")).into()
+        );
     }
     let Some((file, size)) = state.images.open(id).await? else {
         return Err(DomainError::NotFound(format!(
@@ -293,16 +313,21 @@ pub async fn send(state: &AppState, node: &str, id: &str) -> anyhow::Result<(tok
     Ok((file, size))
 }
 
-/// The images this node is asked to send: kept ones the store lacks that it built or runs,
+/// The images this node is asked to send: `kept` ones the store lacks that it built or runs,
 /// when the platform has other nodes that may need them.
-pub async fn wanted_from(state: &AppState, node: &str, nodes: usize) -> anyhow::Result<Vec<String>> {
+pub async fn wanted_from(
+    state: &AppState,
+    node: &str,
+    nodes: usize,
+    kept: &[String],
+) -> anyhow::Result<Vec<String>> {
     if nodes < 2 {
         return Ok(Vec::new());
     }
     let mut wanted = Vec::new();
-    for id in state.store.kept_images().await? {
-        if !state.images.has(&id) && state.store.image_holders(&id).await?.iter().any(|n| n == node) {
-            wanted.push(id);
+    for id in kept {
+        if !state.images.has(id) && state.store.image_holders(id).await?.iter().any(|n| n == node) {
+            wanted.push(id.clone());
         }
     }
     Ok(wanted)
@@ -336,10 +361,12 @@ mod tests {
     /// A `docker save` layout in memory: a layer, a second layer entry linking to the first (as
     /// docker save writes a repeated layer), the config listing both diff ids, the manifest.
     fn saved(layer: &[u8], diff: &str) -> (Vec<u8>, String) {
-        let config = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["sha256:{diff}","sha256:{diff}"]}}}}"#);
+        let config =
+            format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["sha256:{diff}","sha256:{diff}"]}}}}"#);
         let hex = hex::encode(Sha256::digest(config.as_bytes()));
-        let manifest =
-            format!(r#"[{{"Config":"{hex}.json","RepoTags":null,"Layers":["abc/layer.tar","dup/layer.tar"]}}]"#);
+        let manifest = format!(
+            r#"[{{"Config":"{hex}.json","RepoTags":null,"Layers":["abc/layer.tar","dup/layer.tar"]}}]"#
+        );
         let mut tar = tar::Builder::new(Vec::new());
         let mut add = |name: &str, data: &[u8]| {
             let mut h = tar::Header::new_gnu();

@@ -345,11 +345,16 @@ impl Reconciler {
                 Availability::Here(_) => {}
                 Availability::Fetching => {
                     t.fetching = true;
-                    t.log_tail = vec![format!("[paas] fetching image {} from the control plane", crate::docker::transfer::short(&spec.image))];
+                    t.log_tail = vec![format!(
+                        "[paas] fetching image {} from the control plane",
+                        crate::docker::transfer::short(&spec.image)
+                    )];
                     return;
                 }
                 Availability::Failed(e) => {
-                    span.in_scope(|| tracing::warn!(error = %e, "the container's image could not be fetched"));
+                    span.in_scope(
+                        || tracing::warn!(error = %e, "the container's image could not be fetched"),
+                    );
                     t.log_tail = vec![crate::lines::cut(format!("[paas] {e}"), LOG_TAIL_LINE_BYTES)];
                     return;
                 }

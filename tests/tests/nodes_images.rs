@@ -21,7 +21,8 @@ stop_grace = "2s"
 
 /// The image a node-scoped node's container runs from.
 fn container_image(node: &str, app: &str) -> String {
-    let filters = ["--filter", &format!("label=paas.node={node}"), "--filter", &format!("label=paas.app={app}")];
+    let filters =
+        ["--filter", &format!("label=paas.node={node}"), "--filter", &format!("label=paas.app={app}")];
     let mut args = vec!["ps", "-q"];
     args.extend(filters);
     let id = docker(&args);
@@ -61,7 +62,10 @@ fn an_image_built_on_one_node_runs_on_others_through_the_control_plane_after_its
     let out = p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
     let deploy_secs = started.elapsed().as_secs_f64();
     let progress = format!("{}{}", out.stdout, out.stderr);
-    assert!(progress.contains(&format!("Node {c} fetches image")), "the deploy shows the transfer:\n{progress}");
+    assert!(
+        progress.contains(&format!("Node {c} fetches image")),
+        "the deploy shows the transfer:\n{progress}"
+    );
     let mut want = vec![b.clone(), c.clone()];
     want.sort();
     assert_eq!(p.placement(&app), want);

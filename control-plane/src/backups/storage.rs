@@ -72,12 +72,13 @@ async fn private_dirs(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Writes an upload to `path` (0600, in 0700 directories made as needed), hashing as it goes;
-/// fails when nothing arrives for `idle`. Returns its size and SHA-256. A failed upload leaves
-/// no file.
+/// fails when nothing arrives for `idle` or past `max` bytes. Returns its size and SHA-256. A
+/// failed upload leaves no file.
 pub async fn receive_file<E: std::fmt::Display>(
     path: &Path,
     mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
     idle: Duration,
+    max: u64,
 ) -> anyhow::Result<(u64, String)> {
     if let Some(parent) = path.parent() {
         private_dirs(parent).await.with_context(|| format!("creating {}", parent.display()))?;
@@ -99,6 +100,11 @@ pub async fn receive_file<E: std::fmt::Display>(
             let chunk = chunk.map_err(|e| anyhow::anyhow!("the upload broke off: {e}"))?;
             hash.update(&chunk);
             size += chunk.len() as u64;
+            anyhow::ensure!(
+                size <= max,
+                "the upload is larger than the {} allowed",
+                protocol::bytes_human(max)
+            );
             file.write_all(&chunk).await.with_context(|| format!("writing {}", path.display()))?;
         }
         file.sync_all().await?;
@@ -161,7 +167,7 @@ impl BackupStorage {
         b: &Backup,
         body: impl Stream<Item = Result<Bytes, E>> + Unpin,
     ) -> anyhow::Result<(u64, String)> {
-        receive_file(&self.partial_path(b), body, UPLOAD_IDLE).await
+        receive_file(&self.partial_path(b), body, UPLOAD_IDLE, u64::MAX).await
     }
 
     /// Removes the local files of a backup that was not stored (the upload, and the dump and

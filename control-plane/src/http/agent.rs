@@ -258,7 +258,8 @@ async fn image_download(
 ) -> ApiResult<impl IntoResponse> {
     let (file, size) = crate::images::send(&state, &caller.0, &id).await?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 16));
-    let headers = [(header::CONTENT_TYPE, "application/x-tar".to_string()), (header::CONTENT_LENGTH, size.to_string())];
+    let headers =
+        [(header::CONTENT_TYPE, "application/x-tar".to_string()), (header::CONTENT_LENGTH, size.to_string())];
     Ok((headers, body))
 }
 

@@ -191,7 +191,13 @@ mod tests {
     use super::*;
 
     fn image(id: &str, env: &str, release: u32) -> ReleaseImage {
-        ReleaseImage { id: id.into(), reference: id.into(), env: ("app".into(), env.into()), release, size: 1 }
+        ReleaseImage {
+            id: id.into(),
+            reference: id.into(),
+            env: ("app".into(), env.into()),
+            release,
+            size: 1,
+        }
     }
 
     #[test]

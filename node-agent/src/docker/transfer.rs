@@ -150,7 +150,10 @@ impl DockerClient {
     /// Loads image `id` from the control plane as it streams in, and tags it as this node's.
     async fn load_from(&self, client: &protocol::Client, id: &str) -> Result<(), String> {
         let started = Instant::now();
-        let resp = client.fetch_image(id).await.map_err(|e| format!("fetching image {}: {}", short(id), e.message))?;
+        let resp = client
+            .fetch_image(id)
+            .await
+            .map_err(|e| format!("fetching image {}: {}", short(id), e.message))?;
         let size = resp.content_length().unwrap_or(0);
         tracing::info!(image = %id, bytes = size, "fetching an image from the control plane");
         // Docker takes a stream without errors: a broken transfer ends it early (the load then
@@ -205,7 +208,10 @@ impl DockerClient {
     async fn claim(&self, id: &str) -> anyhow::Result<()> {
         let Some((repo, tag)) = node_tag(&self.node, id) else { return Ok(()) };
         let opts = TagImageOptions { repo, tag };
-        self.docker.tag_image(id, Some(opts)).await.map_err(|e| anyhow::anyhow!("tagging image {}: {}", short(id), docker_message(&e)))
+        self.docker
+            .tag_image(id, Some(opts))
+            .await
+            .map_err(|e| anyhow::anyhow!("tagging image {}: {}", short(id), docker_message(&e)))
     }
 
     /// Sends image `id` to the control plane (`docker save` as it streams out). Returns whether
