@@ -289,8 +289,12 @@ pub async fn send(state: &AppState, node: &str, id: &str) -> anyhow::Result<(tok
         .collect();
     waiting.sort();
     waiting.dedup();
-    let statics = assignment.routes.iter().any(|r| r.static_files.as_ref().is_some_and(|s| s.image == id));
-    if waiting.is_empty() && !statics && !assignment.keep_images.iter().any(|k| k == id) {
+    let mut statics =
+        assignment.routes.iter().filter_map(|r| r.static_files.as_ref()).chain(&assignment.static_prefetch);
+    if waiting.is_empty()
+        && !statics.any(|s| s.image == id)
+        && !assignment.keep_images.iter().any(|k| k == id)
+    {
         return Err(
             DomainError::NotFound(format!("node {node} is assigned nothing that runs image {id}")).into()
         );
