@@ -7,6 +7,7 @@ pub mod http;
 pub mod load;
 pub mod pebble;
 pub mod s3;
+pub mod split;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
@@ -165,6 +166,17 @@ impl From<Output> for Run {
     }
 }
 
+/// A command running `bin`, handed `passed` as systemd's socket activation does: the socket is
+/// descriptor 3 and `LISTEN_FDS` says how many follow.
+fn socket_command(bin: &Path, passed: Option<&std::net::TcpListener>) -> Command {
+    let Some(listener) = passed else { return Command::new(bin) };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(listener);
+    let moved = if fd == 3 { String::new() } else { format!("exec 3<&{fd} {fd}<&- && ") };
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(format!("{moved}LISTEN_FDS=1 exec \"$0\" \"$@\"")).arg(bin);
+    cmd
+}
+
 /// One `paas up` with its own data dir, config, node name and ports.
 pub struct Platform {
     pub dir: tempfile::TempDir,
@@ -265,17 +277,7 @@ impl Platform {
     }
 
     fn launch(&mut self) {
-        let mut cmd = match &self.passed {
-            // As systemd does: the socket is descriptor 3 and LISTEN_FDS says how many follow.
-            Some(listener) => {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(listener);
-                let moved = if fd == 3 { String::new() } else { format!("exec 3<&{fd} {fd}<&- && ") };
-                let mut cmd = Command::new("bash");
-                cmd.arg("-c").arg(format!("{moved}LISTEN_FDS=1 exec \"$0\" \"$@\"")).arg(&self.bin);
-                cmd
-            }
-            None => Command::new(&self.bin),
-        };
+        let mut cmd = socket_command(&self.bin, self.passed.as_ref());
         let agent_addr = self.agent_url.trim_start_matches("https://").to_string();
         cmd.args(["up", "--output", "json", "--api-addr", &self.api_addr, "--https-addr", &self.https]);
         // A test may fix the ingress's port itself (an ACME server must know where to look).
@@ -435,12 +437,25 @@ impl Platform {
         extra: &[&str],
         token: Option<&str>,
     ) -> Child {
+        self.spawn_agent_on(server, node, private_addr, extra, token, None)
+    }
+
+    /// [`Self::spawn_agent`] handing the agent `passed` (its ingress's socket).
+    fn spawn_agent_on(
+        &self,
+        server: &str,
+        node: &str,
+        private_addr: &str,
+        extra: &[&str],
+        token: Option<&str>,
+        passed: Option<&std::net::TcpListener>,
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{node}.log")))
             .expect("agent log");
-        let mut cmd = Command::new(paas_bin());
+        let mut cmd = socket_command(paas_bin(), passed);
         cmd.args(["agent", "--join", server, "--node-name", node, "--private-addr", private_addr])
             .args(["--build-network", "host", "--state-dir"])
             .arg(self.dir.path().join(node))
