@@ -286,18 +286,12 @@ impl Platform {
         }
         cmd.args(["--agent-addr", &agent_addr])
             .args(["--node-name", &self.node, "--build-network", "host"])
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .args(&self.extra)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("PAAS_LOG", "info")
-            .stdout(Stdio::piped())
             .stderr(
                 std::fs::File::create(self.dir.path().join("up.log"))
                     .map(Stdio::from)
                     .unwrap_or(Stdio::null()),
             );
+        self.control_plane_args(&mut cmd);
         let mut child = cmd.spawn().expect("starting paas up");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
@@ -312,6 +306,18 @@ impl Platform {
         self.ca_file = PathBuf::from(ready["ca_file"].as_str().unwrap());
         self.agent_url = ready["agent_url"].as_str().unwrap().to_string();
         self.child = Some(child);
+    }
+
+    /// What `paas up` and `paas server` both get: the data dir, the test's flags and
+    /// environment, the CLI config's home, logging, and stdout to read the addresses from.
+    fn control_plane_args(&self, cmd: &mut Command) {
+        cmd.arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("PAAS_LOG", "info")
+            .stdout(Stdio::piped());
     }
 
     /// The process id of `paas up` (control plane, agent and ingress in one process).
@@ -417,7 +423,7 @@ impl Platform {
     pub fn join_agent_at(&mut self, server: &str, private_addr: &str, extra: &[&str]) -> String {
         let node = format!("{}-b{}", self.node, self.agents.len() + 1);
         let token = self.join_token("10m");
-        let child = self.spawn_agent(server, &node, private_addr, extra, Some(token.trim()));
+        let child = self.spawn_agent(server, &node, private_addr, extra, Some(token.trim()), None);
         self.agents.push((child, node.clone()));
         let deadline = Instant::now() + Duration::from_secs(30);
         // Listed once the control plane recorded it; its identity file is written after the answer.
@@ -429,19 +435,9 @@ impl Platform {
         node
     }
 
+    /// Starts `paas agent` for `node`, logging to `<node>.log`, handed `passed` (an ingress's
+    /// socket) when given.
     fn spawn_agent(
-        &self,
-        server: &str,
-        node: &str,
-        private_addr: &str,
-        extra: &[&str],
-        token: Option<&str>,
-    ) -> Child {
-        self.spawn_agent_on(server, node, private_addr, extra, token, None)
-    }
-
-    /// [`Self::spawn_agent`] handing the agent `passed` (its ingress's socket).
-    fn spawn_agent_on(
         &self,
         server: &str,
         node: &str,
@@ -481,7 +477,7 @@ impl Platform {
     pub fn restart_agent(&mut self, node: &str, server: Option<&str>, private_addr: &str) {
         self.kill_agent(node);
         let server = server.unwrap_or(&self.agent_url).to_string();
-        let child = self.spawn_agent(&server, node, private_addr, &[], None);
+        let child = self.spawn_agent(&server, node, private_addr, &[], None, None);
         let slot = self.agents.iter_mut().find(|(_, n)| n == node).expect("a joined node");
         slot.0 = child;
     }
@@ -641,6 +637,15 @@ impl Drop for Platform {
             docker_rm_labelled("image", &format!("paas.app={app}"));
         }
     }
+}
+
+/// A `paas.toml` for the hello example: `replicas` web replicas checked on /healthz every
+/// second, live as soon as healthy, drained for up to `drain` before they stop.
+pub fn replicas_manifest(replicas: u32, drain: &str) -> String {
+    format!(
+        "[processes.web]\nreplicas = {replicas}\nhealthcheck = {{ path = \"/healthz\", interval = \"1s\" }}\n\
+         [deploy]\nstability_window = \"0s\"\ndrain_timeout = \"{drain}\"\nstop_grace = \"2s\"\n"
+    )
 }
 
 /// A tiny app on the local base image (no package download): its release number in a file,

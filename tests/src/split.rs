@@ -54,7 +54,7 @@ impl Platform {
 
     fn ingress_agent(&self, token: Option<&str>) -> std::process::Child {
         let extra = ["--http-addr", self.ingress.as_str()];
-        self.spawn_agent_on(&self.agent_url, &self.node, "127.0.0.1", &extra, token, self.passed.as_ref())
+        self.spawn_agent(&self.agent_url, &self.node, "127.0.0.1", &extra, token, self.passed.as_ref())
     }
 
     fn launch_server(&mut self) {
@@ -65,14 +65,9 @@ impl Platform {
             .open(self.dir.path().join("up.log"))
             .expect("the server's log");
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["server", "--api-addr", &self.api_addr, "--agent-addr", &agent_addr, "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(&self.extra)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("PAAS_LOG", "info")
-            .stdout(Stdio::piped())
+        cmd.args(["server", "--api-addr", &self.api_addr, "--agent-addr", &agent_addr])
             .stderr(Stdio::from(log));
+        self.control_plane_args(&mut cmd);
         let mut child = cmd.spawn().expect("starting paas server");
         // Both lines it prints, so it never writes to a closed pipe.
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));

@@ -9,16 +9,6 @@ use paas_tests::load::Load;
 use paas_tests::{docker, Platform};
 use std::time::{Duration, Instant};
 
-const TWO: &str = r#"
-[processes.web]
-replicas = 2
-healthcheck = { path = "/healthz", interval = "1s" }
-[deploy]
-stability_window = "0s"
-drain_timeout = "5s"
-stop_grace = "2s"
-"#;
-
 /// The image a node-scoped node's container runs from.
 fn container_image(node: &str, app: &str) -> String {
     let filters =
@@ -56,7 +46,7 @@ fn an_image_built_on_one_node_runs_on_others_through_the_control_plane_after_its
 
     let app = p.app_name("travel");
     let src = paas_tests::example_copy("hello");
-    std::fs::write(src.path().join("paas.toml"), TWO).unwrap();
+    std::fs::write(src.path().join("paas.toml"), paas_tests::replicas_manifest(2, "5s")).unwrap();
     p.paas(&["apps", "create", &app]).expect_ok();
     let started = Instant::now();
     let out = p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();

@@ -8,14 +8,6 @@ use paas_tests::load::Load;
 use paas_tests::{docker, Platform};
 use std::time::{Duration, Instant};
 
-const TWO: &str = r#"
-[processes.web]
-replicas = 2
-healthcheck = { path = "/healthz", interval = "1s" }
-[deploy]
-stability_window = "0s"
-"#;
-
 /// Every container of `app` (full ids, sorted): a recreated one would show a new id.
 fn containers(app: &str) -> Vec<String> {
     let ids = docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=paas.app={app}")]);
@@ -40,7 +32,7 @@ fn restarting_the_control_plane_a_worker_and_the_ingress_agent_fails_no_request_
     let b = p.join_agent("127.0.0.2");
     let app = p.app_name("calm");
     let src = paas_tests::example_copy("hello");
-    std::fs::write(src.path().join("paas.toml"), TWO).unwrap();
+    std::fs::write(src.path().join("paas.toml"), paas_tests::replicas_manifest(2, "5s")).unwrap();
     p.paas(&["apps", "create", &app]).expect_ok();
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
     let mut both = vec![p.node.clone(), b.clone()];
