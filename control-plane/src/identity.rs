@@ -102,13 +102,14 @@ pub async fn join(
     let issued = state.ca.sign_node(&node.name, &req.key)?;
     let cert = NewCert { fingerprint: &issued.fingerprint, not_after: issued.not_after };
     let hash = crate::tokens::hash(secret);
+    let before = state.store.node(&node.name).await.ok();
     match state.store.join_node(&node.name, &node.private_addr, node.ingress, &hash, cert).await? {
         Ok(()) => {}
         Err(TokenRefused(why)) => return Err(JoinError::Token(why)),
     }
     state.store.set_node_capacity(&node.name, node.capacity).await.map_err(DomainError::from)?;
     tracing::info!(node = %node.name, addr = %node.private_addr, not_after = %rfc3339(issued.not_after), "node joined");
-    state.bump();
+    crate::nodes::registered(state, before, node).await?;
     Ok(answer(state, issued))
 }
 

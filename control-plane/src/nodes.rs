@@ -8,6 +8,7 @@ use crate::assign;
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
 use crate::store::{NewEvent, NodeRow};
+use protocol::agent::RegisterNode;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -102,8 +103,9 @@ pub async fn reported(state: &AppState, node: &str, generation: u64) -> Result<b
     if row.state == "lost" && state.store.node_returned(node).await? {
         tracing::warn!(node, "a lost node reports again; it stops what was placed elsewhere");
         state.bump();
-    } else if was_suspect {
-        // Its replicas go back into the route table.
+    } else if was_suspect && !state.store.instances_for_node(node).await?.is_empty() {
+        // Its replicas go back into the route table. (A node heard for the first time counts
+        // as silent since this control plane started, but has none to put back.)
         tracing::info!(node, "a suspected node reports again");
         state.bump();
     }
@@ -323,6 +325,22 @@ pub async fn views(state: &AppState) -> Result<Vec<protocol::api::Node>> {
         }
     };
     Ok(nodes.into_iter().map(view).collect())
+}
+
+/// Tells the agents about a node that joined or registered again (`before`: its row until
+/// now), when that changes anything but its own assignment, which it fetches at once: its
+/// address or roles changed, or the platform just grew to two nodes (images start to travel).
+/// A new node that runs nothing yet changes no other node's assignment, so a thousand joins do
+/// not each make a thousand watchers compute theirs again.
+pub async fn registered(state: &AppState, before: Option<NodeRow>, node: &RegisterNode) -> Result<()> {
+    let others_see = match before {
+        None => node.ingress || state.store.list_nodes().await?.len() <= 2,
+        Some(b) => b.private_addr != node.private_addr || b.ingress != node.ingress,
+    };
+    if others_see {
+        state.bump();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

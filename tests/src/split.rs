@@ -29,6 +29,13 @@ impl Platform {
         p
     }
 
+    /// Starts `paas server` alone, no node (benchmarks simulate agents against it).
+    pub fn start_server_only(extra: &[&str]) -> Self {
+        let mut p = Self::prepare(paas_bin(), extra, &[], None);
+        p.launch_server();
+        p
+    }
+
     /// Stops `paas server` the way systemd does (SIGINT here) and starts it again on the same
     /// data dir and addresses.
     pub fn restart_server(&mut self) {

@@ -85,12 +85,13 @@ async fn register(
     Json(mut node): Json<RegisterNode>,
 ) -> ApiResult<Json<RegisteredNode>> {
     identity::check_registration(&mut node)?;
+    let before = state.store.node(&node.name).await.ok();
     state.store.register_node(&node.name, &node.private_addr, node.ingress, &caller.0).await.inspect_err(|e| {
         tracing::warn!(node = %node.name, addr = %node.private_addr, by = %caller.0, error = %e, "node registration refused");
     })?;
     state.store.set_node_capacity(&node.name, node.capacity).await?;
     tracing::info!(node = %node.name, addr = %node.private_addr, ingress = node.ingress, protocol = node.protocol, "node registered");
-    state.bump();
+    crate::nodes::registered(&state, before, &node).await?;
     Ok(Json(RegisteredNode { name: node.name }))
 }
 
