@@ -24,11 +24,17 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Liveness {
     boot: Instant,
     heard: Mutex<HashMap<String, Instant>>,
+    /// When each node's `last_seen` was last written to the store.
+    stored: Mutex<HashMap<String, Instant>>,
 }
+
+/// How often a node's `last_seen` is written to the store (readiness allows 30 s): each write
+/// is a commit, and a thousand nodes each report every second.
+const STORE_SEEN_EVERY: Duration = Duration::from_secs(10);
 
 impl Default for Liveness {
     fn default() -> Self {
-        Self { boot: Instant::now(), heard: Mutex::default() }
+        Self { boot: Instant::now(), heard: Mutex::default(), stored: Mutex::default() }
     }
 }
 
@@ -37,7 +43,16 @@ impl Liveness {
         self.heard.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), Instant::now());
     }
 
-    /// How long `node` has been silent.
+    /// Whether `node`'s `last_seen` is due to be written (and counts it as written).
+    fn store_due(&self, node: &str) -> bool {
+        let mut stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
+        let due = stored.get(node).is_none_or(|at| at.elapsed() >= STORE_SEEN_EVERY);
+        if due {
+            stored.insert(node.to_string(), Instant::now());
+        }
+        due
+    }
+
     /// Counts every node as heard now: the silence was this process's own (it was paused, or
     /// starved of CPU), not the nodes'.
     fn forgive_all(&self) {
@@ -46,6 +61,7 @@ impl Liveness {
         heard.values_mut().for_each(|t| *t = now);
     }
 
+    /// How long `node` has been silent.
     pub fn silence(&self, node: &str) -> Duration {
         let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
         heard.get(node).copied().unwrap_or(self.boot).elapsed()
@@ -90,6 +106,18 @@ pub fn status(state: &AppState, node: &NodeRow) -> Status {
     } else {
         Status::Ready
     }
+}
+
+/// A node asked for its assignment or reported: its `last_seen` in the store is kept within
+/// [`STORE_SEEN_EVERY`] (the first time in this process, a node not registered is refused).
+pub async fn seen(state: &AppState, node: &str) -> Result<()> {
+    if state.liveness.store_due(node) {
+        if let Err(e) = state.store.touch_node(node).await {
+            state.liveness.stored.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 /// A node's report arrived: it is alive. A lost node that reports again is ready again (its

@@ -124,7 +124,7 @@ async fn watch(
     Query(q): Query<WatchQuery>,
 ) -> ApiResult<Json<WatchResponse>> {
     caller.must_be(&node, format_args!("the assignment of node {node:?}"))?;
-    state.store.touch_node(&node).await?;
+    crate::nodes::seen(&state, &node).await?;
     // The agent asks to watch past `index` only after applying it.
     state.applied.raise(&node, q.index);
     if q.index != 0 && q.index <= state.index() {
@@ -142,7 +142,7 @@ async fn report(
     Json(report): Json<NodeReport>,
 ) -> ApiResult<Json<Value>> {
     caller.must_be(&node, format_args!("the reports of node {node:?}"))?;
-    state.store.touch_node(&node).await?;
+    crate::nodes::seen(&state, &node).await?;
     let current = crate::nodes::reported(&state, &node, report.generation).await?;
     if current && state.store.apply_report(&node, &report.containers).await? {
         state.bump();

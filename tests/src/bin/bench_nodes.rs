@@ -41,7 +41,9 @@ impl Counters {
 /// Joins node `i` and returns its name and a client with its certificate.
 async fn join(admin: &Client, agent_url: &str, ca: &Mutex<Option<String>>, i: usize) -> (String, Client) {
     let name = format!("sim-{i:05}");
+    let t = Instant::now();
     let created = admin.create_join_token(3600).await.expect("a join token");
+    let t_token = t.elapsed();
     let token = JoinToken::parse(&created.token).expect("a join token that parses");
     let known = ca.lock().unwrap().clone();
     let ca_pem = match known {
@@ -57,10 +59,16 @@ async fn join(admin: &Client, agent_url: &str, ca: &Mutex<Option<String>>, i: us
     let mut registration = RegisterNode::new(&name, &addr, false);
     registration.capacity = Capacity { millicpus: 64_000, memory_bytes: 256 << 30 };
     let joining = Client::with_http(agent_url, "", agent_http(&ca_pem, None).unwrap());
+    let t = Instant::now();
     let cert = joining.join(&token, &registration, &key).await.expect("joining");
+    let t_join = t.elapsed();
     let http = agent_http(&ca_pem, Some((&key, &cert.certificate))).expect("a client with the node's certificate");
     let client = Client::with_http(agent_url, "", http);
+    let t = Instant::now();
     client.register(&registration).await.expect("registering");
+    if i % 50 == 0 {
+        eprintln!("{i}: token {t_token:?} join {t_join:?} register {:?}", t.elapsed());
+    }
     (name, client)
 }
 
