@@ -361,6 +361,9 @@ pub async fn views(state: &AppState) -> Result<Vec<protocol::api::Node>> {
 /// A new node that runs nothing yet changes no other node's assignment, so a thousand joins do
 /// not each make a thousand watchers compute theirs again.
 pub async fn registered(state: &AppState, before: Option<NodeRow>, node: &RegisterNode) -> Result<()> {
+    // Registering is a sign of life: a node that joins long after this control plane started
+    // is not silent since that start (the watch would declare it lost before its first report).
+    state.liveness.heard(&node.name);
     let others_see = match before {
         None => node.ingress || state.store.list_nodes().await?.len() <= 2,
         Some(b) => b.private_addr != node.private_addr || b.ingress != node.ingress,

@@ -37,6 +37,8 @@ pub struct AppState {
     api_url: Arc<std::sync::OnceLock<String>>,
     /// State index: bumped on every change of desired or observed state. Agents long-poll on it.
     index: Arc<watch::Sender<u64>>,
+    /// The index of the last bump every node may see (not route tables only).
+    all_changed: Arc<std::sync::atomic::AtomicU64>,
     /// Bumped whenever deploy events are appended; deploy followers long-poll on it.
     events: Arc<watch::Sender<u64>>,
     /// Per node, the highest state index it has applied (it asks to watch past it only after
@@ -147,6 +149,7 @@ impl AppState {
             config_lock: Arc::default(),
             api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),
+            all_changed: Arc::new(start.into()),
             events: Arc::new(watch::channel(0).0),
             applied: NodeMarks::default(),
             observed: NodeMarks::default(),
@@ -295,7 +298,32 @@ impl AppState {
 
     /// Wakes every watcher: something in the desired or observed state changed.
     pub fn bump(&self) {
+        self.index.send_modify(|i| {
+            *i += 1;
+            self.all_changed.store(*i, std::sync::atomic::Ordering::Release);
+        });
+    }
+
+    /// Wakes the ingress nodes and whoever waits on the index, not the other nodes: what
+    /// changed (a replica's observed state) reaches route tables only, and a thousand worker
+    /// nodes need not compute their unchanged assignments again for each health change.
+    pub fn bump_routes(&self) {
         self.index.send_modify(|i| *i += 1);
+    }
+
+    /// Waits until the index passes `index` (`routes`: for an ingress node), or only for a
+    /// change every node may see, or `wait` runs out.
+    pub async fn wait_past_for(&self, index: u64, wait: Duration, routes: bool) {
+        let mut rx = self.subscribe();
+        let all = self.all_changed.clone();
+        let past = |v: &u64| {
+            if routes {
+                *v > index
+            } else {
+                all.load(std::sync::atomic::Ordering::Acquire) > index
+            }
+        };
+        let _ = tokio::time::timeout(wait, rx.wait_for(past)).await;
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -308,12 +336,6 @@ impl AppState {
 
     pub fn subscribe_events(&self) -> watch::Receiver<u64> {
         self.events.subscribe()
-    }
-
-    /// Waits until the state index passes `index`, or `wait` elapses.
-    pub async fn wait_past(&self, index: u64, wait: Duration) {
-        let mut rx = self.subscribe();
-        let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > index)).await;
     }
 
     /// A new database's containers, already in the store: what is known of containers of those

@@ -128,7 +128,8 @@ async fn watch(
     // The agent asks to watch past `index` only after applying it.
     state.applied.raise(&node, q.index);
     if q.index != 0 && q.index <= state.index() {
-        state.wait_past(q.index, Duration::from_secs(q.wait.min(120))).await;
+        let routes = state.store.node(&node).await?.ingress;
+        state.wait_past_for(q.index, Duration::from_secs(q.wait.min(120)), routes).await;
     }
     let index = state.index();
     let assignment = assign::assignment(&state, &node).await?;
@@ -145,7 +146,7 @@ async fn report(
     crate::nodes::seen(&state, &node).await?;
     let current = crate::nodes::reported(&state, &node, report.generation).await?;
     if current && state.store.apply_report(&node, &report.containers).await? {
-        state.bump();
+        state.bump_routes();
     }
     // After the store has it, so whoever waits on the observation reads it from the store.
     state.observed.raise(&node, report.observed_at_ms);

@@ -501,7 +501,35 @@ impl Store {
 
     /// Applies an agent's report; returns whether anything that matters for routing or deploys
     /// changed, so callers only wake watchers when needed.
+    /// Whether any of `statuses` differs from what the store holds of that replica.
+    async fn report_differs(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
+        for s in statuses {
+            let differs: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM instances WHERE name = ? AND node = ?
+                   AND (state != ? OR healthy != ? OR host_port IS DISTINCT FROM ? OR restarts != ? OR log_tail != ?)",
+            )
+            .bind(&s.name)
+            .bind(node)
+            .bind(&s.state)
+            .bind(s.healthy)
+            .bind(s.host_port)
+            .bind(s.restarts)
+            .bind(Json(&s.log_tail))
+            .fetch_optional(&self.pool)
+            .await?;
+            if differs.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub async fn apply_report(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
+        // Most reports are heartbeats that change nothing: they take no write lock, which
+        // every node's report each second would otherwise queue on.
+        if !self.report_differs(node, statuses).await? {
+            return Ok(false);
+        }
         let (mut changed, mut events) = (false, false);
         let mut tx = self.write_tx().await?;
         for s in statuses {

@@ -62,12 +62,13 @@ async fn join(admin: &Client, agent_url: &str, ca: &Mutex<Option<String>>, i: us
     let t = Instant::now();
     let cert = joining.join(&token, &registration, &key).await.expect("joining");
     let t_join = t.elapsed();
-    let http = agent_http(&ca_pem, Some((&key, &cert.certificate))).expect("a client with the node's certificate");
+    let http =
+        agent_http(&ca_pem, Some((&key, &cert.certificate))).expect("a client with the node's certificate");
     let client = Client::with_http(agent_url, "", http);
     let t = Instant::now();
     client.register(&registration).await.expect("registering");
-    if i % 50 == 0 {
-        eprintln!("{i}: token {t_token:?} join {t_join:?} register {:?}", t.elapsed());
+    if i.is_multiple_of(250) {
+        eprintln!("join {i}: token {t_token:?}, join {t_join:?}, register {:?}", t.elapsed());
     }
     (name, client)
 }
@@ -81,6 +82,16 @@ async fn agent(name: String, client: Client, counters: Arc<Counters>) {
     let report = Arc::new(Mutex::new(NodeReport::default()));
     let (beat_client, beat_name, beat_report, beat_counters) =
         (client.clone(), name.clone(), report.clone(), counters.clone());
+    // A metrics sample every 10 s, as the agent's sampler sends (a node without them is
+    // "silent" to the alerts).
+    let (sample_client, sample_name) = (client.clone(), name.clone());
+    tokio::spawn(async move {
+        let sample = protocol::metrics::NodeSample { interval_secs: 10.0, ..Default::default() };
+        loop {
+            let _ = sample_client.send_metrics(&sample_name, &sample).await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    });
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -158,7 +169,8 @@ where
 }
 
 async fn run(nodes: usize) {
-    let p = Platform::start_server_only(&[]);
+    // A pool with room for every app's network (the tests' slots hold 64).
+    let p = Platform::start_server_only(&["--network-pool", "10.96.0.0/14"]);
     let admin = Client::new(&p.api_url, p.admin_token());
     let counters = Arc::new(Counters::default());
     let ca = Mutex::new(None);
@@ -179,9 +191,20 @@ async fn run(nodes: usize) {
     let nodes_api = latency(50, || async { admin.nodes().await.is_ok() }).await;
     let apps_api = latency(50, || async { admin.list_apps().await.is_ok() }).await;
 
+    println!(
+        "{nodes:>5} nodes: joined in {join_secs:.1}s ({:.0}/s); at rest {rest_rps:.0} agent requests/s at {rest_cpu:.0}% CPU; \
+         GET /api/v1/nodes p50 {:.1} ms p99 {:.1} ms, /api/v1/apps p50 {:.1} ms p99 {:.1} ms",
+        nodes as f64 / join_secs,
+        nodes_api.0,
+        nodes_api.1,
+        apps_api.0,
+        apps_api.1,
+    );
+
     // Placement: apps of 100 replicas, deployed at once, ten replicas per node in all.
     let apps = (nodes * REPLICAS_PER_NODE).div_ceil(REPLICAS_PER_APP);
-    let toml = format!("[processes.web]\nreplicas = {REPLICAS_PER_APP}\n[deploy]\nstability_window = \"0s\"\n");
+    let toml =
+        format!("[processes.web]\nreplicas = {REPLICAS_PER_APP}\n[deploy]\nstability_window = \"0s\"\n");
     for a in 0..apps {
         admin.create_app(&format!("bench-{a:04}")).await.expect("creating an app");
     }
@@ -191,9 +214,11 @@ async fn run(nodes: usize) {
         let (admin, toml) = (admin.clone(), toml.clone());
         deploys.spawn(async move {
             let app = format!("bench-{a:04}");
-            let r = admin.deploy_image(&app, "production", "bench/web:1", Some(toml)).await.expect("deploying");
+            let r =
+                admin.deploy_image(&app, "production", "bench/web:1", Some(toml)).await.expect("deploying");
             loop {
-                let page = admin.deploy_events(&app, "production", r.version, 0, Duration::from_secs(30)).await;
+                let page =
+                    admin.deploy_events(&app, "production", r.version, 0, Duration::from_secs(30)).await;
                 let release = page.expect("following the deploy").release;
                 if release.status.is_finished() {
                     assert!(release.error.is_none(), "{app}: {:?}", release.error);
@@ -209,14 +234,7 @@ async fn run(nodes: usize) {
     let deploy_cpu = cpu_secs(p.pid()) - cpu1;
     let replicas = apps * REPLICAS_PER_APP;
     println!(
-        "{nodes:>5} nodes: joined in {join_secs:.1}s ({:.0}/s); at rest {rest_rps:.0} agent requests/s at {rest_cpu:.0}% CPU; \
-         GET /api/v1/nodes p50 {:.1} ms p99 {:.1} ms, /api/v1/apps p50 {:.1} ms p99 {:.1} ms; \
-         {replicas} replicas in {apps} deploys live in {deploy_secs:.1}s: {:.0} replicas/s ({deploy_cpu:.1} CPU s); agent errors {}",
-        nodes as f64 / join_secs,
-        nodes_api.0,
-        nodes_api.1,
-        apps_api.0,
-        apps_api.1,
+        "{nodes:>5} nodes: {replicas} replicas in {apps} deploys live in {deploy_secs:.1}s: {:.0} replicas/s ({deploy_cpu:.1} CPU s); agent errors {}",
         replicas as f64 / deploy_secs,
         counters.errors.load(Ordering::Relaxed)
     );
