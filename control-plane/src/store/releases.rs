@@ -145,6 +145,22 @@ impl InstanceRow {
     }
 }
 
+/// The SQL condition that a replica's row differs from a reported status; its values are bound
+/// by [`bind_status`].
+macro_rules! status_differs {
+    () => {
+        "(state != ? OR healthy != ? OR host_port IS DISTINCT FROM ? OR restarts != ? OR log_tail != ?)"
+    };
+}
+
+/// Binds a reported status's values in the order [`status_differs`] (and the update) name them.
+fn bind_status<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    s: &'q ContainerStatus,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query.bind(&s.state).bind(s.healthy).bind(s.host_port).bind(s.restarts).bind(Json(&s.log_tail))
+}
+
 impl Store {
     /// Records a new release in `building` state. Refuses while another deploy of the same
     /// environment is unfinished, so two deploys never race for one environment.
@@ -499,31 +515,20 @@ impl Store {
         Ok(sqlx::query_as("SELECT * FROM instances").fetch_all(&self.pool).await?)
     }
 
-    /// Applies an agent's report; returns whether anything that matters for routing or deploys
-    /// changed, so callers only wake watchers when needed.
     /// Whether any of `statuses` differs from what the store holds of that replica.
     async fn report_differs(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
         for s in statuses {
-            let differs: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM instances WHERE name = ? AND node = ?
-                   AND (state != ? OR healthy != ? OR host_port IS DISTINCT FROM ? OR restarts != ? OR log_tail != ?)",
-            )
-            .bind(&s.name)
-            .bind(node)
-            .bind(&s.state)
-            .bind(s.healthy)
-            .bind(s.host_port)
-            .bind(s.restarts)
-            .bind(Json(&s.log_tail))
-            .fetch_optional(&self.pool)
-            .await?;
-            if differs.is_some() {
+            let sql = concat!("SELECT 1 FROM instances WHERE name = ? AND node = ? AND ", status_differs!());
+            let query = sqlx::query(sql).bind(&s.name).bind(node);
+            if bind_status(query, s).fetch_optional(&self.pool).await?.is_some() {
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
+    /// Applies an agent's report; returns whether anything that matters for routing or deploys
+    /// changed, so callers only wake watchers when needed.
     pub async fn apply_report(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
         // Most reports are heartbeats that change nothing: they take no write lock, which
         // every node's report each second would otherwise queue on.
@@ -541,27 +546,13 @@ impl Store {
             .bind(node)
             .fetch_optional(&mut *tx)
             .await?;
-            let tail = Json(&s.log_tail);
-            let done = sqlx::query(
+            let sql = concat!(
                 "UPDATE instances SET state = ?, healthy = ?, host_port = ?, restarts = ?, log_tail = ?, updated_at = ?
-                 WHERE name = ? AND node = ?
-                   AND (state != ? OR healthy != ? OR host_port IS DISTINCT FROM ? OR restarts != ? OR log_tail != ?)",
-            )
-            .bind(&s.state)
-            .bind(s.healthy)
-            .bind(s.host_port)
-            .bind(s.restarts)
-            .bind(tail)
-            .bind(now())
-            .bind(&s.name)
-            .bind(node)
-            .bind(&s.state)
-            .bind(s.healthy)
-            .bind(s.host_port)
-            .bind(s.restarts)
-            .bind(tail)
-            .execute(&mut *tx)
-            .await?;
+                 WHERE name = ? AND node = ? AND ",
+                status_differs!()
+            );
+            let query = bind_status(sqlx::query(sql), s).bind(now()).bind(&s.name).bind(node);
+            let done = bind_status(query, s).execute(&mut *tx).await?;
             if done.rows_affected() > 0 {
                 changed = true;
                 if let Some(seen) = &seen {
