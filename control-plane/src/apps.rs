@@ -112,7 +112,8 @@ pub async fn create(state: &AppState, user: &str, name: String) -> Result<App> {
     }
     state.store.create_app(name.as_str()).await?;
     tracing::info!(app = %name, user, "app created");
-    state.bump();
+    // Nothing runs for it yet: no worker node's assignment changes, only route tables may.
+    state.bump_routes();
     view(state, name.as_str()).await
 }
 
@@ -170,7 +171,7 @@ pub async fn create_env(state: &AppState, user: &str, app: &str, env: String) ->
     let env = EnvName::new(env)?;
     state.store.create_env(app, env.as_str()).await?;
     tracing::info!(app, env = %env, user, "environment created");
-    state.bump();
+    state.bump_routes();
     view(state, app).await
 }
 
