@@ -246,7 +246,7 @@ fn resolve(from: &str, target: &str) -> String {
     parts.join("/")
 }
 
-/// Stores an image a node sends, when a release names it; tells the agents once it is here.
+/// Stores an image a node sends, when it was asked to; tells the agents once it is here.
 pub async fn receive<E: std::fmt::Display>(
     state: &AppState,
     node: &str,
@@ -254,8 +254,11 @@ pub async fn receive<E: std::fmt::Display>(
     body: impl Stream<Item = Result<Bytes, E>> + Unpin,
 ) -> anyhow::Result<Received> {
     image_hex(id)?;
-    if !state.store.image_in_use(id).await? {
-        return Err(DomainError::NotFound(format!("no release has image {id}")).into());
+    // Only what this node is asked to send: a node cannot fill the control plane's disk with
+    // uploads of every image it knows an id of.
+    let (kept, nodes) = (state.store.kept_images().await?, state.store.list_nodes().await?.len());
+    if !state.images.has(id) && !wanted_from(state, node, nodes, &kept).await?.iter().any(|w| w == id) {
+        return Err(DomainError::Forbidden(format!("node {node} was not asked to send image {id}")).into());
     }
     let started = Instant::now();
     let received = state.images.receive(id, body).await.inspect_err(|e| {
@@ -407,6 +410,17 @@ mod tests {
         let e = check(&bad, &hex).unwrap_err().to_string();
         assert!(e.contains("layer abc/layer.tar is damaged"), "{e}");
         assert!(check(b"not a tar at all, just text", &hex).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_node_cannot_upload_an_image_it_was_not_asked_for() {
+        let (state, dir) = AppState::for_tests().await;
+        let id = format!("sha256:{}", "a".repeat(64));
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"junk"))]);
+        let e = receive(&state, "n1", &id, body).await.unwrap_err().to_string();
+        assert!(e.contains("was not asked to send"), "{e}");
+        assert!(!state.images.has(&id));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

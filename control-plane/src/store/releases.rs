@@ -250,15 +250,6 @@ impl Store {
         .await?)
     }
 
-    /// Whether some release (of any app) has image `id`.
-    pub async fn image_in_use(&self, id: &str) -> Result<bool> {
-        Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM releases WHERE image_id = ? LIMIT 1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
-    }
-
     /// Nodes that should have image `id` (they built it or run a replica of a release with it),
     /// leaving out lost ones.
     pub async fn image_holders(&self, id: &str) -> Result<Vec<String>> {
