@@ -472,6 +472,16 @@ impl Platform {
         let _ = child.wait();
     }
 
+    /// Loses a joined node as a dead machine would: its agent killed with SIGKILL and its
+    /// containers gone.
+    pub fn kill_node(&mut self, node: &str) {
+        self.kill_agent(node);
+        let ids = docker(&["ps", "-aq", "--filter", &format!("label={}={node}", protocol::labels::NODE)]);
+        let mut rm = vec!["rm", "-f"];
+        rm.extend(ids.split_whitespace());
+        docker(&rm);
+    }
+
     /// Starts a joined node's agent again (killing it first), on its state dir, reaching the
     /// control plane at `server` (`None`: directly).
     pub fn restart_agent(&mut self, node: &str, server: Option<&str>, private_addr: &str) {

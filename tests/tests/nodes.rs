@@ -7,7 +7,7 @@
 //! nothing, and an app larger than any node gets an error naming the shortfall.
 
 use paas_tests::load::Load;
-use paas_tests::{docker, wait_for, Platform};
+use paas_tests::{wait_for, Platform};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -84,11 +84,7 @@ fn replicas_spread_over_three_nodes_move_off_a_drained_node_and_off_a_lost_one()
     let load = Load::start(&p.ingress, &host, 4);
     load.wait_for_answers(50, Duration::from_secs(30));
     let killed = Instant::now();
-    p.kill_agent(&c);
-    let ids = docker(&["ps", "-aq", "--filter", &format!("label=paas.node={c}")]);
-    let mut rm = vec!["rm", "-f"];
-    rm.extend(ids.split_whitespace());
-    docker(&rm);
+    p.kill_node(&c);
     let back = wait_for(60, "three healthy replicas again, none on the lost node", || {
         let placed = p.placement(&app);
         (placed.len() == 3 && !placed.contains(&c)).then(|| killed.elapsed())

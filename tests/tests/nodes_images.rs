@@ -75,11 +75,7 @@ fn an_image_built_on_one_node_runs_on_others_through_the_control_plane_after_its
     let load = Load::start(&p.ingress, &host, 2);
     load.wait_for_answers(20, Duration::from_secs(30));
     let killed = Instant::now();
-    p.kill_agent(&b);
-    let ids = docker(&["ps", "-aq", "--filter", &format!("label=paas.node={b}")]);
-    let mut rm = vec!["rm", "-f"];
-    rm.extend(ids.split_whitespace());
-    docker(&rm);
+    p.kill_node(&b);
     let deadline = Instant::now() + Duration::from_secs(90);
     let back = loop {
         let placed = p.placement(&app);
