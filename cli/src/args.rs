@@ -283,6 +283,11 @@ pub struct DataDir {
     /// State directory (default: $XDG_DATA_HOME/paas).
     #[arg(long, env = "PAAS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep the platform's state in this PostgreSQL database (postgres://user:password@host/db)
+    /// instead of SQLite in the data directory. Give it in the environment, where `ps` cannot
+    /// see the password.
+    #[arg(long, env = "PAAS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Apps are served at <app>.<base-domain> and <app>-<env>.<base-domain>.
     #[arg(long, default_value = "localhost")]
     pub base_domain: String,

@@ -88,6 +88,9 @@ pub struct Config {
     pub smtp: Option<notify::SmtpSettings>,
     /// A node silent this long is lost: its replicas are placed elsewhere (`nodes`).
     pub node_lost_after: Duration,
+    /// The PostgreSQL database the state lives in (`paas server --database-url`); `state.db`
+    /// in the data directory when `None`.
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -115,6 +118,7 @@ impl Config {
             metrics_max_series: metrics::DEFAULT_MAX_SERIES,
             smtp: None,
             node_lost_after: nodes::DEFAULT_LOST_AFTER,
+            database_url: None,
         }
     }
 }
@@ -131,9 +135,11 @@ impl ControlPlane {
         // Keys, tokens, the state database and backups live here: the owner's only.
         protocol::files::private_dir(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-        let store = store::Store::open(&config.data_dir.join("state.db"))
-            .await?
-            .with_network_pool(config.network_pool);
+        let store = match &config.database_url {
+            Some(url) => store::Store::open_postgres(url).await?,
+            None => store::Store::open(&config.data_dir.join("state.db")).await?,
+        }
+        .with_network_pool(config.network_pool);
         tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
         // Its own file: log writes never wait on the state database's write lock.
         let logs = logs::LogStore::open(&config.data_dir.join("logs")).await?;

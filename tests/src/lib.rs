@@ -6,6 +6,7 @@ pub mod cut;
 pub mod http;
 pub mod load;
 pub mod pebble;
+pub mod pg;
 pub mod s3;
 pub mod split;
 pub mod webdriver;
@@ -202,6 +203,9 @@ pub struct Platform {
     _network_slot: Option<std::fs::File>,
     /// The ingress's listening socket when the test passes it in (socket activation).
     passed: Option<std::net::TcpListener>,
+    /// The PostgreSQL server the state lives in, when the platform runs on one (after the
+    /// fields above: it stops after the platform).
+    pub pg: Option<pg::PgServer>,
 }
 
 impl Platform {
@@ -256,6 +260,11 @@ impl Platform {
             env.push(("PAAS_NETWORK_POOL".into(), pool));
             lock
         });
+        // `PAAS_TEST_STORE=postgres` runs a test's platform on PostgreSQL instead of SQLite.
+        let pg = (std::env::var("PAAS_TEST_STORE").as_deref() == Ok("postgres")).then(pg::PgServer::start);
+        if let Some(pg) = &pg {
+            env.push(("PAAS_DATABASE_URL".into(), pg.url("postgres")));
+        }
         Platform {
             dir,
             node: format!("test-{}", rand_suffix()),
@@ -273,6 +282,7 @@ impl Platform {
             bin: bin.to_path_buf(),
             _network_slot: slot,
             passed,
+            pg,
         }
     }
 

@@ -162,6 +162,7 @@ fn control_plane_config(
         metrics_max_series: data.metrics_max_series,
         node_lost_after: data.node_lost_after.max(Duration::from_secs(2)),
         smtp,
+        database_url: data.database_url.clone(),
     })
 }
 

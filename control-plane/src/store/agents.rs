@@ -18,13 +18,15 @@ pub struct TokenRefused(pub String);
 
 impl Store {
     pub async fn insert_join_token(&self, hash: &str, created_by: &str, expires_at: i64) -> Result<()> {
-        sqlx::query("INSERT INTO join_tokens (hash, created_by, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(hash)
-            .bind(created_by)
-            .bind(now())
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "INSERT INTO join_tokens (hash, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(hash)
+        .bind(created_by)
+        .bind(now())
+        .bind(expires_at)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
@@ -41,11 +43,12 @@ impl Store {
         cert: NewCert<'_>,
     ) -> Result<std::result::Result<(), TokenRefused>> {
         let mut tx = self.write_tx().await?;
-        let token: Option<(i64, Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT expires_at, used_at, used_by FROM join_tokens WHERE hash = ?")
-                .bind(token_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let token: Option<(i64, Option<String>, Option<String>)> = on!(tx, |ex| sqlx::query_as(
+            "SELECT expires_at, used_at, used_by FROM join_tokens WHERE hash = $1"
+        )
+        .bind(token_hash)
+        .fetch_optional(ex)
+        .await)?;
         let again = "make a new one with `paas nodes token`";
         let refused = match token {
             None => Some(format!(
@@ -67,12 +70,13 @@ impl Store {
         if let Some(why) = refused {
             return Ok(Err(TokenRefused(why)));
         }
-        let valid: Option<String> =
-            sqlx::query_scalar("SELECT node FROM node_certs WHERE node = ? AND not_after > ? LIMIT 1")
-                .bind(name)
-                .bind(unix_now())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let valid: Option<String> = on!(tx, |ex| sqlx::query_scalar(
+            "SELECT node FROM node_certs WHERE node = $1 AND not_after > $2 LIMIT 1"
+        )
+        .bind(name)
+        .bind(unix_now())
+        .fetch_optional(ex)
+        .await)?;
         if valid.is_some() {
             return Err(StoreError::Forbidden(format!(
                 "node {name:?} is registered already and holds a valid certificate: give this node another --node-name, or remove the old one first (paas nodes remove {name})"
@@ -80,30 +84,28 @@ impl Store {
         }
         Self::check_address(&mut tx, name, private_addr).await?;
         Self::upsert_node(&mut tx, name, private_addr, ingress).await?;
-        sqlx::query("DELETE FROM node_certs WHERE node = ?").bind(name).execute(&mut *tx).await?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM node_certs WHERE node = $1").bind(name).execute(ex).await)?;
         Self::insert_cert(&mut tx, name, cert).await?;
-        sqlx::query("UPDATE join_tokens SET used_at = ?, used_by = ? WHERE hash = ?")
+        exec!(tx, |ex| sqlx::query("UPDATE join_tokens SET used_at = $1, used_by = $2 WHERE hash = $3")
             .bind(now())
             .bind(name)
             .bind(token_hash)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         tx.commit().await?;
         Ok(Ok(()))
     }
 
-    async fn insert_cert(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        node: &str,
-        cert: NewCert<'_>,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO node_certs (fingerprint, node, not_after, created_at) VALUES (?, ?, ?, ?)")
-            .bind(cert.fingerprint)
-            .bind(node)
-            .bind(cert.not_after)
-            .bind(now())
-            .execute(&mut **tx)
-            .await?;
+    async fn insert_cert(tx: &mut super::Tx, node: &str, cert: NewCert<'_>) -> Result<()> {
+        exec!(tx, |ex| sqlx::query(
+            "INSERT INTO node_certs (fingerprint, node, not_after, created_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(cert.fingerprint)
+        .bind(node)
+        .bind(cert.not_after)
+        .bind(now())
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
@@ -111,11 +113,11 @@ impl Store {
     /// until the agent switches (requests in flight on it finish); any older one ends now.
     pub async fn renew_cert(&self, node: &str, current: &str, cert: NewCert<'_>) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM node_certs WHERE node = ? AND fingerprint != ?")
+        exec!(tx, |ex| sqlx::query("DELETE FROM node_certs WHERE node = $1 AND fingerprint != $2")
             .bind(node)
             .bind(current)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         Self::insert_cert(&mut tx, node, cert).await?;
         tx.commit().await?;
         Ok(())
@@ -125,7 +127,7 @@ impl Store {
     /// it trusts because they share a process.
     pub async fn replace_certs(&self, node: &str, cert: NewCert<'_>) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM node_certs WHERE node = ?").bind(node).execute(&mut *tx).await?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM node_certs WHERE node = $1").bind(node).execute(ex).await)?;
         Self::insert_cert(&mut tx, node, cert).await?;
         tx.commit().await?;
         Ok(())
@@ -133,40 +135,45 @@ impl Store {
 
     /// The node an unexpired certificate on record (by its fingerprint) speaks for.
     pub async fn cert_node(&self, fingerprint: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT node FROM node_certs WHERE fingerprint = ? AND not_after > ?")
-            .bind(fingerprint)
-            .bind(unix_now())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_scalar(
+            "SELECT node FROM node_certs WHERE fingerprint = $1 AND not_after > $2"
+        )
+        .bind(fingerprint)
+        .bind(unix_now())
+        .fetch_optional(ex)
+        .await)?)
     }
 
     /// Removes a node that runs nothing any more, with its certificates, in one transaction.
     pub async fn remove_node(&self, name: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let exists: Option<String> = sqlx::query_scalar("SELECT name FROM nodes WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<String> =
+            on!(tx, |ex| sqlx::query_scalar("SELECT name FROM nodes WHERE name = $1")
+                .bind(name)
+                .fetch_optional(ex)
+                .await)?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("there is no node named {name:?}")));
         }
-        let containers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE node = ?")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-        let databases: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM databases WHERE node = ? OR replica_node = ?")
+        let containers: i64 =
+            on!(tx, |ex| sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE node = $1")
                 .bind(name)
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_one(ex)
+                .await)?;
+        let databases: i64 = on!(tx, |ex| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM databases WHERE node = $1 OR replica_node = $2"
+        )
+        .bind(name)
+        .bind(name)
+        .fetch_one(ex)
+        .await)?;
         if containers + databases > 0 {
             return Err(StoreError::Conflict(format!(
                 "node {name:?} still has {containers} containers and {databases} databases assigned: scale them away or delete their apps first"
             )));
         }
-        sqlx::query("DELETE FROM node_certs WHERE node = ?").bind(name).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM nodes WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM node_certs WHERE node = $1").bind(name).execute(ex).await)?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM nodes WHERE name = $1").bind(name).execute(ex).await)?;
         tx.commit().await?;
         Ok(())
     }

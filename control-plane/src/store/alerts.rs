@@ -46,20 +46,21 @@ pub struct TargetRow {
 
 impl Store {
     pub async fn alert_rules(&self) -> Result<Vec<RuleRow>> {
-        Ok(sqlx::query_as("SELECT * FROM alert_rules ORDER BY id").fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM alert_rules ORDER BY id").fetch_all(ex).await)?)
     }
 
     pub async fn alert_rule(&self, id: &str) -> Result<Option<RuleRow>> {
-        Ok(sqlx::query_as("SELECT * FROM alert_rules WHERE id = ?")
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM alert_rules WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(ex)
+            .await)?)
     }
 
     pub async fn insert_alert_rule(&self, r: &RuleRow) -> Result<()> {
-        sqlx::query(
+        exec!(self.pool, |ex| {
+            sqlx::query(
             "INSERT INTO alert_rules (id, kind, metric, op, threshold, for_secs, app, env, enabled, description)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&r.id)
         .bind(&r.kind)
@@ -71,42 +72,48 @@ impl Store {
         .bind(&r.env)
         .bind(r.enabled)
         .bind(&r.description)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(())
     }
 
     /// Deletes a rule of one's own (with its alerts); false when there is none.
     pub async fn delete_alert_rule(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM alert_rules WHERE id = ? AND builtin = 0")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            exec!(self.pool, |ex| sqlx::query("DELETE FROM alert_rules WHERE id = $1 AND builtin = FALSE")
+                .bind(id)
+                .execute(ex)
+                .await)?;
         Ok(done.rows_affected() > 0)
     }
 
     pub async fn update_alert_rule(&self, r: &RuleRow) -> Result<()> {
-        sqlx::query(
-            "UPDATE alert_rules SET threshold = ?, for_secs = ?, enabled = ?, silenced_until = ? WHERE id = ?",
+        exec!(self.pool, |ex| {
+            sqlx::query(
+            "UPDATE alert_rules SET threshold = $1, for_secs = $2, enabled = $3, silenced_until = $4 WHERE id = $5",
         )
         .bind(r.threshold)
         .bind(r.for_secs)
         .bind(r.enabled)
         .bind(&r.silenced_until)
         .bind(&r.id)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(())
     }
 
     pub async fn alerts(&self) -> Result<Vec<AlertRow>> {
-        Ok(sqlx::query_as("SELECT * FROM alerts ORDER BY state, since DESC").fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM alerts ORDER BY state, since DESC")
+            .fetch_all(ex)
+            .await)?)
     }
 
     pub async fn put_alert(&self, a: &AlertRow) -> Result<()> {
-        sqlx::query(
+        exec!(self.pool, |ex| sqlx::query(
             "INSERT INTO alerts (rule, subject, app, env, state, since, resolved_at, value)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (rule, subject) DO UPDATE SET app = excluded.app, env = excluded.env,
                state = excluded.state, since = excluded.since, resolved_at = excluded.resolved_at,
                value = excluded.value",
@@ -119,53 +126,55 @@ impl Store {
         .bind(&a.since)
         .bind(&a.resolved_at)
         .bind(a.value)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     /// Environments whose newest release failed: (app, env).
     pub async fn failed_newest_releases(&self) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as(
+        Ok(on!(self.pool, |ex| sqlx::query_as(
             "SELECT r.app, r.env FROM releases r
              WHERE r.status = 'failed'
                AND r.version = (SELECT MAX(version) FROM releases WHERE app = r.app AND env = r.env)",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Environments whose newest finished restore drill failed: (app, env).
     pub async fn failed_newest_drills(&self) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as(
+        Ok(on!(self.pool, |ex| sqlx::query_as(
             "SELECT DISTINCT b.app, b.env FROM backups b
              WHERE b.verify_status = 'failed'
                AND b.verified_at = (SELECT MAX(verified_at) FROM backups
                                     WHERE app = b.app AND env = b.env AND verify_status IN ('ok', 'failed'))",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Forgets resolved alerts that ended before `before` (RFC 3339).
     pub async fn prune_alerts(&self, before: &str) -> Result<()> {
-        sqlx::query("DELETE FROM alerts WHERE state = 'resolved' AND resolved_at < ?")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "DELETE FROM alerts WHERE state = 'resolved' AND resolved_at < $1"
+        )
+        .bind(before)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     pub async fn notify_targets(&self) -> Result<Vec<TargetRow>> {
-        Ok(sqlx::query_as("SELECT * FROM notify_targets ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM notify_targets ORDER BY created_at, id")
+            .fetch_all(ex)
+            .await)?)
     }
 
     pub async fn insert_notify_target(&self, t: &TargetRow) -> Result<()> {
-        sqlx::query(
+        exec!(self.pool, |ex| sqlx::query(
             "INSERT INTO notify_targets (id, kind, target, secret, app, deploys, created_at, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&t.id)
         .bind(&t.kind)
@@ -175,15 +184,17 @@ impl Store {
         .bind(t.deploys)
         .bind(&t.created_at)
         .bind(&t.created_by)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     /// Deletes target `id`; false when there is none.
     pub async fn delete_notify_target(&self, id: &str) -> Result<bool> {
-        let done =
-            sqlx::query("DELETE FROM notify_targets WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let done = exec!(self.pool, |ex| sqlx::query("DELETE FROM notify_targets WHERE id = $1")
+            .bind(id)
+            .execute(ex)
+            .await)?;
         Ok(done.rows_affected() > 0)
     }
 }

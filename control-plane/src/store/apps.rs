@@ -6,7 +6,9 @@ use super::{now, BindKey, Result, Store, StoreError};
 pub struct EnvRow {
     pub app: String,
     pub name: String,
+    #[sqlx(try_from = "super::OptNum")]
     pub current_release: Option<u32>,
+    #[sqlx(try_from = "super::OptNum")]
     pub target_release: Option<u32>,
     /// Replicas per process set with `scale`; they override the manifest's counts.
     #[sqlx(json)]
@@ -73,10 +75,11 @@ impl Store {
     /// Creates an app with its `production` environment.
     pub async fn create_app(&self, name: &str) -> Result<String> {
         let mut tx = self.write_tx().await?;
-        let exists: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<String> =
+            on!(tx, |ex| sqlx::query_scalar("SELECT name FROM apps WHERE name = $1")
+                .bind(name)
+                .fetch_optional(ex)
+                .await)?;
         if exists.is_some() {
             return Err(StoreError::Conflict(format!("an app named {name:?} already exists")));
         }
@@ -86,17 +89,17 @@ impl Store {
             )));
         }
         let created = now();
-        sqlx::query("INSERT INTO apps (name, created_at) VALUES (?, ?)")
+        exec!(tx, |ex| sqlx::query("INSERT INTO apps (name, created_at) VALUES ($1, $2)")
             .bind(name)
             .bind(&created)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO envs (app, name, created_at) VALUES (?, ?, ?)")
+            .execute(ex)
+            .await)?;
+        exec!(tx, |ex| sqlx::query("INSERT INTO envs (app, name, created_at) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(protocol::PRODUCTION)
             .bind(&created)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         self.allocate_subnet(&mut tx, name, protocol::PRODUCTION).await?;
         // The first line of the app's activity feed (and where it starts: see `activity`).
         super::events::insert(&mut tx, &super::NewEvent::new(name, "", "app.created", "App created")).await?;
@@ -106,30 +109,28 @@ impl Store {
     }
 
     /// The environment already served under hostname label `label`, if any.
-    async fn label_owner(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        label: &str,
-    ) -> Result<Option<(String, String)>> {
+    async fn label_owner(&self, tx: &mut super::Tx, label: &str) -> Result<Option<(String, String)>> {
         let envs: Vec<(String, String)> =
-            sqlx::query_as("SELECT app, name FROM envs").fetch_all(&mut *tx).await?;
+            on!(tx, |ex| sqlx::query_as("SELECT app, name FROM envs").fetch_all(ex).await)?;
         Ok(envs.into_iter().find(|(a, e)| host_label(a, e) == label))
     }
 
     /// Adds an environment to an app; refused when its hostname is taken.
     pub async fn create_env(&self, app: &str, env: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let exists: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE name = ?")
-            .bind(app)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<String> =
+            on!(tx, |ex| sqlx::query_scalar("SELECT name FROM apps WHERE name = $1")
+                .bind(app)
+                .fetch_optional(ex)
+                .await)?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("there is no app named {app:?}")));
         }
-        let taken: Option<String> = sqlx::query_scalar("SELECT name FROM envs WHERE app = ? AND name = ?")
-            .bind_env(app, env)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let taken: Option<String> =
+            on!(tx, |ex| sqlx::query_scalar("SELECT name FROM envs WHERE app = $1 AND name = $2")
+                .bind_env(app, env)
+                .fetch_optional(ex)
+                .await)?;
         if taken.is_some() {
             return Err(StoreError::Conflict(format!(
                 "app {app:?} already has an environment named {env:?}"
@@ -141,11 +142,11 @@ impl Store {
                 "environment {env:?} of {app:?} would share the hostname {label:?} with environment {e:?} of app {a:?}"
             )));
         }
-        sqlx::query("INSERT INTO envs (app, name, created_at) VALUES (?, ?, ?)")
+        exec!(tx, |ex| sqlx::query("INSERT INTO envs (app, name, created_at) VALUES ($1, $2, $3)")
             .bind_env(app, env)
             .bind(now())
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         self.allocate_subnet(&mut tx, app, env).await?;
         tx.commit().await?;
         Ok(())
@@ -155,30 +156,30 @@ impl Store {
     pub async fn delete_env(&self, app: &str, env: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         for table in ["instances", "deploy_events", "releases"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE app = ? AND env = ?"))
+            exec!(tx, |ex| sqlx::query(&format!("DELETE FROM {table} WHERE app = $1 AND env = $2"))
                 .bind_env(app, env)
-                .execute(&mut *tx)
-                .await?;
+                .execute(ex)
+                .await)?;
         }
         // Its platform events too (the audit log keeps who did what): a new environment of the
         // same name starts with none of them in `paas events`.
-        sqlx::query("DELETE FROM events WHERE app = ? AND env = ? AND actor IS NULL")
+        exec!(tx, |ex| sqlx::query("DELETE FROM events WHERE app = $1 AND env = $2 AND actor IS NULL")
             .bind_env(app, env)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM envs WHERE app = ? AND name = ?")
+            .execute(ex)
+            .await)?;
+        let done = exec!(tx, |ex| sqlx::query("DELETE FROM envs WHERE app = $1 AND name = $2")
             .bind_env(app, env)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")));
         }
         // A swap with it ends: the other environment serves its own hostname again, so a new
         // environment of this name cannot collide with it.
-        sqlx::query("UPDATE envs SET host_env = NULL WHERE app = ? AND host_env = ?")
+        exec!(tx, |ex| sqlx::query("UPDATE envs SET host_env = NULL WHERE app = $1 AND host_env = $2")
             .bind_env(app, env)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         tx.commit().await?;
         Ok(())
     }
@@ -190,10 +191,10 @@ impl Store {
         let mut served = Vec::new();
         for env in [a, b] {
             let host: Option<Option<String>> =
-                sqlx::query_scalar("SELECT host_env FROM envs WHERE app = ? AND name = ?")
+                on!(tx, |ex| sqlx::query_scalar("SELECT host_env FROM envs WHERE app = $1 AND name = $2")
                     .bind_env(app, env)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    .fetch_optional(ex)
+                    .await)?;
             let Some(host) = host else {
                 return Err(StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")));
             };
@@ -201,14 +202,15 @@ impl Store {
         }
         // Each takes the other's; its own name is stored as NULL.
         for (env, host) in [(a, &served[1]), (b, &served[0])] {
-            sqlx::query("UPDATE envs SET host_env = ? WHERE app = ? AND name = ?")
+            exec!(tx, |ex| sqlx::query("UPDATE envs SET host_env = $1 WHERE app = $2 AND name = $3")
                 .bind((host != env).then_some(host))
                 .bind_env(app, env)
-                .execute(&mut *tx)
-                .await?;
+                .execute(ex)
+                .await)?;
         }
-        sqlx::query(
-            "UPDATE domains SET env = CASE env WHEN ? THEN ? ELSE ? END WHERE app = ? AND env IN (?, ?)",
+        exec!(tx, |ex| {
+            sqlx::query(
+            "UPDATE domains SET env = CASE env WHEN $1 THEN $2 ELSE $3 END WHERE app = $4 AND env IN ($5, $6)",
         )
         .bind(a)
         .bind(b)
@@ -216,28 +218,31 @@ impl Store {
         .bind(app)
         .bind(a)
         .bind(b)
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn set_env_config(&self, app: &str, env: &str, sealed: &[u8]) -> Result<()> {
-        sqlx::query("UPDATE envs SET config = ? WHERE app = ? AND name = ?")
+        exec!(self.pool, |ex| sqlx::query("UPDATE envs SET config = $1 WHERE app = $2 AND name = $3")
             .bind(sealed)
             .bind_env(app, env)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
         Ok(())
     }
 
     /// Turns maintenance mode of an environment on or off.
     pub async fn set_maintenance(&self, app: &str, env: &str, enabled: bool) -> Result<()> {
-        let done = sqlx::query("UPDATE envs SET maintenance = ? WHERE app = ? AND name = ?")
-            .bind(enabled)
-            .bind_env(app, env)
-            .execute(&self.pool)
-            .await?;
+        let done = exec!(self.pool, |ex| sqlx::query(
+            "UPDATE envs SET maintenance = $1 WHERE app = $2 AND name = $3"
+        )
+        .bind(enabled)
+        .bind_env(app, env)
+        .execute(ex)
+        .await)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")));
         }
@@ -245,33 +250,36 @@ impl Store {
     }
 
     pub async fn list_apps(&self) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as("SELECT name, created_at FROM apps ORDER BY name").fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT name, created_at FROM apps ORDER BY name")
+            .fetch_all(ex)
+            .await)?)
     }
 
     pub async fn get_app(&self, name: &str) -> Result<(String, String)> {
-        sqlx::query_as("SELECT name, created_at FROM apps WHERE name = ?")
+        on!(self.pool, |ex| sqlx::query_as("SELECT name, created_at FROM apps WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("there is no app named {name:?}")))
+            .fetch_optional(ex)
+            .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("there is no app named {name:?}")))
     }
 
     /// Deletes an app and everything it owns; its containers go once agents see their
     /// assignment shrink.
     pub async fn delete_app(&self, name: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM instances WHERE app = ?").bind(name).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM deploy_events WHERE app = ?").bind(name).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM releases WHERE app = ?").bind(name).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM envs WHERE app = ?").bind(name).execute(&mut *tx).await?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM instances WHERE app = $1").bind(name).execute(ex).await)?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM deploy_events WHERE app = $1").bind(name).execute(ex).await)?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM releases WHERE app = $1").bind(name).execute(ex).await)?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM envs WHERE app = $1").bind(name).execute(ex).await)?;
         // With the app, so a new app of the same name starts with no one's rights.
-        sqlx::query("DELETE FROM grants WHERE app = ?").bind(name).execute(&mut *tx).await?;
+        exec!(tx, |ex| sqlx::query("DELETE FROM grants WHERE app = $1").bind(name).execute(ex).await)?;
         // And its platform events (the audit log keeps who did what).
-        sqlx::query("DELETE FROM events WHERE app = ? AND actor IS NULL")
+        exec!(tx, |ex| sqlx::query("DELETE FROM events WHERE app = $1 AND actor IS NULL")
             .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM apps WHERE name = ?").bind(name).execute(&mut *tx).await?;
+            .execute(ex)
+            .await)?;
+        let done =
+            exec!(tx, |ex| sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(ex).await)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("there is no app named {name:?}")));
         }
@@ -280,23 +288,25 @@ impl Store {
     }
 
     pub async fn list_envs(&self, app: &str) -> Result<Vec<EnvRow>> {
-        Ok(sqlx::query_as("SELECT * FROM envs WHERE app = ? ORDER BY name = 'production' DESC, name")
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM envs WHERE app = $1 ORDER BY name = 'production' DESC, name"
+        )
+        .bind(app)
+        .fetch_all(ex)
+        .await)?)
     }
 
     pub async fn all_envs(&self) -> Result<Vec<EnvRow>> {
-        Ok(sqlx::query_as("SELECT * FROM envs ORDER BY app, name").fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM envs ORDER BY app, name").fetch_all(ex).await)?)
     }
 
     pub async fn get_env(&self, app: &str, env: &str) -> Result<EnvRow> {
         self.get_app(app).await?;
-        sqlx::query_as("SELECT * FROM envs WHERE app = ? AND name = ?")
+        on!(self.pool, |ex| sqlx::query_as("SELECT * FROM envs WHERE app = $1 AND name = $2")
             .bind_env(app, env)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")))
+            .fetch_optional(ex)
+            .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("app {app:?} has no environment named {env:?}")))
     }
 
     // --- nodes ---
@@ -324,17 +334,14 @@ impl Store {
     }
 
     /// Refuses `private_addr` when it is another node's, so two agents cannot both claim it.
-    pub(super) async fn check_address(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        name: &str,
-        private_addr: &str,
-    ) -> Result<()> {
-        let holder: Option<String> =
-            sqlx::query_scalar("SELECT name FROM nodes WHERE private_addr = ? AND name != ? LIMIT 1")
-                .bind(private_addr)
-                .bind(name)
-                .fetch_optional(&mut **tx)
-                .await?;
+    pub(super) async fn check_address(tx: &mut super::Tx, name: &str, private_addr: &str) -> Result<()> {
+        let holder: Option<String> = on!(tx, |ex| sqlx::query_scalar(
+            "SELECT name FROM nodes WHERE private_addr = $1 AND name != $2 LIMIT 1"
+        )
+        .bind(private_addr)
+        .bind(name)
+        .fetch_optional(ex)
+        .await)?;
         match holder {
             Some(other) => Err(StoreError::Forbidden(format!(
                 "{private_addr} is the private address of node {other:?}; a node cannot take another node's address"
@@ -344,13 +351,13 @@ impl Store {
     }
 
     pub(super) async fn upsert_node(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        tx: &mut super::Tx,
         name: &str,
         private_addr: &str,
         ingress: bool,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO nodes (name, private_addr, ingress, last_seen) VALUES (?, ?, ?, ?)
+        exec!(tx, |ex| sqlx::query(
+            "INSERT INTO nodes (name, private_addr, ingress, last_seen) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET private_addr = excluded.private_addr,
                  ingress = excluded.ingress, last_seen = excluded.last_seen",
         )
@@ -358,17 +365,17 @@ impl Store {
         .bind(private_addr)
         .bind(ingress)
         .bind(now())
-        .execute(&mut **tx)
-        .await?;
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     pub async fn touch_node(&self, name: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE nodes SET last_seen = ? WHERE name = ?")
+        let done = exec!(self.pool, |ex| sqlx::query("UPDATE nodes SET last_seen = $1 WHERE name = $2")
             .bind(now())
             .bind(name)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("node {name:?} is not registered")));
         }
@@ -376,7 +383,7 @@ impl Store {
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>> {
-        Ok(sqlx::query_as("SELECT * FROM nodes ORDER BY name").fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM nodes ORDER BY name").fetch_all(ex).await)?)
     }
 }
 

@@ -20,6 +20,7 @@ struct BackupRecord {
     #[sqlx(try_from = "String")]
     status: BackupStatus,
     error: Option<String>,
+    #[sqlx(try_from = "super::OptNum")]
     size_bytes: Option<u64>,
     sha256: Option<String>,
     #[sqlx(json)]
@@ -104,9 +105,9 @@ impl DbTaskRow {
 
 impl Store {
     pub async fn insert_backup(&self, b: &Backup) -> Result<()> {
-        sqlx::query(
+        exec!(self.pool, |ex| sqlx::query(
             "INSERT INTO backups (id, app, env, trigger, source, node, status, started_at, created_unix)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&b.id)
         .bind_env(&b.app, &b.env)
@@ -116,16 +117,17 @@ impl Store {
         .bind(b.status.as_str())
         .bind(&b.started_at)
         .bind(crate::backups::unix_of(b))
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     /// Records how a backup ended: `stored` with its figures, or `failed` with why.
     pub async fn finish_backup(&self, b: &Backup) -> Result<()> {
-        sqlx::query(
-            "UPDATE backups SET status = ?, error = ?, size_bytes = ?, sha256 = ?, tables = ?, locations = ?,
-                 finished_at = ? WHERE id = ?",
+        exec!(self.pool, |ex| {
+            sqlx::query(
+            "UPDATE backups SET status = $1, error = $2, size_bytes = $3, sha256 = $4, tables = $5, locations = $6,
+                 finished_at = $7 WHERE id = $8",
         )
         .bind(b.status.as_str())
         .bind(&b.error)
@@ -135,88 +137,92 @@ impl Store {
         .bind(Json(&b.locations))
         .bind(now())
         .bind(&b.id)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(())
     }
 
     /// Fails a backup that is still running (a no-op once it has ended); true when it did.
     pub async fn fail_running_backup(&self, id: &str, error: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE backups SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+        let done = exec!(self.pool, |ex| {
+            sqlx::query(
+            "UPDATE backups SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3 AND status = 'running'",
         )
         .bind(error)
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Backups, on any environment, still being taken or verified, or stored and never verified.
     pub async fn unfinished_backups(&self) -> Result<Vec<Backup>> {
-        let rows: Vec<BackupRecord> = sqlx::query_as(
+        let rows: Vec<BackupRecord> = on!(self.pool, |ex| sqlx::query_as(
             "SELECT * FROM backups WHERE status = 'running' OR verify_status = 'running'
                  OR (status = 'stored' AND verify_status = 'pending') ORDER BY id",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(ex)
+        .await)?;
         Ok(rows.into_iter().map(Backup::from).collect())
     }
 
     pub async fn set_verification(&self, id: &str, status: Verification, error: Option<&str>) -> Result<()> {
         let at = matches!(status, Verification::Ok | Verification::Failed).then(now);
-        sqlx::query("UPDATE backups SET verify_status = ?, verify_error = ?, verified_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(error)
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "UPDATE backups SET verify_status = $1, verify_error = $2, verified_at = $3 WHERE id = $4"
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(at)
+        .bind(id)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     pub async fn get_backup(&self, id: &str) -> Result<Backup> {
-        sqlx::query_as::<_, BackupRecord>("SELECT * FROM backups WHERE id = ?")
+        on!(self.pool, |ex| sqlx::query_as::<_, BackupRecord>("SELECT * FROM backups WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(Backup::from)
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("there is no backup {id}; `paas db backups` lists them"))
-            })
+            .fetch_optional(ex)
+            .await)?
+        .map(Backup::from)
+        .ok_or_else(|| StoreError::NotFound(format!("there is no backup {id}; `paas db backups` lists them")))
     }
 
     /// An environment's backups, newest first.
     pub async fn list_backups(&self, app: &str, env: &str) -> Result<Vec<Backup>> {
-        let rows: Vec<BackupRecord> = sqlx::query_as(
-            "SELECT * FROM backups WHERE app = ? AND env = ? ORDER BY created_unix DESC, id DESC",
+        let rows: Vec<BackupRecord> = on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM backups WHERE app = $1 AND env = $2 ORDER BY created_unix DESC, id DESC",
         )
         .bind_env(app, env)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(ex)
+        .await)?;
         Ok(rows.into_iter().map(Backup::from).collect())
     }
 
     /// Every backup of `app`, in all its environments (deleted ones too: backups outlive them).
     pub async fn app_backups(&self, app: &str) -> Result<Vec<Backup>> {
-        let rows: Vec<BackupRecord> =
-            sqlx::query_as("SELECT * FROM backups WHERE app = ? ORDER BY created_unix DESC, id DESC")
-                .bind(app)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<BackupRecord> = on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM backups WHERE app = $1 ORDER BY created_unix DESC, id DESC"
+        )
+        .bind(app)
+        .fetch_all(ex)
+        .await)?;
         Ok(rows.into_iter().map(Backup::from).collect())
     }
 
     pub async fn delete_backup(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM backups WHERE id = ?").bind(id).execute(&self.pool).await?;
+        exec!(self.pool, |ex| sqlx::query("DELETE FROM backups WHERE id = $1").bind(id).execute(ex).await)?;
         Ok(())
     }
 
     pub async fn insert_db_task(&self, t: &DbTaskRow) -> Result<()> {
-        sqlx::query(
+        exec!(self.pool, |ex| sqlx::query(
             "INSERT INTO db_tasks (id, kind, app, env, node, role, backup, params, status, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&t.id)
         .bind(t.kind.as_str())
@@ -227,41 +233,47 @@ impl Store {
         .bind(Json(&t.params))
         .bind(t.status.as_str())
         .bind(now())
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     pub async fn get_db_task(&self, id: &str) -> Result<DbTaskRow> {
-        sqlx::query_as("SELECT * FROM db_tasks WHERE id = ?")
+        on!(self.pool, |ex| sqlx::query_as("SELECT * FROM db_tasks WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("there is no database task {id}")))
+            .fetch_optional(ex)
+            .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("there is no database task {id}")))
     }
 
     pub async fn pending_db_tasks(&self, node: &str) -> Result<Vec<DbTaskRow>> {
-        Ok(sqlx::query_as("SELECT * FROM db_tasks WHERE node = ? AND status = 'pending' ORDER BY created_at")
-            .bind(node)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM db_tasks WHERE node = $1 AND status = 'pending' ORDER BY created_at"
+        )
+        .bind(node)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// The unfinished tasks of `node` that work on `backup`: what entitles a node to upload or
     /// download that backup's data.
     pub async fn open_tasks_for_backup(&self, backup: &str, node: &str) -> Result<Vec<DbTaskRow>> {
-        Ok(sqlx::query_as("SELECT * FROM db_tasks WHERE backup = ? AND node = ? AND finished_at IS NULL")
-            .bind(backup)
-            .bind(node)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM db_tasks WHERE backup = $1 AND node = $2 AND finished_at IS NULL"
+        )
+        .bind(backup)
+        .bind(node)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Tasks handed to agents that have not ended, on any node.
     pub async fn open_db_tasks(&self) -> Result<Vec<DbTaskRow>> {
-        Ok(sqlx::query_as("SELECT * FROM db_tasks WHERE status IN ('pending', 'waiting')")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM db_tasks WHERE status IN ('pending', 'waiting')"
+        )
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Ends a pending task; false when it had already ended (a retried report).
@@ -272,35 +284,39 @@ impl Store {
         error: Option<&str>,
         result: &serde_json::Value,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE db_tasks SET status = ?, error = ?, result = ?, finished_at = ? WHERE id = ? AND status IN ('pending', 'waiting')",
+        let done = exec!(self.pool, |ex| {
+            sqlx::query(
+            "UPDATE db_tasks SET status = $1, error = $2, result = $3, finished_at = $4 WHERE id = $5 AND status IN ('pending', 'waiting')",
         )
         .bind(status.as_str())
         .bind(error)
         .bind(Json(result))
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Hands a held-back task (a restore waiting for its safety backup) to its agent.
     pub async fn release_db_task(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE db_tasks SET status = 'pending' WHERE id = ? AND status = 'waiting'")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "UPDATE db_tasks SET status = 'pending' WHERE id = $1 AND status = 'waiting'"
+        )
+        .bind(id)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     /// Sets a task's result while it runs (a restore's safety backup, a new database's URL).
     pub async fn set_db_task_result(&self, id: &str, result: &serde_json::Value) -> Result<()> {
-        sqlx::query("UPDATE db_tasks SET result = ? WHERE id = ?")
+        exec!(self.pool, |ex| sqlx::query("UPDATE db_tasks SET result = $1 WHERE id = $2")
             .bind(Json(result))
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use super::{now, BindKey, Result, Store, StoreError};
 pub struct DatabaseRow {
     pub app: String,
     pub env: String,
+    #[sqlx(try_from = "i64")]
     pub version: u32,
     pub node: String,
     /// The app role's password (in `DATABASE_URL`), sealed.
@@ -14,18 +15,23 @@ pub struct DatabaseRow {
     /// database from before they had their own until [`Store::fill_database_secrets`] runs.
     pub superuser_password: Vec<u8>,
     pub replication_password: Vec<u8>,
+    #[sqlx(try_from = "i64")]
     pub max_connections: u32,
     /// 0 or 1 streaming replica, on `replica_node`.
+    #[sqlx(try_from = "i64")]
     pub replicas: u32,
     pub replica_node: String,
     /// Cron expression (UTC) or `off`.
     pub backup_schedule: String,
+    #[sqlx(try_from = "i64")]
     pub keep_count: u32,
+    #[sqlx(try_from = "i64")]
     pub keep_days: u32,
     /// Unix seconds of the last scheduled backup (0: none yet; count from `created_unix`).
     pub last_scheduled_at: i64,
     pub created_at: String,
     /// The primary's published port once known (0 until its first report).
+    #[sqlx(try_from = "i64")]
     pub host_port: u16,
     /// The environment's Docker names predate `--` separators (from `envs`).
     pub legacy_names: bool,
@@ -48,30 +54,30 @@ const SELECT: &str = "SELECT databases.*, envs.legacy_names FROM databases
 
 impl Store {
     pub async fn create_database(&self, db: &DatabaseRow) -> Result<()> {
-        let done = sqlx::query(
+        let done = exec!(self.pool, |ex| sqlx::query(
             "INSERT INTO databases
                  (app, env, version, node, password, max_connections, created_at, replicas, replica_node,
                   backup_schedule, keep_count, keep_days, last_scheduled_at, superuser_password,
                   replication_password)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (app, env) DO NOTHING",
         )
         .bind_env(&db.app, &db.env)
-        .bind(db.version)
+        .bind(super::int(db.version))
         .bind(&db.node)
         .bind(&db.password)
-        .bind(db.max_connections)
+        .bind(super::int(db.max_connections))
         .bind(now())
-        .bind(db.replicas)
+        .bind(super::int(db.replicas))
         .bind(&db.replica_node)
         .bind(&db.backup_schedule)
-        .bind(db.keep_count)
-        .bind(db.keep_days)
+        .bind(super::int(db.keep_count))
+        .bind(super::int(db.keep_days))
         .bind(db.last_scheduled_at)
         .bind(&db.superuser_password)
         .bind(&db.replication_password)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("{}/{} already has a database", db.app, db.env)));
         }
@@ -79,26 +85,28 @@ impl Store {
     }
 
     pub async fn get_database(&self, app: &str, env: &str) -> Result<DatabaseRow> {
-        sqlx::query_as(&format!("{SELECT} WHERE databases.app = ? AND databases.env = ?"))
-            .bind_env(app, env)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("{app}/{env} has no database; create one with `paas db create`"))
-            })
+        on!(self.pool, |ex| sqlx::query_as(&format!(
+            "{SELECT} WHERE databases.app = $1 AND databases.env = $2"
+        ))
+        .bind_env(app, env)
+        .fetch_optional(ex)
+        .await)?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!("{app}/{env} has no database; create one with `paas db create`"))
+        })
     }
 
     /// Databases with their primary or their replica on `node`.
     pub async fn databases_for_node(&self, node: &str) -> Result<Vec<DatabaseRow>> {
-        Ok(sqlx::query_as(&format!("{SELECT} WHERE node = ? OR replica_node = ?"))
+        Ok(on!(self.pool, |ex| sqlx::query_as(&format!("{SELECT} WHERE node = $1 OR replica_node = $2"))
             .bind(node)
             .bind(node)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(ex)
+            .await)?)
     }
 
     pub async fn all_databases(&self) -> Result<Vec<DatabaseRow>> {
-        Ok(sqlx::query_as(SELECT).fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(SELECT).fetch_all(ex).await)?)
     }
 
     pub async fn set_database_settings(
@@ -109,24 +117,27 @@ impl Store {
         keep_count: u32,
         keep_days: u32,
     ) -> Result<()> {
-        sqlx::query("UPDATE databases SET backup_schedule = ?, keep_count = ?, keep_days = ? WHERE app = ? AND env = ?")
+        exec!(self.pool, |ex| {
+            sqlx::query("UPDATE databases SET backup_schedule = $1, keep_count = $2, keep_days = $3 WHERE app = $4 AND env = $5")
             .bind(schedule)
-            .bind(keep_count)
-            .bind(keep_days)
+            .bind(super::int(keep_count))
+            .bind(super::int(keep_days))
             .bind_env(app, env)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await
+        })?;
         Ok(())
     }
 
     /// Keeps the port Docker first picked for a primary; later reports change nothing.
     pub async fn keep_database_port(&self, app: &str, env: &str, port: u16) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE databases SET host_port = ? WHERE app = ? AND env = ? AND host_port = 0")
-                .bind(port)
-                .bind_env(app, env)
-                .execute(&self.pool)
-                .await?;
+        let done = exec!(self.pool, |ex| sqlx::query(
+            "UPDATE databases SET host_port = $1 WHERE app = $2 AND env = $3 AND host_port = 0"
+        )
+        .bind(super::int(port))
+        .bind_env(app, env)
+        .execute(ex)
+        .await)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -145,20 +156,22 @@ impl Store {
             [("superuser_password", superuser_password), ("replication_password", replication_password)]
         {
             let sql = format!(
-                "UPDATE databases SET {column} = ? WHERE app = ? AND env = ? AND length({column}) = 0"
+                "UPDATE databases SET {column} = $1 WHERE app = $2 AND env = $3 AND length({column}) = 0"
             );
-            sqlx::query(&sql).bind(value).bind_env(app, env).execute(&mut *tx).await?;
+            exec!(tx, |ex| sqlx::query(&sql).bind(value).bind_env(app, env).execute(ex).await)?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn set_last_scheduled(&self, app: &str, env: &str, unix: i64) -> Result<()> {
-        sqlx::query("UPDATE databases SET last_scheduled_at = ? WHERE app = ? AND env = ?")
-            .bind(unix)
-            .bind_env(app, env)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "UPDATE databases SET last_scheduled_at = $1 WHERE app = $2 AND env = $3"
+        )
+        .bind(unix)
+        .bind_env(app, env)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 }

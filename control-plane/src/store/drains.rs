@@ -39,9 +39,9 @@ fn count(n: u64) -> i64 {
 
 impl Store {
     pub async fn insert_drain(&self, d: &DrainRow) -> Result<()> {
-        sqlx::query(
+        exec!(self.pool, |ex| sqlx::query(
             "INSERT INTO drains (id, app, env, url, created_at, created_by, position)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&d.id)
         .bind(&d.app)
@@ -50,46 +50,52 @@ impl Store {
         .bind(&d.created_at)
         .bind(&d.created_by)
         .bind(d.position)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     pub async fn list_drains(&self, app: &str) -> Result<Vec<DrainRow>> {
-        Ok(sqlx::query_as("SELECT * FROM drains WHERE app = ? ORDER BY created_at, id")
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM drains WHERE app = $1 ORDER BY created_at, id"
+        )
+        .bind(app)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Every drain's id, for the worker that runs them.
     pub async fn drain_ids(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM drains ORDER BY id").fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_scalar("SELECT id FROM drains ORDER BY id").fetch_all(ex).await)?)
     }
 
     pub async fn get_drain(&self, id: &str) -> Result<Option<DrainRow>> {
-        Ok(sqlx::query_as("SELECT * FROM drains WHERE id = ?").bind(id).fetch_optional(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM drains WHERE id = $1")
+            .bind(id)
+            .fetch_optional(ex)
+            .await)?)
     }
 
     /// Deletes `app`'s drain `id`; false when it has none of that id.
     pub async fn delete_drain(&self, app: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM drains WHERE app = ? AND id = ?")
+        let done = exec!(self.pool, |ex| sqlx::query("DELETE FROM drains WHERE app = $1 AND id = $2")
             .bind(app)
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Records a worker's step: the position only moves forward, counters add up.
     pub async fn drain_progress(&self, id: &str, p: &DrainProgress) -> Result<()> {
         let success = p.success.then(now);
-        sqlx::query(
-            "UPDATE drains SET position = max(position, ?), delivered = delivered + ?, dropped = dropped + ?,
-                last_success_at = COALESCE(?, last_success_at),
-                last_error = CASE WHEN ? THEN NULL ELSE last_error END,
-                last_error_at = CASE WHEN ? THEN NULL ELSE last_error_at END
-             WHERE id = ?",
+        exec!(self.pool, |ex| {
+            sqlx::query(
+            "UPDATE drains SET position = max(position, $1), delivered = delivered + $2, dropped = dropped + $3,
+                last_success_at = COALESCE($4, last_success_at),
+                last_error = CASE WHEN $5 THEN NULL ELSE last_error END,
+                last_error_at = CASE WHEN $6 THEN NULL ELSE last_error_at END
+             WHERE id = $7",
         )
         .bind(p.position)
         .bind(count(p.delivered))
@@ -98,19 +104,22 @@ impl Store {
         .bind(p.success)
         .bind(p.success)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(())
     }
 
     /// Records why the drain's last attempt failed (one sentence, no URL in it).
     pub async fn drain_failed(&self, id: &str, error: &str) -> Result<()> {
-        sqlx::query("UPDATE drains SET last_error = ?, last_error_at = ? WHERE id = ?")
-            .bind(error)
-            .bind(now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "UPDATE drains SET last_error = $1, last_error_at = $2 WHERE id = $3"
+        )
+        .bind(error)
+        .bind(now())
+        .bind(id)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 }

@@ -36,9 +36,9 @@ impl Store {
     /// Adds a domain, with its certificate when one was uploaded, in one transaction: false
     /// when the domain is taken.
     pub async fn insert_domain(&self, d: &DomainRow, cert: Option<&CertRow>) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let added = sqlx::query(
-            "INSERT INTO domains (domain, app, env, tls, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)
+        let mut tx = self.write_tx().await?;
+        let added = exec!(tx, |ex| sqlx::query(
+            "INSERT INTO domains (domain, app, env, tls, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (domain) DO NOTHING",
         )
         .bind(&d.domain)
@@ -47,8 +47,8 @@ impl Store {
         .bind(&d.tls)
         .bind(&d.created_at)
         .bind(&d.created_by)
-        .execute(&mut *tx)
-        .await?
+        .execute(ex)
+        .await)?
         .rows_affected()
             == 1;
         if !added {
@@ -63,12 +63,14 @@ impl Store {
 
     /// Replaces the certificate of a domain (an upload over whatever it had).
     pub async fn replace_domain_cert(&self, domain: &str, tls: &str, cert: &CertRow) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE domains SET tls = ?, cert_error = NULL, cert_error_at = NULL WHERE domain = ?")
-            .bind(tls)
-            .bind(domain)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.write_tx().await?;
+        exec!(tx, |ex| sqlx::query(
+            "UPDATE domains SET tls = $1, cert_error = NULL, cert_error_at = NULL WHERE domain = $2"
+        )
+        .bind(tls)
+        .bind(domain)
+        .execute(ex)
+        .await)?;
         put_certificate(&mut tx, cert).await?;
         tx.commit().await?;
         Ok(())
@@ -76,36 +78,41 @@ impl Store {
 
     pub async fn list_domains(&self, app: Option<&str>) -> Result<Vec<DomainRow>> {
         let rows = match app {
-            Some(app) => {
-                sqlx::query_as("SELECT * FROM domains WHERE app = ? ORDER BY env, domain")
-                    .bind(app)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => sqlx::query_as("SELECT * FROM domains ORDER BY domain").fetch_all(&self.pool).await?,
+            Some(app) => on!(self.pool, |ex| sqlx::query_as(
+                "SELECT * FROM domains WHERE app = $1 ORDER BY env, domain"
+            )
+            .bind(app)
+            .fetch_all(ex)
+            .await)?,
+            None => on!(self.pool, |ex| sqlx::query_as("SELECT * FROM domains ORDER BY domain")
+                .fetch_all(ex)
+                .await)?,
         };
         Ok(rows)
     }
 
     pub async fn get_domain(&self, domain: &str) -> Result<Option<DomainRow>> {
-        Ok(sqlx::query_as("SELECT * FROM domains WHERE domain = ?")
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM domains WHERE domain = $1")
             .bind(domain)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(ex)
+            .await)?)
     }
 
     /// Removes `app`'s domain and its certificate; false when the app has no such domain.
     pub async fn delete_domain(&self, app: &str, domain: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let gone = sqlx::query("DELETE FROM domains WHERE app = ? AND domain = ?")
+        let mut tx = self.write_tx().await?;
+        let gone = exec!(tx, |ex| sqlx::query("DELETE FROM domains WHERE app = $1 AND domain = $2")
             .bind(app)
             .bind(domain)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+            .execute(ex)
+            .await)?
+        .rows_affected()
             == 1;
         if gone {
-            sqlx::query("DELETE FROM certificates WHERE host = ?").bind(domain).execute(&mut *tx).await?;
+            exec!(tx, |ex| sqlx::query("DELETE FROM certificates WHERE host = $1")
+                .bind(domain)
+                .execute(ex)
+                .await)?;
         }
         tx.commit().await?;
         Ok(gone)
@@ -113,44 +120,52 @@ impl Store {
 
     /// Records how the latest ACME attempt for `domain` went (`None`: it succeeded).
     pub async fn domain_cert_error(&self, domain: &str, error: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE domains SET cert_error = ?, cert_error_at = ? WHERE domain = ?")
-            .bind(error)
-            .bind(error.map(|_| now()))
-            .bind(domain)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "UPDATE domains SET cert_error = $1, cert_error_at = $2 WHERE domain = $3"
+        )
+        .bind(error)
+        .bind(error.map(|_| now()))
+        .bind(domain)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     pub async fn list_certificates(&self) -> Result<Vec<CertRow>> {
-        Ok(sqlx::query_as("SELECT * FROM certificates ORDER BY host").fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM certificates ORDER BY host")
+            .fetch_all(ex)
+            .await)?)
     }
 
     pub async fn get_certificate(&self, host: &str) -> Result<Option<CertRow>> {
-        Ok(sqlx::query_as("SELECT * FROM certificates WHERE host = ?")
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM certificates WHERE host = $1")
             .bind(host)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(ex)
+            .await)?)
     }
 
     pub async fn put_certificate(&self, cert: &CertRow) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        put_certificate(&mut conn, cert).await
+        let mut tx = self.write_tx().await?;
+        put_certificate(&mut tx, cert).await?;
+        Ok(tx.commit().await?)
     }
 
     /// Deletes the certificates of `hosts`.
     pub async fn delete_certificates(&self, hosts: &[String]) -> Result<()> {
         for host in hosts {
-            sqlx::query("DELETE FROM certificates WHERE host = ?").bind(host).execute(&self.pool).await?;
+            exec!(self.pool, |ex| sqlx::query("DELETE FROM certificates WHERE host = $1")
+                .bind(host)
+                .execute(ex)
+                .await)?;
         }
         Ok(())
     }
 }
 
-async fn put_certificate(conn: &mut sqlx::SqliteConnection, c: &CertRow) -> Result<()> {
-    sqlx::query(
+async fn put_certificate(tx: &mut super::Tx, c: &CertRow) -> Result<()> {
+    exec!(tx, |ex| sqlx::query(
         "INSERT INTO certificates (host, source, chain_pem, key_sealed, not_after, issuer, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (host) DO UPDATE SET source = excluded.source, chain_pem = excluded.chain_pem,
            key_sealed = excluded.key_sealed, not_after = excluded.not_after, issuer = excluded.issuer,
            updated_at = excluded.updated_at",
@@ -162,7 +177,7 @@ async fn put_certificate(conn: &mut sqlx::SqliteConnection, c: &CertRow) -> Resu
     .bind(c.not_after)
     .bind(&c.issuer)
     .bind(now())
-    .execute(conn)
-    .await?;
+    .execute(ex)
+    .await)?;
     Ok(())
 }

@@ -7,7 +7,6 @@
 use super::{now, unix_seconds, BindKey, Result, Store};
 use protocol::agent::ContainerStatus;
 use protocol::api::Event;
-use sqlx::SqliteConnection;
 
 /// How many platform events (not audit entries, which keep their own count) are kept.
 pub const EVENTS_KEEP: i64 = 200_000;
@@ -87,16 +86,18 @@ pub struct EventRow {
     pub addr: Option<String>,
     pub outcome: Option<String>,
     pub process: Option<String>,
+    #[sqlx(try_from = "super::OptNum")]
     pub replica: Option<u32>,
+    #[sqlx(try_from = "super::OptNum")]
     pub release: Option<u32>,
 }
 
 /// Inserts one event on `conn` (a transaction's, or the pool's); answers its id. Now and then
 /// drops the oldest platform events beyond [`EVENTS_KEEP`].
-pub(super) async fn insert(conn: &mut SqliteConnection, e: &NewEvent<'_>) -> Result<i64> {
-    let done = sqlx::query(
+pub(super) async fn insert(conn: &mut super::Tx, e: &NewEvent<'_>) -> Result<i64> {
+    let id: i64 = on!(conn, |ex| sqlx::query_scalar(
         "INSERT INTO events (at, app, env, kind, severity, message, process, replica, release)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(now())
     .bind_env(e.app, e.env)
@@ -104,19 +105,18 @@ pub(super) async fn insert(conn: &mut SqliteConnection, e: &NewEvent<'_>) -> Res
     .bind(e.severity)
     .bind(e.message)
     .bind(e.process)
-    .bind(e.replica)
-    .bind(e.release)
-    .execute(&mut *conn)
-    .await?;
-    let id = done.last_insert_rowid();
+    .bind(e.replica.map(i64::from))
+    .bind(e.release.map(i64::from))
+    .fetch_one(ex)
+    .await)?;
     if id % 1000 == 0 {
-        sqlx::query(
+        exec!(conn, |ex| sqlx::query(
             "DELETE FROM events WHERE actor IS NULL AND id <= (
-             SELECT id FROM events WHERE actor IS NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
+             SELECT id FROM events WHERE actor IS NULL ORDER BY id DESC LIMIT 1 OFFSET $1)",
         )
         .bind(EVENTS_KEEP)
-        .execute(&mut *conn)
-        .await?;
+        .execute(ex)
+        .await)?;
     }
     Ok(id)
 }
@@ -134,8 +134,9 @@ impl Store {
     }
 
     pub async fn record_event(&self, e: &NewEvent<'_>) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        insert(&mut conn, e).await?;
+        let mut tx = self.write_tx().await?;
+        insert(&mut tx, e).await?;
+        tx.commit().await?;
         self.event_added();
         Ok(())
     }
@@ -158,17 +159,18 @@ impl Store {
     pub async fn activity(&self, f: &ActivityFilter) -> Result<Vec<Event>> {
         let visible = f.visible.as_ref().map(|apps| serde_json::to_string(apps).expect("a list of strings"));
         let order = if f.after.is_some() { "ASC" } else { "DESC" };
-        let rows: Vec<ActivityRow> =
+        let visible_apps = self.json_strings("$7");
+        let rows: Vec<ActivityRow> = on!(self.pool, |ex| {
             sqlx::query_as(&format!(
                 // Users' changes to an app deleted before one of the same name was made stay in
             // the audit log, out of the new app's feed (it starts at its `app.created`).
             "WITH starts AS (SELECT app, MAX(id) AS first FROM events WHERE kind = 'app.created' GROUP BY app)
              SELECT * FROM (SELECT id, at, app, env, kind, severity, message, COALESCE(actor, '') AS by,
                     COALESCE(outcome, '') AS outcome FROM events LEFT JOIN starts USING (app)
-              WHERE app != '' AND (actor IS NULL OR (outcome != 'denied' AND id > COALESCE(first, 0))) AND id > ?
-                AND (? IS NULL OR app = ?) AND (? IS NULL OR env = ?)
-                AND (? IS NULL OR app IN (SELECT value FROM json_each(?)))
-              ORDER BY id {order} LIMIT ?) ORDER BY id"
+              WHERE app != '' AND (actor IS NULL OR (outcome != 'denied' AND id > COALESCE(first, 0))) AND id > $1
+                AND ($2 IS NULL OR app = $3) AND ($4 IS NULL OR env = $5)
+                AND ($6 IS NULL OR app IN ({visible_apps}))
+              ORDER BY id {order} LIMIT $8) AS page ORDER BY id"
             ))
             .bind(f.after.unwrap_or(0))
             .bind(&f.app)
@@ -177,9 +179,10 @@ impl Store {
             .bind(&f.env)
             .bind(&visible)
             .bind(&visible)
-            .bind(f.limit)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(super::int(f.limit))
+            .fetch_all(ex)
+            .await
+        })?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -197,14 +200,16 @@ impl Store {
 
     /// Every event after id `after` (audit entries included), oldest first, at most `limit`.
     pub async fn event_rows_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
-        Ok(sqlx::query_as(
+        Ok(on!(self.pool, |ex| {
+            sqlx::query_as(
             "SELECT id, at, app, env, kind, severity, message, actor, addr, outcome, process, replica, release
-             FROM events WHERE id > ? ORDER BY id LIMIT ?",
+             FROM events WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .bind(super::int(limit))
+        .fetch_all(ex)
+        .await
+        })?)
     }
 }
 
@@ -214,10 +219,13 @@ pub(super) struct Seen {
     pub app: String,
     pub env: String,
     pub process: String,
+    #[sqlx(try_from = "i64")]
     pub replica: u32,
+    #[sqlx(try_from = "i64")]
     pub release: u32,
     pub state: String,
     pub healthy: bool,
+    #[sqlx(try_from = "i64")]
     pub restarts: u32,
 }
 
@@ -265,28 +273,26 @@ fn change(old: &Seen, new: &ContainerStatus) -> Option<Change> {
 
 /// Records what a report changed about a replica (inside the report's transaction); answers
 /// whether an event was added.
-pub(super) async fn replica_changed(
-    tx: &mut SqliteConnection,
-    old: &Seen,
-    new: &ContainerStatus,
-) -> Result<bool> {
+pub(super) async fn replica_changed(tx: &mut super::Tx, old: &Seen, new: &ContainerStatus) -> Result<bool> {
     let Some(change) = change(old, new) else { return Ok(false) };
     let family: &[&str] = match change {
         Change::Crashed { .. } | Change::Restarted => &["replica.crashed", "replica.restarted"],
         Change::Unhealthy(_) | Change::Healthy => &["replica.unhealthy", "replica.healthy"],
     };
-    let last: Option<(String, String)> = sqlx::query_as(
-        "SELECT kind, at FROM events WHERE app = ? AND env = ? AND process = ? AND replica = ? AND release = ?
-           AND kind IN (?, ?) ORDER BY id DESC LIMIT 1",
+    let last: Option<(String, String)> = on!(tx, |ex| {
+        sqlx::query_as(
+        "SELECT kind, at FROM events WHERE app = $1 AND env = $2 AND process = $3 AND replica = $4 AND release = $5
+           AND kind IN ($6, $7) ORDER BY id DESC LIMIT 1",
     )
     .bind_env(&old.app, &old.env)
     .bind(&old.process)
-    .bind(old.replica)
-    .bind(old.release)
+    .bind(super::int(old.replica))
+    .bind(super::int(old.release))
     .bind(family[0])
     .bind(family[1])
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(ex)
+    .await
+    })?;
     let quiet = |at: &str| {
         let now = unix_seconds(&now()).unwrap_or(0);
         unix_seconds(at).is_some_and(|t| now - t < QUIET_SECONDS)
@@ -399,8 +405,10 @@ mod tests {
     }
 
     async fn apply(store: &Store, old: Seen, new: ContainerStatus) -> bool {
-        let mut conn = store.pool.acquire().await.unwrap();
-        replica_changed(&mut conn, &old, &new).await.unwrap()
+        let mut tx = store.write_tx().await.unwrap();
+        let changed = replica_changed(&mut tx, &old, &new).await.unwrap();
+        tx.commit().await.unwrap();
+        changed
     }
 
     #[tokio::test]
@@ -432,7 +440,10 @@ mod tests {
         let row = &store.event_rows_after(0, 2).await.unwrap()[1];
         assert_eq!((row.process.as_deref(), row.replica, row.release), (Some("web"), Some(2), Some(3)));
         // After the quiet time the loop shows again, with its count.
-        sqlx::query("UPDATE events SET at = '2000-01-01T00:00:00Z'").execute(&store.pool).await.unwrap();
+        exec!(store.pool, |ex| sqlx::query("UPDATE events SET at = '2000-01-01T00:00:00Z'")
+            .execute(ex)
+            .await)
+        .unwrap();
         assert!(apply(&store, seen("running", false, 5), report("exited", false, 6)).await);
         let last = kinds(&store).await.pop().unwrap().1;
         assert_eq!(last, "web.2 crashed (exit code 1); restarted (restart 6)");

@@ -35,6 +35,7 @@ pub struct JobRow {
     pub id: String,
     pub app: String,
     pub env: String,
+    #[sqlx(try_from = "i64")]
     pub release: u32,
     pub node: String,
     #[sqlx(try_from = "String")]
@@ -59,83 +60,92 @@ impl Store {
     /// Records a job unless one with this id exists (a release phase is created once per
     /// release, whatever retries happen); says whether it was new.
     pub async fn create_job(&self, job: &JobRow, created_by: &str) -> Result<bool> {
-        let done = sqlx::query(
+        let done = exec!(self.pool, |ex| {
+            sqlx::query(
             "INSERT INTO jobs (id, app, env, release, node, kind, command, status, created_at, created_by, attach_tty)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&job.id)
         .bind_env(&job.app, &job.env)
-        .bind(job.release)
+        .bind(super::int(job.release))
         .bind(&job.node)
         .bind(job.kind.as_str())
         .bind(Json(&job.command))
         .bind(now())
         .bind(created_by)
         .bind(job.attach_tty)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn get_job(&self, id: &str) -> Result<JobRow> {
-        sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
+        on!(self.pool, |ex| sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("there is no run {id:?}")))
+            .fetch_optional(ex)
+            .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("there is no run {id:?}")))
     }
 
     /// Who started a job (the user a run's attach must come from).
     pub async fn job_started_by(&self, id: &str) -> Result<String> {
-        sqlx::query_scalar("SELECT created_by FROM jobs WHERE id = ?")
+        on!(self.pool, |ex| sqlx::query_scalar("SELECT created_by FROM jobs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("there is no run {id:?}")))
+            .fetch_optional(ex)
+            .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("there is no run {id:?}")))
     }
 
     /// Ends every attached run still pending with `error`: they live only as long as their
     /// connection, which a restart of the control plane cut. Returns how many.
     pub async fn end_attached_jobs(&self, error: &str) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'done', error = ? WHERE status = 'pending' AND attach_tty IS NOT NULL",
+        let done =
+            exec!(self.pool, |ex| {
+                sqlx::query(
+            "UPDATE jobs SET status = 'done', error = $1 WHERE status = 'pending' AND attach_tty IS NOT NULL",
         )
         .bind(error)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+            })?;
         Ok(done.rows_affected())
     }
 
     pub async fn pending_jobs(&self, node: &str) -> Result<Vec<JobRow>> {
-        Ok(sqlx::query_as("SELECT * FROM jobs WHERE node = ? AND status = 'pending' ORDER BY created_at")
-            .bind(node)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM jobs WHERE node = $1 AND status = 'pending' ORDER BY created_at"
+        )
+        .bind(node)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Records a job's end, and drops the output of the environment's older finished jobs.
     pub async fn finish_job(&self, id: &str, exit_code: Option<i64>, error: Option<&str>) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "UPDATE jobs SET status = 'done', exit_code = ?, error = ? WHERE id = ? AND status = 'pending'",
+        exec!(tx, |ex| {
+            sqlx::query(
+            "UPDATE jobs SET status = 'done', exit_code = $1, error = $2 WHERE id = $3 AND status = 'pending'",
         )
         .bind(exit_code)
         .bind(error)
         .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
+        .execute(ex)
+        .await
+        })?;
+        exec!(tx, |ex| sqlx::query(
             "DELETE FROM job_output WHERE id IN (
                  SELECT id FROM (
                      SELECT old.id, ROW_NUMBER() OVER (ORDER BY old.created_at DESC) AS newest
-                     FROM jobs old JOIN jobs this ON this.id = ?
+                     FROM jobs old JOIN jobs this ON this.id = $1
                      WHERE old.app = this.app AND old.env = this.env AND old.status = 'done'
-                 ) AS finished WHERE newest > ?)",
+                 ) AS finished WHERE newest > $2)",
         )
         .bind(id)
         .bind(KEEP_JOB_OUTPUTS)
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex)
+        .await)?;
         tx.commit().await?;
         Ok(())
     }
@@ -143,24 +153,25 @@ impl Store {
     /// Appends output lines, keeping only the job's newest [`MAX_JOB_LINES`].
     pub async fn append_job_output(&self, id: &str, lines: &[String]) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let mut seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_output WHERE id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let mut seq: i64 =
+            on!(tx, |ex| sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_output WHERE id = $1")
+                .bind(id)
+                .fetch_one(ex)
+                .await)?;
         for line in lines {
             seq += 1;
-            sqlx::query("INSERT INTO job_output (id, seq, text) VALUES (?, ?, ?)")
+            exec!(tx, |ex| sqlx::query("INSERT INTO job_output (id, seq, text) VALUES ($1, $2, $3)")
                 .bind(id)
                 .bind(seq)
                 .bind(line)
-                .execute(&mut *tx)
-                .await?;
+                .execute(ex)
+                .await)?;
         }
-        sqlx::query("DELETE FROM job_output WHERE id = ? AND seq <= ?")
+        exec!(tx, |ex| sqlx::query("DELETE FROM job_output WHERE id = $1 AND seq <= $2")
             .bind(id)
             .bind(seq - MAX_JOB_LINES)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         tx.commit().await?;
         Ok(())
     }
@@ -168,23 +179,24 @@ impl Store {
     /// Output lines after `after` (at most 1000), with the sequence number of the last one.
     /// Lines no longer kept are stood for by one `[paas] N earlier lines were not kept` line.
     pub async fn job_output_after(&self, id: &str, after: u64) -> Result<(Vec<String>, u64)> {
-        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM job_output WHERE id = ?")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+        let first: Option<i64> =
+            on!(self.pool, |ex| sqlx::query_scalar("SELECT MIN(seq) FROM job_output WHERE id = $1")
+                .bind(id)
+                .fetch_one(ex)
+                .await)?;
         let mut lines = Vec::new();
         let mut after = after as i64;
         if let Some(first) = first.filter(|f| *f > after + 1) {
             lines.push(pruned_marker(first - 1 - after));
             after = first - 1;
         }
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, text FROM job_output WHERE id = ? AND seq > ? ORDER BY seq LIMIT 1000",
+        let rows: Vec<(i64, String)> = on!(self.pool, |ex| sqlx::query_as(
+            "SELECT seq, text FROM job_output WHERE id = $1 AND seq > $2 ORDER BY seq LIMIT 1000",
         )
         .bind(id)
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(super::int(after))
+        .fetch_all(ex)
+        .await)?;
         let next = rows.last().map_or(after, |(seq, _)| *seq) as u64;
         lines.extend(rows.into_iter().map(|(_, text)| text));
         Ok((lines, next))
@@ -192,12 +204,13 @@ impl Store {
 
     /// The job's last `n` output lines, oldest first.
     pub async fn job_output_tail(&self, id: &str, n: u32) -> Result<Vec<String>> {
-        let mut lines: Vec<String> =
-            sqlx::query_scalar("SELECT text FROM job_output WHERE id = ? ORDER BY seq DESC LIMIT ?")
-                .bind(id)
-                .bind(n)
-                .fetch_all(&self.pool)
-                .await?;
+        let mut lines: Vec<String> = on!(self.pool, |ex| sqlx::query_scalar(
+            "SELECT text FROM job_output WHERE id = $1 ORDER BY seq DESC LIMIT $2"
+        )
+        .bind(id)
+        .bind(super::int(n))
+        .fetch_all(ex)
+        .await)?;
         lines.reverse();
         Ok(lines)
     }
@@ -207,6 +220,7 @@ impl Store {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CronRunRow {
     pub id: String,
+    #[sqlx(try_from = "i64")]
     pub release: u32,
     #[sqlx(try_from = "String")]
     pub status: JobStatus,
@@ -218,30 +232,30 @@ pub struct CronRunRow {
 impl Store {
     /// The environment's `[cron]` runs, newest first.
     pub async fn cron_runs(&self, app: &str, env: &str) -> Result<Vec<CronRunRow>> {
-        Ok(sqlx::query_as(
+        Ok(on!(self.pool, |ex| sqlx::query_as(
             "SELECT id, release, status, exit_code, error, created_at FROM jobs
-             WHERE app = ? AND env = ? AND kind = 'cron' ORDER BY created_at DESC, id DESC",
+             WHERE app = $1 AND env = $2 AND kind = 'cron' ORDER BY created_at DESC, id DESC",
         )
         .bind_env(app, env)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Removes the finished runs whose ids start with `prefix` (one `[cron]` job's) beyond the
     /// newest `keep`, with their output: a job every minute must not grow the store forever.
     pub async fn prune_cron_runs(&self, app: &str, env: &str, prefix: &str, keep: i64) -> Result<u64> {
-        let done = sqlx::query(
+        let done = exec!(self.pool, |ex| sqlx::query(
             "DELETE FROM jobs WHERE id IN (
-                 SELECT id FROM jobs WHERE app = ? AND env = ? AND kind = 'cron' AND status = 'done'
-                     AND substr(id, 1, length(?)) = ?
-                 ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?)",
+                 SELECT id FROM jobs WHERE app = $1 AND env = $2 AND kind = 'cron' AND status = 'done'
+                     AND substr(id, 1, length($3)) = $4
+                 ORDER BY created_at DESC, id DESC LIMIT 9223372036854775807 OFFSET $5)",
         )
         .bind_env(app, env)
         .bind(prefix)
         .bind(prefix)
         .bind(keep)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await)?;
         Ok(done.rows_affected())
     }
 }
@@ -291,7 +305,7 @@ mod tests {
     }
 
     async fn rows(store: &Store, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&store.pool).await.unwrap()
+        on!(store.pool, |ex| sqlx::query_scalar(sql).fetch_one(ex).await).unwrap()
     }
 
     #[tokio::test]

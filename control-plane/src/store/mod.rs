@@ -1,5 +1,29 @@
-//! The control plane's state store: SQLite through sqlx, with migrations embedded in the binary.
-//! Every read and write of desired state goes through here so another backend can replace it.
+//! The control plane's state store: SQLite (one server) or PostgreSQL (several servers) through
+//! sqlx, with migrations embedded in the binary. Every read and write of desired state goes
+//! through here. One text of each query serves both databases: [`on!`] compiles it once per
+//! backend (sqlx's `Any` driver decodes neither SQLite's booleans nor unsigned numbers).
+
+/// Runs `$body` with `$db` bound to the backend's executor: `on!(self.pool, |ex| query.fetch_one(ex).await)`
+/// on the pool, `on!(tx, |ex| ...)` in a [`Tx`]. The body is written once and type-checked
+/// against each database, so its SQL must be portable (`$1` placeholders, `"user"` quoted).
+macro_rules! on {
+    ($target:expr, |$ex:ident| $body:expr) => {
+        match $target.split() {
+            $crate::store::Either::Sqlite($ex) => $body,
+            $crate::store::Either::Postgres($ex) => $body,
+        }
+    };
+}
+
+/// [`on!`] for a statement (`.execute(ex)`): both backends' results become a [`Done`].
+macro_rules! exec {
+    ($target:expr, |$ex:ident| $body:expr) => {
+        match $target.split() {
+            $crate::store::Either::Sqlite($ex) => $body.map(|r| $crate::store::Done(r.rows_affected())),
+            $crate::store::Either::Postgres($ex) => $body.map(|r| $crate::store::Done(r.rows_affected())),
+        }
+    };
+}
 
 mod agents;
 mod alerts;
@@ -33,8 +57,9 @@ pub use users::{AuditFilter, AuditRecord, UserRow, UserToken};
 mod tests;
 
 use anyhow::Context;
-use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Database, Encode, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Type};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -55,37 +80,146 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// One of the two backends' values, for [`on!`] to match on.
+pub(crate) enum Either<S, P> {
+    Sqlite(S),
+    Postgres(P),
+}
+
+/// The database the state lives in.
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Pool {
+    fn split(&self) -> Either<&SqlitePool, &PgPool> {
+        match self {
+            Pool::Sqlite(p) => Either::Sqlite(p),
+            Pool::Postgres(p) => Either::Postgres(p),
+        }
+    }
+}
+
+/// A write transaction: at most one runs at a time on a database, whichever server opened it
+/// (see [`Store::write_tx`]).
+pub(crate) enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    fn split(&mut self) -> Either<&mut SqliteConnection, &mut PgConnection> {
+        match self {
+            Tx::Sqlite(t) => Either::Sqlite(&mut **t),
+            Tx::Postgres(t) => Either::Postgres(&mut **t),
+        }
+    }
+
+    async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+}
+
+/// What a statement did, on either database.
+pub(crate) struct Done(u64);
+
+impl Done {
+    pub fn rows_affected(&self) -> u64 {
+        self.0
+    }
+}
+
+/// An unsigned number as the `BIGINT` both databases keep it in (PostgreSQL has no unsigned
+/// types); saturates, as no count the store keeps comes near.
+pub(crate) fn int<T: TryInto<i64>>(n: T) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// A nullable number column read into an `Option` of an unsigned field, with
+/// `#[sqlx(try_from = "super::OptNum")]` (plain ones use `try_from = "i64"`): PostgreSQL has no
+/// unsigned types, so both databases keep `BIGINT` and the store converts.
+pub(crate) struct OptNum(Option<i64>);
+
+impl<DB: Database> Type<DB> for OptNum
+where
+    i64: Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <i64 as Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <i64 as Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: Database> sqlx::Decode<'r, DB> for OptNum
+where
+    Option<i64>: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        Ok(OptNum(<Option<i64> as sqlx::Decode<'r, DB>>::decode(value)?))
+    }
+}
+
+impl<T: TryFrom<i64>> TryFrom<OptNum> for Option<T> {
+    type Error = T::Error;
+
+    fn try_from(n: OptNum) -> std::result::Result<Self, T::Error> {
+        n.0.map(T::try_from).transpose()
+    }
+}
+
 /// Binds the key of an environment, `(app, env)`, or of a release, `(app, env, version)`: the
 /// columns most queries of the store select by, always in this order.
-trait BindKey<'q>: Sized {
-    fn bind_value<T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>>(self, value: T) -> Self;
+trait BindKey<'q, DB: Database>: Sized {
+    fn bind_value<T: 'q + Encode<'q, DB> + Type<DB>>(self, value: T) -> Self;
 
-    fn bind_env(self, app: &'q str, env: &'q str) -> Self {
+    fn bind_env(self, app: &'q str, env: &'q str) -> Self
+    where
+        &'q str: Encode<'q, DB> + Type<DB>,
+    {
         self.bind_value(app).bind_value(env)
     }
 
-    fn bind_release(self, app: &'q str, env: &'q str, version: u32) -> Self {
-        self.bind_env(app, env).bind_value(version)
+    fn bind_release(self, app: &'q str, env: &'q str, version: u32) -> Self
+    where
+        &'q str: Encode<'q, DB> + Type<DB>,
+        i64: Encode<'q, DB> + Type<DB>,
+    {
+        self.bind_env(app, env).bind_value(i64::from(version))
     }
 }
 
 /// Implements [`BindKey`] for one of sqlx's query types (`O` being the row type where it has one).
 macro_rules! bind_key {
     ($($o:ident)? => $query:ty) => {
-        impl<'q $(, $o)?> BindKey<'q> for $query {
-            fn bind_value<T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>>(self, value: T) -> Self {
+        impl<'q, DB: Database $(, $o)?> BindKey<'q, DB> for $query {
+            fn bind_value<T: 'q + Encode<'q, DB> + Type<DB>>(self, value: T) -> Self {
                 self.bind(value)
             }
         }
     };
 }
-bind_key!(=> sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>);
-bind_key!(O => sqlx::query::QueryAs<'q, Sqlite, O, SqliteArguments<'q>>);
-bind_key!(O => sqlx::query::QueryScalar<'q, Sqlite, O, SqliteArguments<'q>>);
+bind_key!(=> sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>);
+bind_key!(O => sqlx::query::QueryAs<'q, DB, O, <DB as Database>::Arguments<'q>>);
+bind_key!(O => sqlx::query::QueryScalar<'q, DB, O, <DB as Database>::Arguments<'q>>);
 
 /// Embedded migrations (`migrations/NNNN_name.sql`, version NNNN), applied by sqlx's migrator,
 /// which records them in `_sqlx_migrations`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// PostgreSQL's migrations: its first is the schema SQLite's first 22 made, under the same
+/// version, so every later change is one file of the same number in each directory.
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
+
+/// The key of the advisory lock every PostgreSQL write transaction holds (see [`Store::write_tx`]).
+const WRITE_LOCK: i64 = 0x7061_6173_7772_6974; // "paaswrit"
 
 protocol::string_enum! {
     /// What an API token may do: use the user API, or register a new node (the join token).
@@ -105,7 +239,7 @@ pub struct Token {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
     /// Where new environments' subnets come from.
     subnets: NetworkPool,
     /// Notified when an event is committed: the central log's feeder waits on it.
@@ -143,9 +277,25 @@ impl Store {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
-        Self::connect(opts, SqlitePoolOptions::new().max_connections(4))
+        Self::connect_sqlite(opts, SqlitePoolOptions::new().max_connections(4))
             .await
             .with_context(|| format!("opening the state database {}", path.display()))
+    }
+
+    /// The store in a PostgreSQL database (`postgres://user:password@host/db`), which several
+    /// servers may share.
+    pub async fn open_postgres(url: &str) -> anyhow::Result<Self> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|_| anyhow::anyhow!("the database URL is not a valid postgres:// URL"))?;
+        let target = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or(""));
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("connecting to the state database at {target}"))?;
+        PG_MIGRATOR.run(&pool).await.with_context(|| format!("migrating the state database at {target}"))?;
+        Ok(Self::with(Pool::Postgres(pool)))
     }
 
     /// A store that lives in memory, for tests: one connection that is never closed (the
@@ -153,89 +303,114 @@ impl Store {
     pub async fn open_in_memory() -> anyhow::Result<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
         let pool = SqlitePoolOptions::new().max_connections(1).idle_timeout(None).max_lifetime(None);
-        Self::connect(opts, pool).await
+        Self::connect_sqlite(opts, pool).await
     }
 
-    async fn connect(opts: SqliteConnectOptions, pool: SqlitePoolOptions) -> anyhow::Result<Self> {
+    fn with(pool: Pool) -> Self {
+        Self { pool, subnets: NetworkPool::default(), events_added: Default::default() }
+    }
+
+    async fn connect_sqlite(opts: SqliteConnectOptions, pool: SqlitePoolOptions) -> anyhow::Result<Self> {
         let opts = opts.foreign_keys(true).busy_timeout(Duration::from_secs(10));
-        let store = Self {
-            pool: pool.connect_with(opts).await?,
-            subnets: NetworkPool::default(),
-            events_added: Default::default(),
-        };
-        store.import_old_migrations().await.context("importing the migration history")?;
-        MIGRATOR.run(&store.pool).await.context("migrating the state database")?;
-        Ok(store)
+        let pool = pool.connect_with(opts).await?;
+        import_old_migrations(&pool).await.context("importing the migration history")?;
+        MIGRATOR.run(&pool).await.context("migrating the state database")?;
+        Ok(Self::with(Pool::Sqlite(pool)))
     }
 
-    /// Data directories from before sqlx's migrator list their migrations in
-    /// `schema_migrations` (version = position, the same numbers as the files): those are
-    /// marked applied for the migrator, once, and the old table goes.
-    async fn import_old_migrations(&self) -> anyhow::Result<()> {
-        use sqlx::migrate::Migrate;
-        let mut tx = self.write_tx().await?;
-        // Only SQLite data directories predate the migrator, so its catalogue is the one to ask.
-        let old: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if old.is_none() {
-            return Ok(());
-        }
-        let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.ensure_migrations_table().await?;
-        for m in MIGRATOR.iter().filter(|m| m.version <= applied) {
-            sqlx::query(
-                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-                 VALUES (?, ?, TRUE, ?, 0) ON CONFLICT (version) DO NOTHING",
-            )
-            .bind(m.version)
-            .bind(&*m.description)
-            .bind(&*m.checksum)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("DROP TABLE schema_migrations").execute(&mut *tx).await?;
-        tx.commit().await?;
-        tracing::info!(applied, "imported the migration history into sqlx's");
-        Ok(())
+    /// Whether the state lives in PostgreSQL (shared by every server).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
-    /// The one way to open a write transaction. It takes the write lock up front: a deferred
-    /// one that read first fails with SQLITE_BUSY (no retry) when another writer committed in
-    /// between.
-    async fn write_tx(&self) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    /// The one way to open a write transaction. It takes the write lock up front, so writers
+    /// run one at a time, as SQLite always does, and every read-then-write the store makes
+    /// holds. On SQLite a deferred transaction that read first fails with SQLITE_BUSY (no
+    /// retry) when another writer committed in between; on PostgreSQL an advisory lock held
+    /// to the commit serializes the writers of every server sharing the database.
+    async fn write_tx(&self) -> std::result::Result<Tx, sqlx::Error> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
+                Tx::Postgres(tx)
+            }
+        })
+    }
+
+    /// A subquery of the strings in the JSON array bound as parameter `param` (`$6`).
+    fn json_strings(&self, param: &str) -> String {
+        match self.pool {
+            Pool::Sqlite(_) => format!("SELECT value FROM json_each({param})"),
+            Pool::Postgres(_) => format!("SELECT jsonb_array_elements_text(CAST({param} AS jsonb))"),
+        }
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
     }
 
     // --- tokens ---
 
     pub async fn insert_token(&self, hash: &str, user: &str, kind: TokenKind) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tokens (hash, user, kind, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (hash) DO NOTHING",
+        exec!(self.pool, |ex| sqlx::query(
+            r#"INSERT INTO tokens (hash, "user", kind, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (hash) DO NOTHING"#,
         )
         .bind(hash)
         .bind(user)
         .bind(kind.as_str())
         .bind(now())
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     /// Whose a token (by its hash) is.
     pub async fn token(&self, hash: &str) -> Result<Option<Token>> {
-        Ok(sqlx::query_as("SELECT user, kind FROM tokens WHERE hash = ?")
+        Ok(on!(self.pool, |ex| sqlx::query_as(r#"SELECT "user", kind FROM tokens WHERE hash = $1"#)
             .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(ex)
+            .await)?)
     }
+}
+
+/// Data directories from before sqlx's migrator list their migrations in
+/// `schema_migrations` (version = position, the same numbers as the files): those are
+/// marked applied for the migrator, once, and the old table goes.
+async fn import_old_migrations(pool: &SqlitePool) -> anyhow::Result<()> {
+    use sqlx::migrate::Migrate;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // Only SQLite data directories predate the migrator, so its catalogue is the one to ask.
+    let old: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if old.is_none() {
+        return Ok(());
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.ensure_migrations_table().await?;
+    for m in MIGRATOR.iter().filter(|m| m.version <= applied) {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (?, ?, TRUE, ?, 0) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(m.version)
+        .bind(&*m.description)
+        .bind(&*m.checksum)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query("DROP TABLE schema_migrations").execute(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(applied, "imported the migration history into sqlx's");
+    Ok(())
 }

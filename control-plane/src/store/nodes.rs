@@ -14,39 +14,42 @@ pub struct Allocation {
 
 impl Store {
     pub async fn node(&self, name: &str) -> Result<super::NodeRow> {
-        sqlx::query_as("SELECT * FROM nodes WHERE name = ?")
+        on!(self.pool, |ex| sqlx::query_as("SELECT * FROM nodes WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("there is no node named {name:?}")))
+            .fetch_optional(ex)
+            .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("there is no node named {name:?}")))
     }
 
     /// Records what a node offers (from its registration).
     pub async fn set_node_capacity(&self, name: &str, capacity: Capacity) -> Result<()> {
-        sqlx::query("UPDATE nodes SET millicpus = ?, memory_bytes = ? WHERE name = ?")
-            .bind(capacity.millicpus as i64)
-            .bind(capacity.memory_bytes as i64)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "UPDATE nodes SET millicpus = $1, memory_bytes = $2 WHERE name = $3"
+        )
+        .bind(capacity.millicpus as i64)
+        .bind(capacity.memory_bytes as i64)
+        .bind(name)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     /// Sets a node's state; returns the state it had.
     pub async fn set_node_state(&self, name: &str, state: &str) -> Result<String> {
         let mut tx = self.write_tx().await?;
-        let was: Option<String> = sqlx::query_scalar("SELECT state FROM nodes WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let was: Option<String> =
+            on!(tx, |ex| sqlx::query_scalar("SELECT state FROM nodes WHERE name = $1")
+                .bind(name)
+                .fetch_optional(ex)
+                .await)?;
         let Some(was) = was else {
             return Err(StoreError::NotFound(format!("there is no node named {name:?}")));
         };
-        sqlx::query("UPDATE nodes SET state = ? WHERE name = ?")
+        exec!(tx, |ex| sqlx::query("UPDATE nodes SET state = $1 WHERE name = $2")
             .bind(state)
             .bind(name)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         tx.commit().await?;
         Ok(was)
     }
@@ -55,13 +58,13 @@ impl Store {
     /// longer count. Returns the new generation, or `None` when it was lost already.
     pub async fn lose_node(&self, name: &str) -> Result<Option<i64>> {
         let mut tx = self.write_tx().await?;
-        let generation: Option<i64> = sqlx::query_scalar(
+        let generation: Option<i64> = on!(tx, |ex| sqlx::query_scalar(
             "UPDATE nodes SET state = 'lost', generation = generation + 1
-             WHERE name = ? AND state != 'lost' RETURNING generation",
+             WHERE name = $1 AND state != 'lost' RETURNING generation",
         )
         .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(ex)
+        .await)?;
         tx.commit().await?;
         Ok(generation)
     }
@@ -69,20 +72,25 @@ impl Store {
     /// A lost node that reports again is ready again (its stale work is gone from its
     /// assignment by then); a draining one stays draining. Returns whether it was lost.
     pub async fn node_returned(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE nodes SET state = 'ready' WHERE name = ? AND state = 'lost'")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let done = exec!(self.pool, |ex| sqlx::query(
+            "UPDATE nodes SET state = 'ready' WHERE name = $1 AND state = 'lost'"
+        )
+        .bind(name)
+        .execute(ex)
+        .await)?;
         Ok(done.rows_affected() > 0)
     }
 
     /// What each node's replicas reserve.
     pub async fn allocations(&self) -> Result<HashMap<String, Allocation>> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT node, SUM(reserve_millicpus), SUM(reserve_memory_bytes), COUNT(*) FROM instances GROUP BY node",
+        let rows: Vec<(String, i64, i64, i64)> = on!(self.pool, |ex| {
+            sqlx::query_as(
+            "SELECT node, CAST(SUM(reserve_millicpus) AS BIGINT), CAST(SUM(reserve_memory_bytes) AS BIGINT), COUNT(*)
+             FROM instances GROUP BY node",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(ex)
+        .await
+        })?;
         Ok(rows
             .into_iter()
             .map(|(node, cpu, mem, n)| {
@@ -94,10 +102,10 @@ impl Store {
 
     /// Takes a replica out of the route table (its replacement serves); it stays assigned.
     pub async fn unroute_instance(&self, name: &str) -> Result<()> {
-        sqlx::query("UPDATE instances SET unrouted = TRUE WHERE name = ?")
+        exec!(self.pool, |ex| sqlx::query("UPDATE instances SET unrouted = TRUE WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
         Ok(())
     }
 
@@ -105,7 +113,8 @@ impl Store {
     /// placed elsewhere). Returns false when `old` was gone already (a deploy retired it).
     pub async fn replace_instance(&self, old: &str, new: &InstanceRow) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM instances WHERE name = ?").bind(old).execute(&mut *tx).await?;
+        let done =
+            exec!(tx, |ex| sqlx::query("DELETE FROM instances WHERE name = $1").bind(old).execute(ex).await)?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }

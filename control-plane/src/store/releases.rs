@@ -36,12 +36,16 @@ pub struct InstanceRow {
     pub app: String,
     pub env: String,
     pub process: String,
+    #[sqlx(try_from = "i64")]
     pub release: u32,
+    #[sqlx(try_from = "i64")]
     pub replica: u32,
     pub node: String,
     pub state: String,
     pub healthy: bool,
+    #[sqlx(try_from = "super::OptNum")]
     pub host_port: Option<u16>,
+    #[sqlx(try_from = "i64")]
     pub restarts: u32,
     #[sqlx(json)]
     pub log_tail: Vec<String>,
@@ -88,6 +92,7 @@ impl InstanceRow {
 struct ReleaseRecord {
     app: String,
     env: String,
+    #[sqlx(try_from = "i64")]
     version: u32,
     #[sqlx(try_from = "String")]
     status: ReleaseStatus,
@@ -145,20 +150,24 @@ impl InstanceRow {
     }
 }
 
-/// The SQL condition that a replica's row differs from a reported status; its values are bound
-/// by [`bind_status`].
+/// The SQL condition that a replica's row differs from a reported status: its values are the
+/// query's first five, bound by [`bind_status`].
 macro_rules! status_differs {
     () => {
-        "(state != ? OR healthy != ? OR host_port IS DISTINCT FROM ? OR restarts != ? OR log_tail != ?)"
+        "(state != $1 OR healthy != $2 OR host_port IS DISTINCT FROM $3 OR restarts != $4 OR log_tail != $5)"
     };
 }
 
 /// Binds a reported status's values in the order [`status_differs`] (and the update) name them.
-fn bind_status<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    s: &'q ContainerStatus,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    query.bind(&s.state).bind(s.healthy).bind(s.host_port).bind(s.restarts).bind(Json(&s.log_tail))
+macro_rules! bind_status {
+    ($query:expr, $s:expr) => {
+        $query
+            .bind(&$s.state)
+            .bind($s.healthy)
+            .bind($s.host_port.map(i64::from))
+            .bind(i64::from($s.restarts))
+            .bind(Json(&$s.log_tail))
+    };
 }
 
 impl Store {
@@ -166,27 +175,30 @@ impl Store {
     /// environment is unfinished, so two deploys never race for one environment.
     pub async fn create_release(&self, app: &str, env: &str, new: &NewRelease) -> Result<Release> {
         let mut tx = self.write_tx().await?;
-        let busy: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM releases WHERE app = ? AND env = ? AND status IN ('building', 'deploying')",
+        let busy: Option<i64> = on!(tx, |ex| {
+            sqlx::query_scalar(
+            "SELECT version FROM releases WHERE app = $1 AND env = $2 AND status IN ('building', 'deploying')",
         )
         .bind_env(app, env)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(ex)
+        .await
+        })?;
         if let Some(v) = busy {
             return Err(StoreError::Conflict(format!(
                 "a deploy of {app}/{env} is in progress (release v{v}); wait for it to finish"
             )));
         }
-        let version: u32 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app = ? AND env = ?",
+        let version: i64 = on!(tx, |ex| sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app = $1 AND env = $2",
         )
         .bind_env(app, env)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
+        .fetch_one(ex)
+        .await)?;
+        let version = version as u32;
+        exec!(tx, |ex| sqlx::query(
             "INSERT INTO releases (app, env, version, status, source, build_node, created_at, created_by,
                                    image_id, manifest, description, config, config_keys, manifest_text)
-             VALUES (?, ?, ?, 'building', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, 'building', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind_release(app, env, version)
         .bind(&new.source)
@@ -199,8 +211,8 @@ impl Store {
         .bind(&new.config)
         .bind(Json(&new.config_keys))
         .bind(&new.manifest_text)
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex)
+        .await)?;
         tx.commit().await?;
         self.get_release(app, env, version).await
     }
@@ -212,13 +224,17 @@ impl Store {
     /// Some `columns` of one release.
     async fn release_columns<T>(&self, columns: &str, app: &str, env: &str, version: u32) -> Result<T>
     where
-        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: Send + Unpin,
     {
-        sqlx::query_as(&format!("SELECT {columns} FROM releases WHERE app = ? AND env = ? AND version = ?"))
-            .bind_release(app, env, version)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
+        on!(self.pool, |ex| sqlx::query_as(&format!(
+            "SELECT {columns} FROM releases WHERE app = $1 AND env = $2 AND version = $3"
+        ))
+        .bind_release(app, env, version)
+        .fetch_optional(ex)
+        .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("{app}/{env} has no release v{version}")))
     }
 
     /// A release's sealed config snapshot and its `paas.toml` text.
@@ -227,11 +243,12 @@ impl Store {
     }
 
     pub async fn list_releases(&self, app: &str, env: &str) -> Result<Vec<Release>> {
-        let rows: Vec<ReleaseRecord> =
-            sqlx::query_as("SELECT * FROM releases WHERE app = ? AND env = ? ORDER BY version DESC")
-                .bind_env(app, env)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<ReleaseRecord> = on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM releases WHERE app = $1 AND env = $2 ORDER BY version DESC"
+        )
+        .bind_env(app, env)
+        .fetch_all(ex)
+        .await)?;
         Ok(rows.into_iter().map(Release::from).collect())
     }
 
@@ -239,40 +256,42 @@ impl Store {
     /// environment's current and target release's, and its rollback target's (the newest
     /// superseded release before the current one).
     pub async fn kept_images(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(on!(self.pool, |ex| sqlx::query_scalar(
             "SELECT DISTINCT r.image_id FROM releases r JOIN envs e ON e.app = r.app AND e.name = r.env
              WHERE r.image_id IS NOT NULL AND (r.version = e.current_release OR r.version = e.target_release
                OR r.version = (SELECT MAX(p.version) FROM releases p WHERE p.app = e.app AND p.env = e.name
                                AND p.version < e.current_release AND p.status = 'superseded'))
              ORDER BY r.image_id",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Nodes that should have image `id` (they built it or run a replica of a release with it),
     /// leaving out lost ones.
     pub async fn image_holders(&self, id: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(on!(self.pool, |ex| sqlx::query_scalar(
             "SELECT h.node FROM (
-                 SELECT build_node AS node FROM releases WHERE image_id = ?1 AND build_node IS NOT NULL
+                 SELECT build_node AS node FROM releases WHERE image_id = $11 AND build_node IS NOT NULL
                  UNION SELECT i.node FROM instances i JOIN releases r
-                     ON r.app = i.app AND r.env = i.env AND r.version = i.release WHERE r.image_id = ?1
+                     ON r.app = i.app AND r.env = i.env AND r.version = i.release WHERE r.image_id = $21
              ) h JOIN nodes n ON n.name = h.node WHERE n.state != 'lost' ORDER BY h.node",
         )
         .bind(id)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(ex)
+        .await)?)
     }
 
     /// Releases a node must build: still building, assigned to it, with no result yet.
     pub async fn pending_builds(&self, node: &str) -> Result<Vec<Release>> {
-        let rows: Vec<ReleaseRecord> = sqlx::query_as(
-            "SELECT * FROM releases WHERE build_node = ? AND status = 'building' AND image_id IS NULL AND error IS NULL",
+        let rows: Vec<ReleaseRecord> = on!(self.pool, |ex| {
+            sqlx::query_as(
+            "SELECT * FROM releases WHERE build_node = $1 AND status = 'building' AND image_id IS NULL AND error IS NULL",
         )
         .bind(node)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(ex)
+        .await
+        })?;
         Ok(rows.into_iter().map(Release::from).collect())
     }
 
@@ -291,14 +310,16 @@ impl Store {
         image_id: Option<&str>,
         error: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE releases SET image_id = ?, error = ? WHERE app = ? AND env = ? AND version = ? AND status = 'building'",
+        exec!(self.pool, |ex| {
+            sqlx::query(
+            "UPDATE releases SET image_id = $1, error = $2 WHERE app = $3 AND env = $4 AND version = $5 AND status = 'building'",
         )
         .bind(image_id)
         .bind(error)
         .bind_release(app, env, version)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(())
     }
 
@@ -310,14 +331,16 @@ impl Store {
         status: ReleaseStatus,
         error: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE releases SET status = ?, error = COALESCE(?, error) WHERE app = ? AND env = ? AND version = ?",
+        exec!(self.pool, |ex| {
+            sqlx::query(
+            "UPDATE releases SET status = $1, error = COALESCE($2, error) WHERE app = $3 AND env = $4 AND version = $5",
         )
         .bind(status.as_str())
         .bind(error)
         .bind_release(app, env, version)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         Ok(())
     }
 
@@ -332,11 +355,13 @@ impl Store {
         added: &[InstanceRow],
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let (Json(mut formation), target): (Json<std::collections::BTreeMap<String, u32>>, Option<i64>) =
-            sqlx::query_as("SELECT formation, target_release FROM envs WHERE app = ? AND name = ?")
+        let (Json(mut formation), target): (Json<std::collections::BTreeMap<String, u32>>, Option<i64>) = on!(
+            tx,
+            |ex| sqlx::query_as("SELECT formation, target_release FROM envs WHERE app = $1 AND name = $2")
                 .bind_env(app, env)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_one(ex)
+                .await
+        )?;
         // Checked again here, under the write lock: a rollout that started after the caller
         // looked would otherwise lose the replicas past the new count.
         if let Some(t) = target {
@@ -345,18 +370,20 @@ impl Store {
             )));
         }
         formation.insert(process.to_string(), replicas);
-        sqlx::query("UPDATE envs SET formation = ? WHERE app = ? AND name = ?")
+        exec!(tx, |ex| sqlx::query("UPDATE envs SET formation = $1 WHERE app = $2 AND name = $3")
             .bind(Json(&formation))
             .bind_env(app, env)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         insert_instances(&mut tx, added).await?;
-        sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND process = ? AND replica > ?")
-            .bind_env(app, env)
-            .bind(process)
-            .bind(replicas)
-            .execute(&mut *tx)
-            .await?;
+        exec!(tx, |ex| sqlx::query(
+            "DELETE FROM instances WHERE app = $1 AND env = $2 AND process = $3 AND replica > $4"
+        )
+        .bind_env(app, env)
+        .bind(process)
+        .bind(super::int(replicas))
+        .execute(ex)
+        .await)?;
         tx.commit().await?;
         Ok(())
     }
@@ -374,23 +401,25 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let Json(now): Json<std::collections::BTreeMap<String, u32>> =
-            sqlx::query_scalar("SELECT formation FROM envs WHERE app = ? AND name = ?")
+            on!(tx, |ex| sqlx::query_scalar("SELECT formation FROM envs WHERE app = $1 AND name = $2")
                 .bind_env(app, env)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_one(ex)
+                .await)?;
         if now != *formation {
             return Ok(false);
         }
         insert_instances(&mut tx, instances).await?;
-        sqlx::query("UPDATE releases SET status = 'deploying' WHERE app = ? AND env = ? AND version = ?")
-            .bind_release(app, env, version)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE envs SET target_release = ? WHERE app = ? AND name = ?")
-            .bind(version)
+        exec!(tx, |ex| sqlx::query(
+            "UPDATE releases SET status = 'deploying' WHERE app = $1 AND env = $2 AND version = $3"
+        )
+        .bind_release(app, env, version)
+        .execute(ex)
+        .await)?;
+        exec!(tx, |ex| sqlx::query("UPDATE envs SET target_release = $1 WHERE app = $2 AND name = $3")
+            .bind(super::int(version))
             .bind_env(app, env)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         tx.commit().await?;
         Ok(true)
     }
@@ -399,84 +428,91 @@ impl Store {
     /// containers stay assigned until the ingress nodes confirm ([`Self::retire_others`]).
     pub async fn switch_release(&self, app: &str, env: &str, version: u32) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "UPDATE releases SET status = 'superseded' WHERE app = ? AND env = ? AND status = 'active'",
+        exec!(tx, |ex| sqlx::query(
+            "UPDATE releases SET status = 'superseded' WHERE app = $1 AND env = $2 AND status = 'active'",
         )
         .bind_env(app, env)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE envs SET current_release = ?, target_release = NULL WHERE app = ? AND name = ?")
-            .bind(version)
-            .bind_env(app, env)
-            .execute(&mut *tx)
-            .await?;
+        .execute(ex)
+        .await)?;
+        exec!(tx, |ex| sqlx::query(
+            "UPDATE envs SET current_release = $1, target_release = NULL WHERE app = $2 AND name = $3"
+        )
+        .bind(super::int(version))
+        .bind_env(app, env)
+        .execute(ex)
+        .await)?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Unassigns the containers of every release but `version` (agents drain and remove them).
     pub async fn retire_others(&self, app: &str, env: &str, version: u32) -> Result<()> {
-        sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND release != ?")
-            .bind_release(app, env, version)
-            .execute(&self.pool)
-            .await?;
+        exec!(self.pool, |ex| sqlx::query(
+            "DELETE FROM instances WHERE app = $1 AND env = $2 AND release != $3"
+        )
+        .bind_release(app, env, version)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     /// A rollout that failed: its containers go, the served release stays untouched.
     pub async fn abort_rollout(&self, app: &str, env: &str, version: u32, error: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM instances WHERE app = ? AND env = ? AND release = ?")
+        exec!(tx, |ex| sqlx::query("DELETE FROM instances WHERE app = $1 AND env = $2 AND release = $3")
             .bind_release(app, env, version)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE envs SET target_release = NULL WHERE app = ? AND name = ? AND target_release = ?",
+            .execute(ex)
+            .await)?;
+        exec!(tx, |ex| sqlx::query(
+            "UPDATE envs SET target_release = NULL WHERE app = $1 AND name = $2 AND target_release = $3",
         )
         .bind_release(app, env, version)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE releases SET status = 'failed', error = ? WHERE app = ? AND env = ? AND version = ?",
+        .execute(ex)
+        .await)?;
+        exec!(tx, |ex| sqlx::query(
+            "UPDATE releases SET status = 'failed', error = $1 WHERE app = $2 AND env = $3 AND version = $4",
         )
         .bind(error)
         .bind_release(app, env, version)
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex)
+        .await)?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Releases left unfinished by a previous run of the control plane.
     pub async fn unfinished_releases(&self) -> Result<Vec<Release>> {
-        let rows: Vec<ReleaseRecord> =
-            sqlx::query_as("SELECT * FROM releases WHERE status IN ('building', 'deploying')")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<ReleaseRecord> = on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM releases WHERE status IN ('building', 'deploying')"
+        )
+        .fetch_all(ex)
+        .await)?;
         Ok(rows.into_iter().map(Release::from).collect())
     }
 
     // --- instances ---
 
     pub async fn instances_for_node(&self, node: &str) -> Result<Vec<InstanceRow>> {
-        Ok(sqlx::query_as("SELECT * FROM instances WHERE node = ? ORDER BY name")
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM instances WHERE node = $1 ORDER BY name")
             .bind(node)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(ex)
+            .await)?)
     }
 
     pub async fn instances_for_env(&self, app: &str, env: &str) -> Result<Vec<InstanceRow>> {
-        Ok(sqlx::query_as("SELECT * FROM instances WHERE app = ? AND env = ? ORDER BY release, replica")
-            .bind_env(app, env)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM instances WHERE app = $1 AND env = $2 ORDER BY release, replica"
+        )
+        .bind_env(app, env)
+        .fetch_all(ex)
+        .await)?)
     }
 
     pub async fn get_instance(&self, name: &str) -> Result<Option<InstanceRow>> {
-        Ok(sqlx::query_as("SELECT * FROM instances WHERE name = ?")
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM instances WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(ex)
+            .await)?)
     }
 
     /// Adds a container beside the serving ones (a restart's replacement) unless a deploy of
@@ -484,10 +520,10 @@ impl Store {
     pub async fn add_instance_unless_deploying(&self, instance: &InstanceRow) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let target: Option<i64> =
-            sqlx::query_scalar("SELECT target_release FROM envs WHERE app = ? AND name = ?")
+            on!(tx, |ex| sqlx::query_scalar("SELECT target_release FROM envs WHERE app = $1 AND name = $2")
                 .bind_env(&instance.app, &instance.env)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_one(ex)
+                .await)?;
         if target.is_some() {
             return Ok(false);
         }
@@ -498,20 +534,29 @@ impl Store {
 
     /// Unassigns one container: its node drains and stops it.
     pub async fn delete_instance(&self, name: &str) -> Result<()> {
-        sqlx::query("DELETE FROM instances WHERE name = ?").bind(name).execute(&self.pool).await?;
+        exec!(self.pool, |ex| sqlx::query("DELETE FROM instances WHERE name = $1")
+            .bind(name)
+            .execute(ex)
+            .await)?;
         Ok(())
     }
 
     pub async fn all_instances(&self) -> Result<Vec<InstanceRow>> {
-        Ok(sqlx::query_as("SELECT * FROM instances").fetch_all(&self.pool).await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM instances").fetch_all(ex).await)?)
     }
 
     /// Whether any of `statuses` differs from what the store holds of that replica.
     async fn report_differs(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
         for s in statuses {
-            let sql = concat!("SELECT 1 FROM instances WHERE name = ? AND node = ? AND ", status_differs!());
-            let query = sqlx::query(sql).bind(&s.name).bind(node);
-            if bind_status(query, s).fetch_optional(&self.pool).await?.is_some() {
+            let sql =
+                concat!("SELECT 1 FROM instances WHERE name = $6 AND node = $7 AND ", status_differs!());
+            let row = on!(self.pool, |ex| bind_status!(sqlx::query(sql), s)
+                .bind(&s.name)
+                .bind(node)
+                .fetch_optional(ex)
+                .await
+                .map(|r| r.is_some()))?;
+            if row {
                 return Ok(true);
             }
         }
@@ -529,21 +574,25 @@ impl Store {
         let (mut changed, mut events) = (false, false);
         let mut tx = self.write_tx().await?;
         for s in statuses {
-            let seen: Option<super::events::Seen> = sqlx::query_as(
+            let seen: Option<super::events::Seen> = on!(tx, |ex| sqlx::query_as(
                 "SELECT app, env, process, replica, release, state, healthy, restarts FROM instances
-                 WHERE name = ? AND node = ?",
+                 WHERE name = $1 AND node = $2",
             )
             .bind(&s.name)
             .bind(node)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional(ex)
+            .await)?;
             let sql = concat!(
-                "UPDATE instances SET state = ?, healthy = ?, host_port = ?, restarts = ?, log_tail = ?, updated_at = ?
-                 WHERE name = ? AND node = ? AND ",
+                "UPDATE instances SET state = $1, healthy = $2, host_port = $3, restarts = $4, log_tail = $5,
+                 updated_at = $6 WHERE name = $7 AND node = $8 AND ",
                 status_differs!()
             );
-            let query = bind_status(sqlx::query(sql), s).bind(now()).bind(&s.name).bind(node);
-            let done = bind_status(query, s).execute(&mut *tx).await?;
+            let done = exec!(tx, |ex| bind_status!(sqlx::query(sql), s)
+                .bind(now())
+                .bind(&s.name)
+                .bind(node)
+                .execute(ex)
+                .await)?;
             if done.rows_affected() > 0 {
                 changed = true;
                 if let Some(seen) = &seen {
@@ -569,43 +618,52 @@ impl Store {
         lines: &[String],
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let mut seq: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(seq), 0) FROM deploy_events WHERE app = ? AND env = ? AND version = ?",
+        let mut seq: i64 =
+            on!(tx, |ex| {
+                sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) FROM deploy_events WHERE app = $1 AND env = $2 AND version = $3",
         )
         .bind_release(app, env, version)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(ex)
+        .await
+            })?;
         for line in lines {
             seq += 1;
-            sqlx::query(
-                "INSERT INTO deploy_events (app, env, version, seq, kind, text, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            exec!(tx, |ex| {
+                sqlx::query(
+                "INSERT INTO deploy_events (app, env, version, seq, kind, text, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind_release(app, env, version)
             .bind(seq)
             .bind(kind)
             .bind(line)
             .bind(now())
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await
+            })?;
         }
-        sqlx::query(
-            "DELETE FROM deploy_events WHERE app = ? AND env = ? AND (version = ? AND seq <= ? OR version <= ?)",
+        exec!(tx, |ex| {
+            sqlx::query(
+            "DELETE FROM deploy_events WHERE app = $1 AND env = $2 AND (version = $3 AND seq <= $4 OR version <= $5)",
         )
         .bind_release(app, env, version)
         .bind(seq - MAX_RELEASE_EVENTS)
         .bind(i64::from(version) - i64::from(KEEP_RELEASE_EVENTS))
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         tx.commit().await?;
         Ok(())
     }
 
     /// When release `version`'s newest deploy event was recorded (its rollout's end, once over).
     pub async fn last_deploy_event_at(&self, app: &str, env: &str, version: u32) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT MAX(at) FROM deploy_events WHERE app = ? AND env = ? AND version = ?")
-            .bind_release(app, env, version)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_scalar(
+            "SELECT MAX(at) FROM deploy_events WHERE app = $1 AND env = $2 AND version = $3"
+        )
+        .bind_release(app, env, version)
+        .fetch_one(ex)
+        .await)?)
     }
 
     pub async fn events_after(
@@ -615,25 +673,29 @@ impl Store {
         version: u32,
         after: u64,
     ) -> Result<Vec<DeployEvent>> {
-        let first: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(seq) FROM deploy_events WHERE app = ? AND env = ? AND version = ?",
+        let first: Option<i64> = on!(self.pool, |ex| sqlx::query_scalar(
+            "SELECT MIN(seq) FROM deploy_events WHERE app = $1 AND env = $2 AND version = $3",
         )
         .bind_release(app, env, version)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(ex)
+        .await)?;
         // Events no longer kept are stood for by one line, numbered like the last of them.
         let gap = first.filter(|f| *f > after as i64 + 1).map(|f| (f - 1 - after as i64, f as u64 - 1));
         let after = gap.map_or(after, |(_, last)| last);
-        let rows: Vec<(u64, String, String, String)> = sqlx::query_as(
-            "SELECT seq, kind, text, at FROM deploy_events WHERE app = ? AND env = ? AND version = ? AND seq > ?
+        let rows: Vec<(i64, String, String, String)> = on!(self.pool, |ex| {
+            sqlx::query_as(
+            "SELECT seq, kind, text, at FROM deploy_events WHERE app = $1 AND env = $2 AND version = $3 AND seq > $4
              ORDER BY seq LIMIT 1000",
         )
         .bind_release(app, env, version)
         .bind(after as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut events: Vec<DeployEvent> =
-            rows.into_iter().map(|(seq, kind, text, at)| DeployEvent { seq, at, kind, text }).collect();
+        .fetch_all(ex)
+        .await
+        })?;
+        let mut events: Vec<DeployEvent> = rows
+            .into_iter()
+            .map(|(seq, kind, text, at)| DeployEvent { seq: seq as u64, at, kind, text })
+            .collect();
         if let (Some((n, seq)), Some(next)) = (gap, events.first()) {
             let marker = DeployEvent {
                 seq,
@@ -647,15 +709,12 @@ impl Store {
     }
 }
 
-pub(super) async fn insert_instances(
-    tx: &mut sqlx::SqliteConnection,
-    instances: &[InstanceRow],
-) -> Result<()> {
+pub(super) async fn insert_instances(tx: &mut super::Tx, instances: &[InstanceRow]) -> Result<()> {
     for i in instances {
-        sqlx::query(
+        exec!(tx, |ex| sqlx::query(
             "INSERT INTO instances (name, app, env, process, release, replica, node, updated_at,
                  reserve_millicpus, reserve_memory_bytes)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (name) DO UPDATE SET app = excluded.app, env = excluded.env,
                  process = excluded.process, release = excluded.release, replica = excluded.replica,
                  node = excluded.node, state = 'pending', healthy = FALSE, host_port = NULL,
@@ -666,14 +725,14 @@ pub(super) async fn insert_instances(
         .bind(&i.name)
         .bind_env(&i.app, &i.env)
         .bind(&i.process)
-        .bind(i.release)
-        .bind(i.replica)
+        .bind(super::int(i.release))
+        .bind(super::int(i.replica))
         .bind(&i.node)
         .bind(now())
         .bind(i.reserve_millicpus)
         .bind(i.reserve_memory_bytes)
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex)
+        .await)?;
     }
     Ok(())
 }

@@ -78,14 +78,9 @@ impl Store {
     }
 
     /// Gives a new environment its subnet, inside the transaction that creates it.
-    pub(super) async fn allocate_subnet(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        app: &str,
-        env: &str,
-    ) -> Result<()> {
+    pub(super) async fn allocate_subnet(&self, tx: &mut super::Tx, app: &str, env: &str) -> Result<()> {
         let taken: Vec<String> =
-            sqlx::query_scalar("SELECT subnet FROM env_subnets").fetch_all(&mut *tx).await?;
+            on!(tx, |ex| sqlx::query_scalar("SELECT subnet FROM env_subnets").fetch_all(ex).await)?;
         let taken = taken
             .iter()
             .map(|s| {
@@ -98,28 +93,31 @@ impl Store {
                 self.subnets
             )));
         };
-        sqlx::query("INSERT INTO env_subnets (app, env, subnet) VALUES (?, ?, ?)")
+        exec!(tx, |ex| sqlx::query("INSERT INTO env_subnets (app, env, subnet) VALUES ($1, $2, $3)")
             .bind_env(app, env)
             .bind(subnet.to_string())
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         Ok(())
     }
 
     /// Every environment's subnet by (app, env); environments from before subnets have none.
     pub async fn env_subnets(&self) -> Result<HashMap<(String, String), String>> {
         let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT app, env, subnet FROM env_subnets").fetch_all(&self.pool).await?;
+            on!(self.pool, |ex| sqlx::query_as("SELECT app, env, subnet FROM env_subnets")
+                .fetch_all(ex)
+                .await)?;
         Ok(rows.into_iter().map(|(app, env, subnet)| ((app, env), subnet)).collect())
     }
 
     /// One environment's subnet; empty for an environment from before subnets (Docker picks).
     pub async fn env_subnet(&self, app: &str, env: &str) -> Result<String> {
-        let subnet: Option<String> =
-            sqlx::query_scalar("SELECT subnet FROM env_subnets WHERE app = ? AND env = ?")
-                .bind_env(app, env)
-                .fetch_optional(&self.pool)
-                .await?;
+        let subnet: Option<String> = on!(self.pool, |ex| sqlx::query_scalar(
+            "SELECT subnet FROM env_subnets WHERE app = $1 AND env = $2"
+        )
+        .bind_env(app, env)
+        .fetch_optional(ex)
+        .await)?;
         Ok(subnet.unwrap_or_default())
     }
 }
@@ -179,14 +177,16 @@ mod tests {
         store.delete_app("shop").await.unwrap();
         assert!(store.env_subnets().await.unwrap().is_empty());
         // An environment from before subnets has none: Docker picks, as before.
-        sqlx::query("INSERT INTO apps (name, created_at) VALUES ('old', '')")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO envs (app, name, created_at) VALUES ('old', 'production', '')")
-            .execute(&store.pool)
-            .await
-            .unwrap();
+        exec!(store.pool, |ex| sqlx::query("INSERT INTO apps (name, created_at) VALUES ('old', '')")
+            .execute(ex)
+            .await)
+        .unwrap();
+        exec!(store.pool, |ex| sqlx::query(
+            "INSERT INTO envs (app, name, created_at) VALUES ('old', 'production', '')"
+        )
+        .execute(ex)
+        .await)
+        .unwrap();
         assert_eq!(store.env_subnet("old", "production").await.unwrap(), "");
         let _ = std::fs::remove_dir_all(&dir);
     }

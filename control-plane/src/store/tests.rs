@@ -1,9 +1,39 @@
-//! Store tests on in-memory SQLite: migrations (and upgrading a data directory of the release
-//! before sqlx's migrator), strict decoding, and the release transactions.
+//! Store tests: migrations (and upgrading a data directory of the release before sqlx's
+//! migrator) on SQLite; strict decoding and the release transactions on in-memory SQLite and
+//! on a throwaway PostgreSQL server alike.
 
 use super::*;
+use paas_tests::pg::PgServer;
 use protocol::agent::{DbRole, DbTaskKind, DbTaskStatus};
 use protocol::api::{BackupStatus, BackupTrigger, ReleaseStatus, Verification};
+
+/// Runs store test `$name(store)` twice: on in-memory SQLite and on PostgreSQL.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Store::open_in_memory().await.unwrap()).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let pg = super::PgServer::start();
+                let store = super::Store::open_postgres(&pg.url("postgres")).await.unwrap();
+                super::$name(store.clone()).await;
+                store.close().await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    rows_that_do_not_decode_are_errors,
+    a_second_unfinished_release_is_a_conflict,
+    rollout_switch_retire_and_abort_leave_consistent_state,
+    reports_count_as_changes_only_when_they_change_something,
+    a_deleted_apps_platform_events_go_with_it_and_its_audit_entries_stay,
+);
 
 /// Existing environments keep their Docker names on upgrade, except those whose old names
 /// already collided with another environment's.
@@ -67,7 +97,7 @@ async fn apply_old_migrations(pool: &sqlx::SqlitePool) {
 /// Rows as the release before wrote them: JSON columns as it serialized them, statuses as text,
 /// and one release from before releases had manifests (an empty `manifest`).
 const OLD_ROWS: &str = r#"
-INSERT INTO tokens (hash, user, kind, created_at) VALUES ('h-admin', 'admin', 'user', 't'), ('h-join', 'agent', 'join', 't');
+INSERT INTO tokens (hash, "user", kind, created_at) VALUES ('h-admin', 'admin', 'user', 't'), ('h-join', 'agent', 'join', 't');
 INSERT INTO nodes (name, private_addr, ingress, last_seen) VALUES ('n1', '10.0.0.1', 1, 't');
 INSERT INTO node_credentials (node, hash, created_at) VALUES ('n1', 'h-n1', 't');
 INSERT INTO apps (name, created_at) VALUES ('shop', 't');
@@ -109,15 +139,16 @@ async fn a_data_directory_of_the_previous_release_upgrades_in_place() {
     }
     for _ in 0..2 {
         let store = Store::open(&path).await.unwrap();
+        let Pool::Sqlite(pool) = &store.pool else { unreachable!("a SQLite store") };
         let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&store.pool)
+            .fetch_all(pool)
             .await
             .unwrap();
         let expected: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
         assert_eq!(versions, expected, "every migration recorded once");
         let old: Option<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'schema_migrations'")
-                .fetch_optional(&store.pool)
+                .fetch_optional(pool)
                 .await
                 .unwrap();
         assert_eq!(old, None, "the old history is imported once");
@@ -177,24 +208,25 @@ async fn a_data_directory_of_the_previous_release_upgrades_in_place() {
 }
 
 /// A row the store cannot read is an error, never a default.
-#[tokio::test]
-async fn rows_that_do_not_decode_are_errors() {
-    let store = Store::open_in_memory().await.unwrap();
+async fn rows_that_do_not_decode_are_errors(store: Store) {
     store.create_app("shop").await.unwrap();
     store.create_release("shop", "production", &new_release()).await.unwrap();
-    let set = |sql: &'static str| sqlx::query(sql).execute(&store.pool);
+    let set = |sql: &'static str| async { exec!(store.pool, |ex| sqlx::query(sql).execute(ex).await) };
     set("UPDATE releases SET manifest = '{\"processes\": 1}'").await.unwrap();
     assert!(matches!(store.get_release("shop", "production", 1).await, Err(StoreError::Db(_))));
-    set("UPDATE releases SET manifest = (SELECT manifest FROM releases), status = 'paused'").await.unwrap();
-    let manifest = serde_json::to_string(&protocol::manifest::Manifest::default()).unwrap();
-    sqlx::query("UPDATE releases SET manifest = ?").bind(manifest).execute(&store.pool).await.unwrap();
+    let manifest = sqlx::types::Json(protocol::manifest::Manifest::default());
+    exec!(store.pool, |ex| sqlx::query("UPDATE releases SET manifest = $1, status = 'paused'")
+        .bind(&manifest)
+        .execute(ex)
+        .await)
+    .unwrap();
     // sqlx 0.8's `try_from` loses the conversion's message, but names the column.
     let err = store.get_release("shop", "production", 1).await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Db(sqlx::Error::ColumnDecode { index, .. }) if index.contains("status")),
         "{err:?}"
     );
-    set("UPDATE envs SET formation = 'web=2'").await.unwrap();
+    set("UPDATE envs SET formation = '\"web=2\"'").await.unwrap();
     assert!(store.get_env("shop", "production").await.is_err());
 }
 
@@ -228,9 +260,7 @@ async fn status(store: &Store, version: u32) -> ReleaseStatus {
 }
 
 /// One unfinished release per environment: a second deploy is refused until the first ends.
-#[tokio::test]
-async fn a_second_unfinished_release_is_a_conflict() {
-    let store = Store::open_in_memory().await.unwrap();
+async fn a_second_unfinished_release_is_a_conflict(store: Store) {
     store.create_app("shop").await.unwrap();
     store.create_env("shop", "staging").await.unwrap();
     let v1 = store.create_release("shop", "production", &new_release()).await.unwrap();
@@ -254,9 +284,7 @@ async fn a_second_unfinished_release_is_a_conflict() {
 
 /// A deploy rolls out beside the served release, switches, retires the old containers; a failed
 /// one leaves the served release and its containers as they were.
-#[tokio::test]
-async fn rollout_switch_retire_and_abort_leave_consistent_state() {
-    let store = Store::open_in_memory().await.unwrap();
+async fn rollout_switch_retire_and_abort_leave_consistent_state(store: Store) {
     store.create_app("shop").await.unwrap();
     let env = || store.get_env("shop", "production");
 
@@ -309,14 +337,15 @@ async fn rollout_switch_retire_and_abort_leave_consistent_state() {
     store.create_release("shop", "production", &new_release()).await.unwrap();
     let formation = env().await.unwrap().formation;
     assert!(store.start_rollout("shop", "production", 4, &formation, &[instance(4, 1)]).await.unwrap());
-    sqlx::query("UPDATE releases SET image_id = 'sha256:' || version").execute(&store.pool).await.unwrap();
+    exec!(store.pool, |ex| sqlx::query("UPDATE releases SET image_id = 'sha256:' || version")
+        .execute(ex)
+        .await)
+    .unwrap();
     assert_eq!(store.kept_images().await.unwrap(), ["sha256:1", "sha256:2", "sha256:4"]);
 }
 
 /// A report changes the store only when something in it changed, a missing port included.
-#[tokio::test]
-async fn reports_count_as_changes_only_when_they_change_something() {
-    let store = Store::open_in_memory().await.unwrap();
+async fn reports_count_as_changes_only_when_they_change_something(store: Store) {
     store.create_app("shop").await.unwrap();
     store.create_release("shop", "production", &new_release()).await.unwrap();
     store.start_rollout("shop", "production", 1, &Default::default(), &[instance(1, 1)]).await.unwrap();
@@ -358,9 +387,7 @@ impl Drop for TempDir {
     }
 }
 
-#[tokio::test]
-async fn a_deleted_apps_platform_events_go_with_it_and_its_audit_entries_stay() {
-    let store = Store::open_in_memory().await.unwrap();
+async fn a_deleted_apps_platform_events_go_with_it_and_its_audit_entries_stay(store: Store) {
     store.create_app("shop").await.unwrap();
     store.add_event("shop", "production", "deploy.live", "info", "Deploy v1 is live").await.unwrap();
     let audit = users::AuditRecord {

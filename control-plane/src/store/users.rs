@@ -84,15 +84,15 @@ pub const AUDIT_KEEP: i64 = 200_000;
 pub const AUDIT_KEEP_DENIED: i64 = 20_000;
 
 /// Refuses when `user` is the only admin of every app: without one, no one could manage users.
-async fn last_admin_check(tx: &mut sqlx::SqliteConnection, user: &str) -> Result<()> {
-    let (is_admin, others): (bool, i64) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM grants WHERE app = '*' AND role = 'admin' AND user = ?),
-                (SELECT COUNT(*) FROM grants WHERE app = '*' AND role = 'admin' AND user != ?)",
+async fn last_admin_check(tx: &mut super::Tx, user: &str) -> Result<()> {
+    let (is_admin, others): (bool, i64) = on!(tx, |ex| sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM grants WHERE app = '*' AND role = 'admin' AND \"user\" = $1),
+                (SELECT COUNT(*) FROM grants WHERE app = '*' AND role = 'admin' AND \"user\" != $2)",
     )
     .bind(user)
     .bind(user)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_one(ex)
+    .await)?;
     if is_admin && others == 0 {
         return Err(StoreError::Conflict(format!(
             "{user:?} is the last admin of every app; make another user admin first"
@@ -106,14 +106,16 @@ impl Store {
 
     /// Adds a user; `Conflict` when the name is taken.
     pub async fn add_user(&self, name: &str, password_hash: Option<&str>) -> Result<()> {
-        let done = sqlx::query(
-            "INSERT INTO users (name, password_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        let done = exec!(self.pool, |ex| {
+            sqlx::query(
+            "INSERT INTO users (name, password_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(password_hash)
         .bind(now())
-        .execute(&self.pool)
-        .await?;
+        .execute(ex)
+        .await
+        })?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("there is already a user named {name:?}")));
         }
@@ -124,52 +126,57 @@ impl Store {
     /// grants, as admins changed them, stay).
     pub async fn ensure_admin_user(&self, name: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let added =
-            sqlx::query("INSERT INTO users (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-                .bind(name)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
+        let added = exec!(tx, |ex| sqlx::query(
+            "INSERT INTO users (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+        )
+        .bind(name)
+        .bind(now())
+        .execute(ex)
+        .await)?;
         if added.rows_affected() > 0 {
-            sqlx::query(
-                "INSERT INTO grants (user, app, role) VALUES (?, '*', 'admin') ON CONFLICT DO NOTHING",
+            exec!(tx, |ex| sqlx::query(
+                "INSERT INTO grants (\"user\", app, role) VALUES ($1, '*', 'admin') ON CONFLICT DO NOTHING",
             )
             .bind(name)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<UserRow>> {
-        Ok(sqlx::query_as("SELECT name, password_hash, totp_secret, created_at FROM users WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT name, password_hash, totp_secret, created_at FROM users WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(ex)
+        .await)?)
     }
 
     pub async fn users(&self) -> Result<Vec<UserRow>> {
-        Ok(sqlx::query_as("SELECT name, password_hash, totp_secret, created_at FROM users ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT name, password_hash, totp_secret, created_at FROM users ORDER BY name"
+        )
+        .fetch_all(ex)
+        .await)?)
     }
 
     pub async fn set_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
+        let done = exec!(self.pool, |ex| sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
             .bind(password_hash)
             .bind(name)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
         Ok(done.rows_affected() > 0)
     }
 
     pub async fn set_totp(&self, name: &str, sealed: Option<&str>) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET totp_secret = ? WHERE name = ?")
+        let done = exec!(self.pool, |ex| sqlx::query("UPDATE users SET totp_secret = $1 WHERE name = $2")
             .bind(sealed)
             .bind(name)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -178,11 +185,12 @@ impl Store {
     pub async fn remove_user(&self, name: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         last_admin_check(&mut tx, name).await?;
-        sqlx::query("DELETE FROM tokens WHERE user = ? AND kind = 'user'")
+        exec!(tx, |ex| sqlx::query("DELETE FROM tokens WHERE \"user\" = $1 AND kind = 'user'")
             .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM users WHERE name = ?").bind(name).execute(&mut *tx).await?;
+            .execute(ex)
+            .await)?;
+        let done =
+            exec!(tx, |ex| sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(ex).await)?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
@@ -190,16 +198,20 @@ impl Store {
     // --- grants ---
 
     pub async fn has_platform_admin(&self) -> Result<bool> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM grants WHERE app = '*' AND role = 'admin')")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM grants WHERE app = '*' AND role = 'admin')"
+        )
+        .fetch_one(ex)
+        .await)?)
     }
 
     pub async fn grants_of(&self, user: &str) -> Result<Vec<Grant>> {
-        let rows: Vec<GrantRow> = sqlx::query_as("SELECT app, role FROM grants WHERE user = ? ORDER BY app")
-            .bind(user)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<GrantRow> = on!(self.pool, |ex| sqlx::query_as(
+            "SELECT app, role FROM grants WHERE \"user\" = $1 ORDER BY app"
+        )
+        .bind(user)
+        .fetch_all(ex)
+        .await)?;
         Ok(rows.into_iter().map(Grant::from).collect())
     }
 
@@ -210,15 +222,15 @@ impl Store {
         if app == protocol::access::ALL_APPS && role != Role::Admin {
             last_admin_check(&mut tx, user).await?;
         }
-        sqlx::query(
-            "INSERT INTO grants (user, app, role) VALUES (?, ?, ?)
-             ON CONFLICT (user, app) DO UPDATE SET role = excluded.role",
+        exec!(tx, |ex| sqlx::query(
+            "INSERT INTO grants (\"user\", app, role) VALUES ($1, $2, $3)
+             ON CONFLICT (\"user\", app) DO UPDATE SET role = excluded.role",
         )
         .bind(user)
         .bind(app)
         .bind(role.as_str())
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex)
+        .await)?;
         tx.commit().await?;
         Ok(())
     }
@@ -229,11 +241,11 @@ impl Store {
         if app == protocol::access::ALL_APPS {
             last_admin_check(&mut tx, user).await?;
         }
-        let done = sqlx::query("DELETE FROM grants WHERE user = ? AND app = ?")
+        let done = exec!(tx, |ex| sqlx::query("DELETE FROM grants WHERE \"user\" = $1 AND app = $2")
             .bind(user)
             .bind(app)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
@@ -241,8 +253,8 @@ impl Store {
     // --- named user tokens ---
 
     pub async fn insert_user_token(&self, hash: &str, info: &TokenInfo) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tokens (hash, id, user, name, kind, created_at, expires_at) VALUES (?, ?, ?, ?, 'user', ?, ?)",
+        exec!(self.pool, |ex| sqlx::query(
+            "INSERT INTO tokens (hash, id, \"user\", name, kind, created_at, expires_at) VALUES ($1, $2, $3, $4, 'user', $5, $6)",
         )
         .bind(hash)
         .bind(&info.id)
@@ -250,8 +262,8 @@ impl Store {
         .bind(&info.name)
         .bind(&info.created_at)
         .bind(&info.expires_at)
-        .execute(&self.pool)
-        .await
+        .execute(ex)
+        .await)
         .map_err(|e| match e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
                 StoreError::Conflict(format!("{} already has a token named {:?}", info.user, info.name))
@@ -263,25 +275,27 @@ impl Store {
 
     /// A user token by its hash, whatever its expiry (the caller decides).
     pub async fn user_token(&self, hash: &str) -> Result<Option<UserToken>> {
-        Ok(sqlx::query_as(
-            "SELECT COALESCE(id, substr(hash, 1, 12)) AS id, user, expires_at FROM tokens
-             WHERE hash = ? AND kind = 'user'",
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT COALESCE(id, substr(hash, 1, 12)) AS id, \"user\", expires_at FROM tokens
+             WHERE hash = $1 AND kind = 'user'",
         )
         .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(ex)
+        .await)?)
     }
 
     /// Tokens of `user`, or everyone's.
     pub async fn user_tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>> {
-        let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
-            "SELECT COALESCE(id, substr(hash, 1, 12)), user, COALESCE(name, ''), created_at, expires_at
-             FROM tokens WHERE kind = 'user' AND (? IS NULL OR user = ?) ORDER BY user, created_at",
+        let rows: Vec<(String, String, String, String, Option<String>)> = on!(self.pool, |ex| {
+            sqlx::query_as(
+            "SELECT COALESCE(id, substr(hash, 1, 12)), \"user\", COALESCE(name, ''), created_at, expires_at
+             FROM tokens WHERE kind = 'user' AND ($1 IS NULL OR \"user\" = $2) ORDER BY \"user\", created_at",
         )
         .bind(user)
         .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(ex)
+        .await
+        })?;
         Ok(rows
             .into_iter()
             .map(|(id, user, name, created_at, expires_at)| TokenInfo {
@@ -298,28 +312,31 @@ impl Store {
     /// True when there was one.
     pub async fn revoke_token(&self, owner: Option<&str>, id_or_name: &str) -> Result<bool> {
         let done = match owner {
-            Some(user) => {
-                sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND user = ? AND (id = ? OR name = ?)")
-                    .bind(user)
-                    .bind(id_or_name)
-                    .bind(id_or_name)
-            }
-            None => sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND id = ?").bind(id_or_name),
-        }
-        .execute(&self.pool)
-        .await?;
+            Some(user) => exec!(self.pool, |ex| sqlx::query(
+                r#"DELETE FROM tokens WHERE kind = 'user' AND "user" = $1 AND (id = $2 OR name = $3)"#
+            )
+            .bind(user)
+            .bind(id_or_name)
+            .bind(id_or_name)
+            .execute(ex)
+            .await)?,
+            None => exec!(self.pool, |ex| sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND id = $1")
+                .bind(id_or_name)
+                .execute(ex)
+                .await)?,
+        };
         Ok(done.rows_affected() > 0)
     }
 
     /// Replaces the bootstrap admin token (the one in the data directory) with `hash`.
     pub async fn replace_token(&self, old_hash: &str, new_hash: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE tokens SET hash = ?, created_at = ? WHERE hash = ?")
+        exec!(tx, |ex| sqlx::query("UPDATE tokens SET hash = $1, created_at = $2 WHERE hash = $3")
             .bind(new_hash)
             .bind(now())
             .bind(old_hash)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         tx.commit().await?;
         Ok(())
     }
@@ -328,21 +345,23 @@ impl Store {
     /// (the admin token made again after its file was deleted takes over the name).
     pub async fn name_token(&self, hash: &str, id: &str, name: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
+        exec!(tx, |ex| {
+            sqlx::query(
             "UPDATE tokens SET name = name || '-' || COALESCE(id, substr(hash, 1, 12))
-             WHERE kind = 'user' AND name = ? AND hash != ? AND user = (SELECT user FROM tokens WHERE hash = ?)",
+             WHERE kind = 'user' AND name = $1 AND hash != $2 AND \"user\" = (SELECT \"user\" FROM tokens WHERE hash = $3)",
         )
         .bind(name)
         .bind(hash)
         .bind(hash)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE tokens SET id = COALESCE(id, ?), name = ? WHERE hash = ?")
+        .execute(ex)
+        .await
+        })?;
+        exec!(tx, |ex| sqlx::query("UPDATE tokens SET id = COALESCE(id, $1), name = $2 WHERE hash = $3")
             .bind(id)
             .bind(name)
             .bind(hash)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex)
+            .await)?;
         tx.commit().await?;
         Ok(())
     }
@@ -351,43 +370,55 @@ impl Store {
 
     pub async fn insert_session(&self, hash: &str, user: &str, addr: &str, expires_at: &str) -> Result<()> {
         // Expired sessions go here, at a sign-in, rather than on every request.
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+        exec!(self.pool, |ex| sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(crate::access::signin::timestamp(time::OffsetDateTime::now_utc()))
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("INSERT INTO sessions (hash, user, addr, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(hash)
-            .bind(user)
-            .bind(addr)
-            .bind(now())
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
+        exec!(self.pool, |ex| sqlx::query(
+            "INSERT INTO sessions (hash, \"user\", addr, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(hash)
+        .bind(user)
+        .bind(addr)
+        .bind(now())
+        .bind(expires_at)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     /// The user and expiry of a session that has not expired at `at`. Only reads: a request
     /// with a made-up session id must not cost a write.
     pub async fn session_user(&self, hash: &str, at: &str) -> Result<Option<(String, String)>> {
-        Ok(sqlx::query_as("SELECT user, expires_at FROM sessions WHERE hash = ? AND expires_at > ?")
-            .bind(hash)
-            .bind(at)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT \"user\", expires_at FROM sessions WHERE hash = $1 AND expires_at > $2"
+        )
+        .bind(hash)
+        .bind(at)
+        .fetch_optional(ex)
+        .await)?)
     }
 
     /// Ends every session of `user` (a new password or second factor).
     pub async fn end_sessions_of(&self, user: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE user = ?").bind(user).execute(&self.pool).await?;
-        sqlx::query("DELETE FROM tokens WHERE kind = 'user' AND user = ? AND name LIKE 'login%'")
+        exec!(self.pool, |ex| sqlx::query("DELETE FROM sessions WHERE \"user\" = $1")
             .bind(user)
-            .execute(&self.pool)
-            .await?;
+            .execute(ex)
+            .await)?;
+        exec!(self.pool, |ex| sqlx::query(
+            "DELETE FROM tokens WHERE kind = 'user' AND \"user\" = $1 AND name LIKE 'login%'"
+        )
+        .bind(user)
+        .execute(ex)
+        .await)?;
         Ok(())
     }
 
     pub async fn delete_session(&self, hash: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM sessions WHERE hash = ?").bind(hash).execute(&self.pool).await?;
+        let done = exec!(self.pool, |ex| sqlx::query("DELETE FROM sessions WHERE hash = $1")
+            .bind(hash)
+            .execute(ex)
+            .await)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -396,9 +427,9 @@ impl Store {
     /// Records a change. The log keeps the newest [`AUDIT_KEEP`] entries, so a client sending
     /// refused requests all day cannot fill the disk with them.
     pub async fn record_audit(&self, r: &AuditRecord<'_>) -> Result<()> {
-        let done = sqlx::query(
+        let id: i64 = on!(self.pool, |ex| sqlx::query_scalar(
             "INSERT INTO events (at, app, env, kind, severity, message, actor, addr, outcome)
-             VALUES (?, ?, ?, ?, 'info', ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, 'info', $5, $6, $7, $8) RETURNING id",
         )
         .bind(now())
         .bind(r.app)
@@ -408,22 +439,22 @@ impl Store {
         .bind(r.user)
         .bind(r.addr)
         .bind(r.outcome)
-        .execute(&self.pool)
-        .await?;
-        if done.last_insert_rowid() % 1000 == 0 {
+        .fetch_one(ex)
+        .await)?;
+        if id % 1000 == 0 {
             // Refused attempts have a smaller cap of their own, so a client sending them all day
             // cannot push the record of real changes out.
             for (denied, keep) in [(true, AUDIT_KEEP_DENIED), (false, AUDIT_KEEP)] {
-                sqlx::query(
-                    "DELETE FROM events WHERE actor IS NOT NULL AND (outcome = 'denied') = ? AND id <= (
-                     SELECT id FROM events WHERE actor IS NOT NULL AND (outcome = 'denied') = ?
-                     ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                exec!(self.pool, |ex| sqlx::query(
+                    "DELETE FROM events WHERE actor IS NOT NULL AND (outcome = 'denied') = $1 AND id <= (
+                     SELECT id FROM events WHERE actor IS NOT NULL AND (outcome = 'denied') = $2
+                     ORDER BY id DESC LIMIT 1 OFFSET $3)",
                 )
                 .bind(denied)
                 .bind(denied)
                 .bind(keep)
-                .execute(&self.pool)
-                .await?;
+                .execute(ex)
+                .await)?;
             }
         }
         self.event_added();
@@ -433,23 +464,26 @@ impl Store {
     /// The newest entries matching `f`, newest first.
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let visible = f.visible.as_ref().map(|apps| serde_json::to_string(apps).expect("a list of strings"));
-        let rows: Vec<AuditRow> = sqlx::query_as(
+        let visible_apps = self.json_strings("$6");
+        let rows: Vec<AuditRow> = on!(self.pool, |ex| {
+            sqlx::query_as(&format!(
             "SELECT id, at, actor, kind, app, env, COALESCE(addr, '') AS addr, COALESCE(outcome, '') AS outcome,
                     message FROM events WHERE actor IS NOT NULL
-               AND (? IS NULL OR app = ?)
-               AND (? IS NULL OR at >= ?)
-               AND (? IS NULL OR app IN (SELECT value FROM json_each(?)))
-             ORDER BY id DESC LIMIT ?",
-        )
+               AND ($1 IS NULL OR app = $2)
+               AND ($3 IS NULL OR at >= $4)
+               AND ($5 IS NULL OR app IN ({visible_apps}))
+             ORDER BY id DESC LIMIT $7"
+        ))
         .bind(&f.app)
         .bind(&f.app)
         .bind(&f.since)
         .bind(&f.since)
         .bind(&visible)
         .bind(&visible)
-        .bind(f.limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(super::int(f.limit))
+        .fetch_all(ex)
+        .await
+        })?;
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 }
