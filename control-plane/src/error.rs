@@ -43,6 +43,7 @@ impl From<StoreError> for DomainError {
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::NotFound(m) => Self::NotFound(m),
             StoreError::Forbidden(m) => Self::Forbidden(m),
+            e @ StoreError::Fenced(_) => Self::Unavailable(e.to_string()),
             other => Self::Internal(other.into()),
         }
     }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod images;
+mod leader;
 pub mod logs;
 pub mod metrics;
 pub mod nodes;
@@ -140,6 +141,11 @@ impl ControlPlane {
             None => store::Store::open(&config.data_dir.join("state.db")).await?,
         }
         .with_network_pool(config.network_pool);
+        // Servers sharing a database hold the same keys: the first one's, copied through it.
+        let start_lock = store.start_lock().await?;
+        if store.is_shared() {
+            leader::pull_shared(&store, &config.data_dir).await.context("copying the shared keys")?;
+        }
         tracing::info!(pool = %config.network_pool, "environment networks take their subnets from");
         // Its own file: log writes never wait on the state database's write lock.
         let logs = logs::LogStore::open(&config.data_dir.join("logs")).await?;
@@ -176,23 +182,13 @@ impl ControlPlane {
         tracing::info!(store = %storage.describe(), "backups are kept in");
         let metrics = metrics::Metrics::open(&config.data_dir.join("metrics"), config.metrics_max_series)
             .context("opening the metrics store")?;
+        if store.is_shared() {
+            leader::push_shared(&store, &config.data_dir).await.context("sharing the keys")?;
+        }
+        drop(start_lock);
         let mut state = AppState::new(store, logs, Arc::new(config), secrets, storage, ca, ingress_ca);
         state.acme = acme;
         state.metrics = Arc::new(metrics);
-        deploy::recover(&state).await.context("recovering deploys interrupted by the last shutdown")?;
-        restarts::recover(&state)
-            .await
-            .context("recovering process restarts interrupted by the last shutdown")?;
-        backups::recover(&state).await.context("recovering backups interrupted by the last shutdown")?;
-        // A joined run lives only as long as its connection, which the restart cut; its node
-        // stops its container when the run is refused.
-        let ended = state
-            .store
-            .end_attached_jobs("the platform restarted during the session, which ended it")
-            .await?;
-        if ended > 0 {
-            tracing::info!(runs = ended, "ended runs whose sessions the restart cut");
-        }
         // In the background: an unreachable bucket must not keep the platform (and every app's
         // deploys) from starting; backups then fail loudly with the reason.
         if let Some(s3) = s3 {
@@ -240,17 +236,14 @@ impl ControlPlane {
         self.state.set_api_url(api_url.clone());
         let router = http::router(self.state.clone(), &api_url)?;
         tracing::info!(%addr, %agent_addr, ca_sha256 = %self.state.ca.fingerprint(), "control plane listening");
-        self.state.spawn(backups::scheduler(self.state.clone()));
-        self.state.spawn(scheduled::run(self.state.clone()));
+        // What lives in this server's own files is kept by every server.
         self.state.spawn(logs::retention(self.state.clone()));
         self.state.spawn(logs::platform::feed(self.state.clone()));
         self.state.spawn(metrics::expire(self.state.clone()));
-        self.state.spawn(alerts::run(self.state.clone()));
-        self.state.spawn(nodes::watch(self.state.clone()));
         self.state.spawn(images::prune(self.state.clone()));
-        self.state.spawn(drains::run(self.state.clone()));
-        self.state.spawn(edge::run(self.state.clone()));
-        self.state.spawn(edge::acme::run(self.state.clone()));
+        // Recovery and the loops that must run once: now when this server leads, else when it
+        // takes over (`leader`).
+        leader::start(&self.state, shutdown.clone()).await?;
         // Deploys and backup steps hear of shutdown at once, while requests drain.
         let (stop, tasks) = (shutdown.clone(), self.state.shutting_down());
         self.state.spawn(async move {
@@ -276,7 +269,37 @@ impl ControlPlane {
         }
         self.state.store.close().await;
         self.state.logs.close().await;
+        if self.state.deposed() {
+            anyhow::bail!("this control plane lost the lead and stopped; started again, it stands by");
+        }
         tracing::info!("control plane stopped");
         Ok(())
     }
+}
+
+/// Ends what a previous leader (or this server's last run) left unfinished: deploys, process
+/// restarts, backup steps, joined runs. The new leader runs it before anything else.
+pub(crate) async fn recover(state: &AppState) -> anyhow::Result<()> {
+    deploy::recover(state).await.context("recovering deploys interrupted by the last shutdown")?;
+    restarts::recover(state).await.context("recovering process restarts interrupted by the last shutdown")?;
+    backups::recover(state).await.context("recovering backups interrupted by the last shutdown")?;
+    // A joined run lives only as long as its connection, which the restart cut; its node
+    // stops its container when the run is refused.
+    let ended =
+        state.store.end_attached_jobs("the platform restarted during the session, which ended it").await?;
+    if ended > 0 {
+        tracing::info!(runs = ended, "ended runs whose sessions the restart cut");
+    }
+    Ok(())
+}
+
+/// Starts the loops that must run once, on the leader's `state`.
+pub(crate) fn spawn_leader_loops(state: &AppState) {
+    state.spawn(backups::scheduler(state.clone()));
+    state.spawn(scheduled::run(state.clone()));
+    state.spawn(alerts::run(state.clone()));
+    state.spawn(nodes::watch(state.clone()));
+    state.spawn(drains::run(state.clone()));
+    state.spawn(edge::run(state.clone()));
+    state.spawn(edge::acme::run(state.clone()));
 }

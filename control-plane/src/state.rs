@@ -77,6 +77,10 @@ pub struct AppState {
     pub liveness: Arc<crate::nodes::Liveness>,
     /// Release images kept for nodes that lack them (`images`).
     pub images: Arc<crate::images::ImageStore>,
+    /// Whether this control plane leads (`leader`); one on SQLite always does.
+    leading: Arc<std::sync::atomic::AtomicBool>,
+    /// It led and lost the lead (`leader`).
+    deposed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Per node, a mark that only grows (a state index applied, an observation time), with waiters.
@@ -135,6 +139,7 @@ impl AppState {
         // Start above any index a previous run handed out, so agents that kept an old index do
         // not block on a value this run has not reached yet.
         let images = Arc::new(crate::images::ImageStore::new(config.data_dir.join("images")));
+        let store_shared = store.is_shared();
         let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
         Self {
             store,
@@ -167,7 +172,33 @@ impl AppState {
             attach: Default::default(),
             liveness: Arc::default(),
             images,
+            leading: Arc::new((!store_shared).into()),
+            deposed: Arc::default(),
         }
+    }
+
+    /// This state with another store (a leader's loops get one fenced to its term).
+    pub fn with_store(&self, store: Store) -> Self {
+        Self { store, ..self.clone() }
+    }
+
+    /// Whether this control plane leads: serves the API and runs the loops that run once.
+    pub fn leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, std::sync::atomic::Ordering::Release);
+    }
+
+    /// This control plane led and lost the lead: it stops serving and exits with an error.
+    pub fn depose(&self) {
+        self.set_leading(false);
+        self.deposed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn deposed(&self) -> bool {
+        self.deposed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A state on a fresh store in a temporary directory (returned, for removal) holding app

@@ -65,9 +65,15 @@ pub(crate) fn builder() -> reqwest::ClientBuilder {
 
 /// Clones share the bearer token and the HTTP client: a node agent that renews its certificate
 /// swaps the client once, and every task holding a clone then presents the new one.
+/// Marks a 503 from a control plane on standby: the client moves on to its next URL.
+pub const STANDBY_HEADER: &str = "x-paas-standby";
+
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    /// The server's URLs: several for control planes sharing a database. Requests go to one
+    /// until it does not answer or says it stands by, then to the next.
+    bases: Arc<[String]>,
+    at: Arc<std::sync::atomic::AtomicUsize>,
     token: Arc<RwLock<String>>,
     http: Arc<RwLock<reqwest::Client>>,
 }
@@ -96,11 +102,28 @@ impl Client {
     pub fn with_http(base: impl Into<String>, token: impl Into<String>, http: reqwest::Client) -> Self {
         let token = Arc::new(RwLock::new(token.into()));
         let http = Arc::new(RwLock::new(http));
-        Self { base: base.into().trim_end_matches('/').to_string(), token, http }
+        let bases: Vec<String> =
+            base.into().split(',').map(|b| b.trim().trim_end_matches('/').to_string()).collect();
+        Self { bases: bases.into(), at: Arc::default(), token, http }
     }
 
+    /// The URL requests go to now.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.at.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Sends the next requests to the next URL (this one did not answer, or stands by).
+    fn rotate(&self) {
+        if self.bases.len() > 1 {
+            self.at.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The error of a request `base` did not answer; the next goes elsewhere.
+    pub(crate) fn failed(&self, err: reqwest::Error) -> ClientError {
+        let e = ClientError::transport(self.base(), err);
+        self.rotate();
+        e
     }
 
     fn token(&self) -> String {
@@ -123,7 +146,7 @@ impl Client {
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.base(), path)
     }
 
     pub(crate) async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
@@ -135,24 +158,50 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T> {
-        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let resp = self.execute(req).await?;
         let status = resp.status();
         if !status.is_success() {
             return Err(self.refusal(resp).await);
         }
-        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let bytes = resp.bytes().await.map_err(|e| self.failed(e))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError {
             status: Some(status.as_u16()),
             message: format!("the server sent an answer this client does not understand: {e}"),
         })
     }
 
+    /// Sends `req`; when its server cannot be connected to or stands by, sends it again to the
+    /// next URL. Either way the first one never handled it, so nothing is done twice. A
+    /// request whose body is a stream goes once.
+    async fn execute(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let (client, request) = req.build_split();
+        let mut request = request.map_err(|e| ClientError { status: None, message: e.to_string() })?;
+        for _ in 1..self.bases.len() {
+            let Some(mut again) = request.try_clone() else { break };
+            let sent_to = self.base().to_string();
+            match client.execute(request).await {
+                Err(e) if e.is_connect() => self.rotate(),
+                Ok(resp) if resp.headers().contains_key(STANDBY_HEADER) => self.rotate(),
+                other => return other.map_err(|e| self.failed(e)),
+            }
+            let rest = again.url().as_str().strip_prefix(&sent_to).map(str::to_string);
+            if let Some(url) = rest.and_then(|rest| format!("{}{rest}", self.base()).parse().ok()) {
+                *again.url_mut() = url;
+            }
+            request = again;
+        }
+        client.execute(request).await.map_err(|e| self.failed(e))
+    }
+
     /// The server's one-sentence reason for a failed call.
     pub(crate) async fn refusal(&self, resp: reqwest::Response) -> ClientError {
         let status = resp.status();
+        if resp.headers().contains_key(STANDBY_HEADER) {
+            self.rotate();
+        }
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return ClientError::transport(&self.base, e),
+            Err(e) => return self.failed(e),
         };
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|b| b.error)
@@ -332,7 +381,7 @@ impl Client {
     pub async fn db_backup_data(&self, app: &str, env: &str, id: &str) -> Result<reqwest::Response> {
         let url = self.url(&format!("/api/v1/apps/{app}/envs/{env}/db/backups/{id}/data"));
         let resp = self.http().get(url).bearer_auth(self.token()).send().await;
-        let resp = resp.map_err(|e| ClientError::transport(&self.base, e))?;
+        let resp = resp.map_err(|e| self.failed(e))?;
         if !resp.status().is_success() {
             return Err(self.refusal(resp).await);
         }
@@ -459,12 +508,12 @@ impl Client {
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
-        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let resp = req.send().await.map_err(|e| self.failed(e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let bytes = resp.bytes().await.map_err(|e| self.failed(e))?;
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|b| b.error)
             .unwrap_or_else(|_| format!("the server answered {status}"));
@@ -511,7 +560,7 @@ impl Client {
     /// The gzipped tar uploaded for a release, as a byte stream.
     pub async fn build_source(&self, task: &BuildTask) -> Result<reqwest::Response> {
         let req = self.http().get(self.url(&build_path(task, "source"))).bearer_auth(self.token());
-        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let resp = req.send().await.map_err(|e| self.failed(e))?;
         if !resp.status().is_success() {
             let status = resp.status();
             return Err(ClientError {
@@ -555,7 +604,7 @@ impl Client {
     /// A GET whose answer is read as a stream; an error answer becomes its message.
     async fn get_stream(&self, path: &str, what: &str) -> Result<reqwest::Response> {
         let req = self.http().get(self.url(path)).bearer_auth(self.token());
-        let resp = req.send().await.map_err(|e| ClientError::transport(&self.base, e))?;
+        let resp = req.send().await.map_err(|e| self.failed(e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

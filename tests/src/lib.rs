@@ -206,6 +206,8 @@ pub struct Platform {
     /// The PostgreSQL server the state lives in, when the platform runs on one (after the
     /// fields above: it stops after the platform).
     pub pg: Option<pg::PgServer>,
+    /// What agents are given to join (`--join`): every control plane's agent address.
+    join_urls: Option<String>,
 }
 
 impl Platform {
@@ -260,12 +262,7 @@ impl Platform {
             env.push(("PAAS_NETWORK_POOL".into(), pool));
             lock
         });
-        // `PAAS_TEST_STORE=postgres` runs a test's platform on PostgreSQL instead of SQLite.
-        let pg = (std::env::var("PAAS_TEST_STORE").as_deref() == Ok("postgres")).then(pg::PgServer::start);
-        if let Some(pg) = &pg {
-            env.push(("PAAS_DATABASE_URL".into(), pg.url("postgres")));
-        }
-        Platform {
+        let mut p = Platform {
             dir,
             node: format!("test-{}", rand_suffix()),
             api_url: String::new(),
@@ -282,8 +279,21 @@ impl Platform {
             bin: bin.to_path_buf(),
             _network_slot: slot,
             passed,
-            pg,
+            pg: None,
+            join_urls: None,
+        };
+        // `PAAS_TEST_STORE=postgres` runs a test's platform on PostgreSQL instead of SQLite.
+        if std::env::var("PAAS_TEST_STORE").as_deref() == Ok("postgres") {
+            p.on_postgres();
         }
+        p
+    }
+
+    /// Keeps the state in a PostgreSQL server of its own (`--database-url`, in the environment).
+    fn on_postgres(&mut self) {
+        let pg = pg::PgServer::start();
+        self.env.push(("PAAS_DATABASE_URL".into(), pg.url("postgres")));
+        self.pg = Some(pg);
     }
 
     fn launch(&mut self) {
@@ -321,8 +331,13 @@ impl Platform {
     /// What `paas up` and `paas server` both get: the data dir, the test's flags and
     /// environment, the CLI config's home, logging, and stdout to read the addresses from.
     fn control_plane_args(&self, cmd: &mut Command) {
+        self.control_plane_args_in(cmd, "data")
+    }
+
+    /// The control plane's flags and environment, with data directory `data` under the test's.
+    fn control_plane_args_in(&self, cmd: &mut Command, data: &str) {
         cmd.arg("--data-dir")
-            .arg(self.dir.path().join("data"))
+            .arg(self.dir.path().join(data))
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
@@ -426,7 +441,7 @@ impl Platform {
 
     /// Joins a node with extra `paas agent` flags (`--memory 64M`, say).
     pub fn join_agent_with(&mut self, private_addr: &str, extra: &[&str]) -> String {
-        self.join_agent_at(&self.agent_url.clone(), private_addr, extra)
+        self.join_agent_at(&self.join_url(), private_addr, extra)
     }
 
     /// Joins a node that reaches the control plane at `server` (a proxy a test can cut, say).
@@ -496,7 +511,7 @@ impl Platform {
     /// control plane at `server` (`None`: directly).
     pub fn restart_agent(&mut self, node: &str, server: Option<&str>, private_addr: &str) {
         self.kill_agent(node);
-        let server = server.unwrap_or(&self.agent_url).to_string();
+        let server = server.map_or_else(|| self.join_url(), str::to_string);
         let child = self.spawn_agent(&server, node, private_addr, &[], None, None);
         let slot = self.agents.iter_mut().find(|(_, n)| n == node).expect("a joined node");
         slot.0 = child;
@@ -655,6 +670,11 @@ impl Drop for Platform {
         docker_rm_labelled("volume", &format!("paas.node={}", self.node));
         for app in &self.apps {
             docker_rm_labelled("image", &format!("paas.app={app}"));
+        }
+        // A failed test's logs and state, kept for a look when asked.
+        if std::thread::panicking() && std::env::var_os("PAAS_KEEP_FAILED").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir")).keep();
+            eprintln!("kept the failed test's directory: {}", kept.display());
         }
     }
 }

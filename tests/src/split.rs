@@ -8,16 +8,62 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A second control plane on the platform's PostgreSQL database, killed when dropped.
+pub struct SecondServer {
+    pub child: std::process::Child,
+    pub api_url: String,
+    pub agent_url: String,
+}
+
+impl Drop for SecondServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Platform {
     /// Starts `paas server` and an ingress agent named [`Platform::node`] on 127.0.0.1.
     pub fn start_split(extra: &[&str]) -> Self {
+        Self::split(extra, false, false).0
+    }
+
+    /// [`Platform::start_split`] with the state in a PostgreSQL server of its own
+    /// (`paas server --database-url`), whatever `PAAS_TEST_STORE` says.
+    pub fn start_split_on_postgres(extra: &[&str]) -> Self {
+        Self::split(extra, true, false).0
+    }
+
+    /// Two `paas server`s on one PostgreSQL database (the harness's own leads; the second, with
+    /// its own data directory and ports, stands by), then the ingress agent. Agents join with
+    /// both agent addresses and the CLI config names both API addresses.
+    pub fn start_two_control_planes(extra: &[&str]) -> (Self, SecondServer) {
+        let (p, second) = Self::split(extra, true, true);
+        (p, second.expect("a second server"))
+    }
+
+    /// `agent --join`'s value: every control plane's agent address.
+    pub fn join_url(&self) -> String {
+        self.join_urls.clone().unwrap_or_else(|| self.agent_url.clone())
+    }
+
+    fn split(extra: &[&str], postgres: bool, two: bool) -> (Self, Option<SecondServer>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listening socket");
         // Open across exec, for the agent to inherit.
         rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::empty()).unwrap();
         let ingress = listener.local_addr().unwrap().to_string();
         let mut p = Self::prepare(paas_bin(), extra, &[], Some(listener));
+        if postgres && p.pg.is_none() {
+            p.on_postgres();
+        }
         p.ingress = ingress;
         p.launch_server();
+        let second = two.then(|| p.launch_second_server());
+        if let Some(s) = &second {
+            p.join_urls = Some(format!("{},{}", p.agent_url, s.agent_url));
+            let toml = format!("server = \"{},{}\"\ntoken = {:?}\n", p.api_url, s.api_url, p.admin_token());
+            std::fs::write(p.dir.path().join("config/paas/config.toml"), toml).unwrap();
+        }
         let token = p.join_token("10m");
         let child = p.ingress_agent(Some(&token));
         p.agents.push((child, p.node.clone()));
@@ -26,7 +72,7 @@ impl Platform {
             assert!(Instant::now() < deadline, "the ingress agent did not join:\n{}", p.agent_log(&p.node));
             std::thread::sleep(Duration::from_millis(200));
         }
-        p
+        (p, second)
     }
 
     /// Starts `paas server` alone, no node (benchmarks simulate agents against it).
@@ -34,6 +80,14 @@ impl Platform {
         let mut p = Self::prepare(paas_bin(), extra, &[], None);
         p.launch_server();
         p
+    }
+
+    /// Kills `paas server` with SIGKILL, as a crash or a lost machine would.
+    pub fn kill_server(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Stops `paas server` the way systemd does (SIGINT here) and starts it again on the same
@@ -61,7 +115,26 @@ impl Platform {
 
     fn ingress_agent(&self, token: Option<&str>) -> std::process::Child {
         let extra = ["--http-addr", self.ingress.as_str()];
-        self.spawn_agent(&self.agent_url, &self.node, "127.0.0.1", &extra, token, self.passed.as_ref())
+        self.spawn_agent(&self.join_url(), &self.node, "127.0.0.1", &extra, token, self.passed.as_ref())
+    }
+
+    /// Starts a second `paas server` on this platform's database, with data directory `data2`.
+    fn launch_second_server(&self) -> SecondServer {
+        let log = std::fs::File::create(self.dir.path().join("second.log")).expect("a log");
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["server", "--api-addr", "127.0.0.1:0", "--agent-addr", "127.0.0.1:0"])
+            .stderr(Stdio::from(log));
+        self.control_plane_args_in(&mut cmd, "data2");
+        let mut child = cmd.spawn().expect("starting the second paas server");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (mut first, mut second) = (String::new(), String::new());
+        out.read_line(&mut first).expect("reading paas server output");
+        out.read_line(&mut second).expect("reading paas server output");
+        let addresses = first.trim().strip_prefix("paas control plane at ");
+        let Some((api, agent)) = addresses.and_then(|a| a.split_once("/, agent address ")) else {
+            panic!("the second paas server did not start: {first}");
+        };
+        SecondServer { child, api_url: api.to_string(), agent_url: agent.to_string() }
     }
 
     fn launch_server(&mut self) {

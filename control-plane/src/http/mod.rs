@@ -78,8 +78,9 @@ pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {
         .nest(API_PREFIX, api.with_state(state.clone()))
         .route("/agent/v1/{*rest}", axum::routing::any(agent_moved))
         .route("/metrics", axum::routing::get(metrics::prometheus).with_state(state.clone()))
-        .merge(git::routes().with_state(state))
-        .merge(console))
+        .merge(git::routes().with_state(state.clone()))
+        .merge(console)
+        .layer(from_fn_with_state(state, crate::leader::standby_gate)))
 }
 
 /// The agent API, for the agent listener.
@@ -90,7 +91,10 @@ pub fn agent_router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(protocol::agent::MAX_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), auth::require_agent));
-    Router::new().nest("/agent/v1", agent.with_state(state)).fallback(not_found)
+    Router::new()
+        .nest("/agent/v1", agent.with_state(state.clone()))
+        .fallback(not_found)
+        .layer(from_fn_with_state(state, crate::leader::standby_gate))
 }
 
 /// An agent from before mutual TLS, still calling the public address.

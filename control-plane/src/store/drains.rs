@@ -91,7 +91,7 @@ impl Store {
         let success = p.success.then(now);
         exec!(self.pool, |ex| {
             sqlx::query(
-            "UPDATE drains SET position = max(position, $1), delivered = delivered + $2, dropped = dropped + $3,
+            "UPDATE drains SET position = CASE WHEN position > $1 THEN position ELSE $1 END, delivered = delivered + $2, dropped = dropped + $3,
                 last_success_at = COALESCE($4, last_success_at),
                 last_error = CASE WHEN $5 THEN NULL ELSE last_error END,
                 last_error_at = CASE WHEN $6 THEN NULL ELSE last_error_at END

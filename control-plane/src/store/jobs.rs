@@ -100,15 +100,14 @@ impl Store {
     /// Ends every attached run still pending with `error`: they live only as long as their
     /// connection, which a restart of the control plane cut. Returns how many.
     pub async fn end_attached_jobs(&self, error: &str) -> Result<u64> {
-        let done =
-            exec!(self.pool, |ex| {
-                sqlx::query(
+        let done = exec!(self.pool, |ex| {
+            sqlx::query(
             "UPDATE jobs SET status = 'done', error = $1 WHERE status = 'pending' AND attach_tty IS NOT NULL",
         )
         .bind(error)
         .execute(ex)
         .await
-            })?;
+        })?;
         Ok(done.rows_affected())
     }
 

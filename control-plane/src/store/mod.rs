@@ -34,6 +34,7 @@ mod drains;
 mod edge;
 mod events;
 mod jobs;
+mod leader;
 mod nodes;
 mod releases;
 mod subnets;
@@ -48,6 +49,7 @@ pub use drains::{DrainProgress, DrainRow};
 pub use edge::{CertRow, DomainRow};
 pub use events::{ActivityFilter, EventRow, NewEvent};
 pub use jobs::{CronRunRow, JobKind, JobRow, JobStatus};
+pub use leader::{Lead, LeaderRow};
 pub use nodes::Allocation;
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 pub use subnets::NetworkPool;
@@ -59,7 +61,9 @@ mod tests;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Database, Encode, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Type};
+use sqlx::{
+    Connection, Database, Encode, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Type,
+};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -74,6 +78,9 @@ pub enum StoreError {
     /// The caller is not the one this belongs to (a node acting for another).
     #[error("{0}")]
     Forbidden(String),
+    /// A write of a leader's loop, after another control plane took the lead.
+    #[error("this control plane no longer leads (its term {0} ended); another one carries on")]
+    Fenced(i64),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -242,6 +249,8 @@ pub struct Store {
     pool: Pool,
     /// Where new environments' subnets come from.
     subnets: NetworkPool,
+    /// The leader's term its write transactions check ([`Store::fenced`]); none: unchecked.
+    fence: Option<i64>,
     /// Notified when an event is committed: the central log's feeder waits on it.
     events_added: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -285,9 +294,20 @@ impl Store {
     /// The store in a PostgreSQL database (`postgres://user:password@host/db`), which several
     /// servers may share.
     pub async fn open_postgres(url: &str) -> anyhow::Result<Self> {
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(|_| anyhow::anyhow!("the database URL is not a valid postgres:// URL"))?;
+        let invalid = || anyhow::anyhow!("the database URL is not a valid postgres:// URL");
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid());
+        }
+        // The URL's own parse error would quote it, password and all.
+        let opts = PgConnectOptions::from_str(url).map_err(|_| invalid())?;
         let target = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or(""));
+        // One attempt first: a database that does not answer is an error now, not after the
+        // pool's retries.
+        PgConnection::connect_with(&opts)
+            .await
+            .with_context(|| format!("connecting to the state database at {target}"))?
+            .close()
+            .await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -307,7 +327,7 @@ impl Store {
     }
 
     fn with(pool: Pool) -> Self {
-        Self { pool, subnets: NetworkPool::default(), events_added: Default::default() }
+        Self { pool, subnets: NetworkPool::default(), fence: None, events_added: Default::default() }
     }
 
     async fn connect_sqlite(opts: SqliteConnectOptions, pool: SqlitePoolOptions) -> anyhow::Result<Self> {
@@ -328,15 +348,18 @@ impl Store {
     /// holds. On SQLite a deferred transaction that read first fails with SQLITE_BUSY (no
     /// retry) when another writer committed in between; on PostgreSQL an advisory lock held
     /// to the commit serializes the writers of every server sharing the database.
-    async fn write_tx(&self) -> std::result::Result<Tx, sqlx::Error> {
-        Ok(match &self.pool {
+    /// A store [`Store::fenced`] to a term checks here, under that lock, that it still leads.
+    async fn write_tx(&self) -> Result<Tx> {
+        let mut tx = match &self.pool {
             Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
                 Tx::Postgres(tx)
             }
-        })
+        };
+        self.check_fence(&mut tx).await?;
+        Ok(tx)
     }
 
     /// A subquery of the strings in the JSON array bound as parameter `param` (`$6`).

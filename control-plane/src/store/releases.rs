@@ -272,9 +272,9 @@ impl Store {
     pub async fn image_holders(&self, id: &str) -> Result<Vec<String>> {
         Ok(on!(self.pool, |ex| sqlx::query_scalar(
             "SELECT h.node FROM (
-                 SELECT build_node AS node FROM releases WHERE image_id = $11 AND build_node IS NOT NULL
+                 SELECT build_node AS node FROM releases WHERE image_id = $1 AND build_node IS NOT NULL
                  UNION SELECT i.node FROM instances i JOIN releases r
-                     ON r.app = i.app AND r.env = i.env AND r.version = i.release WHERE r.image_id = $21
+                     ON r.app = i.app AND r.env = i.env AND r.version = i.release WHERE r.image_id = $1
              ) h JOIN nodes n ON n.name = h.node WHERE n.state != 'lost' ORDER BY h.node",
         )
         .bind(id)
@@ -618,15 +618,14 @@ impl Store {
         lines: &[String],
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let mut seq: i64 =
-            on!(tx, |ex| {
-                sqlx::query_scalar(
+        let mut seq: i64 = on!(tx, |ex| {
+            sqlx::query_scalar(
             "SELECT COALESCE(MAX(seq), 0) FROM deploy_events WHERE app = $1 AND env = $2 AND version = $3",
         )
         .bind_release(app, env, version)
         .fetch_one(ex)
         .await
-            })?;
+        })?;
         for line in lines {
             seq += 1;
             exec!(tx, |ex| {
