@@ -145,14 +145,26 @@ async fn lead_with(
     Ok(())
 }
 
-/// Answers 503, naming the leader, while this control plane stands by.
+/// Answers 503, naming the leader, while this control plane stands by; a browser asking for a
+/// console page is sent to the leader's.
 pub async fn standby_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.leading() {
         return next.run(req).await;
     }
-    let leader = match state.store.leader().await {
-        Ok(Some(l)) => format!(": the leader (term {}) serves at {}", l.term, l.api_url),
-        _ => String::new(),
+    let row = state.store.leader().await.ok().flatten();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let console = req.method() == axum::http::Method::GET
+        && !["/api/", "/agent/", "/git/", "/metrics"].iter().any(|p| path.starts_with(p));
+    if let (true, Some(l)) = (console, &row) {
+        let to = format!("{}{path}", l.api_url);
+        if let Ok(location) = axum::http::HeaderValue::from_str(&to) {
+            return (axum::http::StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)])
+                .into_response();
+        }
+    }
+    let leader = match row {
+        Some(l) => format!(": the leader (term {}) serves at {}", l.term, l.api_url),
+        None => String::new(),
     };
     let mut resp = crate::http::error::ApiError::from(DomainError::Unavailable(format!(
         "this control plane is on standby{leader}"

@@ -22,6 +22,9 @@ fn killing_the_leader_mid_deploy_hands_over_and_the_app_serves_throughout() {
     let r = paas_tests::http::request(standby, "GET", "localhost", "/api/v1/apps", &[], "");
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.body.contains("standby") && r.body.contains(&p.api_url), "{r:?}");
+    let page = paas_tests::http::request(standby, "GET", "localhost", "/apps", &[], "");
+    assert_eq!(page.status, 307, "a browser goes to the leader's console: {page:?}");
+    assert!(page.headers.contains(&format!("location: {}/apps", p.api_url)), "{page:?}");
 
     let app = p.app_name("ha");
     let src = paas_tests::example_copy("hello");

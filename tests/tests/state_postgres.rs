@@ -44,8 +44,9 @@ fn the_control_plane_keeps_its_state_in_postgresql_across_a_restart() {
 fn a_database_that_does_not_answer_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let bin = paas_bin(); // built before the clock starts
     let started = Instant::now();
-    let out = Command::new(paas_bin())
+    let out = Command::new(bin)
         .args(["server", "--api-addr", "127.0.0.1:0", "--agent-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("PAAS_DATABASE_URL", format!("postgres://paas:secret-pw@127.0.0.1:{port}/platform"))
