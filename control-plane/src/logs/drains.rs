@@ -363,11 +363,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_drain_sends_new_lines_once_in_order_and_resends_after_its_server_returns() {
+        const HOME: &str = "127.0.44.3";
         let (state, dir) = AppState::for_tests().await;
         state.logs.insert("n1", &lines(1, 3), 0).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // An address of its own on loopback: a port freed here and taken again must not meet a
+        // client of another test still dialling 127.0.0.1 at that number (it did: an agent's
+        // TLS handshake was accepted as the drain's connection).
+        let listener = tokio::net::TcpListener::bind((HOME, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let url = format!("syslog+tcp://127.0.0.1:{port}");
+        let url = format!("syslog+tcp://{HOME}:{port}");
         let drain = add(&state, "admin", "shop", AddDrain { url: url.clone(), env: None }).await.unwrap();
         let dup = add(&state, "admin", "shop", AddDrain { url, env: None }).await.unwrap_err();
         assert!(dup.to_string().contains("already has this drain"), "{dup}");
@@ -387,14 +391,14 @@ mod tests {
             state.logs.insert("n1", &lines(seq, seq), 0).await.unwrap();
             let d = list(&state, "shop").await.unwrap().remove(0);
             if d.state == DrainState::Failing {
-                assert!(d.last_error.unwrap().contains("connecting to 127.0.0.1"));
+                assert!(d.last_error.unwrap().contains(&format!("connecting to {HOME}")));
                 failing = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         assert!(failing, "the drain never noticed its server was gone");
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind((HOME, port)).await.unwrap();
         let (mut conn, _) =
             tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.unwrap().unwrap();
         let sent = list(&state, "shop").await.unwrap().remove(0);
@@ -403,7 +407,7 @@ mod tests {
         assert_eq!(texts, (9..=last).map(|i| format!("line {i}")).collect::<Vec<_>>(), "{sent:?}");
 
         let removed = remove(&state, "admin", "shop", Some(&drain.id), None).await.unwrap();
-        assert_eq!(removed.url, format!("syslog+tcp://127.0.0.1:{port}"));
+        assert_eq!(removed.url, format!("syslog+tcp://{HOME}:{port}"));
         state.shutting_down().cancel();
         worker.await.unwrap();
         let _ = std::fs::remove_dir_all(dir);
