@@ -118,7 +118,7 @@ pub async fn start(state: &AppState, shutdown: CancellationToken) -> anyhow::Res
 /// store fenced to this term, then serves; watches the lock until it is lost or shutdown.
 async fn lead_with(
     state: &AppState,
-    mut lead: crate::store::Lead,
+    lead: crate::store::Lead,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let term = lead.term;
@@ -127,22 +127,24 @@ async fn lead_with(
     crate::spawn_leader_loops(&led);
     state.set_leading(true);
     tracing::info!(term, "this control plane leads");
-    let state = state.clone();
-    state.clone().spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(TICK) => {}
-            }
-            if !lead.holds().await {
-                state.depose();
-                tracing::error!(term, "lost the lead (the database stopped answering); stopping, so another control plane carries on");
-                shutdown.cancel();
-                return;
-            }
-        }
-    });
+    state.spawn(hold(state.clone(), lead, shutdown));
     Ok(())
+}
+
+/// Checks the lead every [`TICK`]; a lead lost stops this server (`shutdown`).
+async fn hold(state: AppState, mut lead: crate::store::Lead, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if !lead.holds().await {
+            state.depose();
+            tracing::error!(term = lead.term, "lost the lead (the database stopped answering); stopping, so another control plane carries on");
+            shutdown.cancel();
+            return;
+        }
+    }
 }
 
 /// Answers 503, naming the leader, while this control plane stands by; a browser asking for a

@@ -121,33 +121,22 @@ impl Platform {
     /// Starts a second `paas server` on this platform's database, with data directory `data2`.
     fn launch_second_server(&self) -> SecondServer {
         let log = std::fs::File::create(self.dir.path().join("second.log")).expect("a log");
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["server", "--api-addr", "127.0.0.1:0", "--agent-addr", "127.0.0.1:0"])
-            .stderr(Stdio::from(log));
-        self.control_plane_args_in(&mut cmd, "data2");
-        let mut child = cmd.spawn().expect("starting the second paas server");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let (mut first, mut second) = (String::new(), String::new());
-        out.read_line(&mut first).expect("reading paas server output");
-        out.read_line(&mut second).expect("reading paas server output");
-        let addresses = first.trim().strip_prefix("paas control plane at ");
-        let Some((api, agent)) = addresses.and_then(|a| a.split_once("/, agent address ")) else {
-            panic!("the second paas server did not start: {first}");
-        };
-        SecondServer { child, api_url: api.to_string(), agent_url: agent.to_string() }
+        let (child, api, agent) = self.spawn_server("data2", "127.0.0.1:0", "127.0.0.1:0", log);
+        SecondServer { child, api_url: api, agent_url: agent }
     }
 
-    fn launch_server(&mut self) {
-        let agent_addr = self.agent_url.trim_start_matches("https://").to_string();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("up.log"))
-            .expect("the server's log");
+    /// Starts `paas server` on data directory `data` (under the test's), answering the process
+    /// and the API and agent URLs it printed.
+    fn spawn_server(
+        &self,
+        data: &str,
+        api_addr: &str,
+        agent_addr: &str,
+        log: std::fs::File,
+    ) -> (std::process::Child, String, String) {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["server", "--api-addr", &self.api_addr, "--agent-addr", &agent_addr])
-            .stderr(Stdio::from(log));
-        self.control_plane_args(&mut cmd);
+        cmd.args(["server", "--api-addr", api_addr, "--agent-addr", agent_addr]).stderr(Stdio::from(log));
+        self.control_plane_args_in(&mut cmd, data);
         let mut child = cmd.spawn().expect("starting paas server");
         // Both lines it prints, so it never writes to a closed pipe.
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
@@ -158,9 +147,21 @@ impl Platform {
         let Some((api, agent)) = addresses.and_then(|a| a.split_once("/, agent address ")) else {
             panic!("paas server did not start: {first}\n{}", self.log());
         };
+        (child, api.to_string(), agent.to_string())
+    }
+
+    fn launch_server(&mut self) {
+        let agent_addr = self.agent_url.trim_start_matches("https://").to_string();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("up.log"))
+            .expect("the server's log");
+        let (child, api, agent) = self.spawn_server("data", &self.api_addr, &agent_addr, log);
+        let api = api.as_str();
         self.api_url = api.to_string();
         self.api_addr = api.split_once("://").map_or(api, |(_, a)| a).to_string();
-        self.agent_url = agent.to_string();
+        self.agent_url = agent;
         let config = self.dir.path().join("config/paas");
         std::fs::create_dir_all(&config).unwrap();
         let toml = format!("server = {:?}\ntoken = {:?}\n", self.api_url, self.admin_token());

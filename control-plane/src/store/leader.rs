@@ -51,6 +51,13 @@ impl Store {
             Pool::Sqlite(_) => None,
             Pool::Postgres(pool) => {
                 let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+                let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(LEADER_LOCK)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if !won {
+                    return Ok(None);
+                }
                 // A leader cut off from the database must lose the lock within seconds, not
                 // after the kernel's two-hour keepalive: PostgreSQL probes idle clients.
                 for set in [
@@ -59,13 +66,6 @@ impl Store {
                     "SET tcp_keepalives_count = 3",
                 ] {
                     sqlx::query(set).execute(&mut conn).await?;
-                }
-                let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(LEADER_LOCK)
-                    .fetch_one(&mut conn)
-                    .await?;
-                if !won {
-                    return Ok(None);
                 }
                 Some(conn)
             }
