@@ -1,6 +1,7 @@
 //! Scheduling: where a release's containers and builds go, and what each node is assigned
 //! (containers, builds, and for ingress nodes the route table and the HTTPS certificates).
 
+use crate::assign_view::{OpenRelease, View};
 use crate::error::{DomainError, Result};
 use crate::nodes::{self, Status};
 use crate::state::AppState;
@@ -206,43 +207,41 @@ pub async fn database_nodes(
     Ok((primary, replica))
 }
 
-/// Everything `node` should be doing now.
+/// Everything `node` should be doing now, read from the store now.
 pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignment> {
+    assignment_in(state, node, &View::read(state).await?).await
+}
+
+/// Everything `node` should be doing as of `view`, plus what only concerns it (its replicas,
+/// builds, jobs, databases and tasks), read now.
+pub async fn assignment_in(state: &AppState, node: &str, view: &View) -> anyhow::Result<Assignment> {
     let store = &state.store;
-    let envs = store.all_envs().await?;
-    let legacy: HashSet<(&str, &str)> =
-        envs.iter().filter(|e| e.legacy_names).map(|e| (e.app.as_str(), e.name.as_str())).collect();
-    let names = |app: &str, env: &str| {
-        let names = protocol::DockerNames { app, env, legacy: legacy.contains(&(app, env)) };
-        (names.network(), names.image_repo())
-    };
-    let subnets = store.env_subnets().await?;
-    let subnet =
-        |app: &str, env: &str| subnets.get(&(app.to_string(), env.to_string())).cloned().unwrap_or_default();
-    let nodes = store.list_nodes().await?;
-    let primaries = primaries_elsewhere(state, node, &nodes).await?;
+    let nodes = &view.nodes;
+    let primaries = primaries_elsewhere(node, view);
     let mut containers = Vec::new();
+    // The environments this node runs something of: their kept images stay on it.
+    let mut envs = HashSet::new();
     for i in store.instances_for_node(node).await? {
-        let release = store.get_release(&i.app, &i.env, i.release).await?;
-        let Some(image) = release.image_id else { continue };
+        envs.insert((i.app.clone(), i.env.clone()));
+        let open = view.release(state, &i.app, &i.env, i.release).await?;
+        let release = &open.release;
+        let Some(image) = release.image_id.clone() else { continue };
         let Some(process) = release.manifest.processes.get(&i.process) else { continue };
         let mut env_vars = BTreeMap::new();
         env_vars.insert("PORT".to_string(), process.port.to_string());
-        let (sealed, _) = store.release_inputs(&i.app, &i.env, i.release).await?;
-        let mut config = state.secrets.open_map(&sealed)?;
-        reach_primary(&mut config, primaries.get(&(i.app.clone(), i.env.clone())));
+        let config = config_for(&open, &primaries, &i.app, &i.env);
         containers.push(ContainerSpec {
-            name: i.name.clone(),
-            app: i.app.clone(),
-            env: i.env.clone(),
-            process: i.process.clone(),
+            network: view.docker_names(&i.app, &i.env).0,
+            subnet: view.subnet(&i.app, &i.env),
+            name: i.name,
+            app: i.app,
+            env: i.env,
+            process: i.process,
             release: i.release,
             replica: i.replica,
             image,
             command: process.command.clone(),
             port: process.port,
-            network: names(&i.app, &i.env).0,
-            subnet: subnet(&i.app, &i.env),
             env_vars,
             config,
             healthcheck: process.healthcheck.clone(),
@@ -256,7 +255,7 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
         .await?
         .into_iter()
         .map(|r| BuildTask {
-            tag: format!("{}:v{}", names(&r.app, &r.env).1, r.version),
+            tag: format!("{}:v{}", view.docker_names(&r.app, &r.env).1, r.version),
             kind: if r.source == "build" {
                 BuildKind::Dockerfile
             } else {
@@ -267,23 +266,19 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             release: r.version,
         })
         .collect();
-    let is_ingress = nodes.iter().any(|n| n.name == node && n.ingress);
-    let generation = nodes.iter().find(|n| n.name == node).map_or(1, |n| n.generation.max(1) as u64);
-    let routes = if is_ingress { routes(state, &nodes).await? } else { Vec::new() };
-    let certificates = if is_ingress { crate::edge::assigned(state).await? } else { Vec::new() };
+    let this = nodes.iter().find(|n| n.name == node);
+    let is_ingress = this.is_some_and(|n| n.ingress);
+    let generation = this.map_or(1, |n| n.generation.max(1) as u64);
+    let (routes, certificates, static_prefetch) = if is_ingress {
+        let ingress = view.ingress(state).await?;
+        (ingress.routes.clone(), ingress.certificates.clone(), ingress.static_prefetch.clone())
+    } else {
+        Default::default()
+    };
     let acme_challenges = match (&state.acme, is_ingress) {
         (Some(acme), true) => acme.challenges(),
         _ => Vec::new(),
     };
-    let mut static_prefetch = Vec::new();
-    if is_ingress {
-        for env in &envs {
-            let Some(target) = env.target_release else { continue };
-            if let Some(st) = static_route(&store.get_release(&env.app, &env.name, target).await?) {
-                static_prefetch.push(st);
-            }
-        }
-    }
     let mut jobs = Vec::new();
     for j in store.pending_jobs(node).await? {
         if j.kind == JobKind::Psql {
@@ -302,9 +297,10 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             });
             continue;
         }
-        let release = store.get_release(&j.app, &j.env, j.release).await?;
-        let Some(image) = release.image_id else { continue };
-        let (sealed, _) = store.release_inputs(&j.app, &j.env, j.release).await?;
+        envs.insert((j.app.clone(), j.env.clone()));
+        let open = view.release(state, &j.app, &j.env, j.release).await?;
+        let release = &open.release;
+        let Some(image) = release.image_id.clone() else { continue };
         let env_vars = BTreeMap::from([("PAAS_RELEASE".to_string(), j.release.to_string())]);
         let (process, timeout_secs) = match j.kind {
             JobKind::Cron => {
@@ -314,11 +310,10 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             JobKind::Release => ("release".into(), 0),
             JobKind::Run | JobKind::Psql => ("run".into(), 0),
         };
-        let mut config = state.secrets.open_map(&sealed)?;
-        reach_primary(&mut config, primaries.get(&(j.app.clone(), j.env.clone())));
+        let config = config_for(&open, &primaries, &j.app, &j.env);
         jobs.push(JobSpec {
-            network: names(&j.app, &j.env).0,
-            subnet: subnet(&j.app, &j.env),
+            network: view.docker_names(&j.app, &j.env).0,
+            subnet: view.subnet(&j.app, &j.env),
             id: j.id,
             app: j.app,
             env: j.env,
@@ -359,8 +354,8 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
             params: t.params.clone(),
         });
     }
-    let keep_images = state.store.kept_images().await?;
-    let send_images = crate::images::wanted_from(state, node, nodes.len(), &keep_images).await?;
+    let keep_images = view.kept_for(node, &envs);
+    let send_images = crate::images::wanted_from(state, node, nodes.len(), &view.kept_images).await?;
     let prune = state.upkeep.prune_request(node);
     Ok(Assignment {
         containers,
@@ -382,23 +377,31 @@ pub async fn assignment(state: &AppState, node: &str) -> anyhow::Result<Assignme
 
 /// Per environment whose database primary runs on another node than `node`: where that
 /// primary is published (its node's private address and port).
-async fn primaries_elsewhere(
-    state: &AppState,
-    node: &str,
-    nodes: &[NodeRow],
-) -> anyhow::Result<HashMap<(String, String), String>> {
+fn primaries_elsewhere(node: &str, view: &View) -> HashMap<(String, String), String> {
     let addr: HashMap<&str, &str> =
-        nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
+        view.nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
     let mut out = HashMap::new();
-    for db in state.store.all_databases().await? {
+    for db in &view.databases {
         if db.node != node && db.host_port != 0 {
             if let Some(a) = addr.get(db.node.as_str()) {
                 let host = if a.contains(':') { format!("[{a}]") } else { a.to_string() };
-                out.insert((db.app, db.env), format!("{host}:{}", db.host_port));
+                out.insert((db.app.clone(), db.env.clone()), format!("{host}:{}", db.host_port));
             }
         }
     }
-    Ok(out)
+    out
+}
+
+/// A release's config as a container of `app`/`env` on this node sees it.
+fn config_for(
+    open: &OpenRelease,
+    primaries: &HashMap<(String, String), String>,
+    app: &str,
+    env: &str,
+) -> BTreeMap<String, String> {
+    let mut config = open.config.clone();
+    reach_primary(&mut config, primaries.get(&(app.to_string(), env.to_string())));
+    config
 }
 
 /// Points the platform's `DATABASE_URL` (host `db-primary` on the environment's network, which
@@ -414,7 +417,8 @@ fn reach_primary(config: &mut BTreeMap<String, String>, published: Option<&Strin
 
 /// The route table: every environment with a served release, to its healthy replicas, with the
 /// release's `[ingress]` limits and the environment's maintenance mode.
-pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<Route>> {
+pub async fn routes(state: &AppState, view: &View) -> anyhow::Result<Vec<Route>> {
+    let nodes = &view.nodes;
     let addr: HashMap<&str, &str> =
         nodes.iter().map(|n| (n.name.as_str(), n.private_addr.as_str())).collect();
     // Replicas on a suspected or lost node are left out while the route has others.
@@ -440,7 +444,7 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
         domains.entry((d.app, d.env)).or_default().push(d.domain);
     }
     let mut routes = Vec::new();
-    for env in state.store.all_envs().await? {
+    for env in &view.envs {
         let Some(current) = env.current_release else { continue };
         let mut backends = by_env.remove(&(env.app.clone(), env.name.clone(), current)).unwrap_or_default();
         if backends.iter().any(|(doubtful, ..)| !doubtful) {
@@ -448,12 +452,12 @@ pub async fn routes(state: &AppState, nodes: &[NodeRow]) -> anyhow::Result<Vec<R
         }
         backends.sort();
         let (backends, replicas) = backends.into_iter().map(|(_, b, r)| (b, r)).unzip();
-        let release = state.store.get_release(&env.app, &env.name, current).await?;
-        let static_files = static_route(&release);
+        let release = &view.release(state, &env.app, &env.name, current).await?.release;
+        let static_files = static_route(release);
         let route = Route {
             host: env.hostname(&state.config.base_domain),
-            app: env.app,
-            env: env.name,
+            app: env.app.clone(),
+            env: env.name.clone(),
             release: current,
             backends,
             replicas,

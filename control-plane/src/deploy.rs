@@ -319,8 +319,8 @@ async fn release_phase(state: &AppState, release: &Release, command: &[String]) 
     state.store.create_job(&job, &release.created_by).await?;
     state.bump();
     let deadline = Instant::now() + RELEASE_PHASE_TIMEOUT;
-    let mut rx = state.subscribe();
     let job = loop {
+        let seen = state.index();
         let job = state.store.get_job(&id).await?;
         if job.done() {
             break job;
@@ -331,7 +331,7 @@ async fn release_phase(state: &AppState, release: &Release, command: &[String]) 
             "the release command did not finish within {} minutes",
             RELEASE_PHASE_TIMEOUT.as_secs() / 60
         );
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(5)), rx.changed()).await;
+        state.wait_env_past(&release.app, &release.env, seen, left.min(Duration::from_secs(5))).await;
     };
     match (job.exit_code, job.error) {
         (Some(0), _) => Ok(()),
@@ -358,8 +358,8 @@ fn short_id(image: &str) -> &str {
 /// Waits for the node's build result and returns the image id.
 async fn wait_for_image(state: &AppState, release: &Release) -> anyhow::Result<String> {
     let deadline = Instant::now() + BUILD_TIMEOUT;
-    let mut rx = state.subscribe();
     loop {
+        let seen = state.index();
         let r = state.store.get_release(&release.app, &release.env, release.version).await?;
         if let Some(err) = r.error {
             anyhow::bail!("{err}");
@@ -376,7 +376,7 @@ async fn wait_for_image(state: &AppState, release: &Release) -> anyhow::Result<S
             "the build did not finish within {} minutes",
             BUILD_TIMEOUT.as_secs() / 60
         );
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(5)), rx.changed()).await;
+        state.wait_env_past(&release.app, &release.env, seen, left.min(Duration::from_secs(5))).await;
     }
 }
 
@@ -400,8 +400,8 @@ fn explain(head: String, replica: &InstanceRow) -> anyhow::Error {
 /// Waits until every new replica is healthy; fails on timeout or a crash loop.
 async fn wait_healthy(state: &AppState, r: &Release, wanted: usize, timeout: Duration) -> anyhow::Result<()> {
     let (deadline, version) = (Instant::now() + timeout, r.version);
-    let mut rx = state.subscribe();
     loop {
+        let seen = state.index();
         let mine = release_instances(state, r).await?;
         if mine.len() >= wanted && mine.iter().all(|i| i.healthy) {
             return Ok(());
@@ -437,7 +437,7 @@ async fn wait_healthy(state: &AppState, r: &Release, wanted: usize, timeout: Dur
             });
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(2)), rx.changed()).await;
+        state.wait_env_past(&r.app, &r.env, seen, left.min(Duration::from_secs(2))).await;
     }
 }
 
@@ -446,9 +446,9 @@ async fn stay_healthy(state: &AppState, r: &Release, wanted: usize, window: Dura
     let (deadline, version) = (Instant::now() + window, r.version);
     let window_end_ms = unix_ms() + window.as_millis() as u64;
     let start = release_instances(state, r).await?;
-    let mut rx = state.subscribe();
     let mut fresh = false;
     loop {
+        let seen = state.index();
         let mine = release_instances(state, r).await?;
         let bad = mine.iter().find(|i| {
             let before = start.iter().find(|s| s.name == i.name).map_or(0, |s| s.restarts);
@@ -486,7 +486,7 @@ async fn stay_healthy(state: &AppState, r: &Release, wanted: usize, window: Dura
             fresh = true;
             continue;
         }
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), rx.changed()).await;
+        state.wait_env_past(&r.app, &r.env, seen, left.min(Duration::from_millis(500))).await;
     }
 }
 

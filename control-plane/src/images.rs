@@ -331,13 +331,9 @@ pub async fn wanted_from(
     if nodes < 2 {
         return Ok(Vec::new());
     }
-    let mut wanted = Vec::new();
-    for id in kept {
-        if !state.images.has(id) && state.store.image_holders(id).await?.iter().any(|n| n == node) {
-            wanted.push(id.clone());
-        }
-    }
-    Ok(wanted)
+    let held: std::collections::HashSet<String> =
+        state.store.images_on_node(node).await?.into_iter().collect();
+    Ok(kept.iter().filter(|id| !state.images.has(id) && held.contains(*id)).cloned().collect())
 }
 
 /// Removes tarballs no release keeps, every few minutes.

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod apps;
 pub mod assign;
+pub mod assign_view;
 pub mod attach;
 pub mod backups;
 pub mod ca;

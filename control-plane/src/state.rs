@@ -39,6 +39,8 @@ pub struct AppState {
     index: Arc<watch::Sender<u64>>,
     /// The index of the last bump every node may see (not route tables only).
     all_changed: Arc<std::sync::atomic::AtomicU64>,
+    /// Per environment, the state index of the last report that changed one of its replicas.
+    env_reports: Arc<std::sync::Mutex<HashMap<(String, String), u64>>>,
     /// Bumped whenever deploy events are appended; deploy followers long-poll on it.
     events: Arc<watch::Sender<u64>>,
     /// Per node, the highest state index it has applied (it asks to watch past it only after
@@ -77,6 +79,8 @@ pub struct AppState {
     pub liveness: Arc<crate::nodes::Liveness>,
     /// Release images kept for nodes that lack them (`images`).
     pub images: Arc<crate::images::ImageStore>,
+    /// What the watching nodes' assignments share, and what each was last sent.
+    pub watches: Arc<crate::assign_view::Watches>,
     /// Whether this control plane leads (`leader`); one on SQLite always does.
     leading: Arc<std::sync::atomic::AtomicBool>,
     /// It led and lost the lead (`leader`).
@@ -155,6 +159,7 @@ impl AppState {
             api_url: Arc::default(),
             index: Arc::new(watch::channel(start).0),
             all_changed: Arc::new(start.into()),
+            env_reports: Arc::default(),
             events: Arc::new(watch::channel(0).0),
             applied: NodeMarks::default(),
             observed: NodeMarks::default(),
@@ -172,6 +177,7 @@ impl AppState {
             attach: Default::default(),
             liveness: Arc::default(),
             images,
+            watches: Arc::default(),
             leading: Arc::new((!store_shared).into()),
             deposed: Arc::default(),
         }
@@ -340,6 +346,32 @@ impl AppState {
     /// nodes need not compute their unchanged assignments again for each health change.
     pub fn bump_routes(&self) {
         self.index.send_modify(|i| *i += 1);
+    }
+
+    /// Reports changed replicas of these environments: wakes the ingress nodes and whoever
+    /// waits on one of them (`wait_env_past`).
+    pub fn bump_envs(&self, envs: &[(String, String)]) {
+        self.index.send_modify(|i| {
+            *i += 1;
+            let mut marks = self.env_reports.lock().unwrap_or_else(|p| p.into_inner());
+            for env in envs {
+                marks.insert(env.clone(), *i);
+            }
+        });
+    }
+
+    /// Waits until a change every node may see, or a report on a replica of `app`/`env`, comes
+    /// after state index `index`, or `wait` runs out. A deploy waiting on its replicas is not
+    /// woken by every other environment's health changes.
+    pub async fn wait_env_past(&self, app: &str, env: &str, index: u64, wait: Duration) {
+        let mut rx = self.subscribe();
+        let key = (app.to_string(), env.to_string());
+        let (all, marks) = (self.all_changed.clone(), self.env_reports.clone());
+        let past = |_: &u64| {
+            all.load(std::sync::atomic::Ordering::Acquire) > index
+                || marks.lock().unwrap_or_else(|p| p.into_inner()).get(&key).is_some_and(|m| *m > index)
+        };
+        let _ = tokio::time::timeout(wait, rx.wait_for(past)).await;
     }
 
     /// Waits until the index passes `index` (`routes`: for an ingress node), or only for a

@@ -116,7 +116,8 @@ struct WatchQuery {
 }
 
 /// Blocking query: answers at once when the state index is past `index` (or the agent's index
-/// is from another run of the control plane), otherwise when it changes or `wait` runs out.
+/// is from another run of the control plane), otherwise when the node's assignment changes or
+/// `wait` runs out.
 async fn watch(
     State(state): State<AppState>,
     caller: NodeCaller,
@@ -127,13 +128,28 @@ async fn watch(
     crate::nodes::seen(&state, &node).await?;
     // The agent asks to watch past `index` only after applying it.
     state.applied.raise(&node, q.index);
-    if q.index != 0 && q.index <= state.index() {
-        let routes = state.store.node(&node).await?.ingress;
-        state.wait_past_for(q.index, Duration::from_secs(q.wait.min(120)), routes).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(120));
+    let mut applied = q.index;
+    loop {
+        if applied != 0 && applied <= state.index() {
+            let routes = state.store.node(&node).await?.ingress;
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            state.wait_past_for(applied, wait, routes).await;
+        }
+        let index = state.index();
+        let view = state.watches.view(&state, index).await?;
+        let assignment = assign::assignment_in(&state, &node, &view).await?;
+        // A change this node's assignment does not show (another node's replica, an app it
+        // runs nothing of) is not sent: it already runs exactly this.
+        let waiting = tokio::time::Instant::now() < deadline;
+        if waiting && applied != 0 && state.watches.unchanged(&node, applied, index, &assignment) {
+            state.applied.raise(&node, index);
+            applied = index;
+            continue;
+        }
+        state.watches.sent(&node, index, &assignment);
+        return Ok(Json(WatchResponse { index, assignment }));
     }
-    let index = state.index();
-    let assignment = assign::assignment(&state, &node).await?;
-    Ok(Json(WatchResponse { index, assignment }))
 }
 
 async fn report(
@@ -144,9 +160,19 @@ async fn report(
 ) -> ApiResult<Json<Value>> {
     caller.must_be(&node, format_args!("the reports of node {node:?}"))?;
     crate::nodes::seen(&state, &node).await?;
-    let current = crate::nodes::reported(&state, &node, report.generation).await?;
-    if current && state.store.apply_report(&node, &report.containers).await? {
-        state.bump_routes();
+    let digest = crate::assign_view::digest(&(report.generation, &report.containers));
+    if !crate::nodes::heard_again(&state, &node, digest) {
+        let placements = state.store.placements();
+        let current = crate::nodes::reported(&state, &node, report.generation).await?;
+        if current {
+            let changed = state.store.apply_report(&node, &report.containers).await?;
+            if !changed.is_empty() {
+                state.bump_envs(&changed);
+            }
+        }
+        if current {
+            crate::nodes::report_counted(&state, &node, digest, placements);
+        }
     }
     // After the store has it, so whoever waits on the observation reads it from the store.
     state.observed.raise(&node, report.observed_at_ms);

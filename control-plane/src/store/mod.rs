@@ -253,6 +253,9 @@ pub struct Store {
     fence: Option<i64>,
     /// Notified when an event is committed: the central log's feeder waits on it.
     events_added: std::sync::Arc<tokio::sync::Notify>,
+    /// Grows after each commit that placed replicas (a placement resets a replica's observed
+    /// state, which a node's unchanged heartbeat must then write again).
+    placed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub fn now() -> String {
@@ -327,7 +330,13 @@ impl Store {
     }
 
     fn with(pool: Pool) -> Self {
-        Self { pool, subnets: NetworkPool::default(), fence: None, events_added: Default::default() }
+        Self {
+            pool,
+            subnets: NetworkPool::default(),
+            fence: None,
+            events_added: Default::default(),
+            placed: Default::default(),
+        }
     }
 
     async fn connect_sqlite(opts: SqliteConnectOptions, pool: SqlitePoolOptions) -> anyhow::Result<Self> {
@@ -349,6 +358,15 @@ impl Store {
     /// retry) when another writer committed in between; on PostgreSQL an advisory lock held
     /// to the commit serializes the writers of every server sharing the database.
     /// A store [`Store::fenced`] to a term checks here, under that lock, that it still leads.
+    /// How many commits placed replicas so far (in this process).
+    pub fn placements(&self) -> u64 {
+        self.placed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn placed_now(&self) {
+        self.placed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     async fn write_tx(&self) -> Result<Tx> {
         let mut tx = match &self.pool {
             Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),

@@ -256,28 +256,48 @@ impl Store {
     /// environment's current and target release's, and its rollback target's (the newest
     /// superseded release before the current one).
     pub async fn kept_images(&self) -> Result<Vec<String>> {
-        Ok(on!(self.pool, |ex| sqlx::query_scalar(
-            "SELECT DISTINCT r.image_id FROM releases r JOIN envs e ON e.app = r.app AND e.name = r.env
+        let mut ids: Vec<String> =
+            self.kept_images_by_env().await?.into_iter().map(|(_, _, id)| id).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// [`Store::kept_images`] with the environment that keeps each.
+    pub async fn kept_images_by_env(&self) -> Result<Vec<(String, String, String)>> {
+        Ok(on!(self.pool, |ex| {
+            sqlx::query_as(
+            "SELECT DISTINCT r.app, r.env, r.image_id FROM releases r JOIN envs e ON e.app = r.app AND e.name = r.env
              WHERE r.image_id IS NOT NULL AND (r.version = e.current_release OR r.version = e.target_release
                OR r.version = (SELECT MAX(p.version) FROM releases p WHERE p.app = e.app AND p.env = e.name
-                               AND p.version < e.current_release AND p.status = 'superseded'))
-             ORDER BY r.image_id",
+                               AND p.version < e.current_release AND p.status = 'superseded'))",
+        )
+        .fetch_all(ex)
+        .await
+        })?)
+    }
+
+    /// Per node, the environments it built a release of.
+    pub async fn builders(&self) -> Result<Vec<(String, String, String)>> {
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT DISTINCT build_node, app, env FROM releases WHERE build_node IS NOT NULL"
         )
         .fetch_all(ex)
         .await)?)
     }
 
-    /// Nodes that should have image `id` (they built it or run a replica of a release with it),
-    /// leaving out lost ones.
-    pub async fn image_holders(&self, id: &str) -> Result<Vec<String>> {
+    /// The images `node` should have (it built them or runs a replica of a release with
+    /// them), none if it is lost: one query, however many images are kept.
+    pub async fn images_on_node(&self, node: &str) -> Result<Vec<String>> {
         Ok(on!(self.pool, |ex| sqlx::query_scalar(
-            "SELECT h.node FROM (
-                 SELECT build_node AS node FROM releases WHERE image_id = $1 AND build_node IS NOT NULL
-                 UNION SELECT i.node FROM instances i JOIN releases r
-                     ON r.app = i.app AND r.env = i.env AND r.version = i.release WHERE r.image_id = $1
-             ) h JOIN nodes n ON n.name = h.node WHERE n.state != 'lost' ORDER BY h.node",
+            "SELECT h.image_id FROM (
+                 SELECT image_id FROM releases WHERE build_node = $1 AND image_id IS NOT NULL
+                 UNION SELECT r.image_id FROM instances i JOIN releases r
+                     ON r.app = i.app AND r.env = i.env AND r.version = i.release
+                     WHERE i.node = $1 AND r.image_id IS NOT NULL
+             ) h WHERE EXISTS (SELECT 1 FROM nodes n WHERE n.name = $1 AND n.state != 'lost')",
         )
-        .bind(id)
+        .bind(node)
         .fetch_all(ex)
         .await)?)
     }
@@ -385,6 +405,7 @@ impl Store {
         .execute(ex)
         .await)?;
         tx.commit().await?;
+        self.placed_now();
         Ok(())
     }
 
@@ -421,6 +442,7 @@ impl Store {
             .execute(ex)
             .await)?;
         tx.commit().await?;
+        self.placed_now();
         Ok(true)
     }
 
@@ -529,6 +551,7 @@ impl Store {
         }
         insert_instances(&mut tx, std::slice::from_ref(instance)).await?;
         tx.commit().await?;
+        self.placed_now();
         Ok(true)
     }
 
@@ -563,15 +586,20 @@ impl Store {
         Ok(false)
     }
 
-    /// Applies an agent's report; returns whether anything that matters for routing or deploys
-    /// changed, so callers only wake watchers when needed.
-    pub async fn apply_report(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
+    /// Applies an agent's report; returns the environments whose replicas changed in a way
+    /// that matters for routing or deploys (none: nothing did), so callers wake only those
+    /// who wait on them.
+    pub async fn apply_report(
+        &self,
+        node: &str,
+        statuses: &[ContainerStatus],
+    ) -> Result<Vec<(String, String)>> {
         // Most reports are heartbeats that change nothing: they take no write lock, which
         // every node's report each second would otherwise queue on.
         if !self.report_differs(node, statuses).await? {
-            return Ok(false);
+            return Ok(Vec::new());
         }
-        let (mut changed, mut events) = (false, false);
+        let (mut changed, mut events) = (Vec::new(), false);
         let mut tx = self.write_tx().await?;
         for s in statuses {
             let seen: Option<super::events::Seen> = on!(tx, |ex| sqlx::query_as(
@@ -594,9 +622,12 @@ impl Store {
                 .execute(ex)
                 .await)?;
             if done.rows_affected() > 0 {
-                changed = true;
                 if let Some(seen) = &seen {
                     events |= super::events::replica_changed(&mut tx, seen, s).await?;
+                    let env = (seen.app.clone(), seen.env.clone());
+                    if !changed.contains(&env) {
+                        changed.push(env);
+                    }
                 }
             }
         }

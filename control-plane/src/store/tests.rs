@@ -359,12 +359,15 @@ async fn reports_count_as_changes_only_when_they_change_something(store: Store) 
         db: None,
         exit_code: None,
     };
-    assert!(store.apply_report("n1", &[report(None, false)]).await.unwrap());
-    assert!(!store.apply_report("n1", &[report(None, false)]).await.unwrap());
-    assert!(store.apply_report("n1", &[report(Some(32768), false)]).await.unwrap());
-    assert!(!store.apply_report("n1", &[report(Some(32768), false)]).await.unwrap());
-    assert!(store.apply_report("n1", &[report(Some(32768), true)]).await.unwrap());
-    assert!(!store.apply_report("other-node", &[report(None, false)]).await.unwrap(), "not its container");
+    assert!(!store.apply_report("n1", &[report(None, false)]).await.unwrap().is_empty());
+    assert!(store.apply_report("n1", &[report(None, false)]).await.unwrap().is_empty());
+    assert!(!store.apply_report("n1", &[report(Some(32768), false)]).await.unwrap().is_empty());
+    assert!(store.apply_report("n1", &[report(Some(32768), false)]).await.unwrap().is_empty());
+    assert!(!store.apply_report("n1", &[report(Some(32768), true)]).await.unwrap().is_empty());
+    assert!(
+        store.apply_report("other-node", &[report(None, false)]).await.unwrap().is_empty(),
+        "not its container"
+    );
     let i = &store.instances_for_env("shop", "production").await.unwrap()[0];
     assert_eq!(
         (i.state.as_str(), i.healthy, i.host_port, &i.log_tail),
