@@ -144,8 +144,8 @@ pub fn heard_again(state: &AppState, node: &str, report: u64) -> bool {
 /// A report (digest `report`) counted and is in the store, compared with it after
 /// `placements` (read before the report was handled).
 pub fn report_counted(state: &AppState, node: &str, report: u64, placements: u64) {
-    let at = placements;
-    state.liveness.reports.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), (report, at));
+    let mut reports = state.liveness.reports.lock().unwrap_or_else(|p| p.into_inner());
+    reports.insert(node.to_string(), (report, placements));
 }
 
 /// A node's report arrived: it is alive. A lost node that reports again is ready again (its

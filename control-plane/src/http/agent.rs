@@ -130,9 +130,14 @@ async fn watch(
     state.applied.raise(&node, q.index);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(120));
     let mut applied = q.index;
+    // Read once per request, not per wake: a node's role changes only when it registers again.
+    let mut routes = None;
     loop {
         if applied != 0 && applied <= state.index() {
-            let routes = state.store.node(&node).await?.ingress;
+            let routes = match routes {
+                Some(r) => r,
+                None => *routes.insert(state.store.node(&node).await?.ingress),
+            };
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
             state.wait_past_for(applied, wait, routes).await;
         }
