@@ -334,6 +334,8 @@ pub struct DataDir {
     pub acme: AcmeArgs,
     #[command(flatten)]
     pub api_tls: ApiTlsArgs,
+    #[command(flatten)]
+    pub registry: nodes::RegistryArgs,
 }
 
 /// Where database backups are kept: a local directory, plus an S3-compatible bucket when

@@ -122,3 +122,30 @@ pub enum NodesCommand {
 fn parse_size(text: &str) -> Result<u64, String> {
     protocol::manifest::parse_memory(text).ok_or_else(|| format!("{text:?} is not a size like 8G or 512M"))
 }
+
+/// The optional external registry release images travel through between nodes. Give the
+/// password in the environment, where `ps` cannot see it.
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Push each release image to this repository (e.g. registry.example.com:5000/paas, tagged
+    /// by image id) and have other nodes pull it from there, instead of through the control
+    /// plane's copies.
+    #[arg(long, env = "PAAS_REGISTRY", value_parser = protocol::registry::parse_repository)]
+    pub registry: Option<String>,
+    /// The registry login's user, for a registry that needs one.
+    #[arg(long, env = "PAAS_REGISTRY_USER", requires = "registry")]
+    pub registry_user: Option<String>,
+    #[arg(long, env = "PAAS_REGISTRY_PASSWORD", hide_env_values = true, requires = "registry_user")]
+    pub registry_password: Option<String>,
+}
+
+impl RegistryArgs {
+    pub fn registry(&self) -> anyhow::Result<Option<protocol::registry::Registry>> {
+        let Some(repository) = self.registry.clone() else { return Ok(None) };
+        if self.registry_user.is_some() && self.registry_password.is_none() {
+            anyhow::bail!("--registry-user needs a password: set PAAS_REGISTRY_PASSWORD");
+        }
+        let (username, password) = (self.registry_user.clone(), self.registry_password.clone());
+        Ok(Some(protocol::registry::Registry { repository, username, password }))
+    }
+}

@@ -372,6 +372,7 @@ pub async fn assignment_in(state: &AppState, node: &str, view: &View) -> anyhow:
         purges: state.upkeep.purges(node),
         generation,
         send_images,
+        registry: state.config.registry.clone(),
     })
 }
 

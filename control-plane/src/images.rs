@@ -9,6 +9,11 @@
 //! loading engine checks the layers again, and the agent the loaded id). Own code: the check
 //! reads `docker save`'s `manifest.json` layout, which no crate covers.
 //! Tarballs of images no release keeps any more (current, target, rollback) are removed.
+//!
+//! With an external registry (`paas server --registry`) the asked node pushes the image there
+//! instead and says so; the store then keeps only an empty `<hex>.pushed` mark, and nodes pull
+//! from the registry. A node that claims a push it did not make only delays the nodes that
+//! need the image: they check the pulled image's id as they check a loaded one.
 
 use crate::error::DomainError;
 use crate::state::AppState;
@@ -64,9 +69,24 @@ impl ImageStore {
         self.dir.join(format!("{hex}.tar"))
     }
 
-    /// Whether the store holds image `id`.
+    /// Whether the store holds image `id`, or the registry does.
     pub fn has(&self, id: &str) -> bool {
-        image_hex(id).is_ok_and(|hex| self.path(hex).is_file())
+        image_hex(id).is_ok_and(|hex| self.path(hex).is_file() || self.pushed_mark(hex).is_file())
+    }
+
+    fn pushed_mark(&self, hex: &str) -> PathBuf {
+        self.dir.join(format!("{hex}.pushed"))
+    }
+
+    /// Records that image `id` is in the registry; false when that was known.
+    pub async fn mark_pushed(&self, id: &str) -> anyhow::Result<bool> {
+        let mark = self.pushed_mark(image_hex(id)?);
+        if mark.is_file() {
+            return Ok(false);
+        }
+        tokio::fs::create_dir_all(&self.dir).await.context("creating the image directory")?;
+        tokio::fs::write(&mark, b"").await.context("recording a pushed image")?;
+        Ok(true)
     }
 
     /// The tarball of image `id` and its size, `None` when the store lacks it.
@@ -113,7 +133,9 @@ impl ImageStore {
         while let Ok(Some(entry)) = dir.next_entry().await {
             let name = entry.file_name().to_string_lossy().to_string();
             let partial = name.strip_suffix(".tar.partial");
-            let Some(hex) = name.strip_suffix(".tar").or(partial) else { continue };
+            let Some(hex) = name.strip_suffix(".tar").or(partial).or(name.strip_suffix(".pushed")) else {
+                continue;
+            };
             let id = format!("sha256:{hex}");
             let receiving = self.receiving.lock().unwrap_or_else(|p| p.into_inner()).contains(hex);
             let age =
@@ -253,13 +275,9 @@ pub async fn receive<E: std::fmt::Display>(
     id: &str,
     body: impl Stream<Item = Result<Bytes, E>> + Unpin,
 ) -> anyhow::Result<Received> {
-    image_hex(id)?;
     // Only what this node is asked to send: a node cannot fill the control plane's disk with
     // uploads of every image it knows an id of.
-    let (kept, nodes) = (state.store.kept_images().await?, state.store.list_nodes().await?.len());
-    if !state.images.has(id) && !wanted_from(state, node, nodes, &kept).await?.iter().any(|w| w == id) {
-        return Err(DomainError::Forbidden(format!("node {node} was not asked to send image {id}")).into());
-    }
+    asked_to_send(state, node, id).await?;
     let started = Instant::now();
     let received = state.images.receive(id, body).await.inspect_err(|e| {
         tracing::warn!(node, image = %id, error = %format!("{e:#}"), "an image upload was refused");
@@ -270,6 +288,45 @@ pub async fn receive<E: std::fmt::Display>(
         state.bump();
     }
     Ok(received)
+}
+
+/// Refuses unless `node` is asked to send image `id`, or the store has it already.
+async fn asked_to_send(state: &AppState, node: &str, id: &str) -> anyhow::Result<()> {
+    image_hex(id)?;
+    let (kept, nodes) = (state.store.kept_images().await?, state.store.list_nodes().await?.len());
+    if !state.images.has(id) && !wanted_from(state, node, nodes, &kept).await?.iter().any(|w| w == id) {
+        return Err(DomainError::Forbidden(format!("node {node} was not asked to send image {id}")).into());
+    }
+    Ok(())
+}
+
+/// Records that `node` pushed image `id` to the platform's registry, as it was asked to; the
+/// deploys rolling it out say so, and the agents that wait for it are told.
+pub async fn pushed(state: &AppState, node: &str, id: &str) -> anyhow::Result<()> {
+    let Some(registry) = &state.config.registry else {
+        return Err(DomainError::Invalid(
+            "this platform has no registry (paas server --registry): send the image to the control plane"
+                .into(),
+        )
+        .into());
+    };
+    asked_to_send(state, node, id).await?;
+    if !state.images.mark_pushed(id).await? {
+        return Ok(());
+    }
+    tracing::info!(node, image = %id, registry = %registry.repository, "image pushed to the registry for other nodes");
+    let line = format!(
+        "Node {node} pushed image {} to {}; other nodes pull it from there",
+        &id[7..19],
+        registry.repository
+    );
+    for (app, env, _) in state.store.kept_images_by_env().await?.into_iter().filter(|(_, _, i)| i == id) {
+        if let Some(release) = state.store.get_env(&app, &env).await?.target_release {
+            state.deploy_event(&app, &env, release, "stage", std::slice::from_ref(&line)).await;
+        }
+    }
+    state.bump();
+    Ok(())
 }
 
 /// Image `id` for `node`, which must be assigned something that runs it; the releases that
@@ -303,6 +360,13 @@ pub async fn send(state: &AppState, node: &str, id: &str) -> anyhow::Result<(tok
         );
     }
     let Some((file, size)) = state.images.open(id).await? else {
+        if let Some(registry) = state.config.registry.as_ref().filter(|_| state.images.has(id)) {
+            let from = &registry.repository;
+            return Err(DomainError::NotFound(format!(
+                "image {id} is in the registry {from}: pull it from there"
+            ))
+            .into());
+        }
         return Err(DomainError::NotFound(format!(
             "the control plane does not have image {id} yet; a node that has it is asked to send it"
         ))

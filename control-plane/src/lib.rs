@@ -93,6 +93,9 @@ pub struct Config {
     /// The PostgreSQL database the state lives in (`paas server --database-url`); `state.db`
     /// in the data directory when `None`.
     pub database_url: Option<String>,
+    /// The external registry images travel through between nodes; the control plane keeps
+    /// tarballs of them when `None` (`images`).
+    pub registry: Option<protocol::registry::Registry>,
 }
 
 impl Config {
@@ -121,6 +124,7 @@ impl Config {
             smtp: None,
             node_lost_after: nodes::DEFAULT_LOST_AFTER,
             database_url: None,
+            registry: None,
         }
     }
 }

@@ -226,6 +226,8 @@ pub async fn run_with_logs(
     let settings = upkeep::Settings { keep_images: config.keep_images, prune_every: config.prune_every };
     let pruner = upkeep.clone().run(docker.clone(), settings, assignment_rx.clone(), shutdown.clone());
     tasks.spawn(until_shutdown(pruner));
+    let registry = docker::transfer::follow_registry(docker.clone(), assignment_rx.clone(), shutdown.clone());
+    tasks.spawn(until_shutdown(registry));
     let sender = build::send_images(docker.clone(), client.clone(), assignment_rx.clone(), shutdown.clone());
     tasks.spawn(until_shutdown(sender));
     let builder = build::Builder::new(docker, client.clone(), config.build_network.clone(), logs);

@@ -100,6 +100,9 @@ pub struct Assignment {
     /// Image ids this node has that the control plane lacks and another node may need: the
     /// agent sends each (`docker save`) once (empty on a platform of one node).
     pub send_images: Vec<String>,
+    /// The external registry images travel through between nodes (`paas server --registry`);
+    /// none: through the control plane. Sends push there, fetches pull from there.
+    pub registry: Option<crate::registry::Registry>,
 }
 
 /// Removes what a deleted app left on a node: its database volumes, networks and images (only

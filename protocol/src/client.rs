@@ -596,6 +596,11 @@ impl Client {
         self.send(self.http().put(self.url(&format!("/agent/v1/images/{id}"))).body(body)).await
     }
 
+    /// Tells the control plane this node pushed image `id` to the platform's registry.
+    pub async fn image_pushed(&self, id: &str) -> Result<serde_json::Value> {
+        self.send(self.http().post(self.url(&format!("/agent/v1/images/{id}/pushed")))).await
+    }
+
     /// Image `id` as a `docker save` tarball stream.
     pub async fn fetch_image(&self, id: &str) -> Result<reqwest::Response> {
         self.get_stream(&format!("/agent/v1/images/{id}"), &format!("image {id}")).await

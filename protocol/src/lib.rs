@@ -18,6 +18,7 @@ pub mod logs;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+pub mod registry;
 pub mod secrets;
 pub mod tls;
 

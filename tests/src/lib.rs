@@ -7,6 +7,7 @@ pub mod http;
 pub mod load;
 pub mod pebble;
 pub mod pg;
+pub mod registry;
 pub mod s3;
 pub mod split;
 pub mod webdriver;

@@ -163,6 +163,7 @@ fn control_plane_config(
         node_lost_after: data.node_lost_after.max(Duration::from_secs(2)),
         smtp,
         database_url: data.database_url.clone(),
+        registry: data.registry.registry()?,
     })
 }
 
@@ -308,10 +309,11 @@ pub async fn up(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     check_api_exposure(args.api_addr, &args.data)?;
+    // Bad settings are refused before anything listens.
+    let mut config = control_plane_config(&args.data, args.ingress_http_port, args.ingress_https_port)?;
     let api = bind(args.api_addr, "API").await?;
     let agents = bind(args.agent_addr, "agent API").await?;
     crate::sockets::warn_unused();
-    let mut config = control_plane_config(&args.data, args.ingress_http_port, args.ingress_https_port)?;
     let api_addr = api.local_addr()?;
     config.api_tls = api_tls_names(api_addr, &args.data);
     let cp = control_plane::ControlPlane::open(config).await?;

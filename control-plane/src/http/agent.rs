@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/builds/{app}/{env}/{release}/log", post(build_log))
         .route("/builds/{app}/{env}/{release}/result", post(build_result))
         .route("/images/{id}", axum::routing::put(image_upload).get(image_download))
+        .route("/images/{id}/pushed", axum::routing::post(image_pushed))
         .route("/jobs/{id}/log", post(job_log))
         .route("/jobs/{id}/result", post(job_result))
         .route("/jobs/{id}/attach", get(super::attach::agent))
@@ -281,6 +282,16 @@ async fn image_upload(
     let received = crate::images::receive(&state, &caller.0, &id, body.into_data_stream()).await?;
     let stored = matches!(received, crate::images::Received::Stored { .. });
     Ok(Json(json!({ "stored": stored })))
+}
+
+/// A node pushed an image the control plane asked for to the platform's registry.
+async fn image_pushed(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    crate::images::pushed(&state, &caller.0, &id).await?;
+    Ok(Json(json!({ "ok": true })))
 }
 
 /// A node fetches an image it must run and lacks.

@@ -8,12 +8,22 @@
 //! Node-scoped images (`paas agent --node-scoped-images`, for several agents sharing one
 //! engine, as the tests run them): a node counts only images under its own tag as its own and
 //! runs containers from that tag, so a transfer happens exactly as between machines.
+//!
+//! With the platform's external registry (`Assignment::registry`) a send pushes the image as
+//! `<repository>:<hex>` and a fetch pulls that tag (falling back to the control plane, which
+//! may hold a tarball from before the registry was set); the pulled image must have the id
+//! asked for, and the registry's tag is removed again so that the node's own tag stays the
+//! only one its prune removes.
 
 use super::{docker_message, DockerClient};
-use bollard::image::{ImportImageOptions, TagImageOptions};
+use bollard::auth::DockerCredentials;
+use bollard::image::{
+    CreateImageOptions, ImportImageOptions, PushImageOptions, RemoveImageOptions, TagImageOptions,
+};
 use futures_util::future::{BoxFuture, Shared};
 use futures_util::{FutureExt, StreamExt};
 use protocol::client::ClientError;
+use protocol::registry::Registry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,11 +40,30 @@ pub struct Transfers {
     fetches: Mutex<HashMap<String, (FetchResult, Instant)>>,
     /// Told when a fetch ends, so the reconcile loop creates what waited for it at once.
     pub done: Arc<Notify>,
+    /// The platform's registry, as the latest assignment names it.
+    registry: Mutex<Option<Registry>>,
 }
 
 impl Transfers {
     pub fn new(client: protocol::Client) -> Self {
-        Self { client, fetches: Mutex::default(), done: Arc::default() }
+        Self { client, fetches: Mutex::default(), done: Arc::default(), registry: Mutex::default() }
+    }
+}
+
+/// Keeps the registry transfers use as the assignments name it.
+pub async fn follow_registry(
+    docker: DockerClient,
+    mut assignment: tokio::sync::watch::Receiver<Option<protocol::agent::Assignment>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Some(transfers) = docker.transfers.clone() else { return };
+    loop {
+        let registry = assignment.borrow_and_update().as_ref().and_then(|a| a.registry.clone());
+        *transfers.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = assignment.changed() => if changed.is_err() { return },
+        }
     }
 }
 
@@ -137,7 +166,15 @@ impl DockerClient {
             }
         }
         let (docker, client, id_owned) = (self.clone(), transfers.client.clone(), id.to_string());
-        let fetch: FetchResult = async move { docker.load_from(&client, &id_owned).await }.boxed().shared();
+        let registry = transfers.registry.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let fetch: FetchResult = async move {
+            let Some(registry) = registry else { return docker.load_from(&client, &id_owned).await };
+            let Err(pull) = docker.pull_from(&registry, &id_owned).await else { return Ok(()) };
+            // A tarball from before the registry was set, say; otherwise both reasons count.
+            docker.load_from(&client, &id_owned).await.map_err(|load| format!("{pull}; {load}"))
+        }
+        .boxed()
+        .shared();
         fetches.insert(id.to_string(), (fetch.clone(), Instant::now()));
         let (driven, done) = (fetch.clone(), transfers.done.clone());
         tokio::spawn(async move {
@@ -195,6 +232,80 @@ impl DockerClient {
         Ok(())
     }
 
+    /// Pulls image `id` from the platform's registry, checks it and tags it as this node's.
+    async fn pull_from(&self, registry: &Registry, id: &str) -> Result<(), String> {
+        let started = Instant::now();
+        let reference = registry.reference(id).ok_or_else(|| format!("{id} is not an image id"))?;
+        let opts = CreateImageOptions::<String> { from_image: reference.clone(), ..Default::default() };
+        let mut out = self.docker.create_image(Some(opts), None, credentials(registry));
+        while let Some(item) = out.next().await {
+            if let Err(e) = item {
+                return Err(format!(
+                    "pulling image {} from {}: {}",
+                    short(id),
+                    registry.repository,
+                    docker_message(&e)
+                ));
+            }
+        }
+        let held = self.image_id(&reference).await.map_err(|e| format!("{e:#}"))?;
+        let checked = held.as_deref() == Some(id);
+        if checked {
+            self.claim(id).await.map_err(|e| format!("{e:#}"))?;
+        }
+        self.untag(&reference).await;
+        if !checked {
+            return Err(format!("the registry's {reference} is another image than {}", short(id)));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(image = %id, registry = %registry.repository, secs, "image pulled from the registry");
+        Ok(())
+    }
+
+    /// Pushes image `id` to the platform's registry and tells the control plane.
+    async fn push_to(
+        &self,
+        client: &protocol::Client,
+        registry: &Registry,
+        id: &str,
+    ) -> Result<bool, ClientError> {
+        let failed = |message: String| ClientError { status: None, message };
+        let started = Instant::now();
+        let reference = registry.reference(id).ok_or_else(|| failed(format!("{id} is not an image id")))?;
+        let tag = TagImageOptions {
+            repo: registry.repository.clone(),
+            tag: Registry::tag_for(id).unwrap_or_default().to_string(),
+        };
+        self.docker.tag_image(id, Some(tag.clone())).await.map_err(|e| {
+            failed(format!("tagging image {} for the registry: {}", short(id), docker_message(&e)))
+        })?;
+        let opts = PushImageOptions { tag: tag.tag };
+        let mut out = self.docker.push_image(&registry.repository, Some(opts), credentials(registry));
+        let mut error = None;
+        while let Some(item) = out.next().await {
+            match item {
+                Err(e) => error = Some(docker_message(&e)),
+                Ok(info) => error = error.or(info.error),
+            }
+        }
+        self.untag(&reference).await;
+        if let Some(e) = error {
+            return Err(failed(format!("pushing image {} to {}: {e}", short(id), registry.repository)));
+        }
+        client.image_pushed(id).await?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(image = %id, registry = %registry.repository, secs, "image pushed to the registry");
+        Ok(true)
+    }
+
+    /// Removes one tag of an image, never the image under another tag.
+    async fn untag(&self, reference: &str) {
+        let opts = RemoveImageOptions { force: false, noprune: true };
+        if let Err(e) = self.docker.remove_image(reference, Some(opts), None).await {
+            tracing::debug!(reference, error = %docker_message(&e), "removing the registry's tag");
+        }
+    }
+
     /// A node-scoped node tags what it builds as its own; other nodes find their builds by
     /// the node label.
     pub async fn claim_built(&self, id: &str) -> anyhow::Result<()> {
@@ -223,10 +334,31 @@ impl DockerClient {
             tracing::info!(image = %id, "asked to send an image this node does not have");
             return Ok(false);
         }
+        let registry = self
+            .transfers
+            .as_ref()
+            .and_then(|t| t.registry.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        if let Some(registry) = registry {
+            return self.push_to(client, &registry, id).await;
+        }
         let started = Instant::now();
         let body = reqwest::Body::wrap_stream(self.docker.export_image(id));
         let stored = client.upload_image(id, body).await?["stored"].as_bool().unwrap_or(false);
         tracing::info!(image = %id, stored, secs = started.elapsed().as_secs_f64(), "image sent to the control plane");
         Ok(stored)
     }
+}
+
+/// The login for the registry; an empty one when it needs none (Docker refuses a push without
+/// the header).
+fn credentials(registry: &Registry) -> Option<DockerCredentials> {
+    if registry.username.is_none() {
+        return Some(DockerCredentials::default());
+    }
+    Some(DockerCredentials {
+        username: registry.username.clone(),
+        password: registry.password.clone(),
+        serveraddress: Some(registry.server().to_string()),
+        ..Default::default()
+    })
 }
