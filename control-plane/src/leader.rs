@@ -123,6 +123,9 @@ async fn lead_with(
 ) -> anyhow::Result<()> {
     let term = lead.term;
     let led = state.with_store(state.store.fenced(term));
+    // A standby's silence from the nodes was its own: counted from its start, every node
+    // would be declared lost the moment it leads.
+    led.liveness.start_leading();
     crate::recover(&led).await?;
     crate::spawn_leader_loops(&led);
     state.set_leading(true);

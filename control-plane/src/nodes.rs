@@ -20,9 +20,10 @@ pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(20);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// When each node was last heard from, in this process's memory: a restarted control plane
-/// counts every node's silence from its own start, so a restart suspects nobody.
+/// counts every node's silence from its own start, and a standby from the moment it takes the
+/// lead (agents talk to the leader only), so neither suspects anybody.
 pub struct Liveness {
-    boot: Instant,
+    boot: Mutex<Instant>,
     heard: Mutex<HashMap<String, Instant>>,
     /// When each node's `last_seen` was last written to the store.
     stored: Mutex<HashMap<String, Instant>>,
@@ -37,7 +38,7 @@ const STORE_SEEN_EVERY: Duration = Duration::from_secs(10);
 impl Default for Liveness {
     fn default() -> Self {
         Self {
-            boot: Instant::now(),
+            boot: Mutex::new(Instant::now()),
             heard: Mutex::default(),
             stored: Mutex::default(),
             reports: Mutex::default(),
@@ -71,7 +72,17 @@ impl Liveness {
     /// How long `node` has been silent.
     pub fn silence(&self, node: &str) -> Duration {
         let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.get(node).copied().unwrap_or(self.boot).elapsed()
+        let boot = || *self.boot.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(node).copied().unwrap_or_else(boot).elapsed()
+    }
+
+    /// Counts every node's silence from now and forgets what was heard: this control plane
+    /// takes the lead, and the nodes talked to another one until now.
+    pub fn start_leading(&self) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        *self.boot.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        heard.clear();
+        self.reports.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

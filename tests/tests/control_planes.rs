@@ -74,6 +74,12 @@ fn killing_the_leader_mid_deploy_hands_over_and_the_app_serves_throughout() {
     });
     assert!(matches!(status.as_str(), "failed" | "active"), "{status}");
     drop(deploy);
+    // The nodes talked to the old leader until now: the new one counts their silence from its
+    // takeover, not from its own start, so it neither suspects nor loses any of them.
+    let second_log = std::fs::read_to_string(p.dir.path().join("second.log")).unwrap_or_default();
+    for wrong in ["node suspected", "node lost"] {
+        assert!(!second_log.contains(wrong), "the new leader logged {wrong:?}:\n{second_log}");
+    }
 
     // The agents move to the new leader (their requests to the dead one fail, so they try the
     // next address); then a deploy through it goes live.

@@ -568,22 +568,29 @@ impl Store {
         Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM instances").fetch_all(ex).await)?)
     }
 
-    /// Whether any of `statuses` differs from what the store holds of that replica.
+    /// Whether any of `statuses` differs from what the store holds of that replica (the
+    /// columns [`status_differs`] compares): one read of the node's rows, however many
+    /// containers it reports, since every node's heartbeat comes here while deploys place.
     async fn report_differs(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
-        for s in statuses {
-            let sql =
-                concat!("SELECT 1 FROM instances WHERE name = $6 AND node = $7 AND ", status_differs!());
-            let row = on!(self.pool, |ex| bind_status!(sqlx::query(sql), s)
-                .bind(&s.name)
-                .bind(node)
-                .fetch_optional(ex)
-                .await
-                .map(|r| r.is_some()))?;
-            if row {
-                return Ok(true);
-            }
+        if statuses.is_empty() {
+            return Ok(false);
         }
-        Ok(false)
+        let rows: Vec<InstanceRow> =
+            on!(self.pool, |ex| sqlx::query_as("SELECT * FROM instances WHERE node = $1")
+                .bind(node)
+                .fetch_all(ex)
+                .await)?;
+        let rows: std::collections::HashMap<&str, &InstanceRow> =
+            rows.iter().map(|r| (r.name.as_str(), r)).collect();
+        Ok(statuses.iter().any(|s| {
+            rows.get(s.name.as_str()).is_some_and(|r| {
+                r.state != s.state
+                    || r.healthy != s.healthy
+                    || r.host_port != s.host_port
+                    || r.restarts != s.restarts
+                    || r.log_tail != s.log_tail
+            })
+        }))
     }
 
     /// Applies an agent's report; returns the environments whose replicas changed in a way

@@ -7,7 +7,8 @@
 //! For each node count: how fast nodes join; at rest, the requests per second the control
 //! plane serves the agents and the CPU it takes; API latency (`GET /api/v1/nodes`, `GET
 //! /api/v1/apps`) at rest; then apps of 100 replicas deployed at once, ten replicas per node in
-//! all, and the replicas placed, started and healthy per second (end to end: every replica's
+//! all: the replicas placed and in their nodes' assignments per second (the scheduler and the
+//! watch), and placed, started and healthy per second (end to end: every replica's
 //! placement, assignment to its node, the node's report and the deploy's wait).
 //!
 //! Run: `cargo run --release -p paas-tests --bin bench-nodes -- [NODES...]` (default 10 100 1000).
@@ -30,6 +31,9 @@ struct Counters {
     watches: AtomicU64,
     reports: AtomicU64,
     errors: AtomicU64,
+    /// Containers in the agents' latest assignments, summed over the agents: the replicas
+    /// placed and delivered to their nodes.
+    assigned: AtomicU64,
 }
 
 impl Counters {
@@ -104,7 +108,7 @@ async fn agent(name: String, client: Client, counters: Arc<Counters>) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     });
-    let mut index = 0;
+    let (mut index, mut assigned) = (0, 0);
     loop {
         let watched = client.watch(&name, index, Duration::from_secs(20)).await;
         let Ok(w) = watched else {
@@ -115,6 +119,13 @@ async fn agent(name: String, client: Client, counters: Arc<Counters>) {
         counters.watches.fetch_add(1, Ordering::Relaxed);
         index = w.index;
         let a = w.assignment;
+        let now_assigned = a.containers.len() as u64;
+        if now_assigned > assigned {
+            counters.assigned.fetch_add(now_assigned - assigned, Ordering::Relaxed);
+        } else {
+            counters.assigned.fetch_sub(assigned - now_assigned, Ordering::Relaxed);
+        }
+        assigned = now_assigned;
         for build in &a.builds {
             let digest = Sha256::digest(build.tag.as_bytes());
             let id = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
@@ -208,7 +219,16 @@ async fn run(nodes: usize) {
     for a in 0..apps {
         admin.create_app(&format!("bench-{a:04}")).await.expect("creating an app");
     }
+    let replicas = apps * REPLICAS_PER_APP;
     let (cpu1, started) = (cpu_secs(p.pid()), Instant::now());
+    // Placement proper: until every replica is placed and in its node's assignment.
+    let counted = counters.clone();
+    let placed = tokio::spawn(async move {
+        while (counted.assigned.load(Ordering::Relaxed) as usize) < replicas {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        started.elapsed().as_secs_f64()
+    });
     let mut deploys = tokio::task::JoinSet::new();
     for a in 0..apps {
         let (admin, toml) = (admin.clone(), toml.clone());
@@ -232,9 +252,11 @@ async fn run(nodes: usize) {
     }
     let deploy_secs = started.elapsed().as_secs_f64();
     let deploy_cpu = cpu_secs(p.pid()) - cpu1;
-    let replicas = apps * REPLICAS_PER_APP;
+    let placed_secs = placed.await.expect("counting placements");
     println!(
-        "{nodes:>5} nodes: {replicas} replicas in {apps} deploys live in {deploy_secs:.1}s: {:.0} replicas/s ({deploy_cpu:.1} CPU s); agent errors {}",
+        "{nodes:>5} nodes: {replicas} replicas in {apps} deploys placed and assigned in {placed_secs:.1}s ({:.0}/s), \
+         live in {deploy_secs:.1}s: {:.0} replicas/s ({deploy_cpu:.1} CPU s); agent errors {}",
+        replicas as f64 / placed_secs,
         replicas as f64 / deploy_secs,
         counters.errors.load(Ordering::Relaxed)
     );
