@@ -249,7 +249,7 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
             break (instances, env_row.current_release);
         }
     };
-    state.bump();
+    state.bump_nodes(&env_nodes(state, release).await?, &[(app.to_string(), env.to_string())]);
     // A first deploy has no running release to start beside or to drain.
     let beside = match serving {
         Some(v) => format!(" beside v{v}, which keeps serving"),
@@ -286,15 +286,29 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     if !late.is_empty() {
         stage(format!("Ingress node(s) {} have not confirmed the switch yet", late.join(", "))).await;
     }
+    let nodes = env_nodes(state, release).await?;
     state.store.retire_others(app, env, version).await?;
     state.store.set_release_status(app, env, version, ReleaseStatus::Active, None).await?;
-    state.bump();
+    state.bump_nodes(&nodes, &[(app.to_string(), env.to_string())]);
     let after = match serving {
         Some(v) => format!("; v{v} drains and stops"),
         None => String::new(),
     };
     stage(format!("v{version} serves{after}")).await;
     Ok(())
+}
+
+/// The nodes whose assignments a step of this release's rollout can change: those running a
+/// replica of its environment (their containers, the images they keep) and its build node
+/// (the images it is asked to send).
+async fn env_nodes(state: &AppState, release: &Release) -> anyhow::Result<Vec<String>> {
+    let (app, env, version) = (&release.app, &release.env, release.version);
+    let builder = state.store.build_node(app, env, version).await?;
+    let instances = state.store.instances_for_env(app, env).await?;
+    let mut nodes: Vec<String> = instances.into_iter().map(|i| i.node).chain(builder).collect();
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
 }
 
 /// Runs the release command once for this release (the job id is fixed per release, so retries

@@ -31,7 +31,8 @@ pub async fn start(
     tracing::info!(app, env, release = release.version, user = %new.created_by, what = %new.description, "deploy started");
     state.deploy_event(app, env, release.version, "stage", std::slice::from_ref(&new.description)).await;
     deploy::started(state, &release).await;
-    state.bump();
+    // Only the build node's assignment shows a new release (its build) before it is placed.
+    state.bump_nodes(std::slice::from_ref(&new.build_node), &[(app.to_string(), env.to_string())]);
     deploy::spawn(state.clone(), release.clone());
     Ok(release)
 }

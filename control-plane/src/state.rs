@@ -41,6 +41,9 @@ pub struct AppState {
     all_changed: Arc<std::sync::atomic::AtomicU64>,
     /// Per environment, the state index of the last report that changed one of its replicas.
     env_reports: Arc<std::sync::Mutex<HashMap<(String, String), u64>>>,
+    /// Per node, the state index of the last change to what that node alone is assigned
+    /// (`bump_nodes`).
+    node_marks: Arc<std::sync::Mutex<HashMap<String, u64>>>,
     /// Bumped whenever deploy events are appended; deploy followers long-poll on it.
     events: Arc<watch::Sender<u64>>,
     /// Per node, the highest state index it has applied (it asks to watch past it only after
@@ -160,6 +163,7 @@ impl AppState {
             index: Arc::new(watch::channel(start).0),
             all_changed: Arc::new(start.into()),
             env_reports: Arc::default(),
+            node_marks: Arc::default(),
             events: Arc::new(watch::channel(0).0),
             applied: NodeMarks::default(),
             observed: NodeMarks::default(),
@@ -360,6 +364,23 @@ impl AppState {
         });
     }
 
+    /// A change of what these nodes run (replicas placed on them or retired, a build for one of
+    /// them) in these environments: wakes those nodes, the ingress nodes and whoever waits on
+    /// the environments, not the hundreds of other nodes whose assignments it leaves alone.
+    pub fn bump_nodes(&self, nodes: &[String], envs: &[(String, String)]) {
+        self.index.send_modify(|i| {
+            *i += 1;
+            let mut marks = self.node_marks.lock().unwrap_or_else(|p| p.into_inner());
+            for node in nodes {
+                marks.insert(node.clone(), *i);
+            }
+            let mut marks = self.env_reports.lock().unwrap_or_else(|p| p.into_inner());
+            for env in envs {
+                marks.insert(env.clone(), *i);
+            }
+        });
+    }
+
     /// Waits until a change every node may see, or a report on a replica of `app`/`env`, comes
     /// after state index `index`, or `wait` runs out. A deploy waiting on its replicas is not
     /// woken by every other environment's health changes.
@@ -375,15 +396,16 @@ impl AppState {
     }
 
     /// Waits until the index passes `index` (`routes`: for an ingress node), or only for a
-    /// change every node may see, or `wait` runs out.
-    pub async fn wait_past_for(&self, index: u64, wait: Duration, routes: bool) {
+    /// change every node may see or one for `node` (`bump_nodes`), or `wait` runs out.
+    pub async fn wait_past_for(&self, node: &str, index: u64, wait: Duration, routes: bool) {
         let mut rx = self.subscribe();
-        let all = self.all_changed.clone();
+        let (all, marks) = (self.all_changed.clone(), self.node_marks.clone());
         let past = |v: &u64| {
             if routes {
                 *v > index
             } else {
                 all.load(std::sync::atomic::Ordering::Acquire) > index
+                    || marks.lock().unwrap_or_else(|p| p.into_inner()).get(node).is_some_and(|m| *m > index)
             }
         };
         let _ = tokio::time::timeout(wait, rx.wait_for(past)).await;

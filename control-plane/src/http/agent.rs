@@ -140,7 +140,7 @@ async fn watch(
                 None => *routes.insert(state.store.node(&node).await?.ingress),
             };
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-            state.wait_past_for(applied, wait, routes).await;
+            state.wait_past_for(&node, applied, wait, routes).await;
         }
         let index = state.index();
         let view = state.watches.view(&state, index).await?;
@@ -268,7 +268,8 @@ async fn build_result(
     };
     state.store.set_build_result(&app, &env, release, result.image_id.as_deref(), error).await?;
     tracing::info!(app = %app, env = %env, release, ok = error.is_none(), "build finished");
-    state.bump();
+    // The builder's assignment loses the build; the deploy waits on its environment.
+    state.bump_nodes(std::slice::from_ref(&caller.0), &[(app, env)]);
     Ok(Json(json!({ "ok": true })))
 }
 
