@@ -133,17 +133,21 @@ pub struct RegistryArgs {
     #[arg(long, env = "PAAS_REGISTRY", value_parser = protocol::registry::parse_repository)]
     pub registry: Option<String>,
     /// The registry login's user, for a registry that needs one.
-    #[arg(long, env = "PAAS_REGISTRY_USER", requires = "registry")]
+    #[arg(long, env = "PAAS_REGISTRY_USER")]
     pub registry_user: Option<String>,
-    #[arg(long, env = "PAAS_REGISTRY_PASSWORD", hide_env_values = true, requires = "registry_user")]
+    /// The registry login's password (give it in the environment).
+    #[arg(long, env = "PAAS_REGISTRY_PASSWORD", hide_env_values = true)]
     pub registry_password: Option<String>,
 }
 
 impl RegistryArgs {
     pub fn registry(&self) -> anyhow::Result<Option<protocol::registry::Registry>> {
+        // A login without a registry is ignored: the environment may hold it for later.
         let Some(repository) = self.registry.clone() else { return Ok(None) };
-        if self.registry_user.is_some() && self.registry_password.is_none() {
-            anyhow::bail!("--registry-user needs a password: set PAAS_REGISTRY_PASSWORD");
+        match (&self.registry_user, &self.registry_password) {
+            (Some(_), None) => anyhow::bail!("--registry-user needs a password: set PAAS_REGISTRY_PASSWORD"),
+            (None, Some(_)) => anyhow::bail!("a registry password needs its user: add --registry-user"),
+            _ => {}
         }
         let (username, password) = (self.registry_user.clone(), self.registry_password.clone());
         Ok(Some(protocol::registry::Registry { repository, username, password }))

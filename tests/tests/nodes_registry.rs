@@ -89,4 +89,14 @@ fn a_registry_that_is_no_repository_is_refused_in_the_users_words() {
         .expect("running paas");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("PAAS_REGISTRY_PASSWORD"), "{stderr}");
+    let out = std::process::Command::new(paas_bin())
+        .args(["server", "--registry", "registry.example.com/paas", "--data-dir"])
+        .arg(dir.path())
+        .env("PAAS_REGISTRY_PASSWORD", "secret")
+        .env_remove("PAAS_REGISTRY_USER")
+        .output()
+        .expect("running paas");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("add --registry-user"), "{stderr}");
+    assert!(!stderr.contains("secret"), "the password is not shown: {stderr}");
 }
