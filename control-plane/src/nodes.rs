@@ -139,12 +139,12 @@ pub async fn seen(state: &AppState, node: &str) -> Result<()> {
 }
 
 /// A heartbeat: a report whose containers (digest `report`) are those of the node's last one
-/// that counted, with no replica placed anywhere since (a placement may reset the observed
+/// that counted, with no replica placed on it since (a placement may reset the observed
 /// state of a replica of the same name) and the node not suspected. It is alive, and nothing needs reading: most of a thousand nodes'
 /// reports each second are these. False when the report must be handled in full.
 pub fn heard_again(state: &AppState, node: &str, report: u64) -> bool {
     let same = state.liveness.reports.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied()
-        == Some((report, state.store.placements()));
+        == Some((report, state.store.placements(node)));
     if same && state.liveness.silence(node) < suspect_after(state) {
         state.liveness.heard(node);
         return true;

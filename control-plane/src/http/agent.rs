@@ -168,7 +168,7 @@ async fn report(
     crate::nodes::seen(&state, &node).await?;
     let digest = crate::assign_view::digest(&(report.generation, &report.containers));
     if !crate::nodes::heard_again(&state, &node, digest) {
-        let placements = state.store.placements();
+        let placements = state.store.placements(&node);
         let current = crate::nodes::reported(&state, &node, report.generation).await?;
         if current {
             let changed = state.store.apply_report(&node, &report.containers).await?;

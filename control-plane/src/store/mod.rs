@@ -255,7 +255,15 @@ pub struct Store {
     events_added: std::sync::Arc<tokio::sync::Notify>,
     /// Grows after each commit that placed replicas (a placement resets a replica's observed
     /// state, which a node's unchanged heartbeat must then write again).
-    placed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    placed: std::sync::Arc<std::sync::Mutex<Placed>>,
+}
+
+/// Commits that placed replicas, counted, and per node the count after the last one that
+/// placed there.
+#[derive(Default)]
+struct Placed {
+    commits: u64,
+    on: std::collections::HashMap<String, u64>,
 }
 
 pub fn now() -> String {
@@ -358,13 +366,19 @@ impl Store {
     /// retry) when another writer committed in between; on PostgreSQL an advisory lock held
     /// to the commit serializes the writers of every server sharing the database.
     /// A store [`Store::fenced`] to a term checks here, under that lock, that it still leads.
-    /// How many commits placed replicas so far (in this process).
-    pub fn placements(&self) -> u64 {
-        self.placed.load(std::sync::atomic::Ordering::Acquire)
+    /// Grows with each commit that placed replicas on `node` (in this process).
+    pub fn placements(&self, node: &str) -> u64 {
+        let placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        placed.on.get(node).copied().unwrap_or(0)
     }
 
-    fn placed_now(&self) {
-        self.placed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    fn placed_now(&self, instances: &[InstanceRow]) {
+        let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        placed.commits += 1;
+        let commits = placed.commits;
+        for i in instances {
+            placed.on.insert(i.node.clone(), commits);
+        }
     }
 
     async fn write_tx(&self) -> Result<Tx> {

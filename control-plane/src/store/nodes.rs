@@ -120,7 +120,7 @@ impl Store {
         }
         super::releases::insert_instances(&mut tx, std::slice::from_ref(new)).await?;
         tx.commit().await?;
-        self.placed_now();
+        self.placed_now(std::slice::from_ref(new));
         Ok(true)
     }
 }

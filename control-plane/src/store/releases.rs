@@ -405,7 +405,7 @@ impl Store {
         .execute(ex)
         .await)?;
         tx.commit().await?;
-        self.placed_now();
+        self.placed_now(added);
         Ok(())
     }
 
@@ -442,7 +442,7 @@ impl Store {
             .execute(ex)
             .await)?;
         tx.commit().await?;
-        self.placed_now();
+        self.placed_now(instances);
         Ok(true)
     }
 
@@ -551,7 +551,7 @@ impl Store {
         }
         insert_instances(&mut tx, std::slice::from_ref(instance)).await?;
         tx.commit().await?;
-        self.placed_now();
+        self.placed_now(std::slice::from_ref(instance));
         Ok(true)
     }
 
