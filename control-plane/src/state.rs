@@ -355,13 +355,7 @@ impl AppState {
     /// Reports changed replicas of these environments: wakes the ingress nodes and whoever
     /// waits on one of them (`wait_env_past`).
     pub fn bump_envs(&self, envs: &[(String, String)]) {
-        self.index.send_modify(|i| {
-            *i += 1;
-            let mut marks = self.env_reports.lock().unwrap_or_else(|p| p.into_inner());
-            for env in envs {
-                marks.insert(env.clone(), *i);
-            }
-        });
+        self.bump_nodes(&[], envs);
     }
 
     /// A change of what these nodes run (replicas placed on them or retired, a build for one of

@@ -98,14 +98,24 @@ impl DockerClient {
         }
         let _building = self.builds.read().await;
         on_line(format!("Pulling {reference}"));
-        let opts = CreateImageOptions::<String> { from_image: reference.to_string(), ..Default::default() };
-        let mut stream = self.docker.create_image(Some(opts), None, None);
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                anyhow::bail!(pull_failure(reference, &docker_message(&e)));
-            }
+        if let Err(e) = self.pull(reference, None).await {
+            anyhow::bail!(pull_failure(reference, &e));
         }
         self.image_id(reference).await?.ok_or_else(|| anyhow::anyhow!("image {reference} could not be found"))
+    }
+
+    /// Pulls `reference` with this login (none: anonymous); the error is Docker's message.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        login: Option<bollard::auth::DockerCredentials>,
+    ) -> Result<(), String> {
+        let opts = CreateImageOptions::<String> { from_image: reference.to_string(), ..Default::default() };
+        let mut stream = self.docker.create_image(Some(opts), None, login);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| docker_message(&e))?;
+        }
+        Ok(())
     }
 }
 /// Why an image could not be pulled, in the user's terms: most often no registry is reachable

@@ -17,9 +17,7 @@
 
 use super::{docker_message, DockerClient};
 use bollard::auth::DockerCredentials;
-use bollard::image::{
-    CreateImageOptions, ImportImageOptions, PushImageOptions, RemoveImageOptions, TagImageOptions,
-};
+use bollard::image::{ImportImageOptions, PushImageOptions, RemoveImageOptions, TagImageOptions};
 use futures_util::future::{BoxFuture, Shared};
 use futures_util::{FutureExt, StreamExt};
 use protocol::client::ClientError;
@@ -236,17 +234,8 @@ impl DockerClient {
     async fn pull_from(&self, registry: &Registry, id: &str) -> Result<(), String> {
         let started = Instant::now();
         let reference = registry.reference(id).ok_or_else(|| format!("{id} is not an image id"))?;
-        let opts = CreateImageOptions::<String> { from_image: reference.clone(), ..Default::default() };
-        let mut out = self.docker.create_image(Some(opts), None, credentials(registry));
-        while let Some(item) = out.next().await {
-            if let Err(e) = item {
-                return Err(format!(
-                    "pulling image {} from {}: {}",
-                    short(id),
-                    registry.repository,
-                    docker_message(&e)
-                ));
-            }
+        if let Err(e) = self.pull(&reference, credentials(registry)).await {
+            return Err(format!("pulling image {} from {}: {e}", short(id), registry.repository));
         }
         let held = self.image_id(&reference).await.map_err(|e| format!("{e:#}"))?;
         let checked = held.as_deref() == Some(id);
