@@ -39,9 +39,10 @@ const ROUTE_PROPAGATION: Duration = Duration::from_secs(10);
 
 /// Publishes a change of the route table (a switch, a domain, a swap) and waits, up to
 /// [`ROUTE_PROPAGATION`], until every ingress node applied it, so what the caller answers is
-/// already served. Returns the nodes that did not confirm in time.
+/// already served. Returns the nodes that did not confirm in time. Only the ingress nodes are
+/// woken: the other nodes' assignments hold no routes, domains or certificates.
 pub async fn publish_routes(state: &AppState) -> Result<Vec<String>> {
-    state.bump();
+    state.bump_routes();
     let at = state.index();
     let late = state.applied.wait_all(&ingress_nodes(state).await?, at, ROUTE_PROPAGATION).await;
     if !late.is_empty() {

@@ -278,6 +278,7 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
     }
     stage(format!("Switching traffic to v{version}")).await;
 
+    let kept = kept_images(state, app, env).await?;
     state.store.switch_release(app, env, version).await?;
     // The old replicas are unassigned (and start draining) only once every ingress routes to
     // the new ones, and the release is reported live only then, so the first request after
@@ -287,9 +288,14 @@ async fn run(state: &AppState, release: &Release) -> anyhow::Result<()> {
         stage(format!("Ingress node(s) {} have not confirmed the switch yet", late.join(", "))).await;
     }
     let nodes = env_nodes(state, release).await?;
-    state.store.retire_others(app, env, version).await?;
+    let retired = state.store.retire_others(app, env, version).await?;
     state.store.set_release_status(app, env, version, ReleaseStatus::Active, None).await?;
-    state.bump_nodes(&nodes, &[(app.to_string(), env.to_string())]);
+    // The nodes of the retired replicas, and, when the images the environment keeps changed
+    // (a redeploy: the release before the last one is no longer kept), every node that runs or
+    // built it. A first deploy changes neither for the nodes of its new replicas: they are not
+    // woken again just to find their assignments unchanged.
+    let woken = if kept_images(state, app, env).await? == kept { retired } else { nodes };
+    state.bump_nodes(&woken, &[(app.to_string(), env.to_string())]);
     let after = match serving {
         Some(v) => format!("; v{v} drains and stops"),
         None => String::new(),
@@ -309,6 +315,14 @@ async fn env_nodes(state: &AppState, release: &Release) -> anyhow::Result<Vec<St
     nodes.sort();
     nodes.dedup();
     Ok(nodes)
+}
+
+/// The images an environment keeps (`View::kept_for` hands them to its nodes).
+async fn kept_images(state: &AppState, app: &str, env: &str) -> anyhow::Result<Vec<String>> {
+    let all = state.store.kept_images_by_env().await?;
+    let mut ids: Vec<String> = all.into_iter().filter(|(a, e, _)| a == app && e == env).map(|k| k.2).collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// Runs the release command once for this release (the job id is fixed per release, so retries

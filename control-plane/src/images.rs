@@ -397,7 +397,8 @@ pub async fn wanted_from(
     }
     let held: std::collections::HashSet<String> =
         state.store.images_on_node(node).await?.into_iter().collect();
-    Ok(kept.iter().filter(|id| !state.images.has(id) && held.contains(*id)).cloned().collect())
+    // The node's own images first: `has` looks at the disk, for every image the platform keeps.
+    Ok(kept.iter().filter(|id| held.contains(*id) && !state.images.has(id)).cloned().collect())
 }
 
 /// Removes tarballs no release keeps, every few minutes.

@@ -39,6 +39,7 @@ pub mod state;
 pub mod store;
 pub(crate) mod tokens;
 pub mod upkeep;
+pub mod wakes;
 
 pub use state::AppState;
 

@@ -35,15 +35,8 @@ pub struct AppState {
     /// Serialises config changes (read, modify, seal, write) so none is lost.
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     api_url: Arc<std::sync::OnceLock<String>>,
-    /// State index: bumped on every change of desired or observed state. Agents long-poll on it.
-    index: Arc<watch::Sender<u64>>,
-    /// The index of the last bump every node may see (not route tables only).
-    all_changed: Arc<std::sync::atomic::AtomicU64>,
-    /// Per environment, the state index of the last report that changed one of its replicas.
-    env_reports: Arc<std::sync::Mutex<HashMap<(String, String), u64>>>,
-    /// Per node, the state index of the last change to what that node alone is assigned
-    /// (`bump_nodes`).
-    node_marks: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    /// The state index and whom its changes wake. Agents long-poll on it.
+    wakes: Arc<crate::wakes::Wakes>,
     /// Bumped whenever deploy events are appended; deploy followers long-poll on it.
     events: Arc<watch::Sender<u64>>,
     /// Per node, the highest state index it has applied (it asks to watch past it only after
@@ -160,10 +153,7 @@ impl AppState {
             acme: None,
             config_lock: Arc::default(),
             api_url: Arc::default(),
-            index: Arc::new(watch::channel(start).0),
-            all_changed: Arc::new(start.into()),
-            env_reports: Arc::default(),
-            node_marks: Arc::default(),
+            wakes: Arc::new(crate::wakes::Wakes::new(start)),
             events: Arc::new(watch::channel(0).0),
             applied: NodeMarks::default(),
             observed: NodeMarks::default(),
@@ -334,79 +324,54 @@ impl AppState {
     }
 
     pub fn index(&self) -> u64 {
-        *self.index.borrow()
+        self.wakes.index()
     }
 
-    /// Wakes every watcher: something in the desired or observed state changed.
+    /// Wakes every watcher: something every node may see changed.
     pub fn bump(&self) {
-        self.index.send_modify(|i| {
-            *i += 1;
-            self.all_changed.store(*i, std::sync::atomic::Ordering::Release);
-        });
+        self.wakes.bump()
     }
 
     /// Wakes the ingress nodes and whoever waits on the index, not the other nodes: what
-    /// changed (a replica's observed state) reaches route tables only, and a thousand worker
-    /// nodes need not compute their unchanged assignments again for each health change.
+    /// changed (a replica's observed state, a route) reaches route tables only, and a thousand
+    /// worker nodes need not compute their unchanged assignments again for it.
     pub fn bump_routes(&self) {
-        self.index.send_modify(|i| *i += 1);
+        self.wakes.bump_routes()
     }
 
     /// Reports changed replicas of these environments: wakes the ingress nodes and whoever
     /// waits on one of them (`wait_env_past`).
     pub fn bump_envs(&self, envs: &[(String, String)]) {
-        self.bump_nodes(&[], envs);
+        self.wakes.bump_nodes(&[], envs)
     }
 
     /// A change of what these nodes run (replicas placed on them or retired, a build for one of
     /// them) in these environments: wakes those nodes, the ingress nodes and whoever waits on
     /// the environments, not the hundreds of other nodes whose assignments it leaves alone.
     pub fn bump_nodes(&self, nodes: &[String], envs: &[(String, String)]) {
-        self.index.send_modify(|i| {
-            *i += 1;
-            let mut marks = self.node_marks.lock().unwrap_or_else(|p| p.into_inner());
-            for node in nodes {
-                marks.insert(node.clone(), *i);
-            }
-            let mut marks = self.env_reports.lock().unwrap_or_else(|p| p.into_inner());
-            for env in envs {
-                marks.insert(env.clone(), *i);
-            }
-        });
+        self.wakes.bump_nodes(nodes, envs)
     }
 
     /// Waits until a change every node may see, or a report on a replica of `app`/`env`, comes
     /// after state index `index`, or `wait` runs out. A deploy waiting on its replicas is not
     /// woken by every other environment's health changes.
     pub async fn wait_env_past(&self, app: &str, env: &str, index: u64, wait: Duration) {
-        let mut rx = self.subscribe();
-        let key = (app.to_string(), env.to_string());
-        let (all, marks) = (self.all_changed.clone(), self.env_reports.clone());
-        let past = |_: &u64| {
-            all.load(std::sync::atomic::Ordering::Acquire) > index
-                || marks.lock().unwrap_or_else(|p| p.into_inner()).get(&key).is_some_and(|m| *m > index)
-        };
-        let _ = tokio::time::timeout(wait, rx.wait_for(past)).await;
+        self.wakes.wait_env_past(&(app.to_string(), env.to_string()), index, wait).await
     }
 
     /// Waits until the index passes `index` (`routes`: for an ingress node), or only for a
     /// change every node may see or one for `node` (`bump_nodes`), or `wait` runs out.
     pub async fn wait_past_for(&self, node: &str, index: u64, wait: Duration, routes: bool) {
-        let mut rx = self.subscribe();
-        let (all, marks) = (self.all_changed.clone(), self.node_marks.clone());
-        let past = |v: &u64| {
-            if routes {
-                *v > index
-            } else {
-                all.load(std::sync::atomic::Ordering::Acquire) > index
-                    || marks.lock().unwrap_or_else(|p| p.into_inner()).get(node).is_some_and(|m| *m > index)
-            }
-        };
-        let _ = tokio::time::timeout(wait, rx.wait_for(past)).await;
+        self.wakes.wait_node_past(node, index, wait, routes).await
+    }
+
+    /// The index of the last change that concerns a node other than an ingress node.
+    pub fn last_for(&self, node: &str) -> u64 {
+        self.wakes.last_for(node)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.index.subscribe()
+        self.wakes.subscribe()
     }
 
     pub fn events_changed(&self) {

@@ -132,18 +132,18 @@ async fn watch(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(120));
     let mut applied = q.index;
     // Read once per request, not per wake: a node's role changes only when it registers again.
-    let mut routes = None;
+    let routes = state.store.node(&node).await?.ingress;
     loop {
         if applied != 0 && applied <= state.index() {
-            let routes = match routes {
-                Some(r) => r,
-                None => *routes.insert(state.store.node(&node).await?.ingress),
-            };
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
             state.wait_past_for(&node, applied, wait, routes).await;
         }
         let index = state.index();
-        let view = state.watches.view(&state, index).await?;
+        // A worker node needs a view holding the changes that concern it, not those since for
+        // other nodes (a report, another deploy): the last view read serves most wakes. A
+        // node's first watch takes a current one.
+        let needed = if routes || applied == 0 { index } else { state.last_for(&node).min(index) };
+        let view = state.watches.view(&state, needed).await?;
         let assignment = assign::assignment_in(&state, &node, &view).await?;
         // A change this node's assignment does not show (another node's replica, an app it
         // runs nothing of) is not sent: it already runs exactly this.

@@ -297,7 +297,10 @@ impl Store {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
-        Self::connect_sqlite(opts, SqlitePoolOptions::new().max_connections(4))
+        // A file on this machine does not go stale as a server connection may: no test query
+        // before each use (one more hand-off to the connection's thread per query).
+        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false);
+        Self::connect_sqlite(opts, pool)
             .await
             .with_context(|| format!("opening the state database {}", path.display()))
     }

@@ -468,14 +468,17 @@ impl Store {
     }
 
     /// Unassigns the containers of every release but `version` (agents drain and remove them).
-    pub async fn retire_others(&self, app: &str, env: &str, version: u32) -> Result<()> {
-        exec!(self.pool, |ex| sqlx::query(
-            "DELETE FROM instances WHERE app = $1 AND env = $2 AND release != $3"
+    /// Returns the nodes they ran on.
+    pub async fn retire_others(&self, app: &str, env: &str, version: u32) -> Result<Vec<String>> {
+        let mut nodes: Vec<String> = on!(self.pool, |ex| sqlx::query_scalar(
+            "DELETE FROM instances WHERE app = $1 AND env = $2 AND release != $3 RETURNING node"
         )
         .bind_release(app, env, version)
-        .execute(ex)
+        .fetch_all(ex)
         .await)?;
-        Ok(())
+        nodes.sort();
+        nodes.dedup();
+        Ok(nodes)
     }
 
     /// A rollout that failed: its containers go, the served release stays untouched.
@@ -568,12 +571,16 @@ impl Store {
         Ok(on!(self.pool, |ex| sqlx::query_as("SELECT * FROM instances").fetch_all(ex).await)?)
     }
 
-    /// Whether any of `statuses` differs from what the store holds of that replica (the
-    /// columns [`status_differs`] compares): one read of the node's rows, however many
-    /// containers it reports, since every node's heartbeat comes here while deploys place.
-    async fn report_differs(&self, node: &str, statuses: &[ContainerStatus]) -> Result<bool> {
+    /// The `statuses` that differ from what the store holds of their replica (the columns
+    /// [`status_differs`] compares): one read of the node's rows, however many containers it
+    /// reports, since every node's heartbeat comes here while deploys place.
+    async fn report_changes<'a>(
+        &self,
+        node: &str,
+        statuses: &'a [ContainerStatus],
+    ) -> Result<Vec<&'a ContainerStatus>> {
         if statuses.is_empty() {
-            return Ok(false);
+            return Ok(Vec::new());
         }
         let rows: Vec<InstanceRow> =
             on!(self.pool, |ex| sqlx::query_as("SELECT * FROM instances WHERE node = $1")
@@ -582,7 +589,7 @@ impl Store {
                 .await)?;
         let rows: std::collections::HashMap<&str, &InstanceRow> =
             rows.iter().map(|r| (r.name.as_str(), r)).collect();
-        Ok(statuses.iter().any(|s| {
+        let differs = |s: &&ContainerStatus| {
             rows.get(s.name.as_str()).is_some_and(|r| {
                 r.state != s.state
                     || r.healthy != s.healthy
@@ -590,7 +597,8 @@ impl Store {
                     || r.restarts != s.restarts
                     || r.log_tail != s.log_tail
             })
-        }))
+        };
+        Ok(statuses.iter().filter(differs).collect())
     }
 
     /// Applies an agent's report; returns the environments whose replicas changed in a way
@@ -602,8 +610,10 @@ impl Store {
         statuses: &[ContainerStatus],
     ) -> Result<Vec<(String, String)>> {
         // Most reports are heartbeats that change nothing: they take no write lock, which
-        // every node's report each second would otherwise queue on.
-        if !self.report_differs(node, statuses).await? {
+        // every node's report each second would otherwise queue on. The others write only
+        // the replicas that changed, each checked again under the lock.
+        let statuses = self.report_changes(node, statuses).await?;
+        if statuses.is_empty() {
             return Ok(Vec::new());
         }
         let (mut changed, mut events) = (Vec::new(), false);
