@@ -320,7 +320,8 @@ async fn env_nodes(state: &AppState, release: &Release) -> anyhow::Result<Vec<St
 /// The images an environment keeps (`View::kept_for` hands them to its nodes).
 async fn kept_images(state: &AppState, app: &str, env: &str) -> anyhow::Result<Vec<String>> {
     let all = state.store.kept_images_by_env().await?;
-    let mut ids: Vec<String> = all.into_iter().filter(|(a, e, _)| a == app && e == env).map(|k| k.2).collect();
+    let mut ids: Vec<String> =
+        all.into_iter().filter(|(a, e, _)| a == app && e == env).map(|k| k.2).collect();
     ids.sort();
     Ok(ids)
 }

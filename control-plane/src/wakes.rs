@@ -109,7 +109,9 @@ impl Wakes {
     }
 }
 
-fn lock<K>(map: &Mutex<HashMap<K, watch::Sender<u64>>>) -> std::sync::MutexGuard<'_, HashMap<K, watch::Sender<u64>>> {
+fn lock<K>(
+    map: &Mutex<HashMap<K, watch::Sender<u64>>>,
+) -> std::sync::MutexGuard<'_, HashMap<K, watch::Sender<u64>>> {
     map.lock().unwrap_or_else(|p| p.into_inner())
 }
 

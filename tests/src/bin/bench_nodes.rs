@@ -236,10 +236,15 @@ async fn run(nodes: usize) {
             let app = format!("bench-{a:04}");
             let r =
                 admin.deploy_image(&app, "production", "bench/web:1", Some(toml)).await.expect("deploying");
+            // Followed as `paas deploy` follows: from the last event seen, so each call waits
+            // for news instead of answering at once with the whole history.
+            let mut after = 0;
             loop {
                 let page =
-                    admin.deploy_events(&app, "production", r.version, 0, Duration::from_secs(30)).await;
-                let release = page.expect("following the deploy").release;
+                    admin.deploy_events(&app, "production", r.version, after, Duration::from_secs(30)).await;
+                let page = page.expect("following the deploy");
+                after = page.next;
+                let release = page.release;
                 if release.status.is_finished() {
                     assert!(release.error.is_none(), "{app}: {:?}", release.error);
                     break;
