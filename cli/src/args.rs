@@ -362,6 +362,19 @@ pub struct BackupStoreArgs {
     /// PEM file of CA certificates to trust for an https endpoint with a private CA.
     #[arg(long, env = "PAAS_BACKUP_S3_CA_FILE")]
     pub backup_s3_ca_file: Option<PathBuf>,
+    /// The most committed writes a primary that loses its disk can take with it: its WAL is
+    /// archived at least this often while it writes (PostgreSQL's `archive_timeout`).
+    #[arg(long, env = "PAAS_DB_ARCHIVE_TIMEOUT", default_value = "60s", value_parser = parse_archive_timeout)]
+    pub db_archive_timeout: std::time::Duration,
+}
+
+/// An archive timeout PostgreSQL takes: whole seconds from 1 s to an hour.
+fn parse_archive_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.as_secs() < 1 || d.as_secs() > 3600 {
+        return Err("the archive timeout must be between 1s and 1h".into());
+    }
+    Ok(d)
 }
 
 #[derive(Args, Debug)]

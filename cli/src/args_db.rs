@@ -44,6 +44,10 @@ pub enum DbCommand {
         /// Return once the backup has started instead of waiting for it and its verification.
         #[arg(long)]
         no_wait: bool,
+        /// A physical base backup of the primary, from which `restore --to-time` recovers (one
+        /// is taken daily while the WAL archive runs); proven by a recovery with the archive.
+        #[arg(long)]
+        base: bool,
     },
     /// List backups with their size, row counts and verification; `download ID` fetches one.
     Backups {
@@ -61,12 +65,18 @@ pub enum DbCommand {
         target: AppEnv,
         backup: String,
     },
-    /// Restore a backup into the environment's database (--confirm; a safety backup is taken
-    /// first) or into a new database beside it (--to-new).
+    /// Restore a backup, or the database as it was at a moment (--to-time), into the
+    /// environment's database (--confirm; a safety backup is taken first) or into a new
+    /// database beside it (--to-new).
     Restore {
         #[command(flatten)]
         target: AppEnv,
-        backup: String,
+        #[arg(required_unless_present = "to_time", conflicts_with = "to_time")]
+        backup: Option<String>,
+        /// Point-in-time recovery: the moment to restore, as 2026-11-27T10:42:00Z (UTC) or
+        /// with an offset; from the newest base backup before it and the WAL archive.
+        #[arg(long)]
+        to_time: Option<String>,
         #[arg(long, conflicts_with = "to_new")]
         confirm: bool,
         #[arg(long)]

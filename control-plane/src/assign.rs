@@ -529,6 +529,7 @@ pub async fn database_spec(
         primary_host,
         primary_port,
         host_port: if role == DbRole::Primary { db.host_port } else { 0 },
+        archive_timeout_secs: state.config.db_archive_timeout_secs,
         app: db.app.clone(),
         env: db.env.clone(),
     })

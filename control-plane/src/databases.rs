@@ -236,6 +236,7 @@ pub async fn info(state: &AppState, row: &DatabaseRow, reveal: bool) -> Result<D
         last_backup: all.first().cloned(),
         last_verified: all.iter().find(|b| b.verification == protocol::api::Verification::Ok).cloned(),
         warnings: backups::warnings(row, &all),
+        archive: backups::archive(state, row, &all).await?,
         app: row.app.clone(),
         env: row.env.clone(),
         version: row.version,

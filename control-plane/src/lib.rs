@@ -68,6 +68,8 @@ pub struct Config {
     /// Where database backups are kept, and the S3-compatible bucket they are copied to.
     pub backup_dir: PathBuf,
     pub backup_s3: Option<s3::S3Config>,
+    /// A primary's `archive_timeout`: the most committed writes a lost disk can take with it.
+    pub db_archive_timeout_secs: u32,
     /// Largest pack a `git push` may send.
     pub git_max_push_bytes: u64,
     /// Longest a `git push` may take, its build and deploy included.
@@ -109,6 +111,7 @@ impl Config {
             ingress_https_port: 443,
             backup_dir: dir.join("backups"),
             backup_s3: None,
+            db_archive_timeout_secs: 60,
             git_max_push_bytes: 1 << 20,
             git_push_timeout: Duration::from_secs(60),
             network_pool: Default::default(),

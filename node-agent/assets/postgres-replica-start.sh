@@ -19,6 +19,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   (umask 077 && printf '*:*:*:replicator:%s\n' "$REPLICATION_PASSWORD" > "$PGDATA.tmp/replicator.pgpass")
   printf "primary_conninfo = '%s'\n" "$PRIMARY_CONNINFO" >> "$PGDATA.tmp/postgresql.auto.conf"
   touch "$PGDATA.tmp/standby.signal"
+  # The primary's archive spool is the primary's to ship.
+  rm -rf "$PGDATA.tmp/pg_paas_archive"
   chmod 700 "$PGDATA.tmp"
   sync
   mv "$PGDATA.tmp" "$PGDATA"

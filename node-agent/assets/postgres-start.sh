@@ -26,4 +26,14 @@ fi
 printf '%s\n' "$PG_HBA" > "$PGDATA/pg_hba.conf.paas"
 mv -f "$PGDATA/pg_hba.conf.paas" "$PGDATA/pg_hba.conf"
 unset POSTGRES_PASSWORD SUPERUSER_PASSWORD REPLICATION_PASSWORD
-exec postgres -D "$PGDATA" -c listen_addresses='*' -c max_connections="$MAX_CONNECTIONS"
+set -- -c listen_addresses='*' -c max_connections="$MAX_CONNECTIONS"
+if [ "${ARCHIVE_TIMEOUT:-0}" -gt 0 ]; then
+  # Continuous archiving: each finished WAL segment is gzipped into a spool in the data
+  # directory (new segments are zero-filled, not recycled, so a forced switch compresses to
+  # little), made durable, and the agent ships the spool to the control plane. A full spool
+  # fails the command, so PostgreSQL keeps the WAL and retries instead of losing it.
+  mkdir -p "$PGDATA/pg_paas_archive"
+  set -- "$@" -c archive_mode=on -c archive_timeout="$ARCHIVE_TIMEOUT" -c wal_recycle=off \
+    -c 'archive_command=a=pg_paas_archive; [ "$(ls $a | wc -l)" -lt 256 ] && gzip -1 -c %p > $a/%f.gz.part && sync $a/%f.gz.part && mv $a/%f.gz.part $a/%f.gz && sync $a'
+fi
+exec postgres -D "$PGDATA" "$@"

@@ -227,6 +227,13 @@ impl Databases {
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
              current_setting('max_connections'), pg_database_size(current_database())",
         );
+        if spec.role == DbRole::Primary {
+            // Archiver failures, and the files waiting in the spool for the agent to ship.
+            sql.push_str(
+                ", (SELECT failed_count FROM pg_stat_archiver), \
+                 (SELECT count(*) FROM pg_ls_dir('pg_paas_archive', true, false))",
+            );
+        }
         if spec.role == DbRole::Replica {
             sql.push_str(
                 ", pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), \
@@ -245,9 +252,11 @@ impl Databases {
             connections: num(0)? as u64,
             max_connections: num(1)? as u64,
             size_bytes: num(2)? as u64,
-            lag_bytes: num(3).map(|v| v.max(0.0) as u64),
-            lag_seconds: num(4),
+            lag_bytes: num(3).filter(|_| spec.role == DbRole::Replica).map(|v| v.max(0.0) as u64),
+            lag_seconds: num(4).filter(|_| spec.role == DbRole::Replica),
             login_error: self.login_error(spec).await,
+            archive_failures: num(3).filter(|_| spec.role == DbRole::Primary).map(|v| v as u64),
+            archive_backlog: num(4).filter(|_| spec.role == DbRole::Primary).map(|v| v as u64),
         };
         if cols.get(5).map(|v| v.trim()) == Some("t")
             && !self.paused.lock().unwrap_or_else(|p| p.into_inner()).contains(&spec.name)

@@ -35,6 +35,7 @@ pub fn pg_hba(user: &str) -> String {
          # tools); the app's role for `paas db psql`, which runs as nobody and so cannot\n\
          # reconnect as the superuser.\n\
          local all postgres peer\n\
+         local replication postgres peer\n\
          local all {user} trust\n\
          # Replication connections: the replicator only.\n\
          host replication replicator all scram-sha-256\n\
@@ -182,6 +183,7 @@ mod tests {
             primary_host: "db-primary".into(),
             primary_port: 5432,
             host_port: 0,
+            archive_timeout_secs: 60,
         }
     }
 
@@ -193,6 +195,7 @@ mod tests {
             rules,
             [
                 "local all postgres peer",
+                "local replication postgres peer",
                 "local all \"all\" trust",
                 "host replication replicator all scram-sha-256",
                 "host all \"all\" all scram-sha-256"

@@ -21,6 +21,7 @@ mod reconcile;
 mod statics;
 mod sync;
 mod upkeep;
+mod walship;
 
 pub use credential::GivenIdentity;
 pub use logs::{LogHandle, Settings as LogSettings, DEFAULT_SPOOL_BYTES};
@@ -220,6 +221,8 @@ pub async fn run_with_logs(
     tasks.spawn(until_shutdown(attach::sweep(docker.clone(), assignment_rx.clone(), shutdown.clone())));
     let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone(), logs: logs.clone() };
     tasks.spawn(until_shutdown(runner.run(assignment_rx.clone(), shutdown.clone())));
+    let shipper = walship::run(docker.clone(), client.clone(), assignment_rx.clone(), shutdown.clone());
+    tasks.spawn(until_shutdown(shipper));
     let db_runner = dbtasks::DbTaskRunner { docker: docker.clone(), client: client.clone(), paused };
     tasks.spawn(until_shutdown(db_runner.run(assignment_rx.clone(), shutdown.clone())));
     let upkeep = upkeep::Upkeep::default();

@@ -178,6 +178,14 @@ pub struct DbTaskParams {
     /// psql: its arguments and what it reads on stdin.
     pub psql_args: Vec<String>,
     pub input: String,
+    /// Recover: replay the WAL archive up to this moment (RFC 3339); empty replays all of it
+    /// (the drill that proves a base backup).
+    pub target_time: String,
+    /// Recover: the base backup it starts from.
+    pub base_backup: String,
+    /// Recover: dump the recovered database and upload it as the task's backup; without it the
+    /// recovery is a drill that proves `base_backup` (the task's backup) with row counts.
+    pub dump: bool,
 }
 
 crate::string_enum! {
@@ -186,6 +194,12 @@ crate::string_enum! {
         Verify = "verify",
         Restore = "restore",
         Psql = "psql",
+        /// A physical base backup of the primary (`pg_basebackup`), the start of point-in-time
+        /// recovery.
+        BaseBackup = "base-backup",
+        /// A throwaway server from a base backup plus the WAL archive, recovered to a moment:
+        /// its rows counted and (with `output_backup`) its database dumped.
+        Recover = "recover",
     }
 }
 
@@ -226,6 +240,8 @@ pub struct DbTaskResult {
     /// psql's output and exit code.
     pub output: String,
     pub exit_code: Option<i64>,
+    /// Base backups: the WAL segment recovery from it starts at.
+    pub wal_start: String,
 }
 
 /// A managed PostgreSQL server: the platform drives the binaries itself (initdb on first start,
@@ -268,6 +284,11 @@ pub struct DatabaseSpec {
     /// Port to publish on the node's private address; 0 lets Docker pick (the first start).
     #[serde(default)]
     pub host_port: u16,
+    /// A primary forces its current WAL segment into the archive after this many seconds with
+    /// writes (`archive_timeout`): the most committed work a lost disk can take with it. 0 (a
+    /// control plane before archiving) leaves archiving off.
+    #[serde(default)]
+    pub archive_timeout_secs: u32,
 }
 
 /// A one-off container: runs `command` in a release's image with its config, once, streaming
@@ -553,6 +574,12 @@ pub struct DatabaseFigures {
     /// not: the server runs, but the app cannot use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_error: Option<String>,
+    /// Primaries: WAL segments the archiver could not hand to the agent's spool
+    /// (`pg_stat_archiver.failed_count`), and the segments waiting in that spool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_failures: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_backlog: Option<u64>,
 }
 
 #[cfg(test)]

@@ -429,6 +429,21 @@ pub struct Backup {
     pub verification: Verification,
     pub verification_error: Option<String>,
     pub verified_at: Option<String>,
+    /// A logical dump (`pg_dump`) or a physical base backup for point-in-time recovery.
+    #[serde(default)]
+    pub kind: BackupKind,
+    /// Base backups: the first WAL segment recovery from it needs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub wal_start: String,
+}
+
+crate::string_enum! {
+    #[derive(Default)]
+    pub enum BackupKind {
+        #[default]
+        Dump = "dump",
+        Base = "base",
+    }
 }
 
 crate::string_enum! {
@@ -437,6 +452,9 @@ crate::string_enum! {
         Scheduled = "scheduled",
         /// Taken before a restore.
         Safety = "safety",
+        /// The database as it was at a moment, recovered from a base backup and the WAL
+        /// archive for `db restore --to-time`.
+        Recovered = "recovered",
     }
 }
 
@@ -462,7 +480,12 @@ crate::string_enum! {
 /// into a new database beside it (`to_new`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StartRestore {
+    /// The backup to restore; empty with `to_time`.
+    #[serde(default)]
     pub backup: String,
+    /// Point-in-time recovery: the moment (RFC 3339) to restore the database as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_time: Option<String>,
     #[serde(default)]
     pub confirm: bool,
     #[serde(default)]
@@ -542,6 +565,26 @@ pub struct DatabaseInfo {
     pub last_verified: Option<Backup>,
     /// Loud problems: a failed backup or verification, no verified backup.
     pub warnings: Vec<String>,
+    /// Continuous WAL archiving: what point-in-time recovery can reach.
+    #[serde(default)]
+    pub archive: WalArchive,
+}
+
+/// The WAL archive of a database: how far point-in-time recovery reaches.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WalArchive {
+    /// Segments stored, and their bytes (compressed).
+    pub segments: u64,
+    pub bytes: u64,
+    /// The newest segment stored, and when it arrived.
+    pub last_segment: Option<String>,
+    pub last_stored_at: Option<String>,
+    /// The earliest moment a restore `--to-time` can reach: when the oldest stored base backup
+    /// finished. `None` while no base backup is stored.
+    pub earliest: Option<String>,
+    /// The newest stored base backup.
+    pub last_base_backup: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -364,8 +364,10 @@ impl Client {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/settings"), settings).await
     }
 
-    pub async fn db_backup(&self, app: &str, env: &str) -> Result<Backup> {
-        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/backups"), &serde_json::json!({})).await
+    /// Starts a backup: a dump, or a physical base backup (`base`).
+    pub async fn db_backup(&self, app: &str, env: &str, base: bool) -> Result<Backup> {
+        let query = if base { "?base=true" } else { "" };
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/backups{query}"), &serde_json::json!({})).await
     }
 
     pub async fn db_backups(&self, app: &str, env: &str) -> Result<Vec<Backup>> {
@@ -588,6 +590,25 @@ impl Client {
     /// A stored backup's dump as a byte stream, after the control plane checked its checksum.
     pub async fn download_backup(&self, id: &str) -> Result<reqwest::Response> {
         self.get_stream(&format!("/agent/v1/backups/{id}/data"), &format!("backup {id}")).await
+    }
+
+    /// Streams one compressed WAL segment (or history file) of `app`/`env`'s primary, the server
+    /// with system identifier `system`, to the control plane's archive; a success means it is
+    /// stored and the spool's copy may go.
+    pub async fn upload_wal(
+        &self,
+        (app, env): (&str, &str),
+        system: &str,
+        name: &str,
+        body: reqwest::Body,
+    ) -> Result<serde_json::Value> {
+        let path = format!("/agent/v1/databases/{app}/{env}/wal/{system}/{name}");
+        self.send(self.http().put(self.url(&path)).body(body)).await
+    }
+
+    /// The archived WAL a recover task replays, as a tar of compressed segments.
+    pub async fn recovery_wal(&self, task: &str) -> Result<reqwest::Response> {
+        self.get_stream(&format!("/agent/v1/db-tasks/{task}/wal"), &format!("the WAL for task {task}")).await
     }
 
     /// Sends image `id` (a `docker save` tarball) for other nodes; the answer's `stored` is

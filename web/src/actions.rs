@@ -192,7 +192,7 @@ pub(crate) async fn db_backup(
     if let Some(refused) = me.refused(&f.csrf) {
         return refused;
     }
-    let result = me.client.db_backup(&app, &env).await;
+    let result = me.client.db_backup(&app, &env, false).await;
     answered(me.config(), &format!("{}#database", env_path(&app, &env)), result, |b| {
         format!("Backup {} is {}; its restore is proven next.", b.id, b.status)
     })
@@ -232,7 +232,7 @@ pub(crate) async fn db_restore(me: Signed, Path((app, env)): EnvPath, Form(f): F
         let message = format!("Type the app's name, {app}, to replace its database with the backup.");
         return back(me.config(), &to, false, &message);
     }
-    let req = StartRestore { backup: f.backup.clone(), confirm: !to_new, to_new };
+    let req = StartRestore { backup: f.backup.clone(), confirm: !to_new, to_new, to_time: None };
     match me.client.db_restore(&app, &env, &req).await {
         Ok(task) => {
             // The page follows the task until it ends.

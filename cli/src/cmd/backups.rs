@@ -5,7 +5,7 @@ use crate::args::{AppEnv, Global, Output};
 use crate::output::{emit, table};
 use anyhow::Context;
 use protocol::agent::{DbRole, DbTaskStatus};
-use protocol::api::{Backup, BackupStatus, DbTaskView, PsqlCommand, StartRestore, Verification};
+use protocol::api::{Backup, BackupKind, BackupStatus, DbTaskView, PsqlCommand, StartRestore, Verification};
 use protocol::Client;
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -48,7 +48,9 @@ async fn follow_verification(g: &Global, client: &Client, t: &AppEnv, id: &str) 
     let ok = b.verification == Verification::Ok;
     if g.output == Output::Text {
         let secs = started.elapsed().as_secs_f64();
-        if ok {
+        if ok && b.kind == BackupKind::Base {
+            println!("Verified in {secs:.1}s: recovered with the WAL archive in a throwaway server");
+        } else if ok {
             let rows: u64 = b.tables.values().sum();
             println!("Verified in {secs:.1}s: restored into a throwaway database, {} tables and {rows} rows match the manifest", b.tables.len());
         } else {
@@ -60,18 +62,20 @@ async fn follow_verification(g: &Global, client: &Client, t: &AppEnv, id: &str) 
     Ok(ok)
 }
 
-pub async fn backup(g: &Global, t: AppEnv, no_wait: bool) -> anyhow::Result<ExitCode> {
+pub async fn backup(g: &Global, t: AppEnv, no_wait: bool, base: bool) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     let started = Instant::now();
-    let b = client.db_backup(&t.app, &t.env).await?;
+    let b = client.db_backup(&t.app, &t.env, base).await?;
+    let what = if base { "Base backup" } else { "Backup" };
     if no_wait {
         emit(g.output, &b, |b| {
-            println!("Backup {} of {}/{} started from {}", b.id, t.app, t.env, source_text(b))
+            println!("{what} {} of {}/{} started from {}", b.id, t.app, t.env, source_text(b))
         })?;
         return Ok(ExitCode::SUCCESS);
     }
     if g.output == Output::Text {
-        eprintln!("Backing up {}/{} from {} as {}...", t.app, t.env, source_text(&b), b.id);
+        let how = if base { "a base backup of the data directory" } else { "a dump" };
+        eprintln!("Backing up {}/{} from {} as {} ({how})...", t.app, t.env, source_text(&b), b.id);
     }
     let b = follow(&client, &t, &b.id, |b| b.status != BackupStatus::Running).await?;
     if b.status == BackupStatus::Failed {
@@ -79,18 +83,22 @@ pub async fn backup(g: &Global, t: AppEnv, no_wait: bool) -> anyhow::Result<Exit
     }
     if g.output == Output::Text {
         let rows: u64 = b.tables.values().sum();
+        let rows = if base { String::new() } else { format!(", {} tables, {rows} rows", b.tables.len()) };
         println!(
-            "Backup {} stored in {:.1}s: {}, {} tables, {rows} rows, sha256 {}",
+            "{what} {} stored in {:.1}s: {}{rows}, sha256 {}",
             b.id,
             started.elapsed().as_secs_f64(),
             human(b.size_bytes.unwrap_or(0)),
-            b.tables.len(),
             b.sha256.as_deref().map_or("-", |s| &s[..s.len().min(16)])
         );
         for l in &b.locations {
             println!("  copy: {l}");
         }
-        eprintln!("Verifying: restoring it into a throwaway database...");
+        if base {
+            eprintln!("Verifying: recovering it with the WAL archive in a throwaway server...");
+        } else {
+            eprintln!("Verifying: restoring it into a throwaway database...");
+        }
     }
     let ok = follow_verification(g, &client, &t, &b.id).await?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -112,7 +120,10 @@ pub async fn list(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
             vec![
                 b.id.clone(),
                 crate::output::ago(&b.started_at),
-                b.trigger.to_string(),
+                match b.kind {
+                    BackupKind::Base => format!("{} (base)", b.trigger),
+                    BackupKind::Dump => b.trigger.to_string(),
+                },
                 b.source.as_str().trim_start_matches("db-").to_string(),
                 if b.status == BackupStatus::Failed {
                     format!("failed: {}", b.error.as_deref().unwrap_or(""))
@@ -148,22 +159,23 @@ async fn follow_task(client: &Client, t: &AppEnv, id: &str) -> anyhow::Result<Db
     }
 }
 
-pub async fn restore(
-    g: &Global,
-    t: AppEnv,
-    backup: String,
-    confirm: bool,
-    to_new: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn restore(g: &Global, t: AppEnv, req: StartRestore) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     let started = Instant::now();
-    let task =
-        client.db_restore(&t.app, &t.env, &StartRestore { backup: backup.clone(), confirm, to_new }).await?;
+    let task = client.db_restore(&t.app, &t.env, &req).await?;
+    // What is restored: the backup, or the one recovered to the moment (the task's backup).
+    let backup = task.backup.clone().unwrap_or_default();
     if g.output == Output::Text {
         if let Some(s) = &task.safety_backup {
             eprintln!("Taking safety backup {s} of {}/{} first...", t.app, t.env);
         }
-        eprintln!("Restoring backup {backup}...");
+        match &req.to_time {
+            Some(at) => eprintln!(
+                "Recovering {}/{} as it was at {at} from a base backup and the WAL archive (as backup {backup}), then restoring it...",
+                t.app, t.env
+            ),
+            None => eprintln!("Restoring backup {backup}..."),
+        }
     }
     let task = follow_task(&client, &t, &task.id).await?;
     if task.status == DbTaskStatus::Failed {

@@ -3,7 +3,7 @@
 
 use crate::args::{AppEnv, BackupsCommand, DbCommand, Global, Output};
 use crate::output::emit;
-use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseServer};
+use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseServer, StartRestore};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,9 @@ const READY_WAIT: Duration = Duration::from_secs(900);
 pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
     let client = super::client(g)?;
     match cmd {
-        DbCommand::Backup { target, no_wait } => return super::backups::backup(g, target, no_wait).await,
+        DbCommand::Backup { target, no_wait, base } => {
+            return super::backups::backup(g, target, no_wait, base).await
+        }
         DbCommand::Backups {
             command: Some(BackupsCommand::Download { target, id, file, force }), ..
         } => return super::backup_download::exec(g, target, &id, file.as_deref(), force).await,
@@ -27,8 +29,9 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
             return super::backups::list(g, AppEnv { app, env }).await;
         }
         DbCommand::Verify { target, backup } => return super::backups::verify(g, target, backup).await,
-        DbCommand::Restore { target, backup, confirm, to_new } => {
-            return super::backups::restore(g, target, backup, confirm, to_new).await
+        DbCommand::Restore { target, backup, to_time, confirm, to_new } => {
+            let req = StartRestore { backup: backup.unwrap_or_default(), to_time, confirm, to_new };
+            return super::backups::restore(g, target, req).await;
         }
         DbCommand::Psql { target, replica, args } => {
             return super::backups::psql(g, target, replica, args).await
@@ -122,6 +125,27 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     .as_ref()
                     .map(|b| format!("{} (verified {})", b.id, b.verified_at.as_deref().unwrap_or("-")));
                 println!("  last verified restore: {}", verified.as_deref().unwrap_or("none"));
+                let a = &i.archive;
+                match (&a.last_segment, &a.last_stored_at) {
+                    (Some(seg), Some(at)) => println!(
+                        "  WAL archive: {} files ({}), newest {seg} stored {}",
+                        a.segments,
+                        protocol::bytes_human(a.bytes),
+                        crate::output::ago(at)
+                    ),
+                    _ => println!(
+                        "  WAL archive: nothing archived yet (a segment is archived after the first writes)"
+                    ),
+                }
+                let failures = i.primary.figures.as_ref().and_then(|f| f.archive_failures).unwrap_or(0);
+                let backlog = i.primary.figures.as_ref().and_then(|f| f.archive_backlog).unwrap_or(0);
+                if failures > 0 || backlog > 1 {
+                    println!("  WAL archiver: {failures} failures, {backlog} files waiting to ship");
+                }
+                match &a.earliest {
+                    Some(from) => println!("  point-in-time restore: from {from} (base backup {})", a.last_base_backup.as_deref().unwrap_or("-")),
+                    None => println!("  point-in-time restore: not yet (no base backup; one is taken once the archive runs, or `paas db backup --base`)"),
+                }
                 for w in &i.warnings {
                     println!("  WARNING: {w}");
                 }

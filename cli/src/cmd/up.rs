@@ -141,6 +141,7 @@ fn control_plane_config(
         api_tls: None,
         acme,
         backup_dir: b.backup_dir.clone().unwrap_or_else(|| data_dir.join("backups")),
+        db_archive_timeout_secs: b.db_archive_timeout.as_secs() as u32,
         data_dir,
         base_domain: data.base_domain.to_lowercase(),
         ingress_http_port,

@@ -3,7 +3,9 @@
 //! a throwaway container, restores, retention, the schedule, and loud events when any of it fails.
 //! `recovery` makes sure none of it stays running after a crash, a lost agent or a hung store.
 
+mod pitr;
 mod recovery;
+mod restores;
 pub mod storage;
 
 use crate::error::{DomainError, Result};
@@ -12,11 +14,14 @@ use crate::store::unix_now;
 use crate::store::{DatabaseRow, DbTaskRow};
 use anyhow::Context;
 use protocol::agent::{DbRole, DbTaskKind, DbTaskParams, DbTaskResult, DbTaskStatus};
-use protocol::api::{Backup, BackupStatus, BackupTrigger, PsqlCommand, StartRestore, Verification};
+use protocol::api::{Backup, BackupKind, BackupStatus, BackupTrigger, PsqlCommand, Verification};
 use serde_json::json;
 use std::collections::BTreeMap;
 
+pub use pitr::{archive, receive_wal, restore_to_time, start_base_backup, wal_for_task};
 pub use recovery::{recover, scheduler};
+use restores::{awaited_backup_ended, settle_waiting};
+pub use restores::{restore, start_restore};
 pub use storage::{receive_file, BackupStorage, CheckedCopy};
 
 /// Default schedule of a new database: daily at 03:00 UTC.
@@ -118,20 +123,45 @@ pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str
 /// the primary, saying so in the log and the backup's `source`.
 pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: BackupTrigger) -> Result<Backup> {
     refuse_while_running(state, db, "wait for it or follow it with `paas db backups`").await?;
+    let role = dump_source(state, db);
+    let row = begin_backup(state, db, trigger, role, BackupKind::Dump, None).await?;
+    tracing::info!(app = %db.app, env = %db.env, backup = %row.id, source = %role, %trigger, "backup started");
+    Ok(row)
+}
+
+/// Where a dump is taken: the replica when it is healthy, else the primary (logged).
+fn dump_source(state: &AppState, db: &DatabaseRow) -> DbRole {
     let replica = db.docker_names().database(DbRole::Replica.as_str());
     let replica_ok = db.replicas > 0 && state.db_status(&replica).is_some_and(|s| s.healthy);
-    let role = if replica_ok { DbRole::Replica } else { DbRole::Primary };
     if !replica_ok {
         let why = if db.replicas > 0 { "its replica is not healthy" } else { "it has no replica" };
         tracing::warn!(app = %db.app, env = %db.env, "backing up from the primary: {why}");
     }
+    if replica_ok {
+        DbRole::Replica
+    } else {
+        DbRole::Primary
+    }
+}
+
+/// Records a running backup of `kind` from the server of `role` and hands its task to that
+/// node: a dump, a base backup, or (`recover` given) the recovery whose dump it is. No check
+/// that another backup runs: the callers make it.
+async fn begin_backup(
+    state: &AppState,
+    db: &DatabaseRow,
+    trigger: BackupTrigger,
+    role: DbRole,
+    kind: BackupKind,
+    recover: Option<DbTaskParams>,
+) -> Result<Backup> {
     let row = Backup {
         id: new_id(),
         app: db.app.clone(),
         env: db.env.clone(),
         trigger,
         source: role,
-        node: if replica_ok { db.replica_node.clone() } else { db.node.clone() },
+        node: if role == DbRole::Replica { db.replica_node.clone() } else { db.node.clone() },
         status: BackupStatus::Running,
         error: None,
         size_bytes: None,
@@ -143,12 +173,18 @@ pub async fn start_backup(state: &AppState, db: &DatabaseRow, trigger: BackupTri
         verification: Verification::Pending,
         verification_error: None,
         verified_at: None,
+        kind,
+        wal_start: String::new(),
     };
     // Busy until its task exists, so the sweep never takes the new row for abandoned work.
     let _busy = state.busy_wait(format!("backup:{}", row.id)).await;
     state.store.insert_backup(&row).await?;
-    task(state, db, DbTaskKind::Backup, role, &row.id, DbTaskParams::default(), false).await?;
-    tracing::info!(app = %db.app, env = %db.env, backup = %row.id, source = %role, %trigger, "backup started");
+    let (task_kind, params) = match (recover, kind) {
+        (Some(params), _) => (DbTaskKind::Recover, params),
+        (None, BackupKind::Base) => (DbTaskKind::BaseBackup, DbTaskParams::default()),
+        (None, BackupKind::Dump) => (DbTaskKind::Backup, DbTaskParams::default()),
+    };
+    task(state, db, task_kind, role, &row.id, params, false).await?;
     Ok(row)
 }
 
@@ -180,8 +216,13 @@ pub async fn task_finished(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) ->
     result["exit_code"] = json!(r.exit_code);
     // Busy before the task ends in the store, so the sweep never takes the step for abandoned.
     let busy = match t.kind {
-        DbTaskKind::Backup => Some(state.busy_wait(format!("backup:{}", t.backup)).await),
-        DbTaskKind::Verify => Some(state.busy_wait(format!("verify:{}", t.backup)).await),
+        DbTaskKind::Backup | DbTaskKind::BaseBackup => {
+            Some(state.busy_wait(format!("backup:{}", t.backup)).await)
+        }
+        DbTaskKind::Recover if t.params.dump => Some(state.busy_wait(format!("backup:{}", t.backup)).await),
+        DbTaskKind::Verify | DbTaskKind::Recover => {
+            Some(state.busy_wait(format!("verify:{}", t.backup)).await)
+        }
         DbTaskKind::Restore | DbTaskKind::Psql => None,
     };
     if !state.store.finish_db_task(&t.id, status, r.error.as_deref(), &result).await? {
@@ -204,8 +245,9 @@ pub async fn task_finished(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) ->
 
 async fn task_follow_up(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) -> anyhow::Result<()> {
     match t.kind {
-        DbTaskKind::Backup => backup_finished(state, &t.backup, r).await,
-        DbTaskKind::Verify => verify_finished(state, &t.backup, r).await,
+        DbTaskKind::Backup | DbTaskKind::BaseBackup => backup_finished(state, &t.backup, r).await,
+        DbTaskKind::Recover if t.params.dump => backup_finished(state, &t.backup, r).await,
+        DbTaskKind::Verify | DbTaskKind::Recover => verify_finished(state, &t.backup, r).await,
         DbTaskKind::Restore => {
             let outcome = r.error.as_deref().unwrap_or("ok");
             tracing::info!(app = %t.app, env = %t.env, backup = %t.backup, outcome, "restore finished");
@@ -228,6 +270,7 @@ async fn task_follow_up(state: &AppState, t: &DbTaskRow, r: &DbTaskResult) -> an
 async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow::Result<()> {
     let mut b = state.store.get_backup(id).await?;
     b.tables = r.tables.clone();
+    b.wal_start = r.wal_start.clone();
     let stored = match &r.error {
         Some(e) => Err(anyhow::anyhow!("{e}")),
         None => {
@@ -236,10 +279,20 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
                     b.size_bytes.is_some(),
                     "the agent reported success but its upload never arrived"
                 );
+                anyhow::ensure!(
+                    b.kind == BackupKind::Dump || !b.wal_start.is_empty(),
+                    "the agent did not say where the base backup's WAL starts"
+                );
+                let format = match b.kind {
+                    BackupKind::Dump => "pg_dump custom format (-Fc, zlib-compressed)",
+                    BackupKind::Base => {
+                        "pg_basebackup tar of the data directory (gzip), WAL from the archive"
+                    }
+                };
                 let manifest = json!({
                     "id": b.id, "app": b.app, "env": b.env, "trigger": b.trigger, "source": b.source,
                     "node": b.node, "started_at": b.started_at, "finished_at": crate::store::now(),
-                    "format": "pg_dump custom format (-Fc, zlib-compressed)",
+                    "format": format, "kind": b.kind, "wal_start": b.wal_start,
                     "size_bytes": b.size_bytes, "sha256": b.sha256,
                     "tables": b.tables, "total_rows": b.tables.values().sum::<u64>(),
                 });
@@ -257,7 +310,7 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
             let (size, trigger) = (b.size_bytes.unwrap_or(0), b.trigger.as_str());
             let msg = format!("Backup {} stored ({trigger}, {size} bytes)", b.id);
             note(state, &b.app, &b.env, "db.backup.done", &msg).await;
-            safety_backup_ended(state, &b).await?;
+            awaited_backup_ended(state, &b).await?;
             // Prove it before anything old is let go.
             start_verify(state, &b).await?;
         }
@@ -277,7 +330,7 @@ async fn backup_failed(state: &AppState, b: &Backup) -> anyhow::Result<()> {
     let why = b.error.as_deref().unwrap_or("unknown error");
     let msg = format!("backup {} of {}/{} FAILED: {why}", b.id, b.app, b.env);
     alarm(state, &b.app, &b.env, "db.backup.failed", &msg).await;
-    safety_backup_ended(state, b).await
+    awaited_backup_ended(state, b).await
 }
 
 /// Proves a backup: checks every copy's checksum, then restores it into a throwaway container
@@ -314,6 +367,9 @@ async fn run_verify(state: &AppState, b: &Backup) -> anyhow::Result<()> {
         let db = state.store.get_database(&b.app, &b.env).await?;
         // The restore drill costs CPU and disk: on the replica's node, like the backup, when
         // there is one (the throwaway server only borrows the spec's image and names).
+        if b.kind == BackupKind::Base {
+            return pitr::start_drill(state, &db, b).await;
+        }
         let role = if db.replicas > 0 { DbRole::Replica } else { DbRole::Primary };
         task(state, &db, DbTaskKind::Verify, role, &b.id, DbTaskParams::default(), false).await
     }
@@ -354,6 +410,9 @@ async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
     let b = state.store.get_backup(id).await?;
     let problem = match &r.error {
         Some(e) => Some(format!("the restore failed: {e}")),
+        // A base backup is fuzzy (taken while the server writes): its proof is a recovery that
+        // reaches a consistent state and answers queries.
+        None if b.kind == BackupKind::Base => None,
         None => compare_counts(&b.tables, &r.tables),
     };
     match problem {
@@ -362,66 +421,20 @@ async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
             state.store.set_verification(&b.id, Verification::Ok, None).await?;
             let rows: u64 = r.tables.values().sum();
             tracing::info!(app = %b.app, env = %b.env, backup = %b.id, tables = r.tables.len(), rows, "backup verified by a restore");
-            let msg = format!(
-                "Backup {} verified: a test restore has all {} tables, {rows} rows",
-                b.id,
-                r.tables.len()
-            );
+            let msg = match b.kind {
+                BackupKind::Dump => format!(
+                    "Backup {} verified: a test restore has all {} tables, {rows} rows",
+                    b.id,
+                    r.tables.len()
+                ),
+                BackupKind::Base => format!(
+                    "Base backup {} verified: recovered with the WAL archive to its end, {} tables, {rows} rows",
+                    b.id,
+                    r.tables.len()
+                ),
+            };
             note(state, &b.app, &b.env, "db.verify.done", &msg).await;
             retention(state, &b.app, &b.env).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Starts a restore. Into the environment's database it first takes a safety backup; the
-/// restore waits until that is stored ([`safety_backup_ended`]). `to_new` restores into a new
-/// database beside it.
-pub async fn start_restore(
-    state: &AppState,
-    db: &DatabaseRow,
-    b: &Backup,
-    to_new: bool,
-) -> Result<DbTaskRow> {
-    // Retention holds this while it decides, so it never deletes a backup a restore refers to.
-    let _use = state.busy_wait(format!("use:{}", b.id)).await;
-    state.store.get_backup(&b.id).await?;
-    let database = db.database_name();
-    let short: String = b.id.chars().rev().take(4).collect::<String>().chars().rev().collect();
-    let target = if to_new { format!("{database}_restore_{short}") } else { database.clone() };
-    let params =
-        DbTaskParams { target_database: target.clone(), create_target: to_new, ..Default::default() };
-    let t = task(state, db, DbTaskKind::Restore, DbRole::Primary, &b.id, params, !to_new).await?;
-    // Busy until its safety backup is named, so the sweep does not fail it in between.
-    let _busy = state.busy_wait(format!("restore:{}", t.id)).await;
-    let result = if to_new {
-        json!({ "target_url": format!("postgres://{database}:****@db-primary:5432/{target}") })
-    } else {
-        let safety = start_backup(state, db, BackupTrigger::Safety).await?;
-        json!({ "safety_backup": safety.id })
-    };
-    state.store.set_db_task_result(&t.id, &result).await?;
-    tracing::info!(app = %db.app, env = %db.env, backup = %b.id, to_new, "restore requested");
-    Ok(state.store.get_db_task(&t.id).await?)
-}
-
-/// A backup ended: restores waiting for it as their safety backup go ahead when it was stored,
-/// and fail, restoring nothing, when it was not. Kept in the store, so a restart loses nothing.
-async fn safety_backup_ended(state: &AppState, b: &Backup) -> anyhow::Result<()> {
-    let waiting = state.store.open_db_tasks().await?.into_iter().filter(|t| {
-        t.status == DbTaskStatus::Waiting
-            && t.result.get("safety_backup").and_then(|v| v.as_str()) == Some(b.id.as_str())
-    });
-    for t in waiting {
-        if b.status == BackupStatus::Stored {
-            state.store.release_db_task(&t.id).await?;
-        } else {
-            let why = format!(
-                "the safety backup {} failed, so nothing was restored: {}",
-                b.id,
-                b.error.as_deref().unwrap_or_default()
-            );
-            state.store.finish_db_task(&t.id, DbTaskStatus::Failed, Some(&why), &t.result).await?;
         }
     }
     Ok(())
@@ -433,18 +446,24 @@ async fn safety_backup_ended(state: &AppState, b: &Backup) -> anyhow::Result<()>
 pub async fn retention(state: &AppState, app: &str, env: &str) -> anyhow::Result<()> {
     let db = state.store.get_database(app, env).await?;
     let all = state.store.list_backups(app, env).await?;
-    let newest_verified = all
-        .iter()
-        .find(|b| b.status == BackupStatus::Stored && b.verification == Verification::Ok)
-        .map(|b| b.id.clone());
+    // Dumps and base backups are kept by the same rules, each kind on its own.
+    let newest_verified = |kind: BackupKind| {
+        all.iter()
+            .find(|b| {
+                b.kind == kind && b.status == BackupStatus::Stored && b.verification == Verification::Ok
+            })
+            .map(|b| b.id.clone())
+    };
+    let newest_verified = [newest_verified(BackupKind::Dump), newest_verified(BackupKind::Base)];
     let now = unix_now();
-    let mut kept = 0u32;
+    let mut kept = BTreeMap::<&str, u32>::new();
     for b in &all {
         let old = now - unix_of(b) > i64::from(db.keep_days) * 86_400;
         let drop = match b.status {
             BackupStatus::Stored => {
-                kept += 1;
-                Some(&b.id) != newest_verified.as_ref() && (kept > db.keep_count || old)
+                let kept = kept.entry(b.kind.as_str()).or_default();
+                *kept += 1;
+                !newest_verified.contains(&Some(b.id.clone())) && (*kept > db.keep_count || old)
             }
             BackupStatus::Failed => now - unix_of(b) > 86_400,
             BackupStatus::Running => false,
@@ -462,7 +481,7 @@ pub async fn retention(state: &AppState, app: &str, env: &str) -> anyhow::Result
         state.backup_storage.delete(b).await.with_context(|| format!("deleting backup {}", b.id))?;
         state.store.delete_backup(&b.id).await?;
     }
-    Ok(())
+    pitr::wal_retention(state, &db, &state.store.list_backups(app, env).await?).await
 }
 
 /// What still needs backup `id`: a queued or running restore or verification.
@@ -474,7 +493,11 @@ async fn in_use(state: &AppState, id: &str) -> anyhow::Result<Option<String>> {
     let open = state.store.open_db_tasks().await?;
     Ok(open
         .iter()
-        .find(|t| t.backup == id && matches!(t.kind, DbTaskKind::Restore | DbTaskKind::Verify))
+        .find(|t| {
+            (t.backup == id
+                && matches!(t.kind, DbTaskKind::Restore | DbTaskKind::Verify | DbTaskKind::Recover))
+                || t.params.base_backup == id
+        })
         .map(|t| format!("task {}", t.id)))
 }
 
@@ -554,40 +577,6 @@ pub async fn verify(state: &AppState, app: &str, env: &str, id: &str) -> Result<
     Ok(state.store.get_backup(id).await?)
 }
 
-/// Restores a backup of `app`/`env`, into its database (`confirm`) or a new one (`to_new`).
-pub async fn restore(
-    state: &AppState,
-    user: &str,
-    app: &str,
-    env: &str,
-    req: &StartRestore,
-) -> Result<DbTaskRow> {
-    let db = state.store.get_database(app, env).await?;
-    let b = env_backup(state, app, env, &req.backup).await?;
-    if req.confirm == req.to_new {
-        return Err(DomainError::Invalid(
-            "restoring into the environment's database replaces its data: pass --confirm (a safety backup is taken first), or --to-new to restore into a new database".into(),
-        ));
-    }
-    if b.status != BackupStatus::Stored {
-        return Err(DomainError::Invalid(format!(
-            "backup {} is {}, so it cannot be restored",
-            b.id, b.status
-        )));
-    }
-    if req.confirm && b.verification == Verification::Failed {
-        return Err(DomainError::Invalid(format!(
-            "backup {} failed verification ({}); restore it with --to-new to inspect it",
-            b.id,
-            b.verification_error.as_deref().unwrap_or("unknown error")
-        )));
-    }
-    refuse_while_running(state, &db, "restore once it has finished").await?;
-    let t = start_restore(state, &db, &b, req.to_new).await?;
-    tracing::info!(app, env, backup = %b.id, to_new = req.to_new, user, "restore requested");
-    Ok(t)
-}
-
 /// Runs a psql command of a user in the database of `app`/`env`, on its primary or replica.
 pub async fn psql(state: &AppState, app: &str, env: &str, req: PsqlCommand) -> Result<DbTaskRow> {
     let db = state.store.get_database(app, env).await?;
@@ -617,7 +606,9 @@ pub async fn receive<E: std::fmt::Display>(
     id: &str,
     body: impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
 ) -> Result<(u64, String)> {
-    let b = node_works_on(state, node, id, &[DbTaskKind::Backup]).await?;
+    let b =
+        node_works_on(state, node, id, &[DbTaskKind::Backup, DbTaskKind::BaseBackup, DbTaskKind::Recover])
+            .await?;
     if b.status != BackupStatus::Running {
         return Err(DomainError::Conflict(format!("backup {id} is {}, not running", b.status)));
     }
@@ -631,7 +622,18 @@ pub async fn receive<E: std::fmt::Display>(
 /// A checked copy of backup `id` for `node` to verify or restore; a corrupt or truncated
 /// backup is refused with the reason.
 pub async fn checked_copy(state: &AppState, node: &str, id: &str) -> Result<CheckedCopy> {
-    let b = node_works_on(state, node, id, &[DbTaskKind::Verify, DbTaskKind::Restore]).await?;
+    // A recover task reads its base backup, which is not the task's own backup.
+    let recovering = state
+        .store
+        .open_db_tasks()
+        .await?
+        .into_iter()
+        .any(|t| t.node == node && t.kind == DbTaskKind::Recover && t.params.base_backup == id);
+    let b = if recovering {
+        state.store.get_backup(id).await?
+    } else {
+        node_works_on(state, node, id, &[DbTaskKind::Verify, DbTaskKind::Restore]).await?
+    };
     state.backup_storage.checked_copy(&b).await.map_err(|e| DomainError::Invalid(format!("{e:#}")))
 }
 

@@ -10,7 +10,7 @@
 //! interrupted verification runs again, since it changes nothing.
 
 use super::{
-    alarm, backup_failed, next_due, safety_backup_ended, start_backup, start_verify, task_finished, unix_now,
+    alarm, backup_failed, next_due, settle_waiting, start_backup, start_verify, task_finished, unix_now,
     verify_in_background,
 };
 use crate::state::AppState;
@@ -45,6 +45,9 @@ pub async fn scheduler(state: AppState) {
         }
         if let Err(e) = schedule_pass(&state).await {
             tracing::warn!(error = %format!("{e:#}"), "the backup schedule pass failed");
+        }
+        if let Err(e) = super::pitr::base_backup_pass(&state).await {
+            tracing::warn!(error = %format!("{e:#}"), "the base backup pass failed");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -98,7 +101,11 @@ async fn end_abandoned(state: &AppState, restarted: bool) -> anyhow::Result<()> 
         };
         if b.status == BackupStatus::Running {
             let Some(_busy) = state.busy(format!("backup:{}", b.id)) else { continue };
-            if has_task(&state.store.open_db_tasks().await?, DbTaskKind::Backup) {
+            let open = state.store.open_db_tasks().await?;
+            if [DbTaskKind::Backup, DbTaskKind::BaseBackup, DbTaskKind::Recover]
+                .into_iter()
+                .any(|k| has_task(&open, k))
+            {
                 continue; // an agent holds it
             }
             let why = if restarted {
@@ -114,7 +121,8 @@ async fn end_abandoned(state: &AppState, restarted: bool) -> anyhow::Result<()> 
             }
         } else if b.verification == Verification::Running {
             let Some(busy) = state.busy(format!("verify:{}", b.id)) else { continue };
-            if has_task(&state.store.open_db_tasks().await?, DbTaskKind::Verify) {
+            let open = state.store.open_db_tasks().await?;
+            if has_task(&open, DbTaskKind::Verify) || has_task(&open, DbTaskKind::Recover) {
                 continue; // an agent holds it
             }
             let b = state.store.get_backup(&b.id).await?;
@@ -134,7 +142,7 @@ async fn end_abandoned(state: &AppState, restarted: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Restores held back for a safety backup that has ended (or never started).
+/// Restores held back for backups that have ended (or never started).
 async fn settle_waiting_restores(state: &AppState, restarted: bool) -> anyhow::Result<()> {
     for t in state.store.open_db_tasks().await?.into_iter().filter(|t| t.status == DbTaskStatus::Waiting) {
         let Some(_busy) = state.busy(format!("restore:{}", t.id)) else { continue };
@@ -142,24 +150,19 @@ async fn settle_waiting_restores(state: &AppState, restarted: bool) -> anyhow::R
         if t.status != DbTaskStatus::Waiting {
             continue;
         }
-        let why = match t.result.get("safety_backup").and_then(|v| v.as_str()) {
-            Some(id) => match state.store.get_backup(id).await {
-                Ok(b) if b.status == BackupStatus::Running => continue,
-                Ok(b) => {
-                    safety_backup_ended(state, &b).await?;
-                    state.bump();
-                    continue;
-                }
-                Err(StoreError::NotFound(_)) => {
-                    format!("its safety backup {id} is gone, so nothing was restored; run the restore again")
-                }
-                Err(e) => return Err(e.into()),
-            },
-            None if restarted => "the control plane restarted before this restore's safety backup started, so nothing was restored; run the restore again".to_string(),
-            None => "this restore's safety backup never started, so nothing was restored; run the restore again".to_string(),
+        if t.result.get("safety_backup").is_some() || t.result.get("recovered_backup").is_some() {
+            if settle_waiting(state, &t).await? {
+                state.bump();
+            }
+            continue;
+        }
+        let why = if restarted {
+            "the control plane restarted before this restore's safety backup started, so nothing was restored; run the restore again"
+        } else {
+            "this restore's safety backup never started, so nothing was restored; run the restore again"
         };
         tracing::warn!(app = %t.app, env = %t.env, task = %t.id, "{why}");
-        state.store.finish_db_task(&t.id, DbTaskStatus::Failed, Some(&why), &t.result).await?;
+        state.store.finish_db_task(&t.id, DbTaskStatus::Failed, Some(why), &t.result).await?;
         state.bump();
     }
     Ok(())
@@ -399,7 +402,7 @@ mod tests {
         assert!(matches!(unstored, Err(DomainError::Invalid(_))), "{unstored:?}");
         let other_env = crate::backups::verify(&state, "shop", "staging", &b.id).await;
         assert!(matches!(other_env, Err(DomainError::NotFound(_))), "{other_env:?}");
-        let req = StartRestore { backup: b.id.clone(), confirm: true, to_new: true };
+        let req = StartRestore { backup: b.id.clone(), confirm: true, to_new: true, to_time: None };
         let both = crate::backups::restore(&state, "u", "shop", "production", &req).await;
         assert!(matches!(both, Err(DomainError::Invalid(_))), "{both:?}");
         let psql = PsqlCommand { args: vec![], input: String::new(), replica: true };

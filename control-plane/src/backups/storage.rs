@@ -6,7 +6,7 @@ use crate::s3::S3;
 use anyhow::Context;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use protocol::api::Backup;
+use protocol::api::{Backup, BackupKind};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,8 +18,8 @@ const UPLOAD_IDLE: Duration = Duration::from_secs(90);
 
 #[derive(Clone)]
 pub struct BackupStorage {
-    dir: PathBuf,
-    s3: Option<S3>,
+    pub(super) dir: PathBuf,
+    pub(super) s3: Option<S3>,
 }
 
 /// A copy of a backup that passed its checksum, ready to stream. Temporary copies (fetched
@@ -27,6 +27,18 @@ pub struct BackupStorage {
 pub struct CheckedCopy {
     pub path: PathBuf,
     temporary: bool,
+}
+
+impl CheckedCopy {
+    /// A file that stays when the copy is dropped.
+    pub(super) fn kept(path: PathBuf) -> Self {
+        Self { path, temporary: false }
+    }
+
+    /// A fetched file, removed when the copy is dropped.
+    pub(super) fn temporary(path: PathBuf) -> Self {
+        Self { path, temporary: true }
+    }
 }
 
 impl Drop for CheckedCopy {
@@ -39,6 +51,14 @@ impl Drop for CheckedCopy {
 
 fn key(b: &Backup, ext: &str) -> String {
     format!("{}/{}/{}.{ext}", b.app, b.env, b.id)
+}
+
+/// The data file's extension: a dump, or a base backup's gzipped tar.
+fn data_ext(b: &Backup) -> &'static str {
+    match b.kind {
+        BackupKind::Dump => "dump",
+        BackupKind::Base => "base.tar.gz",
+    }
 }
 
 /// Size and SHA-256 of a file, read in a blocking thread (backups run to gigabytes).
@@ -63,7 +83,7 @@ pub async fn digest_file(path: &Path) -> anyhow::Result<(u64, String)> {
 
 /// Creates `dir` and its missing parents 0700 (the backup directory itself is made private
 /// when the control plane opens).
-async fn private_dirs(dir: &Path) -> std::io::Result<()> {
+pub(super) async fn private_dirs(dir: &Path) -> std::io::Result<()> {
     let mut builder = tokio::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -153,11 +173,11 @@ impl BackupStorage {
     }
 
     pub fn local_path(&self, b: &Backup) -> PathBuf {
-        self.dir.join(key(b, "dump"))
+        self.dir.join(key(b, data_ext(b)))
     }
 
     fn partial_path(&self, b: &Backup) -> PathBuf {
-        self.dir.join(key(b, "dump.partial"))
+        self.dir.join(key(b, &format!("{}.partial", data_ext(b))))
     }
 
     /// Writes an uploaded dump next to where it will live, hashing as it goes; the caller
@@ -173,9 +193,9 @@ impl BackupStorage {
     /// Removes the local files of a backup that was not stored (the upload, and the dump and
     /// manifest when storing got that far).
     pub async fn discard(&self, b: &Backup) {
-        for ext in ["dump", "manifest.json", "dump.partial"] {
-            let _ = tokio::fs::remove_file(self.dir.join(key(b, ext))).await;
-        }
+        let _ = tokio::fs::remove_file(self.local_path(b)).await;
+        let _ = tokio::fs::remove_file(self.partial_path(b)).await;
+        let _ = tokio::fs::remove_file(self.dir.join(key(b, "manifest.json"))).await;
     }
 
     /// Makes an uploaded dump a backup: moves it in place, writes its manifest beside it and
@@ -192,9 +212,9 @@ impl BackupStorage {
             .context("writing the backup's manifest")?;
         let mut locations = vec![format!("local:{}", path.display())];
         if let Some(s3) = &self.s3 {
-            s3.put_file(&key(b, "dump"), &path).await.context("copying the backup to S3")?;
+            s3.put_file(&key(b, data_ext(b)), &path).await.context("copying the backup to S3")?;
             s3.put_bytes(&key(b, "manifest.json"), manifest).await.context("copying the manifest to S3")?;
-            locations.push(format!("s3:{}", key(b, "dump")));
+            locations.push(format!("s3:{}", key(b, data_ext(b))));
         }
         Ok(locations)
     }
@@ -233,7 +253,7 @@ impl BackupStorage {
                     Err(e) => problems.push(e.to_string()),
                 }
             } else if let (Some(k), Some(s3)) = (location.strip_prefix("s3:"), &self.s3) {
-                let tmp = self.dir.join(".fetch").join(format!("{}.dump", b.id));
+                let tmp = self.dir.join(".fetch").join(format!("{}.{}", b.id, data_ext(b)));
                 private_dirs(tmp.parent().expect("has a parent")).await?;
                 let copy = CheckedCopy { path: tmp, temporary: true };
                 let fetched = async {
@@ -259,7 +279,7 @@ impl BackupStorage {
     pub async fn delete(&self, b: &Backup) -> anyhow::Result<()> {
         self.discard(b).await;
         if let Some(s3) = &self.s3 {
-            s3.delete(&key(b, "dump")).await?;
+            s3.delete(&key(b, data_ext(b))).await?;
             s3.delete(&key(b, "manifest.json")).await?;
         }
         Ok(())
@@ -299,6 +319,8 @@ mod tests {
             verification: Verification::Pending,
             verification_error: None,
             verified_at: None,
+            kind: Default::default(),
+            wal_start: String::new(),
         };
         let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"PGDMP data"))]);
         let (size, _) = storage.receive(&b, body).await.unwrap();

@@ -46,16 +46,31 @@ pub fn agent_routes() -> Router<AppState> {
     Router::new()
         .route("/backups/{id}/data", axum::routing::put(upload).get(download))
         .route("/db-tasks/{id}/result", post(task_result))
+        .route("/db-tasks/{id}/wal", axum::routing::get(task_wal))
+        .route("/databases/{app}/{env}/wal/{system}/{name}", axum::routing::put(wal_upload))
         .route("/db-tasks/{id}/progress", post(task_progress))
+}
+
+#[derive(Deserialize)]
+struct CreateQuery {
+    /// A physical base backup for point-in-time recovery instead of a dump.
+    #[serde(default)]
+    base: bool,
 }
 
 async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((app, env)): Path<(String, String)>,
+    Query(q): Query<CreateQuery>,
 ) -> ApiResult<(StatusCode, Json<Backup>)> {
     let db = state.store.get_database(&app, &env).await?;
-    let b = backups::start_backup(&state, &db, protocol::api::BackupTrigger::Manual).await?;
+    let trigger = protocol::api::BackupTrigger::Manual;
+    let b = if q.base {
+        backups::start_base_backup(&state, &db, trigger).await?
+    } else {
+        backups::start_backup(&state, &db, trigger).await?
+    };
     tracing::info!(app = %app, env = %env, backup = %b.id, user = %caller.user, "backup requested");
     Ok((StatusCode::ACCEPTED, Json(b)))
 }
@@ -150,6 +165,28 @@ async fn upload(
 ) -> ApiResult<Json<Value>> {
     let (size, sha) = backups::receive(&state, &caller.0, &id, body.into_data_stream()).await?;
     Ok(Json(json!({ "size_bytes": size, "sha256": sha })))
+}
+
+/// One archived WAL file from the node running the primary.
+async fn wal_upload(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path((app, env, system, name)): Path<(String, String, String, String)>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let body = body.into_data_stream();
+    let seg = backups::receive_wal(&state, &caller.0, &app, &env, &system, &name, body).await?;
+    Ok(Json(json!({ "size_bytes": seg.size_bytes, "sha256": seg.sha256 })))
+}
+
+/// The archived WAL a recover task replays, as a tar stream.
+async fn task_wal(
+    State(state): State<AppState>,
+    caller: NodeCaller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let body = backups::wal_for_task(&state, &caller.0, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], body))
 }
 
 /// Streams a checked copy; a corrupt or truncated backup is refused with the reason.

@@ -2,7 +2,7 @@
 
 use super::{now, BindKey, Result, Store, StoreError};
 use protocol::agent::{DbRole, DbTaskKind, DbTaskParams, DbTaskStatus};
-use protocol::api::{Backup, BackupStatus, BackupTrigger, DbTaskView, Verification};
+use protocol::api::{Backup, BackupKind, BackupStatus, BackupTrigger, DbTaskView, Verification};
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 
@@ -33,6 +33,9 @@ struct BackupRecord {
     verify_status: Verification,
     verify_error: Option<String>,
     verified_at: Option<String>,
+    #[sqlx(try_from = "String")]
+    kind: BackupKind,
+    wal_start: String,
 }
 
 impl From<BackupRecord> for Backup {
@@ -55,6 +58,8 @@ impl From<BackupRecord> for Backup {
             verification: r.verify_status,
             verification_error: r.verify_error,
             verified_at: r.verified_at,
+            kind: r.kind,
+            wal_start: r.wal_start,
         }
     }
 }
@@ -105,9 +110,10 @@ impl DbTaskRow {
 
 impl Store {
     pub async fn insert_backup(&self, b: &Backup) -> Result<()> {
-        exec!(self.pool, |ex| sqlx::query(
-            "INSERT INTO backups (id, app, env, trigger, source, node, status, started_at, created_unix)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        exec!(self.pool, |ex| {
+            sqlx::query(
+            "INSERT INTO backups (id, app, env, trigger, source, node, status, started_at, created_unix, kind)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&b.id)
         .bind_env(&b.app, &b.env)
@@ -117,8 +123,10 @@ impl Store {
         .bind(b.status.as_str())
         .bind(&b.started_at)
         .bind(crate::backups::unix_of(b))
+        .bind(b.kind.as_str())
         .execute(ex)
-        .await)?;
+        .await
+        })?;
         Ok(())
     }
 
@@ -127,7 +135,7 @@ impl Store {
         exec!(self.pool, |ex| {
             sqlx::query(
             "UPDATE backups SET status = $1, error = $2, size_bytes = $3, sha256 = $4, tables = $5, locations = $6,
-                 finished_at = $7 WHERE id = $8",
+                 finished_at = $7, wal_start = $8 WHERE id = $9",
         )
         .bind(b.status.as_str())
         .bind(&b.error)
@@ -136,6 +144,7 @@ impl Store {
         .bind(Json(&b.tables))
         .bind(Json(&b.locations))
         .bind(now())
+        .bind(&b.wal_start)
         .bind(&b.id)
         .execute(ex)
         .await

@@ -39,6 +39,7 @@ mod nodes;
 mod releases;
 mod subnets;
 mod users;
+mod wal;
 
 pub use agents::{NewCert, TokenRefused};
 pub use alerts::{AlertRow, RuleRow, TargetRow};
@@ -54,6 +55,7 @@ pub use nodes::Allocation;
 pub use releases::{InstanceRow, NewRelease, ReleaseRow};
 pub use subnets::NetworkPool;
 pub use users::{AuditFilter, AuditRecord, UserRow, UserToken};
+pub use wal::WalSegment;
 
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,8 @@
 //! it runs, the agent tells the control plane every few seconds that it is still at work.
 
 pub mod psql;
+mod recover;
+pub use recover::system_id;
 
 use crate::docker::DockerClient;
 use crate::handover::{deliver, start_each_once};
@@ -65,6 +67,72 @@ pub struct DbTaskRunner {
     pub paused: Paused,
 }
 
+/// The program `cmd` runs, for messages (`pg_dump`, not its path).
+fn program(cmd: &[String]) -> &str {
+    cmd.first().map(|p| p.rsplit('/').next().unwrap_or(p)).unwrap_or("the command")
+}
+
+/// Streams the stdout of `cmd` in `container` to the control plane through `upload`, and
+/// returns its stderr. If the command fails the upload is broken off, so a partial output is
+/// never stored.
+pub async fn upload_output<F, Fut>(
+    docker: &DockerClient,
+    container: &str,
+    cmd: Vec<String>,
+    upload: F,
+) -> anyhow::Result<String>
+where
+    F: FnOnce(reqwest::Body) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, protocol::client::ClientError>>
+        + Send
+        + 'static,
+{
+    let name = program(&cmd).to_string();
+    let mut exec = docker.exec_start(container, cmd, false).await?;
+    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut upload = tokio::spawn(upload(body));
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            chunk = exec.next_stdout() => match chunk {
+                Some(Ok(bytes)) => {
+                    if tx.send(Ok(bytes)).await.is_err() {
+                        break; // the upload failed; its error says why
+                    }
+                }
+                Some(Err(e)) => {
+                    failure = Some(format!("{e:#}"));
+                    break;
+                }
+                None => break,
+            },
+            // The control plane ended the upload first (it refused it, or no bytes came for
+            // too long): stop waiting on the command, which may be stuck.
+            ended = &mut upload => {
+                ended.context("the upload task")?.map_err(|e| anyhow::anyhow!("uploading failed: {e}"))?;
+                anyhow::bail!("the control plane answered the upload before {name} finished");
+            }
+        }
+    }
+    let code = exec.exit_code().await.unwrap_or(-1);
+    if code != 0 && failure.is_none() {
+        failure = Some(format!("{name} exited with {code}: {}", exec.stderr.trim()));
+    }
+    if let Some(f) = &failure {
+        let _ = tx.send(Err(std::io::Error::other(f.clone()))).await;
+    }
+    drop(tx);
+    let uploaded = upload.await.context("the upload task")?;
+    if let Some(f) = failure {
+        anyhow::bail!(f);
+    }
+    uploaded.map_err(|e| anyhow::anyhow!("uploading failed: {e}"))?;
+    Ok(exec.stderr)
+}
+
 /// Tells the control plane, now and every [`HEARTBEAT`], that the task is still at work.
 async fn heartbeat(client: Client, id: String) {
     loop {
@@ -105,6 +173,8 @@ impl DbTaskRunner {
             DbTaskKind::Verify => self.verify(&task).await,
             DbTaskKind::Restore => self.restore(&task).await.map(|()| DbTaskResult::default()),
             DbTaskKind::Psql => self.psql(&task).await,
+            DbTaskKind::BaseBackup => self.base_backup(&task).await,
+            DbTaskKind::Recover => self.recover(&task).await,
         };
         let result =
             outcome.unwrap_or_else(|e| DbTaskResult { error: Some(format!("{e:#}")), ..Default::default() });
@@ -187,58 +257,28 @@ impl DbTaskRunner {
         Ok(DbTaskResult { tables, ..Default::default() })
     }
 
-    /// Streams pg_dump's stdout to the control plane. If pg_dump fails the upload is broken off, so
-    /// a partial dump is never stored as a backup.
+    /// Streams `cmd`'s stdout (pg_dump, say) to the control plane as backup `backup`.
     async fn upload_dump(&self, container: &str, cmd: Vec<String>, backup: &str) -> anyhow::Result<()> {
-        let mut exec = self.docker.exec_start(container, cmd, false).await?;
-        let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
-        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }));
         let (c, id) = (self.client.clone(), backup.to_string());
-        let mut upload = tokio::spawn(async move { c.upload_backup(&id, body).await });
-        let mut failure = None;
-        loop {
-            tokio::select! {
-                chunk = exec.next_stdout() => match chunk {
-                    Some(Ok(bytes)) => {
-                        if tx.send(Ok(bytes)).await.is_err() {
-                            break; // the upload failed; its error says why
-                        }
-                    }
-                    Some(Err(e)) => {
-                        failure = Some(format!("{e:#}"));
-                        break;
-                    }
-                    None => break,
-                },
-                // The control plane ended the upload first (it refused it, or no bytes came for
-                // too long): stop waiting on pg_dump, which may be stuck.
-                ended = &mut upload => {
-                    ended.context("the upload task")?.map_err(|e| anyhow::anyhow!("uploading the dump failed: {e}"))?;
-                    anyhow::bail!("the control plane answered the upload before pg_dump finished");
-                }
-            }
-        }
-        let code = exec.exit_code().await.unwrap_or(-1);
-        if code != 0 && failure.is_none() {
-            failure = Some(format!("pg_dump exited with {code}: {}", exec.stderr.trim()));
-        }
-        if let Some(f) = &failure {
-            let _ = tx.send(Err(std::io::Error::other(f.clone()))).await;
-        }
-        drop(tx);
-        let uploaded = upload.await.context("the upload task")?;
-        if let Some(f) = failure {
-            anyhow::bail!(f);
-        }
-        uploaded.map_err(|e| anyhow::anyhow!("uploading the dump failed: {e}"))?;
-        Ok(())
+        upload_output(
+            &self.docker,
+            container,
+            cmd,
+            move |body| async move { c.upload_backup(&id, body).await },
+        )
+        .await
+        .map(drop)
     }
 
     /// Feeds a stored backup (checked by the control plane) to pg_restore in `container`.
     async fn feed_restore(&self, container: &str, cmd: Vec<String>, backup: &str) -> anyhow::Result<()> {
         let resp = self.client.download_backup(backup).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.feed(container, cmd, resp).await
+    }
+
+    /// Feeds a download from the control plane to `cmd`'s stdin in `container`.
+    async fn feed(&self, container: &str, cmd: Vec<String>, resp: reqwest::Response) -> anyhow::Result<()> {
+        let name = program(&cmd).to_string();
         let mut exec = self.docker.exec_start(container, cmd, true).await?;
         let mut input = exec.input.take().context("stdin is attached")?;
         // Feed stdin while draining the output, so neither side can block the other.
@@ -249,14 +289,14 @@ impl DbTaskRunner {
                 // Only the wait for the control plane counts: pg_restore may take its time to read.
                 let next = tokio::time::timeout(DOWNLOAD_IDLE, body.next()).await.map_err(|_| {
                     anyhow::anyhow!(
-                        "downloading the backup stalled: no bytes for {} seconds",
+                        "downloading from the control plane stalled: no bytes for {} seconds",
                         DOWNLOAD_IDLE.as_secs()
                     )
                 })?;
                 let Some(chunk) = next else { break };
-                let chunk = chunk.context("downloading the backup broke off")?;
+                let chunk = chunk.context("downloading from the control plane broke off")?;
                 if input.write_all(&chunk).await.is_err() {
-                    break; // pg_restore stopped reading; its exit code and stderr say why
+                    break; // the command stopped reading; its exit code and stderr say why
                 }
             }
             let _ = input.shutdown().await;
@@ -266,7 +306,7 @@ impl DbTaskRunner {
         let (code, _, stderr) = finished?;
         if code != 0 {
             let msg = stderr.lines().filter(|l| !l.trim().is_empty()).take(5).collect::<Vec<_>>().join(" / ");
-            anyhow::bail!("pg_restore exited with {code}: {msg}");
+            anyhow::bail!("{name} exited with {code}: {msg}");
         }
         fed
     }

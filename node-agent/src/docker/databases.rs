@@ -74,6 +74,7 @@ impl DockerClient {
             format!("REPLICATION_PASSWORD={}", spec.replication_password),
             format!("PG_HBA={}", crate::dbroles::pg_hba(&spec.user)),
             format!("MAX_CONNECTIONS={}", spec.max_connections),
+            format!("ARCHIVE_TIMEOUT={}", spec.archive_timeout_secs),
         ];
         if spec.role == DbRole::Replica && !throwaway {
             env.push(format!("PRIMARY_HOST={}", spec.primary_host));
