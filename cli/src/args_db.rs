@@ -37,6 +37,13 @@ pub enum DbCommand {
         #[command(flatten)]
         settings: BackupSettingsArgs,
     },
+    /// Switchover: the streaming replica becomes the primary and a new replica is cloned where
+    /// the primary was; the primary stops first, so no committed write is lost. Apps reconnect
+    /// through the same DATABASE_URL.
+    Failover {
+        #[command(flatten)]
+        target: AppEnv,
+    },
     /// Take a backup now (from the replica when there is one) and prove it by a restore.
     Backup {
         #[command(flatten)]

@@ -333,7 +333,8 @@ pub async fn assignment_in(state: &AppState, node: &str, view: &View) -> anyhow:
     }
     let mut databases = Vec::new();
     for db in store.databases_for_node(node).await? {
-        if db.node == node {
+        // A switchover stopped the primary: it runs nowhere until the replica took over.
+        if db.node == node && !db.fenced {
             databases.push(database_spec(state, &db, DbRole::Primary).await?);
         }
         // Off the primary's node a replica follows the primary's published port: not before
@@ -516,7 +517,7 @@ pub async fn database_spec(
         name: db.docker_names().database(role.as_str()),
         role,
         image: format!("paas/postgres:{}", db.version),
-        volume: db.docker_names().database(role.as_str()),
+        volume: db.volume(role),
         network: db.docker_names().network(),
         subnet: state.store.env_subnet(&db.app, &db.env).await?,
         version: db.version,

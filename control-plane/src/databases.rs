@@ -68,6 +68,9 @@ pub async fn create(
         created_at: String::new(),
         host_port: 0,
         legacy_names: false,
+        primary_volume: String::new(),
+        replica_volume: String::new(),
+        fenced: false,
     };
     if let Some(why) = dbroles::reserved_role(&row.database_name()) {
         return Err(DomainError::Invalid(why));

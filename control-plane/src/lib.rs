@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod drains;
 pub mod edge;
 pub mod error;
+pub mod failover;
 pub mod http;
 pub mod identity;
 pub mod images;
@@ -292,6 +293,7 @@ pub(crate) async fn recover(state: &AppState) -> anyhow::Result<()> {
     deploy::recover(state).await.context("recovering deploys interrupted by the last shutdown")?;
     restarts::recover(state).await.context("recovering process restarts interrupted by the last shutdown")?;
     backups::recover(state).await.context("recovering backups interrupted by the last shutdown")?;
+    failover::recover(state).await.context("recovering a switchover interrupted by the last shutdown")?;
     // A joined run lives only as long as its connection, which the restart cut; its node
     // stops its container when the run is refused.
     let ended =

@@ -25,8 +25,18 @@ SQL
 fi
 printf '%s\n' "$PG_HBA" > "$PGDATA/pg_hba.conf.paas"
 mv -f "$PGDATA/pg_hba.conf.paas" "$PGDATA/pg_hba.conf"
+if [ -f "$PGDATA/standby.signal" ]; then
+  # A replica's data directory starting as the primary (a switchover): recovery replays the
+  # WAL it received, finds nothing more (no archive here), and ends on a new timeline.
+  rm -f "$PGDATA/standby.signal"
+  touch "$PGDATA/recovery.signal"
+  echo "paas: promoting the replica's data directory to the primary"
+fi
 unset POSTGRES_PASSWORD SUPERUSER_PASSWORD REPLICATION_PASSWORD
 set -- -c listen_addresses='*' -c max_connections="$MAX_CONNECTIONS"
+if [ -f "$PGDATA/recovery.signal" ]; then
+  set -- "$@" -c restore_command=false
+fi
 if [ "${ARCHIVE_TIMEOUT:-0}" -gt 0 ]; then
   # Continuous archiving: each finished WAL segment is gzipped into a spool in the data
   # directory (new segments are zero-filled, not recycled, so a forced switch compresses to

@@ -130,6 +130,15 @@ impl Databases {
             status.log_tail = vec![o.foreign()];
             return status;
         }
+        if let Some(o) = observed.as_ref().filter(|o| !o.volumes.contains(&spec.volume)) {
+            // The server of this role now runs on another volume (a switchover): this one goes,
+            // and the next pass creates it on its volume.
+            tracing::info!(app = %spec.app, env = %spec.env, container = %o.name, volume = %spec.volume, "the database moved to another volume; replacing its container");
+            if let Err(e) = self.docker.stop_and_remove(&o.name, 30).await {
+                status.log_tail = vec![format!("{e:#}")];
+            }
+            return status;
+        }
         let now = Instant::now();
         let due = self.retry_at.get(&spec.name).is_none_or(|at| now >= *at);
         match observed {

@@ -364,6 +364,11 @@ impl Client {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/settings"), settings).await
     }
 
+    /// Switchover: the replica becomes the primary; answers once the new primary does.
+    pub async fn db_failover(&self, app: &str, env: &str) -> Result<crate::api::DatabaseInfo> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/failover"), &serde_json::json!({})).await
+    }
+
     /// Starts a backup: a dump, or a physical base backup (`base`).
     pub async fn db_backup(&self, app: &str, env: &str, base: bool) -> Result<Backup> {
         let query = if base { "?base=true" } else { "" };

@@ -28,6 +28,26 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
             })?;
             return super::backups::list(g, AppEnv { app, env }).await;
         }
+        DbCommand::Failover { target } => {
+            let started = Instant::now();
+            if g.output == Output::Text {
+                eprintln!(
+                    "Stopping the primary of {}/{} and promoting its replica...",
+                    target.app, target.env
+                );
+            }
+            let info = client.db_failover(&target.app, &target.env).await?;
+            emit(g.output, &info, |i| {
+                println!(
+                    "The replica on {} is the primary of {}/{} ({:.1}s); a new replica is being cloned on {}",
+                    i.primary.node,
+                    i.app,
+                    i.env,
+                    started.elapsed().as_secs_f64(),
+                    i.replica.as_ref().map_or("-", |r| r.node.as_str())
+                )
+            })?;
+        }
         DbCommand::Verify { target, backup } => return super::backups::verify(g, target, backup).await,
         DbCommand::Restore { target, backup, to_time, confirm, to_new } => {
             let req = StartRestore { backup: backup.unwrap_or_default(), to_time, confirm, to_new };

@@ -214,6 +214,9 @@ mod tests {
                 created_at: crate::store::now(),
                 host_port: 0,
                 legacy_names: false,
+                primary_volume: String::new(),
+                replica_volume: String::new(),
+                fenced: false,
                 superuser_password: Vec::new(),
                 replication_password: Vec::new(),
             })

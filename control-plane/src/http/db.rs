@@ -1,5 +1,5 @@
 //! `/api/v1/apps/{app}/envs/{env}/db`: managed PostgreSQL for an environment: create it, show
-//! it, change its backup settings.
+//! it, change its backup settings, hand the primary's role to the replica.
 
 use super::auth::Caller;
 use super::error::ApiResult;
@@ -18,6 +18,17 @@ pub fn routes() -> Api {
         .get("/apps/{app}/envs/{env}/db", Need::App(Viewer), info)
         .on(Method::POST, "/apps/{app}/envs/{env}/db", Need::App(Admin), "db.create", create)
         .on(Method::POST, "/apps/{app}/envs/{env}/db/settings", Need::App(Admin), "db.settings", settings)
+        .on(Method::POST, "/apps/{app}/envs/{env}/db/failover", Need::App(Admin), "db.failover", failover)
+}
+
+/// Switchover: the replica becomes the primary; answers once the new primary does.
+async fn failover(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+) -> ApiResult<Json<DatabaseInfo>> {
+    let row = crate::failover::switchover(&state, &caller.user, &app, &env).await?;
+    Ok(Json(databases::info(&state, &row, false).await?))
 }
 
 async fn create(

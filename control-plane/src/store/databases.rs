@@ -35,6 +35,12 @@ pub struct DatabaseRow {
     pub host_port: u16,
     /// The environment's Docker names predate `--` separators (from `envs`).
     pub legacy_names: bool,
+    /// The volume each server runs on; empty: the one named after its container.
+    pub primary_volume: String,
+    pub replica_volume: String,
+    /// A switchover stopped the primary and the replica has not taken over yet: the primary is
+    /// in no assignment.
+    pub fenced: bool,
 }
 
 impl DatabaseRow {
@@ -45,6 +51,19 @@ impl DatabaseRow {
 
     pub fn docker_names(&self) -> protocol::DockerNames<'_> {
         protocol::DockerNames { app: &self.app, env: &self.env, legacy: self.legacy_names }
+    }
+
+    /// The volume the server of `role` runs on.
+    pub fn volume(&self, role: protocol::agent::DbRole) -> String {
+        let set = match role {
+            protocol::agent::DbRole::Primary => &self.primary_volume,
+            protocol::agent::DbRole::Replica => &self.replica_volume,
+        };
+        if set.is_empty() {
+            self.docker_names().database(role.as_str())
+        } else {
+            set.clone()
+        }
     }
 }
 
@@ -127,6 +146,43 @@ impl Store {
             .await
         })?;
         Ok(())
+    }
+
+    /// Withholds the primary from its node's assignment (a switchover) or gives it back.
+    pub async fn set_database_fenced(&self, app: &str, env: &str, fenced: bool) -> Result<()> {
+        exec!(self.pool, |ex| sqlx::query("UPDATE databases SET fenced = $1 WHERE app = $2 AND env = $3")
+            .bind(fenced)
+            .bind_env(app, env)
+            .execute(ex)
+            .await)?;
+        Ok(())
+    }
+
+    /// The replica becomes the primary: the nodes swap, the primary runs on the replica's volume
+    /// (`primary_volume`), the new replica on a fresh one, the new primary's port is learnt from
+    /// its first report, and the fence is lifted. Only from the state `db` was read in (its
+    /// primary's node), so it happens once; true when it did.
+    pub async fn promote_replica(
+        &self,
+        db: &DatabaseRow,
+        primary_volume: &str,
+        replica_volume: &str,
+    ) -> Result<bool> {
+        let done = exec!(self.pool, |ex| sqlx::query(
+            "UPDATE databases SET node = $1, replica_node = $2, primary_volume = $3, replica_volume = $4,
+                 host_port = 0, fenced = $5 WHERE app = $6 AND env = $7 AND node = $8 AND replica_node = $9"
+        )
+        .bind(&db.replica_node)
+        .bind(&db.node)
+        .bind(primary_volume)
+        .bind(replica_volume)
+        .bind(false)
+        .bind_env(&db.app, &db.env)
+        .bind(&db.node)
+        .bind(&db.replica_node)
+        .execute(ex)
+        .await)?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Keeps the port Docker first picked for a primary; later reports change nothing.

@@ -26,6 +26,22 @@ impl DockerClient {
     ) -> anyhow::Result<()> {
         use bollard::volume::CreateVolumeOptions;
         self.ensure_network(&spec.network, &spec.app, &spec.env, &spec.subnet).await?;
+        // One server per data directory: whatever else of this node's still mounts the volume
+        // (the replica it was, before a switchover) goes first.
+        let filters = HashMap::from([
+            ("label".to_string(), vec![format!("{}={}", labels::NODE, self.node)]),
+            ("volume".to_string(), vec![spec.volume.clone()]),
+        ]);
+        let opts =
+            bollard::container::ListContainersOptions::<String> { all: true, filters, ..Default::default() };
+        for c in self.docker.list_containers(Some(opts)).await? {
+            let Some(name) = c.names.and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string()))
+            else {
+                continue;
+            };
+            tracing::info!(container = %name, volume = %spec.volume, "stopping the server that mounts the volume first");
+            self.stop_and_remove(&name, 30).await?;
+        }
         let labels = self.db_labels(spec, spec.role.as_str());
         let vol =
             CreateVolumeOptions { name: spec.volume.clone(), labels: labels.clone(), ..Default::default() };

@@ -52,6 +52,8 @@ pub struct Observed {
     /// The container's address on its Docker network: health checks go there, past Docker's
     /// port proxy, which accepts connections even when the app does not listen.
     pub ip: Option<String>,
+    /// The named volumes it mounts.
+    pub volumes: Vec<String>,
 }
 
 impl Observed {
@@ -205,7 +207,8 @@ fn observe(c: bollard::models::ContainerSummary, default_port: Option<u16>) -> O
         .network_settings
         .and_then(|n| n.networks)
         .and_then(|nets| nets.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty())));
-    Some(Observed { name, state: c.state.unwrap_or_default(), labels, host_port, port, ip })
+    let volumes = c.mounts.unwrap_or_default().into_iter().filter_map(|m| m.name).collect();
+    Some(Observed { name, state: c.state.unwrap_or_default(), labels, host_port, port, ip, volumes })
 }
 
 /// The engine's own message for an API error, without bollard's wrapping.

@@ -1,0 +1,99 @@
+//! Switchover: the streaming replica becomes the primary with no committed write lost. The
+//! primary is fenced first (withheld from its node's assignment, so the agent stops it; a clean
+//! shutdown sends all of its WAL to the replica), then the replica's volume becomes the
+//! primary's: its container is replaced by the primary's on that volume, which ends recovery on
+//! a new timeline, and a new replica is cloned on a fresh volume on the old primary's node. The
+//! `db-primary` alias moves with it, so `DATABASE_URL` needs no change. The old primary's volume
+//! is kept (never deleted implicitly) and never started again.
+
+use crate::backups::refuse_while_running;
+use crate::error::{DomainError, Result};
+use crate::state::AppState;
+use crate::store::DatabaseRow;
+use protocol::agent::DbRole;
+use std::time::{Duration, Instant};
+
+/// How long the fenced primary may take to stop (its agent's shutdown waits 30 s at most).
+const STOP_WAIT: Duration = Duration::from_secs(60);
+/// How long the promoted server may take to answer.
+const PROMOTE_WAIT: Duration = Duration::from_secs(120);
+
+fn healthy(state: &AppState, name: &str) -> bool {
+    state.db_status(name).is_some_and(|s| s.healthy)
+}
+
+/// `paas db failover`: hands the primary's role to the replica, both healthy, losing nothing.
+/// Returns once the new primary answers; the new replica follows in the background.
+pub async fn switchover(state: &AppState, user: &str, app: &str, env: &str) -> Result<DatabaseRow> {
+    let db = state.store.get_database(app, env).await?;
+    if db.replicas == 0 {
+        return Err(DomainError::Invalid(format!(
+            "{app}/{env}'s database has no replica to hand the primary's role to"
+        )));
+    }
+    if db.fenced {
+        return Err(DomainError::Conflict(format!("a switchover of {app}/{env}'s database is under way")));
+    }
+    let names = db.docker_names();
+    let (primary, replica) =
+        (names.database(DbRole::Primary.as_str()), names.database(DbRole::Replica.as_str()));
+    for (name, what) in [(&primary, "primary"), (&replica, "replica")] {
+        if !healthy(state, name) {
+            return Err(DomainError::Conflict(format!(
+                "the {what} of {app}/{env} is not healthy, and a switchover needs both (`paas db info` shows why)"
+            )));
+        }
+    }
+    refuse_while_running(state, &db, "switch over once it has finished").await?;
+    tracing::info!(app, env, user, from = %db.node, to = %db.replica_node, "switchover: stopping the primary");
+    state.store.set_database_fenced(app, env, true).await?;
+    state.bump();
+    let deadline = Instant::now() + STOP_WAIT;
+    while state.db_status(&primary).is_some_and(|s| s.state == "running") {
+        if Instant::now() > deadline {
+            state.store.set_database_fenced(app, env, false).await?;
+            state.bump();
+            return Err(DomainError::Unavailable(format!(
+                "the primary of {app}/{env} did not stop within {} s, so nothing changed and it runs again",
+                STOP_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fresh =
+        format!("{replica}-{}", crate::tokens::generate().to_lowercase().chars().take(6).collect::<String>());
+    let old_primary_volume = db.volume(DbRole::Primary);
+    if !state.store.promote_replica(&db, &db.volume(DbRole::Replica), &fresh).await? {
+        return Err(DomainError::Conflict(format!("{app}/{env}'s database changed during the switchover")));
+    }
+    state.bump();
+    tracing::info!(app, env, primary_node = %db.replica_node, kept_volume = %old_primary_volume, "switchover: the replica takes over");
+    let deadline = Instant::now() + PROMOTE_WAIT;
+    while !healthy(state, &primary) || state.db_status(&primary).is_some_and(|s| s.db.is_none()) {
+        if Instant::now() > deadline {
+            return Err(DomainError::Unavailable(format!(
+                "the new primary of {app}/{env} did not answer within {} s; `paas db info` shows its state",
+                PROMOTE_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let msg = format!(
+        "Switchover: the replica on {} is the primary; a new replica is cloned on {} (the old primary's volume {old_primary_volume} is kept)",
+        db.replica_node, db.node
+    );
+    state.store.add_event(app, env, "db.switchover", "info", &msg).await?;
+    state.events_changed();
+    Ok(state.store.get_database(app, env).await?)
+}
+
+/// A switchover cut short by a restart left the primary fenced before the replica took over:
+/// nothing changed, so the primary runs again.
+pub async fn recover(state: &AppState) -> anyhow::Result<()> {
+    for db in state.store.all_databases().await?.into_iter().filter(|d| d.fenced) {
+        tracing::warn!(app = %db.app, env = %db.env, "a switchover was cut short; the primary runs again");
+        state.store.set_database_fenced(&db.app, &db.env, false).await?;
+        state.bump();
+    }
+    Ok(())
+}
