@@ -60,8 +60,7 @@ pub async fn switchover(state: &AppState, user: &str, app: &str, env: &str) -> R
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let fresh =
-        format!("{replica}-{}", crate::tokens::generate().to_lowercase().chars().take(6).collect::<String>());
+    let fresh = fresh_volume(&replica);
     let old_primary_volume = db.volume(DbRole::Primary);
     if !state.store.promote_replica(&db, &db.volume(DbRole::Replica), &fresh).await? {
         return Err(DomainError::Conflict(format!("{app}/{env}'s database changed during the switchover")));
@@ -85,6 +84,67 @@ pub async fn switchover(state: &AppState, user: &str, app: &str, env: &str) -> R
     state.store.add_event(app, env, "db.switchover", "info", &msg).await?;
     state.events_changed();
     Ok(state.store.get_database(app, env).await?)
+}
+
+/// A replica further behind than this (WAL its primary wrote that it had not flushed, as last
+/// reported) is not promoted: the loss would be larger than a failover should silently take.
+pub const MAX_PROMOTE_LAG: u64 = 16 << 20;
+
+/// `node` was declared lost: each database whose primary ran there fails over to its replica
+/// when that one is healthy, no longer receives WAL (a primary still streaming to it is alive,
+/// cut off from the control plane only) and was not too far behind; otherwise the event says
+/// why not. The lost node's agent, should it return, finds its primary gone from its assignment
+/// and stops it; a new replica is cloned there on a fresh volume.
+pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<()> {
+    for db in state.store.all_databases().await?.into_iter().filter(|d| d.node == node && d.replicas > 0) {
+        let (app, env) = (db.app.as_str(), db.env.as_str());
+        let names = db.docker_names();
+        let (primary, replica) =
+            (names.database(DbRole::Primary.as_str()), names.database(DbRole::Replica.as_str()));
+        let figures = state.db_status(&replica).filter(|s| s.healthy).and_then(|s| s.db);
+        let behind = state.db_status(&primary).and_then(|s| s.db).and_then(|f| f.replica_behind_bytes);
+        let refused = if db.replica_node == node {
+            Some("its replica ran on the same node".to_string())
+        } else if figures.is_none() {
+            Some(format!("its replica on {} is not healthy", db.replica_node))
+        } else if figures.as_ref().and_then(|f| f.streaming) == Some(true) {
+            Some("its replica still receives WAL from it, so it is alive".to_string())
+        } else if behind.is_some_and(|b| b > MAX_PROMOTE_LAG) {
+            Some(format!(
+                "its replica was {} behind (more than {}), so promoting it would lose that much",
+                protocol::bytes_human(behind.unwrap_or(0)),
+                protocol::bytes_human(MAX_PROMOTE_LAG)
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            let msg = format!("The primary's node {node} is lost, and it was NOT failed over: {why}");
+            tracing::error!(app, env, node, "{msg}");
+            state.store.add_event(app, env, "db.failover.refused", "critical", &msg).await?;
+            continue;
+        }
+        let fresh = fresh_volume(&replica);
+        if !state.store.promote_replica(&db, &db.volume(DbRole::Replica), &fresh).await? {
+            continue;
+        }
+        let lag = behind.map_or_else(|| "unknown".to_string(), protocol::bytes_human);
+        let msg = format!(
+            "Failover: the primary's node {node} is lost; the replica on {} is the primary (it was {lag} behind); a new replica is cloned on {node} when it returns (the old primary's volume {} is kept and never started again)",
+            db.replica_node,
+            db.volume(DbRole::Primary)
+        );
+        tracing::warn!(app, env, node, "{msg}");
+        state.store.add_event(app, env, "db.failover", "warning", &msg).await?;
+        state.events_changed();
+        state.bump();
+    }
+    Ok(())
+}
+
+/// A new volume name for a replica cloned afresh.
+fn fresh_volume(replica: &str) -> String {
+    format!("{replica}-{}", crate::tokens::generate().to_lowercase().chars().take(6).collect::<String>())
 }
 
 /// A switchover cut short by a restart left the primary fenced before the replica took over:

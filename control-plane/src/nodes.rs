@@ -249,6 +249,15 @@ async fn lose(state: &AppState, node: &str, silence: Duration) -> anyhow::Result
         state.store.set_build_result(&r.app, &r.env, r.version, None, Some(&why)).await?;
     }
     state.bump();
+    // Database tasks there would otherwise wait out the silence timeout.
+    for t in state.store.open_db_tasks().await?.into_iter().filter(|t| t.node == node) {
+        let why = format!("node {node} stopped reporting for {} s and was declared lost", silence.as_secs());
+        let result = protocol::agent::DbTaskResult { error: Some(why), ..Default::default() };
+        crate::backups::task_finished(state, &t, &result).await?;
+    }
+    if let Err(e) = crate::failover::primary_node_lost(state, node).await {
+        tracing::error!(node, error = %format!("{e:#}"), "failing databases over from the lost node failed");
+    }
     for old in state.store.instances_for_node(node).await? {
         let env = state.store.get_env(&old.app, &old.env).await?;
         // Replicas of a release being retired simply go.

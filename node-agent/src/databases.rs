@@ -240,13 +240,15 @@ impl Databases {
             // Archiver failures, and the files waiting in the spool for the agent to ship.
             sql.push_str(
                 ", (SELECT failed_count FROM pg_stat_archiver), \
-                 (SELECT count(*) FROM pg_ls_dir('pg_paas_archive', true, false))",
+                 (SELECT count(*) FROM pg_ls_dir('pg_paas_archive', true, false)), \
+                 (SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)) FROM pg_stat_replication)",
             );
         }
         if spec.role == DbRole::Replica {
             sql.push_str(
                 ", pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), \
-                 extract(epoch from now() - pg_last_xact_replay_timestamp()), pg_is_wal_replay_paused()",
+                 extract(epoch from now() - pg_last_xact_replay_timestamp()), pg_is_wal_replay_paused(), \
+                 (SELECT status FROM pg_stat_wal_receiver)",
             );
         }
         let psql = |args: &[&str]| tool(spec.version, "psql", "postgres", &spec.database, args);
@@ -266,8 +268,12 @@ impl Databases {
             login_error: self.login_error(spec).await,
             archive_failures: num(3).filter(|_| spec.role == DbRole::Primary).map(|v| v as u64),
             archive_backlog: num(4).filter(|_| spec.role == DbRole::Primary).map(|v| v as u64),
+            replica_behind_bytes: num(5).filter(|_| spec.role == DbRole::Primary).map(|v| v.max(0.0) as u64),
+            streaming: (spec.role == DbRole::Replica)
+                .then(|| cols.get(6).map(|v| v.trim()) == Some("streaming")),
         };
-        if cols.get(5).map(|v| v.trim()) == Some("t")
+        if spec.role == DbRole::Replica
+            && cols.get(5).map(|v| v.trim()) == Some("t")
             && !self.paused.lock().unwrap_or_else(|p| p.into_inner()).contains(&spec.name)
         {
             // Left paused by a backup that never finished (the agent restarted mid-dump).

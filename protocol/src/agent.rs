@@ -580,6 +580,13 @@ pub struct DatabaseFigures {
     pub archive_failures: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_backlog: Option<u64>,
+    /// Primaries: WAL written but not yet flushed by the furthest replica behind (the most a
+    /// failover to it would lose, as last seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_behind_bytes: Option<u64>,
+    /// Replicas: whether WAL streams in from the primary right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<bool>,
 }
 
 #[cfg(test)]

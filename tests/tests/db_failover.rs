@@ -31,50 +31,17 @@ fn a_switchover_loses_no_committed_row() {
     assert!(!replica_volume.is_empty());
 
     // A writer commits rows one at a time and remembers each one the server acknowledged.
-    let (stop, acked, failed) =
-        (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0u32)));
-    let writer = {
-        let (stop, acked, failed, app) = (stop.clone(), acked.clone(), failed.clone(), app.clone());
-        let bin = paas_tests::paas_bin().to_path_buf();
-        let config = p.config_home();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let sql = format!("INSERT INTO t (n) VALUES ({n})");
-                let out = std::process::Command::new(&bin)
-                    .args(["db", "psql", "--app", &app, "--", "-tAc", &sql])
-                    .env("XDG_CONFIG_HOME", &config)
-                    .env_remove("PAAS_TOKEN")
-                    .output()
-                    .unwrap();
-                if out.status.success() {
-                    acked.lock().unwrap().push(n);
-                } else {
-                    *failed.lock().unwrap() += 1;
-                }
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 5 {
-        assert!(Instant::now() < deadline, "the writer never got going");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (stop, acked, failed, handle) = writer(&p, &app);
+    wait_acked(&acked, 5, "the writer never got going");
 
     let started = Instant::now();
     let out = p.paas(&["db", "failover", "--app", &app]).expect_ok();
     let secs = started.elapsed().as_secs_f64();
     assert!(out.stdout.contains("is the primary"), "{}", out.stdout);
     // Writes go on against the new primary through the same name.
-    let before = acked.lock().unwrap().len();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < before + 5 {
-        assert!(Instant::now() < deadline, "no write succeeded after the switchover");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_acked(&acked, 5, "no write succeeded after the switchover");
     stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    handle.join().unwrap();
 
     // Every acknowledged row is there.
     let acked = acked.lock().unwrap().clone();
@@ -109,4 +76,164 @@ fn a_switchover_loses_no_committed_row() {
     // Without a healthy replica there is nothing to switch to; a second switchover works too.
     p.paas(&["db", "failover", "--app", &app]).expect_ok();
     assert_eq!(info(&p, &app)["primary"]["healthy"], true);
+}
+
+/// The host's address on Docker's default bridge: private, and unlike loopback reachable from
+/// containers, as a machine's private address is from containers on the other machines.
+fn bridge_address() -> String {
+    let out =
+        std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cidr =
+        text.split_whitespace().skip_while(|w| *w != "inet").nth(1).expect("docker0 has an IPv4 address");
+    cidr.split('/').next().unwrap().to_string()
+}
+
+/// A second private address of this host that containers reach: the gateway of a Docker
+/// network made for the test (removed when dropped).
+struct SecondAddress {
+    network: String,
+    addr: String,
+}
+
+impl SecondAddress {
+    fn new() -> Self {
+        let network = format!("paas-test-addr-{}", paas_tests::rand_suffix());
+        docker(&["network", "create", "--label", "paas.test=failover", &network]);
+        let addr = docker(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", &network]);
+        let addr = addr.trim().to_string();
+        assert!(!addr.is_empty(), "network {network} has no gateway");
+        Self { network, addr }
+    }
+}
+
+impl Drop for SecondAddress {
+    fn drop(&mut self) {
+        docker(&["network", "rm", &self.network]);
+    }
+}
+
+/// Starts a writer committing rows one at a time; returns its stop flag, the rows the server
+/// acknowledged and the failed attempts.
+#[allow(clippy::type_complexity)]
+fn writer(
+    p: &Platform,
+    app: &str,
+) -> (Arc<AtomicBool>, Arc<Mutex<Vec<u32>>>, Arc<Mutex<u32>>, std::thread::JoinHandle<()>) {
+    let (stop, acked, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0u32)));
+    let handle = {
+        let (stop, acked, failed, app) = (stop.clone(), acked.clone(), failed.clone(), app.to_string());
+        let bin = paas_tests::paas_bin().to_path_buf();
+        let config = p.config_home();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let sql = format!("INSERT INTO t (n) VALUES ({n})");
+                let out = std::process::Command::new(&bin)
+                    .args(["db", "psql", "--app", &app, "--", "-tAc", &sql])
+                    .env("XDG_CONFIG_HOME", &config)
+                    .env_remove("PAAS_TOKEN")
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    acked.lock().unwrap().push(n);
+                } else {
+                    *failed.lock().unwrap() += 1;
+                }
+            }
+        })
+    };
+    (stop, acked, failed, handle)
+}
+
+fn wait_acked(acked: &Mutex<Vec<u32>>, more: usize, what: &str) {
+    let before = acked.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while acked.lock().unwrap().len() < before + more {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
+    let second = SecondAddress::new();
+    let mut p = Platform::start_with(&["--private-addr", &bridge_address(), "--node-lost-after", "6s"]);
+    let other = p.join_agent(&second.addr);
+    let app = p.app_name("fo");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    p.paas(&["db", "create", "--app", &app, "--backup-schedule", "off"]).expect_ok();
+    let i = p.wait_db_healthy(&app);
+    assert_eq!(i["replica"]["node"], other.as_str(), "{i}");
+    p.psql(&app, &[], "CREATE TABLE t (n int PRIMARY KEY)");
+    // The primary moves to the joined node, which the test can kill.
+    p.paas(&["db", "failover", "--app", &app]).expect_ok();
+    let i = p.wait_db_healthy(&app);
+    assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
+
+    let (stop, acked, failed, handle) = writer(&p, &app);
+    wait_acked(&acked, 10, "the writer never got going");
+    let killed_at = Instant::now();
+    let acked_at_kill = acked.lock().unwrap().len();
+    p.kill_node(&other);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let i = info(&p, &app);
+        if i["primary"]["node"] == p.node.as_str() && i["primary"]["healthy"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover: {i}\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = killed_at.elapsed().as_secs_f64();
+    wait_acked(&acked, 5, "no write succeeded after the failover");
+    stop.store(true, Ordering::Relaxed);
+    handle.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let stored: Vec<u32> = p
+        .psql(&app, &[], "SELECT string_agg(n::text, ',' ORDER BY n) FROM t")
+        .split(',')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let lost: Vec<u32> = acked.iter().copied().filter(|n| !stored.contains(n)).collect();
+    // Asynchronous replication can lose the last moments before the loss, nothing older.
+    assert!(
+        lost.iter().all(|n| acked.iter().position(|a| a == n).unwrap() + 20 >= acked_at_kill),
+        "rows committed well before the loss are gone: {lost:?}"
+    );
+    eprintln!(
+        "failover {took:.1}s after the node died (lost after 6 s); {} acknowledged rows lost, {} writes failed meanwhile",
+        lost.len(),
+        failed.lock().unwrap()
+    );
+    let events = p.paas(&["events", "--app", &app]).expect_ok().stdout;
+    assert!(events.contains("Failover"), "{events}");
+
+    // The old primary's node returns: its primary is never started again; it clones a new
+    // replica of the new primary on a fresh volume.
+    p.restart_agent(&other, None, &second.addr);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let i = info(&p, &app);
+        if i["replica"]["healthy"] == true && i["replica"]["node"] == other.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old primary's node never got a healthy replica: {i}\n{}",
+            p.agent_log(&other)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let on_other =
+        docker(&["ps", "-a", "--filter", &format!("label=paas.node={other}"), "--format", "{{.Names}}"]);
+    assert!(!on_other.contains("db-primary"), "the old primary runs again: {on_other}");
+    p.psql(&app, &[], "INSERT INTO t (n) VALUES (1000000)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.psql(&app, &["--replica"], "SELECT count(*) FROM t WHERE n = 1000000") != "1" {
+        assert!(Instant::now() < deadline, "the new replica does not follow");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
