@@ -161,6 +161,12 @@ pub async fn delete(
             Err(e) => done.left.push(format!("backup {}: {e:#}", b.id)),
         }
     }
+    if purge_backups {
+        match crate::backups::delete_app_archive(state, app).await {
+            Ok(n) => tracing::info!(app, files = n, "deleted the app's WAL archive"),
+            Err(e) => done.left.push(format!("WAL archive: {e:#}")),
+        }
+    }
     if purge {
         tracing::info!(app, user, volumes = ?done.volumes, networks = ?done.networks, images = ?done.images, backups = ?done.backups, left = ?done.left, "app purged");
     }

@@ -86,6 +86,13 @@ pub async fn switchover(state: &AppState, user: &str, app: &str, env: &str) -> R
     Ok(state.store.get_database(app, env).await?)
 }
 
+/// How long a primary with a replica keeps running while its agent hears nothing from the control
+/// plane and no replica streams from it: two thirds of the loss timeout, so it has stopped before
+/// its node is declared lost and its replica promoted.
+pub fn lease(node_lost_after: Duration) -> Duration {
+    (node_lost_after * 2 / 3).max(Duration::from_secs(2))
+}
+
 /// A replica further behind than this (WAL its primary wrote that it had not flushed, as last
 /// reported) is not promoted: the loss would be larger than a failover should silently take.
 pub const MAX_PROMOTE_LAG: u64 = 16 << 20;

@@ -20,7 +20,17 @@ pub const DOCKERFILE: &str = include_str!("../assets/postgres.Dockerfile");
 pub const START_SCRIPT: &str = include_str!("../assets/postgres-start.sh");
 pub const REPLICA_SCRIPT: &str = include_str!("../assets/postgres-replica-start.sh");
 
+/// Unix milliseconds of the agent's last exchange with the control plane (0: none yet).
+pub type Contact = Arc<std::sync::atomic::AtomicI64>;
+
+/// Now, as a [`Contact`] value.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 pub struct Databases {
+    /// When the control plane was last heard (the lease of primaries with a replica).
+    pub contact: Contact,
     docker: DockerClient,
     build_network: Option<String>,
     /// Images being built right now (a first build takes a minute; the loop must not wait).
@@ -45,6 +55,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 impl Databases {
     pub fn new(docker: DockerClient, build_network: Option<String>, paused: crate::dbtasks::Paused) -> Self {
         Self {
+            contact: Contact::default(),
             docker,
             build_network,
             building: Arc::default(),
@@ -139,6 +150,10 @@ impl Databases {
             }
             return status;
         }
+        if let Some(state) = self.lease_ran_out(spec, observed.as_ref()).await {
+            status.state = state;
+            return status;
+        }
         let now = Instant::now();
         let due = self.retry_at.get(&spec.name).is_none_or(|at| now >= *at);
         match observed {
@@ -184,6 +199,38 @@ impl Databases {
             status.db = self.figures(spec).await;
         }
         status
+    }
+
+    /// A primary with a replica whose lease ran out (nothing heard from the control plane for
+    /// `lease_secs` while no replica streams from it) is stopped, and not started again until the
+    /// control plane is heard: it may have been failed over. Returns the state to report then.
+    async fn lease_ran_out(
+        &self,
+        spec: &DatabaseSpec,
+        observed: Option<&crate::docker::Observed>,
+    ) -> Option<String> {
+        let silent_ms = now_ms() - self.contact.load(std::sync::atomic::Ordering::Acquire);
+        if spec.role != DbRole::Primary
+            || spec.lease_secs == 0
+            || silent_ms < i64::from(spec.lease_secs) * 1000
+        {
+            return None;
+        }
+        if let Some(o) = observed.filter(|o| o.state == "running") {
+            let sql = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'";
+            let cmd = tool(spec.version, "psql", "postgres", &spec.database, &["-X", "-tAc", sql]);
+            let streaming =
+                matches!(self.docker.exec_output(&o.name, &cmd).await, Ok((0, out)) if out.trim() != "0");
+            if streaming {
+                return None; // the replica follows it: it is the primary, whatever the control plane does
+            }
+            tracing::warn!(app = %spec.app, env = %spec.env, container = %o.name, silent_secs = silent_ms / 1000,
+                "no word from the control plane and no replica streaming: stopping the primary, which may have been failed over");
+            if let Err(e) = self.docker.stop_and_remove(&o.name, 30).await {
+                tracing::warn!(container = %o.name, error = %format!("{e:#}"), "stopping the primary failed");
+            }
+        }
+        Some("fenced: lease ran out".into())
     }
 
     /// Runs [`dbroles::converge`] on a healthy server unless it already ran for this spec.

@@ -184,6 +184,7 @@ mod tests {
             primary_port: 5432,
             host_port: 0,
             archive_timeout_secs: 60,
+            lease_secs: 0,
         }
     }
 

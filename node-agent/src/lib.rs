@@ -153,6 +153,7 @@ pub async fn run_with_logs(
     }
 
     let (assignment_tx, assignment_rx) = watch::channel::<Option<Assignment>>(None);
+    let contact = crate::databases::Contact::default();
     let (report_tx, report_rx) = watch::channel(NodeReport::default());
     let assignment_index = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -216,7 +217,8 @@ pub async fn run_with_logs(
         paused.clone(),
     )
     .with_logs(logs.clone())
-    .with_generation_file(config.state_dir.join("generation"));
+    .with_generation_file(config.state_dir.join("generation"))
+    .with_contact(contact.clone());
     tasks.spawn(until_shutdown(reconciler.run(shutdown.clone())));
     tasks.spawn(until_shutdown(attach::sweep(docker.clone(), assignment_rx.clone(), shutdown.clone())));
     let runner = jobs::JobRunner { docker: docker.clone(), client: client.clone(), logs: logs.clone() };
@@ -244,6 +246,7 @@ pub async fn run_with_logs(
         certs_cache,
         assignment: assignment_tx,
         assignment_index,
+        contact,
         statics,
         upkeep,
     });

@@ -159,6 +159,12 @@ impl Reconciler {
         self
     }
 
+    /// Shares when the control plane was last heard (the lease of database primaries).
+    pub fn with_contact(mut self, contact: crate::databases::Contact) -> Self {
+        self.dbs.contact = contact;
+        self
+    }
+
     /// Tells central logs about the containers it starts and removes.
     pub fn with_logs(mut self, logs: crate::logs::LogHandle) -> Self {
         self.logs = logs;

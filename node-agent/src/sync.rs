@@ -29,6 +29,8 @@ pub struct Syncer {
     /// The state index of the latest assignment, raised only after the assignment itself is
     /// sent: whoever reads it before the assignment holds an assignment at least that new.
     pub assignment_index: Arc<std::sync::atomic::AtomicU64>,
+    /// When the control plane was last heard: the lease of database primaries.
+    pub contact: crate::databases::Contact,
     pub statics: crate::statics::Statics,
     pub upkeep: crate::upkeep::Upkeep,
 }
@@ -77,6 +79,7 @@ impl Syncer {
             };
             match result {
                 Ok(resp) => {
+                    self.contact.store(crate::databases::now_ms(), std::sync::atomic::Ordering::Release);
                     backoff = Duration::from_millis(250);
                     index = resp.index;
                     let a = resp.assignment;
@@ -157,7 +160,11 @@ impl Syncer {
             report.static_ready = self.statics.ready_keys();
             self.upkeep.fill(&mut report);
             crate::lines::fit_report(&mut report, protocol::agent::MAX_BODY_BYTES);
-            if let Err(e) = self.client.report(&self.registration.name, &report).await {
+            let sent = self.client.report(&self.registration.name, &report).await;
+            if sent.is_ok() {
+                self.contact.store(crate::databases::now_ms(), std::sync::atomic::Ordering::Release);
+            }
+            if let Err(e) = sent {
                 if e.status == Some(404) {
                     let _ = self.identity.register(&self.registration).await;
                 }

@@ -289,6 +289,12 @@ pub struct DatabaseSpec {
     /// control plane before archiving) leaves archiving off.
     #[serde(default)]
     pub archive_timeout_secs: u32,
+    /// A primary with a replica stops (and stays stopped) once its agent has heard nothing from
+    /// the control plane for this many seconds while no replica streams from it: shorter than
+    /// the time after which the control plane declares the node lost and promotes the replica,
+    /// so two primaries never take writes. 0: no lease (no replica, or an older control plane).
+    #[serde(default)]
+    pub lease_secs: u32,
 }
 
 /// A one-off container: runs `command` in a release's image with its config, once, streaming

@@ -18,7 +18,7 @@ use protocol::api::{Backup, BackupKind, BackupStatus, BackupTrigger, PsqlCommand
 use serde_json::json;
 use std::collections::BTreeMap;
 
-pub use pitr::{archive, receive_wal, restore_to_time, start_base_backup, wal_for_task};
+pub use pitr::{archive, delete_app_archive, receive_wal, restore_to_time, start_base_backup, wal_for_task};
 pub use recovery::{recover, scheduler};
 use restores::{awaited_backup_ended, settle_waiting};
 pub use restores::{restore, start_restore};
@@ -107,10 +107,21 @@ async fn task(
     Ok(t)
 }
 
-/// One backup of a database at a time; the conflict says what to do (`then`).
+/// One dump of a database at a time (a base backup, which pauses nothing and only copies the
+/// primary's files, runs beside anything); the conflict says what to do (`then`).
 pub async fn refuse_while_running(state: &AppState, db: &DatabaseRow, then: &str) -> Result<()> {
+    refuse_while_running_of(state, db, BackupKind::Dump, then).await
+}
+
+/// [`refuse_while_running`] for backups of `kind`.
+async fn refuse_while_running_of(
+    state: &AppState,
+    db: &DatabaseRow,
+    kind: BackupKind,
+    then: &str,
+) -> Result<()> {
     let backups = state.store.list_backups(&db.app, &db.env).await?;
-    match backups.into_iter().find(|b| b.status == BackupStatus::Running) {
+    match backups.into_iter().find(|b| b.status == BackupStatus::Running && b.kind == kind) {
         Some(b) => Err(DomainError::Conflict(format!(
             "backup {} of {}/{} is still running; {then}",
             b.id, db.app, db.env

@@ -4,7 +4,7 @@
 //! database is dumped as a `recovered` backup, and that dump is restored like any backup (so a
 //! recovery to a new database and one in place after a safety backup work as they always did).
 
-use super::{begin_backup, refuse_while_running, start_restore, task};
+use super::{begin_backup, refuse_while_running, refuse_while_running_of, start_restore, task};
 use crate::error::{DomainError, Result};
 use crate::state::AppState;
 use crate::store::{unix_now, DatabaseRow, DbTaskRow, WalSegment};
@@ -237,7 +237,8 @@ fn recovery_target(at: &str) -> Option<(i64, String)> {
 
 /// Starts a base backup of the primary (`pg_basebackup`, streamed like a dump).
 pub async fn start_base_backup(state: &AppState, db: &DatabaseRow, trigger: BackupTrigger) -> Result<Backup> {
-    refuse_while_running(state, db, "wait for it or follow it with `paas db backups`").await?;
+    refuse_while_running_of(state, db, BackupKind::Base, "wait for it or follow it with `paas db backups`")
+        .await?;
     let row = begin_backup(state, db, trigger, DbRole::Primary, BackupKind::Base, None).await?;
     tracing::info!(app = %db.app, env = %db.env, backup = %row.id, %trigger, "base backup started");
     Ok(row)
@@ -304,8 +305,8 @@ pub async fn restore_to_time(
 }
 
 /// Starts a base backup for every database whose archive runs (a segment arrived) and whose
-/// newest base backup is a day old, or failed an hour ago; none while another backup runs, and
-/// none for a database whose schedule is `off`.
+/// newest base backup is a day old, or failed an hour ago; none for a database whose schedule is
+/// `off`.
 pub(super) async fn base_backup_pass(state: &AppState) -> anyhow::Result<()> {
     let now = unix_now();
     for db in state.store.all_databases().await? {
@@ -313,11 +314,9 @@ pub(super) async fn base_backup_pass(state: &AppState) -> anyhow::Result<()> {
             continue;
         }
         let backups = state.store.list_backups(&db.app, &db.env).await?;
-        if backups.iter().any(|b| b.status == BackupStatus::Running) {
-            continue;
-        }
         let due = match backups.iter().find(|b| b.kind == BackupKind::Base) {
             None => true,
+            Some(b) if b.status == BackupStatus::Running => false,
             Some(b) if b.status == BackupStatus::Failed => now - super::unix_of(b) >= BASE_RETRY_SECS,
             Some(b) => now - super::unix_of(b) >= BASE_EVERY_SECS,
         };
@@ -330,6 +329,20 @@ pub(super) async fn base_backup_pass(state: &AppState) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deletes every archived file of `app`'s environments (`apps delete --purge-backups`).
+pub async fn delete_app_archive(state: &AppState, app: &str) -> anyhow::Result<usize> {
+    let all = state.store.app_wal_segments(app).await?;
+    for s in &all {
+        let key = wal_key(&s.app, &s.env, &s.name);
+        let _ = tokio::fs::remove_file(state.backup_storage.dir.join(&key)).await;
+        if let Some(s3) = &state.backup_storage.s3 {
+            s3.delete(&key).await?;
+        }
+        state.store.delete_wal_segments(&s.app, &s.env, std::slice::from_ref(&s.name)).await?;
+    }
+    Ok(all.len())
 }
 
 /// Deletes archived files no recovery can use: a server's segments before its oldest stored

@@ -49,6 +49,16 @@ impl Store {
         .await)?)
     }
 
+    /// The archive of every environment of `app` (deleted ones too: it outlives them).
+    pub async fn app_wal_segments(&self, app: &str) -> Result<Vec<WalSegment>> {
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT * FROM wal_segments WHERE app = $1 ORDER BY env, name"
+        )
+        .bind(app)
+        .fetch_all(ex)
+        .await)?)
+    }
+
     pub async fn delete_wal_segments(&self, app: &str, env: &str, names: &[String]) -> Result<()> {
         for name in names {
             exec!(self.pool, |ex| sqlx::query(
