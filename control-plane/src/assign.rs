@@ -531,7 +531,8 @@ pub async fn database_spec(
         primary_port,
         host_port: if role == DbRole::Primary { db.host_port } else { 0 },
         archive_timeout_secs: state.config.db_archive_timeout_secs,
-        lease_secs: if db.replicas > 0 && role == DbRole::Primary {
+        // On one node a failover cannot happen, so a lease would only stop the primary.
+        lease_secs: if db.replicas > 0 && role == DbRole::Primary && db.replica_node != db.node {
             crate::failover::lease(state.config.node_lost_after).as_secs() as u32
         } else {
             0

@@ -146,6 +146,9 @@ pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<(
         state.events_changed();
         state.bump();
     }
+    // What the lost node last said of its servers no longer holds (and must not stand for a new
+    // primary of the same name elsewhere).
+    state.forget_db_status(node);
     Ok(())
 }
 

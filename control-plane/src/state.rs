@@ -425,6 +425,12 @@ impl AppState {
         changed
     }
 
+    /// Forgets what a lost node last reported of its database servers: they may be gone, and a
+    /// server of the same name may start elsewhere (a failover).
+    pub fn forget_db_status(&self, node: &str) {
+        self.db_status.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (n, _)| n != node);
+    }
+
     pub fn db_status(&self, name: &str) -> Option<protocol::agent::ContainerStatus> {
         self.db_status.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(|(_, s)| s.clone())
     }

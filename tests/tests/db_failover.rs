@@ -237,3 +237,65 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn a_primary_cut_off_from_the_control_plane_and_its_replica_stops_before_the_replica_takes_over() {
+    let second = SecondAddress::new();
+    let mut p = Platform::start_with(&["--private-addr", &bridge_address(), "--node-lost-after", "6s"]);
+    let proxy = paas_tests::cut::CutProxy::start(p.agent_url.trim_start_matches("https://"));
+    let other = p.join_agent_at(&format!("https://{}", proxy.addr), &second.addr, &[]);
+    let app = p.app_name("lease");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    p.paas(&["db", "create", "--app", &app, "--backup-schedule", "off"]).expect_ok();
+    p.wait_db_healthy(&app);
+    p.psql(&app, &[], "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)");
+    p.paas(&["db", "failover", "--app", &app]).expect_ok();
+    let i = p.wait_db_healthy(&app);
+    assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
+    let primary = format!("paas-{app}--production--db-primary");
+    let running = |name: &str| docker(&["inspect", "-f", "{{.State.Running}}", name]).trim() == "true";
+
+    // The primary's node is cut off from the control plane, and the replica from the primary
+    // (its role may no longer log in; the connection it had ends).
+    let psql = "/usr/lib/postgresql/15/bin/psql";
+    let cut_replica =
+        "ALTER ROLE replicator NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_replication;";
+    docker(&["exec", &primary, psql, "-X", "-q", "-U", "postgres", "-d", "postgres", "-c", cut_replica]);
+    proxy.cut();
+    let cut_at = Instant::now();
+    // Its lease (two thirds of 6 s) runs out first: it stops itself, its agent still running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(&primary) {
+        assert!(Instant::now() < deadline, "the cut-off primary kept running\n{}", p.agent_log(&other));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped_after = cut_at.elapsed().as_secs_f64();
+    // Then the node is declared lost and the replica promoted: one primary at a time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let i = info(&p, &app);
+        if i["primary"]["node"] == p.node.as_str() && i["primary"]["healthy"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover: {i}\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let promoted_after = cut_at.elapsed().as_secs_f64();
+    assert!(stopped_after < promoted_after, "the old primary stopped after the promotion");
+    eprintln!("cut off: the primary stopped itself after {stopped_after:.1}s, the replica was promoted after {promoted_after:.1}s");
+    assert_eq!(p.psql(&app, &[], "SELECT count(*) FROM t"), "1");
+
+    // Healed: the old primary is not started again; the node clones a new replica.
+    proxy.heal();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let i = info(&p, &app);
+        if i["replica"]["healthy"] == true && i["replica"]["node"] == other.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no replica on the healed node: {i}\n{}", p.agent_log(&other));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let on_other = docker(&["ps", "--filter", &format!("label=paas.node={other}"), "--format", "{{.Names}}"]);
+    assert!(!on_other.contains("db-primary"), "the old primary runs again: {on_other}");
+}
