@@ -84,6 +84,9 @@ pub enum Command {
     /// Create, list and revoke your API tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// The platform's own state backups (admins): `backup` takes one now, `backups` lists them.
+    #[command(subcommand)]
+    Platform(PlatformCommand),
     /// Who changed what, on which app, from where, and how it ended.
     Audit(AuditArgs),
     /// Create, list and delete apps.
@@ -243,6 +246,15 @@ pub enum UsersCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum PlatformCommand {
+    /// Back up the platform's state and keys now, sealed with PAAS_STATE_PASSPHRASE (set on the
+    /// server), to the backup store; `paas up --restore-from` brings it back on a new host.
+    Backup,
+    /// List the stored state backups, newest first.
+    Backups,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum TokensCommand {
     /// Make a named API token; it is shown once.
     Create {
@@ -366,6 +378,14 @@ pub struct BackupStoreArgs {
     /// archived at least this often while it writes (PostgreSQL's `archive_timeout`).
     #[arg(long, env = "PAAS_DB_ARCHIVE_TIMEOUT", default_value = "60s", value_parser = parse_archive_timeout)]
     pub db_archive_timeout: std::time::Duration,
+    /// How often the platform's own state (sealed with PAAS_STATE_PASSPHRASE, from the
+    /// environment only) is backed up to the backup store.
+    #[arg(long, env = "PAAS_STATE_BACKUP_EVERY", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub state_backup_every: std::time::Duration,
+    /// Bring back the platform from a state backup (a file, or s3:<key> in the backup bucket)
+    /// into an empty data directory before starting; needs PAAS_STATE_PASSPHRASE.
+    #[arg(long)]
+    pub restore_from: Option<String>,
 }
 
 /// An archive timeout PostgreSQL takes: whole seconds from 1 s to an hour.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Files under the data directory every control plane sharing a database must hold alike: the
 /// agents' CA, the key sealing config, the apps' local CA, the bootstrap and scrape tokens.
-const SHARED: [&str; 7] = [
+pub(crate) const SHARED: [&str; 7] = [
     "ca.key",
     "ca.crt",
     "secret.key",

@@ -37,6 +37,7 @@ pub mod scheduled;
 pub mod secrets;
 pub mod source;
 pub mod state;
+pub mod state_backup;
 pub mod store;
 pub(crate) mod tokens;
 pub mod upkeep;
@@ -71,6 +72,11 @@ pub struct Config {
     pub backup_s3: Option<s3::S3Config>,
     /// A primary's `archive_timeout`: the most committed writes a lost disk can take with it.
     pub db_archive_timeout_secs: u32,
+    /// Seals the platform's own state backups; none are taken without it.
+    pub state_passphrase: Option<state_backup::Passphrase>,
+    pub state_backup_every: Duration,
+    /// A state backup to bring into the (empty) data directory before opening it.
+    pub restore_from: Option<String>,
     /// Largest pack a `git push` may send.
     pub git_max_push_bytes: u64,
     /// Longest a `git push` may take, its build and deploy included.
@@ -113,6 +119,9 @@ impl Config {
             backup_dir: dir.join("backups"),
             backup_s3: None,
             db_archive_timeout_secs: 60,
+            state_passphrase: None,
+            state_backup_every: state_backup::DEFAULT_EVERY,
+            restore_from: None,
             git_max_push_bytes: 1 << 20,
             git_push_timeout: Duration::from_secs(60),
             network_pool: Default::default(),
@@ -146,6 +155,13 @@ impl ControlPlane {
         // Keys, tokens, the state database and backups live here: the owner's only.
         protocol::files::private_dir(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+        if let Some(source) = &config.restore_from {
+            anyhow::ensure!(
+                config.database_url.is_none(),
+                "--restore-from brings back a SQLite state; a PostgreSQL state is restored with PostgreSQL's own tools"
+            );
+            state_backup::restore_into(&config, source).await.context("restoring the platform's state")?;
+        }
         let store = match &config.database_url {
             Some(url) => store::Store::open_postgres(url).await?,
             None => store::Store::open(&config.data_dir.join("state.db")).await?,
@@ -307,6 +323,9 @@ pub(crate) async fn recover(state: &AppState) -> anyhow::Result<()> {
 /// Starts the loops that must run once, on the leader's `state`.
 pub(crate) fn spawn_leader_loops(state: &AppState) {
     state.spawn(backups::scheduler(state.clone()));
+    if state.config.state_passphrase.is_some() {
+        state.spawn(state_backup::scheduler(state.clone()));
+    }
     state.spawn(scheduled::run(state.clone()));
     state.spawn(alerts::run(state.clone()));
     state.spawn(nodes::watch(state.clone()));

@@ -364,6 +364,15 @@ impl Client {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/settings"), settings).await
     }
 
+    /// Takes a sealed backup of the platform's state now.
+    pub async fn state_backup(&self) -> Result<serde_json::Value> {
+        self.post("/api/v1/platform/state-backups", &serde_json::json!({})).await
+    }
+
+    pub async fn state_backups(&self) -> Result<serde_json::Value> {
+        self.get("/api/v1/platform/state-backups").await
+    }
+
     /// Switchover: the replica becomes the primary; answers once the new primary does.
     pub async fn db_failover(&self, app: &str, env: &str) -> Result<crate::api::DatabaseInfo> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/failover"), &serde_json::json!({})).await

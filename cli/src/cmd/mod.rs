@@ -40,6 +40,7 @@ pub async fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(args) => login::exec(&g, args).await,
         Command::Users(cmd) => users::users(&g, cmd).await,
         Command::Tokens(cmd) => users::tokens(&g, cmd).await,
+        Command::Platform(cmd) => platform(&g, cmd).await,
         Command::Audit(args) => users::audit(&g, args).await,
         Command::Apps(cmd) => apps::exec(&g, cmd).await,
         Command::Deploy(args) => deploy::exec(&g, args).await,
@@ -98,4 +99,37 @@ pub fn client_for(server: &str, token: &str, ca_file: Option<&PathBuf>) -> anyho
     let pem = std::fs::read(path).with_context(|| format!("cannot read the CA file {}", path.display()))?;
     protocol::Client::trusting(server, token, &pem)
         .map_err(|e| anyhow::anyhow!("the CA file {} holds no PEM certificate: {e}", path.display()))
+}
+
+/// `paas platform backup|backups`.
+async fn platform(g: &Global, cmd: crate::args::PlatformCommand) -> anyhow::Result<ExitCode> {
+    let client = client(g)?;
+    match cmd {
+        crate::args::PlatformCommand::Backup => {
+            let b: serde_json::Value = client.state_backup().await?;
+            crate::output::emit(g.output, &b, |b| {
+                println!(
+                    "State backup {} stored ({} bytes), sealed with the platform's passphrase:",
+                    b["name"].as_str().unwrap_or("-"),
+                    b["size_bytes"]
+                );
+                for l in b["locations"].as_array().into_iter().flatten() {
+                    println!("  copy: {}", l.as_str().unwrap_or_default());
+                }
+            })?;
+        }
+        crate::args::PlatformCommand::Backups => {
+            let list: serde_json::Value = client.state_backups().await?;
+            crate::output::emit(g.output, &list, |list| {
+                let rows = list.as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    println!("No state backups yet; `paas platform backup` takes one (PAAS_STATE_PASSPHRASE must be set on the server)");
+                }
+                for b in rows {
+                    println!("{}  {} bytes", b["name"].as_str().unwrap_or("-"), b["size_bytes"]);
+                }
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -142,6 +142,9 @@ fn control_plane_config(
         acme,
         backup_dir: b.backup_dir.clone().unwrap_or_else(|| data_dir.join("backups")),
         db_archive_timeout_secs: b.db_archive_timeout.as_secs() as u32,
+        state_passphrase: state_passphrase()?,
+        state_backup_every: b.state_backup_every,
+        restore_from: b.restore_from.clone(),
         data_dir,
         base_domain: data.base_domain.to_lowercase(),
         ingress_http_port,
@@ -374,4 +377,15 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     cancel_on_signal(shutdown.clone());
     node_agent::run_with_logs(config, logs, ingress, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The passphrase that seals the platform's state backups, from the environment only (a
+/// command line is visible to every user of the machine).
+fn state_passphrase() -> anyhow::Result<Option<control_plane::state_backup::Passphrase>> {
+    match std::env::var("PAAS_STATE_PASSPHRASE") {
+        Ok(p) if p.chars().count() >= 12 => Ok(Some(control_plane::state_backup::Passphrase(p))),
+        Ok(p) if p.is_empty() => Ok(None),
+        Ok(_) => anyhow::bail!("PAAS_STATE_PASSPHRASE is too short: give at least 12 characters, it alone protects the platform's keys in its backups"),
+        Err(_) => Ok(None),
+    }
 }

@@ -165,6 +165,11 @@ impl BackupStorage {
         Self { dir, s3 }
     }
 
+    /// The S3 bucket backups are copied to, when one is configured.
+    pub fn s3(&self) -> Option<&S3> {
+        self.s3.as_ref()
+    }
+
     pub fn describe(&self) -> String {
         match &self.s3 {
             Some(s3) => format!("{} and {}", self.dir.display(), s3.describe()),

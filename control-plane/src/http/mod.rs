@@ -24,6 +24,7 @@ mod nodes;
 pub mod routes;
 mod runs;
 pub mod server;
+mod state_backups;
 pub use git::repo_dir as git_repo_dir;
 mod users;
 
@@ -61,6 +62,7 @@ pub fn api() -> routes::Api {
         .merge(drains::routes())
         .merge(metrics::routes())
         .merge(alerts::routes())
+        .merge(state_backups::routes())
 }
 
 pub fn router(state: AppState, api_url: &str) -> anyhow::Result<Router> {

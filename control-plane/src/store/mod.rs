@@ -365,6 +365,16 @@ impl Store {
         matches!(self.pool, Pool::Postgres(_))
     }
 
+    /// A consistent copy of the SQLite state at `path`, taken while it serves (`VACUUM INTO`).
+    pub async fn snapshot_into(&self, path: &Path) -> anyhow::Result<()> {
+        let Pool::Sqlite(pool) = &self.pool else {
+            anyhow::bail!("the state is in PostgreSQL: back it up with PostgreSQL's own tools");
+        };
+        let target = path.to_str().context("the snapshot path is not UTF-8")?;
+        sqlx::query("VACUUM INTO $1").bind(target).execute(pool).await.context("snapshotting the state")?;
+        Ok(())
+    }
+
     /// The one way to open a write transaction. It takes the write lock up front, so writers
     /// run one at a time, as SQLite always does, and every read-then-write the store makes
     /// holds. On SQLite a deferred transaction that read first fails with SQLITE_BUSY (no
