@@ -9,7 +9,7 @@ CREATE TABLE wal_segments (
     name TEXT NOT NULL,             -- 000000010000000000000003.gz, 00000002.history.gz, ...
     size_bytes BIGINT NOT NULL,
     sha256 TEXT NOT NULL,
-    locations TEXT NOT NULL DEFAULT '[]',
+    locations JSONB NOT NULL DEFAULT '[]',
     stored_at TEXT NOT NULL,
     stored_unix BIGINT NOT NULL,
     PRIMARY KEY (app, env, name)

@@ -23,8 +23,16 @@ fn healthy(state: &AppState, name: &str) -> bool {
 }
 
 /// `paas db failover`: hands the primary's role to the replica, both healthy, losing nothing.
-/// Returns once the new primary answers; the new replica follows in the background.
+/// Returns once the new primary answers; the new replica follows in the background. It runs in
+/// a task of its own, so a client that goes away mid-way does not leave the primary fenced.
 pub async fn switchover(state: &AppState, user: &str, app: &str, env: &str) -> Result<DatabaseRow> {
+    let (bg, user, app, env) = (state.clone(), user.to_string(), app.to_string(), env.to_string());
+    tokio::spawn(async move { switch(&bg, &user, &app, &env).await })
+        .await
+        .map_err(|e| DomainError::Internal(anyhow::anyhow!("the switchover task failed: {e}")))?
+}
+
+async fn switch(state: &AppState, user: &str, app: &str, env: &str) -> Result<DatabaseRow> {
     let db = state.store.get_database(app, env).await?;
     if db.replicas == 0 {
         return Err(DomainError::Invalid(format!(
@@ -44,7 +52,21 @@ pub async fn switchover(state: &AppState, user: &str, app: &str, env: &str) -> R
             )));
         }
     }
+    // Only a replica that streams has everything the primary sends as it shuts down.
+    let streaming = state.db_status(&replica).and_then(|s| s.db).and_then(|f| f.streaming);
+    if streaming == Some(false) {
+        return Err(DomainError::Conflict(format!(
+            "the replica of {app}/{env} is not streaming from the primary right now, so a switchover could lose writes; try again when it is"
+        )));
+    }
     refuse_while_running(state, &db, "switch over once it has finished").await?;
+    let open = state.store.open_db_tasks().await?;
+    if let Some(t) = open.iter().find(|t| t.app == app && t.env == env) {
+        return Err(DomainError::Conflict(format!(
+            "database task {} of {app}/{env} is still running; switch over once it has finished",
+            t.id
+        )));
+    }
     tracing::info!(app, env, user, from = %db.node, to = %db.replica_node, "switchover: stopping the primary");
     state.store.set_database_fenced(app, env, true).await?;
     state.bump();
@@ -83,6 +105,7 @@ pub async fn switchover(state: &AppState, user: &str, app: &str, env: &str) -> R
     );
     state.store.add_event(app, env, "db.switchover", "info", &msg).await?;
     state.events_changed();
+    base_backup_after_promotion(state, app, env);
     Ok(state.store.get_database(app, env).await?)
 }
 
@@ -116,6 +139,11 @@ pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<(
             Some(format!("its replica on {} is not healthy", db.replica_node))
         } else if figures.as_ref().and_then(|f| f.streaming) == Some(true) {
             Some("its replica still receives WAL from it, so it is alive".to_string())
+        } else if behind.is_none() {
+            Some(
+                "its primary never reported how far behind the replica was, so the loss is unknown"
+                    .to_string(),
+            )
         } else if behind.is_some_and(|b| b > MAX_PROMOTE_LAG) {
             Some(format!(
                 "its replica was {} behind (more than {}), so promoting it would lose that much",
@@ -126,11 +154,18 @@ pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<(
             None
         };
         if let Some(why) = refused {
-            let msg = format!("The primary's node {node} is lost, and it was NOT failed over: {why}");
-            tracing::error!(app, env, node, "{msg}");
-            state.store.add_event(app, env, "db.failover.refused", "critical", &msg).await?;
+            // Asked again while the node stays lost: said once per reason.
+            let key = (app.to_string(), env.to_string());
+            if REFUSED.lock().unwrap_or_else(|p| p.into_inner()).insert(key, why.clone()).as_ref()
+                != Some(&why)
+            {
+                let msg = format!("The primary's node {node} is lost, and it was NOT failed over: {why}");
+                tracing::error!(app, env, node, "{msg}");
+                state.store.add_event(app, env, "db.failover.refused", "critical", &msg).await?;
+            }
             continue;
         }
+        REFUSED.lock().unwrap_or_else(|p| p.into_inner()).remove(&(app.to_string(), env.to_string()));
         let fresh = fresh_volume(&replica);
         if !state.store.promote_replica(&db, &db.volume(DbRole::Replica), &fresh).await? {
             continue;
@@ -145,11 +180,39 @@ pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<(
         state.store.add_event(app, env, "db.failover", "warning", &msg).await?;
         state.events_changed();
         state.bump();
+        base_backup_after_promotion(state, app, env);
     }
     // What the lost node last said of its servers no longer holds (and must not stand for a new
     // primary of the same name elsewhere).
     state.forget_db_status(node);
     Ok(())
+}
+
+/// Why each database whose primary's node is lost was not failed over, last time it was asked.
+static REFUSED: std::sync::Mutex<std::collections::BTreeMap<(String, String), String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The promoted primary archives on a new timeline; the old one's last segments may never have
+/// been shipped. A base backup of the new primary, once it answers, starts point-in-time
+/// recovery afresh from the promotion on.
+fn base_backup_after_promotion(state: &AppState, app: &str, env: &str) {
+    let (bg, app, env) = (state.clone(), app.to_string(), env.to_string());
+    state.spawn(async move {
+        let deadline = Instant::now() + PROMOTE_WAIT;
+        while Instant::now() < deadline {
+            let Ok(db) = bg.store.get_database(&app, &env).await else { return };
+            let primary = db.docker_names().database(DbRole::Primary.as_str());
+            if healthy(&bg, &primary) {
+                if let Err(e) =
+                    crate::backups::start_base_backup(&bg, &db, protocol::api::BackupTrigger::Scheduled).await
+                {
+                    tracing::warn!(app, env, error = %e, "the base backup after a promotion could not start");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 /// A new volume name for a replica cloned afresh.

@@ -220,6 +220,12 @@ async fn check(state: &AppState, suspected: &mut HashSet<String>) -> anyhow::Res
         if silence >= state.config.node_lost_after && n.state != "lost" {
             lose(state, &n.name, silence).await?;
             suspected.remove(&n.name);
+        } else if n.state == "lost" {
+            // A failover refused at the loss (the replica still streamed a moment ago, say)
+            // is tried again while the node stays lost.
+            if let Err(e) = crate::failover::primary_node_lost(state, &n.name).await {
+                tracing::warn!(node = %n.name, error = %format!("{e:#}"), "failing databases over from the lost node failed");
+            }
         }
     }
     // Suspicion changes the route table only: a thousand nodes need not compute their

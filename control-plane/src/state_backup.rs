@@ -2,7 +2,7 @@
 //! `VACUUM INTO`) with the keys every control plane holds (the agents' CA, the key sealing
 //! config, the local CA, the bootstrap and scrape tokens), packed in a tar and sealed with a key
 //! derived from an operator passphrase (argon2id, then ChaCha20-Poly1305), stored beside the
-//! database backups (the backup directory's `platform/` and S3) on a schedule and on demand;
+//! database backups (the backup directory's `_platform/` and S3: no app is named so) on a schedule and on demand;
 //! `paas up --restore-from` unseals one into an empty data directory before the platform opens
 //! it. Our own format, not a crate's: it is a tar and one AEAD call around the crates that do
 //! the work, and it must open with nothing but the passphrase.
@@ -76,7 +76,8 @@ pub fn unseal(passphrase: &str, data: &[u8]) -> anyhow::Result<Vec<u8>> {
 /// The tar of a consistent copy of the state and the shared keys.
 async fn pack(state: &AppState) -> anyhow::Result<Vec<u8>> {
     let dir = &state.config.data_dir;
-    let snapshot = dir.join(format!(".state-backup-{}.db", std::process::id()));
+    let unique = crate::tokens::generate().chars().take(8).collect::<String>();
+    let snapshot = dir.join(format!(".state-backup-{unique}.db"));
     let _ = std::fs::remove_file(&snapshot);
     state.store.snapshot_into(&snapshot).await?;
     let snap = snapshot.clone();
@@ -97,8 +98,9 @@ async fn pack(state: &AppState) -> anyhow::Result<Vec<u8>> {
 
 fn file_name() -> String {
     let t = time::OffsetDateTime::now_utc();
+    let unique = crate::tokens::generate().to_lowercase().chars().take(4).collect::<String>();
     format!(
-        "state-{:04}{:02}{:02}-{:02}{:02}{:02}.paasdr",
+        "state-{:04}{:02}{:02}-{:02}{:02}{:02}-{unique}.paasdr",
         t.year(),
         u8::from(t.month()),
         t.day(),
@@ -116,14 +118,14 @@ pub async fn take(state: &AppState) -> anyhow::Result<StateBackup> {
     let plain = pack(state).await?;
     let sealed = tokio::task::spawn_blocking(move || seal(&passphrase, &plain)).await??;
     let name = file_name();
-    let dir = state.config.backup_dir.join("platform");
+    let dir = state.config.backup_dir.join("_platform");
     protocol::files::private_dir(&dir)?;
     let path = dir.join(&name);
     let (p, bytes) = (path.clone(), sealed.clone());
     tokio::task::spawn_blocking(move || protocol::files::write_private(&p, &bytes)).await??;
     let mut locations = vec![format!("local:{}", path.display())];
     if let Some(s3) = state.backup_storage.s3() {
-        let key = format!("platform/{name}");
+        let key = format!("_platform/{name}");
         s3.put_bytes(&key, sealed.clone()).await.context("copying the state backup to S3")?;
         locations.push(format!("s3:{key}"));
     }
@@ -145,7 +147,7 @@ pub async fn take_now(state: &AppState) -> crate::error::Result<StateBackup> {
 
 /// The stored state backups, newest first (local copies).
 pub fn list(state: &AppState) -> anyhow::Result<Vec<StateBackup>> {
-    let dir = state.config.backup_dir.join("platform");
+    let dir = state.config.backup_dir.join("_platform");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -153,7 +155,7 @@ pub fn list(state: &AppState) -> anyhow::Result<Vec<StateBackup>> {
             let size_bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
             let mut locations = vec![format!("local:{}", entry.path().display())];
             if state.backup_storage.s3().is_some() {
-                locations.push(format!("s3:platform/{name}"));
+                locations.push(format!("s3:_platform/{name}"));
             }
             out.push(StateBackup { name, size_bytes, locations });
         }
@@ -166,7 +168,7 @@ async fn prune(state: &AppState, dir: &Path) -> anyhow::Result<()> {
     for old in list(state)?.into_iter().skip(KEEP) {
         let _ = std::fs::remove_file(dir.join(&old.name));
         if let Some(s3) = state.backup_storage.s3() {
-            s3.delete(&format!("platform/{}", old.name)).await?;
+            s3.delete(&format!("_platform/{}", old.name)).await?;
         }
     }
     Ok(())

@@ -29,4 +29,7 @@ fi
 printf '%s\n' "$PG_HBA" > "$PGDATA/pg_hba.conf.paas"
 mv -f "$PGDATA/pg_hba.conf.paas" "$PGDATA/pg_hba.conf"
 unset PGPASSWORD POSTGRES_PASSWORD SUPERUSER_PASSWORD REPLICATION_PASSWORD
-exec postgres -D "$PGDATA" -c listen_addresses='*' -c max_connections="$MAX_CONNECTIONS" -c hot_standby=on
+# A primary that stops answering (a dead node, a cut network) is noticed within seconds, so the
+# replica reports it no longer streams before the control plane decides on a failover.
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c max_connections="$MAX_CONNECTIONS" -c hot_standby=on \
+  -c wal_receiver_timeout=5s

@@ -20,8 +20,15 @@ pub const DOCKERFILE: &str = include_str!("../assets/postgres.Dockerfile");
 pub const START_SCRIPT: &str = include_str!("../assets/postgres-start.sh");
 pub const REPLICA_SCRIPT: &str = include_str!("../assets/postgres-replica-start.sh");
 
-/// Unix milliseconds of the agent's last exchange with the control plane (0: none yet).
-pub type Contact = Arc<std::sync::atomic::AtomicI64>;
+/// When the agent last heard the control plane (any answer) and last got an assignment from it,
+/// in unix milliseconds (0: not yet).
+#[derive(Debug, Default)]
+pub struct ContactTimes {
+    pub heard: std::sync::atomic::AtomicI64,
+    pub assigned: std::sync::atomic::AtomicI64,
+}
+
+pub type Contact = Arc<ContactTimes>;
 
 /// Now, as a [`Contact`] value.
 pub fn now_ms() -> i64 {
@@ -31,6 +38,9 @@ pub fn now_ms() -> i64 {
 pub struct Databases {
     /// When the control plane was last heard (the lease of primaries with a replica).
     pub contact: Contact,
+    /// Primaries the lease stopped, and when: each stays stopped until an assignment newer than
+    /// that arrives (the one before may predate a failover).
+    lease_stopped: HashMap<String, i64>,
     docker: DockerClient,
     build_network: Option<String>,
     /// Images being built right now (a first build takes a minute; the loop must not wait).
@@ -56,6 +66,7 @@ impl Databases {
     pub fn new(docker: DockerClient, build_network: Option<String>, paused: crate::dbtasks::Paused) -> Self {
         Self {
             contact: Contact::default(),
+            lease_stopped: HashMap::new(),
             docker,
             build_network,
             building: Arc::default(),
@@ -205,19 +216,26 @@ impl Databases {
     /// `lease_secs` while no replica streams from it) is stopped, and not started again until the
     /// control plane is heard: it may have been failed over. Returns the state to report then.
     async fn lease_ran_out(
-        &self,
+        &mut self,
         spec: &DatabaseSpec,
         observed: Option<&crate::docker::Observed>,
     ) -> Option<String> {
-        let silent_ms = now_ms() - self.contact.load(std::sync::atomic::Ordering::Acquire);
+        use std::sync::atomic::Ordering::Acquire;
+        let silent_ms = now_ms() - self.contact.heard.load(Acquire);
         if spec.role != DbRole::Primary
             || spec.lease_secs == 0
             || silent_ms < i64::from(spec.lease_secs) * 1000
         {
-            return None;
+            let stopped = self.lease_stopped.get(&spec.name).copied()?;
+            if self.contact.assigned.load(Acquire) > stopped {
+                self.lease_stopped.remove(&spec.name);
+                return None;
+            }
+            return Some("fenced: waiting for a fresh assignment".into());
         }
+        self.lease_stopped.entry(spec.name.clone()).or_insert_with(now_ms);
         if let Some(o) = observed.filter(|o| o.state == "running") {
-            let sql = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'";
+            let sql = "SELECT count(*) FROM pg_stat_replication WHERE state IN ('streaming', 'catchup')";
             let cmd = tool(spec.version, "psql", "postgres", &spec.database, &["-X", "-tAc", sql]);
             let streaming =
                 matches!(self.docker.exec_output(&o.name, &cmd).await, Ok((0, out)) if out.trim() != "0");

@@ -79,7 +79,8 @@ impl Syncer {
             };
             match result {
                 Ok(resp) => {
-                    self.contact.store(crate::databases::now_ms(), std::sync::atomic::Ordering::Release);
+                    let now = crate::databases::now_ms();
+                    self.contact.heard.store(now, std::sync::atomic::Ordering::Release);
                     backoff = Duration::from_millis(250);
                     index = resp.index;
                     let a = resp.assignment;
@@ -110,6 +111,7 @@ impl Syncer {
                         changed
                     });
                     self.assignment_index.store(index, std::sync::atomic::Ordering::Release);
+                    self.contact.assigned.store(now, std::sync::atomic::Ordering::Release);
                 }
                 Err(e) => {
                     if matches!(e.status, Some(401 | 404)) {
@@ -162,7 +164,7 @@ impl Syncer {
             crate::lines::fit_report(&mut report, protocol::agent::MAX_BODY_BYTES);
             let sent = self.client.report(&self.registration.name, &report).await;
             if sent.is_ok() {
-                self.contact.store(crate::databases::now_ms(), std::sync::atomic::Ordering::Release);
+                self.contact.heard.store(crate::databases::now_ms(), std::sync::atomic::Ordering::Release);
             }
             if let Err(e) = sent {
                 if e.status == Some(404) {

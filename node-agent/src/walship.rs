@@ -65,13 +65,24 @@ async fn ship(docker: &DockerClient, client: &Client, spec: &DatabaseSpec) -> an
         let path = format!("{dir}/{name}");
         let (c, app, env, file) = (client.clone(), spec.app.clone(), spec.env.clone(), name.to_string());
         let system = system.clone();
-        crate::dbtasks::upload_output(
+        let shipped = crate::dbtasks::upload_output(
             docker,
             &spec.name,
             vec!["cat".into(), path.clone()],
             move |body| async move { c.upload_wal((&app, &env), &system, &file, body).await },
         )
-        .await?;
+        .await;
+        if let Err(e) = shipped {
+            if !format!("{e:#}").contains("other content than the one archived") {
+                return Err(e);
+            }
+            // The archive holds another file of that name: this one is set aside (kept, not
+            // shipped) so it cannot block the files after it; the control plane raised an event.
+            tracing::error!(app = %spec.app, env = %spec.env, segment = name, "the control plane refused a WAL file it holds with other content; setting it aside");
+            let aside = format!("{path}.refused");
+            docker.exec_output(&spec.name, &["mv".into(), "-f".into(), path.clone(), aside]).await?;
+            continue;
+        }
         let (code, out) = docker.exec_output(&spec.name, &["rm".into(), "-f".into(), path]).await?;
         anyhow::ensure!(code == 0, "removing {name} from the spool failed: {}", out.trim());
         tracing::debug!(app = %spec.app, env = %spec.env, segment = name, "WAL file shipped");

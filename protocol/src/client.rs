@@ -617,7 +617,9 @@ impl Client {
         body: reqwest::Body,
     ) -> Result<serde_json::Value> {
         let path = format!("/agent/v1/databases/{app}/{env}/wal/{system}/{name}");
-        self.send(self.http().put(self.url(&path)).body(body)).await
+        // One file is at most a segment: a control plane that takes minutes has hung.
+        let req = self.http().put(self.url(&path)).body(body).timeout(std::time::Duration::from_secs(120));
+        self.send(req).await
     }
 
     /// The archived WAL a recover task replays, as a tar of compressed segments.

@@ -125,6 +125,9 @@ pub struct DatabaseFigures {
     pub size_bytes: u64,
     /// Replicas: WAL received but not yet replayed.
     pub lag_bytes: Option<u64>,
+    /// Primaries: archived WAL files waiting in the spool for the agent to ship them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_backlog: Option<u64>,
 }
 
 /// `part` of `whole` in percent; 0 when `whole` is 0.

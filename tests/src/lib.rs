@@ -3,6 +3,7 @@
 //! only the Docker objects it created (by its node label and its apps' labels).
 
 pub mod cut;
+pub mod db;
 pub mod http;
 pub mod load;
 pub mod pebble;

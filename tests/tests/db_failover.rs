@@ -3,9 +3,8 @@
 //! volume, a new timeline) with every acknowledged row kept, writes go on through the same
 //! `db-primary` name, and a new replica is cloned and follows the new primary.
 
+use paas_tests::db::{bridge_address, stored_rows, SecondAddress, Writer};
 use paas_tests::{docker, Platform};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn info(p: &Platform, app: &str) -> serde_json::Value {
@@ -31,31 +30,25 @@ fn a_switchover_loses_no_committed_row() {
     assert!(!replica_volume.is_empty());
 
     // A writer commits rows one at a time and remembers each one the server acknowledged.
-    let (stop, acked, failed, handle) = writer(&p, &app);
-    wait_acked(&acked, 5, "the writer never got going");
+    let w = Writer::start(&p, &app);
+    w.wait_acked(5, "the writer never got going");
 
     let started = Instant::now();
     let out = p.paas(&["db", "failover", "--app", &app]).expect_ok();
     let secs = started.elapsed().as_secs_f64();
     assert!(out.stdout.contains("is the primary"), "{}", out.stdout);
     // Writes go on against the new primary through the same name.
-    wait_acked(&acked, 5, "no write succeeded after the switchover");
-    stop.store(true, Ordering::Relaxed);
-    handle.join().unwrap();
+    w.wait_acked(5, "no write succeeded after the switchover");
+    let (acked, failed) = w.stop();
 
     // Every acknowledged row is there.
-    let acked = acked.lock().unwrap().clone();
-    let stored: Vec<u32> = p
-        .psql(&app, &[], "SELECT string_agg(n::text, ',' ORDER BY n) FROM t")
-        .split(',')
-        .filter_map(|n| n.parse().ok())
-        .collect();
+    let stored = stored_rows(&p, &app);
     let lost: Vec<&u32> = acked.iter().filter(|n| !stored.contains(n)).collect();
     assert!(lost.is_empty(), "acknowledged rows lost in the switchover: {lost:?}");
     eprintln!(
         "switchover took {secs:.1}s; {} rows acknowledged, none lost; {} writes failed while the primary changed",
         acked.len(),
-        failed.lock().unwrap()
+        failed
     );
 
     // The new primary runs on the old replica's volume, on a new timeline, and is writable.
@@ -78,85 +71,6 @@ fn a_switchover_loses_no_committed_row() {
     assert_eq!(info(&p, &app)["primary"]["healthy"], true);
 }
 
-/// The host's address on Docker's default bridge: private, and unlike loopback reachable from
-/// containers, as a machine's private address is from containers on the other machines.
-fn bridge_address() -> String {
-    let out =
-        std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().expect("ip");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let cidr =
-        text.split_whitespace().skip_while(|w| *w != "inet").nth(1).expect("docker0 has an IPv4 address");
-    cidr.split('/').next().unwrap().to_string()
-}
-
-/// A second private address of this host that containers reach: the gateway of a Docker
-/// network made for the test (removed when dropped).
-struct SecondAddress {
-    network: String,
-    addr: String,
-}
-
-impl SecondAddress {
-    fn new() -> Self {
-        let network = format!("paas-test-addr-{}", paas_tests::rand_suffix());
-        docker(&["network", "create", "--label", "paas.test=failover", &network]);
-        let addr = docker(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", &network]);
-        let addr = addr.trim().to_string();
-        assert!(!addr.is_empty(), "network {network} has no gateway");
-        Self { network, addr }
-    }
-}
-
-impl Drop for SecondAddress {
-    fn drop(&mut self) {
-        docker(&["network", "rm", &self.network]);
-    }
-}
-
-/// Starts a writer committing rows one at a time; returns its stop flag, the rows the server
-/// acknowledged and the failed attempts.
-#[allow(clippy::type_complexity)]
-fn writer(
-    p: &Platform,
-    app: &str,
-) -> (Arc<AtomicBool>, Arc<Mutex<Vec<u32>>>, Arc<Mutex<u32>>, std::thread::JoinHandle<()>) {
-    let (stop, acked, failed) =
-        (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0u32)));
-    let handle = {
-        let (stop, acked, failed, app) = (stop.clone(), acked.clone(), failed.clone(), app.to_string());
-        let bin = paas_tests::paas_bin().to_path_buf();
-        let config = p.config_home();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let sql = format!("INSERT INTO t (n) VALUES ({n})");
-                let out = std::process::Command::new(&bin)
-                    .args(["db", "psql", "--app", &app, "--", "-tAc", &sql])
-                    .env("XDG_CONFIG_HOME", &config)
-                    .env_remove("PAAS_TOKEN")
-                    .output()
-                    .unwrap();
-                if out.status.success() {
-                    acked.lock().unwrap().push(n);
-                } else {
-                    *failed.lock().unwrap() += 1;
-                }
-            }
-        })
-    };
-    (stop, acked, failed, handle)
-}
-
-fn wait_acked(acked: &Mutex<Vec<u32>>, more: usize, what: &str) {
-    let before = acked.lock().unwrap().len();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while acked.lock().unwrap().len() < before + more {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
     let second = SecondAddress::new();
@@ -173,10 +87,10 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
     let i = p.wait_db_healthy(&app);
     assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
 
-    let (stop, acked, failed, handle) = writer(&p, &app);
-    wait_acked(&acked, 10, "the writer never got going");
+    let w = Writer::start(&p, &app);
+    w.wait_acked(10, "the writer never got going");
     let killed_at = Instant::now();
-    let acked_at_kill = acked.lock().unwrap().len();
+    let acked_at_kill = w.acked();
     p.kill_node(&other);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -188,15 +102,9 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let took = killed_at.elapsed().as_secs_f64();
-    wait_acked(&acked, 5, "no write succeeded after the failover");
-    stop.store(true, Ordering::Relaxed);
-    handle.join().unwrap();
-    let acked = acked.lock().unwrap().clone();
-    let stored: Vec<u32> = p
-        .psql(&app, &[], "SELECT string_agg(n::text, ',' ORDER BY n) FROM t")
-        .split(',')
-        .filter_map(|n| n.parse().ok())
-        .collect();
+    w.wait_acked(5, "no write succeeded after the failover");
+    let (acked, failed) = w.stop();
+    let stored = stored_rows(&p, &app);
     let lost: Vec<u32> = acked.iter().copied().filter(|n| !stored.contains(n)).collect();
     // Asynchronous replication can lose the last moments before the loss, nothing older.
     assert!(
@@ -206,7 +114,7 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
     eprintln!(
         "failover {took:.1}s after the node died (lost after 6 s); {} acknowledged rows lost, {} writes failed meanwhile",
         lost.len(),
-        failed.lock().unwrap()
+        failed
     );
     let events = p.paas(&["events", "--app", &app]).expect_ok().stdout;
     assert!(events.contains("Failover"), "{events}");

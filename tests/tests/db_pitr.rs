@@ -89,11 +89,17 @@ fn a_destroyed_primary_is_restored_to_a_moment_from_the_archive() {
     p.paas(&["db", "restore", "--app", &app, "--to-time", "yesterday", "--to-new"])
         .expect_err("2026-11-27T10:42:00Z");
 
+    // Refused, saying when, until the archive must hold the moment (its timeout plus shipping).
     let started = Instant::now();
-    let out = p
-        .paas(&["db", "restore", "--app", &app, "--to-time", &moment, "--to-new", "-o", "json"])
-        .expect_ok()
-        .json();
+    let out = loop {
+        let run = p.paas(&["db", "restore", "--app", &app, "--to-time", &moment, "--to-new", "-o", "json"]);
+        if run.ok {
+            break run.json();
+        }
+        assert!(run.stderr.contains("try again in"), "{run:?}");
+        assert!(started.elapsed() < Duration::from_secs(60), "{run:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let secs = started.elapsed().as_secs_f64();
     let target = out["target_database"].as_str().expect("the new database").to_string();
     let sql = "SELECT count(*) || ' ' || max(n) FROM t";

@@ -3,6 +3,7 @@
 //! its private address; backups and their verification run on the replica's node; a recreated
 //! primary comes back on the same port, so the replica keeps following it.
 
+use paas_tests::db::bridge_address;
 use paas_tests::{docker, Platform};
 use std::time::{Duration, Instant};
 
@@ -16,17 +17,6 @@ fn wait_replica_rows(p: &Platform, app: &str, want: &str) {
         assert!(Instant::now() < deadline, "the replica never showed {want} rows: {got:?}\n{}", p.log());
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-/// The host's address on Docker's default bridge: private, and unlike loopback reachable from
-/// containers, as a machine's private address is from containers on the other machines.
-fn bridge_address() -> String {
-    let out =
-        std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().expect("ip");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let cidr =
-        text.split_whitespace().skip_while(|w| *w != "inet").nth(1).expect("docker0 has an IPv4 address");
-    cidr.split('/').next().unwrap().to_string()
 }
 
 #[test]

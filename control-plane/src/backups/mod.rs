@@ -282,6 +282,18 @@ async fn backup_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
     let mut b = state.store.get_backup(id).await?;
     b.tables = r.tables.clone();
     b.wal_start = r.wal_start.clone();
+    // Retention deletes WAL before it: only `<system id>/<segment>` is taken.
+    let sound = |w: &str| {
+        w.split_once('/').is_some_and(|(id, seg)| {
+            !id.is_empty()
+                && id.bytes().all(|c| c.is_ascii_digit())
+                && seg.len() == 24
+                && seg.bytes().all(|c| c.is_ascii_hexdigit())
+        })
+    };
+    if b.kind == BackupKind::Base && !sound(&b.wal_start) {
+        b.wal_start = String::new();
+    }
     let stored = match &r.error {
         Some(e) => Err(anyhow::anyhow!("{e}")),
         None => {

@@ -127,6 +127,17 @@ pub async fn receive_wal<E: std::fmt::Display>(
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(DomainError::Invalid(format!("WAL file {name} arrived damaged: {e:#}")));
     }
+    let existing = state.store.wal_segments(app, env).await?.into_iter().find(|s| s.name == *name);
+    if let Some(old) = existing.filter(|old| old.sha256 != sha256) {
+        let _ = tokio::fs::remove_file(&partial).await;
+        let msg = format!(
+            "node {node} sent WAL file {name} of {app}/{env} with other content than the one archived ({}...); the archived one is kept",
+            &old.sha256[..12]
+        );
+        tracing::error!(app, env, node, "{msg}");
+        state.store.add_event(app, env, "db.archive.conflict", "critical", &msg).await?;
+        return Err(DomainError::Conflict(msg));
+    }
     tokio::fs::rename(&partial, &path).await.context("storing the WAL file")?;
     let mut locations = vec![format!("local:{}", path.display())];
     if let Some(s3) = &storage.s3 {
@@ -160,7 +171,9 @@ async fn wal_copy(state: &AppState, seg: &WalSegment) -> anyhow::Result<super::C
                 Err(_) => problems.push(format!("the copy at {path} is missing")),
             }
         } else if let (Some(k), Some(s3)) = (location.strip_prefix("s3:"), &storage.s3) {
-            let tmp = storage.dir.join(".fetch").join(format!("{}-{}-{}", seg.app, seg.env, seg.name));
+            let unique = crate::tokens::generate().chars().take(8).collect::<String>();
+            let file = seg.name.replace('/', "-");
+            let tmp = storage.dir.join(".fetch").join(format!("{}-{}-{file}-{unique}", seg.app, seg.env));
             super::storage::private_dirs(tmp.parent().expect("has a parent")).await?;
             let copy = super::CheckedCopy::temporary(tmp);
             s3.get_to_file(k, &copy.path).await?;
@@ -280,6 +293,24 @@ pub async fn restore_to_time(
     })?;
     if when > unix_now() {
         return Err(DomainError::Invalid(format!("{at} is in the future")));
+    }
+    // WAL written at the moment reaches the archive at most one archive timeout later (plus the
+    // agent's shipping): before that, recovering "to the end" could silently stop short of it.
+    let settled = when + i64::from(state.config.db_archive_timeout_secs) + 5;
+    if unix_now() < settled {
+        return Err(DomainError::Conflict(format!(
+            "the WAL up to {at} may not be archived yet (it is, at most {} s after it is written); try again in {} s",
+            state.config.db_archive_timeout_secs + 5,
+            settled - unix_now()
+        )));
+    }
+    let primary = db.docker_names().database(DbRole::Primary.as_str());
+    let backlog = state.db_status(&primary).and_then(|s| s.db).and_then(|f| f.archive_backlog).unwrap_or(0);
+    if backlog > 1 {
+        return Err(DomainError::Conflict(format!(
+            "{backlog} archived WAL files of {}/{} still wait to be shipped from its primary, so the archive may not reach {at}; try again when `paas db info` shows none waiting",
+            db.app, db.env
+        )));
     }
     let backups = state.store.list_backups(&db.app, &db.env).await?;
     let usable = |b: &&Backup| {

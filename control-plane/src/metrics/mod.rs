@@ -316,6 +316,7 @@ pub const METRICS: &[&str] = &[
     "db_connections_percent",
     "db_size_bytes",
     "db_replica_lag_bytes",
+    "db_wal_archive_backlog",
     "node_cpu_percent",
     "node_memory_percent",
     "node_memory_used_bytes",
@@ -379,6 +380,7 @@ pub fn series_of(node: &str, s: &NodeSample) -> Vec<(SeriesKey, f64)> {
         put("db_connections_percent", &who, Some(percent(d.connections as f64, d.max_connections as f64)));
         put("db_size_bytes", &who, Some(d.size_bytes as f64));
         put("db_replica_lag_bytes", &who, d.lag_bytes.map(|b| b as f64));
+        put("db_wal_archive_backlog", &who, d.archive_backlog.map(|b| b as f64));
     }
     out
 }

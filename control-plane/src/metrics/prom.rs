@@ -129,6 +129,9 @@ fn help(metric: &str) -> &'static str {
         "db_connections_percent" => "Client connections against max_connections.",
         "db_size_bytes" => "Size of the app's database.",
         "db_replica_lag_bytes" => "WAL a replica received but has not replayed.",
+        "db_wal_archive_backlog" => {
+            "Archived WAL files of a primary waiting to be shipped to the backup store."
+        }
         _ => "A paas metric.",
     }
 }

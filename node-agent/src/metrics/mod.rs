@@ -113,6 +113,7 @@ impl Sampler {
                         max_connections: f.max_connections,
                         size_bytes: f.size_bytes,
                         lag_bytes: f.lag_bytes,
+                        archive_backlog: f.archive_backlog,
                     });
                 }
                 continue;
