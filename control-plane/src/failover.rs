@@ -60,8 +60,13 @@ async fn switch(state: &AppState, user: &str, app: &str, env: &str) -> Result<Da
         )));
     }
     refuse_while_running(state, &db, "switch over once it has finished").await?;
+    // psql sessions are the user's own and short; any other task (a restore, a base backup, a
+    // recovery) would be cut off or run against the demoted server.
     let open = state.store.open_db_tasks().await?;
-    if let Some(t) = open.iter().find(|t| t.app == app && t.env == env) {
+    let busy = |t: &&crate::store::DbTaskRow| {
+        t.app == app && t.env == env && t.kind != protocol::agent::DbTaskKind::Psql
+    };
+    if let Some(t) = open.iter().find(busy) {
         return Err(DomainError::Conflict(format!(
             "database task {} of {app}/{env} is still running; switch over once it has finished",
             t.id
@@ -139,11 +144,10 @@ pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<(
             Some(format!("its replica on {} is not healthy", db.replica_node))
         } else if figures.as_ref().and_then(|f| f.streaming) == Some(true) {
             Some("its replica still receives WAL from it, so it is alive".to_string())
-        } else if behind.is_none() {
-            Some(
-                "its primary never reported how far behind the replica was, so the loss is unknown"
-                    .to_string(),
-            )
+        } else if behind.is_none() && !state.streamed_within(&replica, state.config.node_lost_after * 3) {
+            // No lag figure (the replica had just connected) and no streaming lately: it may
+            // have been cut off for long, and promoting it would drop all that.
+            Some("its lag is unknown and it has not streamed from the primary lately, so the loss could be large".to_string())
         } else if behind.is_some_and(|b| b > MAX_PROMOTE_LAG) {
             Some(format!(
                 "its replica was {} behind (more than {}), so promoting it would lose that much",

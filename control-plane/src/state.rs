@@ -46,6 +46,9 @@ pub struct AppState {
     pub observed: NodeMarks,
     /// Database containers as their agents last reported them, by container name.
     db_status: Arc<std::sync::Mutex<HashMap<String, (String, protocol::agent::ContainerStatus)>>>,
+    /// When each replica last reported WAL streaming in (the freshness a failover trusts when
+    /// its primary's lag figure is missing).
+    streamed_at: Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
     /// Database containers of a new database, with the state index of the first assignment
     /// that holds them: a report worked from an older assignment speaks of an earlier
     /// database of that name (one its agent may be stopping right now), so it is not heard.
@@ -159,6 +162,7 @@ impl AppState {
             observed: NodeMarks::default(),
             static_ready: Arc::new(watch::channel(HashMap::new()).0),
             db_status: Arc::default(),
+            streamed_at: Arc::default(),
             db_fresh: Arc::default(),
             db_volumes: Arc::new(watch::channel(HashMap::new()).0),
             tasks: TaskTracker::new(),
@@ -418,6 +422,12 @@ impl AppState {
             s.host_port.is_some() && m.get(&s.name).is_none_or(|(_, old)| old.host_port != s.host_port)
         };
         let changed: Vec<_> = statuses.iter().filter(|s| new_port(s)).cloned().collect();
+        {
+            let mut streamed = self.streamed_at.lock().unwrap_or_else(|p| p.into_inner());
+            for s in statuses.iter().filter(|s| s.db.as_ref().and_then(|f| f.streaming) == Some(true)) {
+                streamed.insert(s.name.clone(), std::time::Instant::now());
+            }
+        }
         m.retain(|_, (n, _)| n != node);
         for s in statuses {
             m.insert(s.name.clone(), (node.to_string(), s));
@@ -429,6 +439,12 @@ impl AppState {
     /// server of the same name may start elsewhere (a failover).
     pub fn forget_db_status(&self, node: &str) {
         self.db_status.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (n, _)| n != node);
+    }
+
+    /// Whether replica `name` reported streaming within `within`.
+    pub fn streamed_within(&self, name: &str, within: Duration) -> bool {
+        let streamed = self.streamed_at.lock().unwrap_or_else(|p| p.into_inner());
+        streamed.get(name).is_some_and(|at| at.elapsed() <= within)
     }
 
     pub fn db_status(&self, name: &str) -> Option<protocol::agent::ContainerStatus> {

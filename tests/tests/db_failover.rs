@@ -66,8 +66,17 @@ fn a_switchover_loses_no_committed_row() {
     }
     let events = p.paas(&["events", "--app", &app]).expect_ok().stdout;
     assert!(events.contains("Switchover"), "{events}");
-    // Without a healthy replica there is nothing to switch to; a second switchover works too.
-    p.paas(&["db", "failover", "--app", &app]).expect_ok();
+    // A second switchover works too, once the base backup of the new primary (started after the
+    // promotion) and its drill are done: it refuses, saying so, meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let run = p.paas(&["db", "failover", "--app", &app]);
+        if run.ok {
+            break;
+        }
+        assert!(run.stderr.contains("still running") && Instant::now() < deadline, "{run:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     assert_eq!(info(&p, &app)["primary"]["healthy"], true);
 }
 

@@ -88,7 +88,31 @@ impl DbTaskRunner {
             .await?;
         // pg_basebackup names its start point in some modes; the name read before is never later.
         let segment = start_segment(&stderr).unwrap_or(before);
+        // pg_basebackup waited until the WAL it needs was archived into the spool; its drill
+        // runs as soon as this task ends, so that WAL is shipped first.
+        self.wait_shipped(&s.name).await;
         Ok(DbTaskResult { wal_start: format!("{system}/{segment}"), ..Default::default() })
+    }
+
+    /// Waits (a minute at most) until the files in the spool now have been shipped.
+    async fn wait_shipped(&self, container: &str) {
+        let list = || async {
+            let cmd = ["ls".to_string(), "-1".into(), format!("{PGDATA}/pg_paas_archive")];
+            match self.docker.exec_output(container, &cmd).await {
+                Ok((0, out)) => out.lines().filter(|l| l.ends_with(".gz")).map(str::to_string).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let waiting: Vec<String> = list().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let now = list().await;
+            if !waiting.iter().any(|f| now.contains(f)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        tracing::warn!(container, "the archived WAL of the base backup was not shipped within a minute");
     }
 
     /// Recovers a throwaway server to the task's target, then counts its rows and (when asked)
