@@ -222,7 +222,8 @@ async fn check(state: &AppState, suspected: &mut HashSet<String>) -> anyhow::Res
             suspected.remove(&n.name);
         } else if n.state == "lost" {
             // A failover refused at the loss (the replica still streamed a moment ago, say)
-            // is tried again while the node stays lost.
+            // is tried again while the node stays lost; tasks given to it meanwhile end at once.
+            fail_db_tasks(state, &n.name).await?;
             if let Err(e) = crate::failover::primary_node_lost(state, &n.name).await {
                 tracing::warn!(node = %n.name, error = %format!("{e:#}"), "failing databases over from the lost node failed");
             }
@@ -232,6 +233,17 @@ async fn check(state: &AppState, suspected: &mut HashSet<String>) -> anyhow::Res
     // assignments again because one of them is late.
     if changed {
         state.bump_routes();
+    }
+    Ok(())
+}
+
+/// Ends the open database tasks of a lost node, which would otherwise wait out the silence
+/// timeout (a `paas db psql` against a primary whose node died, say).
+async fn fail_db_tasks(state: &AppState, node: &str) -> anyhow::Result<()> {
+    for t in state.store.open_db_tasks().await?.into_iter().filter(|t| t.node == node) {
+        let why = format!("node {node} stopped reporting and was declared lost");
+        let result = protocol::agent::DbTaskResult { error: Some(why), ..Default::default() };
+        crate::backups::task_finished(state, &t, &result).await?;
     }
     Ok(())
 }
@@ -255,12 +267,7 @@ async fn lose(state: &AppState, node: &str, silence: Duration) -> anyhow::Result
         state.store.set_build_result(&r.app, &r.env, r.version, None, Some(&why)).await?;
     }
     state.bump();
-    // Database tasks there would otherwise wait out the silence timeout.
-    for t in state.store.open_db_tasks().await?.into_iter().filter(|t| t.node == node) {
-        let why = format!("node {node} stopped reporting for {} s and was declared lost", silence.as_secs());
-        let result = protocol::agent::DbTaskResult { error: Some(why), ..Default::default() };
-        crate::backups::task_finished(state, &t, &result).await?;
-    }
+    fail_db_tasks(state, node).await?;
     if let Err(e) = crate::failover::primary_node_lost(state, node).await {
         tracing::error!(node, error = %format!("{e:#}"), "failing databases over from the lost node failed");
     }
