@@ -294,24 +294,6 @@ pub async fn restore_to_time(
     if when > unix_now() {
         return Err(DomainError::Invalid(format!("{at} is in the future")));
     }
-    // WAL written at the moment reaches the archive at most one archive timeout later (plus the
-    // agent's shipping): before that, recovering "to the end" could silently stop short of it.
-    let settled = when + i64::from(state.config.db_archive_timeout_secs) + 5;
-    if unix_now() < settled {
-        return Err(DomainError::Conflict(format!(
-            "the WAL up to {at} may not be archived yet (it is, at most {} s after it is written); try again in {} s",
-            state.config.db_archive_timeout_secs + 5,
-            settled - unix_now()
-        )));
-    }
-    let primary = db.docker_names().database(DbRole::Primary.as_str());
-    let backlog = state.db_status(&primary).and_then(|s| s.db).and_then(|f| f.archive_backlog).unwrap_or(0);
-    if backlog > 1 {
-        return Err(DomainError::Conflict(format!(
-            "{backlog} archived WAL files of {}/{} still wait to be shipped from its primary, so the archive may not reach {at}; try again when `paas db info` shows none waiting",
-            db.app, db.env
-        )));
-    }
     let backups = state.store.list_backups(&db.app, &db.env).await?;
     let usable = |b: &&Backup| {
         b.kind == BackupKind::Base
@@ -326,6 +308,33 @@ pub async fn restore_to_time(
             None => format!("{}/{} has no base backup yet, so there is nothing to recover from; `paas db backup --base` takes one", db.app, db.env),
         }));
     };
+    // WAL written at the moment reaches the archive at most one archive timeout later (plus the
+    // agent's shipping): before that, recovering "to the end" could silently stop short of it.
+    let settled = when + i64::from(state.config.db_archive_timeout_secs) + 5;
+    if unix_now() < settled {
+        return Err(DomainError::Conflict(format!(
+            "the WAL up to {at} may not be archived yet (it is, at most {} s after it is written); try again in {} s",
+            state.config.db_archive_timeout_secs + 5,
+            settled - unix_now()
+        )));
+    }
+    // Files still in the primary's spool matter only while nothing of the base backup's server
+    // was archived after the moment.
+    let server = base.wal_start.split('/').next().unwrap_or_default().to_string();
+    let beyond = state
+        .store
+        .wal_segments(&db.app, &db.env)
+        .await?
+        .iter()
+        .any(|s| s.name.split('/').next() == Some(server.as_str()) && s.stored_unix > when);
+    let primary = db.docker_names().database(DbRole::Primary.as_str());
+    let backlog = state.db_status(&primary).and_then(|s| s.db).and_then(|f| f.archive_backlog).unwrap_or(0);
+    if backlog > 1 && !beyond {
+        return Err(DomainError::Conflict(format!(
+            "{backlog} archived WAL files of {}/{} still wait to be shipped from its primary, so the archive may not reach {at}; try again once `paas db info` shows none waiting",
+            db.app, db.env
+        )));
+    }
     refuse_while_running(state, db, "restore once it has finished").await?;
     let params =
         DbTaskParams { base_backup: base.id.clone(), target_time: target, dump: true, ..Default::default() };

@@ -345,7 +345,7 @@ mod tests {
         while out.len() < n {
             let mut chunk = [0u8; 4096];
             let got =
-                tokio::time::timeout(Duration::from_secs(20), conn.read(&mut chunk)).await.unwrap().unwrap();
+                tokio::time::timeout(Duration::from_secs(90), conn.read(&mut chunk)).await.unwrap().unwrap();
             assert!(got > 0, "the drain closed the connection");
             buf.extend_from_slice(&chunk[..got]);
             while let Some(space) = buf.iter().position(|b| *b == b' ') {
