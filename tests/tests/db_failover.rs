@@ -11,6 +11,19 @@ fn info(p: &Platform, app: &str) -> serde_json::Value {
     p.paas(&["db", "info", "--app", app, "-o", "json"]).expect_ok().json()
 }
 
+/// Waits until the primary answers, healthy, on the platform's own node (a failover to it).
+fn wait_primary_here(p: &Platform, app: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let i = info(p, app);
+        if i["primary"]["node"] == p.node.as_str() && i["primary"]["healthy"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no failover: {i}\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_switchover_loses_no_committed_row() {
     let mut p = Platform::start();
@@ -101,15 +114,7 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
     let killed_at = Instant::now();
     let acked_at_kill = w.acked();
     p.kill_node(&other);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let i = info(&p, &app);
-        if i["primary"]["node"] == p.node.as_str() && i["primary"]["healthy"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failover: {i}\n{}", p.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_primary_here(&p, &app, Duration::from_secs(90));
     let took = killed_at.elapsed().as_secs_f64();
     w.wait_acked(5, "no write succeeded after the failover");
     let (acked, failed) = w.stop();
@@ -188,15 +193,7 @@ fn a_primary_cut_off_from_the_control_plane_and_its_replica_stops_before_the_rep
     }
     let stopped_after = cut_at.elapsed().as_secs_f64();
     // Then the node is declared lost and the replica promoted: one primary at a time.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let i = info(&p, &app);
-        if i["primary"]["node"] == p.node.as_str() && i["primary"]["healthy"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failover: {i}\n{}", p.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_primary_here(&p, &app, Duration::from_secs(60));
     let promoted_after = cut_at.elapsed().as_secs_f64();
     assert!(stopped_after < promoted_after, "the old primary stopped after the promotion");
     eprintln!("cut off: the primary stopped itself after {stopped_after:.1}s, the replica was promoted after {promoted_after:.1}s");
