@@ -89,6 +89,29 @@ pub enum DbCommand {
         #[arg(long)]
         to_new: bool,
     },
+    /// Load a dump made elsewhere (pg_dump -Fc, a file or an http(s) URL the CLI downloads): it
+    /// is stored as a backup, proven by a restore into a throwaway database, then restored into
+    /// the environment's database (--confirm; a safety backup is taken first) or into a new
+    /// database beside it (--to-new).
+    Import {
+        #[command(flatten)]
+        target: AppEnv,
+        /// The dump: a file, `-` for standard input, or an http(s) URL.
+        source: String,
+        #[arg(long, conflicts_with = "to_new")]
+        confirm: bool,
+        #[arg(long)]
+        to_new: bool,
+    },
+    /// Give the app's role a new password and roll it out in DATABASE_URL as a release.
+    /// Connections already open stay open; new ones need the new password.
+    RotateCredentials {
+        #[command(flatten)]
+        target: AppEnv,
+        /// Return once the release has started instead of following it.
+        #[arg(long)]
+        detach: bool,
+    },
     /// Run psql inside the database container (no local client needed). Reads a script from
     /// standard input when it is not a terminal; arguments after `--` go to psql.
     Psql {

@@ -171,6 +171,86 @@ fn checked_settings(s: &DatabaseSettings, current: Option<&DatabaseRow>) -> Resu
     Ok((schedule, keep, keep_days))
 }
 
+/// How long a rotation waits for the primary to take the new password before it rolls the app
+/// out with it anyway (the store holds it; the agent keeps trying).
+const ROTATE_WAIT: Duration = Duration::from_secs(30);
+
+/// `paas db rotate-credentials`: a new password for the app's role, set on the primary, then
+/// rolled out in `DATABASE_URL` as a release like any config change. Connections already open
+/// stay open (PostgreSQL checks a password only at login); the old release's close when its
+/// containers stop.
+pub async fn rotate_credentials(
+    state: &AppState,
+    user: &str,
+    app: &str,
+    env: &str,
+) -> Result<protocol::api::ConfigChanged> {
+    let row = state.store.get_database(app, env).await?;
+    if row.fenced {
+        return Err(DomainError::Conflict(format!("a switchover of {app}/{env}'s database is under way")));
+    }
+    if let Some(t) = state.store.get_env(app, env).await?.target_release {
+        return Err(DomainError::Conflict(format!(
+            "a deploy of {app}/{env} is in progress (release v{t}); rotate the credentials after it"
+        )));
+    }
+    let primary = row.docker_names().database(DbRole::Primary.as_str());
+    if !state.db_status(&primary).is_some_and(|s| s.healthy) {
+        return Err(DomainError::Conflict(format!(
+            "the primary of {app}/{env} is not healthy, so it could not take a new password (`paas db info` shows why)"
+        )));
+    }
+    let sealed = state.secrets.seal(dbroles::generate_password().as_bytes());
+    let old_password = row.password.clone();
+    state.store.set_database_password(app, env, &sealed).await?;
+    state.changed_database_servers(std::slice::from_ref(&primary));
+    state.bump();
+    // The agent sets the password before it reports from the new spec; its login check then
+    // uses the new one.
+    let deadline = std::time::Instant::now() + ROTATE_WAIT;
+    let taken = loop {
+        let fresh = state.db_reported_since_change(&primary);
+        let status = state.db_status(&primary);
+        let figures = status.as_ref().filter(|s| s.healthy).and_then(|s| s.db.as_ref());
+        if fresh && figures.is_some_and(|f| f.login_error.is_none()) {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if !taken {
+        tracing::warn!(
+            app,
+            env,
+            "the primary did not confirm the new password in time; rolling it out anyway"
+        );
+    }
+    let row = state.store.get_database(app, env).await?;
+    let spec = assign::database_spec(state, &row, DbRole::Primary).await?;
+    let mut set =
+        BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, DbRole::Primary.as_str(), 5432, true))]);
+    if row.replicas > 0 {
+        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, DbRole::Replica.as_str(), 5432, true));
+    }
+    let change = ConfigChange { set, unset: Vec::new(), secret: false };
+    let changed = match config::change(state, user, app, env, change).await {
+        Ok(c) => c,
+        Err(e) => {
+            // The app keeps the URL it has: so does the role.
+            state.store.set_database_password(app, env, &old_password).await?;
+            state.bump();
+            return Err(e);
+        }
+    };
+    tracing::info!(app, env, user, confirmed = taken, "database credentials rotated");
+    let msg = "Database credentials rotated: the app's role has a new password, rolled out in DATABASE_URL";
+    state.store.add_event(app, env, "db.credentials.rotated", "info", msg).await?;
+    state.events_changed();
+    Ok(changed)
+}
+
 /// Changes a database's backup schedule and retention, and applies the retention at once.
 pub async fn set_settings(
     state: &AppState,

@@ -392,12 +392,26 @@ impl AppState {
     /// from the store after this, so it holds them).
     pub fn new_database_servers(&self, names: &[String]) {
         let mut status = self.db_status.lock().unwrap_or_else(|p| p.into_inner());
+        for name in names {
+            status.remove(name);
+        }
+        self.changed_database_servers(names);
+    }
+
+    /// Database servers whose spec changed in the store: reports worked from an older
+    /// assignment no longer count, and [`Self::db_reported_since_change`] says when one that
+    /// holds the change arrived.
+    pub fn changed_database_servers(&self, names: &[String]) {
         let mut fresh = self.db_fresh.lock().unwrap_or_else(|p| p.into_inner());
         let first = self.index() + 1;
         for name in names {
-            status.remove(name);
             fresh.insert(name.clone(), first);
         }
+    }
+
+    /// Whether server `name` reported from its changed spec since [`Self::changed_database_servers`].
+    pub fn db_reported_since_change(&self, name: &str) -> bool {
+        !self.db_fresh.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name)
     }
 
     /// Records a node's database servers as a pass worked from the assignment of

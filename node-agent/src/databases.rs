@@ -266,6 +266,8 @@ impl Databases {
         {
             return;
         }
+        // What was sampled with the old secrets (the login check's password) no longer holds.
+        self.figures.remove(&spec.name);
         let (app, env, container) = (&spec.app, &spec.env, &spec.name);
         if let Err(why) = dbroles::ready(spec) {
             tracing::warn!(%app, %env, %container, "leaving the database's roles as they are: {why}");

@@ -455,6 +455,8 @@ crate::string_enum! {
         /// The database as it was at a moment, recovered from a base backup and the WAL
         /// archive for `db restore --to-time`.
         Recovered = "recovered",
+        /// A dump from elsewhere, loaded with `db import`.
+        Imported = "imported",
     }
 }
 

@@ -413,6 +413,31 @@ impl Client {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/restores"), req).await
     }
 
+    /// Uploads a dump (pg_dump's custom format) to be imported: the answer is the restore
+    /// that waits for its proof.
+    pub async fn db_import(
+        &self,
+        app: &str,
+        env: &str,
+        body: reqwest::Body,
+        to_new: bool,
+        confirm: bool,
+    ) -> Result<DbTaskView> {
+        let path = format!("/api/v1/apps/{app}/envs/{env}/db/imports?to_new={to_new}&confirm={confirm}");
+        let req = self
+            .http()
+            .post(self.url(&path))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.send(req).await
+    }
+
+    /// A new password for the app's role, rolled out in DATABASE_URL as a release.
+    pub async fn db_rotate_credentials(&self, app: &str, env: &str) -> Result<ConfigChanged> {
+        self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/rotate-credentials"), &serde_json::json!({}))
+            .await
+    }
+
     pub async fn db_psql(&self, app: &str, env: &str, req: &PsqlCommand) -> Result<DbTaskView> {
         self.post(&format!("/api/v1/apps/{app}/envs/{env}/db/psql"), req).await
     }

@@ -1,5 +1,6 @@
-//! `paas db backup|backups|verify|restore|psql`: backups that are proven by a restore, restores,
-//! and psql inside the database container. Long work is followed until it ends.
+//! `paas db backup|backups|verify|restore|import|psql`: backups that are proven by a restore,
+//! restores, imports of dumps from elsewhere, and psql inside the database container. Long
+//! work is followed until it ends.
 
 use crate::args::{AppEnv, Global, Output};
 use crate::output::{emit, table};
@@ -177,7 +178,19 @@ pub async fn restore(g: &Global, t: AppEnv, req: StartRestore) -> anyhow::Result
             None => eprintln!("Restoring backup {backup}..."),
         }
     }
-    let task = follow_task(&client, &t, &task.id).await?;
+    finish_restore(g, &client, &t, &task.id, &backup, started).await
+}
+
+/// Follows a restore task to its end and says where the data went.
+async fn finish_restore(
+    g: &Global,
+    client: &Client,
+    t: &AppEnv,
+    id: &str,
+    backup: &str,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    let task = follow_task(client, t, id).await?;
     if task.status == DbTaskStatus::Failed {
         anyhow::bail!(
             "restoring backup {backup} failed: {}",
@@ -197,6 +210,51 @@ pub async fn restore(g: &Global, t: AppEnv, req: StartRestore) -> anyhow::Result
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `paas db import`: uploads a dump (a file, standard input, or a URL this machine downloads,
+/// so the platform never fetches addresses on a user's behalf), waits for its proof, then for
+/// its restore.
+pub async fn import(
+    g: &Global,
+    t: AppEnv,
+    source: &str,
+    confirm: bool,
+    to_new: bool,
+) -> anyhow::Result<ExitCode> {
+    if confirm == to_new {
+        anyhow::bail!(
+            "importing into the environment's database replaces what the dump holds: pass --confirm (a safety backup is taken first), or --to-new to import into a new database"
+        );
+    }
+    let client = super::client(g)?;
+    let started = Instant::now();
+    let body = super::backup_import::dump_body(source).await?;
+    if g.output == Output::Text {
+        eprintln!("Uploading {source} to {}/{}...", t.app, t.env);
+    }
+    let task = client.db_import(&t.app, &t.env, body, to_new, confirm).await?;
+    let backup = task.backup.clone().unwrap_or_default();
+    if g.output == Output::Text {
+        eprintln!("Stored as backup {backup}; proving it by a restore into a throwaway database...");
+    }
+    let b =
+        follow(&client, &t, &backup, |b| matches!(b.verification, Verification::Ok | Verification::Failed))
+            .await?;
+    if b.verification == Verification::Failed {
+        anyhow::bail!(
+            "the dump did not restore into a throwaway database, so nothing was imported: {}",
+            b.verification_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if g.output == Output::Text {
+        let rows: u64 = b.tables.values().sum();
+        eprintln!("Proven: {} tables, {rows} rows", b.tables.len());
+        if let Some(s) = &task.safety_backup {
+            eprintln!("Taking safety backup {s} of {}/{} first, then restoring...", t.app, t.env);
+        }
+    }
+    finish_restore(g, &client, &t, &task.id, &backup, started).await
 }
 
 async fn run_psql(

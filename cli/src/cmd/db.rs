@@ -1,5 +1,5 @@
-//! `paas db create|info|settings`: managed PostgreSQL for an environment; backups live in
-//! `backups.rs`.
+//! `paas db create|info|settings|failover|rotate-credentials`: managed PostgreSQL for an
+//! environment; backups, restores and imports live in `backups.rs`.
 
 use crate::args::{AppEnv, BackupsCommand, DbCommand, Global, Output};
 use crate::output::emit;
@@ -52,6 +52,35 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
         DbCommand::Restore { target, backup, to_time, confirm, to_new } => {
             let req = StartRestore { backup: backup.unwrap_or_default(), to_time, confirm, to_new };
             return super::backups::restore(g, target, req).await;
+        }
+        DbCommand::Import { target, source, confirm, to_new } => {
+            return super::backups::import(g, target, &source, confirm, to_new).await;
+        }
+        DbCommand::RotateCredentials { target, detach } => {
+            let started = Instant::now();
+            let changed = client.db_rotate_credentials(&target.app, &target.env).await?;
+            if let (Some(release), false) = (&changed.release, detach) {
+                if g.output == Output::Text {
+                    eprintln!(
+                        "The app's role of {}/{} has a new password; release v{} rolls it out in DATABASE_URL",
+                        target.app, target.env, release.version
+                    );
+                }
+                return super::deploy::follow(g, &client, release, started).await;
+            }
+            emit(g.output, &changed, |c| {
+                match &c.release {
+                Some(r) => println!(
+                    "The app's role of {}/{} has a new password; release v{} is rolling it out in DATABASE_URL",
+                    target.app, target.env, r.version
+                ),
+                None => println!(
+                    "The app's role of {}/{} has a new password; DATABASE_URL carries it from the next deploy",
+                    target.app, target.env
+                ),
+            }
+            })?;
+            return Ok(ExitCode::SUCCESS);
         }
         DbCommand::Psql { target, replica, args } => {
             return super::backups::psql(g, target, replica, args).await

@@ -4,6 +4,7 @@ mod alerts;
 mod apps;
 mod apps_info;
 mod backup_download;
+mod backup_import;
 mod backups;
 mod cron;
 mod db;

@@ -3,6 +3,7 @@
 //! a throwaway container, restores, retention, the schedule, and loud events when any of it fails.
 //! `recovery` makes sure none of it stays running after a crash, a lost agent or a hung store.
 
+mod import;
 mod pitr;
 mod recovery;
 mod restores;
@@ -18,6 +19,7 @@ use protocol::api::{Backup, BackupKind, BackupStatus, BackupTrigger, PsqlCommand
 use serde_json::json;
 use std::collections::BTreeMap;
 
+pub use import::import;
 pub use pitr::{archive, delete_app_archive, receive_wal, restore_to_time, start_base_backup, wal_for_task};
 pub use recovery::{recover, scheduler};
 use restores::{awaited_backup_ended, settle_waiting};
@@ -166,7 +168,22 @@ async fn begin_backup(
     kind: BackupKind,
     recover: Option<DbTaskParams>,
 ) -> Result<Backup> {
-    let row = Backup {
+    let row = new_backup(db, trigger, role, kind);
+    // Busy until its task exists, so the sweep never takes the new row for abandoned work.
+    let _busy = state.busy_wait(format!("backup:{}", row.id)).await;
+    state.store.insert_backup(&row).await?;
+    let (task_kind, params) = match (recover, kind) {
+        (Some(params), _) => (DbTaskKind::Recover, params),
+        (None, BackupKind::Base) => (DbTaskKind::BaseBackup, DbTaskParams::default()),
+        (None, BackupKind::Dump) => (DbTaskKind::Backup, DbTaskParams::default()),
+    };
+    task(state, db, task_kind, role, &row.id, params, false).await?;
+    Ok(row)
+}
+
+/// A running backup of `db` of `kind`, from the server of `role`, not yet in the store.
+fn new_backup(db: &DatabaseRow, trigger: BackupTrigger, role: DbRole, kind: BackupKind) -> Backup {
+    Backup {
         id: new_id(),
         app: db.app.clone(),
         env: db.env.clone(),
@@ -186,17 +203,7 @@ async fn begin_backup(
         verified_at: None,
         kind,
         wal_start: String::new(),
-    };
-    // Busy until its task exists, so the sweep never takes the new row for abandoned work.
-    let _busy = state.busy_wait(format!("backup:{}", row.id)).await;
-    state.store.insert_backup(&row).await?;
-    let (task_kind, params) = match (recover, kind) {
-        (Some(params), _) => (DbTaskKind::Recover, params),
-        (None, BackupKind::Base) => (DbTaskKind::BaseBackup, DbTaskParams::default()),
-        (None, BackupKind::Dump) => (DbTaskKind::Backup, DbTaskParams::default()),
-    };
-    task(state, db, task_kind, role, &row.id, params, false).await?;
-    Ok(row)
+    }
 }
 
 /// Something failed that a person must hear about: an error log and a platform event.
@@ -407,6 +414,8 @@ async fn verification_failed(state: &AppState, b: &Backup, why: &str) -> anyhow:
     state.store.set_verification(&b.id, Verification::Failed, Some(why)).await?;
     let msg = format!("backup {} of {}/{} FAILED verification: {why}", b.id, b.app, b.env);
     alarm(state, &b.app, &b.env, "db.verify.failed", &msg).await;
+    // An import's restore waits for this proof.
+    awaited_backup_ended(state, b).await?;
     state.bump();
     Ok(())
 }
@@ -436,11 +445,16 @@ async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
         // A base backup is fuzzy (taken while the server writes): its proof is a recovery that
         // reaches a consistent state and answers queries.
         None if b.kind == BackupKind::Base => None,
+        // A dump from elsewhere came with no manifest: the drill's counts become it.
+        None if b.trigger == BackupTrigger::Imported => None,
         None => compare_counts(&b.tables, &r.tables),
     };
     match problem {
         Some(why) => verification_failed(state, &b, &why).await?,
         None => {
+            if b.trigger == BackupTrigger::Imported {
+                state.store.set_backup_tables(&b.id, &r.tables).await?;
+            }
             state.store.set_verification(&b.id, Verification::Ok, None).await?;
             let rows: u64 = r.tables.values().sum();
             tracing::info!(app = %b.app, env = %b.env, backup = %b.id, tables = r.tables.len(), rows, "backup verified by a restore");
@@ -457,6 +471,7 @@ async fn verify_finished(state: &AppState, id: &str, r: &DbTaskResult) -> anyhow
                 ),
             };
             note(state, &b.app, &b.env, "db.verify.done", &msg).await;
+            awaited_backup_ended(state, &b).await?;
             retention(state, &b.app, &b.env).await?;
         }
     }

@@ -108,10 +108,11 @@ async fn end_abandoned(state: &AppState, restarted: bool) -> anyhow::Result<()> 
             {
                 continue; // an agent holds it
             }
-            let why = if restarted {
-                "the control plane restarted before this backup was stored; nothing was kept; `paas db backup` takes another"
-            } else {
-                "storing this backup stopped before it ended; nothing was kept; `paas db backup` takes another"
+            let why = match (restarted, b.trigger == BackupTrigger::Imported) {
+                (true, false) => "the control plane restarted before this backup was stored; nothing was kept; `paas db backup` takes another",
+                (false, false) => "storing this backup stopped before it ended; nothing was kept; `paas db backup` takes another",
+                (true, true) => "the control plane restarted before this imported dump was stored; nothing was kept or restored; run `paas db import` again",
+                (false, true) => "storing this imported dump stopped before it ended; nothing was kept or restored; run `paas db import` again",
             };
             if state.store.fail_running_backup(&b.id, why).await? {
                 state.backup_storage.discard(&b).await;
@@ -150,7 +151,8 @@ async fn settle_waiting_restores(state: &AppState, restarted: bool) -> anyhow::R
         if t.status != DbTaskStatus::Waiting {
             continue;
         }
-        if t.result.get("safety_backup").is_some() || t.result.get("recovered_backup").is_some() {
+        if ["safety_backup", "recovered_backup", "imported_backup"].iter().any(|k| t.result.get(k).is_some())
+        {
             if settle_waiting(state, &t).await? {
                 state.bump();
             }

@@ -1,6 +1,7 @@
 //! Restores: into the environment's database after a safety backup, or into a new database
 //! beside it; a restore waits, held back from the agent, until every backup it needs (its safety
-//! backup, the recovered backup of a `--to-time` restore) is stored, and fails when one is not.
+//! backup, the recovered backup of a `--to-time` restore, an imported dump and its proof) is
+//! stored, and fails when one is not.
 
 use super::{begin_backup, dump_source, env_backup, refuse_while_running, restore_to_time, task};
 use crate::error::{DomainError, Result};
@@ -28,8 +29,10 @@ pub async fn start_restore(
     let params =
         DbTaskParams { target_database: target.clone(), create_target: to_new, ..Default::default() };
     let recovering = b.trigger == BackupTrigger::Recovered && b.status == BackupStatus::Running;
-    let t =
-        task(state, db, DbTaskKind::Restore, DbRole::Primary, &b.id, params, !to_new || recovering).await?;
+    // An import is restored only once a drill proved that it restores.
+    let importing = b.trigger == BackupTrigger::Imported && b.verification != Verification::Ok;
+    let held = !to_new || recovering || importing;
+    let t = task(state, db, DbTaskKind::Restore, DbRole::Primary, &b.id, params, held).await?;
     // Busy until its safety backup is named, so the sweep does not fail it in between.
     let _busy = state.busy_wait(format!("restore:{}", t.id)).await;
     let mut result = if to_new {
@@ -43,18 +46,26 @@ pub async fn start_restore(
     if recovering {
         result["recovered_backup"] = json!(b.id);
     }
+    if importing {
+        result["imported_backup"] = json!(b.id);
+    }
     state.store.set_db_task_result(&t.id, &result).await?;
     tracing::info!(app = %db.app, env = %db.env, backup = %b.id, to_new, "restore requested");
     Ok(state.store.get_db_task(&t.id).await?)
 }
 
-/// The backups a waiting restore waits for: its safety backup and the recovered backup it
-/// restores, as (what, id).
-fn awaited(t: &DbTaskRow) -> Vec<(&'static str, String)> {
-    [("safety backup", "safety_backup"), ("recovered backup", "recovered_backup")]
-        .into_iter()
-        .filter_map(|(what, key)| Some((what, t.result.get(key)?.as_str()?.to_string())))
-        .collect()
+/// The backups a waiting restore waits for: its safety backup, the recovered backup it
+/// restores, the imported dump it restores (which must also pass its restore drill), as
+/// (what, id, whether it must be verified).
+fn awaited(t: &DbTaskRow) -> Vec<(&'static str, String, bool)> {
+    [
+        ("safety backup", "safety_backup", false),
+        ("recovered backup", "recovered_backup", false),
+        ("imported dump", "imported_backup", true),
+    ]
+    .into_iter()
+    .filter_map(|(what, key, proof)| Some((what, t.result.get(key)?.as_str()?.to_string(), proof)))
+    .collect()
 }
 
 /// A backup ended: restores waiting for it go ahead once every backup they wait for is stored,
@@ -63,7 +74,7 @@ pub(super) async fn awaited_backup_ended(state: &AppState, b: &Backup) -> anyhow
     let open = state.store.open_db_tasks().await?;
     let waiting = open
         .into_iter()
-        .filter(|t| t.status == DbTaskStatus::Waiting && awaited(t).iter().any(|(_, id)| *id == b.id));
+        .filter(|t| t.status == DbTaskStatus::Waiting && awaited(t).iter().any(|(_, id, _)| *id == b.id));
     for t in waiting {
         settle_waiting(state, &t).await?;
     }
@@ -75,9 +86,18 @@ pub(super) async fn awaited_backup_ended(state: &AppState, b: &Backup) -> anyhow
 pub(super) async fn settle_waiting(state: &AppState, t: &DbTaskRow) -> anyhow::Result<bool> {
     let mut stored = 0;
     let awaited = awaited(t);
-    for (what, id) in &awaited {
+    for (what, id, proof) in &awaited {
         let why = match state.store.get_backup(id).await {
             Ok(b) if b.status == BackupStatus::Running => continue,
+            Ok(b) if b.status == BackupStatus::Stored && *proof && b.verification == Verification::Failed => {
+                format!(
+                    "the {what} {id} did not restore in a throwaway database, so nothing was restored: {}",
+                    b.verification_error.as_deref().unwrap_or("unknown error")
+                )
+            }
+            Ok(b) if b.status == BackupStatus::Stored && *proof && b.verification != Verification::Ok => {
+                continue
+            }
             Ok(b) if b.status == BackupStatus::Stored => {
                 stored += 1;
                 continue;

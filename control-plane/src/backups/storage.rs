@@ -195,6 +195,36 @@ impl BackupStorage {
         receive_file(&self.partial_path(b), body, UPLOAD_IDLE, u64::MAX).await
     }
 
+    /// Takes in a dump a user uploads (`db import`) like an agent's, but at most what the backup
+    /// directory holds while keeping a tenth of its filesystem free; refuses a file that is not
+    /// a pg_dump custom-format archive.
+    pub async fn receive_import<E: std::fmt::Display>(
+        &self,
+        b: &Backup,
+        body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+    ) -> anyhow::Result<(u64, String)> {
+        private_dirs(&self.dir).await.with_context(|| format!("creating {}", self.dir.display()))?;
+        let room = match rustix::fs::statvfs(&self.dir) {
+            Ok(fs) => (fs.f_bavail.saturating_mul(fs.f_frsize))
+                .saturating_sub(fs.f_blocks.saturating_mul(fs.f_frsize) / 10),
+            Err(_) => u64::MAX,
+        };
+        let path = self.partial_path(b);
+        let received = receive_file(&path, body, UPLOAD_IDLE, room).await?;
+        let mut head = [0u8; 5];
+        let read = async {
+            use tokio::io::AsyncReadExt;
+            tokio::fs::File::open(&path).await?.read_exact(&mut head).await
+        };
+        if read.await.is_err() || &head != b"PGDMP" {
+            let _ = tokio::fs::remove_file(&path).await;
+            anyhow::bail!(
+                "the file is not a pg_dump custom-format archive (make one with `pg_dump -Fc`; a plain SQL file loads with `paas db psql < FILE`)"
+            );
+        }
+        Ok(received)
+    }
+
     /// Removes the local files of a backup that was not stored (the upload, and the dump and
     /// manifest when storing got that far).
     pub async fn discard(&self, b: &Backup) {

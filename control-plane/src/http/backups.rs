@@ -1,5 +1,5 @@
 //! Backups over HTTP. `/api/v1/apps/{app}/envs/{env}/db/...`: take, list, verify and restore
-//! backups, download their dumps, run psql, follow database tasks; `/api/v1/events`. `/agent/v1/...`: the agent's
+//! backups, import dumps, download their dumps, run psql, follow database tasks; `/api/v1/events`. `/agent/v1/...`: the agent's
 //! dump upload and download, its progress signals and its task results.
 
 use super::auth::{Caller, NodeCaller};
@@ -34,6 +34,8 @@ pub fn routes() -> Api {
         .get(&format!("{DB}/backups/{{id}}/data"), Need::App(Deployer), data)
         .on(Method::POST, &format!("{DB}/backups/{{id}}/verify"), Need::App(Deployer), "db.verify", verify)
         .on(Method::POST, &format!("{DB}/restores"), Need::App(Admin), "db.restore", restore)
+        // The body is the dump (pg_dump -Fc), streamed.
+        .on(Method::POST, &format!("{DB}/imports"), Need::App(Admin), "db.import", import)
         .on(Method::POST, &format!("{DB}/psql"), Need::App(Deployer), "db.psql", psql)
         // Joined like a run: `GET .../runs/{id}/attach`.
         .on(Method::POST, &format!("{DB}/psql/attach"), Need::App(Deployer), "db.psql", psql_attached)
@@ -104,6 +106,26 @@ async fn restore(
     Json(req): Json<StartRestore>,
 ) -> ApiResult<(StatusCode, Json<DbTaskView>)> {
     let t = backups::restore(&state, &caller.user, &app, &env, &req).await?;
+    Ok((StatusCode::ACCEPTED, Json(t.view())))
+}
+
+#[derive(Deserialize)]
+struct ImportQuery {
+    #[serde(default)]
+    confirm: bool,
+    #[serde(default)]
+    to_new: bool,
+}
+
+async fn import(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+    Query(q): Query<ImportQuery>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<DbTaskView>)> {
+    let body = body.into_data_stream();
+    let t = backups::import(&state, &caller.user, &app, &env, q.to_new, q.confirm, body).await?;
     Ok((StatusCode::ACCEPTED, Json(t.view())))
 }
 

@@ -1,5 +1,6 @@
 //! `/api/v1/apps/{app}/envs/{env}/db`: managed PostgreSQL for an environment: create it, show
-//! it, change its backup settings, hand the primary's role to the replica.
+//! it, change its backup settings, hand the primary's role to the replica, rotate the app
+//! role's password.
 
 use super::auth::Caller;
 use super::error::ApiResult;
@@ -11,7 +12,7 @@ use axum::http::Method;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use protocol::access::Role::{Admin, Viewer};
-use protocol::api::{CreateDatabase, DatabaseInfo, DatabaseSettings};
+use protocol::api::{ConfigChanged, CreateDatabase, DatabaseInfo, DatabaseSettings};
 
 pub fn routes() -> Api {
     Api::new()
@@ -19,6 +20,23 @@ pub fn routes() -> Api {
         .on(Method::POST, "/apps/{app}/envs/{env}/db", Need::App(Admin), "db.create", create)
         .on(Method::POST, "/apps/{app}/envs/{env}/db/settings", Need::App(Admin), "db.settings", settings)
         .on(Method::POST, "/apps/{app}/envs/{env}/db/failover", Need::App(Admin), "db.failover", failover)
+        .on(
+            Method::POST,
+            "/apps/{app}/envs/{env}/db/rotate-credentials",
+            Need::App(Admin),
+            "db.rotate-credentials",
+            rotate_credentials,
+        )
+}
+
+/// A new password for the app's role, rolled out in DATABASE_URL as a release.
+async fn rotate_credentials(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, env)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<ConfigChanged>)> {
+    let changed = databases::rotate_credentials(&state, &caller.user, &app, &env).await?;
+    Ok((StatusCode::ACCEPTED, Json(changed)))
 }
 
 /// Switchover: the replica becomes the primary; answers once the new primary does.

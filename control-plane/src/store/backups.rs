@@ -152,6 +152,22 @@ impl Store {
         Ok(())
     }
 
+    /// The row counts of a backup, once a restore drill counted them (an imported dump's).
+    pub async fn set_backup_tables(
+        &self,
+        id: &str,
+        tables: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<()> {
+        exec!(self.pool, |ex| {
+            sqlx::query("UPDATE backups SET tables = $1 WHERE id = $2")
+                .bind(Json(tables))
+                .bind(id)
+                .execute(ex)
+                .await
+        })?;
+        Ok(())
+    }
+
     /// Fails a backup that is still running (a no-op once it has ended); true when it did.
     pub async fn fail_running_backup(&self, id: &str, error: &str) -> Result<bool> {
         let done = exec!(self.pool, |ex| {

@@ -149,6 +149,16 @@ impl Store {
     }
 
     /// Withholds the primary from its node's assignment (a switchover) or gives it back.
+    /// The app role's new sealed password (`db rotate-credentials`).
+    pub async fn set_database_password(&self, app: &str, env: &str, sealed: &[u8]) -> Result<()> {
+        exec!(self.pool, |ex| sqlx::query("UPDATE databases SET password = $1 WHERE app = $2 AND env = $3")
+            .bind(sealed)
+            .bind_env(app, env)
+            .execute(ex)
+            .await)?;
+        Ok(())
+    }
+
     pub async fn set_database_fenced(&self, app: &str, env: &str, fenced: bool) -> Result<()> {
         exec!(self.pool, |ex| sqlx::query("UPDATE databases SET fenced = $1 WHERE app = $2 AND env = $3")
             .bind(fenced)
