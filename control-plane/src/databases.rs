@@ -171,6 +171,9 @@ fn checked_settings(s: &DatabaseSettings, current: Option<&DatabaseRow>) -> Resu
     Ok((schedule, keep, keep_days))
 }
 
+/// The events `db info` shows as the database's timeline.
+const TIMELINE: &[&str] = &["db.switchover", "db.failover", "db.failover.refused", "db.credentials.rotated"];
+
 /// How long a rotation waits for the primary to take the new password before it rolls the app
 /// out with it anyway (the store holds it; the agent keeps trying).
 const ROTATE_WAIT: Duration = Duration::from_secs(30);
@@ -320,6 +323,7 @@ pub async fn info(state: &AppState, row: &DatabaseRow, reveal: bool) -> Result<D
         last_verified: all.iter().find(|b| b.verification == protocol::api::Verification::Ok).cloned(),
         warnings: backups::warnings(row, &all),
         archive: backups::archive(state, row, &all).await?,
+        timeline: state.store.events_of_kinds(&row.app, &row.env, TIMELINE, 10).await?,
         app: row.app.clone(),
         env: row.env.clone(),
         version: row.version,

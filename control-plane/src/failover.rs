@@ -87,7 +87,7 @@ async fn switch(state: &AppState, user: &str, app: &str, env: &str) -> Result<Da
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let fresh = fresh_volume(&replica);
+    let fresh = fresh_volume(state, &db.node, &replica).await;
     let old_primary_volume = db.volume(DbRole::Primary);
     if !state.store.promote_replica(&db, &db.volume(DbRole::Replica), &fresh).await? {
         return Err(DomainError::Conflict(format!("{app}/{env}'s database changed during the switchover")));
@@ -170,7 +170,7 @@ pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<(
             continue;
         }
         REFUSED.lock().unwrap_or_else(|p| p.into_inner()).remove(&(app.to_string(), env.to_string()));
-        let fresh = fresh_volume(&replica);
+        let fresh = fresh_volume(state, &db.node, &replica).await;
         if !state.store.promote_replica(&db, &db.volume(DbRole::Replica), &fresh).await? {
             continue;
         }
@@ -219,9 +219,16 @@ fn base_backup_after_promotion(state: &AppState, app: &str, env: &str) {
     });
 }
 
-/// A new volume name for a replica cloned afresh.
-fn fresh_volume(replica: &str) -> String {
-    format!("{replica}-{}", crate::tokens::generate().to_lowercase().chars().take(6).collect::<String>())
+/// A new volume name for a replica cloned afresh on `node`: never one the node holds (a replica
+/// started on an old server's data would not be a clone of the primary).
+async fn fresh_volume(state: &AppState, node: &str, replica: &str) -> String {
+    let taken = state.db_volumes(node, Duration::ZERO).await.unwrap_or_default();
+    loop {
+        let name = format!("{replica}-{}", crate::tokens::random_hex(8));
+        if !taken.contains(&name) {
+            return name;
+        }
+    }
 }
 
 /// A switchover cut short by a restart left the primary fenced before the replica took over:

@@ -114,7 +114,7 @@ async fn replace_all(
 /// still exist on a node that is cut off).
 pub fn replacement_name(env: &crate::store::EnvRow, old: &InstanceRow, tag: char) -> String {
     let base = env.docker_names().container(&old.process, old.release, old.replica);
-    format!("{base}-{tag}{}", crate::tokens::generate().get(5..11).unwrap_or("0"))
+    format!("{base}-{tag}{}", crate::tokens::random_hex(6))
 }
 
 /// Replaces one serving replica with a new container `name` (placed on a ready node, away from

@@ -50,7 +50,7 @@ pub async fn start(
 
 /// A fresh id for a one-off job: `prefix-` and 12 random characters.
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{}", crate::tokens::generate().trim_start_matches("paas_").get(..12).unwrap_or("0"))
+    format!("{prefix}-{}", crate::tokens::random_hex(12))
 }
 
 /// A run's output after line `after`; waits up to `wait` when there is none yet and the run is

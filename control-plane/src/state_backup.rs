@@ -76,7 +76,7 @@ pub fn unseal(passphrase: &str, data: &[u8]) -> anyhow::Result<Vec<u8>> {
 /// The tar of a consistent copy of the state and the shared keys.
 async fn pack(state: &AppState) -> anyhow::Result<Vec<u8>> {
     let dir = &state.config.data_dir;
-    let unique = crate::tokens::generate().chars().take(8).collect::<String>();
+    let unique = crate::tokens::random_hex(8);
     let snapshot = dir.join(format!(".state-backup-{unique}.db"));
     let _ = std::fs::remove_file(&snapshot);
     state.store.snapshot_into(&snapshot).await?;
@@ -97,17 +97,7 @@ async fn pack(state: &AppState) -> anyhow::Result<Vec<u8>> {
 }
 
 fn file_name() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    let unique = crate::tokens::generate().to_lowercase().chars().take(4).collect::<String>();
-    format!(
-        "state-{:04}{:02}{:02}-{:02}{:02}{:02}-{unique}.paasdr",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    format!("state-{}.paasdr", crate::backups::new_id())
 }
 
 /// Takes a state backup now: sealed, stored locally and in S3, older ones beyond [`KEEP`] deleted.

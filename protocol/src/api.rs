@@ -570,6 +570,10 @@ pub struct DatabaseInfo {
     /// Continuous WAL archiving: what point-in-time recovery can reach.
     #[serde(default)]
     pub archive: WalArchive,
+    /// What happened to the servers' roles, oldest first: switchovers, failovers (and why one
+    /// was refused), credential rotations; the newest few.
+    #[serde(default)]
+    pub timeline: Vec<Event>,
 }
 
 /// The WAL archive of a database: how far point-in-time recovery reaches.

@@ -113,3 +113,17 @@ pub fn stored_rows(p: &Platform, app: &str) -> Vec<u32> {
         .filter_map(|n| n.parse().ok())
         .collect()
 }
+
+/// `paas db failover`, retried while the platform says a task (the base backup started after
+/// the last promotion, or its drill) still runs, for up to two minutes.
+pub fn switch_over(p: &Platform, app: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let run = p.paas(&["db", "failover", "--app", app]);
+        if run.ok {
+            return;
+        }
+        assert!(run.stderr.contains("still running") && std::time::Instant::now() < deadline, "{run:?}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -195,6 +195,12 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     Some(from) => println!("  point-in-time restore: from {from} (base backup {})", a.last_base_backup.as_deref().unwrap_or("-")),
                     None => println!("  point-in-time restore: not yet (no base backup; one is taken once the archive runs, or `paas db backup --base`)"),
                 }
+                if !i.timeline.is_empty() {
+                    println!("  timeline:");
+                    for e in &i.timeline {
+                        println!("    {}  {}", crate::output::ago(&e.at), e.message);
+                    }
+                }
                 for w in &i.warnings {
                     println!("  WARNING: {w}");
                 }

@@ -39,10 +39,11 @@ fn rfc3339(unix: i64) -> Option<String> {
     t.format(&time::format_description::well_known::Rfc3339).ok()
 }
 
-/// Backup ids sort by time and are short enough to type: `20261126-130501-k3f9`.
-fn new_id() -> String {
+/// Backup ids sort by time and are short enough to type: `20261126-130501-k3f9` (state
+/// backups' file names too).
+pub(crate) fn new_id() -> String {
     let t = time::OffsetDateTime::now_utc();
-    let tag: String = crate::tokens::generate().chars().rev().take(4).collect::<String>().to_lowercase();
+    let tag: String = crate::tokens::random_hex(4);
     format!(
         "{:04}{:02}{:02}-{:02}{:02}{:02}-{tag}",
         t.year(),

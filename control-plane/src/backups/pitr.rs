@@ -171,7 +171,7 @@ async fn wal_copy(state: &AppState, seg: &WalSegment) -> anyhow::Result<super::C
                 Err(_) => problems.push(format!("the copy at {path} is missing")),
             }
         } else if let (Some(k), Some(s3)) = (location.strip_prefix("s3:"), &storage.s3) {
-            let unique = crate::tokens::generate().chars().take(8).collect::<String>();
+            let unique = crate::tokens::random_hex(8);
             let file = seg.name.replace('/', "-");
             let tmp = storage.dir.join(".fetch").join(format!("{}-{}-{file}-{unique}", seg.app, seg.env));
             super::storage::private_dirs(tmp.parent().expect("has a parent")).await?;

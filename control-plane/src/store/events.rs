@@ -199,6 +199,40 @@ impl Store {
     }
 
     /// Every event after id `after` (audit entries included), oldest first, at most `limit`.
+    /// The newest `limit` platform events of `app`/`env` whose kind is one of `kinds`, oldest
+    /// first (what the platform did or saw, not the audit records of users' requests).
+    pub async fn events_of_kinds(
+        &self,
+        app: &str,
+        env: &str,
+        kinds: &[&str],
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let kinds = serde_json::to_string(kinds).expect("a list of strings");
+        let listed = self.json_strings("$3");
+        let rows: Vec<ActivityRow> = on!(self.pool, |ex| {
+            sqlx::query_as(&format!(
+                "SELECT * FROM (SELECT id, at, app, env, kind, severity, message, COALESCE(actor, '') AS by,
+                        COALESCE(outcome, '') AS outcome FROM events
+                  WHERE app = $1 AND env = $2 AND actor IS NULL AND kind IN ({listed}) ORDER BY id DESC LIMIT $4) AS page
+                 ORDER BY id"
+            ))
+            .bind(app)
+            .bind(env)
+            .bind(&kinds)
+            .bind(super::int(limit))
+            .fetch_all(ex)
+            .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let ActivityRow { id, at, app, env, kind, severity, message, by, .. } = r;
+                Event { id, at, app, env, kind, severity, message, by }
+            })
+            .collect())
+    }
+
     pub async fn event_rows_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
         Ok(on!(self.pool, |ex| {
             sqlx::query_as(

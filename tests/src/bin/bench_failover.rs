@@ -19,10 +19,19 @@ fn info(p: &Platform, app: &str) -> serde_json::Value {
     p.paas(&["db", "info", "--app", app, "-o", "json"]).expect_ok().json()
 }
 
-fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+fn wait(p: &Platform, app: &str, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < deadline, "{what}");
+        if Instant::now() > deadline {
+            let events = p.paas(&["events", "--app", app]).stdout;
+            let log = p.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            panic!(
+                "{what}: {}\n{events}\n{}",
+                info(p, app),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -67,7 +76,7 @@ fn main() {
     for trial in 1..=trials {
         // The primary goes to the joined node, which can be killed.
         if info(&p, &app)["primary"]["node"] != other.as_str() {
-            p.paas(&["db", "failover", "--app", &app]).expect_ok();
+            paas_tests::db::switch_over(&p, &app);
         }
         p.wait_db_healthy(&app);
         p.psql(&app, &[], "TRUNCATE t");
@@ -75,7 +84,7 @@ fn main() {
         w.wait_acked(20, "the writer never got going");
         let killed = Instant::now();
         p.kill_node(&other);
-        wait("no failover within 2 minutes", Duration::from_secs(120), || {
+        wait(&p, &app, "no failover within 2 minutes", Duration::from_secs(120), || {
             let i = info(&p, &app);
             i["primary"]["node"] == p.node.as_str() && i["primary"]["healthy"] == true
         });
@@ -88,7 +97,7 @@ fn main() {
         took.push(secs);
         lost_rows.push(lost as f64);
         p.restart_agent(&other, None, &second.addr);
-        wait("the node never cloned a replica", Duration::from_secs(180), || {
+        wait(&p, &app, "the node never cloned a replica", Duration::from_secs(180), || {
             let i = info(&p, &app);
             i["replica"]["healthy"] == true && i["replica"]["node"] == other.as_str()
         });
@@ -122,7 +131,7 @@ fn main() {
         "-c",
         script,
     ]);
-    wait("the plain server never started", Duration::from_secs(60), || {
+    wait(&p, &app, "the plain server never started", Duration::from_secs(60), || {
         docker(&[
             "exec",
             "-u",
