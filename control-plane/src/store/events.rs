@@ -40,6 +40,19 @@ struct ActivityRow {
     outcome: String,
 }
 
+impl ActivityRow {
+    fn event(self) -> Event {
+        // A user's change that failed says so; the platform's own events say it in `kind`.
+        let message = match self.outcome.as_str() {
+            "" | "ok" => self.message,
+            failed if self.message.is_empty() => failed.to_string(),
+            failed => format!("{} ({failed})", self.message),
+        };
+        let ActivityRow { id, at, app, env, kind, severity, by, .. } = self;
+        Event { id, at, app, env, kind, severity, message, by }
+    }
+}
+
 /// A platform event to record.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
@@ -183,19 +196,7 @@ impl Store {
             .fetch_all(ex)
             .await
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                // A user's change that failed says so; the platform's own events say it in `kind`.
-                let message = match r.outcome.as_str() {
-                    "" | "ok" => r.message,
-                    failed if r.message.is_empty() => failed.to_string(),
-                    failed => format!("{} ({failed})", r.message),
-                };
-                let ActivityRow { id, at, app, env, kind, severity, by, .. } = r;
-                Event { id, at, app, env, kind, severity, message, by }
-            })
-            .collect())
+        Ok(rows.into_iter().map(ActivityRow::event).collect())
     }
 
     /// Every event after id `after` (audit entries included), oldest first, at most `limit`.
@@ -224,13 +225,7 @@ impl Store {
             .fetch_all(ex)
             .await
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let ActivityRow { id, at, app, env, kind, severity, message, by, .. } = r;
-                Event { id, at, app, env, kind, severity, message, by }
-            })
-            .collect())
+        Ok(rows.into_iter().map(ActivityRow::event).collect())
     }
 
     pub async fn event_rows_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
