@@ -339,6 +339,7 @@ async fn check(state: &AppState, memory: &mut Memory, started: i64) -> Result<()
                 let failed = match r.metric.as_str() {
                     "deploy_failed" => state.store.failed_newest_releases().await?,
                     "restore_drill_failed" => state.store.failed_newest_drills().await?,
+                    "db_failover" => failovers(state, now).await?,
                     _ => Vec::new(),
                 };
                 for (app, env) in failed.iter().filter(|(a, e)| in_scope(Some(a), Some(e))) {
@@ -471,6 +472,25 @@ fn rfc3339(unix: i64) -> String {
 }
 
 /// The sentence a notification carries: `node-disk on node=n1 path=/: 91.3 > 80 since ...`.
+/// Databases that failed over within the last hour, or whose primary's node was lost and that
+/// were not failed over while their primary stays down.
+async fn failovers(state: &AppState, now: i64) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (app, env, kind, at) in state.store.newest_failovers().await? {
+        let news = if kind == "db.failover" {
+            crate::store::unix_seconds(&at).is_some_and(|t| now - t < 3600)
+        } else {
+            let Ok(db) = state.store.get_database(&app, &env).await else { continue };
+            let primary = db.docker_names().database(protocol::agent::DbRole::Primary.as_str());
+            !state.db_status(&primary).is_some_and(|s| s.healthy)
+        };
+        if news {
+            out.push((app, env));
+        }
+    }
+    Ok(out)
+}
+
 fn summary(rule: &RuleRow, row: &AlertRow, event: &str) -> String {
     let state = if event == "alert.firing" { "firing" } else { "resolved" };
     match rule.kind.as_str() {

@@ -148,6 +148,7 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
         "{timeline}"
     );
     assert!(timeline.contains("Switchover:"), "the earlier switchover stays in the timeline: {timeline}");
+    paas_tests::wait_for(30, "the db-failover alert", || firing(&p, &app).then_some(()));
 
     // The old primary's node returns: its primary is never started again; it clones a new
     // replica of the new primary on a fresh volume.
@@ -311,4 +312,15 @@ fn a_replica_that_stopped_following_is_not_promoted_and_the_platform_says_why() 
     assert_eq!(i["primary"]["node"], other.as_str(), "the stale replica was promoted: {i}");
     let timeline = p.paas(&["db", "info", "--app", &app]).expect_ok().stdout;
     assert!(timeline.contains("was NOT failed over"), "{timeline}");
+    // A person hears of it: the db-failover alert fires while the primary stays down.
+    paas_tests::wait_for(30, "the db-failover alert", || firing(&p, &app).then_some(()));
+}
+
+fn firing(p: &Platform, app: &str) -> bool {
+    let alerts = p.paas(&["alerts", "list", "-o", "json"]).expect_ok().json();
+    alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["rule"] == "db-failover" && a["app"] == app && a["state"] == "firing")
 }

@@ -154,6 +154,19 @@ impl Store {
         .await)?)
     }
 
+    /// Each database's newest failover news, if that is a failover or a refused one (a later
+    /// switchover ends it): (app, env, kind, at).
+    pub async fn newest_failovers(&self) -> Result<Vec<(String, String, String, String)>> {
+        Ok(on!(self.pool, |ex| sqlx::query_as(
+            "SELECT e.app, e.env, e.kind, e.at FROM events e
+             WHERE e.actor IS NULL AND e.kind IN ('db.failover', 'db.failover.refused')
+               AND e.id = (SELECT MAX(id) FROM events WHERE app = e.app AND env = e.env AND actor IS NULL
+                             AND kind IN ('db.failover', 'db.failover.refused', 'db.switchover'))",
+        )
+        .fetch_all(ex)
+        .await)?)
+    }
+
     /// Forgets resolved alerts that ended before `before` (RFC 3339).
     pub async fn prune_alerts(&self, before: &str) -> Result<()> {
         exec!(self.pool, |ex| sqlx::query(
