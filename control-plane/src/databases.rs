@@ -248,7 +248,7 @@ pub async fn rotate_credentials(
         }
     };
     tracing::info!(app, env, user, confirmed = taken, "database credentials rotated");
-    let msg = "Database credentials rotated: the app's role has a new password, rolled out in DATABASE_URL";
+    let msg = "Database credentials rotated: the app's role has a new password, which DATABASE_URL carries";
     state.store.add_event(app, env, "db.credentials.rotated", "info", msg).await?;
     state.events_changed();
     Ok(changed)

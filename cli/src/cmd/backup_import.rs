@@ -14,9 +14,14 @@ type Chunks = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send
 /// The upload body for `source`, checked to be a custom-format archive.
 pub async fn dump_body(source: &str) -> anyhow::Result<reqwest::Body> {
     let chunks: Chunks = if source.starts_with("http://") || source.starts_with("https://") {
-        let resp = reqwest::get(source)
-            .await
-            .map_err(|e| anyhow::anyhow!("downloading {source} failed: {:#}", anyhow::Error::from(e)))?;
+        let resp = reqwest::get(source).await.map_err(|e| {
+            // The innermost cause says it plainly ("Connection refused", a certificate problem).
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            anyhow::anyhow!("downloading {source} failed: {cause}")
+        })?;
         if !resp.status().is_success() {
             anyhow::bail!("downloading {source} failed: the server answered {}", resp.status());
         }
@@ -27,10 +32,11 @@ pub async fn dump_body(source: &str) -> anyhow::Result<reqwest::Body> {
         let file = tokio::fs::File::open(path).await.with_context(|| format!("cannot read {source}"))?;
         Box::pin(tokio_util::io::ReaderStream::new(file))
     };
-    let (head, rest) = peek(chunks, MAGIC.len()).await.with_context(|| format!("reading {source}"))?;
+    let what = if source == "-" { "standard input" } else { source };
+    let (head, rest) = peek(chunks, MAGIC.len()).await.with_context(|| format!("reading {what}"))?;
     if !head.starts_with(MAGIC) {
         anyhow::bail!(
-            "{source} is not a pg_dump custom-format archive: make one with `pg_dump -Fc` (a plain SQL file loads with `paas db psql < FILE`)"
+            "{what} is not a pg_dump custom-format archive: make one with `pg_dump -Fc` (a plain SQL file loads with `paas db psql < FILE`)"
         );
     }
     let all = futures_util::stream::iter([Ok(head)]).chain(rest);

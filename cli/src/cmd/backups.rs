@@ -125,7 +125,11 @@ pub async fn list(g: &Global, t: AppEnv) -> anyhow::Result<ExitCode> {
                     BackupKind::Base => format!("{} (base)", b.trigger),
                     BackupKind::Dump => b.trigger.to_string(),
                 },
-                b.source.as_str().trim_start_matches("db-").to_string(),
+                if b.trigger == protocol::api::BackupTrigger::Imported {
+                    "upload".to_string()
+                } else {
+                    b.source.as_str().trim_start_matches("db-").to_string()
+                },
                 if b.status == BackupStatus::Failed {
                     format!("failed: {}", b.error.as_deref().unwrap_or(""))
                 } else {
