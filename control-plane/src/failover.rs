@@ -110,7 +110,7 @@ async fn switch(state: &AppState, user: &str, app: &str, env: &str) -> Result<Da
     );
     state.store.add_event(app, env, "db.switchover", "info", &msg).await?;
     state.events_changed();
-    base_backup_after_promotion(state, app, env);
+    after_promotion(state, app, env);
     Ok(state.store.get_database(app, env).await?)
 }
 
@@ -184,7 +184,7 @@ pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<(
         state.store.add_event(app, env, "db.failover", "warning", &msg).await?;
         state.events_changed();
         state.bump();
-        base_backup_after_promotion(state, app, env);
+        after_promotion(state, app, env);
     }
     // What the lost node last said of its servers no longer holds (and must not stand for a new
     // primary of the same name elsewhere).
@@ -196,10 +196,13 @@ pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<(
 static REFUSED: std::sync::Mutex<std::collections::BTreeMap<(String, String), String>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-/// The promoted primary archives on a new timeline; the old one's last segments may never have
-/// been shipped. A base backup of the new primary, once it answers, starts point-in-time
-/// recovery afresh from the promotion on.
-fn base_backup_after_promotion(state: &AppState, app: &str, env: &str) {
+/// Once the promoted primary answers: the environment's app rolls out again as a release
+/// (blue/green), so every container's `DATABASE_URL` reaches the new primary (an app on
+/// another node than the primary's has its node's published address in it, not the
+/// `db-primary` name); and a base backup of the new primary starts point-in-time recovery
+/// afresh from the promotion on (it archives on a new timeline; the old one's last segments may
+/// never have been shipped).
+fn after_promotion(state: &AppState, app: &str, env: &str) {
     let (bg, app, env) = (state.clone(), app.to_string(), env.to_string());
     state.spawn(async move {
         let deadline = Instant::now() + PROMOTE_WAIT;
@@ -207,6 +210,7 @@ fn base_backup_after_promotion(state: &AppState, app: &str, env: &str) {
             let Ok(db) = bg.store.get_database(&app, &env).await else { return };
             let primary = db.docker_names().database(DbRole::Primary.as_str());
             if healthy(&bg, &primary) {
+                reconnect_app(&bg, &app, &env).await;
                 if let Err(e) =
                     crate::backups::start_base_backup(&bg, &db, protocol::api::BackupTrigger::Scheduled).await
                 {
@@ -217,6 +221,24 @@ fn base_backup_after_promotion(state: &AppState, app: &str, env: &str) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
+}
+
+/// The serving release again, as a new release whose containers get the new primary's address.
+async fn reconnect_app(state: &AppState, app: &str, env: &str) {
+    let serving = state.store.get_env(app, env).await.ok().and_then(|e| e.current_release);
+    if serving.is_none() {
+        return; // nothing runs yet; the first deploy gets the current address
+    }
+    let why = |v| format!("Database failover: v{v} again, connected to the new primary");
+    match crate::releases::restart_described(state, "platform", app, env, why).await {
+        Ok(r) => tracing::info!(app, env, release = r.version, "the app rolls out to reach the new primary"),
+        Err(e) => {
+            let msg =
+                format!("The app could not roll out to reach the new primary ({e}); `paas restart` does it");
+            tracing::warn!(app, env, "{msg}");
+            let _ = state.store.add_event(app, env, "db.failover.app", "warning", &msg).await;
+        }
+    }
 }
 
 /// A new volume name for a replica cloned afresh on `node`: never one the node holds (a replica

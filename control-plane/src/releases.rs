@@ -187,6 +187,17 @@ pub async fn rollback(
 /// manifest, rolled out like any deploy (new replicas start beside the old ones and take over
 /// only once healthy), so a restart never takes the app down.
 pub async fn restart(state: &AppState, user: &str, app: &str, env: &str) -> Result<Release> {
+    restart_described(state, user, app, env, |v| format!("Restart of v{v}")).await
+}
+
+/// [`restart`] with its own description of the release, from the serving version.
+pub async fn restart_described(
+    state: &AppState,
+    user: &str,
+    app: &str,
+    env: &str,
+    describe: impl FnOnce(u32) -> String,
+) -> Result<Release> {
     let row = state.store.get_env(app, env).await?;
     let current = row.current_release.ok_or_else(|| {
         DomainError::Conflict(format!("{app}/{env} has no release serving yet; nothing to restart"))
@@ -202,7 +213,7 @@ pub async fn restart(state: &AppState, user: &str, app: &str, env: &str) -> Resu
         build_node,
         manifest: serving.manifest.clone(),
         manifest_text,
-        description: format!("Restart of v{current}"),
+        description: describe(current),
         image_id: Some(image),
         config,
         config_keys: serving.config_keys.clone(),

@@ -118,6 +118,13 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
     p.paas(&["db", "failover", "--app", &app]).expect_ok();
     let i = p.wait_db_healthy(&app);
     assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
+    // An app writes through its DATABASE_URL, from whichever node it was placed on.
+    let src = paas_tests::example_copy("notes");
+    p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
+    let note = |p: &Platform, body: &str| {
+        paas_tests::http::request(&p.ingress, "POST", &p.host(&app), "/notes", &[], body).status
+    };
+    assert_eq!(note(&p, "before"), 201);
 
     let w = Writer::start(&p, &app);
     w.wait_acked(10, "the writer never got going");
@@ -139,6 +146,19 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
         "failover {took:.1}s after the node died (lost after 6 s); {} acknowledged rows lost, {} writes failed meanwhile",
         lost.len(),
         failed
+    );
+    // The app reconnects through the same DATABASE_URL (moved off the dead node first if it ran
+    // there) and writes to the new primary.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while note(&p, "after") != 201 {
+        assert!(Instant::now() < deadline, "the app never wrote to the new primary\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(p.psql(&app, &[], "SELECT string_agg(body, ',' ORDER BY id) FROM notes"), "before,after");
+    let releases = p.paas(&["releases", "--app", &app]).expect_ok().stdout;
+    assert!(
+        releases.contains("Database failover"),
+        "the app did not roll out to the new primary: {releases}"
     );
     let events = p.paas(&["events", "--app", &app]).expect_ok().stdout;
     assert!(events.contains("Failover"), "{events}");
