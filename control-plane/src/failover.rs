@@ -132,63 +132,92 @@ pub const MAX_PROMOTE_LAG: u64 = 16 << 20;
 /// and stops it; a new replica is cloned there on a fresh volume.
 pub async fn primary_node_lost(state: &AppState, node: &str) -> anyhow::Result<()> {
     for db in state.store.all_databases().await?.into_iter().filter(|d| d.node == node && d.replicas > 0) {
-        let (app, env) = (db.app.as_str(), db.env.as_str());
-        let names = db.docker_names();
-        let (primary, replica) =
-            (names.database(DbRole::Primary.as_str()), names.database(DbRole::Replica.as_str()));
-        let figures = state.db_status(&replica).filter(|s| s.healthy).and_then(|s| s.db);
+        let primary = db.docker_names().database(DbRole::Primary.as_str());
+        if let Some(why) = refusal(state, &db, true) {
+            refused(
+                state,
+                &db,
+                &format!("The primary's node {node} is lost, and it was NOT failed over: {why}"),
+            )
+            .await?;
+            continue;
+        }
         let behind = state.db_status(&primary).and_then(|s| s.db).and_then(|f| f.replica_behind_bytes);
-        let refused = if db.replica_node == node {
-            Some("its replica ran on the same node".to_string())
-        } else if figures.is_none() {
-            Some(format!("its replica on {} is not healthy", db.replica_node))
-        } else if figures.as_ref().and_then(|f| f.streaming) == Some(true) {
-            Some("its replica still receives WAL from it, so it is alive".to_string())
-        } else if behind.is_none() && !state.streamed_within(&replica, state.config.node_lost_after * 3) {
-            // No lag figure (the replica had just connected) and no streaming lately: it may
-            // have been cut off for long, and promoting it would drop all that.
-            Some("its lag is unknown and it has not streamed from the primary lately, so the loss could be large".to_string())
-        } else if behind.is_some_and(|b| b > MAX_PROMOTE_LAG) {
-            Some(format!(
-                "its replica was {} behind (more than {}), so promoting it would lose that much",
-                protocol::bytes_human(behind.unwrap_or(0)),
-                protocol::bytes_human(MAX_PROMOTE_LAG)
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = refused {
-            // Asked again while the node stays lost: said once per reason.
-            let key = (app.to_string(), env.to_string());
-            if REFUSED.lock().unwrap_or_else(|p| p.into_inner()).insert(key, why.clone()).as_ref()
-                != Some(&why)
-            {
-                let msg = format!("The primary's node {node} is lost, and it was NOT failed over: {why}");
-                tracing::error!(app, env, node, "{msg}");
-                state.store.add_event(app, env, "db.failover.refused", "critical", &msg).await?;
-            }
-            continue;
-        }
-        REFUSED.lock().unwrap_or_else(|p| p.into_inner()).remove(&(app.to_string(), env.to_string()));
-        let fresh = fresh_volume(state, &db.node, &replica).await;
-        if !state.store.promote_replica(&db, &db.volume(DbRole::Replica), &fresh).await? {
-            continue;
-        }
         let lag = behind.map_or_else(|| "unknown".to_string(), protocol::bytes_human);
         let msg = format!(
             "Failover: the primary's node {node} is lost; the replica on {} is the primary (it was {lag} behind); a new replica is cloned on {node} when it returns (the old primary's volume {} is kept and never started again)",
             db.replica_node,
             db.volume(DbRole::Primary)
         );
-        tracing::warn!(app, env, node, "{msg}");
-        state.store.add_event(app, env, "db.failover", "warning", &msg).await?;
-        state.events_changed();
-        state.bump();
-        after_promotion(state, app, env);
+        promote(state, &db, &msg).await?;
     }
     // What the lost node last said of its servers no longer holds (and must not stand for a new
     // primary of the same name elsewhere).
     state.forget_db_status(node);
+    Ok(())
+}
+
+/// Promotes the replica of `db` (as read) to primary after a failure, saying `msg`; false when
+/// the database changed meanwhile.
+pub(crate) async fn promote(state: &AppState, db: &DatabaseRow, msg: &str) -> anyhow::Result<bool> {
+    let (app, env) = (db.app.as_str(), db.env.as_str());
+    REFUSED.lock().unwrap_or_else(|p| p.into_inner()).remove(&(app.to_string(), env.to_string()));
+    let replica = db.docker_names().database(DbRole::Replica.as_str());
+    let fresh = fresh_volume(state, &db.node, &replica).await;
+    if !state.store.promote_replica(db, &db.volume(DbRole::Replica), &fresh).await? {
+        return Ok(false);
+    }
+    tracing::warn!(app, env, node = %db.node, "{msg}");
+    state.store.add_event(app, env, "db.failover", "warning", msg).await?;
+    state.events_changed();
+    state.bump();
+    after_promotion(state, app, env);
+    Ok(true)
+}
+
+/// Why the replica of `db` may not be promoted now, if it may not: it ran on the primary's lost
+/// node, it is not healthy, it still receives WAL (its primary is alive), or it may be too far
+/// behind (by the primary's last figure, or unknown while it has not streamed lately).
+pub(crate) fn refusal(state: &AppState, db: &DatabaseRow, node_lost: bool) -> Option<String> {
+    let names = db.docker_names();
+    let (primary, replica) =
+        (names.database(DbRole::Primary.as_str()), names.database(DbRole::Replica.as_str()));
+    let figures = state.db_status(&replica).filter(|s| s.healthy).and_then(|s| s.db);
+    let behind = state.db_status(&primary).and_then(|s| s.db).and_then(|f| f.replica_behind_bytes);
+    if node_lost && db.replica_node == db.node {
+        Some("its replica ran on the same node".to_string())
+    } else if figures.is_none() {
+        Some(format!("its replica on {} is not healthy", db.replica_node))
+    } else if figures.as_ref().and_then(|f| f.streaming) == Some(true) {
+        Some("its replica still receives WAL from it, so it is alive".to_string())
+    } else if behind.is_none() && !state.streamed_within(&replica, state.config.node_lost_after * 3) {
+        // No lag figure (the replica had just connected) and no streaming lately: it may have
+        // been cut off for long, and promoting it would drop all that.
+        Some(
+            "its lag is unknown and it has not streamed from the primary lately, so the loss could be large"
+                .to_string(),
+        )
+    } else if behind.is_some_and(|b| b > MAX_PROMOTE_LAG) {
+        Some(format!(
+            "its replica was {} behind (more than {}), so promoting it would lose that much",
+            protocol::bytes_human(behind.unwrap_or(0)),
+            protocol::bytes_human(MAX_PROMOTE_LAG)
+        ))
+    } else {
+        None
+    }
+}
+
+/// Says (an error log, a critical event) why `db` was not failed over, once per reason while
+/// it is asked again.
+pub(crate) async fn refused(state: &AppState, db: &DatabaseRow, msg: &str) -> anyhow::Result<()> {
+    let (app, env) = (db.app.as_str(), db.env.as_str());
+    let key = (app.to_string(), env.to_string());
+    if REFUSED.lock().unwrap_or_else(|p| p.into_inner()).insert(key, msg.to_string()).as_deref() != Some(msg)
+    {
+        tracing::error!(app, env, node = %db.node, "{msg}");
+        state.store.add_event(app, env, "db.failover.refused", "critical", msg).await?;
+    }
     Ok(())
 }
 

@@ -29,6 +29,7 @@ pub mod logs;
 pub mod metrics;
 pub mod nodes;
 pub mod notify;
+mod primary_watch;
 pub mod releases;
 pub mod restarts;
 pub mod runs;
@@ -329,6 +330,7 @@ pub(crate) fn spawn_leader_loops(state: &AppState) {
     state.spawn(scheduled::run(state.clone()));
     state.spawn(alerts::run(state.clone()));
     state.spawn(nodes::watch(state.clone()));
+    state.spawn(primary_watch::watch(state.clone()));
     state.spawn(drains::run(state.clone()));
     state.spawn(edge::run(state.clone()));
     state.spawn(edge::acme::run(state.clone()));

@@ -344,3 +344,55 @@ fn firing(p: &Platform, app: &str) -> bool {
         .iter()
         .any(|a| a["rule"] == "db-failover" && a["app"] == app && a["state"] == "firing")
 }
+
+#[test]
+fn a_primary_that_cannot_be_restarted_fails_over_to_its_replica() {
+    let mut p = Platform::start_with(&["--node-lost-after", "6s"]);
+    let app = p.app_name("crash");
+    p.paas(&["apps", "create", &app]).expect_ok();
+    p.paas(&["db", "create", "--app", &app, "--backup-schedule", "off"]).expect_ok();
+    p.wait_db_healthy(&app);
+    p.psql(&app, &[], "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.psql(&app, &["--replica"], "SELECT count(*) FROM t") != "100" {
+        assert!(Instant::now() < deadline, "the replica never caught up");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let primary = format!("paas-{app}--production--db-primary");
+    let volume =
+        |c: &str| docker(&["inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", c]).trim().to_string();
+    let (broken, replica_volume) = (volume(&primary), volume(&format!("paas-{app}--production--db-replica")));
+
+    // Its data directory loses pg_control: PostgreSQL stops and can never start on it again.
+    docker(&["exec", &primary, "rm", "/var/lib/postgresql/data/pgdata/global/pg_control"]);
+    docker(&["kill", &primary]);
+    let killed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let i = info(&p, &app);
+        if i["primary"]["healthy"] == true && volume(&primary) == replica_volume {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover from the broken primary: {i}\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!("the replica took over {:.1}s after the primary broke", killed.elapsed().as_secs_f64());
+    assert_eq!(p.psql(&app, &[], "SELECT count(*) FROM t"), "100");
+    p.psql(&app, &[], "INSERT INTO t VALUES (101)");
+    let events = p.paas(&["events", "--app", &app]).expect_ok().stdout;
+    assert!(events.contains("could not be restarted"), "{events}");
+    // The broken volume is kept, for inspection, and mounted by nothing.
+    let users = docker(&["ps", "-a", "--filter", &format!("volume={broken}"), "--format", "{{.Names}}"]);
+    assert!(users.trim().is_empty(), "the broken volume is still in use: {users}");
+    // A new replica is cloned and follows.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while p
+        .paas(&["db", "psql", "--app", &app, "--replica", "--", "-tAc", "SELECT count(*) FROM t"])
+        .stdout
+        .trim()
+        != "101"
+    {
+        assert!(Instant::now() < deadline, "the new replica does not follow: {}", info(&p, &app));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
