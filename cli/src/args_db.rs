@@ -43,6 +43,9 @@ pub enum DbCommand {
     Failover {
         #[command(flatten)]
         target: AppEnv,
+        /// The server that takes the primary's role: the streaming replica (a database has one).
+        #[arg(long, value_parser = ["replica"], default_value = "replica")]
+        to: String,
     },
     /// Take a backup now (from the replica when there is one) and prove it by a restore.
     Backup {

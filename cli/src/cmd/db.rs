@@ -28,7 +28,7 @@ pub async fn exec(g: &Global, cmd: DbCommand) -> anyhow::Result<ExitCode> {
             })?;
             return super::backups::list(g, AppEnv { app, env }).await;
         }
-        DbCommand::Failover { target } => {
+        DbCommand::Failover { target, to: _ } => {
             let started = Instant::now();
             if g.output == Output::Text {
                 eprintln!(
