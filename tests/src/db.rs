@@ -114,8 +114,9 @@ pub fn stored_rows(p: &Platform, app: &str) -> Vec<u32> {
         .collect()
 }
 
-/// `paas db failover`, retried while the platform says a task (the base backup started after
-/// the last promotion, or its drill) still runs, for up to two minutes.
+/// `paas db failover`, retried while the platform asks to (a task such as the base backup
+/// started after the last promotion still runs, or the new replica does not stream yet), for up
+/// to two minutes.
 pub fn switch_over(p: &Platform, app: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
@@ -123,7 +124,8 @@ pub fn switch_over(p: &Platform, app: &str) {
         if run.ok {
             return;
         }
-        assert!(run.stderr.contains("still running") && std::time::Instant::now() < deadline, "{run:?}");
+        let retry = run.stderr.contains("still running") || run.stderr.contains("try again");
+        assert!(retry && std::time::Instant::now() < deadline, "{run:?}");
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
