@@ -117,12 +117,12 @@ pub fn stored_rows(p: &Platform, app: &str) -> Vec<u32> {
 /// `paas db failover`, retried while the platform asks to (a task such as the base backup
 /// started after the last promotion still runs, or the new replica does not stream yet), for up
 /// to two minutes.
-pub fn switch_over(p: &Platform, app: &str) {
+pub fn switch_over(p: &Platform, app: &str) -> crate::Run {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let run = p.paas(&["db", "failover", "--app", app]);
         if run.ok {
-            return;
+            return run;
         }
         let retry = run.stderr.contains("still running") || run.stderr.contains("try again");
         assert!(retry && std::time::Instant::now() < deadline, "{run:?}");

@@ -54,7 +54,7 @@ fn a_switchover_loses_no_committed_row() {
     w.wait_acked(5, "the writer never got going");
 
     let started = Instant::now();
-    let out = p.paas(&["db", "failover", "--app", &app]).expect_ok();
+    let out = paas_tests::db::switch_over(&p, &app);
     let secs = started.elapsed().as_secs_f64();
     assert!(out.stdout.contains("is the primary"), "{}", out.stdout);
     // Writes go on against the new primary through the same name.
@@ -115,7 +115,7 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
     assert_eq!(i["replica"]["node"], other.as_str(), "{i}");
     p.psql(&app, &[], "CREATE TABLE t (n int PRIMARY KEY)");
     // The primary moves to the joined node, which the test can kill.
-    p.paas(&["db", "failover", "--app", &app]).expect_ok();
+    paas_tests::db::switch_over(&p, &app);
     let i = p.wait_db_healthy(&app);
     assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
     // An app writes through its DATABASE_URL, from whichever node it was placed on.
@@ -232,7 +232,7 @@ fn a_primary_cut_off_from_the_control_plane_and_its_replica_stops_before_the_rep
     p.paas(&["db", "create", "--app", &app, "--backup-schedule", "off"]).expect_ok();
     p.wait_db_healthy(&app);
     p.psql(&app, &[], "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)");
-    p.paas(&["db", "failover", "--app", &app]).expect_ok();
+    paas_tests::db::switch_over(&p, &app);
     let i = p.wait_db_healthy(&app);
     assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
     let primary = format!("paas-{app}--production--db-primary");
