@@ -33,6 +33,7 @@ on_both!(
     rollout_switch_retire_and_abort_leave_consistent_state,
     reports_count_as_changes_only_when_they_change_something,
     a_deleted_apps_platform_events_go_with_it_and_its_audit_entries_stay,
+    a_databases_timeline_and_failover_news_are_the_platforms_events,
 );
 
 /// Existing environments keep their Docker names on upgrade, except those whose old names
@@ -411,4 +412,38 @@ async fn a_deleted_apps_platform_events_go_with_it_and_its_audit_entries_stay(st
     assert_eq!(feed, ["app.created"], "a new app of the same name shows none of the old one's");
     let kept = store.audit(&users::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(kept.len(), 1, "who did what stays in the audit log");
+}
+
+async fn a_databases_timeline_and_failover_news_are_the_platforms_events(store: Store) {
+    store.create_app("shop").await.unwrap();
+    store.add_event("shop", "production", "db.switchover", "info", "Switchover: one").await.unwrap();
+    // A user's request audited under the same name is not the platform's news.
+    let audit = users::AuditRecord {
+        user: "alice",
+        action: "db.failover",
+        app: "shop",
+        env: "production",
+        addr: "203.0.113.9",
+        outcome: "ok",
+        detail: "",
+    };
+    store.record_audit(&audit).await.unwrap();
+    store.add_event("shop", "production", "deploy.live", "info", "Deploy v1 is live").await.unwrap();
+    store
+        .add_event("shop", "production", "db.failover.refused", "critical", "NOT failed over")
+        .await
+        .unwrap();
+    let kinds = ["db.switchover", "db.failover", "db.failover.refused"];
+    let timeline = store.events_of_kinds("shop", "production", &kinds, 10).await.unwrap();
+    let said = Vec::from_iter(timeline.iter().map(|e| e.message.as_str()));
+    assert_eq!(said, ["Switchover: one", "NOT failed over"], "oldest first, platform events only");
+    let newest = store.events_of_kinds("shop", "production", &kinds, 1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].kind, "db.failover.refused");
+    let news = store.newest_failovers().await.unwrap();
+    assert_eq!(news.len(), 1);
+    assert_eq!((news[0].0.as_str(), news[0].2.as_str()), ("shop", "db.failover.refused"));
+    // A later switchover ends the news.
+    store.add_event("shop", "production", "db.switchover", "info", "Switchover: two").await.unwrap();
+    assert!(store.newest_failovers().await.unwrap().is_empty());
 }
