@@ -20,6 +20,18 @@ fn url(spec: &DatabaseSpec, host: &str, port: u16, reveal: bool) -> String {
     format!("postgres://{}:{password}@{host}:{port}/{}", spec.user, spec.database)
 }
 
+/// The config change that points the app at its database: `DATABASE_URL` (and
+/// `DATABASE_REPLICA_URL` with a replica) with the app role's current password.
+async fn url_config(state: &AppState, row: &DatabaseRow) -> Result<ConfigChange> {
+    let spec = assign::database_spec(state, row, DbRole::Primary).await?;
+    let mut set =
+        BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, DbRole::Primary.as_str(), 5432, true))]);
+    if row.replicas > 0 {
+        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, DbRole::Replica.as_str(), 5432, true));
+    }
+    Ok(ConfigChange { set, unset: Vec::new(), secret: false })
+}
+
 /// Creates the database of `app`/`env` and points the app at it.
 pub async fn create(
     state: &AppState,
@@ -83,13 +95,7 @@ pub async fn create(
     let reused = body.reuse_volume;
     tracing::info!(app, env, version, node = %row.node, reused, user, "database created");
     state.bump();
-    let spec = assign::database_spec(state, &row, DbRole::Primary).await?;
-    let mut set =
-        BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, DbRole::Primary.as_str(), 5432, true))]);
-    if replicas > 0 {
-        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, DbRole::Replica.as_str(), 5432, true));
-    }
-    config::change(state, user, app, env, ConfigChange { set, unset: Vec::new(), secret: false }).await?;
+    config::change(state, user, app, env, url_config(state, &row).await?).await?;
     info(state, &row, false).await
 }
 
@@ -231,13 +237,7 @@ pub async fn rotate_credentials(
         );
     }
     let row = state.store.get_database(app, env).await?;
-    let spec = assign::database_spec(state, &row, DbRole::Primary).await?;
-    let mut set =
-        BTreeMap::from([("DATABASE_URL".to_string(), url(&spec, DbRole::Primary.as_str(), 5432, true))]);
-    if row.replicas > 0 {
-        set.insert("DATABASE_REPLICA_URL".to_string(), url(&spec, DbRole::Replica.as_str(), 5432, true));
-    }
-    let change = ConfigChange { set, unset: Vec::new(), secret: false };
+    let change = url_config(state, &row).await?;
     let changed = match config::change(state, user, app, env, change).await {
         Ok(c) => c,
         Err(e) => {

@@ -11,6 +11,37 @@ fn info(p: &Platform, app: &str) -> serde_json::Value {
     p.paas(&["db", "info", "--app", app, "-o", "json"]).expect_ok().json()
 }
 
+/// Creates `app`'s database (its replica lands on the joined node `other`), runs `sql` in it,
+/// and switches the primary over to `other`, which the test can then kill or cut off.
+fn primary_on(p: &Platform, app: &str, other: &str, sql: &str) {
+    p.paas(&["apps", "create", app]).expect_ok();
+    p.paas(&["db", "create", "--app", app, "--backup-schedule", "off"]).expect_ok();
+    let i = p.wait_db_healthy(app);
+    assert_eq!(i["replica"]["node"], other, "{i}");
+    p.psql(app, &[], sql);
+    paas_tests::db::switch_over(p, app);
+    let i = p.wait_db_healthy(app);
+    assert_eq!(i["primary"]["node"], other, "{i}");
+}
+
+/// Runs `sql` as the superuser inside database container `container` (what the platform never
+/// does on a user's behalf: the tests' way to break things).
+fn as_superuser(container: &str, sql: &str) {
+    docker(&[
+        "exec",
+        container,
+        "/usr/lib/postgresql/15/bin/psql",
+        "-X",
+        "-q",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-c",
+        sql,
+    ]);
+}
+
 /// Waits until the primary answers, healthy, on the platform's own node (a failover to it).
 fn wait_primary_here(p: &Platform, app: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -109,15 +140,7 @@ fn a_lost_primary_node_fails_over_to_the_replica_and_comes_back_as_a_replica() {
     let mut p = Platform::start_with(&["--private-addr", &bridge_address(), "--node-lost-after", "6s"]);
     let other = p.join_agent(&second.addr);
     let app = p.app_name("fo");
-    p.paas(&["apps", "create", &app]).expect_ok();
-    p.paas(&["db", "create", "--app", &app, "--backup-schedule", "off"]).expect_ok();
-    let i = p.wait_db_healthy(&app);
-    assert_eq!(i["replica"]["node"], other.as_str(), "{i}");
-    p.psql(&app, &[], "CREATE TABLE t (n int PRIMARY KEY)");
-    // The primary moves to the joined node, which the test can kill.
-    paas_tests::db::switch_over(&p, &app);
-    let i = p.wait_db_healthy(&app);
-    assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
+    primary_on(&p, &app, &other, "CREATE TABLE t (n int PRIMARY KEY)");
     // An app writes through its DATABASE_URL, from whichever node it was placed on.
     let src = paas_tests::example_copy("notes");
     p.paas(&["deploy", src.path().to_str().unwrap(), "--app", &app]).expect_ok();
@@ -228,22 +251,15 @@ fn a_primary_cut_off_from_the_control_plane_and_its_replica_stops_before_the_rep
     let proxy = paas_tests::cut::CutProxy::start(p.agent_url.trim_start_matches("https://"));
     let other = p.join_agent_at(&format!("https://{}", proxy.addr), &second.addr, &[]);
     let app = p.app_name("lease");
-    p.paas(&["apps", "create", &app]).expect_ok();
-    p.paas(&["db", "create", "--app", &app, "--backup-schedule", "off"]).expect_ok();
-    p.wait_db_healthy(&app);
-    p.psql(&app, &[], "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)");
-    paas_tests::db::switch_over(&p, &app);
-    let i = p.wait_db_healthy(&app);
-    assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
+    primary_on(&p, &app, &other, "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)");
     let primary = format!("paas-{app}--production--db-primary");
     let running = |name: &str| docker(&["inspect", "-f", "{{.State.Running}}", name]).trim() == "true";
 
     // The primary's node is cut off from the control plane, and the replica from the primary
     // (its role may no longer log in; the connection it had ends).
-    let psql = "/usr/lib/postgresql/15/bin/psql";
     let cut_replica =
         "ALTER ROLE replicator NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_replication;";
-    docker(&["exec", &primary, psql, "-X", "-q", "-U", "postgres", "-d", "postgres", "-c", cut_replica]);
+    as_superuser(&primary, cut_replica);
     proxy.cut();
     let cut_at = Instant::now();
     // Its lease (two thirds of 6 s) runs out first: it stops itself, its agent still running.
@@ -281,33 +297,14 @@ fn a_replica_that_stopped_following_is_not_promoted_and_the_platform_says_why() 
     let mut p = Platform::start_with(&["--private-addr", &bridge_address(), "--node-lost-after", "6s"]);
     let other = p.join_agent(&second.addr);
     let app = p.app_name("lag");
-    p.paas(&["apps", "create", &app]).expect_ok();
-    p.paas(&["db", "create", "--app", &app, "--backup-schedule", "off"]).expect_ok();
-    p.wait_db_healthy(&app);
-    p.psql(&app, &[], "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)");
-    paas_tests::db::switch_over(&p, &app);
-    let i = p.wait_db_healthy(&app);
-    assert_eq!(i["primary"]["node"], other.as_str(), "{i}");
+    primary_on(&p, &app, &other, "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)");
 
     // The replica stops following (its WAL receiver points nowhere) while the primary writes on:
     // how far behind it falls is unknown to the platform, which must not bet the data on it.
     let replica = format!("paas-{app}--production--db-replica");
-    let psql = "/usr/lib/postgresql/15/bin/psql";
     let astray = "ALTER SYSTEM SET primary_conninfo = 'host=192.0.2.1 connect_timeout=1'";
-    docker(&["exec", &replica, psql, "-X", "-q", "-U", "postgres", "-d", "postgres", "-c", astray]);
-    docker(&[
-        "exec",
-        &replica,
-        psql,
-        "-X",
-        "-q",
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-c",
-        "SELECT pg_reload_conf()",
-    ]);
+    as_superuser(&replica, astray);
+    as_superuser(&replica, "SELECT pg_reload_conf()");
     p.psql(&app, &[], "INSERT INTO t SELECT generate_series(2, 1000)");
     let deadline = Instant::now() + Duration::from_secs(60);
     while info(&p, &app)["replica"]["figures"]["streaming"] != false {
